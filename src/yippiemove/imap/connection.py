@@ -1,0 +1,480 @@
+"""An asyncio IMAP client connection around the sans-IO :mod:`protocol` core.
+
+Many commands may be in flight at once (pipelining, RFC 3501 5.5): :meth:`submit`
+writes a command immediately and returns a future for its completion.  Untagged
+responses are handed to the oldest command still in flight, which is how servers
+that execute pipelined commands in order (all the ones we know) answer; commands
+that need untagged data (FETCH, LIST...) may pass ``on_untagged`` to stream it
+instead of collecting it.
+
+Literals are sent with LITERAL+ (RFC 7888) when the server offers it, otherwise the
+connection waits for the server's ``+`` before each literal; meanwhile later
+commands queue behind it so that bytes of two commands never interleave.
+
+Secrets: the bytes of LOGIN/AUTHENTICATE are never logged or put into exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .errors import (
+    AuthenticationError,
+    CommandError,
+    ConnectError,
+    ConnectionLost,
+    InsecureAuthError,
+    TlsError,
+)
+from .protocol import (
+    Continuation,
+    Literal,
+    ProtocolError,
+    ResponseParser,
+    Tagged,
+    Untagged,
+    encode_command,
+    quote,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CommandResult", "ImapConnection", "is_loopback"]
+
+UntaggedHandler = Callable[[Untagged], None]
+
+
+@dataclass(slots=True)
+class CommandResult:
+    tagged: Tagged
+    untagged: list[Untagged] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Pending:
+    tag: str
+    name: str
+    future: asyncio.Future[CommandResult]
+    on_untagged: UntaggedHandler | None
+    untagged: list[Untagged] = field(default_factory=list)
+
+
+def is_loopback(host: str) -> bool:
+    """True for names and addresses of this machine's loopback interface."""
+    if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
+        return True
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class _Transport(asyncio.Protocol):
+    """asyncio protocol glue: bytes from the socket go straight into the parser."""
+
+    def __init__(self, conn: ImapConnection) -> None:
+        self.conn = conn
+
+    def data_received(self, data: bytes) -> None:
+        self.conn._data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn._connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.conn._paused = True
+
+    def resume_writing(self) -> None:
+        self.conn._paused = False
+        waiter = self.conn._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class ImapConnection:
+    """One IMAP client connection.  Create with :meth:`open`."""
+
+    def __init__(self, host: str, *, idle_timeout: float = 120.0, name: str = "imap") -> None:
+        self.host = host
+        self.name = name
+        self.capabilities: frozenset[str] = frozenset()
+        self.idle_timeout = idle_timeout
+        self._parser = ResponseParser()
+        self._transport: asyncio.Transport | None = None
+        self._pending: collections.OrderedDict[str, _Pending] = collections.OrderedDict()
+        self._tagnum = 0
+        self._closed_exc: Exception | None = None
+        self._paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._continuation: asyncio.Future[bytes] | None = None
+        self._send_lock = asyncio.Lock()
+        self._greeting: asyncio.Future[Untagged] | None = None
+        self._last_rx = time.monotonic()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self.unsolicited: list[Untagged] = []
+        self._bye: Untagged | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.tls = False
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    async def open(
+        cls,
+        host: str,
+        port: int,
+        *,
+        security: str = "starttls",
+        ssl_context: ssl.SSLContext | None = None,
+        timeout: float = 30.0,
+        idle_timeout: float = 120.0,
+        name: str = "imap",
+    ) -> ImapConnection:
+        """Connect and read the greeting.
+
+        ``security``: ``"tls"`` (TLS from the first byte), ``"starttls"`` (STARTTLS when
+        the server offers it), ``"require-starttls"`` (fail without it) or ``"none"``.
+        """
+        if security not in ("tls", "starttls", "require-starttls", "none"):
+            raise ValueError(f"unknown security mode {security!r}")
+        self = cls(host, idle_timeout=idle_timeout, name=name)
+        loop = asyncio.get_running_loop()
+        ctx = ssl_context or ssl.create_default_context()
+        self._greeting = loop.create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                try:
+                    transport, _ = await loop.create_connection(
+                        lambda: _Transport(self),
+                        host,
+                        port,
+                        ssl=ctx if security == "tls" else None,
+                        server_hostname=host if security == "tls" else None,
+                    )
+                except ssl.SSLError as exc:
+                    raise TlsError(f"TLS with {host}:{port} failed: {_ssl_reason(exc)}") from None
+                except socket.gaierror as exc:
+                    raise ConnectError(f"unknown host {host!r}: {exc.strerror}") from None
+                except OSError as exc:
+                    reason = exc.strerror or exc.__class__.__name__
+                    raise ConnectError(f"cannot connect to {host}:{port}: {reason}") from None
+                assert isinstance(transport, asyncio.Transport)
+                self._transport = transport
+                self.tls = security == "tls"
+                _tune_socket(transport)
+                greeting = await self._greeting
+                if greeting.kind == "BYE":
+                    raise ConnectError(
+                        f"{host}:{port} refused the connection: "
+                        + greeting.text.decode("utf-8", "replace")
+                    )
+                if greeting.code is not None and greeting.code.name == "CAPABILITY":
+                    self.capabilities = frozenset(
+                        greeting.code.args.decode("latin-1").upper().split()
+                    )
+                else:
+                    await self.refresh_capabilities()
+                if security in ("starttls", "require-starttls"):
+                    if "STARTTLS" in self.capabilities:
+                        await self._starttls(ctx)
+                    elif security == "require-starttls":
+                        raise TlsError(f"{host}:{port} does not offer STARTTLS")
+        except TimeoutError:
+            self.abort()
+            raise ConnectError(f"no answer from {host}:{port} within {timeout:g} s") from None
+        except BaseException:
+            self.abort()
+            raise
+        self._arm_watchdog()
+        return self
+
+    async def _starttls(self, ctx: ssl.SSLContext) -> None:
+        await self.execute("STARTTLS")
+        # RFC 3501 6.2.1 / RFC 2595: discard anything the server sent before TLS.
+        self._parser = ResponseParser()
+        loop = asyncio.get_running_loop()
+        assert self._transport is not None
+        proto = self._transport.get_protocol()
+        try:
+            new = await loop.start_tls(self._transport, proto, ctx, server_hostname=self.host)
+        except ssl.SSLError as exc:
+            raise TlsError(f"STARTTLS with {self.host} failed: {_ssl_reason(exc)}") from None
+        except (ConnectionError, OSError) as exc:
+            raise TlsError(f"STARTTLS with {self.host} failed: {exc}") from None
+        if new is None:
+            raise TlsError(f"STARTTLS with {self.host} failed: connection closed")
+        assert isinstance(new, asyncio.Transport)
+        self._transport = new
+        self.tls = True
+        await self.refresh_capabilities()
+
+    async def refresh_capabilities(self) -> frozenset[str]:
+        res = await self.execute("CAPABILITY")
+        caps: set[str] = set()
+        for u in res.untagged:
+            if u.kind == "CAPABILITY":
+                caps.update(c.upper() for c in u.data if isinstance(c, str))
+        self.capabilities = frozenset(caps)
+        return self.capabilities
+
+    async def login(self, user: str, password: str, *, allow_insecure: bool = False) -> None:
+        """Authenticate; refuses to send a password in the clear unless allowed.
+
+        Uses AUTHENTICATE PLAIN (RFC 4616) with SASL-IR when offered, else LOGIN.
+        Neither the password nor the command bytes appear in any error.
+        """
+        if not self.tls and not allow_insecure:
+            raise InsecureAuthError(
+                f"refusing to send the password for {user!r} to {self.host} without TLS "
+                "(the server offers no TLS; pass --allow-insecure-auth to do it anyway)"
+            )
+        if "LOGINDISABLED" in self.capabilities and "AUTH=PLAIN" not in self.capabilities:
+            raise AuthenticationError(f"{self.host} does not allow logging in (LOGINDISABLED)")
+        try:
+            if "AUTH=PLAIN" in self.capabilities and "SASL-IR" in self.capabilities:
+                token = base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode())
+                res = await self.execute("AUTHENTICATE", "PLAIN", token, sensitive=True)
+            else:
+                res = await self.execute("LOGIN", quote(user), quote(password), sensitive=True)
+        except CommandError as exc:
+            raise AuthenticationError(
+                f"{self.host} refused the login for {user!r}: {exc.server_text}"
+            ) from None
+        code = res.tagged.code
+        if code is not None and code.name == "CAPABILITY":
+            self.capabilities = frozenset(code.args.decode("latin-1").upper().split())
+        else:
+            await self.refresh_capabilities()
+
+    # ------------------------------------------------------------------ commands
+
+    def _next_tag(self) -> str:
+        self._tagnum += 1
+        return f"Y{self._tagnum}"
+
+    async def execute(
+        self,
+        name: str,
+        *args: bytes | str | int | Literal,
+        on_untagged: UntaggedHandler | None = None,
+        sensitive: bool = False,
+        check: bool = True,
+    ) -> CommandResult:
+        """Send a command and wait for its completion; NO/BAD raise :class:`CommandError`."""
+        fut = await self.submit(name, *args, on_untagged=on_untagged, sensitive=sensitive)
+        res = await fut
+        if check and not res.tagged.ok:
+            raise CommandError(name if not sensitive else name.split()[0], res.tagged)
+        return res
+
+    async def submit(
+        self,
+        name: str,
+        *args: bytes | str | int | Literal,
+        on_untagged: UntaggedHandler | None = None,
+        sensitive: bool = False,
+    ) -> asyncio.Future[CommandResult]:
+        """Write a command now (pipelined) and return a future for its result."""
+        if self._closed_exc is not None:
+            raise ConnectionLost(str(self._closed_exc))
+        tag = self._next_tag()
+        lp = "LITERAL+" in self.capabilities
+        parts = encode_command(tag, name, *args, literal_plus=lp)
+        fut: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+        self._pending[tag] = _Pending(tag, name, fut, on_untagged)
+        sync_literals = not lp and len(parts) > 1
+        if not sync_literals and not self._send_lock.locked():
+            self._write_parts(parts)
+        else:
+            async with self._send_lock:
+                await self._write_parts_sync(parts, fut)
+        if self._paused:
+            await self.drain()
+        return fut
+
+    def _write_parts(self, parts: list[bytes | Literal]) -> None:
+        t = self._transport
+        if t is None:
+            raise ConnectionLost("not connected")
+        for p in parts:
+            data = p.data if isinstance(p, Literal) else p
+            self.bytes_out += len(data)
+            t.write(data)
+
+    async def _write_parts_sync(
+        self, parts: list[bytes | Literal], fut: asyncio.Future[CommandResult]
+    ) -> None:
+        """Send with synchronizing literals: wait for ``+`` before each one."""
+        loop = asyncio.get_running_loop()
+        for p in parts:
+            if isinstance(p, Literal):
+                self._continuation = loop.create_future()
+                waiter = asyncio.ensure_future(self._continuation)
+                done, _ = await asyncio.wait({waiter, fut}, return_when=asyncio.FIRST_COMPLETED)
+                if waiter not in done:
+                    waiter.cancel()
+                    return  # the command was refused before its literal (e.g. TRYCREATE)
+                self._continuation = None
+                self._write_parts([p])
+                if self._paused:
+                    await self.drain()
+            else:
+                self._write_parts([p])
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is below its high-water mark."""
+        if self._closed_exc is not None:
+            raise ConnectionLost(str(self._closed_exc))
+        if not self._paused:
+            return
+        loop = asyncio.get_running_loop()
+        self._drain_waiter = loop.create_future()
+        try:
+            await self._drain_waiter
+        finally:
+            self._drain_waiter = None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    # ------------------------------------------------------------------ receiving
+
+    def _data_received(self, data: bytes) -> None:
+        self._last_rx = time.monotonic()
+        self.bytes_in += len(data)
+        try:
+            responses = self._parser.feed(data)
+        except ProtocolError as exc:
+            self._fail(ConnectionLost(f"{self.host} sent invalid IMAP data: {exc}"))
+            return
+        for r in responses:
+            if isinstance(r, Untagged):
+                self._on_untagged(r)
+            elif isinstance(r, Tagged):
+                p = self._pending.pop(r.tag, None)
+                if p is None:
+                    self._fail(ConnectionLost(f"{self.host} answered an unknown tag {r.tag!r}"))
+                    return
+                if not p.future.done():
+                    p.future.set_result(CommandResult(r, p.untagged))
+            else:
+                assert isinstance(r, Continuation)
+                c = self._continuation
+                if c is not None and not c.done():
+                    c.set_result(r.text)
+                else:
+                    self._fail(ConnectionLost(f"{self.host} sent an unexpected continuation"))
+                    return
+
+    def _on_untagged(self, r: Untagged) -> None:
+        if self._greeting is not None and not self._greeting.done():
+            self._greeting.set_result(r)
+            return
+        if r.kind == "BYE":
+            # The connection ends next; pending commands fail when it does.
+            self._bye = r
+            return
+        if self._pending:
+            p = next(iter(self._pending.values()))
+            if p.on_untagged is not None:
+                p.on_untagged(r)
+            else:
+                p.untagged.append(r)
+        else:
+            self.unsolicited.append(r)
+
+    def _connection_lost(self, exc: Exception | None) -> None:
+        bye = self._bye
+        if bye is not None:
+            reason = "server said BYE: " + bye.text.decode("utf-8", "replace")
+        elif exc is not None:
+            reason = f"connection to {self.host} lost: {exc}"
+        else:
+            reason = f"connection to {self.host} closed by the server"
+        self._fail(ConnectionLost(reason))
+
+    def _fail(self, exc: Exception) -> None:
+        if self._closed_exc is None:
+            self._closed_exc = exc
+        if self._transport is not None:
+            self._transport.abort()
+        for p in self._pending.values():
+            if not p.future.done():
+                p.future.set_exception(exc)
+                p.future.exception()  # mark retrieved: callers may have gone
+        self._pending.clear()
+        for fut in (self._greeting, self._continuation, self._drain_waiter):
+            if fut is not None and not fut.done():
+                fut.set_exception(exc)
+                fut.exception()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+
+    def _arm_watchdog(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = max(0.05, min(5.0, self.idle_timeout / 4))
+
+        def check() -> None:
+            if self._closed_exc is not None:
+                return
+            idle = time.monotonic() - self._last_rx
+            if self._pending and idle > self.idle_timeout:
+                self._fail(
+                    ConnectionLost(f"no answer from {self.host} for {self.idle_timeout:g} s")
+                )
+                return
+            if not self._pending:
+                self._last_rx = time.monotonic()
+            self._watchdog = loop.call_later(interval, check)
+
+        self._watchdog = loop.call_later(interval, check)
+
+    # ------------------------------------------------------------------ closing
+
+    @property
+    def closed(self) -> bool:
+        return self._closed_exc is not None
+
+    async def logout(self, timeout: float = 5.0) -> None:
+        """Say LOGOUT politely, then close; never raises."""
+        if self._closed_exc is None:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.execute("LOGOUT", check=False)
+            except Exception:
+                pass
+        self.abort()
+
+    def abort(self) -> None:
+        if self._closed_exc is None:
+            self._fail(ConnectionLost("connection closed by us"))
+        elif self._transport is not None:
+            self._transport.abort()
+
+
+def _tune_socket(transport: asyncio.Transport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
+
+
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verification failed ({exc.verify_message})"
+    return exc.reason or str(exc)

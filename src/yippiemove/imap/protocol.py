@@ -1,0 +1,447 @@
+"""The IMAP4rev1 wire protocol, sans I/O: bytes in, responses out; commands in, bytes out.
+
+Theory of operation
+-------------------
+An IMAP server sends *responses*: lines ending in CRLF, where a line may end in a
+literal announcement ``{N}`` after which exactly N raw bytes follow and the line
+goes on (RFC 3501 section 4.3).  :class:`ResponseParser` keeps one growing buffer,
+finds where each response ends without ever scanning inside a literal, and turns
+each complete response into one of three frozen-ish objects:
+
+* :class:`Continuation`  -- ``+ text`` (the server is ready for a literal),
+* :class:`Tagged`        -- ``TAG OK|NO|BAD [code] text``, the end of one command,
+* :class:`Untagged`      -- ``* ...`` data (FETCH, LIST, CAPABILITY, EXISTS, OK, BYE, ...).
+
+Untagged data is tokenised into a small tree: atoms are ``str`` (ASCII), quoted
+strings and literals are ``bytes`` (never decoded: message bodies pass through
+untouched), ``NIL`` is ``None`` and parenthesised lists are ``list``.  FETCH data is
+further turned into a ``dict`` keyed by upper-cased item name (``"UID"``,
+``"BODY[]"``...) so the engine reads only what it asked for.
+
+Commands go the other way: :func:`encode_command` turns arguments into a list of
+``bytes`` segments and :class:`Literal` markers; the I/O layer either writes them
+at once (LITERAL+, RFC 7888) or waits for a continuation before each literal.
+
+Anything the server sends that cannot be parsed raises :class:`ProtocolError`
+(the peer's fault); misuse of the API raises ``ValueError`` (our fault).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "MAX_LINE",
+    "AppendUid",
+    "Continuation",
+    "Literal",
+    "ProtocolError",
+    "ResponseCode",
+    "ResponseParser",
+    "Tagged",
+    "Untagged",
+    "encode_command",
+    "format_flags",
+    "parse_uid_set",
+    "quote",
+]
+
+#: Longest response line (outside literals) we accept before declaring the peer broken.
+MAX_LINE = 64 * 1024 * 1024
+#: Largest literal we accept (a single message); IMAP servers rarely allow more than ~150 MB.
+MAX_LITERAL = 2 * 1024 * 1024 * 1024
+
+
+class ProtocolError(Exception):
+    """The server sent something that is not IMAP (the peer's fault)."""
+
+
+# --------------------------------------------------------------------------------------
+# Response objects
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseCode:
+    """A bracketed response code, e.g. ``[APPENDUID 38505 3955]`` (RFC 3501 7.1)."""
+
+    name: str
+    args: bytes = b""
+
+    def tokens(self) -> list[Any]:
+        """The code's arguments tokenised like untagged data."""
+        return _tokenize([self.args], [], 0) if self.args else []
+
+
+@dataclass(frozen=True, slots=True)
+class AppendUid:
+    """RFC 4315 APPENDUID: the UIDVALIDITY and UIDs the destination gave appended messages."""
+
+    uidvalidity: int
+    uids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Continuation:
+    """``+ text``: the server waits for the rest of a command (RFC 3501 7.5)."""
+
+    text: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Tagged:
+    """The completion of one command (RFC 3501 7.1)."""
+
+    tag: str
+    status: str  # "OK", "NO" or "BAD"
+    code: ResponseCode | None
+    text: bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "OK"
+
+    def appenduid(self) -> AppendUid | None:
+        """The APPENDUID code of a successful APPEND, when the server has UIDPLUS."""
+        if self.code is None or self.code.name != "APPENDUID":
+            return None
+        parts = self.code.args.split()
+        if len(parts) != 2:
+            raise ProtocolError(f"malformed APPENDUID code: {self.code.args[:100]!r}")
+        try:
+            return AppendUid(int(parts[0]), tuple(parse_uid_set(parts[1])))
+        except ValueError as exc:
+            raise ProtocolError(f"malformed APPENDUID code: {self.code.args[:100]!r}") from exc
+
+
+@dataclass(slots=True)
+class Untagged:
+    """``* ...`` data.
+
+    ``kind`` is the upper-cased response name (``FETCH``, ``LIST``, ``EXISTS``,
+    ``OK``...); ``number`` the leading number of ``* 12 FETCH``/``* 3 EXISTS``;
+    ``data`` the tokens after the name (for FETCH: one ``dict``); for status
+    responses (OK/NO/BAD/BYE/PREAUTH) ``code`` and ``text`` are set instead.
+    """
+
+    kind: str
+    number: int | None = None
+    data: list[Any] = field(default_factory=list)
+    code: ResponseCode | None = None
+    text: bytes = b""
+
+
+Response = Continuation | Tagged | Untagged
+
+
+# --------------------------------------------------------------------------------------
+# Tokenising
+
+
+# Atoms may carry a bracketed section with spaces inside it, e.g. BODY[HEADER.FIELDS (X)]<0>;
+# mailbox names may begin with "[" ("[Gmail]/Sent Mail").  CTL, SP, "(", ")", '"' and "{"
+# end an atom (RFC 3501 9, ATOM-CHAR), "%" and "*" are allowed in LIST data.
+_TOKEN = re.compile(
+    rb"[ ]*(?:"
+    rb"(?P<lp>\()|(?P<rp>\))"
+    rb'|"(?P<q>(?:[^"\\\r\n]|\\.)*)"'
+    rb'|(?P<atom>(?:[^\x00-\x20()"{\x7f\[]+|\[[^\]\r\n]*\])+)'
+    rb")"
+)
+_LITERAL_AT_END = re.compile(rb"\{(\d{1,10})(\+?)\}\Z")
+_UNESCAPE = re.compile(rb"\\(.)")
+_NUMBER = re.compile(rb"\d{1,20}\Z")
+
+
+def _tokenize(chunks: list[bytes], literals: list[bytes], start: int) -> list[Any]:
+    """Tokenise one response given as line chunks separated by literals."""
+    stack: list[list[Any]] = [[]]
+    match = _TOKEN.match
+    nlit = len(literals)
+    for i, chunk in enumerate(chunks):
+        pos = start if i == 0 else 0
+        end = len(chunk)
+        if i < nlit:
+            end = chunk.rindex(b"{")
+        while pos < end:
+            m = match(chunk, pos, end)
+            if m is None or m.end() == pos:
+                if chunk[pos:end].strip(b" ") == b"":
+                    break
+                raise ProtocolError(f"unexpected data at offset {pos}: {chunk[pos : pos + 60]!r}")
+            pos = m.end()
+            group = m.lastgroup
+            if group == "atom":
+                atom = m.group("atom").decode("latin-1")
+                stack[-1].append(None if atom == "NIL" else atom)
+            elif group == "q":
+                q = m.group("q")
+                if b"\\" in q:
+                    q = _UNESCAPE.sub(rb"\1", q)
+                stack[-1].append(q)
+            elif group == "lp":
+                new: list[Any] = []
+                stack[-1].append(new)
+                stack.append(new)
+            elif group == "rp":
+                if len(stack) == 1:
+                    raise ProtocolError(f"unbalanced ')' in {chunk[:80]!r}")
+                stack.pop()
+            else:  # pragma: no cover - regex has no other groups
+                break
+        if i < nlit:
+            stack[-1].append(literals[i])
+    if len(stack) != 1:
+        raise ProtocolError(f"unbalanced '(' in {chunks[0][:80]!r}")
+    return stack[0]
+
+
+def _parse_resp_text(line: bytes, pos: int) -> tuple[ResponseCode | None, bytes]:
+    """resp-text = ["[" resp-text-code "]" SP] text (RFC 3501 9)."""
+    rest = line[pos:].lstrip(b" ")
+    if rest.startswith(b"["):
+        close = rest.find(b"]")
+        if close < 0:
+            raise ProtocolError(f"unterminated response code: {rest[:80]!r}")
+        inner = rest[1:close]
+        name, _, args = inner.partition(b" ")
+        code = ResponseCode(name.decode("latin-1").upper(), args)
+        return code, rest[close + 1 :].lstrip(b" ")
+    return None, rest
+
+
+_STATUS = frozenset(("OK", "NO", "BAD", "BYE", "PREAUTH"))
+
+
+def _fetch_dict(items: list[Any]) -> dict[str, Any]:
+    if len(items) % 2:
+        raise ProtocolError(f"odd FETCH item list: {items[:6]!r}")
+    out: dict[str, Any] = {}
+    for k in range(0, len(items), 2):
+        key = items[k]
+        if not isinstance(key, str):
+            raise ProtocolError(f"bad FETCH item name: {key!r:.60}")
+        out[key.upper()] = items[k + 1]
+    return out
+
+
+def _build(chunks: list[bytes], literals: list[bytes]) -> Response:
+    first = chunks[0]
+    if first.startswith(b"+"):
+        if literals:
+            raise ProtocolError("literal in a continuation request")
+        return Continuation(first[2:] if first.startswith(b"+ ") else first[1:])
+    sp = first.find(b" ")
+    if sp <= 0:
+        raise ProtocolError(f"malformed response: {first[:80]!r}")
+    tag = first[:sp]
+    if tag == b"*":
+        sp2 = first.find(b" ", sp + 1)
+        word = first[sp + 1 : sp2 if sp2 >= 0 else len(first)]
+        number: int | None = None
+        if _NUMBER.match(word):
+            number = int(word)
+            if sp2 < 0:
+                raise ProtocolError(f"malformed response: {first[:80]!r}")
+            sp3 = first.find(b" ", sp2 + 1)
+            word = first[sp2 + 1 : sp3 if sp3 >= 0 else len(first)]
+            sp2 = sp3
+        try:
+            kind = word.decode("ascii").upper()
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"malformed response name: {word[:40]!r}") from exc
+        if not kind:
+            raise ProtocolError(f"malformed response: {first[:80]!r}")
+        rest_pos = len(first) if sp2 < 0 else sp2 + 1
+        if kind in _STATUS and number is None:
+            if literals:
+                # A status response's text may not contain literals; keep it raw.
+                raise ProtocolError("literal in a status response")
+            code, text = _parse_resp_text(first, rest_pos)
+            return Untagged(kind, None, [], code, text)
+        if kind in ("CAPABILITY", "ENABLED") and not literals:
+            return Untagged(kind, number, first[rest_pos:].decode("latin-1").split())
+        data = _tokenize(chunks, literals, rest_pos) if rest_pos < len(first) or literals else []
+        if kind == "FETCH":
+            if len(data) != 1 or not isinstance(data[0], list):
+                raise ProtocolError(f"malformed FETCH response: {first[:80]!r}")
+            data = [_fetch_dict(data[0])]
+        return Untagged(kind, number, data)
+    # Tagged completion
+    if literals:
+        raise ProtocolError("literal in a tagged response")
+    sp2 = first.find(b" ", sp + 1)
+    status = first[sp + 1 : sp2 if sp2 >= 0 else len(first)].upper()
+    if status not in (b"OK", b"NO", b"BAD"):
+        raise ProtocolError(f"malformed tagged response: {first[:80]!r}")
+    try:
+        tag_s = tag.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"malformed tag: {tag[:40]!r}") from exc
+    code, text = _parse_resp_text(first, sp2 + 1 if sp2 >= 0 else len(first))
+    return Tagged(tag_s, status.decode("ascii"), code, text)
+
+
+class ResponseParser:
+    """Frames and parses server responses from a byte stream.
+
+    ``feed(data)`` returns the responses completed by ``data`` (possibly none).  A
+    literal is copied out of the buffer exactly once.
+    """
+
+    __slots__ = ("_buf", "_chunks", "_lit_len", "_literals", "_pos", "_scan")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._pos = 0  # start of the current (unfinished) line chunk
+        self._scan = 0  # where to resume looking for CRLF
+        self._chunks: list[bytes] = []
+        self._literals: list[bytes] = []
+        self._lit_len = -1  # >= 0 while waiting for literal bytes
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet part of a complete response."""
+        return (
+            len(self._buf) - self._pos + sum(map(len, self._chunks)) + sum(map(len, self._literals))
+        )
+
+    def feed(self, data: bytes) -> list[Response]:
+        buf = self._buf
+        buf += data
+        out: list[Response] = []
+        while True:
+            if self._lit_len >= 0:
+                end = self._pos + self._lit_len
+                if len(buf) < end:
+                    break
+                with memoryview(buf) as mv:
+                    self._literals.append(mv[self._pos : end].tobytes())
+                self._pos = self._scan = end
+                self._lit_len = -1
+            i = buf.find(b"\r\n", self._scan)
+            if i < 0:
+                if len(buf) - self._pos > MAX_LINE:
+                    raise ProtocolError(f"response line longer than {MAX_LINE} bytes")
+                self._scan = max(self._pos, len(buf) - 1)
+                break
+            with memoryview(buf) as mv:
+                chunk = mv[self._pos : i].tobytes()
+            self._pos = self._scan = i + 2
+            if chunk.endswith(b"}"):
+                m = _LITERAL_AT_END.search(chunk)
+                if m is not None:
+                    n = int(m.group(1))
+                    if n > MAX_LITERAL:
+                        raise ProtocolError(f"literal of {n} bytes is too large")
+                    self._chunks.append(chunk)
+                    self._lit_len = n
+                    continue
+            self._chunks.append(chunk)
+            chunks, literals = self._chunks, self._literals
+            self._chunks, self._literals = [], []
+            out.append(_build(chunks, literals))
+        # Compact: drop consumed bytes once they dominate the buffer.
+        if self._pos and (self._pos == len(buf) or self._pos > 1 << 20):
+            del buf[: self._pos]
+            self._scan -= self._pos
+            self._pos = 0
+        return out
+
+
+# --------------------------------------------------------------------------------------
+# Commands
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    """Raw bytes sent as an IMAP literal; never altered (RFC 3501 4.3)."""
+
+    data: bytes
+
+
+_ATOM_SAFE = re.compile(rb"[^\x00-\x20()\"{\x7f-\xff%*\\\]]+\Z")
+_QUOTE_SAFE = re.compile(rb"[^\x00\r\n\x80-\xff]*\Z")
+
+
+def quote(value: bytes | str) -> bytes | Literal:
+    """An astring/string argument: quoted when possible, a literal otherwise."""
+    raw = value.encode("utf-8") if isinstance(value, str) else value
+    if len(raw) < 1024 and _QUOTE_SAFE.match(raw):
+        return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    return Literal(raw)
+
+
+def format_flags(flags: tuple[str, ...] | list[str] | frozenset[str]) -> bytes:
+    """``(\\Seen $Label1)``; callers pass only flags valid as atoms."""
+    return b"(" + " ".join(flags).encode("ascii") + b")"
+
+
+Arg = bytes | str | int | Literal
+
+
+def encode_command(
+    tag: str, name: str, *args: Arg, literal_plus: bool = False
+) -> list[bytes | Literal]:
+    """Encode one command as segments: ``bytes`` to send and ``Literal`` to send as literals.
+
+    ``str`` and ``int`` arguments are sent verbatim as atoms; ``bytes`` must already be
+    encoded (use :func:`quote` for strings); a :class:`Literal` becomes ``{N}`` or
+    ``{N+}`` (LITERAL+, RFC 7888) followed by the data.
+    """
+    parts: list[bytes | Literal] = []
+    line = bytearray(tag.encode("ascii") + b" " + name.encode("ascii"))
+    for arg in args:
+        if isinstance(arg, Literal):
+            line += b" {%d%s}\r\n" % (len(arg.data), b"+" if literal_plus else b"")
+            parts.append(bytes(line))
+            parts.append(arg)
+            line = bytearray()
+            continue
+        if isinstance(arg, str):
+            arg = arg.encode("ascii")
+        elif isinstance(arg, int):
+            arg = str(arg).encode("ascii")
+        if line:
+            line += b" "
+        elif parts:
+            # right after a literal: the next token needs its separating space
+            line += b" "
+        line += arg
+    line += b"\r\n"
+    parts.append(bytes(line))
+    return parts
+
+
+def parse_uid_set(raw: bytes | str) -> list[int]:
+    """``"1:3,7"`` -> ``[1, 2, 3, 7]`` (RFC 3501 9, sequence-set, as used by UIDPLUS)."""
+    text = raw.decode("ascii") if isinstance(raw, bytes) else raw
+    out: list[int] = []
+    for part in text.split(","):
+        a, sep, b = part.partition(":")
+        lo = int(a)
+        if sep:
+            hi = int(b)
+            step = 1 if hi >= lo else -1
+            out.extend(range(lo, hi + step, step))
+        else:
+            out.append(lo)
+    return out
+
+
+def format_uid_set(uids: list[int] | tuple[int, ...]) -> str:
+    """``[1, 2, 3, 7]`` -> ``"1:3,7"`` (sorted, compressed ranges)."""
+    if not uids:
+        raise ValueError("empty UID set")
+    s = sorted(uids)
+    out: list[str] = []
+    start = prev = s[0]
+    for u in s[1:]:
+        if u == prev + 1:
+            prev = u
+            continue
+        out.append(str(start) if start == prev else f"{start}:{prev}")
+        start = prev = u
+    out.append(str(start) if start == prev else f"{start}:{prev}")
+    return ",".join(out)

@@ -1,0 +1,365 @@
+"""The command line: ``yippiemove move ...`` (a one-off transfer in the terminal).
+
+Exit status of ``move``: 0 every selected source message is verified on the destination;
+1 some messages failed (listed, and in the report); 2 the run could not start or was cut
+short (bad arguments, unreachable host, wrong password, TLS failure, interrupted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from . import __version__
+from .accounts import AccountURL, AccountURLError, parse_account_url, ssl_context
+from .imap.errors import ImapError
+from .transfer.engine import Mover, PlanError
+from .transfer.model import FolderResult, Options, Plan, Progress
+from .transfer.state import State, StateError
+
+EXIT_OK, EXIT_FAILED, EXIT_ABORTED = 0, 1, 2
+
+log = logging.getLogger("yippiemove")
+
+
+def _die(message: str) -> NoReturn:
+    click.echo(f"yippiemove: error: {message}", err=True)
+    sys.exit(EXIT_ABORTED)
+
+
+def read_password(role: str, url: AccountURL, password_file: str | None) -> str:
+    """Password from the file, else the environment, else a terminal prompt; never argv."""
+    env = f"YIPPIEMOVE_{role.upper()}_PASSWORD"
+    if password_file:
+        try:
+            text = Path(password_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            _die(f"cannot read --{role}-password-file {password_file!r}: {exc.strerror}")
+        pw = text.rstrip("\r\n")
+        if not pw:
+            _die(f"--{role}-password-file {password_file!r} is empty")
+        return pw
+    pw = os.environ.get(env)
+    if pw:
+        return pw
+    if sys.stdin.isatty():
+        return getpass.getpass(f"Password for {url.user} on {url.host} ({role}): ")
+    _die(
+        f"no password for the {role} account: use --{role}-password-file FILE, "
+        f"set {env}, or run on a terminal to be asked"
+    )
+
+
+def default_state_path(source: AccountURL, dest: AccountURL) -> Path:
+    import platformdirs
+
+    key = f"{source.scheme}://{source.user}@{source.host}:{source.port}>" + (
+        f"{dest.scheme}://{dest.user}@{dest.host}:{dest.port}"
+    )
+    name = hashlib.sha256(key.encode()).hexdigest()[:20]
+    return Path(platformdirs.user_data_dir("yippiemove")) / "jobs" / f"{name}.sqlite"
+
+
+@click.group()
+@click.version_option(__version__, prog_name="yippiemove")
+def main() -> None:
+    """yippiemove: exact, resumable, fast IMAP-to-IMAP mailbox transfers."""
+
+
+@main.command()
+@click.option(
+    "--source", "source_url", required=True, metavar="URL", help="imap[s]://USER@HOST:PORT"
+)
+@click.option("--dest", "dest_url", required=True, metavar="URL", help="imap[s]://USER@HOST:PORT")
+@click.option("--source-password-file", metavar="FILE", help="File holding the source password.")
+@click.option("--dest-password-file", metavar="FILE", help="File holding the destination password.")
+@click.option("--state", "state_path", metavar="FILE", help="The job's sqlite3 state database.")
+@click.option("--report", "report_path", metavar="FILE", help="Write a JSON report here.")
+@click.option(
+    "--folder",
+    "folders",
+    multiple=True,
+    metavar="NAME",
+    help="Only this folder (and its subfolders); repeatable; globs allowed.",
+)
+@click.option(
+    "--exclude",
+    "excludes",
+    multiple=True,
+    metavar="NAME",
+    help="Skip this folder (and its subfolders); repeatable.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
+@click.option(
+    "--ca-file", metavar="FILE", help="Trust this CA bundle (PEM) instead of the system's."
+)
+@click.option(
+    "--allow-insecure-auth",
+    is_flag=True,
+    help="Allow sending passwords without TLS to a non-loopback server.",
+)
+@click.option(
+    "--connections",
+    type=click.IntRange(1, 16),
+    default=2,
+    show_default=True,
+    help="Parallel folder workers (one connection per side each).",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 100),
+    default=3,
+    show_default=True,
+    help="Reconnect attempts per folder after a dropped connection.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(1, 3600),
+    default=120.0,
+    show_default=True,
+    help="Seconds without an answer before a connection counts as dead.",
+)
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: when on a terminal)."
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log every step.")
+def move(
+    source_url: str,
+    dest_url: str,
+    source_password_file: str | None,
+    dest_password_file: str | None,
+    state_path: str | None,
+    report_path: str | None,
+    folders: tuple[str, ...],
+    excludes: tuple[str, ...],
+    dry_run: bool,
+    ca_file: str | None,
+    allow_insecure_auth: bool,
+    connections: int,
+    retries: int,
+    timeout: float,
+    progress: bool | None,
+    verbose: bool,
+) -> None:
+    """Copy every folder and message from SOURCE to DEST, exactly; safe to re-run."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    try:
+        src_url = parse_account_url(source_url, what="--source")
+        dst_url = parse_account_url(dest_url, what="--dest")
+    except AccountURLError as exc:
+        _die(str(exc))
+    if ca_file and not Path(ca_file).is_file():
+        _die(f"--ca-file {ca_file!r} does not exist")
+    try:
+        ctx = ssl_context(ca_file)
+    except (OSError, ValueError) as exc:
+        _die(f"cannot load --ca-file {ca_file!r}: {exc}")
+    src_pw = read_password("source", src_url, source_password_file)
+    dst_pw = read_password("dest", dst_url, dest_password_file)
+    source = src_url.endpoint(src_pw, ssl_context=ctx, allow_insecure_auth=allow_insecure_auth)
+    dest = dst_url.endpoint(dst_pw, ssl_context=ctx, allow_insecure_auth=allow_insecure_auth)
+    if (source.host, source.port, source.user) == (dest.host, dest.port, dest.user):
+        _die("--source and --dest are the same account")
+
+    options = Options(
+        include=list(folders),
+        exclude=list(excludes),
+        dry_run=dry_run,
+        connections=connections,
+        retries=retries,
+        idle_timeout=timeout,
+    )
+    state: State | None = None
+    if not dry_run:
+        path = Path(state_path) if state_path else default_state_path(src_url, dst_url)
+        try:
+            state = State(path)
+            state.set_meta("source", source.label)
+            state.set_meta("dest", dest.label)
+        except StateError as exc:
+            _die(str(exc))
+    show_bar = sys.stderr.isatty() if progress is None else progress
+    prog = Progress()
+    mover = Mover(
+        source,
+        dest,
+        state=state,
+        options=options,
+        progress=prog,
+        on_event=log.info if verbose or not show_bar else log.debug,
+    )
+    started = time.time()
+    status = "interrupted"
+    error: str | None = None
+    try:
+        asyncio.run(_run_with_progress(mover, show_bar))
+        status = "done"
+    except KeyboardInterrupt:
+        error = "interrupted; run the same command again to resume"
+    except PlanError as exc:
+        error = str(exc)
+    except ImapError as exc:
+        error = str(exc)
+    except StateError as exc:
+        error = str(exc)
+    finally:
+        if state is not None:
+            try:
+                state.close()
+            except StateError as exc:
+                error = error or str(exc)
+    if dry_run and mover.plan is not None and error is None:
+        print_plan(mover.plan)
+        if report_path:
+            _write_json(report_path, {"dry_run": True, "plan": mover.plan.as_dict()})
+        sys.exit(EXIT_OK)
+    report = build_report(mover, source.label, dest.label, started, status, error)
+    if report_path:
+        _write_json(report_path, report)
+    if error is not None:
+        _die(error)
+    print_summary(mover.results)
+    sys.exit(EXIT_FAILED if report["totals"]["failed"] else EXIT_OK)
+
+
+async def _run_with_progress(mover: Mover, show_bar: bool) -> None:
+    task = asyncio.create_task(mover.run())
+    if not show_bar:
+        last = time.monotonic()
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.5)
+            if time.monotonic() - last >= 10 and mover.progress.phase == "copying":
+                last = time.monotonic()
+                p = mover.progress
+                log.info(
+                    "%d/%d messages, %.1f/%.1f MB, %.1f MB/s",
+                    p.messages_done,
+                    p.messages_total,
+                    p.bytes_done / 1e6,
+                    p.bytes_total / 1e6,
+                    p.rate() / 1e6,
+                )
+        await task
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+    from rich.progress import Progress as Bar
+
+    p = mover.progress
+
+    def describe() -> str:
+        if p.phase != "copying":
+            return p.phase
+        return f"{p.messages_done}/{p.messages_total} msgs" + (
+            f", {p.failed} failed" if p.failed else ""
+        )
+
+    with Bar(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    ) as bar:
+        tid = bar.add_task("connecting", total=None)
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.1)
+            total = p.bytes_total if p.phase in ("copying", "done") else None
+            bar.update(tid, description=describe(), total=total, completed=p.bytes_done)
+        bar.update(tid, description=describe(), completed=p.bytes_done)
+        await task
+
+
+def print_plan(plan: Plan) -> None:
+    click.echo(
+        f"Plan: {len(plan.folders)} folders, {plan.total_messages} messages, "
+        f"{plan.total_bytes / 1e6:.1f} MB"
+    )
+    for f in plan.folders:
+        why = f" ({'; '.join(f.reasons)})" if f.reasons else ""
+        new = "" if f.dest_exists else " [new]"
+        click.echo(
+            f"  {f.source.name!s} -> {f.dest_name}{new}: {f.count} messages, {f.size / 1e6:.2f} MB{why}"
+        )
+    for name, why in plan.skipped:
+        click.echo(f"  skipped {name}: {why}")
+
+
+def print_summary(results: list[FolderResult]) -> None:
+    total = sum(r.source_count for r in results)
+    copied = sum(r.copied for r in results)
+    present = sum(r.present for r in results)
+    failed = sum(r.failed for r in results)
+    for r in results:
+        click.echo(
+            f"  {r.source} -> {r.dest}: {r.source_count} messages, {r.copied} copied, "
+            f"{r.present} already there, {r.failed} failed"
+        )
+        for n in r.notes[:5]:
+            click.echo(f"      note: {n}")
+        for f in r.failures:
+            click.echo(
+                f"      FAILED UID {f.uid} ({f.size} bytes, {f.message_id or 'no Message-ID'}): {f.reason}"
+            )
+    click.echo(f"Done: {total} messages, {copied} copied, {present} already there, {failed} failed")
+
+
+def build_report(
+    mover: Mover, source: str, dest: str, started: float, status: str, error: str | None
+) -> dict[str, Any]:
+    results = mover.results
+    failures = [f.as_dict() for r in results for f in r.failures]
+    return {
+        "version": 1,
+        "source": source,
+        "dest": dest,
+        "started": started,
+        "finished": time.time(),
+        "status": status if error is None else "aborted",
+        "error": error,
+        "totals": {
+            "folders": len(results),
+            "source_count": sum(r.source_count for r in results),
+            "copied": sum(r.copied for r in results),
+            "already_present": sum(r.present for r in results),
+            "failed": len(failures),
+            "verified": sum(r.verified for r in results),
+            "bytes_copied": sum(r.bytes_copied for r in results),
+        },
+        "plan": mover.plan.as_dict() if mover.plan is not None else None,
+        "folders": [r.as_dict() for r in results],
+        "failures": failures,
+    }
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    tmp = Path(path + ".tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        _die(f"cannot write report {path!r}: {exc.strerror}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,327 @@
+"""Typed IMAP operations on top of :class:`ImapConnection`: the vocabulary the engine uses.
+
+Each method says the IMAP verb it sends; results are frozen dataclasses named after the
+RFC concept.  Mailbox names travel as the server's raw bytes (``raw``) so a source folder
+is always addressed exactly as the server spelled it, plus a decoded ``name`` (modified
+UTF-7, RFC 3501 5.1.3) for people and for mapping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from . import utf7
+from .connection import CommandResult, ImapConnection
+from .errors import CommandError
+from .protocol import AppendUid, Literal, ProtocolError, Untagged, format_uid_set, quote
+
+__all__ = [
+    "AppendItem",
+    "ImapClient",
+    "MailboxInfo",
+    "MessageMeta",
+    "NamespaceInfo",
+    "SelectInfo",
+    "decode_mailbox",
+]
+
+#: The FETCH items of a metadata listing (no body: cheap).
+META_ITEMS = b"(UID RFC822.SIZE FLAGS INTERNALDATE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
+META_KEY_MSGID = "BODY[HEADER.FIELDS (MESSAGE-ID)]"
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxInfo:
+    """One LIST answer (RFC 3501 7.2.2)."""
+
+    raw: bytes
+    name: str
+    separator: str | None
+    flags: frozenset[str]
+
+    @property
+    def selectable(self) -> bool:
+        return not ({"\\NOSELECT", "\\NONEXISTENT"} & self.flags)
+
+    @property
+    def special_use(self) -> frozenset[str]:
+        """RFC 6154 attributes (\\Sent, \\Trash...), upper-cased."""
+        return self.flags & {
+            "\\ALL",
+            "\\ARCHIVE",
+            "\\DRAFTS",
+            "\\FLAGGED",
+            "\\JUNK",
+            "\\SENT",
+            "\\TRASH",
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceInfo:
+    """The personal namespace (RFC 2342): prefix and hierarchy separator."""
+
+    prefix: str
+    separator: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SelectInfo:
+    exists: int
+    uidvalidity: int
+    uidnext: int | None
+    flags: tuple[str, ...]
+    permanent_flags: tuple[str, ...]
+    read_only: bool
+
+    def can_store(self, flag: str) -> bool:
+        """Whether a flag or keyword is kept permanently (RFC 3501 7.1, PERMANENTFLAGS)."""
+        up = flag.upper()
+        perm = {f.upper() for f in self.permanent_flags}
+        if up in perm:
+            return True
+        return not flag.startswith("\\") and "\\*" in perm
+
+
+@dataclass(frozen=True, slots=True)
+class MessageMeta:
+    """What a metadata listing says about one message."""
+
+    uid: int
+    size: int
+    flags: tuple[str, ...]
+    internaldate: bytes
+    message_id: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class AppendItem:
+    """One message for APPEND: exact bytes, flags and INTERNALDATE (RFC 3501 6.3.11)."""
+
+    body: bytes
+    flags: tuple[str, ...]
+    internaldate: bytes | None
+
+
+def decode_mailbox(raw: bytes) -> str:
+    """A mailbox name as people read it; raw UTF-8 (RFC 6855) and junk are tolerated."""
+    try:
+        return utf7.decode(raw)
+    except utf7.Utf7Error:
+        return raw.decode("utf-8", "replace")
+
+
+def _as_bytes(tok: object) -> bytes:
+    if isinstance(tok, bytes):
+        return tok
+    if isinstance(tok, str):
+        return tok.encode("latin-1")
+    raise ProtocolError(f"expected a string, got {tok!r:.60}")
+
+
+def message_id_of(header_block: bytes | None) -> bytes | None:
+    """The Message-ID field value from a HEADER.FIELDS (MESSAGE-ID) answer, unfolded."""
+    if not header_block:
+        return None
+    _, sep, value = header_block.partition(b":")
+    if not sep:
+        return None
+    value = b" ".join(value.split())
+    return value or None
+
+
+def parse_meta(item: dict[str, object]) -> MessageMeta:
+    try:
+        uid = int(item["UID"])  # type: ignore[call-overload]
+        size = int(item["RFC822.SIZE"])  # type: ignore[call-overload]
+        flags_tok = item["FLAGS"]
+        date = item["INTERNALDATE"]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ProtocolError(f"incomplete FETCH answer: {exc}") from None
+    if not isinstance(flags_tok, list) or not isinstance(date, bytes):
+        raise ProtocolError("malformed FLAGS or INTERNALDATE in FETCH answer")
+    flags = tuple(f for f in flags_tok if isinstance(f, str) and f.upper() != "\\RECENT")
+    hdr = item.get(META_KEY_MSGID)
+    return MessageMeta(
+        uid, size, flags, date, message_id_of(hdr if isinstance(hdr, bytes) else None)
+    )
+
+
+class ImapClient:
+    """IMAP verbs over one connection.  Pipelining is used where the engine asks for it."""
+
+    def __init__(self, conn: ImapConnection) -> None:
+        self.conn = conn
+        self.selected: bytes | None = None
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return self.conn.capabilities
+
+    def has(self, cap: str) -> bool:
+        return cap.upper() in self.conn.capabilities
+
+    # ---------------------------------------------------------------- mailboxes
+
+    async def namespace(self) -> NamespaceInfo:
+        """Personal namespace from NAMESPACE (RFC 2342), else LIST "" "" for the separator."""
+        if self.has("NAMESPACE"):
+            res = await self.conn.execute("NAMESPACE")
+            for u in res.untagged:
+                if u.kind == "NAMESPACE" and u.data and isinstance(u.data[0], list) and u.data[0]:
+                    first = u.data[0][0]
+                    if isinstance(first, list) and len(first) >= 2:
+                        prefix = decode_mailbox(_as_bytes(first[0]))
+                        sep = first[1]
+                        return NamespaceInfo(
+                            prefix, None if sep is None else _as_bytes(sep).decode()
+                        )
+        res = await self.conn.execute("LIST", b'""', b'""')
+        for u in res.untagged:
+            if u.kind == "LIST" and len(u.data) >= 2:
+                sep = u.data[1]
+                return NamespaceInfo("", None if sep is None else _as_bytes(sep).decode())
+        return NamespaceInfo("", None)
+
+    async def list_mailboxes(self, subscribed: bool = False) -> list[MailboxInfo]:
+        """Every mailbox (LIST "" "*"), or the subscribed ones (LSUB)."""
+        verb = "LSUB" if subscribed else "LIST"
+        res = await self.conn.execute(verb, b'""', b'"*"')
+        out: list[MailboxInfo] = []
+        for u in res.untagged:
+            if u.kind != verb or len(u.data) < 3 or not isinstance(u.data[0], list):
+                continue
+            flags = frozenset(f.upper() for f in u.data[0] if isinstance(f, str))
+            sep = u.data[1]
+            raw = _as_bytes(u.data[2])
+            out.append(
+                MailboxInfo(
+                    raw,
+                    decode_mailbox(raw),
+                    None if sep is None else _as_bytes(sep).decode(),
+                    flags,
+                )
+            )
+        return out
+
+    async def create(self, raw: bytes) -> None:
+        try:
+            await self.conn.execute("CREATE", quote(raw))
+        except CommandError as exc:
+            # Created meanwhile (another connection, or a parent-creating server)?
+            if exc.response.code is not None and exc.response.code.name == "ALREADYEXISTS":
+                return
+            raise
+
+    async def subscribe(self, raw: bytes) -> None:
+        await self.conn.execute("SUBSCRIBE", quote(raw))
+
+    async def select(self, raw: bytes, *, readonly: bool = False) -> SelectInfo:
+        """SELECT (or EXAMINE, which never changes \\Seen or \\Recent: RFC 3501 6.3.2)."""
+        res = await self.conn.execute("EXAMINE" if readonly else "SELECT", quote(raw))
+        self.selected = raw
+        exists = 0
+        uidvalidity = 0
+        uidnext: int | None = None
+        flags: tuple[str, ...] = ()
+        perm: tuple[str, ...] | None = None
+        for u in res.untagged:
+            if u.kind == "EXISTS" and u.number is not None:
+                exists = u.number
+            elif u.kind == "FLAGS" and u.data and isinstance(u.data[0], list):
+                flags = tuple(f for f in u.data[0] if isinstance(f, str))
+            elif u.kind == "OK" and u.code is not None:
+                name = u.code.name
+                if name == "UIDVALIDITY":
+                    uidvalidity = int(u.code.args)
+                elif name == "UIDNEXT":
+                    uidnext = int(u.code.args)
+                elif name == "PERMANENTFLAGS":
+                    toks = u.code.tokens()
+                    if toks and isinstance(toks[0], list):
+                        perm = tuple(f for f in toks[0] if isinstance(f, str))
+        read_only = res.tagged.code is not None and res.tagged.code.name == "READ-ONLY"
+        # RFC 3501 7.1: without PERMANENTFLAGS, all FLAGS can be changed permanently.
+        return SelectInfo(
+            exists, uidvalidity, uidnext, flags, perm if perm is not None else flags, read_only
+        )
+
+    # ---------------------------------------------------------------- messages
+
+    async def fetch_meta(self, uids: str = "1:*") -> list[MessageMeta]:
+        """UID, size, flags, INTERNALDATE and Message-ID of messages (no bodies)."""
+        out: list[MessageMeta] = []
+
+        def on(u: Untagged) -> None:
+            if u.kind == "FETCH":
+                item = u.data[0]
+                if "UID" in item and "RFC822.SIZE" in item:
+                    out.append(parse_meta(item))
+
+        await self.conn.execute("UID FETCH", uids, META_ITEMS, on_untagged=on)
+        out.sort(key=lambda m: m.uid)
+        return out
+
+    async def fetch_sizes(self, uids: str = "1:*") -> list[tuple[int, int]]:
+        """(UID, RFC822.SIZE) of messages: the cheapest listing."""
+        out: list[tuple[int, int]] = []
+
+        def on(u: Untagged) -> None:
+            if u.kind == "FETCH":
+                item = u.data[0]
+                try:
+                    out.append((int(item["UID"]), int(item["RFC822.SIZE"])))
+                except (KeyError, ValueError, TypeError):
+                    pass
+
+        await self.conn.execute("UID FETCH", uids, b"(UID RFC822.SIZE)", on_untagged=on)
+        return out
+
+    async def submit_fetch_bodies(
+        self, uids: Sequence[int], on_body: Callable[[int, bytes], None]
+    ) -> asyncio.Future[CommandResult]:
+        """Pipeline ``UID FETCH uids (UID BODY.PEEK[])``; ``on_body(uid, bytes)`` per message."""
+
+        def on(u: Untagged) -> None:
+            if u.kind == "FETCH":
+                item = u.data[0]
+                body = item.get("BODY[]")
+                uid = item.get("UID")
+                if isinstance(body, bytes) and uid is not None:
+                    on_body(int(uid), body)
+
+        return await self.conn.submit(
+            "UID FETCH", format_uid_set(list(uids)), b"(UID BODY.PEEK[])", on_untagged=on
+        )
+
+    async def submit_append(
+        self, raw_mailbox: bytes, items: Sequence[AppendItem]
+    ) -> asyncio.Future[CommandResult]:
+        """Pipeline one APPEND; several messages in one command need MULTIAPPEND (RFC 3502)."""
+        if len(items) > 1 and not self.has("MULTIAPPEND"):
+            raise ValueError("several messages in one APPEND need MULTIAPPEND")
+        args: list[bytes | Literal] = [quote(raw_mailbox)]
+        for it in items:
+            args.append(b"(" + " ".join(it.flags).encode("ascii") + b")")
+            if it.internaldate:
+                args.append(b'"' + it.internaldate + b'"')
+            args.append(Literal(it.body))
+        return await self.conn.submit("APPEND", *args)
+
+    async def store_flags(self, uid: int, flags: Sequence[str]) -> None:
+        """Set a message's flags to exactly ``flags`` (UID STORE FLAGS.SILENT)."""
+        await self.conn.execute(
+            "UID STORE", str(uid), b"FLAGS.SILENT", b"(" + " ".join(flags).encode("ascii") + b")"
+        )
+
+    async def logout(self) -> None:
+        await self.conn.logout()
+
+
+def append_result(res: CommandResult) -> AppendUid | None:
+    """The APPENDUID of a completed APPEND, or None without UIDPLUS."""
+    if not res.tagged.ok:
+        raise CommandError("APPEND", res.tagged)
+    return res.tagged.appenduid()

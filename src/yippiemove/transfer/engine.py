@@ -1,0 +1,727 @@
+"""The transfer engine: plan, copy, verify -- one account to another.
+
+Theory of operation
+-------------------
+1. **Plan.**  List both sides (LIST, LSUB, NAMESPACE), select the source folders the user
+   asked for, map each name to the destination's namespace and separator
+   (:mod:`yippiemove.policy.folders`), and count messages and bytes.
+2. **Copy**, folder by folder, by ``Options.connections`` workers that each hold one
+   source and one destination connection.  For one folder:
+
+   * list both sides' metadata (UID, size, flags, INTERNALDATE, Message-ID; no bodies);
+   * *claim* destination messages that the state file says we put there (same size);
+   * any other source message whose (size, Message-ID) matches an unclaimed destination
+     message is *ambiguous*: the candidates' bodies are fetched and hashed, and the source
+     message is only appended when no unclaimed destination message has the same bytes.
+     This is what makes a re-run after a crash, a lost state file, or an APPEND whose
+     answer never arrived exact: nothing missing, nothing doubled, multiplicity kept;
+   * everything else is fetched in pipelined ``UID FETCH`` batches sized by bytes and
+     appended with pipelined MULTIAPPEND (RFC 3502) + LITERAL+ (RFC 7888) into the
+     SELECTed destination folder; a refused MULTIAPPEND (all-or-nothing) is retried one
+     message at a time to find and report the refused message with the server's words;
+   * outcomes (with APPENDUID destination UIDs, RFC 4315) go to the state file in batches.
+3. **Verify.**  The destination folder is listed again and every source message must have
+   its own destination message with the same size, flags and INTERNALDATE; flags that
+   differ are set (UID STORE), anything else is reported.
+
+A folder pass is idempotent, so a transient failure (dropped connection, timeout) is
+handled by reconnecting and running the pass again, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import hashlib
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+
+from ..imap import utf7
+from ..imap.client import AppendItem, ImapClient, MailboxInfo, MessageMeta
+from ..imap.connection import CommandResult, ImapConnection
+from ..imap.errors import CommandError, ImapError
+from ..policy import folders as folder_policy
+from .dates import same_instant
+from .model import Endpoint, Failure, FolderPlan, FolderResult, Options, Plan, Progress
+from .state import State
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Mover", "PlanError", "fingerprint"]
+
+_SYSTEM_FLAGS = frozenset(("\\SEEN", "\\ANSWERED", "\\FLAGGED", "\\DELETED", "\\DRAFT"))
+
+
+class PlanError(Exception):
+    """The transfer cannot be planned as asked (e.g. --folder names no folder)."""
+
+
+def fingerprint(body: bytes) -> bytes:
+    """Content fingerprint of a message's exact bytes (SHA-256: fast with SHA-NI)."""
+    return hashlib.sha256(body).digest()
+
+
+EventHandler = Callable[[str], None]
+
+
+class Mover:
+    """Moves one mailbox.  ``run()`` returns per-folder results; it raises
+    :class:`ImapError` when the transfer could not start or was cut short."""
+
+    def __init__(
+        self,
+        source: Endpoint,
+        dest: Endpoint,
+        *,
+        state: State | None = None,
+        options: Options | None = None,
+        progress: Progress | None = None,
+        on_event: EventHandler | None = None,
+    ) -> None:
+        self.source = source
+        self.dest = dest
+        self.state = state
+        self.options = options or Options()
+        self.progress = progress or Progress()
+        self.on_event = on_event or (lambda msg: None)
+        self.plan: Plan | None = None
+        self.results: list[FolderResult] = []
+
+    # ------------------------------------------------------------------ connections
+
+    async def connect(self, ep: Endpoint, role: str) -> ImapClient:
+        conn = await ImapConnection.open(
+            ep.host,
+            ep.port,
+            security=ep.security,
+            ssl_context=ep.ssl_context,
+            timeout=self.options.connect_timeout,
+            idle_timeout=self.options.idle_timeout,
+            name=role,
+        )
+        try:
+            await conn.login(ep.user, ep.password, allow_insecure=ep.allow_insecure_auth)
+        except BaseException:
+            conn.abort()
+            raise
+        return ImapClient(conn)
+
+    # ------------------------------------------------------------------ plan
+
+    async def make_plan(self, src: ImapClient, dst: ImapClient) -> Plan:
+        self.progress.phase = "planning"
+        src_ns = await src.namespace()
+        dst_ns = await dst.namespace()
+        src_boxes = await src.list_mailboxes()
+        src_subs = {m.name for m in await src.list_mailboxes(subscribed=True)}
+        dst_boxes = await dst.list_mailboxes()
+        dst_names = {_norm_inbox(m.name): m for m in dst_boxes}
+
+        selectable = [m for m in src_boxes if m.selectable]
+        skipped = [(m.name, "not selectable (\\Noselect)") for m in src_boxes if not m.selectable]
+        chosen = select_folders(selectable, self.options.include, self.options.exclude, src_ns)
+        for m in selectable:
+            if m not in chosen:
+                skipped.append((m.name, "excluded by --folder/--exclude"))
+
+        # Separators: each LIST answer names its own; the namespace's is the default.
+        src_pol = folder_policy.Namespace(src_ns.prefix, src_ns.separator)
+        dst_pol = folder_policy.Namespace(dst_ns.prefix, dst_ns.separator)
+        mappings = folder_policy.map_folders([m.name for m in chosen], src_pol, dst_pol)
+        by_source = {mp.source: mp for mp in mappings}
+
+        plans: list[FolderPlan] = []
+        create: list[tuple[str, bytes]] = []
+        planned_create: set[str] = set()
+        for m in chosen:
+            mp = by_source[m.name]
+            dest_name = mp.dest
+            exists = _norm_inbox(dest_name) in dst_names
+            # Parents are left to the server (RFC 3501 6.3.3: CREATE makes superiors),
+            # so a source \\Noselect parent does not become a real folder here.
+            key = _norm_inbox(dest_name)
+            if key not in dst_names and key not in planned_create:
+                planned_create.add(key)
+                create.append((dest_name, utf7.encode(dest_name)))
+            info = await src.select(m.raw, readonly=True)
+            count = size = 0
+            if info.exists:
+                sizes = await src.fetch_sizes()
+                count = len(sizes)
+                size = sum(s for _, s in sizes)
+            plans.append(
+                FolderPlan(
+                    source=m,
+                    dest_name=dest_name,
+                    dest_raw=dst_names[_norm_inbox(dest_name)].raw
+                    if exists
+                    else utf7.encode(dest_name),
+                    reasons=tuple(mp.reasons),
+                    subscribed=m.name in src_subs,
+                    dest_exists=exists,
+                    count=count,
+                    size=size,
+                )
+            )
+        plan = Plan(src_ns, dst_ns, plans, create, skipped)
+        self.progress.folders_total = len(plans)
+        self.progress.messages_total = plan.total_messages
+        self.progress.bytes_total = plan.total_bytes
+        return plan
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> list[FolderResult]:
+        """Plan, then (unless dry-run) copy and verify every planned folder."""
+        src = await self.connect(self.source, "source")
+        try:
+            dst = await self.connect(self.dest, "destination")
+        except BaseException:
+            await src.logout()
+            raise
+        try:
+            self.plan = plan = await self.make_plan(src, dst)
+            if self.options.dry_run:
+                return []
+            self.progress.phase = "copying"
+            dst_subs = {m.name for m in await dst.list_mailboxes(subscribed=True)}
+            for name, raw in plan.create:
+                await dst.create(raw)
+                self.on_event(f"created folder {name!r} on the destination")
+            for fp in plan.folders:
+                if fp.subscribed and fp.dest_name not in dst_subs:
+                    await dst.subscribe(fp.dest_raw)
+        finally:
+            await src.logout()
+            await dst.logout()
+
+        queue: asyncio.Queue[FolderPlan] = asyncio.Queue()
+        for fp in sorted(plan.folders, key=lambda f: -f.size):
+            queue.put_nowait(fp)
+        workers = max(1, min(self.options.connections, len(plan.folders)))
+        results: dict[str, FolderResult] = {}
+        tasks = [asyncio.create_task(self._worker(queue, results)) for _ in range(workers)]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        finally:
+            if self.state is not None:
+                self.state.flush()
+        self.results = [results[f.source.name] for f in plan.folders]
+        self.progress.phase = "done"
+        return self.results
+
+    async def _worker(
+        self, queue: asyncio.Queue[FolderPlan], results: dict[str, FolderResult]
+    ) -> None:
+        src: ImapClient | None = None
+        dst: ImapClient | None = None
+        try:
+            while True:
+                try:
+                    fp = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                attempt = 0
+                while True:
+                    try:
+                        if src is None or src.conn.closed:
+                            src = await self.connect(self.source, "source")
+                        if dst is None or dst.conn.closed:
+                            dst = await self.connect(self.dest, "destination")
+                        self.progress.current.add(fp.source.name)
+                        results[fp.source.name] = await self.sync_folder(src, dst, fp)
+                        break
+                    except ImapError as exc:
+                        if not exc.transient or attempt >= self.options.retries:
+                            raise
+                        attempt += 1
+                        delay = min(30.0, 0.5 * 2**attempt) * (0.5 + random.random())
+                        self.on_event(
+                            f"{fp.source.name}: {exc}; retrying in {delay:.1f} s "
+                            f"(attempt {attempt} of {self.options.retries})"
+                        )
+                        for c in (src, dst):
+                            if c is not None:
+                                c.conn.abort()
+                        src = dst = None
+                        await asyncio.sleep(delay)
+                    finally:
+                        self.progress.current.discard(fp.source.name)
+                self.progress.folders_done += 1
+        finally:
+            for c in (src, dst):
+                if c is not None:
+                    await c.logout()
+
+    # ------------------------------------------------------------------ one folder
+
+    async def sync_folder(self, src: ImapClient, dst: ImapClient, fp: FolderPlan) -> FolderResult:
+        """One idempotent pass over one folder: match, copy what is missing, verify."""
+        opts = self.options
+        res = FolderResult(fp.source.name, fp.dest_name)
+        sinfo = await src.select(fp.source.raw, readonly=True)
+        smeta = await src.fetch_meta() if sinfo.exists else []
+        dinfo = await dst.select(fp.dest_raw)
+        dmeta = await dst.fetch_meta() if dinfo.exists else []
+        res.source_uidvalidity = sinfo.uidvalidity
+        res.dest_uidvalidity = dinfo.uidvalidity
+        res.source_count = len(smeta)
+        self.on_event(f"{fp.source.name} -> {fp.dest_name}: {len(smeta)} messages")
+
+        folder_id = 0
+        rows = {}
+        if self.state is not None:
+            folder_id, valid = self.state.open_folder(
+                fp.source.name, sinfo.uidvalidity, fp.dest_name, dinfo.uidvalidity
+            )
+            if valid:
+                rows = self.state.messages(folder_id)
+            elif self.state.folder(fp.source.name) is not None and rows == {}:
+                pass
+
+        # --- match: state first, then (size, Message-ID) candidates checked by content
+        dest_by_uid = {d.uid: d for d in dmeta}
+        claim: dict[int, int] = {}  # source UID -> destination UID
+        claimed_dest: set[int] = set()
+        outcome_of: dict[int, str] = {}
+        for m in smeta:
+            r = rows.get(m.uid)
+            if r is None or r.dest_uid is None or r.outcome not in ("copied", "present"):
+                continue
+            d = dest_by_uid.get(r.dest_uid)
+            if d is not None and d.size == m.size and d.uid not in claimed_dest:
+                claim[m.uid] = d.uid
+                claimed_dest.add(d.uid)
+                outcome_of[m.uid] = "present"
+        index: dict[tuple[int, bytes | None], list[int]] = defaultdict(list)
+        for d in dmeta:
+            if d.uid not in claimed_dest:
+                index[(d.size, d.message_id)].append(d.uid)
+        to_copy: list[MessageMeta] = []
+        ambiguous: set[int] = set()
+        candidate_dest: set[int] = set()
+        for m in smeta:
+            if m.uid in claim:
+                continue
+            key = (m.size, m.message_id)
+            if key in index:
+                ambiguous.add(m.uid)
+                candidate_dest.update(index[key])
+            to_copy.append(m)
+        pool: dict[tuple[int, bytes], list[int]] = defaultdict(list)
+        if candidate_dest:
+            self.on_event(
+                f"{fp.source.name}: checking {len(candidate_dest)} destination messages "
+                "that may already be copies"
+            )
+            await self._hash_dest(dst, sorted(candidate_dest), pool)
+
+        already = len(smeta) - len(to_copy)
+        for m in smeta:
+            if m.uid in claim:
+                self.progress.messages_done += 1
+                self.progress.bytes_done += m.size
+        del already
+
+        # --- copy
+        storable = self._storable(dinfo, smeta, res)
+        if to_copy:
+            await self._copy(
+                src, dst, fp, folder_id, to_copy, ambiguous, pool, storable, res, claim, outcome_of
+            )
+
+        # --- record what was matched from the state (refresh the receipt)
+        if self.state is not None:
+            state = self.state
+            for m in smeta:
+                if outcome_of.get(m.uid) == "present" and m.uid in claim and m.uid in rows:
+                    pass  # row already says where it is
+
+        # --- verify
+        if opts.verify:
+            await self._verify(dst, smeta, claim, storable, res)
+        failed_uids = {f.uid for f in res.failures}
+        for m in smeta:
+            if m.uid in failed_uids:
+                res.messages.append((m.uid, None, "failed"))
+            else:
+                res.messages.append((m.uid, claim.get(m.uid), outcome_of.get(m.uid, "missing")))
+        res.copied = sum(1 for _, _, o in res.messages if o == "copied")
+        res.present = sum(1 for _, _, o in res.messages if o == "present")
+        res.failed = len(res.failures)
+        if self.state is not None:
+            state = self.state
+            for f in res.failures:
+                m_size = f.size
+                state.record(
+                    folder_id,
+                    f.uid,
+                    m_size,
+                    f.message_id.encode() if f.message_id else None,
+                    None,
+                    None,
+                    "failed",
+                    f.reason,
+                )
+            state.flush()
+        return res
+
+    def _storable(
+        self, dinfo: object, smeta: Sequence[MessageMeta], res: FolderResult
+    ) -> Callable[[str], bool]:
+        from ..imap.client import SelectInfo
+
+        assert isinstance(dinfo, SelectInfo)
+        cache: dict[str, bool] = {}
+
+        def ok(flag: str) -> bool:
+            v = cache.get(flag)
+            if v is None:
+                v = dinfo.can_store(flag) or (
+                    flag.upper() in _SYSTEM_FLAGS
+                    and flag.upper() != "\\RECENT"
+                    and not dinfo.permanent_flags
+                )
+                cache[flag] = v
+            return v
+
+        for m in smeta:
+            for f in m.flags:
+                if not ok(f):
+                    res.unstorable_flags.add(f)
+        if res.unstorable_flags:
+            res.notes.append(
+                "the destination cannot store these flags/keywords: "
+                + ", ".join(sorted(res.unstorable_flags))
+            )
+        return ok
+
+    async def _hash_dest(
+        self, dst: ImapClient, uids: list[int], pool: dict[tuple[int, bytes], list[int]]
+    ) -> None:
+        """Fingerprint destination messages (bodies are hashed, then dropped)."""
+        sizes: dict[int, int] = {}
+
+        def on_body(uid: int, body: bytes) -> None:
+            pool[(len(body), fingerprint(body))].append(uid)
+
+        futs = []
+        for chunk in _chunks_by_count(uids, 200):
+            futs.append(await dst.submit_fetch_bodies(chunk, on_body))
+            if len(futs) >= self.options.fetch_window:
+                _check(await futs.pop(0), "UID FETCH")
+        for f in futs:
+            _check(await f, "UID FETCH")
+        del sizes
+        for v in pool.values():
+            v.sort()
+
+    async def _copy(
+        self,
+        src: ImapClient,
+        dst: ImapClient,
+        fp: FolderPlan,
+        folder_id: int,
+        to_copy: list[MessageMeta],
+        ambiguous: set[int],
+        pool: dict[tuple[int, bytes], list[int]],
+        storable: Callable[[str], bool],
+        res: FolderResult,
+        claim: dict[int, int],
+        outcome_of: dict[int, str],
+    ) -> None:
+        opts = self.options
+        progress = self.progress
+        state = self.state
+        fetch_q: asyncio.Queue[
+            tuple[list[MessageMeta], dict[int, bytes], asyncio.Future[CommandResult]] | None
+        ] = asyncio.Queue(maxsize=opts.fetch_window)
+
+        async def producer() -> None:
+            for batch in _batches(to_copy, opts.fetch_batch_bytes, opts.fetch_batch_messages):
+                got: dict[int, bytes] = {}
+                fut = await src.submit_fetch_bodies([m.uid for m in batch], got.__setitem__)
+                await fetch_q.put((batch, got, fut))
+            await fetch_q.put(None)
+
+        append_sem = asyncio.Semaphore(opts.append_window)
+        append_tasks: set[asyncio.Task[None]] = set()
+        errors: list[BaseException] = []
+
+        def record(m: MessageMeta, fpr: bytes | None, dest_uid: int | None, outcome: str) -> None:
+            if dest_uid is not None:
+                claim[m.uid] = dest_uid
+            outcome_of[m.uid] = outcome
+            progress.messages_done += 1
+            progress.bytes_done += m.size
+            if state is not None:
+                state.record(folder_id, m.uid, m.size, m.message_id, fpr, dest_uid, outcome)
+
+        def fail(m: MessageMeta, reason: str) -> None:
+            res.failures.append(
+                Failure(
+                    fp.source.name,
+                    m.uid,
+                    m.size,
+                    m.message_id.decode("utf-8", "replace") if m.message_id else None,
+                    reason,
+                )
+            )
+            outcome_of[m.uid] = "failed"
+            progress.messages_done += 1
+            progress.bytes_done += m.size
+            progress.failed += 1
+            self.on_event(f"{fp.source.name}: UID {m.uid} failed: {reason}")
+
+        async def finish_append(
+            fut: asyncio.Future[CommandResult],
+            group: list[tuple[MessageMeta, AppendItem, bytes]],
+        ) -> None:
+            try:
+                r = await fut
+                if r.tagged.ok:
+                    au = r.tagged.appenduid()
+                    uids: Sequence[int | None] = (
+                        au.uids
+                        if au is not None and len(au.uids) == len(group)
+                        else [None] * len(group)
+                    )
+                    for (m, item, fpr), duid in zip(group, uids, strict=True):
+                        record(m, fpr, duid, "copied")
+                        res.bytes_copied += len(item.body)
+                    return
+                if len(group) == 1:
+                    m = group[0][0]
+                    fail(
+                        m, "destination refused it: " + CommandError("APPEND", r.tagged).server_text
+                    )
+                    return
+                # MULTIAPPEND is all-or-nothing (RFC 3502): find the refused one(s).
+                for m, item, fpr in group:
+                    single = await dst.submit_append(fp.dest_raw, [item])
+                    r1 = await single
+                    if r1.tagged.ok:
+                        au = r1.tagged.appenduid()
+                        record(m, fpr, au.uids[0] if au and au.uids else None, "copied")
+                        res.bytes_copied += len(item.body)
+                    else:
+                        fail(
+                            m,
+                            "destination refused it: "
+                            + CommandError("APPEND", r1.tagged).server_text,
+                        )
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                append_sem.release()
+
+        group: list[tuple[MessageMeta, AppendItem, bytes]] = []
+        group_bytes = 0
+        multi = dst.has("MULTIAPPEND")
+        max_group = opts.append_batch_messages if multi else 1
+
+        async def flush_group() -> None:
+            nonlocal group, group_bytes
+            if not group:
+                return
+            g, group, group_bytes = group, [], 0
+            await append_sem.acquire()
+            try:
+                fut = await dst.submit_append(fp.dest_raw, [it for _, it, _ in g])
+            except BaseException:
+                append_sem.release()
+                raise
+            t = asyncio.create_task(finish_append(fut, g))
+            append_tasks.add(t)
+            t.add_done_callback(append_tasks.discard)
+
+        prod = asyncio.create_task(producer())
+        try:
+            while True:
+                entry = await fetch_q.get()
+                if entry is None:
+                    break
+                batch, got, fut = entry
+                fres = await fut
+                if errors:
+                    raise errors[0]
+                for m in batch:
+                    body = got.pop(m.uid, None)
+                    if body is None:
+                        why = "it disappeared from the source during the transfer (expunged)"
+                        if not fres.tagged.ok:
+                            why = (
+                                "the source refused to send it: "
+                                + CommandError("UID FETCH", fres.tagged).server_text
+                            )
+                        fail(m, why)
+                        continue
+                    fpr = fingerprint(body)
+                    if m.uid in ambiguous:
+                        cands = pool.get((len(body), fpr))
+                        if cands:
+                            record(m, fpr, cands.pop(0), "present")
+                            continue
+                    flags = tuple(f for f in m.flags if storable(f))
+                    item = AppendItem(body, flags, m.internaldate)
+                    group.append((m, item, fpr))
+                    group_bytes += len(body)
+                    if len(group) >= max_group or group_bytes >= opts.append_batch_bytes:
+                        await flush_group()
+                del got
+            await flush_group()
+            while append_tasks:
+                await asyncio.wait(set(append_tasks))
+            if errors:
+                raise errors[0]
+        finally:
+            prod.cancel()
+            await asyncio.gather(prod, return_exceptions=True)
+            for t in list(append_tasks):
+                t.cancel()
+
+    async def _verify(
+        self,
+        dst: ImapClient,
+        smeta: Sequence[MessageMeta],
+        claim: dict[int, int],
+        storable: Callable[[str], bool],
+        res: FolderResult,
+    ) -> None:
+        """Check each source message against its own destination message."""
+        info = await dst.select(dst.selected or b"INBOX")
+        dmeta = await dst.fetch_meta() if info.exists else []
+        by_uid = {d.uid: d for d in dmeta}
+        failed = {f.uid for f in res.failures}
+        unmapped = [m for m in smeta if m.uid not in claim and m.uid not in failed]
+        if unmapped:
+            # No APPENDUID (server without UIDPLUS): match by (size, Message-ID).
+            taken = set(claim.values())
+            index: dict[tuple[int, bytes | None], list[int]] = defaultdict(list)
+            for d in dmeta:
+                if d.uid not in taken:
+                    index[(d.size, d.message_id)].append(d.uid)
+            for m in unmapped:
+                lst = index.get((m.size, m.message_id))
+                if lst:
+                    claim[m.uid] = lst.pop(0)
+        for m in smeta:
+            if m.uid in failed:
+                continue
+            duid = claim.get(m.uid)
+            d = by_uid.get(duid) if duid is not None else None
+            if d is None:
+                res.failures.append(
+                    Failure(
+                        res.source,
+                        m.uid,
+                        m.size,
+                        _mid(m),
+                        "not found on the destination after copying",
+                    )
+                )
+                continue
+            if d.size != m.size:
+                res.failures.append(
+                    Failure(
+                        res.source,
+                        m.uid,
+                        m.size,
+                        _mid(m),
+                        f"destination UID {d.uid} has {d.size} bytes, the source {m.size}",
+                    )
+                )
+                continue
+            want = {f.upper(): f for f in m.flags if storable(f)}
+            have = {f.upper() for f in d.flags if f.upper() != "\\RECENT"}
+            if set(want) != have:
+                await dst.store_flags(d.uid, list(want.values()))
+                res.flags_fixed += 1
+            if not same_instant(d.internaldate, m.internaldate):
+                res.notes.append(
+                    f"UID {m.uid}: destination INTERNALDATE {d.internaldate.decode()} differs "
+                    f"from the source's {m.internaldate.decode()} (it was already there)"
+                )
+            res.verified += 1
+
+
+def _mid(m: MessageMeta) -> str | None:
+    return m.message_id.decode("utf-8", "replace") if m.message_id else None
+
+
+def _check(res: CommandResult, what: str) -> None:
+    if not res.tagged.ok:
+        raise CommandError(what, res.tagged)
+
+
+def _batches(
+    msgs: Sequence[MessageMeta], max_bytes: int, max_count: int
+) -> Iterator[list[MessageMeta]]:
+    batch: list[MessageMeta] = []
+    size = 0
+    for m in msgs:
+        if batch and (size + m.size > max_bytes or len(batch) >= max_count):
+            yield batch
+            batch, size = [], 0
+        batch.append(m)
+        size += m.size
+    if batch:
+        yield batch
+
+
+def _chunks_by_count(seq: Sequence[int], n: int) -> Iterator[list[int]]:
+    for i in range(0, len(seq), n):
+        yield list(seq[i : i + n])
+
+
+def _norm_inbox(name: str) -> str:
+    """INBOX is case-insensitive (RFC 3501 5.1); other names are not."""
+    if name.upper() == "INBOX":
+        return "INBOX"
+    return name
+
+
+def select_folders(
+    boxes: Sequence[MailboxInfo], include: Sequence[str], exclude: Sequence[str], ns: object
+) -> list[MailboxInfo]:
+    """Apply --folder/--exclude.
+
+    A pattern matches a folder by its exact name, as a parent (``Archive`` matches
+    ``Archive/2019`` with the server's separator) or as a shell glob (``Archive/*``).
+    INBOX matches case-insensitively.  A --folder pattern that matches nothing is an error.
+    """
+
+    def matches(pattern: str, m: MailboxInfo) -> bool:
+        name = m.name
+        if _norm_inbox(pattern) == _norm_inbox(name):
+            return True
+        sep = m.separator
+        if sep and name.startswith(pattern + sep):
+            return True
+        if pattern.upper().startswith("INBOX" + (sep or "")) and sep:
+            rest = pattern[5:]
+            if name.upper().startswith("INBOX") and name[5:].startswith(rest):
+                return True
+        return any(ch in pattern for ch in "*?[") and fnmatch.fnmatchcase(name, pattern)
+
+    chosen = list(boxes)
+    if include:
+        unknown = [p for p in include if not any(matches(p, m) for m in boxes)]
+        if unknown:
+            names = ", ".join(sorted(m.name for m in boxes)) or "(none)"
+            raise PlanError(
+                "no source folder matches --folder "
+                + ", ".join(repr(u) for u in unknown)
+                + f"; the source has: {names}"
+            )
+        chosen = [m for m in boxes if any(matches(p, m) for p in include)]
+    if exclude:
+        chosen = [m for m in chosen if not any(matches(p, m) for p in exclude)]
+    return chosen

@@ -1,0 +1,188 @@
+"""Plain data of a transfer: endpoints, options, plan, progress and results."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from dataclasses import dataclass, field
+
+from ..imap.client import MailboxInfo, NamespaceInfo
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One IMAP account.  The password never appears in ``repr`` or ``label``."""
+
+    host: str
+    port: int
+    user: str
+    security: str = "starttls"  # "tls" | "starttls" | "require-starttls" | "none"
+    password: str = field(default="", repr=False, compare=False)
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+    allow_insecure_auth: bool = False
+
+    @property
+    def label(self) -> str:
+        scheme = "imaps" if self.security == "tls" else "imap"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{self.user}@{host}:{self.port}"
+
+
+@dataclass
+class Options:
+    """Knobs of a transfer; defaults are tuned for Dovecot on loopback and real WAN links."""
+
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    #: Folder workers; each has one source and one destination connection.
+    connections: int = 2
+    fetch_batch_bytes: int = 2 * 1024 * 1024
+    fetch_batch_messages: int = 256
+    fetch_window: int = 4
+    append_batch_messages: int = 64
+    append_batch_bytes: int = 8 * 1024 * 1024
+    append_window: int = 4
+    retries: int = 3
+    connect_timeout: float = 30.0
+    idle_timeout: float = 120.0
+    verify: bool = True
+
+
+@dataclass(frozen=True)
+class FolderPlan:
+    """One source folder and where it goes."""
+
+    source: MailboxInfo
+    dest_name: str
+    dest_raw: bytes
+    reasons: tuple[str, ...]
+    subscribed: bool
+    dest_exists: bool
+    count: int
+    size: int
+
+
+@dataclass
+class Plan:
+    source_namespace: NamespaceInfo
+    dest_namespace: NamespaceInfo
+    folders: list[FolderPlan]
+    create: list[tuple[str, bytes]]  # destination folders to create, parents first
+    skipped: list[tuple[str, str]]  # (source folder, why)
+
+    @property
+    def total_messages(self) -> int:
+        return sum(f.count for f in self.folders)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.folders)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "source_namespace": {
+                "prefix": self.source_namespace.prefix,
+                "separator": self.source_namespace.separator,
+            },
+            "dest_namespace": {
+                "prefix": self.dest_namespace.prefix,
+                "separator": self.dest_namespace.separator,
+            },
+            "folders": [
+                {
+                    "source": f.source.name,
+                    "dest": f.dest_name,
+                    "reasons": list(f.reasons),
+                    "messages": f.count,
+                    "bytes": f.size,
+                    "dest_exists": f.dest_exists,
+                    "subscribed": f.subscribed,
+                }
+                for f in self.folders
+            ],
+            "create": [name for name, _ in self.create],
+            "skipped": [{"folder": n, "why": w} for n, w in self.skipped],
+            "total_messages": self.total_messages,
+            "total_bytes": self.total_bytes,
+        }
+
+
+@dataclass
+class Failure:
+    folder: str
+    uid: int
+    size: int
+    message_id: str | None
+    reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "folder": self.folder,
+            "uid": self.uid,
+            "size": self.size,
+            "message_id": self.message_id,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class FolderResult:
+    source: str
+    dest: str
+    source_count: int = 0
+    copied: int = 0
+    present: int = 0
+    failed: int = 0
+    verified: int = 0
+    flags_fixed: int = 0
+    bytes_copied: int = 0
+    source_uidvalidity: int = 0
+    dest_uidvalidity: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    unstorable_flags: set[str] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+    #: (source UID, destination UID or None, outcome) for every source message.
+    messages: list[tuple[int, int | None, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "dest": self.dest,
+            "source_uidvalidity": self.source_uidvalidity,
+            "dest_uidvalidity": self.dest_uidvalidity,
+            "source_count": self.source_count,
+            "copied": self.copied,
+            "already_present": self.present,
+            "failed": self.failed,
+            "verified": self.verified,
+            "flags_fixed": self.flags_fixed,
+            "bytes_copied": self.bytes_copied,
+            "unstorable_flags": sorted(self.unstorable_flags),
+            "notes": self.notes,
+            "failures": [f.as_dict() for f in self.failures],
+            "messages": [
+                {"source_uid": s, "dest_uid": d, "outcome": o} for s, d, o in self.messages
+            ],
+        }
+
+
+@dataclass
+class Progress:
+    """Live counters, updated in place by the engine; front doors poll it."""
+
+    folders_total: int = 0
+    folders_done: int = 0
+    messages_total: int = 0
+    messages_done: int = 0
+    bytes_total: int = 0
+    bytes_done: int = 0
+    failed: int = 0
+    current: set[str] = field(default_factory=set)
+    started: float = field(default_factory=time.monotonic)
+    phase: str = "connecting"
+
+    def rate(self) -> float:
+        """Bytes per second since the start."""
+        elapsed = time.monotonic() - self.started
+        return self.bytes_done / elapsed if elapsed > 0 else 0.0

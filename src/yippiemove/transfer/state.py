@@ -1,0 +1,241 @@
+"""The per-job state: one small sqlite3 database on local disk.
+
+It is an accelerator and a receipt, never the only record: the engine always checks
+the destination too, so a lost or stale state file cannot cause duplicates.
+
+Tables
+------
+``meta``      key/value: schema version, source and destination identities (no secrets).
+``folders``   one row per source folder: its name, UIDVALIDITY, the destination name and
+              the destination's UIDVALIDITY when the row was written.
+``messages``  one row per source message seen: source UID, size, Message-ID, content
+              fingerprint, destination UID (from APPENDUID, RFC 4315) and the outcome
+              (``copied``, ``present`` -- found already on the destination --, or ``failed``
+              with the server's words).
+
+Writes are batched (:meth:`State.record` queues, :meth:`State.flush` commits), WAL
+journal, ``synchronous=NORMAL``: a crash loses at most the last unflushed batch, which the
+destination check recovers.  Message bodies are never written here.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS folders (
+    id INTEGER PRIMARY KEY,
+    source_name TEXT NOT NULL UNIQUE,
+    source_uidvalidity INTEGER,
+    dest_name TEXT,
+    dest_uidvalidity INTEGER,
+    updated REAL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    folder_id INTEGER NOT NULL REFERENCES folders(id),
+    source_uid INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    message_id BLOB,
+    fingerprint BLOB,
+    dest_uid INTEGER,
+    outcome TEXT NOT NULL,
+    error TEXT,
+    PRIMARY KEY (folder_id, source_uid)
+) WITHOUT ROWID;
+"""
+
+
+class StateError(Exception):
+    """The state file cannot be opened or written (disk full, not a state file...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    source_uid: int
+    size: int
+    message_id: bytes | None
+    fingerprint: bytes | None
+    dest_uid: int | None
+    outcome: str
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FolderRow:
+    id: int
+    source_name: str
+    source_uidvalidity: int | None
+    dest_name: str | None
+    dest_uidvalidity: int | None
+
+
+class State:
+    """One job's state database.  Not thread-safe; one engine per file."""
+
+    def __init__(self, path: Path, *, flush_rows: int = 2000, flush_seconds: float = 1.0) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.db = sqlite3.connect(path, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA cache_size=-8000")
+            self.db.executescript(_SCHEMA)
+            os.chmod(path, 0o600)
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"cannot open state file {path}: {exc}") from None
+        except OSError as exc:
+            raise StateError(f"cannot create state file {path}: {exc.strerror}") from None
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is None:
+            self._exec("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif row[0] != str(SCHEMA_VERSION):
+            raise StateError(f"state file {path} has schema {row[0]}, expected {SCHEMA_VERSION}")
+        self._pending: list[tuple[object, ...]] = []
+        self._flush_rows = flush_rows
+        self._flush_seconds = flush_seconds
+        self._last_flush = time.monotonic()
+
+    def _exec(self, sql: str, args: tuple[object, ...] = ()) -> sqlite3.Cursor:
+        try:
+            return self.db.execute(sql, args)
+        except sqlite3.OperationalError as exc:
+            raise StateError(f"cannot write state file {self.path}: {exc}") from None
+
+    # ------------------------------------------------------------------ meta
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._exec("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # ------------------------------------------------------------------ folders
+
+    def folder(self, source_name: str) -> FolderRow | None:
+        row = self.db.execute(
+            "SELECT id, source_name, source_uidvalidity, dest_name, dest_uidvalidity "
+            "FROM folders WHERE source_name=?",
+            (source_name,),
+        ).fetchone()
+        return None if row is None else FolderRow(*row)
+
+    def folders(self) -> list[FolderRow]:
+        rows = self.db.execute(
+            "SELECT id, source_name, source_uidvalidity, dest_name, dest_uidvalidity "
+            "FROM folders ORDER BY source_name"
+        ).fetchall()
+        return [FolderRow(*r) for r in rows]
+
+    def open_folder(
+        self, source_name: str, source_uidvalidity: int, dest_name: str, dest_uidvalidity: int
+    ) -> tuple[int, bool]:
+        """Register a folder pass; returns (folder id, whether old message rows still apply).
+
+        Old rows are dropped when the source folder was recreated (its UIDVALIDITY
+        changed: UIDs mean other messages now, RFC 3501 2.3.1.1); destination UIDs are
+        forgotten when the destination folder's UIDVALIDITY changed.
+        """
+        self.flush()
+        old = self.folder(source_name)
+        if old is None:
+            cur = self._exec(
+                "INSERT INTO folders (source_name, source_uidvalidity, dest_name, "
+                "dest_uidvalidity, updated) VALUES (?, ?, ?, ?, ?)",
+                (source_name, source_uidvalidity, dest_name, dest_uidvalidity, time.time()),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid, False
+        valid = True
+        self._exec("BEGIN")
+        try:
+            if old.source_uidvalidity != source_uidvalidity:
+                self._exec("DELETE FROM messages WHERE folder_id=?", (old.id,))
+                valid = False
+            elif old.dest_uidvalidity != dest_uidvalidity or old.dest_name != dest_name:
+                self._exec("UPDATE messages SET dest_uid=NULL WHERE folder_id=?", (old.id,))
+            self._exec(
+                "UPDATE folders SET source_uidvalidity=?, dest_name=?, dest_uidvalidity=?, "
+                "updated=? WHERE id=?",
+                (source_uidvalidity, dest_name, dest_uidvalidity, time.time(), old.id),
+            )
+            self._exec("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return old.id, valid
+
+    # ------------------------------------------------------------------ messages
+
+    def messages(self, folder_id: int) -> dict[int, MessageRow]:
+        self.flush()
+        rows = self.db.execute(
+            "SELECT source_uid, size, message_id, fingerprint, dest_uid, outcome, error "
+            "FROM messages WHERE folder_id=?",
+            (folder_id,),
+        )
+        return {r[0]: MessageRow(*r) for r in rows}
+
+    def iter_messages(self, folder_id: int) -> Iterator[MessageRow]:
+        self.flush()
+        rows = self.db.execute(
+            "SELECT source_uid, size, message_id, fingerprint, dest_uid, outcome, error "
+            "FROM messages WHERE folder_id=? ORDER BY source_uid",
+            (folder_id,),
+        )
+        for r in rows:
+            yield MessageRow(*r)
+
+    def record(
+        self,
+        folder_id: int,
+        source_uid: int,
+        size: int,
+        message_id: bytes | None,
+        fingerprint: bytes | None,
+        dest_uid: int | None,
+        outcome: str,
+        error: str | None = None,
+    ) -> None:
+        """Queue one message's outcome; committed in batches."""
+        self._pending.append(
+            (folder_id, source_uid, size, message_id, fingerprint, dest_uid, outcome, error)
+        )
+        if (
+            len(self._pending) >= self._flush_rows
+            or time.monotonic() - self._last_flush > self._flush_seconds
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit queued rows in one transaction."""
+        self._last_flush = time.monotonic()
+        if not self._pending:
+            return
+        rows, self._pending = self._pending, []
+        try:
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO messages (folder_id, source_uid, size, message_id, "
+                    "fingerprint, dest_uid, outcome, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+        except sqlite3.OperationalError as exc:
+            self._pending = rows + self._pending
+            raise StateError(f"cannot write state file {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self.db.close()

@@ -444,9 +444,12 @@ class Mover:
             tuple[list[MessageMeta], dict[int, bytes], asyncio.Future[CommandResult]] | None
         ] = asyncio.Queue(maxsize=opts.fetch_window)
 
+        # One dict for all batches, keyed by UID: Dovecot may interleave the output of
+        # pipelined FETCH commands, so a body is matched by its UID, not by its command.
+        got: dict[int, bytes] = {}
+
         async def producer() -> None:
             for batch in _batches(to_copy, opts.fetch_batch_bytes, opts.fetch_batch_messages):
-                got: dict[int, bytes] = {}
                 fut = await src.submit_fetch_bodies([m.uid for m in batch], got.__setitem__)
                 await fetch_q.put((batch, got, fut))
             await fetch_q.put(None)
@@ -575,7 +578,6 @@ class Mover:
                     group_bytes += len(body)
                     if len(group) >= max_group or group_bytes >= opts.append_batch_bytes:
                         await flush_group()
-                del got
             await flush_group()
             while append_tasks:
                 await asyncio.wait(set(append_tasks))

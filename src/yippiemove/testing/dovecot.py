@@ -1,0 +1,1001 @@
+"""Throwaway, real Dovecot IMAP servers on 127.0.0.1 for tests, benchmarks and demos.
+
+:class:`DovecotServer` writes a complete Dovecot 2.3 configuration of its own (nothing
+from ``/etc/dovecot`` is read), runs ``dovecot -c OURCONF -F`` as a child process in
+its own session, waits until the IMAP port answers ``* OK`` and kills the whole
+process group on :meth:`DovecotServer.stop`::
+
+    with DovecotServer(tmp_path, users={"alice": "secret"}) as server:
+        imap = imaplib.IMAP4(server.host, server.port)
+
+Layout of ``base_dir``::
+
+    dovecot.conf   the generated configuration (``doveadm -c`` works with it)
+    dovecot.log    everything Dovecot logs (nothing goes to the test run's stderr)
+    ssl/           ca.pem (give it to clients), server.pem, server.key
+    mail/USER/Maildir   the users' mail (a symlink while the server runs, see below)
+
+Unix sockets need short paths (108 bytes) and, when we run as root, Dovecot's mail
+and auth processes run as the unprivileged ``dovecot`` user, which cannot enter a
+private ``base_dir`` such as pytest's ``tmp_path`` (``/tmp/pytest-of-root`` is 0700).
+So while the server runs, its sockets, passwd-file and the mail live in a private
+directory under ``/tmp`` (mode 0711); ``base_dir/mail`` is then a symlink to that mail
+and is moved back into ``base_dir`` by :meth:`DovecotServer.stop`, so the same paths
+work before, during and after a run (and a restart keeps the mail).
+
+Line endings (checked with Dovecot 2.3.19): Dovecot serves maildir files with CRLF
+line endings: every bare LF in a file is sent as CRLF, CRLF stays CRLF, a bare CR is
+sent as it is, and RFC822.SIZE counts the CRLF form.  On APPEND it stores mail with
+bare LF line endings (``mail_save_crlf = no``), so a message APPENDed with CRLF comes
+back byte-identical, but bare LFs in an APPENDed message come back as CRLF.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import grp
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import weakref
+from base64 import b64encode
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+
+__all__ = [
+    "DovecotError",
+    "DovecotNotInstalledError",
+    "DovecotServer",
+    "MaildirMessage",
+    "dovecot_available",
+    "dovecot_binary",
+]
+
+INSTALL_HINT = "install Debian package dovecot-imapd (apt-get install dovecot-imapd)"
+_SBIN_DIRS = ("/usr/sbin", "/sbin", "/usr/local/sbin")
+_IMAP_BINARIES = (
+    "/usr/lib/dovecot/imap",
+    "/usr/libexec/dovecot/imap",
+    "/usr/local/libexec/dovecot/imap",
+)
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 5.0
+
+# System flags and their Maildir "info" letters (https://cr.yp.to/proto/maildir.html).
+# 'P' (passed) has no IMAP system flag; Dovecot keeps $Forwarded as a keyword.
+_FLAG_LETTERS = {
+    "\\draft": "D",
+    "\\flagged": "F",
+    "\\answered": "R",
+    "\\seen": "S",
+    "\\deleted": "T",
+}
+# Dovecot's maildir keeps at most 26 keywords per folder as letters a-z in the file
+# name, numbered in the folder's ``dovecot-keywords`` file (MAILDIR_MAX_KEYWORDS).
+_MAX_KEYWORDS = 26
+_KEYWORDS_FILE = "dovecot-keywords"
+_SUBSCRIPTIONS_FILE = "subscriptions"
+_ATOM_SPECIALS = set('(){ %*"\\]')
+# As Debian's conf.d/15-mailboxes.conf: SPECIAL-USE (RFC 6154) attributes for these
+# folders when they exist (auto = no), which makes Dovecot offer SPECIAL-USE.
+_SPECIAL_USE = [
+    f'  mailbox "{name}" {{\n    special_use = {use}\n  }}'
+    for name, use in (
+        ("Drafts", "\\Drafts"),
+        ("Junk", "\\Junk"),
+        ("Trash", "\\Trash"),
+        ("Sent", "\\Sent"),
+        ("Sent Messages", "\\Sent"),
+    )
+]
+_USER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]*")
+
+
+class DovecotError(RuntimeError):
+    """Dovecot could not be started, or stopped, or used as asked."""
+
+
+class DovecotNotInstalledError(DovecotError):
+    """The dovecot binaries are missing."""
+
+
+@dataclass(frozen=True)
+class MaildirMessage:
+    """One message for :meth:`DovecotServer.deliver_many`.
+
+    ``flags`` holds IMAP system flags (``\\Seen``...) and keywords; a naive
+    ``internaldate`` is local time; ``None`` means now.
+    """
+
+    raw: bytes
+    flags: tuple[str, ...] = ()
+    internaldate: datetime | None = None
+
+
+# --------------------------------------------------------------------------- binaries
+
+
+def _which(name: str) -> str | None:
+    path = os.environ.get("PATH", os.defpath) + os.pathsep + os.pathsep.join(_SBIN_DIRS)
+    return shutil.which(name, path=path)
+
+
+@functools.cache
+def _imap_binary_present() -> bool:
+    return any(os.access(p, os.X_OK) for p in _IMAP_BINARIES)
+
+
+def dovecot_binary() -> str:
+    """Path of the ``dovecot`` master binary; raises :class:`DovecotNotInstalledError`."""
+    path = _which("dovecot")
+    if path is None:
+        raise DovecotNotInstalledError(f"dovecot binary not found: {INSTALL_HINT}")
+    if not _imap_binary_present():
+        raise DovecotNotInstalledError(
+            f"dovecot is installed but its imap server is not: {INSTALL_HINT}"
+        )
+    return path
+
+
+def dovecot_available() -> bool:
+    """True if Dovecot with its IMAP server is installed."""
+    try:
+        dovecot_binary()
+    except DovecotNotInstalledError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+_cert_lock = threading.Lock()
+_cert_cache: dict[str, bytes] = {}
+
+
+def _tls_material() -> dict[str, bytes]:
+    """A self-signed CA and a server certificate for localhost/127.0.0.1/::1.
+
+    Made once per process with the openssl CLI (dovecot-core depends on openssl);
+    EC P-256 keys, so it takes a few milliseconds.
+    """
+    with _cert_lock:
+        if _cert_cache:
+            return _cert_cache
+        openssl = _which("openssl")
+        if openssl is None:
+            raise DovecotNotInstalledError("openssl binary not found: apt-get install openssl")
+        with tempfile.TemporaryDirectory(prefix="yippiemove-tls-") as tmp:
+            d = Path(tmp)
+            (d / "server.ext").write_text(
+                "basicConstraints = critical, CA:FALSE\n"
+                "keyUsage = critical, digitalSignature, keyEncipherment\n"
+                "extendedKeyUsage = serverAuth\n"
+                "subjectAltName = DNS:localhost, IP:127.0.0.1, IP:::1\n"
+                "subjectKeyIdentifier = hash\n"
+                "authorityKeyIdentifier = keyid:always\n"
+            )
+            ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+            steps = [
+                [openssl, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem",
+                 "-days", "3650", "-subj", "/CN=yippiemove test CA",
+                 "-addext", "basicConstraints = critical, CA:TRUE",
+                 "-addext", "keyUsage = critical, keyCertSign, cRLSign",
+                 "-addext", "subjectKeyIdentifier = hash"],
+                [openssl, "req", "-new", *ec, "-keyout", "server.key", "-out", "server.csr",
+                 "-subj", "/CN=localhost"],
+                [openssl, "x509", "-req", "-in", "server.csr", "-CA", "ca.pem",
+                 "-CAkey", "ca.key", "-CAcreateserial", "-days", "3650",
+                 "-extfile", "server.ext", "-out", "server.pem"],
+            ]  # fmt: skip
+            for argv in steps:
+                done = subprocess.run(argv, cwd=d, capture_output=True, text=True, check=False)
+                if done.returncode != 0:
+                    raise DovecotError(f"{' '.join(argv[:3])} failed: {done.stderr.strip()}")
+            for name in ("ca.pem", "server.pem", "server.key"):
+                _cert_cache[name] = (d / name).read_bytes()
+        return _cert_cache
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _mutf7(name: str) -> str:
+    """Encode a mailbox name in IMAP's modified UTF-7 (RFC 3501 section 5.1.3)."""
+    out: list[str] = []
+    pending: list[str] = []
+
+    def flush() -> None:
+        if pending:
+            data = "".join(pending).encode("utf-16-be")
+            out.append("&" + b64encode(data).decode().rstrip("=").replace("/", ",") + "-")
+            pending.clear()
+
+    for ch in name:
+        if 0x20 <= ord(ch) <= 0x7E:
+            flush()
+            out.append("&-" if ch == "&" else ch)
+        else:
+            pending.append(ch)
+    flush()
+    return "".join(out)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in process group pgid."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return []
+    except PermissionError:
+        pass
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+            members.append(int(entry.name))
+    return members
+
+
+def _tabescape(s: str) -> str:
+    """Dovecot's str_append_tabescaped(), used in subscriptions files (version 2)."""
+    return (
+        s.replace("\x01", "\x011").replace("\t", "\x01t").replace("\r", "\x01r")
+        .replace("\n", "\x01n")
+    )  # fmt: skip
+
+
+_stamp_lock = threading.Lock()
+_last_stamp = 0  # microseconds since the epoch
+_sequence = 0
+
+
+def _next_basename() -> str:
+    """A unique maildir base name whose time part grows strictly.
+
+    Dovecot gives new files their UIDs in the order of the time stamp in their names
+    (maildir_filename_sort_cmp: seconds, then the ``.M`` microseconds), so files
+    delivered later get higher UIDs.
+    """
+    global _last_stamp, _sequence
+    with _stamp_lock:
+        stamp = max(time.time_ns() // 1000, _last_stamp + 1)
+        _last_stamp = stamp
+        _sequence += 1
+        seq = _sequence
+    secs, usecs = divmod(stamp, 1_000_000)
+    return f"{secs}.M{usecs}P{os.getpid()}Q{seq}.yippiemove"
+
+
+def _vsize(raw: bytes) -> int:
+    """Size with every bare LF counted as CRLF, as Dovecot serves it (W= in names)."""
+    return len(raw) + raw.count(b"\n") - raw.count(b"\r\n")
+
+
+# --------------------------------------------------------------------------- server
+
+_running: weakref.WeakSet[DovecotServer] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_running):
+        with contextlib.suppress(Exception):
+            server.stop()
+
+
+class DovecotServer:
+    """A private Dovecot IMAP server on 127.0.0.1; see the module docstring.
+
+    ``separator`` and ``prefix`` go into the inbox namespace.  ``layout`` is the
+    maildir layout: ``"fs"`` (folders as nested directories) or ``"maildir++"``
+    (``.a.b`` directories); by default ``"maildir++"`` for separator ``"."`` and
+    ``"fs"`` otherwise.  ``max_message_size`` (bytes) makes APPEND of larger
+    messages fail with ``NO [LIMIT]``; Dovecot compares it with the message's size
+    in CRLF form.  ``special_use`` marks Drafts, Junk, Trash, Sent and "Sent
+    Messages" with their RFC 6154 attributes, as Debian's stock configuration does.
+    ``extra_config`` is appended to the generated configuration.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(
+        self,
+        base_dir: Path | str,
+        *,
+        separator: str = "/",
+        prefix: str = "",
+        users: dict[str, str] | None = None,
+        extra_config: str = "",
+        max_message_size: int | None = None,
+        layout: str | None = None,
+        special_use: bool = True,
+    ) -> None:
+        if len(separator) != 1 or separator in '"\\\r\n\0':
+            raise ValueError(f"bad namespace separator {separator!r}")
+        if layout is None:
+            layout = "maildir++" if separator == "." else "fs"
+        if layout not in ("fs", "maildir++"):
+            raise ValueError(f"layout must be 'fs' or 'maildir++', not {layout!r}")
+        if max_message_size is not None and max_message_size <= 0:
+            raise ValueError("max_message_size must be positive")
+        self.base_dir = Path(base_dir).absolute()
+        self.separator = separator
+        self.prefix = prefix
+        self.layout = layout
+        self.extra_config = extra_config
+        self.max_message_size = max_message_size
+        self.special_use = special_use
+        self._users: dict[str, str] = {}
+        for name, password in (users or {}).items():
+            self._check_user(name, password)
+            self._users[name] = password
+        self._lock = threading.RLock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._private: Path | None = None
+        self._port: int | None = None
+        self._tls_port: int | None = None
+
+        self._root = os.geteuid() == 0
+        if self._root:
+            # Dovecot refuses mail access as root (mail-storage-service:
+            # "Mail access not allowed for root"), so mail and auth run as the
+            # Debian package's `dovecot` user and login processes as `dovenull`.
+            try:
+                mail_pw = pwd.getpwnam("dovecot")
+                pwd.getpwnam("dovenull")
+            except KeyError as exc:
+                raise DovecotNotInstalledError(
+                    f"system users dovecot/dovenull missing: {INSTALL_HINT}"
+                ) from exc
+            self._login_user = "dovenull"
+            self._internal_user = "dovecot"
+        else:
+            mail_pw = pwd.getpwuid(os.geteuid())
+            self._login_user = self._internal_user = mail_pw.pw_name
+        self.mail_uid = mail_pw.pw_uid
+        self.mail_gid = mail_pw.pw_gid
+        self._internal_group = grp.getgrgid(mail_pw.pw_gid).gr_name
+
+    # ----------------------------------------------------------------- properties
+
+    @property
+    def running(self) -> bool:
+        """True between a successful :meth:`start` and :meth:`stop`."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def port(self) -> int:
+        """Plain IMAP port (offers STARTTLS)."""
+        return self._need(self._port)
+
+    @property
+    def tls_port(self) -> int:
+        """Implicit-TLS (imaps) port."""
+        return self._need(self._tls_port)
+
+    @property
+    def pid(self) -> int:
+        """PID of the Dovecot master, which leads the process group of the instance."""
+        if self._proc is None:
+            raise DovecotError("Dovecot server is not running")
+        return self._proc.pid
+
+    @property
+    def ca_file(self) -> Path:
+        """CA certificate (PEM) that signed the server's certificate."""
+        return self.base_dir / "ssl" / "ca.pem"
+
+    @property
+    def log_path(self) -> Path:
+        """Dovecot's log file (all levels)."""
+        return self.base_dir / "dovecot.log"
+
+    @property
+    def config_path(self) -> Path:
+        """The generated dovecot.conf."""
+        return self.base_dir / "dovecot.conf"
+
+    @property
+    def users(self) -> dict[str, str]:
+        """A copy of the user → password map."""
+        return dict(self._users)
+
+    def maildir(self, user: str) -> Path:
+        """The user's Maildir root (INBOX) under ``base_dir/mail``."""
+        return self.base_dir / "mail" / user / "Maildir"
+
+    def _need(self, value: int | None) -> int:
+        if value is None:
+            raise DovecotError("Dovecot server has not been started")
+        return value
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def __enter__(self) -> DovecotServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self, timeout: float = START_TIMEOUT) -> DovecotServer:
+        """Start Dovecot and wait until it greets with ``* OK``; returns self."""
+        binary = dovecot_binary()
+        with self._lock:
+            if self._proc is not None:
+                raise DovecotError("Dovecot server is already running")
+            self.base_dir.mkdir(parents=True, exist_ok=True)
+            self._write_tls()
+            self._private = Path(tempfile.mkdtemp(prefix="ymdc-"))
+            try:
+                os.chmod(self._private, 0o711)
+                (self._private / "state").mkdir()
+                self._adopt_mail()
+                self._write_passwd()
+                fixed = self._port is not None
+                for attempt in range(5):
+                    self._pick_ports(reuse=fixed and attempt == 0)
+                    self._write_config()
+                    if self._launch(binary, timeout):
+                        break
+                else:
+                    raise DovecotError("could not find free ports for Dovecot")
+            except BaseException:
+                self._cleanup()
+                raise
+            _running.add(self)
+        return self
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop Dovecot and every process it started; idempotent."""
+        with self._lock:
+            _running.discard(self)
+            self._cleanup(timeout)
+
+    def _pick_ports(self, *, reuse: bool) -> None:
+        if reuse and self._port and self._tls_port:
+            if _port_free(self.host, self._port) and _port_free(self.host, self._tls_port):
+                return
+        self._port = _free_port(self.host)
+        self._tls_port = _free_port(self.host)
+        while self._tls_port == self._port:
+            self._tls_port = _free_port(self.host)
+
+    def _launch(self, binary: str, timeout: float) -> bool:
+        """Run the master; True when ready, False when a port was taken meanwhile."""
+        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                [binary, "-c", str(self.config_path), "-F"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # own process group: stop() kills all of it
+                close_fds=True,
+            )
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while True:
+            if self._proc.poll() is not None:
+                self._kill_group(0)
+                log_text = self._log_since(log_start)
+                self._proc = None
+                if "Address already in use" in log_text:
+                    return False
+                raise DovecotError(
+                    f"Dovecot exited during start-up; log {self.log_path}:\n{_tail(log_text)}"
+                )
+            if self._greets():
+                return True
+            if time.monotonic() > deadline:
+                self._kill_group(0)
+                self._proc = None
+                raise DovecotError(
+                    f"Dovecot did not answer on {self.host}:{self._port} within "
+                    f"{timeout:.0f} s; log {self.log_path}:\n"
+                    f"{_tail(self._log_since(log_start))}"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def _greets(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=2) as s:
+                data = b""
+                while not data.endswith(b"\n") and len(data) < 4096:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                if data.startswith(b"* OK"):
+                    with contextlib.suppress(OSError):
+                        s.sendall(b"x LOGOUT\r\n")
+                    return True
+                return False
+        except OSError:
+            return False
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def _kill_group(self, timeout: float) -> None:
+        """SIGTERM the whole process group, then SIGKILL whatever is left.
+
+        Signalling only the master makes it wait about a second for its children
+        to close their listeners; signalling them all at once takes ~0.1 s.
+        """
+        proc = self._proc
+        if proc is None:
+            return
+        pgid = proc.pid
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if proc.poll() is None or _group_members(pgid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, sig)
+            deadline = time.monotonic() + timeout
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout)
+            while _group_members(pgid) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            if proc.poll() is not None and not _group_members(pgid):
+                return
+        raise DovecotError(f"Dovecot processes {_group_members(pgid)} survived SIGKILL")
+
+    def _cleanup(self, timeout: float = STOP_TIMEOUT) -> None:
+        self._kill_group(timeout)
+        self._proc = None
+        private, self._private = self._private, None
+        if private is None:
+            return
+        link = self.base_dir / "mail"
+        if link.is_symlink():
+            link.unlink()
+            if (private / "mail").exists():
+                shutil.move(str(private / "mail"), str(link))
+        shutil.rmtree(private, ignore_errors=True)
+
+    # ----------------------------------------------------------------- files
+
+    def _adopt_mail(self) -> None:
+        """Move base_dir/mail into the private dir and leave a symlink in its place."""
+        assert self._private is not None
+        link = self.base_dir / "mail"
+        target = self._private / "mail"
+        if link.is_symlink():
+            link.unlink()  # left over from a run that did not stop
+        if link.exists():
+            shutil.move(str(link), str(target))
+        else:
+            target.mkdir(mode=0o700)
+        self._chown(target)
+        link.symlink_to(target)
+
+    def _write_tls(self) -> None:
+        ssl_dir = self.base_dir / "ssl"
+        ssl_dir.mkdir(exist_ok=True)
+        for name, data in _tls_material().items():
+            path = ssl_dir / name
+            if not path.exists() or path.read_bytes() != data:
+                path.write_bytes(data)
+        os.chmod(ssl_dir / "server.key", 0o600)
+
+    def _passwd_line(self, user: str, password: str) -> str:
+        if any(c in password for c in ":\r\n\0") or password.startswith("{"):
+            secret = "{PLAIN.BASE64}" + b64encode(password.encode()).decode()
+        else:
+            secret = "{PLAIN}" + password
+        home = self.base_dir / "mail" / user
+        if self._private is not None:
+            home = self._private / "mail" / user
+        # user:password:uid:gid:gecos:home:shell:extra_fields (Dovecot passwd-file)
+        return f"{user}:{secret}:{self.mail_uid}:{self.mail_gid}::{home}::\n"
+
+    def _write_passwd(self) -> None:
+        """(Re)write the passwd-file; Dovecot re-reads it when its mtime or size change."""
+        if self._private is None:
+            return
+        path = self._private / "passwd"
+        old = path.stat() if path.exists() else None
+        tmp = path.with_name("passwd.tmp")
+        tmp.write_text("".join(self._passwd_line(u, p) for u, p in self._users.items()))
+        os.chmod(tmp, 0o644)
+        if old is not None:
+            # make sure the mtime changes even within the same second
+            mtime = max(time.time(), old.st_mtime + 1)
+            os.utime(tmp, (mtime, mtime))
+        os.replace(tmp, path)
+
+    @staticmethod
+    def _check_user(name: str, password: str) -> None:
+        if not _USER_RE.fullmatch(name):
+            raise ValueError(f"bad user name {name!r}")
+        if not isinstance(password, str):
+            raise TypeError("password must be a str")
+
+    def add_user(self, name: str, password: str) -> None:
+        """Add (or change the password of) a user; works while the server runs."""
+        self._check_user(name, password)
+        with self._lock:
+            self._users[name] = password
+            self._write_passwd()
+
+    def _write_config(self) -> None:
+        assert self._private is not None
+        private = self._private
+        maildir = f"maildir:{private / 'mail'}/%u/Maildir"
+        if self.layout == "fs":
+            maildir += ":LAYOUT=fs"
+        ssl_dir = self.base_dir / "ssl"
+        lines = [
+            "# Generated by yippiemove.testing.dovecot; rewritten on every start.",
+            "protocols = imap",
+            # only loopback; the two listeners below are the only TCP ports
+            f"listen = {self.host}",
+            f"base_dir = {private / 'run'}",
+            f"state_dir = {private / 'state'}",
+            f"instance_name = yippiemove-{private.name}",
+            f"log_path = {self.log_path}",
+            'log_timestamp = "%Y-%m-%d %H:%M:%S "',
+            "auth_verbose = yes",
+            f"default_login_user = {self._login_user}",
+            f"default_internal_user = {self._internal_user}",
+            f"default_internal_group = {self._internal_group}",
+            # mail processes run as mail_uid; Dovecot's default first_valid_uid is 500
+            f"first_valid_uid = {self.mail_uid}",
+            f"last_valid_uid = {self.mail_uid}",
+            f"first_valid_gid = {self.mail_gid}",
+            "ssl = yes",
+            f"ssl_cert = <{ssl_dir / 'server.pem'}",
+            f"ssl_key = <{ssl_dir / 'server.key'}",
+            # tests log in over plain loopback too
+            "disable_plaintext_auth = no",
+            "auth_mechanisms = plain login",
+            # no 2 s sleep after a failed login (default auth_failure_delay = 2 secs)
+            "auth_failure_delay = 0",
+            "passdb {",
+            "  driver = passwd-file",
+            f"  args = scheme=PLAIN {private / 'passwd'}",
+            "}",
+            "userdb {",
+            "  driver = passwd-file",
+            f"  args = {private / 'passwd'}",
+            "}",
+            f"mail_location = {maildir}",
+            "namespace inbox {",
+            "  inbox = yes",
+            f'  separator = "{self.separator}"',
+            f'  prefix = "{self.prefix}"',
+            *(_SPECIAL_USE if self.special_use else []),
+            "}",
+            # throwaway data: never wait for the disk
+            "mail_fsync = never",
+            "protocol imap {",
+            # default 10 parallel sessions per user and IP is too few for a mover
+            "  mail_max_userip_connections = 1000",
+            "}",
+            "service imap-login {",
+            "  inet_listener imap {",
+            f"    address = {self.host}",
+            f"    port = {self._port}",
+            "  }",
+            "  inet_listener imaps {",
+            f"    address = {self.host}",
+            f"    port = {self._tls_port}",
+            "    ssl = yes",
+            "  }",
+            "}",
+        ]
+        if not self._root:
+            # chroot needs root; auth-worker defaults to user = root
+            lines += [
+                "service imap-login {\n  chroot =\n}",
+                "service anvil {\n  chroot =\n}",
+                "service ipc {\n  chroot =\n}",
+                "service imap-urlauth-login {\n  chroot =\n}",
+                "service old-stats {\n  chroot =\n}",
+                "service auth-worker {\n  user = $default_internal_user\n}",
+            ]
+        if self.max_message_size is not None:
+            # Dovecot 2.3 has no plain size limit for APPEND; the quota plugin's
+            # quota_max_mail_size (2.2.29+) is one: APPEND answers NO [LIMIT].
+            # The "count" backend with quota_vsizes and no quota_rule: no quota.
+            lines += [
+                "mail_plugins = $mail_plugins quota",
+                "plugin {",
+                "  quota = count:User quota",
+                "  quota_vsizes = yes",
+                f"  quota_max_mail_size = {self.max_message_size}",
+                "}",
+            ]
+        if self.extra_config:
+            lines.append(self.extra_config)
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+    def _chown(self, path: Path | int) -> None:
+        if self._root:
+            if isinstance(path, int):
+                os.fchown(path, self.mail_uid, self.mail_gid)
+            else:
+                os.lchown(path, self.mail_uid, self.mail_gid)
+
+    # ----------------------------------------------------------------- doveadm
+
+    def doveadm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run ``doveadm -c OURCONF ARGS`` (e.g. ``"mailbox", "list", "-u", "src"``)."""
+        if not self.running:
+            raise DovecotError("Dovecot server is not running")
+        doveadm = _which("doveadm")
+        if doveadm is None:
+            raise DovecotNotInstalledError(f"doveadm not found: {INSTALL_HINT}")
+        return subprocess.run(
+            [doveadm, "-c", str(self.config_path), *args],
+            capture_output=True,
+            text=True,
+            check=check,
+        )
+
+    # ----------------------------------------------------------------- maildir loader
+
+    def folder_path(self, user: str, folder: str) -> Path:
+        """Directory of an IMAP folder name (as clients see it) in the user's Maildir."""
+        root = self.maildir(user)
+        if folder.upper() == "INBOX":
+            return root
+        if self.prefix:
+            if not folder.startswith(self.prefix):
+                raise ValueError(f"folder {folder!r} is outside namespace {self.prefix!r}")
+            folder = folder[len(self.prefix) :]
+        parts = folder.split(self.separator)
+        if parts[0].upper() == "INBOX":
+            parts[0] = "INBOX"
+        disk_sep = "/" if self.layout == "fs" else "."
+        for part in parts:
+            if part in ("", ".", "..") or "/" in part or disk_sep in part or "\0" in part:
+                raise ValueError(f"folder name {folder!r} cannot be stored in this layout")
+        encoded = [_mutf7(p) for p in parts]
+        if self.layout == "fs":
+            if encoded[0] in ("cur", "new", "tmp"):
+                raise ValueError(f"folder name {folder!r} clashes with INBOX's maildir")
+            return root.joinpath(*encoded)
+        return root / ("." + ".".join(encoded))
+
+    def _ensure_dir(self, path: Path) -> bool:
+        """mkdir with mail ownership; True if it was created."""
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            return False
+        self._chown(path)
+        return True
+
+    def _ensure_folder(self, user: str, folder: str) -> Path:
+        """Create the user's Maildir and the folder (cur/new/tmp), subscribed."""
+        path = self.folder_path(user, folder)
+        root = self.maildir(user)
+        for d in (root.parent, root, root / "cur", root / "new", root / "tmp"):
+            self._ensure_dir(d)
+        if path == root:
+            return path
+        created = False
+        for d in reversed(path.relative_to(root).parents):
+            if d != Path("."):
+                self._ensure_dir(root / d)  # fs layout parents: \Noselect
+        created = self._ensure_dir(path)
+        for sub in ("cur", "new", "tmp"):
+            self._ensure_dir(path / sub)
+        if self.layout == "maildir++" and not (path / "maildirfolder").exists():
+            fd = os.open(path / "maildirfolder", os.O_WRONLY | os.O_CREAT, 0o600)
+            self._chown(fd)
+            os.close(fd)
+        if created:
+            self._subscribe(root, path)
+        return path
+
+    def _subscribe(self, root: Path, path: Path) -> None:
+        """Add the folder to Maildir/subscriptions, in Dovecot's format version 2."""
+        rel = path.relative_to(root)
+        parts = list(rel.parts) if self.layout == "fs" else rel.name[1:].split(".")
+        subs = root / _SUBSCRIPTIONS_FILE
+        header = "V\t2\n\n"
+        try:
+            old = subs.read_text()
+        except FileNotFoundError:
+            old = header
+        if old.startswith(header):
+            entry = "\t".join(_tabescape(p) for p in parts)
+        else:  # version 1: names joined with the storage's separator
+            entry = ("/" if self.layout == "fs" else ".").join(parts)
+        if entry in old[len(header) :].split("\n") if old.startswith(header) else old.split("\n"):
+            return
+        if old and not old.endswith("\n"):
+            old += "\n"
+        self._dotlock_write(subs, old + entry + "\n")
+
+    def _dotlock_write(self, path: Path, text: str) -> None:
+        """Replace a file the way Dovecot's file_dotlock does: write PATH.lock, rename."""
+        lock = path.with_name(path.name + ".lock")
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                break
+            except FileExistsError:
+                with contextlib.suppress(FileNotFoundError):
+                    if time.time() - lock.stat().st_mtime > 30:  # stale, as Dovecot
+                        lock.unlink()
+                        continue
+                if time.monotonic() > deadline:
+                    raise DovecotError(f"{lock} stays locked") from None
+                time.sleep(0.01)
+        try:
+            os.write(fd, text.encode())
+            self._chown(fd)
+        finally:
+            os.close(fd)
+        os.replace(lock, path)
+
+    def _keywords(self, folder_dir: Path) -> dict[str, int]:
+        """Parse ``dovecot-keywords``: lines ``INDEX NAME``, letter = 'a' + INDEX."""
+        result: dict[str, int] = {}
+        try:
+            text = (folder_dir / _KEYWORDS_FILE).read_text()
+        except FileNotFoundError:
+            return result
+        for line in text.splitlines():
+            idx, _, name = line.partition(" ")
+            if idx.isdigit() and name:
+                result[name] = int(idx)
+        return result
+
+    def deliver(
+        self,
+        user: str,
+        folder: str,
+        raw: bytes,
+        flags: Iterable[str] = (),
+        internaldate: datetime | None = None,
+    ) -> Path:
+        """Write one message straight into the user's Maildir; see :meth:`deliver_many`."""
+        return self.deliver_many(user, folder, [MaildirMessage(raw, tuple(flags), internaldate)])[0]
+
+    def deliver_many(
+        self, user: str, folder: str, items: Iterable[MaildirMessage | bytes]
+    ) -> list[Path]:
+        """Write messages straight into ``folder`` of ``user``'s Maildir, in order.
+
+        Much faster than APPEND, for loading benchmark data.  Creates the folder
+        (layout as configured, subscribed) and the user's Maildir if needed.  Raw
+        bytes are written as given; system flags become maildir info letters,
+        keywords letters a-z listed in the folder's ``dovecot-keywords`` (at most 26
+        per folder), INTERNALDATE the file's mtime.  Dovecot gives the messages
+        increasing UIDs in the order given.  Works while the server runs (Dovecot
+        notices on its next sync), but do not let clients create new keywords in
+        the same folder at the same time.  Returns the files' paths.
+        """
+        with self._lock:
+            folder_dir = self._ensure_folder(user, folder)
+            keywords = self._keywords(folder_dir)
+            known = len(keywords)
+            tmp_dir, cur_dir = folder_dir / "tmp", folder_dir / "cur"
+            staged: list[tuple[Path, str]] = []
+            try:
+                for item in items:
+                    msg = item if isinstance(item, MaildirMessage) else MaildirMessage(item)
+                    name = self._stage(msg, tmp_dir, keywords)
+                    staged.append((tmp_dir / name.partition(":")[0], name))
+                if len(keywords) > known:
+                    text = "".join(
+                        f"{i} {k}\n" for k, i in sorted(keywords.items(), key=lambda kv: kv[1])
+                    )
+                    self._dotlock_write(folder_dir / _KEYWORDS_FILE, text)
+                # Rename into cur/ only now, so Dovecot never sees a keyword letter
+                # before dovecot-keywords names it (rename keeps the mtime).
+                result = []
+                for tmp_path, name in staged:
+                    os.rename(tmp_path, cur_dir / name)
+                    result.append(cur_dir / name)
+                staged.clear()
+                return result
+            finally:
+                for tmp_path, _ in staged:
+                    with contextlib.suppress(OSError):
+                        tmp_path.unlink()
+
+    def _stage(self, msg: MaildirMessage, tmp_dir: Path, keywords: dict[str, int]) -> str:
+        """Write one message to tmp/; returns its final name in cur/."""
+        if not isinstance(msg.raw, bytes | bytearray | memoryview):
+            raise TypeError("raw message must be bytes")
+        raw = bytes(msg.raw)
+        letters = set()
+        for flag in _iter_flags(msg.flags):
+            if flag.startswith("\\"):
+                letter = _FLAG_LETTERS.get(flag.lower())
+                if letter is None:
+                    raise ValueError(f"cannot store system flag {flag!r}")
+                letters.add(letter)
+                continue
+            if flag not in keywords:
+                if len(keywords) >= _MAX_KEYWORDS:
+                    raise ValueError(
+                        f"Dovecot maildir holds at most {_MAX_KEYWORDS} keywords per folder"
+                    )
+                used = set(keywords.values())
+                keywords[flag] = next(i for i in range(_MAX_KEYWORDS) if i not in used)
+            letters.add(chr(ord("a") + keywords[flag]))
+        base = f"{_next_basename()},S={len(raw)},W={_vsize(raw)}"
+        path = tmp_dir / base
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view) :]
+            self._chown(fd)
+            if msg.internaldate is not None:
+                stamp = msg.internaldate.timestamp()
+                os.utime(fd, (stamp, stamp))
+        finally:
+            os.close(fd)
+        # info letters must be in ASCII order (uppercase flags before keywords)
+        return f"{base}:2,{''.join(sorted(letters))}"
+
+
+def _iter_flags(flags: Iterable[str]) -> Iterator[str]:
+    """Validate flags: ``\\Word`` system flags or keywords made of IMAP atom chars."""
+    if isinstance(flags, str):
+        raise TypeError("flags must be an iterable of str, not a str")
+    for flag in flags:
+        name = flag[1:] if flag.startswith("\\") else flag
+        if not name or any(c in _ATOM_SPECIALS or not 0x20 < ord(c) < 0x7F for c in name):
+            raise ValueError(f"bad flag or keyword {flag!r}")
+        yield flag
+
+
+def _tail(text: str, lines: int = 30) -> str:
+    return "\n".join(text.rstrip("\n").splitlines()[-lines:])

@@ -1,2 +1,3 @@
 """yippiemove: exact, resumable, fast IMAP-to-IMAP mailbox transfers."""
+
 __version__ = "0.1.0"

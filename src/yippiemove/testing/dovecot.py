@@ -635,7 +635,7 @@ class DovecotServer:
         if self._private is not None:
             home = self._private / "mail" / user
         # user:password:uid:gid:gecos:home:shell:extra_fields (Dovecot passwd-file)
-        return f"{user}:{secret}:{self.mail_uid}:{self.mail_gid}::{home}::\n"
+        return f"{user}:{secret}:{self.mail_uid}:{self.mail_gid}::{home}::nodelay=yes\n"
 
     def _write_passwd(self) -> None:
         """(Re)write the passwd-file; Dovecot re-reads it when its mtime or size change."""

@@ -88,6 +88,7 @@ class Mover:
         self.on_event = on_event or (lambda msg: None)
         self.plan: Plan | None = None
         self.results: list[FolderResult] = []
+        self._passes: dict[str, list[int]] = {}
 
     # ------------------------------------------------------------------ connections
 
@@ -236,9 +237,11 @@ class Mover:
                         if dst is None or dst.conn.closed:
                             dst = await self.connect(self.dest, "destination")
                         self.progress.current.add(fp.source.name)
+                        self._passes[fp.source.name] = [0, 0, 0]
                         results[fp.source.name] = await self.sync_folder(src, dst, fp)
                         break
                     except ImapError as exc:
+                        self._undo_pass(fp)
                         if not exc.transient or attempt >= self.options.retries:
                             raise
                         attempt += 1
@@ -259,6 +262,26 @@ class Mover:
             for c in (src, dst):
                 if c is not None:
                     await c.logout()
+
+    # ------------------------------------------------------------------ progress
+
+    def _advance(self, fp: FolderPlan, size: int, *, failed: bool = False) -> None:
+        p = self.progress
+        p.messages_done += 1
+        p.bytes_done += size
+        counts = self._passes.setdefault(fp.source.name, [0, 0, 0])
+        counts[0] += 1
+        counts[1] += size
+        if failed:
+            p.failed += 1
+            counts[2] += 1
+
+    def _undo_pass(self, fp: FolderPlan) -> None:
+        """A folder pass is being retried: take its progress back so it is not counted twice."""
+        msgs, size, failed = self._passes.pop(fp.source.name, [0, 0, 0])
+        self.progress.messages_done -= msgs
+        self.progress.bytes_done -= size
+        self.progress.failed -= failed
 
     # ------------------------------------------------------------------ one folder
 
@@ -283,8 +306,6 @@ class Mover:
             )
             if valid:
                 rows = self.state.messages(folder_id)
-            elif self.state.folder(fp.source.name) is not None and rows == {}:
-                pass
 
         # --- match: state first, then (size, Message-ID) candidates checked by content
         dest_by_uid = {d.uid: d for d in dmeta}
@@ -323,12 +344,9 @@ class Mover:
             )
             await self._hash_dest(dst, sorted(candidate_dest), pool)
 
-        already = len(smeta) - len(to_copy)
         for m in smeta:
             if m.uid in claim:
-                self.progress.messages_done += 1
-                self.progress.bytes_done += m.size
-        del already
+                self._advance(fp, m.size)
 
         # --- copy
         storable = self._storable(dinfo, smeta, res)
@@ -336,13 +354,6 @@ class Mover:
             await self._copy(
                 src, dst, fp, folder_id, to_copy, ambiguous, pool, storable, res, claim, outcome_of
             )
-
-        # --- record what was matched from the state (refresh the receipt)
-        if self.state is not None:
-            state = self.state
-            for m in smeta:
-                if outcome_of.get(m.uid) == "present" and m.uid in claim and m.uid in rows:
-                    pass  # row already says where it is
 
         # --- verify
         if opts.verify:
@@ -438,7 +449,6 @@ class Mover:
         outcome_of: dict[int, str],
     ) -> None:
         opts = self.options
-        progress = self.progress
         state = self.state
         fetch_q: asyncio.Queue[
             tuple[list[MessageMeta], dict[int, bytes], asyncio.Future[CommandResult]] | None
@@ -462,8 +472,7 @@ class Mover:
             if dest_uid is not None:
                 claim[m.uid] = dest_uid
             outcome_of[m.uid] = outcome
-            progress.messages_done += 1
-            progress.bytes_done += m.size
+            self._advance(fp, m.size)
             if state is not None:
                 state.record(folder_id, m.uid, m.size, m.message_id, fpr, dest_uid, outcome)
 
@@ -478,9 +487,7 @@ class Mover:
                 )
             )
             outcome_of[m.uid] = "failed"
-            progress.messages_done += 1
-            progress.bytes_done += m.size
-            progress.failed += 1
+            self._advance(fp, m.size, failed=True)
             self.on_event(f"{fp.source.name}: UID {m.uid} failed: {reason}")
 
         async def finish_append(

@@ -422,3 +422,43 @@ def test_password_from_environment_and_imaps(dovecot, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert_exact(dovecot, dovecot)
+
+
+def test_destination_without_literal_plus_or_multiappend(dovecot, dovecot_factory, tmp_path):
+    """Synchronizing literals and one APPEND per message still give an exact copy."""
+    populate(dovecot)
+    plain = dovecot_factory(
+        users={"dst": "dstpass"},
+        extra_config="imap_capability = IMAP4rev1 SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS CHILDREN\n",
+    )
+    c = mailcheck.connect(plain.port, "dst", "dstpass")
+    caps = set(c.capabilities)
+    c.logout()
+    assert "LITERAL+" not in caps and "MULTIAPPEND" not in caps, caps
+    r = mailcheck.run_move(
+        dovecot.port,
+        plain.port,
+        tmp_path,
+        "--report",
+        str(tmp_path / "r.json"),
+        ca_file=dovecot.ca_file,
+    )
+    assert r.returncode == 0, r.stderr
+    assert_exact(dovecot, plain)
+
+
+def test_subscriptions_are_carried(dovecot, tmp_path):
+    populate(dovecot)
+    c = mailcheck.connect(dovecot.port, "src", "srcpass")
+    c.unsubscribe(enc("R&D"))
+    _typ, subs = c.lsub('""', "*")
+    c.logout()
+    src_subs = {line.rsplit(b" ", 1)[-1].strip(b'"').decode() for line in subs if line}
+    assert enc("R&D") not in src_subs and "Sent" in src_subs
+    assert move(dovecot, tmp_path).returncode == 0
+    c = mailcheck.connect(dovecot.port, "dst", "dstpass")
+    _typ, subs = c.lsub('""', "*")
+    c.logout()
+    dst_subs = {line.rsplit(b" ", 1)[-1].strip(b'"').decode() for line in subs if line}
+    assert "Sent" in dst_subs and enc(NESTED) in dst_subs
+    assert enc("R&D") not in dst_subs

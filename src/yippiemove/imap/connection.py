@@ -64,7 +64,33 @@ class _Pending:
     name: str
     future: asyncio.Future[CommandResult]
     on_untagged: UntaggedHandler | None
+    wants: frozenset[str] | None  # untagged kinds this command collects; None = all
     untagged: list[Untagged] = field(default_factory=list)
+
+
+_ALL = None
+#: Which untagged responses belong to which command (RFC 3501 7).  Servers may run
+#: pipelined commands concurrently (Dovecot does), so the output of one command can
+#: arrive before the completion of an earlier one: routing by kind, to the oldest
+#: command that wants it, keeps them apart.  SELECT/EXAMINE take everything.
+_WANTS: dict[str, frozenset[str] | None] = {
+    "FETCH": frozenset(("FETCH",)),
+    "UID FETCH": frozenset(("FETCH",)),
+    "STORE": frozenset(("FETCH",)),
+    "UID STORE": frozenset(("FETCH",)),
+    "SEARCH": frozenset(("SEARCH", "ESEARCH")),
+    "UID SEARCH": frozenset(("SEARCH", "ESEARCH")),
+    "STATUS": frozenset(("STATUS",)),
+    "LIST": frozenset(("LIST",)),
+    "LSUB": frozenset(("LSUB",)),
+    "CAPABILITY": frozenset(("CAPABILITY",)),
+    "NAMESPACE": frozenset(("NAMESPACE",)),
+    "ENABLE": frozenset(("ENABLED",)),
+    "ID": frozenset(("ID",)),
+    "SELECT": _ALL,
+    "EXAMINE": _ALL,
+}
+_NOTHING: frozenset[str] = frozenset()
 
 
 def is_loopback(host: str) -> bool:
@@ -121,7 +147,8 @@ class ImapConnection:
         self._greeting: asyncio.Future[Untagged] | None = None
         self._last_rx = time.monotonic()
         self._watchdog: asyncio.TimerHandle | None = None
-        self.unsolicited: list[Untagged] = []
+        #: Untagged data no command asked for (EXISTS, EXPUNGE, flag changes...).
+        self.unsolicited: collections.deque[Untagged] = collections.deque(maxlen=1000)
         self._bye: Untagged | None = None
         self.bytes_in = 0
         self.bytes_out = 0
@@ -292,7 +319,7 @@ class ImapConnection:
         lp = "LITERAL+" in self.capabilities
         parts = encode_command(tag, name, *args, literal_plus=lp)
         fut: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
-        self._pending[tag] = _Pending(tag, name, fut, on_untagged)
+        self._pending[tag] = _Pending(tag, name, fut, on_untagged, _WANTS.get(name, _NOTHING))
         sync_literals = not lp and len(parts) > 1
         if not sync_literals and not self._send_lock.locked():
             self._write_parts(parts)
@@ -386,14 +413,15 @@ class ImapConnection:
             # The connection ends next; pending commands fail when it does.
             self._bye = r
             return
-        if self._pending:
-            p = next(iter(self._pending.values()))
-            if p.on_untagged is not None:
-                p.on_untagged(r)
-            else:
-                p.untagged.append(r)
-        else:
-            self.unsolicited.append(r)
+        kind = r.kind
+        for p in self._pending.values():
+            if p.wants is None or kind in p.wants:
+                if p.on_untagged is not None:
+                    p.on_untagged(r)
+                else:
+                    p.untagged.append(r)
+                return
+        self.unsolicited.append(r)
 
     def _connection_lost(self, exc: Exception | None) -> None:
         bye = self._bye

@@ -1,0 +1,92 @@
+"""Account URLs as people type them."""
+
+from __future__ import annotations
+
+import pytest
+
+from yippiemove.accounts import AccountURLError, parse_account_url
+from yippiemove.imap.connection import is_loopback
+
+
+@pytest.mark.parametrize(
+    ("url", "scheme", "user", "host", "port", "security"),
+    [
+        ("imap://bob@mail.example.org", "imap", "bob", "mail.example.org", 143, "starttls"),
+        ("imaps://bob@mail.example.org", "imaps", "bob", "mail.example.org", 993, "tls"),
+        ("IMAPS://bob@example.org:10993/", "imaps", "bob", "example.org", 10993, "tls"),
+        (
+            "imap://bob@example.org@mail.example.org:143",
+            "imap",
+            "bob@example.org",
+            "mail.example.org",
+            143,
+            "starttls",
+        ),
+        (
+            "imap://bob%40example.org@127.0.0.1:1143",
+            "imap",
+            "bob@example.org",
+            "127.0.0.1",
+            1143,
+            "starttls",
+        ),
+        ("imap://u@[::1]:143", "imap", "u", "::1", 143, "starttls"),
+    ],
+)
+def test_parse_good(url, scheme, user, host, port, security):
+    a = parse_account_url(url)
+    assert (a.scheme, a.user, a.host, a.port, a.security) == (scheme, user, host, port, security)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mail.example.org", "must look like imap://USER@HOST:PORT"),
+        ("pop3://u@h", "unknown scheme 'pop3'"),
+        ("imap://mail.example.org", "has no user name"),
+        ("imap://u:secret@h", "do not put the password in the URL"),
+        ("imap://u@h:0", "is not a number 1-65535"),
+        ("imap://u@h:99999", "is not a number 1-65535"),
+        ("imap://u@h:abc", "is not a number 1-65535"),
+        ("imap://u@bad_host", "is not a valid host name"),
+        ("imap://u@h/INBOX", "path, query or fragment is not allowed"),
+        ("imap://u@[::1", "unterminated IPv6 address"),
+    ],
+)
+def test_parse_bad_names_the_problem(url, message):
+    with pytest.raises(AccountURLError) as e:
+        parse_account_url(url, what="--source")
+    assert message in str(e.value)
+    assert "secret" not in str(e.value)
+
+
+def test_loopback_endpoint_allows_plain_auth_only_there():
+    assert parse_account_url("imap://u@127.0.0.1").endpoint("pw").allow_insecure_auth
+    assert parse_account_url("imap://u@localhost").endpoint("pw").allow_insecure_auth
+    assert not parse_account_url("imap://u@mail.example.org").endpoint("pw").allow_insecure_auth
+    assert (
+        parse_account_url("imap://u@mail.example.org")
+        .endpoint("pw", allow_insecure_auth=True)
+        .allow_insecure_auth
+    )
+
+
+def test_endpoint_repr_hides_password():
+    ep = parse_account_url("imap://u@h").endpoint("hunter2")
+    assert "hunter2" not in repr(ep) and "hunter2" not in ep.label
+
+
+@pytest.mark.parametrize(
+    ("host", "loop"),
+    [
+        ("127.0.0.1", True),
+        ("127.3.4.5", True),
+        ("::1", True),
+        ("localhost", True),
+        ("10.0.0.1", False),
+        ("example.org", False),
+        ("[::1]", True),
+    ],
+)
+def test_is_loopback(host, loop):
+    assert is_loopback(host) is loop

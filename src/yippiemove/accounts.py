@@ -37,12 +37,15 @@ class AccountURL:
         *,
         ssl_context: ssl.SSLContext | None = None,
         allow_insecure_auth: bool = False,
+        starttls: bool = True,
     ) -> Endpoint:
+        """``starttls=False`` keeps an ``imap://`` connection in plain text (trusted links)."""
+        security = self.security if starttls or self.scheme == "imaps" else "none"
         return Endpoint(
             host=self.host,
             port=self.port,
             user=self.user,
-            security=self.security,
+            security=security,
             password=password,
             ssl_context=ssl_context,
             allow_insecure_auth=allow_insecure_auth or is_loopback(self.host),

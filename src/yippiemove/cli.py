@@ -104,6 +104,12 @@ def main() -> None:
     "--ca-file", metavar="FILE", help="Trust this CA bundle (PEM) instead of the system's."
 )
 @click.option(
+    "--no-starttls",
+    is_flag=True,
+    help="Keep imap:// connections in plain text (trusted links only; a password is still "
+    "only sent in the clear to a loopback server or with --allow-insecure-auth).",
+)
+@click.option(
     "--allow-insecure-auth",
     is_flag=True,
     help="Allow sending passwords without TLS to a non-loopback server.",
@@ -144,6 +150,7 @@ def move(
     excludes: tuple[str, ...],
     dry_run: bool,
     ca_file: str | None,
+    no_starttls: bool,
     allow_insecure_auth: bool,
     connections: int,
     retries: int,
@@ -171,8 +178,12 @@ def move(
         _die(f"cannot load --ca-file {ca_file!r}: {exc}")
     src_pw = read_password("source", src_url, source_password_file)
     dst_pw = read_password("dest", dst_url, dest_password_file)
-    source = src_url.endpoint(src_pw, ssl_context=ctx, allow_insecure_auth=allow_insecure_auth)
-    dest = dst_url.endpoint(dst_pw, ssl_context=ctx, allow_insecure_auth=allow_insecure_auth)
+    source = src_url.endpoint(
+        src_pw, ssl_context=ctx, allow_insecure_auth=allow_insecure_auth, starttls=not no_starttls
+    )
+    dest = dst_url.endpoint(
+        dst_pw, ssl_context=ctx, allow_insecure_auth=allow_insecure_auth, starttls=not no_starttls
+    )
     if (source.host, source.port, source.user) == (dest.host, dest.port, dest.user):
         _die("--source and --dest are the same account")
 
@@ -359,6 +370,90 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
         tmp.replace(path)
     except OSError as exc:
         _die(f"cannot write report {path!r}: {exc.strerror}")
+
+
+@main.command()
+@click.option(
+    "--messages",
+    type=click.IntRange(1, 1_000_000),
+    default=3000,
+    show_default=True,
+    help="Size of the sample mailbox.",
+)
+@click.option("--keep", is_flag=True, help="Keep the servers running until Ctrl-C, to look around.")
+def demo(messages: int, keep: bool) -> None:
+    """Start a throwaway local Dovecot, fill a sample mailbox, and move it with `yippiemove move`."""
+    import secrets
+    import subprocess
+    import tempfile
+    from collections import defaultdict
+
+    from .testing.dovecot import DovecotServer, dovecot_available
+    from .testing.sample import sample_mailbox
+
+    if not dovecot_available():
+        _die("the demo needs Dovecot: apt-get install dovecot-imapd")
+    with tempfile.TemporaryDirectory(prefix="yippiemove-demo-") as tmp:
+        work = Path(tmp)
+        src_pw, dst_pw = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
+        click.echo("Starting a throwaway Dovecot on 127.0.0.1 ...")
+        with DovecotServer(work / "dovecot", users={"old": src_pw, "new": dst_pw}) as server:
+            by_folder: dict[str, list[Any]] = defaultdict(list)
+            from .testing.dovecot import MaildirMessage
+
+            total = 0
+            for m in sample_mailbox(messages):
+                by_folder[m.folder].append(MaildirMessage(m.raw, m.flags, m.internaldate))
+                total += len(m.raw)
+            for folder, items in by_folder.items():
+                server.deliver_many("old", folder, items)
+            click.echo(
+                f"Sample mailbox 'old': {messages} messages, {total / 1e6:.1f} MB in "
+                f"{len(by_folder)} folders; moving it to 'new' on the same server."
+            )
+            (work / "old.pw").write_text(src_pw)
+            (work / "new.pw").write_text(dst_pw)
+            os.chmod(work / "old.pw", 0o600)
+            os.chmod(work / "new.pw", 0o600)
+            args = [
+                "move",
+                "--source",
+                f"imap://old@127.0.0.1:{server.port}",
+                "--dest",
+                f"imap://new@127.0.0.1:{server.port}",
+                "--source-password-file",
+                str(work / "old.pw"),
+                "--dest-password-file",
+                str(work / "new.pw"),
+                "--ca-file",
+                str(server.ca_file),
+                "--state",
+                str(work / "state.sqlite"),
+                "--report",
+                str(work / "report.json"),
+            ]
+            click.echo("$ yippiemove " + " ".join(args))
+            cmd = [sys.executable, "-m", "yippiemove.cli", *args]
+            rc = subprocess.call(cmd)
+            click.echo("\nRunning the same command again (nothing to copy, nothing doubled):")
+            rc2 = subprocess.call([*cmd, "--no-progress"])
+            report = json.loads((work / "report.json").read_text())
+            t = report["totals"]
+            click.echo(
+                f"Report: {t['source_count']} messages, {t['already_present']} verified present, "
+                f"{t['failed']} failed (first run exit {rc}, second {rc2})."
+            )
+            if keep:
+                click.echo(
+                    f"Dovecot stays up on 127.0.0.1:{server.port} (users old/new, passwords in "
+                    f"{work}). Ctrl-C to stop."
+                )
+                try:
+                    while True:
+                        time.sleep(3600)
+                except KeyboardInterrupt:
+                    pass
+    sys.exit(rc or rc2)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -181,3 +181,33 @@ def test_uid_sets_round_trip():
     assert format_uid_set([7, 1, 2, 3, 10, 11]) == "1:3,7,10:11"
     with pytest.raises(ValueError):
         format_uid_set([])
+
+
+def _generic(data: bytes):
+    """Parse FETCH data with the general tokenizer only (the fast path disabled)."""
+    import yippiemove.imap.protocol as proto
+
+    saved = proto._fetch_fast
+    proto._fetch_fast = lambda *a: None
+    try:
+        return parse_all(data)
+    finally:
+        proto._fetch_fast = saved
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        FETCH,
+        b"* 1 FETCH (UID 5 BODY[] {3}\r\nabc)\r\n",
+        b"* 1 FETCH (FLAGS (\\Seen \\Answered $Forwarded) UID 7)\r\n",
+        b"* 1 FETCH (FLAGS () UID 7 INTERNALDATE \"01-Jan-2020 00:00:00 +0000\")\r\n",
+        b"* 1 FETCH (UID 7 BODY[HEADER.FIELDS (MESSAGE-ID)] NIL)\r\n",
+        b'* 1 FETCH (UID 7 BODY[HEADER.FIELDS (MESSAGE-ID)] "a \\"q\\"")\r\n',
+        b"* 1 FETCH (UID 7 BODY[1.2]<0> {2}\r\nhi RFC822.SIZE 2)\r\n",
+        b"* 1 FETCH (UID 7 ENVELOPE (NIL NIL ((\"a\" NIL \"b\" \"c\")) NIL))\r\n",
+        b"* 1 FETCH (UID 7 X-GM-LABELS (\\Inbox \"a b\"))\r\n",
+    ],
+)
+def test_fetch_fast_path_agrees_with_general_parser(data):
+    assert parse_all(data) == _generic(data)

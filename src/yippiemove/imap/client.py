@@ -29,6 +29,7 @@ __all__ = [
 
 #: The FETCH items of a metadata listing (no body: cheap).
 META_ITEMS = b"(UID RFC822.SIZE FLAGS INTERNALDATE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
+META_ITEMS_LIGHT = b"(UID RFC822.SIZE FLAGS INTERNALDATE)"
 META_KEY_MSGID = "BODY[HEADER.FIELDS (MESSAGE-ID)]"
 
 
@@ -250,8 +251,8 @@ class ImapClient:
 
     # ---------------------------------------------------------------- messages
 
-    async def fetch_meta(self, uids: str = "1:*") -> list[MessageMeta]:
-        """UID, size, flags, INTERNALDATE and Message-ID of messages (no bodies)."""
+    async def fetch_meta(self, uids: str = "1:*", *, message_id: bool = True) -> list[MessageMeta]:
+        """UID, size, flags, INTERNALDATE and (optionally) Message-ID of messages; no bodies."""
         out: list[MessageMeta] = []
 
         def on(u: Untagged) -> None:
@@ -260,7 +261,8 @@ class ImapClient:
                 if "UID" in item and "RFC822.SIZE" in item:
                     out.append(parse_meta(item))
 
-        await self.conn.execute("UID FETCH", uids, META_ITEMS, on_untagged=on)
+        items = META_ITEMS if message_id else META_ITEMS_LIGHT
+        await self.conn.execute("UID FETCH", uids, items, on_untagged=on)
         out.sort(key=lambda m: m.uid)
         return out
 

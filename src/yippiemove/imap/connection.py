@@ -334,10 +334,13 @@ class ImapConnection:
         t = self._transport
         if t is None:
             raise ConnectionLost("not connected")
-        for p in parts:
-            data = p.data if isinstance(p, Literal) else p
-            self.bytes_out += len(data)
-            t.write(data)
+        if len(parts) == 1:
+            data = parts[0].data if isinstance(parts[0], Literal) else parts[0]
+        else:
+            # One write per command: a syscall per segment costs more than the copy.
+            data = b"".join(p.data if isinstance(p, Literal) else p for p in parts)
+        self.bytes_out += len(data)
+        t.write(data)
 
     async def _write_parts_sync(
         self, parts: list[bytes | Literal], fut: asyncio.Future[CommandResult]

@@ -214,6 +214,55 @@ def _parse_resp_text(line: bytes, pos: int) -> tuple[ResponseCode | None, bytes]
 _STATUS = frozenset(("OK", "NO", "BAD", "BYE", "PREAUTH"))
 
 
+# Fast path for FETCH data (the hot path of a transfer): ``NAME value`` pairs where a
+# value is a number, a quoted string, a flat list (FLAGS), NIL, or the chunk's literal.
+_FETCH_PAIR = re.compile(
+    rb" ?([A-Za-z0-9.]+(?:\[[^\]\r\n]*\](?:<\d+>)?)?) "
+    rb'(?:(\d+)|"((?:[^"\\\r\n]|\\.)*)"|\(([^()"{}\\\r\n]*(?:\\[^()"{}\\\r\n]*)*)\)|(NIL)|\{(\d+)\}\Z)'
+)
+
+
+def _fetch_fast(chunks: list[bytes], literals: list[bytes], start: int) -> dict[str, Any] | None:
+    """Parse ``(K V K V ...)`` of a FETCH response, or None to use the general tokenizer."""
+    first = chunks[0]
+    if first[start : start + 1] != b"(":
+        return None
+    out: dict[str, Any] = {}
+    match = _FETCH_PAIR.match
+    nlit = len(literals)
+    for i, chunk in enumerate(chunks):
+        pos = start + 1 if i == 0 else 0
+        end = len(chunk)
+        while pos < end:
+            if chunk[pos] == 41:  # ")": must be the very end of the response
+                if i != len(chunks) - 1 or pos != end - 1:
+                    return None
+                return out
+            m = match(chunk, pos)
+            if m is None:
+                return None
+            key = m.group(1).decode("latin-1").upper()
+            num, quoted, flat, nil, lit = m.group(2, 3, 4, 5, 6)
+            if num is not None:
+                out[key] = num.decode("latin-1")
+            elif quoted is not None:
+                out[key] = _UNESCAPE.sub(rb"\1", quoted) if b"\\" in quoted else quoted
+            elif flat is not None:
+                if b"\\\\" in flat:
+                    return None
+                out[key] = flat.decode("latin-1").split()
+            elif nil is not None:
+                out[key] = None
+            else:
+                if i >= nlit or int(lit) != len(literals[i]):
+                    return None
+                out[key] = literals[i]
+                pos = end
+                break
+            pos = m.end()
+    return None
+
+
 def _fetch_dict(items: list[Any]) -> dict[str, Any]:
     if len(items) % 2:
         raise ProtocolError(f"odd FETCH item list: {items[:6]!r}")
@@ -262,6 +311,10 @@ def _build(chunks: list[bytes], literals: list[bytes]) -> Response:
             return Untagged(kind, None, [], code, text)
         if kind in ("CAPABILITY", "ENABLED") and not literals:
             return Untagged(kind, number, first[rest_pos:].decode("latin-1").split())
+        if kind == "FETCH":
+            fast = _fetch_fast(chunks, literals, rest_pos)
+            if fast is not None:
+                return Untagged(kind, number, [fast])
         data = _tokenize(chunks, literals, rest_pos) if rest_pos < len(first) or literals else []
         if kind == "FETCH":
             if len(data) != 1 or not isinstance(data[0], list):

@@ -23,6 +23,17 @@ directory under ``/tmp`` (mode 0711); ``base_dir/mail`` is then a symlink to tha
 and is moved back into ``base_dir`` by :meth:`DovecotServer.stop`, so the same paths
 work before, during and after a run (and a restart keeps the mail).
 
+Running as root (CI does), Dovecot refuses mail access as root, so the passwd-file
+gives every user the uid/gid of the Debian package's ``dovecot`` user
+(``first_valid_uid`` is lowered to it) and login processes run as ``dovenull``; as
+any other user, everything runs as that user (no chroot for login processes).
+
+Good to know when writing tests: a failed login takes about 0.5 s (Dovecot 2.3
+answers auth failures from a queue it checks every 500 ms; its 2 s
+``auth_failure_delay`` and the growing per-IP "auth penalty" are turned off here).
+Shutdown is SIGTERM to the whole process group, so the last log lines after
+"yippiemove: stopping" may hold harmless errors such as ``read(anvil) failed``.
+
 Line endings (checked with Dovecot 2.3.19): Dovecot serves maildir files with CRLF
 line endings: every bare LF in a file is sent as CRLF, CRLF stays CRLF, a bare CR is
 sent as it is, and RFC822.SIZE counts the CRLF form.  On APPEND it stores mail with
@@ -46,13 +57,13 @@ import subprocess
 import tempfile
 import threading
 import time
-import weakref
 from base64 import b64encode
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 __all__ = [
     "DovecotError",
@@ -72,6 +83,7 @@ _IMAP_BINARIES = (
 )
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
+TERM_GRACE = 0.25
 
 # System flags and their Maildir "info" letters (https://cr.yp.to/proto/maildir.html).
 # 'P' (passed) has no IMAP system flag; Dovecot keeps $Forwarded as a keyword.
@@ -273,6 +285,16 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
+def _alive(pid: int) -> bool:
+    """Whether pid exists and is no zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 :].split()[0] != b"Z"
+
+
 def _tabescape(s: str) -> str:
     """Dovecot's str_append_tabescaped(), used in subscriptions files (version 2)."""
     return (
@@ -310,7 +332,9 @@ def _vsize(raw: bytes) -> int:
 
 # --------------------------------------------------------------------------- server
 
-_running: weakref.WeakSet[DovecotServer] = weakref.WeakSet()
+# Running servers, stopped at interpreter exit.  (A SIGKILLed test run leaks them:
+# Dovecot runs in its own session so that stop() can kill its whole group.)
+_running: set[DovecotServer] = set()
 
 
 @atexit.register
@@ -344,7 +368,7 @@ class DovecotServer:
         users: dict[str, str] | None = None,
         extra_config: str = "",
         max_message_size: int | None = None,
-        layout: str | None = None,
+        layout: Literal["fs", "maildir++"] | None = None,
         special_use: bool = True,
     ) -> None:
         if len(separator) != 1 or separator in '"\\\r\n\0':
@@ -358,7 +382,7 @@ class DovecotServer:
         self.base_dir = Path(base_dir).absolute()
         self.separator = separator
         self.prefix = prefix
-        self.layout = layout
+        self.layout: Literal["fs", "maildir++"] = layout
         self.extra_config = extra_config
         self.max_message_size = max_message_size
         self.special_use = special_use
@@ -441,6 +465,10 @@ class DovecotServer:
         """The user's Maildir root (INBOX) under ``base_dir/mail``."""
         return self.base_dir / "mail" / user / "Maildir"
 
+    def __repr__(self) -> str:
+        state = f"port={self._port} tls_port={self._tls_port}" if self.running else "stopped"
+        return f"<DovecotServer {self.base_dir} separator={self.separator!r} {state}>"
+
     def _need(self, value: int | None) -> int:
         if value is None:
             raise DovecotError("Dovecot server has not been started")
@@ -468,7 +496,9 @@ class DovecotServer:
                 raise DovecotError("Dovecot server is already running")
             self.base_dir.mkdir(parents=True, exist_ok=True)
             self._write_tls()
-            self._private = Path(tempfile.mkdtemp(prefix="ymdc-"))
+            # /tmp even if TMPDIR is set: unix socket paths must stay short
+            tmp = "/tmp" if os.access("/tmp", os.W_OK | os.X_OK) else None
+            self._private = Path(tempfile.mkdtemp(prefix="ymdc-", dir=tmp))
             try:
                 os.chmod(self._private, 0o711)
                 (self._private / "state").mkdir()
@@ -516,10 +546,9 @@ class DovecotServer:
                 close_fds=True,
             )
         deadline = time.monotonic() + timeout
-        delay = 0.002
         while True:
             if self._proc.poll() is not None:
-                self._kill_group(0)
+                self._kill_group(STOP_TIMEOUT)
                 log_text = self._log_since(log_start)
                 self._proc = None
                 if "Address already in use" in log_text:
@@ -530,15 +559,14 @@ class DovecotServer:
             if self._greets():
                 return True
             if time.monotonic() > deadline:
-                self._kill_group(0)
+                self._kill_group(STOP_TIMEOUT)
                 self._proc = None
                 raise DovecotError(
                     f"Dovecot did not answer on {self.host}:{self._port} within "
                     f"{timeout:.0f} s; log {self.log_path}:\n"
                     f"{_tail(self._log_since(log_start))}"
                 )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+            time.sleep(0.003)
 
     def _greets(self) -> bool:
         try:
@@ -566,40 +594,45 @@ class DovecotServer:
             return ""
 
     def _kill_group(self, timeout: float) -> None:
-        """SIGTERM the whole process group, then SIGKILL whatever is left.
+        """SIGTERM the whole process group, SIGKILL whatever is left after a moment.
 
         Signalling only the master makes it wait about a second for its children
-        to close their listeners; signalling them all at once takes ~0.1 s.
+        to close their listeners; signalled together, the children are gone within
+        milliseconds, but the master itself still lingers up to a second now and
+        then, so whatever is left after TERM_GRACE seconds is killed.
         """
         proc = self._proc
         if proc is None:
             return
         pgid = proc.pid
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        for sig, wait in ((signal.SIGTERM, min(TERM_GRACE, timeout)), (signal.SIGKILL, timeout)):
             if proc.poll() is None or _group_members(pgid):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pgid, sig)
-            deadline = time.monotonic() + timeout
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout)
-            while _group_members(pgid) and time.monotonic() < deadline:
-                time.sleep(0.005)
+            deadline = time.monotonic() + wait
+            while (proc.poll() is None or _group_members(pgid)) and time.monotonic() < deadline:
+                time.sleep(0.002)
             if proc.poll() is not None and not _group_members(pgid):
                 return
         raise DovecotError(f"Dovecot processes {_group_members(pgid)} survived SIGKILL")
 
     def _cleanup(self, timeout: float = STOP_TIMEOUT) -> None:
-        self._kill_group(timeout)
-        self._proc = None
-        private, self._private = self._private, None
-        if private is None:
-            return
-        link = self.base_dir / "mail"
-        if link.is_symlink():
-            link.unlink()
-            if (private / "mail").exists():
-                shutil.move(str(private / "mail"), str(link))
-        shutil.rmtree(private, ignore_errors=True)
+        try:
+            if self._proc is not None and self._proc.poll() is None:
+                with contextlib.suppress(OSError), open(self.log_path, "a") as log:
+                    # what Dovecot logs after this line is shutdown noise
+                    log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} yippiemove: stopping\n")
+            self._kill_group(timeout)
+        finally:
+            self._proc = None
+            private, self._private = self._private, None
+            if private is not None:
+                link = self.base_dir / "mail"
+                if link.is_symlink():
+                    link.unlink()
+                    if (private / "mail").exists():
+                        shutil.move(str(private / "mail"), str(link))
+                shutil.rmtree(private, ignore_errors=True)
 
     # ----------------------------------------------------------------- files
 
@@ -615,7 +648,18 @@ class DovecotServer:
         else:
             target.mkdir(mode=0o700)
         self._chown(target)
+        if self._root:
+            # mail copied in by hand as root: hand it to the mail user
+            for entry in os.scandir(target):
+                if entry.stat(follow_symlinks=False).st_uid != self.mail_uid:
+                    self._chown_tree(Path(entry.path))
         link.symlink_to(target)
+
+    def _chown_tree(self, top: Path) -> None:
+        self._chown(top)
+        for root, dirs, files in os.walk(top):
+            for name in dirs + files:
+                self._chown(Path(root, name))
 
     def _write_tls(self) -> None:
         ssl_dir = self.base_dir / "ssl"
@@ -635,21 +679,16 @@ class DovecotServer:
         if self._private is not None:
             home = self._private / "mail" / user
         # user:password:uid:gid:gecos:home:shell:extra_fields (Dovecot passwd-file)
-        return f"{user}:{secret}:{self.mail_uid}:{self.mail_gid}::{home}::nodelay=yes\n"
+        return f"{user}:{secret}:{self.mail_uid}:{self.mail_gid}::{home}::\n"
 
     def _write_passwd(self) -> None:
-        """(Re)write the passwd-file; Dovecot re-reads it when its mtime or size change."""
+        """(Re)write the passwd-file (atomically: auth may read it at any time)."""
         if self._private is None:
             return
         path = self._private / "passwd"
-        old = path.stat() if path.exists() else None
         tmp = path.with_name("passwd.tmp")
         tmp.write_text("".join(self._passwd_line(u, p) for u, p in self._users.items()))
-        os.chmod(tmp, 0o644)
-        if old is not None:
-            # make sure the mtime changes even within the same second
-            mtime = max(time.time(), old.st_mtime + 1)
-            os.utime(tmp, (mtime, mtime))
+        os.chmod(tmp, 0o644)  # read by the auth process (user dovecot)
         os.replace(tmp, path)
 
     @staticmethod
@@ -659,12 +698,67 @@ class DovecotServer:
         if not isinstance(password, str):
             raise TypeError("password must be a str")
 
-    def add_user(self, name: str, password: str) -> None:
-        """Add (or change the password of) a user; works while the server runs."""
+    def add_user(self, name: str, password: str, timeout: float = START_TIMEOUT) -> None:
+        """Add a user or change a password; while running, returns once it works.
+
+        Dovecot's passwd-file driver re-reads the file when its mtime or size
+        changed, but stats it at most once a second per auth process, so a change
+        could take a second to show.  Instead we SIGHUP the master (a reload
+        replaces the auth process), wait for the old auth process to exit and log
+        in with the new credentials to verify.
+        """
         self._check_user(name, password)
         with self._lock:
             self._users[name] = password
             self._write_passwd()
+            if not self.running:
+                return
+            assert self._proc is not None
+            old_auth = [pid for pid, title in self._processes() if title.endswith("/auth")]
+            self._proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + timeout
+            while any(_alive(pid) for pid in old_auth) and time.monotonic() < deadline:
+                time.sleep(0.002)
+            while not self.check_login(name, password):
+                if time.monotonic() > deadline or not self.running:
+                    raise DovecotError(
+                        f"user {name!r} cannot log in after add_user; log {self.log_path}:\n"
+                        f"{_tail(self._log_since(0))}"
+                    )
+                time.sleep(0.02)
+
+    def _processes(self) -> list[tuple[int, str]]:
+        """(pid, process title) of the instance's live processes."""
+        if self._proc is None:
+            return []
+        result = []
+        for pid in _group_members(self._proc.pid):
+            with contextlib.suppress(OSError):
+                title = Path(f"/proc/{pid}/cmdline").read_bytes()
+                result.append((pid, title.replace(b"\0", b" ").decode(errors="replace").strip()))
+        return result
+
+    def check_login(self, user: str, password: str) -> bool:
+        """Whether AUTHENTICATE PLAIN with these credentials succeeds (plain port)."""
+        token = b64encode(b"\0" + user.encode() + b"\0" + password.encode())
+        try:
+            with socket.create_connection((self.host, self.port), timeout=5) as s:
+                reader = s.makefile("rb")
+                if not reader.readline().startswith(b"* OK"):
+                    return False
+                s.sendall(b"a AUTHENTICATE PLAIN " + token + b"\r\n")
+                while True:
+                    line = reader.readline()
+                    if not line:
+                        return False
+                    if line.startswith(b"a "):
+                        ok = line.startswith(b"a OK")
+                        break
+                with contextlib.suppress(OSError):
+                    s.sendall(b"b LOGOUT\r\n")
+                return ok
+        except OSError:
+            return False
 
     def _write_config(self) -> None:
         assert self._private is not None
@@ -697,8 +791,16 @@ class DovecotServer:
             # tests log in over plain loopback too
             "disable_plaintext_auth = no",
             "auth_mechanisms = plain login",
-            # no 2 s sleep after a failed login (default auth_failure_delay = 2 secs)
+            # no 2 s sleep after a failed login (default auth_failure_delay = 2 secs);
+            # 2.3 still answers failures from a queue checked every 0.5 s
             "auth_failure_delay = 0",
+            # Failed logins from one IP are delayed 2, 4, 8.. 15 s by the anvil
+            # "auth penalty"; mode 0 drops its socket, which turns it off.
+            "service anvil {",
+            "  unix_listener anvil-auth-penalty {",
+            "    mode = 0",
+            "  }",
+            "}",
             "passdb {",
             "  driver = passwd-file",
             f"  args = scheme=PLAIN {private / 'passwd'}",
@@ -721,6 +823,8 @@ class DovecotServer:
             "  mail_max_userip_connections = 1000",
             "}",
             "service imap-login {",
+            # one login process forked at start-up: the first greeting comes sooner
+            "  process_min_avail = 1",
             "  inet_listener imap {",
             f"    address = {self.host}",
             f"    port = {self._port}",
@@ -799,10 +903,12 @@ class DovecotServer:
         for part in parts:
             if part in ("", ".", "..") or "/" in part or disk_sep in part or "\0" in part:
                 raise ValueError(f"folder name {folder!r} cannot be stored in this layout")
+        if parts[0].startswith("~"):
+            raise ValueError(f"folder name {folder!r} begins with '~'")
         encoded = [_mutf7(p) for p in parts]
         if self.layout == "fs":
-            if encoded[0] in ("cur", "new", "tmp"):
-                raise ValueError(f"folder name {folder!r} clashes with INBOX's maildir")
+            if {"cur", "new", "tmp"} & set(encoded):
+                raise ValueError(f"folder name {folder!r} contains a reserved name")
             return root.joinpath(*encoded)
         return root / ("." + ".".join(encoded))
 
@@ -819,6 +925,9 @@ class DovecotServer:
         """Create the user's Maildir and the folder (cur/new/tmp), subscribed."""
         path = self.folder_path(user, folder)
         root = self.maildir(user)
+        if not root.parent.parent.exists():  # base_dir/mail, before the first start
+            root.parent.parent.parent.mkdir(parents=True, exist_ok=True)
+            self._ensure_dir(root.parent.parent)
         for d in (root.parent, root, root / "cur", root / "new", root / "tmp"):
             self._ensure_dir(d)
         if path == root:
@@ -903,6 +1012,8 @@ class DovecotServer:
         internaldate: datetime | None = None,
     ) -> Path:
         """Write one message straight into the user's Maildir; see :meth:`deliver_many`."""
+        if isinstance(flags, str):
+            raise TypeError("flags must be an iterable of str, not a str")
         return self.deliver_many(user, folder, [MaildirMessage(raw, tuple(flags), internaldate)])[0]
 
     def deliver_many(
@@ -915,46 +1026,49 @@ class DovecotServer:
         bytes are written as given; system flags become maildir info letters,
         keywords letters a-z listed in the folder's ``dovecot-keywords`` (at most 26
         per folder), INTERNALDATE the file's mtime.  Dovecot gives the messages
-        increasing UIDs in the order given.  Works while the server runs (Dovecot
-        notices on its next sync), but do not let clients create new keywords in
-        the same folder at the same time.  Returns the files' paths.
+        increasing UIDs in the order given.  Works while the server runs: open
+        sessions see new messages on their next sync, but a new folder only in the
+        LIST of sessions started afterwards (Dovecot's mailbox list index); do not
+        let clients add keywords to the same folder meanwhile.  Folder names are
+        Unicode (stored as modified UTF-7) and include the namespace prefix.
+        Returns the files' paths; if an item is bad (ValueError, TypeError), the
+        ones before it stay delivered.
         """
+        if user not in self._users:
+            raise ValueError(f"unknown user {user!r}: add_user() first")
         with self._lock:
             folder_dir = self._ensure_folder(user, folder)
+            cur_dir = folder_dir / "cur"
             keywords = self._keywords(folder_dir)
-            known = len(keywords)
-            tmp_dir, cur_dir = folder_dir / "tmp", folder_dir / "cur"
-            staged: list[tuple[Path, str]] = []
+            tmp_fd = os.open(folder_dir / "tmp", os.O_RDONLY | os.O_DIRECTORY)
+            cur_fd = os.open(cur_dir, os.O_RDONLY | os.O_DIRECTORY)
+            result = []
             try:
                 for item in items:
                     msg = item if isinstance(item, MaildirMessage) else MaildirMessage(item)
-                    name = self._stage(msg, tmp_dir, keywords)
-                    staged.append((tmp_dir / name.partition(":")[0], name))
-                if len(keywords) > known:
-                    text = "".join(
-                        f"{i} {k}\n" for k, i in sorted(keywords.items(), key=lambda kv: kv[1])
-                    )
-                    self._dotlock_write(folder_dir / _KEYWORDS_FILE, text)
-                # Rename into cur/ only now, so Dovecot never sees a keyword letter
-                # before dovecot-keywords names it (rename keeps the mtime).
-                result = []
-                for tmp_path, name in staged:
-                    os.rename(tmp_path, cur_dir / name)
-                    result.append(cur_dir / name)
-                staged.clear()
-                return result
+                    letters, new_keywords = self._info_letters(msg.flags, keywords)
+                    if new_keywords:
+                        # before any file name uses the new letters
+                        text = "".join(
+                            f"{i} {k}\n" for k, i in sorted(keywords.items(), key=lambda kv: kv[1])
+                        )
+                        self._dotlock_write(folder_dir / _KEYWORDS_FILE, text)
+                    name = self._write_message(msg, tmp_fd)
+                    # maildir delivery: write in tmp/, rename (keeps the mtime) to cur/
+                    final = f"{name}:2,{letters}"
+                    os.rename(name, final, src_dir_fd=tmp_fd, dst_dir_fd=cur_fd)
+                    result.append(cur_dir / final)
             finally:
-                for tmp_path, _ in staged:
-                    with contextlib.suppress(OSError):
-                        tmp_path.unlink()
+                os.close(tmp_fd)
+                os.close(cur_fd)
+            return result
 
-    def _stage(self, msg: MaildirMessage, tmp_dir: Path, keywords: dict[str, int]) -> str:
-        """Write one message to tmp/; returns its final name in cur/."""
-        if not isinstance(msg.raw, bytes | bytearray | memoryview):
-            raise TypeError("raw message must be bytes")
-        raw = bytes(msg.raw)
+    @staticmethod
+    def _info_letters(flags: Iterable[str], keywords: dict[str, int]) -> tuple[str, bool]:
+        """Maildir info letters for flags, in ASCII order; adds new keywords."""
         letters = set()
-        for flag in _iter_flags(msg.flags):
+        added = False
+        for flag in _iter_flags(flags):
             if flag.startswith("\\"):
                 letter = _FLAG_LETTERS.get(flag.lower())
                 if letter is None:
@@ -968,10 +1082,17 @@ class DovecotServer:
                     )
                 used = set(keywords.values())
                 keywords[flag] = next(i for i in range(_MAX_KEYWORDS) if i not in used)
+                added = True
             letters.add(chr(ord("a") + keywords[flag]))
-        base = f"{_next_basename()},S={len(raw)},W={_vsize(raw)}"
-        path = tmp_dir / base
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        return "".join(sorted(letters)), added
+
+    def _write_message(self, msg: MaildirMessage, tmp_fd: int) -> str:
+        """Write one message into tmp/ (opened as tmp_fd); returns its file name."""
+        if not isinstance(msg.raw, bytes | bytearray | memoryview):
+            raise TypeError("raw message must be bytes")
+        raw = bytes(msg.raw)
+        name = f"{_next_basename()},S={len(raw)},W={_vsize(raw)}"
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=tmp_fd)
         try:
             view = memoryview(raw)
             while view:
@@ -980,10 +1101,12 @@ class DovecotServer:
             if msg.internaldate is not None:
                 stamp = msg.internaldate.timestamp()
                 os.utime(fd, (stamp, stamp))
-        finally:
+        except BaseException:
             os.close(fd)
-        # info letters must be in ASCII order (uppercase flags before keywords)
-        return f"{base}:2,{''.join(sorted(letters))}"
+            os.unlink(name, dir_fd=tmp_fd)
+            raise
+        os.close(fd)
+        return name
 
 
 def _iter_flags(flags: Iterable[str]) -> Iterator[str]:

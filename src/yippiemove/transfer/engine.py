@@ -606,7 +606,8 @@ class Mover:
     ) -> None:
         """Check each source message against its own destination message."""
         info = await dst.select(dst.selected or b"INBOX")
-        dmeta = await dst.fetch_meta() if info.exists else []
+        need_ids = any(m.uid not in claim for m in smeta)
+        dmeta = await dst.fetch_meta(message_id=need_ids) if info.exists else []
         by_uid = {d.uid: d for d in dmeta}
         failed = {f.uid for f in res.failures}
         unmapped = [m for m in smeta if m.uid not in claim and m.uid not in failed]

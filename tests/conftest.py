@@ -71,4 +71,6 @@ def corpus_dir() -> Path:
     ]:
         if cand.is_dir():
             return cand
-    pytest.fail("the real-world corpus is missing: expected ../shared/corpus/real-world", pytrace=False)
+    pytest.fail(
+        "the real-world corpus is missing: expected ../shared/corpus/real-world", pytrace=False
+    )

@@ -594,27 +594,34 @@ class DovecotServer:
             return ""
 
     def _kill_group(self, timeout: float) -> None:
-        """SIGTERM the whole process group, SIGKILL whatever is left after a moment.
+        """SIGTERM the whole process group, then SIGKILL the master and any rest.
 
-        Signalling only the master makes it wait about a second for its children
-        to close their listeners; signalled together, the children are gone within
-        milliseconds, but the master itself still lingers up to a second now and
-        then, so whatever is left after TERM_GRACE seconds is killed.
+        Signalled alone, the master waits about a second for its children to close
+        their listeners; signalled together, the children (imap sessions, auth,
+        log...) exit within milliseconds, but the master still sleeps in steps of
+        100 ms.  Once its children are gone (or after TERM_GRACE seconds) it has
+        nothing left to do but exit, so it is SIGKILLed.
         """
         proc = self._proc
         if proc is None:
             return
         pgid = proc.pid
-        for sig, wait in ((signal.SIGTERM, min(TERM_GRACE, timeout)), (signal.SIGKILL, timeout)):
-            if proc.poll() is None or _group_members(pgid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pgid, sig)
-            deadline = time.monotonic() + wait
-            while (proc.poll() is None or _group_members(pgid)) and time.monotonic() < deadline:
-                time.sleep(0.002)
-            if proc.poll() is not None and not _group_members(pgid):
-                return
-        raise DovecotError(f"Dovecot processes {_group_members(pgid)} survived SIGKILL")
+        if proc.poll() is None or _group_members(pgid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + min(TERM_GRACE, timeout)
+        while time.monotonic() < deadline:
+            if not [pid for pid in _group_members(pgid) if pid != pgid]:
+                break
+            time.sleep(0.002)
+        if proc.poll() is None or _group_members(pgid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while (proc.poll() is None or _group_members(pgid)) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        if proc.poll() is None or _group_members(pgid):
+            raise DovecotError(f"Dovecot processes {_group_members(pgid)} survived SIGKILL")
 
     def _cleanup(self, timeout: float = STOP_TIMEOUT) -> None:
         try:

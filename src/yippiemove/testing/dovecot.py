@@ -370,6 +370,7 @@ class DovecotServer:
         max_message_size: int | None = None,
         layout: Literal["fs", "maildir++"] | None = None,
         special_use: bool = True,
+        mail_root: Path | str | None = None,
     ) -> None:
         if len(separator) != 1 or separator in '"\\\r\n\0':
             raise ValueError(f"bad namespace separator {separator!r}")
@@ -386,6 +387,10 @@ class DovecotServer:
         self.extra_config = extra_config
         self.max_message_size = max_message_size
         self.special_use = special_use
+        #: Keep the mail under this directory (e.g. a tmpfs for benchmarks) instead of
+        #: /tmp; it is then left there at stop (base_dir/mail stays a symlink to it).
+        self.mail_root = Path(mail_root).absolute() if mail_root is not None else None
+        self._mail_dir: Path | None = None
         self._users: dict[str, str] = {}
         for name, password in (users or {}).items():
             self._check_user(name, password)
@@ -635,7 +640,7 @@ class DovecotServer:
             private, self._private = self._private, None
             if private is not None:
                 link = self.base_dir / "mail"
-                if link.is_symlink():
+                if link.is_symlink() and self.mail_root is None:
                     link.unlink()
                     if (private / "mail").exists():
                         shutil.move(str(private / "mail"), str(link))
@@ -648,6 +653,17 @@ class DovecotServer:
         assert self._private is not None
         link = self.base_dir / "mail"
         target = self._private / "mail"
+        if self.mail_root is not None:
+            if self._mail_dir is None:
+                self.mail_root.mkdir(parents=True, exist_ok=True)
+                self._mail_dir = Path(tempfile.mkdtemp(prefix="ymdc-mail-", dir=self.mail_root))
+                os.chmod(self._mail_dir, 0o711)
+            target = self._mail_dir / "mail"
+            if link.is_symlink() and link.resolve() == target.resolve():
+                link.unlink()
+                self._chown(target)
+                link.symlink_to(target)
+                return
         if link.is_symlink():
             link.unlink()  # left over from a run that did not stop
         if link.exists():
@@ -684,7 +700,7 @@ class DovecotServer:
             secret = "{PLAIN}" + password
         home = self.base_dir / "mail" / user
         if self._private is not None:
-            home = self._private / "mail" / user
+            home = (self._mail_dir or self._private) / "mail" / user
         # user:password:uid:gid:gecos:home:shell:extra_fields (Dovecot passwd-file)
         return f"{user}:{secret}:{self.mail_uid}:{self.mail_gid}::{home}::\n"
 
@@ -770,7 +786,7 @@ class DovecotServer:
     def _write_config(self) -> None:
         assert self._private is not None
         private = self._private
-        maildir = f"maildir:{private / 'mail'}/%u/Maildir"
+        maildir = f"maildir:{(self._mail_dir or private) / 'mail'}/%u/Maildir"
         if self.layout == "fs":
             maildir += ":LAYOUT=fs"
         ssl_dir = self.base_dir / "ssl"

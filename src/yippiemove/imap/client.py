@@ -133,6 +133,26 @@ def message_id_of(header_block: bytes | None) -> bytes | None:
     return value or None
 
 
+def message_id_in(body: bytes) -> bytes | None:
+    """The Message-ID field of a message's header block, unfolded (for reports)."""
+    end = body.find(b"\r\n\r\n")
+    head = body[: end if end >= 0 else 65536]
+    lower = head.lower()
+    pos = 0 if lower.startswith(b"message-id:") else lower.find(b"\nmessage-id:")
+    if pos < 0:
+        return None
+    if pos:
+        pos += 1
+    stop = pos
+    while True:
+        nl = head.find(b"\n", stop)
+        if nl < 0 or head[nl + 1 : nl + 2] not in (b" ", b"\t"):
+            line = head[pos : nl if nl >= 0 else len(head)]
+            break
+        stop = nl + 1
+    return message_id_of(line)
+
+
 def parse_meta(item: dict[str, object]) -> MessageMeta:
     try:
         uid = int(item["UID"])  # type: ignore[call-overload]
@@ -264,6 +284,35 @@ class ImapClient:
         items = META_ITEMS if message_id else META_ITEMS_LIGHT
         await self.conn.execute("UID FETCH", uids, items, on_untagged=on)
         out.sort(key=lambda m: m.uid)
+        return out
+
+    async def fetch_message_ids(self, uids: Sequence[int]) -> dict[int, bytes | None]:
+        """Message-ID of some messages, by UID (pipelined in chunks: command lines stay short)."""
+        out: dict[int, bytes | None] = {}
+
+        def on(u: Untagged) -> None:
+            if u.kind == "FETCH":
+                item = u.data[0]
+                hdr = item.get(META_KEY_MSGID)
+                uid = item.get("UID")
+                if uid is not None:
+                    out[int(uid)] = message_id_of(hdr if isinstance(hdr, bytes) else None)
+
+        futs = []
+        ordered = sorted(uids)
+        for i in range(0, len(ordered), 2000):
+            futs.append(
+                await self.conn.submit(
+                    "UID FETCH",
+                    format_uid_set(ordered[i : i + 2000]),
+                    b"(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])",
+                    on_untagged=on,
+                )
+            )
+        for f in futs:
+            res = await f
+            if not res.tagged.ok:
+                raise CommandError("UID FETCH", res.tagged)
         return out
 
     async def fetch_sizes(self, uids: str = "1:*") -> list[tuple[int, int]]:

@@ -39,7 +39,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 
 from ..imap import utf7
-from ..imap.client import AppendItem, ImapClient, MailboxInfo, MessageMeta
+from ..imap.client import AppendItem, ImapClient, MailboxInfo, MessageMeta, message_id_in
 from ..imap.connection import CommandResult, ImapConnection
 from ..imap.errors import CommandError, ImapError
 from ..policy import folders as folder_policy
@@ -290,9 +290,9 @@ class Mover:
         opts = self.options
         res = FolderResult(fp.source.name, fp.dest_name)
         sinfo = await src.select(fp.source.raw, readonly=True)
-        smeta = await src.fetch_meta() if sinfo.exists else []
+        smeta = await src.fetch_meta(message_id=False) if sinfo.exists else []
         dinfo = await dst.select(fp.dest_raw)
-        dmeta = await dst.fetch_meta() if dinfo.exists else []
+        dmeta = await dst.fetch_meta(message_id=False) if dinfo.exists else []
         res.source_uidvalidity = sinfo.uidvalidity
         res.dest_uidvalidity = dinfo.uidvalidity
         res.source_count = len(smeta)
@@ -321,21 +321,28 @@ class Mover:
                 claim[m.uid] = d.uid
                 claimed_dest.add(d.uid)
                 outcome_of[m.uid] = "present"
-        index: dict[tuple[int, bytes | None], list[int]] = defaultdict(list)
-        for d in dmeta:
-            if d.uid not in claimed_dest:
-                index[(d.size, d.message_id)].append(d.uid)
-        to_copy: list[MessageMeta] = []
+        to_copy = [m for m in smeta if m.uid not in claim]
         ambiguous: set[int] = set()
         candidate_dest: set[int] = set()
-        for m in smeta:
-            if m.uid in claim:
-                continue
-            key = (m.size, m.message_id)
-            if key in index:
-                ambiguous.add(m.uid)
-                candidate_dest.update(index[key])
-            to_copy.append(m)
+        free_dest = [d for d in dmeta if d.uid not in claimed_dest]
+        if to_copy and free_dest:
+            # Only messages of a size found on the other side can be copies: ask for
+            # their Message-IDs (cheap), and hash the remaining candidates' bodies below.
+            dsizes = {d.size for d in free_dest}
+            ssizes = {m.size for m in to_copy}
+            s_cand = [m for m in to_copy if m.size in dsizes]
+            d_cand = [d for d in free_dest if d.size in ssizes]
+            if s_cand:
+                s_ids = await src.fetch_message_ids([m.uid for m in s_cand])
+                d_ids = await dst.fetch_message_ids([d.uid for d in d_cand])
+                index: dict[tuple[int, bytes | None], list[int]] = defaultdict(list)
+                for d in d_cand:
+                    index[(d.size, d_ids.get(d.uid))].append(d.uid)
+                for m in s_cand:
+                    key = (m.size, s_ids.get(m.uid))
+                    if key in index:
+                        ambiguous.add(m.uid)
+                        candidate_dest.update(index[key])
         pool: dict[tuple[int, bytes], list[int]] = defaultdict(list)
         if candidate_dest:
             self.on_event(
@@ -357,7 +364,7 @@ class Mover:
 
         # --- verify
         if opts.verify:
-            await self._verify(dst, smeta, claim, storable, res)
+            await self._verify(src, dst, smeta, claim, storable, res)
         failed_uids = {f.uid for f in res.failures}
         for m in smeta:
             if m.uid in failed_uids:
@@ -476,13 +483,14 @@ class Mover:
             if state is not None:
                 state.record(folder_id, m.uid, m.size, m.message_id, fpr, dest_uid, outcome)
 
-        def fail(m: MessageMeta, reason: str) -> None:
+        def fail(m: MessageMeta, reason: str, body: bytes | None = None) -> None:
+            mid = m.message_id or (message_id_in(body) if body is not None else None)
             res.failures.append(
                 Failure(
                     fp.source.name,
                     m.uid,
                     m.size,
-                    m.message_id.decode("utf-8", "replace") if m.message_id else None,
+                    mid.decode("utf-8", "replace") if mid else None,
                     reason,
                 )
             )
@@ -508,9 +516,11 @@ class Mover:
                         res.bytes_copied += len(item.body)
                     return
                 if len(group) == 1:
-                    m = group[0][0]
+                    m, item, _ = group[0]
                     fail(
-                        m, "destination refused it: " + CommandError("APPEND", r.tagged).server_text
+                        m,
+                        "destination refused it: " + CommandError("APPEND", r.tagged).server_text,
+                        item.body,
                     )
                     return
                 # MULTIAPPEND is all-or-nothing (RFC 3502): find the refused one(s).
@@ -526,6 +536,7 @@ class Mover:
                             m,
                             "destination refused it: "
                             + CommandError("APPEND", r1.tagged).server_text,
+                            item.body,
                         )
             except BaseException as exc:
                 errors.append(exc)
@@ -598,6 +609,7 @@ class Mover:
 
     async def _verify(
         self,
+        src: ImapClient,
         dst: ImapClient,
         smeta: Sequence[MessageMeta],
         claim: dict[int, int],
@@ -606,20 +618,21 @@ class Mover:
     ) -> None:
         """Check each source message against its own destination message."""
         info = await dst.select(dst.selected or b"INBOX")
-        need_ids = any(m.uid not in claim for m in smeta)
-        dmeta = await dst.fetch_meta(message_id=need_ids) if info.exists else []
+        dmeta = await dst.fetch_meta(message_id=False) if info.exists else []
         by_uid = {d.uid: d for d in dmeta}
         failed = {f.uid for f in res.failures}
         unmapped = [m for m in smeta if m.uid not in claim and m.uid not in failed]
         if unmapped:
-            # No APPENDUID (server without UIDPLUS): match by (size, Message-ID).
+            # No APPENDUID (server without UIDPLUS): match by (size, Message-ID), in order.
             taken = set(claim.values())
+            free = [d for d in dmeta if d.uid not in taken]
+            s_ids = await src.fetch_message_ids([m.uid for m in unmapped])
+            d_ids = await dst.fetch_message_ids([d.uid for d in free]) if free else {}
             index: dict[tuple[int, bytes | None], list[int]] = defaultdict(list)
-            for d in dmeta:
-                if d.uid not in taken:
-                    index[(d.size, d.message_id)].append(d.uid)
+            for d in free:
+                index[(d.size, d_ids.get(d.uid))].append(d.uid)
             for m in unmapped:
-                lst = index.get((m.size, m.message_id))
+                lst = index.get((m.size, s_ids.get(m.uid)))
                 if lst:
                     claim[m.uid] = lst.pop(0)
         for m in smeta:

@@ -357,6 +357,13 @@ def build_report(
             "verified": sum(r.verified for r in results),
             "bytes_copied": sum(r.bytes_copied for r in results),
         },
+        "progress": {
+            "messages_done": mover.progress.messages_done,
+            "messages_total": mover.progress.messages_total,
+            "bytes_done": mover.progress.bytes_done,
+            "bytes_total": mover.progress.bytes_total,
+            "failed": mover.progress.failed,
+        },
         "plan": mover.plan.as_dict() if mover.plan is not None else None,
         "folders": [r.as_dict() for r in results],
         "failures": failures,

@@ -462,3 +462,59 @@ def test_subscriptions_are_carried(dovecot, tmp_path):
     dst_subs = {line.rsplit(b" ", 1)[-1].strip(b'"').decode() for line in subs if line}
     assert "Sent" in dst_subs and enc(NESTED) in dst_subs
     assert enc("R&D") not in dst_subs
+
+
+def test_ctrl_c_stops_cleanly_and_resumes(dovecot, tmp_path):
+    from yippiemove.testing.dovecot import MaildirMessage
+
+    rng = random.Random(5)
+    dovecot.deliver_many(
+        "src",
+        "INBOX",
+        [
+            MaildirMessage(make_message(i, size=rng.choice((500, 50000, 300000))))
+            for i in range(1200)
+        ],
+    )
+    spw, dpw = tmp_path / "s.pw", tmp_path / "d.pw"
+    spw.write_text("srcpass")
+    dpw.write_text("dstpass")
+    args = [
+        sys.executable,
+        "-m",
+        "yippiemove.cli",
+        "move",
+        "--source",
+        f"imap://src@127.0.0.1:{dovecot.port}",
+        "--dest",
+        f"imap://dst@127.0.0.1:{dovecot.port}",
+        "--source-password-file",
+        str(spw),
+        "--dest-password-file",
+        str(dpw),
+        "--ca-file",
+        str(dovecot.ca_file),
+        "--state",
+        str(tmp_path / "state.sqlite"),
+        "--report",
+        str(tmp_path / "r.json"),
+        "--connections",
+        "1",
+    ]
+    p = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
+    )
+    time.sleep(1.0)
+    p.send_signal(signal.SIGINT)
+    _out, err = p.communicate(timeout=60)
+    if p.returncode == 0:
+        pytest.fail("the transfer finished before it could be interrupted")
+    assert p.returncode == 2, err
+    assert "interrupted; run the same command again to resume" in err
+    assert "Traceback" not in err
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["status"] == "aborted"
+    assert 0 < rep["progress"]["messages_done"] < 1200
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert_exact(dovecot, dovecot)

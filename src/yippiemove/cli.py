@@ -245,7 +245,8 @@ def move(
     if error is not None:
         _die(error)
     print_summary(mover.results)
-    sys.exit(EXIT_FAILED if report["totals"]["failed"] else EXIT_OK)
+    t = report["totals"]
+    sys.exit(EXIT_FAILED if t["failed"] or t["folders_failed"] else EXIT_OK)
 
 
 async def _run_with_progress(mover: Mover, show_bar: bool) -> None:
@@ -326,6 +327,8 @@ def print_summary(results: list[FolderResult]) -> None:
             f"  {r.source} -> {r.dest}: {r.source_count} messages, {r.copied} copied, "
             f"{r.present} already there, {r.failed} failed"
         )
+        if r.error:
+            click.echo(f"      FAILED FOLDER: {r.error}")
         for n in r.notes[:5]:
             click.echo(f"      note: {n}")
         for f in r.failures:
@@ -353,7 +356,8 @@ def build_report(
             "source_count": sum(r.source_count for r in results),
             "copied": sum(r.copied for r in results),
             "already_present": sum(r.present for r in results),
-            "failed": len(failures),
+            "failed": len(failures) + sum(r.failed for r in results if r.error),
+            "folders_failed": sum(1 for r in results if r.error),
             "verified": sum(r.verified for r in results),
             "bytes_copied": sum(r.bytes_copied for r in results),
         },

@@ -201,12 +201,12 @@ def _generic(data: bytes):
         FETCH,
         b"* 1 FETCH (UID 5 BODY[] {3}\r\nabc)\r\n",
         b"* 1 FETCH (FLAGS (\\Seen \\Answered $Forwarded) UID 7)\r\n",
-        b"* 1 FETCH (FLAGS () UID 7 INTERNALDATE \"01-Jan-2020 00:00:00 +0000\")\r\n",
+        b'* 1 FETCH (FLAGS () UID 7 INTERNALDATE "01-Jan-2020 00:00:00 +0000")\r\n',
         b"* 1 FETCH (UID 7 BODY[HEADER.FIELDS (MESSAGE-ID)] NIL)\r\n",
         b'* 1 FETCH (UID 7 BODY[HEADER.FIELDS (MESSAGE-ID)] "a \\"q\\"")\r\n',
         b"* 1 FETCH (UID 7 BODY[1.2]<0> {2}\r\nhi RFC822.SIZE 2)\r\n",
-        b"* 1 FETCH (UID 7 ENVELOPE (NIL NIL ((\"a\" NIL \"b\" \"c\")) NIL))\r\n",
-        b"* 1 FETCH (UID 7 X-GM-LABELS (\\Inbox \"a b\"))\r\n",
+        b'* 1 FETCH (UID 7 ENVELOPE (NIL NIL (("a" NIL "b" "c")) NIL))\r\n',
+        b'* 1 FETCH (UID 7 X-GM-LABELS (\\Inbox "a b"))\r\n',
     ],
 )
 def test_fetch_fast_path_agrees_with_general_parser(data):

@@ -518,3 +518,54 @@ def test_ctrl_c_stops_cleanly_and_resumes(dovecot, tmp_path):
     r = subprocess.run(args, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stderr
     assert_exact(dovecot, dovecot)
+
+
+def test_folder_name_the_destination_refuses_is_mapped_and_reported(
+    dovecot, dovecot_factory, tmp_path
+):
+    """Dovecot's fs layout refuses a folder called "tmp" (a Maildir subdirectory name)."""
+    src = dovecot_factory(separator=".", users={"src": "srcpass"})
+    src.deliver("src", "tmp", make_message(1), ("\\Seen",))
+    src.deliver("src", "INBOX", make_message(2))
+    report = tmp_path / "r.json"
+    r = mailcheck.run_move(
+        src.port, dovecot.port, tmp_path, "--report", str(report), ca_file=src.ca_file
+    )
+    assert r.returncode == 0, r.stderr + r.stdout
+    rep = json.loads(report.read_text())
+    plan = {f["source"]: f for f in rep["plan"]["folders"]}
+    assert plan["tmp"]["dest"] == "tmp_"
+    assert any("refused the name 'tmp'" in why for why in plan["tmp"]["reasons"])
+    dst = mailcheck.snapshot(dovecot.port, "dst", "dstpass")
+    srcsnap = mailcheck.snapshot(src.port, "src", "srcpass")
+    assert dst["tmp_"] == srcsnap["tmp"]
+
+
+def test_source_folder_deleted_after_planning_is_reported(dovecot, tmp_path, monkeypatch):
+    """A folder that vanishes mid-run fails alone; the other folders are copied."""
+    populate(dovecot)
+    import asyncio
+
+    from yippiemove.transfer import engine
+    from yippiemove.transfer.model import Endpoint, Options
+
+    original = engine.Mover.make_plan
+
+    async def plan_then_delete(self, src, dst):
+        plan = await original(self, src, dst)
+        c = mailcheck.connect(dovecot.port, "src", "srcpass")
+        assert c.delete(enc("R&D"))[0] == "OK"
+        c.logout()
+        return plan
+
+    monkeypatch.setattr(engine.Mover, "make_plan", plan_then_delete)
+
+    def ep(user, pw):
+        return Endpoint("127.0.0.1", dovecot.port, user, "none", pw, allow_insecure_auth=True)
+
+    mover = engine.Mover(ep("src", "srcpass"), ep("dst", "dstpass"), options=Options())
+    results = asyncio.run(mover.run())
+    by = {r.source: r for r in results}
+    assert "cannot be opened" in by["R&D"].error
+    assert by["R&D"].failed == 8
+    assert by["INBOX"].error is None and by["INBOX"].copied == 14

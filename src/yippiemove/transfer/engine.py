@@ -31,10 +31,12 @@ handled by reconnecting and running the pass again, a bounded number of times.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fnmatch
 import hashlib
 import logging
 import random
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 
@@ -56,6 +58,20 @@ _SYSTEM_FLAGS = frozenset(("\\SEEN", "\\ANSWERED", "\\FLAGGED", "\\DELETED", "\\
 
 class PlanError(Exception):
     """The transfer cannot be planned as asked (e.g. --folder names no folder)."""
+
+
+class FolderError(Exception):
+    """One folder cannot be copied (it vanished, or its name is refused); the rest goes on."""
+
+
+_PLAIN = re.compile(r"[^A-Za-z0-9 _.,+-]")
+
+
+def _plain_name(name: str, separator: str | None) -> str:
+    """A conservative ASCII spelling of a folder name, keeping its hierarchy."""
+    if not separator:
+        return _PLAIN.sub("_", name)
+    return separator.join(_PLAIN.sub("_", part) or "_" for part in name.split(separator))
 
 
 def fingerprint(body: bytes) -> bytes:
@@ -89,6 +105,7 @@ class Mover:
         self.plan: Plan | None = None
         self.results: list[FolderResult] = []
         self._passes: dict[str, list[int]] = {}
+        self._folder_errors: dict[str, str] = {}
 
     # ------------------------------------------------------------------ connections
 
@@ -189,9 +206,14 @@ class Mover:
             self.progress.phase = "copying"
             dst_subs = {m.name for m in await dst.list_mailboxes(subscribed=True)}
             for name, raw in plan.create:
-                await dst.create(raw)
-                self.on_event(f"created folder {name!r} on the destination")
+                try:
+                    await dst.create(raw)
+                    self.on_event(f"created folder {name!r} on the destination")
+                except CommandError as exc:
+                    await self._create_fallback(dst, plan, name, exc)
             for fp in plan.folders:
+                if fp.source.name in self._folder_errors:
+                    continue
                 if fp.subscribed and fp.dest_name not in dst_subs:
                     await dst.subscribe(fp.dest_raw)
         finally:
@@ -238,7 +260,16 @@ class Mover:
                             dst = await self.connect(self.dest, "destination")
                         self.progress.current.add(fp.source.name)
                         self._passes[fp.source.name] = [0, 0, 0]
-                        results[fp.source.name] = await self.sync_folder(src, dst, fp)
+                        if fp.source.name in self._folder_errors:
+                            results[fp.source.name] = self._failed_folder(fp)
+                            break
+                        try:
+                            results[fp.source.name] = await self.sync_folder(src, dst, fp)
+                        except FolderError as exc:
+                            self._undo_pass(fp)
+                            self._folder_errors[fp.source.name] = str(exc)
+                            self.on_event(f"{fp.source.name}: {exc}")
+                            results[fp.source.name] = self._failed_folder(fp)
                         break
                     except ImapError as exc:
                         self._undo_pass(fp)
@@ -262,6 +293,46 @@ class Mover:
             for c in (src, dst):
                 if c is not None:
                     await c.logout()
+
+    # ------------------------------------------------------------------ folder errors
+
+    async def _create_fallback(
+        self, dst: ImapClient, plan: Plan, name: str, exc: CommandError
+    ) -> None:
+        """The destination refused a folder name: try a plain one, else fail the folder."""
+        idx = next((i for i, f in enumerate(plan.folders) if f.dest_name == name), None)
+        plain = _plain_name(name, plan.dest_namespace.separator)
+        taken = {f.dest_name for f in plan.folders}
+        for alt in (plain, plain + "_", plain + "_2"):
+            if alt == name or alt in taken or idx is None:
+                continue
+            try:
+                await dst.create(utf7.encode(alt))
+            except CommandError:
+                continue
+            else:
+                fp = plan.folders[idx]
+                why = f"the destination refused the name {name!r} ({exc.server_text})"
+                plan.folders[idx] = dataclasses.replace(
+                    fp, dest_name=alt, dest_raw=utf7.encode(alt), reasons=(*fp.reasons, why)
+                )
+                self.on_event(f"created folder {alt!r} on the destination instead of {name!r}")
+                return
+        if idx is None:
+            raise exc
+        fp = plan.folders[idx]
+        self._folder_errors[fp.source.name] = (
+            f"the destination refused to create {name!r}: {exc.server_text}"
+        )
+
+    def _failed_folder(self, fp: FolderPlan) -> FolderResult:
+        res = FolderResult(fp.source.name, fp.dest_name, source_count=fp.count)
+        res.error = self._folder_errors[fp.source.name]
+        res.failed = fp.count
+        self.progress.failed += fp.count
+        self.progress.messages_done += fp.count
+        self.progress.bytes_done += fp.size
+        return res
 
     # ------------------------------------------------------------------ progress
 
@@ -289,9 +360,23 @@ class Mover:
         """One idempotent pass over one folder: match, copy what is missing, verify."""
         opts = self.options
         res = FolderResult(fp.source.name, fp.dest_name)
-        sinfo = await src.select(fp.source.raw, readonly=True)
+        try:
+            sinfo = await src.select(fp.source.raw, readonly=True)
+        except CommandError as exc:
+            if exc.transient:
+                raise
+            raise FolderError(
+                f"the source folder cannot be opened (deleted or renamed?): {exc.server_text}"
+            ) from None
         smeta = await src.fetch_meta(message_id=False) if sinfo.exists else []
-        dinfo = await dst.select(fp.dest_raw)
+        try:
+            dinfo = await dst.select(fp.dest_raw)
+        except CommandError as exc:
+            if exc.transient:
+                raise
+            raise FolderError(
+                f"the destination folder {fp.dest_name!r} cannot be opened: {exc.server_text}"
+            ) from None
         dmeta = await dst.fetch_meta(message_id=False) if dinfo.exists else []
         res.source_uidvalidity = sinfo.uidvalidity
         res.dest_uidvalidity = dinfo.uidvalidity

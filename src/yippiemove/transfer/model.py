@@ -142,6 +142,8 @@ class FolderResult:
     failures: list[Failure] = field(default_factory=list)
     unstorable_flags: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
+    #: Why the whole folder could not be copied, if it could not.
+    error: str | None = None
     #: (source UID, destination UID or None, outcome) for every source message.
     messages: list[tuple[int, int | None, str]] = field(default_factory=list)
 
@@ -160,6 +162,7 @@ class FolderResult:
             "bytes_copied": self.bytes_copied,
             "unstorable_flags": sorted(self.unstorable_flags),
             "notes": self.notes,
+            "error": self.error,
             "failures": [f.as_dict() for f in self.failures],
             "messages": [
                 {"source_uid": s, "dest_uid": d, "outcome": o} for s, d, o in self.messages

@@ -569,3 +569,43 @@ def test_source_folder_deleted_after_planning_is_reported(dovecot, tmp_path, mon
     assert "cannot be opened" in by["R&D"].error
     assert by["R&D"].failed == 8
     assert by["INBOX"].error is None and by["INBOX"].copied == 14
+
+
+@pytest.mark.parametrize("how", ["appendlimit", "quota"])
+def test_messages_the_destination_refuses_are_reported_and_the_rest_goes_on(
+    dovecot, dovecot_factory, tmp_path, how
+):
+    small = [make_message(i, size=100) for i in range(5)]
+    big = [make_message(100 + i, size=20000) for i in range(2)]
+    for raw in small[:3] + big[:1] + small[3:] + big[1:]:
+        dovecot.deliver("src", "INBOX", raw)
+    if how == "appendlimit":
+        dest = dovecot_factory(
+            users={"dst": "dstpass"}, extra_config="imap_capability = +APPENDLIMIT=10000\n"
+        )
+    else:
+        dest = dovecot_factory(users={"dst": "dstpass"}, max_message_size=10000)
+    report = tmp_path / "r.json"
+    r = mailcheck.run_move(
+        dovecot.port, dest.port, tmp_path, "--report", str(report), ca_file=dovecot.ca_file
+    )
+    assert r.returncode == 1, r.stderr + r.stdout
+    rep = json.loads(report.read_text())
+    assert rep["totals"]["failed"] == 2
+    assert rep["totals"]["copied"] == 5
+    for f in rep["failures"]:
+        assert f["size"] > 10000
+        assert f["message_id"].startswith("<msg10")
+        assert ("APPENDLIMIT=10000" if how == "appendlimit" else "destination refused it") in f[
+            "reason"
+        ]
+    assert "FAILED UID" in r.stdout
+    dst = mailcheck.snapshot(dest.port, "dst", "dstpass")
+    assert sum(dst["INBOX"].values()) == 5
+    # A re-run retries only the refused ones, and still copies nothing twice.
+    r2 = mailcheck.run_move(
+        dovecot.port, dest.port, tmp_path, "--report", str(report), ca_file=dovecot.ca_file
+    )
+    assert r2.returncode == 1
+    assert json.loads(report.read_text())["totals"]["copied"] == 0
+    assert sum(mailcheck.snapshot(dest.port, "dst", "dstpass")["INBOX"].values()) == 5

@@ -632,6 +632,7 @@ class Mover:
         group_bytes = 0
         multi = dst.has("MULTIAPPEND")
         max_group = opts.append_batch_messages if multi else 1
+        append_limit = _append_limit(dst.capabilities)
 
         async def flush_group() -> None:
             nonlocal group, group_bytes
@@ -675,6 +676,14 @@ class Mover:
                         if cands:
                             record(m, fpr, cands.pop(0), "present")
                             continue
+                    if append_limit is not None and len(body) > append_limit:
+                        fail(
+                            m,
+                            f"it is larger ({len(body)} bytes) than the destination accepts "
+                            f"(APPENDLIMIT={append_limit})",
+                            body,
+                        )
+                        continue
                     flags = tuple(f for f in m.flags if storable(f))
                     item = AppendItem(body, flags, m.internaldate)
                     group.append((m, item, fpr))
@@ -758,6 +767,17 @@ class Mover:
                     f"from the source's {m.internaldate.decode()} (it was already there)"
                 )
             res.verified += 1
+
+
+def _append_limit(caps: frozenset[str]) -> int | None:
+    """The destination's message size limit from APPENDLIMIT=N (RFC 7889), if announced."""
+    for cap in caps:
+        if cap.startswith("APPENDLIMIT="):
+            try:
+                return int(cap.split("=", 1)[1])
+            except ValueError:
+                return None
+    return None
 
 
 def _mid(m: MessageMeta) -> str | None:

@@ -188,3 +188,39 @@ def test_refused_connection_is_a_connect_error():
             await ImapConnection.open("no-such-host.invalid", 143, security="none")
 
     run(main())
+
+
+def test_many_writers_waiting_for_a_full_send_buffer_all_resume():
+    """Several tasks blocked on a paused transport share one drain: none is forgotten."""
+    from yippiemove.imap.protocol import Literal
+
+    payload = b"x" * (4 << 20)
+    n = 3
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(b"* OK [CAPABILITY IMAP4rev1 LITERAL+] hi\r\n")
+        await w.drain()
+        await asyncio.sleep(0.5)  # let the client's send buffer fill up
+        for i in range(1, n + 1):
+            line = await r.readline()
+            assert line.endswith(b"{%d+}\r\n" % len(payload)), line[:60]
+            await r.readexactly(len(payload) + 2)
+            w.write(b"Y%d OK stored\r\n" % i)
+        await w.drain()
+        await r.read()
+
+    async def main():
+        server, port = await scripted(handler)
+        async with server:
+            conn = await ImapConnection.open("127.0.0.1", port, security="none")
+
+            async def one():
+                fut = await conn.submit("XSTORE", Literal(payload))
+                return await fut
+
+            async with asyncio.timeout(30):
+                results = await asyncio.gather(*(one() for _ in range(n)))
+            assert [r.tagged.text for r in results] == [b"stored"] * n
+            conn.abort()
+
+    run(main())

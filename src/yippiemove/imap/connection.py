@@ -122,7 +122,7 @@ class _Transport(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.conn._paused = False
-        waiter = self.conn._drain_waiter
+        waiter, self.conn._drain_waiter = self.conn._drain_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
@@ -437,17 +437,17 @@ class ImapConnection:
                 self._write_parts([p])
 
     async def drain(self) -> None:
-        """Wait until the transport's write buffer is below its high-water mark."""
+        """Wait until the transport's write buffer is below its high-water mark.
+
+        Several tasks may wait at once; they share one future.
+        """
         if self._closed_exc is not None:
             raise ConnectionLost(str(self._closed_exc))
         if not self._paused:
             return
-        loop = asyncio.get_running_loop()
-        self._drain_waiter = loop.create_future()
-        try:
-            await self._drain_waiter
-        finally:
-            self._drain_waiter = None
+        if self._drain_waiter is None or self._drain_waiter.done():
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._drain_waiter)
 
     @property
     def in_flight(self) -> int:

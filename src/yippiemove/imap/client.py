@@ -106,6 +106,47 @@ class AppendItem:
     internaldate: bytes | None
 
 
+def _select_info(res: CommandResult) -> SelectInfo:
+    exists = 0
+    uidvalidity = 0
+    uidnext: int | None = None
+    flags: tuple[str, ...] = ()
+    perm: tuple[str, ...] | None = None
+    for u in res.untagged:
+        if u.kind == "EXISTS" and u.number is not None:
+            exists = u.number
+        elif u.kind == "FLAGS" and u.data and isinstance(u.data[0], list):
+            flags = tuple(f for f in u.data[0] if isinstance(f, str))
+        elif u.kind == "OK" and u.code is not None:
+            name = u.code.name
+            try:
+                if name == "UIDVALIDITY":
+                    uidvalidity = int(u.code.args)
+                elif name == "UIDNEXT":
+                    uidnext = int(u.code.args)
+            except ValueError as exc:
+                raise ProtocolError(f"malformed {name} code: {u.code.args[:40]!r}") from exc
+            if name == "PERMANENTFLAGS":
+                toks = u.code.tokens()
+                if toks and isinstance(toks[0], list):
+                    perm = tuple(f for f in toks[0] if isinstance(f, str))
+    read_only = res.tagged.code is not None and res.tagged.code.name == "READ-ONLY"
+    # RFC 3501 7.1: without PERMANENTFLAGS, all FLAGS can be changed permanently.
+    return SelectInfo(
+        exists, uidvalidity, uidnext, flags, perm if perm is not None else flags, read_only
+    )
+
+
+def _meta_collector(out: list[MessageMeta]) -> Callable[[Untagged], None]:
+    def on(u: Untagged) -> None:
+        if u.kind == "FETCH":
+            item = u.data[0]
+            if "UID" in item and "RFC822.SIZE" in item:
+                out.append(parse_meta(item))
+
+    return on
+
+
 def decode_mailbox(raw: bytes) -> str:
     """A mailbox name as people read it; raw UTF-8 (RFC 6855) and junk are tolerated."""
     try:
@@ -243,46 +284,63 @@ class ImapClient:
         """SELECT (or EXAMINE, which never changes \\Seen or \\Recent: RFC 3501 6.3.2)."""
         res = await self.conn.execute("EXAMINE" if readonly else "SELECT", quote(raw))
         self.selected = raw
-        exists = 0
-        uidvalidity = 0
-        uidnext: int | None = None
-        flags: tuple[str, ...] = ()
-        perm: tuple[str, ...] | None = None
-        for u in res.untagged:
-            if u.kind == "EXISTS" and u.number is not None:
-                exists = u.number
-            elif u.kind == "FLAGS" and u.data and isinstance(u.data[0], list):
-                flags = tuple(f for f in u.data[0] if isinstance(f, str))
-            elif u.kind == "OK" and u.code is not None:
-                name = u.code.name
-                if name == "UIDVALIDITY":
-                    uidvalidity = int(u.code.args)
-                elif name == "UIDNEXT":
-                    uidnext = int(u.code.args)
-                elif name == "PERMANENTFLAGS":
-                    toks = u.code.tokens()
-                    if toks and isinstance(toks[0], list):
-                        perm = tuple(f for f in toks[0] if isinstance(f, str))
-        read_only = res.tagged.code is not None and res.tagged.code.name == "READ-ONLY"
-        # RFC 3501 7.1: without PERMANENTFLAGS, all FLAGS can be changed permanently.
-        return SelectInfo(
-            exists, uidvalidity, uidnext, flags, perm if perm is not None else flags, read_only
+        return _select_info(res)
+
+    async def select_and_list(
+        self, raw: bytes, *, readonly: bool = False, message_id: bool = False
+    ) -> tuple[SelectInfo, list[MessageMeta]]:
+        """SELECT/EXAMINE and list every message's metadata, pipelined: one round trip."""
+        out: list[MessageMeta] = []
+        sel = await self.conn.submit("EXAMINE" if readonly else "SELECT", quote(raw))
+        fetch = await self.conn.submit(
+            "UID FETCH",
+            "1:*",
+            META_ITEMS if message_id else META_ITEMS_LIGHT,
+            on_untagged=_meta_collector(out),
         )
+        sres = await sel
+        fres = await fetch
+        if not sres.tagged.ok:
+            raise CommandError("EXAMINE" if readonly else "SELECT", sres.tagged)
+        self.selected = raw
+        info = _select_info(sres)
+        if not fres.tagged.ok and info.exists:
+            raise CommandError("UID FETCH", fres.tagged)
+        out.sort(key=lambda m: m.uid)
+        return info, out
+
+    async def status_many(self, raws: Sequence[bytes], items: str) -> dict[bytes, dict[str, int]]:
+        """STATUS of many mailboxes, pipelined; answers are matched by mailbox name."""
+        out: dict[bytes, dict[str, int]] = {}
+
+        def on(u: Untagged) -> None:
+            if u.kind == "STATUS" and len(u.data) >= 2 and isinstance(u.data[1], list):
+                vals = u.data[1]
+                entry: dict[str, int] = {}
+                for k in range(0, len(vals) - 1, 2):
+                    try:
+                        entry[str(vals[k]).upper()] = int(vals[k + 1])
+                    except (TypeError, ValueError):
+                        continue
+                out[_as_bytes(u.data[0])] = entry
+
+        futs = [
+            await self.conn.submit("STATUS", quote(raw), items.encode(), on_untagged=on)
+            for raw in raws
+        ]
+        for f in futs:
+            res = await f
+            if not res.tagged.ok:
+                raise CommandError("STATUS", res.tagged)
+        return out
 
     # ---------------------------------------------------------------- messages
 
     async def fetch_meta(self, uids: str = "1:*", *, message_id: bool = True) -> list[MessageMeta]:
         """UID, size, flags, INTERNALDATE and (optionally) Message-ID of messages; no bodies."""
         out: list[MessageMeta] = []
-
-        def on(u: Untagged) -> None:
-            if u.kind == "FETCH":
-                item = u.data[0]
-                if "UID" in item and "RFC822.SIZE" in item:
-                    out.append(parse_meta(item))
-
         items = META_ITEMS if message_id else META_ITEMS_LIGHT
-        await self.conn.execute("UID FETCH", uids, items, on_untagged=on)
+        await self.conn.execute("UID FETCH", uids, items, on_untagged=_meta_collector(out))
         out.sort(key=lambda m: m.uid)
         return out
 

@@ -87,8 +87,8 @@ _WANTS: dict[str, frozenset[str] | None] = {
     "NAMESPACE": frozenset(("NAMESPACE",)),
     "ENABLE": frozenset(("ENABLED",)),
     "ID": frozenset(("ID",)),
-    "SELECT": _ALL,
-    "EXAMINE": _ALL,
+    "SELECT": frozenset(("FLAGS", "EXISTS", "RECENT", "OK", "NO", "BAD")),
+    "EXAMINE": frozenset(("FLAGS", "EXISTS", "RECENT", "OK", "NO", "BAD")),
 }
 _NOTHING: frozenset[str] = frozenset()
 

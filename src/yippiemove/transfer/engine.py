@@ -44,6 +44,7 @@ from ..imap import utf7
 from ..imap.client import AppendItem, ImapClient, MailboxInfo, MessageMeta, message_id_in
 from ..imap.connection import CommandResult, ImapConnection
 from ..imap.errors import CommandError, ImapError
+from ..imap.protocol import quote
 from ..policy import folders as folder_policy
 from .dates import same_instant
 from .model import Endpoint, Failure, FolderPlan, FolderResult, Options, Plan, Progress
@@ -150,6 +151,10 @@ class Mover:
         mappings = folder_policy.map_folders([m.name for m in chosen], src_pol, dst_pol)
         by_source = {mp.source: mp for mp in mappings}
 
+        # Counts and sizes for the plan: one pipelined STATUS per folder (RFC 8438 SIZE).
+        statuses: dict[bytes, dict[str, int]] | None = None
+        if src.has("STATUS=SIZE"):
+            statuses = await src.status_many([m.raw for m in chosen], "(MESSAGES SIZE)")
         plans: list[FolderPlan] = []
         create: list[tuple[str, bytes]] = []
         planned_create: set[str] = set()
@@ -163,12 +168,7 @@ class Mover:
             if key not in dst_names and key not in planned_create:
                 planned_create.add(key)
                 create.append((dest_name, utf7.encode(dest_name)))
-            info = await src.select(m.raw, readonly=True)
-            count = size = 0
-            if info.exists:
-                sizes = await src.fetch_sizes()
-                count = len(sizes)
-                size = sum(s for _, s in sizes)
+            count, size = await self._count(src, m.raw, statuses)
             plans.append(
                 FolderPlan(
                     source=m,
@@ -189,33 +189,58 @@ class Mover:
         self.progress.bytes_total = plan.total_bytes
         return plan
 
+    async def _count(
+        self, src: ImapClient, raw: bytes, statuses: dict[bytes, dict[str, int]] | None
+    ) -> tuple[int, int]:
+        st = statuses.get(raw) if statuses is not None else None
+        if st is not None and "MESSAGES" in st and "SIZE" in st:
+            return st["MESSAGES"], st["SIZE"]
+        info = await src.select(raw, readonly=True)
+        if not info.exists:
+            return 0, 0
+        sizes = await src.fetch_sizes()
+        return len(sizes), sum(s for _, s in sizes)
+
     # ------------------------------------------------------------------ run
 
     async def run(self) -> list[FolderResult]:
         """Plan, then (unless dry-run) copy and verify every planned folder."""
-        src = await self.connect(self.source, "source")
-        try:
-            dst = await self.connect(self.dest, "destination")
-        except BaseException:
-            await src.logout()
-            raise
+        src_t = asyncio.ensure_future(self.connect(self.source, "source"))
+        dst_t = asyncio.ensure_future(self.connect(self.dest, "destination"))
+        await asyncio.wait({src_t, dst_t}, return_when=asyncio.ALL_COMPLETED)
+        if src_t.exception() is not None or dst_t.exception() is not None:
+            for t in (src_t, dst_t):
+                if t.exception() is None:
+                    await t.result().logout()
+            exc = src_t.exception() or dst_t.exception()
+            assert exc is not None
+            raise exc
+        src, dst = src_t.result(), dst_t.result()
         try:
             self.plan = plan = await self.make_plan(src, dst)
             if self.options.dry_run:
                 return []
             self.progress.phase = "copying"
             dst_subs = {m.name for m in await dst.list_mailboxes(subscribed=True)}
-            for name, raw in plan.create:
-                try:
-                    await dst.create(raw)
+            # CREATE and SUBSCRIBE pipelined: one round trip each, whatever the folder count.
+            created = [
+                (name, await dst.conn.submit("CREATE", quote(raw))) for name, raw in plan.create
+            ]
+            for name, fut in created:
+                r = await fut
+                if r.tagged.ok or (r.tagged.code and r.tagged.code.name == "ALREADYEXISTS"):
                     self.on_event(f"created folder {name!r} on the destination")
-                except CommandError as exc:
-                    await self._create_fallback(dst, plan, name, exc)
-            for fp in plan.folders:
-                if fp.source.name in self._folder_errors:
-                    continue
-                if fp.subscribed and fp.dest_name not in dst_subs:
-                    await dst.subscribe(fp.dest_raw)
+                else:
+                    await self._create_fallback(dst, plan, name, CommandError("CREATE", r.tagged))
+            subs = [
+                await dst.conn.submit("SUBSCRIBE", quote(fp.dest_raw))
+                for fp in plan.folders
+                if fp.source.name not in self._folder_errors
+                and fp.subscribed
+                and fp.dest_name not in dst_subs
+            ]
+            for fut in subs:
+                _check(await fut, "SUBSCRIBE")
         finally:
             await src.logout()
             await dst.logout()
@@ -360,24 +385,27 @@ class Mover:
         """One idempotent pass over one folder: match, copy what is missing, verify."""
         opts = self.options
         res = FolderResult(fp.source.name, fp.dest_name)
-        try:
-            sinfo = await src.select(fp.source.raw, readonly=True)
-        except CommandError as exc:
-            if exc.transient:
-                raise
-            raise FolderError(
-                f"the source folder cannot be opened (deleted or renamed?): {exc.server_text}"
-            ) from None
-        smeta = await src.fetch_meta(message_id=False) if sinfo.exists else []
-        try:
-            dinfo = await dst.select(fp.dest_raw)
-        except CommandError as exc:
-            if exc.transient:
-                raise
-            raise FolderError(
-                f"the destination folder {fp.dest_name!r} cannot be opened: {exc.server_text}"
-            ) from None
-        dmeta = await dst.fetch_meta(message_id=False) if dinfo.exists else []
+        slist, dlist = await asyncio.gather(
+            src.select_and_list(fp.source.raw, readonly=True),
+            dst.select_and_list(fp.dest_raw),
+            return_exceptions=True,
+        )
+        for side, outcome in (("source", slist), ("destination", dlist)):
+            if isinstance(outcome, CommandError) and not outcome.transient:
+                if side == "source":
+                    raise FolderError(
+                        "the source folder cannot be opened (deleted or renamed?): "
+                        + outcome.server_text
+                    )
+                raise FolderError(
+                    f"the destination folder {fp.dest_name!r} cannot be opened: "
+                    + outcome.server_text
+                )
+            if isinstance(outcome, BaseException):
+                raise outcome
+        assert not isinstance(slist, BaseException) and not isinstance(dlist, BaseException)
+        sinfo, smeta = slist
+        dinfo, dmeta = dlist
         res.source_uidvalidity = sinfo.uidvalidity
         res.dest_uidvalidity = dinfo.uidvalidity
         res.source_count = len(smeta)
@@ -711,8 +739,7 @@ class Mover:
         res: FolderResult,
     ) -> None:
         """Check each source message against its own destination message."""
-        info = await dst.select(dst.selected or b"INBOX")
-        dmeta = await dst.fetch_meta(message_id=False) if info.exists else []
+        _info, dmeta = await dst.select_and_list(dst.selected or b"INBOX")
         by_uid = {d.uid: d for d in dmeta}
         failed = {f.uid for f in res.failures}
         unmapped = [m for m in smeta if m.uid not in claim and m.uid not in failed]

@@ -200,6 +200,9 @@ def _generic(data: bytes):
     [
         FETCH,
         b"* 1 FETCH (UID 5 BODY[] {3}\r\nabc)\r\n",
+        b"* 1 FETCH (UID 5 BODY[] {0}\r\n)\r\n",
+        b'* 9 FETCH (UID 1 RFC822.SIZE 18 FLAGS (\\Seen \\Recent $x) INTERNALDATE "26-Nov-2026 03:15:34 +0000")\r\n',
+        b'* 9 FETCH (UID 1 RFC822.SIZE 18 FLAGS () INTERNALDATE " 6-Nov-2026 03:15:34 -0130")\r\n',
         b"* 1 FETCH (FLAGS (\\Seen \\Answered $Forwarded) UID 7)\r\n",
         b'* 1 FETCH (FLAGS () UID 7 INTERNALDATE "01-Jan-2020 00:00:00 +0000")\r\n',
         b"* 1 FETCH (UID 7 BODY[HEADER.FIELDS (MESSAGE-ID)] NIL)\r\n",

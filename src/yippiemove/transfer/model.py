@@ -40,7 +40,7 @@ class Options:
     fetch_batch_bytes: int = 2 * 1024 * 1024
     fetch_batch_messages: int = 256
     fetch_window: int = 4
-    append_batch_messages: int = 64
+    append_batch_messages: int = 256
     append_batch_bytes: int = 8 * 1024 * 1024
     append_window: int = 4
     retries: int = 3

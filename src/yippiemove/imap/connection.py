@@ -93,6 +93,15 @@ _WANTS: dict[str, frozenset[str] | None] = {
 _NOTHING: frozenset[str] = frozenset()
 
 
+#: Commands larger than this are written in slices of _SLICE with flow control.
+_CHUNKED_WRITE = 1 << 20
+_SLICE = 256 * 1024
+
+
+def _part_len(p: bytes | Literal) -> int:
+    return len(p.data) if isinstance(p, Literal) else len(p)
+
+
 def is_loopback(host: str) -> bool:
     """True for names and addresses of this machine's loopback interface."""
     if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
@@ -392,11 +401,15 @@ class ImapConnection:
         fut: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
         self._pending[tag] = _Pending(tag, name, fut, on_untagged, _WANTS.get(name, _NOTHING))
         sync_literals = not lp and len(parts) > 1
-        if not sync_literals and not self._send_lock.locked():
+        big = len(parts) > 1 and sum(map(_part_len, parts)) > _CHUNKED_WRITE
+        if not sync_literals and not big and not self._send_lock.locked():
             self._write_parts(parts)
         else:
             async with self._send_lock:
-                await self._write_parts_sync(parts, fut)
+                if sync_literals:
+                    await self._write_parts_sync(parts, fut)
+                else:
+                    await self._write_chunked(parts)
         if self._paused:
             await self.drain()
         return fut
@@ -415,6 +428,26 @@ class ImapConnection:
             data = self._tls_out.read()  # type: ignore[union-attr]
         self.bytes_out += len(data)
         t.write(data)
+
+    async def _write_chunked(self, parts: list[bytes | Literal]) -> None:
+        """Write a large command in slices, waiting for the socket between them.
+
+        The transport then never buffers a whole multi-megabyte APPEND (memory stays
+        bounded: a message is held once, by its owner); the send lock keeps other
+        commands' bytes from interleaving.
+        """
+        for p in parts:
+            data = p.data if isinstance(p, Literal) else p
+            if len(data) <= _SLICE:
+                self._write_parts([data])
+            else:
+                with memoryview(data) as view:
+                    for i in range(0, len(data), _SLICE):
+                        self._write_parts([view[i : i + _SLICE]])  # type: ignore[list-item]
+                        if self._paused:
+                            await self.drain()
+            if self._paused:
+                await self.drain()
 
     async def _write_parts_sync(
         self, parts: list[bytes | Literal], fut: asyncio.Future[CommandResult]

@@ -1,0 +1,188 @@
+"""A TCP proxy that adds a fixed one-way delay in each direction, without a bandwidth cap.
+
+    python bench/latency_proxy.py --target 127.0.0.1:PORT --delay-ms 20 [--listen 127.0.0.1:0]
+
+prints ``LISTENING <host> <port>`` on stdout once it accepts connections and runs until
+SIGTERM/SIGINT.  Every chunk read from one side is stamped with ``now + delay`` and
+put in a queue; a separate writer task forwards each chunk when it is due (all chunks
+that are due at once are written together).  Reading never waits for the delay, so the
+link carries a full bandwidth-delay product in flight: 20 ms each way = 40 ms RTT
+without limiting throughput.  At most ``--buffer-mb`` per direction is held before
+reading pauses (back-pressure, like a full TCP window).
+
+Connection set-up is modelled too: the upstream connection is opened ``3 x delay``
+after the client's connection is accepted, so the server's greeting reaches the client
+two round trips after it connected, as over a real link (SYN, SYN-ACK, ACK, greeting).
+
+Listen on 127.0.0.1 (the default) so that STARTTLS through the proxy still finds the
+certificate's IP address.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+from collections import deque
+
+CHUNK = 256 * 1024
+
+
+class _Direction:
+    """One direction of one connection: read, stamp, forward when due."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        delay: float,
+        limit: int,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.delay = delay
+        self.limit = limit
+        self.queue: deque[tuple[float, bytes]] = deque()
+        self.buffered = 0
+        self.eof = False
+        self.ready = asyncio.Event()
+        self.space = asyncio.Event()
+        self.space.set()
+
+    async def read_side(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await self.space.wait()
+                data = await self.reader.read(CHUNK)
+                if not data:
+                    break
+                self.queue.append((loop.time() + self.delay, data))
+                self.buffered += len(data)
+                if self.buffered >= self.limit:
+                    self.space.clear()
+                self.ready.set()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.eof = True
+            self.ready.set()
+
+    async def write_side(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self.queue:
+                if self.eof:
+                    with contextlib.suppress(OSError, RuntimeError):
+                        if self.writer.can_write_eof():
+                            self.writer.write_eof()
+                    return
+                self.ready.clear()
+                await self.ready.wait()
+            due = self.queue[0][0]
+            wait = due - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            now = loop.time()
+            out: list[bytes] = []
+            while self.queue and self.queue[0][0] <= now:
+                out.append(self.queue.popleft()[1])
+            size = sum(len(b) for b in out)
+            self.writer.write(b"".join(out) if len(out) > 1 else out[0])
+            self.buffered -= size
+            if self.buffered < self.limit:
+                self.space.set()
+            await self.writer.drain()
+
+
+async def _handle(
+    client_r: asyncio.StreamReader,
+    client_w: asyncio.StreamWriter,
+    target: tuple[str, int],
+    delay: float,
+    limit: int,
+) -> None:
+    server_w: asyncio.StreamWriter | None = None
+    try:
+        await asyncio.sleep(3 * delay)  # TCP handshake over the slow link
+        server_r, server_w = await asyncio.open_connection(*target)
+        for w in (client_w, server_w):
+            sock = w.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        up = _Direction(client_r, server_w, delay, limit)
+        down = _Direction(server_r, client_w, delay, limit)
+        tasks = [
+            asyncio.create_task(up.read_side()),
+            asyncio.create_task(up.write_side()),
+            asyncio.create_task(down.read_side()),
+            asyncio.create_task(down.write_side()),
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    except (ConnectionError, OSError):
+        pass
+    except asyncio.CancelledError:
+        pass  # shutting down: the handler is the outermost task of its connection
+    finally:
+        for w in (client_w, server_w):
+            if w is not None:
+                w.close()
+                with contextlib.suppress(Exception):
+                    await w.wait_closed()
+
+
+async def serve(listen: tuple[str, int], target: tuple[str, int], delay: float, limit: int) -> None:
+    """Run the proxy until cancelled; prints ``LISTENING host port`` when ready."""
+    server = await asyncio.start_server(
+        lambda r, w: _handle(r, w, target, delay, limit), listen[0], listen[1], limit=CHUNK * 4
+    )
+    host, port = server.sockets[0].getsockname()[:2]
+    print(f"LISTENING {host} {port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with server:
+        await stop.wait()
+
+
+def _hostport(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--target", required=True, help="HOST:PORT to forward to")
+    ap.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (default 127.0.0.1:0)")
+    ap.add_argument("--delay-ms", type=float, default=20.0, help="one-way delay (default 20)")
+    ap.add_argument(
+        "--buffer-mb", type=float, default=64.0, help="per-direction buffer (default 64)"
+    )
+    args = ap.parse_args(argv)
+    try:
+        asyncio.run(
+            serve(
+                _hostport(args.listen),
+                _hostport(args.target),
+                args.delay_ms / 1000.0,
+                int(args.buffer_mb * 1e6),
+            )
+        )
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1019 @@
+#!/usr/bin/env python3
+"""yippiemove benchmark: yippiemove vs mbsync vs Dovecot's dsync, on a throwaway Dovecot.
+
+    .venv/bin/python bench/run.py [--preset small|mixed|all] [--runs 3] [--quick]
+
+See bench/README.md for what is measured and how the peers are configured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import contextlib
+import hashlib
+import inspect
+import io
+import json
+import os
+import platform
+import pstats
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import corpus
+import measure
+import snapshot
+from yippiemove.testing.dovecot import DovecotServer
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PASSWORD = "bench-pw"
+SOURCE_USER = "src"
+
+YM, MBSYNC, DSYNC = "yippiemove", "mbsync", "dsync"
+MOVERS = (YM, MBSYNC, DSYNC)
+
+# Goals from the issue tracker; printed beside the figures, never asserted.
+GOAL_MIXED_VS_MBSYNC = 1.5  # x mbsync MB/s
+GOAL_SMALL_VS_MBSYNC = 4.0  # x mbsync msgs/s
+GOAL_MB_PER_CPU_S = 250.0  # mixed
+GOAL_MSGS_PER_CPU_S = 10_000.0  # small
+GOAL_RSS_BASE = 100e6  # bytes, plus the largest message
+GOAL_RTT_SHARE = 0.5  # of loopback throughput, mixed
+# A run during which other processes used more CPU than this share of its wall time
+# (and at least 0.3 s) is repeated (--retry-noisy times at most).
+NOISE_SHARE = 0.10
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _run_text(argv: Sequence[str], timeout: float = 30) -> str:
+    try:
+        done = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unavailable ({exc})"
+    return (done.stdout or done.stderr).strip()
+
+
+def ensure_mbsync() -> str | None:
+    """Path of mbsync; installs Debian's isync with apt-get when it is missing."""
+    path = shutil.which("mbsync")
+    if path:
+        return path
+    log("mbsync not found: installing isync with apt-get ...")
+    prefix: list[str] = []
+    if os.geteuid() != 0:
+        if not shutil.which("sudo"):
+            log("  not root and no sudo: skipping mbsync")
+            return None
+        prefix = ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [*prefix, "apt-get", "install", "-y", "-q", "--no-install-recommends", "isync"]
+    for attempt in range(2):
+        try:
+            done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log(f"  apt-get failed: {exc}")
+            return None
+        if done.returncode == 0:
+            break
+        if attempt == 0:
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                subprocess.run(
+                    [*prefix, "apt-get", "update", "-q"],
+                    env=env,
+                    capture_output=True,
+                    timeout=600,
+                )
+        else:
+            log(f"  apt-get install isync failed: {done.stderr.strip()[-500:]}")
+    return shutil.which("mbsync")
+
+
+def yippiemove_argv(code_dir: Path | None = None) -> list[str]:
+    """How to start yippiemove: from the session's code snapshot, or as installed."""
+    if code_dir is not None:
+        return [sys.executable, "-m", "yippiemove.cli"]
+    exe = Path(sys.executable).parent / "yippiemove"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("yippiemove")
+    return [found] if found else [sys.executable, "-m", "yippiemove.cli"]
+
+
+def _fs_type(path: Path) -> str:
+    """File system type of the mount that holds ``path`` (symlinks resolved)."""
+    real = os.path.realpath(path)
+    best, fstype = "", "unknown"
+    with contextlib.suppress(OSError), open("/proc/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 3:
+                continue
+            mnt = parts[1]
+            inside = real == mnt or real.startswith(mnt.rstrip("/") + "/")
+            if inside and len(mnt) >= len(best):
+                best, fstype = mnt, parts[2]
+    return fstype
+
+
+def _tree_hash(root: Path) -> str:
+    """SHA-256 over the package's .py files (names relative to root), 16 hex digits."""
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.py")):
+        if "__pycache__" not in p.parts:
+            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def snapshot_code(dest: Path, rev: str | None = None) -> Path:
+    """Copy src/yippiemove (of the working tree, or of git revision ``rev``) to
+    dest/yippiemove: every run of the session then runs the same code, even while
+    people edit and commit the working tree."""
+    if rev is None:
+        shutil.copytree(
+            REPO / "src" / "yippiemove",
+            dest / "yippiemove",
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        )
+    else:
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", "--format=tar", rev, "src/yippiemove"],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(dest, filter="data")
+        shutil.move(str(dest / "src" / "yippiemove"), str(dest / "yippiemove"))
+        shutil.rmtree(dest / "src")
+    return dest
+
+
+def machine_info(mbsync: str | None, workdir: Path) -> dict[str, Any]:
+    cpu_model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    mem = ""
+    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+        mem = f.readline().split(":", 1)[1].strip()
+    try:
+        from importlib.metadata import version
+
+        ym_version = version("yippiemove")
+    except Exception:  # pragma: no cover - metadata missing
+        ym_version = "unknown"
+    git = _run_text(["git", "-C", str(REPO), "rev-parse", "HEAD"])
+    dirty = _run_text(["git", "-C", str(REPO), "status", "--porcelain", "--", "src"])
+    return {
+        "nproc": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "cpu_model": cpu_model,
+        "memory": mem,
+        "kernel": platform.release(),
+        "os": _run_text(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
+        "python": platform.python_version(),
+        "dovecot": _run_text(["dovecot", "--version"]),
+        "mbsync": _run_text([mbsync, "--version"]) if mbsync else "not installed",
+        "yippiemove": ym_version,
+        "git_commit": git,
+        "src_uncommitted_changes": dirty.splitlines() if dirty else [],
+        "src_tree_sha256": _tree_hash(REPO / "src" / "yippiemove"),
+        "workdir_fs": _fs_type(workdir),
+    }
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@dataclass
+class RunResult:
+    variant: str  # "yippiemove", "mbsync", "dsync", "yippiemove@40ms"
+    run: int
+    ok: bool
+    exit_code: int | None
+    wall_s: float
+    mb_s: float
+    msgs_s: float
+    mover_cpu_s: float
+    mover_user_s: float
+    mover_sys_s: float
+    server_cpu_s: float
+    mover_peak_rss_mb: float
+    exact: bool
+    reasons: list[str] = field(default_factory=list)
+    proxy_cpu_s: float | None = None
+    #: yippiemove's own count, from its last line ("Done: N messages, N copied, ...")
+    report_totals: dict[str, Any] | None = None
+    #: Dovecot's CPU by program (imap, imap-login = TLS, auth ...), sampled: approximate
+    server_cpu_by_program: dict[str, float] = field(default_factory=dict)
+    #: CPU time the rest of the machine used during the run (noise; should be ~0)
+    other_cpu_s: float = 0.0
+    #: seconds spent waiting for the machine to be idle before the run
+    quiet_wait_s: float = 0.0
+    dest_messages: int = 0
+    log_tail: str = ""
+
+
+class PresetBench:
+    """One corpus on one Dovecot; every mover, several times, alternating."""
+
+    def __init__(
+        self,
+        preset: corpus.Preset,
+        args: argparse.Namespace,
+        workdir: Path,
+        mbsync: str | None,
+        latency: bool,
+        code_dir: Path | None = None,
+    ) -> None:
+        self.code_dir = code_dir
+        self.preset = preset
+        self.args = args
+        self.dir = workdir / preset.name
+        self.mbsync = mbsync
+        self.latency = latency
+        kwargs: dict[str, Any] = {}
+        if "mail_root" in inspect.signature(DovecotServer).parameters:
+            # the launcher keeps its sockets in /tmp and the mail where we say: tmpfs
+            kwargs["mail_root"] = workdir / "mail"
+        self.server = DovecotServer(self.dir / "dovecot", users={SOURCE_USER: PASSWORD}, **kwargs)
+        self.proxy: subprocess.Popen[str] | None = None
+        self.proxy_port = 0
+        self._proxy_log: IO[bytes] | None = None
+        self.pw_file = self.dir / "password"
+        self.source: snapshot.Snapshot | None = None
+
+    # ----------------------------------------------------------------- set-up
+
+    def start(self) -> dict[str, Any]:
+        self.dir.mkdir(parents=True)
+        self.pw_file.write_text(PASSWORD + "\n")
+        self.server.start()
+        fsync = _run_text(["doveconf", "-c", str(self.server.config_path), "-h", "mail_fsync"])
+        if fsync != "never":
+            raise RuntimeError(f"Dovecot's mail_fsync is {fsync!r}, expected 'never'")
+        log(f"[{self.preset.name}] Dovecot on 127.0.0.1:{self.server.port} (mail_fsync=never)")
+        t0 = time.perf_counter()
+        stats = corpus.load(self.server, SOURCE_USER, self.preset)
+        load_s = time.perf_counter() - t0
+        mail_fs = _fs_type(self.server.maildir(SOURCE_USER))
+        if mail_fs != "tmpfs":
+            log(
+                f"WARNING: the mail is on {mail_fs}, not tmpfs "
+                f"({os.path.realpath(self.server.maildir(SOURCE_USER))}): figures include the disk"
+            )
+        log(
+            f"[{self.preset.name}] corpus: {stats.messages} messages, "
+            f"{stats.stored_bytes / 1e6:.1f} MB stored on {mail_fs}, generated+delivered in "
+            f"{load_s:.1f} s"
+        )
+        t0 = time.perf_counter()
+        self.source = snapshot.snapshot(self.server.port, SOURCE_USER, PASSWORD)
+        snap_s = time.perf_counter() - t0
+        if self.source.total_messages != stats.messages:
+            raise RuntimeError(
+                f"source shows {self.source.total_messages} messages, {stats.messages} delivered"
+            )
+        log(
+            f"[{self.preset.name}] source over IMAP: {self.source.total_messages} messages, "
+            f"{self.source.total_bytes / 1e6:.1f} MB in {len(self.source.folders)} folders "
+            f"(snapshot {snap_s:.1f} s)"
+        )
+        if self.latency:
+            self._start_proxy()
+        return {
+            **stats.as_dict(),
+            "load_seconds": round(load_s, 2),
+            "mail_dir": os.path.realpath(self.server.maildir(SOURCE_USER)),
+            "mail_fs": mail_fs,
+            "imap_messages": self.source.total_messages,
+            "imap_bytes": self.source.total_bytes,
+            "imap_largest_bytes": self.source.largest,
+            "imap_folders": sorted(self.source.folders),
+        }
+
+    def _start_proxy(self) -> None:
+        delay_ms = self.args.rtt_ms / 2
+        self._proxy_log = open(self.dir / "proxy.log", "wb")
+        self.proxy = subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "latency_proxy.py"),
+                "--target",
+                f"127.0.0.1:{self.server.port}",
+                "--delay-ms",
+                str(delay_ms),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._proxy_log,
+            text=True,
+            start_new_session=True,
+        )
+        assert self.proxy.stdout is not None
+        deadline = time.monotonic() + 15
+        line = ""
+        while time.monotonic() < deadline and not line:
+            line = self.proxy.stdout.readline()
+        m = re.match(r"LISTENING (\S+) (\d+)", line)
+        if not m:
+            raise RuntimeError(f"latency proxy did not start: {line!r}")
+        self.proxy_port = int(m.group(2))
+        log(f"[{self.preset.name}] latency proxy +{delay_ms:g} ms each way on :{self.proxy_port}")
+
+    def stop(self) -> None:
+        if self.proxy is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proxy.pid, signal.SIGTERM)
+            try:
+                self.proxy.wait(5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proxy.pid, signal.SIGKILL)
+                self.proxy.wait(5)
+            if self.proxy.stdout is not None:
+                self.proxy.stdout.close()
+            self.proxy = None
+        if self._proxy_log is not None:
+            self._proxy_log.close()
+            self._proxy_log = None
+        self.server.stop()
+
+    # ----------------------------------------------------------------- movers
+
+    def variants(self) -> list[str]:
+        out = [m for m in self.args.movers if m != MBSYNC or self.mbsync]
+        if self.latency and YM in self.args.movers:
+            out.append(f"{YM}@{self.args.rtt_ms:g}ms")
+        return out
+
+    def _argv(self, variant: str, dest_user: str, rdir: Path) -> list[str]:
+        port = self.server.port
+        ca = str(self.server.ca_file)
+        if variant.startswith(YM):
+            if "@" in variant:
+                port = self.proxy_port
+            return [
+                *yippiemove_argv(self.code_dir),
+                "move",
+                "--source",
+                f"imap://{SOURCE_USER}@127.0.0.1:{port}",
+                "--dest",
+                f"imap://{dest_user}@127.0.0.1:{port}",
+                "--source-password-file",
+                str(self.pw_file),
+                "--dest-password-file",
+                str(self.pw_file),
+                "--ca-file",
+                ca,
+                "--state",
+                str(rdir / "state.sqlite"),
+                "--no-progress",
+                *(["--no-starttls"] if self.args.plain else []),
+                *self.args.yippiemove_arg,
+            ]
+        if variant == MBSYNC:
+            assert self.mbsync is not None
+            (rdir / "mbsync-state").mkdir()
+            rc = rdir / "mbsyncrc"
+            rc.write_text(
+                mbsyncrc(port, ca, dest_user, rdir / "mbsync-state", plain=self.args.plain)
+            )
+            rc.chmod(0o600)
+            return [self.mbsync, "-c", str(rc), "move"]
+        if variant == DSYNC:
+            conf = rdir / "dsync.conf"
+            conf.write_text(dsync_conf(self.server.config_path, port, ca, plain=self.args.plain))
+            return [
+                "doveadm",
+                "-c",
+                str(conf),
+                "backup",
+                "-R",
+                "-u",
+                dest_user,
+                "imapc:",
+            ]
+        raise ValueError(variant)
+
+    def _env(self, variant: str) -> dict[str, str] | None:
+        if self.code_dir is None or not variant.startswith(YM):
+            return None
+        return {**os.environ, "PYTHONPATH": str(self.code_dir)}
+
+    def run_once(self, variant: str, run: int, attempt: int = 0) -> RunResult:
+        assert self.source is not None
+        safe = re.sub(r"[^A-Za-z0-9]+", "-", variant).strip("-")
+        dest_user = f"dst-{safe}-{run}-{attempt}"
+        rdir = self.dir / "runs" / f"{safe}-{run}-{attempt}"
+        rdir.mkdir(parents=True)
+        self.server.add_user(dest_user, PASSWORD)
+        argv = self._argv(variant, dest_user, rdir)
+        measure.settle(self.server.pid)
+        waited = measure.wait_for_quiet(self.args.quiet_wait) if self.args.quiet_wait > 0 else 0.0
+        cpu0 = measure.group_cpu_seconds(self.server.pid)
+        proxy0 = measure.process_cpu_seconds(self.proxy.pid) if self.proxy else 0.0
+        busy0 = measure.system_busy_seconds()
+        child = measure.run_child(
+            argv,
+            log=rdir / "output.log",
+            timeout=self.args.timeout,
+            env=self._env(variant),
+            watch_pgid=self.server.pid,
+        )
+        busy = measure.system_busy_seconds() - busy0
+        measure.settle(self.server.pid)
+        server_cpu = measure.group_cpu_seconds(self.server.pid) - cpu0
+        proxy_cpu = (
+            measure.process_cpu_seconds(self.proxy.pid) - proxy0
+            if self.proxy and "@" in variant
+            else None
+        )
+        ok = child.exit_code == 0
+        reasons: list[str] = []
+        if child.timed_out:
+            reasons.append(f"killed after {self.args.timeout:.0f} s")
+        elif child.exit_code != 0:
+            reasons.append(f"exit status {child.exit_code}")
+        dest_messages = 0
+        try:
+            dest = snapshot.snapshot(self.server.port, dest_user, PASSWORD)
+            dest_messages = dest.total_messages
+            exact, why = snapshot.compare(self.source, dest)
+            reasons += why
+        except Exception as exc:  # the check must not stop the benchmark
+            exact = False
+            reasons.append(f"snapshot of the destination failed: {exc}")
+        exact = exact and ok
+        totals = None
+        if variant.startswith(YM):
+            # its last line: "Done: N messages, N copied, N already there, N failed"
+            m = re.search(
+                r"Done: (\d+) messages, (\d+) copied, (\d+) already there, (\d+) failed",
+                child.log_tail,
+            )
+            if m:
+                keys = ("messages", "copied", "already_there", "failed")
+                totals = dict(zip(keys, (int(g) for g in m.groups()), strict=True))
+        wall = child.wall_s
+        result = RunResult(
+            variant=variant,
+            run=run,
+            ok=ok,
+            exit_code=child.exit_code,
+            wall_s=round(wall, 3),
+            mb_s=round(self.source.total_bytes / 1e6 / wall, 2),
+            msgs_s=round(self.source.total_messages / wall, 1),
+            mover_cpu_s=round(child.cpu_s, 3),
+            mover_user_s=round(child.user_s, 3),
+            mover_sys_s=round(child.sys_s, 3),
+            server_cpu_s=round(server_cpu, 2),
+            mover_peak_rss_mb=round(child.peak_rss_bytes / 1e6, 1),
+            server_cpu_by_program=child.server_breakdown,
+            exact=exact,
+            reasons=reasons,
+            proxy_cpu_s=round(proxy_cpu, 2) if proxy_cpu is not None else None,
+            other_cpu_s=round(max(0.0, busy - child.cpu_s - server_cpu - (proxy_cpu or 0)), 2),
+            quiet_wait_s=round(waited, 1),
+            dest_messages=dest_messages,
+            report_totals=totals,
+            log_tail="" if exact else child.log_tail,
+        )
+        # free the tmpfs for the next run
+        shutil.rmtree(self.server.base_dir / "mail" / dest_user, ignore_errors=True)
+        if not self.args.keep:
+            shutil.rmtree(rdir, ignore_errors=True)
+        return result
+
+    def profile_once(self) -> dict[str, Any]:
+        """One extra yippiemove run under cProfile (CPU-time clock): where its CPU goes."""
+        dest_user = "dst-profile"
+        rdir = self.dir / "runs" / "profile"
+        rdir.mkdir(parents=True)
+        self.server.add_user(dest_user, PASSWORD)
+        argv = self._argv(YM, dest_user, rdir)[len(yippiemove_argv(self.code_dir)) :]
+        prof = rdir / "yippiemove.prof"
+        argv = [sys.executable, str(HERE / "profile_yippiemove.py"), str(prof), *argv]
+        child = measure.run_child(
+            argv, log=rdir / "output.log", timeout=self.args.timeout, env=self._env(YM)
+        )
+        out: dict[str, Any] = {"wall_s": round(child.wall_s, 3), "cpu_s": round(child.cpu_s, 3)}
+        if prof.exists():
+            st = pstats.Stats(str(prof))
+            rows = []
+            for (fname, line, func), (_cc, nc, tt, ct, _callers) in st.stats.items():
+                rows.append((tt, ct, nc, f"{Path(fname).name}:{line}({func})"))
+            rows.sort(reverse=True)
+            total = sum(r[0] for r in rows) or 1.0
+            out["profile_total_s"] = round(total, 3)
+            out["top_tottime"] = [
+                {
+                    "tottime_s": round(tt, 3),
+                    "share": round(tt / total, 4),
+                    "cumtime_s": round(ct, 3),
+                    "calls": nc,
+                    "function": fn,
+                }
+                for tt, ct, nc, fn in rows[:30]
+            ]
+        shutil.rmtree(self.server.base_dir / "mail" / dest_user, ignore_errors=True)
+        if not self.args.keep:
+            shutil.rmtree(rdir, ignore_errors=True)
+        return out
+
+
+def mbsyncrc(port: int, ca: str, dest_user: str, state_dir: Path, *, plain: bool = False) -> str:
+    # Host "localhost": isync 1.4 checks the certificate's DNS names only, not IP SANs.
+    tls = (
+        "SSLType None\nAuthMechs LOGIN\n"
+        if plain
+        else f"SSLType STARTTLS\nCertificateFile {ca}\nSystemCertificates no\n"
+    )
+
+    def account(name: str, user: str) -> str:
+        return (
+            f"IMAPAccount {name}\nHost localhost\nPort {port}\nUser {user}\n"
+            f"Pass {PASSWORD}\n{tls}\n"
+            f"IMAPStore {name}\nAccount {name}\n\n"
+        )
+
+    return (
+        account("far", SOURCE_USER)
+        + account("near", dest_user)
+        + "Channel move\nFar :far:\nNear :near:\nPatterns INBOX *\nSync Pull\n"
+        "Create Near\nExpunge None\nCopyArrivalDate yes\n"
+        f"SyncState {state_dir}/\n"
+    )
+
+
+def dsync_conf(server_conf: Path, port: int, ca: str, *, plain: bool = False) -> str:
+    # Dovecot's documented IMAP migration: dsync pulls from the old server over imapc.
+    return (
+        f"!include {server_conf}\n"
+        "imapc_host = 127.0.0.1\n"
+        f"imapc_port = {port}\n"
+        f"imapc_user = {SOURCE_USER}\n"
+        f"imapc_password = {PASSWORD}\n"
+        + (
+            "imapc_ssl = no\n"
+            if plain
+            else f"imapc_ssl = starttls\nimapc_ssl_verify = yes\nssl_client_ca_file = {ca}\n"
+        )
+        + "imapc_features = rfc822.size fetch-headers\n"
+        "mail_prefetch_count = 20\n"
+    )
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def summarise(runs: list[RunResult]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for variant in dict.fromkeys(r.variant for r in runs):
+        rs = [r for r in runs if r.variant == variant]
+        good = [r for r in rs if r.ok] or rs
+        reasons: list[str] = []
+        for r in rs:
+            if not r.exact:
+                reasons = r.reasons
+                break
+        out[variant] = {
+            "runs": len(rs),
+            "failed_runs": sum(1 for r in rs if not r.ok),
+            "wall_s": _median([r.wall_s for r in good]),
+            "mb_s": _median([r.mb_s for r in good]),
+            "msgs_s": _median([r.msgs_s for r in good]),
+            "mover_cpu_s": _median([r.mover_cpu_s for r in good]),
+            "mover_user_s": _median([r.mover_user_s for r in good]),
+            "mover_sys_s": _median([r.mover_sys_s for r in good]),
+            "server_cpu_s": _median([r.server_cpu_s for r in good]),
+            "mover_peak_rss_mb": max(r.mover_peak_rss_mb for r in good),
+            "other_cpu_s": _median([r.other_cpu_s for r in good]),
+            "server_cpu_by_program": {
+                prog: round(_median([r.server_cpu_by_program.get(prog, 0.0) for r in good]), 2)
+                for prog in dict.fromkeys(p for r in good for p in r.server_cpu_by_program)
+            },
+            "exact": all(r.exact for r in rs),
+            "not_exact_reasons": reasons,
+            "wall_s_all": [r.wall_s for r in rs],
+        }
+    return out
+
+
+def ratios(summary: dict[str, dict[str, Any]], rtt_variant: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    ym = summary.get(YM)
+    if not ym:
+        return out
+    for peer in (MBSYNC, DSYNC):
+        p = summary.get(peer)
+        if p and p["mb_s"] > 0:
+            out[f"yippiemove/{peer} MB/s"] = round(ym["mb_s"] / p["mb_s"], 2)
+            out[f"yippiemove/{peer} msgs/s"] = round(ym["msgs_s"] / p["msgs_s"], 2)
+    lat = summary.get(rtt_variant)
+    if lat and ym["mb_s"] > 0:
+        out[f"{rtt_variant}/loopback throughput"] = round(lat["mb_s"] / ym["mb_s"], 3)
+    return out
+
+
+def targets(
+    shape: str,
+    summary: dict[str, dict[str, Any]],
+    rat: dict[str, float],
+    src_bytes: int,
+    src_msgs: int,
+    largest: int,
+    rtt_variant: str,
+) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+
+    def add(goal: str, value: float | None, threshold: float, higher: bool = True) -> None:
+        met = None if value is None else (value >= threshold if higher else value <= threshold)
+        out.append({"goal": goal, "value": value, "threshold": threshold, "met": met})
+
+    ym = summary.get(YM)
+    if shape == "mixed":
+        add("yippiemove MB/s >= 1.5 x mbsync", rat.get("yippiemove/mbsync MB/s"), 1.5)
+        cpu = ym["mover_cpu_s"] if ym else None
+        add(
+            "yippiemove >= 250 MB per mover CPU-second",
+            round(src_bytes / 1e6 / cpu, 1) if cpu else None,
+            GOAL_MB_PER_CPU_S,
+        )
+        add(
+            f"{rtt_variant} >= 50% of loopback MB/s",
+            rat.get(f"{rtt_variant}/loopback throughput"),
+            GOAL_RTT_SHARE,
+        )
+    if shape == "small":
+        add("yippiemove msgs/s >= 4 x mbsync", rat.get("yippiemove/mbsync msgs/s"), 4.0)
+        cpu = ym["mover_cpu_s"] if ym else None
+        add(
+            "yippiemove >= 10,000 messages per mover CPU-second",
+            round(src_msgs / cpu) if cpu else None,
+            GOAL_MSGS_PER_CPU_S,
+        )
+    if ym:
+        add(
+            "yippiemove peak RSS <= 100 MB + largest message (MB)",
+            ym["mover_peak_rss_mb"],
+            round((GOAL_RSS_BASE + largest) / 1e6, 1),
+            higher=False,
+        )
+    return out
+
+
+def print_table(
+    name: str,
+    info: dict[str, Any],
+    summary: dict[str, dict[str, Any]],
+    rat: dict[str, float],
+    tgt: list[dict[str, Any]],
+    runs: int,
+) -> None:
+    log("")
+    log(
+        f"=== {name}: {info['imap_messages']} messages, {info['imap_bytes'] / 1e6:.1f} MB "
+        f"(largest {info['imap_largest_bytes'] / 1e6:.2f} MB), medians of {runs} runs ==="
+    )
+    head = (
+        f"{'mover':<18}{'wall s':>8}{'MB/s':>8}{'msgs/s':>9}{'mover CPU s':>13}"
+        f"{'server CPU s':>14}{'peak RSS MB':>13}{'CPU/wall':>10}{'cores':>7}  exact"
+    )
+    log(head)
+    log("-" * len(head))
+    for variant, s in summary.items():
+        cpu_wall = s["mover_cpu_s"] / s["wall_s"] if s["wall_s"] else float("nan")
+        cores = (s["mover_cpu_s"] + s["server_cpu_s"]) / s["wall_s"] if s["wall_s"] else 0.0
+        exact = "yes" if s["exact"] else "NO"
+        if s["failed_runs"]:
+            exact += f" ({s['failed_runs']} failed)"
+        log(
+            f"{variant:<18}{s['wall_s']:>8.2f}{s['mb_s']:>8.1f}{s['msgs_s']:>9.0f}"
+            f"{s['mover_cpu_s']:>13.2f}{s['server_cpu_s']:>14.2f}{s['mover_peak_rss_mb']:>13.1f}"
+            f"{cpu_wall:>9.0%}{cores:>7.2f}  {exact}"
+        )
+    noisy = [
+        f"{v} {s['other_cpu_s']:.1f} s"
+        for v, s in summary.items()
+        if s["other_cpu_s"] > 0.1 * s["wall_s"] and s["other_cpu_s"] > 0.2
+    ]
+    if noisy:
+        log("warning: other processes used CPU during the runs (median): " + ", ".join(noisy))
+    for variant, s in summary.items():
+        parts = [f"{k} {v:.2f}" for k, v in s["server_cpu_by_program"].items() if v >= 0.05]
+        if parts:
+            log(f"server CPU s by program, {variant}: " + ", ".join(parts))
+    if rat:
+        log("ratios: " + "; ".join(f"{k} {v:.2f}x" for k, v in rat.items()))
+    for t in tgt:
+        met = {True: "met", False: "NOT met", None: "n/a"}[t["met"]]
+        value = "n/a" if t["value"] is None else f"{t['value']:g}"
+        log(f"target: {t['goal']}: {value} (goal {t['threshold']:g}) -> {met}")
+    for variant, s in summary.items():
+        if not s["exact"]:
+            log(f"not exact: {variant}: " + "; ".join(s["not_exact_reasons"][:6]))
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description="Benchmark yippiemove against mbsync and dsync on a throwaway Dovecot."
+    )
+    ap.add_argument("--preset", choices=("small", "mixed", "all"), default="all")
+    ap.add_argument("--runs", type=int, default=3, help="runs per mover (default 3)")
+    ap.add_argument("--quick", action="store_true", help="tiny corpora, for a smoke test")
+    ap.add_argument(
+        "--movers",
+        default=",".join(MOVERS),
+        help="comma-separated subset of yippiemove,mbsync,dsync",
+    )
+    ap.add_argument(
+        "--latency-presets",
+        default="small,mixed",
+        help="presets that also get a yippiemove run through the latency proxy ('' = none)",
+    )
+    ap.add_argument("--rtt-ms", type=float, default=40.0, help="round-trip time to add")
+    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per mover run")
+    ap.add_argument(
+        "--yippiemove-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for `yippiemove move` (repeatable), e.g. --yippiemove-arg=--connections=4",
+    )
+    ap.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="before each run wait up to S seconds for the machine to be idle (0: don't)",
+    )
+    ap.add_argument(
+        "--retry-noisy",
+        type=int,
+        default=2,
+        metavar="N",
+        help="repeat a run up to N times when other processes used >10%% of its wall "
+        "time in CPU (default 2; the discarded runs stay in the JSON)",
+    )
+    ap.add_argument("--profile", action="store_true", help="one extra cProfile'd yippiemove run")
+    ap.add_argument(
+        "--plain",
+        action="store_true",
+        help="no TLS anywhere (yippiemove --no-starttls, mbsync SSLType None, dsync "
+        "imapc_ssl = no): shows what TLS costs",
+    )
+    ap.add_argument(
+        "--code-rev",
+        metavar="REV",
+        help="benchmark yippiemove as of this git revision (default: the working tree "
+        "at the start)",
+    )
+    ap.add_argument(
+        "--live-code",
+        action="store_true",
+        help="run yippiemove from the working tree as it is at each run, instead of a "
+        "snapshot of src/ taken at the start",
+    )
+    ap.add_argument("--workdir", default="/dev/shm", help="where the mail lives (tmpfs)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--output", help="JSON file (default bench/results/<timestamp>.json)")
+    args = ap.parse_args(argv)
+    args.movers = [m.strip() for m in args.movers.split(",") if m.strip()]
+    bad = [m for m in args.movers if m not in MOVERS]
+    if bad:
+        ap.error(f"unknown movers: {', '.join(bad)}")
+    if args.runs < 1:
+        ap.error("--runs must be at least 1")
+    args.latency_presets = {p.strip() for p in args.latency_presets.split(",") if p.strip()}
+    return args
+
+
+def _presets(args: argparse.Namespace) -> Iterator[tuple[str, corpus.Preset]]:
+    shapes = ("small", "mixed") if args.preset == "all" else (args.preset,)
+    for shape in shapes:
+        yield shape, corpus.PRESETS[f"{shape}-quick" if args.quick else shape]
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    started = datetime.now(UTC)
+    mbsync = ensure_mbsync() if MBSYNC in args.movers else None
+    if DSYNC in args.movers and not shutil.which("doveadm"):
+        log("doveadm not found: skipping dsync")
+        args.movers = [m for m in args.movers if m != DSYNC]
+
+    base = Path(args.workdir)
+    if not base.is_dir():
+        base = Path(tempfile.gettempdir())
+    workdir = Path(tempfile.mkdtemp(prefix="ymbench-", dir=base))
+    # Dovecot's mail processes run as the `dovecot` user and must traverse this tree.
+    workdir.chmod(0o711)
+    (workdir / "tmp").mkdir(mode=0o711)
+    (workdir / "tmp").chmod(0o711)
+    # Launchers without mail_root keep the mail in their private dir from mkdtemp().
+    tempfile.tempdir = str(workdir / "tmp")
+    info = machine_info(mbsync, workdir)
+    code_dir = None if args.live_code else snapshot_code(workdir / "code", args.code_rev)
+    if code_dir is not None:
+        # byte-compile now, so that the first measured run does not pay for it
+        compileall.compile_dir(code_dir / "yippiemove", quiet=1)
+    mode = "snapshot of src/ at start"
+    if code_dir is None:
+        mode = "live working tree"
+    elif args.code_rev:
+        mode = f"git revision {args.code_rev}"
+    code = {
+        "mode": mode,
+        "sha256": _tree_hash(REPO / "src" / "yippiemove")
+        if code_dir is None
+        else _tree_hash(code_dir / "yippiemove"),
+        "git_head": info["git_commit"],
+        "code_rev": _run_text(["git", "-C", str(REPO), "rev-parse", args.code_rev])
+        if args.code_rev
+        else None,
+        "uncommitted_at_start": info["src_uncommitted_changes"],
+    }
+    if info["workdir_fs"] != "tmpfs":
+        log(f"warning: {workdir} is on {info['workdir_fs']}, not tmpfs")
+    log(
+        f"code: {code['mode']} {code['sha256']} (git {str(code['git_head'])[:10]}"
+        + (", with uncommitted changes)" if code["uncommitted_at_start"] else ")")
+    )
+    log(
+        f"machine: {info['nproc']} CPUs ({info['cpu_model']}), Python {info['python']}, "
+        f"Dovecot {info['dovecot']}, {info['mbsync']}; work dir {workdir} ({info['workdir_fs']})"
+    )
+    results: dict[str, Any] = {
+        "started": started.isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": info,
+        "code": code,
+        "config": {
+            "runs": args.runs,
+            "quick": args.quick,
+            "movers": args.movers,
+            "rtt_ms": args.rtt_ms,
+            "tls": "none (plain IMAP)" if args.plain else "STARTTLS, verified",
+            "quiet_wait_s": args.quiet_wait,
+            "retry_noisy": args.retry_noisy,
+            "yippiemove_args": args.yippiemove_arg,
+            "mbsyncrc": mbsyncrc(0, "CA", "DEST", Path("STATE")).replace(PASSWORD, "***"),
+            "dsync_conf": dsync_conf(Path("SERVER.conf"), 0, "CA").replace(PASSWORD, "***"),
+            "units": "MB = 10^6 bytes; bytes are the source's RFC822.SIZE sum (CRLF form)",
+        },
+        "presets": {},
+    }
+    out_path = Path(args.output) if args.output else None
+    if out_path is None:
+        stamp = started.strftime("%Y%m%dT%H%M%SZ")
+        suffix = ("-quick" if args.quick else "") + ("-plain" if args.plain else "")
+        out_path = HERE / "results" / f"{stamp}{suffix}.json"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+        tmp = out_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+        tmp.replace(out_path)
+
+    rtt_variant = f"{YM}@{args.rtt_ms:g}ms"
+    tables: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, float], list[Any]]] = []
+    try:
+        for shape, preset in _presets(args):
+            bench = PresetBench(
+                preset,
+                args,
+                workdir,
+                mbsync,
+                latency=shape in args.latency_presets,
+                code_dir=code_dir,
+            )
+            try:
+                corpus_info = bench.start()
+                runs: list[RunResult] = []
+                discarded: list[RunResult] = []
+                variants = bench.variants()
+                for r in range(args.runs):
+                    k = r % len(variants)
+                    for variant in variants[k:] + variants[:k]:
+                        for attempt in range(args.retry_noisy + 1):
+                            res = bench.run_once(variant, r + 1, attempt)
+                            noisy = res.other_cpu_s > max(0.3, NOISE_SHARE * res.wall_s)
+                            log(
+                                f"[{preset.name}] run {r + 1}/{args.runs} {variant:<16} "
+                                f"{res.wall_s:7.2f} s {res.mb_s:7.1f} MB/s "
+                                f"{res.msgs_s:7.0f} msgs/s cpu {res.mover_cpu_s:6.2f} s "
+                                f"server {res.server_cpu_s:6.2f} s "
+                                f"rss {res.mover_peak_rss_mb:6.1f} MB "
+                                + (
+                                    "exact"
+                                    if res.exact
+                                    else "NOT exact: " + "; ".join(res.reasons[:3])
+                                )
+                                + (f" [others used {res.other_cpu_s:.1f} CPU s]" if noisy else "")
+                            )
+                            if not noisy or attempt == args.retry_noisy:
+                                runs.append(res)
+                                break
+                            discarded.append(res)
+                            log("    disturbed by other processes: discarded, running it again")
+                profile = bench.profile_once() if args.profile and YM in args.movers else None
+            finally:
+                bench.stop()
+                if not args.keep:
+                    shutil.rmtree(bench.dir, ignore_errors=True)
+            summary = summarise(runs)
+            rat = ratios(summary, rtt_variant)
+            tgt = targets(
+                shape,
+                summary,
+                rat,
+                corpus_info["imap_bytes"],
+                corpus_info["imap_messages"],
+                corpus_info["imap_largest_bytes"],
+                rtt_variant,
+            )
+            results["presets"][preset.name] = {
+                "corpus": corpus_info,
+                "summary": summary,
+                "ratios": rat,
+                "targets": tgt,
+                "runs": [asdict(r) for r in runs],
+                "discarded_runs": [asdict(r) for r in discarded],
+                **({"profile": profile} if profile else {}),
+            }
+            save()
+            tables.append((preset.name, corpus_info, summary, rat, tgt))
+            print_table(preset.name, corpus_info, summary, rat, tgt, args.runs)
+            if profile and "top_tottime" in profile:
+                log(
+                    f"cProfile (CPU clock) of one yippiemove run: {profile['cpu_s']} CPU s "
+                    "including the profiler's overhead; top functions by own time, with their "
+                    "share of the profile:"
+                )
+                for row in profile["top_tottime"][:15]:
+                    log(
+                        f"  {row['tottime_s']:8.3f} s {row['share']:6.1%} {row['calls']:>9} calls"
+                        f"  {row['function']}"
+                    )
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            log(f"work directory kept: {workdir}")
+    if len(tables) > 1:
+        log("\n(all presets again)")
+        for name, ci, summary, rat, tgt in tables:
+            print_table(name, ci, summary, rat, tgt, args.runs)
+    live = _tree_hash(REPO / "src" / "yippiemove")
+    if live != code["sha256"]:
+        code["working_tree_at_end"] = live
+        log(
+            "note: src/yippiemove changed during the session"
+            + (" (the runs used the snapshot taken at the start)" if code_dir else "!")
+        )
+    save()
+    log(f"\nresults: {out_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

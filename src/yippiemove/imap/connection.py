@@ -167,7 +167,7 @@ class ImapConnection:
         self._tls_obj: ssl.SSLObject | None = None
         self._tls_waiter: asyncio.Future[None] | None = None
         self._handshaking = False
-        self._tls_buf = bytearray(1 << 18)
+        self._tls_buf = bytearray()  # sized on the TLS handshake
 
     # ------------------------------------------------------------------ opening
 
@@ -253,6 +253,7 @@ class ImapConnection:
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         obj = ctx.wrap_bio(incoming, outgoing, server_hostname=self.host)
         self._tls_in, self._tls_out, self._tls_obj = incoming, outgoing, obj
+        self._tls_buf = bytearray(1 << 18)
         self._handshaking = True
         loop = asyncio.get_running_loop()
         try:

@@ -39,10 +39,10 @@ class Options:
     connections: int = 2
     fetch_batch_bytes: int = 2 * 1024 * 1024
     fetch_batch_messages: int = 256
-    fetch_window: int = 4
+    fetch_window: int = 3
     append_batch_messages: int = 256
     append_batch_bytes: int = 8 * 1024 * 1024
-    append_window: int = 4
+    append_window: int = 3
     retries: int = 3
     connect_timeout: float = 30.0
     idle_timeout: float = 120.0

@@ -314,6 +314,13 @@ class Mover:
                     finally:
                         self.progress.current.discard(fp.source.name)
                 self.progress.folders_done += 1
+        except asyncio.CancelledError:
+            # Cut short (Ctrl-C, a cancelled job): a command may be half written (an
+            # APPEND literal), so a LOGOUT could only time out. Drop the connections.
+            for c in (src, dst):
+                if c is not None:
+                    c.conn.abort()
+            raise
         finally:
             for c in (src, dst):
                 if c is not None:
@@ -371,6 +378,14 @@ class Mover:
         if failed:
             p.failed += 1
             counts[2] += 1
+
+    def folder_progress(self) -> dict[str, tuple[int, int, int]]:
+        """(messages, bytes, failed) done so far per source folder in its latest pass.
+
+        A folder that has not started is absent.  For front doors that show progress
+        folder by folder (the service's job process).
+        """
+        return {name: (c[0], c[1], c[2]) for name, c in list(self._passes.items())}
 
     def _undo_pass(self, fp: FolderPlan) -> None:
         """A folder pass is being retried: take its progress back so it is not counted twice."""
@@ -572,7 +587,7 @@ class Mover:
         state = self.state
         fetch_q: asyncio.Queue[
             tuple[list[MessageMeta], dict[int, bytes], asyncio.Future[CommandResult]] | None
-        ] = asyncio.Queue(maxsize=opts.fetch_window)
+        ] = asyncio.Queue(maxsize=max(1, opts.fetch_window - 1))
 
         # One dict for all batches, keyed by UID: Dovecot may interleave the output of
         # pipelined FETCH commands, so a body is matched by its UID, not by its command.

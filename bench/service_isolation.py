@@ -13,16 +13,17 @@ run three ways against one throwaway Dovecot whose mail lives on tmpfs:
    loop (the fairer throughput baseline: same concurrency, no isolation).
 
 Memory is PSS (``/proc/PID/smaps_rollup``: shared pages divided among their users),
-sampled every 50 ms; per job process its peak, for the single processes theirs.  Every
+sampled every 200 ms (reading smaps_rollup costs CPU too); per job process its peak, for the single processes theirs.  Every
 destination is then checked message by message (``tests/mailcheck.py``, imaplib).
 
 Run it (needs Debian's dovecot-imapd, as the tests do)::
 
-    .venv/bin/python bench/service_isolation.py                 # 8 jobs x 400 messages
+    .venv/bin/python bench/service_isolation.py                 # 8 jobs x 400 messages, 3 rounds
     .venv/bin/python bench/service_isolation.py --jobs 4 --messages 1000 --connections 2
     .venv/bin/python bench/service_isolation.py --output /tmp/iso.json
 
-It takes about a minute with the defaults.  Figures depend on the machine: compare the
+It takes about a minute with the defaults; figures are medians of ``--repeat`` rounds
+(the order of the three ways is rotated each round).  Figures depend on the machine: compare the
 rows of one run, not runs on different machines.
 """
 
@@ -33,6 +34,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -65,7 +67,7 @@ def pss_kb(pid: int) -> int | None:
 class PeakSampler:
     """Samples the PSS of a changing set of processes; keeps each one's peak."""
 
-    def __init__(self, pids: Any, interval: float = 0.05) -> None:
+    def __init__(self, pids: Any, interval: float = 0.2) -> None:
         self.pids = pids  # callable returning the pids to sample now
         self.interval = interval
         self.peak: dict[int, int] = {}
@@ -129,7 +131,7 @@ def endpoint(port: int, user: str, ca_file: str) -> Any:
 
 
 def single_process_child(args: argparse.Namespace) -> None:
-    """Runs in its own process (only the mover imported): sequential or concurrent."""
+    """Runs in its own process: the service, or the movers (only they imported)."""
     from yippiemove.transfer.engine import Mover
     from yippiemove.transfer.model import Options
     from yippiemove.transfer.state import State
@@ -137,6 +139,9 @@ def single_process_child(args: argparse.Namespace) -> None:
     spec = json.loads(args.child)
     work = Path(spec["work"])
     pairs = spec["pairs"]
+    if spec["mode"].startswith("service"):
+        print(json.dumps(run_service(work, spec["port"], spec["ca_file"], pairs, spec)))
+        return
     opts = Options(connections=spec["connections"])
 
     def mover(i: int, src: str, dst: str) -> tuple[Mover, State]:
@@ -170,10 +175,9 @@ def single_process_child(args: argparse.Namespace) -> None:
     print(json.dumps({"elapsed": elapsed, "pss_kb": sampler.peak.get(me, 0)}))
 
 
-def run_single_process(
-    mode: str, pairs: list[tuple[str, str]], common: dict[str, Any]
-) -> dict[str, Any]:
+def run_in_child(mode: str, pairs: list[tuple[str, str]], common: dict[str, Any]) -> dict[str, Any]:
     spec = dict(common, mode=mode, pairs=pairs)
+    before = _cpu(resource.RUSAGE_CHILDREN)
     r = subprocess.run(
         [sys.executable, __file__, "--child", json.dumps(spec)],
         capture_output=True,
@@ -182,31 +186,51 @@ def run_single_process(
     )
     if r.returncode != 0:
         raise SystemExit(f"{mode} run failed:\n{r.stderr[-3000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    # The child and its children: start-up and imports included (for the service: the
+    # service process and its job processes).
+    out["cpu"] = _cpu(resource.RUSAGE_CHILDREN) - before
+    return out
 
 
 # ---------------------------------------------------------------------- through the service
 
 
 def run_service(
-    work: Path, port: int, ca_file: str, pairs: list[tuple[str, str]], connections: int
+    work: Path, port: int, ca_file: str, pairs: list[tuple[str, str]], spec: dict[str, Any]
 ) -> dict[str, Any]:
+    """All transfers through a fresh service at once; timed until the last one is done."""
     from yippiemove.service.config import Settings
     from yippiemove.service.core import Account, Service
 
+    n = len(pairs)
+    spawn = spec["mode"].partition("-")[2] or "fork"
     settings = Settings.load(
-        work / "service-data",
+        work / f"service-data-{spawn}",
         ca_file=ca_file,
-        workers=len(pairs),
-        job_connections=connections,
+        workers=n,
+        job_connections=spec["connections"],
         progress_interval=0.5,
+        job_spawn=spawn,
     )
     svc = Service(settings)
-    svc.start(len(pairs))
+    svc.start(n)
     try:
-        uid = svc.create_user("bench@example.org", "bench password")
-        with PeakSampler(lambda: svc.supervisor.running_jails().values()) as sampler:
+        try:
+            uid = svc.user_id_for_email("bench@example.org")
+        except Exception:
+            uid = svc.create_user("bench@example.org", "bench password")
+        self0 = _cpu(resource.RUSAGE_SELF)
+        me = os.getpid()
+
+        def pids() -> list[int]:
+            zygote = getattr(svc.supervisor.launcher, "zygote_pid", None)
+            helpers = [me] + ([zygote] if zygote else [])
+            return helpers + list(svc.supervisor.running_jails().values())
+
+        with PeakSampler(pids) as sampler:
             t0 = time.perf_counter()
+            wall0 = time.time()
             jobs = [
                 svc.create_transfer(
                     uid,
@@ -216,21 +240,46 @@ def run_service(
                 for src, dst in pairs
             ]
             pending = {j.id for j in jobs}
+            pending_all = set(pending)
             while pending:
-                for job_id in list(pending):
-                    v = svc.get_transfer(uid, job_id)
-                    if v.status in ("done", "failed", "cancelled"):
+                time.sleep(0.2)  # a page polling its progress; finer would load the service
+                for v in svc.list_transfers(uid):
+                    if v.id in pending and v.status in ("done", "failed", "cancelled"):
                         if v.status != "done":
-                            raise SystemExit(f"job {job_id} {v.status}: {v.error}")
-                        pending.discard(job_id)
-                time.sleep(0.02)
+                            raise SystemExit(f"job {v.id} {v.status}: {v.error}")
+                        pending.discard(v.id)
             elapsed = time.perf_counter() - t0
-        service_pss = pss_kb(os.getpid())
+        cpu_service = _cpu(resource.RUSAGE_SELF) - self0
+        # The end as the service recorded it (the polling above may lag by its period).
+        finished = max(v.finished or 0 for v in svc.list_transfers(uid) if v.id in pending_all)
+        elapsed = min(elapsed, finished - wall0)
+        # CPU of each job process, measured where it was reaped (wait4).
+        cpu_jobs = sum(
+            v.progress.get("cpu_seconds", 0.0)
+            for v in svc.list_transfers(uid)
+            if v.id in {j.id for j in jobs}
+        )
+        zygote = getattr(svc.supervisor.launcher, "zygote_pid", None)
     finally:
         svc.stop()
         svc.close()
-    peaks = sorted(sampler.peak.values())
-    return {"elapsed": elapsed, "job_pss_kb": peaks, "service_pss_kb": service_pss}
+    service_pss = sampler.peak.pop(me, 0)
+    zygote_pss = sampler.peak.pop(zygote, 0) if zygote else 0
+    return {
+        "elapsed": elapsed,
+        "job_pss_kb": sorted(sampler.peak.values()),
+        "service_pss_kb": service_pss,
+        "zygote_pss_kb": zygote_pss,
+        # The job processes, and the service process itself (supervisor threads,
+        # database, this run's polling and sampling).
+        "cpu_jobs": cpu_jobs,
+        "cpu_service": cpu_service,
+    }
+
+
+def _cpu(who: int) -> float:
+    ru = resource.getrusage(who)
+    return ru.ru_utime + ru.ru_stime
 
 
 def jail_startup_seconds(runs: int = 5) -> float:
@@ -258,6 +307,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=8, help="concurrent transfers (default 8)")
     ap.add_argument("--messages", type=int, default=400, help="messages per mailbox (default 400)")
     ap.add_argument("--connections", type=int, default=2, help="folder workers per transfer")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds; figures are medians")
     ap.add_argument("--workdir", default="/dev/shm" if Path("/dev/shm").is_dir() else None)
     ap.add_argument("--output", help="also write the figures to this JSON file")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -270,13 +320,16 @@ def main() -> None:
 
     from yippiemove.testing.dovecot import DovecotServer, MaildirMessage
 
-    n = args.jobs
+    n, rounds = args.jobs, args.repeat
+    modes = ("service-fork", "service-exec", "sequential", "concurrent")
     work = Path(tempfile.mkdtemp(prefix="ymiso-", dir=args.workdir))
     work.chmod(0o711)  # Dovecot's mail processes (user dovecot) must reach the mail
-    users = {}
-    for i in range(n):
-        for role in ("src", "svc", "seq", "con"):
-            users[f"{role}{i}"] = PASSWORD
+    users = {f"src{i}": PASSWORD for i in range(n)}
+    for r in range(rounds):
+        for mode in modes:
+            users.update({f"{mode[-4:]}{r}x{i}": PASSWORD for i in range(n)})
+    load_before = os.getloadavg()
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     try:
         with DovecotServer(work / "dovecot", users=users, mail_root=work / "mail") as server:
             total_bytes = 0
@@ -298,54 +351,76 @@ def main() -> None:
             print(
                 f"{n} transfers x {args.messages} messages ({total_bytes / n / 1e6:.1f} MB each), "
                 f"{total_msgs} messages, {total_bytes / 1e6:.1f} MB in all; "
-                f"{args.connections} connection(s) per side per transfer; {os.cpu_count()} CPUs",
+                f"{args.connections} connection(s) per side per transfer; {os.cpu_count()} CPUs; "
+                f"{rounds} round(s); load average before: {load_before[0]:.2f}",
                 flush=True,
             )
             startup = jail_startup_seconds()
-            svc = run_service(
-                work, server.port, ca, [(f"src{i}", f"svc{i}") for i in range(n)], args.connections
-            )
-            seq = run_single_process(
-                "sequential", [(f"src{i}", f"seq{i}") for i in range(n)], common
-            )
-            con = run_single_process(
-                "concurrent", [(f"src{i}", f"con{i}") for i in range(n)], common
-            )
+            for r in range(rounds):
+                for k in range(len(modes)):
+                    mode = modes[(r + k) % len(modes)]  # rotate the order each round
+                    pairs = [(f"src{i}", f"{mode[-4:]}{r}x{i}") for i in range(n)]
+                    res = run_in_child(mode, pairs, common)
+                    runs[mode].append(res)
+                    print(f"  round {r + 1}: {mode:<10} {res['elapsed']:6.2f} s", flush=True)
 
             # Every copy exact, message by message.
             for i in range(n):
                 want = mailcheck.snapshot(server.port, f"src{i}", PASSWORD)
-                for role in ("svc", "seq", "con"):
-                    got = mailcheck.snapshot(server.port, f"{role}{i}", PASSWORD)
-                    if any(got.get(f) != msgs for f, msgs in want.items()):
-                        raise SystemExit(f"{role}{i} is not an exact copy of src{i}")
+                for r in range(rounds):
+                    for mode in modes:
+                        user = f"{mode[-4:]}{r}x{i}"
+                        got = mailcheck.snapshot(server.port, user, PASSWORD)
+                        if any(got.get(f) != msgs for f, msgs in want.items()):
+                            raise SystemExit(f"{user} is not an exact copy of src{i}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    load_after = os.getloadavg()
 
-    def row(name: str, elapsed: float) -> str:
+    elapsed = {m: statistics.median(x["elapsed"] for x in runs[m]) for m in modes}
+
+    def row(name: str, t: float) -> str:
         return (
-            f"  {name:<34} {elapsed:7.2f} s  {total_bytes / elapsed / 1e6:7.1f} MB/s  "
-            f"{total_msgs / elapsed:8.0f} msgs/s"
+            f"  {name:<34} {t:7.2f} s  {total_bytes / t / 1e6:7.1f} MB/s  "
+            f"{total_msgs / t:8.0f} msgs/s"
         )
 
-    job_pss = [k / 1024 for k in svc["job_pss_kb"]]
-    print("\nThroughput (all transfers, wall clock):")
-    print(row(f"service ({n} job processes at once)", svc["elapsed"]))
-    print(row("one process, one after another", seq["elapsed"]))
-    print(row(f"one process, {n} at once", con["elapsed"]))
+    print(f"\nThroughput (all transfers, wall clock, median of {rounds}):")
+    print(row(f"service, fork ({n} job processes)", elapsed["service-fork"]))
+    print(row(f"service, exec ({n} job processes)", elapsed["service-exec"]))
+    print(row("one process, one after another", elapsed["sequential"]))
+    print(row(f"one process, {n} at once", elapsed["concurrent"]))
+    print("\nClient CPU time (user + sys, median; Dovecot's not included):")
+    for mode in ("service-fork", "service-exec"):
+        jobs = statistics.median(x["cpu_jobs"] for x in runs[mode])
+        own = statistics.median(x["cpu_service"] for x in runs[mode])
+        print(
+            f"  service, {mode[8:]}: {jobs:.2f} s in the {n} job processes "
+            f"({jobs / n:.2f} s each) + {own:.2f} s in the service process"
+        )
+    for mode, name in (("sequential", "one after another"), ("concurrent", f"{n} at once")):
+        print(f"  one process, {name}: {statistics.median(x['cpu'] for x in runs[mode]):.2f} s")
     print("\nMemory (PSS, peak):")
-    print(
-        f"  per job process: median {statistics.median(job_pss):.1f} MB, "
-        f"max {max(job_pss):.1f} MB, all {n}: {sum(job_pss):.1f} MB"
-    )
-    print(f"  the service process itself: {(svc['service_pss_kb'] or 0) / 1024:.1f} MB")
-    print(f"  one process, one after another: {seq['pss_kb'] / 1024:.1f} MB")
-    print(f"  one process, {n} at once: {con['pss_kb'] / 1024:.1f} MB")
-    print(f"\nJob process start-up (interpreter + imports): {startup * 1000:.0f} ms")
-    print(
-        f"Service vs one process one after another: {seq['elapsed'] / svc['elapsed']:.2f}x the "
-        f"throughput; vs one process all at once: {con['elapsed'] / svc['elapsed']:.2f}x"
-    )
+    for mode in ("service-fork", "service-exec"):
+        job_pss = [k / 1024 for x in runs[mode] for k in x["job_pss_kb"]]
+        own = max(x["service_pss_kb"] or 0 for x in runs[mode]) / 1024
+        zyg = max(x["zygote_pss_kb"] or 0 for x in runs[mode]) / 1024
+        print(
+            f"  service, {mode[8:]}: per job process median {statistics.median(job_pss):.1f} MB "
+            f"(max {max(job_pss):.1f}); {n} jobs {statistics.median(job_pss) * n:.1f} MB; "
+            f"the service process {own:.1f} MB" + (f", its zygote {zyg:.1f} MB" if zyg else "")
+        )
+    for mode, name in (("sequential", "one after another"), ("concurrent", f"{n} at once")):
+        pss = statistics.median(x["pss_kb"] for x in runs[mode]) / 1024
+        print(f"  one process, {name}: {pss:.1f} MB")
+    print(f"\nExec'd job process start-up (interpreter + imports): {startup * 1000:.0f} ms")
+    for mode in ("service-fork", "service-exec"):
+        print(
+            f"Service ({mode[8:]}) vs one process one after another: "
+            f"{elapsed['sequential'] / elapsed[mode]:.2f}x the throughput; "
+            f"vs one process all at once: {elapsed['concurrent'] / elapsed[mode]:.2f}x"
+        )
+    print(f"Load average after: {load_after[0]:.2f} (other work on the machine skews figures)")
     print("All copies verified exact (imaplib, message by message).")
     if args.output:
         Path(args.output).write_text(
@@ -356,10 +431,10 @@ def main() -> None:
                     "bytes_total": total_bytes,
                     "connections": args.connections,
                     "cpus": os.cpu_count(),
-                    "service": svc,
-                    "sequential": seq,
-                    "concurrent": con,
+                    "rounds": runs,
+                    "median_elapsed": elapsed,
                     "jail_startup_s": startup,
+                    "loadavg": [load_before, load_after],
                 },
                 indent=1,
             )

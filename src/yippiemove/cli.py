@@ -467,5 +467,187 @@ def demo(messages: int, keep: bool) -> None:
     sys.exit(rc or rc2)
 
 
+# ---------------------------------------------------------------------- the service
+
+
+def _data_dir_option(f: Any) -> Any:
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="YIPPIEMOVE_DATA_DIR",
+        help="The service's data directory (control database, queue, jobs, keys). "
+        "Default: $YIPPIEMOVE_DATA_DIR, else the user data directory.",
+    )(f)
+
+
+def _service(data_dir: Path | None, **overrides: Any) -> Any:
+    from .service.config import Settings
+    from .service.core import Service
+
+    try:
+        return Service(Settings.load(data_dir, **overrides))
+    except (OSError, ValueError) as exc:
+        _die(f"cannot open the service's data: {exc}")
+
+
+def _load_app_factory(spec: str) -> Any:
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        _die(
+            f"the web front door ({module_name}) cannot be loaded: {exc}. "
+            "Is this yippiemove complete? (`yippiemove worker` runs the jobs without it.)"
+        )
+    factory = getattr(module, attr or "create_app", None)
+    if not callable(factory):
+        _die(f"{module_name} has no function {attr or 'create_app'!r}")
+    return factory
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@_data_dir_option
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Transfers run at the same time by this machine (default 2).",
+)
+@click.option("--ca-file", metavar="FILE", help="Trust this CA bundle for IMAP servers.")
+@click.option(
+    "--app",
+    "app_factory",
+    default="yippiemove.web.app:create_app",
+    show_default=True,
+    metavar="MODULE:FUNCTION",
+    help="The web application factory, called with the Service.",
+)
+def serve(
+    host: str,
+    port: int,
+    data_dir: Path | None,
+    workers: int | None,
+    ca_file: str | None,
+    app_factory: str,
+) -> None:
+    """Run the service: web app, control database, job queue and local job workers."""
+    import signal
+
+    import uvicorn
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("huey").setLevel(logging.WARNING)
+    factory = _load_app_factory(app_factory)
+    overrides: dict[str, Any] = {"workers": workers, "ca_file": ca_file}
+    if not os.environ.get("YIPPIEMOVE_BASE_URL"):
+        overrides["base_url"] = f"http://{host}:{port}"
+    service = _service(data_dir, **overrides)
+    app = factory(service)
+    # uvicorn re-raises SIGTERM after its own shutdown: make it an exception we catch,
+    # so that running jobs are stopped cleanly and put back in the queue.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    service.start(workers)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        service.stop()
+        service.close()
+
+
+@main.command()
+@_data_dir_option
+@click.option("--workers", type=click.IntRange(1, 256), default=None, help="Concurrent jobs.")
+@click.option("--ca-file", metavar="FILE", help="Trust this CA bundle for IMAP servers.")
+def worker(data_dir: Path | None, workers: int | None, ca_file: str | None) -> None:
+    """Run job workers only (no web app), e.g. on more machines sharing the queue."""
+    import signal
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("huey").setLevel(logging.WARNING)
+    service = _service(data_dir, workers=workers, ca_file=ca_file)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    service.start(workers)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        service.stop()
+        service.close()
+
+
+@main.group()
+def user() -> None:
+    """Manage customers (operator commands)."""
+
+
+@user.command("create")
+@click.argument("email")
+@click.option("--password-file", metavar="FILE", help="Read the password from this file.")
+@_data_dir_option
+def user_create(email: str, password_file: str | None, data_dir: Path | None) -> None:
+    """Create the customer EMAIL (password from --password-file or a prompt)."""
+    from .service.core import ServiceError
+
+    if password_file:
+        try:
+            password = Path(password_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            _die(f"cannot read --password-file {password_file!r}: {exc.strerror}")
+    elif sys.stdin.isatty():
+        password = click.prompt(
+            f"Password for {email}", hide_input=True, confirmation_prompt=True, err=True
+        )
+    else:
+        _die("no password: use --password-file FILE, or run on a terminal to be asked")
+    service = _service(data_dir)
+    try:
+        uid = service.create_user(email, password)
+    except ServiceError as exc:
+        _die(str(exc))
+    finally:
+        service.close()
+    click.echo(f"created customer {email.strip().lower()} (id {uid})")
+
+
+@main.group()
+def token() -> None:
+    """Manage API tokens (operator commands)."""
+
+
+@token.command("create")
+@click.argument("email")
+@click.option("--name", default="", help="A name to recognise the token by.")
+@_data_dir_option
+def token_create(email: str, name: str, data_dir: Path | None) -> None:
+    """Create an API token for the customer EMAIL and print it (shown only this once)."""
+    from .service.core import ServiceError
+
+    service = _service(data_dir)
+    try:
+        tok = service.create_token(service.user_id_for_email(email), name)
+    except ServiceError as exc:
+        _die(str(exc))
+    finally:
+        service.close()
+    click.echo("API token (shown only once; store it now):", err=True)
+    click.echo(tok)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

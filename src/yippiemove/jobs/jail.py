@@ -1,0 +1,433 @@
+"""The job process ("jail"): one transfer, alone in its own OS process.
+
+Started by :mod:`yippiemove.jobs.launch` for the supervisor, either forked from the
+zygote (``python -P -m yippiemove.jobs.jail --zygote FD``, see below; the default) or as
+``python -P -m yippiemove.jobs.jail --parent PID``: in the job's private working
+directory (mode 0700), in a new session (its own process group), with the job's limits
+(open files, address space, no core dumps) set before it reads its spec, and killed when
+its parent dies.  Why a process per job: a crash, a hang or a memory blow-up in one
+transfer must never touch another transfer or the service.
+
+Protocol
+--------
+- **stdin**: one JSON object (the job's spec, with the two passwords), then EOF.
+  Credentials never travel in argv or the environment, which other local users can
+  read (``/proc/PID/cmdline``) or which leak into child processes and crash reports.
+- **stdout**: JSON lines, no secrets.  ``{"type": "progress", ...}`` every
+  ``progress_interval`` seconds (also a heartbeat: the supervisor kills a job that
+  stays silent), and finally ``{"type": "result", "status", "exit", "error",
+  "transient", "totals", "progress"}``.
+- **stderr**: the mover's log (``job.log`` in the working directory).
+- **files**: ``state.sqlite`` (the mover's per-job state: re-runs and resumptions are
+  exact and cheap) and ``report.json`` (same shape as ``yippiemove move --report``).
+- **exit status**: as ``yippiemove move``: 0 everything verified, 1 some messages failed,
+  2 could not start or was cut short (SIGTERM = cancel: the run stops cleanly, the state
+  is flushed and the report written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import resource
+import select
+import signal
+import ssl
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..imap.connection import is_loopback
+from ..transfer.model import Endpoint
+
+log = logging.getLogger("yippiemove.jail")
+
+EXIT_OK, EXIT_FAILED, EXIT_ABORTED = 0, 1, 2
+PR_SET_PDEATHSIG = 1
+
+__all__ = ["main", "make_endpoint"]
+
+
+def make_endpoint(
+    account: dict[str, Any], ssl_context: ssl.SSLContext | None, allow_insecure_hosts: bool
+) -> Endpoint:
+    """An engine Endpoint from an account dict (host, port, security, username, password).
+
+    ``starttls`` requires STARTTLS except on loopback (so a password never goes out in
+    the clear because a server or a man in the middle left STARTTLS out); ``none`` is
+    plain text, which validation only lets through for loopback hosts unless the
+    operator allowed insecure hosts.
+    """
+    host = str(account["host"])
+    loopback = is_loopback(host)
+    security = str(account["security"])
+    mode = {
+        "tls": "tls",
+        "starttls": "starttls" if loopback else "require-starttls",
+        "none": "none",
+    }[security]
+    return Endpoint(
+        host=host,
+        port=int(account["port"]),
+        user=str(account["username"]),
+        security=mode,
+        password=str(account.get("password", "")),
+        ssl_context=ssl_context,
+        allow_insecure_auth=loopback or (security == "none" and allow_insecure_hosts),
+    )
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL us when the supervisor (thread) that started us dies: no orphan jobs.
+
+    Set here rather than in a ``preexec_fn``: the service is multi-threaded, and Python
+    code between fork and exec can deadlock there.  The parent check closes the window
+    in which the supervisor died before the prctl.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:
+        os._exit(EXIT_ABORTED)
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def progress_line(mover: Any) -> dict[str, Any]:
+    """The mover's live counters, and per folder what is done (no secrets)."""
+    p = mover.progress
+    line: dict[str, Any] = {
+        "type": "progress",
+        "t": time.time(),
+        "phase": p.phase,
+        "folders_done": p.folders_done,
+        "folders_total": p.folders_total,
+        "messages_done": p.messages_done,
+        "messages_total": p.messages_total,
+        "bytes_done": p.bytes_done,
+        "bytes_total": p.bytes_total,
+        "failed": p.failed,
+        "current": sorted(p.current),
+    }
+    plan = mover.plan
+    if plan is not None:
+        done = mover.folder_progress()
+        current = set(p.current)
+        per: dict[str, Any] = {}
+        for fp in plan.folders:
+            name = fp.source.name
+            m, b, f = done.get(name, (0, 0, 0))
+            state = "copying" if name in current else ("done" if name in done else "waiting")
+            per[name] = {
+                "dest": fp.dest_name,
+                "messages": fp.count,
+                "bytes": fp.size,
+                "messages_done": m,
+                "bytes_done": b,
+                "failed": f,
+                "state": state,
+            }
+        line["per_folder"] = per
+    return line
+
+
+class _OutOfMemory(Exception):
+    """The job hit its memory limit somewhere asyncio caught it (a protocol callback)."""
+
+
+async def _run(mover: Any, interval: float) -> None:
+    """Run the mover; print progress meanwhile; SIGTERM cancels it cleanly.
+
+    A MemoryError in a transport callback reaches asyncio, which closes the connection:
+    the mover would see a dropped connection and retry in vain.  The loop's exception
+    handler spots it and stops the job at once instead.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(mover.run())
+    out_of_memory = False
+
+    def on_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        nonlocal out_of_memory
+        if isinstance(context.get("exception"), MemoryError):
+            out_of_memory = True
+            task.cancel()
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(on_error)
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        while not task.done():
+            _emit(progress_line(mover))
+            await asyncio.wait({task}, timeout=interval)
+        try:
+            await task
+        except asyncio.CancelledError:
+            if out_of_memory:
+                raise _OutOfMemory from None
+            raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        _emit(progress_line(mover))  # the final counters, folder by folder
+
+
+def run_job(spec: dict[str, Any], workdir: Path) -> tuple[int, dict[str, Any]]:
+    """Run one transfer as the spec says; returns (exit status, result line)."""
+    from ..accounts import ssl_context
+    from ..cli import build_report
+    from ..imap.errors import ImapError
+    from ..transfer.engine import Mover, PlanError
+    from ..transfer.model import Options, Progress
+    from ..transfer.state import State, StateError
+
+    ctx = ssl_context(spec.get("ca_file"))
+    insecure = bool(spec.get("allow_insecure_hosts"))
+    source = make_endpoint(spec["source"], ctx, insecure)
+    dest = make_endpoint(spec["dest"], ctx, insecure)
+    spec["source"].pop("password", None)
+    spec["dest"].pop("password", None)
+    folders = spec.get("folders") or {}
+    opts = spec.get("options") or {}
+    options = Options(
+        include=list(folders.get("include") or []),
+        exclude=list(folders.get("exclude") or []),
+        connections=int(opts.get("connections", 2)),
+        retries=int(opts.get("retries", 3)),
+        idle_timeout=float(opts.get("idle_timeout", 120.0)),
+        connect_timeout=float(opts.get("connect_timeout", 30.0)),
+    )
+    started = time.time()
+    status, error, transient = "interrupted", None, False
+    state: State | None = None
+    mover = Mover(source, dest, state=None, options=options, progress=Progress(), on_event=log.info)
+    try:
+        state = State(workdir / "state.sqlite")
+        state.set_meta("source", source.label)
+        state.set_meta("dest", dest.label)
+        mover.state = state
+        asyncio.run(_run(mover, float(spec.get("progress_interval", 0.5))))
+        status = "done"
+    except asyncio.CancelledError:
+        status, error = "cancelled", "cancelled"
+    except ImapError as exc:
+        error, transient = str(exc), exc.transient
+    except (PlanError, StateError) as exc:
+        error = str(exc)
+    except (MemoryError, _OutOfMemory):
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        size = f" of {limit >> 20} MiB" if limit > 0 else ""
+        error = f"the transfer needs more memory than the job's limit{size}"
+    except Exception as exc:  # a bug: the traceback goes to job.log, not to the customer
+        log.exception("internal error")
+        error = f"internal error ({type(exc).__name__}); the operator can see job.log"
+    finally:
+        if state is not None:
+            try:
+                state.close()
+            except StateError as exc:
+                error = error or str(exc)
+    report = build_report(mover, source.label, dest.label, started, status, error)
+    if status == "cancelled":
+        report["status"] = "cancelled"
+    _write_json(workdir / "report.json", report)
+    t = report["totals"]
+    if error is not None:
+        code = EXIT_ABORTED
+    else:
+        code = EXIT_FAILED if t["failed"] or t["folders_failed"] else EXIT_OK
+    result = {
+        "type": "result",
+        "status": report["status"],
+        "exit": code,
+        "error": error,
+        "transient": transient,
+        "totals": t,
+        "progress": report["progress"],
+    }
+    return code, result
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _job_main() -> int:
+    """One job, in this process: spec from stdin, progress and result on stdout."""
+    os.umask(0o077)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    line = sys.stdin.buffer.readline()
+    sys.stdin.close()
+    if not line:
+        log.error("no job spec on stdin")
+        return EXIT_ABORTED
+    spec = json.loads(line)
+    del line
+    log.info("job %s starting in %s (pid %d)", spec.get("job_id"), os.getcwd(), os.getpid())
+    code, result = run_job(spec, Path.cwd())
+    _emit(result)
+    log.info("job %s ended: %s (exit %d)", spec.get("job_id"), result["status"], code)
+    return code
+
+
+# ---------------------------------------------------------------------- the zygote
+#
+# Starting a job process costs ~0.15 s of CPU (interpreter, asyncio, ssl, the IMAP stack)
+# and ~20 MB of private memory: little for a big mailbox, most of the work for a small
+# one.  The zygote pays it once: a single-threaded process that has imported everything
+# and forks one child per job.  A child gets exactly what an exec'd job process gets --
+# its own session, limits, death signal, private directory, clean environment, its spec
+# on its own stdin -- and shares the imported code with its siblings (copy-on-write).
+#
+# Protocol on the control socket (SOCK_SEQPACKET, ``--zygote FD``, JSON per message):
+#   supervisor -> zygote: {"op": "spawn", "token", "cwd", "nofile", "memory"} with the
+#                         job's stdin, stdout and stderr as SCM_RIGHTS fds;
+#   zygote -> supervisor: {"op": "spawned", "token", "pid"} or {"op": "error", "token",
+#                         "error"}; later {"op": "exit", "pid", "returncode", "cpu"} once the
+#                         child ended, its process group was SIGKILLed and it was reaped.
+
+
+def _preload() -> None:
+    """Import what a job needs, so that forked children start ready."""
+    from .. import accounts, cli  # noqa: F401
+    from ..transfer import engine, state  # noqa: F401
+
+
+def _zygote_child(fds: list[int], request: dict[str, Any], zygote: int) -> None:
+    """In the forked child: become an isolated job process, run the job, exit."""
+    code = EXIT_ABORTED
+    try:
+        os.setsid()
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+        os.closerange(3, 1 << 16)
+        os.chdir(request["cwd"])
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        nofile = int(request["nofile"])
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+        if request.get("memory"):
+            mem = int(request["memory"])
+            resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+        _die_with_parent(zygote)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        import random
+
+        random.seed()  # not the zygote's sequence in every job
+        import gc
+
+        gc.enable()
+        sys.stdin = open(0, encoding="utf-8", closefd=False)
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
+        sys.stderr = open(2, "w", encoding="utf-8", buffering=1, closefd=False)
+        code = _job_main()
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            log.exception("job process failed")
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def zygote_main(parent: int, control_fd: int) -> int:
+    """Fork job processes on request (see above) until the control socket closes."""
+    import gc
+    import socket
+
+    _die_with_parent(parent)
+    os.umask(0o077)
+    gc.disable()
+    _preload()
+    # Move every object to a permanent generation: the children's garbage collector
+    # then never walks (and so never writes to, un-sharing) the zygote's pages.
+    gc.freeze()
+    ctl = socket.socket(fileno=control_fd)
+    me = os.getpid()
+    children: set[int] = set()
+
+    def send(msg: dict[str, Any]) -> None:
+        ctl.send(json.dumps(msg).encode())
+
+    try:
+        while True:
+            ready, _, _ = select.select([ctl], [], [], 0.05)
+            if ready:
+                data, fds, _flags, _addr = socket.recv_fds(ctl, 1 << 16, 3)
+                if not data:
+                    return 0  # the supervisor is gone
+                request = json.loads(data)
+                try:
+                    if len(fds) != 3:
+                        raise ValueError(f"expected 3 file descriptors, got {len(fds)}")
+                    pid = os.fork()
+                    if pid == 0:
+                        _zygote_child(fds, request, me)
+                    children.add(pid)
+                    send({"op": "spawned", "token": request.get("token"), "pid": pid})
+                except Exception as exc:
+                    send({"op": "error", "token": request.get("token"), "error": str(exc)})
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+            # Reap ended children: SIGKILL their group first, while the zombie still
+            # holds the group id (no unrelated group can have it yet).
+            while children:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                if info is None:
+                    break
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(info.si_pid, signal.SIGKILL)
+                _, status, usage = os.wait4(info.si_pid, 0)
+                children.discard(info.si_pid)
+                send(
+                    {
+                        "op": "exit",
+                        "pid": info.si_pid,
+                        "returncode": os.waitstatus_to_exitcode(status),
+                        "cpu": usage.ru_utime + usage.ru_stime,
+                    }
+                )
+    finally:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m yippiemove.jobs.jail")
+    parser.add_argument("--parent", type=int, required=True, help="the supervisor's pid")
+    parser.add_argument(
+        "--zygote",
+        type=int,
+        metavar="FD",
+        help="be the zygote: fork job processes on request from this control socket",
+    )
+    args = parser.parse_args(argv)
+    if args.zygote is not None:
+        return zygote_main(args.parent, args.zygote)
+    _die_with_parent(args.parent)
+    return _job_main()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""The job queue: a small interface of our own, Huey behind it.
+
+The queue only carries job ids.  The control database is the source of truth: a worker
+that receives an id *claims* the job there before running it, so an id delivered twice
+(re-enqueued after a crash, or by the start-up recovery) runs once.  That also means the
+queue needs no acknowledgements or visibility timeouts: a job whose worker died is found
+by its expired lease in the database and enqueued again.
+
+Implementations
+---------------
+:class:`HueyQueue` runs on any Huey storage.  Embedded (the default, ``queue_url =
+"sqlite"``): ``SqliteHuey`` in ``data_dir/queue.sqlite``, consumers are threads of the
+``serve`` process.  Distributed: ``queue_url = "redis://host:6379/0"`` gives
+``RedisHuey`` (pip install redis); then start ``yippiemove serve`` (or more workers) on
+each machine with the same ``database_url`` (PostgreSQL) and ``queue_url``.  For a
+PostgreSQL-backed Huey, pass any ``huey.Huey`` instance to :class:`HueyQueue` (e.g.
+``huey.contrib.sql_huey.SqlHuey`` with a peewee PostgreSQL database).
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("yippiemove.queue")
+
+__all__ = ["HueyQueue", "JobQueue", "JobRunner", "make_queue"]
+
+#: What a worker does with a job id (the supervisor's ``run_job``).
+JobRunner = Callable[[str], None]
+
+
+class JobQueue(abc.ABC):
+    """Deliver job ids to workers, at least once."""
+
+    @abc.abstractmethod
+    def enqueue(self, job_id: str) -> None:
+        """Hand a job to some worker (durable: survives a restart of the service)."""
+
+    @abc.abstractmethod
+    def start(self, workers: int, runner: JobRunner) -> None:
+        """Run ``workers`` consumers in this process; each calls ``runner(job_id)``."""
+
+    @abc.abstractmethod
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the consumers, waiting (bounded) for running ``runner`` calls to return."""
+
+    @property
+    def running(self) -> bool:
+        return False
+
+
+class HueyQueue(JobQueue):
+    """:class:`JobQueue` on Huey; consumers are threads in this process."""
+
+    TASK_NAME = "yippiemove.run_job"
+
+    def __init__(
+        self, huey: Any, *, poll_interval: float = 0.1, max_poll_delay: float = 1.0
+    ) -> None:
+        self.huey = huey
+        self.poll_interval = poll_interval
+        self.max_poll_delay = max_poll_delay
+        self._runner: JobRunner | None = None
+        self._consumer: Any = None
+        self._lock = threading.Lock()
+        # Idle workers poll with a backoff up to max_poll_delay; a job enqueued by this
+        # process wakes one at once (other processes' jobs wait for the next poll).
+        self._wake = threading.Condition()
+        self._wakeups = 0
+        self._task = huey.task(name=self.TASK_NAME, retries=0)(self._execute)
+
+    @classmethod
+    def sqlite(cls, path: Path) -> HueyQueue:
+        """The embedded queue: one SQLite file (WAL), no server."""
+        from huey import SqliteHuey
+
+        return cls(SqliteHuey("yippiemove", filename=str(path), results=False, utc=True))
+
+    @classmethod
+    def redis(cls, url: str) -> HueyQueue:
+        """A queue shared by workers on many machines (needs the ``redis`` package)."""
+        from huey import RedisHuey
+
+        return cls(RedisHuey("yippiemove", url=url, results=False, utc=True))
+
+    def _execute(self, job_id: str) -> None:
+        runner = self._runner
+        if runner is None:  # pragma: no cover - start() sets it before consumers run
+            raise RuntimeError("queue consumer without a runner")
+        runner(job_id)
+
+    def enqueue(self, job_id: str) -> None:
+        self._task(job_id)
+        with self._wake:
+            self._wakeups += 1
+            self._wake.notify()
+
+    def pending(self) -> int:
+        """Messages waiting in the queue (for tests and monitoring)."""
+        return int(self.huey.pending_count())
+
+    def start(self, workers: int, runner: JobRunner) -> None:
+        from huey.consumer import Consumer, Worker
+
+        queue = self
+
+        class _Worker(Worker):
+            def sleep(self) -> None:
+                self.delay = min(self.delay, self.max_delay)
+                with queue._wake:
+                    if not queue._wakeups:
+                        queue._wake.wait(self.delay)
+                    if queue._wakeups:
+                        queue._wakeups -= 1
+                        self.delay = self.default_delay
+                        return
+                self.delay *= self.backoff
+
+        class _EmbeddedConsumer(Consumer):
+            worker_class = _Worker
+
+            # The host process (uvicorn) owns the signals; we are stopped by stop().
+            def _set_signal_handlers(self) -> None:
+                pass
+
+        with self._lock:
+            if self._consumer is not None:
+                raise RuntimeError("the queue consumers are already running")
+            self._runner = runner
+            self._consumer = _EmbeddedConsumer(
+                self.huey,
+                workers=max(1, workers),
+                periodic=False,
+                initial_delay=self.poll_interval,
+                backoff=1.5,
+                max_delay=self.max_poll_delay,
+                worker_type="thread",
+                check_worker_health=False,
+            )
+            self._consumer.start()
+        log.info("job queue: %d worker thread(s)", workers)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        with self._lock:
+            consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        consumer.shutdown_timeout = timeout
+        consumer.stop_flag.set()
+        with self._wake:
+            self._wake.notify_all()
+        consumer.stop(graceful=True)
+
+    @property
+    def running(self) -> bool:
+        return self._consumer is not None
+
+
+def make_queue(queue_url: str, data_dir: Path) -> JobQueue:
+    """The queue a setting names: ``sqlite`` (embedded, default) or ``redis://...``."""
+    if queue_url in ("", "sqlite"):
+        return HueyQueue.sqlite(data_dir / "queue.sqlite")
+    if queue_url.startswith(("redis://", "rediss://", "unix://")):
+        return HueyQueue.redis(queue_url)
+    raise ValueError(f"unknown queue_url {queue_url!r} (use 'sqlite' or 'redis://HOST:PORT/DB')")

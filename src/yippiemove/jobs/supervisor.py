@@ -1,0 +1,648 @@
+"""The supervisor: runs one job in its own OS process and watches over it.
+
+A queue worker calls :meth:`Supervisor.run_job` with a job id.  The supervisor
+
+1. **claims** the job in the control database (``queued`` -> ``running``, with a lease in
+   its name); a job another worker claimed first is left alone;
+2. **starts the jail** (:mod:`yippiemove.jobs.jail`, through :mod:`.launch`: forked
+   from a preloaded zygote, or exec'd): a new session and process group, private
+   working directory ``data_dir/jobs/<id>/`` (mode 0700), an environment with nothing
+   of ours in it, limits set before the job gets any work (``RLIMIT_NOFILE``,
+   ``RLIMIT_AS``, ``RLIMIT_CORE`` = 0), the credentials written to its stdin;
+3. **streams progress** from the jail's stdout into the database (throttled), renewing
+   the lease each time, and checks the cancel flag;
+4. **cancels** with SIGTERM to the process group (the mover stops cleanly, flushes its
+   state, writes its report), then SIGKILL after a grace period;
+5. **restarts** the job, resuming from its state file, when it died of a transient
+   cause -- killed by a signal we did not send (OOM killer, an operator's kill -9), a
+   hang (no output for ``job_stall_seconds``), or exit 2 with a transient error
+   (connection dropped) -- at most ``job_max_restarts`` times per run, with backoff;
+6. marks the job ``done``/``failed``/``cancelled``, schedules the deletion of its
+   credentials, and has the owner e-mailed.
+
+If the service stops (Ctrl-C, SIGTERM), running jobs are stopped cleanly and put back
+to ``queued``; if it is killed, the jails die with it (``PR_SET_PDEATHSIG``, through the
+zygote when they were forked) and the next start finds their jobs ``running`` under a
+dead owner and resumes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..service.config import Settings
+from ..service.db import Database, Job, User
+from ..service.notify import Notifier
+from ..service.secrets import CredentialBox, CredentialsUnreadable
+from .launch import JailProcess, make_launcher
+
+log = logging.getLogger("yippiemove.supervisor")
+
+__all__ = [
+    "ProgressTracker",
+    "Supervisor",
+    "expire_credentials",
+    "identity_dead",
+    "kill_stale_jail",
+    "process_identity",
+]
+
+TERMINAL = ("done", "failed", "cancelled")
+
+
+# ---------------------------------------------------------------------- process identity
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (tells reused pids apart)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def process_identity(pid: int | None = None) -> str:
+    """``host|pid|start time`` of a process on this machine."""
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}|{pid}|{_start_time(pid)}"
+
+
+def identity_dead(identity: str | None) -> bool:
+    """Whether a process named by :func:`process_identity` is known to be gone.
+
+    Only processes on this machine can be checked; others are presumed alive (their
+    leases expire instead).
+    """
+    if not identity:
+        return True
+    host, _, rest = identity.partition("|")
+    pid_s, _, start = rest.partition("|")
+    if host != socket.gethostname():
+        return False
+    try:
+        pid = int(pid_s)
+    except ValueError:
+        return True
+    return _start_time(pid) != start
+
+
+def kill_stale_jail(jail: str | None, timeout: float = 10.0) -> None:
+    """SIGKILL a job process (and its group) left over by a dead supervisor, if alive.
+
+    ``jail`` is the job process's :func:`process_identity` as stored in the job's row;
+    a process on another machine, or a pid reused by another process, is left alone.
+    """
+    if not jail or identity_dead(jail):
+        return
+    host, _, rest = jail.partition("|")
+    if host != socket.gethostname():
+        return
+    pid_s, _, start = rest.partition("|")
+    pid = int(pid_s)
+    log.warning("killing the job process %d left over by a dead supervisor", pid)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while _start_time(pid) == start and time.monotonic() < deadline:
+        # A zombie whose parent died is reaped by init; its stat says state Z meanwhile.
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z":
+                return
+        time.sleep(0.02)
+
+
+def expire_credentials(job: Job, settings: Settings, now: float) -> None:
+    """A job ended: keep its passwords for re-runs for the retention time, then none."""
+    days = settings.credential_retention_days
+    if days <= 0:
+        job.credentials = None
+        job.credentials_expires = None
+    else:
+        job.credentials_expires = now + days * 86400
+
+
+# ---------------------------------------------------------------------- progress
+
+
+class ProgressTracker:
+    """Turns the jail's progress lines into the job's progress JSON.
+
+    Adds the rate (bytes/s over the last ``window`` seconds), the ETA, and a rate
+    history for a graph: ``[[t, bytes_done], ...]`` sampled every ``step`` seconds; when
+    it grows past ``max_points`` every other point is dropped and the step doubled, so
+    it covers the whole job at a bounded size.
+    """
+
+    def __init__(
+        self, previous: dict[str, Any] | None = None, *, max_points: int = 240, window: float = 10
+    ) -> None:
+        previous = previous or {}
+        self.history: list[list[float]] = [list(p) for p in previous.get("rate_history", [])]
+        self.step = float(previous.get("history_step", 1.0))
+        self.max_points = max_points
+        self.window = window
+        self.recent: deque[tuple[float, int]] = deque()
+        self.latest: dict[str, Any] = {
+            k: v
+            for k, v in previous.items()
+            if k not in ("rate_history", "history_step", "rate", "eta")
+        }
+
+    def new_attempt(self) -> None:
+        """A new job process counts from zero again: do not read that as a negative rate."""
+        self.recent.clear()
+
+    def update(self, line: dict[str, Any]) -> None:
+        line = {k: v for k, v in line.items() if k != "type"}
+        self.latest.update(line)
+        t = float(line.get("t", time.time()))
+        self.recent.append((t, int(line.get("bytes_done", 0))))
+        while self.recent and t - self.recent[0][0] > self.window:
+            self.recent.popleft()
+
+    def rate(self) -> float:
+        if len(self.recent) < 2:
+            return 0.0
+        (t0, b0), (t1, b1) = self.recent[0], self.recent[-1]
+        return max(0.0, (b1 - b0) / (t1 - t0)) if t1 > t0 else 0.0
+
+    def snapshot(self, **extra: Any) -> dict[str, Any]:
+        now = time.time()
+        done = int(self.latest.get("bytes_done", 0))
+        if not self.history or now - self.history[-1][0] >= self.step:
+            self.history.append([round(now, 2), done])
+            if len(self.history) > self.max_points:
+                self.history = self.history[::2]
+                self.step *= 2
+        rate = self.rate()
+        total = int(self.latest.get("bytes_total", 0))
+        eta = (total - done) / rate if rate > 0 and total > done else None
+        out = dict(self.latest)
+        out.update(
+            rate=round(rate, 1),
+            eta=round(eta, 1) if eta is not None else None,
+            rate_history=self.history,
+            history_step=self.step,
+            updated=now,
+        )
+        out.update(extra)
+        return out
+
+
+# ---------------------------------------------------------------------- supervisor
+
+
+@dataclass
+class Outcome:
+    """How one job process ended."""
+
+    kind: str  # "exited" | "cancelled" | "stopping" | "lost_lease"
+    returncode: int | None = None
+    result: dict[str, Any] | None = None
+    stalled: bool = False
+
+
+class Supervisor:
+    """Runs jobs (one OS process each) for the queue's workers; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        box: CredentialBox,
+        notifier: Notifier,
+        enqueue: Any,
+        stopping: threading.Event | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.box = box
+        self.notifier = notifier
+        self.enqueue = enqueue
+        self.stopping = stopping or threading.Event()
+        self.owner = process_identity()
+        self._jails: dict[str, JailProcess] = {}
+        self.launcher = make_launcher(settings)
+        self._jails_lock = threading.Lock()
+        self._pokes: dict[str, threading.Event] = {}
+
+    def close(self) -> None:
+        """Stop the launcher's helpers (the zygote); call once no job runs here."""
+        self.launcher.close()
+
+    def poke(self, job_id: str) -> None:
+        """Look at the job's row now (a cancel), not at the next heartbeat.
+
+        Only reaches a job supervised by this process; others see the flag within
+        ``progress_interval`` anyway.
+        """
+        with self._jails_lock:
+            event = self._pokes.get(job_id)
+        if event is not None:
+            event.set()
+
+    def running_jails(self) -> dict[str, int]:
+        """job id -> pid of the job processes this supervisor runs now."""
+        with self._jails_lock:
+            return {k: p.pid for k, p in self._jails.items()}
+
+    # ------------------------------------------------------------------ the run
+
+    def run_job(self, job_id: str) -> None:
+        """Claim, run and finish one job (the queue's runner; never raises)."""
+        try:
+            claim = self._claim(job_id)
+            if claim is None:
+                return
+            self._supervise(job_id, claim)
+        except Exception:
+            log.exception("job %s: supervisor error", job_id)
+            with contextlib.suppress(Exception):
+                self._finish(job_id, "failed", "internal error in the service; the job stopped")
+
+    def _claim(self, job_id: str) -> dict[str, Any] | None:
+        now = time.time()
+        with self.db.session() as s:
+            job = s.get(Job, job_id, with_for_update=True)
+            if job is None or job.status != "queued":
+                return None
+            if job.attempts >= self.settings.job_max_attempts:
+                job.status = "failed"
+                job.finished = now
+                job.error = f"gave up after {job.attempts} attempts"
+                expire_credentials(job, self.settings, now)
+                return None
+            job.status = "running"
+            job.lease_owner = self.owner
+            job.lease_expires = now + self.settings.lease_seconds
+            job.started = job.started or now
+            job.cancel_requested = False
+            owner = s.get(User, job.user_id)
+            return {
+                "source": dict(job.source),
+                "dest": dict(job.dest),
+                "folders": job.folders,
+                "progress": dict(job.progress or {}),
+                "email": owner.email if owner else "",
+                "notified_start": job.notified_start,
+            }
+
+    def _supervise(self, job_id: str, claim: dict[str, Any]) -> None:
+        s = self.settings
+        workdir = s.job_dir(job_id)
+        workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(workdir, 0o700)
+        tracker = ProgressTracker(claim["progress"])
+        restarts = 0
+        while True:
+            if self.stopping.is_set():
+                self._requeue(job_id)
+                return
+            try:
+                spec = self._spec(job_id, claim)
+            except CredentialsUnreadable as exc:
+                self._finish(job_id, "failed", str(exc))
+                return
+            if spec is None:
+                self._finish(
+                    job_id, "failed", "the passwords of this transfer were deleted; start it again"
+                )
+                return
+            tracker.new_attempt()
+            proc = self._spawn(job_id, workdir, spec)
+            del spec
+            if not claim["notified_start"]:
+                claim["notified_start"] = True
+                with self.db.session() as sess:
+                    job = sess.get(Job, job_id)
+                    if job is not None:
+                        job.notified_start = True
+                self.notifier.job_started(claim["email"], self._mail_view(job_id))
+            try:
+                out = self._watch(job_id, proc, tracker)
+            finally:
+                with self._jails_lock:
+                    self._jails.pop(job_id, None)
+            log.info("job %s: job process ended: %s rc=%s", job_id, out.kind, out.returncode)
+            if out.kind == "lost_lease":
+                return
+            if out.kind == "stopping":
+                self._requeue(job_id, tracker)
+                return
+            if out.kind == "cancelled":
+                self._finish(job_id, "cancelled", None, tracker)
+                return
+            result = out.result or {}
+            transient, why = self._transient(out)
+            if transient:
+                if restarts < s.job_max_restarts:
+                    restarts += 1
+                    delay = s.restart_delay * 2 ** (restarts - 1)
+                    log.warning(
+                        "job %s: %s; restarting in %.1f s (%d of %d)",
+                        job_id,
+                        why,
+                        delay,
+                        restarts,
+                        s.job_max_restarts,
+                    )
+                    if not self._pause(job_id, tracker, delay):
+                        return
+                    continue
+                self._finish(job_id, "failed", f"{why}; gave up after {restarts} restarts", tracker)
+                return
+            if out.result is None:  # died without a word (an uncaught exception...)
+                self._finish(job_id, "failed", why, tracker)
+            elif out.returncode == 0:
+                self._finish(job_id, "done", None, tracker, result)
+            elif out.returncode == 1:
+                t = result.get("totals") or {}
+                n = int(t.get("failed", 0))
+                msg = f"{n} message{'s' if n != 1 else ''} could not be copied (see the report)"
+                self._finish(job_id, "done", msg, tracker, result)
+            else:
+                self._finish(job_id, "failed", why, tracker, result)
+            return
+
+    @staticmethod
+    def _transient(out: Outcome) -> tuple[bool, str]:
+        """Whether the job died of something a restart may cure, and a sentence why."""
+        rc = out.returncode
+        result = out.result
+        if out.stalled:
+            return True, "the job process hung (no progress) and was killed"
+        if rc is not None and rc < 0:
+            try:
+                name = signal.Signals(-rc).name
+            except ValueError:
+                name = f"signal {-rc}"
+            return True, f"the job process was killed ({name})"
+        if rc == 2 and result is not None:
+            return bool(result.get("transient")), str(result.get("error") or "the job stopped")
+        if result is None:
+            return False, f"the job process ended unexpectedly (exit status {rc})"
+        return False, str((result or {}).get("error") or "")
+
+    # ------------------------------------------------------------------ the jail
+
+    def _spec(self, job_id: str, claim: dict[str, Any]) -> dict[str, Any] | None:
+        """The jail's stdin: the job and, only here, its passwords."""
+        with self.db.read() as sess:
+            job = sess.get(Job, job_id)
+            blob = job.credentials if job is not None else None
+        if blob is None:
+            return None
+        creds = self.box.decrypt(blob)
+        s = self.settings
+        source = dict(claim["source"], password=creds.get("source_password", ""))
+        dest = dict(claim["dest"], password=creds.get("dest_password", ""))
+        return {
+            "job_id": job_id,
+            "source": source,
+            "dest": dest,
+            "folders": claim["folders"],
+            "ca_file": s.ca_file,
+            "allow_insecure_hosts": s.allow_insecure_hosts,
+            "options": {"connections": s.job_connections},
+            "progress_interval": min(0.5, s.progress_interval),
+        }
+
+    def _spawn(self, job_id: str, workdir: Path, spec: dict[str, Any]) -> JailProcess:
+        proc = self.launcher.spawn(workdir)
+        try:
+            with self._jails_lock:
+                self._jails[job_id] = proc
+            identity = process_identity(proc.pid)
+            with self.db.session() as sess:
+                job = sess.get(Job, job_id)
+                if job is not None:
+                    job.jail = identity
+                    job.attempts = (job.attempts or 0) + 1
+            proc.stdin.write(json.dumps(spec).encode() + b"\n")
+            proc.stdin.close()
+        except BaseException:
+            with self._jails_lock:
+                self._jails.pop(job_id, None)
+            with contextlib.suppress(BaseException):
+                proc.stdin.close()
+            proc.reap()
+            raise
+        log.info("job %s: job process %d started", job_id, proc.pid)
+        return proc
+
+    def _watch(self, job_id: str, proc: JailProcess, tracker: ProgressTracker) -> Outcome:
+        """Read progress until the job process ends; renew the lease; cancel; stop."""
+        s = self.settings
+        fd = proc.stdout_fd
+        os.set_blocking(fd, False)
+        sel = selectors.DefaultSelector()
+        sel.register(fd, selectors.EVENT_READ)
+        buf = b""
+        eof = False
+        result: dict[str, Any] | None = None
+        last_output = last_renewal = time.monotonic()
+        last_write = 0.0
+        term_at: float | None = None
+        reason: str | None = None  # why we signalled it: cancelled | stopping | lost_lease
+        stalled = False
+        poke = threading.Event()
+        with self._jails_lock:
+            self._pokes[job_id] = poke
+        try:
+            while True:
+                if not eof:
+                    for _key, _ev in sel.select(0.2):
+                        try:
+                            chunk = os.read(fd, 1 << 16)
+                        except BlockingIOError:
+                            continue
+                        if not chunk:
+                            eof = True
+                            sel.unregister(fd)
+                            break
+                        last_output = time.monotonic()
+                        buf += chunk
+                        *lines, buf = buf.split(b"\n")
+                        for raw in lines:
+                            msg = _parse(raw)
+                            if msg is None:
+                                continue
+                            if msg.get("type") == "progress":
+                                tracker.update(msg)
+                            elif msg.get("type") == "result":
+                                result = msg
+                else:
+                    time.sleep(0.05)
+                exited = proc.exited()
+                now = time.monotonic()
+                if now - last_write >= s.progress_interval or poke.is_set():
+                    poke.clear()
+                    last_write = now
+                    ok, cancel = self._heartbeat(job_id, tracker)
+                    if ok:
+                        last_renewal = now
+                    elif reason != "lost_lease" and (
+                        ok is False or now - last_renewal > s.lease_seconds * 0.8
+                    ):
+                        # Someone else owns the job now (or we cannot prove we do):
+                        # never let two movers write the same mailbox.
+                        log.error("job %s: lease lost; killing its job process", job_id)
+                        proc.signal_group(signal.SIGKILL)
+                        reason = "lost_lease"
+                    if cancel and reason is None and not exited:
+                        reason = "cancelled"
+                        proc.signal_group(signal.SIGTERM)
+                        term_at = now
+                if self.stopping.is_set() and reason is None and not exited:
+                    reason = "stopping"
+                    proc.signal_group(signal.SIGTERM)
+                    term_at = now
+                if reason is None and not exited and now - last_output > s.job_stall_seconds:
+                    log.error("job %s: no output for %.0f s; killing it", job_id, now - last_output)
+                    stalled = True
+                    reason = "stalled"
+                    proc.signal_group(signal.SIGKILL)
+                if term_at is not None and now - term_at > s.job_kill_grace and not exited:
+                    proc.signal_group(signal.SIGKILL)
+                    term_at = None
+                if exited and (eof or now - last_output > 2):
+                    break
+        finally:
+            with self._jails_lock:
+                self._pokes.pop(job_id, None)
+            sel.close()
+            rc = proc.reap()  # stray children in its group are SIGKILLed first
+            cpu = float(tracker.latest.get("cpu_seconds", 0.0)) + proc.cpu
+            tracker.latest["cpu_seconds"] = round(cpu, 3)
+            with contextlib.suppress(Exception), self.db.session() as sess:
+                job = sess.get(Job, job_id)
+                if job is not None and job.lease_owner == self.owner:
+                    job.jail = None
+        if reason in ("cancelled", "stopping", "lost_lease"):
+            return Outcome(reason, rc, result)
+        return Outcome("exited", rc, result, stalled=stalled)
+
+    def _heartbeat(self, job_id: str, tracker: ProgressTracker) -> tuple[bool | None, bool]:
+        """Write progress and renew the lease: (lease ok, or None if the DB failed; cancel?)."""
+        try:
+            with self.db.session() as sess:
+                job = sess.get(Job, job_id)
+                if job is None or job.lease_owner != self.owner or job.status != "running":
+                    return False, False
+                job.progress = tracker.snapshot(attempt=job.attempts)
+                job.lease_expires = time.time() + self.settings.lease_seconds
+                return True, bool(job.cancel_requested)
+        except Exception as exc:
+            log.warning("job %s: cannot write progress: %s", job_id, exc)
+            return None, False
+
+    def _pause(self, job_id: str, tracker: ProgressTracker, seconds: float) -> bool:
+        """Sleep between restarts, keeping the lease; False if the job must not go on."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            ok, cancel = self._heartbeat(job_id, tracker)
+            if ok is False:
+                return False
+            if cancel:
+                self._finish(job_id, "cancelled", None, tracker)
+                return False
+            if self.stopping.is_set():
+                self._requeue(job_id, tracker)
+                return False
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        return True
+
+    # ------------------------------------------------------------------ endings
+
+    def _requeue(self, job_id: str, tracker: ProgressTracker | None = None) -> None:
+        """The service is stopping: give the job back, to resume at the next start."""
+        with self.db.session() as sess:
+            job = sess.get(Job, job_id)
+            if job is None or job.lease_owner != self.owner:
+                return
+            job.status = "queued"
+            job.lease_owner = None
+            job.lease_expires = None
+            job.jail = None
+            if tracker is not None:
+                job.progress = tracker.snapshot(phase="interrupted")
+        with contextlib.suppress(Exception):
+            self.enqueue(job_id)
+        log.info("job %s: put back in the queue (service stopping)", job_id)
+
+    def _finish(
+        self,
+        job_id: str,
+        status: str,
+        error: str | None,
+        tracker: ProgressTracker | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        now = time.time()
+        with self.db.session() as sess:
+            job = sess.get(Job, job_id)
+            if job is None or job.status in TERMINAL:
+                return
+            if job.lease_owner not in (None, self.owner):
+                return
+            job.status = status
+            job.finished = now
+            job.error = error
+            job.lease_owner = None
+            job.lease_expires = None
+            job.jail = None
+            job.cancel_requested = False
+            progress = tracker.snapshot() if tracker is not None else dict(job.progress or {})
+            if result is not None and result.get("progress"):
+                progress.update(result["progress"])
+            if result is not None and result.get("totals"):
+                progress["totals"] = result["totals"]
+            progress.update(phase=status, rate=0.0, eta=None, current=[])
+            if status == "done":
+                progress["folders_done"] = progress.get("folders_total", 0)
+            job.progress = progress
+            report = self.settings.job_dir(job_id) / "report.json"
+            job.report_path = str(report) if report.exists() else None
+            expire_credentials(job, self.settings, now)
+            email = sess.get(User, job.user_id).email if job.user_id else ""
+        log.info("job %s: %s%s", job_id, status, f" ({error})" if error else "")
+        view = self._mail_view(job_id)
+        if status == "done":
+            self.notifier.job_done(email, view)
+        elif status == "failed":
+            self.notifier.job_failed(email, view)
+
+    def _mail_view(self, job_id: str) -> dict[str, Any]:
+        with self.db.read() as sess:
+            job = sess.get(Job, job_id)
+            assert job is not None
+            return {
+                "id": job.id,
+                "status": job.status,
+                "source": dict(job.source),
+                "dest": dict(job.dest),
+                "progress": dict(job.progress or {}),
+                "error": job.error,
+            }
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    try:
+        msg = json.loads(raw)
+    except ValueError:
+        return None
+    return msg if isinstance(msg, dict) else None

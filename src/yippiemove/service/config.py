@@ -1,0 +1,180 @@
+"""Settings of the service: where its data lives, how jobs are run, whom to mail.
+
+Everything has an embedded default so that ``yippiemove serve`` runs on one machine with
+no configuration.  Each field can be set by an environment variable named
+``YIPPIEMOVE_<FIELD>`` (upper case, e.g. ``YIPPIEMOVE_SMTP_HOST``), and by keyword
+overrides of :meth:`Settings.load` (the command line), which win over the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Settings", "read_or_create_secret"]
+
+GiB = 1 << 30
+
+
+@dataclass
+class Settings:
+    """The service's configuration (see docs/service-contract.md and docs/service.md)."""
+
+    data_dir: Path
+    database_url: str
+    secret_key_file: Path
+    credentials_key_file: Path
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str = "yippiemove@localhost"
+    allow_insecure_hosts: bool = False
+    ca_file: str | None = None
+    workers: int = 2
+    credential_retention_days: float = 7
+    base_url: str = "http://127.0.0.1:8080"
+    # --- additions (not in the first contract) -------------------------------------
+    #: SMTP: STARTTLS and login (password read from this file at send time).
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password_file: Path | None = None
+    #: Queue backend: "sqlite" (embedded Huey, file under data_dir) or a Huey
+    #: "redis://..." URL for workers on many machines (see docs/service.md).
+    queue_url: str = "sqlite"
+    #: How job processes start: "fork" (from a preloaded zygote: ~10x cheaper to start,
+    #: code pages shared) or "exec" (a new interpreter per job).  See jobs/launch.py.
+    job_spawn: str = "fork"
+    #: Limits of each job process (the jail).
+    job_max_open_files: int = 1024
+    job_max_memory: int = GiB
+    #: Parallel folder workers inside one job (one connection per side each).
+    job_connections: int = 2
+    #: How often a job that died of a transient cause is started again, per run.
+    job_max_restarts: int = 3
+    #: Job processes started per run at most, restarts and resumptions after a restart
+    #: of the service included (a job that keeps dying is given up).
+    job_max_attempts: int = 12
+    #: A running job whose supervisor has not renewed its lease for this long is
+    #: taken over (its supervisor is presumed dead).
+    lease_seconds: float = 30.0
+    #: A job process that prints nothing (not even progress) this long is hung: killed
+    #: and restarted.
+    job_stall_seconds: float = 300.0
+    #: Seconds between progress writes to the control database, per job.
+    progress_interval: float = 1.0
+    #: SIGTERM first, SIGKILL after this many seconds (cancel, shutdown).
+    job_kill_grace: float = 5.0
+    #: Seconds between maintenance rounds (expired credentials, stale leases).
+    maintenance_interval: float = 60.0
+    #: Seconds between restarts of a job: base of an exponential backoff.
+    restart_delay: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    def job_dir(self, job_id: str) -> Path:
+        """A job's private working directory (state.sqlite, report.json, job.log)."""
+        return self.jobs_dir / job_id
+
+    def session_key(self) -> bytes:
+        """The web session signing key (created 0600 on first use)."""
+        return read_or_create_secret(self.secret_key_file, lambda: secrets.token_bytes(32))
+
+    @classmethod
+    def load(cls, data_dir: Path | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``YIPPIEMOVE_*`` environment variables, then ``overrides``.
+
+        ``data_dir``: argument, else ``YIPPIEMOVE_DATA_DIR``, else the user data
+        directory (``~/.local/share/yippiemove``).  It is created with mode 0700.
+        """
+        env = os.environ
+        if data_dir is None:
+            data_dir = Path(env["YIPPIEMOVE_DATA_DIR"]) if env.get("YIPPIEMOVE_DATA_DIR") else None
+        if data_dir is None:
+            import platformdirs
+
+            data_dir = Path(platformdirs.user_data_dir("yippiemove"))
+        data_dir = Path(data_dir).absolute()
+        values: dict[str, Any] = {
+            "data_dir": data_dir,
+            "database_url": f"sqlite:///{data_dir / 'control.sqlite'}",
+            "secret_key_file": data_dir / "session.key",
+            "credentials_key_file": data_dir / "credentials.key",
+        }
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("data_dir", "extra")}
+        for name, f in fields.items():
+            raw = env.get("YIPPIEMOVE_" + name.upper())
+            if raw is not None and raw != "":
+                values[name] = _convert(name, f.type, raw)
+        for name, value in overrides.items():
+            if name not in fields:
+                raise TypeError(f"unknown setting {name!r}")
+            if value is not None:
+                values[name] = value
+        settings = cls(**values)
+        if not settings.data_dir.exists():
+            settings.data_dir.mkdir(parents=True)
+            os.chmod(settings.data_dir, 0o700)  # ours: private (an existing one is kept)
+        settings.jobs_dir.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(settings.jobs_dir, 0o700)
+        return settings
+
+
+def _convert(name: str, type_name: object, raw: str) -> Any:
+    """Environment strings to field types (annotations are strings here)."""
+    t = str(type_name)
+    try:
+        if t.startswith("bool"):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if t.startswith("int"):
+            return int(raw)
+        if t.startswith("float"):
+            return float(raw)
+        if t.startswith("Path"):
+            return Path(raw)
+    except ValueError:
+        raise ValueError(f"YIPPIEMOVE_{name.upper()}={raw!r} is not a valid {t}") from None
+    return raw
+
+
+def read_or_create_secret(path: Path, make: Any) -> bytes:
+    """Read a secret file, or create it (mode 0600, atomically) with ``make()``.
+
+    A file readable by others is refused: a leaked key would undo the protection.
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, make())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)  # never replaces a key another process just made
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+        st = path.stat()
+    if st.st_mode & 0o077:
+        raise PermissionError(
+            f"{path} is readable by other users (mode {st.st_mode & 0o777:o}); chmod 600 it"
+        )
+    data = path.read_bytes()
+    if not data.strip():
+        raise ValueError(f"{path} is empty")
+    return data

@@ -1,0 +1,869 @@
+"""The Service facade: everything the web front door and the CLI may do.
+
+The web layer (``yippiemove.web``) talks to the rest of the service only through
+:class:`Service` (docs/service-contract.md).  Every method that touches a transfer takes
+the acting ``user_id`` and behaves as if other customers' transfers did not exist
+(:class:`NotFound`), so tenant isolation does not depend on each page remembering it.
+
+Errors are :class:`ServiceError` (and subclasses) whose message is safe to show: it names
+the offending field (``"source.port: must be 1-65535"``) and never holds a password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import functools
+import io
+import ipaddress
+import json
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from ..imap.connection import is_loopback
+from ..jobs.queue import JobQueue, make_queue
+from ..jobs.supervisor import (
+    TERMINAL,
+    Supervisor,
+    expire_credentials,
+    identity_dead,
+    kill_stale_jail,
+)
+from .config import Settings
+from .db import ApiToken, Database, Job, User
+from .notify import Notifier
+from .secrets import (
+    CredentialBox,
+    hash_password,
+    hash_token,
+    new_token,
+    password_needs_rehash,
+    verify_password,
+)
+
+log = logging.getLogger("yippiemove.service")
+
+__all__ = [
+    "Account",
+    "Conflict",
+    "FolderInfo",
+    "JobView",
+    "NotFound",
+    "Service",
+    "ServiceError",
+    "default_selected",
+    "explain_imap_error",
+]
+
+STATUSES = ("queued", "running", "done", "failed", "cancelled")
+SECURITIES = ("tls", "starttls", "none")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify against for unknown e-mails: same time as a wrong password."""
+    return hash_password("not a real password, only for equal timing")
+
+
+_EMAIL = re.compile(r"\A[^@\s]+@[^@\s]+\.[^@\s]+\Z")
+_HOSTNAME = re.compile(
+    r"\A(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z"
+)
+
+#: Folder names (any level, case-insensitive) left unticked by default: junk and trash.
+JUNK_TRASH_NAMES = frozenset(
+    {
+        "junk",
+        "spam",
+        "junk e-mail",
+        "junk email",
+        "junk mail",
+        "bulk mail",
+        "spamverdacht",
+        "trash",
+        "bin",
+        "deleted",
+        "deleted items",
+        "deleted messages",
+        "papierkorb",
+        "gelöschte elemente",
+        "gelöschte objekte",
+        "corbeille",
+        "papelera",
+        "cestino",
+        "prullenbak",
+    }
+)
+
+
+class ServiceError(Exception):
+    """A request the service cannot do; the message is safe to show to the customer."""
+
+    status: int = 400
+
+
+class NotFound(ServiceError):
+    """No such object -- also for another customer's transfer."""
+
+    status = 404
+
+
+class Conflict(ServiceError):
+    """The object is not in a state that allows this (e.g. re-run while running)."""
+
+    status = 409
+
+
+@dataclass(frozen=True)
+class Account:
+    """The API's ACCOUNT object.  The password never shows in ``repr``."""
+
+    host: str
+    port: int
+    security: str  # "tls" | "starttls" | "none"
+    username: str
+    password: str = field(repr=False)
+
+    def public(self) -> dict[str, Any]:
+        """What may be stored in clear and shown: everything but the password."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "security": self.security,
+            "username": self.username,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, role: str = "account") -> Account:
+        """From JSON/form data; a missing or mistyped field is a ServiceError naming it.
+
+        ``port`` may be omitted (993 for tls, else 143) or a string of digits;
+        ``security`` defaults to ``tls``.
+        """
+        if not isinstance(data, dict):
+            raise ServiceError(
+                f"{role}: must be an object with host, port, security, username, password"
+            )
+        unknown = sorted(set(data) - {"host", "port", "security", "username", "password"})
+        if unknown:
+            raise ServiceError(f"{role}.{unknown[0]}: unknown field")
+        for name in ("host", "username", "password"):
+            if not isinstance(data.get(name), str) or not data.get(name):
+                raise ServiceError(f"{role}.{name}: is required")
+        security = data.get("security", "tls")
+        if not isinstance(security, str):
+            raise ServiceError(f"{role}.security: must be one of {', '.join(SECURITIES)}")
+        security = security.strip().lower() or "tls"
+        port: Any = data.get("port")
+        if port is None or port == "":
+            port = 993 if security == "tls" else 143
+        if isinstance(port, str) and port.strip().isdigit():
+            port = int(port.strip())
+        if not isinstance(port, int) or isinstance(port, bool):
+            raise ServiceError(f"{role}.port: must be 1-65535")
+        return cls(data["host"].strip(), port, security, data["username"].strip(), data["password"])
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    name: str
+    messages: int
+    bytes: int
+    dest_name: str
+    selected_by_default: bool
+
+
+def _default_progress() -> dict[str, Any]:
+    return {
+        "phase": "queued",
+        "folders_done": 0,
+        "folders_total": 0,
+        "messages_done": 0,
+        "messages_total": 0,
+        "bytes_done": 0,
+        "bytes_total": 0,
+        "failed": 0,
+        "current": [],
+        "rate": 0.0,
+        "eta": None,
+        "rate_history": [],
+        "per_folder": {},
+    }
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What pages and the API show of a transfer (never a password)."""
+
+    id: str
+    status: str  # queued | running | done | failed | cancelled
+    source: dict[str, Any]
+    dest: dict[str, Any]
+    folders: dict[str, Any] | None
+    created: float
+    started: float | None
+    finished: float | None
+    progress: dict[str, Any]
+    error: str | None
+    # additions: restarts/resumptions of this run, runs so far, whether a re-run is
+    # possible now, and when the stored passwords will be deleted (None: while running)
+    attempts: int = 0
+    runs: int = 1
+    can_rerun: bool = False
+    credentials_expire: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def of(cls, job: Job) -> JobView:
+        progress = _default_progress()
+        progress.update(job.progress or {})
+        progress.pop("history_step", None)
+        if job.status == "queued" and progress.get("phase") in (None, "", "done"):
+            progress["phase"] = "queued"
+        return cls(
+            id=job.id,
+            status=job.status,
+            source=dict(job.source),
+            dest=dict(job.dest),
+            folders=job.folders,
+            created=job.created,
+            started=job.started,
+            finished=job.finished,
+            progress=progress,
+            error=job.error,
+            attempts=job.attempts or 0,
+            runs=job.runs or 1,
+            can_rerun=job.status in TERMINAL and job.credentials is not None,
+            credentials_expire=job.credentials_expires if job.credentials is not None else None,
+        )
+
+
+def default_selected(name: str, separator: str | None, special_use: frozenset[str]) -> bool:
+    """Junk/Spam and Trash are left unticked: by SPECIAL-USE (RFC 6154) or by name."""
+    if special_use & {"\\JUNK", "\\TRASH"}:
+        return False
+    parts = name.split(separator) if separator else [name]
+    return not any(p.strip().lower() in JUNK_TRASH_NAMES for p in parts)
+
+
+_APP_PASSWORD = re.compile(
+    r"app(lication)?[- ]?(specific[- ])?passwor|app passwor|web ?login required|WEBALERT",
+    re.IGNORECASE,
+)
+
+
+def explain_imap_error(exc: Exception, role: str, account: Account) -> str:
+    """A sentence for the customer: wrong password, host not found, TLS problem..."""
+    from ..imap.errors import (
+        AuthenticationError,
+        ConnectError,
+        InsecureAuthError,
+        TlsError,
+    )
+
+    where = {"source": "source: ", "dest": "destination: "}.get(role, f"{role}: ")
+    text = str(exc)
+    if isinstance(exc, AuthenticationError):
+        msg = f"{where}{text}. Check the user name and password."
+        if _APP_PASSWORD.search(text):
+            msg += (
+                " The server asks for an app password: create one in the provider's "
+                "account security settings and use it here instead of your usual password."
+            )
+        return msg
+    if isinstance(exc, ConnectError):
+        if text.startswith("unknown host"):
+            return f"{where}host {account.host!r} not found; check the server name"
+        if text.startswith("cannot connect"):
+            return f"{where}{text}; check the server name and port"
+        return f"{where}{text}"
+    if isinstance(exc, TlsError):
+        return (
+            f"{where}TLS problem: {text} (check the port and the security setting: "
+            "TLS is usually port 993, STARTTLS port 143)"
+        )
+    if isinstance(exc, InsecureAuthError):
+        return (
+            f"{where}{account.host} offers no TLS, and passwords are only sent over TLS "
+            "to servers other than this machine"
+        )
+    return f"{where}{text}"
+
+
+class Service:
+    """Users, tokens, transfers, account checks and reports (see the contract)."""
+
+    def __init__(self, settings: Settings, queue: JobQueue | None = None) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        settings.jobs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.db = Database(settings.database_url)
+        self.box = CredentialBox.from_settings(settings.credentials_key_file)
+        settings.session_key()  # created 0600 on first start
+        self.queue = (
+            queue if queue is not None else make_queue(settings.queue_url, settings.data_dir)
+        )
+        # SQLite files are created with the umask; only the service may read them.
+        for path in settings.data_dir.glob("*.sqlite*"):
+            with contextlib.suppress(OSError):
+                os.chmod(path, 0o600)
+        self.notifier = Notifier(settings)
+        self._stopping = threading.Event()
+        self.supervisor = Supervisor(
+            settings, self.db, self.box, self.notifier, self.queue.enqueue, self._stopping
+        )
+        self._janitor: threading.Thread | None = None
+
+    # ================================================================== lifecycle
+
+    def start(self, workers: int | None = None) -> None:
+        """Run jobs in this process: recover interrupted jobs, start queue consumers."""
+        self._stopping.clear()
+        self.recover(startup=True)
+        self.cleanup_credentials()
+        self.queue.start(workers or self.settings.workers, self.supervisor.run_job)
+        self._janitor = threading.Thread(
+            target=self._maintain, name="yippiemove-janitor", daemon=True
+        )
+        self._janitor.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop running jobs cleanly (they go back to ``queued``) and the consumers."""
+        self._stopping.set()
+        self.queue.stop(timeout)
+        self.supervisor.close()
+        if self._janitor is not None:
+            self._janitor.join(timeout=5)
+            self._janitor = None
+        self.notifier.flush()
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    def _maintain(self) -> None:
+        while not self._stopping.wait(self.settings.maintenance_interval):
+            try:
+                self.cleanup_credentials()
+                self.recover(startup=False)
+            except Exception:
+                log.exception("maintenance round failed")
+
+    def recover(self, startup: bool = False) -> list[str]:
+        """Put jobs whose supervisor died back in the queue; returns their ids.
+
+        A ``running`` job is taken over when its lease expired, or at once when its
+        owner was a process on this machine that no longer exists (the service was
+        killed).  Its job process, if it survived, is killed first: two movers must
+        never write the same mailbox.  At start-up, ``queued`` jobs are enqueued again
+        too (harmless: a job runs once, whoever claims it first).
+        """
+        now = time.time()
+        with self.db.read() as s:
+            stale = [
+                (j.id, j.lease_owner, j.jail)
+                for j in s.scalars(select(Job).where(Job.status == "running"))
+                if j.lease_owner != self.supervisor.owner
+                and (identity_dead(j.lease_owner) or (j.lease_expires or 0) < now)
+            ]
+            queued = (
+                list(s.scalars(select(Job.id).where(Job.status == "queued").order_by(Job.created)))
+                if startup
+                else []
+            )
+        recovered = []
+        for job_id, owner, jail in stale:
+            kill_stale_jail(jail)
+            with self.db.session() as s:
+                job = s.get(Job, job_id, with_for_update=True)
+                if job is None or job.status != "running" or job.lease_owner != owner:
+                    continue
+                job.status = "queued"
+                job.lease_owner = None
+                job.lease_expires = None
+                job.jail = None
+                progress = dict(job.progress or {})
+                progress["phase"] = "resuming"
+                job.progress = progress
+            log.warning("job %s: its supervisor is gone; resuming it", job_id)
+            recovered.append(job_id)
+        for job_id in recovered + queued:
+            self.queue.enqueue(job_id)
+        return recovered
+
+    def cleanup_credentials(self, now: float | None = None) -> int:
+        """Delete stored passwords whose retention ran out; returns how many."""
+        now = time.time() if now is None else now
+        with self.db.session() as s:
+            jobs = s.scalars(
+                select(Job).where(
+                    Job.credentials.is_not(None),
+                    Job.credentials_expires.is_not(None),
+                    Job.credentials_expires <= now,
+                    Job.status.in_(TERMINAL),
+                )
+            ).all()
+            for job in jobs:
+                job.credentials = None
+                job.credentials_expires = None
+            n = len(jobs)
+        if n:
+            with contextlib.suppress(Exception):
+                self.db.checkpoint()
+            log.info("deleted the credentials of %d ended transfer(s)", n)
+        return n
+
+    # ================================================================== customers
+
+    def create_user(self, email: str, password: str) -> int:
+        email = _norm_email(email)
+        if not isinstance(password, str) or len(password) < 8:
+            raise ServiceError("password: must be at least 8 characters")
+        with self.db.session() as s:
+            if s.scalar(select(User.id).where(User.email == email)) is not None:
+                raise Conflict("email: a customer with this address exists already")
+            user = User(email=email, password_hash=hash_password(password), created=time.time())
+            s.add(user)
+            s.flush()
+            return user.id
+
+    def authenticate(self, email: str, password: str) -> int | None:
+        try:
+            email = _norm_email(email)
+        except ServiceError:
+            return None
+        with self.db.session() as s:
+            user = s.scalar(select(User).where(User.email == email))
+            if user is None:
+                verify_password(_dummy_hash(), password)
+                return None
+            if not verify_password(user.password_hash, password):
+                return None
+            if password_needs_rehash(user.password_hash):
+                user.password_hash = hash_password(password)
+            return user.id
+
+    def create_token(self, user_id: int, name: str = "") -> str:
+        self.user_email(user_id)
+        token = new_token()
+        with self.db.session() as s:
+            s.add(
+                ApiToken(
+                    user_id=user_id,
+                    name=str(name)[:200],
+                    token_hash=hash_token(token),
+                    created=time.time(),
+                )
+            )
+        return token
+
+    def list_tokens(self, user_id: int) -> list[dict[str, Any]]:
+        with self.db.read() as s:
+            rows = s.scalars(
+                select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id)
+            )
+            return [
+                {"id": t.id, "name": t.name, "created": t.created, "last_used": t.last_used}
+                for t in rows
+            ]
+
+    def revoke_token(self, user_id: int, token_id: int) -> None:
+        with self.db.session() as s:
+            tok = s.get(ApiToken, token_id)
+            if tok is None or tok.user_id != user_id:
+                raise NotFound("no such token")
+            s.delete(tok)
+
+    def user_for_token(self, token: str) -> int | None:
+        if not isinstance(token, str) or not token:
+            return None
+        h = hash_token(token)
+        with self.db.session() as s:
+            tok = s.scalar(select(ApiToken).where(ApiToken.token_hash == h))
+            if tok is None:
+                return None
+            now = time.time()
+            if tok.last_used is None or now - tok.last_used > 60:
+                tok.last_used = now
+            return tok.user_id
+
+    def user_email(self, user_id: int) -> str:
+        with self.db.read() as s:
+            user = s.get(User, user_id)
+            if user is None:
+                raise NotFound("no such customer")
+            return user.email
+
+    def user_id_for_email(self, email: str) -> int:
+        """Addition (operator CLI): the id of the customer with this address."""
+        email = _norm_email(email)
+        with self.db.read() as s:
+            uid = s.scalar(select(User.id).where(User.email == email))
+        if uid is None:
+            raise NotFound(f"email: no customer {email!r}")
+        return uid
+
+    # ================================================================== accounts
+
+    def validate_account(self, account: Account, role: str = "account") -> Account:
+        """Addition: check every field; returns the account with a normalised host."""
+        if not isinstance(account, Account):
+            raise ServiceError(f"{role}: must be an account")
+        host = account.host.strip() if isinstance(account.host, str) else ""
+        if not host:
+            raise ServiceError(f"{role}.host: is required")
+        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            ipaddress.ip_address(bare)
+        except ValueError:
+            if not _HOSTNAME.match(bare):
+                raise ServiceError(f"{role}.host: {host!r} is not a valid host name") from None
+        port = account.port
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise ServiceError(f"{role}.port: must be 1-65535")
+        if account.security not in SECURITIES:
+            raise ServiceError(f"{role}.security: must be one of {', '.join(SECURITIES)}")
+        if (
+            account.security == "none"
+            and not is_loopback(bare)
+            and not self.settings.allow_insecure_hosts
+        ):
+            raise ServiceError(f"{role}.security: 'none' is only allowed for loopback hosts")
+        user = account.username
+        if not isinstance(user, str) or not user.strip():
+            raise ServiceError(f"{role}.username: is required")
+        if len(user) > 320 or any(ord(c) < 32 or ord(c) == 127 for c in user):
+            raise ServiceError(f"{role}.username: must not contain control characters")
+        pw = account.password
+        if not isinstance(pw, str) or not pw:
+            raise ServiceError(f"{role}.password: is required")
+        if any(c in pw for c in "\0\r\n") or len(pw) > 1024:
+            raise ServiceError(f"{role}.password: must not contain line breaks or NUL")
+        return dataclasses.replace(account, host=bare, username=user.strip())
+
+    async def check_account(
+        self, account: Account, *, role: str = "account", dest: Account | None = None
+    ) -> list[FolderInfo]:
+        """Log in, list the folders with message counts and sizes, default ticks.
+
+        ``dest`` (an addition) also logs in there and maps each folder's name to the
+        destination's namespace and separator exactly as the transfer will; without
+        it ``dest_name`` is the name as on the source.  Raises :class:`ServiceError`
+        with a clear message: wrong password, host not found, TLS problem...
+        """
+        from ..accounts import ssl_context
+        from ..imap.errors import ImapError
+        from ..jobs.jail import make_endpoint
+        from ..transfer.engine import Mover
+        from ..transfer.model import Options
+
+        account = self.validate_account(account, role)
+        if dest is not None:
+            dest = self.validate_account(dest, "dest")
+        try:
+            ctx = ssl_context(self.settings.ca_file)
+        except (OSError, ValueError) as exc:
+            raise ServiceError(f"the service's CA file cannot be read: {exc}") from None
+        insecure = self.settings.allow_insecure_hosts
+        src_ep = make_endpoint(dict(account.public(), password=account.password), ctx, insecure)
+        dst_ep = (
+            make_endpoint(dict(dest.public(), password=dest.password), ctx, insecure)
+            if dest is not None
+            else src_ep
+        )
+        mover = Mover(src_ep, dst_ep, options=Options(connect_timeout=20, idle_timeout=60))
+        src = dst = None
+        try:
+            try:
+                src = await mover.connect(src_ep, role)
+            except ImapError as exc:
+                raise ServiceError(explain_imap_error(exc, role, account)) from None
+            if dest is not None:
+                try:
+                    dst = await mover.connect(dst_ep, "destination")
+                except ImapError as exc:
+                    raise ServiceError(explain_imap_error(exc, "dest", dest)) from None
+            try:
+                plan = await mover.make_plan(src, dst or src)
+            except ImapError as exc:
+                raise ServiceError(explain_imap_error(exc, role, account)) from None
+        finally:
+            for c in (src, dst):
+                if c is not None:
+                    with contextlib.suppress(Exception):
+                        await c.logout()
+        return [
+            FolderInfo(
+                name=fp.source.name,
+                messages=fp.count,
+                bytes=fp.size,
+                dest_name=fp.dest_name,
+                selected_by_default=default_selected(
+                    fp.source.name, fp.source.separator, fp.source.special_use
+                ),
+            )
+            for fp in plan.folders
+        ]
+
+    # ================================================================== transfers
+
+    def _validate_folders(self, folders: Any) -> dict[str, list[str]] | None:
+        if folders is None:
+            return None
+        if not isinstance(folders, dict):
+            raise ServiceError('folders: must be {"include": [...], "exclude": [...]}')
+        unknown = sorted(set(folders) - {"include", "exclude"})
+        if unknown:
+            raise ServiceError(f"folders.{unknown[0]}: unknown key (use include, exclude)")
+        out: dict[str, list[str]] = {}
+        for key in ("include", "exclude"):
+            names = folders.get(key) or []
+            if not isinstance(names, list) or not all(
+                isinstance(n, str) and n and len(n) <= 1000 for n in names
+            ):
+                raise ServiceError(f"folders.{key}: must be a list of folder names")
+            if len(names) > 10000:
+                raise ServiceError(f"folders.{key}: too many folders")
+            out[key] = list(names)
+        return out
+
+    def create_transfer(
+        self,
+        user_id: int,
+        source: Account,
+        dest: Account,
+        folders: dict[str, Any] | None = None,
+    ) -> JobView:
+        """Validate, store (passwords encrypted), enqueue; returns the new job."""
+        source = self.validate_account(source, "source")
+        dest = self.validate_account(dest, "dest")
+        if (source.host.lower(), source.port, source.username) == (
+            dest.host.lower(),
+            dest.port,
+            dest.username,
+        ):
+            raise ServiceError("dest: is the same account as the source")
+        selection = self._validate_folders(folders)
+        self.user_email(user_id)
+        job_id = uuid.uuid4().hex
+        blob = self.box.encrypt(
+            {"source_password": source.password, "dest_password": dest.password}
+        )
+        with self.db.session() as s:
+            job = Job(
+                id=job_id,
+                user_id=user_id,
+                status="queued",
+                source=source.public(),
+                dest=dest.public(),
+                folders=selection,
+                created=time.time(),
+                progress=_default_progress(),
+                credentials=blob,
+                attempts=0,
+                runs=1,
+            )
+            s.add(job)
+            s.flush()
+            view = JobView.of(job)
+        self.queue.enqueue(job_id)
+        log.info("job %s: created for user %d", job_id, user_id)
+        return view
+
+    def _own(self, s: Any, user_id: int, job_id: str, *, lock: bool = False) -> Job:
+        if not isinstance(job_id, str) or not job_id:
+            raise NotFound("no such transfer")
+        job = s.get(Job, job_id, with_for_update=lock)
+        if job is None or job.user_id != user_id:
+            raise NotFound("no such transfer")
+        return job
+
+    def get_transfer(self, user_id: int, job_id: str) -> JobView:
+        with self.db.read() as s:
+            return JobView.of(self._own(s, user_id, job_id))
+
+    def list_transfers(self, user_id: int, status: str | None = None) -> list[JobView]:
+        if status is not None and status not in STATUSES:
+            raise ServiceError(f"status: must be one of {', '.join(STATUSES)}")
+        with self.db.read() as s:
+            q = select(Job).where(Job.user_id == user_id)
+            if status is not None:
+                q = q.where(Job.status == status)
+            return [JobView.of(j) for j in s.scalars(q.order_by(Job.created.desc(), Job.id))]
+
+    def cancel_transfer(self, user_id: int, job_id: str) -> JobView:
+        """A queued job is cancelled at once; a running one is stopped by its supervisor."""
+        now = time.time()
+        with self.db.session() as s:
+            job = self._own(s, user_id, job_id, lock=True)
+            if job.status in TERMINAL:
+                raise Conflict(f"the transfer has already ended ({job.status})")
+            if job.status == "queued":
+                job.status = "cancelled"
+                job.finished = now
+                progress = dict(job.progress or {})
+                progress.update(phase="cancelled", rate=0.0, eta=None, current=[])
+                job.progress = progress
+                expire_credentials(job, self.settings, now)
+            else:
+                job.cancel_requested = True
+            view = JobView.of(job)
+        self.supervisor.poke(job_id)  # at once when the job runs in this process
+        return view
+
+    def rerun_transfer(self, user_id: int, job_id: str) -> JobView:
+        """Run an ended job again (incremental: only what is missing is copied)."""
+        with self.db.session() as s:
+            job = self._own(s, user_id, job_id, lock=True)
+            if job.status not in TERMINAL:
+                raise Conflict("the transfer is still running")
+            if job.credentials is None:
+                raise Conflict(
+                    "the passwords of this transfer were deleted "
+                    f"({self.settings.credential_retention_days:g} days after it ended); "
+                    "start a new transfer"
+                )
+            job.status = "queued"
+            job.error = None
+            job.started = None
+            job.finished = None
+            job.cancel_requested = False
+            job.attempts = 0
+            job.runs = (job.runs or 1) + 1
+            job.notified_start = False
+            job.credentials_expires = None
+            history = (job.progress or {}).get("rate_history", [])
+            job.progress = dict(_default_progress(), rate_history=history)
+            view = JobView.of(job)
+        self.queue.enqueue(job_id)
+        return view
+
+    def forget_credentials(self, user_id: int, job_id: str) -> JobView:
+        """Addition: delete an ended job's stored passwords now (no re-runs after)."""
+        with self.db.session() as s:
+            job = self._own(s, user_id, job_id, lock=True)
+            if job.status not in TERMINAL:
+                raise Conflict("the transfer is still running; cancel it first")
+            job.credentials = None
+            job.credentials_expires = None
+            view = JobView.of(job)
+        with contextlib.suppress(Exception):
+            self.db.checkpoint()
+        return view
+
+    def report(self, user_id: int, job_id: str) -> dict[str, Any]:
+        """The mover's JSON report of the latest run (same shape as ``move --report``)."""
+        self.get_transfer(user_id, job_id)
+        path = self.settings.job_dir(job_id) / "report.json"
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise NotFound("no report yet: the transfer has not run") from None
+        except ValueError:
+            raise NotFound("the report cannot be read") from None
+
+    def state_file(self, user_id: int, job_id: str) -> Path:
+        """The job's sqlite state (a receipt: source UID -> destination UID, outcomes)."""
+        self.get_transfer(user_id, job_id)
+        path = self.settings.job_dir(job_id) / "state.sqlite"
+        if not path.exists():
+            raise NotFound("no state file yet: the transfer has not run")
+        return path
+
+    # ================================================================== batches
+
+    BATCH_COLUMNS = (
+        "source_host",
+        "source_port",
+        "source_security",
+        "source_username",
+        "source_password",
+        "dest_host",
+        "dest_port",
+        "dest_security",
+        "dest_username",
+        "dest_password",
+    )
+
+    def validate_batch_csv(self, text: str) -> tuple[list[tuple[Account, Account]], list[str]]:
+        """Parse and check a batch of transfers, one per CSV line.
+
+        Columns, in this order (or in any order under a header line naming them):
+        ``source_host, source_port, source_security, source_username, source_password,
+        dest_host, dest_port, dest_security, dest_username, dest_password``.  A port may
+        be empty (993 for tls, 143 otherwise), a security empty (tls).  Blank lines and
+        lines starting with ``#`` are skipped.  Returns the good rows and, for the bad
+        ones, errors ``"line N: source.port: must be 1-65535"`` (never a password).
+        """
+        rows: list[tuple[Account, Account]] = []
+        errors: list[str] = []
+        columns = list(self.BATCH_COLUMNS)
+        seen_header = False
+        reader = csv.reader(io.StringIO(text))
+        for cells in reader:
+            n = reader.line_num
+            if not cells or all(not c.strip() for c in cells) or cells[0].lstrip().startswith("#"):
+                continue
+            lowered = [c.strip().lower() for c in cells]
+            if not seen_header and not rows and not errors and "source_host" in lowered:
+                missing = [c for c in self.BATCH_COLUMNS if c not in lowered]
+                if missing:
+                    errors.append(f"line {n}: header lacks the column(s) {', '.join(missing)}")
+                    return [], errors
+                columns = lowered
+                seen_header = True
+                continue
+            seen_header = True
+            if len(cells) != len(columns):
+                errors.append(f"line {n}: expected {len(columns)} columns, found {len(cells)}")
+                continue
+            values = dict(zip(columns, cells, strict=True))
+            try:
+                pair = []
+                for role in ("source", "dest"):
+                    data = {
+                        k: values[f"{role}_{k}"].strip()
+                        if k != "password"
+                        else values[f"{role}_{k}"]
+                        for k in ("host", "port", "security", "username", "password")
+                    }
+                    if not data["port"]:
+                        del data["port"]
+                    acc = self.validate_account(Account.from_dict(data, role), role)
+                    pair.append(acc)
+                src, dst = pair
+                if (src.host.lower(), src.port, src.username) == (
+                    dst.host.lower(),
+                    dst.port,
+                    dst.username,
+                ):
+                    raise ServiceError("dest: is the same account as the source")
+            except ServiceError as exc:
+                errors.append(f"line {n}: {exc}")
+                continue
+            rows.append((src, dst))
+            if len(rows) > 10000:
+                errors.append(f"line {n}: too many lines (at most 10000 transfers per batch)")
+                break
+        return rows, errors
+
+
+def _norm_email(email: Any) -> str:
+    if not isinstance(email, str):
+        raise ServiceError("email: is required")
+    email = email.strip().lower()
+    if not _EMAIL.match(email) or len(email) > 320:
+        raise ServiceError("email: is not a valid e-mail address")
+    return email

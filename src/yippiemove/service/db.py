@@ -1,0 +1,171 @@
+"""The control database: users, API tokens and jobs (SQLAlchemy 2.0).
+
+It is the source of truth of the service: the job queue only carries job ids, and
+whoever runs a job first *claims* it here (a compare-and-set UPDATE), so a job id
+delivered twice, or re-enqueued after a crash, runs once.
+
+SQLite is the embedded default (WAL, a busy timeout, ``BEGIN IMMEDIATE`` for writers so
+that they wait for each other instead of failing on a lock upgrade, plain deferred
+transactions for readers (:meth:`Database.read`) so that polling pages never wait for, or
+hold up, progress writes; ``secure_delete`` so that deleted credentials do not linger in
+free pages).  Any other
+SQLAlchemy URL works too, e.g. ``postgresql+psycopg://user@host/yippiemove``: the code
+uses only portable types and statements.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Engine,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    create_engine,
+    event,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+__all__ = ["ApiToken", "Base", "Database", "Job", "User"]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True, index=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    created: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    #: SHA-256 (hex) of the token; the token itself is shown once and never stored.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    created: Mapped[float] = mapped_column(Float, default=time.time)
+    last_used: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Job(Base):
+    """One transfer.  ``source``/``dest`` hold host, port, security, username only."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
+    source: Mapped[dict[str, Any]] = mapped_column(JSON)
+    dest: Mapped[dict[str, Any]] = mapped_column(JSON)
+    folders: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created: Mapped[float] = mapped_column(Float, default=time.time)
+    started: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: Live counters, rate history (bounded) and per-folder progress; see JobView.
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    report_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: "host|pid|process start time" of the supervisor running the job.
+    lease_owner: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    lease_expires: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: "pid|process start time" of the job process (the jail), while it runs.
+    jail: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    #: Job processes started in this run (restarts and resumptions included).
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: Runs of this job (1 for the first, +1 per re-run).
+    runs: Mapped[int] = mapped_column(Integer, default=1)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Fernet token of {"source_password", "dest_password"}; NULL once deleted.
+    credentials: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    #: When the credentials are deleted (set when the job ends).
+    credentials_expires: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: Whether the start e-mail of the current run was sent (not again on a restart).
+    notified_start: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Database:
+    """Engine and sessions for one database URL; creates the tables."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+            # Web requests and one supervisor thread per running job share the pool.
+            kwargs["pool_size"] = 10
+            kwargs["max_overflow"] = 100
+        self.engine: Engine = create_engine(url, **kwargs)
+        # Reads get their own engine on SQLite: DEFERRED transactions, which in WAL mode
+        # neither wait for nor block writers (pages polling progress must not queue up
+        # behind, or hold up, the supervisors' progress writes).
+        self.read_engine: Engine = self.engine
+        if self.is_sqlite:
+            _sqlite_pragmas(self.engine, "BEGIN IMMEDIATE")
+            self.read_engine = create_engine(url, **kwargs)
+            _sqlite_pragmas(self.read_engine, "BEGIN")
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
+        Base.metadata.create_all(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed at the end of the block, rolled back on error."""
+        with self._sessions() as s, s.begin():
+            yield s
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only transaction (a consistent snapshot); never write in it."""
+        with self._read_sessions() as s:  # closing it rolls the transaction back
+            yield s
+
+    def checkpoint(self) -> None:
+        """SQLite: fold the WAL into the database and truncate it (after deletions)."""
+        if self.is_sqlite:
+            with self.engine.connect() as c:
+                # On the driver's connection: SQLAlchemy would open a transaction first,
+                # and a checkpoint inside a transaction cannot reset the WAL.
+                raw = c.connection.driver_connection
+                assert raw is not None
+                raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        self.read_engine.dispose()
+
+
+def _sqlite_pragmas(engine: Engine, begin: str) -> None:
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let us issue BEGIN ourselves (pysqlite's implicit BEGIN is DEFERRED).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA secure_delete=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(conn: Any) -> None:
+        # Writers: a DEFERRED transaction that reads and then writes can fail at once
+        # with SQLITE_BUSY when another connection wrote meanwhile; IMMEDIATE waits.
+        conn.exec_driver_sql(begin)

@@ -1,0 +1,213 @@
+"""The REST API, /api/v1: transfers for programs, authenticated by API tokens.
+
+No ``from __future__ import annotations`` here: FastAPI reads the endpoint annotations
+(which use the local ``User`` alias) at runtime.
+"""
+
+import os
+import re
+import shutil
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from yippiemove.service.core import Account
+
+from .schemas import ErrorOut, TransferCreated, TransferIn, TransferList, TransferOut
+
+if TYPE_CHECKING:
+    from yippiemove.service.core import JobView, Service
+
+API_PREFIX = "/api/v1"
+_JOB_ID = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="token",
+    description="An API token from the Tokens page: `Authorization: Bearer TOKEN`.",
+)
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "No token, or an invalid or revoked one"},
+    404: {"model": ErrorOut, "description": "No such transfer (or not yours)"},
+}
+
+
+def public_view(view: "JobView") -> dict[str, Any]:
+    """A JobView as JSON for customers: never a password, whatever the backend puts in."""
+    data = view.as_dict()
+    for side in ("source", "dest"):
+        acc = data.get(side)
+        if isinstance(acc, dict):
+            data[side] = {k: v for k, v in acc.items() if "password" not in k.lower()}
+    return data
+
+
+def check_job_id(job_id: str) -> str:
+    """Ids that cannot be a job's get the same 404 as other customers' jobs."""
+    if not _JOB_ID.fullmatch(job_id):
+        raise HTTPException(404, "no such transfer")
+    return job_id
+
+
+def to_account(model: Any) -> Account:
+    return Account(
+        host=model.host,
+        port=model.port,
+        security=model.security,
+        username=model.username,
+        password=model.password,
+    )
+
+
+def snapshot_sqlite(path: Path) -> Path:
+    """A consistent copy of a (maybe live, WAL-mode) sqlite database, in a temp file."""
+    fd, tmp_name = tempfile.mkstemp(prefix="yippiemove-receipt-", suffix=".sqlite")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        src = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            dst = sqlite3.connect(tmp)
+            try:
+                src.backup(dst)
+            finally:
+                dst.close()
+        finally:
+            src.close()
+    except sqlite3.Error:
+        # Not readable as a database right now: hand out the file as it is.
+        shutil.copyfile(path, tmp)
+    return tmp
+
+
+def receipt_response(path: Path, job_id: str) -> FileResponse:
+    tmp = snapshot_sqlite(path)
+    return FileResponse(
+        tmp,
+        media_type="application/vnd.sqlite3",
+        filename=f"yippiemove-{job_id}-receipt.sqlite",
+        background=BackgroundTask(tmp.unlink, missing_ok=True),
+    )
+
+
+def build_api_router(service: "Service") -> APIRouter:
+    router = APIRouter(prefix=API_PREFIX, tags=["transfers"], responses=_ERRORS)
+
+    def api_user(
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> int:
+        if creds is None or not creds.credentials:
+            raise HTTPException(
+                401,
+                "an API token is required: Authorization: Bearer TOKEN",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        user = service.user_for_token(creds.credentials)
+        if user is None:
+            raise HTTPException(
+                401,
+                "the API token is invalid or was revoked",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        return user
+
+    User = Annotated[int, Depends(api_user)]
+
+    @router.post(
+        "/transfers",
+        status_code=201,
+        response_model=TransferCreated,
+        summary="Order a transfer",
+        responses={
+            400: {"model": ErrorOut, "description": "Refused by policy"},
+            422: {"model": ErrorOut, "description": "Invalid body (the message names the field)"},
+        },
+    )
+    def create_transfer(body: TransferIn, user: User) -> JSONResponse:
+        """Copy every folder of `source` (or those `folders` selects) to `dest`.
+
+        The transfer is queued and runs in the background; follow it with
+        `GET /api/v1/transfers/{id}`.  Passwords are stored encrypted and only for as long
+        as re-runs need them; no response ever contains them.
+        """
+        folders = body.folders.model_dump() if body.folders is not None else None
+        view = service.create_transfer(
+            user, to_account(body.source), to_account(body.dest), folders
+        )
+        return JSONResponse(
+            {"id": view.id, "status": view.status},
+            status_code=201,
+            headers={"Location": f"{API_PREFIX}/transfers/{view.id}"},
+        )
+
+    @router.get("/transfers", response_model=TransferList, summary="List your transfers")
+    def list_transfers(
+        user: User,
+        status: Annotated[
+            Literal["queued", "running", "done", "failed", "cancelled"] | None,
+            Query(description="only transfers with this status"),
+        ] = None,
+    ) -> dict[str, Any]:
+        """Newest first."""
+        views = service.list_transfers(user, status)
+        return {"transfers": [public_view(v) for v in views]}
+
+    @router.get("/transfers/{job_id}", response_model=TransferOut, summary="Status and progress")
+    def get_transfer(job_id: str, user: User) -> dict[str, Any]:
+        return public_view(service.get_transfer(user, check_job_id(job_id)))
+
+    @router.post(
+        "/transfers/{job_id}/cancel",
+        response_model=TransferOut,
+        summary="Cancel a queued or running transfer",
+        responses={409: {"model": ErrorOut, "description": "Already finished"}},
+    )
+    def cancel_transfer(job_id: str, user: User) -> dict[str, Any]:
+        """Stops the transfer cleanly: what was copied stays, a re-run completes it."""
+        return public_view(service.cancel_transfer(user, check_job_id(job_id)))
+
+    @router.post(
+        "/transfers/{job_id}/rerun",
+        response_model=TransferOut,
+        summary="Run a finished transfer again",
+        responses={409: {"model": ErrorOut, "description": "Still running, or passwords gone"}},
+    )
+    def rerun_transfer(job_id: str, user: User) -> dict[str, Any]:
+        """Copies what is missing (new mail, failed messages); never doubles a message."""
+        return public_view(service.rerun_transfer(user, check_job_id(job_id)))
+
+    @router.get(
+        "/transfers/{job_id}/report",
+        summary="The final report",
+        responses={409: {"model": ErrorOut, "description": "Not finished yet"}},
+    )
+    def report(job_id: str, user: User) -> dict[str, Any]:
+        """Per folder: counts, source UID → destination UID; per failed message: folder,
+        UID, size, Message-ID and the server's words (same shape as `yippiemove move
+        --report`)."""
+        return service.report(user, check_job_id(job_id))
+
+    @router.get(
+        "/transfers/{job_id}/receipt",
+        summary="Download the job's state database (receipt)",
+        response_class=FileResponse,
+        responses={200: {"content": {"application/vnd.sqlite3": {}}}},
+    )
+    async def receipt(job_id: str, user: User) -> FileResponse:
+        """The sqlite3 database of the mover's state: every message's source UID, size,
+        SHA-256 and destination UID.  No message bodies, no passwords."""
+        path = await run_in_threadpool(service.state_file, user, check_job_id(job_id))
+        if not Path(path).is_file():
+            raise HTTPException(404, "no receipt yet: the transfer has not started")
+        return await run_in_threadpool(receipt_response, Path(path), job_id)
+
+    return router

@@ -1,0 +1,116 @@
+"""Numbers for people: sizes, rates, durations, times (Jinja filters; job.js mirrors them)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+
+def size(n: Any) -> str:
+    try:
+        value = float(n)
+    except (TypeError, ValueError):
+        return "–"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(value) < 1000 or unit == "TB":
+            if unit == "B":
+                return f"{int(value)} B"
+            return f"{value:.1f} {unit}" if abs(value) < 100 else f"{value:.0f} {unit}"
+        value /= 1000
+    return f"{value:.0f} TB"  # pragma: no cover - loop always returns
+
+
+def rate(n: Any) -> str:
+    if n is None:
+        return "–"
+    return size(n) + "/s"
+
+
+def duration(seconds: Any) -> str:
+    try:
+        s = round(float(seconds))
+    except (TypeError, ValueError):
+        return "–"
+    if s < 0:
+        return "–"
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+def isotime(ts: Any) -> str:
+    """UTC ISO 8601 for ``<time datetime=...>`` (app.js shows it in local time)."""
+    if ts is None:
+        return ""
+    try:
+        return dt.datetime.fromtimestamp(float(ts), dt.UTC).isoformat(timespec="seconds")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return ""
+
+
+def humantime(ts: Any) -> str:
+    """A readable UTC time, the fallback text before app.js localises it."""
+    if ts is None:
+        return "–"
+    try:
+        t = dt.datetime.fromtimestamp(float(ts), dt.UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "–"
+    return t.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def percent(done: Any, total: Any) -> int:
+    try:
+        d, t = float(done), float(total)
+    except (TypeError, ValueError):
+        return 0
+    if t <= 0:
+        return 0
+    return max(0, min(100, int(d * 100 // t)))
+
+
+def where(acc: Any) -> str:
+    """An account's server: ``host``, with the port when it is not the usual one."""
+    if not isinstance(acc, dict):
+        return "–"
+    host = str(acc.get("host", ""))
+    port = acc.get("port")
+    usual = {"tls": 993, "starttls": 143, "none": 143}.get(str(acc.get("security")))
+    return host if port in (None, usual) else f"{host}:{port}"
+
+
+def account(acc: Any) -> str:
+    """``user @ host`` (with the port when it is not the usual one)."""
+    if not isinstance(acc, dict):
+        return "–"
+    return f"{acc.get('username', '')} @ {where(acc)}"
+
+
+def folder_key(name: Any) -> tuple[bool, str]:
+    """INBOX first, then by name (so subfolders follow their parents)."""
+    text = str(name)
+    return (text.upper() != "INBOX" and not text.upper().startswith("INBOX/"), text.casefold())
+
+
+def by_folder(items: Any, attribute: str | None = None) -> list[Any]:
+    """Sort folder dicts (by ``attribute``) or ``dict.items()`` pairs (by key)."""
+    seq = list(items or [])
+    if attribute is None:
+        return sorted(seq, key=lambda kv: folder_key(kv[0]))
+    return sorted(seq, key=lambda d: folder_key(d.get(attribute, "")))
+
+
+FILTERS = {
+    "size": size,
+    "rate": rate,
+    "duration": duration,
+    "isotime": isotime,
+    "humantime": humantime,
+    "account": account,
+    "where": where,
+    "by_folder": by_folder,
+}

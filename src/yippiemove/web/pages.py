@@ -1,0 +1,789 @@
+"""The web pages: sign up, log in, new transfer (3 steps), transfers, live job page, tokens,
+batch upload.  Session cookie auth; every POST form carries the session's CSRF token."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+
+from yippiemove.service.core import Conflict, NotFound, ServiceError
+
+from . import presets
+from .api import check_job_id, public_view, receipt_response
+from .forms import (
+    AccountForm,
+    folders_to_plan,
+    parse_plan,
+    plan_json,
+    same_account,
+    with_depth,
+)
+from .schemas import TERMINAL
+from .security import LoginThrottle, check_csrf, csrf_token
+from .selection import display_pattern, selection_to_folders
+
+if TYPE_CHECKING:
+    from yippiemove.service.core import Account, FolderInfo, Service
+
+log = logging.getLogger("yippiemove.web")
+
+T = TypeVar("T")
+
+BATCH_LIMIT = 1024 * 1024  # bytes of CSV per upload
+#: The CSV columns of Service.validate_batch_csv (Service.BATCH_COLUMNS when it has them).
+BATCH_COLUMNS = (
+    "source_host",
+    "source_port",
+    "source_security",
+    "source_username",
+    "source_password",
+    "dest_host",
+    "dest_port",
+    "dest_security",
+    "dest_username",
+    "dest_password",
+)
+CHECK_TIMEOUT = 120.0  # seconds for one account check
+SSE_INTERVAL = 0.5  # seconds between progress polls of one event stream
+SSE_MAX_SECONDS = 300.0  # then the stream ends and the browser reconnects
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+LIST_FILTERS: dict[str, tuple[str, frozenset[str] | None]] = {
+    "all": ("All", None),
+    "running": ("Running", frozenset({"queued", "running"})),
+    "finished": ("Finished", frozenset({"done"})),
+    "failed": ("Failed", frozenset({"failed"})),
+    "cancelled": ("Cancelled", frozenset({"cancelled"})),
+}
+STATUS_LABELS = {
+    "queued": "Waiting to start",
+    "running": "Running",
+    "done": "Finished",
+    "failed": "Failed",
+    "cancelled": "Cancelled",
+}
+
+
+_ROLE_PREFIX = re.compile(r"\A(source|dest|destination|account)(\.[A-Za-z_]+)?: ")
+
+
+def split_role(message: str, default: str) -> tuple[str, str]:
+    """``"destination: wrong password"`` -> ("dest", "wrong password"); the service prefixes
+    its messages with the account they are about (``source.port: ...`` keeps ``port:``)."""
+    m = _ROLE_PREFIX.match(message)
+    if not m:
+        return default, message
+    role = {"source": "source", "dest": "dest", "destination": "dest"}.get(m.group(1), default)
+    rest = message[m.end() :]
+    if m.group(2):
+        rest = f"{m.group(2)[1:]}: {rest}"
+    return role, rest
+
+
+#: What a running job is doing, by ``progress["phase"]`` (job.js has the same words).
+PHASES = {
+    "queued": "Waiting for a free worker…",
+    "resuming": "Resuming after an interruption…",
+    "connecting": "Connecting to the mail servers…",
+    "planning": "Listing the folders and comparing both sides…",
+    "copying": "Copying…",
+    "verifying": "Verifying…",
+    "interrupted": "Interrupted; resuming shortly…",
+}
+
+
+class LoginRequired(Exception):
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
+
+
+def safe_next(target: object, default: str = "/transfers") -> str:
+    """A local path to go to after logging in (never another site)."""
+    if (
+        isinstance(target, str)
+        and target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and len(target) < 500
+    ):
+        return target
+    return default
+
+
+def flash(request: Request, text: str, kind: str = "ok") -> None:
+    request.session.setdefault("flash", []).append([kind, text])
+
+
+class Pages:
+    """The page routes, bound to one Service."""
+
+    def __init__(self, service: Service, templates: Jinja2Templates) -> None:
+        self.service = service
+        self.templates = templates
+        self.throttle = LoginThrottle()
+        self.batch_columns = tuple(getattr(service, "BATCH_COLUMNS", BATCH_COLUMNS))
+
+    # -- helpers ----------------------------------------------------------------------
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Service calls touch the database: run them off the event loop."""
+        return await run_in_threadpool(fn, *args)
+
+    async def user(self, request: Request) -> int:
+        uid = request.session.get("uid")
+        if isinstance(uid, int):
+            try:
+                email = await self.call(self.service.user_email, uid)
+            except NotFound:
+                email = None
+            if email:
+                request.state.user_email = email
+                return uid
+            request.session.clear()
+        nxt = request.url.path if request.method == "GET" else "/transfers"
+        if request.method == "GET" and request.url.query:
+            nxt += "?" + request.url.query
+        raise LoginRequired(nxt)
+
+    async def form(self, request: Request) -> FormData:
+        """The posted form, after checking its CSRF token (CsrfError otherwise)."""
+        form = await request.form()
+        check_csrf(request, form)
+        return form
+
+    def render(
+        self, request: Request, name: str, status: int = 200, **context: Any
+    ) -> HTMLResponse:
+        context.setdefault("user_email", getattr(request.state, "user_email", None))
+        context["csrf"] = csrf_token(request)
+        context["flashes"] = request.session.pop("flash", []) if "session" in request.scope else []
+        context["status_labels"] = STATUS_LABELS
+        context["phases"] = PHASES
+        return self.templates.TemplateResponse(request, name, context, status_code=status)
+
+    # -- public pages -------------------------------------------------------------------
+
+    async def home(self, request: Request) -> Response:
+        if isinstance(request.session.get("uid"), int):
+            return RedirectResponse("/transfers", 303)
+        return self.render(request, "home.html")
+
+    async def signup_page(self, request: Request) -> Response:
+        return self.render(request, "signup.html", email="")
+
+    async def signup(self, request: Request) -> Response:
+        form = await self.form(request)
+        email = str(form.get("email", "")).strip()[:320]
+        password = str(form.get("password", ""))[:1024]
+        confirm = str(form.get("password2", ""))[:1024]
+        errors: dict[str, str] = {}
+        if not _EMAIL.fullmatch(email):
+            errors["email"] = "Enter your e-mail address, like you@example.org."
+        if len(password) < 10:
+            errors["password"] = "Choose a password of at least 10 characters."
+        elif password != confirm:
+            errors["password2"] = "The two passwords are not the same."
+        if not errors:
+            try:
+                uid = await self.call(self.service.create_user, email, password)
+            except Conflict:
+                errors["email"] = (
+                    "An account with this e-mail address exists already. Log in instead."
+                )
+            except ServiceError as exc:
+                field, _sep, text = str(exc).partition(": ")
+                if field in ("email", "password") and text:
+                    errors[field] = text[:1].upper() + text[1:] + "."
+                else:
+                    errors["email"] = str(exc)
+            else:
+                request.session.clear()
+                request.session["uid"] = uid
+                flash(request, "Welcome! Your account is ready. Order your first transfer below.")
+                return RedirectResponse("/transfers/new", 303)
+        return self.render(request, "signup.html", 400, email=email, errors=errors)
+
+    async def login_page(self, request: Request) -> Response:
+        nxt = safe_next(request.query_params.get("next"))
+        return self.render(request, "login.html", email="", next=nxt)
+
+    async def login(self, request: Request) -> Response:
+        form = await self.form(request)
+        email = str(form.get("email", "")).strip()[:320]
+        password = str(form.get("password", ""))[:1024]
+        nxt = safe_next(form.get("next"))
+        client = request.client.host if request.client else "?"
+        wait = self.throttle.retry_after(client, email)
+        if wait > 0:
+            return self.render(
+                request,
+                "login.html",
+                429,
+                email=email,
+                next=nxt,
+                error=f"Too many failed attempts. Try again in {int(wait // 60) + 1} minutes.",
+            )
+        uid = await self.call(self.service.authenticate, email, password) if email else None
+        if uid is None:
+            self.throttle.failed(client, email)
+            return self.render(
+                request,
+                "login.html",
+                400,
+                email=email,
+                next=nxt,
+                error="Wrong e-mail address or password.",
+            )
+        self.throttle.succeeded(client, email)
+        request.session.clear()  # a fresh session (and CSRF token) for the logged-in user
+        request.session["uid"] = uid
+        return RedirectResponse(nxt, 303)
+
+    async def logout(self, request: Request) -> Response:
+        await self.form(request)
+        request.session.clear()
+        flash(request, "You are logged out.")
+        return RedirectResponse("/login", 303)
+
+    # -- transfers ----------------------------------------------------------------------
+
+    async def transfers(self, request: Request) -> Response:
+        uid = await self.user(request)
+        key = request.query_params.get("status", "all")
+        if key not in LIST_FILTERS:
+            key = "all"
+        views = await self.call(self.service.list_transfers, uid, None)
+        counts = {
+            k: sum(1 for v in views if wanted is None or v.status in wanted)
+            for k, (_label, wanted) in LIST_FILTERS.items()
+        }
+        wanted = LIST_FILTERS[key][1]
+        shown = [public_view(v) for v in views if wanted is None or v.status in wanted]
+        shown.sort(key=lambda v: v.get("created") or 0, reverse=True)
+        return self.render(
+            request,
+            "transfers.html",
+            jobs=shown,
+            filters=LIST_FILTERS,
+            current=key,
+            counts=counts,
+        )
+
+    def _wizard(
+        self,
+        request: Request,
+        step: str,
+        src: AccountForm,
+        dst: AccountForm,
+        plan: list[dict[str, Any]] | None,
+        *,
+        status: int = 200,
+        errors: dict[str, str] | None = None,
+        error: str | None = None,
+        selected: set[str] | None = None,
+    ) -> HTMLResponse:
+        if plan is not None and selected is None:
+            selected = {f["name"] for f in plan if f["selected"]}
+        return self.render(
+            request,
+            "new.html",
+            status,
+            step=step,
+            src=src,
+            dst=dst,
+            plan=with_depth(plan) if plan else [],
+            plan_json=plan_json(plan) if plan is not None else "",
+            selected=selected or set(),
+            errors=errors or {},
+            error=error,
+            presets=presets.PRESETS,
+            security_choices=presets.SECURITY_CHOICES,
+        )
+
+    async def check(
+        self, account: Account, role: str, dest: Account | None = None
+    ) -> tuple[list[FolderInfo] | None, str | None, str]:
+        """Log in (to both accounts when ``dest`` is given) and list the source's folders.
+
+        Returns (folders, None, role) or (None, message, role of the failing account).
+        """
+        try:
+            kwargs: dict[str, Any] = {"role": role}
+            if dest is not None:
+                kwargs["dest"] = dest
+            folders = await asyncio.wait_for(
+                self.service.check_account(account, **kwargs), timeout=CHECK_TIMEOUT
+            )
+        except ServiceError as exc:
+            side, text = split_role(str(exc), role)
+            return None, text, side
+        except TimeoutError:
+            return None, f"the server did not answer within {int(CHECK_TIMEOUT)} seconds", role
+        except Exception:
+            log.exception("check_account failed unexpectedly")
+            return None, "something went wrong on our side while checking the account", role
+        return folders, None, role
+
+    async def new_page(self, request: Request) -> Response:
+        await self.user(request)
+        return self._wizard(request, "source", AccountForm(), AccountForm(), None)
+
+    async def new_post(self, request: Request) -> Response:
+        uid = await self.user(request)
+        form = await self.form(request)
+        action = form.get("action")
+        src = AccountForm.from_form(form, "source")
+        dst = AccountForm.from_form(form, "dest")
+        plan = parse_plan(form.get("plan"))
+
+        if action == "back_source":
+            return self._wizard(request, "source", src, dst, plan)
+        if action == "back_dest" and plan is not None:
+            return self._wizard(request, "dest", src, dst, plan)
+
+        src_acc, src_errors = src.validate("source")
+        if action == "check_source" or src_acc is None:
+            if src_errors:
+                return self._wizard(
+                    request, "source", src, dst, None, status=400, errors=src_errors
+                )
+            assert src_acc is not None
+            folders, err, _side = await self.check(src_acc, "source")
+            if folders is None:
+                return self._wizard(
+                    request,
+                    "source",
+                    src,
+                    dst,
+                    None,
+                    status=400,
+                    error=f"We could not use the source mailbox: {err}",
+                )
+            if not folders:
+                return self._wizard(
+                    request,
+                    "source",
+                    src,
+                    dst,
+                    None,
+                    status=400,
+                    error="The source mailbox has no folders that can be copied.",
+                )
+            return self._wizard(request, "dest", src, dst, folders_to_plan(folders))
+
+        if plan is None:  # the page was tampered with or is very old: start over
+            return self._wizard(
+                request,
+                "source",
+                src,
+                dst,
+                None,
+                status=400,
+                error="Please check the source mailbox again.",
+            )
+        dst_acc, dst_errors = dst.validate("dest")
+        if action == "check_dest" or dst_acc is None:
+            if dst_errors:
+                return self._wizard(request, "dest", src, dst, plan, status=400, errors=dst_errors)
+            assert dst_acc is not None
+            if same_account(src_acc, dst_acc):
+                return self._wizard(
+                    request,
+                    "dest",
+                    src,
+                    dst,
+                    plan,
+                    status=400,
+                    error="The destination is the same mailbox as the source. "
+                    "Choose the mailbox the mail should go to.",
+                )
+            # Both logins at once: the folder names become exactly those the transfer
+            # will use on this destination (namespace, separator).
+            folders, err, side = await self.check(src_acc, "source", dest=dst_acc)
+            if folders is None:
+                who = "destination" if side == "dest" else "source"
+                return self._wizard(
+                    request,
+                    "dest",
+                    src,
+                    dst,
+                    plan,
+                    status=400,
+                    error=f"We could not use the {who} mailbox: {err}",
+                )
+            return self._wizard(request, "folders", src, dst, folders_to_plan(folders))
+
+        if action != "start":
+            return self._wizard(request, "source", src, dst, None, status=400)
+        selected = [s for s in form.getlist("folder") if isinstance(s, str)]
+        try:
+            spec = selection_to_folders([f["name"] for f in plan], selected)
+        except ValueError:
+            return self._wizard(
+                request,
+                "folders",
+                src,
+                dst,
+                plan,
+                status=400,
+                selected=set(selected),
+                error="Select at least one folder to copy.",
+            )
+        try:
+            view = await self.call(self.service.create_transfer, uid, src_acc, dst_acc, spec)
+        except ServiceError as exc:
+            return self._wizard(
+                request,
+                "folders",
+                src,
+                dst,
+                plan,
+                status=400,
+                selected=set(selected),
+                error=f"The transfer could not be started: {exc}",
+            )
+        flash(request, "Your transfer is on its way. You can close this page: it keeps running.")
+        return RedirectResponse(f"/transfers/{view.id}", 303)
+
+    async def _report(self, uid: int, job: dict[str, Any]) -> dict[str, Any] | None:
+        if job["status"] not in TERMINAL:
+            return None
+        try:
+            return await self.call(self.service.report, uid, job["id"])
+        except ServiceError:
+            return None
+
+    async def _receipt_ready(self, uid: int, job_id: str) -> bool:
+        try:
+            path = await self.call(self.service.state_file, uid, job_id)
+        except ServiceError:
+            return False
+        return Path(path).is_file()
+
+    def _selection_text(self, folders: dict[str, Any] | None) -> str:
+        if not folders:
+            return "All folders"
+        parts = []
+        if folders.get("include"):
+            parts.append("Only " + ", ".join(display_pattern(p) for p in folders["include"]))
+        if folders.get("exclude"):
+            parts.append("all except " + ", ".join(display_pattern(p) for p in folders["exclude"]))
+        text = "; ".join(parts) or "All folders"
+        return text[:1].upper() + text[1:]
+
+    async def job_page(self, request: Request, job_id: str) -> Response:
+        uid = await self.user(request)
+        view = await self.call(self.service.get_transfer, uid, check_job_id(job_id))
+        job = public_view(view)
+        report = await self._report(uid, job)
+        terminal = job["status"] in TERMINAL
+        return self.render(
+            request,
+            "job.html",
+            job=job,
+            job_json=job,
+            report=report,
+            receipt=await self._receipt_ready(uid, job["id"]),
+            selection=self._selection_text(job.get("folders")),
+            terminal=terminal,
+            can_rerun=terminal and job.get("can_rerun", True),
+        )
+
+    async def job_summary(self, request: Request, job_id: str) -> Response:
+        """The finished part of the job page (report, receipt), fetched by job.js."""
+        uid = await self.user(request)
+        view = await self.call(self.service.get_transfer, uid, check_job_id(job_id))
+        job = public_view(view)
+        report = await self._report(uid, job)
+        return self.render(
+            request,
+            "_summary.html",
+            job=job,
+            report=report,
+            receipt=await self._receipt_ready(uid, job["id"]),
+            terminal=job["status"] in TERMINAL,
+        )
+
+    async def job_events(self, request: Request, job_id: str) -> Response:
+        """Server-Sent Events: ``progress`` (the job as JSON) on change, ``end`` when done,
+        ``reconnect`` after SSE_MAX_SECONDS (job.js opens a new stream at once)."""
+        uid = await self.user(request)
+        job_id = check_job_id(job_id)
+        first = await self.call(self.service.get_transfer, uid, job_id)
+        interval = float(getattr(request.app.state, "sse_interval", SSE_INTERVAL))
+        stopping = getattr(request.app.state, "stopping", None)
+
+        async def stream() -> AsyncIterator[str]:
+            view = first
+            last = ""
+            last_sent = time.monotonic()
+            deadline = last_sent + SSE_MAX_SECONDS
+            yield "retry: 2000\n\n"
+            while True:
+                now = time.monotonic()
+                data = json.dumps(public_view(view), separators=(",", ":"))
+                if data != last:
+                    yield f"event: progress\ndata: {data}\n\n"
+                    last, last_sent = data, now
+                elif now - last_sent >= 15:
+                    yield ": keep-alive\n\n"
+                    last_sent = now
+                if view.status in TERMINAL:
+                    yield f"event: end\ndata: {json.dumps(view.status)}\n\n"
+                    return
+                if stopping is not None and stopping.is_set():
+                    return  # the server is stopping; the browser reconnects later
+                if now > deadline:
+                    yield "event: reconnect\ndata: null\n\n"
+                    return
+                if await request.is_disconnected():
+                    return
+                await asyncio.sleep(interval)
+                try:
+                    view = await self.call(self.service.get_transfer, uid, job_id)
+                except NotFound:
+                    yield "event: gone\ndata: null\n\n"
+                    return
+                except Exception:  # a busy database: try again at the next tick
+                    log.warning("progress poll failed for %s", job_id, exc_info=True)
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    async def job_cancel(self, request: Request, job_id: str) -> Response:
+        uid = await self.user(request)
+        await self.form(request)
+        try:
+            await self.call(self.service.cancel_transfer, uid, check_job_id(job_id))
+        except NotFound:
+            raise
+        except ServiceError as exc:
+            flash(request, f"Could not cancel: {exc}", "error")
+        else:
+            flash(request, "The transfer is cancelled. What was copied stays copied.")
+        return RedirectResponse(f"/transfers/{job_id}", 303)
+
+    async def job_rerun(self, request: Request, job_id: str) -> Response:
+        uid = await self.user(request)
+        await self.form(request)
+        try:
+            view = await self.call(self.service.rerun_transfer, uid, check_job_id(job_id))
+        except NotFound:
+            raise
+        except ServiceError as exc:
+            flash(request, f"Could not run it again: {exc}", "error")
+            return RedirectResponse(f"/transfers/{job_id}", 303)
+        flash(
+            request,
+            "Running again: only what is missing on the destination is copied.",
+        )
+        return RedirectResponse(f"/transfers/{view.id}", 303)
+
+    async def job_forget(self, request: Request, job_id: str) -> Response:
+        """Delete the stored passwords of an ended transfer now (no re-runs after that)."""
+        uid = await self.user(request)
+        await self.form(request)
+        forget = getattr(self.service, "forget_credentials", None)
+        if forget is None:
+            raise HTTPException(404, "not available")
+        try:
+            await self.call(forget, uid, check_job_id(job_id))
+        except NotFound:
+            raise
+        except ServiceError as exc:
+            flash(request, f"Could not delete the passwords: {exc}", "error")
+        else:
+            flash(request, "The passwords of this transfer are deleted.")
+        return RedirectResponse(f"/transfers/{job_id}", 303)
+
+    async def job_report_json(self, request: Request, job_id: str) -> Response:
+        uid = await self.user(request)
+        report = await self.call(self.service.report, uid, check_job_id(job_id))
+        body = json.dumps(report, indent=1, ensure_ascii=False)
+        return Response(
+            body,
+            media_type="application/json",
+            headers={
+                "Content-Disposition": f'attachment; filename="yippiemove-{job_id}-report.json"'
+            },
+        )
+
+    async def job_receipt(self, request: Request, job_id: str) -> Response:
+        uid = await self.user(request)
+        path = Path(await self.call(self.service.state_file, uid, check_job_id(job_id)))
+        if not path.is_file():
+            raise HTTPException(404, "There is no receipt yet: the transfer has not started.")
+        return await run_in_threadpool(receipt_response, path, job_id)
+
+    # -- API tokens ---------------------------------------------------------------------
+
+    async def tokens(self, request: Request) -> Response:
+        uid = await self.user(request)
+        return await self._tokens_page(request, uid)
+
+    async def _tokens_page(
+        self, request: Request, uid: int, new_token: str | None = None, status: int = 200
+    ) -> Response:
+        tokens = await self.call(self.service.list_tokens, uid)
+        return self.render(
+            request,
+            "tokens.html",
+            status,
+            tokens=sorted(tokens, key=lambda t: t.get("created") or 0, reverse=True),
+            new_token=new_token,
+            base_url=str(request.base_url).rstrip("/"),
+        )
+
+    async def token_create(self, request: Request) -> Response:
+        uid = await self.user(request)
+        form = await self.form(request)
+        name = str(form.get("name", "")).strip()[:100] or "API token"
+        token = await self.call(self.service.create_token, uid, name)
+        return await self._tokens_page(request, uid, new_token=token)
+
+    async def token_revoke(self, request: Request, token_id: str) -> Response:
+        uid = await self.user(request)
+        await self.form(request)
+        if not token_id.isdigit() or len(token_id) > 18:
+            raise HTTPException(404, "no such token")
+        try:
+            await self.call(self.service.revoke_token, uid, int(token_id))
+        except ServiceError as exc:
+            flash(request, f"Could not revoke the token: {exc}", "error")
+        else:
+            flash(request, "The token is revoked: programs using it are refused from now on.")
+        return RedirectResponse("/tokens", 303)
+
+    # -- batch --------------------------------------------------------------------------
+
+    async def batch_page(self, request: Request) -> Response:
+        await self.user(request)
+        return self.render(
+            request, "batch.html", limit=BATCH_LIMIT, batch_columns=self.batch_columns
+        )
+
+    async def batch(self, request: Request) -> Response:
+        uid = await self.user(request)
+
+        def page(status: int, **context: Any) -> HTMLResponse:
+            return self.render(
+                request,
+                "batch.html",
+                status,
+                limit=BATCH_LIMIT,
+                batch_columns=self.batch_columns,
+                **context,
+            )
+
+        try:
+            form = await self.form(request)
+        except HTTPException as exc:
+            if exc.status_code != 413:
+                raise
+            return page(413, error=_too_big())
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile) or not upload.filename:
+            return page(400, error="Choose a CSV file to upload.")
+        data = await upload.read(BATCH_LIMIT + 1)
+        if len(data) > BATCH_LIMIT:
+            return page(413, error=_too_big())
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            return page(
+                400,
+                error="The file is not UTF-8 text. Save it as “CSV UTF-8” and upload it again.",
+            )
+        try:
+            rows, errors = await self.call(self.service.validate_batch_csv, text)
+        except ServiceError as exc:
+            return page(400, error=f"The file could not be used: {exc}")
+        except Exception as exc:  # csv.Error and the like: bad input, never a 500
+            log.warning("batch CSV refused: %s", exc)
+            return page(400, error=f"The file could not be read as CSV: {exc}")
+        skip_bad = form.get("skip_bad") == "1"
+        if errors and not skip_bad:
+            return page(
+                400,
+                error=f"{_lines(len(errors))} of {upload.filename} "
+                f"{'has a problem' if len(errors) == 1 else 'have problems'}. Nothing was "
+                "started: correct the file and upload it again (or tick “Start the good "
+                "lines”).",
+                line_errors=errors,
+                good=len(rows),
+            )
+        if not rows:
+            return page(400, error="The file has no mailbox pairs to move.", line_errors=errors)
+        created: list[dict[str, Any]] = []
+        failed: list[str] = []
+        for n, (source, dest) in enumerate(rows, start=1):
+            try:
+                view = await self.call(self.service.create_transfer, uid, source, dest, None)
+            except ServiceError as exc:
+                failed.append(f"pair {n} ({source.username} → {dest.username}): {exc}")
+            else:
+                created.append(public_view(view))
+        return page(
+            200 if created else 400,
+            created=created,
+            failed=failed,
+            line_errors=errors,
+            filename=upload.filename,
+        )
+
+
+def _lines(n: int) -> str:
+    return "1 line" if n == 1 else f"{n} lines"
+
+
+def _too_big() -> str:
+    return (
+        f"The file is larger than {BATCH_LIMIT // 1024 // 1024} MB. Split it into smaller "
+        "files and upload them one after the other."
+    )
+
+
+def build_pages_router(service: Service, templates: Jinja2Templates) -> APIRouter:
+    p = Pages(service, templates)
+    r = APIRouter(include_in_schema=False)
+    html = {"response_class": HTMLResponse}
+    r.add_api_route("/", p.home, methods=["GET"], **html)
+    r.add_api_route("/signup", p.signup_page, methods=["GET"], **html)
+    r.add_api_route("/signup", p.signup, methods=["POST"], **html)
+    r.add_api_route("/login", p.login_page, methods=["GET"], **html)
+    r.add_api_route("/login", p.login, methods=["POST"], **html)
+    r.add_api_route("/logout", p.logout, methods=["POST"], **html)
+    r.add_api_route("/transfers", p.transfers, methods=["GET"], **html)
+    r.add_api_route("/transfers/new", p.new_page, methods=["GET"], **html)
+    r.add_api_route("/transfers/new", p.new_post, methods=["POST"], **html)
+    r.add_api_route("/transfers/{job_id}", p.job_page, methods=["GET"], **html)
+    r.add_api_route("/transfers/{job_id}/summary", p.job_summary, methods=["GET"], **html)
+    r.add_api_route("/transfers/{job_id}/events", p.job_events, methods=["GET"])
+    r.add_api_route("/transfers/{job_id}/cancel", p.job_cancel, methods=["POST"])
+    r.add_api_route("/transfers/{job_id}/rerun", p.job_rerun, methods=["POST"])
+    r.add_api_route("/transfers/{job_id}/forget", p.job_forget, methods=["POST"])
+    r.add_api_route("/transfers/{job_id}/report.json", p.job_report_json, methods=["GET"])
+    r.add_api_route("/transfers/{job_id}/receipt", p.job_receipt, methods=["GET"])
+    r.add_api_route("/tokens", p.tokens, methods=["GET"], **html)
+    r.add_api_route("/tokens", p.token_create, methods=["POST"], **html)
+    r.add_api_route("/tokens/{token_id}/revoke", p.token_revoke, methods=["POST"])
+    r.add_api_route("/batch", p.batch_page, methods=["GET"], **html)
+    r.add_api_route("/batch", p.batch, methods=["POST"], **html)
+    return r

@@ -1,0 +1,626 @@
+"""An in-memory Service that follows docs/service-contract.md, for the web tests.
+
+Same method names, signatures, return types and exceptions as
+``yippiemove.service.core.Service`` (its dataclasses and exceptions are the real ones); no
+database, no IMAP, no job processes.  The web was first written against this fake while
+the backend was being built; tests/web/test_real_service.py and test_browser.py run the
+same pages over the real Service.
+
+Accounts (``check_account``): a host ending in ``.invalid`` cannot be reached; the password
+``wrong`` is refused; anything else logs in and shows ``SAMPLE_FOLDERS`` (or the folders
+given to ``add_account``).
+
+Jobs stay ``queued`` until a test moves them with ``start``/``advance``/``finish``/``fail``,
+or, with ``FakeService(job_seconds=N)``, run by themselves in N seconds of wall time (the
+demo server and the browser tests use that).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import ipaddress
+import itertools
+import math
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from yippiemove.service.config import Settings
+from yippiemove.service.core import (
+    Account,
+    Conflict,
+    FolderInfo,
+    JobView,
+    NotFound,
+    ServiceError,
+)
+
+# ---------------------------------------------------------------------------------------
+
+SAMPLE_FOLDERS: tuple[FolderInfo, ...] = (
+    FolderInfo("INBOX", 1204, 187_400_000, "INBOX", True),
+    FolderInfo("Sent", 388, 52_100_000, "Sent", True),
+    FolderInfo("Drafts", 3, 41_000, "Drafts", True),
+    FolderInfo("Archive", 0, 0, "Archive", True),
+    FolderInfo("Archive/2019", 2210, 301_000_000, "Archive/2019", True),
+    FolderInfo("Archive/2020", 1875, 254_300_000, "Archive/2020", True),
+    FolderInfo("Spam", 57, 2_300_000, "Junk", False),
+    FolderInfo("Trash", 140, 9_800_000, "Trash", False),
+)
+
+TERMINAL = frozenset({"done", "failed", "cancelled"})
+STATUSES = ("queued", "running", "done", "failed", "cancelled")
+BATCH_COLUMNS = (
+    "source_host",
+    "source_port",
+    "source_security",
+    "source_username",
+    "source_password",
+    "dest_host",
+    "dest_port",
+    "dest_security",
+    "dest_username",
+    "dest_password",
+)
+
+
+@dataclass
+class _Job:
+    id: str
+    user_id: int
+    source: Account
+    dest: Account
+    folders: dict | None
+    plan: list[FolderInfo]
+    created: float
+    status: str = "queued"
+    started: float | None = None
+    finished: float | None = None
+    error: str | None = None
+    fraction: float = 0.0
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    history: list[list[float]] = field(default_factory=list)
+    credentials: bool = True
+    state_path: Path | None = None
+
+
+def _public(acc: Account) -> dict[str, Any]:
+    return {"host": acc.host, "port": acc.port, "security": acc.security, "username": acc.username}
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class FakeService:
+    """In-memory stand-in for ``yippiemove.service.core.Service`` (see the module doc)."""
+
+    BATCH_COLUMNS = BATCH_COLUMNS
+
+    def __init__(
+        self,
+        settings: Settings,
+        queue: object | None = None,
+        *,
+        job_seconds: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.job_seconds = job_seconds
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._ids = itertools.count(1)
+        self.users: dict[int, tuple[str, str]] = {}
+        self.tokens: dict[int, dict[str, Any]] = {}
+        self.jobs: dict[str, _Job] = {}
+        self.accounts: dict[tuple[str, int, str], tuple[str, list[FolderInfo]]] = {}
+        self.checked: list[Account] = []
+        self.created: list[tuple[int, Account, Account, dict | None]] = []
+
+    # -- customers --------------------------------------------------------------------
+
+    def create_user(self, email: str, password: str) -> int:
+        email = email.strip().lower()
+        if "@" not in email:
+            raise ServiceError("email: not an e-mail address")
+        if len(password) < 8:
+            raise ServiceError("password: must be at least 8 characters")
+        with self._lock:
+            if any(e == email for e, _ in self.users.values()):
+                raise Conflict("email: a customer with this address exists already")
+            uid = next(self._ids)
+            self.users[uid] = (email, password)
+            return uid
+
+    def authenticate(self, email: str, password: str) -> int | None:
+        email = email.strip().lower()
+        for uid, (e, p) in self.users.items():
+            if e == email and secrets.compare_digest(p.encode(), password.encode()):
+                return uid
+        return None
+
+    def create_token(self, user_id: int, name: str = "") -> str:
+        token = "ym_" + secrets.token_urlsafe(24)
+        with self._lock:
+            tid = next(self._ids)
+            self.tokens[tid] = {
+                "id": tid,
+                "user": user_id,
+                "name": name,
+                "token": token,
+                "created": self.clock(),
+                "last_used": None,
+            }
+        return token
+
+    def list_tokens(self, user_id: int) -> list[dict]:
+        return [
+            {k: t[k] for k in ("id", "name", "created", "last_used")}
+            for t in self.tokens.values()
+            if t["user"] == user_id
+        ]
+
+    def revoke_token(self, user_id: int, token_id: int) -> None:
+        with self._lock:
+            t = self.tokens.get(token_id)
+            if t is None or t["user"] != user_id:
+                raise NotFound("no such token")
+            del self.tokens[token_id]
+
+    def user_for_token(self, token: str) -> int | None:
+        for t in self.tokens.values():
+            if secrets.compare_digest(t["token"].encode(), token.encode()):
+                t["last_used"] = self.clock()
+                return int(t["user"])
+        return None
+
+    def user_email(self, user_id: int) -> str:
+        try:
+            return self.users[user_id][0]
+        except KeyError:
+            raise NotFound("no such user") from None
+
+    # -- accounts ---------------------------------------------------------------------
+
+    def add_account(
+        self, host: str, port: int, username: str, password: str, folders: list[FolderInfo]
+    ) -> None:
+        self.accounts[(host, port, username)] = (password, folders)
+
+    def _validate(self, acc: Account, role: str) -> None:
+        if not acc.host or any(c.isspace() for c in acc.host):
+            raise ServiceError(f"{role}.host: not a host name")
+        if not 1 <= acc.port <= 65535:
+            raise ServiceError(f"{role}.port: must be 1-65535")
+        if acc.security not in ("tls", "starttls", "none"):
+            raise ServiceError(f"{role}.security: must be tls, starttls or none")
+        if (
+            acc.security == "none"
+            and not self.settings.allow_insecure_hosts
+            and not _is_loopback(acc.host)
+        ):
+            raise ServiceError(f"{role}.security: 'none' is only allowed for loopback hosts")
+        if not acc.username:
+            raise ServiceError(f"{role}.username: must not be empty")
+
+    async def check_account(
+        self, account: Account, *, role: str = "account", dest: Account | None = None
+    ) -> list[FolderInfo]:
+        """Like the real one: messages start with the role; with ``dest`` both accounts
+        are logged in to and ``dest_name`` is the destination's name."""
+        self.checked.append(account)
+        self._validate(account, role)
+        folders = self._login(account, {"source": "source: "}.get(role, f"{role}: "))
+        if dest is not None:
+            self.checked.append(dest)
+            self._validate(dest, "dest")
+            self._login(dest, "destination: ")
+            return folders
+        return [replace(f, dest_name=f.name) for f in folders]
+
+    def _login(self, account: Account, where: str) -> list[FolderInfo]:
+        if account.host.endswith(".invalid"):
+            raise ServiceError(f"{where}host {account.host!r} not found; check the server name")
+        known = self.accounts.get((account.host, account.port, account.username))
+        password = known[0] if known is not None else None
+        if account.password == "wrong" or (password is not None and account.password != password):
+            raise ServiceError(
+                f"{where}[AUTHENTICATIONFAILED] Authentication failed. "
+                "Check the user name and password."
+            )
+        return list(known[1]) if known is not None else list(SAMPLE_FOLDERS)
+
+    # -- transfers ----------------------------------------------------------------------
+
+    def create_transfer(
+        self, user_id: int, source: Account, dest: Account, folders: dict | None = None
+    ) -> JobView:
+        self._validate(source, "source")
+        self._validate(dest, "dest")
+        if folders is not None:
+            extra = set(folders) - {"include", "exclude"}
+            if extra:
+                raise ServiceError(f"folders.{sorted(extra)[0]}: unknown key")
+        if (source.host, source.port, source.username) == (dest.host, dest.port, dest.username):
+            raise ServiceError("dest: the destination is the same account as the source")
+        known = self.accounts.get((source.host, source.port, source.username))
+        plan = list(known[1]) if known else list(SAMPLE_FOLDERS)
+        if folders:
+            inc, exc = folders.get("include") or [], folders.get("exclude") or []
+            plan = [f for f in plan if (not inc or _matches_any(inc, f.name))]
+            plan = [f for f in plan if not _matches_any(exc, f.name)]
+        with self._lock:
+            jid = secrets.token_hex(8)
+            self.jobs[jid] = _Job(jid, user_id, source, dest, folders, plan, self.clock())
+            self.created.append((user_id, source, dest, folders))
+            return self._view(self.jobs[jid])
+
+    def _job(self, user_id: int, job_id: str) -> _Job:
+        job = self.jobs.get(job_id)
+        if job is None or job.user_id != user_id:
+            raise NotFound("no such transfer")
+        return job
+
+    def get_transfer(self, user_id: int, job_id: str) -> JobView:
+        with self._lock:
+            job = self._job(user_id, job_id)
+            self._tick(job)
+            return self._view(job)
+
+    def list_transfers(self, user_id: int, status: str | None = None) -> list[JobView]:
+        if status is not None and status not in STATUSES:
+            raise ServiceError(f"status: must be one of {', '.join(STATUSES)}")
+        with self._lock:
+            out = []
+            for job in self.jobs.values():
+                if job.user_id != user_id:
+                    continue
+                self._tick(job)
+                if status is None or job.status == status:
+                    out.append(self._view(job))
+            return sorted(out, key=lambda v: v.created, reverse=True)
+
+    def cancel_transfer(self, user_id: int, job_id: str) -> JobView:
+        with self._lock:
+            job = self._job(user_id, job_id)
+            self._tick(job)
+            if job.status in TERMINAL:
+                raise Conflict(f"the transfer is already {job.status}")
+            job.status = "cancelled"
+            job.finished = self.clock()
+            self._write_state(job)
+            return self._view(job)
+
+    def rerun_transfer(self, user_id: int, job_id: str) -> JobView:
+        with self._lock:
+            job = self._job(user_id, job_id)
+            self._tick(job)
+            if job.status not in TERMINAL:
+                raise Conflict("the transfer is still running; cancel it first")
+            if not job.credentials:
+                raise Conflict(
+                    "the passwords of this transfer were deleted after "
+                    f"{self.settings.credential_retention_days} days; order a new transfer"
+                )
+            job.status, job.started, job.finished, job.error = "queued", None, None, None
+            job.fraction, job.failures, job.history = 0.0, [], []
+            job.created = self.clock()
+            return self._view(job)
+
+    def forget_credentials(self, user_id: int, job_id: str) -> JobView:
+        with self._lock:
+            job = self._job(user_id, job_id)
+            if job.status not in TERMINAL:
+                raise Conflict("the transfer is still running; cancel it first")
+            job.credentials = False
+            return self._view(job)
+
+    def report(self, user_id: int, job_id: str) -> dict:
+        with self._lock:
+            job = self._job(user_id, job_id)
+            self._tick(job)
+            if job.status not in TERMINAL or job.started is None:
+                raise NotFound("no report yet: the transfer has not run")
+            folders = []
+            for f in job.plan:
+                done = round(f.messages * job.fraction)
+                fails = [x for x in job.failures if x["folder"] == f.name]
+                folders.append(
+                    {
+                        "source": f.name,
+                        "dest": f.dest_name,
+                        "source_count": f.messages,
+                        "copied": max(0, done - len(fails)),
+                        "already_present": 0,
+                        "failed": len(fails),
+                        "verified": max(0, done - len(fails)),
+                        "bytes_copied": round(f.bytes * job.fraction),
+                        "notes": [],
+                        "error": None,
+                        "failures": fails,
+                        "messages": [],
+                    }
+                )
+            return {
+                "version": 1,
+                "source": _label(job.source),
+                "dest": _label(job.dest),
+                "status": job.status,
+                "error": job.error,
+                "started": job.started,
+                "finished": job.finished,
+                "totals": {
+                    "folders": len(folders),
+                    "source_count": sum(f["source_count"] for f in folders),
+                    "copied": sum(f["copied"] for f in folders),
+                    "already_present": 0,
+                    "failed": len(job.failures),
+                    "folders_failed": 0,
+                    "verified": sum(f["verified"] for f in folders),
+                    "bytes_copied": sum(f["bytes_copied"] for f in folders),
+                },
+                "folders": folders,
+                "failures": list(job.failures),
+            }
+
+    def state_file(self, user_id: int, job_id: str) -> Path:
+        with self._lock:
+            job = self._job(user_id, job_id)
+            if job.state_path is None or not job.state_path.exists():
+                raise NotFound("no state file yet: the transfer has not run")
+            return job.state_path
+
+    def validate_batch_csv(self, text: str) -> tuple[list[tuple[Account, Account]], list[str]]:
+        """Columns: BATCH_COLUMNS (a header line is required); ports may be empty (993)."""
+        rows: list[tuple[Account, Account]] = []
+        errors: list[str] = []
+        reader = csv.reader(io.StringIO(text))
+        header = next(reader, None)
+        if header is None:
+            return [], ["line 1: the file is empty"]
+        header = [h.strip().lower() for h in header]
+        missing = [c for c in BATCH_COLUMNS if c not in header]
+        if missing:
+            return [], [f"line 1: missing column {', '.join(missing)}"]
+        for row in reader:
+            line = reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                errors.append(f"line {line}: expected {len(header)} columns, found {len(row)}")
+                continue
+            cells = dict(zip(header, (c.strip() for c in row), strict=True))
+            try:
+                pair = tuple(self._row_account(cells, role) for role in ("source", "dest"))
+            except ServiceError as exc:
+                errors.append(f"line {line}: {exc}")
+                continue
+            rows.append(pair)  # type: ignore[arg-type]
+        return rows, errors
+
+    def _row_account(self, cells: dict[str, str], role: str) -> Account:
+        port_text = cells[f"{role}_port"] or "993"
+        if not port_text.isdigit():
+            raise ServiceError(f"{role}_port: must be a number")
+        acc = Account(
+            cells[f"{role}_host"],
+            int(port_text),
+            cells[f"{role}_security"] or "tls",
+            cells[f"{role}_username"],
+            cells[f"{role}_password"],
+        )
+        if not acc.password:
+            raise ServiceError(f"{role}_password: must not be empty")
+        try:
+            self._validate(acc, role)
+        except ServiceError as exc:
+            raise ServiceError(str(exc).replace(f"{role}.", f"{role}_")) from None
+        return acc
+
+    # -- test controls ------------------------------------------------------------------
+
+    def start(self, job_id: str) -> None:
+        with self._lock:
+            job = self.jobs[job_id]
+            job.status, job.started = "running", self.clock()
+            job.history = [[job.started, 0]]
+
+    def advance(self, job_id: str, fraction: float) -> None:
+        with self._lock:
+            job = self.jobs[job_id]
+            if job.status == "queued":
+                self.start(job_id)
+            job.fraction = min(1.0, fraction)
+            job.history.append([self.clock(), self._bytes_done(job)])
+
+    def add_failure(self, job_id: str, folder: str, uid: int, reason: str) -> None:
+        self.jobs[job_id].failures.append(
+            {
+                "folder": folder,
+                "uid": uid,
+                "size": 1234,
+                "message_id": f"<{uid}@example.org>",
+                "reason": reason,
+            }
+        )
+
+    def finish(self, job_id: str) -> None:
+        with self._lock:
+            job = self.jobs[job_id]
+            self.advance(job_id, 1.0)
+            job.status, job.finished = "done", self.clock()
+            self._write_state(job)
+
+    def fail(self, job_id: str, error: str) -> None:
+        with self._lock:
+            job = self.jobs[job_id]
+            if job.started is None:
+                self.start(job_id)
+            job.status, job.finished, job.error = "failed", self.clock(), error
+            self._write_state(job)
+
+    def drop_credentials(self, job_id: str) -> None:
+        """Test control: the retention ran out."""
+        self.jobs[job_id].credentials = False
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _tick(self, job: _Job) -> None:
+        """With ``job_seconds``, move a job along by wall time."""
+        if self.job_seconds is None or job.status in TERMINAL:
+            return
+        now = self.clock()
+        if job.status == "queued" and now - job.created >= 0.5:
+            job.status, job.started = "running", now
+            job.history = [[now, 0]]
+        if job.status != "running" or job.started is None:
+            return
+        # Uneven speed, so that the rate graph has something to show.
+        t = (now - job.started) / self.job_seconds
+        job.fraction = min(1.0, t + 0.04 * math.sin(t * 17) * (1 - t))
+        job.fraction = max(job.fraction, job.history[-1][1] / max(1, _total_bytes(job)))
+        if job.history[-1][0] + 0.25 <= now:
+            job.history.append([now, self._bytes_done(job)])
+        if job.fraction > 0.35 and not job.failures and job.plan:
+            self.add_failure(
+                job.id,
+                job.plan[0].name,
+                4711,
+                "the destination refused the message: [LIMIT] Message too large (52 MB)",
+            )
+        if t >= 1.0:
+            job.fraction, job.status, job.finished = 1.0, "done", now
+            self._write_state(job)
+
+    def _bytes_done(self, job: _Job) -> int:
+        return round(_total_bytes(job) * job.fraction)
+
+    def _write_state(self, job: _Job) -> None:
+        jobs_dir = self.settings.data_dir / "jobs"
+        jobs_dir.mkdir(parents=True, exist_ok=True)
+        path = jobs_dir / f"{job.id}.sqlite"
+        con = sqlite3.connect(path)
+        try:
+            con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            con.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('source', ?), ('dest', ?)",
+                (_label(job.source), _label(job.dest)),
+            )
+            con.commit()
+        finally:
+            con.close()
+        job.state_path = path
+
+    def _view(self, job: _Job) -> JobView:
+        total_b = _total_bytes(job)
+        total_m = sum(f.messages for f in job.plan)
+        per_folder: dict[str, dict[str, Any]] = {}
+        folders_done = 0
+        for f in job.plan:
+            m_done = round(f.messages * job.fraction)
+            b_done = round(f.bytes * job.fraction)
+            fails = sum(1 for x in job.failures if x["folder"] == f.name)
+            state = "waiting" if job.fraction == 0 else "copying"
+            if job.fraction >= 1.0 or job.status in TERMINAL:
+                state = "done" if job.fraction > 0 else "waiting"
+            per_folder[f.name] = {
+                "dest": f.dest_name,
+                "messages": f.messages,
+                "bytes": f.bytes,
+                "messages_done": m_done,
+                "bytes_done": b_done,
+                "failed": fails,
+                "state": state,
+            }
+            if job.fraction >= 1.0:
+                folders_done += 1
+        elapsed = ((job.finished or self.clock()) - job.started) if job.started else 0.0
+        bytes_done = round(total_b * job.fraction)
+        rate = 0.0
+        if len(job.history) >= 2:
+            (t0, b0), (t1, b1) = job.history[-2], job.history[-1]
+            rate = (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
+        elif elapsed > 0:
+            rate = bytes_done / elapsed
+        eta = (total_b - bytes_done) / rate if rate > 0 and job.status == "running" else None
+        progress = {
+            "phase": {"queued": "waiting", "running": "copying"}.get(job.status, job.status),
+            "folders_done": folders_done,
+            "folders_total": len(job.plan),
+            "messages_done": round(total_m * job.fraction),
+            "messages_total": total_m,
+            "bytes_done": bytes_done,
+            "bytes_total": total_b,
+            "rate": rate,
+            "eta": eta,
+            "failed": len(job.failures),
+            "failures": list(job.failures),
+            "current": [f.name for f in job.plan if job.status == "running" and job.fraction < 1][
+                :2
+            ],
+            "rate_history": [list(p) for p in job.history],
+            "per_folder": per_folder,
+        }
+        return JobView(
+            id=job.id,
+            status=job.status,
+            source=_public(job.source),
+            dest=_public(job.dest),
+            folders=job.folders,
+            created=job.created,
+            started=job.started,
+            finished=job.finished,
+            progress=progress,
+            error=job.error,
+            can_rerun=job.status in TERMINAL and job.credentials,
+            credentials_expire=(
+                (job.finished or 0) + self.settings.credential_retention_days * 86400
+                if job.credentials and job.status in TERMINAL
+                else None
+            ),
+        )
+
+
+def _total_bytes(job: _Job) -> int:
+    return sum(f.bytes for f in job.plan)
+
+
+def _label(acc: Account) -> str:
+    return f"{acc.username}@{acc.host}:{acc.port}"
+
+
+def _matches_any(patterns: list[str], name: str) -> bool:
+    import fnmatch
+
+    for p in patterns:
+        if p == name or name.startswith(p + "/"):
+            return True
+        if any(ch in p for ch in "*?[") and fnmatch.fnmatchcase(name, p):
+            return True
+    return False
+
+
+__all__ = [
+    "BATCH_COLUMNS",
+    "SAMPLE_FOLDERS",
+    "Account",
+    "Conflict",
+    "FakeService",
+    "FolderInfo",
+    "JobView",
+    "NotFound",
+    "ServiceError",
+    "Settings",
+]

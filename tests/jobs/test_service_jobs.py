@@ -352,3 +352,25 @@ def test_cancel_takes_effect_at_once_when_the_job_runs_here(make_service, server
     view = wait_status(svc, uid, job.id, timeout=30)
     assert view.status == "cancelled"
     assert time.monotonic() - t0 < 2.0
+
+
+def test_refused_messages_show_in_the_progress_with_the_servers_words(
+    make_service, dovecot_factory
+):
+    """A customer sees which messages failed and why, from the progress (live) and the report."""
+    src = dovecot_factory(users={"src": SRC_PW})
+    dst = dovecot_factory(users={"dst": DST_PW}, max_message_size=10000)
+    src.deliver("src", "INBOX", make_message(1, size=100))
+    src.deliver("src", "INBOX", make_message(2, size=50000))
+    svc = make_service(ca_file=str(src.ca_file))
+    svc.start(1)
+    uid = svc.create_user(OWNER, "long enough")
+    job = svc.create_transfer(uid, account(src, "src", SRC_PW), account(dst, "dst", DST_PW))
+    view = wait_status(svc, uid, job.id)
+    assert view.status == "done", view
+    failures = view.progress["failures"]
+    assert len(failures) == 1
+    f = failures[0]
+    assert f["folder"] == "INBOX" and f["size"] > 10000 and f["message_id"] == "<msg2@example.org>"
+    assert "destination refused it" in f["reason"]
+    assert svc.report(uid, job.id)["failures"][0]["uid"] == f["uid"]

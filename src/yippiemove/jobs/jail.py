@@ -118,6 +118,7 @@ def progress_line(mover: Any) -> dict[str, Any]:
         "bytes_total": p.bytes_total,
         "failed": p.failed,
         "current": sorted(p.current),
+        "failures": list(p.failures),
     }
     plan = mover.plan
     if plan is not None:

@@ -613,15 +613,18 @@ class Mover:
 
         def fail(m: MessageMeta, reason: str, body: bytes | None = None) -> None:
             mid = m.message_id or (message_id_in(body) if body is not None else None)
-            res.failures.append(
-                Failure(
-                    fp.source.name,
-                    m.uid,
-                    m.size,
-                    mid.decode("utf-8", "replace") if mid else None,
-                    reason,
-                )
+            failure = Failure(
+                fp.source.name,
+                m.uid,
+                m.size,
+                mid.decode("utf-8", "replace") if mid else None,
+                reason,
             )
+            res.failures.append(failure)
+            live = self.progress.failures
+            live.append(failure.as_dict())
+            if len(live) > 200:
+                del live[:-200]
             outcome_of[m.uid] = "failed"
             self._advance(fp, m.size, failed=True)
             self.on_event(f"{fp.source.name}: UID {m.uid} failed: {reason}")

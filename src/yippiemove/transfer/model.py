@@ -182,6 +182,8 @@ class Progress:
     bytes_done: int = 0
     failed: int = 0
     current: set[str] = field(default_factory=set)
+    #: The latest failed messages (at most 200), for front doors that show them live.
+    failures: list[dict[str, object]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     phase: str = "connecting"
 

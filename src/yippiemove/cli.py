@@ -557,8 +557,14 @@ def serve(
     # so that running jobs are stopped cleanly and put back in the queue.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     service.start(workers)
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(
+        f"yippiemove is running at http://{shown}:{port}/  "
+        f"(data: {service.settings.data_dir}; Ctrl-C to stop)",
+        err=True,
+    )
     try:
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
     except KeyboardInterrupt:
         pass
     finally:

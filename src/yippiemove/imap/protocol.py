@@ -419,7 +419,12 @@ class ResponseParser:
             out.append(_build(chunks, literals))
         # Compact: drop consumed bytes once they dominate the buffer.
         if self._pos and (self._pos == len(buf) or self._pos > 1 << 20):
-            del buf[: self._pos]
+            if self._pos == len(buf) and self._pos > 1 << 20:
+                # A big literal went through: a new buffer gives its memory back
+                # (a bytearray keeps its capacity after ``del``).
+                self._buf = bytearray()
+            else:
+                del buf[: self._pos]
             self._scan -= self._pos
             self._pos = 0
         return out

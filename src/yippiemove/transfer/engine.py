@@ -75,6 +75,39 @@ def _plain_name(name: str, separator: str | None) -> str:
     return separator.join(_PLAIN.sub("_", part) or "_" for part in name.split(separator))
 
 
+class ByteBudget:
+    """Message bytes in flight (fetched, not yet stored) shared by all folder workers.
+
+    Memory then stays bounded whatever ``--connections`` is. A request larger than the
+    whole budget (one huge message) waits until nothing else is in flight.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self.used = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    async def acquire(self, n: int) -> int:
+        n = min(max(0, n), self.limit)
+        while self.used and self.used + n > self.limit:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            try:
+                await fut
+            finally:
+                if fut in self._waiters:
+                    self._waiters.remove(fut)
+        self.used += n
+        return n
+
+    def release(self, n: int) -> None:
+        self.used = max(0, self.used - n)
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+
 def fingerprint(body: bytes) -> bytes:
     """Content fingerprint of a message's exact bytes (SHA-256: fast with SHA-NI)."""
     return hashlib.sha256(body).digest()
@@ -107,6 +140,7 @@ class Mover:
         self.results: list[FolderResult] = []
         self._passes: dict[str, list[int]] = {}
         self._folder_errors: dict[str, str] = {}
+        self._budget = ByteBudget(self.options.memory_budget)
 
     # ------------------------------------------------------------------ connections
 
@@ -593,8 +627,20 @@ class Mover:
         # pipelined FETCH commands, so a body is matched by its UID, not by its command.
         got: dict[int, bytes] = {}
 
+        budget = self._budget
+        held = 0  # bytes of this pass counted in the shared budget
+
+        def release_one(size: int) -> None:
+            nonlocal held
+            n = min(size, held)
+            if n:
+                held -= n
+                budget.release(n)
+
         async def producer() -> None:
+            nonlocal held
             for batch in _batches(to_copy, opts.fetch_batch_bytes, opts.fetch_batch_messages):
+                held += await budget.acquire(sum(m.size for m in batch))
                 fut = await src.submit_fetch_bodies([m.uid for m in batch], got.__setitem__)
                 await fetch_q.put((batch, got, fut))
             await fetch_q.put(None)
@@ -608,6 +654,7 @@ class Mover:
                 claim[m.uid] = dest_uid
             outcome_of[m.uid] = outcome
             self._advance(fp, m.size)
+            release_one(m.size)
             if state is not None:
                 state.record(folder_id, m.uid, m.size, m.message_id, fpr, dest_uid, outcome)
 
@@ -621,6 +668,7 @@ class Mover:
                 reason,
             )
             res.failures.append(failure)
+            release_one(m.size)
             live = self.progress.failures
             live.append(failure.as_dict())
             if len(live) > 200:
@@ -746,6 +794,9 @@ class Mover:
             await asyncio.gather(prod, return_exceptions=True)
             for t in list(append_tasks):
                 t.cancel()
+            if held:
+                budget.release(held)
+                held = 0
 
     async def _verify(
         self,

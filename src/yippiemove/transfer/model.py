@@ -43,6 +43,8 @@ class Options:
     append_batch_messages: int = 256
     append_batch_bytes: int = 8 * 1024 * 1024
     append_window: int = 3
+    #: Message bytes in flight across all workers (fetched, not yet stored).
+    memory_budget: int = 24 * 1024 * 1024
     retries: int = 3
     connect_timeout: float = 30.0
     idle_timeout: float = 120.0

@@ -41,7 +41,6 @@ def folders(c: imaplib.IMAP4) -> dict[str, tuple[str, set[str]]]:
     typ, data = c.list('""', "*")
     assert typ == "OK", data
     out: dict[str, tuple[str, set[str]]] = {}
-    pending: bytes | None = None
     for item in data:
         if isinstance(item, tuple):  # name sent as a literal
             head, lit = item
@@ -57,7 +56,6 @@ def folders(c: imaplib.IMAP4) -> dict[str, tuple[str, set[str]]]:
         if name.startswith(b'"'):
             name = name[1:-1].replace(b'\\"', b'"').replace(b"\\\\", b"\\")
         out[name.decode()] = (m.group("sep").decode(), set(m.group("flags").decode().split()))
-    del pending
     return out
 
 

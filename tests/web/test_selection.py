@@ -24,7 +24,7 @@ def chosen(names: list[str], sep: str, ticked: set[str]) -> set[str]:
     spec = selection_to_folders(names, ticked)
     if spec is None:
         return set(names)
-    got = select_folders(boxes(names, sep), spec["include"], spec["exclude"], None)
+    got = select_folders(boxes(names, sep), spec["include"], spec["exclude"])
     return {m.name for m in got}
 
 

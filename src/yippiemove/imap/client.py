@@ -68,6 +68,9 @@ class NamespaceInfo:
     separator: str | None
 
 
+_SYSTEM_FLAGS = frozenset(("\\SEEN", "\\ANSWERED", "\\FLAGGED", "\\DELETED", "\\DRAFT"))
+
+
 @dataclass(frozen=True, slots=True)
 class SelectInfo:
     exists: int
@@ -80,7 +83,12 @@ class SelectInfo:
     def can_store(self, flag: str) -> bool:
         """Whether a flag or keyword is kept permanently (RFC 3501 7.1, PERMANENTFLAGS)."""
         up = flag.upper()
+        if up == "\\RECENT":
+            return False  # set by the server only (RFC 3501 2.3.2)
         perm = {f.upper() for f in self.permanent_flags}
+        if not perm:
+            # Neither PERMANENTFLAGS nor FLAGS were sent: assume the system flags work.
+            return up in _SYSTEM_FLAGS
         if up in perm:
             return True
         return not flag.startswith("\\") and "\\*" in perm

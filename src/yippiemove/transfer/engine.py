@@ -41,7 +41,14 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 
 from ..imap import utf7
-from ..imap.client import AppendItem, ImapClient, MailboxInfo, MessageMeta, message_id_in
+from ..imap.client import (
+    AppendItem,
+    ImapClient,
+    MailboxInfo,
+    MessageMeta,
+    SelectInfo,
+    message_id_in,
+)
 from ..imap.connection import CommandResult, ImapConnection
 from ..imap.errors import CommandError, ImapError
 from ..imap.protocol import quote
@@ -53,8 +60,6 @@ from .state import State
 log = logging.getLogger(__name__)
 
 __all__ = ["Mover", "PlanError", "fingerprint"]
-
-_SYSTEM_FLAGS = frozenset(("\\SEEN", "\\ANSWERED", "\\FLAGGED", "\\DELETED", "\\DRAFT"))
 
 
 class PlanError(Exception):
@@ -174,7 +179,7 @@ class Mover:
 
         selectable = [m for m in src_boxes if m.selectable]
         skipped = [(m.name, "not selectable (\\Noselect)") for m in src_boxes if not m.selectable]
-        chosen = select_folders(selectable, self.options.include, self.options.exclude, src_ns)
+        chosen = select_folders(selectable, self.options.include, self.options.exclude)
         for m in selectable:
             if m not in chosen:
                 skipped.append((m.name, "excluded by --folder/--exclude"))
@@ -554,22 +559,14 @@ class Mover:
         return res
 
     def _storable(
-        self, dinfo: object, smeta: Sequence[MessageMeta], res: FolderResult
+        self, dinfo: SelectInfo, smeta: Sequence[MessageMeta], res: FolderResult
     ) -> Callable[[str], bool]:
-        from ..imap.client import SelectInfo
-
-        assert isinstance(dinfo, SelectInfo)
         cache: dict[str, bool] = {}
 
         def ok(flag: str) -> bool:
             v = cache.get(flag)
             if v is None:
-                v = dinfo.can_store(flag) or (
-                    flag.upper() in _SYSTEM_FLAGS
-                    and flag.upper() != "\\RECENT"
-                    and not dinfo.permanent_flags
-                )
-                cache[flag] = v
+                v = cache[flag] = dinfo.can_store(flag)
             return v
 
         for m in smeta:
@@ -587,7 +584,6 @@ class Mover:
         self, dst: ImapClient, uids: list[int], pool: dict[tuple[int, bytes], list[int]]
     ) -> None:
         """Fingerprint destination messages (bodies are hashed, then dropped)."""
-        sizes: dict[int, int] = {}
 
         def on_body(uid: int, body: bytes) -> None:
             pool[(len(body), fingerprint(body))].append(uid)
@@ -599,7 +595,6 @@ class Mover:
                 _check(await futs.pop(0), "UID FETCH")
         for f in futs:
             _check(await f, "UID FETCH")
-        del sizes
         for v in pool.values():
             v.sort()
 
@@ -913,7 +908,7 @@ def _norm_inbox(name: str) -> str:
 
 
 def select_folders(
-    boxes: Sequence[MailboxInfo], include: Sequence[str], exclude: Sequence[str], ns: object
+    boxes: Sequence[MailboxInfo], include: Sequence[str], exclude: Sequence[str]
 ) -> list[MailboxInfo]:
     """Apply --folder/--exclude.
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: throwaway real Dovecot IMAP servers (see yippiemove.testing.dovecot)."""
+"""Shared fixtures: throwaway real Dovecot and Cyrus IMAP servers (yippiemove.testing)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from yippiemove.testing.cyrus import INSTALL_HINT as CYRUS_INSTALL_HINT
+from yippiemove.testing.cyrus import CyrusServer, cyrus_available
 from yippiemove.testing.dovecot import INSTALL_HINT, DovecotServer, dovecot_available
 
 
@@ -59,6 +61,47 @@ def dovecot_dot(dovecot_installed: None, tmp_path: Path) -> Iterator[DovecotServ
 
 
 @pytest.fixture(scope="session")
+def cyrus_installed() -> None:
+    """Cyrus is installed by scripts/test; without it: a failure in CI, else a skip."""
+    if not cyrus_available():
+        import os
+
+        msg = f"these tests need a real Cyrus IMAP server: {CYRUS_INSTALL_HINT}"
+        if os.environ.get("CI"):
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+
+
+@pytest.fixture
+def cyrus(cyrus_installed: None, tmp_path: Path) -> Iterator[CyrusServer]:
+    """A running Cyrus IMAP: namespace "INBOX." with separator ".", users src and dst,
+    each with INBOX.Sent Items, INBOX.Drafts, INBOX.Deleted Items and INBOX.Spam marked
+    \\Sent, \\Drafts, \\Trash and \\Junk (SPECIAL-USE)."""
+    server = CyrusServer(tmp_path / "cyrus", users={"src": "srcpass", "dst": "dstpass"})
+    with server:
+        yield server
+
+
+@pytest.fixture
+def cyrus_factory(cyrus_installed: None, tmp_path: Path) -> Iterator[Callable[..., CyrusServer]]:
+    """Start Cyrus servers with options: ``cyrus_factory(eight_bit_headers="reject")``.
+
+    Users src/srcpass and dst/dstpass unless ``users`` is given; stopped at teardown.
+    """
+    servers: list[CyrusServer] = []
+
+    def make(**kwargs: Any) -> CyrusServer:
+        kwargs.setdefault("users", {"src": "srcpass", "dst": "dstpass"})
+        server = CyrusServer(tmp_path / f"cyrus-{len(servers)}", **kwargs)
+        servers.append(server)
+        return server.start()
+
+    yield make
+    for server in reversed(servers):
+        server.stop()
+
+
+@pytest.fixture(scope="session")
 def corpus_dir() -> Path:
     """``shared/corpus/real-world``: beside the checkout (CI) or from YIPPIEMOVE_CORPUS."""
     import os
@@ -74,3 +117,17 @@ def corpus_dir() -> Path:
     pytest.fail(
         "the real-world corpus is missing: expected ../shared/corpus/real-world", pytrace=False
     )
+
+
+@pytest.fixture
+def gmail() -> Iterator[Any]:
+    """A running Gmail IMAP double (yippiemove.testing.gmail.GmailServer), plain text on
+    127.0.0.1, users src@gmail.test/srcpass and dst@gmail.test/dstpass (in an account URL
+    write the "@" of the user name as %40).  Fails the test if the double hit an internal
+    error."""
+    from yippiemove.testing.gmail import GmailServer
+
+    server = GmailServer(users={"src@gmail.test": "srcpass", "dst@gmail.test": "dstpass"})
+    with server:
+        yield server
+    assert not server.internal_errors, server.internal_errors

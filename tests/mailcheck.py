@@ -13,7 +13,8 @@ import re
 import subprocess
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 _LIST = re.compile(rb'\((?P<flags>[^)]*)\) (?:"(?P<sep>[^"]*)"|NIL) (?P<name>.+)\Z')
@@ -104,6 +105,34 @@ def snapshot(port: int, user: str, password: str) -> dict[str, Counter[Msg]]:
         return snap
     finally:
         c.logout()
+
+
+def utc_date(date: str) -> str:
+    """An INTERNALDATE as the same instant in UTC, day zero-padded.
+
+    Servers differ in how they show one instant: Dovecot in its own time zone with
+    "04-Apr-2004", Cyrus in +0000 with " 4-Apr-2004" (RFC 3501 allows both).
+    """
+    when = datetime.strptime(date.strip(), "%d-%b-%Y %H:%M:%S %z")
+    return when.astimezone(UTC).strftime("%d-%b-%Y %H:%M:%S +0000")
+
+
+def in_utc(snap: dict[str, Counter[Msg]]) -> dict[str, Counter[Msg]]:
+    """A snapshot with every date as :func:`utc_date`, to compare across servers."""
+    out: dict[str, Counter[Msg]] = {}
+    for folder, msgs in snap.items():
+        out[folder] = Counter()
+        for m, n in msgs.items():
+            out[folder][replace(m, date=utc_date(m.date))] += n
+    return out
+
+
+def everything(snap: dict[str, Counter[Msg]]) -> Counter[Msg]:
+    """All messages of all folders of a snapshot, as one multiset."""
+    total: Counter[Msg] = Counter()
+    for msgs in snap.values():
+        total.update(msgs)
+    return total
 
 
 def uids(port: int, user: str, password: str) -> dict[str, list[int]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from yippiemove.accounts import AccountURLError, parse_account_url
+from yippiemove.accounts import AccountURLError, parse_account_url, resolve_account
 from yippiemove.imap.connection import is_loopback
 
 
@@ -90,3 +90,61 @@ def test_endpoint_repr_hides_password():
 )
 def test_is_loopback(host, loop):
     assert is_loopback(host) is loop
+
+
+# ------------------------------------------------------- bare addresses and presets
+
+
+@pytest.mark.parametrize(
+    ("text", "preset", "url", "key"),
+    [
+        ("ada@gmail.com", None, ("imaps", "ada@gmail.com", "imap.gmail.com", 993), "gmail"),
+        (
+            " Bo@Hotmail.com ",
+            None,
+            ("imaps", "Bo@Hotmail.com", "outlook.office365.com", 993),
+            "outlook",
+        ),
+        ("bob@web.de", None, ("imaps", "bob", "imap.web.de", 993), "webde"),
+        ("h@gmx.ch", None, ("imaps", "h@gmx.ch", "imap.gmx.net", 993), "gmx"),
+        # A custom domain with a forced preset.
+        (
+            "boss@corp.example",
+            "google-workspace",
+            ("imaps", "boss@corp.example", "imap.gmail.com", 993),
+            "google-workspace",
+        ),
+        # A URL keeps its own server; the preset comes from the host, else generic.
+        ("imaps://ada@imap.gmail.com", None, ("imaps", "ada", "imap.gmail.com", 993), "gmail"),
+        (
+            "imaps://boss@corp.example@imap.gmail.com",
+            None,
+            ("imaps", "boss@corp.example", "imap.gmail.com", 993),
+            "google-workspace",
+        ),
+        ("imap://u@127.0.0.1:1143", None, ("imap", "u", "127.0.0.1", 1143), "generic"),
+        ("imap://u@127.0.0.1:1143", "icloud", ("imap", "u", "127.0.0.1", 1143), "icloud"),
+    ],
+)
+def test_resolve_account(text, preset, url, key):
+    acc, prov = resolve_account(text, what="--source", preset=preset)
+    assert (acc.scheme, acc.user, acc.host, acc.port) == url
+    assert prov.key == key
+
+
+@pytest.mark.parametrize(
+    ("text", "preset", "message"),
+    [
+        ("alice@example.org", None, "no preset for example.org; give an imaps://USER@HOST URL"),
+        ("alice@Example.ORG", None, "no preset for example.org"),
+        ("alice@gmail.com", "nope", "unknown preset 'nope'"),
+        ("alice@example.org", "generic", "the 'generic' preset has no server"),
+        ("mail.example.org", None, "must look like imap://USER@HOST:PORT"),
+        ("@gmail.com", None, "is neither an e-mail address nor an imap URL"),
+        ("a b@gmail.com", None, "is neither an e-mail address nor an imap URL"),
+    ],
+)
+def test_resolve_account_errors(text, preset, message):
+    with pytest.raises(AccountURLError) as e:
+        resolve_account(text, what="--source", preset=preset)
+    assert message in str(e.value)

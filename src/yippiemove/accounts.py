@@ -11,9 +11,17 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from .imap.connection import is_loopback
+from .policy import providers
+from .policy.providers import Provider
 from .transfer.model import Endpoint
 
-__all__ = ["AccountURL", "AccountURLError", "parse_account_url", "ssl_context"]
+__all__ = [
+    "AccountURL",
+    "AccountURLError",
+    "parse_account_url",
+    "resolve_account",
+    "ssl_context",
+]
 
 
 class AccountURLError(ValueError):
@@ -100,6 +108,45 @@ def parse_account_url(url: str, *, what: str = "account") -> AccountURL:
             raise AccountURLError(f"{what} URL {url!r}: port {port_s!r} is not a number 1-65535")
         port = int(port_s)
     return AccountURL(scheme, user, host.strip("[]"), port)
+
+
+def resolve_account(
+    text: str, *, what: str = "account", preset: str | None = None
+) -> tuple[AccountURL, Provider]:
+    """An account as typed: an ``imap[s]://`` URL or a bare e-mail address, and its
+    provider preset (:mod:`yippiemove.policy.providers`).
+
+    A bare address takes server, port and security from the preset of its domain (or
+    ``preset``); an unknown domain is an error that asks for a URL.  A URL keeps its
+    own server; its preset is ``preset``, else the one serving that host, else generic.
+    """
+    forced = None
+    if preset is not None:
+        forced = providers.by_key(preset)
+        if forced is None:
+            raise AccountURLError(
+                f"{what}: unknown preset {preset!r} (known: {', '.join(providers.keys())})"
+            )
+    text = text.strip()
+    if "://" in text or "@" not in text:
+        url = parse_account_url(text, what=what)
+        return url, forced or providers.for_host(url.host, url.user) or providers.GENERIC
+    local, _, domain = text.rpartition("@")
+    if not local or not domain or any(c.isspace() or c in "/:?#" for c in text):
+        raise AccountURLError(f"{what} {text!r} is neither an e-mail address nor an imap URL")
+    prov = forced or providers.for_address(text)
+    if prov is None:
+        raise AccountURLError(
+            f"no preset for {domain.lower()}; give an imaps://USER@HOST URL "
+            f"(or --{what.lstrip('-')}-preset KEY)"
+        )
+    if prov.host is None:
+        raise AccountURLError(
+            f"{what}: the {prov.key!r} preset has no server; give an imaps://USER@HOST URL"
+        )
+    user = local if prov.username == "localpart" else text
+    scheme = "imaps" if prov.security == "tls" else "imap"
+    return AccountURL(scheme, user, prov.host, prov.port), prov
 
 
 def ssl_context(ca_file: str | None = None) -> ssl.SSLContext:

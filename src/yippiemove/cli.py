@@ -21,8 +21,10 @@ from typing import Any, NoReturn
 import click
 
 from . import __version__
-from .accounts import AccountURL, AccountURLError, parse_account_url, ssl_context
+from .accounts import AccountURL, AccountURLError, resolve_account, ssl_context
 from .imap.errors import ImapError
+from .policy import providers
+from .policy.rules import FolderRules, MessageFilter, RuleError
 from .transfer.engine import Mover, PlanError
 from .transfer.model import FolderResult, Options, Plan, Progress
 from .transfer.state import State, StateError
@@ -78,9 +80,29 @@ def main() -> None:
 
 @main.command()
 @click.option(
-    "--source", "source_url", required=True, metavar="URL", help="imap[s]://USER@HOST:PORT"
+    "--source",
+    "source_url",
+    required=True,
+    metavar="URL|ADDRESS",
+    help="imap[s]://USER@HOST:PORT, or an e-mail address of a known provider.",
 )
-@click.option("--dest", "dest_url", required=True, metavar="URL", help="imap[s]://USER@HOST:PORT")
+@click.option(
+    "--dest",
+    "dest_url",
+    required=True,
+    metavar="URL|ADDRESS",
+    help="imap[s]://USER@HOST:PORT, or an e-mail address of a known provider.",
+)
+@click.option(
+    "--source-preset",
+    type=click.Choice(providers.keys()),
+    help="Provider preset of the source (server and limits), e.g. for a custom domain.",
+)
+@click.option(
+    "--dest-preset",
+    type=click.Choice(providers.keys()),
+    help="Provider preset of the destination (server and limits), e.g. google-workspace.",
+)
 @click.option("--source-password-file", metavar="FILE", help="File holding the source password.")
 @click.option("--dest-password-file", metavar="FILE", help="File holding the destination password.")
 @click.option("--state", "state_path", metavar="FILE", help="The job's sqlite3 state database.")
@@ -98,6 +120,43 @@ def main() -> None:
     multiple=True,
     metavar="NAME",
     help="Skip this folder (and its subfolders); repeatable.",
+)
+@click.option(
+    "--rename",
+    "renames",
+    multiple=True,
+    metavar="OLD=NEW",
+    help="Put folder OLD (and its subfolders) at NEW; names use '/' between levels; "
+    "two folders renamed to one name are merged; repeatable.",
+)
+@click.option(
+    "--rename-regex",
+    "regex_renames",
+    multiple=True,
+    metavar="REGEX=REPLACEMENT",
+    help="Rename folders whose whole path matches REGEX (Python re; \\1 in REPLACEMENT); "
+    "the first matching rule wins; repeatable.",
+)
+@click.option(
+    "--under",
+    metavar="PREFIX",
+    help="Put the folders under PREFIX on the destination (e.g. Imported), except INBOX "
+    "and the special folders.",
+)
+@click.option("--under-inbox", is_flag=True, help="With --under, put INBOX there too.")
+@click.option(
+    "--no-special",
+    is_flag=True,
+    help="Keep the names of Sent, Drafts, Trash, Junk, Archive instead of using the "
+    "destination's own special folders.",
+)
+@click.option("--since", metavar="YYYY-MM-DD", help="Only messages received on or after this date.")
+@click.option("--before", metavar="YYYY-MM-DD", help="Only messages received before this date.")
+@click.option(
+    "--larger", metavar="SIZE", help="Only messages larger than SIZE bytes (k, M, G suffixes)."
+)
+@click.option(
+    "--smaller", metavar="SIZE", help="Only messages smaller than SIZE bytes (k, M, G suffixes)."
 )
 @click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
 @click.option(
@@ -142,12 +201,23 @@ def main() -> None:
 def move(
     source_url: str,
     dest_url: str,
+    source_preset: str | None,
+    dest_preset: str | None,
     source_password_file: str | None,
     dest_password_file: str | None,
     state_path: str | None,
     report_path: str | None,
     folders: tuple[str, ...],
     excludes: tuple[str, ...],
+    renames: tuple[str, ...],
+    regex_renames: tuple[str, ...],
+    under: str | None,
+    under_inbox: bool,
+    no_special: bool,
+    since: str | None,
+    before: str | None,
+    larger: str | None,
+    smaller: str | None,
     dry_run: bool,
     ca_file: str | None,
     no_starttls: bool,
@@ -161,13 +231,24 @@ def move(
     """Copy every folder and message from SOURCE to DEST, exactly; safe to re-run."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(message)s",
+        format="%(asctime)s.%(msecs)03d %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
     try:
-        src_url = parse_account_url(source_url, what="--source")
-        dst_url = parse_account_url(dest_url, what="--dest")
+        rules = FolderRules.parse(
+            renames=renames,
+            regex_renames=regex_renames,
+            under=under,
+            under_inbox=under_inbox,
+            special=not no_special,
+        )
+        filters = MessageFilter.parse(since=since, before=before, larger=larger, smaller=smaller)
+    except RuleError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        src_url, src_provider = resolve_account(source_url, what="--source", preset=source_preset)
+        dst_url, dst_provider = resolve_account(dest_url, what="--dest", preset=dest_preset)
     except AccountURLError as exc:
         _die(str(exc))
     if ca_file and not Path(ca_file).is_file():
@@ -190,11 +271,17 @@ def move(
     options = Options(
         include=list(folders),
         exclude=list(excludes),
+        rules=rules,
+        filters=filters,
         dry_run=dry_run,
         connections=connections,
         retries=retries,
         idle_timeout=timeout,
     )
+    # Provider presets (policy/providers.py): connection cap, size limit, sign-in rules.
+    options, preset_notes = providers.apply_limits(options, src_provider, dst_provider)
+    for note in preset_notes:
+        click.echo(f"note: {note}")
     state: State | None = None
     if not dry_run:
         path = Path(state_path) if state_path else default_state_path(src_url, dst_url)
@@ -234,17 +321,37 @@ def move(
                 state.close()
             except StateError as exc:
                 error = error or str(exc)
+    warnings = (
+        providers.bandwidth_warnings(mover.plan.total_bytes, src_provider, dst_provider)
+        if mover.plan is not None
+        else []
+    )
+    presets = {"source": src_provider.key, "dest": dst_provider.key, "notes": preset_notes}
     if dry_run and mover.plan is not None and error is None:
         print_plan(mover.plan)
+        for w in warnings:
+            click.echo(w)
         if report_path:
-            _write_json(report_path, {"dry_run": True, "plan": mover.plan.as_dict()})
+            _write_json(
+                report_path,
+                {
+                    "dry_run": True,
+                    "plan": mover.plan.as_dict(),
+                    "presets": presets,
+                    "warnings": warnings,
+                },
+            )
         sys.exit(EXIT_OK)
     report = build_report(mover, source.label, dest.label, started, status, error)
+    report["presets"] = presets
+    report["warnings"] = warnings
     if report_path:
         _write_json(report_path, report)
     if error is not None:
         _die(error)
     print_summary(mover.results)
+    for w in warnings:
+        click.echo(w)
     t = report["totals"]
     sys.exit(EXIT_FAILED if t["failed"] or t["folders_failed"] else EXIT_OK)
 
@@ -303,16 +410,24 @@ async def _run_with_progress(mover: Mover, show_bar: bool) -> None:
 
 
 def print_plan(plan: Plan) -> None:
+    """Per source folder: destination (existing or [new]), counts after the filters, why
+    the name is what it is, merges, and the flags the destination cannot keep."""
+    only = f" (only messages {plan.filters.describe()})" if plan.filters.active else ""
     click.echo(
         f"Plan: {len(plan.folders)} folders, {plan.total_messages} messages, "
-        f"{plan.total_bytes / 1e6:.1f} MB"
+        f"{plan.total_bytes / 1e6:.1f} MB{only}"
     )
     for f in plan.folders:
-        why = f" ({'; '.join(f.reasons)})" if f.reasons else ""
         new = "" if f.dest_exists else " [new]"
+        if f.create_use and not f.dest_exists:
+            new = f" [new, {f.create_use}]"
         click.echo(
-            f"  {f.source.name!s} -> {f.dest_name}{new}: {f.count} messages, {f.size / 1e6:.2f} MB{why}"
+            f"  {f.source.name!s} -> {f.dest_name}{new}: {f.count} messages, {f.size / 1e6:.2f} MB"
         )
+        for why in f.reasons:
+            click.echo(f"      why: {why}")
+        if f.unstorable_flags:
+            click.echo("      the destination cannot store: " + ", ".join(f.unstorable_flags))
     for name, why in plan.skipped:
         click.echo(f"  skipped {name}: {why}")
 

@@ -255,10 +255,17 @@ class ImapClient:
                 return NamespaceInfo("", None if sep is None else _as_bytes(sep).decode())
         return NamespaceInfo("", None)
 
-    async def list_mailboxes(self, subscribed: bool = False) -> list[MailboxInfo]:
-        """Every mailbox (LIST "" "*"), or the subscribed ones (LSUB)."""
+    async def list_mailboxes(
+        self, subscribed: bool = False, *, special_use: bool = False
+    ) -> list[MailboxInfo]:
+        """Every mailbox (LIST "" "*"), or the subscribed ones (LSUB).
+
+        ``special_use`` asks for RFC 6154 attributes explicitly (``RETURN (SPECIAL-USE)``,
+        LIST-EXTENDED, RFC 5258), for servers that leave them out of a plain LIST.
+        """
         verb = "LSUB" if subscribed else "LIST"
-        res = await self.conn.execute(verb, b'""', b'"*"')
+        extra = (b"RETURN", b"(SPECIAL-USE)") if special_use and not subscribed else ()
+        res = await self.conn.execute(verb, b'""', b'"*"', *extra)
         out: list[MailboxInfo] = []
         for u in res.untagged:
             if u.kind != verb or len(u.data) < 3 or not isinstance(u.data[0], list):
@@ -293,6 +300,37 @@ class ImapClient:
         res = await self.conn.execute("EXAMINE" if readonly else "SELECT", quote(raw))
         self.selected = raw
         return _select_info(res)
+
+    async def select_many(
+        self, raws: Sequence[bytes], *, readonly: bool = False
+    ) -> dict[bytes, SelectInfo | None]:
+        """SELECT (or EXAMINE) several mailboxes, pipelined, for what each answer says
+        (FLAGS, PERMANENTFLAGS...); None for a mailbox the server refused.  The last one
+        stays selected."""
+        verb = "EXAMINE" if readonly else "SELECT"
+        futs = [(raw, await self.conn.submit(verb, quote(raw))) for raw in raws]
+        out: dict[bytes, SelectInfo | None] = {}
+        for raw, fut in futs:
+            res = await fut
+            out[raw] = _select_info(res) if res.tagged.ok else None
+        if futs:  # a refused SELECT leaves nothing selected (RFC 3501 6.3.1)
+            self.selected = futs[-1][0] if out[futs[-1][0]] is not None else None
+        return out
+
+    async def uid_search(self, criteria: Sequence[bytes | str]) -> list[int]:
+        """``UID SEARCH criteria`` in the selected mailbox: matching UIDs, ascending."""
+        found: set[int] = set()
+
+        def on(u: Untagged) -> None:
+            if u.kind == "SEARCH":
+                for tok in u.data:
+                    try:
+                        found.add(int(tok))
+                    except (TypeError, ValueError):
+                        continue
+
+        await self.conn.execute("UID SEARCH", *criteria, on_untagged=on)
+        return sorted(found)
 
     async def select_and_list(
         self, raw: bytes, *, readonly: bool = False, message_id: bool = False

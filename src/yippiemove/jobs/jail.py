@@ -187,6 +187,7 @@ def run_job(spec: dict[str, Any], workdir: Path) -> tuple[int, dict[str, Any]]:
     from ..accounts import ssl_context
     from ..cli import build_report
     from ..imap.errors import ImapError
+    from ..policy.rules import from_options
     from ..transfer.engine import Mover, PlanError
     from ..transfer.model import Options, Progress
     from ..transfer.state import State, StateError
@@ -199,9 +200,12 @@ def run_job(spec: dict[str, Any], workdir: Path) -> tuple[int, dict[str, Any]]:
     spec["dest"].pop("password", None)
     folders = spec.get("folders") or {}
     opts = spec.get("options") or {}
+    rules, filters = from_options(folders)  # checked by the service when the job was made
     options = Options(
         include=list(folders.get("include") or []),
         exclude=list(folders.get("exclude") or []),
+        rules=rules,
+        filters=filters,
         connections=int(opts.get("connections", 2)),
         retries=int(opts.get("retries", 3)),
         idle_timeout=float(opts.get("idle_timeout", 120.0)),

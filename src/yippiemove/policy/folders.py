@@ -41,9 +41,17 @@ the personal namespace; ``join_name`` turns components into a name.
 ``FolderMapping.reasons`` explains every change beyond translating the
 separator and prefix.  Creating missing parents is the caller's job; see
 ``parents``.
+
+``targets`` (used by ``policy/rules.py``) gives some sources a destination path of
+their own (components relative to the personal namespace, "INBOX" first for the inbox
+and its children) instead of their source path; rules 3-6 still apply to it.
+Sources whose paths (as given in ``targets``, else their source path) are equal, at
+least one of them given in ``targets``, are *merged*: they share one destination name
+(the first one's in the order of rule 6), with a reason naming the others.  A target
+of ("INBOX",) is the destination's inbox.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -197,14 +205,17 @@ class _Plan:
     reasons: tuple[str, ...]
 
 
-def _plan(name: str, src: Namespace, dst: Namespace) -> _Plan:
+def _plan(
+    name: str, src: Namespace, dst: Namespace, target: tuple[str, ...] | None = None
+) -> _Plan:
     """Rules 1-5 for one source folder, ignoring the other folders."""
     reasons: list[str] = []
     raw = _split_raw(name, src)[1]
-    parts = split_name(name, src)
-    if parts[0] == INBOX and raw[0] != INBOX:
+    source_parts = split_name(name, src)
+    parts = source_parts if target is None else target
+    if target is None and parts[0] == INBOX and raw[0] != INBOX:
         reasons.append(f"INBOX is case-insensitive (RFC 3501 section 5.1); {raw[0]!r} -> 'INBOX'")
-    if src.prefix and parts[0] != INBOX and _strip_prefix(name, src) is None:
+    if target is None and src.prefix and parts[0] != INBOX and _strip_prefix(name, src) is None:
         reasons.append(
             f"not under the source personal namespace prefix {src.prefix!r}; "
             "placed under the destination's"
@@ -238,7 +249,7 @@ def _plan(name: str, src: Namespace, dst: Namespace) -> _Plan:
             new = repl * len(new)
             reasons.append(f"{part!r} is not a valid path component on most servers -> {new!r}")
         out.append(new)
-    return _Plan(parts, tuple(out), tuple(reasons))
+    return _Plan(source_parts, tuple(out), tuple(reasons))
 
 
 def _key(dest: str) -> str:
@@ -250,8 +261,20 @@ def _suffixed(parts: tuple[str, ...], number: int) -> tuple[str, ...]:
     return (*parts[:-1], f"{parts[-1]} ({number})")
 
 
-def map_folders(sources: Sequence[str], src: Namespace, dst: Namespace) -> list[FolderMapping]:
-    """Map every source folder to a distinct destination name.
+def _norm_target(parts: Sequence[str]) -> tuple[str, ...]:
+    parts = tuple(parts)
+    if not parts or any(not p for p in parts):
+        raise ValueError(f"a destination path needs non-empty components, not {parts!r}")
+    return (INBOX, *parts[1:]) if _is_inbox(parts[0]) else parts
+
+
+def map_folders(
+    sources: Sequence[str],
+    src: Namespace,
+    dst: Namespace,
+    targets: Mapping[str, Sequence[str]] | None = None,
+) -> list[FolderMapping]:
+    """Map every source folder to a distinct destination name (or merge, see ``targets``).
 
     Returns one FolderMapping per source, in input order; see the module
     docstring for the rules.  Raises ValueError for duplicate sources.
@@ -259,7 +282,19 @@ def map_folders(sources: Sequence[str], src: Namespace, dst: Namespace) -> list[
     if len(set(sources)) != len(sources):
         dupes = sorted({name for name in sources if sources.count(name) > 1})
         raise ValueError(f"duplicate source folder names: {dupes!r}")
-    plans = {name: _plan(name, src, dst) for name in sources}
+    given = {name: _norm_target(t) for name, t in (targets or {}).items() if name in sources}
+    plans = {name: _plan(name, src, dst, given.get(name)) for name in sources}
+    # Merge groups: equal paths, at least one of them a given target.
+    by_path: dict[tuple[str, ...], list[str]] = {}
+    for name in sources:
+        by_path.setdefault(given.get(name) or plans[name].source_parts, []).append(name)
+    merge_key = {
+        name: path
+        for path, names in by_path.items()
+        if len(names) > 1 and any(n in given for n in names)
+        for name in names
+    }
+    group_first: dict[tuple[str, ...], str] = {}
 
     # Names some folder wants as is (or needs as a parent): suffixes avoid them.
     reserved: set[str] = set()
@@ -280,10 +315,19 @@ def map_folders(sources: Sequence[str], src: Namespace, dst: Namespace) -> list[
         plan = plans[name]
         parts = plan.dest_parts
         reasons = list(plan.reasons)
+        group = merge_key.get(name)
+        if group is not None and group in group_first:
+            first = group_first[group]
+            final[name] = final[first]
+            mappings[name] = FolderMapping(name, mappings[first].dest, tuple(reasons))
+            continue
         for ancestor in reversed(_ancestors(name, src)):
             if ancestor in final:
-                if final[ancestor] != plans[ancestor].dest_parts:
-                    depth = len(plans[ancestor].dest_parts)
+                depth = len(plans[ancestor].dest_parts)
+                if (
+                    final[ancestor] != plans[ancestor].dest_parts
+                    and parts[:depth] == plans[ancestor].dest_parts
+                ):
                     parts = final[ancestor] + parts[depth:]
                     reasons.append(
                         f"parent {ancestor!r} was renamed to {mappings[ancestor].dest!r}"
@@ -291,7 +335,11 @@ def map_folders(sources: Sequence[str], src: Namespace, dst: Namespace) -> list[
                 break
         dest = join_name(parts, dst)
         key = _key(dest)
-        claim_inbox = key == INBOX and _is_inbox(name) and taken[INBOX] is None
+        claim_inbox = (
+            key == INBOX
+            and (_is_inbox(name) if name not in given else given[name] == (INBOX,))
+            and taken[INBOX] is None
+        )
         if key in taken and not claim_inbox:
             owner = taken[key]
             number = 2
@@ -312,4 +360,13 @@ def map_folders(sources: Sequence[str], src: Namespace, dst: Namespace) -> list[
         taken[key] = name
         final[name] = parts
         mappings[name] = FolderMapping(name, dest, tuple(reasons))
+        if group is not None:
+            group_first[group] = name
+    for group in group_first:
+        members = [n for n in sources if merge_key.get(n) == group]
+        for name in members:
+            others = ", ".join(repr(n) for n in members if n != name)
+            m = mappings[name]
+            why = f"merged with {others}: they share the destination folder {m.dest!r}"
+            mappings[name] = FolderMapping(name, m.dest, (*m.reasons, why))
     return [mappings[name] for name in sources]

@@ -182,6 +182,8 @@ class FolderInfo:
     bytes: int
     dest_name: str
     selected_by_default: bool
+    #: Why ``dest_name`` is what it is (special folder, separator...); see Plan.as_dict.
+    reasons: tuple[str, ...] = ()
 
 
 def _default_progress() -> dict[str, Any]:
@@ -609,25 +611,38 @@ class Service:
                 name=fp.source.name,
                 messages=fp.count,
                 bytes=fp.size,
-                dest_name=fp.dest_name,
+                dest_name=fp.dest_name if dest is not None else fp.source.name,
                 selected_by_default=default_selected(
                     fp.source.name, fp.source.separator, fp.source.special_use
                 ),
+                reasons=fp.reasons if dest is not None else (),
             )
             for fp in plan.folders
         ]
 
     # ================================================================== transfers
 
-    def _validate_folders(self, folders: Any) -> dict[str, list[str]] | None:
+    def _validate_folders(self, folders: Any) -> dict[str, Any] | None:
+        """``include``/``exclude``, and the folder rules and message filters of
+        policy/rules.py (``rename``, ``since``... as ``yippiemove move`` has them)."""
+        from ..policy.rules import RULE_KEYS, RuleError, from_options
+
         if folders is None:
             return None
         if not isinstance(folders, dict):
             raise ServiceError('folders: must be {"include": [...], "exclude": [...]}')
-        unknown = sorted(set(folders) - {"include", "exclude"})
+        unknown = sorted(set(folders) - {"include", "exclude", *RULE_KEYS})
         if unknown:
-            raise ServiceError(f"folders.{unknown[0]}: unknown key (use include, exclude)")
-        out: dict[str, list[str]] = {}
+            raise ServiceError(
+                f"folders.{unknown[0]}: unknown key (use include, exclude, "
+                + ", ".join(RULE_KEYS)
+                + ")"
+            )
+        try:
+            from_options(folders)
+        except RuleError as exc:
+            raise ServiceError(f"folders.{exc}") from None
+        out: dict[str, Any] = {k: folders[k] for k in RULE_KEYS if folders.get(k) is not None}
         for key in ("include", "exclude"):
             names = folders.get(key) or []
             if not isinstance(names, list) or not all(

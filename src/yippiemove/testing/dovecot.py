@@ -58,7 +58,7 @@ import tempfile
 import threading
 import time
 from base64 import b64encode
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -102,16 +102,26 @@ _SUBSCRIPTIONS_FILE = "subscriptions"
 _ATOM_SPECIALS = set('(){ %*"\\]')
 # As Debian's conf.d/15-mailboxes.conf: SPECIAL-USE (RFC 6154) attributes for these
 # folders when they exist (auto = no), which makes Dovecot offer SPECIAL-USE.
-_SPECIAL_USE = [
-    f'  mailbox "{name}" {{\n    special_use = {use}\n  }}'
-    for name, use in (
-        ("Drafts", "\\Drafts"),
-        ("Junk", "\\Junk"),
-        ("Trash", "\\Trash"),
-        ("Sent", "\\Sent"),
-        ("Sent Messages", "\\Sent"),
-    )
-]
+_SPECIAL_USE = {
+    "Drafts": "\\Drafts",
+    "Junk": "\\Junk",
+    "Trash": "\\Trash",
+    "Sent": "\\Sent",
+    "Sent Messages": "\\Sent",
+}
+
+
+def _special_use_config(spec: bool | Mapping[str, str]) -> list[str]:
+    """``mailbox`` blocks giving folders RFC 6154 attributes: the default set for True."""
+    marks = _SPECIAL_USE if spec is True else ({} if spec is False else dict(spec))
+    lines: list[str] = []
+    for name, use in marks.items():
+        if '"' in name or "\\" in name or not name:
+            raise ValueError(f"special_use: cannot configure a folder named {name!r}")
+        lines.append(f'  mailbox "{name}" {{\n    special_use = {use}\n  }}')
+    return lines
+
+
 _USER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]*")
 
 
@@ -352,8 +362,10 @@ class DovecotServer:
     (``.a.b`` directories); by default ``"maildir++"`` for separator ``"."`` and
     ``"fs"`` otherwise.  ``max_message_size`` (bytes) makes APPEND of larger
     messages fail with ``NO [LIMIT]``; Dovecot compares it with the message's size
-    in CRLF form.  ``special_use`` marks Drafts, Junk, Trash, Sent and "Sent
-    Messages" with their RFC 6154 attributes, as Debian's stock configuration does.
+    in CRLF form.  ``special_use`` (True) marks Drafts, Junk, Trash, Sent and "Sent
+    Messages" with their RFC 6154 attributes, as Debian's stock configuration does;
+    a mapping ``{folder name: attribute}`` (``{"Sent Items": "\\Sent"}``) marks those
+    folders instead (names with the server's separator); False marks none.
     ``extra_config`` is appended to the generated configuration.
     """
 
@@ -369,7 +381,7 @@ class DovecotServer:
         extra_config: str = "",
         max_message_size: int | None = None,
         layout: Literal["fs", "maildir++"] | None = None,
-        special_use: bool = True,
+        special_use: bool | Mapping[str, str] = True,
         mail_root: Path | str | None = None,
     ) -> None:
         if len(separator) != 1 or separator in '"\\\r\n\0':
@@ -837,7 +849,7 @@ class DovecotServer:
             "  inbox = yes",
             f'  separator = "{self.separator}"',
             f'  prefix = "{self.prefix}"',
-            *(_SPECIAL_USE if self.special_use else []),
+            *_special_use_config(self.special_use),
             "}",
             # throwaway data: never wait for the disk
             "mail_fsync = never",

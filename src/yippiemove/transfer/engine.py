@@ -51,8 +51,10 @@ from ..imap.client import (
 )
 from ..imap.connection import CommandResult, ImapConnection
 from ..imap.errors import CommandError, ImapError
-from ..imap.protocol import quote
+from ..imap.protocol import format_uid_set, quote
 from ..policy import folders as folder_policy
+from ..policy import rules as rule_policy
+from ..policy.special import Box
 from .dates import same_instant
 from .model import Endpoint, Failure, FolderPlan, FolderResult, Options, Plan, Progress
 from .state import State
@@ -92,6 +94,10 @@ class ByteBudget:
         self.used = 0
         self._waiters: list[asyncio.Future[None]] = []
 
+    def would_wait(self, n: int) -> bool:
+        """True when ``acquire(n)`` would have to wait for others to release bytes."""
+        return bool(self.used) and self.used + min(max(0, n), self.limit) > self.limit
+
     async def acquire(self, n: int) -> int:
         n = min(max(0, n), self.limit)
         while self.used and self.used + n > self.limit:
@@ -120,6 +126,9 @@ def fingerprint(body: bytes) -> bytes:
 
 EventHandler = Callable[[str], None]
 
+#: Put in a pass's fetch queue: "send the APPEND group you are holding now".
+_FLUSH = object()
+
 
 class Mover:
     """Moves one mailbox.  ``run()`` returns per-folder results; it raises
@@ -146,6 +155,9 @@ class Mover:
         self._passes: dict[str, list[int]] = {}
         self._folder_errors: dict[str, str] = {}
         self._budget = ByteBudget(self.options.memory_budget)
+        #: Merged destination folder -> (its UIDVALIDITY, destination UIDs the folders
+        #: merged into it claimed so far in this run); see _merged_flags.
+        self._merge_claims: dict[str, tuple[int, set[int]]] = {}
 
     # ------------------------------------------------------------------ connections
 
@@ -169,64 +181,118 @@ class Mover:
     # ------------------------------------------------------------------ plan
 
     async def make_plan(self, src: ImapClient, dst: ImapClient) -> Plan:
+        """List both sides, choose and place the source folders (policy/rules.py: rules,
+        special folders, namespaces), count what the message filters select and find
+        the flags each destination folder cannot keep."""
         self.progress.phase = "planning"
+        opts = self.options
         src_ns = await src.namespace()
         dst_ns = await dst.namespace()
-        src_boxes = await src.list_mailboxes()
+        src_boxes = await _list_with_special_use(src)
         src_subs = {m.name for m in await src.list_mailboxes(subscribed=True)}
-        dst_boxes = await dst.list_mailboxes()
+        dst_boxes = await _list_with_special_use(dst)
         dst_names = {_norm_inbox(m.name): m for m in dst_boxes}
-
-        selectable = [m for m in src_boxes if m.selectable]
-        skipped = [(m.name, "not selectable (\\Noselect)") for m in src_boxes if not m.selectable]
-        chosen = select_folders(selectable, self.options.include, self.options.exclude)
-        for m in selectable:
-            if m not in chosen:
-                skipped.append((m.name, "excluded by --folder/--exclude"))
 
         # Separators: each LIST answer names its own; the namespace's is the default.
         src_pol = folder_policy.Namespace(src_ns.prefix, src_ns.separator)
         dst_pol = folder_policy.Namespace(dst_ns.prefix, dst_ns.separator)
-        mappings = folder_policy.map_folders([m.name for m in chosen], src_pol, dst_pol)
-        by_source = {mp.source: mp for mp in mappings}
+        selectable = [m for m in src_boxes if m.selectable]
+        skipped = [(m.name, "not selectable (\\Noselect)") for m in src_boxes if not m.selectable]
+        chosen = select_folders(selectable, opts.include, opts.exclude, src_pol)
+        for m in selectable:
+            if m not in chosen:
+                skipped.append((m.name, "excluded by --folder/--exclude"))
 
-        # Counts and sizes for the plan: one pipelined STATUS per folder (RFC 8438 SIZE).
-        statuses: dict[bytes, dict[str, int]] | None = None
-        if src.has("STATUS=SIZE"):
-            statuses = await src.status_many([m.raw for m in chosen], "(MESSAGES SIZE)")
+        try:
+            placements = rule_policy.place_folders(
+                [Box(m.name, m.flags) for m in chosen],
+                src_pol,
+                [Box(m.name, m.flags) for m in dst_boxes],
+                dst_pol,
+                opts.rules,
+                create_special_use=dst.has("CREATE-SPECIAL-USE"),
+            )
+        except ValueError as exc:  # RuleError: a --rename-regex made an unusable name
+            raise PlanError(str(exc)) from None
+        by_source = {p.source: p for p in placements}
+
+        counts = await self._counts(src, chosen)
+        # What the destination folders can store: PERMANENTFLAGS needs SELECT (EXAMINE
+        # answers PERMANENTFLAGS ()); a folder still to be created is judged by INBOX.
+        targets = {_norm_inbox(p.dest) for p in placements}
+        dst_raws = sorted({dst_names[k].raw for k in targets if k in dst_names} | {b"INBOX"})
+        dst_infos = await dst.select_many(dst_raws) if chosen else {}
         plans: list[FolderPlan] = []
         create: list[tuple[str, bytes]] = []
         planned_create: set[str] = set()
         for m in chosen:
-            mp = by_source[m.name]
-            dest_name = mp.dest
-            exists = _norm_inbox(dest_name) in dst_names
+            pl = by_source[m.name]
+            dest_name = pl.dest
+            key = _norm_inbox(dest_name)
+            exists = key in dst_names
             # Parents are left to the server (RFC 3501 6.3.3: CREATE makes superiors),
             # so a source \\Noselect parent does not become a real folder here.
-            key = _norm_inbox(dest_name)
-            if key not in dst_names and key not in planned_create:
+            if not exists and key not in planned_create:
                 planned_create.add(key)
                 create.append((dest_name, utf7.encode(dest_name)))
-            count, size = await self._count(src, m.raw, statuses)
+            count, size, src_flags = counts[m.raw]
+            dinfo = dst_infos.get(dst_names[key].raw if exists else b"INBOX")
+            unstorable = tuple(
+                sorted(
+                    f
+                    for f in src_flags
+                    if f.upper() != "\\RECENT" and dinfo is not None and not dinfo.can_store(f)
+                )
+            )
             plans.append(
                 FolderPlan(
                     source=m,
                     dest_name=dest_name,
-                    dest_raw=dst_names[_norm_inbox(dest_name)].raw
-                    if exists
-                    else utf7.encode(dest_name),
-                    reasons=tuple(mp.reasons),
+                    dest_raw=dst_names[key].raw if exists else utf7.encode(dest_name),
+                    reasons=pl.reasons,
                     subscribed=m.name in src_subs,
                     dest_exists=exists,
                     count=count,
                     size=size,
+                    role=pl.role,
+                    merged_with=pl.merged_with,
+                    unstorable_flags=unstorable,
+                    create_use=None if exists else pl.create_use,
                 )
             )
-        plan = Plan(src_ns, dst_ns, plans, create, skipped)
+        plan = Plan(src_ns, dst_ns, plans, create, skipped, opts.rules, opts.filters)
         self.progress.folders_total = len(plans)
         self.progress.messages_total = plan.total_messages
         self.progress.bytes_total = plan.total_bytes
         return plan
+
+    async def _counts(
+        self, src: ImapClient, chosen: Sequence[MailboxInfo]
+    ) -> dict[bytes, tuple[int, int, tuple[str, ...]]]:
+        """(messages, bytes, the folder's FLAGS) of each source folder, after the filters."""
+        raws = [m.raw for m in chosen]
+        out: dict[bytes, tuple[int, int, tuple[str, ...]]] = {}
+        filters = self.options.filters
+        if filters.active:
+            # UID SEARCH on the source: the server's own date and size semantics.
+            for raw in raws:
+                info = await src.select(raw, readonly=True)
+                uids = await src.uid_search(filters.criteria()) if info.exists else []
+                sizes: list[tuple[int, int]] = []
+                for chunk in _chunks_by_count(uids, 2000):
+                    sizes += await src.fetch_sizes(format_uid_set(chunk))
+                out[raw] = (len(sizes), sum(s for _, s in sizes), info.flags)
+            return out
+        infos = await src.select_many(raws, readonly=True) if raws else {}
+        # Counts and sizes: one pipelined STATUS per folder (RFC 8438 SIZE).
+        statuses: dict[bytes, dict[str, int]] | None = None
+        if src.has("STATUS=SIZE") and raws:
+            statuses = await src.status_many(raws, "(MESSAGES SIZE)")
+        for raw in raws:
+            info = infos.get(raw)
+            count, size = await self._count(src, raw, statuses)
+            out[raw] = (count, size, info.flags if info is not None else ())
+        return out
 
     async def _count(
         self, src: ImapClient, raw: bytes, statuses: dict[bytes, dict[str, int]] | None
@@ -262,11 +328,19 @@ class Mover:
             self.progress.phase = "copying"
             dst_subs = {m.name for m in await dst.list_mailboxes(subscribed=True)}
             # CREATE and SUBSCRIBE pipelined: one round trip each, whatever the folder count.
+            # A special folder the destination lacks is created with its RFC 6154
+            # attribute when the server offers CREATE-SPECIAL-USE.
+            use = {fp.dest_name: fp.create_use for fp in plan.folders if fp.create_use}
             created = [
-                (name, await dst.conn.submit("CREATE", quote(raw))) for name, raw in plan.create
+                (name, raw, await dst.conn.submit("CREATE", quote(raw), *_use_arg(use.get(name))))
+                for name, raw in plan.create
             ]
-            for name, fut in created:
+            for name, raw, fut in created:
                 r = await fut
+                exists = r.tagged.code is not None and r.tagged.code.name == "ALREADYEXISTS"
+                if not r.tagged.ok and not exists and name in use:
+                    # e.g. NO [USEATTR] (RFC 6154 section 3): a plain folder then.
+                    r = await (await dst.conn.submit("CREATE", quote(raw)))
                 if r.tagged.ok or (r.tagged.code and r.tagged.code.name == "ALREADYEXISTS"):
                     self.on_event(f"created folder {name!r} on the destination")
                 else:
@@ -284,10 +358,17 @@ class Mover:
             await src.logout()
             await dst.logout()
 
-        queue: asyncio.Queue[FolderPlan] = asyncio.Queue()
-        for fp in sorted(plan.folders, key=lambda f: -f.size):
-            queue.put_nowait(fp)
-        workers = max(1, min(self.options.connections, len(plan.folders)))
+        # Folders merged into one destination folder go to one worker, one after the
+        # other: two workers appending to one folder would race the duplicate check.
+        groups: dict[str, list[FolderPlan]] = defaultdict(list)
+        for fp in plan.folders:
+            groups[_norm_inbox(fp.dest_name)].append(fp)
+        queue: asyncio.Queue[list[FolderPlan]] = asyncio.Queue()
+        for group in sorted(groups.values(), key=lambda g: -sum(f.size for f in g)):
+            # The folder named like the destination first (its flags win, see sync_folder).
+            group.sort(key=lambda f: (f.source.name != f.dest_name, f.source.name))
+            queue.put_nowait(group)
+        workers = max(1, min(self.options.connections, len(groups)))
         results: dict[str, FolderResult] = {}
         tasks = [asyncio.create_task(self._worker(queue, results)) for _ in range(workers)]
         try:
@@ -305,16 +386,19 @@ class Mover:
         return self.results
 
     async def _worker(
-        self, queue: asyncio.Queue[FolderPlan], results: dict[str, FolderResult]
+        self, queue: asyncio.Queue[list[FolderPlan]], results: dict[str, FolderResult]
     ) -> None:
         src: ImapClient | None = None
         dst: ImapClient | None = None
+        pending: list[FolderPlan] = []  # the rest of a group of merged folders
         try:
             while True:
-                try:
-                    fp = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
+                if not pending:
+                    try:
+                        pending = list(queue.get_nowait())
+                    except asyncio.QueueEmpty:
+                        return
+                fp = pending.pop(0)
                 attempt = 0
                 while True:
                     try:
@@ -374,27 +458,33 @@ class Mover:
         idx = next((i for i, f in enumerate(plan.folders) if f.dest_name == name), None)
         plain = _plain_name(name, plan.dest_namespace.separator)
         taken = {f.dest_name for f in plan.folders}
+        # A run before this one may have made the plain folder already: use it, so that a
+        # re-run neither makes a second folder nor copies the messages again.
+        existing = {m.name for m in await dst.list_mailboxes()} if idx is not None else set()
         for alt in (plain, plain + "_", plain + "_2"):
             if alt == name or alt in taken or idx is None:
                 continue
-            try:
-                await dst.create(utf7.encode(alt))
-            except CommandError:
-                continue
-            else:
-                fp = plan.folders[idx]
-                why = f"the destination refused the name {name!r} ({exc.server_text})"
-                plan.folders[idx] = dataclasses.replace(
-                    fp, dest_name=alt, dest_raw=utf7.encode(alt), reasons=(*fp.reasons, why)
-                )
-                self.on_event(f"created folder {alt!r} on the destination instead of {name!r}")
-                return
+            if alt not in existing:
+                try:
+                    await dst.create(utf7.encode(alt))
+                except CommandError:
+                    continue
+            why = f"the destination refused the name {name!r} ({exc.server_text})"
+            for i, fp in enumerate(plan.folders):  # every folder merged into it, too
+                if fp.dest_name == name:
+                    plan.folders[i] = dataclasses.replace(
+                        fp, dest_name=alt, dest_raw=utf7.encode(alt), reasons=(*fp.reasons, why)
+                    )
+            made = "using existing" if alt in existing else "created"
+            self.on_event(f"{made} folder {alt!r} on the destination instead of {name!r}")
+            return
         if idx is None:
             raise exc
-        fp = plan.folders[idx]
-        self._folder_errors[fp.source.name] = (
-            f"the destination refused to create {name!r}: {exc.server_text}"
-        )
+        for fp in plan.folders:
+            if fp.dest_name == name:
+                self._folder_errors[fp.source.name] = (
+                    f"the destination refused to create {name!r}: {exc.server_text}"
+                )
 
     def _failed_folder(self, fp: FolderPlan) -> FolderResult:
         res = FolderResult(fp.source.name, fp.dest_name, source_count=fp.count)
@@ -435,12 +525,69 @@ class Mover:
 
     # ------------------------------------------------------------------ one folder
 
+    async def _list_source(
+        self, src: ImapClient, fp: FolderPlan
+    ) -> tuple[SelectInfo, list[MessageMeta]]:
+        """The source folder's messages: all, or those the message filters select.
+
+        Filters run as ``UID SEARCH`` on the source (its own date and size semantics);
+        the copy and the verify then only see the selected messages, so a destination
+        message outside the filter is never touched.
+        """
+        filters = self.options.filters
+        if not filters.active:
+            return await src.select_and_list(fp.source.raw, readonly=True)
+        info = await src.select(fp.source.raw, readonly=True)
+        uids = await src.uid_search(filters.criteria()) if info.exists else []
+        metas: list[MessageMeta] = []
+        for chunk in _chunks_by_count(uids, 2000):
+            metas += await src.fetch_meta(format_uid_set(chunk), message_id=False)
+        return info, metas
+
+    def _merged_flags(
+        self,
+        fp: FolderPlan,
+        dinfo: SelectInfo,
+        smeta: Sequence[MessageMeta],
+        claim: dict[int, int],
+        dest_by_uid: dict[int, MessageMeta],
+    ) -> Sequence[MessageMeta]:
+        """Source messages as the verify should judge them in a merged folder.
+
+        A message that an earlier folder of the merge group (same run, same destination
+        folder) already claimed keeps the flags that folder gave it: the first folder of
+        the group wins, so re-runs do not set flags back and forth.
+        """
+        if not fp.merged_with:
+            return smeta
+        validity, earlier = self._merge_claims.get(_norm_inbox(fp.dest_name), (-1, set()))
+        if validity != dinfo.uidvalidity or not earlier:
+            return smeta
+        out: list[MessageMeta] = []
+        for m in smeta:
+            duid = claim.get(m.uid)
+            d = dest_by_uid.get(duid) if duid is not None and duid in earlier else None
+            if d is not None:
+                kept = tuple(f for f in d.flags if f.upper() != "\\RECENT")
+                m = dataclasses.replace(m, flags=kept)
+            out.append(m)
+        return out
+
+    def _remember_merge(self, fp: FolderPlan, dinfo: SelectInfo, claim: dict[int, int]) -> None:
+        if not fp.merged_with:
+            return
+        key = _norm_inbox(fp.dest_name)
+        validity, seen = self._merge_claims.get(key, (dinfo.uidvalidity, set()))
+        if validity != dinfo.uidvalidity:
+            seen = set()
+        self._merge_claims[key] = (dinfo.uidvalidity, seen | set(claim.values()))
+
     async def sync_folder(self, src: ImapClient, dst: ImapClient, fp: FolderPlan) -> FolderResult:
         """One idempotent pass over one folder: match, copy what is missing, verify."""
         opts = self.options
         res = FolderResult(fp.source.name, fp.dest_name)
         slist, dlist = await asyncio.gather(
-            src.select_and_list(fp.source.raw, readonly=True),
+            self._list_source(src, fp),
             dst.select_and_list(fp.dest_raw),
             return_exceptions=True,
         )
@@ -463,6 +610,11 @@ class Mover:
         res.source_uidvalidity = sinfo.uidvalidity
         res.dest_uidvalidity = dinfo.uidvalidity
         res.source_count = len(smeta)
+        if opts.filters.active:
+            res.notes.append(
+                f"{len(smeta)} of {sinfo.exists} messages match the filter "
+                f"({opts.filters.describe()}); only those are copied and verified"
+            )
         self.on_event(f"{fp.source.name} -> {fp.dest_name}: {len(smeta)} messages")
 
         folder_id = 0
@@ -531,7 +683,9 @@ class Mover:
 
         # --- verify
         if opts.verify:
-            await self._verify(src, dst, smeta, claim, storable, res)
+            vmeta = self._merged_flags(fp, dinfo, smeta, claim, dest_by_uid)
+            await self._verify(src, dst, vmeta, claim, storable, res)
+        self._remember_merge(fp, dinfo, claim)
         failed_uids = {f.uid for f in res.failures}
         for m in smeta:
             if m.uid in failed_uids:
@@ -615,7 +769,9 @@ class Mover:
         opts = self.options
         state = self.state
         fetch_q: asyncio.Queue[
-            tuple[list[MessageMeta], dict[int, bytes], asyncio.Future[CommandResult]] | None
+            tuple[list[MessageMeta], dict[int, bytes], asyncio.Future[CommandResult]]
+            | object
+            | None
         ] = asyncio.Queue(maxsize=max(1, opts.fetch_window - 1))
 
         # One dict for all batches, keyed by UID: Dovecot may interleave the output of
@@ -635,7 +791,13 @@ class Mover:
         async def producer() -> None:
             nonlocal held
             for batch in _batches(to_copy, opts.fetch_batch_bytes, opts.fetch_batch_messages):
-                held += await budget.acquire(sum(m.size for m in batch))
+                need = sum(m.size for m in batch)
+                if budget.would_wait(need):
+                    # Bodies waiting in this pass's unsent APPEND group hold budget too:
+                    # have them sent before waiting, or every worker could wait on the
+                    # others' unsent groups for ever.
+                    await fetch_q.put(_FLUSH)
+                held += await budget.acquire(need)
                 fut = await src.submit_fetch_bodies([m.uid for m in batch], got.__setitem__)
                 await fetch_q.put((batch, got, fut))
             await fetch_q.put(None)
@@ -721,7 +883,15 @@ class Mover:
         group_bytes = 0
         multi = dst.has("MULTIAPPEND")
         max_group = opts.append_batch_messages if multi else 1
-        append_limit = _append_limit(dst.capabilities)
+        append_limit, too_large = _size_limit(dst.capabilities, opts)
+        if append_limit is not None:
+            # Known too large from its size: reported now, never fetched nor retried.
+            big = [m for m in to_copy if m.size > append_limit and m.uid not in ambiguous]
+            ids = await src.fetch_message_ids([m.uid for m in big]) if big else {}
+            for m in big:
+                m = dataclasses.replace(m, message_id=m.message_id or ids.get(m.uid))
+                fail(m, f"it is larger ({m.size} bytes) than {too_large}")
+            to_copy = [m for m in to_copy if m.size <= append_limit or m.uid in ambiguous]
 
         async def flush_group() -> None:
             nonlocal group, group_bytes
@@ -744,6 +914,10 @@ class Mover:
                 entry = await fetch_q.get()
                 if entry is None:
                     break
+                if entry is _FLUSH:
+                    await flush_group()
+                    continue
+                assert isinstance(entry, tuple)
                 batch, got, fut = entry
                 fres = await fut
                 if errors:
@@ -766,12 +940,7 @@ class Mover:
                             record(m, fpr, cands.pop(0), "present")
                             continue
                     if append_limit is not None and len(body) > append_limit:
-                        fail(
-                            m,
-                            f"it is larger ({len(body)} bytes) than the destination accepts "
-                            f"(APPENDLIMIT={append_limit})",
-                            body,
-                        )
+                        fail(m, f"it is larger ({len(body)} bytes) than {too_large}", body)
                         continue
                     flags = tuple(f for f in m.flags if storable(f))
                     item = AppendItem(body, flags, m.internaldate)
@@ -860,6 +1029,19 @@ class Mover:
             res.verified += 1
 
 
+def _size_limit(caps: frozenset[str], opts: Options) -> tuple[int | None, str]:
+    """The destination's message size limit and how to name it: the smaller of its
+    APPENDLIMIT and ``Options.max_message_size`` (a provider preset's figure)."""
+    limits: list[tuple[int, str]] = []
+    announced = _append_limit(caps)
+    if announced is not None:
+        limits.append((announced, f"the destination accepts (APPENDLIMIT={announced})"))
+    if opts.max_message_size is not None:
+        n = opts.max_message_size
+        limits.append((n, opts.max_message_size_label or f"the maximum message size ({n} bytes)"))
+    return min(limits) if limits else (None, "")
+
+
 def _append_limit(caps: frozenset[str]) -> int | None:
     """The destination's message size limit from APPENDLIMIT=N (RFC 7889), if announced."""
     for cap in caps:
@@ -900,6 +1082,30 @@ def _chunks_by_count(seq: Sequence[int], n: int) -> Iterator[list[int]]:
         yield list(seq[i : i + n])
 
 
+async def _list_with_special_use(client: ImapClient) -> list[MailboxInfo]:
+    """LIST, with RFC 6154 attributes even from a server that only gives them when asked
+    (LIST-EXTENDED ``RETURN (SPECIAL-USE)``, RFC 5258); Dovecot gives them in plain LIST."""
+    boxes = await client.list_mailboxes()
+    if any(m.special_use for m in boxes) or not (
+        client.has("SPECIAL-USE") and client.has("LIST-EXTENDED")
+    ):
+        return boxes
+    try:
+        marked = await client.list_mailboxes(special_use=True)
+    except CommandError:
+        return boxes
+    attrs = {m.raw: m.special_use for m in marked}
+    return [
+        dataclasses.replace(m, flags=m.flags | attrs[m.raw]) if attrs.get(m.raw) else m
+        for m in boxes
+    ]
+
+
+def _use_arg(attribute: str | None) -> tuple[bytes, ...]:
+    """CREATE's ``(USE (\\Sent))`` parameter (RFC 6154 section 3), or nothing."""
+    return (b"(USE (" + attribute.encode("ascii") + b"))",) if attribute else ()
+
+
 def _norm_inbox(name: str) -> str:
     """INBOX is case-insensitive (RFC 3501 5.1); other names are not."""
     if name.upper() == "INBOX":
@@ -908,14 +1114,31 @@ def _norm_inbox(name: str) -> str:
 
 
 def select_folders(
-    boxes: Sequence[MailboxInfo], include: Sequence[str], exclude: Sequence[str]
+    boxes: Sequence[MailboxInfo],
+    include: Sequence[str],
+    exclude: Sequence[str],
+    namespace: folder_policy.Namespace | None = None,
 ) -> list[MailboxInfo]:
     """Apply --folder/--exclude.
 
     A pattern matches a folder by its exact name, as a parent (``Archive`` matches
     ``Archive/2019`` with the server's separator) or as a shell glob (``Archive/*``).
-    INBOX matches case-insensitively.  A --folder pattern that matches nothing is an error.
+    INBOX matches case-insensitively.  With the source's ``namespace``, a pattern also
+    matches the folder's path written as the folder rules write it (policy/rules.py:
+    relative to the personal namespace, "/" between components), so ``Archive/2019``
+    matches "INBOX.Archive.2019" on a Cyrus-style server.  A --folder pattern that
+    matches nothing is an error.
     """
+
+    def logical(name: str) -> str | None:
+        if namespace is None:
+            return None
+        try:
+            return "/".join(folder_policy.split_name(name, namespace))
+        except ValueError:
+            return None
+
+    paths = {m.name: logical(m.name) for m in boxes}
 
     def matches(pattern: str, m: MailboxInfo) -> bool:
         name = m.name
@@ -928,7 +1151,17 @@ def select_folders(
             rest = pattern[5:]
             if name.upper().startswith("INBOX") and name[5:].startswith(rest):
                 return True
-        return any(ch in pattern for ch in "*?[") and fnmatch.fnmatchcase(name, pattern)
+        glob = any(ch in pattern for ch in "*?[")
+        if glob and fnmatch.fnmatchcase(name, pattern):
+            return True
+        path = paths.get(name)
+        if path is None or path == name:
+            return False
+        head = pattern.partition("/")[0]
+        pat = "INBOX" + pattern[5:] if head.upper() == "INBOX" else pattern
+        return (
+            path == pat or path.startswith(pat + "/") or (glob and fnmatch.fnmatchcase(path, pat))
+        )
 
     chosen = list(boxes)
     if include:

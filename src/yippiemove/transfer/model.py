@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..imap.client import MailboxInfo, NamespaceInfo
+from ..policy.rules import FolderRules, MessageFilter
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,10 @@ class Options:
 
     include: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
+    #: Rename/merge/prefix/special-folder rules (policy/rules.py).
+    rules: FolderRules = field(default_factory=FolderRules)
+    #: Which messages to copy (date and size filters, IMAP SEARCH on the source).
+    filters: MessageFilter = field(default_factory=MessageFilter)
     dry_run: bool = False
     #: Folder workers; each has one source and one destination connection.
     connections: int = 2
@@ -49,6 +54,12 @@ class Options:
     connect_timeout: float = 30.0
     idle_timeout: float = 120.0
     verify: bool = True
+    #: Largest message the destination takes (bytes), e.g. from a provider preset
+    #: (policy/providers.py).  Treated like APPENDLIMIT (RFC 7889): larger messages are
+    #: reported as failed without being fetched.
+    max_message_size: int | None = None
+    #: How that limit is named in the failure reason, e.g. "Gmail's 34 MB limit".
+    max_message_size_label: str = ""
 
 
 @dataclass(frozen=True)
@@ -61,8 +72,16 @@ class FolderPlan:
     reasons: tuple[str, ...]
     subscribed: bool
     dest_exists: bool
-    count: int
+    count: int  # after the message filters
     size: int
+    #: Special role it was mapped by (policy/special.py), if any.
+    role: str | None = None
+    #: Other source folders going to the same destination folder (merged).
+    merged_with: tuple[str, ...] = ()
+    #: Flags/keywords in the source folder's FLAGS the destination folder cannot keep.
+    unstorable_flags: tuple[str, ...] = ()
+    #: RFC 6154 attribute the destination folder is created with (CREATE-SPECIAL-USE).
+    create_use: str | None = None
 
 
 @dataclass
@@ -72,6 +91,8 @@ class Plan:
     folders: list[FolderPlan]
     create: list[tuple[str, bytes]]  # destination folders to create, parents first
     skipped: list[tuple[str, str]]  # (source folder, why)
+    rules: FolderRules = field(default_factory=FolderRules)
+    filters: MessageFilter = field(default_factory=MessageFilter)
 
     @property
     def total_messages(self) -> int:
@@ -100,10 +121,16 @@ class Plan:
                     "bytes": f.size,
                     "dest_exists": f.dest_exists,
                     "subscribed": f.subscribed,
+                    "role": f.role,
+                    "merged_with": list(f.merged_with),
+                    "unstorable_flags": list(f.unstorable_flags),
+                    "create_use": f.create_use,
                 }
                 for f in self.folders
             ],
             "create": [name for name, _ in self.create],
+            "rules": self.rules.as_dict(),
+            "filters": self.filters.as_dict(),
             "skipped": [{"folder": n, "why": w} for n, w in self.skipped],
             "total_messages": self.total_messages,
             "total_bytes": self.total_bytes,

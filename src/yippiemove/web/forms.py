@@ -122,6 +122,7 @@ def folders_to_plan(folders: list[Any]) -> list[dict[str, Any]]:
             "bytes": int(f.bytes),
             "dest_name": f.dest_name,
             "selected": bool(f.selected_by_default),
+            "reasons": [str(r) for r in getattr(f, "reasons", ())],
         }
         for f in folders
     ]
@@ -149,6 +150,7 @@ def parse_plan(raw: object) -> list[dict[str, Any]] | None:
                     "bytes": int(item.get("bytes", 0)),
                     "dest_name": str(item.get("dest_name", item["name"])),
                     "selected": bool(item.get("selected", True)),
+                    "reasons": [str(r) for r in item.get("reasons") or []][:20],
                 }
             )
         except (TypeError, ValueError):

@@ -1,12 +1,15 @@
 """Common mail providers, so that a customer picks a name instead of typing a host.
 
-A small table for the web pages only; provider presets with special-use mapping and Gmail
-labels belong to the mover (a later issue).
+The cards of the order form.  Host, port, security and the sign-in hint come from the
+provider presets of the mover (:mod:`yippiemove.policy.providers`, the one table with
+sources for every figure); this module only chooses which providers get a card.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from yippiemove.policy import providers
 
 
 @dataclass(frozen=True)
@@ -19,51 +22,23 @@ class Preset:
     hint: str
 
 
-PRESETS: tuple[Preset, ...] = (
-    Preset(
-        "gmail",
-        "Gmail / Google Workspace",
-        "imap.gmail.com",
-        993,
-        "tls",
-        "Use an app password (Google Account → Security → 2-Step Verification → App "
-        "passwords) and make sure IMAP is enabled in Gmail's settings.",
-    ),
-    Preset(
-        "outlook",
-        "Outlook.com / Hotmail",
-        "outlook.office365.com",
-        993,
-        "tls",
-        "With two-step verification on, create an app password in your Microsoft account's "
-        "security settings.",
-    ),
-    Preset(
-        "yahoo",
-        "Yahoo Mail",
-        "imap.mail.yahoo.com",
-        993,
-        "tls",
-        "Yahoo needs an app password: Account Info → Account security → Generate app password.",
-    ),
-    Preset(
-        "icloud",
-        "iCloud Mail",
-        "imap.mail.me.com",
-        993,
-        "tls",
-        "Use an app-specific password from appleid.apple.com; the username is your iCloud "
-        "e-mail address.",
-    ),
-    Preset(
-        "fastmail",
-        "Fastmail",
-        "imap.fastmail.com",
-        993,
-        "tls",
-        "Create an app password with IMAP access under Settings → Privacy & Security.",
-    ),
+#: (provider key, card label when it differs from the provider's label)
+_CARDS: tuple[tuple[str, str | None], ...] = (
+    ("gmail", "Gmail / Google Workspace"),
+    ("outlook", None),
+    ("yahoo", None),
+    ("icloud", None),
+    ("fastmail", None),
 )
+
+
+def _card(key: str, label: str | None) -> Preset:
+    p = providers.by_key(key)
+    assert p is not None and p.host is not None, key
+    return Preset(p.key, label or p.label, p.host, p.port, p.security, p.hint)
+
+
+PRESETS: tuple[Preset, ...] = tuple(_card(k, label) for k, label in _CARDS)
 
 BY_KEY: dict[str, Preset] = {p.key: p for p in PRESETS}
 OTHER = "other"

@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 TERMINAL = frozenset({"done", "failed", "cancelled"})
@@ -45,6 +52,16 @@ class FoldersIn(BaseModel):
 
     include: list[str] = Field(default_factory=list, max_length=5000)
     exclude: list[str] = Field(default_factory=list, max_length=5000)
+    # Folder rules and message filters, as `yippiemove move` has them (docs/folders.md).
+    rename: list[str] = Field(default_factory=list, max_length=1000)
+    rename_regex: list[str] = Field(default_factory=list, max_length=1000)
+    under: str | None = Field(None, max_length=1000)
+    under_inbox: bool = False
+    special: bool = True
+    since: str | None = Field(None, max_length=10, examples=["2020-01-31"])
+    before: str | None = Field(None, max_length=10, examples=["2024-01-01"])
+    larger: int | None = Field(None, ge=0)
+    smaller: int | None = Field(None, ge=0)
 
     @field_validator("include", "exclude")
     @classmethod
@@ -53,6 +70,18 @@ class FoldersIn(BaseModel):
             if not name or len(name) > 1000:
                 raise ValueError("folder names must be 1-1000 characters")
         return v
+
+    @model_serializer(mode="wrap")
+    def _without_default_rules(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """include and exclude always; a rule or filter only when it is set."""
+        data: dict[str, Any] = handler(self)
+        for key in ("rename", "rename_regex", "under", "under_inbox", "special"):
+            if data.get(key) == type(self).model_fields[key].get_default(call_default_factory=True):
+                data.pop(key, None)
+        for key in ("since", "before", "larger", "smaller"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class TransferIn(BaseModel):

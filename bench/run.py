@@ -789,11 +789,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "time in CPU (default 2; the discarded runs stay in the JSON)",
     )
     ap.add_argument("--profile", action="store_true", help="one extra cProfile'd yippiemove run")
-    ap.add_argument(
+    tls = ap.add_mutually_exclusive_group()
+    tls.add_argument(
         "--plain",
+        dest="plain",
         action="store_true",
+        default=True,
         help="no TLS anywhere (yippiemove --no-starttls, mbsync SSLType None, dsync "
-        "imapc_ssl = no): shows what TLS costs",
+        "imapc_ssl = no): the default, the conditions of the issue's reference figures",
+    )
+    tls.add_argument(
+        "--tls",
+        dest="plain",
+        action="store_false",
+        help="STARTTLS on every connection (verified certificates): shows what TLS costs",
     )
     ap.add_argument(
         "--code-rev",
@@ -904,7 +913,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_path = Path(args.output) if args.output else None
     if out_path is None:
         stamp = started.strftime("%Y%m%dT%H%M%SZ")
-        suffix = ("-quick" if args.quick else "") + ("-plain" if args.plain else "")
+        suffix = ("-quick" if args.quick else "") + ("-plain" if args.plain else "-tls")
         out_path = HERE / "results" / f"{stamp}{suffix}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
 

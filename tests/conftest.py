@@ -131,3 +131,24 @@ def gmail() -> Iterator[Any]:
     with server:
         yield server
     assert not server.internal_errors, server.internal_errors
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--campaign-long``: the long fault campaign (tests/transfer/test_fault_campaign.py)."""
+    parser.addoption(
+        "--campaign-long",
+        action="store_true",
+        default=False,
+        help="run the long fault campaign: 200 transfers through the fault proxy "
+        "($YIPPIEMOVE_CAMPAIGN_TRANSFERS overrides the number, $YIPPIEMOVE_CAMPAIGN_SEED "
+        "the seed); see docs/faults.md",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The long fault campaign runs for many minutes: lift the per-test timeout for it."""
+    if not config.getoption("--campaign-long"):
+        return
+    for item in items:
+        if item.name == "test_fault_campaign":
+            item.add_marker(pytest.mark.timeout(4 * 3600))

@@ -2,7 +2,8 @@
 
 Exit status of ``move``: 0 every selected source message is verified on the destination;
 1 some messages failed (listed, and in the report); 2 the run could not start or was cut
-short (bad arguments, unreachable host, wrong password, TLS failure, interrupted).
+short (bad arguments, unreachable host, wrong password, TLS failure, interrupted, the
+destination over its quota, or still failing after the retries: docs/faults.md).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import click
 
 from . import __version__
 from .accounts import AccountURL, AccountURLError, resolve_account, ssl_context
-from .imap.errors import ImapError
+from .imap.errors import ImapError, ProtocolError
 from .policy import providers
 from .policy.rules import FolderRules, MessageFilter, RuleError
 from .transfer.engine import Mover, PlanError
@@ -183,9 +184,17 @@ def main() -> None:
 @click.option(
     "--retries",
     type=click.IntRange(0, 100),
-    default=3,
+    default=5,
     show_default=True,
-    help="Reconnect attempts per folder after a dropped connection.",
+    help="Attempts in a row without progress after a dropped connection, a timeout or "
+    "throttling, per folder, before giving up (waits grow exponentially).",
+)
+@click.option(
+    "--max-backoff",
+    type=click.FloatRange(0, 86400),
+    default=300.0,
+    show_default=True,
+    help="Longest wait in seconds between two attempts, also for a wait the server suggests.",
 )
 @click.option(
     "--timeout",
@@ -224,6 +233,7 @@ def move(
     allow_insecure_auth: bool,
     connections: int,
     retries: int,
+    max_backoff: float,
     timeout: float,
     progress: bool | None,
     verbose: bool,
@@ -253,10 +263,14 @@ def move(
         _die(str(exc))
     if ca_file and not Path(ca_file).is_file():
         _die(f"--ca-file {ca_file!r} does not exist")
-    try:
-        ctx = ssl_context(ca_file)
-    except (OSError, ValueError) as exc:
-        _die(f"cannot load --ca-file {ca_file!r}: {exc}")
+    # Loading the system's CAs costs ~20 ms: only when a connection may use TLS.
+    may_use_tls = not no_starttls or "imaps" in (src_url.scheme, dst_url.scheme)
+    ctx = None
+    if may_use_tls or ca_file:
+        try:
+            ctx = ssl_context(ca_file)
+        except (OSError, ValueError) as exc:
+            _die(f"cannot load --ca-file {ca_file!r}: {exc}")
     src_pw = read_password("source", src_url, source_password_file)
     dst_pw = read_password("dest", dst_url, dest_password_file)
     source = src_url.endpoint(
@@ -276,21 +290,26 @@ def move(
         dry_run=dry_run,
         connections=connections,
         retries=retries,
+        max_backoff=max_backoff,
         idle_timeout=timeout,
+        connect_timeout=min(Options.connect_timeout, timeout),
     )
     # Provider presets (policy/providers.py): connection cap, size limit, sign-in rules.
     options, preset_notes = providers.apply_limits(options, src_provider, dst_provider)
     for note in preset_notes:
         click.echo(f"note: {note}")
     state: State | None = None
+    new_state: Path | None = None  # the state file, when this run created it
     if not dry_run:
         path = Path(state_path) if state_path else default_state_path(src_url, dst_url)
+        fresh = not path.exists()
         try:
             state = State(path)
             state.set_meta("source", source.label)
             state.set_meta("dest", dest.label)
         except StateError as exc:
             _die(str(exc))
+        new_state = path if fresh else None
     show_bar = sys.stderr.isatty() if progress is None else progress
     prog = Progress()
     mover = Mover(
@@ -313,6 +332,8 @@ def move(
         error = str(exc)
     except ImapError as exc:
         error = str(exc)
+    except ProtocolError as exc:  # an answer that parsed but makes no sense
+        error = f"a server sent an answer that is not valid IMAP: {exc}"
     except StateError as exc:
         error = str(exc)
     finally:
@@ -321,6 +342,11 @@ def move(
                 state.close()
             except StateError as exc:
                 error = error or str(exc)
+    if new_state is not None and error is not None and mover.plan is None:
+        # Stopped before there was a plan (unreachable, wrong password, no such folder):
+        # nothing was changed, and no state file is left behind either.
+        for leftover in ("", "-wal", "-shm", "-journal"):
+            Path(str(new_state) + leftover).unlink(missing_ok=True)
     warnings = (
         providers.bandwidth_warnings(mover.plan.total_bytes, src_provider, dst_provider)
         if mover.plan is not None
@@ -366,12 +392,13 @@ async def _run_with_progress(mover: Mover, show_bar: bool) -> None:
                 last = time.monotonic()
                 p = mover.progress
                 log.info(
-                    "%d/%d messages, %.1f/%.1f MB, %.1f MB/s",
+                    "%d/%d messages, %.1f/%.1f MB, %.1f MB/s%s",
                     p.messages_done,
                     p.messages_total,
                     p.bytes_done / 1e6,
                     p.bytes_total / 1e6,
                     p.rate() / 1e6,
+                    throttle_note(p),
                 )
         await task
         return
@@ -388,9 +415,11 @@ async def _run_with_progress(mover: Mover, show_bar: bool) -> None:
 
     def describe() -> str:
         if p.phase != "copying":
-            return p.phase
-        return f"{p.messages_done}/{p.messages_total} msgs" + (
-            f", {p.failed} failed" if p.failed else ""
+            return p.phase + throttle_note(p)
+        return (
+            f"{p.messages_done}/{p.messages_total} msgs"
+            + (f", {p.failed} failed" if p.failed else "")
+            + throttle_note(p)
         )
 
     with Bar(
@@ -409,6 +438,17 @@ async def _run_with_progress(mover: Mover, show_bar: bool) -> None:
         await task
 
 
+def throttle_note(p: Progress, now: float | None = None) -> str:
+    """The progress line's ``, throttled until HH:MM`` while a worker waits because the
+    server throttles us (HH:MM:SS when that is less than a minute away), else ``""``."""
+    until = p.throttled_until
+    now = time.time() if now is None else now
+    if until is None or until <= now:
+        return ""
+    fmt = "%H:%M" if until - now >= 60 else "%H:%M:%S"
+    return ", throttled until " + time.strftime(fmt, time.localtime(until))
+
+
 def print_plan(plan: Plan) -> None:
     """Per source folder: destination (existing or [new]), counts after the filters, why
     the name is what it is, merges, and the flags the destination cannot keep."""
@@ -421,8 +461,10 @@ def print_plan(plan: Plan) -> None:
         new = "" if f.dest_exists else " [new]"
         if f.create_use and not f.dest_exists:
             new = f" [new, {f.create_use}]"
+        only = " (archived messages only)" if f.archived_only else ""
         click.echo(
-            f"  {f.source.name!s} -> {f.dest_name}{new}: {f.count} messages, {f.size / 1e6:.2f} MB"
+            f"  {f.source.name!s}{only} -> {f.dest_name}{new}: {f.count} messages, "
+            f"{f.size / 1e6:.2f} MB"
         )
         for why in f.reasons:
             click.echo(f"      why: {why}")
@@ -430,6 +472,27 @@ def print_plan(plan: Plan) -> None:
             click.echo("      the destination cannot store: " + ", ".join(f.unstorable_flags))
     for name, why in plan.skipped:
         click.echo(f"  skipped {name}: {why}")
+    g = plan.gmail
+    if g is not None and g.source:
+        line = "Gmail source: folders are labels; a message is copied once per label"
+        if g.archive is not None:
+            line += f", and {g.archived} archived messages (no label) go to {g.archive[1]}"
+        click.echo(line)
+    if g is not None and g.dest:
+        click.echo(
+            "Gmail destination: a message in several folders is stored once, with one label "
+            "per folder (UID COPY adds the label)"
+        )
+        if g.labels_instead is not None:
+            click.echo(
+                f"  {g.in_several_folders} messages are in more than one of those folders "
+                f"(same size, date and Message-ID): {g.labels_instead} labels instead of copies"
+            )
+        if g.appended:
+            click.echo(
+                "  always appended (on Gmail, Trash and Spam hide a message from every "
+                "other folder): " + ", ".join(g.appended)
+            )
 
 
 def print_summary(results: list[FolderResult]) -> None:
@@ -437,10 +500,12 @@ def print_summary(results: list[FolderResult]) -> None:
     copied = sum(r.copied for r in results)
     present = sum(r.present for r in results)
     failed = sum(r.failed for r in results)
+    labelled = sum(r.labelled for r in results)
     for r in results:
+        tagged = f"{r.labelled} labelled, " if r.labelled else ""
         click.echo(
             f"  {r.source} -> {r.dest}: {r.source_count} messages, {r.copied} copied, "
-            f"{r.present} already there, {r.failed} failed"
+            f"{tagged}{r.present} already there, {r.failed} failed"
         )
         if r.error:
             click.echo(f"      FAILED FOLDER: {r.error}")
@@ -450,7 +515,10 @@ def print_summary(results: list[FolderResult]) -> None:
             click.echo(
                 f"      FAILED UID {f.uid} ({f.size} bytes, {f.message_id or 'no Message-ID'}): {f.reason}"
             )
-    click.echo(f"Done: {total} messages, {copied} copied, {present} already there, {failed} failed")
+    tagged = f"{labelled} labelled (stored once, from another folder), " if labelled else ""
+    click.echo(
+        f"Done: {total} messages, {copied} copied, {tagged}{present} already there, {failed} failed"
+    )
 
 
 def build_report(
@@ -471,6 +539,7 @@ def build_report(
             "source_count": sum(r.source_count for r in results),
             "copied": sum(r.copied for r in results),
             "already_present": sum(r.present for r in results),
+            "labelled": sum(r.labelled for r in results),
             "failed": len(failures) + sum(r.failed for r in results if r.error),
             "folders_failed": sum(1 for r in results if r.error),
             "verified": sum(r.verified for r in results),
@@ -482,6 +551,7 @@ def build_report(
             "bytes_done": mover.progress.bytes_done,
             "bytes_total": mover.progress.bytes_total,
             "failed": mover.progress.failed,
+            "reconnects": mover.progress.reconnects,
         },
         "plan": mover.plan.as_dict() if mover.plan is not None else None,
         "folders": [r.as_dict() for r in results],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from yippiemove.imap.protocol import (
+    BIG_LITERAL,
     AppendUid,
     Continuation,
     Literal,
@@ -55,6 +56,39 @@ def test_literal_bytes_are_exact():
     data = b"* 1 FETCH (UID 1 BODY[] {%d}\r\n" % len(body) + body + b")\r\n"
     (r,) = parse_all(data, 5)
     assert r.data[0]["BODY[]"] == body
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_big_literals_in_random_splits(seed):
+    """Literals from BIG_LITERAL bytes on take their own path into the parser; any split,
+    several of them back to back, small ones between, all exact and in order."""
+    import random
+
+    rng = random.Random(seed)
+    sizes = [BIG_LITERAL - 1, BIG_LITERAL, BIG_LITERAL + 1, 3 * BIG_LITERAL + 17, 5, 700_000]
+    rng.shuffle(sizes)
+    bodies = [
+        bytes(rng.getrandbits(8) for _ in range(64)) * (n // 64) + b"}\r\n" * (n % 64 // 3)
+        for n in sizes
+    ]
+    data = (
+        b"".join(
+            b"* %d FETCH (UID %d BODY[] {%d}\r\n" % (i + 1, i + 10, len(b)) + b + b")\r\n"
+            for i, b in enumerate(bodies)
+        )
+        + b"A1 OK done\r\n"
+    )
+    p = ResponseParser()
+    out: list[object] = []
+    i = 0
+    while i < len(data):
+        step = rng.choice((1, 7, 4096, 65536, 300_000))
+        out += p.feed(data[i : i + step])
+        i += step
+    assert p.buffered == 0
+    assert [r.data[0]["BODY[]"] for r in out[:-1]] == bodies
+    assert [r.data[0]["UID"] for r in out[:-1]] == [str(i + 10) for i in range(len(bodies))]
+    assert out[-1] == Tagged("A1", "OK", None, b"done")
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from . import utf7
 from .connection import CommandResult, ImapConnection
 from .errors import CommandError
-from .protocol import AppendUid, Literal, ProtocolError, Untagged, format_uid_set, quote
+from .protocol import (
+    MAX_NUMBER,
+    AppendUid,
+    Literal,
+    ProtocolError,
+    Untagged,
+    brief,
+    format_uid_set,
+    quote,
+)
 
 __all__ = [
     "AppendItem",
@@ -114,6 +123,18 @@ class AppendItem:
     internaldate: bytes | None
 
 
+def parse_number(tok: object, what: str, *, low: int = 0, high: int = MAX_NUMBER) -> int:
+    """A number the server sent (atom, quoted or code argument): digits only, in range;
+    anything else is the server's fault (ProtocolError), never a ValueError/TypeError.
+    (``int()`` alone would take " 7", "1_0", a list's TypeError, or 2**70.)"""
+    raw = tok.encode("latin-1") if isinstance(tok, str) else tok
+    if isinstance(raw, bytes | bytearray) and 0 < len(raw) <= 20 and raw.isdigit():
+        n = int(raw)
+        if low <= n <= high:
+            return n
+    raise ProtocolError(f"malformed {what}: {brief(tok, 40)}")
+
+
 def _select_info(res: CommandResult) -> SelectInfo:
     exists = 0
     uidvalidity = 0
@@ -122,18 +143,15 @@ def _select_info(res: CommandResult) -> SelectInfo:
     perm: tuple[str, ...] | None = None
     for u in res.untagged:
         if u.kind == "EXISTS" and u.number is not None:
-            exists = u.number
+            exists = parse_number(str(u.number), "EXISTS count")
         elif u.kind == "FLAGS" and u.data and isinstance(u.data[0], list):
             flags = tuple(f for f in u.data[0] if isinstance(f, str))
         elif u.kind == "OK" and u.code is not None:
             name = u.code.name
-            try:
-                if name == "UIDVALIDITY":
-                    uidvalidity = int(u.code.args)
-                elif name == "UIDNEXT":
-                    uidnext = int(u.code.args)
-            except ValueError as exc:
-                raise ProtocolError(f"malformed {name} code: {u.code.args[:40]!r}") from exc
+            if name == "UIDVALIDITY":
+                uidvalidity = parse_number(u.code.args, "UIDVALIDITY code")
+            elif name == "UIDNEXT":
+                uidnext = parse_number(u.code.args, "UIDNEXT code")
             if name == "PERMANENTFLAGS":
                 toks = u.code.tokens()
                 if toks and isinstance(toks[0], list):
@@ -166,15 +184,31 @@ def decode_mailbox(raw: bytes) -> str:
 def _as_bytes(tok: object) -> bytes:
     if isinstance(tok, bytes):
         return tok
+    if isinstance(tok, bytearray):  # a literal of BIG_LITERAL bytes or more
+        return bytes(tok)
     if isinstance(tok, str):
         return tok.encode("latin-1")
-    raise ProtocolError(f"expected a string, got {tok!r:.60}")
+    raise ProtocolError(f"expected a string, got {brief(tok)}")
+
+
+def _separator(tok: object) -> str | None:
+    """A hierarchy separator from LIST or NAMESPACE: NIL or one ASCII character (``""``,
+    which some servers send for a flat namespace, counts as NIL)."""
+    if tok is None:
+        return None
+    raw = _as_bytes(tok)
+    if not raw:
+        return None
+    if len(raw) != 1 or not raw.isascii():
+        raise ProtocolError(f"malformed hierarchy separator: {brief(raw)}")
+    return raw.decode("ascii")
 
 
 def message_id_of(header_block: bytes | None) -> bytes | None:
     """The Message-ID field value from a HEADER.FIELDS (MESSAGE-ID) answer, unfolded."""
     if not header_block:
         return None
+    header_block = bytes(header_block)  # hashable even when the parser gave a bytearray
     _, sep, value = header_block.partition(b":")
     if not sep:
         return None
@@ -204,18 +238,21 @@ def message_id_in(body: bytes) -> bytes | None:
 
 def parse_meta(item: dict[str, object]) -> MessageMeta:
     try:
-        uid = int(item["UID"])  # type: ignore[call-overload]
-        size = int(item["RFC822.SIZE"])  # type: ignore[call-overload]
+        uid_tok = item["UID"]
+        size_tok = item["RFC822.SIZE"]
         flags_tok = item["FLAGS"]
         date = item["INTERNALDATE"]
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ProtocolError(f"incomplete FETCH answer: {exc}") from None
+    except KeyError as exc:
+        raise ProtocolError(f"incomplete FETCH answer: no {exc}") from None
+    uid = parse_number(uid_tok, "UID", low=1)
+    # RFC822.SIZE is a number64 in IMAP4rev2; what sqlite can store is the bound here.
+    size = parse_number(size_tok, "RFC822.SIZE", high=2**63 - 1)
     if not isinstance(flags_tok, list) or not isinstance(date, bytes):
         raise ProtocolError("malformed FLAGS or INTERNALDATE in FETCH answer")
     flags = tuple(f for f in flags_tok if isinstance(f, str) and f.upper() != "\\RECENT")
     hdr = item.get(META_KEY_MSGID)
     return MessageMeta(
-        uid, size, flags, date, message_id_of(hdr if isinstance(hdr, bytes) else None)
+        uid, size, flags, date, message_id_of(hdr if isinstance(hdr, (bytes, bytearray)) else None)
     )
 
 
@@ -244,15 +281,11 @@ class ImapClient:
                     first = u.data[0][0]
                     if isinstance(first, list) and len(first) >= 2:
                         prefix = decode_mailbox(_as_bytes(first[0]))
-                        sep = first[1]
-                        return NamespaceInfo(
-                            prefix, None if sep is None else _as_bytes(sep).decode()
-                        )
+                        return NamespaceInfo(prefix, _separator(first[1]))
         res = await self.conn.execute("LIST", b'""', b'""')
         for u in res.untagged:
             if u.kind == "LIST" and len(u.data) >= 2:
-                sep = u.data[1]
-                return NamespaceInfo("", None if sep is None else _as_bytes(sep).decode())
+                return NamespaceInfo("", _separator(u.data[1]))
         return NamespaceInfo("", None)
 
     async def list_mailboxes(
@@ -271,16 +304,8 @@ class ImapClient:
             if u.kind != verb or len(u.data) < 3 or not isinstance(u.data[0], list):
                 continue
             flags = frozenset(f.upper() for f in u.data[0] if isinstance(f, str))
-            sep = u.data[1]
             raw = _as_bytes(u.data[2])
-            out.append(
-                MailboxInfo(
-                    raw,
-                    decode_mailbox(raw),
-                    None if sep is None else _as_bytes(sep).decode(),
-                    flags,
-                )
-            )
+            out.append(MailboxInfo(raw, decode_mailbox(raw), _separator(u.data[1]), flags))
         return out
 
     async def create(self, raw: bytes) -> None:
@@ -324,10 +349,7 @@ class ImapClient:
         def on(u: Untagged) -> None:
             if u.kind == "SEARCH":
                 for tok in u.data:
-                    try:
-                        found.add(int(tok))
-                    except (TypeError, ValueError):
-                        continue
+                    found.add(parse_number(tok, "UID in SEARCH answer", low=1))
 
         await self.conn.execute("UID SEARCH", *criteria, on_untagged=on)
         return sorted(found)
@@ -400,7 +422,9 @@ class ImapClient:
                 hdr = item.get(META_KEY_MSGID)
                 uid = item.get("UID")
                 if uid is not None:
-                    out[int(uid)] = message_id_of(hdr if isinstance(hdr, bytes) else None)
+                    out[parse_number(uid, "UID", low=1)] = message_id_of(
+                        hdr if isinstance(hdr, (bytes, bytearray)) else None
+                    )
 
         futs = []
         ordered = sorted(uids)
@@ -426,10 +450,13 @@ class ImapClient:
         def on(u: Untagged) -> None:
             if u.kind == "FETCH":
                 item = u.data[0]
-                try:
-                    out.append((int(item["UID"]), int(item["RFC822.SIZE"])))
-                except (KeyError, ValueError, TypeError):
-                    pass
+                if "UID" in item and "RFC822.SIZE" in item:  # else: a flag update
+                    out.append(
+                        (
+                            parse_number(item["UID"], "UID", low=1),
+                            parse_number(item["RFC822.SIZE"], "RFC822.SIZE", high=2**63 - 1),
+                        )
+                    )
 
         await self.conn.execute("UID FETCH", uids, b"(UID RFC822.SIZE)", on_untagged=on)
         return out
@@ -444,8 +471,8 @@ class ImapClient:
                 item = u.data[0]
                 body = item.get("BODY[]")
                 uid = item.get("UID")
-                if isinstance(body, bytes) and uid is not None:
-                    on_body(int(uid), body)
+                if isinstance(body, (bytes, bytearray)) and uid is not None:
+                    on_body(parse_number(uid, "UID", low=1), body)
 
         return await self.conn.submit(
             "UID FETCH", format_uid_set(list(uids)), b"(UID BODY.PEEK[])", on_untagged=on

@@ -31,6 +31,7 @@ from .errors import (
     CommandError,
     ConnectError,
     ConnectionLost,
+    HostUnreachable,
     InsecureAuthError,
     TlsError,
 )
@@ -192,7 +193,9 @@ class ImapConnection:
             raise ValueError(f"unknown security mode {security!r}")
         self = cls(host, idle_timeout=idle_timeout, name=name)
         loop = asyncio.get_running_loop()
-        ctx = ssl_context or ssl.create_default_context()
+        ctx = ssl_context
+        if ctx is None and security != "none":
+            ctx = ssl.create_default_context()  # loading the system CAs costs ~20 ms
         self._greeting = loop.create_future()
         try:
             async with asyncio.timeout(timeout):
@@ -201,20 +204,22 @@ class ImapConnection:
                         lambda: _Transport(self), host, port
                     )
                 except socket.gaierror as exc:
-                    raise ConnectError(f"unknown host {host!r}: {exc.strerror}") from None
+                    raise HostUnreachable(f"unknown host {host!r}: {exc.strerror}") from None
                 except OSError as exc:
                     reason = exc.strerror or exc.__class__.__name__
-                    raise ConnectError(f"cannot connect to {host}:{port}: {reason}") from None
+                    raise HostUnreachable(f"cannot connect to {host}:{port}: {reason}") from None
                 assert isinstance(transport, asyncio.Transport)
                 self._transport = transport
                 _tune_socket(transport)
                 if security == "tls":
+                    assert ctx is not None
                     await self._tls_handshake(ctx, f"TLS with {host}:{port}")
                 greeting = await self._greeting
                 if greeting.kind == "BYE":
                     raise ConnectError(
                         f"{host}:{port} refused the connection: "
-                        + greeting.text.decode("utf-8", "replace")
+                        + greeting.text.decode("utf-8", "replace"),
+                        greeting,
                     )
                 if greeting.code is not None and greeting.code.name == "CAPABILITY":
                     self.capabilities = frozenset(
@@ -224,6 +229,7 @@ class ImapConnection:
                     await self.refresh_capabilities()
                 if security in ("starttls", "require-starttls"):
                     if "STARTTLS" in self.capabilities:
+                        assert ctx is not None
                         await self._starttls(ctx)
                     elif security == "require-starttls":
                         raise TlsError(f"{host}:{port} does not offer STARTTLS")
@@ -357,7 +363,7 @@ class ImapConnection:
                 res = await self.execute("LOGIN", quote(user), quote(password), sensitive=True)
         except CommandError as exc:
             raise AuthenticationError(
-                f"{self.host} refused the login for {user!r}: {exc.server_text}"
+                f"{self.host} refused the login for {user!r}: {exc.server_text}", exc.response
             ) from None
         code = res.tagged.code
         if code is not None and code.name == "CAPABILITY":
@@ -395,7 +401,7 @@ class ImapConnection:
     ) -> asyncio.Future[CommandResult]:
         """Write a command now (pipelined) and return a future for its result."""
         if self._closed_exc is not None:
-            raise ConnectionLost(str(self._closed_exc))
+            raise self._lost()
         tag = self._next_tag()
         lp = "LITERAL+" in self.capabilities
         parts = encode_command(tag, name, *args, literal_plus=lp)
@@ -476,7 +482,7 @@ class ImapConnection:
         Several tasks may wait at once; they share one future.
         """
         if self._closed_exc is not None:
-            raise ConnectionLost(str(self._closed_exc))
+            raise self._lost()
         if not self._paused:
             return
         if self._drain_waiter is None or self._drain_waiter.done():
@@ -554,7 +560,13 @@ class ImapConnection:
             reason = f"connection to {self.host} lost: {exc}"
         else:
             reason = f"connection to {self.host} closed by the server"
-        self._fail(ConnectionLost(reason))
+        self._fail(ConnectionLost(reason, bye))
+
+    def _lost(self) -> ConnectionLost:
+        """A fresh error for a command on a connection that is already gone (why it went,
+        with the server's BYE when there was one)."""
+        exc = self._closed_exc
+        return ConnectionLost(str(exc), getattr(exc, "response", None))
 
     def _fail(self, exc: Exception) -> None:
         if self._closed_exc is None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from .protocol import ProtocolError, Tagged
+from .protocol import ProtocolError, Tagged, Untagged
 
 __all__ = [
     "AuthenticationError",
     "CommandError",
     "ConnectError",
     "ConnectionLost",
+    "HostUnreachable",
     "ImapError",
     "InsecureAuthError",
     "ProtocolError",
@@ -23,9 +24,18 @@ class ImapError(Exception):
 
 
 class ConnectError(ImapError):
-    """The TCP connection could not be made (unknown host, refused, unreachable)."""
+    """No usable connection: the TCP connection failed, no greeting came in time, or the
+    greeting was ``* BYE`` (``response`` holds it then)."""
 
     transient = True
+
+    def __init__(self, message: str, response: Untagged | None = None) -> None:
+        super().__init__(message)
+        self.response = response
+
+
+class HostUnreachable(ConnectError):
+    """The TCP connection could not be made (unknown host, refused, unreachable)."""
 
 
 class TlsError(ImapError):
@@ -37,13 +47,22 @@ class InsecureAuthError(ImapError):
 
 
 class AuthenticationError(ImapError):
-    """The server refused the user name or password."""
+    """The server refused the user name or password.  ``response``: its answer, if any
+    (never the command: that held the password)."""
+
+    def __init__(self, message: str, response: Tagged | None = None) -> None:
+        super().__init__(message)
+        self.response = response
 
 
 class ConnectionLost(ImapError):
-    """The connection dropped, timed out, or the server said BYE."""
+    """The connection dropped, timed out, or the server said BYE (``response``)."""
 
     transient = True
+
+    def __init__(self, message: str, response: Untagged | None = None) -> None:
+        super().__init__(message)
+        self.response = response
 
 
 class CommandError(ImapError):
@@ -66,4 +85,7 @@ class CommandError(ImapError):
     @property
     def transient(self) -> bool:  # type: ignore[override]
         code = self.response.code.name if self.response.code else ""
-        return code in ("UNAVAILABLE", "INUSE", "SERVERBUG", "LIMIT")
+        # RFC 5530: temporary conditions.  ([LIMIT] is an implementation limit: trying
+        # again does not help.)  The transfer's retry policy (policy/retry.py) also reads
+        # the text, for providers' throttling answers.
+        return code in ("UNAVAILABLE", "INUSE", "SERVERBUG")

@@ -52,10 +52,38 @@ __all__ = [
 MAX_LINE = 64 * 1024 * 1024
 #: Largest literal we accept (a single message); IMAP servers rarely allow more than ~150 MB.
 MAX_LITERAL = 2 * 1024 * 1024 * 1024
+#: Deepest nesting of parenthesised lists we accept.  Real answers nest a few levels
+#: (BODYSTRUCTURE: one per MIME level, and servers cap those near 100); deeper trees
+#: could not even be printed or compared without a RecursionError.
+MAX_DEPTH = 256
+#: Most UIDs a UID set from the server may name (APPENDUID, COPYUID: we append a few
+#: hundred and copy 2000 per command): "1:4294967295" is refused instead of being
+#: expanded into 4 billion ints.
+MAX_UID_SET = 100_000
+#: Largest UID, UIDVALIDITY, sequence number or count (nz-number/number: 32 bits).
+MAX_NUMBER = 2**32 - 1
+#: Literals from this size on are received into a buffer of their own (one copy less).
+BIG_LITERAL = 64 * 1024
 
 
 class ProtocolError(Exception):
     """The server sent something that is not IMAP (the peer's fault)."""
+
+
+def brief(value: object, limit: int = 60, _depth: int = 0) -> str:
+    """A short repr for error messages: a few items and bytes of whatever the server sent
+    (never the whole of a 100 MB literal, never a RecursionError on a deep tree)."""
+    if isinstance(value, bytes | bytearray | str):
+        more = "..." if len(value) > limit else ""
+        return repr(value[:limit]) + more
+    if isinstance(value, list):
+        if _depth >= 3:
+            return "[...]"
+        items = [brief(v, limit, _depth + 1) for v in value[:4]]
+        return "[" + ", ".join(items) + (", ...]" if len(value) > 4 else "]")
+    if value is None or isinstance(value, int):
+        return repr(value)[:limit]
+    return f"<{type(value).__name__}>"
 
 
 # --------------------------------------------------------------------------------------
@@ -108,11 +136,15 @@ class Tagged:
             return None
         parts = self.code.args.split()
         if len(parts) != 2:
-            raise ProtocolError(f"malformed APPENDUID code: {self.code.args[:100]!r}")
+            raise ProtocolError(f"malformed APPENDUID code: {brief(self.code.args)}")
         try:
-            return AppendUid(int(parts[0]), tuple(parse_uid_set(parts[1])))
+            uidvalidity = int(parts[0])
+            uids = tuple(parse_uid_set(parts[1]))
         except ValueError as exc:
-            raise ProtocolError(f"malformed APPENDUID code: {self.code.args[:100]!r}") from exc
+            raise ProtocolError(f"malformed APPENDUID code: {brief(self.code.args)}") from exc
+        if not 0 < uidvalidity <= MAX_NUMBER:
+            raise ProtocolError(f"malformed APPENDUID code: {brief(self.code.args)}")
+        return AppendUid(uidvalidity, uids)
 
 
 @dataclass(slots=True)
@@ -181,19 +213,21 @@ def _tokenize(chunks: list[bytes], literals: list[bytes], start: int) -> list[An
                     q = _UNESCAPE.sub(rb"\1", q)
                 stack[-1].append(q)
             elif group == "lp":
+                if len(stack) > MAX_DEPTH:
+                    raise ProtocolError(f"lists nested more than {MAX_DEPTH} deep")
                 new: list[Any] = []
                 stack[-1].append(new)
                 stack.append(new)
             elif group == "rp":
                 if len(stack) == 1:
-                    raise ProtocolError(f"unbalanced ')' in {chunk[:80]!r}")
+                    raise ProtocolError(f"unbalanced ')' in {brief(chunk, 80)}")
                 stack.pop()
             else:  # pragma: no cover - regex has no other groups
                 break
         if i < nlit:
             stack[-1].append(literals[i])
     if len(stack) != 1:
-        raise ProtocolError(f"unbalanced '(' in {chunks[0][:80]!r}")
+        raise ProtocolError(f"unbalanced '(' in {brief(chunks[0], 80)}")
     return stack[0]
 
 
@@ -216,18 +250,32 @@ _STATUS = frozenset(("OK", "NO", "BAD", "BYE", "PREAUTH"))
 
 # Fast path for FETCH data (the hot path of a transfer): ``NAME value`` pairs where a
 # value is a number, a quoted string, a flat list (FLAGS), NIL, or the chunk's literal.
+# It must agree with the general tokenizer (tests/imap/test_fuzz.py checks): a flat list
+# holds only atom characters and spaces, and a value ends at a space or ")" (else
+# "UID 12X 5" would read as UID=12, X=5 where the tokenizer sees three tokens).
+_FLAT = rb'\(([^\x00-\x1f\x7f()"{}\\\[]*(?:\\[^\x00-\x1f\x7f()"{}\\\[]*)*)\)'
 _FETCH_PAIR = re.compile(
     rb" ?([A-Za-z0-9.]+(?:\[[^\]\r\n]*\](?:<\d+>)?)?) "
-    rb'(?:(\d+)|"((?:[^"\\\r\n]|\\.)*)"|\(([^()"{}\\\r\n]*(?:\\[^()"{}\\\r\n]*)*)\)|(NIL)|\{(\d+)\}\Z)'
+    rb'(?:(\d+)(?=[ )])|"((?:[^"\\\r\n]|\\.)*)"(?=[ )])|' + _FLAT + rb"(?=[ )])"
+    rb"|(NIL)(?=[ )])|\{(\d+)\}\Z)"
 )
 
 
 # The two shapes a transfer sees thousands of times, matched whole (Dovecot's item order).
 _FETCH_BODY = re.compile(rb"\(UID (\d+) BODY\[\] \{(\d+)\}\Z")
 _FETCH_META = re.compile(
-    rb'\(UID (\d+) RFC822\.SIZE (\d+) FLAGS \(([^()"{}\\\r\n]*(?:\\[^()"{}\\\r\n]*)*)\) '
-    rb'INTERNALDATE "([^"\\\r\n]*)"\)\Z'
+    rb"\(UID (\d+) RFC822\.SIZE (\d+) FLAGS " + _FLAT + rb' INTERNALDATE "([^"\\\r\n]*)"\)\Z'
 )
+
+
+def _flat_list(flat: bytes) -> list[str] | None:
+    """The atoms of a flat list, or None when the general tokenizer must decide."""
+    if b"\\\\" in flat:
+        return None
+    atoms = flat.split()  # bytes.split: ASCII whitespace only (no NBSP, unlike str)
+    if b"NIL" in atoms:
+        return None  # NIL is None in a list, not the atom "NIL"
+    return [a.decode("latin-1") for a in atoms]
 
 
 def _fetch_fast(chunks: list[bytes], literals: list[bytes], start: int) -> dict[str, Any] | None:
@@ -240,13 +288,15 @@ def _fetch_fast(chunks: list[bytes], literals: list[bytes], start: int) -> dict[
             return {"UID": m.group(1).decode("ascii"), "BODY[]": literals[0]}
     elif nchunks == 1:
         m = _FETCH_META.match(first, start)
-        if m is not None and b"\\\\" not in m.group(3):
-            return {
-                "UID": m.group(1).decode("ascii"),
-                "RFC822.SIZE": m.group(2).decode("ascii"),
-                "FLAGS": m.group(3).decode("latin-1").split(),
-                "INTERNALDATE": m.group(4),
-            }
+        if m is not None:
+            flags = _flat_list(m.group(3))
+            if flags is not None:
+                return {
+                    "UID": m.group(1).decode("ascii"),
+                    "RFC822.SIZE": m.group(2).decode("ascii"),
+                    "FLAGS": flags,
+                    "INTERNALDATE": m.group(4),
+                }
     if first[start : start + 1] != b"(":
         return None
     out: dict[str, Any] = {}
@@ -264,15 +314,18 @@ def _fetch_fast(chunks: list[bytes], literals: list[bytes], start: int) -> dict[
             if m is None:
                 return None
             key = m.group(1).decode("latin-1").upper()
+            if key == "NIL":
+                return None  # NIL is no item name: the tokenizer refuses it
             num, quoted, flat, nil, lit = m.group(2, 3, 4, 5, 6)
             if num is not None:
                 out[key] = num.decode("latin-1")
             elif quoted is not None:
                 out[key] = _UNESCAPE.sub(rb"\1", quoted) if b"\\" in quoted else quoted
             elif flat is not None:
-                if b"\\\\" in flat:
+                flags = _flat_list(flat)
+                if flags is None:
                     return None
-                out[key] = flat.decode("latin-1").split()
+                out[key] = flags
             elif nil is not None:
                 out[key] = None
             else:
@@ -287,12 +340,12 @@ def _fetch_fast(chunks: list[bytes], literals: list[bytes], start: int) -> dict[
 
 def _fetch_dict(items: list[Any]) -> dict[str, Any]:
     if len(items) % 2:
-        raise ProtocolError(f"odd FETCH item list: {items[:6]!r}")
+        raise ProtocolError(f"odd FETCH item list: {brief(items)}")
     out: dict[str, Any] = {}
     for k in range(0, len(items), 2):
         key = items[k]
         if not isinstance(key, str):
-            raise ProtocolError(f"bad FETCH item name: {key!r:.60}")
+            raise ProtocolError(f"bad FETCH item name: {brief(key)}")
         out[key.upper()] = items[k + 1]
     return out
 
@@ -365,7 +418,7 @@ class ResponseParser:
     literal is copied out of the buffer exactly once.
     """
 
-    __slots__ = ("_buf", "_chunks", "_lit_len", "_literals", "_pos", "_scan")
+    __slots__ = ("_big", "_big_off", "_buf", "_chunks", "_lit_len", "_literals", "_pos", "_scan")
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -374,15 +427,34 @@ class ResponseParser:
         self._chunks: list[bytes] = []
         self._literals: list[bytes] = []
         self._lit_len = -1  # >= 0 while waiting for literal bytes
+        # A big literal is received straight into a buffer of its own size: the message
+        # body is then copied once here instead of into the line buffer and out again.
+        self._big: bytearray | None = None
+        self._big_off = 0
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet part of a complete response."""
         return (
-            len(self._buf) - self._pos + sum(map(len, self._chunks)) + sum(map(len, self._literals))
+            len(self._buf)
+            - self._pos
+            + self._big_off
+            + sum(map(len, self._chunks))
+            + sum(map(len, self._literals))
         )
 
     def feed(self, data: bytes) -> list[Response]:
+        if self._big is not None:
+            big, off = self._big, self._big_off
+            k = min(len(data), len(big) - off)
+            with memoryview(data) as mv:
+                big[off : off + k] = mv[:k]
+                if off + k < len(big):
+                    self._big_off = off + k
+                    return []
+                self._literals.append(big)  # type: ignore[arg-type]  # bytes-like
+                self._big, self._big_off = None, 0
+                data = mv[k:].tobytes() if k < len(data) else b""
         buf = self._buf
         buf += data
         out: list[Response] = []
@@ -390,6 +462,14 @@ class ResponseParser:
             if self._lit_len >= 0:
                 end = self._pos + self._lit_len
                 if len(buf) < end:
+                    if self._lit_len >= BIG_LITERAL:
+                        big = bytearray(self._lit_len)
+                        have = len(buf) - self._pos
+                        with memoryview(buf) as mv:
+                            big[:have] = mv[self._pos :]
+                        self._big, self._big_off = big, have
+                        self._pos = self._scan = len(buf)
+                        self._lit_len = -1
                     break
                 with memoryview(buf) as mv:
                     self._literals.append(mv[self._pos : end].tobytes())
@@ -494,20 +574,37 @@ def encode_command(
     return parts
 
 
-def parse_uid_set(raw: bytes | str) -> list[int]:
-    """``"1:3,7"`` -> ``[1, 2, 3, 7]`` (RFC 3501 9, sequence-set, as used by UIDPLUS)."""
+def parse_uid_set(raw: bytes | str, *, limit: int | None = MAX_UID_SET) -> list[int]:
+    """``"1:3,7"`` -> ``[1, 2, 3, 7]`` (RFC 3501 9, sequence-set, as used by UIDPLUS).
+
+    Every UID must be 1..2**32-1 (nz-number); more than ``limit`` UIDs in all is a
+    ``ValueError`` raised before anything is expanded.
+    """
     text = raw.decode("ascii") if isinstance(raw, bytes) else raw
-    out: list[int] = []
+    ranges: list[tuple[int, int]] = []
+    count = 0
     for part in text.split(","):
         a, sep, b = part.partition(":")
-        lo = int(a)
-        if sep:
-            hi = int(b)
-            step = 1 if hi >= lo else -1
-            out.extend(range(lo, hi + step, step))
-        else:
-            out.append(lo)
+        lo = _uid_number(a)
+        hi = _uid_number(b) if sep else lo
+        ranges.append((lo, hi))
+        count += abs(hi - lo) + 1
+        if limit is not None and count > limit:
+            raise ValueError(f"more than {limit} UIDs in a UID set")
+    out: list[int] = []
+    for lo, hi in ranges:
+        step = 1 if hi >= lo else -1
+        out.extend(range(lo, hi + step, step))
     return out
+
+
+def _uid_number(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or len(text) > 10:
+        raise ValueError(f"not a UID: {text[:20]!r}")
+    n = int(text)
+    if not 0 < n <= MAX_NUMBER:
+        raise ValueError(f"UID out of range: {n}")
+    return n
 
 
 def format_uid_set(uids: list[int] | tuple[int, ...]) -> str:

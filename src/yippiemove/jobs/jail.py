@@ -119,6 +119,9 @@ def progress_line(mover: Any) -> dict[str, Any]:
         "failed": p.failed,
         "current": sorted(p.current),
         "failures": list(p.failures),
+        # unix time until which the server throttles us (policy/retry.py), or None
+        "throttled_until": p.throttled_until,
+        "reconnects": p.reconnects,
     }
     plan = mover.plan
     if plan is not None:
@@ -186,7 +189,7 @@ def run_job(spec: dict[str, Any], workdir: Path) -> tuple[int, dict[str, Any]]:
     """Run one transfer as the spec says; returns (exit status, result line)."""
     from ..accounts import ssl_context
     from ..cli import build_report
-    from ..imap.errors import ImapError
+    from ..imap.errors import ImapError, ProtocolError
     from ..policy.rules import from_options
     from ..transfer.engine import Mover, PlanError
     from ..transfer.model import Options, Progress
@@ -226,6 +229,8 @@ def run_job(spec: dict[str, Any], workdir: Path) -> tuple[int, dict[str, Any]]:
         status, error = "cancelled", "cancelled"
     except ImapError as exc:
         error, transient = str(exc), exc.transient
+    except ProtocolError as exc:  # an answer that parsed but makes no sense
+        error = f"a server sent an answer that is not valid IMAP: {exc}"
     except (PlanError, StateError) as exc:
         error = str(exc)
     except (MemoryError, _OutOfMemory):

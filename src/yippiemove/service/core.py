@@ -197,6 +197,8 @@ def _default_progress() -> dict[str, Any]:
         "bytes_total": 0,
         "failed": 0,
         "current": [],
+        "throttled_until": None,
+        "reconnects": 0,
         "rate": 0.0,
         "eta": None,
         "rate_history": [],

@@ -24,8 +24,11 @@ Theory of operation
    its own destination message with the same size, flags and INTERNALDATE; flags that
    differ are set (UID STORE), anything else is reported.
 
-A folder pass is idempotent, so a transient failure (dropped connection, timeout) is
-handled by reconnecting and running the pass again, a bounded number of times.
+A folder pass is idempotent, so a transient failure (dropped connection, timeout,
+``* BYE``, ``NO [UNAVAILABLE]``, a provider's throttling answer) is handled by waiting,
+reconnecting and running the pass again, a bounded number of times; the planning is
+retried the same way.  What is retried, how long it waits and what stops the transfer
+is decided by :mod:`yippiemove.policy.retry`.
 """
 
 from __future__ import annotations
@@ -37,8 +40,10 @@ import hashlib
 import logging
 import random
 import re
-from collections import defaultdict
+import time
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from ..imap import utf7
 from ..imap.client import (
@@ -50,13 +55,26 @@ from ..imap.client import (
     message_id_in,
 )
 from ..imap.connection import CommandResult, ImapConnection
-from ..imap.errors import CommandError, ImapError
+from ..imap.errors import CommandError, HostUnreachable, ImapError
+from ..imap.gmail import has_gmail_extensions
 from ..imap.protocol import format_uid_set, quote
 from ..policy import folders as folder_policy
+from ..policy import gmail as gmail_policy
+from ..policy import retry as retry_policy
 from ..policy import rules as rule_policy
 from ..policy.special import Box
 from .dates import same_instant
-from .model import Endpoint, Failure, FolderPlan, FolderResult, Options, Plan, Progress
+from .gmail import DestPass, GmailDest, GmailSource, instant
+from .model import (
+    Endpoint,
+    Failure,
+    FolderPlan,
+    FolderResult,
+    GmailPlan,
+    Options,
+    Plan,
+    Progress,
+)
 from .state import State
 
 log = logging.getLogger(__name__)
@@ -124,6 +142,15 @@ def fingerprint(body: bytes) -> bytes:
     return hashlib.sha256(body).digest()
 
 
+def _fingerprint_all(bodies: Sequence[bytes | None]) -> list[bytes | None]:
+    return [None if b is None else fingerprint(b) for b in bodies]
+
+
+#: Bodies of at least _HASH_BIG bytes are hashed on a helper thread when a batch has
+#: at least _HASH_OFFLOAD bytes of them.
+_HASH_BIG = 64 * 1024
+_HASH_OFFLOAD = 512 * 1024
+
 EventHandler = Callable[[str], None]
 
 #: Put in a pass's fetch queue: "send the APPEND group you are holding now".
@@ -155,9 +182,20 @@ class Mover:
         self._passes: dict[str, list[int]] = {}
         self._folder_errors: dict[str, str] = {}
         self._budget = ByteBudget(self.options.memory_budget)
+        self._hasher: ThreadPoolExecutor | None = None
         #: Merged destination folder -> (its UIDVALIDITY, destination UIDs the folders
         #: merged into it claimed so far in this run); see _merged_flags.
         self._merge_claims: dict[str, tuple[int, set[int]]] = {}
+        #: Gmail's labels (policy/gmail.py, transfer/gmail.py), set by make_plan.
+        self._gmail_src: GmailSource | None = None
+        self._gmail_dest: GmailDest | None = None
+        #: Source folders whose messages may share one Gmail message on the destination.
+        self._gmail_shared: set[str] = set()
+        #: Waits between attempts (policy/retry.py); tests may seed ``backoff.rng``.
+        self.backoff = retry_policy.Backoff(cap=self.options.max_backoff, rng=random.Random())
+        self._throttles: dict[object, float] = {}
+        #: (host, port) of the servers that answered once: unreachable later = retry.
+        self._reached: set[tuple[str, int]] = set()
 
     # ------------------------------------------------------------------ connections
 
@@ -171,6 +209,7 @@ class Mover:
             idle_timeout=self.options.idle_timeout,
             name=role,
         )
+        self._reached.add((ep.host, ep.port))
         try:
             await conn.login(ep.user, ep.password, allow_insecure=ep.allow_insecure_auth)
         except BaseException:
@@ -183,7 +222,9 @@ class Mover:
     async def make_plan(self, src: ImapClient, dst: ImapClient) -> Plan:
         """List both sides, choose and place the source folders (policy/rules.py: rules,
         special folders, namespaces), count what the message filters select and find
-        the flags each destination folder cannot keep."""
+        the flags each destination folder cannot keep.  Gmail on either side
+        (policy/gmail.py): its views are not copied, archived messages are, and a
+        message of several folders is stored once with several labels."""
         self.progress.phase = "planning"
         opts = self.options
         src_ns = await src.namespace()
@@ -198,10 +239,58 @@ class Mover:
         dst_pol = folder_policy.Namespace(dst_ns.prefix, dst_ns.separator)
         selectable = [m for m in src_boxes if m.selectable]
         skipped = [(m.name, "not selectable (\\Noselect)") for m in src_boxes if not m.selectable]
-        chosen = select_folders(selectable, opts.include, opts.exclude, src_pol)
-        for m in selectable:
-            if m not in chosen:
+
+        # Gmail source: its views are skipped; archived messages come from All Mail
+        # through a pseudo-folder "Archive" (for --folder/--exclude and the rules).
+        src_gmail = has_gmail_extensions(src)
+        views: dict[str, str] = {}
+        all_mail: MailboxInfo | None = None
+        pseudo: MailboxInfo | None = None
+        labels: frozenset[str] = frozenset()
+        self._gmail_src = None
+        if src_gmail:
+            boxes = [Box(m.name, m.flags) for m in selectable]
+            views = gmail_policy.views(boxes, src_pol)
+            labels = gmail_policy.folder_labels(boxes, src_pol)
+            found = gmail_policy.all_mail_folder(boxes, src_pol)
+            all_mail = next((m for m in selectable if m.name == found), None)
+            self._gmail_src = GmailSource(labels)
+            if all_mail is not None and not any(
+                m.name == gmail_policy.ARCHIVE_NAME for m in selectable
+            ):
+                pseudo = MailboxInfo(
+                    all_mail.raw,
+                    gmail_policy.ARCHIVE_NAME,
+                    all_mail.separator,
+                    gmail_policy.ARCHIVE_BOX.attributes,
+                )
+        candidates = selectable + ([pseudo] if pseudo is not None else [])
+        included = select_folders(candidates, opts.include, [], src_pol)
+        kept = select_folders(candidates, [], opts.exclude, src_pol)
+        chosen = [m for m in included if m in kept]
+        # The archive is named "Archive" or by its All Mail folder (the service lists it
+        # under that name): chosen when either is included and neither is excluded.
+        archive = pseudo or next(
+            (m for m in selectable if m.name == gmail_policy.ARCHIVE_NAME), None
+        )
+        archived = (
+            all_mail is not None
+            and archive is not None
+            and (archive in included or all_mail in included)
+            and archive in kept
+            and all_mail in kept
+        )
+        for m in candidates:
+            if m.name in views:
+                skipped.append((m.name, views[m.name]))
+            elif m is pseudo and not archived:
+                skipped.append((f"{m.name} (archived messages)", "excluded by --folder/--exclude"))
+            elif m not in chosen and m is not pseudo:
                 skipped.append((m.name, "excluded by --folder/--exclude"))
+        if pseudo is not None and archived and pseudo not in chosen:
+            chosen.append(pseudo)
+        chosen = [m for m in chosen if m.name not in views and (m is not pseudo or archived)]
+        folders = [m for m in chosen if m is not pseudo]
 
         try:
             placements = rule_policy.place_folders(
@@ -216,17 +305,55 @@ class Mover:
             raise PlanError(str(exc)) from None
         by_source = {p.source: p for p in placements}
 
-        counts = await self._counts(src, chosen)
+        counts = await self._counts(src, folders)
+        entries = [(m, by_source[m.name], counts[m.raw], False) for m in folders]
+        dst_gmail = has_gmail_extensions(dst)
+        dst_all_name = gmail_policy.all_mail_folder(
+            [Box(m.name, m.flags) for m in dst_boxes], dst_pol
+        )
+        dst_all = dst_names.get(dst_all_name) if dst_gmail and dst_all_name else None
+        if archived:
+            assert all_mail is not None and self._gmail_src is not None
+            entries.append(
+                (
+                    all_mail,
+                    self._archive_placement(
+                        by_source[gmail_policy.ARCHIVE_NAME],
+                        all_mail,
+                        pseudo is None,
+                        dst_all,
+                        dst_names,
+                    ),
+                    await self._gmail_src.count_archived(src, all_mail.raw, opts.filters),
+                    True,
+                )
+            )
+            # Who is merged with whom, by final destination (the archive may have moved).
+            by_dest: dict[str, list[str]] = defaultdict(list)
+            for m, pl, _c, _a in entries:
+                by_dest[_norm_inbox(pl.dest)].append(m.name)
+            entries = [
+                (
+                    m,
+                    dataclasses.replace(
+                        pl,
+                        merged_with=tuple(n for n in by_dest[_norm_inbox(pl.dest)] if n != m.name),
+                    ),
+                    c,
+                    a,
+                )
+                for m, pl, c, a in entries
+            ]
+
         # What the destination folders can store: PERMANENTFLAGS needs SELECT (EXAMINE
         # answers PERMANENTFLAGS ()); a folder still to be created is judged by INBOX.
-        targets = {_norm_inbox(p.dest) for p in placements}
+        targets = {_norm_inbox(pl.dest) for _m, pl, _c, _a in entries}
         dst_raws = sorted({dst_names[k].raw for k in targets if k in dst_names} | {b"INBOX"})
-        dst_infos = await dst.select_many(dst_raws) if chosen else {}
+        dst_infos = await dst.select_many(dst_raws) if entries else {}
         plans: list[FolderPlan] = []
         create: list[tuple[str, bytes]] = []
         planned_create: set[str] = set()
-        for m in chosen:
-            pl = by_source[m.name]
+        for m, pl, (count, size, src_flags), archived_only in entries:
             dest_name = pl.dest
             key = _norm_inbox(dest_name)
             exists = key in dst_names
@@ -235,7 +362,6 @@ class Mover:
             if not exists and key not in planned_create:
                 planned_create.add(key)
                 create.append((dest_name, utf7.encode(dest_name)))
-            count, size, src_flags = counts[m.raw]
             dinfo = dst_infos.get(dst_names[key].raw if exists else b"INBOX")
             unstorable = tuple(
                 sorted(
@@ -258,13 +384,126 @@ class Mover:
                     merged_with=pl.merged_with,
                     unstorable_flags=unstorable,
                     create_use=None if exists else pl.create_use,
+                    archived_only=archived_only,
                 )
             )
-        plan = Plan(src_ns, dst_ns, plans, create, skipped, opts.rules, opts.filters)
+        gmail = None
+        self._gmail_dest = None
+        self._gmail_shared = set()
+        if src_gmail or dst_gmail:
+            gmail = await self._gmail_plan(
+                src, plans, dst_names, src_gmail, dst_gmail, views, labels, dst_all
+            )
+        plan = Plan(src_ns, dst_ns, plans, create, skipped, opts.rules, opts.filters, gmail)
         self.progress.folders_total = len(plans)
         self.progress.messages_total = plan.total_messages
         self.progress.bytes_total = plan.total_bytes
         return plan
+
+    def _archive_placement(
+        self,
+        pl: rule_policy.Placement,
+        all_mail: MailboxInfo,
+        label: bool,
+        dst_all: MailboxInfo | None,
+        dst_names: dict[str, MailboxInfo],
+    ) -> rule_policy.Placement:
+        """Where a Gmail source's archived messages go (policy/gmail.py): where the rules
+        put a folder "Archive" (``label``: the source's own label "Archive", merged with
+        it); to a Gmail destination's \\All folder instead of a new "Archive"."""
+        reasons = [gmail_policy.archive_reason(all_mail.name)]
+        if label:
+            reasons.append(
+                f"the source also has a label {gmail_policy.ARCHIVE_NAME!r}: they go to the "
+                "same folder"
+            )
+        if (
+            dst_all is not None
+            and not label
+            and pl.role == "archive"
+            and _norm_inbox(pl.dest) not in dst_names
+        ):
+            reasons.append(
+                f"the destination is Gmail: archived messages go to its \\All folder "
+                f"{dst_all.name!r}, where a message without labels is archived"
+            )
+            return dataclasses.replace(
+                pl, dest=dst_all.name, reasons=tuple(reasons), create_use=None
+            )
+        # (The pseudo-folder's own "is the source's \\Archive folder" says nothing here.)
+        own = f"{gmail_policy.ARCHIVE_NAME!r} is the source's"
+        rest = tuple(r for r in pl.reasons if label or not r.startswith(own))
+        return dataclasses.replace(pl, reasons=(*reasons, *rest), role="archive")
+
+    async def _gmail_plan(
+        self,
+        src: ImapClient,
+        plans: list[FolderPlan],
+        dst_names: dict[str, MailboxInfo],
+        src_gmail: bool,
+        dst_gmail: bool,
+        views: dict[str, str],
+        labels: frozenset[str],
+        dst_all: MailboxInfo | None,
+    ) -> GmailPlan:
+        """The Gmail part of the plan; sets up the Gmail destination for the copy."""
+        archive = next((fp for fp in plans if fp.archived_only), None)
+        shared: list[str] = []
+        appended: list[str] = []
+        several: int | None = None
+        instead: int | None = None
+        if dst_gmail:
+            for fp in plans:
+                d = dst_names.get(_norm_inbox(fp.dest_name))
+                attrs = d.flags if d is not None else frozenset()
+                (shared if gmail_policy.shares_labels(attrs, fp.role) else appended).append(
+                    fp.source.name
+                )
+            self._gmail_shared = set(shared)
+            self._gmail_dest = GmailDest(dst_all.raw if dst_all is not None else None, self.state)
+            if self.options.dry_run:
+                several, instead = await self._gmail_estimate(
+                    src, [fp for fp in plans if fp.source.name in self._gmail_shared]
+                )
+        return GmailPlan(
+            source=src_gmail,
+            dest=dst_gmail,
+            views=tuple(views),
+            folder_labels=tuple(sorted(labels)),
+            archive=(archive.source.name, archive.dest_name) if archive is not None else None,
+            archived=archive.count if archive is not None else 0,
+            shared=tuple(shared),
+            appended=tuple(appended),
+            in_several_folders=several,
+            labels_instead=instead,
+        )
+
+    async def _gmail_estimate(self, src: ImapClient, plans: list[FolderPlan]) -> tuple[int, int]:
+        """--dry-run into Gmail: (Gmail messages that get labels of several of these source
+        folders, APPENDs that become labels), judged by size, INTERNALDATE and Message-ID
+        (an estimate: no bodies are read)."""
+        folders_of: dict[tuple[int, int, bytes | None], list[int]] = defaultdict(list)
+        for i, fp in enumerate(plans):
+            _info, metas = await self._list_source(src, fp)
+            ids = await src.fetch_message_ids([m.uid for m in metas]) if metas else {}
+            per: dict[tuple[int, int, bytes | None], int] = defaultdict(int)
+            for m in metas:
+                when = instant(m.internaldate)
+                if when is not None:
+                    per[(m.size, when, ids.get(m.uid))] += 1
+            for k, n in per.items():
+                folders_of[k].extend([i] * n)
+        several = 0
+        instead = 0
+        for occurrences in folders_of.values():
+            counts = Counter(occurrences)
+            if len(counts) > 1:
+                # As many Gmail messages as the folder holding it most often has copies;
+                # the i-th of them gets a label from each folder with more than i copies.
+                top = max(counts.values())
+                several += sum(1 for i in range(top) if sum(n > i for n in counts.values()) > 1)
+                instead += len(occurrences) - top
+        return several, instead
 
     async def _counts(
         self, src: ImapClient, chosen: Sequence[MailboxInfo]
@@ -310,6 +549,60 @@ class Mover:
 
     async def run(self) -> list[FolderResult]:
         """Plan, then (unless dry-run) copy and verify every planned folder."""
+        effort = retry_policy.Effort(self.options.retries, self.backoff)
+        while True:
+            try:
+                plan = await self._setup()
+                break
+            except ImapError as exc:
+                verdict = retry_policy.classify(exc)
+                both = {(ep.host, ep.port) for ep in (self.source, self.dest)}
+                if isinstance(exc, HostUnreachable) and not both <= self._reached:
+                    raise  # never reached: a wrong host or port, say so at once
+                wait = effort.next_wait(verdict)
+                if wait is None:
+                    raise effort.give_up("planning", exc, verdict) from exc
+                await self._pause("planning", exc, verdict, wait, effort)
+        if self.options.dry_run:
+            return []
+        return await self._copy_all(plan)
+
+    async def _pause(
+        self,
+        what: str,
+        exc: BaseException,
+        verdict: retry_policy.Verdict,
+        seconds: float,
+        effort: retry_policy.Effort,
+    ) -> None:
+        """Say why and wait before the next attempt; a throttled wait shows in progress."""
+        self.progress.reconnects += 1
+        until = time.time() + seconds
+        clock = time.strftime("%H:%M:%S", time.localtime(until))
+        if verdict.kind == retry_policy.THROTTLED:
+            head = f"{what}: throttled ({verdict.why}): {exc}; waiting {seconds:.1f} s"
+        else:
+            head = f"{what}: {exc}; retrying in {seconds:.1f} s"
+        self.on_event(
+            f"{head} (until {clock}; attempt {effort.failures} of {effort.attempts} "
+            "without progress)"
+        )
+        if verdict.kind != retry_policy.THROTTLED:
+            await asyncio.sleep(seconds)
+            return
+        token = object()
+        self._throttles[token] = until
+        self.progress.throttled_until = max(self._throttles.values())
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            del self._throttles[token]
+            self.progress.throttled_until = max(self._throttles.values(), default=None)
+
+    async def _setup(self) -> Plan:
+        """One attempt at connecting, planning, and creating and subscribing the
+        destination folders (all idempotent)."""
+        self._folder_errors = {}
         src_t = asyncio.ensure_future(self.connect(self.source, "source"))
         dst_t = asyncio.ensure_future(self.connect(self.dest, "destination"))
         await asyncio.wait({src_t, dst_t}, return_when=asyncio.ALL_COMPLETED)
@@ -324,8 +617,7 @@ class Mover:
         try:
             self.plan = plan = await self.make_plan(src, dst)
             if self.options.dry_run:
-                return []
-            self.progress.phase = "copying"
+                return plan
             dst_subs = {m.name for m in await dst.list_mailboxes(subscribed=True)}
             # CREATE and SUBSCRIBE pipelined: one round trip each, whatever the folder count.
             # A special folder the destination lacks is created with its RFC 6154
@@ -338,9 +630,15 @@ class Mover:
             for name, raw, fut in created:
                 r = await fut
                 exists = r.tagged.code is not None and r.tagged.code.name == "ALREADYEXISTS"
+                if not r.tagged.ok and not exists:
+                    # Throttled, unavailable, over quota: not about the name; the
+                    # planning is retried or the run stops (policy/retry.py).
+                    _per_message(CommandError("CREATE", r.tagged))
                 if not r.tagged.ok and not exists and name in use:
                     # e.g. NO [USEATTR] (RFC 6154 section 3): a plain folder then.
                     r = await (await dst.conn.submit("CREATE", quote(raw)))
+                    if not r.tagged.ok:
+                        _per_message(CommandError("CREATE", r.tagged))
                 if r.tagged.ok or (r.tagged.code and r.tagged.code.name == "ALREADYEXISTS"):
                     self.on_event(f"created folder {name!r} on the destination")
                 else:
@@ -357,7 +655,11 @@ class Mover:
         finally:
             await src.logout()
             await dst.logout()
+        return plan
 
+    async def _copy_all(self, plan: Plan) -> list[FolderResult]:
+        """Copy and verify every planned folder with ``Options.connections`` workers."""
+        self.progress.phase = "copying"
         # Folders merged into one destination folder go to one worker, one after the
         # other: two workers appending to one folder would race the duplicate check.
         groups: dict[str, list[FolderPlan]] = defaultdict(list)
@@ -379,6 +681,9 @@ class Mover:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         finally:
+            if self._hasher is not None:
+                self._hasher.shutdown(wait=True, cancel_futures=True)
+                self._hasher = None
             if self.state is not None:
                 self.state.flush()
         self.results = [results[f.source.name] for f in plan.folders]
@@ -399,7 +704,7 @@ class Mover:
                     except asyncio.QueueEmpty:
                         return
                 fp = pending.pop(0)
-                attempt = 0
+                effort = retry_policy.Effort(self.options.retries, self.backoff)
                 while True:
                     try:
                         if src is None or src.conn.closed:
@@ -420,20 +725,21 @@ class Mover:
                             results[fp.source.name] = self._failed_folder(fp)
                         break
                     except ImapError as exc:
+                        # How far this pass got (messages handled): a pass that got
+                        # further than all before it is progress (policy/retry.py).
+                        reached = self._passes.get(fp.source.name, [0, 0, 0])[0]
                         self._undo_pass(fp)
-                        if not exc.transient or attempt >= self.options.retries:
-                            raise
-                        attempt += 1
-                        delay = min(30.0, 0.5 * 2**attempt) * (0.5 + random.random())
-                        self.on_event(
-                            f"{fp.source.name}: {exc}; retrying in {delay:.1f} s "
-                            f"(attempt {attempt} of {self.options.retries})"
-                        )
+                        verdict = retry_policy.classify(exc)
+                        wait = effort.next_wait(verdict, reached)
+                        if wait is None:
+                            raise effort.give_up(
+                                f"folder {fp.source.name!r}", exc, verdict
+                            ) from exc
                         for c in (src, dst):
                             if c is not None:
                                 c.conn.abort()
                         src = dst = None
-                        await asyncio.sleep(delay)
+                        await self._pause(fp.source.name, exc, verdict, wait, effort)
                     finally:
                         self.progress.current.discard(fp.source.name)
                 self.progress.folders_done += 1
@@ -467,7 +773,8 @@ class Mover:
             if alt not in existing:
                 try:
                     await dst.create(utf7.encode(alt))
-                except CommandError:
+                except CommandError as refused:
+                    _per_message(refused)  # a temporary refusal is not about the name
                     continue
             why = f"the destination refused the name {name!r} ({exc.server_text})"
             for i, fp in enumerate(plan.folders):  # every folder merged into it, too
@@ -485,6 +792,40 @@ class Mover:
                 self._folder_errors[fp.source.name] = (
                     f"the destination refused to create {name!r}: {exc.server_text}"
                 )
+
+    async def _fingerprints(self, bodies: Sequence[bytes | None]) -> list[bytes | None]:
+        """SHA-256 of each body; the big ones on a helper thread.
+
+        hashlib releases the GIL while it hashes a buffer of over 2 kB, so big bodies are
+        hashed on the other core while the event loop goes on reading and writing the
+        sockets (a quarter of the mover's CPU on large mail would otherwise block the
+        loop).  Small bodies are hashed here: for them the thread would mostly trade the
+        GIL back and forth.
+        """
+        out: list[bytes | None] = [None] * len(bodies)
+        big: list[int] = []
+        big_bytes = 0
+        for i, b in enumerate(bodies):
+            if b is None:
+                continue
+            if len(b) >= _HASH_BIG:
+                big.append(i)
+                big_bytes += len(b)
+            else:
+                out[i] = fingerprint(b)
+        if big and big_bytes < _HASH_OFFLOAD:
+            for i in big:
+                out[i] = fingerprint(bodies[i])  # type: ignore[arg-type]
+        elif big:
+            if self._hasher is None:
+                self._hasher = ThreadPoolExecutor(1, thread_name_prefix="yippiemove-hash")
+            loop = asyncio.get_running_loop()
+            fprs = await loop.run_in_executor(
+                self._hasher, _fingerprint_all, [bodies[i] for i in big]
+            )
+            for i, f in zip(big, fprs, strict=True):
+                out[i] = f
+        return out
 
     def _failed_folder(self, fp: FolderPlan) -> FolderResult:
         res = FolderResult(fp.source.name, fp.dest_name, source_count=fp.count)
@@ -535,6 +876,11 @@ class Mover:
         message outside the filter is never touched.
         """
         filters = self.options.filters
+        if fp.archived_only:
+            # Gmail's All Mail, only the archived messages (policy/gmail.py)
+            if self._gmail_src is None:
+                raise FolderError("the archive of a Gmail source needs a plan (make_plan)")
+            return await self._gmail_src.list_archived(src, fp.source.raw, filters)
         if not filters.active:
             return await src.select_and_list(fp.source.raw, readonly=True)
         info = await src.select(fp.source.raw, readonly=True)
@@ -592,7 +938,7 @@ class Mover:
             return_exceptions=True,
         )
         for side, outcome in (("source", slist), ("destination", dlist)):
-            if isinstance(outcome, CommandError) and not outcome.transient:
+            if isinstance(outcome, CommandError) and not retry_policy.retryable(outcome):
                 if side == "source":
                     raise FolderError(
                         "the source folder cannot be opened (deleted or renamed?): "
@@ -631,15 +977,21 @@ class Mover:
         claim: dict[int, int] = {}  # source UID -> destination UID
         claimed_dest: set[int] = set()
         outcome_of: dict[int, str] = {}
+        #: Source messages this pass (or an earlier one, per the state) appended itself.
+        appended: set[int] = set()
         for m in smeta:
             r = rows.get(m.uid)
-            if r is None or r.dest_uid is None or r.outcome not in ("copied", "present"):
+            if r is None or r.dest_uid is None:
+                continue
+            if r.outcome not in ("copied", "present", "labelled"):
                 continue
             d = dest_by_uid.get(r.dest_uid)
             if d is not None and d.size == m.size and d.uid not in claimed_dest:
                 claim[m.uid] = d.uid
                 claimed_dest.add(d.uid)
                 outcome_of[m.uid] = "present"
+                if r.outcome == "copied":
+                    appended.add(m.uid)
         to_copy = [m for m in smeta if m.uid not in claim]
         ambiguous: set[int] = set()
         candidate_dest: set[int] = set()
@@ -651,14 +1003,19 @@ class Mover:
             ssizes = {m.size for m in to_copy}
             s_cand = [m for m in to_copy if m.size in dsizes]
             d_cand = [d for d in free_dest if d.size in ssizes]
+            # On a Gmail destination a message is its bytes *and* its INTERNALDATE
+            # (transfer/gmail.py): the same bytes on another date are another message.
+            dated = self._gmail_dest is not None and fp.source.name in self._gmail_shared
             if s_cand:
                 s_ids = await src.fetch_message_ids([m.uid for m in s_cand])
                 d_ids = await dst.fetch_message_ids([d.uid for d in d_cand])
-                index: dict[tuple[int, bytes | None], list[int]] = defaultdict(list)
+                index: dict[tuple[int, bytes | None, int | None], list[int]] = defaultdict(list)
                 for d in d_cand:
-                    index[(d.size, d_ids.get(d.uid))].append(d.uid)
+                    when = instant(d.internaldate) if dated else None
+                    index[(d.size, d_ids.get(d.uid), when)].append(d.uid)
                 for m in s_cand:
-                    key = (m.size, s_ids.get(m.uid))
+                    when = instant(m.internaldate) if dated else None
+                    key = (m.size, s_ids.get(m.uid), when)
                     if key in index:
                         ambiguous.add(m.uid)
                         candidate_dest.update(index[key])
@@ -676,14 +1033,40 @@ class Mover:
 
         # --- copy
         storable = self._storable(dinfo, smeta, res)
-        if to_copy:
-            await self._copy(
-                src, dst, fp, folder_id, to_copy, ambiguous, pool, storable, res, claim, outcome_of
-            )
+        gp = await self._gmail_prepare(dst, fp, dinfo, to_copy)
+        try:
+            if to_copy:
+                await self._copy(
+                    src,
+                    dst,
+                    fp,
+                    folder_id,
+                    to_copy,
+                    ambiguous,
+                    pool,
+                    storable,
+                    res,
+                    claim,
+                    outcome_of,
+                )
+            if gp is not None:
+                await self._gmail_label(
+                    src, dst, fp, gp, dinfo, folder_id, storable, res, claim, outcome_of
+                )
+        finally:
+            if gp is not None and self._gmail_dest is not None:
+                self._gmail_dest.end(gp)
 
         # --- verify
         if opts.verify:
             vmeta = self._merged_flags(fp, dinfo, smeta, claim, dest_by_uid)
+            if self._gmail_dest is not None and fp.source.name in self._gmail_shared:
+                # On Gmail flags belong to the message, which other folders may share:
+                # only the folder that appended it sets them (policy/gmail.py).
+                appended |= {u for u, o in outcome_of.items() if o == "copied"}
+                shared = {d for u, d in claim.items() if u not in appended}
+                if shared:
+                    vmeta = await self._gmail_flags(dst, vmeta, claim, shared)
             await self._verify(src, dst, vmeta, claim, storable, res)
         self._remember_merge(fp, dinfo, claim)
         failed_uids = {f.uid for f in res.failures}
@@ -694,6 +1077,7 @@ class Mover:
                 res.messages.append((m.uid, claim.get(m.uid), outcome_of.get(m.uid, "missing")))
         res.copied = sum(1 for _, _, o in res.messages if o == "copied")
         res.present = sum(1 for _, _, o in res.messages if o == "present")
+        res.labelled = sum(1 for _, _, o in res.messages if o == "labelled")
         res.failed = len(res.failures)
         if self.state is not None:
             state = self.state
@@ -711,6 +1095,93 @@ class Mover:
                 )
             state.flush()
         return res
+
+    # ------------------------------------------------------------------ Gmail destination
+
+    async def _gmail_prepare(
+        self, dst: ImapClient, fp: FolderPlan, dinfo: SelectInfo, to_copy: Sequence[MessageMeta]
+    ) -> DestPass | None:
+        """A pass into a Gmail destination folder that shares messages with others
+        (transfer/gmail.py): learn what is there and in All Mail before copying."""
+        gd = self._gmail_dest
+        if gd is None or not to_copy or fp.source.name not in self._gmail_shared:
+            return None
+        return await gd.prepare(
+            dst, fp.source.name, fp.dest_raw, fp.dest_name, to_copy, empty=not dinfo.exists
+        )
+
+    async def _gmail_label(
+        self,
+        src: ImapClient,
+        dst: ImapClient,
+        fp: FolderPlan,
+        gp: DestPass,
+        dinfo: SelectInfo,
+        folder_id: int,
+        storable: Callable[[str], bool],
+        res: FolderResult,
+        claim: dict[int, int],
+        outcome_of: dict[int, str],
+    ) -> None:
+        """After the pass's APPENDs: publish them, add this folder's label to the messages
+        the copy deferred, and append those that could not be labelled after all."""
+        gd = self._gmail_dest
+        assert gd is not None
+        state = self.state
+
+        def on_labelled(m: MessageMeta, fpr: bytes, duid: int) -> None:
+            outcome_of[m.uid] = "labelled"
+            self._advance(fp, m.size)
+            if state is not None:
+                state.record(folder_id, m.uid, m.size, m.message_id, fpr, duid, "labelled")
+
+        await gd.publish(dst, gp, dinfo, claim, outcome_of)
+        if gp.deferred:
+            self.on_event(
+                f"{fp.source.name}: adding the label {fp.dest_name!r} to {len(gp.deferred)} "
+                "messages stored from other folders"
+            )
+        leftovers = await gd.label(dst, gp, claim, on_labelled)
+        if leftovers:
+            self.on_event(
+                f"{fp.source.name}: {len(leftovers)} messages could not be labelled; appending them"
+            )
+            gp.append_all = True
+            await self._copy(
+                src,
+                dst,
+                fp,
+                folder_id,
+                leftovers,
+                set(),
+                defaultdict(list),
+                storable,
+                res,
+                claim,
+                outcome_of,
+            )
+            await gd.publish(dst, gp, dinfo, claim, outcome_of)
+
+    async def _gmail_flags(
+        self,
+        dst: ImapClient,
+        smeta: Sequence[MessageMeta],
+        claim: dict[int, int],
+        shared: set[int],
+    ) -> list[MessageMeta]:
+        """Source messages as the verify should judge them on Gmail: a message this
+        folder did not append keeps the flags it has (the appending folder's)."""
+        have = {
+            d.uid: d.flags
+            for d in await dst.fetch_meta(format_uid_set(sorted(shared)), message_id=False)
+        }
+        out: list[MessageMeta] = []
+        for m in smeta:
+            duid = claim.get(m.uid)
+            if duid in shared and duid in have:
+                m = dataclasses.replace(m, flags=have[duid])
+            out.append(m)
+        return out
 
     def _storable(
         self, dinfo: SelectInfo, smeta: Sequence[MessageMeta], res: FolderResult
@@ -851,6 +1322,7 @@ class Mover:
                         record(m, fpr, duid, "copied")
                         res.bytes_copied += len(item.body)
                     return
+                _per_message(CommandError("APPEND", r.tagged))
                 if len(group) == 1:
                     m, item, _ = group[0]
                     fail(
@@ -868,6 +1340,7 @@ class Mover:
                         record(m, fpr, au.uids[0] if au and au.uids else None, "copied")
                         res.bytes_copied += len(item.body)
                     else:
+                        _per_message(CommandError("APPEND", r1.tagged))
                         fail(
                             m,
                             "destination refused it: "
@@ -922,8 +1395,11 @@ class Mover:
                 fres = await fut
                 if errors:
                     raise errors[0]
-                for m in batch:
-                    body = got.pop(m.uid, None)
+                if not fres.tagged.ok:
+                    _per_message(CommandError("UID FETCH", fres.tagged))
+                bodies = [got.pop(m.uid, None) for m in batch]
+                fprs = await self._fingerprints(bodies)
+                for m, body, fpr in zip(batch, bodies, fprs, strict=True):
                     if body is None:
                         why = "it disappeared from the source during the transfer (expunged)"
                         if not fres.tagged.ok:
@@ -933,7 +1409,7 @@ class Mover:
                             )
                         fail(m, why)
                         continue
-                    fpr = fingerprint(body)
+                    assert fpr is not None
                     if m.uid in ambiguous:
                         cands = pool.get((len(body), fpr))
                         if cands:
@@ -941,6 +1417,12 @@ class Mover:
                             continue
                     if append_limit is not None and len(body) > append_limit:
                         fail(m, f"it is larger ({len(body)} bytes) than {too_large}", body)
+                        continue
+                    # --- Gmail destination (transfer/gmail.py): a message another folder
+                    # stores already gets this folder's label after the APPENDs instead.
+                    gd = self._gmail_dest
+                    if gd is not None and gd.label_instead(fp.source.name, m, fpr):
+                        release_one(m.size)
                         continue
                     flags = tuple(f for f in m.flags if storable(f))
                     item = AppendItem(body, flags, m.internaldate)
@@ -1057,6 +1539,15 @@ def _mid(m: MessageMeta) -> str | None:
     return m.message_id.decode("utf-8", "replace") if m.message_id else None
 
 
+def _per_message(refusal: CommandError) -> None:
+    """A refused APPEND or UID FETCH fails its message(s) (a refused CREATE: that folder
+    name), and the rest goes on -- unless the answer is about the connection or the
+    account (throttled, unavailable, over quota: policy/retry.py); then it is raised, to
+    retry the pass or the planning, or to stop the transfer."""
+    if retry_policy.classify(refusal).kind != retry_policy.MESSAGE:
+        raise refusal
+
+
 def _check(res: CommandResult, what: str) -> None:
     if not res.tagged.ok:
         raise CommandError(what, res.tagged)
@@ -1092,7 +1583,9 @@ async def _list_with_special_use(client: ImapClient) -> list[MailboxInfo]:
         return boxes
     try:
         marked = await client.list_mailboxes(special_use=True)
-    except CommandError:
+    except CommandError as exc:
+        if retry_policy.retryable(exc):
+            raise  # a temporary refusal: plan again rather than without special folders
         return boxes
     attrs = {m.raw: m.special_use for m in marked}
     return [

@@ -50,7 +50,11 @@ class Options:
     append_window: int = 3
     #: Message bytes in flight across all workers (fetched, not yet stored).
     memory_budget: int = 24 * 1024 * 1024
-    retries: int = 3
+    #: Retries of a folder pass (or of the planning) in a row without progress after a
+    #: dropped connection, a timeout or a throttling answer (policy/retry.py).
+    retries: int = 5
+    #: Longest wait between two attempts (seconds); also caps a server's suggested wait.
+    max_backoff: float = 300.0
     connect_timeout: float = 30.0
     idle_timeout: float = 120.0
     verify: bool = True
@@ -82,6 +86,50 @@ class FolderPlan:
     unstorable_flags: tuple[str, ...] = ()
     #: RFC 6154 attribute the destination folder is created with (CREATE-SPECIAL-USE).
     create_use: str | None = None
+    #: Gmail source: only the archived messages of this folder (All Mail) are copied:
+    #: those without a label that is a folder (policy/gmail.py).
+    archived_only: bool = False
+
+
+@dataclass(frozen=True)
+class GmailPlan:
+    """What the mover does about Gmail's labels (policy/gmail.py), for the plan."""
+
+    #: The source / destination has Gmail's IMAP extensions (X-GM-EXT-1).
+    source: bool = False
+    dest: bool = False
+    #: Source: the views that are not copied as folders (they are in Plan.skipped too).
+    views: tuple[str, ...] = ()
+    #: Source: labels that are folders (a message with none of them is archived).
+    folder_labels: tuple[str, ...] = ()
+    #: Source: the archive pass (source name, destination name) and its message count.
+    archive: tuple[str, str] | None = None
+    archived: int = 0
+    #: Destination: source folders whose messages may share one Gmail message (a label is
+    #: added instead of a second APPEND), and those always appended (Trash, Spam).
+    shared: tuple[str, ...] = ()
+    appended: tuple[str, ...] = ()
+    #: Destination, --dry-run only: messages found in several of the shared source folders
+    #: (same size, INTERNALDATE and Message-ID: an estimate) and APPENDs that become labels.
+    in_several_folders: int | None = None
+    labels_instead: int | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "dest": self.dest,
+            "views_skipped": list(self.views),
+            "folder_labels": list(self.folder_labels),
+            "archive": (
+                {"source": self.archive[0], "dest": self.archive[1], "messages": self.archived}
+                if self.archive
+                else None
+            ),
+            "shared_folders": list(self.shared),
+            "appended_folders": list(self.appended),
+            "in_several_folders": self.in_several_folders,
+            "labels_instead_of_copies": self.labels_instead,
+        }
 
 
 @dataclass
@@ -93,6 +141,8 @@ class Plan:
     skipped: list[tuple[str, str]]  # (source folder, why)
     rules: FolderRules = field(default_factory=FolderRules)
     filters: MessageFilter = field(default_factory=MessageFilter)
+    #: Gmail's labels on either side (None: neither side is Gmail).
+    gmail: GmailPlan | None = None
 
     @property
     def total_messages(self) -> int:
@@ -125,6 +175,7 @@ class Plan:
                     "merged_with": list(f.merged_with),
                     "unstorable_flags": list(f.unstorable_flags),
                     "create_use": f.create_use,
+                    "archived_only": f.archived_only,
                 }
                 for f in self.folders
             ],
@@ -132,6 +183,7 @@ class Plan:
             "rules": self.rules.as_dict(),
             "filters": self.filters.as_dict(),
             "skipped": [{"folder": n, "why": w} for n, w in self.skipped],
+            "gmail": self.gmail.as_dict() if self.gmail is not None else None,
             "total_messages": self.total_messages,
             "total_bytes": self.total_bytes,
         }
@@ -162,6 +214,9 @@ class FolderResult:
     source_count: int = 0
     copied: int = 0
     present: int = 0
+    #: Gmail destination: messages stored already (from another folder) that got this
+    #: folder's label instead of a second copy.
+    labelled: int = 0
     failed: int = 0
     verified: int = 0
     flags_fixed: int = 0
@@ -185,6 +240,7 @@ class FolderResult:
             "source_count": self.source_count,
             "copied": self.copied,
             "already_present": self.present,
+            "labelled": self.labelled,
             "failed": self.failed,
             "verified": self.verified,
             "flags_fixed": self.flags_fixed,
@@ -215,6 +271,11 @@ class Progress:
     failures: list[dict[str, object]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     phase: str = "connecting"
+    #: Unix time until which a worker waits because the server is throttling us (the
+    #: latest such time when several wait), or None.
+    throttled_until: float | None = None
+    #: Attempts repeated so far after a dropped connection, a timeout or throttling.
+    reconnects: int = 0
 
     def rate(self) -> float:
         """Bytes per second since the start."""

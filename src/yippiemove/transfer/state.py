@@ -10,8 +10,16 @@ Tables
               the destination's UIDVALIDITY when the row was written.
 ``messages``  one row per source message seen: source UID, size, Message-ID, content
               fingerprint, destination UID (from APPENDUID, RFC 4315) and the outcome
-              (``copied``, ``present`` -- found already on the destination --, or ``failed``
-              with the server's words).
+              (``copied``, ``present`` -- found already on the destination --,
+              ``labelled`` -- a Gmail destination's message stored from another folder
+              got this folder's label --, or ``failed`` with the server's words).
+``gmail_messages``  Gmail destination only (transfer/gmail.py): one row per Gmail message
+              the mover appended or hashed: X-GM-MSGID, fingerprint, size, INTERNALDATE
+              (Unix seconds), the source folder that appended it and where (destination
+              folder, UIDVALIDITY, UID).  A re-run knows these messages' content without
+              downloading them; All Mail on the destination says whether they still exist.
+              (Added after schema 1 shipped; ``CREATE TABLE IF NOT EXISTS`` adds it to
+              older files, which stay schema 1.)
 
 Writes are batched (:meth:`State.record` queues, :meth:`State.flush` commits), WAL
 journal, ``synchronous=NORMAL``: a crash loses at most the last unflushed batch, which the
@@ -50,6 +58,16 @@ CREATE TABLE IF NOT EXISTS messages (
     error TEXT,
     PRIMARY KEY (folder_id, source_uid)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gmail_messages (
+    msgid TEXT PRIMARY KEY,
+    fingerprint BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    internaldate INTEGER NOT NULL,
+    origin TEXT,
+    dest_name TEXT,
+    dest_uidvalidity INTEGER,
+    dest_uid INTEGER
+) WITHOUT ROWID;
 """
 
 
@@ -66,6 +84,20 @@ class MessageRow:
     dest_uid: int | None
     outcome: str
     error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GmailRow:
+    """A Gmail message the mover appended (origin = its source folder) or hashed."""
+
+    msgid: int  # X-GM-MSGID (64 bits, unsigned: kept as text in the file)
+    fingerprint: bytes
+    size: int
+    instant: int  # INTERNALDATE, Unix seconds
+    origin: str | None = None
+    dest_name: str | None = None
+    dest_uidvalidity: int | None = None
+    dest_uid: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +132,7 @@ class State:
         elif row[0] != str(SCHEMA_VERSION):
             raise StateError(f"state file {path} has schema {row[0]}, expected {SCHEMA_VERSION}")
         self._pending: list[tuple[object, ...]] = []
+        self._pending_gmail: list[tuple[object, ...]] = []
         self._flush_rows = flush_rows
         self._flush_seconds = flush_seconds
         self._last_flush = time.monotonic()
@@ -219,20 +252,69 @@ class State:
     def flush(self) -> None:
         """Commit queued rows in one transaction."""
         self._last_flush = time.monotonic()
-        if not self._pending:
+        if not self._pending and not self._pending_gmail:
             return
         rows, self._pending = self._pending, []
+        grows, self._pending_gmail = self._pending_gmail, []
         try:
             with self.db:
                 self.db.execute("BEGIN")
-                self.db.executemany(
-                    "INSERT OR REPLACE INTO messages (folder_id, source_uid, size, message_id, "
-                    "fingerprint, dest_uid, outcome, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+                if rows:
+                    self.db.executemany(
+                        "INSERT OR REPLACE INTO messages (folder_id, source_uid, size, "
+                        "message_id, fingerprint, dest_uid, outcome, error) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                if grows:
+                    self.db.executemany(
+                        "INSERT OR REPLACE INTO gmail_messages (msgid, fingerprint, size, "
+                        "internaldate, origin, dest_name, dest_uidvalidity, dest_uid) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        grows,
+                    )
         except sqlite3.OperationalError as exc:
             self._pending = rows + self._pending
+            self._pending_gmail = grows + self._pending_gmail
             raise StateError(f"cannot write state file {self.path}: {exc}") from None
+
+    # ------------------------------------------------------------------ Gmail destination
+
+    def record_gmail(self, row: GmailRow) -> None:
+        """Queue what a Gmail message holds; committed in batches with the messages."""
+        self._pending_gmail.append(
+            (
+                str(row.msgid),
+                row.fingerprint,
+                row.size,
+                row.instant,
+                row.origin,
+                row.dest_name,
+                row.dest_uidvalidity,
+                row.dest_uid,
+            )
+        )
+        if (
+            len(self._pending) + len(self._pending_gmail) >= self._flush_rows
+            or time.monotonic() - self._last_flush > self._flush_seconds
+        ):
+            self.flush()
+
+    def gmail_rows(self) -> dict[int, GmailRow]:
+        """Every recorded Gmail message, by X-GM-MSGID."""
+        self.flush()
+        rows = self.db.execute(
+            "SELECT msgid, fingerprint, size, internaldate, origin, dest_name, "
+            "dest_uidvalidity, dest_uid FROM gmail_messages"
+        )
+        out: dict[int, GmailRow] = {}
+        for r in rows:
+            try:
+                msgid = int(r[0])
+            except ValueError:
+                continue
+            out[msgid] = GmailRow(msgid, bytes(r[1]), *r[2:])
+        return out
 
     def close(self) -> None:
         try:

@@ -116,7 +116,8 @@ class TransferOut(BaseModel):
     progress: dict[str, Any] = Field(
         description="folders_done/total, messages_done/total, bytes_done/total, rate "
         "(bytes/s), eta (s), failed, current, rate_history [[t, bytes_done], ...], "
-        "per_folder {name: {...}}"
+        "per_folder {name: {...}}, throttled_until (unix time while the server throttles "
+        "the transfer, else null), reconnects"
     )
     error: str | None = None
     attempts: int | None = Field(None, description="job processes started in this run")

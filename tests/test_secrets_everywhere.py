@@ -1,0 +1,400 @@
+"""Passwords never leak (issue 6, security checks).
+
+Real transfers with marker passwords, through both front doors: the command line, and
+the service run as ``yippiemove serve`` with its real web app, jobs created through the
+REST API.  Each includes a successful transfer, a failing login and a transfer in which
+the destination refuses messages.  Then every place a password could end up is searched
+for the markers, and for their base64, SASL PLAIN, URL-, form-, JSON- and UTF-16 forms:
+
+* stdout and stderr (verbose logging on), the JSON report, the state database's raw
+  bytes (with its -wal/-shm files);
+* while the jobs run: ``/proc/PID/cmdline`` and ``/proc/PID/environ`` of our processes
+  (the CLI; the service, its zygote and each job process);
+* the service's whole data directory, raw bytes (control database, queue, job
+  directories, logs), its log output, every API answer and every mail it sent;
+* the error texts (they are in the reports, API answers and stderr above).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from base64 import b64encode, urlsafe_b64encode
+from pathlib import Path
+from urllib.parse import quote, quote_plus
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from tests.svckit import big_mailbox, free_port, smtp_sink
+from tests.transfer.test_move import make_message
+from yippiemove.cli import main
+
+__all__ = ["smtp_sink"]  # the fixture, used below
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Characters that encodings change: a space, "/", "+", "&", "%", '"' and a backslash.
+SRC_PW = 'Mark3r Pa55/7f3a9c+&%"\\src'
+DST_PW = 'Mark3r Pa55/7f3a9c+&%"\\dst'
+SVC_PW = 'Mark3r Pa55/7f3a9c+&%"\\svc'
+WRONG_PW = 'Mark3r Pa55/7f3a9c+&%"\\wrong'
+USERS = {"src": SRC_PW, "dst": DST_PW, "svc": SVC_PW, "small": DST_PW}
+ALL = (SRC_PW, DST_PW, SVC_PW, WRONG_PW)
+
+
+def needles() -> dict[str, bytes]:
+    """Every form of every marker password we look for."""
+    out: dict[str, bytes] = {"common prefix": b"Mark3r Pa55"}
+    for pw in ALL:
+        raw = pw.encode()
+        forms = {
+            "raw": raw,
+            "base64": b64encode(raw).rstrip(b"="),
+            "base64url": urlsafe_b64encode(raw).rstrip(b"="),
+            "url-encoded": quote(pw, safe="").encode(),
+            "form-encoded": quote_plus(pw).encode(),
+            "json": json.dumps(pw)[1:-1].encode(),
+            "utf-16": pw.encode("utf-16-le"),
+        }
+        for user in USERS:  # AUTHENTICATE PLAIN: base64 of "\0user\0password"
+            forms[f"sasl-plain({user})"] = b64encode(b"\0" + user.encode() + b"\0" + raw)
+        for name, value in forms.items():
+            out[f"{pw[-5:]} {name}"] = value
+    return out
+
+
+NEEDLES = needles()
+
+
+def leaks(blob: bytes) -> list[str]:
+    return [name for name, needle in NEEDLES.items() if needle in blob]
+
+
+def leaks_in_tree(top: Path, skip: set[Path] = frozenset()) -> dict[str, list[str]]:  # type: ignore[assignment]
+    found = {}
+    for path in sorted(top.rglob("*")):
+        if path.is_file() and path not in skip:
+            hit = leaks(path.read_bytes())
+            if hit:
+                found[str(path)] = hit
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
+class ProcWatch:
+    """Collects what ``/proc/PID/cmdline`` and ``/proc/PID/environ`` of a process tree
+    show, sampled while it runs."""
+
+    def __init__(self) -> None:
+        self.samples = 0
+        self.pids: set[int] = set()
+        self.cmdlines: set[bytes] = set()
+        self.found: dict[str, list[str]] = {}
+
+    def sample(self, root: int) -> None:
+        for pid in descendants(root):
+            for what in ("cmdline", "environ"):
+                try:
+                    blob = Path(f"/proc/{pid}/{what}").read_bytes()
+                except OSError:
+                    continue  # gone meanwhile
+                self.pids.add(pid)
+                if what == "cmdline":
+                    self.cmdlines.add(blob.replace(b"\0", b" ")[:120])
+                hit = leaks(blob)
+                if hit:
+                    self.found[f"{pid}/{what}: {blob[:200]!r}"] = hit
+        self.samples += 1
+
+
+@pytest.fixture
+def server(dovecot_factory):
+    s = dovecot_factory(users=USERS)
+    big_mailbox(s, count=240)
+    s.deliver("src", "Small/Notes", make_message(7, size=50))
+    return s
+
+
+def run_cli(
+    tmp: Path, server, dest_port: int, dest_user: str, dest_pw: str, watch: ProcWatch, name: str
+):
+    work = tmp / name
+    work.mkdir()
+    spw, dpw = work / "s.pw", work / "d.pw"
+    spw.write_text(SRC_PW + "\n")
+    dpw.write_text(dest_pw + "\n")
+    args = [
+        sys.executable,
+        "-m",
+        "yippiemove.cli",
+        "move",
+        "--source",
+        f"imap://src@127.0.0.1:{server.port}",
+        "--dest",
+        f"imap://{dest_user}@127.0.0.1:{dest_port}",
+        "--source-password-file",
+        str(spw),
+        "--dest-password-file",
+        str(dpw),
+        "--ca-file",
+        str(server.ca_file),
+        "--state",
+        str(work / "state.sqlite"),
+        "--report",
+        str(work / "report.json"),
+        "--retries",
+        "0",
+        "--verbose",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YIPPIEMOVE_")}
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    import threading
+
+    out: dict[str, bytes] = {}
+
+    def drain(stream: str) -> None:
+        out[stream] = getattr(proc, stream).read()
+
+    readers = [threading.Thread(target=drain, args=(s,)) for s in ("stdout", "stderr")]
+    for t in readers:
+        t.start()
+    while proc.poll() is None:
+        watch.sample(proc.pid)
+        time.sleep(0.02)
+    for t in readers:
+        t.join()
+    return proc.returncode, out["stdout"], out["stderr"], work, {spw, dpw}
+
+
+@pytest.mark.timeout(600)
+def test_cli_leaves_no_password_anywhere(server, dovecot_factory, tmp_path):
+    small = dovecot_factory(users={"small": DST_PW}, max_message_size=20_000)
+    watch = ProcWatch()
+    runs = {
+        "copy": (server.port, "dst", DST_PW, 0),
+        "wrong-login": (server.port, "dst", WRONG_PW, 2),
+        "refused-messages": (small.port, "small", DST_PW, 1),
+    }
+    for name, (port, user, pw, expected) in runs.items():
+        rc, stdout, stderr, work, inputs = run_cli(tmp_path, server, port, user, pw, watch, name)
+        assert rc == expected, (name, stderr[-2000:])
+        assert leaks(stdout) == [] and leaks(stderr) == [], name
+        assert leaks_in_tree(work, skip=inputs) == {}, name
+        report = json.loads((work / "report.json").read_text())
+        if name == "copy":
+            assert report["totals"]["copied"] == 241
+            assert (work / "state.sqlite").exists()
+        elif name == "wrong-login":
+            assert "refused the login for 'dst'" in report["error"]
+        else:
+            assert report["totals"]["failed"] > 0 and report["failures"][0]["reason"]
+    assert watch.samples >= 5 and len(watch.pids) >= 3, (watch.samples, watch.pids)
+    assert watch.found == {}
+
+
+def test_the_search_would_see_a_leak(server, tmp_path):
+    """Controls: each encoded form is found, and so is a password the user put in the
+    environment (YIPPIEMOVE_SOURCE_PASSWORD) by the /proc watch: the searches above
+    look where a leak would be."""
+    for name, needle in NEEDLES.items():
+        assert name in leaks(b"..." + needle + b"..."), name
+    watch = ProcWatch()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YIPPIEMOVE_")}
+    env.update(YIPPIEMOVE_SOURCE_PASSWORD=SRC_PW, YIPPIEMOVE_DEST_PASSWORD=DST_PW)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "yippiemove.cli",
+            "move",
+            "--dry-run",
+            "--ca-file",
+            str(server.ca_file),
+            "--source",
+            f"imap://src@127.0.0.1:{server.port}",
+            "--dest",
+            f"imap://dst@127.0.0.1:{server.port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    while proc.poll() is None:
+        watch.sample(proc.pid)
+        time.sleep(0.01)
+    assert proc.returncode == 0
+    assert any("/environ" in where for where in watch.found), watch.samples
+
+
+# ---------------------------------------------------------------- the service
+
+
+def _serve(
+    data: Path, port: int, ca_file: Path, log: Path, smtp_port: int
+) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YIPPIEMOVE_")}
+    env.update(
+        YIPPIEMOVE_CA_FILE=str(ca_file),
+        YIPPIEMOVE_PROGRESS_INTERVAL="0.2",
+        YIPPIEMOVE_RESTART_DELAY="0.2",
+        YIPPIEMOVE_SMTP_HOST="127.0.0.1",
+        YIPPIEMOVE_SMTP_PORT=str(smtp_port),
+        YIPPIEMOVE_CREDENTIAL_RETENTION_DAYS="0",  # deleted at the end: reruns impossible
+    )
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "yippiemove.cli",
+                "serve",
+                "--data-dir",
+                str(data),
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("serve did not come up:\n" + log.read_text()[-3000:])
+        time.sleep(0.05)
+
+
+def _account(port: int, user: str, password: str) -> dict[str, object]:
+    return {
+        "host": "127.0.0.1",
+        "port": port,
+        "security": "starttls",
+        "username": user,
+        "password": password,
+    }
+
+
+@pytest.mark.timeout(600)
+def test_service_leaves_no_password_anywhere(server, dovecot_factory, tmp_path, smtp_sink):
+    small = dovecot_factory(users={"small": DST_PW}, max_message_size=20_000)
+    data = tmp_path / "data"
+    pwfile = tmp_path / "owner.pw"
+    pwfile.write_text("owner password 123\n")
+    runner = CliRunner()
+    r = runner.invoke(
+        main,
+        [
+            "user",
+            "create",
+            "owner@example.org",
+            "--password-file",
+            str(pwfile),
+            "--data-dir",
+            str(data),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["token", "create", "owner@example.org", "--data-dir", str(data)])
+    assert r.exit_code == 0, r.output
+    token = r.stdout.strip().splitlines()[-1]
+    port = free_port()
+    log = tmp_path / "serve.log"
+    proc = _serve(data, port, server.ca_file, log, smtp_sink.port)
+    watch = ProcWatch()
+    answers: list[bytes] = []
+    try:
+        api = httpx.Client(
+            base_url=f"http://127.0.0.1:{port}/api/v1",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        jobs = {}
+        for name, dest in {
+            "copy": _account(server.port, "svc", SVC_PW),
+            "wrong-login": _account(server.port, "svc", WRONG_PW),
+            "refused-messages": _account(small.port, "small", DST_PW),
+        }.items():
+            resp = api.post(
+                "/transfers", json={"source": _account(server.port, "src", SRC_PW), "dest": dest}
+            )
+            assert resp.status_code == 201, resp.text
+            answers.append(resp.content)
+            jobs[name] = resp.json()["id"]
+        deadline = time.monotonic() + 300
+        views = {}
+        while len(views) < len(jobs):
+            watch.sample(proc.pid)
+            for name, jid in jobs.items():
+                resp = api.get(f"/transfers/{jid}")
+                answers.append(resp.content)
+                if resp.json()["status"] in ("done", "failed", "cancelled"):
+                    views[name] = resp.json()
+            assert time.monotonic() < deadline, views
+            time.sleep(0.02)
+        assert views["copy"]["status"] == "done", views["copy"]
+        assert views["wrong-login"]["status"] == "failed"
+        assert "refused the login for 'svc'" in views["wrong-login"]["error"]
+        for jid in jobs.values():
+            for path in (f"/transfers/{jid}/report", f"/transfers/{jid}/receipt", "/transfers"):
+                answers.append(api.get(path).content)
+        report = json.loads(api.get(f"/transfers/{jobs['refused-messages']}/report").content)
+        assert report["totals"]["failed"] > 0
+        smtp_sink.wait_for(lambda m: "failed" in m["Subject"])
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    # The service, its zygote and job processes (forked from it: same cmdline) were seen.
+    assert watch.samples >= 5 and len(watch.pids) >= 3, (watch.samples, watch.pids)
+    assert any(b"yippiemove.jobs.jail" in c for c in watch.cmdlines), watch.cmdlines
+    assert watch.found == {}
+    assert [leaks(a) for a in answers if leaks(a)] == []
+    assert leaks_in_tree(data) == {}
+    assert leaks(log.read_bytes()) == [], log.read_text()[-2000:]
+    assert len(smtp_sink.messages) >= 3
+    for m in smtp_sink.messages:
+        assert leaks(m.as_bytes()) == [], m["Subject"]

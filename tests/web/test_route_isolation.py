@@ -1,0 +1,245 @@
+"""Tenant isolation through EVERY route of the app, found by walking ``app.routes``.
+
+Each route must be declared in one of the categories below; a new route that is not
+makes ``test_every_route_is_classified`` fail, so it cannot be added without saying how
+it keeps customers apart.  Then, per category:
+
+* job routes (``{job_id}``): bob reaching alice's finished transfer gets exactly what he
+  gets for a transfer that does not exist (404, same body), and nothing changes; alice
+  herself gets an answer (so the 404 is not just a broken route);
+* token routes (``{token_id}``): bob cannot revoke alice's token;
+* listings and forms: nothing of alice's (transfer id, e-mail, account, token name) is in
+  what bob sees;
+* routes that create things act on the caller's own account only;
+* public routes show nothing of any customer.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+
+from tests.web.conftest import Browser
+from tests.web.fakes import FakeService
+from tests.web.test_pages import job_id_of, order
+
+API = "/api/v1"
+
+JOB_ROUTES = {
+    ("GET", "/transfers/{job_id}"),
+    ("GET", "/transfers/{job_id}/summary"),
+    ("GET", "/transfers/{job_id}/events"),
+    ("GET", "/transfers/{job_id}/report.json"),
+    ("GET", "/transfers/{job_id}/receipt"),
+    ("POST", "/transfers/{job_id}/cancel"),
+    ("POST", "/transfers/{job_id}/rerun"),
+    ("POST", "/transfers/{job_id}/forget"),
+    ("GET", API + "/transfers/{job_id}"),
+    ("GET", API + "/transfers/{job_id}/report"),
+    ("GET", API + "/transfers/{job_id}/receipt"),
+    ("POST", API + "/transfers/{job_id}/cancel"),
+    ("POST", API + "/transfers/{job_id}/rerun"),
+}
+TOKEN_ROUTES = {("POST", "/tokens/{token_id}/revoke")}
+LISTINGS = {
+    ("GET", "/"),
+    ("GET", "/transfers"),
+    ("GET", "/transfers/new"),
+    ("GET", "/tokens"),
+    ("GET", "/batch"),
+    ("GET", API + "/transfers"),
+}
+CREATORS = {
+    ("POST", "/transfers/new"),
+    ("POST", "/tokens"),
+    ("POST", "/batch"),
+    ("POST", API + "/transfers"),
+}
+PUBLIC = {
+    ("GET", "/signup"),
+    ("POST", "/signup"),
+    ("GET", "/login"),
+    ("POST", "/login"),
+    ("POST", "/logout"),
+    ("GET", "/healthz"),
+    ("GET", "/openapi.json"),
+    ("HEAD", "/openapi.json"),
+    ("GET", "/static"),
+}
+
+
+def app_routes(app: FastAPI) -> set[tuple[str, str]]:
+    """(method, path) of every route, included routers and mounts too."""
+    out: set[tuple[str, str]] = set()
+
+    def walk(routes: list[Any], prefix: str) -> None:
+        for r in routes:
+            inner = getattr(r, "original_router", None)  # FastAPI's included router
+            if inner is not None:
+                walk(inner.routes, prefix + r.include_context.prefix)
+            elif getattr(r, "methods", None):
+                out.update((m, prefix + r.path) for m in r.methods)
+            elif hasattr(r, "app") and hasattr(r, "path"):  # a Mount (static files)
+                out.add(("GET", prefix + r.path))
+            else:
+                raise AssertionError(f"a route of an unknown kind: {r!r}")
+
+    walk(app.routes, "")
+    return out
+
+
+def test_every_route_is_classified(app: FastAPI) -> None:
+    declared = JOB_ROUTES | TOKEN_ROUTES | LISTINGS | CREATORS | PUBLIC
+    actual = app_routes(app)
+    assert actual - declared == set(), "new routes: say how they keep customers apart"
+    assert declared - actual == set(), "routes gone: update this test"
+
+
+@pytest.fixture
+def world(app: FastAPI, alice: Browser, bob: Browser, fake: FakeService) -> dict[str, Any]:
+    """Alice with a finished transfer and a token; bob with his own token, logged in."""
+    jid = job_id_of(order(alice))
+    fake.finish(jid)
+    a_uid = fake.authenticate("alice@example.org", "correct horse battery")
+    b_uid = fake.authenticate("bob@example.org", "correct horse battery")
+    assert a_uid is not None and b_uid is not None
+    a_token = fake.create_token(a_uid, "alices-secret-script")
+    b_token = fake.create_token(b_uid, "bobs-script")
+    (a_tid,) = [t["id"] for t in fake.list_tokens(a_uid)]
+    bob.get("/transfers")  # a fresh CSRF token
+    return {
+        "jid": jid,
+        "a_token": a_token,
+        "b_token": b_token,
+        "a_tid": a_tid,
+    }
+
+
+def snapshot(fake: FakeService) -> Any:
+    """Alice's data (bob's own token records when it was last used: that may change)."""
+    alice = fake.authenticate("alice@example.org", "correct horse battery")
+    tokens = {k: v for k, v in fake.tokens.items() if v["user"] == alice}
+    return copy.deepcopy((fake.jobs, tokens, fake.users))
+
+
+def call(b: Browser, method: str, path: str, token: str) -> Any:
+    if path.startswith(API):
+        return b.client.request(
+            method, path, headers={"Authorization": f"Bearer {token}"}, follow_redirects=False
+        )
+    if method == "GET":
+        return b.client.get(path, follow_redirects=False)
+    return b.post(path, {})
+
+
+MISSING = "feedfacefeedface"
+
+
+@pytest.mark.parametrize(("method", "route"), sorted(JOB_ROUTES))
+def test_another_customers_job_is_like_a_missing_one(
+    alice: Browser, bob: Browser, fake: FakeService, world: dict[str, Any], method: str, route: str
+) -> None:
+    jid = world["jid"]
+    before = snapshot(fake)
+    theirs = call(bob, method, route.format(job_id=jid), world["b_token"])
+    missing = call(bob, method, route.format(job_id=MISSING), world["b_token"])
+    assert theirs.status_code == missing.status_code == 404, (theirs.status_code, route)
+    assert theirs.text.replace(jid, "X") == missing.text.replace(MISSING, "X")
+    assert jid not in theirs.text
+    assert snapshot(fake) == before, "bob's request changed alice's data"
+    owner = call(alice, method, route.format(job_id=jid), world["a_token"])
+    assert owner.status_code != 404, (route, owner.status_code, owner.text[:200])
+
+
+@pytest.mark.parametrize(("method", "route"), sorted(TOKEN_ROUTES))
+def test_another_customers_token_cannot_be_touched(
+    bob: Browser, fake: FakeService, world: dict[str, Any], method: str, route: str
+) -> None:
+    before = snapshot(fake)
+    theirs = call(bob, method, route.format(token_id=world["a_tid"]), world["b_token"])
+    missing = call(bob, method, route.format(token_id=987654321), world["b_token"])
+    assert theirs.status_code == missing.status_code
+    assert snapshot(fake) == before
+    assert fake.user_for_token(world["a_token"]) is not None  # still works
+
+
+def _alices_traces(world: dict[str, Any]) -> list[str]:
+    return [world["jid"], "alice@example.org", "ada@old.example", "alices-secret-script"]
+
+
+@pytest.mark.parametrize(("method", "route"), sorted(LISTINGS))
+def test_listings_show_nothing_of_another_customer(
+    alice: Browser, bob: Browser, world: dict[str, Any], method: str, route: str
+) -> None:
+    r = call(bob, method, route, world["b_token"])
+    if route == "/":  # logged in: on to the list of transfers
+        assert (r.status_code, r.headers["location"]) == (303, "/transfers")
+    else:
+        assert r.status_code == 200, (route, r.status_code)
+    for trace in _alices_traces(world):
+        assert trace not in r.text, (route, trace)
+    # ...while alice's own listing of transfers does show hers.
+    if route in ("/transfers", API + "/transfers"):
+        assert world["jid"] in call(alice, method, route, world["a_token"]).text
+
+
+@pytest.mark.parametrize(("method", "route"), sorted(CREATORS))
+def test_creating_routes_act_on_the_callers_account_only(
+    bob: Browser, fake: FakeService, world: dict[str, Any], method: str, route: str
+) -> None:
+    jobs = {k: copy.deepcopy(v) for k, v in fake.jobs.items()}
+    tokens = {k: v for k, v in fake.tokens.items() if k == world["a_tid"]}
+    r = call(bob, method, route, world["b_token"])
+    assert r.status_code < 500, (route, r.status_code)
+    for trace in _alices_traces(world):
+        assert trace not in r.text, (route, trace)
+    assert {k: v for k, v in fake.jobs.items() if k in jobs} == jobs
+    assert fake.tokens[world["a_tid"]] == tokens[world["a_tid"]]
+    assert all(
+        j.user_id != fake.authenticate("alice@example.org", "correct horse battery")
+        for k, j in fake.jobs.items()
+        if k not in jobs
+    )
+
+
+@pytest.mark.parametrize(("method", "route"), sorted(PUBLIC - {("POST", "/logout")}))
+def test_public_routes_show_no_customer_data(
+    app: FastAPI, world: dict[str, Any], method: str, route: str
+) -> None:
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, base_url="http://testserver") as anon:
+        path = "/static/style.css" if route == "/static" else route
+        r = anon.request(method, path, follow_redirects=False)
+    assert r.status_code < 500
+    for trace in _alices_traces(world):
+        assert trace not in r.text, (route, trace)
+    assert not re.search(r"/transfers/[0-9a-f]{16}", r.text)
+
+
+def page_posts(app: FastAPI) -> list[str]:
+    return sorted(p for m, p in app_routes(app) if m == "POST" and not p.startswith(API))
+
+
+def test_every_page_post_checks_the_csrf_token(
+    app: FastAPI, alice: Browser, fake: FakeService, world: dict[str, Any]
+) -> None:
+    """Every form route of the pages, found by walking the routes (so a new one cannot
+    be forgotten): without the session's CSRF token it is refused and changes nothing."""
+    posts = page_posts(app)
+    assert "/transfers/{job_id}/forget" in posts and len(posts) >= 10
+    for route in posts:
+        path = route.format(job_id=world["jid"], token_id=world["a_tid"])
+        for token in (None, "forged-token-value-000000000000"):
+            before = snapshot(fake)
+            form = {"name": "x", "action": "check_source"}
+            if token is not None:
+                form["csrf_token"] = token
+            r = alice.post(path, form, csrf=False)
+            assert r.status_code == 403, (route, r.status_code)
+            assert snapshot(fake) == before, route
+    assert alice.get("/transfers").status_code == 200  # still logged in

@@ -263,6 +263,7 @@ class _Link:
         self.unstalled = asyncio.Event()
         self.unstalled.set()
         self.stalled_forever = False  # read and drop both ways until the client leaves
+        self.draining = False  # BYE said: read and drop until the client leaves
         self.pending_after: Fault | None = None  # acts when the current command ends
         self.current: tuple[bytes, str] = (b"", "")
         self.rate = max((f.rate for f in self.faults if f.kind == "throttle"), default=0)
@@ -383,7 +384,17 @@ class _Link:
             data, close_after = self.injections.pop(0)
             self.cw.write(data)
             if close_after:
-                self.close()
+                self.hang_up()
+
+    def hang_up(self) -> None:
+        """Like a server that said BYE: the server side is gone, the client gets end of
+        file after the BYE, and what it still sends is read and dropped until it closes
+        (closing at once could reset the connection before the client read the BYE)."""
+        self.draining = True
+        with contextlib.suppress(Exception):
+            self.cw.write_eof()
+        with contextlib.suppress(Exception):
+            self.sw.transport.abort()
 
     # ---------------------------------------------------------------- pumps
 
@@ -407,7 +418,7 @@ class _Link:
             data = await self.cr.read(1 << 16)
             if not data:
                 break
-            if self.stalled_forever:
+            if self.stalled_forever or self.draining:
                 continue
             if not self.unstalled.is_set():
                 # Stalled: hold what comes, notice the client giving up (EOF).
@@ -500,12 +511,15 @@ class _Link:
                     elif self.sync_tag is not None and tag == self.sync_tag:
                         self.c2s.cancel_literal()  # refused before its literal
                         self.sync_tag = None
+                if self.draining:
+                    return
                 self.s2c_mid = True
                 await self.forward("s2c", seg)
                 self.s2c_mid = not seg.last
                 if not self.s2c_mid:
                     self.flush_injections()
-        self.close()
+        if not self.draining:
+            self.close()
 
     async def run(self) -> None:
         tasks = [
@@ -777,8 +791,9 @@ def random_schedule(
     stream_bytes: int,
     probability: float = 0.5,
 ) -> dict[int, list[Fault]]:
-    """Faults for the first ``connections`` connections (0: the planning one): each gets
-    one with ``probability``; later connections get none (every transfer can finish)."""
+    """Faults for the first ``connections`` connections (0: the planning one, which the
+    mover then uses for its first folder worker): each gets one with ``probability``;
+    later connections get none (every transfer can finish)."""
     out: dict[int, list[Fault]] = {}
     for i in range(connections):
         if rng.random() < probability:

@@ -908,13 +908,6 @@ def test_command_error_keeps_the_servers_words():
         append_result(CommandResult(Tagged("Y1", "NO", ResponseCode("OVERQUOTA"), b"full")))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="connection.py: an exception raised by an on_untagged handler escapes "
-    "data_received (asyncio logs 'Fatal error: protocol.data_received() call failed' with "
-    "a traceback) and becomes a transient ConnectionLost, so the folder pass is retried "
-    "against the same answer; reported to the lead, reproduction: this test",
-)
 def test_a_handlers_protocol_error_fails_the_command_cleanly():
     """The server's FETCH has a list where the UID belongs: the command fails with the
     client's ProtocolError (not retried: the server will say it again), nothing is
@@ -948,4 +941,5 @@ def test_a_handlers_protocol_error_fails_the_command_cleanly():
     exc, fatal = asyncio.run(main())
     assert exc is not None and "malformed UID" in str(exc)
     assert not getattr(exc, "transient", False), type(exc)
-    assert fatal == []
+    # (the test server's own handler task, cancelled at shutdown, may be reported too)
+    assert [c for c in fatal if "data_received" in str(c.get("message"))] == []

@@ -95,15 +95,17 @@ def schedule(
     tally: Tally,
     probability: float = 0.4,
 ) -> dict[int, list[Fault]]:
-    """Faults for one side's planning connection (0), the workers' first connections
-    (1..connections) and as many reconnections: each gets one with ``probability``
-    (the planning connection carries little: its faults are mostly verb-triggered)."""
+    """Faults for one side's first ``2 * connections + 1`` connections: the planning
+    connection (0, which then becomes the first worker's), the other workers' and the
+    reconnections.  Each gets one with ``probability``; connection 0 a planning fault
+    (LIST, CREATE... or early bytes) or a worker's, at random."""
     out: dict[int, list[Fault]] = {}
     per_worker = stream_bytes // connections + 2000
     for i in range(2 * connections + 1):
         if rng.random() < probability:
+            planning = i == 0 and rng.random() < 0.5
             kind, fault = random_fault(
-                rng, side=side, planning=i == 0, stream_bytes=per_worker if i else 2000
+                rng, side=side, planning=planning, stream_bytes=2000 if planning else per_worker
             )
             out[i] = [fault]
             tally.scheduled[kind] += 1

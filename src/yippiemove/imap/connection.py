@@ -546,7 +546,13 @@ class ImapConnection:
         for p in self._pending.values():
             if p.wants is None or kind in p.wants:
                 if p.on_untagged is not None:
-                    p.on_untagged(r)
+                    try:
+                        p.on_untagged(r)
+                    except Exception as exc:  # e.g. ProtocolError: a FETCH without a UID
+                        # The command fails with it (not retried: the server would say
+                        # the same again); the connection stays in step.
+                        if not p.future.done():
+                            p.future.set_exception(exc)
                 else:
                     p.untagged.append(r)
                 return

@@ -196,6 +196,8 @@ class Mover:
         self._throttles: dict[object, float] = {}
         #: (host, port) of the servers that answered once: unreachable later = retry.
         self._reached: set[tuple[str, int]] = set()
+        #: Connected (source, destination) pairs waiting for a worker.
+        self._spares: list[tuple[ImapClient, ImapClient]] = []
 
     # ------------------------------------------------------------------ connections
 
@@ -216,6 +218,36 @@ class Mover:
             conn.abort()
             raise
         return ImapClient(conn)
+
+    async def open_pair(self) -> tuple[ImapClient, ImapClient]:
+        """A source and a destination connection, opened at the same time (each costs
+        the server a login process and a mailbox process: tens of milliseconds)."""
+        src_t = asyncio.ensure_future(self.connect(self.source, "source"))
+        dst_t = asyncio.ensure_future(self.connect(self.dest, "destination"))
+        try:
+            await asyncio.wait({src_t, dst_t}, return_when=asyncio.ALL_COMPLETED)
+        except BaseException:
+            for t in (src_t, dst_t):
+                t.cancel()
+            await asyncio.gather(src_t, dst_t, return_exceptions=True)
+            for t in (src_t, dst_t):
+                if not t.cancelled() and t.exception() is None:
+                    t.result().conn.abort()
+            raise
+        if src_t.exception() is not None or dst_t.exception() is not None:
+            for t in (src_t, dst_t):
+                if t.exception() is None:
+                    await t.result().logout()
+            exc = src_t.exception() or dst_t.exception()
+            assert exc is not None
+            raise exc
+        return src_t.result(), dst_t.result()
+
+    def _drop_spares(self) -> None:
+        for pair in self._spares:
+            for c in pair:
+                c.conn.abort()
+        self._spares = []
 
     # ------------------------------------------------------------------ plan
 
@@ -603,17 +635,18 @@ class Mover:
         """One attempt at connecting, planning, and creating and subscribing the
         destination folders (all idempotent)."""
         self._folder_errors = {}
-        src_t = asyncio.ensure_future(self.connect(self.source, "source"))
-        dst_t = asyncio.ensure_future(self.connect(self.dest, "destination"))
-        await asyncio.wait({src_t, dst_t}, return_when=asyncio.ALL_COMPLETED)
-        if src_t.exception() is not None or dst_t.exception() is not None:
-            for t in (src_t, dst_t):
-                if t.exception() is None:
-                    await t.result().logout()
-            exc = src_t.exception() or dst_t.exception()
-            assert exc is not None
-            raise exc
-        src, dst = src_t.result(), dst_t.result()
+        self._drop_spares()
+        src, dst = await self.open_pair()
+        # The other workers' connections open while the plan is made; the planning
+        # pair itself becomes the first worker's (see _worker).
+        extra = (
+            []
+            if self.options.dry_run
+            else [
+                asyncio.ensure_future(self.open_pair()) for _ in range(self.options.connections - 1)
+            ]
+        )
+        keep = False
         try:
             self.plan = plan = await self.make_plan(src, dst)
             if self.options.dry_run:
@@ -652,9 +685,25 @@ class Mover:
             ]
             for fut in subs:
                 _check(await fut, "SUBSCRIBE")
+            keep = not (src.conn.closed or dst.conn.closed)
         finally:
-            await src.logout()
-            await dst.logout()
+            if extra:
+                if not keep:
+                    for t in extra:
+                        t.cancel()
+                done = await asyncio.gather(*extra, return_exceptions=True)
+                for pair in done:
+                    if isinstance(pair, tuple):
+                        if keep:
+                            self._spares.append(pair)
+                        else:
+                            for c in pair:
+                                c.conn.abort()
+            if keep:
+                self._spares.append((src, dst))
+            else:
+                await src.logout()
+                await dst.logout()
         return plan
 
     async def _copy_all(self, plan: Plan) -> list[FolderResult]:
@@ -671,6 +720,9 @@ class Mover:
             group.sort(key=lambda f: (f.source.name != f.dest_name, f.source.name))
             queue.put_nowait(group)
         workers = max(1, min(self.options.connections, len(groups)))
+        while len(self._spares) > workers:  # fewer folders than connections
+            for c in self._spares.pop():
+                await c.logout()
         results: dict[str, FolderResult] = {}
         tasks = [asyncio.create_task(self._worker(queue, results)) for _ in range(workers)]
         try:
@@ -681,6 +733,10 @@ class Mover:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         finally:
+            for pair in self._spares:  # more pairs than folders to copy
+                for c in pair:
+                    await c.logout()
+            self._spares = []
             if self._hasher is not None:
                 self._hasher.shutdown(wait=True, cancel_futures=True)
                 self._hasher = None
@@ -695,6 +751,8 @@ class Mover:
     ) -> None:
         src: ImapClient | None = None
         dst: ImapClient | None = None
+        if self._spares:  # opened during planning
+            src, dst = self._spares.pop()
         pending: list[FolderPlan] = []  # the rest of a group of merged folders
         try:
             while True:
@@ -707,10 +765,15 @@ class Mover:
                 effort = retry_policy.Effort(self.options.retries, self.backoff)
                 while True:
                     try:
-                        if src is None or src.conn.closed:
+                        src_ok = src is not None and not src.conn.closed
+                        dst_ok = dst is not None and not dst.conn.closed
+                        if not src_ok and not dst_ok:
+                            src, dst = await self.open_pair()
+                        elif not src_ok:
                             src = await self.connect(self.source, "source")
-                        if dst is None or dst.conn.closed:
+                        elif not dst_ok:
                             dst = await self.connect(self.dest, "destination")
+                        assert src is not None and dst is not None
                         self.progress.current.add(fp.source.name)
                         self._passes[fp.source.name] = [0, 0, 0]
                         if fp.source.name in self._folder_errors:

@@ -161,6 +161,12 @@ def main() -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
 @click.option(
+    "--verify-content",
+    is_flag=True,
+    help="Read every message back from the destination and compare its SHA-256 with the "
+    "source's (a second read of all the mail; catches servers that alter bytes).",
+)
+@click.option(
     "--ca-file", metavar="FILE", help="Trust this CA bundle (PEM) instead of the system's."
 )
 @click.option(
@@ -228,6 +234,7 @@ def move(
     larger: str | None,
     smaller: str | None,
     dry_run: bool,
+    verify_content: bool,
     ca_file: str | None,
     no_starttls: bool,
     allow_insecure_auth: bool,
@@ -288,6 +295,7 @@ def move(
         rules=rules,
         filters=filters,
         dry_run=dry_run,
+        verify_content=verify_content,
         connections=connections,
         retries=retries,
         max_backoff=max_backoff,
@@ -543,6 +551,7 @@ def build_report(
             "failed": len(failures) + sum(r.failed for r in results if r.error),
             "folders_failed": sum(1 for r in results if r.error),
             "verified": sum(r.verified for r in results),
+            "content_verified": sum(r.content_verified for r in results),
             "bytes_copied": sum(r.bytes_copied for r in results),
         },
         "progress": {

@@ -395,3 +395,50 @@ def test_folder_name_cyrus_refuses_gets_a_plain_name_once(dovecot, cyrus, tmp_pa
         t = report(tmp_path)["totals"]
         assert t["copied"] + t["already_present"] == 2
         assert t["copied"] > 0 if attempt == 0 else t["copied"] == 0
+
+
+# --------------------------------------------------------------------------- --verify-content
+
+
+def test_verify_content_catches_a_server_that_changes_bytes(dovecot, cyrus_factory, tmp_path):
+    """A stock Cyrus replaces 8-bit header bytes with "X": same size, so the ordinary
+    verify (size, flags, INTERNALDATE) passes.  --verify-content reads the stored bytes
+    back and reports exactly the altered messages; the others are content-verified."""
+    cyrus = cyrus_factory(eight_bit_headers="munge")
+    good = [message(1), message(2, body=b"fine")]
+    altered = message(3, extra=" M\xe4rz")
+    for raw in [good[0], altered, good[1]]:
+        dovecot.deliver("src", "INBOX", raw, ("\\Seen",))
+
+    r = move(dovecot, cyrus, tmp_path, "--folder", "INBOX")
+    assert r.returncode == 0, r.stderr + r.stdout  # not detectable without reading back
+    t = report(tmp_path)["totals"]
+    assert t["copied"] == 3 and t["content_verified"] == 0
+    dst = snap(cyrus, "dst")["INBOX"]
+    assert sum(dst.values()) == 3
+    assert hashlib.sha256(altered).hexdigest() not in {m.sha for m in dst}  # it was changed
+
+    r = move(dovecot, cyrus, tmp_path, "--folder", "INBOX", "--verify-content")
+    assert r.returncode == 1, r.stderr + r.stdout
+    rep = report(tmp_path)
+    t = rep["totals"]
+    assert t["copied"] == 0 and t["content_verified"] == 2 and t["failed"] == 1
+    (f,) = rep["failures"]
+    assert f["size"] == len(altered)
+    assert "other bytes than the source's" in f["reason"], f
+    assert "changed the message" in f["reason"]
+    assert sum(snap(cyrus, "dst")["INBOX"].values()) == 3  # nothing appended again
+
+
+def test_verify_content_on_a_faithful_server_verifies_everything(dovecot, dovecot_dot, tmp_path):
+    """First run: the hashes taken while copying are compared with the bytes read back;
+    a re-run (nothing to copy) reads both sides; every message passes both times."""
+    load_dovecot(dovecot, dovecot_mail())
+    total = sum(sum(c.values()) for c in snap(dovecot, "src").values())
+    for attempt in range(2):
+        r = move(dovecot, dovecot_dot, tmp_path, "--verify-content")
+        assert r.returncode == 0, r.stderr + r.stdout
+        t = report(tmp_path)["totals"]
+        assert t["failed"] == 0
+        assert t["content_verified"] == total == t["verified"]
+        assert t["copied"] == (total if attempt == 0 else 0)

@@ -198,6 +198,9 @@ class Mover:
         self._reached: set[tuple[str, int]] = set()
         #: Connected (source, destination) pairs waiting for a worker.
         self._spares: list[tuple[ImapClient, ImapClient]] = []
+        #: (source folder, UID) -> SHA-256 of messages copied in this run, until the
+        #: folder is verified (verify_content only).
+        self._source_fprs: dict[tuple[str, int], bytes] = {}
 
     # ------------------------------------------------------------------ connections
 
@@ -1341,6 +1344,8 @@ class Mover:
         errors: list[BaseException] = []
 
         def record(m: MessageMeta, fpr: bytes | None, dest_uid: int | None, outcome: str) -> None:
+            if fpr is not None and opts.verify_content:
+                self._source_fprs[(fp.source.name, m.uid)] = fpr
             if dest_uid is not None:
                 claim[m.uid] = dest_uid
             outcome_of[m.uid] = outcome
@@ -1519,6 +1524,7 @@ class Mover:
         """Check each source message against its own destination message."""
         _info, dmeta = await dst.select_and_list(dst.selected or b"INBOX")
         by_uid = {d.uid: d for d in dmeta}
+        to_read: list[tuple[MessageMeta, int]] = []  # for verify_content
         failed = {f.uid for f in res.failures}
         unmapped = [m for m in smeta if m.uid not in claim and m.uid not in failed]
         if unmapped:
@@ -1572,6 +1578,58 @@ class Mover:
                     f"from the source's {m.internaldate.decode()} (it was already there)"
                 )
             res.verified += 1
+            if self.options.verify_content:
+                to_read.append((m, d.uid))
+        if to_read:
+            await self._verify_content(src, dst, to_read, res)
+
+    async def _read_fingerprints(self, client: ImapClient, uids: Sequence[int]) -> dict[int, bytes]:
+        """SHA-256 of the selected folder's messages ``uids`` (bodies hashed, then dropped)."""
+        out: dict[int, bytes] = {}
+
+        def on_body(uid: int, body: bytes) -> None:
+            out[uid] = fingerprint(body)
+
+        futs = []
+        for chunk in _chunks_by_count(sorted(uids), 200):
+            futs.append(await client.submit_fetch_bodies(chunk, on_body))
+            if len(futs) >= self.options.fetch_window:
+                _check(await futs.pop(0), "UID FETCH")
+        for f in futs:
+            _check(await f, "UID FETCH")
+        return out
+
+    async def _verify_content(
+        self,
+        src: ImapClient,
+        dst: ImapClient,
+        pairs: Sequence[tuple[MessageMeta, int]],
+        res: FolderResult,
+    ) -> None:
+        """Read the destination's bytes back and compare them with the source's."""
+        known = {uid: f for (folder, uid), f in self._source_fprs.items() if folder == res.source}
+        for uid in known:
+            del self._source_fprs[(res.source, uid)]
+        src_fprs = await self._read_fingerprints(
+            src, [m.uid for m, _ in pairs if m.uid not in known]
+        )
+        dst_fprs = await self._read_fingerprints(dst, [duid for _, duid in pairs])
+        for m, duid in pairs:
+            want = known.get(m.uid) or src_fprs.get(m.uid)
+            have = dst_fprs.get(duid)
+            if want is None or have is None:
+                side = "source" if want is None else "destination"
+                why = f"could not be read back from the {side} to compare its bytes"
+            elif want != have:
+                why = (
+                    f"destination UID {duid} holds other bytes than the source's (same size, "
+                    "different SHA-256): the destination server changed the message"
+                )
+            else:
+                res.content_verified += 1
+                continue
+            res.verified -= 1
+            res.failures.append(Failure(res.source, m.uid, m.size, _mid(m), why))
 
 
 def _size_limit(caps: frozenset[str], opts: Options) -> tuple[int | None, str]:

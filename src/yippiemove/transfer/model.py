@@ -58,6 +58,10 @@ class Options:
     connect_timeout: float = 30.0
     idle_timeout: float = 120.0
     verify: bool = True
+    #: Also read every verified message back from the destination and compare its
+    #: SHA-256 with the source's: catches a server that changes bytes but not the size
+    #: (Cyrus can replace 8-bit header bytes with "X").  Costs a second read of the mail.
+    verify_content: bool = False
     #: Largest message the destination takes (bytes), e.g. from a provider preset
     #: (policy/providers.py).  Treated like APPENDLIMIT (RFC 7889): larger messages are
     #: reported as failed without being fetched.
@@ -219,6 +223,8 @@ class FolderResult:
     labelled: int = 0
     failed: int = 0
     verified: int = 0
+    #: Messages whose destination bytes were read back and hashed (``verify_content``).
+    content_verified: int = 0
     flags_fixed: int = 0
     bytes_copied: int = 0
     source_uidvalidity: int = 0
@@ -243,6 +249,7 @@ class FolderResult:
             "labelled": self.labelled,
             "failed": self.failed,
             "verified": self.verified,
+            "content_verified": self.content_verified,
             "flags_fixed": self.flags_fixed,
             "bytes_copied": self.bytes_copied,
             "unstorable_flags": sorted(self.unstorable_flags),

@@ -15,6 +15,7 @@ from yippiemove.imap.protocol import (
     Untagged,
     encode_command,
     format_uid_set,
+    nonsync_limit,
     parse_uid_set,
     quote,
 )
@@ -179,6 +180,20 @@ def test_incomplete_input_waits():
 def test_huge_literal_refused():
     with pytest.raises(ProtocolError):
         ResponseParser().feed(b"* 1 FETCH (BODY[] {99999999999}\r\n")
+
+
+def test_literal_minus_only_small_literals_are_non_synchronizing():
+    """RFC 7888 LITERAL-: {N+} only up to 4096 bytes; bigger ones wait for "+"."""
+    assert nonsync_limit(frozenset({"LITERAL+"})) > 1 << 30
+    assert nonsync_limit(frozenset({"LITERAL-"})) == 4096
+    assert nonsync_limit(frozenset({"IMAP4REV1"})) == -1
+    parts = encode_command(
+        "A1", "APPEND", b"x", Literal(b"a" * 4096), Literal(b"b" * 4097), nonsync_max=4096
+    )
+    assert parts[0] == b"A1 APPEND x {4096+}\r\n"
+    assert parts[2] == b" {4097}\r\n"
+    plain = encode_command("A1", "APPEND", b"x", Literal(b"a"))
+    assert plain[0] == b"A1 APPEND x {1}\r\n"
 
 
 def test_encode_command_literal_plus_and_sync():

@@ -7,7 +7,8 @@ that execute pipelined commands in order (all the ones we know) answer; commands
 that need untagged data (FETCH, LIST...) may pass ``on_untagged`` to stream it
 instead of collecting it.
 
-Literals are sent with LITERAL+ (RFC 7888) when the server offers it, otherwise the
+Literals are sent with LITERAL+ (RFC 7888) when the server offers it, those of up to
+4096 bytes also with LITERAL- (Gmail); otherwise the
 connection waits for the server's ``+`` before each literal; meanwhile later
 commands queue behind it so that bytes of two commands never interleave.
 
@@ -43,6 +44,7 @@ from .protocol import (
     Tagged,
     Untagged,
     encode_command,
+    nonsync_limit,
     quote,
 )
 
@@ -403,18 +405,18 @@ class ImapConnection:
         if self._closed_exc is not None:
             raise self._lost()
         tag = self._next_tag()
-        lp = "LITERAL+" in self.capabilities
-        parts = encode_command(tag, name, *args, literal_plus=lp)
+        nonsync = nonsync_limit(self.capabilities)
+        parts = encode_command(tag, name, *args, nonsync_max=nonsync)
         fut: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
         self._pending[tag] = _Pending(tag, name, fut, on_untagged, _WANTS.get(name, _NOTHING))
-        sync_literals = not lp and len(parts) > 1
+        sync_literals = any(isinstance(p, Literal) and len(p.data) > nonsync for p in parts)
         big = len(parts) > 1 and sum(map(_part_len, parts)) > _CHUNKED_WRITE
         if not sync_literals and not big and not self._send_lock.locked():
             self._write_parts(parts)
         else:
             async with self._send_lock:
                 if sync_literals:
-                    await self._write_parts_sync(parts, fut)
+                    await self._write_parts_sync(parts, fut, nonsync)
                 else:
                     await self._write_chunked(parts)
         if self._paused:
@@ -457,12 +459,13 @@ class ImapConnection:
                 await self.drain()
 
     async def _write_parts_sync(
-        self, parts: list[bytes | Literal], fut: asyncio.Future[CommandResult]
+        self, parts: list[bytes | Literal], fut: asyncio.Future[CommandResult], nonsync: int
     ) -> None:
-        """Send with synchronizing literals: wait for ``+`` before each one."""
+        """Send with synchronizing literals: wait for ``+`` before each literal of more
+        than ``nonsync`` bytes (the others were announced as non-synchronizing)."""
         loop = asyncio.get_running_loop()
         for p in parts:
-            if isinstance(p, Literal):
+            if isinstance(p, Literal) and len(p.data) > nonsync:
                 self._continuation = loop.create_future()
                 waiter = asyncio.ensure_future(self._continuation)
                 done, _ = await asyncio.wait({waiter, fut}, return_when=asyncio.FIRST_COMPLETED)

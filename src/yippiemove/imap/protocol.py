@@ -541,20 +541,36 @@ def format_flags(flags: tuple[str, ...] | list[str] | frozenset[str]) -> bytes:
 Arg = bytes | str | int | Literal
 
 
+#: LITERAL- (RFC 7888 section 5): non-synchronizing literals up to this many bytes.
+LITERAL_MINUS_MAX = 4096
+
+
+def nonsync_limit(capabilities: frozenset[str] | set[str]) -> int:
+    """The largest literal the server takes without a continuation: any (LITERAL+),
+    4096 bytes (LITERAL-), or none (-1)."""
+    if "LITERAL+" in capabilities:
+        return MAX_LITERAL
+    if "LITERAL-" in capabilities:
+        return LITERAL_MINUS_MAX
+    return -1
+
+
 def encode_command(
-    tag: str, name: str, *args: Arg, literal_plus: bool = False
+    tag: str, name: str, *args: Arg, literal_plus: bool = False, nonsync_max: int = -1
 ) -> list[bytes | Literal]:
     """Encode one command as segments: ``bytes`` to send and ``Literal`` to send as literals.
 
     ``str`` and ``int`` arguments are sent verbatim as atoms; ``bytes`` must already be
     encoded (use :func:`quote` for strings); a :class:`Literal` becomes ``{N}`` or
-    ``{N+}`` (LITERAL+, RFC 7888) followed by the data.
+    ``{N+}`` (non-synchronizing, RFC 7888: every literal with ``literal_plus``, those of
+    at most ``nonsync_max`` bytes otherwise, see :func:`nonsync_limit`) followed by the data.
     """
     parts: list[bytes | Literal] = []
     line = bytearray(tag.encode("ascii") + b" " + name.encode("ascii"))
     for arg in args:
         if isinstance(arg, Literal):
-            line += b" {%d%s}\r\n" % (len(arg.data), b"+" if literal_plus else b"")
+            plus = literal_plus or len(arg.data) <= nonsync_max
+            line += b" {%d%s}\r\n" % (len(arg.data), b"+" if plus else b"")
             parts.append(bytes(line))
             parts.append(arg)
             line = bytearray()

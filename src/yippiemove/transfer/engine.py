@@ -42,8 +42,9 @@ import random
 import re
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from ..imap import utf7
 from ..imap.client import (
@@ -262,11 +263,15 @@ class Mover:
         message of several folders is stored once with several labels."""
         self.progress.phase = "planning"
         opts = self.options
-        src_ns = await src.namespace()
-        dst_ns = await dst.namespace()
-        src_boxes = await _list_with_special_use(src)
-        src_subs = {m.name for m in await src.list_mailboxes(subscribed=True)}
-        dst_boxes = await _list_with_special_use(dst)
+        # Both sides at once, each side's commands pipelined: one round trip, not five.
+        src_ns, src_boxes, src_sub_boxes, dst_ns, dst_boxes = await _gather_all(
+            src.namespace(),
+            _list_with_special_use(src),
+            src.list_mailboxes(subscribed=True),
+            dst.namespace(),
+            _list_with_special_use(dst),
+        )
+        src_subs = {m.name for m in src_sub_boxes}
         dst_names = {_norm_inbox(m.name): m for m in dst_boxes}
 
         # Separators: each LIST answer names its own; the namespace's is the default.
@@ -1692,6 +1697,19 @@ def _batches(
 def _chunks_by_count(seq: Sequence[int], n: int) -> Iterator[list[int]]:
     for i in range(0, len(seq), n):
         yield list(seq[i : i + n])
+
+
+async def _gather_all(*aws: Awaitable[Any]) -> list[Any]:
+    """``asyncio.gather`` that, when one fails, cancels and waits for the others before
+    raising the first error (no orphaned command keeps a connection busy)."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def _list_with_special_use(client: ImapClient) -> list[MailboxInfo]:

@@ -214,6 +214,15 @@ def run_job(spec: dict[str, Any], workdir: Path) -> tuple[int, dict[str, Any]]:
         idle_timeout=float(opts.get("idle_timeout", 120.0)),
         connect_timeout=float(opts.get("connect_timeout", 30.0)),
     )
+    # Provider presets (policy/providers.py), found by host as `yippiemove move` does:
+    # connection cap and the destination's size limit.
+    from ..policy import providers
+
+    src_provider = providers.for_host(source.host, source.user) or providers.GENERIC
+    dst_provider = providers.for_host(dest.host, dest.user) or providers.GENERIC
+    options, preset_notes = providers.apply_limits(options, src_provider, dst_provider)
+    for note in preset_notes:
+        log.info("%s", note)
     started = time.time()
     status, error, transient = "interrupted", None, False
     state: State | None = None

@@ -134,21 +134,23 @@ def gmail() -> Iterator[Any]:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """``--campaign-long``: the long fault campaign (tests/transfer/test_fault_campaign.py)."""
+    """``--campaign-long``: the long campaigns (tests/transfer/test_fault_campaign.py,
+    tests/transfer/test_kill_campaign.py, tests/jobs/test_kill_campaign_service.py)."""
     parser.addoption(
         "--campaign-long",
         action="store_true",
         default=False,
-        help="run the long fault campaign: 200 transfers through the fault proxy "
+        help="run the long campaigns: 200 transfers through the fault proxy "
         "($YIPPIEMOVE_CAMPAIGN_TRANSFERS overrides the number, $YIPPIEMOVE_CAMPAIGN_SEED "
-        "the seed); see docs/faults.md",
+        "the seed), 100 CLI and 30 service trials of kill -9 ($YIPPIEMOVE_KILL_TRIALS, "
+        "$YIPPIEMOVE_KILL_SEED); see docs/faults.md",
     )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The long fault campaign runs for many minutes: lift the per-test timeout for it."""
+    """The long campaigns run for many minutes: lift the per-test timeout for them."""
     if not config.getoption("--campaign-long"):
         return
     for item in items:
-        if item.name == "test_fault_campaign":
+        if item.name in ("test_fault_campaign", "test_kill_campaign", "test_kill_campaign_service"):
             item.add_marker(pytest.mark.timeout(4 * 3600))

@@ -429,6 +429,13 @@ def test_verify_content_catches_a_server_that_changes_bytes(dovecot, cyrus_facto
     assert "changed the message" in f["reason"]
     assert sum(snap(cyrus, "dst")["INBOX"].values()) == 3  # nothing appended again
 
+    # Known as altered now (the state keeps its destination UID): reported, never re-sent.
+    r = move(dovecot, cyrus, tmp_path, "--folder", "INBOX", "--verify-content")
+    assert r.returncode == 1, r.stderr + r.stdout
+    t = report(tmp_path)["totals"]
+    assert t["copied"] == 0 and t["failed"] == 1 and t["content_verified"] == 2
+    assert sum(snap(cyrus, "dst")["INBOX"].values()) == 3
+
 
 def test_verify_content_on_a_faithful_server_verifies_everything(dovecot, dovecot_dot, tmp_path):
     """First run: the hashes taken while copying are compared with the bytes read back;

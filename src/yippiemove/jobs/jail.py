@@ -40,10 +40,13 @@ import ssl
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..imap.connection import is_loopback
 from ..transfer.model import Endpoint
+
+if TYPE_CHECKING:
+    from ..transfer.state import StateError
 
 log = logging.getLogger("yippiemove.jail")
 
@@ -240,7 +243,9 @@ def run_job(spec: dict[str, Any], workdir: Path) -> tuple[int, dict[str, Any]]:
         error, transient = str(exc), exc.transient
     except ProtocolError as exc:  # an answer that parsed but makes no sense
         error = f"a server sent an answer that is not valid IMAP: {exc}"
-    except (PlanError, StateError) as exc:
+    except StateError as exc:
+        error = _state_problem(exc)
+    except PlanError as exc:
         error = str(exc)
     except (MemoryError, _OutOfMemory):
         limit = resource.getrlimit(resource.RLIMIT_AS)[0]
@@ -254,11 +259,17 @@ def run_job(spec: dict[str, Any], workdir: Path) -> tuple[int, dict[str, Any]]:
             try:
                 state.close()
             except StateError as exc:
-                error = error or str(exc)
+                error = error or _state_problem(exc)
     report = build_report(mover, source.label, dest.label, started, status, error)
     if status == "cancelled":
         report["status"] = "cancelled"
-    _write_json(workdir / "report.json", report)
+    try:
+        _write_json(workdir / "report.json", report)
+    except OSError as exc:  # a full disk: the result line below still says what happened
+        log.error("cannot write report.json: %s", exc.strerror)
+        for stale in ("report.json.tmp", "report.json"):  # not an older run's report
+            with contextlib.suppress(OSError):
+                (workdir / stale).unlink()
     t = report["totals"]
     if error is not None:
         code = EXIT_ABORTED
@@ -274,6 +285,17 @@ def run_job(spec: dict[str, Any], workdir: Path) -> tuple[int, dict[str, Any]]:
         "progress": report["progress"],
     }
     return code, result
+
+
+def _state_problem(exc: StateError) -> str:
+    """A StateError as the customer sees it: a full disk is named plainly, without the
+    service's paths (the operator finds the job's directory from its id)."""
+    if exc.disk_full:
+        return (
+            f"cannot write the job state on the service's disk: {exc.reason}. Nothing is "
+            "lost: re-run the transfer once the operator has freed some space, and it resumes"
+        )
+    return str(exc)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -76,7 +76,7 @@ from .model import (
     Plan,
     Progress,
 )
-from .state import State
+from .state import FolderRow, State
 
 log = logging.getLogger(__name__)
 
@@ -1037,11 +1037,15 @@ class Mover:
         folder_id = 0
         rows = {}
         if self.state is not None:
+            last = self.state.folder(fp.source.name)
             folder_id, valid = self.state.open_folder(
                 fp.source.name, sinfo.uidvalidity, fp.dest_name, dinfo.uidvalidity
             )
             if valid:
                 rows = self.state.messages(folder_id)
+            for note in _recreated(last, sinfo.uidvalidity, fp.dest_name, dinfo.uidvalidity):
+                res.notes.append(note)
+                self.on_event(f"{fp.source.name}: {note}")
 
         # --- match: state first, then (size, Message-ID) candidates checked by content
         dest_by_uid = {d.uid: d for d in dmeta}
@@ -1054,10 +1058,13 @@ class Mover:
             r = rows.get(m.uid)
             if r is None or r.dest_uid is None:
                 continue
-            if r.outcome not in ("copied", "present", "labelled"):
+            if r.outcome not in ("copied", "present", "labelled", "altered"):
                 continue
             d = dest_by_uid.get(r.dest_uid)
-            if d is not None and d.size == m.size and d.uid not in claimed_dest:
+            # An "altered" message is the destination's changed copy of this one (the
+            # verify reports it again): claimed whatever its size, never sent twice.
+            size_ok = d is not None and (d.size == m.size or r.outcome == "altered")
+            if d is not None and size_ok and d.uid not in claimed_dest:
                 claim[m.uid] = d.uid
                 claimed_dest.add(d.uid)
                 outcome_of[m.uid] = "present"
@@ -1143,7 +1150,7 @@ class Mover:
         failed_uids = {f.uid for f in res.failures}
         for m in smeta:
             if m.uid in failed_uids:
-                res.messages.append((m.uid, None, "failed"))
+                res.messages.append((m.uid, res.altered.get(m.uid), "failed"))
             else:
                 res.messages.append((m.uid, claim.get(m.uid), outcome_of.get(m.uid, "missing")))
         res.copied = sum(1 for _, _, o in res.messages if o == "copied")
@@ -1153,15 +1160,15 @@ class Mover:
         if self.state is not None:
             state = self.state
             for f in res.failures:
-                m_size = f.size
+                altered_to = res.altered.get(f.uid)
                 state.record(
                     folder_id,
                     f.uid,
-                    m_size,
+                    f.size,
                     f.message_id.encode() if f.message_id else None,
                     None,
-                    None,
-                    "failed",
+                    altered_to,
+                    "failed" if altered_to is None else "altered",
                     f.reason,
                 )
             state.flush()
@@ -1562,6 +1569,7 @@ class Mover:
                 )
                 continue
             if d.size != m.size:
+                res.altered[m.uid] = d.uid
                 res.failures.append(
                     Failure(
                         res.source,
@@ -1580,7 +1588,8 @@ class Mover:
             if not same_instant(d.internaldate, m.internaldate):
                 res.notes.append(
                     f"UID {m.uid}: destination INTERNALDATE {d.internaldate.decode()} differs "
-                    f"from the source's {m.internaldate.decode()} (it was already there)"
+                    f"from the source's {m.internaldate.decode()} (a stored message's "
+                    "INTERNALDATE cannot be changed over IMAP)"
                 )
             res.verified += 1
             if self.options.verify_content:
@@ -1626,6 +1635,7 @@ class Mover:
                 side = "source" if want is None else "destination"
                 why = f"could not be read back from the {side} to compare its bytes"
             elif want != have:
+                res.altered[m.uid] = duid
                 why = (
                     f"destination UID {duid} holds other bytes than the source's (same size, "
                     "different SHA-256): the destination server changed the message"
@@ -1659,6 +1669,32 @@ def _append_limit(caps: frozenset[str]) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+def _recreated(
+    last: FolderRow | None, source_validity: int, dest_name: str, dest_validity: int
+) -> list[str]:
+    """Notes for a folder deleted and made again since the state file last saw it (a
+    new UIDVALIDITY): its old UIDs mean nothing now, so its messages are matched on the
+    destination by content (size, Message-ID, SHA-256), never appended twice."""
+    out: list[str] = []
+    if last is not None and last.source_uidvalidity not in (None, source_validity):
+        out.append(
+            f"the source folder was recreated since the last run (UIDVALIDITY "
+            f"{last.source_uidvalidity} -> {source_validity}): its messages were matched "
+            "on the destination by content, not by UID"
+        )
+    if (
+        last is not None
+        and last.dest_name == dest_name
+        and last.dest_uidvalidity not in (None, dest_validity)
+    ):
+        out.append(
+            f"the destination folder was recreated since the last run (UIDVALIDITY "
+            f"{last.dest_uidvalidity} -> {dest_validity}): its messages were matched by "
+            "content, not by UID"
+        )
+    return out
 
 
 def _mid(m: MessageMeta) -> str | None:

@@ -225,6 +225,9 @@ class FolderResult:
     verified: int = 0
     #: Messages whose destination bytes were read back and hashed (``verify_content``).
     content_verified: int = 0
+    #: Source UID -> destination UID of messages the destination stored altered (other
+    #: size, or other bytes under ``verify_content``): failed, but there; never re-sent.
+    altered: dict[int, int] = field(default_factory=dict)
     flags_fixed: int = 0
     bytes_copied: int = 0
     source_uidvalidity: int = 0

@@ -24,10 +24,18 @@ Tables
 Writes are batched (:meth:`State.record` queues, :meth:`State.flush` commits), WAL
 journal, ``synchronous=NORMAL``: a crash loses at most the last unflushed batch, which the
 destination check recovers.  Message bodies are never written here.
+
+A write that fails for lack of space (``SQLITE_FULL``, ``ENOSPC``; or an I/O error while
+the disk is full: sqlite reports a ``-shm`` file it cannot grow that way) raises
+:class:`StateError` with ``disk_full`` set and "No space left on device" in its message:
+the transfer stops there, nothing in the file is damaged (the failed transaction is rolled
+back, its rows stay queued), and a run once space is back resumes exactly.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import sqlite3
 import time
@@ -72,7 +80,55 @@ CREATE TABLE IF NOT EXISTS gmail_messages (
 
 
 class StateError(Exception):
-    """The state file cannot be opened or written (disk full, not a state file...)."""
+    """The state file cannot be opened or written (disk full, not a state file...).
+
+    ``disk_full``: there was no room to write (nothing is wrong with the file: once space
+    is back, a new run resumes); ``reason``: why, in a few words, without the path.
+    """
+
+    def __init__(
+        self, message: str, *, path: Path | None = None, reason: str = "", disk_full: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.reason = reason or message
+        self.disk_full = disk_full
+
+
+#: Less free space than this when sqlite reports an I/O error: the disk is full.
+_NEARLY_FULL = 1 << 20
+
+
+def _no_room(directory: Path) -> bool:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    free = st.f_bfree if os.geteuid() == 0 else st.f_bavail  # root may use reserved blocks
+    return free * st.f_frsize < _NEARLY_FULL
+
+
+def state_error(path: Path, exc: sqlite3.Error | OSError, *, opening: bool = False) -> StateError:
+    """A :class:`StateError` for a failed open or write, saying plainly when the disk is full."""
+    if isinstance(exc, OSError):
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        words = exc.strerror or str(exc)
+        reason = words
+    else:
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        words = str(exc)
+        full = name == "SQLITE_FULL" or (name.startswith("SQLITE_IOERR") and _no_room(path.parent))
+        reason = f"{os.strerror(errno.ENOSPC)} ({words})" if full else words
+    if full:
+        return StateError(
+            f"cannot write the job state ({path}): {reason}. Free some space there, then "
+            "run the same command again to resume",
+            path=path,
+            reason=reason,
+            disk_full=True,
+        )
+    verb = "open" if opening else "write"
+    return StateError(f"cannot {verb} state file {path}: {words}", path=path, reason=words)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,18 +170,22 @@ class State:
 
     def __init__(self, path: Path, *, flush_rows: int = 2000, flush_seconds: float = 1.0) -> None:
         self.path = path
+        db: sqlite3.Connection | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self.db = sqlite3.connect(path, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA cache_size=-8000")
-            self.db.executescript(_SCHEMA)
+            db = sqlite3.connect(path, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA cache_size=-8000")
+            db.executescript(_SCHEMA)
             os.chmod(path, 0o600)
-        except sqlite3.DatabaseError as exc:
-            raise StateError(f"cannot open state file {path}: {exc}") from None
-        except OSError as exc:
-            raise StateError(f"cannot create state file {path}: {exc.strerror}") from None
+        except (sqlite3.DatabaseError, OSError) as exc:
+            if db is not None:
+                db.close()
+            if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise StateError(f"cannot create state file {path}: {exc.strerror}") from None
+            raise state_error(path, exc, opening=True) from None
+        self.db = db
         row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if row is None:
             self._exec("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
@@ -141,7 +201,7 @@ class State:
         try:
             return self.db.execute(sql, args)
         except sqlite3.OperationalError as exc:
-            raise StateError(f"cannot write state file {self.path}: {exc}") from None
+            raise state_error(self.path, exc) from None
 
     # ------------------------------------------------------------------ meta
 
@@ -203,7 +263,8 @@ class State:
             )
             self._exec("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:  # sqlite may have rolled back already (disk full)
+                self.db.execute("ROLLBACK")
             raise
         return old.id, valid
 
@@ -276,7 +337,10 @@ class State:
         except sqlite3.OperationalError as exc:
             self._pending = rows + self._pending
             self._pending_gmail = grows + self._pending_gmail
-            raise StateError(f"cannot write state file {self.path}: {exc}") from None
+            if self.db.in_transaction:  # a failed COMMIT: the next flush starts afresh
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.rollback()
+            raise state_error(self.path, exc) from None
 
     # ------------------------------------------------------------------ Gmail destination
 

@@ -88,6 +88,8 @@ class _Job:
     history: list[list[float]] = field(default_factory=list)
     credentials: bool = True
     state_path: Path | None = None
+    #: Unix time a throttled job waits until (the real job's Progress.throttled_until).
+    throttled_until: float | None = None
 
 
 def _public(acc: Account) -> dict[str, Any]:
@@ -572,6 +574,8 @@ class FakeService:
             ],
             "rate_history": [list(p) for p in job.history],
             "per_folder": per_folder,
+            "throttled_until": job.throttled_until,
+            "reconnects": 1 if job.throttled_until else 0,
         }
         return JobView(
             id=job.id,

@@ -195,6 +195,11 @@ def test_ui_with_the_fake(page: Page, tmp_path: Path) -> None:
             "() => document.querySelector('[data-rate-graph] .line').getAttribute('d').length > 20"
         )
         assert page.locator("[data-per-folder] tr").count() == 5
+        # A throttled job says until when (the job process's Progress.throttled_until).
+        fake.jobs[job_id].throttled_until = time.time() + 600
+        expect(page.locator("[data-phase]")).to_contain_text("throttled by the server until")
+        fake.jobs[job_id].throttled_until = None
+        expect(page.locator("[data-phase]")).not_to_contain_text("throttled")
         expect(page.locator("[data-summary] .outcome")).to_contain_text(
             "Finished, with 1 message", timeout=60_000
         )

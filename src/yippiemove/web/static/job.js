@@ -153,6 +153,12 @@
     else if (job.status === "running") {
       const cur = Array.isArray(p.current) ? p.current : [];
       phase = cur.length ? `Copying ${cur.join(", ")}` : (PHASES[p.phase] || "Working…");
+      // The server asked us to slow down (policy/retry.py): say until when.
+      if (p.throttled_until && p.throttled_until * 1000 > Date.now()) {
+        const until = new Date(p.throttled_until * 1000);
+        const hhmm = until.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+        phase += ` — throttled by the server until ${hhmm}`;
+      }
     }
     setText("[data-phase]", phase);
     const running = job.status === "running";

@@ -13,7 +13,7 @@ must be taken over and resume.  Each transfer must end ``done`` with no error, e
 (tests/mailcheck.py), with a report that says every message was copied or already
 present, after as many job processes as kills that hit a running one, plus one.
 
-Quick: 6 trials (about a minute).  Long: ``--campaign-long`` (30 trials;
+Quick: 6 trials (about 40 s).  Long: ``--campaign-long`` (30 trials;
 ``YIPPIEMOVE_KILL_TRIALS`` / ``YIPPIEMOVE_KILL_SEED`` / ``YIPPIEMOVE_KILL_FIRST`` as for
 the CLI campaign).  See docs/faults.md, "Killed processes and a full disk".
 """

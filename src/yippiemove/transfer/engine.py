@@ -147,6 +147,13 @@ def _fingerprint_all(bodies: Sequence[bytes | None]) -> list[bytes | None]:
     return [None if b is None else fingerprint(b) for b in bodies]
 
 
+#: A pass copying at least this many messages appends in groups of _BIG_FOLDER_GROUP.
+_BIG_FOLDER = 20_000
+_BIG_FOLDER_GROUP = 1024
+
+#: Source messages verified per destination metadata fetch.
+_VERIFY_CHUNK = 5000
+
 #: Bodies of at least _HASH_BIG bytes are hashed on a helper thread when a batch has
 #: at least _HASH_OFFLOAD bytes of them.
 _HASH_BIG = 64 * 1024
@@ -1436,6 +1443,11 @@ class Mover:
         group_bytes = 0
         multi = dst.has("MULTIAPPEND")
         max_group = opts.append_batch_messages if multi else 1
+        if multi and len(to_copy) >= _BIG_FOLDER:
+            # Dovecot's work per MULTIAPPEND grows with the folder: into a folder of
+            # 100,000 messages, groups of 1,024 cost it a third less CPU than groups of
+            # 256 (bench/scale.py, docs/benchmarks.md "Scale").
+            max_group = max(max_group, _BIG_FOLDER_GROUP)
         append_limit, too_large = _size_limit(dst.capabilities, opts)
         if append_limit is not None:
             # Known too large from its size: reported now, never fetched nor retried.
@@ -1533,13 +1545,18 @@ class Mover:
         storable: Callable[[str], bool],
         res: FolderResult,
     ) -> None:
-        """Check each source message against its own destination message."""
-        _info, dmeta = await dst.select_and_list(dst.selected or b"INBOX")
-        by_uid = {d.uid: d for d in dmeta}
-        to_read: list[tuple[MessageMeta, int]] = []  # for verify_content
+        """Check each source message against its own destination message.
+
+        The destination's metadata is fetched for the claimed UIDs, a chunk of source
+        messages at a time, so a folder of 100,000 messages is never held twice over
+        (only a server without UIDPLUS needs the whole listing, to match by Message-ID).
+        """
         failed = {f.uid for f in res.failures}
         unmapped = [m for m in smeta if m.uid not in claim and m.uid not in failed]
+        by_uid: dict[int, MessageMeta] | None = None
         if unmapped:
+            _info, dmeta = await dst.select_and_list(dst.selected or b"INBOX")
+            by_uid = {d.uid: d for d in dmeta}
             # No APPENDUID (server without UIDPLUS): match by (size, Message-ID), in order.
             taken = set(claim.values())
             free = [d for d in dmeta if d.uid not in taken]
@@ -1552,6 +1569,39 @@ class Mover:
                 lst = index.get((m.size, s_ids.get(m.uid)))
                 if lst:
                     claim[m.uid] = lst.pop(0)
+            del dmeta, free, index
+        else:
+            await dst.select(dst.selected or b"INBOX")  # a fresh view after the APPENDs
+        to_read: list[tuple[MessageMeta, int]] = []  # for verify_content
+        for start in range(0, len(smeta), _VERIFY_CHUNK):
+            chunk = smeta[start : start + _VERIFY_CHUNK]
+            if by_uid is None:
+                want_uids = sorted(
+                    claim[m.uid] for m in chunk if m.uid in claim and m.uid not in failed
+                )
+                dmeta = (
+                    await dst.fetch_meta(format_uid_set(want_uids), message_id=False)
+                    if want_uids
+                    else []
+                )
+                here = {d.uid: d for d in dmeta}
+            else:
+                here = by_uid
+            await self._verify_chunk(dst, chunk, claim, here, failed, storable, res, to_read)
+        if to_read:
+            await self._verify_content(src, dst, to_read, res)
+
+    async def _verify_chunk(
+        self,
+        dst: ImapClient,
+        smeta: Sequence[MessageMeta],
+        claim: dict[int, int],
+        by_uid: dict[int, MessageMeta],
+        failed: set[int],
+        storable: Callable[[str], bool],
+        res: FolderResult,
+        to_read: list[tuple[MessageMeta, int]],
+    ) -> None:
         for m in smeta:
             if m.uid in failed:
                 continue
@@ -1594,8 +1644,6 @@ class Mover:
             res.verified += 1
             if self.options.verify_content:
                 to_read.append((m, d.uid))
-        if to_read:
-            await self._verify_content(src, dst, to_read, res)
 
     async def _read_fingerprints(self, client: ImapClient, uids: Sequence[int]) -> dict[int, bytes]:
         """SHA-256 of the selected folder's messages ``uids`` (bodies hashed, then dropped)."""

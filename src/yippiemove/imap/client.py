@@ -396,6 +396,30 @@ class ImapClient:
         out.sort(key=lambda m: m.uid)
         return info, out
 
+    async def reselect_and_fetch_meta(self, uids: str | None) -> list[MessageMeta]:
+        """SELECT the selected folder again (a fresh view) and list the metadata of
+        ``uids`` (none: just the SELECT), pipelined: one round trip."""
+        raw = self.selected or b"INBOX"
+        out: list[MessageMeta] = []
+        sel = await self.conn.submit("SELECT", quote(raw))
+        fetch = None
+        if uids:
+            fetch = await self.conn.submit(
+                "UID FETCH", uids, META_ITEMS_LIGHT, on_untagged=_meta_collector(out)
+            )
+        sres = await sel
+        if not sres.tagged.ok:
+            if fetch is not None:
+                await fetch
+            raise CommandError("SELECT", sres.tagged)
+        self.selected = raw
+        if fetch is not None:
+            fres = await fetch
+            if not fres.tagged.ok:
+                raise CommandError("UID FETCH", fres.tagged)
+        out.sort(key=lambda m: m.uid)
+        return out
+
     async def status_many(self, raws: Sequence[bytes], items: str) -> dict[bytes, dict[str, int]]:
         """STATUS of many mailboxes, pipelined; answers are matched by mailbox name."""
         out: dict[bytes, dict[str, int]] = {}

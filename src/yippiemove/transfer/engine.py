@@ -1570,8 +1570,6 @@ class Mover:
                 if lst:
                     claim[m.uid] = lst.pop(0)
             del dmeta, free, index
-        else:
-            await dst.select(dst.selected or b"INBOX")  # a fresh view after the APPENDs
         to_read: list[tuple[MessageMeta, int]] = []  # for verify_content
         for start in range(0, len(smeta), _VERIFY_CHUNK):
             chunk = smeta[start : start + _VERIFY_CHUNK]
@@ -1579,11 +1577,16 @@ class Mover:
                 want_uids = sorted(
                     claim[m.uid] for m in chunk if m.uid in claim and m.uid not in failed
                 )
-                dmeta = (
-                    await dst.fetch_meta(format_uid_set(want_uids), message_id=False)
-                    if want_uids
-                    else []
-                )
+                if start == 0:
+                    # A fresh view after the APPENDs, pipelined with the first fetch:
+                    # one round trip (it counts on a WAN link, once per folder).
+                    dmeta = await dst.reselect_and_fetch_meta(
+                        format_uid_set(want_uids) if want_uids else None
+                    )
+                elif want_uids:
+                    dmeta = await dst.fetch_meta(format_uid_set(want_uids), message_id=False)
+                else:
+                    dmeta = []
                 here = {d.uid: d for d in dmeta}
             else:
                 here = by_uid

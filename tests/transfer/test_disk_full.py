@@ -224,9 +224,10 @@ def test_move_stops_clearly_on_a_full_disk_then_resumes_exactly(dovecot, small_d
     assert "run the same command again to resume" in last
     rep = json.loads(report.read_text())
     assert rep["status"] == "aborted" and "No space left on device" in rep["error"]
-    # Stopped midway: some mail there, none doubled, the rest still to come.
+    # Stopped: some mail there (on a fast machine possibly all of it: the write that
+    # failed may be the last one), none doubled; the re-run completes the rest.
     there = assert_nothing_doubled(dovecot.port, ("src", "srcpass"), ("dst", "dstpass"))
-    assert 100 <= there < total
+    assert 100 <= there <= total
 
     filler.unlink()  # space is back
     r = subprocess.run(args, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
@@ -260,7 +261,7 @@ def test_service_job_on_a_full_disk_fails_clearly_then_a_rerun_completes(
     assert str(disk) not in view.error  # no paths of the service's for the customer
     assert view.attempts == 1  # not restarted: it would only fail again
     there = assert_nothing_doubled(server.port, ("src", SRC_PW), ("dst", DST_PW))
-    assert 0 < there < total
+    assert 0 < there <= total  # all of it when the state write that failed was the last
 
     filler.unlink()  # space is back
     svc.rerun_transfer(uid, job.id)

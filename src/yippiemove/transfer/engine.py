@@ -1293,20 +1293,9 @@ class Mover:
     async def _hash_dest(
         self, dst: ImapClient, uids: list[int], pool: dict[tuple[int, bytes], list[int]]
     ) -> None:
-        """Fingerprint destination messages (bodies are hashed, then dropped)."""
-
-        def on_body(uid: int, body: bytes) -> None:
-            pool[(len(body), fingerprint(body))].append(uid)
-
-        futs = []
-        for chunk in _chunks_by_count(uids, 200):
-            futs.append(await dst.submit_fetch_bodies(chunk, on_body))
-            if len(futs) >= self.options.fetch_window:
-                _check(await futs.pop(0), "UID FETCH")
-        for f in futs:
-            _check(await f, "UID FETCH")
-        for v in pool.values():
-            v.sort()
+        """Fingerprint destination messages into ``pool``: (size, SHA-256) -> UIDs."""
+        for uid, key in sorted((await self._read_fingerprints(dst, uids)).items()):
+            pool[key].append(uid)
 
     async def _copy(
         self,
@@ -1648,12 +1637,15 @@ class Mover:
             if self.options.verify_content:
                 to_read.append((m, d.uid))
 
-    async def _read_fingerprints(self, client: ImapClient, uids: Sequence[int]) -> dict[int, bytes]:
-        """SHA-256 of the selected folder's messages ``uids`` (bodies hashed, then dropped)."""
-        out: dict[int, bytes] = {}
+    async def _read_fingerprints(
+        self, client: ImapClient, uids: Sequence[int]
+    ) -> dict[int, tuple[int, bytes]]:
+        """(size, SHA-256) of the selected folder's messages ``uids``, by UID: bodies are
+        fetched in pipelined chunks, hashed, then dropped."""
+        out: dict[int, tuple[int, bytes]] = {}
 
         def on_body(uid: int, body: bytes) -> None:
-            out[uid] = fingerprint(body)
+            out[uid] = (len(body), fingerprint(body))
 
         futs = []
         for chunk in _chunks_by_count(sorted(uids), 200):
@@ -1680,8 +1672,9 @@ class Mover:
         )
         dst_fprs = await self._read_fingerprints(dst, [duid for _, duid in pairs])
         for m, duid in pairs:
-            want = known.get(m.uid) or src_fprs.get(m.uid)
-            have = dst_fprs.get(duid)
+            read = src_fprs.get(m.uid)
+            want = known.get(m.uid) or (read[1] if read else None)
+            have = dst_fprs[duid][1] if duid in dst_fprs else None
             if want is None or have is None:
                 side = "source" if want is None else "destination"
                 why = f"could not be read back from the {side} to compare its bytes"

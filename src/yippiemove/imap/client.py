@@ -18,6 +18,7 @@ from .errors import CommandError
 from .protocol import (
     MAX_NUMBER,
     AppendUid,
+    FetchRun,
     Literal,
     ProtocolError,
     Untagged,
@@ -163,14 +164,52 @@ def _select_info(res: CommandResult) -> SelectInfo:
     )
 
 
-def _meta_collector(out: list[MessageMeta]) -> Callable[[Untagged], None]:
-    def on(u: Untagged) -> None:
+class _MetaCollector:
+    """FETCH handler of a metadata listing: per response, or a whole run at once."""
+
+    __slots__ = ("out",)
+
+    def __init__(self, out: list[MessageMeta]) -> None:
+        self.out = out
+
+    def __call__(self, u: Untagged) -> None:
         if u.kind == "FETCH":
             item = u.data[0]
             if "UID" in item and "RFC822.SIZE" in item:
-                out.append(parse_meta(item))
+                self.out.append(parse_meta(item))
 
-    return on
+    def on_run(self, run: FetchRun) -> None:
+        if run.shape != "meta":
+            for u in run.untagged():
+                self(u)
+            return
+        append = self.out.append
+        for _n, uid, size, raw_flags, date in run.rows:
+            append(MessageMeta(uid, size, _flags_of(raw_flags), date, None))
+
+
+def _meta_collector(out: list[MessageMeta]) -> _MetaCollector:
+    return _MetaCollector(out)
+
+
+#: Raw flag lists of metadata runs -> the tuple parse_meta would make (bounded).
+_RAW_FLAGS: dict[bytes, tuple[str, ...]] = {}
+
+
+def _flags_of(raw: bytes) -> tuple[str, ...]:
+    known = _RAW_FLAGS.get(raw)
+    if known is not None:
+        return known
+    flags = _shared_flags(
+        tuple(
+            f
+            for f in (a.decode("latin-1") for a in raw.split())  # ASCII spaces, as _flat_list
+            if f.upper() != "\\RECENT"
+        )
+    )
+    if len(_RAW_FLAGS) < _FLAG_TUPLES_MAX:
+        _RAW_FLAGS[bytes(raw)] = flags
+    return flags
 
 
 def decode_mailbox(raw: bytes) -> str:
@@ -273,6 +312,32 @@ def parse_meta(item: dict[str, object]) -> MessageMeta:
     return MessageMeta(
         uid, size, flags, date, message_id_of(hdr if isinstance(hdr, (bytes, bytearray)) else None)
     )
+
+
+class _BodyCollector:
+    """FETCH handler of ``UID FETCH (UID BODY.PEEK[])``: per response or a whole run."""
+
+    __slots__ = ("on_body",)
+
+    def __init__(self, on_body: Callable[[int, bytes], None]) -> None:
+        self.on_body = on_body
+
+    def __call__(self, u: Untagged) -> None:
+        if u.kind == "FETCH":
+            item = u.data[0]
+            body = item.get("BODY[]")
+            uid = item.get("UID")
+            if isinstance(body, (bytes, bytearray)) and uid is not None:
+                self.on_body(parse_number(uid, "UID", low=1), body)
+
+    def on_run(self, run: FetchRun) -> None:
+        if run.shape != "body":
+            for u in run.untagged():
+                self(u)
+            return
+        on_body = self.on_body
+        for _n, uid, body in run.rows:
+            on_body(uid, body)
 
 
 class ImapClient:
@@ -509,16 +574,11 @@ class ImapClient:
     ) -> asyncio.Future[CommandResult]:
         """Pipeline ``UID FETCH uids (UID BODY.PEEK[])``; ``on_body(uid, bytes)`` per message."""
 
-        def on(u: Untagged) -> None:
-            if u.kind == "FETCH":
-                item = u.data[0]
-                body = item.get("BODY[]")
-                uid = item.get("UID")
-                if isinstance(body, (bytes, bytearray)) and uid is not None:
-                    on_body(parse_number(uid, "UID", low=1), body)
-
         return await self.conn.submit(
-            "UID FETCH", format_uid_set(list(uids)), b"(UID BODY.PEEK[])", on_untagged=on
+            "UID FETCH",
+            format_uid_set(list(uids)),
+            b"(UID BODY.PEEK[])",
+            on_untagged=_BodyCollector(on_body),
         )
 
     async def submit_append(

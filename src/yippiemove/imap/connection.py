@@ -38,6 +38,7 @@ from .errors import (
 )
 from .protocol import (
     Continuation,
+    FetchRun,
     Literal,
     ProtocolError,
     ResponseParser,
@@ -147,7 +148,7 @@ class ImapConnection:
         self.name = name
         self.capabilities: frozenset[str] = frozenset()
         self.idle_timeout = idle_timeout
-        self._parser = ResponseParser()
+        self._parser = ResponseParser(bulk=True)
         self._transport: asyncio.Transport | None = None
         self._pending: collections.OrderedDict[str, _Pending] = collections.OrderedDict()
         self._tagnum = 0
@@ -247,7 +248,7 @@ class ImapConnection:
     async def _starttls(self, ctx: ssl.SSLContext) -> None:
         await self.execute("STARTTLS")
         # RFC 3501 6.2.1 / RFC 2595: discard anything the server sent before TLS.
-        self._parser = ResponseParser()
+        self._parser = ResponseParser(bulk=True)
         await self._tls_handshake(ctx, f"STARTTLS with {self.host}")
         await self.refresh_capabilities()
 
@@ -521,6 +522,8 @@ class ImapConnection:
         for r in responses:
             if isinstance(r, Untagged):
                 self._on_untagged(r)
+            elif isinstance(r, FetchRun):
+                self._on_fetch_run(r)
             elif isinstance(r, Tagged):
                 p = self._pending.pop(r.tag, None)
                 if p is None:
@@ -560,6 +563,24 @@ class ImapConnection:
                     p.untagged.append(r)
                 return
         self.unsolicited.append(r)
+
+    def _on_fetch_run(self, run: FetchRun) -> None:
+        """A run of FETCH responses goes where each of them would go (the oldest command
+        that wants FETCH); a handler with an ``on_run`` method takes it whole."""
+        greeted = self._greeting is None or self._greeting.done()
+        for p in self._pending.values() if greeted else ():
+            if p.wants is None or "FETCH" in p.wants:
+                bulk = getattr(p.on_untagged, "on_run", None)
+                if bulk is None:
+                    break
+                try:
+                    bulk(run)
+                except Exception as exc:  # as in _on_untagged
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                return
+        for u in run.untagged():
+            self._on_untagged(u)
 
     def _connection_lost(self, exc: Exception | None) -> None:
         bye = self._bye

@@ -36,6 +36,7 @@ __all__ = [
     "MAX_LINE",
     "AppendUid",
     "Continuation",
+    "FetchRun",
     "Literal",
     "ProtocolError",
     "ResponseCode",
@@ -164,7 +165,48 @@ class Untagged:
     text: bytes = b""
 
 
-Response = Continuation | Tagged | Untagged
+@dataclass(slots=True)
+class FetchRun:
+    """Consecutive FETCH responses of one of the two shapes a transfer receives tens of
+    thousands of times, parsed in bulk (``ResponseParser(bulk=True)``):
+
+    * ``shape == "meta"``: ``* n FETCH (UID u RFC822.SIZE s FLAGS (...) INTERNALDATE "d")``,
+      rows ``(n, u, s, flags, d)`` with ``flags`` the raw bytes inside the parentheses;
+    * ``shape == "body"``: ``* n FETCH (UID u BODY[] {len}<bytes>)``, rows ``(n, u, body)``.
+
+    Only lines the per-line parser would read exactly the same way are taken (numbers
+    without leading zeros and in range, flat flag lists the fast path accepts), so a run
+    is just a compact form of :meth:`untagged`, which gives the per-line objects.
+    """
+
+    shape: str
+    rows: list[tuple[Any, ...]]
+    kind: str = "FETCH"
+
+    def untagged(self) -> list[Untagged]:
+        """The same responses as the per-line parser gives them."""
+        if self.shape == "meta":
+            return [
+                Untagged(
+                    "FETCH",
+                    n,
+                    [
+                        {
+                            "UID": str(uid),
+                            "RFC822.SIZE": str(size),
+                            "FLAGS": _flat_list(flags),
+                            "INTERNALDATE": date,
+                        }
+                    ],
+                )
+                for n, uid, size, flags, date in self.rows
+            ]
+        return [
+            Untagged("FETCH", n, [{"UID": str(uid), "BODY[]": body}]) for n, uid, body in self.rows
+        ]
+
+
+Response = Continuation | Tagged | Untagged | FetchRun
 
 
 # --------------------------------------------------------------------------------------
@@ -266,6 +308,25 @@ _FETCH_BODY = re.compile(rb"\(UID (\d+) BODY\[\] \{(\d+)\}\Z")
 _FETCH_META = re.compile(
     rb"\(UID (\d+) RFC822\.SIZE (\d+) FLAGS " + _FLAT + rb' INTERNALDATE "([^"\\\r\n]*)"\)\Z'
 )
+
+
+# Whole lines of those two shapes, for the bulk path.  Numbers without leading zeros
+# and of bounded length, so that str(int(x)) is the server's text and the range
+# checks below are all a consumer would make (parse_number).
+_NZ = rb"([1-9][0-9]{0,9})"
+_BULK_META = re.compile(
+    rb"\* "
+    + _NZ
+    + rb" FETCH \(UID "
+    + _NZ
+    + rb" RFC822\.SIZE (0|[1-9][0-9]{0,18}) FLAGS "
+    + _FLAT
+    + rb' INTERNALDATE "([^"\\\r\n]*)"\)\r\n'
+)
+_BULK_BODY = re.compile(
+    rb"\* " + _NZ + rb" FETCH \(UID " + _NZ + rb" BODY\[\] \{([0-9]{1,10})\}\r\n"
+)
+_MAX_SIZE = 2**63 - 1
 
 
 def _flat_list(flat: bytes) -> list[str] | None:
@@ -418,9 +479,21 @@ class ResponseParser:
     literal is copied out of the buffer exactly once.
     """
 
-    __slots__ = ("_big", "_big_off", "_buf", "_chunks", "_lit_len", "_literals", "_pos", "_scan")
+    __slots__ = (
+        "_big",
+        "_big_off",
+        "_buf",
+        "_bulk",
+        "_chunks",
+        "_lit_len",
+        "_literals",
+        "_pos",
+        "_scan",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, *, bulk: bool = False) -> None:
+        #: Give runs of the common FETCH shapes as one :class:`FetchRun` each.
+        self._bulk = bulk
         self._buf = bytearray()
         self._pos = 0  # start of the current (unfinished) line chunk
         self._scan = 0  # where to resume looking for CRLF
@@ -475,6 +548,11 @@ class ResponseParser:
                     self._literals.append(mv[self._pos : end].tobytes())
                 self._pos = self._scan = end
                 self._lit_len = -1
+            if self._bulk and not self._chunks and buf.startswith(b"* ", self._pos):
+                run = self._bulk_run(buf)
+                if run is not None:
+                    out.append(run)
+                    continue
             i = buf.find(b"\r\n", self._scan)
             if i < 0:
                 if len(buf) - self._pos > MAX_LINE:
@@ -508,6 +586,57 @@ class ResponseParser:
             self._scan -= self._pos
             self._pos = 0
         return out
+
+    def _bulk_run(self, buf: bytearray) -> FetchRun | None:
+        """Complete FETCH responses of the common shapes at the start of a line, taken
+        together (regexes over the buffer; no per-line objects).  Anything else, or
+        anything not yet complete, is left to the per-line path."""
+        pos = self._pos
+        m = _BULK_META.match(buf, pos)
+        if m is not None:
+            meta: list[tuple[Any, ...]] = []
+            match = _BULK_META.match
+            while m is not None:
+                n, uid, size, flags, date = m.group(1, 2, 3, 4, 5)
+                if (
+                    b"\\\\" in flags
+                    or (b"NIL" in flags and b"NIL" in flags.split())
+                    or int(uid) > MAX_NUMBER
+                    or int(size) > _MAX_SIZE
+                ):
+                    break
+                meta.append((int(n), int(uid), int(size), flags, date))
+                pos = m.end()
+                m = match(buf, pos)
+            if not meta:
+                return None
+            self._pos = self._scan = pos
+            return FetchRun("meta", meta)
+        m = _BULK_BODY.match(buf, pos)
+        if m is None:
+            return None
+        bodies: list[tuple[Any, ...]] = []
+        match = _BULK_BODY.match
+        have = len(buf)
+        with memoryview(buf) as mv:
+            while m is not None:
+                start = m.end()
+                size = int(m.group(3))
+                end = start + size
+                if (
+                    size > MAX_LITERAL
+                    or end + 3 > have
+                    or buf[end : end + 3] != b")\r\n"
+                    or int(m.group(2)) > MAX_NUMBER
+                ):
+                    break
+                bodies.append((int(m.group(1)), int(m.group(2)), mv[start:end].tobytes()))
+                pos = end + 3
+                m = match(buf, pos)
+        if not bodies:
+            return None
+        self._pos = self._scan = pos
+        return FetchRun("body", bodies)
 
 
 # --------------------------------------------------------------------------------------

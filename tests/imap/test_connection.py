@@ -224,3 +224,62 @@ def test_many_writers_waiting_for_a_full_send_buffer_all_resume():
             conn.abort()
 
     run(main())
+
+
+def test_a_big_command_of_many_small_literals_is_sent_exactly_in_few_writes():
+    """A MULTIAPPEND of hundreds of small messages is over the chunked-write size: its
+    parts are gathered into slices (a send() per part cost a third of the writing CPU),
+    big literals still go in slices of their own, and the bytes are exactly the
+    command's."""
+    from yippiemove.imap.protocol import Literal, encode_command
+
+    bodies = [bytes([65 + i % 26]) * (3000 + i) for i in range(400)]
+    big = b"\x00\xff" * 300_000
+    args: list[bytes | Literal] = [b"INBOX"]
+    for b in bodies[:200]:
+        args += [b"(\\Seen)", Literal(b)]
+    args += [b"()", Literal(big)]
+    for b in bodies[200:]:
+        args += [b"(\\Seen)", Literal(b)]
+    expected = b"".join(
+        p.data if isinstance(p, Literal) else p
+        for p in encode_command("Y1", "APPEND", *args, nonsync_max=1 << 30)
+    )
+    received = bytearray()
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(b"* OK [CAPABILITY IMAP4rev1 LITERAL+ MULTIAPPEND] hi\r\n")
+        await w.drain()
+        while len(received) < len(expected):
+            chunk = await r.read(1 << 16)
+            if not chunk:
+                break
+            received.extend(chunk)
+        w.write(b"Y1 OK stored\r\n")
+        await w.drain()
+        await r.read()
+
+    async def main() -> int:
+        server, port = await scripted(handler)
+        async with server:
+            conn = await ImapConnection.open("127.0.0.1", port, security="none")
+            assert conn._transport is not None
+            writes = 0
+            real = conn._transport.write
+
+            def counting(data: bytes) -> None:
+                nonlocal writes
+                writes += 1
+                real(data)
+
+            conn._transport.write = counting  # type: ignore[method-assign]
+            async with asyncio.timeout(30):
+                res = await (await conn.submit("APPEND", *args))
+            assert res.tagged.ok
+            conn.abort()
+            return writes
+
+    writes = run(main())
+    assert bytes(received) == expected
+    # ~2.0 MB of small parts in 256 kB slices, the big literal in 3 slices: not ~800.
+    assert writes <= 16, writes

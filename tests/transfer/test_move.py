@@ -14,6 +14,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+import xxhash
 
 from tests import mailcheck
 from yippiemove.imap import utf7
@@ -159,6 +160,11 @@ def test_state_file_deleted_then_rerun_adds_nothing(dovecot, tmp_path):
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["totals"]["copied"] == 0
     assert_exact(dovecot, dovecot)
+    # Found again by content: those decisions compared SHA-256s, which the state keeps.
+    db = sqlite3.connect(tmp_path / "state.sqlite")
+    present = db.execute("SELECT fingerprint FROM messages WHERE outcome = 'present'").fetchall()
+    db.close()
+    assert present and all(len(f) == 32 for (f,) in present)
 
 
 def test_partial_destination_is_completed_with_multiplicity(dovecot, tmp_path):
@@ -250,7 +256,15 @@ def test_state_file_contents(dovecot, tmp_path):
         "JOIN folders f ON f.id = m.folder_id WHERE f.source_name = 'INBOX'"
     ).fetchall()
     assert len(rows) == 14
-    assert all(r[4] == "copied" and r[3] and len(r[2]) == 32 and r[1] > 0 for r in rows)
+    assert all(r[4] == "copied" and r[3] and r[1] > 0 for r in rows)
+    # The content hash of a plain copy is the XXH3-128 of the source's exact bytes
+    # (SHA-256 only where a decision compares it: docs/design.md "Content hashes").
+    c = mailcheck.connect(dovecot.port, "src", "srcpass")
+    bodies = {uid: body for uid, _, body in mailcheck.messages(c, "INBOX")}
+    c.logout()
+    assert {r[0]: r[2] for r in rows} == {
+        uid: xxhash.xxh3_128_digest(body) for uid, body in bodies.items()
+    }
     # No message bodies and no passwords are stored.
     raw = (tmp_path / "state.sqlite").read_bytes()
     assert b"srcpass" not in raw and b"dstpass" not in raw

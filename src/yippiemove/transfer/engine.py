@@ -46,6 +46,8 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from xxhash import xxh3_128_digest
+
 from ..imap import utf7
 from ..imap.client import (
     AppendItem,
@@ -139,8 +141,20 @@ class ByteBudget:
 
 
 def fingerprint(body: bytes) -> bytes:
-    """Content fingerprint of a message's exact bytes (SHA-256: fast with SHA-NI)."""
+    """Content fingerprint of a message's exact bytes (SHA-256: fast with SHA-NI).
+
+    Every decision that a destination message *is* a source message (the duplicate
+    check, Gmail's one-copy rule, ``--verify-content``) compares these 32 bytes.
+    """
     return hashlib.sha256(body).digest()
+
+
+def checksum(body: bytes) -> bytes:
+    """The 16-byte XXH3-128 of a message's bytes: the state's record of what was copied
+    when no decision needs the SHA-256 (docs/design.md "Content hashes"). ~50 GB/s
+    here against 1.75 for SHA-256, which cost a quarter of the mover's CPU on large mail.
+    """
+    return xxh3_128_digest(body)
 
 
 def _fingerprint_all(bodies: Sequence[bytes | None]) -> list[bytes | None]:
@@ -871,8 +885,11 @@ class Mover:
                     f"the destination refused to create {name!r}: {exc.server_text}"
                 )
 
-    async def _fingerprints(self, bodies: Sequence[bytes | None]) -> list[bytes | None]:
-        """SHA-256 of each body; the big ones on a helper thread.
+    async def _fingerprints(
+        self, bodies: Sequence[bytes | None], strong: Sequence[bool]
+    ) -> list[bytes | None]:
+        """SHA-256 of each body marked ``strong`` (the big ones on a helper thread), the
+        XXH3-128 :func:`checksum` of the others.
 
         hashlib releases the GIL while it hashes a buffer of over 2 kB, so big bodies are
         hashed on the other core while the event loop goes on reading and writing the
@@ -886,7 +903,9 @@ class Mover:
         for i, b in enumerate(bodies):
             if b is None:
                 continue
-            if len(b) >= _HASH_BIG:
+            if not strong[i]:
+                out[i] = checksum(b)
+            elif len(b) >= _HASH_BIG:
                 big.append(i)
                 big_bytes += len(b)
             else:
@@ -1430,6 +1449,10 @@ class Mover:
 
         group: list[tuple[MessageMeta, AppendItem, bytes]] = []
         group_bytes = 0
+        # SHA-256 where a decision compares it: possible copies on the destination (the
+        # ``ambiguous`` ones), a Gmail destination (one copy per message), the content
+        # check; the rest only needs the state's checksum.
+        all_strong = self._gmail_dest is not None or opts.verify_content
         multi = dst.has("MULTIAPPEND")
         max_group = opts.append_batch_messages if multi else 1
         if multi and len(to_copy) >= _BIG_FOLDER:
@@ -1479,7 +1502,9 @@ class Mover:
                 if not fres.tagged.ok:
                     _per_message(CommandError("UID FETCH", fres.tagged))
                 bodies = [got.pop(m.uid, None) for m in batch]
-                fprs = await self._fingerprints(bodies)
+                fprs = await self._fingerprints(
+                    bodies, [all_strong or m.uid in ambiguous for m in batch]
+                )
                 for m, body, fpr in zip(batch, bodies, fprs, strict=True):
                     if body is None:
                         why = "it disappeared from the source during the transfer (expunged)"

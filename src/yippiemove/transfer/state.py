@@ -9,7 +9,9 @@ Tables
 ``folders``   one row per source folder: its name, UIDVALIDITY, the destination name and
               the destination's UIDVALIDITY when the row was written.
 ``messages``  one row per source message seen: source UID, size, Message-ID, content
-              fingerprint, destination UID (from APPENDUID, RFC 4315) and the outcome
+              hash (32 bytes: SHA-256, where a decision compared it -- a possible copy
+              found on the destination, a Gmail destination, ``--verify-content``; else
+              16 bytes: XXH3-128, see docs/design.md), destination UID (from APPENDUID, RFC 4315) and the outcome
               (``copied``, ``present`` -- found already on the destination --,
               ``labelled`` -- a Gmail destination's message stored from another folder
               got this folder's label --, or ``failed`` with the server's words).

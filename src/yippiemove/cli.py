@@ -183,9 +183,10 @@ def main() -> None:
 @click.option(
     "--connections",
     type=click.IntRange(1, 16),
-    default=2,
-    show_default=True,
-    help="Parallel folder workers (one connection per side each).",
+    default=None,
+    help="Parallel folder workers (one connection per side each). Default: 2, or 6 when "
+    "a round trip to the source takes 10 ms or more (each folder costs a few round trips; "
+    "more folders in flight hide them); provider limits apply.",
 )
 @click.option(
     "--retries",
@@ -238,7 +239,7 @@ def move(
     ca_file: str | None,
     no_starttls: bool,
     allow_insecure_auth: bool,
-    connections: int,
+    connections: int | None,
     retries: int,
     max_backoff: float,
     timeout: float,
@@ -296,7 +297,11 @@ def move(
         filters=filters,
         dry_run=dry_run,
         verify_content=verify_content,
-        connections=connections,
+        **(
+            {}
+            if connections is None
+            else {"connections": connections, "far_connections": connections}
+        ),
         retries=retries,
         max_backoff=max_backoff,
         idle_timeout=timeout,

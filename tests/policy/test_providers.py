@@ -197,6 +197,9 @@ def test_apply_limits_caps_connections_by_the_smaller_side_and_says_so():
     gmail = providers.by_key("gmail")
     opts, notes = apply_limits(Options(connections=16), GENERIC, gmail)
     assert opts.connections == 15
+    # The workers to far servers are capped the same way (the default asks for 6).
+    assert apply_limits(Options(far_connections=20), GENERIC, gmail)[0].far_connections == 15
+    assert apply_limits(Options(), GENERIC, gmail)[0].far_connections == 6
     assert any("connections lowered from 16 to 15" in n and "Gmail" in n for n in notes)
     # The source side counts the same way.
     opts, notes = apply_limits(Options(connections=16), gmail, GENERIC)

@@ -188,6 +188,15 @@ async def _run(mover: Any, interval: float) -> None:
         _emit(progress_line(mover))  # the final counters, folder by folder
 
 
+def connection_options(opts: dict[str, Any]) -> dict[str, int]:
+    """Worker counts for a job's Options: the operator's count (``job_connections``) for
+    near and far servers alike, or none given: automatic (2, more to far servers)."""
+    if opts.get("connections") is None:
+        return {}
+    n = int(opts["connections"])
+    return {"connections": n, "far_connections": n}
+
+
 def run_job(spec: dict[str, Any], workdir: Path) -> tuple[int, dict[str, Any]]:
     """Run one transfer as the spec says; returns (exit status, result line)."""
     from ..accounts import ssl_context
@@ -212,7 +221,7 @@ def run_job(spec: dict[str, Any], workdir: Path) -> tuple[int, dict[str, Any]]:
         exclude=list(folders.get("exclude") or []),
         rules=rules,
         filters=filters,
-        connections=int(opts.get("connections", 2)),
+        **connection_options(opts),
         retries=int(opts.get("retries", 3)),
         idle_timeout=float(opts.get("idle_timeout", 120.0)),
         connect_timeout=float(opts.get("connect_timeout", 30.0)),

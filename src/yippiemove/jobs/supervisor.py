@@ -417,7 +417,7 @@ class Supervisor:
             "folders": claim["folders"],
             "ca_file": s.ca_file,
             "allow_insecure_hosts": s.allow_insecure_hosts,
-            "options": {"connections": s.job_connections},
+            "options": {} if s.job_connections is None else {"connections": s.job_connections},
             "progress_interval": min(0.5, s.progress_interval),
         }
 

@@ -834,6 +834,7 @@ def apply_limits(options: Options, source: Provider, dest: Provider) -> tuple[Op
                 "each worker holds one"
             )
             opts.connections = limit
+        opts.far_connections = min(opts.far_connections, limit)
     size = dest.max_message_size
     if size is not None and (opts.max_message_size is None or size < opts.max_message_size):
         opts.max_message_size = size

@@ -50,8 +50,9 @@ class Settings:
     #: Limits of each job process (the jail).
     job_max_open_files: int = 1024
     job_max_memory: int = GiB
-    #: Parallel folder workers inside one job (one connection per side each).
-    job_connections: int = 2
+    #: Parallel folder workers inside one job (one connection per side each); None:
+    #: automatic, as `yippiemove move` (2, or 6 when the servers are 10 ms or more away).
+    job_connections: int | None = None
     #: How often a job that died of a transient cause is started again, per run.
     job_max_restarts: int = 3
     #: Job processes started per run at most, restarts and resumptions after a restart

@@ -204,6 +204,10 @@ class Mover:
         self._passes: dict[str, list[int]] = {}
         self._folder_errors: dict[str, str] = {}
         self._budget = ByteBudget(self.options.memory_budget)
+        #: Seconds of a round trip to the source (a NOOP while planning), when measured.
+        self.rtt: float | None = None
+        #: The destination's subscriptions, listed while planning.
+        self._dst_subscribed: set[str] | None = None
         self._hasher: ThreadPoolExecutor | None = None
         #: Merged destination folder -> (its UIDVALIDITY, destination UIDs the folders
         #: merged into it claimed so far in this run); see _merged_flags.
@@ -285,14 +289,16 @@ class Mover:
         self.progress.phase = "planning"
         opts = self.options
         # Both sides at once, each side's commands pipelined: one round trip, not five.
-        src_ns, src_boxes, src_sub_boxes, dst_ns, dst_boxes = await _gather_all(
+        src_ns, src_boxes, src_sub_boxes, dst_ns, dst_boxes, dst_sub_boxes = await _gather_all(
             src.namespace(),
             _list_with_special_use(src),
             src.list_mailboxes(subscribed=True),
             dst.namespace(),
             _list_with_special_use(dst),
+            dst.list_mailboxes(subscribed=True),
         )
         src_subs = {m.name for m in src_sub_boxes}
+        self._dst_subscribed = {m.name for m in dst_sub_boxes}
         dst_names = {_norm_inbox(m.name): m for m in dst_boxes}
 
         # Separators: each LIST answer names its own; the namespace's is the default.
@@ -583,11 +589,16 @@ class Mover:
                     sizes += await src.fetch_sizes(format_uid_set(chunk))
                 out[raw] = (len(sizes), sum(s for _, s in sizes), info.flags)
             return out
-        infos = await src.select_many(raws, readonly=True) if raws else {}
-        # Counts and sizes: one pipelined STATUS per folder (RFC 8438 SIZE).
+        # The folders' FLAGS (EXAMINE) and, pipelined with them in the same round trip,
+        # counts and sizes (one STATUS per folder, RFC 8438 SIZE).
         statuses: dict[bytes, dict[str, int]] | None = None
-        if src.has("STATUS=SIZE") and raws:
-            statuses = await src.status_many(raws, "(MESSAGES SIZE)")
+        infos: dict[bytes, SelectInfo | None] = {}
+        if raws and src.has("STATUS=SIZE"):
+            infos, statuses = await _gather_all(
+                src.select_many(raws, readonly=True), src.status_many(raws, "(MESSAGES SIZE)")
+            )
+        elif raws:
+            infos = await src.select_many(raws, readonly=True)
         for raw in raws:
             info = infos.get(raw)
             count, size = await self._count(src, raw, statuses)
@@ -675,12 +686,20 @@ class Mover:
                 asyncio.ensure_future(self.open_pair()) for _ in range(self.options.connections - 1)
             ]
         )
+        # Far servers (a slow round trip): more workers, opened while the plan is made.
+        far = (
+            None
+            if self.options.dry_run or self.options.far_connections <= self.options.connections
+            else asyncio.ensure_future(self._far_pairs(src))
+        )
         keep = False
         try:
             self.plan = plan = await self.make_plan(src, dst)
             if self.options.dry_run:
                 return plan
-            dst_subs = {m.name for m in await dst.list_mailboxes(subscribed=True)}
+            dst_subs = self._dst_subscribed
+            if dst_subs is None:
+                dst_subs = {m.name for m in await dst.list_mailboxes(subscribed=True)}
             # CREATE and SUBSCRIBE pipelined: one round trip each, whatever the folder count.
             # A special folder the destination lacks is created with its RFC 6154
             # attribute when the server offers CREATE-SPECIAL-USE.
@@ -716,6 +735,12 @@ class Mover:
                 _check(await fut, "SUBSCRIBE")
             keep = not (src.conn.closed or dst.conn.closed)
         finally:
+            if far is not None:
+                if not keep:
+                    far.cancel()
+                (grown,) = await asyncio.gather(far, return_exceptions=True)
+                if isinstance(grown, list):
+                    extra += [_done(pair) for pair in grown]
             if extra:
                 if not keep:
                     for t in extra:
@@ -735,6 +760,38 @@ class Mover:
                 await dst.logout()
         return plan
 
+    async def _far_pairs(self, src: ImapClient) -> list[tuple[ImapClient, ImapClient]]:
+        """Time a NOOP round trip to the source (pipelined with the planning commands);
+        when it is ``Options.far_rtt`` or more, open the pairs of the extra workers
+        (``far_connections``).  A pair that cannot be opened (a server's connection
+        limit...) only means fewer workers."""
+        t0 = time.monotonic()
+        _check(await (await src.conn.submit("NOOP")), "NOOP")
+        self.rtt = time.monotonic() - t0
+        opts = self.options
+        if self.rtt < opts.far_rtt:
+            return []
+        tasks = [
+            asyncio.ensure_future(self.open_pair())
+            for _ in range(opts.far_connections - opts.connections)
+        ]
+        try:
+            await asyncio.wait(tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for t in tasks:
+                if not t.cancelled() and t.exception() is None:
+                    for c in t.result():
+                        c.conn.abort()
+            raise
+        pairs = [t.result() for t in tasks if t.exception() is None]
+        self.on_event(
+            f"servers {self.rtt * 1000:.0f} ms away: {opts.connections + len(pairs)} workers"
+        )
+        return pairs
+
     async def _copy_all(self, plan: Plan) -> list[FolderResult]:
         """Copy and verify every planned folder with ``Options.connections`` workers."""
         self.progress.phase = "copying"
@@ -748,7 +805,8 @@ class Mover:
             # The folder named like the destination first (its flags win, see sync_folder).
             group.sort(key=lambda f: (f.source.name != f.dest_name, f.source.name))
             queue.put_nowait(group)
-        workers = max(1, min(self.options.connections, len(groups)))
+        # As many workers as connection pairs were opened (more on a far link, _setup).
+        workers = max(1, min(max(self.options.connections, len(self._spares)), len(groups)))
         while len(self._spares) > workers:  # fewer folders than connections
             for c in self._spares.pop():
                 await c.logout()
@@ -1802,6 +1860,12 @@ def _batches(
 def _chunks_by_count(seq: Sequence[int], n: int) -> Iterator[list[int]]:
     for i in range(0, len(seq), n):
         yield list(seq[i : i + n])
+
+
+def _done(value: Any) -> asyncio.Future[Any]:
+    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    fut.set_result(value)
+    return fut
 
 
 async def _gather_all(*aws: Awaitable[Any]) -> list[Any]:

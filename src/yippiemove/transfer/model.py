@@ -42,6 +42,12 @@ class Options:
     dry_run: bool = False
     #: Folder workers; each has one source and one destination connection.
     connections: int = 2
+    #: Workers when a round trip to the source takes ``far_rtt`` seconds or more (measured
+    #: with a NOOP while planning): each folder costs a few round trips that nothing else
+    #: can hide, so more folders in flight.  ``yippiemove move --connections N`` sets
+    #: both to N; provider presets cap both (policy/providers.py).
+    far_connections: int = 6
+    far_rtt: float = 0.010
     fetch_batch_bytes: int = 2 * 1024 * 1024
     fetch_batch_messages: int = 256
     fetch_window: int = 3

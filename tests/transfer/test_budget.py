@@ -43,6 +43,19 @@ def _load(server: DovecotServer) -> None:
         server.deliver_many("src", folder, items)
 
 
+class _Checked(ByteBudget):
+    """A budget that notes releases of more than is in use (the count clamps at 0)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.over_released: list[tuple[int, int]] = []
+
+    def release(self, n: int) -> None:
+        if n > self.used:
+            self.over_released.append((n, self.used))
+        super().release(n)
+
+
 @pytest.mark.parametrize("connections", [2, 3, 5])
 def test_small_budget_many_workers_completes_exactly(
     dovecot: DovecotServer, tmp_path: Path, connections: int
@@ -62,6 +75,7 @@ def test_small_budget_many_workers_completes_exactly(
     dst = Endpoint("127.0.0.1", dovecot.port, "dst", "none", "dstpass", allow_insecure_auth=True)
     state = State(tmp_path / "state.sqlite")
     mover = Mover(src, dst, state=state, options=options)
+    mover._budget = budget = _Checked(options.memory_budget)
     try:
         results = asyncio.run(asyncio.wait_for(mover.run(), timeout=120))
     finally:
@@ -69,6 +83,9 @@ def test_small_budget_many_workers_completes_exactly(
     assert sum(r.copied for r in results) == 200
     assert not any(r.failures for r in results)
     assert mover._budget.used == 0
+    # Every byte given back was taken before: a worker that gives back more than it
+    # holds lets the others fetch past the budget (peak memory grew with the workers).
+    assert budget.over_released == [], budget.over_released[:5]
     got = mailcheck.snapshot(dovecot.port, "dst", "dstpass")
     want = mailcheck.snapshot(dovecot.port, "src", "srcpass")
     assert mailcheck.in_utc(got) == mailcheck.in_utc(want)
@@ -82,3 +99,19 @@ def test_budget_would_wait() -> None:
     assert b.would_wait(41)
     b.release(60)
     assert not b.would_wait(100)
+
+
+def test_budget_grow_wakes_waiters_and_never_shrinks() -> None:
+    async def main() -> None:
+        b = ByteBudget(100)
+        await b.acquire(80)
+        waiter = asyncio.ensure_future(b.acquire(50))
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        b.grow(200)  # a far link: more bytes in flight
+        assert await asyncio.wait_for(waiter, 1) == 50
+        assert b.used == 130
+        b.grow(10)
+        assert b.limit == 200
+
+    asyncio.run(main())

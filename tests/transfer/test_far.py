@@ -59,16 +59,18 @@ def test_near_servers_keep_the_usual_workers(dovecot, monkeypatch):
     assert mover.rtt is not None and mover.rtt < 10.0
     assert len(started) == 2
     assert not any("ms away" in e for e in events)
+    assert mover._budget.limit == Options.memory_budget
 
 
 def test_an_explicit_count_is_kept_whatever_the_distance(dovecot, monkeypatch):
-    """``--connections N`` sets both counts: no NOOP, no growth."""
+    """``--connections N`` sets both counts: no growth (the budget still grows)."""
     populate(dovecot)
     mover, _, started = _move(
         dovecot, Options(connections=3, far_connections=3, far_rtt=0.0), monkeypatch
     )
-    assert mover.rtt is None
+    assert mover.rtt is not None
     assert len(started) == 3
+    assert mover._budget.limit == Options.far_memory_budget
 
 
 def test_a_server_refusing_more_connections_means_fewer_workers(dovecot_factory, monkeypatch):

@@ -48,6 +48,9 @@ class Options:
     #: both to N; provider presets cap both (policy/providers.py).
     far_connections: int = 6
     far_rtt: float = 0.010
+    #: ``memory_budget`` on such a link: the bytes in flight must cover two round trips
+    #: (FETCH, then the APPEND's answer) for the link to stay busy.
+    far_memory_budget: int = 48 * 1024 * 1024
     fetch_batch_bytes: int = 2 * 1024 * 1024
     fetch_batch_messages: int = 256
     fetch_window: int = 3

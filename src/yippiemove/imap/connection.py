@@ -148,6 +148,7 @@ class ImapConnection:
         self.name = name
         self.capabilities: frozenset[str] = frozenset()
         self.idle_timeout = idle_timeout
+        self.greeted_in: float | None = None
         self._parser = ResponseParser(bulk=True)
         self._transport: asyncio.Transport | None = None
         self._pending: collections.OrderedDict[str, _Pending] = collections.OrderedDict()
@@ -200,6 +201,7 @@ class ImapConnection:
         if ctx is None and security != "none":
             ctx = ssl.create_default_context()  # loading the system CAs costs ~20 ms
         self._greeting = loop.create_future()
+        started = time.monotonic()
         try:
             async with asyncio.timeout(timeout):
                 try:
@@ -218,6 +220,9 @@ class ImapConnection:
                     assert ctx is not None
                     await self._tls_handshake(ctx, f"TLS with {host}:{port}")
                 greeting = await self._greeting
+                #: Seconds from connecting to the greeting: at least one round trip
+                #: (TCP's handshake, then the greeting; TLS adds its own).
+                self.greeted_in = time.monotonic() - started
                 if greeting.kind == "BYE":
                     raise ConnectError(
                         f"{host}:{port} refused the connection: "

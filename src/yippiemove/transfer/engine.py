@@ -693,7 +693,15 @@ class Mover:
             ]
         )
         # Far servers (a slow round trip): more workers, opened while the plan is made.
-        far = None if self.options.dry_run else asyncio.ensure_future(self._far_pairs(src))
+        # The NOOP goes out before the planning commands, so that its round trip is
+        # not also theirs.
+        far = (
+            None
+            if self.options.dry_run
+            else asyncio.ensure_future(
+                self._far_pairs(src, time.monotonic(), await src.conn.submit("NOOP"))
+            )
+        )
         keep = False
         try:
             self.plan = plan = await self.make_plan(src, dst)
@@ -762,15 +770,20 @@ class Mover:
                 await dst.logout()
         return plan
 
-    async def _far_pairs(self, src: ImapClient) -> list[tuple[ImapClient, ImapClient]]:
-        """Time a NOOP round trip to the source (pipelined with the planning commands);
-        when it is ``Options.far_rtt`` or more, the byte budget grows to
+    async def _far_pairs(
+        self, src: ImapClient, sent: float, noop: asyncio.Future[CommandResult]
+    ) -> list[tuple[ImapClient, ImapClient]]:
+        """The round trip to the source: the shorter of a NOOP's and of the time the
+        connection took to greet (each is at least one round trip; taking both keeps a
+        busy machine's hiccup from passing for distance).  When it is
+        ``Options.far_rtt`` or more, the byte budget grows to
         ``far_memory_budget`` and the pairs of the extra workers (``far_connections``)
         are opened.  A pair that cannot be opened (a server's connection limit...) only
         means fewer workers."""
-        t0 = time.monotonic()
-        _check(await (await src.conn.submit("NOOP")), "NOOP")
-        self.rtt = time.monotonic() - t0
+        _check(await noop, "NOOP")
+        self.rtt = time.monotonic() - sent
+        if src.conn.greeted_in is not None:
+            self.rtt = min(self.rtt, src.conn.greeted_in)
         opts = self.options
         if self.rtt < opts.far_rtt:
             return []

@@ -95,7 +95,8 @@ class FolderPlan:
     role: str | None = None
     #: Other source folders going to the same destination folder (merged).
     merged_with: tuple[str, ...] = ()
-    #: Flags/keywords in the source folder's FLAGS the destination folder cannot keep.
+    #: Flags/keywords in the source folder's FLAGS the destination folder cannot keep
+    #: (worked out by dry runs; a real run reports them per folder as it copies).
     unstorable_flags: tuple[str, ...] = ()
     #: RFC 6154 attribute the destination folder is created with (CREATE-SPECIAL-USE).
     create_use: str | None = None

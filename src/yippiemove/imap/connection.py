@@ -334,8 +334,10 @@ class ImapConnection:
             data = view[:pos].tobytes() if pos else b""
         finally:
             view.release()
-        if len(buf) > 4 << 20:
-            self._tls_buf = bytearray(1 << 18)  # do not keep a huge buffer after a burst
+        if len(buf) > 1 << 20:
+            # Do not keep a big buffer after a burst: with 6 workers (far servers) that is
+            # 12 connections' worth of it.
+            self._tls_buf = bytearray(1 << 18)
         if data:
             self._plaintext_received(data)
         if error is not None and self._closed_exc is None:

@@ -50,7 +50,7 @@ class Options:
     far_rtt: float = 0.010
     #: ``memory_budget`` on such a link: the bytes in flight must cover two round trips
     #: (FETCH, then the APPEND's answer) for the link to stay busy.
-    far_memory_budget: int = 48 * 1024 * 1024
+    far_memory_budget: int = 40 * 1024 * 1024
     fetch_batch_bytes: int = 2 * 1024 * 1024
     fetch_batch_messages: int = 256
     fetch_window: int = 3

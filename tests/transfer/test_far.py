@@ -94,3 +94,33 @@ def test_the_service_passes_its_count_or_none(given, expect):
 
     opts = Options(**connection_options({} if given is None else {"connections": given}))
     assert (opts.connections, opts.far_connections) == expect
+
+
+def test_over_tls_the_far_budget_is_smaller(dovecot, monkeypatch):
+    """TLS buffers cost per connection and the servers' TLS work sets the pace there:
+    a far link over TLS gets ``far_memory_budget_tls``."""
+    import ssl
+
+    populate(dovecot)
+    ctx = ssl.create_default_context(cafile=str(dovecot.ca_file))
+    started: list[int] = []
+    original = engine.Mover._worker
+
+    async def counting(self, queue, results):  # type: ignore[no-untyped-def]
+        started.append(1)
+        return await original(self, queue, results)
+
+    monkeypatch.setattr(engine.Mover, "_worker", counting)
+
+    def ep(user: str, pw: str) -> Endpoint:
+        return Endpoint("127.0.0.1", dovecot.port, user, "require-starttls", pw, ssl_context=ctx)
+
+    mover = engine.Mover(
+        ep("src", "srcpass"), ep("dst", "dstpass"), options=Options(far_rtt=0.0, far_connections=3)
+    )
+    results = asyncio.run(mover.run())
+    assert all(r.error is None and r.failed == 0 for r in results)
+    assert len(started) == 3
+    assert mover._budget.limit == Options.far_memory_budget_tls < Options.far_memory_budget
+    src = mailcheck.snapshot(dovecot.port, "src", "srcpass")
+    assert mailcheck.snapshot(dovecot.port, "dst", "dstpass") == src

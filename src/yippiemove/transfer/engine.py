@@ -703,7 +703,7 @@ class Mover:
             None
             if self.options.dry_run
             else asyncio.ensure_future(
-                self._far_pairs(src, time.monotonic(), await src.conn.submit("NOOP"))
+                self._far_pairs(src, dst, time.monotonic(), await src.conn.submit("NOOP"))
             )
         )
         keep = False
@@ -775,15 +775,19 @@ class Mover:
         return plan
 
     async def _far_pairs(
-        self, src: ImapClient, sent: float, noop: asyncio.Future[CommandResult]
+        self,
+        src: ImapClient,
+        dst: ImapClient,
+        sent: float,
+        noop: asyncio.Future[CommandResult],
     ) -> list[tuple[ImapClient, ImapClient]]:
         """The round trip to the source: the shorter of a NOOP's and of the time the
         connection took to greet (each is at least one round trip; taking both keeps a
         busy machine's hiccup from passing for distance).  When it is
-        ``Options.far_rtt`` or more, the byte budget grows to
-        ``far_memory_budget`` and the pairs of the extra workers (``far_connections``)
-        are opened.  A pair that cannot be opened (a server's connection limit...) only
-        means fewer workers."""
+        ``Options.far_rtt`` or more, the byte budget grows to ``far_memory_budget``
+        (``far_memory_budget_tls`` over TLS) and the pairs of the extra workers
+        (``far_connections``) are opened.  A pair that cannot be opened (a server's
+        connection limit...) only means fewer workers."""
         _check(await noop, "NOOP")
         self.rtt = time.monotonic() - sent
         if src.conn.greeted_in is not None:
@@ -791,7 +795,8 @@ class Mover:
         opts = self.options
         if self.rtt < opts.far_rtt:
             return []
-        self._budget.grow(opts.far_memory_budget)
+        tls = src.conn.tls or dst.conn.tls
+        self._budget.grow(opts.far_memory_budget_tls if tls else opts.far_memory_budget)
         if opts.far_connections <= opts.connections:
             return []
         tasks = [

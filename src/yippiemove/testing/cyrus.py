@@ -76,15 +76,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
 
+from yippiemove.testing._server import LocalServer, _port_free
 from yippiemove.testing.dovecot import (
-    _free_port,
     _group_members,
     _iter_flags,
     _mutf7,
-    _port_free,
     _tail,
     _tls_material,
 )
@@ -303,7 +301,7 @@ def _stop_all() -> None:
             server.stop()
 
 
-class CyrusServer:
+class CyrusServer(LocalServer):
     """A private Cyrus IMAP server on 127.0.0.1; see the module docstring.
 
     ``special_folders`` maps RFC 6154 attributes to folder names under ``INBOX.``
@@ -313,7 +311,8 @@ class CyrusServer:
     ``extra_config`` lines are appended to the generated ``imapd.conf``.
     """
 
-    host = "127.0.0.1"
+    kind = "Cyrus"
+    error = CyrusError
     separator = "."
     prefix = "INBOX."
 
@@ -365,33 +364,6 @@ class CyrusServer:
     # ----------------------------------------------------------------- properties
 
     @property
-    def running(self) -> bool:
-        """True between a successful :meth:`start` and :meth:`stop`."""
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def port(self) -> int:
-        """Plain IMAP port (offers STARTTLS; LOGIN works without it)."""
-        return self._need(self._port)
-
-    @property
-    def tls_port(self) -> int:
-        """Implicit-TLS (imaps) port."""
-        return self._need(self._tls_port)
-
-    @property
-    def pid(self) -> int:
-        """PID of the Cyrus master, which leads the process group of the instance."""
-        if self._proc is None:
-            raise CyrusError("Cyrus server is not running")
-        return self._proc.pid
-
-    @property
-    def ca_file(self) -> Path:
-        """CA certificate (PEM) that signed the server's certificate."""
-        return self.base_dir / "ssl" / "ca.pem"
-
-    @property
     def log_path(self) -> Path:
         """The master's stdout and stderr."""
         return self.base_dir / "cyrus.log"
@@ -400,11 +372,6 @@ class CyrusServer:
     def config_path(self) -> Path:
         """A copy of the generated imapd.conf."""
         return self.base_dir / "imapd.conf"
-
-    @property
-    def users(self) -> dict[str, str]:
-        """A copy of the user -> password map."""
-        return dict(self._users)
 
     def special_folder(self, use: str) -> str:
         """Full name (``INBOX.Sent Items``) of the folder with special-use attribute ``use``."""
@@ -417,24 +384,7 @@ class CyrusServer:
         state = f"port={self._port} tls_port={self._tls_port}" if self.running else "stopped"
         return f"<CyrusServer {self.base_dir} {state}>"
 
-    def _need(self, value: int | None) -> int:
-        if value is None:
-            raise CyrusError("Cyrus server has not been started")
-        return value
-
     # ----------------------------------------------------------------- lifecycle
-
-    def __enter__(self) -> CyrusServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self, timeout: float = START_TIMEOUT) -> CyrusServer:
         """Start Cyrus, wait for its greeting, make the users' mailboxes; returns self."""
@@ -473,15 +423,6 @@ class CyrusServer:
         with self._lock:
             _running.discard(self)
             self._cleanup(timeout)
-
-    def _pick_ports(self, *, reuse: bool) -> None:
-        if reuse and self._port and self._tls_port:
-            if _port_free(self.host, self._port) and _port_free(self.host, self._tls_port):
-                return
-        self._port = _free_port(self.host)
-        self._tls_port = _free_port(self.host)
-        while self._tls_port == self._port:
-            self._tls_port = _free_port(self.host)
 
     def _launch(self, binaries: CyrusBinaries, timeout: float) -> bool:
         """Run the master; True when ready, False when a port was taken meanwhile."""
@@ -528,31 +469,6 @@ class CyrusServer:
                     f" log {self.log_path}:\n{_tail(self._log_since(log_start))}"
                 )
             time.sleep(0.005)
-
-    def _greets(self) -> bool:
-        try:
-            with socket.create_connection((self.host, self.port), timeout=2) as s:
-                data = b""
-                while not data.endswith(b"\n") and len(data) < 4096:
-                    chunk = s.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                if data.startswith(b"* OK"):
-                    with contextlib.suppress(OSError):
-                        s.sendall(b"x LOGOUT\r\n")
-                    return True
-                return False
-        except OSError:
-            return False
-
-    def _log_since(self, offset: int) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(offset)
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
 
     def _kill_group(self, timeout: float) -> None:
         """SIGTERM the whole process group (master then ends its children), then SIGKILL."""

@@ -62,8 +62,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
+
+from ._server import LocalServer
 
 __all__ = [
     "DovecotError",
@@ -255,22 +256,6 @@ def _mutf7(name: str) -> str:
     return "".join(out)
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
 def _group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes in process group pgid."""
     try:
@@ -354,7 +339,7 @@ def _stop_all() -> None:
             server.stop()
 
 
-class DovecotServer:
+class DovecotServer(LocalServer):
     """A private Dovecot IMAP server on 127.0.0.1; see the module docstring.
 
     ``separator`` and ``prefix`` go into the inbox namespace.  ``layout`` is the
@@ -369,7 +354,8 @@ class DovecotServer:
     ``extra_config`` is appended to the generated configuration.
     """
 
-    host = "127.0.0.1"
+    kind = "Dovecot"
+    error = DovecotError
 
     def __init__(
         self,
@@ -437,33 +423,6 @@ class DovecotServer:
     # ----------------------------------------------------------------- properties
 
     @property
-    def running(self) -> bool:
-        """True between a successful :meth:`start` and :meth:`stop`."""
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def port(self) -> int:
-        """Plain IMAP port (offers STARTTLS)."""
-        return self._need(self._port)
-
-    @property
-    def tls_port(self) -> int:
-        """Implicit-TLS (imaps) port."""
-        return self._need(self._tls_port)
-
-    @property
-    def pid(self) -> int:
-        """PID of the Dovecot master, which leads the process group of the instance."""
-        if self._proc is None:
-            raise DovecotError("Dovecot server is not running")
-        return self._proc.pid
-
-    @property
-    def ca_file(self) -> Path:
-        """CA certificate (PEM) that signed the server's certificate."""
-        return self.base_dir / "ssl" / "ca.pem"
-
-    @property
     def log_path(self) -> Path:
         """Dovecot's log file (all levels)."""
         return self.base_dir / "dovecot.log"
@@ -473,11 +432,6 @@ class DovecotServer:
         """The generated dovecot.conf."""
         return self.base_dir / "dovecot.conf"
 
-    @property
-    def users(self) -> dict[str, str]:
-        """A copy of the user → password map."""
-        return dict(self._users)
-
     def maildir(self, user: str) -> Path:
         """The user's Maildir root (INBOX) under ``base_dir/mail``."""
         return self.base_dir / "mail" / user / "Maildir"
@@ -486,24 +440,7 @@ class DovecotServer:
         state = f"port={self._port} tls_port={self._tls_port}" if self.running else "stopped"
         return f"<DovecotServer {self.base_dir} separator={self.separator!r} {state}>"
 
-    def _need(self, value: int | None) -> int:
-        if value is None:
-            raise DovecotError("Dovecot server has not been started")
-        return value
-
     # ----------------------------------------------------------------- lifecycle
-
-    def __enter__(self) -> DovecotServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self, timeout: float = START_TIMEOUT) -> DovecotServer:
         """Start Dovecot and wait until it greets with ``* OK``; returns self."""
@@ -541,15 +478,6 @@ class DovecotServer:
             _running.discard(self)
             self._cleanup(timeout)
 
-    def _pick_ports(self, *, reuse: bool) -> None:
-        if reuse and self._port and self._tls_port:
-            if _port_free(self.host, self._port) and _port_free(self.host, self._tls_port):
-                return
-        self._port = _free_port(self.host)
-        self._tls_port = _free_port(self.host)
-        while self._tls_port == self._port:
-            self._tls_port = _free_port(self.host)
-
     def _launch(self, binary: str, timeout: float) -> bool:
         """Run the master; True when ready, False when a port was taken meanwhile."""
         log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
@@ -584,31 +512,6 @@ class DovecotServer:
                     f"{_tail(self._log_since(log_start))}"
                 )
             time.sleep(0.003)
-
-    def _greets(self) -> bool:
-        try:
-            with socket.create_connection((self.host, self.port), timeout=2) as s:
-                data = b""
-                while not data.endswith(b"\n") and len(data) < 4096:
-                    chunk = s.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                if data.startswith(b"* OK"):
-                    with contextlib.suppress(OSError):
-                        s.sendall(b"x LOGOUT\r\n")
-                    return True
-                return False
-        except OSError:
-            return False
-
-    def _log_since(self, offset: int) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(offset)
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
 
     def _kill_group(self, timeout: float) -> None:
         """SIGTERM the whole process group, then SIGKILL the master and any rest.

@@ -185,7 +185,7 @@ def main() -> None:
     type=click.IntRange(1, 16),
     default=None,
     help="Parallel folder workers (one connection per side each). Default: 2, or 6 when "
-    "a round trip to the source takes 10 ms or more (each folder costs a few round trips; "
+    "a round trip to either server takes 10 ms or more (each folder costs a few round trips; "
     "more folders in flight hide them); provider limits apply.",
 )
 @click.option(

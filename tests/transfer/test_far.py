@@ -124,3 +124,32 @@ def test_over_tls_the_far_budget_is_smaller(dovecot, monkeypatch):
     assert mover._budget.limit == Options.far_memory_budget_tls < Options.far_memory_budget
     src = mailcheck.snapshot(dovecot.port, "src", "srcpass")
     assert mailcheck.snapshot(dovecot.port, "dst", "dstpass") == src
+
+
+def test_a_far_destination_alone_counts(dovecot, monkeypatch):
+    """A near source and a far destination (a local server moved to a provider): the
+    folders wait on the destination's round trips, so that is the distance.  The
+    destination's NOOP answer and greeting are held back 60 ms here (a seam: loopback
+    has no distance to give)."""
+    from yippiemove.imap.connection import ImapConnection
+
+    populate(dovecot)
+    submit = ImapConnection.submit
+
+    async def slow_noop(self, name, *args, **kw):  # type: ignore[no-untyped-def]
+        fut = await submit(self, name, *args, **kw)
+        if name != "NOOP" or self.name != "destination":
+            return fut
+        late = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(
+            lambda f: asyncio.get_running_loop().call_later(0.06, late.set_result, f.result())
+        )
+        self.greeted_in = max(self.greeted_in or 0.0, 0.06)
+        return late
+
+    monkeypatch.setattr(ImapConnection, "submit", slow_noop)
+    mover, _, started = _move(dovecot, Options(far_rtt=0.03, far_connections=4), monkeypatch)
+    assert mover.rtt is not None and mover.rtt >= 0.06
+    assert len(started) == 4
+    src = mailcheck.snapshot(dovecot.port, "src", "srcpass")
+    assert mailcheck.snapshot(dovecot.port, "dst", "dstpass") == src

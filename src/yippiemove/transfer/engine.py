@@ -703,7 +703,13 @@ class Mover:
             None
             if self.options.dry_run
             else asyncio.ensure_future(
-                self._far_pairs(src, dst, time.monotonic(), await src.conn.submit("NOOP"))
+                self._far_pairs(
+                    src,
+                    dst,
+                    time.monotonic(),
+                    await src.conn.submit("NOOP"),
+                    await dst.conn.submit("NOOP"),
+                )
             )
         )
         keep = False
@@ -779,19 +785,28 @@ class Mover:
         src: ImapClient,
         dst: ImapClient,
         sent: float,
-        noop: asyncio.Future[CommandResult],
+        src_noop: asyncio.Future[CommandResult],
+        dst_noop: asyncio.Future[CommandResult],
     ) -> list[tuple[ImapClient, ImapClient]]:
-        """The round trip to the source: the shorter of a NOOP's and of the time the
-        connection took to greet (each is at least one round trip; taking both keeps a
-        busy machine's hiccup from passing for distance).  When it is
+        """The round trip to the farther of the two servers (a folder waits on both),
+        each the shorter of a NOOP's and of the time its connection took to greet
+        (each is at least one round trip; taking both keeps a busy machine's hiccup
+        from passing for distance).  When it is
         ``Options.far_rtt`` or more, the byte budget grows to ``far_memory_budget``
         (``far_memory_budget_tls`` over TLS) and the pairs of the extra workers
         (``far_connections``) are opened.  A pair that cannot be opened (a server's
         connection limit...) only means fewer workers."""
-        _check(await noop, "NOOP")
-        self.rtt = time.monotonic() - sent
-        if src.conn.greeted_in is not None:
-            self.rtt = min(self.rtt, src.conn.greeted_in)
+        answered: dict[int, float] = {}
+        for noop in (src_noop, dst_noop):
+            noop.add_done_callback(lambda f: answered.setdefault(id(f), time.monotonic()))
+        trips = []
+        for client, noop in ((src, src_noop), (dst, dst_noop)):
+            _check(await noop, "NOOP")
+            trip = answered.get(id(noop), time.monotonic()) - sent
+            if client.conn.greeted_in is not None:
+                trip = min(trip, client.conn.greeted_in)
+            trips.append(trip)
+        self.rtt = max(trips)
         opts = self.options
         if self.rtt < opts.far_rtt:
             return []

@@ -42,8 +42,8 @@ class Options:
     dry_run: bool = False
     #: Folder workers; each has one source and one destination connection.
     connections: int = 2
-    #: Workers when a round trip to the source takes ``far_rtt`` seconds or more (measured
-    #: with a NOOP while planning): each folder costs a few round trips that nothing else
+    #: Workers when a round trip to either server takes ``far_rtt`` seconds or more
+    #: (measured with a NOOP while planning): each folder costs a few round trips that nothing else
     #: can hide, so more folders in flight.  ``yippiemove move --connections N`` sets
     #: both to N; provider presets cap both (policy/providers.py).
     far_connections: int = 6

@@ -210,7 +210,7 @@ class Mover:
         self._passes: dict[str, list[int]] = {}
         self._folder_errors: dict[str, str] = {}
         self._budget = ByteBudget(self.options.memory_budget)
-        #: Seconds of a round trip to the source (a NOOP while planning), when measured.
+        #: Seconds of a round trip to the farther server (NOOPs while planning), if measured.
         self.rtt: float | None = None
         #: The destination's subscriptions, listed while planning.
         self._dst_subscribed: set[str] | None = None

@@ -10,6 +10,7 @@ instead of the servers (the benchmark measures the real thing through a latency 
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 import pytest
 
@@ -19,8 +20,11 @@ from yippiemove.transfer import engine
 from yippiemove.transfer.model import Endpoint, Options
 
 
-def _move(server, options: Options, monkeypatch) -> tuple[engine.Mover, list[str], list[int]]:
-    """Run a Mover; return it, its events, and how many workers started."""
+def _move(
+    server, options: Options, monkeypatch, ctx: ssl.SSLContext | None = None
+) -> tuple[engine.Mover, list[str], list[int]]:
+    """Run a Mover (STARTTLS when ``ctx`` is given); return it, its events, and how many
+    workers started."""
     started: list[int] = []
     original = engine.Mover._worker
 
@@ -31,6 +35,8 @@ def _move(server, options: Options, monkeypatch) -> tuple[engine.Mover, list[str
     monkeypatch.setattr(engine.Mover, "_worker", counting)
 
     def ep(user: str, pw: str) -> Endpoint:
+        if ctx is not None:
+            return Endpoint("127.0.0.1", server.port, user, "require-starttls", pw, ssl_context=ctx)
         return Endpoint("127.0.0.1", server.port, user, "none", pw, allow_insecure_auth=True)
 
     events: list[str] = []
@@ -99,27 +105,9 @@ def test_the_service_passes_its_count_or_none(given, expect):
 def test_over_tls_the_far_budget_is_smaller(dovecot, monkeypatch):
     """TLS buffers cost per connection and the servers' TLS work sets the pace there:
     a far link over TLS gets ``far_memory_budget_tls``."""
-    import ssl
-
     populate(dovecot)
     ctx = ssl.create_default_context(cafile=str(dovecot.ca_file))
-    started: list[int] = []
-    original = engine.Mover._worker
-
-    async def counting(self, queue, results):  # type: ignore[no-untyped-def]
-        started.append(1)
-        return await original(self, queue, results)
-
-    monkeypatch.setattr(engine.Mover, "_worker", counting)
-
-    def ep(user: str, pw: str) -> Endpoint:
-        return Endpoint("127.0.0.1", dovecot.port, user, "require-starttls", pw, ssl_context=ctx)
-
-    mover = engine.Mover(
-        ep("src", "srcpass"), ep("dst", "dstpass"), options=Options(far_rtt=0.0, far_connections=3)
-    )
-    results = asyncio.run(mover.run())
-    assert all(r.error is None and r.failed == 0 for r in results)
+    mover, _, started = _move(dovecot, Options(far_rtt=0.0, far_connections=3), monkeypatch, ctx)
     assert len(started) == 3
     assert mover._budget.limit == Options.far_memory_budget_tls < Options.far_memory_budget
     src = mailcheck.snapshot(dovecot.port, "src", "srcpass")

@@ -36,7 +36,7 @@ from tests.transfer.test_kill_campaign import (
     Midway,
     Timing,
     exactness,
-    mailbox,
+    load_source,
     midway,
     report_problem,
     slow_link,
@@ -149,10 +149,7 @@ def calibrate(svc: Service, uid: int, server: Any) -> Timing:
     """Once per campaign, through the service: a typical mailbox over a slow and a fast
     link, then a re-run of the second (it finds everything there); from the moment the
     job process is seen to the job's end."""
-    box = mailbox(random.Random("calibration"), 1)
-    for folder, items in box.items():
-        server.deliver_many("calsrc", folder, items)
-    size = sum(len(m.raw) for items in box.values() for m in items)
+    _, _, size = load_source(server, "calsrc", random.Random("calibration"), 1)
     seconds: list[float] = []
     for rate, dst in ((RATES[0], "caldst"), (RATES[-1], "caldst2")):
         with slow_link(server.port, rate) as link:
@@ -186,11 +183,7 @@ def run_trial(
 ) -> None:
     rng = random.Random(f"service-{seed}-{i}")
     src, dst = f"s{i}", f"d{i}"
-    box = mailbox(rng, 100_000 * (i + 1))
-    for folder, items in box.items():
-        server.deliver_many(src, folder, items)
-    count = sum(len(items) for items in box.values())
-    size = sum(len(m.raw) for items in box.values() for m in items)
+    _, count, size = load_source(server, src, rng, 100_000 * (i + 1))
     rate = rng.choice(RATES)
 
     def estimate(left: int) -> float:  # serve runs a job with one connection

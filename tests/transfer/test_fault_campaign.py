@@ -61,6 +61,26 @@ class Tally:
         )
 
 
+def add_message(
+    items: list[MaildirMessage], rng: random.Random, n: int, n0: int, size: int, odd: float
+) -> None:
+    """Message ``n`` of ``size`` bytes: with chance ``odd`` without a Message-ID, as often
+    with a Message-ID shared by other messages of the mailbox; random flags, a date from
+    ``n``, and sometimes a byte-identical twin."""
+    kind = rng.random()
+    if kind < odd:
+        raw = make_message(n, msgid=None, size=size)
+    elif kind < 2 * odd:
+        raw = make_message(n, msgid=f"<shared{n0}@x>", body=f"body {n}".encode())
+    else:
+        raw = make_message(n, size=size)
+    flags = FLAG_SETS[rng.randrange(len(FLAG_SETS))]
+    when = datetime(2000 + n % 25, 1 + n % 12, 1 + n % 28, n % 24, n % 60, tzinfo=UTC)
+    items.append(MaildirMessage(raw, flags, when))
+    if rng.random() < 0.08:  # a byte-identical twin
+        items.append(MaildirMessage(raw, flags, when))
+
+
 def mailbox(rng: random.Random, n0: int) -> dict[str, list[MaildirMessage]]:
     """A random source mailbox; message numbers start at ``n0`` (Message-IDs differ
     between transfers)."""
@@ -71,18 +91,7 @@ def mailbox(rng: random.Random, n0: int) -> dict[str, list[MaildirMessage]]:
         for _ in range(rng.randint(0, 25)):
             n += 1
             size = rng.choice([0, 200, 1500, 5000, 20000, 70000, rng.randrange(0, 250_000)])
-            kind = rng.random()
-            if kind < 0.1:
-                raw = make_message(n, msgid=None, size=size)
-            elif kind < 0.2:
-                raw = make_message(n, msgid=f"<shared{n0}@x>", body=f"body {n}".encode())
-            else:
-                raw = make_message(n, size=size)
-            flags = FLAG_SETS[rng.randrange(len(FLAG_SETS))]
-            when = datetime(2000 + n % 25, 1 + n % 12, 1 + n % 28, n % 24, n % 60, tzinfo=UTC)
-            items.append(MaildirMessage(raw, flags, when))
-            if rng.random() < 0.08:  # a byte-identical twin
-                items.append(MaildirMessage(raw, flags, when))
+            add_message(items, rng, n, n0, size, odd=0.1)
         out[folder] = items
     return out
 

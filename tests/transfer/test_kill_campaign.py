@@ -31,13 +31,13 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tests import mailcheck
 from tests.faultproxy import Fault, FaultProxy
-from tests.transfer.test_move import FLAG_SETS, make_message
+from tests.transfer.test_fault_campaign import add_message
+from tests.transfer.test_move import make_message
 from yippiemove.testing.dovecot import DovecotServer, MaildirMessage
 
 QUICK = 8
@@ -82,18 +82,7 @@ def mailbox(rng: random.Random, n0: int) -> dict[str, list[MaildirMessage]]:
         for _ in range(rng.randint(5, 200)):
             n += 1
             size = rng.choice([0, 300, 2000, 8000, 30000, 60000])
-            kind = rng.random()
-            if kind < 0.08:
-                raw = make_message(n, msgid=None, size=size)
-            elif kind < 0.16:
-                raw = make_message(n, msgid=f"<shared{n0}@x>", body=f"body {n}".encode())
-            else:
-                raw = make_message(n, size=size)
-            flags = FLAG_SETS[rng.randrange(len(FLAG_SETS))]
-            when = datetime(2000 + n % 25, 1 + n % 12, 1 + n % 28, n % 24, n % 60, tzinfo=UTC)
-            items.append(MaildirMessage(raw, flags, when))
-            if rng.random() < 0.08:  # a byte-identical twin
-                items.append(MaildirMessage(raw, flags, when))
+            add_message(items, rng, n, n0, size, odd=0.08)
         out[folder] = items
     for _ in range(rng.randint(2, 6)):  # a few big ones
         n += 1
@@ -238,10 +227,7 @@ class Timing:
 def calibrate(server: DovecotServer, work: Path) -> Timing:
     """Once per campaign: full transfers of a typical mailbox over a slow and a fast
     link, then the same command again (it finds everything there)."""
-    box = mailbox(random.Random("calibration"), 1)
-    for folder, items in box.items():
-        server.deliver_many("calsrc", folder, items)
-    size = sum(len(m.raw) for items in box.values() for m in items)
+    _, _, size = load_source(server, "calsrc", random.Random("calibration"), 1)
     seconds: list[float] = []
     for rate, dst in ((RATES[0], "caldst"), (RATES[-1], "caldst2")):
         (work / dst).mkdir(parents=True)
@@ -256,16 +242,24 @@ def calibrate(server: DovecotServer, work: Path) -> Timing:
     return Timing.fit(fixed, size, (RATES[0], copying[0]), (RATES[-1], copying[1]))
 
 
+def load_source(
+    server: Any, user: str, rng: random.Random, n0: int
+) -> tuple[dict[str, list[MaildirMessage]], int, int]:
+    """A random mailbox delivered to ``user``: it, its message count and its bytes."""
+    box = mailbox(rng, n0)
+    for folder, items in box.items():
+        server.deliver_many(user, folder, items)
+    count = sum(len(items) for items in box.values())
+    size = sum(len(m.raw) for items in box.values() for m in items)
+    return box, count, size
+
+
 def run_trial(
     server: DovecotServer, tmp: Path, seed: int, i: int, timing: Timing, tally: Tally
 ) -> None:
     rng = random.Random(f"{seed}-{i}")
     src, dst = f"s{i}", f"d{i}"
-    box = mailbox(rng, 100_000 * (i + 1))
-    for folder, items in box.items():
-        server.deliver_many(src, folder, items)
-    count = sum(len(items) for items in box.values())
-    size = sum(len(m.raw) for items in box.values() for m in items)
+    box, count, size = load_source(server, src, rng, 100_000 * (i + 1))
     connections = rng.randint(1, 3)
     rate = rng.choice(RATES)
     workers = min(connections, len(box))

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from yippiemove.testing.cyrus import INSTALL_HINT as CYRUS_INSTALL_HINT
-from yippiemove.testing.cyrus import CyrusServer, cyrus_available
+from tests.doubles.cyrus import INSTALL_HINT as CYRUS_INSTALL_HINT
+from tests.doubles.cyrus import CyrusServer, cyrus_available
 from yippiemove.testing.dovecot import INSTALL_HINT, DovecotServer, dovecot_available
 
 
@@ -121,11 +121,11 @@ def corpus_dir() -> Path:
 
 @pytest.fixture
 def gmail() -> Iterator[Any]:
-    """A running Gmail IMAP double (yippiemove.testing.gmail.GmailServer), plain text on
+    """A running Gmail IMAP double (tests.doubles.gmail.GmailServer), plain text on
     127.0.0.1, users src@gmail.test/srcpass and dst@gmail.test/dstpass (in an account URL
     write the "@" of the user name as %40).  Fails the test if the double hit an internal
     error."""
-    from yippiemove.testing.gmail import GmailServer
+    from tests.doubles.gmail import GmailServer
 
     server = GmailServer(users={"src@gmail.test": "srcpass", "dst@gmail.test": "dstpass"})
     with server:

@@ -20,8 +20,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from tests import mailcheck
+from tests.doubles.cyrus import CyrusMessage, CyrusServer
 from yippiemove.imap import utf7
-from yippiemove.testing.cyrus import CyrusMessage, CyrusServer
 from yippiemove.testing.dovecot import DovecotServer, MaildirMessage
 
 # Folders on the Dovecot ("/") side besides INBOX and the special ones; Unicode names.

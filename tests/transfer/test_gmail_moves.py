@@ -1,6 +1,6 @@
 """`yippiemove move` out of, into and between Gmail accounts (issue 5, Gmail part 2).
 
-There is no Gmail here: the Gmail side is the double (yippiemove.testing.gmail, fixture
+There is no Gmail here: the Gmail side is the double (tests.doubles.gmail, fixture
 ``gmail``), whose seeding/inspection API is the judge of what Gmail holds (one message
 per X-GM-MSGID, its labels, flags, INTERNALDATE and bytes).  The Dovecot side is judged
 by tests/mailcheck.py (imaplib), as in the other transfer tests.
@@ -30,9 +30,9 @@ from pathlib import Path
 import pytest
 
 from tests import mailcheck
+from tests.doubles.gmail import GmailServer
 from yippiemove.imap.client import AppendItem, ImapClient, MessageMeta, append_result
 from yippiemove.imap.connection import ImapConnection
-from yippiemove.testing.gmail import GmailServer
 from yippiemove.transfer.engine import Mover, fingerprint
 from yippiemove.transfer.gmail import GmailDest
 from yippiemove.transfer.model import Endpoint, Options

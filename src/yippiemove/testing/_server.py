@@ -34,7 +34,7 @@ def _port_free(host: str, port: int) -> bool:
 
 class LocalServer:
     """Base of :class:`~yippiemove.testing.dovecot.DovecotServer` and
-    :class:`~yippiemove.testing.cyrus.CyrusServer`: ports, process, CA, users, and the
+    :class:`~tests.doubles.cyrus.CyrusServer`: ports, process, CA, users, and the
     context-manager protocol (``with Server(...) as s:`` starts and stops it)."""
 
     #: What the server is called in errors, and the error class a subclass raises.

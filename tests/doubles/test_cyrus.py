@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from yippiemove.testing.cyrus import (
+from tests.doubles.cyrus import (
     DEFAULT_SPECIAL_FOLDERS,
     CyrusError,
     CyrusMessage,
@@ -188,7 +188,7 @@ def test_deliver_creates_nested_and_non_ascii_folders(cyrus):
 
 
 def test_deliver_many_batches_are_multiappends(cyrus, monkeypatch):
-    from yippiemove.testing import cyrus as cyrus_module
+    from tests.doubles import cyrus as cyrus_module
 
     monkeypatch.setattr(cyrus_module, "_BATCH_BYTES", 500)
     items = [msg(i, b"x" * 100) for i in range(20)]

@@ -1,4 +1,4 @@
-"""The Gmail IMAP double (yippiemove.testing.gmail), driven by independent clients.
+"""The Gmail IMAP double (tests.doubles.gmail), driven by independent clients.
 
 Three clients look at it: the standard library's imaplib, a raw socket (for the exact
 bytes of literals and pipelining) and the project's own async ImapClient (what the mover
@@ -23,10 +23,10 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from tests import mailcheck
+from tests.doubles.gmail import APPENDLIMIT, GmailServer
 from yippiemove.imap.client import AppendItem, ImapClient, append_result
 from yippiemove.imap.connection import ImapConnection
 from yippiemove.imap.errors import AuthenticationError, CommandError
-from yippiemove.testing.gmail import APPENDLIMIT, GmailServer
 
 ME = "me@gmail.test"
 PW = "app-password"

@@ -271,7 +271,7 @@ def move(
         _die(str(exc))
     if ca_file and not Path(ca_file).is_file():
         _die(f"--ca-file {ca_file!r} does not exist")
-    # Loading the system's CAs costs ~20 ms: only when a connection may use TLS.
+    # The system's CAs only when a connection may use TLS (why: docs/performance.md item 12).
     may_use_tls = not no_starttls or "imaps" in (src_url.scheme, dst_url.scheme)
     ctx = None
     if may_use_tls or ca_file:

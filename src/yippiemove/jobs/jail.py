@@ -339,12 +339,13 @@ def _job_main() -> int:
 
 # ---------------------------------------------------------------------- the zygote
 #
-# Starting a job process costs ~0.15 s of CPU (interpreter, asyncio, ssl, the IMAP stack)
-# and ~20 MB of private memory: little for a big mailbox, most of the work for a small
-# one.  The zygote pays it once: a single-threaded process that has imported everything
-# and forks one child per job.  A child gets exactly what an exec'd job process gets --
-# its own session, limits, death signal, private directory, clean environment, its spec
-# on its own stdin -- and shares the imported code with its siblings (copy-on-write).
+# Starting a job process costs CPU and memory (interpreter, asyncio, ssl, the IMAP stack;
+# figures: docs/performance.md, "Job process start-up"): little for a big mailbox, most of
+# the work for a small one.  The zygote pays it once: a single-threaded process that has
+# imported everything and forks one child per job.  A child gets exactly what an exec'd
+# job process gets -- its own session, limits, death signal, private directory, clean
+# environment, its spec on its own stdin -- and shares the imported code with its siblings
+# (copy-on-write).
 #
 # Protocol on the control socket (SOCK_SEQPACKET, ``--zygote FD``, JSON per message):
 #   supervisor -> zygote: {"op": "spawn", "token", "cwd", "nofile", "memory"} with the

@@ -7,8 +7,8 @@ passwords) only on its own stdin pipe.
 
 - ``exec`` (``Settings.job_spawn = "exec"``): ``python -P -m yippiemove.jobs.jail``, a
   new interpreter per job.  Limits are set with ``prlimit(2)`` before the job gets its
-  spec; it dies with the supervisor thread that started it.  Costs ~0.15 s of CPU and
-  ~20 MB of private memory per job to start.
+  spec; it dies with the supervisor thread that started it.  Costlier per job to start
+  (see docs/performance.md, "Job process start-up").
 - ``fork`` (the default): one zygote per service process (``python -P -m
   yippiemove.jobs.jail --zygote FD``), single-threaded, with the mover imported, forks each
   job.  The child sets its own session, limits and death signal (tied to the zygote,

@@ -44,8 +44,9 @@ class Settings:
     #: Queue backend: "sqlite" (embedded Huey, file under data_dir) or a Huey
     #: "redis://..." URL for workers on many machines (see docs/service.md).
     queue_url: str = "sqlite"
-    #: How job processes start: "fork" (from a preloaded zygote: ~10x cheaper to start,
-    #: code pages shared) or "exec" (a new interpreter per job).  See jobs/launch.py.
+    #: How job processes start: "fork" (from a preloaded zygote: cheaper to start, code
+    #: pages shared; see docs/performance.md, "Job process start-up") or "exec" (a new
+    #: interpreter per job).  See jobs/launch.py.
     job_spawn: str = "fork"
     #: Limits of each job process (the jail).
     job_max_open_files: int = 1024

@@ -1,13 +1,23 @@
-"""Account addresses as people type them: ``imap://USER@HOST:PORT`` and ``imaps://...``.
+"""Accounts -> engine endpoints, for every front door.
 
-Shared by the front doors (CLI, service).  Passwords never come from a URL or argv.
+- Addresses as people type them (the CLI): ``imap://USER@HOST:PORT``, ``imaps://...``
+  or a bare e-mail address of a known provider (:func:`resolve_account`,
+  :meth:`AccountURL.endpoint`);
+- accounts as the service stores them (host, port, security, username, password):
+  :func:`make_endpoint`, used by the job process and by the service's account check.
+
+Passwords never come from a URL or argv.  Layering: below the front doors, the service
+and jobs (they import this); above transfer and policy (this imports
+``transfer.model.Endpoint`` and the provider presets, never anything above).
 """
 
 from __future__ import annotations
 
 import re
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote
 
 from .imap.connection import is_loopback
@@ -18,6 +28,7 @@ from .transfer.model import Endpoint
 __all__ = [
     "AccountURL",
     "AccountURLError",
+    "make_endpoint",
     "parse_account_url",
     "resolve_account",
     "ssl_context",
@@ -154,3 +165,32 @@ def ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=ca_file)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx
+
+
+def make_endpoint(
+    account: Mapping[str, Any], ssl_context: ssl.SSLContext | None, allow_insecure_hosts: bool
+) -> Endpoint:
+    """An engine Endpoint from a service account (host, port, security, username, password).
+
+    ``starttls`` requires STARTTLS except on loopback (so a password never goes out in
+    the clear because a server or a man in the middle left STARTTLS out); ``none`` is
+    plain text, which validation only lets through for loopback hosts unless the
+    operator allowed insecure hosts.
+    """
+    host = str(account["host"])
+    loopback = is_loopback(host)
+    security = str(account["security"])
+    mode = {
+        "tls": "tls",
+        "starttls": "starttls" if loopback else "require-starttls",
+        "none": "none",
+    }[security]
+    return Endpoint(
+        host=host,
+        port=int(account["port"]),
+        user=str(account["username"]),
+        security=mode,
+        password=str(account.get("password", "")),
+        ssl_context=ssl_context,
+        allow_insecure_auth=loopback or (security == "none" and allow_insecure_hosts),
+    )

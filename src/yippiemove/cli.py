@@ -11,11 +11,17 @@ from __future__ import annotations
 import asyncio
 import getpass
 import hashlib
+import importlib
 import json
 import logging
 import os
+import secrets
+import signal
+import subprocess
 import sys
+import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -23,21 +29,20 @@ import click
 
 from . import __version__
 from .accounts import AccountURL, AccountURLError, resolve_account, ssl_context
-from .imap.errors import ImapError, ProtocolError
 from .policy import providers
 from .policy.rules import FolderRules, MessageFilter, RuleError
-from .transfer.engine import Mover, PlanError
+from .transfer.engine import Mover
 from .transfer.model import FolderResult, Options, Plan, Progress
+from .transfer.report import Exit, build_report, exit_code, outcome_of, write_report
+from .transfer.run import make_options, prepare
 from .transfer.state import State, StateError
-
-EXIT_OK, EXIT_FAILED, EXIT_ABORTED = 0, 1, 2
 
 log = logging.getLogger("yippiemove")
 
 
 def _die(message: str) -> NoReturn:
     click.echo(f"yippiemove: error: {message}", err=True)
-    sys.exit(EXIT_ABORTED)
+    sys.exit(int(Exit.ABORTED))
 
 
 def read_password(role: str, url: AccountURL, password_file: str | None) -> str:
@@ -64,7 +69,7 @@ def read_password(role: str, url: AccountURL, password_file: str | None) -> str:
 
 
 def default_state_path(source: AccountURL, dest: AccountURL) -> Path:
-    import platformdirs
+    import platformdirs  # here, not at the top: ~9 ms of start-up, only without --state
 
     key = f"{source.scheme}://{source.user}@{source.host}:{source.port}>" + (
         f"{dest.scheme}://{dest.user}@{dest.host}:{dest.port}"
@@ -191,7 +196,7 @@ def main() -> None:
 @click.option(
     "--retries",
     type=click.IntRange(0, 100),
-    default=5,
+    default=Options.retries,
     show_default=True,
     help="Attempts in a row without progress after a dropped connection, a timeout or "
     "throttling, per folder, before giving up (waits grow exponentially).",
@@ -290,26 +295,23 @@ def move(
     if (source.host, source.port, source.user) == (dest.host, dest.port, dest.user):
         _die("--source and --dest are the same account")
 
-    options = Options(
-        include=list(folders),
-        exclude=list(excludes),
+    options = make_options(
+        include=folders,
+        exclude=excludes,
         rules=rules,
         filters=filters,
         dry_run=dry_run,
         verify_content=verify_content,
-        **(
-            {}
-            if connections is None
-            else {"connections": connections, "far_connections": connections}
-        ),
+        connections=connections,
         retries=retries,
         max_backoff=max_backoff,
         idle_timeout=timeout,
-        connect_timeout=min(Options.connect_timeout, timeout),
     )
     # Provider presets (policy/providers.py): connection cap, size limit, sign-in rules.
-    options, preset_notes = providers.apply_limits(options, src_provider, dst_provider)
-    for note in preset_notes:
+    transfer = prepare(
+        source, dest, options, source_provider=src_provider, dest_provider=dst_provider
+    )
+    for note in transfer.notes:
         click.echo(f"note: {note}")
     state: State | None = None
     new_state: Path | None = None  # the state file, when this run created it
@@ -317,20 +319,14 @@ def move(
         path = Path(state_path) if state_path else default_state_path(src_url, dst_url)
         fresh = not path.exists()
         try:
-            state = State(path)
-            state.set_meta("source", source.label)
-            state.set_meta("dest", dest.label)
+            state = transfer.open_state(path)
         except StateError as exc:
             _die(str(exc))
         new_state = path if fresh else None
     show_bar = sys.stderr.isatty() if progress is None else progress
-    prog = Progress()
-    mover = Mover(
-        source,
-        dest,
+    mover = transfer.mover(
         state=state,
-        options=options,
-        progress=prog,
+        progress=Progress(),
         on_event=log.info if verbose or not show_bar else log.debug,
     )
     started = time.time()
@@ -339,16 +335,11 @@ def move(
     try:
         asyncio.run(_run_with_progress(mover, show_bar))
         status = "done"
-    except KeyboardInterrupt:
-        error = "interrupted; run the same command again to resume"
-    except PlanError as exc:
-        error = str(exc)
-    except ImapError as exc:
-        error = str(exc)
-    except ProtocolError as exc:  # an answer that parsed but makes no sense
-        error = f"a server sent an answer that is not valid IMAP: {exc}"
-    except StateError as exc:
-        error = str(exc)
+    except BaseException as exc:
+        outcome = outcome_of(exc)
+        if outcome is None:  # a bug: the traceback shows
+            raise
+        status, error = outcome.status, outcome.error
     finally:
         if state is not None:
             try:
@@ -360,12 +351,8 @@ def move(
         # nothing was changed, and no state file is left behind either.
         for leftover in ("", "-wal", "-shm", "-journal"):
             Path(str(new_state) + leftover).unlink(missing_ok=True)
-    warnings = (
-        providers.bandwidth_warnings(mover.plan.total_bytes, src_provider, dst_provider)
-        if mover.plan is not None
-        else []
-    )
-    presets = {"source": src_provider.key, "dest": dst_provider.key, "notes": preset_notes}
+    warnings = transfer.bandwidth_warnings(mover.plan.total_bytes) if mover.plan is not None else []
+    presets = transfer.presets()
     if dry_run and mover.plan is not None and error is None:
         print_plan(mover.plan)
         for w in warnings:
@@ -380,7 +367,7 @@ def move(
                     "warnings": warnings,
                 },
             )
-        sys.exit(EXIT_OK)
+        sys.exit(int(Exit.OK))
     report = build_report(mover, source.label, dest.label, started, status, error)
     report["presets"] = presets
     report["warnings"] = warnings
@@ -391,8 +378,7 @@ def move(
     print_summary(mover.results)
     for w in warnings:
         click.echo(w)
-    t = report["totals"]
-    sys.exit(EXIT_FAILED if t["failed"] or t["folders_failed"] else EXIT_OK)
+    sys.exit(int(exit_code(report)))
 
 
 async def _run_with_progress(mover: Mover, show_bar: bool) -> None:
@@ -415,6 +401,8 @@ async def _run_with_progress(mover: Mover, show_bar: bool) -> None:
                 )
         await task
         return
+    # Imported here, not at the top: rich.progress costs ~30 ms of start-up, only worth
+    # paying when a bar is shown.
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -534,50 +522,9 @@ def print_summary(results: list[FolderResult]) -> None:
     )
 
 
-def build_report(
-    mover: Mover, source: str, dest: str, started: float, status: str, error: str | None
-) -> dict[str, Any]:
-    results = mover.results
-    failures = [f.as_dict() for r in results for f in r.failures]
-    return {
-        "version": 1,
-        "source": source,
-        "dest": dest,
-        "started": started,
-        "finished": time.time(),
-        "status": status if error is None else "aborted",
-        "error": error,
-        "totals": {
-            "folders": len(results),
-            "source_count": sum(r.source_count for r in results),
-            "copied": sum(r.copied for r in results),
-            "already_present": sum(r.present for r in results),
-            "labelled": sum(r.labelled for r in results),
-            "failed": len(failures) + sum(r.failed for r in results if r.error),
-            "folders_failed": sum(1 for r in results if r.error),
-            "verified": sum(r.verified for r in results),
-            "content_verified": sum(r.content_verified for r in results),
-            "bytes_copied": sum(r.bytes_copied for r in results),
-        },
-        "progress": {
-            "messages_done": mover.progress.messages_done,
-            "messages_total": mover.progress.messages_total,
-            "bytes_done": mover.progress.bytes_done,
-            "bytes_total": mover.progress.bytes_total,
-            "failed": mover.progress.failed,
-            "reconnects": mover.progress.reconnects,
-        },
-        "plan": mover.plan.as_dict() if mover.plan is not None else None,
-        "folders": [r.as_dict() for r in results],
-        "failures": failures,
-    }
-
-
 def _write_json(path: str, data: dict[str, Any]) -> None:
-    tmp = Path(path + ".tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
-        tmp.replace(path)
+        write_report(path, data)
     except OSError as exc:
         _die(f"cannot write report {path!r}: {exc.strerror}")
 
@@ -593,12 +540,9 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
 @click.option("--keep", is_flag=True, help="Keep the servers running until Ctrl-C, to look around.")
 def demo(messages: int, keep: bool) -> None:
     """Start a throwaway local Dovecot, fill a sample mailbox, and move it with `yippiemove move`."""
-    import secrets
-    import subprocess
-    import tempfile
-    from collections import defaultdict
 
-    from .testing.dovecot import DovecotServer, dovecot_available
+    # The demo's servers and sample mail (test doubles) only load for the demo.
+    from .testing.dovecot import DovecotServer, MaildirMessage, dovecot_available
     from .testing.sample import sample_mailbox
 
     if not dovecot_available():
@@ -609,8 +553,6 @@ def demo(messages: int, keep: bool) -> None:
         click.echo("Starting a throwaway Dovecot on 127.0.0.1 ...")
         with DovecotServer(work / "dovecot", users={"old": src_pw, "new": dst_pw}) as server:
             by_folder: dict[str, list[Any]] = defaultdict(list)
-            from .testing.dovecot import MaildirMessage
-
             total = 0
             for m in sample_mailbox(messages):
                 by_folder[m.folder].append(MaildirMessage(m.raw, m.flags, m.internaldate))
@@ -679,6 +621,10 @@ def _data_dir_option(f: Any) -> Any:
     )(f)
 
 
+# The service commands import the service in their functions: it pulls in SQLAlchemy,
+# Huey and the job supervisor (~200 ms) that `yippiemove move` must not pay at start-up.
+
+
 def _service(data_dir: Path | None, **overrides: Any) -> Any:
     from .service.config import Settings
     from .service.core import Service
@@ -690,7 +636,6 @@ def _service(data_dir: Path | None, **overrides: Any) -> Any:
 
 
 def _load_app_factory(spec: str) -> Any:
-    import importlib
 
     module_name, _, attr = spec.partition(":")
     try:
@@ -738,9 +683,8 @@ def serve(
     app_factory: str,
 ) -> None:
     """Run the service: web app, control database, job queue and local job workers."""
-    import signal
 
-    import uvicorn
+    import uvicorn  # only `serve` needs the web server
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
@@ -777,7 +721,6 @@ def serve(
 @click.option("--ca-file", metavar="FILE", help="Trust this CA bundle for IMAP servers.")
 def worker(data_dir: Path | None, workers: int | None, ca_file: str | None) -> None:
     """Run job workers only (no web app), e.g. on more machines sharing the queue."""
-    import signal
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from yippiemove.policy import providers
-from yippiemove.policy.providers import GENERIC, PROVIDERS, apply_limits, bandwidth_warnings
+from yippiemove.policy.providers import GENERIC, PROVIDERS, bandwidth_warnings
 from yippiemove.transfer.model import Options
+from yippiemove.transfer.run import apply_limits
 from yippiemove.web import presets as web_presets
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "providers.md"

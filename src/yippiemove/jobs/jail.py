@@ -30,59 +30,41 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
+import gc
 import json
 import logging
 import os
+import random
 import resource
 import select
 import signal
-import ssl
+import socket
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..imap.connection import is_loopback
-from ..transfer.model import Endpoint
-
-if TYPE_CHECKING:
-    from ..transfer.state import StateError
+from ..accounts import make_endpoint, ssl_context
+from ..policy.rules import from_options
+from ..transfer.engine import Mover
+from ..transfer.model import Options, Progress
+from ..transfer.report import Exit, build_report, exit_code, outcome_of, write_report
+from ..transfer.run import Transfer, make_options, prepare, worker_counts
+from ..transfer.state import State, StateError
 
 log = logging.getLogger("yippiemove.jail")
 
-EXIT_OK, EXIT_FAILED, EXIT_ABORTED = 0, 1, 2
 PR_SET_PDEATHSIG = 1
 
-__all__ = ["main", "make_endpoint"]
+#: Retries of a service job (``Options.retries`` in a row without progress), unless the
+#: spec says otherwise: fewer than the CLI's default (``Options.retries``, 5), because the
+#: supervisor restarts a job that ended on a transient error (docs/service.md, "Restarts").
+JOB_RETRIES = 3
 
-
-def make_endpoint(
-    account: dict[str, Any], ssl_context: ssl.SSLContext | None, allow_insecure_hosts: bool
-) -> Endpoint:
-    """An engine Endpoint from an account dict (host, port, security, username, password).
-
-    ``starttls`` requires STARTTLS except on loopback (so a password never goes out in
-    the clear because a server or a man in the middle left STARTTLS out); ``none`` is
-    plain text, which validation only lets through for loopback hosts unless the
-    operator allowed insecure hosts.
-    """
-    host = str(account["host"])
-    loopback = is_loopback(host)
-    security = str(account["security"])
-    mode = {
-        "tls": "tls",
-        "starttls": "starttls" if loopback else "require-starttls",
-        "none": "none",
-    }[security]
-    return Endpoint(
-        host=host,
-        port=int(account["port"]),
-        user=str(account["username"]),
-        security=mode,
-        password=str(account.get("password", "")),
-        ssl_context=ssl_context,
-        allow_insecure_auth=loopback or (security == "none" and allow_insecure_hosts),
-    )
+# make_endpoint lives in accounts.py (endpoint building is the accounts' job); the name
+# stays importable from here for callers written before.
+__all__ = ["JOB_RETRIES", "main", "make_endpoint", "run_job"]
 
 
 def _die_with_parent(parent: int) -> None:
@@ -92,13 +74,11 @@ def _die_with_parent(parent: int) -> None:
     code between fork and exec can deadlock there.  The parent check closes the window
     in which the supervisor died before the prctl.
     """
-    import ctypes
-
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != parent:
-        os._exit(EXIT_ABORTED)
+        os._exit(Exit.ABORTED)
 
 
 def _emit(obj: dict[str, Any]) -> None:
@@ -148,7 +128,7 @@ def progress_line(mover: Any) -> dict[str, Any]:
     return line
 
 
-class _OutOfMemory(Exception):
+class _OutOfMemory(MemoryError):
     """The job hit its memory limit somewhere asyncio caught it (a protocol callback)."""
 
 
@@ -191,22 +171,13 @@ async def _run(mover: Any, interval: float) -> None:
 def connection_options(opts: dict[str, Any]) -> dict[str, int]:
     """Worker counts for a job's Options: the operator's count (``job_connections``) for
     near and far servers alike, or none given: automatic (2, more to far servers)."""
-    if opts.get("connections") is None:
-        return {}
-    n = int(opts["connections"])
-    return {"connections": n, "far_connections": n}
+    n = opts.get("connections")
+    return worker_counts(None if n is None else int(n))
 
 
-def run_job(spec: dict[str, Any], workdir: Path) -> tuple[int, dict[str, Any]]:
-    """Run one transfer as the spec says; returns (exit status, result line)."""
-    from ..accounts import ssl_context
-    from ..cli import build_report
-    from ..imap.errors import ImapError, ProtocolError
-    from ..policy.rules import from_options
-    from ..transfer.engine import Mover, PlanError
-    from ..transfer.model import Options, Progress
-    from ..transfer.state import State, StateError
-
+def _transfer_from_spec(spec: dict[str, Any]) -> tuple[Transfer, float]:
+    """The spec's accounts and options as a Transfer (the passwords are taken out of the
+    spec), and the progress interval."""
     ctx = ssl_context(spec.get("ca_file"))
     insecure = bool(spec.get("allow_insecure_hosts"))
     source = make_endpoint(spec["source"], ctx, insecure)
@@ -216,101 +187,80 @@ def run_job(spec: dict[str, Any], workdir: Path) -> tuple[int, dict[str, Any]]:
     folders = spec.get("folders") or {}
     opts = spec.get("options") or {}
     rules, filters = from_options(folders)  # checked by the service when the job was made
-    options = Options(
-        include=list(folders.get("include") or []),
-        exclude=list(folders.get("exclude") or []),
+    n = opts.get("connections")
+    options = make_options(
+        include=folders.get("include") or [],
+        exclude=folders.get("exclude") or [],
         rules=rules,
         filters=filters,
-        **connection_options(opts),
-        retries=int(opts.get("retries", 3)),
-        idle_timeout=float(opts.get("idle_timeout", 120.0)),
-        connect_timeout=float(opts.get("connect_timeout", 30.0)),
+        connections=None if n is None else int(n),
+        retries=int(opts.get("retries", JOB_RETRIES)),
+        idle_timeout=float(opts.get("idle_timeout", Options.idle_timeout)),
+        connect_timeout=float(opts.get("connect_timeout", Options.connect_timeout)),
     )
-    # Provider presets (policy/providers.py), found by host as `yippiemove move` does:
-    # connection cap and the destination's size limit.
-    from ..policy import providers
+    # Provider presets (policy/providers.py), found by host as `yippiemove move` does for
+    # an imap:// URL: connection cap and the destination's size limit.
+    return prepare(source, dest, options), float(spec.get("progress_interval", 0.5))
 
-    src_provider = providers.for_host(source.host, source.user) or providers.GENERIC
-    dst_provider = providers.for_host(dest.host, dest.user) or providers.GENERIC
-    options, preset_notes = providers.apply_limits(options, src_provider, dst_provider)
-    for note in preset_notes:
+
+def run_job(spec: dict[str, Any], workdir: Path) -> tuple[int, dict[str, Any]]:
+    """Run one transfer as the spec says; returns (exit status, result line)."""
+    transfer, interval = _transfer_from_spec(spec)
+    return run_transfer(transfer, workdir, interval)
+
+
+def run_transfer(transfer: Transfer, workdir: Path, interval: float) -> tuple[int, dict[str, Any]]:
+    """Run the transfer with its state and report in ``workdir``, progress lines every
+    ``interval`` seconds; returns (exit status, result line)."""
+    for note in transfer.notes:
         log.info("%s", note)
     started = time.time()
     status, error, transient = "interrupted", None, False
     state: State | None = None
-    mover = Mover(source, dest, state=None, options=options, progress=Progress(), on_event=log.info)
+    mover: Mover = transfer.mover(state=None, progress=Progress(), on_event=log.info)
     try:
-        state = State(workdir / "state.sqlite")
-        state.set_meta("source", source.label)
-        state.set_meta("dest", dest.label)
+        state = transfer.open_state(workdir / "state.sqlite")
         mover.state = state
-        asyncio.run(_run(mover, float(spec.get("progress_interval", 0.5))))
+        asyncio.run(_run(mover, interval))
         status = "done"
-    except asyncio.CancelledError:
-        status, error = "cancelled", "cancelled"
-    except ImapError as exc:
-        error, transient = str(exc), exc.transient
-    except ProtocolError as exc:  # an answer that parsed but makes no sense
-        error = f"a server sent an answer that is not valid IMAP: {exc}"
-    except StateError as exc:
-        error = _state_problem(exc)
-    except PlanError as exc:
-        error = str(exc)
-    except (MemoryError, _OutOfMemory):
-        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-        size = f" of {limit >> 20} MiB" if limit > 0 else ""
-        error = f"the transfer needs more memory than the job's limit{size}"
-    except Exception as exc:  # a bug: the traceback goes to job.log, not to the customer
-        log.exception("internal error")
-        error = f"internal error ({type(exc).__name__}); the operator can see job.log"
+    except BaseException as exc:
+        outcome = outcome_of(exc, job=True)
+        if outcome is None:
+            raise
+        if outcome.bug:
+            log.exception("internal error")
+        status, error, transient = outcome.status, outcome.error, outcome.transient
     finally:
         if state is not None:
             try:
                 state.close()
             except StateError as exc:
-                error = error or _state_problem(exc)
-    report = build_report(mover, source.label, dest.label, started, status, error)
-    if status == "cancelled":
-        report["status"] = "cancelled"
+                error = error or _error_text(exc)
+    report = build_report(mover, transfer.source.label, transfer.dest.label, started, status, error)
     try:
-        _write_json(workdir / "report.json", report)
+        write_report(workdir / "report.json", report)
     except OSError as exc:  # a full disk: the result line below still says what happened
         log.error("cannot write report.json: %s", exc.strerror)
         for stale in ("report.json.tmp", "report.json"):  # not an older run's report
             with contextlib.suppress(OSError):
                 (workdir / stale).unlink()
-    t = report["totals"]
-    if error is not None:
-        code = EXIT_ABORTED
-    else:
-        code = EXIT_FAILED if t["failed"] or t["folders_failed"] else EXIT_OK
+    code = int(exit_code(report))
     result = {
         "type": "result",
         "status": report["status"],
         "exit": code,
         "error": error,
         "transient": transient,
-        "totals": t,
+        "totals": report["totals"],
         "progress": report["progress"],
     }
     return code, result
 
 
-def _state_problem(exc: StateError) -> str:
-    """A StateError as the customer sees it: a full disk is named plainly, without the
-    service's paths (the operator finds the job's directory from its id)."""
-    if exc.disk_full:
-        return (
-            f"cannot write the job state on the service's disk: {exc.reason}. Nothing is "
-            "lost: re-run the transfer once the operator has freed some space, and it resumes"
-        )
-    return str(exc)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)
+def _error_text(exc: StateError) -> str:
+    outcome = outcome_of(exc, job=True)
+    assert outcome is not None  # a StateError always has one
+    return outcome.error
 
 
 def _job_main() -> int:
@@ -327,7 +277,7 @@ def _job_main() -> int:
     sys.stdin.close()
     if not line:
         log.error("no job spec on stdin")
-        return EXIT_ABORTED
+        return Exit.ABORTED
     spec = json.loads(line)
     del line
     log.info("job %s starting in %s (pid %d)", spec.get("job_id"), os.getcwd(), os.getpid())
@@ -356,14 +306,18 @@ def _job_main() -> int:
 
 
 def _preload() -> None:
-    """Import what a job needs, so that forked children start ready."""
-    from .. import accounts, cli  # noqa: F401
-    from ..transfer import engine, state  # noqa: F401
+    """Import what a job needs, so that forked children start ready.
+
+    Everything a job runs is imported at the top of this module, so this only checks
+    that it is there: keep it that way (an import hidden in a function would be paid by
+    every forked job, and would not be shared copy-on-write)."""
+    from .. import accounts  # noqa: F401
+    from ..transfer import engine, report, run, state  # noqa: F401
 
 
 def _zygote_child(fds: list[int], request: dict[str, Any], zygote: int) -> None:
     """In the forked child: become an isolated job process, run the job, exit."""
-    code = EXIT_ABORTED
+    code = Exit.ABORTED
     try:
         os.setsid()
         for target, fd in enumerate(fds):
@@ -380,11 +334,7 @@ def _zygote_child(fds: list[int], request: dict[str, Any], zygote: int) -> None:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        import random
-
         random.seed()  # not the zygote's sequence in every job
-        import gc
-
         gc.enable()
         sys.stdin = open(0, encoding="utf-8", closefd=False)
         sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
@@ -402,9 +352,6 @@ def _zygote_child(fds: list[int], request: dict[str, Any], zygote: int) -> None:
 
 def zygote_main(parent: int, control_fd: int) -> int:
     """Fork job processes on request (see above) until the control socket closes."""
-    import gc
-    import socket
-
     _die_with_parent(parent)
     os.umask(0o077)
     gc.disable()

@@ -3,7 +3,7 @@
 One table, :data:`PROVIDERS`, is the single source of truth for the command line (an
 account given as a bare e-mail address, ``--source-preset``/``--dest-preset``), the web
 order form (:mod:`yippiemove.web.presets` derives its cards from it) and the limits the
-mover respects (:func:`apply_limits`, :func:`bandwidth_warnings`).
+mover respects (:func:`limits`, :func:`bandwidth_warnings`).
 
 Every figure comes from a source, listed per figure in :attr:`Provider.sources` and, with
 what the mover does with it, in ``docs/providers.md`` (a test checks that the two agree).
@@ -19,25 +19,23 @@ custom domains cannot be found this way, only by host or an explicit preset).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-
-from ..transfer.model import Options
 
 __all__ = [
     "GENERIC",
     "PROVIDERS",
     "Folders",
+    "Limits",
     "Provider",
     "Source",
-    "apply_limits",
     "bandwidth_warnings",
     "by_key",
     "for_address",
     "for_host",
     "format_size",
     "keys",
+    "limits",
 ]
 
 MiB = 1024 * 1024
@@ -808,8 +806,39 @@ def _name(p: Provider) -> str:
     return p.label if not p.generic else "the server"
 
 
-def apply_limits(options: Options, source: Provider, dest: Provider) -> tuple[Options, list[str]]:
-    """Options that respect both providers' limits, and what was changed and why.
+@dataclass(frozen=True)
+class Limits:
+    """What two providers' presets ask of a transfer between them, as plain values.
+
+    Policy says *what* the limits are; the transfer side applies them to its options
+    (:func:`yippiemove.transfer.run.apply_limits`), so policy never imports transfer types.
+    """
+
+    #: The smaller per-account connection cap of the two sides (each worker holds one
+    #: connection per side), or ``None``: no cap known.
+    max_connections: int | None = None
+    #: Who sets that cap, for the note: e.g. "Gmail (the destination)".
+    connections_set_by: str = ""
+    #: The destination's largest message (bytes; the source's does not matter), or ``None``.
+    max_message_size: int | None = None
+    #: How that limit is named in a failure reason, e.g. "Gmail's 34 MB limit".
+    max_message_size_label: str = ""
+    #: Said when the size limit is applied.
+    max_message_size_note: str = ""
+    #: Sign-in rules the mover cannot meet (OAuth2 only), said out loud.
+    sign_in_notes: tuple[str, ...] = ()
+
+    def connections_note(self, asked: int) -> str:
+        """Why ``asked`` workers became :attr:`max_connections`."""
+        return (
+            f"connections lowered from {asked} to {self.max_connections}: "
+            f"{self.connections_set_by} allows {self.max_connections} simultaneous IMAP "
+            "connections per account, and each worker holds one"
+        )
+
+
+def limits(source: Provider, dest: Provider) -> Limits:
+    """The limits of a transfer from ``source`` to ``dest``:
 
     * connections: every folder worker holds one connection per side, so the number of
       workers is capped by the smaller per-account connection limit of the two sides;
@@ -817,39 +846,38 @@ def apply_limits(options: Options, source: Provider, dest: Provider) -> tuple[Op
       never fetched (the engine treats ``Options.max_message_size`` like APPENDLIMIT);
     * sign-in rules the mover cannot meet (OAuth2 only) are said out loud.
     """
-    opts = dataclasses.replace(options)
-    notes: list[str] = []
-    limits = [
+    caps = [
         (p.max_connections, p, side)
         for p, side in ((source, "source"), (dest, "destination"))
         if p.max_connections is not None
     ]
-    if limits:
-        limit, p, side = min(limits, key=lambda t: t[0] or 0)
-        assert limit is not None
-        if opts.connections > limit:
-            notes.append(
-                f"connections lowered from {opts.connections} to {limit}: {p.label} (the "
-                f"{side}) allows {limit} simultaneous IMAP connections per account, and "
-                "each worker holds one"
-            )
-            opts.connections = limit
-        opts.far_connections = min(opts.far_connections, limit)
+    cap: int | None = None
+    set_by = ""
+    if caps:
+        cap, p, side = min(caps, key=lambda t: t[0] or 0)
+        set_by = f"{p.label} (the {side})"
     size = dest.max_message_size
-    if size is not None and (opts.max_message_size is None or size < opts.max_message_size):
-        opts.max_message_size = size
-        opts.max_message_size_label = f"{_name(dest)}'s {format_size(size)} limit"
-        notes.append(
+    size_label = size_note = ""
+    if size is not None:
+        size_label = f"{_name(dest)}'s {format_size(size)} limit"
+        size_note = (
             f"messages larger than {format_size(size)} ({_name(dest)}'s limit) are reported "
             "as failed and not copied"
         )
-    for p, side in ((source, "source"), (dest, "destination")):
-        if p.oauth_only:
-            notes.append(
-                f"{p.label} (the {side}) accepts only OAuth2 sign-in for IMAP, which "
-                "yippiemove does not support yet: a password is likely refused"
-            )
-    return opts, notes
+    sign_in = tuple(
+        f"{p.label} (the {side}) accepts only OAuth2 sign-in for IMAP, which "
+        "yippiemove does not support yet: a password is likely refused"
+        for p, side in ((source, "source"), (dest, "destination"))
+        if p.oauth_only
+    )
+    return Limits(
+        max_connections=cap,
+        connections_set_by=set_by,
+        max_message_size=size,
+        max_message_size_label=size_label,
+        max_message_size_note=size_note,
+        sign_in_notes=sign_in,
+    )
 
 
 def bandwidth_warnings(total_bytes: int, source: Provider, dest: Provider) -> list[str]:

@@ -69,7 +69,7 @@ def read_password(role: str, url: AccountURL, password_file: str | None) -> str:
 
 
 def default_state_path(source: AccountURL, dest: AccountURL) -> Path:
-    import platformdirs  # here, not at the top: ~9 ms of start-up, only without --state
+    import platformdirs  # only without --state: start-up (docs/performance.md item 12)
 
     key = f"{source.scheme}://{source.user}@{source.host}:{source.port}>" + (
         f"{dest.scheme}://{dest.user}@{dest.host}:{dest.port}"
@@ -401,8 +401,7 @@ async def _run_with_progress(mover: Mover, show_bar: bool) -> None:
                 )
         await task
         return
-    # Imported here, not at the top: rich.progress costs ~30 ms of start-up, only worth
-    # paying when a bar is shown.
+    # Imported here, only when a bar is shown: start-up (docs/performance.md item 12).
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -622,7 +621,8 @@ def _data_dir_option(f: Any) -> Any:
 
 
 # The service commands import the service in their functions: it pulls in SQLAlchemy,
-# Huey and the job supervisor (~200 ms) that `yippiemove move` must not pay at start-up.
+# Huey and the job supervisor, which `yippiemove move` must not pay for at start-up
+# (docs/performance.md item 12).
 
 
 def _service(data_dir: Path | None, **overrides: Any) -> Any:

@@ -57,9 +57,9 @@ log = logging.getLogger("yippiemove.jail")
 
 PR_SET_PDEATHSIG = 1
 
-#: Retries of a service job (``Options.retries`` in a row without progress), unless the
-#: spec says otherwise: fewer than the CLI's default (``Options.retries``, 5), because the
-#: supervisor restarts a job that ended on a transient error (docs/service.md, "Restarts").
+#: A service job's ``Options.retries`` unless its spec gives one: 3, as the service has
+#: always run, below the default (5, the CLI's): the supervisor also restarts a job that
+#: ended on a transient error (docs/service.md, "Restarts"; docs/design.md).
 JOB_RETRIES = 3
 
 # make_endpoint lives in accounts.py (endpoint building is the accounts' job); the name

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..imap.connection import is_loopback
 from ..transfer.model import Endpoint
+from .vocab import Security, endpoint_security
 
 if TYPE_CHECKING:
     from ..transfer.state import StateError
@@ -67,21 +68,16 @@ def make_endpoint(
     operator allowed insecure hosts.
     """
     host = str(account["host"])
-    loopback = is_loopback(host)
-    security = str(account["security"])
-    mode = {
-        "tls": "tls",
-        "starttls": "starttls" if loopback else "require-starttls",
-        "none": "none",
-    }[security]
+    security = Security(account["security"])
     return Endpoint(
         host=host,
         port=int(account["port"]),
         user=str(account["username"]),
-        security=mode,
+        security=endpoint_security(security, host),
         password=str(account.get("password", "")),
         ssl_context=ssl_context,
-        allow_insecure_auth=loopback or (security == "none" and allow_insecure_hosts),
+        allow_insecure_auth=is_loopback(host)
+        or (security is Security.NONE and allow_insecure_hosts),
     )
 
 

@@ -47,6 +47,7 @@ from ..service.db import Database, Job, User
 from ..service.notify import Notifier
 from ..service.secrets import CredentialBox, CredentialsUnreadable
 from .launch import JailProcess, make_launcher
+from .vocab import TERMINAL, JobStatus, Phase
 
 log = logging.getLogger("yippiemove.supervisor")
 
@@ -58,8 +59,6 @@ __all__ = [
     "kill_stale_jail",
     "process_identity",
 ]
-
-TERMINAL = ("done", "failed", "cancelled")
 
 
 # ---------------------------------------------------------------------- process identity
@@ -272,21 +271,23 @@ class Supervisor:
         except Exception:
             log.exception("job %s: supervisor error", job_id)
             with contextlib.suppress(Exception):
-                self._finish(job_id, "failed", "internal error in the service; the job stopped")
+                self._finish(
+                    job_id, JobStatus.FAILED, "internal error in the service; the job stopped"
+                )
 
     def _claim(self, job_id: str) -> dict[str, Any] | None:
         now = time.time()
         with self.db.session() as s:
             job = s.get(Job, job_id, with_for_update=True)
-            if job is None or job.status != "queued":
+            if job is None or job.status != JobStatus.QUEUED:
                 return None
             if job.attempts >= self.settings.job_max_attempts:
-                job.status = "failed"
+                job.status = JobStatus.FAILED
                 job.finished = now
                 job.error = f"gave up after {job.attempts} attempts"
                 expire_credentials(job, self.settings, now)
                 return None
-            job.status = "running"
+            job.status = JobStatus.RUNNING
             job.lease_owner = self.owner
             job.lease_expires = now + self.settings.lease_seconds
             job.started = job.started or now
@@ -315,11 +316,13 @@ class Supervisor:
             try:
                 spec = self._spec(job_id, claim)
             except CredentialsUnreadable as exc:
-                self._finish(job_id, "failed", str(exc))
+                self._finish(job_id, JobStatus.FAILED, str(exc))
                 return
             if spec is None:
                 self._finish(
-                    job_id, "failed", "the passwords of this transfer were deleted; start it again"
+                    job_id,
+                    JobStatus.FAILED,
+                    "the passwords of this transfer were deleted; start it again",
                 )
                 return
             tracker.new_attempt()
@@ -344,7 +347,7 @@ class Supervisor:
                 self._requeue(job_id, tracker)
                 return
             if out.kind == "cancelled":
-                self._finish(job_id, "cancelled", None, tracker)
+                self._finish(job_id, JobStatus.CANCELLED, None, tracker)
                 return
             result = out.result or {}
             transient, why = self._transient(out)
@@ -363,19 +366,21 @@ class Supervisor:
                     if not self._pause(job_id, tracker, delay):
                         return
                     continue
-                self._finish(job_id, "failed", f"{why}; gave up after {restarts} restarts", tracker)
+                self._finish(
+                    job_id, JobStatus.FAILED, f"{why}; gave up after {restarts} restarts", tracker
+                )
                 return
             if out.result is None:  # died without a word (an uncaught exception...)
-                self._finish(job_id, "failed", why, tracker)
+                self._finish(job_id, JobStatus.FAILED, why, tracker)
             elif out.returncode == 0:
-                self._finish(job_id, "done", None, tracker, result)
+                self._finish(job_id, JobStatus.DONE, None, tracker, result)
             elif out.returncode == 1:
                 t = result.get("totals") or {}
                 n = int(t.get("failed", 0))
                 msg = f"{n} message{'s' if n != 1 else ''} could not be copied (see the report)"
-                self._finish(job_id, "done", msg, tracker, result)
+                self._finish(job_id, JobStatus.DONE, msg, tracker, result)
             else:
-                self._finish(job_id, "failed", why, tracker, result)
+                self._finish(job_id, JobStatus.FAILED, why, tracker, result)
             return
 
     @staticmethod
@@ -541,7 +546,7 @@ class Supervisor:
         try:
             with self.db.session() as sess:
                 job = sess.get(Job, job_id)
-                if job is None or job.lease_owner != self.owner or job.status != "running":
+                if job is None or job.lease_owner != self.owner or job.status != JobStatus.RUNNING:
                     return False, False
                 job.progress = tracker.snapshot(attempt=job.attempts)
                 job.lease_expires = time.time() + self.settings.lease_seconds
@@ -558,7 +563,7 @@ class Supervisor:
             if ok is False:
                 return False
             if cancel:
-                self._finish(job_id, "cancelled", None, tracker)
+                self._finish(job_id, JobStatus.CANCELLED, None, tracker)
                 return False
             if self.stopping.is_set():
                 self._requeue(job_id, tracker)
@@ -574,12 +579,12 @@ class Supervisor:
             job = sess.get(Job, job_id)
             if job is None or job.lease_owner != self.owner:
                 return
-            job.status = "queued"
+            job.status = JobStatus.QUEUED
             job.lease_owner = None
             job.lease_expires = None
             job.jail = None
             if tracker is not None:
-                job.progress = tracker.snapshot(phase="interrupted")
+                job.progress = tracker.snapshot(phase=Phase.INTERRUPTED)
         with contextlib.suppress(Exception):
             self.enqueue(job_id)
         log.info("job %s: put back in the queue (service stopping)", job_id)
@@ -587,7 +592,7 @@ class Supervisor:
     def _finish(
         self,
         job_id: str,
-        status: str,
+        status: JobStatus,
         error: str | None,
         tracker: ProgressTracker | None = None,
         result: dict[str, Any] | None = None,
@@ -612,7 +617,7 @@ class Supervisor:
             if result is not None and result.get("totals"):
                 progress["totals"] = result["totals"]
             progress.update(phase=status, rate=0.0, eta=None, current=[])
-            if status == "done":
+            if status == JobStatus.DONE:
                 progress["folders_done"] = progress.get("folders_total", 0)
             job.progress = progress
             report = self.settings.job_dir(job_id) / "report.json"
@@ -621,9 +626,9 @@ class Supervisor:
             email = sess.get(User, job.user_id).email if job.user_id else ""
         log.info("job %s: %s%s", job_id, status, f" ({error})" if error else "")
         view = self._mail_view(job_id)
-        if status == "done":
+        if status == JobStatus.DONE:
             self.notifier.job_done(email, view)
-        elif status == "failed":
+        elif status == JobStatus.FAILED:
             self.notifier.job_failed(email, view)
 
     def _mail_view(self, job_id: str) -> dict[str, Any]:

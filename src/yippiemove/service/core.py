@@ -33,12 +33,12 @@ from sqlalchemy import select
 from ..imap.connection import is_loopback
 from ..jobs.queue import JobQueue, make_queue
 from ..jobs.supervisor import (
-    TERMINAL,
     Supervisor,
     expire_credentials,
     identity_dead,
     kill_stale_jail,
 )
+from ..jobs.vocab import TERMINAL, JobStatus, Phase, Security
 from .config import Settings
 from .db import ApiToken, Database, Job, User
 from .notify import Notifier
@@ -65,8 +65,8 @@ __all__ = [
     "explain_imap_error",
 ]
 
-STATUSES = ("queued", "running", "done", "failed", "cancelled")
-SECURITIES = ("tls", "starttls", "none")
+STATUSES = tuple(JobStatus)
+SECURITIES = tuple(Security)
 
 
 @functools.cache
@@ -131,7 +131,7 @@ class Account:
 
     host: str
     port: int
-    security: str  # "tls" | "starttls" | "none"
+    security: str  # a Security value
     username: str
     password: str = field(repr=False)
 
@@ -161,13 +161,13 @@ class Account:
         for name in ("host", "username", "password"):
             if not isinstance(data.get(name), str) or not data.get(name):
                 raise ServiceError(f"{role}.{name}: is required")
-        security = data.get("security", "tls")
+        security = data.get("security", Security.TLS)
         if not isinstance(security, str):
             raise ServiceError(f"{role}.security: must be one of {', '.join(SECURITIES)}")
-        security = security.strip().lower() or "tls"
+        security = security.strip().lower() or Security.TLS
         port: Any = data.get("port")
         if port is None or port == "":
-            port = 993 if security == "tls" else 143
+            port = 993 if security == Security.TLS else 143
         if isinstance(port, str) and port.strip().isdigit():
             port = int(port.strip())
         if not isinstance(port, int) or isinstance(port, bool):
@@ -188,7 +188,7 @@ class FolderInfo:
 
 def _default_progress() -> dict[str, Any]:
     return {
-        "phase": "queued",
+        "phase": Phase.QUEUED,
         "folders_done": 0,
         "folders_total": 0,
         "messages_done": 0,
@@ -235,8 +235,8 @@ class JobView:
         progress = _default_progress()
         progress.update(job.progress or {})
         progress.pop("history_step", None)
-        if job.status == "queued" and progress.get("phase") in (None, "", "done"):
-            progress["phase"] = "queued"
+        if job.status == JobStatus.QUEUED and progress.get("phase") in (None, "", Phase.DONE):
+            progress["phase"] = Phase.QUEUED
         return cls(
             id=job.id,
             status=job.status,
@@ -378,12 +378,16 @@ class Service:
         with self.db.read() as s:
             stale = [
                 (j.id, j.lease_owner, j.jail)
-                for j in s.scalars(select(Job).where(Job.status == "running"))
+                for j in s.scalars(select(Job).where(Job.status == JobStatus.RUNNING))
                 if j.lease_owner != self.supervisor.owner
                 and (identity_dead(j.lease_owner) or (j.lease_expires or 0) < now)
             ]
             queued = (
-                list(s.scalars(select(Job.id).where(Job.status == "queued").order_by(Job.created)))
+                list(
+                    s.scalars(
+                        select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.created)
+                    )
+                )
                 if startup
                 else []
             )
@@ -392,14 +396,14 @@ class Service:
             kill_stale_jail(jail)
             with self.db.session() as s:
                 job = s.get(Job, job_id, with_for_update=True)
-                if job is None or job.status != "running" or job.lease_owner != owner:
+                if job is None or job.status != JobStatus.RUNNING or job.lease_owner != owner:
                     continue
-                job.status = "queued"
+                job.status = JobStatus.QUEUED
                 job.lease_owner = None
                 job.lease_expires = None
                 job.jail = None
                 progress = dict(job.progress or {})
-                progress["phase"] = "resuming"
+                progress["phase"] = Phase.RESUMING
                 job.progress = progress
             log.warning("job %s: its supervisor is gone; resuming it", job_id)
             recovered.append(job_id)
@@ -540,7 +544,7 @@ class Service:
         if account.security not in SECURITIES:
             raise ServiceError(f"{role}.security: must be one of {', '.join(SECURITIES)}")
         if (
-            account.security == "none"
+            account.security == Security.NONE
             and not is_loopback(bare)
             and not self.settings.allow_insecure_hosts
         ):
@@ -682,7 +686,7 @@ class Service:
             job = Job(
                 id=job_id,
                 user_id=user_id,
-                status="queued",
+                status=JobStatus.QUEUED,
                 source=source.public(),
                 dest=dest.public(),
                 folders=selection,
@@ -727,11 +731,11 @@ class Service:
             job = self._own(s, user_id, job_id, lock=True)
             if job.status in TERMINAL:
                 raise Conflict(f"the transfer has already ended ({job.status})")
-            if job.status == "queued":
-                job.status = "cancelled"
+            if job.status == JobStatus.QUEUED:
+                job.status = JobStatus.CANCELLED
                 job.finished = now
                 progress = dict(job.progress or {})
-                progress.update(phase="cancelled", rate=0.0, eta=None, current=[])
+                progress.update(phase=Phase.CANCELLED, rate=0.0, eta=None, current=[])
                 job.progress = progress
                 expire_credentials(job, self.settings, now)
             else:
@@ -752,7 +756,7 @@ class Service:
                     f"({self.settings.credential_retention_days:g} days after it ended); "
                     "start a new transfer"
                 )
-            job.status = "queued"
+            job.status = JobStatus.QUEUED
             job.error = None
             job.started = None
             job.finished = None

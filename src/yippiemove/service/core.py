@@ -32,15 +32,11 @@ from sqlalchemy import select
 
 from ..imap.connection import is_loopback
 from ..jobs.queue import JobQueue, make_queue
-from ..jobs.supervisor import (
-    Supervisor,
-    expire_credentials,
-    identity_dead,
-    kill_stale_jail,
-)
+from ..jobs.supervisor import Supervisor, identity_dead, kill_stale_jail
 from ..jobs.vocab import TERMINAL, JobStatus, Phase, Security
 from .config import Settings
 from .db import ApiToken, Database, Job, User
+from .jobhost import SqlJobStore, expire_credentials, supervisor_config
 from .notify import Notifier
 from .secrets import (
     CredentialBox,
@@ -327,7 +323,11 @@ class Service:
         self.notifier = Notifier(settings)
         self._stopping = threading.Event()
         self.supervisor = Supervisor(
-            settings, self.db, self.box, self.notifier, self.queue.enqueue, self._stopping
+            supervisor_config(settings),
+            SqlJobStore(settings, self.db, self.box),
+            self.notifier,
+            self.queue.enqueue,
+            self._stopping,
         )
         self._janitor: threading.Thread | None = None
 

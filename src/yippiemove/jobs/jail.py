@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..imap.connection import is_loopback
 from ..transfer.model import Endpoint
+from .spec import JobSpec
 from .vocab import Security, endpoint_security
 
 if TYPE_CHECKING:
@@ -193,8 +194,9 @@ def connection_options(opts: dict[str, Any]) -> dict[str, int]:
     return {"connections": n, "far_connections": n}
 
 
-def run_job(spec: dict[str, Any], workdir: Path) -> tuple[int, dict[str, Any]]:
-    """Run one transfer as the spec says; returns (exit status, result line)."""
+def run_job(spec: JobSpec | dict[str, Any], workdir: Path) -> tuple[int, dict[str, Any]]:
+    """Run one transfer as the spec says (a JobSpec or its JSON dict); returns (exit
+    status, result line)."""
     from ..accounts import ssl_context
     from ..cli import build_report
     from ..imap.errors import ImapError, ProtocolError
@@ -203,25 +205,27 @@ def run_job(spec: dict[str, Any], workdir: Path) -> tuple[int, dict[str, Any]]:
     from ..transfer.model import Options, Progress
     from ..transfer.state import State, StateError
 
-    ctx = ssl_context(spec.get("ca_file"))
-    insecure = bool(spec.get("allow_insecure_hosts"))
-    source = make_endpoint(spec["source"], ctx, insecure)
-    dest = make_endpoint(spec["dest"], ctx, insecure)
-    spec["source"].pop("password", None)
-    spec["dest"].pop("password", None)
-    folders = spec.get("folders") or {}
-    opts = spec.get("options") or {}
-    rules, filters = from_options(folders)  # checked by the service when the job was made
+    job = spec if isinstance(spec, JobSpec) else JobSpec.from_dict(spec)
+    if isinstance(spec, dict):
+        for side in ("source", "dest"):
+            spec[side].pop("password", None)
+    ctx = ssl_context(job.ca_file)
+    source = make_endpoint(job.source.as_dict(), ctx, job.allow_insecure_hosts)
+    dest = make_endpoint(job.dest.as_dict(), ctx, job.allow_insecure_hosts)
+    folders = job.folders or {}
+    rules, filters = from_options(folders)  # checked by JobSpec (check_folders)
     options = Options(
         include=list(folders.get("include") or []),
         exclude=list(folders.get("exclude") or []),
         rules=rules,
         filters=filters,
-        **connection_options(opts),
-        retries=int(opts.get("retries", 3)),
-        idle_timeout=float(opts.get("idle_timeout", 120.0)),
-        connect_timeout=float(opts.get("connect_timeout", 30.0)),
+        **connection_options({"connections": job.connections}),
+        retries=job.retries,
+        idle_timeout=job.idle_timeout,
+        connect_timeout=job.connect_timeout,
     )
+    interval = job.progress_interval
+    del job
     # Provider presets (policy/providers.py), found by host as `yippiemove move` does:
     # connection cap and the destination's size limit.
     from ..policy import providers
@@ -240,7 +244,7 @@ def run_job(spec: dict[str, Any], workdir: Path) -> tuple[int, dict[str, Any]]:
         state.set_meta("source", source.label)
         state.set_meta("dest", dest.label)
         mover.state = state
-        asyncio.run(_run(mover, float(spec.get("progress_interval", 0.5))))
+        asyncio.run(_run(mover, interval))
         status = "done"
     except asyncio.CancelledError:
         status, error = "cancelled", "cancelled"
@@ -324,12 +328,13 @@ def _job_main() -> int:
     if not line:
         log.error("no job spec on stdin")
         return EXIT_ABORTED
-    spec = json.loads(line)
+    spec = JobSpec.from_json(line)
     del line
-    log.info("job %s starting in %s (pid %d)", spec.get("job_id"), os.getcwd(), os.getpid())
+    job_id = spec.job_id
+    log.info("job %s starting in %s (pid %d)", job_id, os.getcwd(), os.getpid())
     code, result = run_job(spec, Path.cwd())
     _emit(result)
-    log.info("job %s ended: %s (exit %d)", spec.get("job_id"), result["status"], code)
+    log.info("job %s ended: %s (exit %d)", job_id, result["status"], code)
     return code
 
 

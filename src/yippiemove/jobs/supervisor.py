@@ -44,6 +44,7 @@ from typing import Any
 
 from .launch import JailProcess, make_launcher
 from .ports import Claim, CredentialsUnreadable, JobStore, Notifications, SupervisorConfig
+from .spec import Account, JobSpec
 from .vocab import JobStatus, Phase
 
 log = logging.getLogger("yippiemove.supervisor")
@@ -362,32 +363,30 @@ class Supervisor:
 
     # ------------------------------------------------------------------ the jail
 
-    def _spec(self, job_id: str, claim: Claim) -> dict[str, Any] | None:
+    def _spec(self, job_id: str, claim: Claim) -> JobSpec | None:
         """The jail's stdin: the job and, only here, its passwords."""
         passwords = self.store.passwords(job_id)
         if passwords is None:
             return None
         s = self.settings
-        source = dict(claim.source, password=passwords[0])
-        dest = dict(claim.dest, password=passwords[1])
-        return {
-            "job_id": job_id,
-            "source": source,
-            "dest": dest,
-            "folders": claim.folders,
-            "ca_file": s.ca_file,
-            "allow_insecure_hosts": s.allow_insecure_hosts,
-            "options": {} if s.job_connections is None else {"connections": s.job_connections},
-            "progress_interval": min(0.5, s.progress_interval),
-        }
+        return JobSpec(
+            source=Account(**claim.source, password=passwords[0]),
+            dest=Account(**claim.dest, password=passwords[1]),
+            folders=claim.folders,
+            job_id=job_id,
+            ca_file=s.ca_file,
+            allow_insecure_hosts=s.allow_insecure_hosts,
+            connections=s.job_connections,
+            progress_interval=min(0.5, s.progress_interval),
+        )
 
-    def _spawn(self, job_id: str, workdir: Path, spec: dict[str, Any]) -> JailProcess:
+    def _spawn(self, job_id: str, workdir: Path, spec: JobSpec) -> JailProcess:
         proc = self.launcher.spawn(workdir)
         try:
             with self._jails_lock:
                 self._jails[job_id] = proc
             self.store.jail_started(job_id, process_identity(proc.pid))
-            proc.stdin.write(json.dumps(spec).encode() + b"\n")
+            proc.stdin.write(spec.to_json().encode() + b"\n")
             proc.stdin.close()
         except BaseException:
             with self._jails_lock:

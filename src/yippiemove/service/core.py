@@ -16,7 +16,6 @@ import csv
 import dataclasses
 import functools
 import io
-import ipaddress
 import json
 import logging
 import os
@@ -24,13 +23,13 @@ import re
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import select
 
-from ..imap.connection import is_loopback
+from ..jobs import spec
 from ..jobs.queue import JobQueue, make_queue
 from ..jobs.supervisor import Supervisor, identity_dead, kill_stale_jail
 from ..jobs.vocab import TERMINAL, JobStatus, Phase, Security
@@ -72,10 +71,6 @@ def _dummy_hash() -> str:
 
 
 _EMAIL = re.compile(r"\A[^@\s]+@[^@\s]+\.[^@\s]+\Z")
-_HOSTNAME = re.compile(
-    r"\A(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z"
-)
 
 #: Folder names (any level, case-insensitive) left unticked by default: junk and trash.
 JUNK_TRASH_NAMES = frozenset(
@@ -121,24 +116,9 @@ class Conflict(ServiceError):
     status = 409
 
 
-@dataclass(frozen=True)
-class Account:
-    """The API's ACCOUNT object.  The password never shows in ``repr``."""
-
-    host: str
-    port: int
-    security: str  # a Security value
-    username: str
-    password: str = field(repr=False)
-
-    def public(self) -> dict[str, Any]:
-        """What may be stored in clear and shown: everything but the password."""
-        return {
-            "host": self.host,
-            "port": self.port,
-            "security": self.security,
-            "username": self.username,
-        }
+class Account(spec.Account):
+    """The API's ACCOUNT object (jobs/spec.py ``Account``).  The password never shows in
+    ``repr``; :meth:`from_dict` raises ServiceError."""
 
     @classmethod
     def from_dict(cls, data: Any, role: str = "account") -> Account:
@@ -147,28 +127,10 @@ class Account:
         ``port`` may be omitted (993 for tls, else 143) or a string of digits;
         ``security`` defaults to ``tls``.
         """
-        if not isinstance(data, dict):
-            raise ServiceError(
-                f"{role}: must be an object with host, port, security, username, password"
-            )
-        unknown = sorted(set(data) - {"host", "port", "security", "username", "password"})
-        if unknown:
-            raise ServiceError(f"{role}.{unknown[0]}: unknown field")
-        for name in ("host", "username", "password"):
-            if not isinstance(data.get(name), str) or not data.get(name):
-                raise ServiceError(f"{role}.{name}: is required")
-        security = data.get("security", Security.TLS)
-        if not isinstance(security, str):
-            raise ServiceError(f"{role}.security: must be one of {', '.join(SECURITIES)}")
-        security = security.strip().lower() or Security.TLS
-        port: Any = data.get("port")
-        if port is None or port == "":
-            port = 993 if security == Security.TLS else 143
-        if isinstance(port, str) and port.strip().isdigit():
-            port = int(port.strip())
-        if not isinstance(port, int) or isinstance(port, bool):
-            raise ServiceError(f"{role}.port: must be 1-65535")
-        return cls(data["host"].strip(), port, security, data["username"].strip(), data["password"])
+        try:
+            return cast(Account, super().from_dict(data, role))
+        except spec.SpecError as exc:
+            raise ServiceError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -527,39 +489,12 @@ class Service:
 
     def validate_account(self, account: Account, role: str = "account") -> Account:
         """Addition: check every field; returns the account with a normalised host."""
-        if not isinstance(account, Account):
-            raise ServiceError(f"{role}: must be an account")
-        host = account.host.strip() if isinstance(account.host, str) else ""
-        if not host:
-            raise ServiceError(f"{role}.host: is required")
-        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         try:
-            ipaddress.ip_address(bare)
-        except ValueError:
-            if not _HOSTNAME.match(bare):
-                raise ServiceError(f"{role}.host: {host!r} is not a valid host name") from None
-        port = account.port
-        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-            raise ServiceError(f"{role}.port: must be 1-65535")
-        if account.security not in SECURITIES:
-            raise ServiceError(f"{role}.security: must be one of {', '.join(SECURITIES)}")
-        if (
-            account.security == Security.NONE
-            and not is_loopback(bare)
-            and not self.settings.allow_insecure_hosts
-        ):
-            raise ServiceError(f"{role}.security: 'none' is only allowed for loopback hosts")
-        user = account.username
-        if not isinstance(user, str) or not user.strip():
-            raise ServiceError(f"{role}.username: is required")
-        if len(user) > 320 or any(ord(c) < 32 or ord(c) == 127 for c in user):
-            raise ServiceError(f"{role}.username: must not contain control characters")
-        pw = account.password
-        if not isinstance(pw, str) or not pw:
-            raise ServiceError(f"{role}.password: is required")
-        if any(c in pw for c in "\0\r\n") or len(pw) > 1024:
-            raise ServiceError(f"{role}.password: must not contain line breaks or NUL")
-        return dataclasses.replace(account, host=bare, username=user.strip())
+            return spec.check_account(
+                account, role, allow_insecure_hosts=self.settings.allow_insecure_hosts
+            )
+        except spec.SpecError as exc:
+            raise ServiceError(str(exc)) from None
 
     async def check_account(
         self, account: Account, *, role: str = "account", dest: Account | None = None
@@ -631,34 +566,26 @@ class Service:
     def _validate_folders(self, folders: Any) -> dict[str, Any] | None:
         """``include``/``exclude``, and the folder rules and message filters of
         policy/rules.py (``rename``, ``since``... as ``yippiemove move`` has them)."""
-        from ..policy.rules import RULE_KEYS, RuleError, from_options
-
-        if folders is None:
-            return None
-        if not isinstance(folders, dict):
-            raise ServiceError('folders: must be {"include": [...], "exclude": [...]}')
-        unknown = sorted(set(folders) - {"include", "exclude", *RULE_KEYS})
-        if unknown:
-            raise ServiceError(
-                f"folders.{unknown[0]}: unknown key (use include, exclude, "
-                + ", ".join(RULE_KEYS)
-                + ")"
-            )
         try:
-            from_options(folders)
-        except RuleError as exc:
-            raise ServiceError(f"folders.{exc}") from None
-        out: dict[str, Any] = {k: folders[k] for k in RULE_KEYS if folders.get(k) is not None}
-        for key in ("include", "exclude"):
-            names = folders.get(key) or []
-            if not isinstance(names, list) or not all(
-                isinstance(n, str) and n and len(n) <= 1000 for n in names
-            ):
-                raise ServiceError(f"folders.{key}: must be a list of folder names")
-            if len(names) > 10000:
-                raise ServiceError(f"folders.{key}: too many folders")
-            out[key] = list(names)
-        return out
+            return spec.check_folders(folders)
+        except spec.SpecError as exc:
+            raise ServiceError(str(exc)) from None
+
+    def make_spec(
+        self, source: Account, dest: Account, folders: dict[str, Any] | None = None
+    ) -> spec.JobSpec:
+        """The one place a transfer is checked: both accounts, that they differ, the
+        folder selection with its rules and filters.  The web form, the REST API and the
+        batch CSV all come through here."""
+        source = self.validate_account(source, "source")
+        dest = self.validate_account(dest, "dest")
+        if (source.host.lower(), source.port, source.username) == (
+            dest.host.lower(),
+            dest.port,
+            dest.username,
+        ):
+            raise ServiceError("dest: is the same account as the source")
+        return spec.JobSpec(source=source, dest=dest, folders=self._validate_folders(folders))
 
     def create_transfer(
         self,
@@ -668,15 +595,11 @@ class Service:
         folders: dict[str, Any] | None = None,
     ) -> JobView:
         """Validate, store (passwords encrypted), enqueue; returns the new job."""
-        source = self.validate_account(source, "source")
-        dest = self.validate_account(dest, "dest")
-        if (source.host.lower(), source.port, source.username) == (
-            dest.host.lower(),
-            dest.port,
-            dest.username,
-        ):
-            raise ServiceError("dest: is the same account as the source")
-        selection = self._validate_folders(folders)
+        return self.submit(user_id, self.make_spec(source, dest, folders))
+
+    def submit(self, user_id: int, job_spec: spec.JobSpec) -> JobView:
+        """Store a checked spec (passwords encrypted) and enqueue it; returns the new job."""
+        source, dest = job_spec.source, job_spec.dest
         self.user_email(user_id)
         job_id = uuid.uuid4().hex
         blob = self.box.encrypt(
@@ -689,7 +612,7 @@ class Service:
                 status=JobStatus.QUEUED,
                 source=source.public(),
                 dest=dest.public(),
-                folders=selection,
+                folders=job_spec.folders,
                 created=time.time(),
                 progress=_default_progress(),
                 credentials=blob,
@@ -862,15 +785,9 @@ class Service:
                     }
                     if not data["port"]:
                         del data["port"]
-                    acc = self.validate_account(Account.from_dict(data, role), role)
-                    pair.append(acc)
-                src, dst = pair
-                if (src.host.lower(), src.port, src.username) == (
-                    dst.host.lower(),
-                    dst.port,
-                    dst.username,
-                ):
-                    raise ServiceError("dest: is the same account as the source")
+                    pair.append(self.validate_account(Account.from_dict(data, role), role))
+                job = self.make_spec(pair[0], pair[1])
+                src, dst = cast(Account, job.source), cast(Account, job.dest)
             except ServiceError as exc:
                 errors.append(f"line {n}: {exc}")
                 continue

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..imap.connection import is_loopback
 from ..transfer.model import Endpoint
+from .progress import progress_line
 from .spec import JobSpec
 from .vocab import Security, endpoint_security
 
@@ -55,7 +56,7 @@ log = logging.getLogger("yippiemove.jail")
 EXIT_OK, EXIT_FAILED, EXIT_ABORTED = 0, 1, 2
 PR_SET_PDEATHSIG = 1
 
-__all__ = ["main", "make_endpoint"]
+__all__ = ["main", "make_endpoint", "progress_line"]
 
 
 def make_endpoint(
@@ -101,48 +102,6 @@ def _die_with_parent(parent: int) -> None:
 def _emit(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
     sys.stdout.flush()
-
-
-def progress_line(mover: Any) -> dict[str, Any]:
-    """The mover's live counters, and per folder what is done (no secrets)."""
-    p = mover.progress
-    line: dict[str, Any] = {
-        "type": "progress",
-        "t": time.time(),
-        "phase": p.phase,
-        "folders_done": p.folders_done,
-        "folders_total": p.folders_total,
-        "messages_done": p.messages_done,
-        "messages_total": p.messages_total,
-        "bytes_done": p.bytes_done,
-        "bytes_total": p.bytes_total,
-        "failed": p.failed,
-        "current": sorted(p.current),
-        "failures": list(p.failures),
-        # unix time until which the server throttles us (policy/retry.py), or None
-        "throttled_until": p.throttled_until,
-        "reconnects": p.reconnects,
-    }
-    plan = mover.plan
-    if plan is not None:
-        done = mover.folder_progress()
-        current = set(p.current)
-        per: dict[str, Any] = {}
-        for fp in plan.folders:
-            name = fp.source.name
-            m, b, f = done.get(name, (0, 0, 0))
-            state = "copying" if name in current else ("done" if name in done else "waiting")
-            per[name] = {
-                "dest": fp.dest_name,
-                "messages": fp.count,
-                "bytes": fp.size,
-                "messages_done": m,
-                "bytes_done": b,
-                "failed": f,
-                "state": state,
-            }
-        line["per_folder"] = per
-    return line
 
 
 class _OutOfMemory(Exception):

@@ -30,6 +30,7 @@ from typing import Any, cast
 from sqlalchemy import select
 
 from ..jobs import spec
+from ..jobs.progress import default_progress
 from ..jobs.queue import JobQueue, make_queue
 from ..jobs.supervisor import Supervisor, identity_dead, kill_stale_jail
 from ..jobs.vocab import TERMINAL, JobStatus, Phase, Security
@@ -144,26 +145,6 @@ class FolderInfo:
     reasons: tuple[str, ...] = ()
 
 
-def _default_progress() -> dict[str, Any]:
-    return {
-        "phase": Phase.QUEUED,
-        "folders_done": 0,
-        "folders_total": 0,
-        "messages_done": 0,
-        "messages_total": 0,
-        "bytes_done": 0,
-        "bytes_total": 0,
-        "failed": 0,
-        "current": [],
-        "throttled_until": None,
-        "reconnects": 0,
-        "rate": 0.0,
-        "eta": None,
-        "rate_history": [],
-        "per_folder": {},
-    }
-
-
 @dataclass(frozen=True)
 class JobView:
     """What pages and the API show of a transfer (never a password)."""
@@ -190,7 +171,7 @@ class JobView:
 
     @classmethod
     def of(cls, job: Job) -> JobView:
-        progress = _default_progress()
+        progress = default_progress()
         progress.update(job.progress or {})
         progress.pop("history_step", None)
         if job.status == JobStatus.QUEUED and progress.get("phase") in (None, "", Phase.DONE):
@@ -614,7 +595,7 @@ class Service:
                 dest=dest.public(),
                 folders=job_spec.folders,
                 created=time.time(),
-                progress=_default_progress(),
+                progress=default_progress(),
                 credentials=blob,
                 attempts=0,
                 runs=1,
@@ -689,7 +670,7 @@ class Service:
             job.notified_start = False
             job.credentials_expires = None
             history = (job.progress or {}).get("rate_history", [])
-            job.progress = dict(_default_progress(), rate_history=history)
+            job.progress = dict(default_progress(), rate_history=history)
             view = JobView.of(job)
         self.queue.enqueue(job_id)
         return view

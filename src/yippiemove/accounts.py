@@ -17,6 +17,7 @@ import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 from urllib.parse import unquote
 
@@ -28,6 +29,8 @@ from .transfer.model import Endpoint
 __all__ = [
     "AccountURL",
     "AccountURLError",
+    "Security",
+    "endpoint_security",
     "make_endpoint",
     "parse_account_url",
     "resolve_account",
@@ -167,30 +170,52 @@ def ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
     return ctx
 
 
+class Security(StrEnum):
+    """How an account of the service is reached (the web form's and the API's choices).
+
+    The connection layer has its own, finer vocabulary (imap/connection.py: ``tls``,
+    ``starttls``, ``require-starttls``, ``none``); :func:`endpoint_security` is the one
+    place that maps one to the other.
+    """
+
+    TLS = "tls"
+    STARTTLS = "starttls"
+    NONE = "none"
+
+    @property
+    def default_port(self) -> int:
+        """993 for TLS from the first byte (IMAPS), else 143."""
+        return 993 if self is Security.TLS else 143
+
+
+def endpoint_security(security: str, host: str) -> str:
+    """The connection's security mode for an account's ``security`` on ``host``.
+
+    ``starttls`` *requires* STARTTLS except on loopback (so a password never goes out in
+    the clear because a server or a man in the middle left STARTTLS out); ``none`` is
+    plain text, which validation only lets through for loopback hosts unless the operator
+    allowed insecure hosts.
+    """
+    mode = Security(security)
+    if mode is Security.STARTTLS:
+        return "starttls" if is_loopback(host) else "require-starttls"
+    return str(mode)
+
+
 def make_endpoint(
     account: Mapping[str, Any], ssl_context: ssl.SSLContext | None, allow_insecure_hosts: bool
 ) -> Endpoint:
-    """An engine Endpoint from a service account (host, port, security, username, password).
-
-    ``starttls`` requires STARTTLS except on loopback (so a password never goes out in
-    the clear because a server or a man in the middle left STARTTLS out); ``none`` is
-    plain text, which validation only lets through for loopback hosts unless the
-    operator allowed insecure hosts.
-    """
+    """An engine Endpoint from a service account (host, port, security, username,
+    password); the TLS mode as :func:`endpoint_security` says."""
     host = str(account["host"])
-    loopback = is_loopback(host)
-    security = str(account["security"])
-    mode = {
-        "tls": "tls",
-        "starttls": "starttls" if loopback else "require-starttls",
-        "none": "none",
-    }[security]
+    security = Security(account["security"])
     return Endpoint(
         host=host,
         port=int(account["port"]),
         user=str(account["username"]),
-        security=mode,
+        security=endpoint_security(security, host),
         password=str(account.get("password", "")),
         ssl_context=ssl_context,
-        allow_insecure_auth=loopback or (security == "none" and allow_insecure_hosts),
+        allow_insecure_auth=is_loopback(host)
+        or (security is Security.NONE and allow_insecure_hosts),
     )

@@ -48,23 +48,18 @@ from typing import Any
 from ..accounts import make_endpoint, ssl_context
 from ..policy.rules import from_options
 from ..transfer.engine import Mover
-from ..transfer.model import Options, Progress
+from ..transfer.model import Progress
 from ..transfer.report import Exit, build_report, exit_code, outcome_of, write_report
 from ..transfer.run import Transfer, make_options, prepare, worker_counts
 from ..transfer.state import State, StateError
+from .progress import progress_line
+from .spec import JOB_RETRIES, JobSpec
 
 log = logging.getLogger("yippiemove.jail")
 
 PR_SET_PDEATHSIG = 1
 
-#: A service job's ``Options.retries`` unless its spec gives one: 3, as the service has
-#: always run, below the default (5, the CLI's): the supervisor also restarts a job that
-#: ended on a transient error (docs/service.md, "Restarts"; docs/design.md).
-JOB_RETRIES = 3
-
-# make_endpoint lives in accounts.py (endpoint building is the accounts' job); the name
-# stays importable from here for callers written before.
-__all__ = ["JOB_RETRIES", "main", "make_endpoint", "run_job"]
+__all__ = ["JOB_RETRIES", "main", "make_endpoint", "progress_line", "run_job"]
 
 
 def _die_with_parent(parent: int) -> None:
@@ -84,48 +79,6 @@ def _die_with_parent(parent: int) -> None:
 def _emit(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
     sys.stdout.flush()
-
-
-def progress_line(mover: Any) -> dict[str, Any]:
-    """The mover's live counters, and per folder what is done (no secrets)."""
-    p = mover.progress
-    line: dict[str, Any] = {
-        "type": "progress",
-        "t": time.time(),
-        "phase": p.phase,
-        "folders_done": p.folders_done,
-        "folders_total": p.folders_total,
-        "messages_done": p.messages_done,
-        "messages_total": p.messages_total,
-        "bytes_done": p.bytes_done,
-        "bytes_total": p.bytes_total,
-        "failed": p.failed,
-        "current": sorted(p.current),
-        "failures": list(p.failures),
-        # unix time until which the server throttles us (policy/retry.py), or None
-        "throttled_until": p.throttled_until,
-        "reconnects": p.reconnects,
-    }
-    plan = mover.plan
-    if plan is not None:
-        done = mover.folder_progress()
-        current = set(p.current)
-        per: dict[str, Any] = {}
-        for fp in plan.folders:
-            name = fp.source.name
-            m, b, f = done.get(name, (0, 0, 0))
-            state = "copying" if name in current else ("done" if name in done else "waiting")
-            per[name] = {
-                "dest": fp.dest_name,
-                "messages": fp.count,
-                "bytes": fp.size,
-                "messages_done": m,
-                "bytes_done": b,
-                "failed": f,
-                "state": state,
-            }
-        line["per_folder"] = per
-    return line
 
 
 class _OutOfMemory(MemoryError):
@@ -175,37 +128,37 @@ def connection_options(opts: dict[str, Any]) -> dict[str, int]:
     return worker_counts(None if n is None else int(n))
 
 
-def _transfer_from_spec(spec: dict[str, Any]) -> tuple[Transfer, float]:
-    """The spec's accounts and options as a Transfer (the passwords are taken out of the
-    spec), and the progress interval."""
-    ctx = ssl_context(spec.get("ca_file"))
-    insecure = bool(spec.get("allow_insecure_hosts"))
-    source = make_endpoint(spec["source"], ctx, insecure)
-    dest = make_endpoint(spec["dest"], ctx, insecure)
-    spec["source"].pop("password", None)
-    spec["dest"].pop("password", None)
-    folders = spec.get("folders") or {}
-    opts = spec.get("options") or {}
-    rules, filters = from_options(folders)  # checked by the service when the job was made
-    n = opts.get("connections")
+def _transfer_from_spec(job: JobSpec) -> tuple[Transfer, float]:
+    """The spec's accounts and options as a Transfer, and the progress interval."""
+    ctx = ssl_context(job.ca_file)
+    source = make_endpoint(job.source.as_dict(), ctx, job.allow_insecure_hosts)
+    dest = make_endpoint(job.dest.as_dict(), ctx, job.allow_insecure_hosts)
+    folders = job.folders or {}
+    rules, filters = from_options(folders)  # checked by JobSpec (check_folders)
     options = make_options(
         include=folders.get("include") or [],
         exclude=folders.get("exclude") or [],
         rules=rules,
         filters=filters,
-        connections=None if n is None else int(n),
-        retries=int(opts.get("retries", JOB_RETRIES)),
-        idle_timeout=float(opts.get("idle_timeout", Options.idle_timeout)),
-        connect_timeout=float(opts.get("connect_timeout", Options.connect_timeout)),
+        connections=job.connections,
+        retries=job.retries,
+        idle_timeout=job.idle_timeout,
+        connect_timeout=job.connect_timeout,
     )
     # Provider presets (policy/providers.py), found by host as `yippiemove move` does for
     # an imap:// URL: connection cap and the destination's size limit.
-    return prepare(source, dest, options), float(spec.get("progress_interval", 0.5))
+    return prepare(source, dest, options), job.progress_interval
 
 
-def run_job(spec: dict[str, Any], workdir: Path) -> tuple[int, dict[str, Any]]:
-    """Run one transfer as the spec says; returns (exit status, result line)."""
-    transfer, interval = _transfer_from_spec(spec)
+def run_job(spec: JobSpec | dict[str, Any], workdir: Path) -> tuple[int, dict[str, Any]]:
+    """Run one transfer as the spec says (a JobSpec or its JSON dict); returns (exit
+    status, result line).  A dict's passwords are taken out of it."""
+    job = spec if isinstance(spec, JobSpec) else JobSpec.from_dict(spec)
+    if isinstance(spec, dict):
+        for side in ("source", "dest"):
+            spec[side].pop("password", None)
+    transfer, interval = _transfer_from_spec(job)
+    del job
     return run_transfer(transfer, workdir, interval)
 
 
@@ -278,12 +231,13 @@ def _job_main() -> int:
     if not line:
         log.error("no job spec on stdin")
         return Exit.ABORTED
-    spec = json.loads(line)
+    spec = JobSpec.from_json(line)
     del line
-    log.info("job %s starting in %s (pid %d)", spec.get("job_id"), os.getcwd(), os.getpid())
+    job_id = spec.job_id
+    log.info("job %s starting in %s (pid %d)", job_id, os.getcwd(), os.getpid())
     code, result = run_job(spec, Path.cwd())
     _emit(result)
-    log.info("job %s ended: %s (exit %d)", spec.get("job_id"), result["status"], code)
+    log.info("job %s ended: %s (exit %d)", job_id, result["status"], code)
     return code
 
 

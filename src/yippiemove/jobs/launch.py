@@ -34,7 +34,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from ..service.config import Settings
+from .ports import SupervisorConfig
 
 log = logging.getLogger("yippiemove.launch")
 
@@ -134,7 +134,7 @@ class _ExecJail(JailProcess):
 class ExecLauncher(Launcher):
     """A new interpreter per job (``python -P -m yippiemove.jobs.jail``)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: SupervisorConfig) -> None:
         self.settings = settings
 
     def spawn(self, workdir: Path) -> JailProcess:
@@ -201,7 +201,7 @@ class _ForkedJail(JailProcess):
 class _Zygote:
     """One zygote process and its control socket; a thread reads its messages."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: SupervisorConfig) -> None:
         self.settings = settings
         self.ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._cond = threading.Condition()
@@ -351,7 +351,7 @@ class _Zygote:
 class ZygoteLauncher(Launcher):
     """Fork job processes from a preloaded zygote; exec them if it cannot be had."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: SupervisorConfig) -> None:
         self.settings = settings
         self._zygote: _Zygote | None = None
         self._lock = threading.Lock()
@@ -388,7 +388,7 @@ class ZygoteLauncher(Launcher):
             zygote.close()
 
 
-def make_launcher(settings: Settings) -> Launcher:
+def make_launcher(settings: SupervisorConfig) -> Launcher:
     if settings.job_spawn == "exec":
         return ExecLauncher(settings)
     if settings.job_spawn == "fork":

@@ -42,24 +42,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..service.config import Settings
-from ..service.db import Database, Job, User
-from ..service.notify import Notifier
-from ..service.secrets import CredentialBox, CredentialsUnreadable
 from .launch import JailProcess, make_launcher
+from .ports import Claim, CredentialsUnreadable, JobStore, Notifications, SupervisorConfig
+from .spec import Account, JobSpec
+from .vocab import JobStatus, Phase
 
 log = logging.getLogger("yippiemove.supervisor")
 
 __all__ = [
     "ProgressTracker",
     "Supervisor",
-    "expire_credentials",
     "identity_dead",
     "kill_stale_jail",
     "process_identity",
 ]
-
-TERMINAL = ("done", "failed", "cancelled")
 
 
 # ---------------------------------------------------------------------- process identity
@@ -123,16 +119,6 @@ def kill_stale_jail(jail: str | None, timeout: float = 10.0) -> None:
             if Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z":
                 return
         time.sleep(0.02)
-
-
-def expire_credentials(job: Job, settings: Settings, now: float) -> None:
-    """A job ended: keep its passwords for re-runs for the retention time, then none."""
-    days = settings.credential_retention_days
-    if days <= 0:
-        job.credentials = None
-        job.credentials_expires = None
-    else:
-        job.credentials_expires = now + days * 86400
 
 
 # ---------------------------------------------------------------------- progress
@@ -221,16 +207,14 @@ class Supervisor:
 
     def __init__(
         self,
-        settings: Settings,
-        db: Database,
-        box: CredentialBox,
-        notifier: Notifier,
+        settings: SupervisorConfig,
+        store: JobStore,
+        notifier: Notifications,
         enqueue: Any,
         stopping: threading.Event | None = None,
     ) -> None:
         self.settings = settings
-        self.db = db
-        self.box = box
+        self.store = store
         self.notifier = notifier
         self.enqueue = enqueue
         self.stopping = stopping or threading.Event()
@@ -272,41 +256,20 @@ class Supervisor:
         except Exception:
             log.exception("job %s: supervisor error", job_id)
             with contextlib.suppress(Exception):
-                self._finish(job_id, "failed", "internal error in the service; the job stopped")
+                self._finish(
+                    job_id, JobStatus.FAILED, "internal error in the service; the job stopped"
+                )
 
-    def _claim(self, job_id: str) -> dict[str, Any] | None:
-        now = time.time()
-        with self.db.session() as s:
-            job = s.get(Job, job_id, with_for_update=True)
-            if job is None or job.status != "queued":
-                return None
-            if job.attempts >= self.settings.job_max_attempts:
-                job.status = "failed"
-                job.finished = now
-                job.error = f"gave up after {job.attempts} attempts"
-                expire_credentials(job, self.settings, now)
-                return None
-            job.status = "running"
-            job.lease_owner = self.owner
-            job.lease_expires = now + self.settings.lease_seconds
-            job.started = job.started or now
-            job.cancel_requested = False
-            owner = s.get(User, job.user_id)
-            return {
-                "source": dict(job.source),
-                "dest": dict(job.dest),
-                "folders": job.folders,
-                "progress": dict(job.progress or {}),
-                "email": owner.email if owner else "",
-                "notified_start": job.notified_start,
-            }
+    def _claim(self, job_id: str) -> Claim | None:
+        s = self.settings
+        return self.store.claim(job_id, self.owner, s.lease_seconds, s.job_max_attempts)
 
-    def _supervise(self, job_id: str, claim: dict[str, Any]) -> None:
+    def _supervise(self, job_id: str, claim: Claim) -> None:
         s = self.settings
         workdir = s.job_dir(job_id)
         workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(workdir, 0o700)
-        tracker = ProgressTracker(claim["progress"])
+        tracker = ProgressTracker(claim.progress)
         restarts = 0
         while True:
             if self.stopping.is_set():
@@ -315,23 +278,22 @@ class Supervisor:
             try:
                 spec = self._spec(job_id, claim)
             except CredentialsUnreadable as exc:
-                self._finish(job_id, "failed", str(exc))
+                self._finish(job_id, JobStatus.FAILED, str(exc))
                 return
             if spec is None:
                 self._finish(
-                    job_id, "failed", "the passwords of this transfer were deleted; start it again"
+                    job_id,
+                    JobStatus.FAILED,
+                    "the passwords of this transfer were deleted; start it again",
                 )
                 return
             tracker.new_attempt()
             proc = self._spawn(job_id, workdir, spec)
             del spec
-            if not claim["notified_start"]:
-                claim["notified_start"] = True
-                with self.db.session() as sess:
-                    job = sess.get(Job, job_id)
-                    if job is not None:
-                        job.notified_start = True
-                self.notifier.job_started(claim["email"], self._mail_view(job_id))
+            if not claim.notified_start:
+                claim.notified_start = True
+                self.store.mark_start_notified(job_id)
+                self.notifier.job_started(claim.email, self.store.mail_view(job_id))
             try:
                 out = self._watch(job_id, proc, tracker)
             finally:
@@ -344,7 +306,7 @@ class Supervisor:
                 self._requeue(job_id, tracker)
                 return
             if out.kind == "cancelled":
-                self._finish(job_id, "cancelled", None, tracker)
+                self._finish(job_id, JobStatus.CANCELLED, None, tracker)
                 return
             result = out.result or {}
             transient, why = self._transient(out)
@@ -363,19 +325,21 @@ class Supervisor:
                     if not self._pause(job_id, tracker, delay):
                         return
                     continue
-                self._finish(job_id, "failed", f"{why}; gave up after {restarts} restarts", tracker)
+                self._finish(
+                    job_id, JobStatus.FAILED, f"{why}; gave up after {restarts} restarts", tracker
+                )
                 return
             if out.result is None:  # died without a word (an uncaught exception...)
-                self._finish(job_id, "failed", why, tracker)
+                self._finish(job_id, JobStatus.FAILED, why, tracker)
             elif out.returncode == 0:
-                self._finish(job_id, "done", None, tracker, result)
+                self._finish(job_id, JobStatus.DONE, None, tracker, result)
             elif out.returncode == 1:
                 t = result.get("totals") or {}
                 n = int(t.get("failed", 0))
                 msg = f"{n} message{'s' if n != 1 else ''} could not be copied (see the report)"
-                self._finish(job_id, "done", msg, tracker, result)
+                self._finish(job_id, JobStatus.DONE, msg, tracker, result)
             else:
-                self._finish(job_id, "failed", why, tracker, result)
+                self._finish(job_id, JobStatus.FAILED, why, tracker, result)
             return
 
     @staticmethod
@@ -399,40 +363,30 @@ class Supervisor:
 
     # ------------------------------------------------------------------ the jail
 
-    def _spec(self, job_id: str, claim: dict[str, Any]) -> dict[str, Any] | None:
+    def _spec(self, job_id: str, claim: Claim) -> JobSpec | None:
         """The jail's stdin: the job and, only here, its passwords."""
-        with self.db.read() as sess:
-            job = sess.get(Job, job_id)
-            blob = job.credentials if job is not None else None
-        if blob is None:
+        passwords = self.store.passwords(job_id)
+        if passwords is None:
             return None
-        creds = self.box.decrypt(blob)
         s = self.settings
-        source = dict(claim["source"], password=creds.get("source_password", ""))
-        dest = dict(claim["dest"], password=creds.get("dest_password", ""))
-        return {
-            "job_id": job_id,
-            "source": source,
-            "dest": dest,
-            "folders": claim["folders"],
-            "ca_file": s.ca_file,
-            "allow_insecure_hosts": s.allow_insecure_hosts,
-            "options": {} if s.job_connections is None else {"connections": s.job_connections},
-            "progress_interval": min(0.5, s.progress_interval),
-        }
+        return JobSpec(
+            source=Account(**claim.source, password=passwords[0]),
+            dest=Account(**claim.dest, password=passwords[1]),
+            folders=claim.folders,
+            job_id=job_id,
+            ca_file=s.ca_file,
+            allow_insecure_hosts=s.allow_insecure_hosts,
+            connections=s.job_connections,
+            progress_interval=min(0.5, s.progress_interval),
+        )
 
-    def _spawn(self, job_id: str, workdir: Path, spec: dict[str, Any]) -> JailProcess:
+    def _spawn(self, job_id: str, workdir: Path, spec: JobSpec) -> JailProcess:
         proc = self.launcher.spawn(workdir)
         try:
             with self._jails_lock:
                 self._jails[job_id] = proc
-            identity = process_identity(proc.pid)
-            with self.db.session() as sess:
-                job = sess.get(Job, job_id)
-                if job is not None:
-                    job.jail = identity
-                    job.attempts = (job.attempts or 0) + 1
-            proc.stdin.write(json.dumps(spec).encode() + b"\n")
+            self.store.jail_started(job_id, process_identity(proc.pid))
+            proc.stdin.write(spec.to_json().encode() + b"\n")
             proc.stdin.close()
         except BaseException:
             with self._jails_lock:
@@ -528,10 +482,8 @@ class Supervisor:
             rc = proc.reap()  # stray children in its group are SIGKILLed first
             cpu = float(tracker.latest.get("cpu_seconds", 0.0)) + proc.cpu
             tracker.latest["cpu_seconds"] = round(cpu, 3)
-            with contextlib.suppress(Exception), self.db.session() as sess:
-                job = sess.get(Job, job_id)
-                if job is not None and job.lease_owner == self.owner:
-                    job.jail = None
+            with contextlib.suppress(Exception):
+                self.store.jail_ended(job_id, self.owner)
         if reason in ("cancelled", "stopping", "lost_lease"):
             return Outcome(reason, rc, result)
         return Outcome("exited", rc, result, stalled=stalled)
@@ -539,13 +491,12 @@ class Supervisor:
     def _heartbeat(self, job_id: str, tracker: ProgressTracker) -> tuple[bool | None, bool]:
         """Write progress and renew the lease: (lease ok, or None if the DB failed; cancel?)."""
         try:
-            with self.db.session() as sess:
-                job = sess.get(Job, job_id)
-                if job is None or job.lease_owner != self.owner or job.status != "running":
-                    return False, False
-                job.progress = tracker.snapshot(attempt=job.attempts)
-                job.lease_expires = time.time() + self.settings.lease_seconds
-                return True, bool(job.cancel_requested)
+            return self.store.heartbeat(
+                job_id,
+                self.owner,
+                self.settings.lease_seconds,
+                lambda attempts: tracker.snapshot(attempt=attempts),
+            )
         except Exception as exc:
             log.warning("job %s: cannot write progress: %s", job_id, exc)
             return None, False
@@ -558,7 +509,7 @@ class Supervisor:
             if ok is False:
                 return False
             if cancel:
-                self._finish(job_id, "cancelled", None, tracker)
+                self._finish(job_id, JobStatus.CANCELLED, None, tracker)
                 return False
             if self.stopping.is_set():
                 self._requeue(job_id, tracker)
@@ -570,16 +521,9 @@ class Supervisor:
 
     def _requeue(self, job_id: str, tracker: ProgressTracker | None = None) -> None:
         """The service is stopping: give the job back, to resume at the next start."""
-        with self.db.session() as sess:
-            job = sess.get(Job, job_id)
-            if job is None or job.lease_owner != self.owner:
-                return
-            job.status = "queued"
-            job.lease_owner = None
-            job.lease_expires = None
-            job.jail = None
-            if tracker is not None:
-                job.progress = tracker.snapshot(phase="interrupted")
+        progress = tracker.snapshot(phase=Phase.INTERRUPTED) if tracker is not None else None
+        if not self.store.requeue(job_id, self.owner, progress):
+            return
         with contextlib.suppress(Exception):
             self.enqueue(job_id)
         log.info("job %s: put back in the queue (service stopping)", job_id)
@@ -587,57 +531,34 @@ class Supervisor:
     def _finish(
         self,
         job_id: str,
-        status: str,
+        status: JobStatus,
         error: str | None,
         tracker: ProgressTracker | None = None,
         result: dict[str, Any] | None = None,
     ) -> None:
-        now = time.time()
-        with self.db.session() as sess:
-            job = sess.get(Job, job_id)
-            if job is None or job.status in TERMINAL:
-                return
-            if job.lease_owner not in (None, self.owner):
-                return
-            job.status = status
-            job.finished = now
-            job.error = error
-            job.lease_owner = None
-            job.lease_expires = None
-            job.jail = None
-            job.cancel_requested = False
-            progress = tracker.snapshot() if tracker is not None else dict(job.progress or {})
+
+        def final(stored: dict[str, Any]) -> dict[str, Any]:
+            progress = tracker.snapshot() if tracker is not None else dict(stored)
             if result is not None and result.get("progress"):
                 progress.update(result["progress"])
             if result is not None and result.get("totals"):
                 progress["totals"] = result["totals"]
             progress.update(phase=status, rate=0.0, eta=None, current=[])
-            if status == "done":
+            if status == JobStatus.DONE:
                 progress["folders_done"] = progress.get("folders_total", 0)
-            job.progress = progress
-            report = self.settings.job_dir(job_id) / "report.json"
-            job.report_path = str(report) if report.exists() else None
-            expire_credentials(job, self.settings, now)
-            email = sess.get(User, job.user_id).email if job.user_id else ""
-        log.info("job %s: %s%s", job_id, status, f" ({error})" if error else "")
-        view = self._mail_view(job_id)
-        if status == "done":
-            self.notifier.job_done(email, view)
-        elif status == "failed":
-            self.notifier.job_failed(email, view)
+            return progress
 
-    def _mail_view(self, job_id: str) -> dict[str, Any]:
-        with self.db.read() as sess:
-            job = sess.get(Job, job_id)
-            assert job is not None
-            return {
-                "id": job.id,
-                "status": job.status,
-                "source": dict(job.source),
-                "dest": dict(job.dest),
-                "progress": dict(job.progress or {}),
-                "error": job.error,
-            }
+        report = self.settings.job_dir(job_id) / "report.json"
+        report_path = str(report) if report.exists() else None
+        email = self.store.finish(job_id, self.owner, status, error, final, report_path)
+        if email is None:
+            return
+        log.info("job %s: %s%s", job_id, status, f" ({error})" if error else "")
+        view = self.store.mail_view(job_id)
+        if status == JobStatus.DONE:
+            self.notifier.job_done(email, view)
+        elif status == JobStatus.FAILED:
+            self.notifier.job_failed(email, view)
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:

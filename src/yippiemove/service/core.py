@@ -16,7 +16,6 @@ import csv
 import dataclasses
 import functools
 import io
-import ipaddress
 import json
 import logging
 import os
@@ -24,23 +23,20 @@ import re
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import select
 
-from ..imap.connection import is_loopback
+from ..jobs import spec
+from ..jobs.progress import default_progress
 from ..jobs.queue import JobQueue, make_queue
-from ..jobs.supervisor import (
-    TERMINAL,
-    Supervisor,
-    expire_credentials,
-    identity_dead,
-    kill_stale_jail,
-)
+from ..jobs.supervisor import Supervisor, identity_dead, kill_stale_jail
+from ..jobs.vocab import TERMINAL, JobStatus, Phase, Security
 from .config import Settings
 from .db import ApiToken, Database, Job, User
+from .jobhost import SqlJobStore, expire_credentials, supervisor_config
 from .notify import Notifier
 from .secrets import (
     CredentialBox,
@@ -65,8 +61,8 @@ __all__ = [
     "explain_imap_error",
 ]
 
-STATUSES = ("queued", "running", "done", "failed", "cancelled")
-SECURITIES = ("tls", "starttls", "none")
+STATUSES = tuple(JobStatus)
+SECURITIES = tuple(Security)
 
 
 @functools.cache
@@ -76,10 +72,6 @@ def _dummy_hash() -> str:
 
 
 _EMAIL = re.compile(r"\A[^@\s]+@[^@\s]+\.[^@\s]+\Z")
-_HOSTNAME = re.compile(
-    r"\A(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z"
-)
 
 #: Folder names (any level, case-insensitive) left unticked by default: junk and trash.
 JUNK_TRASH_NAMES = frozenset(
@@ -125,24 +117,9 @@ class Conflict(ServiceError):
     status = 409
 
 
-@dataclass(frozen=True)
-class Account:
-    """The API's ACCOUNT object.  The password never shows in ``repr``."""
-
-    host: str
-    port: int
-    security: str  # "tls" | "starttls" | "none"
-    username: str
-    password: str = field(repr=False)
-
-    def public(self) -> dict[str, Any]:
-        """What may be stored in clear and shown: everything but the password."""
-        return {
-            "host": self.host,
-            "port": self.port,
-            "security": self.security,
-            "username": self.username,
-        }
+class Account(spec.Account):
+    """The API's ACCOUNT object (jobs/spec.py ``Account``).  The password never shows in
+    ``repr``; :meth:`from_dict` raises ServiceError."""
 
     @classmethod
     def from_dict(cls, data: Any, role: str = "account") -> Account:
@@ -151,28 +128,10 @@ class Account:
         ``port`` may be omitted (993 for tls, else 143) or a string of digits;
         ``security`` defaults to ``tls``.
         """
-        if not isinstance(data, dict):
-            raise ServiceError(
-                f"{role}: must be an object with host, port, security, username, password"
-            )
-        unknown = sorted(set(data) - {"host", "port", "security", "username", "password"})
-        if unknown:
-            raise ServiceError(f"{role}.{unknown[0]}: unknown field")
-        for name in ("host", "username", "password"):
-            if not isinstance(data.get(name), str) or not data.get(name):
-                raise ServiceError(f"{role}.{name}: is required")
-        security = data.get("security", "tls")
-        if not isinstance(security, str):
-            raise ServiceError(f"{role}.security: must be one of {', '.join(SECURITIES)}")
-        security = security.strip().lower() or "tls"
-        port: Any = data.get("port")
-        if port is None or port == "":
-            port = 993 if security == "tls" else 143
-        if isinstance(port, str) and port.strip().isdigit():
-            port = int(port.strip())
-        if not isinstance(port, int) or isinstance(port, bool):
-            raise ServiceError(f"{role}.port: must be 1-65535")
-        return cls(data["host"].strip(), port, security, data["username"].strip(), data["password"])
+        try:
+            return cast(Account, super().from_dict(data, role))
+        except spec.SpecError as exc:
+            raise ServiceError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -184,26 +143,6 @@ class FolderInfo:
     selected_by_default: bool
     #: Why ``dest_name`` is what it is (special folder, separator...); see Plan.as_dict.
     reasons: tuple[str, ...] = ()
-
-
-def _default_progress() -> dict[str, Any]:
-    return {
-        "phase": "queued",
-        "folders_done": 0,
-        "folders_total": 0,
-        "messages_done": 0,
-        "messages_total": 0,
-        "bytes_done": 0,
-        "bytes_total": 0,
-        "failed": 0,
-        "current": [],
-        "throttled_until": None,
-        "reconnects": 0,
-        "rate": 0.0,
-        "eta": None,
-        "rate_history": [],
-        "per_folder": {},
-    }
 
 
 @dataclass(frozen=True)
@@ -232,11 +171,11 @@ class JobView:
 
     @classmethod
     def of(cls, job: Job) -> JobView:
-        progress = _default_progress()
+        progress = default_progress()
         progress.update(job.progress or {})
         progress.pop("history_step", None)
-        if job.status == "queued" and progress.get("phase") in (None, "", "done"):
-            progress["phase"] = "queued"
+        if job.status == JobStatus.QUEUED and progress.get("phase") in (None, "", Phase.DONE):
+            progress["phase"] = Phase.QUEUED
         return cls(
             id=job.id,
             status=job.status,
@@ -327,7 +266,11 @@ class Service:
         self.notifier = Notifier(settings)
         self._stopping = threading.Event()
         self.supervisor = Supervisor(
-            settings, self.db, self.box, self.notifier, self.queue.enqueue, self._stopping
+            supervisor_config(settings),
+            SqlJobStore(settings, self.db, self.box),
+            self.notifier,
+            self.queue.enqueue,
+            self._stopping,
         )
         self._janitor: threading.Thread | None = None
 
@@ -378,12 +321,16 @@ class Service:
         with self.db.read() as s:
             stale = [
                 (j.id, j.lease_owner, j.jail)
-                for j in s.scalars(select(Job).where(Job.status == "running"))
+                for j in s.scalars(select(Job).where(Job.status == JobStatus.RUNNING))
                 if j.lease_owner != self.supervisor.owner
                 and (identity_dead(j.lease_owner) or (j.lease_expires or 0) < now)
             ]
             queued = (
-                list(s.scalars(select(Job.id).where(Job.status == "queued").order_by(Job.created)))
+                list(
+                    s.scalars(
+                        select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.created)
+                    )
+                )
                 if startup
                 else []
             )
@@ -392,14 +339,14 @@ class Service:
             kill_stale_jail(jail)
             with self.db.session() as s:
                 job = s.get(Job, job_id, with_for_update=True)
-                if job is None or job.status != "running" or job.lease_owner != owner:
+                if job is None or job.status != JobStatus.RUNNING or job.lease_owner != owner:
                     continue
-                job.status = "queued"
+                job.status = JobStatus.QUEUED
                 job.lease_owner = None
                 job.lease_expires = None
                 job.jail = None
                 progress = dict(job.progress or {})
-                progress["phase"] = "resuming"
+                progress["phase"] = Phase.RESUMING
                 job.progress = progress
             log.warning("job %s: its supervisor is gone; resuming it", job_id)
             recovered.append(job_id)
@@ -523,39 +470,12 @@ class Service:
 
     def validate_account(self, account: Account, role: str = "account") -> Account:
         """Addition: check every field; returns the account with a normalised host."""
-        if not isinstance(account, Account):
-            raise ServiceError(f"{role}: must be an account")
-        host = account.host.strip() if isinstance(account.host, str) else ""
-        if not host:
-            raise ServiceError(f"{role}.host: is required")
-        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         try:
-            ipaddress.ip_address(bare)
-        except ValueError:
-            if not _HOSTNAME.match(bare):
-                raise ServiceError(f"{role}.host: {host!r} is not a valid host name") from None
-        port = account.port
-        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-            raise ServiceError(f"{role}.port: must be 1-65535")
-        if account.security not in SECURITIES:
-            raise ServiceError(f"{role}.security: must be one of {', '.join(SECURITIES)}")
-        if (
-            account.security == "none"
-            and not is_loopback(bare)
-            and not self.settings.allow_insecure_hosts
-        ):
-            raise ServiceError(f"{role}.security: 'none' is only allowed for loopback hosts")
-        user = account.username
-        if not isinstance(user, str) or not user.strip():
-            raise ServiceError(f"{role}.username: is required")
-        if len(user) > 320 or any(ord(c) < 32 or ord(c) == 127 for c in user):
-            raise ServiceError(f"{role}.username: must not contain control characters")
-        pw = account.password
-        if not isinstance(pw, str) or not pw:
-            raise ServiceError(f"{role}.password: is required")
-        if any(c in pw for c in "\0\r\n") or len(pw) > 1024:
-            raise ServiceError(f"{role}.password: must not contain line breaks or NUL")
-        return dataclasses.replace(account, host=bare, username=user.strip())
+            return spec.check_account(
+                account, role, allow_insecure_hosts=self.settings.allow_insecure_hosts
+            )
+        except spec.SpecError as exc:
+            raise ServiceError(str(exc)) from None
 
     async def check_account(
         self, account: Account, *, role: str = "account", dest: Account | None = None
@@ -567,9 +487,8 @@ class Service:
         it ``dest_name`` is the name as on the source.  Raises :class:`ServiceError`
         with a clear message: wrong password, host not found, TLS problem...
         """
-        from ..accounts import ssl_context
+        from ..accounts import make_endpoint, ssl_context
         from ..imap.errors import ImapError
-        from ..jobs.jail import make_endpoint
         from ..transfer.engine import Mover
         from ..transfer.model import Options
 
@@ -627,34 +546,26 @@ class Service:
     def _validate_folders(self, folders: Any) -> dict[str, Any] | None:
         """``include``/``exclude``, and the folder rules and message filters of
         policy/rules.py (``rename``, ``since``... as ``yippiemove move`` has them)."""
-        from ..policy.rules import RULE_KEYS, RuleError, from_options
-
-        if folders is None:
-            return None
-        if not isinstance(folders, dict):
-            raise ServiceError('folders: must be {"include": [...], "exclude": [...]}')
-        unknown = sorted(set(folders) - {"include", "exclude", *RULE_KEYS})
-        if unknown:
-            raise ServiceError(
-                f"folders.{unknown[0]}: unknown key (use include, exclude, "
-                + ", ".join(RULE_KEYS)
-                + ")"
-            )
         try:
-            from_options(folders)
-        except RuleError as exc:
-            raise ServiceError(f"folders.{exc}") from None
-        out: dict[str, Any] = {k: folders[k] for k in RULE_KEYS if folders.get(k) is not None}
-        for key in ("include", "exclude"):
-            names = folders.get(key) or []
-            if not isinstance(names, list) or not all(
-                isinstance(n, str) and n and len(n) <= 1000 for n in names
-            ):
-                raise ServiceError(f"folders.{key}: must be a list of folder names")
-            if len(names) > 10000:
-                raise ServiceError(f"folders.{key}: too many folders")
-            out[key] = list(names)
-        return out
+            return spec.check_folders(folders)
+        except spec.SpecError as exc:
+            raise ServiceError(str(exc)) from None
+
+    def make_spec(
+        self, source: Account, dest: Account, folders: dict[str, Any] | None = None
+    ) -> spec.JobSpec:
+        """The one place a transfer is checked: both accounts, that they differ, the
+        folder selection with its rules and filters.  The web form, the REST API and the
+        batch CSV all come through here."""
+        source = self.validate_account(source, "source")
+        dest = self.validate_account(dest, "dest")
+        if (source.host.lower(), source.port, source.username) == (
+            dest.host.lower(),
+            dest.port,
+            dest.username,
+        ):
+            raise ServiceError("dest: is the same account as the source")
+        return spec.JobSpec(source=source, dest=dest, folders=self._validate_folders(folders))
 
     def create_transfer(
         self,
@@ -664,15 +575,11 @@ class Service:
         folders: dict[str, Any] | None = None,
     ) -> JobView:
         """Validate, store (passwords encrypted), enqueue; returns the new job."""
-        source = self.validate_account(source, "source")
-        dest = self.validate_account(dest, "dest")
-        if (source.host.lower(), source.port, source.username) == (
-            dest.host.lower(),
-            dest.port,
-            dest.username,
-        ):
-            raise ServiceError("dest: is the same account as the source")
-        selection = self._validate_folders(folders)
+        return self.submit(user_id, self.make_spec(source, dest, folders))
+
+    def submit(self, user_id: int, job_spec: spec.JobSpec) -> JobView:
+        """Store a checked spec (passwords encrypted) and enqueue it; returns the new job."""
+        source, dest = job_spec.source, job_spec.dest
         self.user_email(user_id)
         job_id = uuid.uuid4().hex
         blob = self.box.encrypt(
@@ -682,12 +589,12 @@ class Service:
             job = Job(
                 id=job_id,
                 user_id=user_id,
-                status="queued",
+                status=JobStatus.QUEUED,
                 source=source.public(),
                 dest=dest.public(),
-                folders=selection,
+                folders=job_spec.folders,
                 created=time.time(),
-                progress=_default_progress(),
+                progress=default_progress(),
                 credentials=blob,
                 attempts=0,
                 runs=1,
@@ -727,11 +634,11 @@ class Service:
             job = self._own(s, user_id, job_id, lock=True)
             if job.status in TERMINAL:
                 raise Conflict(f"the transfer has already ended ({job.status})")
-            if job.status == "queued":
-                job.status = "cancelled"
+            if job.status == JobStatus.QUEUED:
+                job.status = JobStatus.CANCELLED
                 job.finished = now
                 progress = dict(job.progress or {})
-                progress.update(phase="cancelled", rate=0.0, eta=None, current=[])
+                progress.update(phase=Phase.CANCELLED, rate=0.0, eta=None, current=[])
                 job.progress = progress
                 expire_credentials(job, self.settings, now)
             else:
@@ -752,7 +659,7 @@ class Service:
                     f"({self.settings.credential_retention_days:g} days after it ended); "
                     "start a new transfer"
                 )
-            job.status = "queued"
+            job.status = JobStatus.QUEUED
             job.error = None
             job.started = None
             job.finished = None
@@ -762,7 +669,7 @@ class Service:
             job.notified_start = False
             job.credentials_expires = None
             history = (job.progress or {}).get("rate_history", [])
-            job.progress = dict(_default_progress(), rate_history=history)
+            job.progress = dict(default_progress(), rate_history=history)
             view = JobView.of(job)
         self.queue.enqueue(job_id)
         return view
@@ -858,15 +765,9 @@ class Service:
                     }
                     if not data["port"]:
                         del data["port"]
-                    acc = self.validate_account(Account.from_dict(data, role), role)
-                    pair.append(acc)
-                src, dst = pair
-                if (src.host.lower(), src.port, src.username) == (
-                    dst.host.lower(),
-                    dst.port,
-                    dst.username,
-                ):
-                    raise ServiceError("dest: is the same account as the source")
+                    pair.append(self.validate_account(Account.from_dict(data, role), role))
+                job = self.make_spec(pair[0], pair[1])
+                src, dst = cast(Account, job.source), cast(Account, job.dest)
             except ServiceError as exc:
                 errors.append(f"line {n}: {exc}")
                 continue

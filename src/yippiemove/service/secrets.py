@@ -22,6 +22,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from cryptography.fernet import Fernet, InvalidToken
 
+from ..jobs import ports as jobs_ports
 from .config import read_or_create_secret
 
 __all__ = [
@@ -40,7 +41,7 @@ TOKEN_PREFIX = "ym_"
 _hasher = PasswordHasher()
 
 
-class CredentialsUnreadable(Exception):
+class CredentialsUnreadable(jobs_ports.CredentialsUnreadable):
     """The blob cannot be decrypted (another key, or tampered with)."""
 
 

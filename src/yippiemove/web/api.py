@@ -10,7 +10,7 @@ import shutil
 import sqlite3
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, JSONResponse
@@ -21,7 +21,14 @@ from starlette.exceptions import HTTPException
 
 from yippiemove.service.core import Account
 
-from .schemas import ErrorOut, TransferCreated, TransferIn, TransferList, TransferOut
+from .schemas import (
+    ErrorOut,
+    StatusName,
+    TransferCreated,
+    TransferIn,
+    TransferList,
+    TransferOut,
+)
 
 if TYPE_CHECKING:
     from yippiemove.service.core import JobView, Service
@@ -153,7 +160,7 @@ def build_api_router(service: "Service") -> APIRouter:
     def list_transfers(
         user: User,
         status: Annotated[
-            Literal["queued", "running", "done", "failed", "cancelled"] | None,
+            StatusName | None,
             Query(description="only transfers with this status"),
         ] = None,
     ) -> dict[str, Any]:

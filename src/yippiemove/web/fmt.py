@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from .presets import DEFAULT_PORTS
+
 
 def size(n: Any) -> str:
     try:
@@ -79,7 +81,7 @@ def where(acc: Any) -> str:
         return "–"
     host = str(acc.get("host", ""))
     port = acc.get("port")
-    usual = {"tls": 993, "starttls": 143, "none": 143}.get(str(acc.get("security")))
+    usual = DEFAULT_PORTS.get(str(acc.get("security")))
     return host if port in (None, usual) else f"{host}:{port}"
 
 

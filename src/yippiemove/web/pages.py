@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
+from yippiemove.jobs.vocab import JobStatus, Phase
 from yippiemove.service.core import Conflict, NotFound, ServiceError
 
 from . import presets
@@ -63,17 +64,17 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 LIST_FILTERS: dict[str, tuple[str, frozenset[str] | None]] = {
     "all": ("All", None),
-    "running": ("Running", frozenset({"queued", "running"})),
-    "finished": ("Finished", frozenset({"done"})),
-    "failed": ("Failed", frozenset({"failed"})),
-    "cancelled": ("Cancelled", frozenset({"cancelled"})),
+    "running": ("Running", frozenset({JobStatus.QUEUED, JobStatus.RUNNING})),
+    "finished": ("Finished", frozenset({JobStatus.DONE})),
+    "failed": ("Failed", frozenset({JobStatus.FAILED})),
+    "cancelled": ("Cancelled", frozenset({JobStatus.CANCELLED})),
 }
-STATUS_LABELS = {
-    "queued": "Waiting to start",
-    "running": "Running",
-    "done": "Finished",
-    "failed": "Failed",
-    "cancelled": "Cancelled",
+STATUS_LABELS: dict[str, str] = {
+    JobStatus.QUEUED: "Waiting to start",
+    JobStatus.RUNNING: "Running",
+    JobStatus.DONE: "Finished",
+    JobStatus.FAILED: "Failed",
+    JobStatus.CANCELLED: "Cancelled",
 }
 
 
@@ -94,14 +95,14 @@ def split_role(message: str, default: str) -> tuple[str, str]:
 
 
 #: What a running job is doing, by ``progress["phase"]`` (job.js has the same words).
-PHASES = {
-    "queued": "Waiting for a free worker…",
-    "resuming": "Resuming after an interruption…",
-    "connecting": "Connecting to the mail servers…",
-    "planning": "Listing the folders and comparing both sides…",
-    "copying": "Copying…",
-    "verifying": "Verifying…",
-    "interrupted": "Interrupted; resuming shortly…",
+PHASES: dict[str, str] = {
+    Phase.QUEUED: "Waiting for a free worker…",
+    Phase.RESUMING: "Resuming after an interruption…",
+    Phase.CONNECTING: "Connecting to the mail servers…",
+    Phase.PLANNING: "Listing the folders and comparing both sides…",
+    Phase.COPYING: "Copying…",
+    Phase.VERIFYING: "Verifying…",
+    Phase.INTERRUPTED: "Interrupted; resuming shortly…",
 }
 
 

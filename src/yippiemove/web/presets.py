@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from yippiemove.jobs.vocab import Security
 from yippiemove.policy import providers
 
 
@@ -44,11 +45,11 @@ BY_KEY: dict[str, Preset] = {p.key: p for p in PRESETS}
 OTHER = "other"
 
 SECURITY_CHOICES: tuple[tuple[str, str], ...] = (
-    ("tls", "TLS (IMAPS, usually port 993)"),
-    ("starttls", "STARTTLS (usually port 143)"),
-    ("none", "None — plain text, for trusted local servers only"),
+    (Security.TLS, "TLS (IMAPS, usually port 993)"),
+    (Security.STARTTLS, "STARTTLS (usually port 143)"),
+    (Security.NONE, "None — plain text, for trusted local servers only"),
 )
-DEFAULT_PORTS = {"tls": 993, "starttls": 143, "none": 143}
+DEFAULT_PORTS: dict[str, int] = {s: s.default_port for s in Security}
 
 
 def preset_for(host: str, port: int, security: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -14,8 +14,20 @@ from pydantic import (
     model_serializer,
 )
 
-STATUSES = ("queued", "running", "done", "failed", "cancelled")
-TERMINAL = frozenset({"done", "failed", "cancelled"})
+from yippiemove.jobs.vocab import TERMINAL as _TERMINAL
+from yippiemove.jobs.vocab import JobStatus, Security
+
+#: The API's spelling of the vocabularies (OpenAPI shows them as enums of strings), checked
+#: against the one definition in jobs/vocab.py here, at import.
+StatusName = Literal["queued", "running", "done", "failed", "cancelled"]
+SecurityName = Literal["tls", "starttls", "none"]
+if list(get_args(StatusName)) != list(JobStatus) or list(get_args(SecurityName)) != list(
+    Security
+):  # pragma: no cover - a vocabulary changed in one place only
+    raise ImportError("web/schemas.py: StatusName/SecurityName differ from jobs/vocab.py")
+
+STATUSES = tuple(JobStatus)
+TERMINAL = frozenset(_TERMINAL)
 
 
 class AccountIn(BaseModel):
@@ -25,7 +37,7 @@ class AccountIn(BaseModel):
 
     host: str = Field(min_length=1, max_length=253, examples=["imap.example.org"])
     port: int = Field(ge=1, le=65535, examples=[993])
-    security: Literal["tls", "starttls", "none"] = Field(
+    security: SecurityName = Field(
         description="`tls`: TLS from the first byte (IMAPS); `starttls`: upgraded with "
         "STARTTLS; `none`: plain text, only for loopback hosts unless the operator allows it."
     )

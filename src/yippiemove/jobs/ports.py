@@ -1,0 +1,136 @@
+"""What the supervisor needs from the service, as interfaces the service implements.
+
+The jobs layer sits below the service: it never imports ``yippiemove.service``.  The
+supervisor reads and writes the control database through a :class:`JobStore`, has
+customers mailed through :class:`Notifications`, and gets its settings as one
+:class:`SupervisorConfig` value.  ``service/jobhost.py`` implements the store on the
+SQLAlchemy database and the credential box; ``Settings.supervisor_config()`` builds the
+config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from .vocab import JobStatus
+
+__all__ = [
+    "Claim",
+    "CredentialsUnreadable",
+    "JobStore",
+    "Notifications",
+    "SupervisorConfig",
+]
+
+
+class CredentialsUnreadable(Exception):
+    """A job's stored passwords cannot be decrypted; the message is safe to show."""
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    """The settings the supervisor and the job launchers use (from the service's)."""
+
+    jobs_dir: Path
+    #: "fork" (from the zygote) or "exec" (jobs/launch.py).
+    job_spawn: str = "fork"
+    job_max_open_files: int = 1024
+    job_max_memory: int = 1 << 30
+    job_connections: int | None = None
+    job_max_restarts: int = 3
+    job_max_attempts: int = 12
+    lease_seconds: float = 30.0
+    job_stall_seconds: float = 300.0
+    progress_interval: float = 1.0
+    job_kill_grace: float = 5.0
+    restart_delay: float = 1.0
+    ca_file: str | None = None
+    allow_insecure_hosts: bool = False
+
+    def job_dir(self, job_id: str) -> Path:
+        """A job's private working directory (state.sqlite, report.json, job.log)."""
+        return self.jobs_dir / job_id
+
+
+@dataclass
+class Claim:
+    """A job the supervisor took (``queued`` -> ``running``), with what it runs."""
+
+    source: dict[str, Any]
+    dest: dict[str, Any]
+    folders: dict[str, Any] | None
+    progress: dict[str, Any]
+    email: str
+    notified_start: bool
+
+
+class JobStore(Protocol):
+    """The control database as the supervisor sees it.
+
+    ``owner`` is the supervisor's identity (jobs/supervisor.py ``process_identity``): a
+    write that needs the lease is only done while ``owner`` holds it.
+    """
+
+    def claim(
+        self, job_id: str, owner: str, lease_seconds: float, max_attempts: int
+    ) -> Claim | None:
+        """Take a ``queued`` job, or None (someone else has it, or it ended).  A job
+        that was started ``max_attempts`` times is failed instead."""
+        ...
+
+    def passwords(self, job_id: str) -> tuple[str, str] | None:
+        """(source, destination) password, None when deleted; CredentialsUnreadable."""
+        ...
+
+    def mark_start_notified(self, job_id: str) -> None: ...
+
+    def jail_started(self, job_id: str, identity: str) -> None:
+        """A job process started: its identity, one more attempt."""
+        ...
+
+    def jail_ended(self, job_id: str, owner: str) -> None: ...
+
+    def heartbeat(
+        self,
+        job_id: str,
+        owner: str,
+        lease_seconds: float,
+        progress: Callable[[int], dict[str, Any]],
+    ) -> tuple[bool, bool]:
+        """Store ``progress(attempts)`` and renew the lease: (lease still ours, cancel
+        asked).  Raises when the database fails."""
+        ...
+
+    def requeue(self, job_id: str, owner: str, progress: dict[str, Any] | None) -> bool:
+        """Give a running job back to the queue (the service stops); False if not ours."""
+        ...
+
+    def finish(
+        self,
+        job_id: str,
+        owner: str,
+        status: JobStatus,
+        error: str | None,
+        progress: Callable[[dict[str, Any]], dict[str, Any]],
+        report_path: str | None,
+    ) -> str | None:
+        """End the job (``progress`` gets the stored progress and returns the final
+        one); returns its owner's e-mail address, or None when it was not ours to end."""
+        ...
+
+    def mail_view(self, job_id: str) -> dict[str, Any]:
+        """What the notification mails show of a job (never a password)."""
+        ...
+
+
+class Notifications(Protocol):
+    """Mails to a job's owner (service/notify.py ``Notifier``)."""
+
+    def job_started(self, to: str, job: dict[str, Any]) -> None: ...
+
+    def job_done(self, to: str, job: dict[str, Any]) -> None: ...
+
+    def job_failed(self, to: str, job: dict[str, Any]) -> None: ...

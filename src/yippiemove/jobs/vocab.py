@@ -1,0 +1,54 @@
+"""The service's words, spelled once: job status, progress phase, an account's TLS mode
+(that one lives with the accounts, accounts.py, and is re-exported here).
+
+``StrEnum`` members *are* their strings: the control database, the JSON of the API and
+the templates keep exactly the values they had (``JobStatus.DONE == "done"``), and a
+value read back from the database compares equal to the member.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from ..accounts import Security, endpoint_security
+
+__all__ = [
+    "TERMINAL",
+    "JobStatus",
+    "Phase",
+    "Security",
+    "endpoint_security",
+]
+
+
+class JobStatus(StrEnum):
+    """A transfer's status in the control database (``Job.status``)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+#: The statuses a job ends in (a re-run puts it back to ``queued``).
+TERMINAL: tuple[JobStatus, ...] = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class Phase(StrEnum):
+    """``progress["phase"]``: what a job is doing (the engine's phases and the service's).
+
+    The engine (transfer/model.py ``Progress.phase``) says connecting, planning, copying,
+    done; the service adds the others.  A job that ended has its status as its phase.
+    """
+
+    QUEUED = "queued"
+    RESUMING = "resuming"
+    CONNECTING = "connecting"
+    PLANNING = "planning"
+    COPYING = "copying"
+    VERIFYING = "verifying"
+    INTERRUPTED = "interrupted"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"

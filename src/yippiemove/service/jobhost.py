@@ -1,0 +1,182 @@
+"""The service's side of the supervisor's interfaces (jobs/ports.py): the control database
+and the credential box as a :class:`~yippiemove.jobs.ports.JobStore`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..jobs.ports import Claim, SupervisorConfig
+from ..jobs.vocab import TERMINAL, JobStatus
+from .config import Settings
+from .db import Database, Job, User
+from .secrets import CredentialBox
+
+__all__ = ["SqlJobStore", "expire_credentials", "supervisor_config"]
+
+
+def supervisor_config(settings: Settings) -> SupervisorConfig:
+    """The settings the supervisor and the job launchers use."""
+    return SupervisorConfig(
+        jobs_dir=settings.jobs_dir,
+        job_spawn=settings.job_spawn,
+        job_max_open_files=settings.job_max_open_files,
+        job_max_memory=settings.job_max_memory,
+        job_connections=settings.job_connections,
+        job_max_restarts=settings.job_max_restarts,
+        job_max_attempts=settings.job_max_attempts,
+        lease_seconds=settings.lease_seconds,
+        job_stall_seconds=settings.job_stall_seconds,
+        progress_interval=settings.progress_interval,
+        job_kill_grace=settings.job_kill_grace,
+        restart_delay=settings.restart_delay,
+        ca_file=settings.ca_file,
+        allow_insecure_hosts=settings.allow_insecure_hosts,
+    )
+
+
+def expire_credentials(job: Job, settings: Settings, now: float) -> None:
+    """A job ended: keep its passwords for re-runs for the retention time, then none."""
+    days = settings.credential_retention_days
+    if days <= 0:
+        job.credentials = None
+        job.credentials_expires = None
+    else:
+        job.credentials_expires = now + days * 86400
+
+
+class SqlJobStore:
+    """The control database (service/db.py) for the supervisor; see jobs/ports.py."""
+
+    def __init__(self, settings: Settings, db: Database, box: CredentialBox) -> None:
+        self.settings = settings
+        self.db = db
+        self.box = box
+
+    def claim(
+        self, job_id: str, owner: str, lease_seconds: float, max_attempts: int
+    ) -> Claim | None:
+        now = time.time()
+        with self.db.session() as s:
+            job = s.get(Job, job_id, with_for_update=True)
+            if job is None or job.status != JobStatus.QUEUED:
+                return None
+            if job.attempts >= max_attempts:
+                job.status = JobStatus.FAILED
+                job.finished = now
+                job.error = f"gave up after {job.attempts} attempts"
+                expire_credentials(job, self.settings, now)
+                return None
+            job.status = JobStatus.RUNNING
+            job.lease_owner = owner
+            job.lease_expires = now + lease_seconds
+            job.started = job.started or now
+            job.cancel_requested = False
+            user = s.get(User, job.user_id)
+            return Claim(
+                source=dict(job.source),
+                dest=dict(job.dest),
+                folders=job.folders,
+                progress=dict(job.progress or {}),
+                email=user.email if user else "",
+                notified_start=job.notified_start,
+            )
+
+    def passwords(self, job_id: str) -> tuple[str, str] | None:
+        with self.db.read() as sess:
+            job = sess.get(Job, job_id)
+            blob = job.credentials if job is not None else None
+        if blob is None:
+            return None
+        creds = self.box.decrypt(blob)
+        return creds.get("source_password", ""), creds.get("dest_password", "")
+
+    def mark_start_notified(self, job_id: str) -> None:
+        with self.db.session() as sess:
+            job = sess.get(Job, job_id)
+            if job is not None:
+                job.notified_start = True
+
+    def jail_started(self, job_id: str, identity: str) -> None:
+        with self.db.session() as sess:
+            job = sess.get(Job, job_id)
+            if job is not None:
+                job.jail = identity
+                job.attempts = (job.attempts or 0) + 1
+
+    def jail_ended(self, job_id: str, owner: str) -> None:
+        with self.db.session() as sess:
+            job = sess.get(Job, job_id)
+            if job is not None and job.lease_owner == owner:
+                job.jail = None
+
+    def heartbeat(
+        self,
+        job_id: str,
+        owner: str,
+        lease_seconds: float,
+        progress: Callable[[int], dict[str, Any]],
+    ) -> tuple[bool, bool]:
+        with self.db.session() as sess:
+            job = sess.get(Job, job_id)
+            if job is None or job.lease_owner != owner or job.status != JobStatus.RUNNING:
+                return False, False
+            job.progress = progress(job.attempts)
+            job.lease_expires = time.time() + lease_seconds
+            return True, bool(job.cancel_requested)
+
+    def requeue(self, job_id: str, owner: str, progress: dict[str, Any] | None) -> bool:
+        with self.db.session() as sess:
+            job = sess.get(Job, job_id)
+            if job is None or job.lease_owner != owner:
+                return False
+            job.status = JobStatus.QUEUED
+            job.lease_owner = None
+            job.lease_expires = None
+            job.jail = None
+            if progress is not None:
+                job.progress = progress
+        return True
+
+    def finish(
+        self,
+        job_id: str,
+        owner: str,
+        status: JobStatus,
+        error: str | None,
+        progress: Callable[[dict[str, Any]], dict[str, Any]],
+        report_path: str | None,
+    ) -> str | None:
+        now = time.time()
+        with self.db.session() as sess:
+            job = sess.get(Job, job_id)
+            if job is None or job.status in TERMINAL:
+                return None
+            if job.lease_owner not in (None, owner):
+                return None
+            job.status = status
+            job.finished = now
+            job.error = error
+            job.lease_owner = None
+            job.lease_expires = None
+            job.jail = None
+            job.cancel_requested = False
+            job.progress = progress(dict(job.progress or {}))
+            job.report_path = report_path
+            expire_credentials(job, self.settings, now)
+            user = sess.get(User, job.user_id) if job.user_id else None
+            return user.email if user is not None else ""
+
+    def mail_view(self, job_id: str) -> dict[str, Any]:
+        with self.db.read() as sess:
+            job = sess.get(Job, job_id)
+            assert job is not None
+            return {
+                "id": job.id,
+                "status": job.status,
+                "source": dict(job.source),
+                "dest": dict(job.dest),
+                "progress": dict(job.progress or {}),
+                "error": job.error,
+            }

@@ -95,6 +95,10 @@ class Copier:
         self.errors: list[BaseException] = []
         self.group: _Group = []
         self.group_bytes = 0
+        self.all_strong = False
+        self.max_group = 1
+        self.limit: int | None = None
+        self.too_large = ""
 
     # ---------------------------------------------------------------- bookkeeping
 
@@ -208,25 +212,17 @@ class Copier:
     async def run(self) -> None:
         p = self.p
         opts = p.ctx.options
-        hooks = p.hooks
         # SHA-256 where a decision compares it: possible copies on the destination (the
         # ``ambiguous`` ones), a Gmail destination (one copy per message), the content
         # check; the rest only needs the state's checksum.
-        all_strong = hooks.strong_hashes or opts.verify_content
+        self.all_strong = p.hooks.strong_hashes or opts.verify_content
         multi = p.dst.has("MULTIAPPEND")
-        max_group = opts.append_batch_messages if multi else 1
+        self.max_group = opts.append_batch_messages if multi else 1
         if multi and len(self.to_copy) >= BIG_FOLDER:
-            max_group = max(max_group, BIG_FOLDER_GROUP)
-        limit, too_large = size_limit(p.dst.capabilities, opts)
-        if limit is not None:
-            # Known too large from its size: reported now, never fetched nor retried.
-            big = [m for m in self.to_copy if m.size > limit and m.uid not in p.ambiguous]
-            ids = await p.src.fetch_message_ids([m.uid for m in big]) if big else {}
-            for m in big:
-                m = dataclasses.replace(m, message_id=m.message_id or ids.get(m.uid))
-                self.fail(m, f"it is larger ({m.size} bytes) than {too_large}")
-            self.to_copy = [m for m in self.to_copy if m.size <= limit or m.uid in p.ambiguous]
-
+            self.max_group = max(self.max_group, BIG_FOLDER_GROUP)
+        self.limit, self.too_large = size_limit(p.dst.capabilities, opts)
+        if self.limit is not None:
+            await self._fail_too_large(self.limit)
         prod = asyncio.create_task(self.producer())
         try:
             while True:
@@ -243,46 +239,11 @@ class Copier:
                     raise self.errors[0]
                 if not fres.tagged.ok:
                     per_message(CommandError("UID FETCH", fres.tagged))
-                bodies = [got.pop(m.uid, None) for m in batch]
-                fprs = await p.ctx.hasher.hash(
-                    bodies, [all_strong or m.uid in p.ambiguous for m in batch]
-                )
-                for m, body, fpr in zip(batch, bodies, fprs, strict=True):
-                    if body is None:
-                        why = "it disappeared from the source during the transfer (expunged)"
-                        if not fres.tagged.ok:
-                            why = (
-                                "the source refused to send it: "
-                                + CommandError("UID FETCH", fres.tagged).server_text
-                            )
-                        self.fail(m, why)
-                        continue
-                    assert fpr is not None
-                    if m.uid in p.ambiguous:
-                        duid = p.pool.take(len(body), fpr)
-                        if duid is not None:
-                            self.record(m, fpr, duid, Outcome.PRESENT)
-                            continue
-                    if limit is not None and len(body) > limit:
-                        self.fail(m, f"it is larger ({len(body)} bytes) than {too_large}", body)
-                        continue
-                    # A Gmail destination (transfer/gmail.py): a message another folder
-                    # stores already gets this folder's label after the APPENDs instead.
-                    if hooks.label_instead(m, fpr):
-                        self.release_one(m.size)
-                        continue
-                    flags = tuple(f for f in m.flags if p.storable(f))
-                    item = AppendItem(body, flags, m.internaldate)
-                    self.group.append((m, item, fpr))
-                    self.group_bytes += len(body)
-                    if len(self.group) >= max_group or self.group_bytes >= opts.append_batch_bytes:
-                        await self.flush_group()
-                # Drop this batch's references before waiting for the next one: the
-                # budget is given back when the APPEND is answered, and a body still
-                # held here would be memory the budget no longer counts
-                # (docs/performance.md, "the byte budget").
-                bodies = fprs = []
-                body = item = None  # type: ignore[assignment]
+                # In its own frame: this batch's bodies are dropped on return, before
+                # the next batch is awaited (the budget is given back when the APPEND
+                # is answered, and a body still held here would be memory the budget no
+                # longer counts: docs/performance.md, "the byte budget").
+                await self._take(batch, got, fres)
             await self.flush_group()
             while self.append_tasks:
                 await asyncio.wait(set(self.append_tasks))
@@ -296,3 +257,57 @@ class Copier:
             if self.held:
                 p.ctx.budget.release(self.held)
                 self.held = 0
+
+    async def _fail_too_large(self, limit: int) -> None:
+        """Messages known too large from their size: reported now, never fetched nor
+        retried (an ambiguous one may be on the destination already: fetched)."""
+        p = self.p
+        big = [m for m in self.to_copy if m.size > limit and m.uid not in p.ambiguous]
+        ids = await p.src.fetch_message_ids([m.uid for m in big]) if big else {}
+        for m in big:
+            m = dataclasses.replace(m, message_id=m.message_id or ids.get(m.uid))
+            self.fail(m, f"it is larger ({m.size} bytes) than {self.too_large}")
+        self.to_copy = [m for m in self.to_copy if m.size <= limit or m.uid in p.ambiguous]
+
+    async def _take(
+        self, batch: list[MessageMeta], got: dict[int, bytes], fres: CommandResult
+    ) -> None:
+        """One fetched batch: each body is failed, recognised as already there, handed
+        to the hooks, or put in the APPEND group (sent when full)."""
+        p = self.p
+        hooks, ambiguous, storable = p.hooks, p.ambiguous, p.storable
+        limit, max_group = self.limit, self.max_group
+        group_bytes_max = p.ctx.options.append_batch_bytes
+        bodies = [got.pop(m.uid, None) for m in batch]
+        fprs = await p.ctx.hasher.hash(
+            bodies, [self.all_strong or m.uid in ambiguous for m in batch]
+        )
+        for m, body, fpr in zip(batch, bodies, fprs, strict=True):
+            if body is None:
+                why = "it disappeared from the source during the transfer (expunged)"
+                if not fres.tagged.ok:
+                    why = (
+                        "the source refused to send it: "
+                        + CommandError("UID FETCH", fres.tagged).server_text
+                    )
+                self.fail(m, why)
+                continue
+            assert fpr is not None
+            if m.uid in ambiguous:
+                duid = p.pool.take(len(body), fpr)
+                if duid is not None:
+                    self.record(m, fpr, duid, Outcome.PRESENT)
+                    continue
+            if limit is not None and len(body) > limit:
+                self.fail(m, f"it is larger ({len(body)} bytes) than {self.too_large}", body)
+                continue
+            # A Gmail destination (transfer/gmail_pass.py): a message another folder
+            # stores already gets this folder's label after the APPENDs instead.
+            if hooks.label_instead(m, fpr):
+                self.release_one(m.size)
+                continue
+            flags = tuple(f for f in m.flags if storable(f))
+            self.group.append((m, AppendItem(body, flags, m.internaldate), fpr))
+            self.group_bytes += len(body)
+            if len(self.group) >= max_group or self.group_bytes >= group_bytes_max:
+                await self.flush_group()

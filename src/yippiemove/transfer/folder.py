@@ -29,7 +29,7 @@ from .matching import (
 )
 from .model import FolderPlan, FolderResult, Outcome
 from .refusals import FolderError
-from .state import FolderRow
+from .state import FolderRow, MessageRow
 from .store import Store
 from .verify import Verifier
 
@@ -238,7 +238,7 @@ class FolderPass:
         finally:
             self.ambiguous, self.pool = saved
 
-    def _open_state(self, sinfo: SelectInfo, dinfo: SelectInfo) -> dict:  # type: ignore[type-arg]
+    def _open_state(self, sinfo: SelectInfo, dinfo: SelectInfo) -> dict[int, MessageRow]:
         state = self.ctx.state
         if state is None:
             return {}

@@ -83,9 +83,8 @@ class Options:
     #: ``memory_budget`` on such a link: the bytes in flight must cover two round trips
     #: (FETCH, then the APPEND's answer) for the link to stay busy.
     far_memory_budget: int = 40 * 1024 * 1024
-    #: The same when TLS is in use: its 12 connections' buffers cost ~1 MB each, and the
-    #: servers' TLS work, not the bytes in flight, sets the pace there (measured: 28 MB
-    #: is as fast as 40 MB through the 40 ms proxy, 83 MB peak RSS instead of 97-102).
+    #: The same when TLS is in use: its connections' buffers cost memory too, and the
+    #: servers' TLS work sets the pace (why this figure: docs/performance.md item 21).
     far_memory_budget_tls: int = 28 * 1024 * 1024
     fetch_batch_bytes: int = 2 * 1024 * 1024
     fetch_batch_messages: int = 256

@@ -327,7 +327,7 @@ class Planner:
         # Counts and sizes: one pipelined STATUS per folder (RFC 8438 SIZE).  A dry run
         # also reads the folders' FLAGS (EXAMINE, in the same round trip) to say which
         # flags the destination cannot store; a real run says it per folder as it copies
-        # (FolderResult.unstorable_flags), and saves the server 15-20 ms of EXAMINEs.
+        # (FolderResult.unstorable_flags), and saves the server its EXAMINEs (item 22).
         preview = self.ctx.options.dry_run
         statuses: dict[bytes, dict[str, int]] | None = None
         infos: dict[bytes, SelectInfo | None] = {}

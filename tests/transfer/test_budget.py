@@ -75,14 +75,14 @@ def test_small_budget_many_workers_completes_exactly(
     dst = Endpoint("127.0.0.1", dovecot.port, "dst", "none", "dstpass", allow_insecure_auth=True)
     state = State(tmp_path / "state.sqlite")
     mover = Mover(src, dst, state=state, options=options)
-    mover._budget = budget = _Checked(options.memory_budget)
+    mover.budget = budget = _Checked(options.memory_budget)
     try:
         results = asyncio.run(asyncio.wait_for(mover.run(), timeout=120))
     finally:
         state.close()
     assert sum(r.copied for r in results) == 200
     assert not any(r.failures for r in results)
-    assert mover._budget.used == 0
+    assert mover.budget.used == 0
     # Every byte given back was taken before: a worker that gives back more than it
     # holds lets the others fetch past the budget (peak memory grew with the workers).
     assert budget.over_released == [], budget.over_released[:5]

@@ -65,7 +65,7 @@ def test_near_servers_keep_the_usual_workers(dovecot, monkeypatch):
     assert mover.rtt is not None and mover.rtt < 10.0
     assert len(started) == 2
     assert not any("ms away" in e for e in events)
-    assert mover._budget.limit == Options.memory_budget
+    assert mover.budget.limit == Options.memory_budget
 
 
 def test_an_explicit_count_is_kept_whatever_the_distance(dovecot, monkeypatch):
@@ -76,7 +76,7 @@ def test_an_explicit_count_is_kept_whatever_the_distance(dovecot, monkeypatch):
     )
     assert mover.rtt is not None
     assert len(started) == 3
-    assert mover._budget.limit == Options.far_memory_budget
+    assert mover.budget.limit == Options.far_memory_budget
 
 
 def test_a_server_refusing_more_connections_means_fewer_workers(dovecot_factory, monkeypatch):
@@ -109,7 +109,7 @@ def test_over_tls_the_far_budget_is_smaller(dovecot, monkeypatch):
     ctx = ssl.create_default_context(cafile=str(dovecot.ca_file))
     mover, _, started = _move(dovecot, Options(far_rtt=0.0, far_connections=3), monkeypatch, ctx)
     assert len(started) == 3
-    assert mover._budget.limit == Options.far_memory_budget_tls < Options.far_memory_budget
+    assert mover.budget.limit == Options.far_memory_budget_tls < Options.far_memory_budget
     src = mailcheck.snapshot(dovecot.port, "src", "srcpass")
     assert mailcheck.snapshot(dovecot.port, "dst", "dstpass") == src
 

@@ -31,12 +31,13 @@ import pytest
 
 from tests import mailcheck
 from tests.doubles.gmail import GmailServer
-from yippiemove.imap.client import AppendItem, ImapClient, MessageMeta, append_result
+from yippiemove.imap.client import AppendItem, MessageMeta, append_result
 from yippiemove.imap.connection import ImapConnection
 from yippiemove.transfer.engine import Mover, fingerprint
 from yippiemove.transfer.gmail import GmailDest
 from yippiemove.transfer.model import Endpoint, Options
 from yippiemove.transfer.state import State
+from yippiemove.transfer.store import GmailStore
 
 SRC = "src@gmail.test"
 DST = "dst@gmail.test"
@@ -708,10 +709,10 @@ def test_label_instead_keeps_multiplicity_and_skips_its_own_folder() -> None:
     asyncio.run(go())
 
 
-async def _client(gmail: GmailServer, user: str, password: str) -> ImapClient:
+async def _client(gmail: GmailServer, user: str, password: str) -> GmailStore:
     conn = await ImapConnection.open("127.0.0.1", gmail.port, security="none")
     await conn.login(user, password, allow_insecure=True)
-    return ImapClient(conn)
+    return GmailStore(conn)
 
 
 @pytest.mark.parametrize("how", ["published", "landed", "lost"])

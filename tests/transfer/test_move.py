@@ -518,7 +518,15 @@ def test_ctrl_c_stops_cleanly_and_resumes(dovecot, tmp_path):
     p = subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
     )
-    time.sleep(1.0)
+    # Interrupted once copying is under way (the destination's Maildir has some of the
+    # messages), not after a fixed time: the copy takes well under a second here.
+    dst_mail = dovecot.maildir("dst")
+    deadline = time.monotonic() + 60
+    while p.poll() is None and time.monotonic() < deadline:
+        stored = sum(1 for d in ("new", "cur") for _ in (dst_mail / d).glob("*"))
+        if stored >= 20:
+            break
+        time.sleep(0.005)
     p.send_signal(signal.SIGINT)
     _out, err = p.communicate(timeout=60)
     if p.returncode == 0:

@@ -11,7 +11,7 @@ import pytest
 
 from tests import mailcheck
 from yippiemove.testing.dovecot import DovecotServer, MaildirMessage
-from yippiemove.transfer import engine
+from yippiemove.transfer import verify
 from yippiemove.transfer.engine import Mover
 from yippiemove.transfer.model import Endpoint, Options
 from yippiemove.transfer.state import State
@@ -30,7 +30,7 @@ def _run(server: DovecotServer, state_path: Path) -> list:
 def test_chunked_verify_checks_every_message_and_fixes_flags(
     dovecot: DovecotServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine, "_VERIFY_CHUNK", 7)  # 40 messages: 6 chunks
+    monkeypatch.setattr(verify, "VERIFY_CHUNK", 7)  # 40 messages: 6 chunks
     dovecot.deliver_many(
         "src",
         "INBOX",

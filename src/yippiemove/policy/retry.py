@@ -40,6 +40,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 
 from ..imap.errors import (
     AuthenticationError,
@@ -61,16 +62,26 @@ __all__ = [
     "GaveUp",
     "Stopped",
     "Verdict",
+    "VerdictKind",
     "classify",
     "classify_answer",
     "retryable",
     "suggested_delay",
 ]
 
-RETRY = "retry"
-THROTTLED = "throttled"
-STOP = "stop"
-MESSAGE = "message"
+class VerdictKind(StrEnum):
+    """What kind of error it is, for the transfer (:class:`Verdict`)."""
+
+    RETRY = "retry"
+    THROTTLED = "throttled"
+    STOP = "stop"
+    MESSAGE = "message"
+
+
+RETRY = VerdictKind.RETRY
+THROTTLED = VerdictKind.THROTTLED
+STOP = VerdictKind.STOP
+MESSAGE = VerdictKind.MESSAGE
 
 
 @dataclass(frozen=True)
@@ -83,7 +94,7 @@ class Verdict:
     wait in seconds the server suggested, if it did.
     """
 
-    kind: str
+    kind: VerdictKind
     why: str
     delay: float | None = None
 

@@ -17,7 +17,7 @@ hold one Gmail message with several labels.
   -- the destination is the truth: the state file is only an accelerator.  All Mail is listed once per run (UID, size, INTERNALDATE,
   X-GM-MSGID); a message there whose X-GM-MSGID the state file knows has a known key;
   the others are hashed only when a message to copy has the same size and instant.
-* In ``Mover._copy``, a fetched message whose key the registry holds, in a Gmail message
+* In the copy (transfer/copy.py), a fetched message whose key the registry holds, in a Gmail message
   not yet in this folder, is *deferred* instead of appended (its body is dropped).
   After the APPENDs, the pass waits for the entries it deferred to (other passes
   publish theirs as soon as their own APPENDs are done, before they wait for anything:
@@ -40,7 +40,6 @@ APPEND and a label, say) finds the message in All Mail without downloading it ag
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import struct
 from collections import defaultdict
@@ -48,13 +47,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ..imap import gmail as gm
-from ..imap.client import ImapClient, MessageMeta, SelectInfo
+from ..imap.client import MessageMeta, SelectInfo
 from ..imap.errors import CommandError
 from ..policy import gmail as gmail_policy
 from ..policy import retry as retry_policy
 from ..policy.rules import MessageFilter
 from .dates import parse_internaldate
+from .hashing import fingerprint as _fingerprint
+from .model import Outcome
 from .state import GmailRow, State
+from .store import GmailStore
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +66,7 @@ __all__ = ["DestPass", "GmailDest", "GmailSource", "Key", "Stored", "message_key
 Key = tuple[bytes, int]
 
 
-def _fingerprint(body: bytes) -> bytes:
-    """The engine's fingerprint (transfer/engine.py: SHA-256 of the exact bytes)."""
-    return hashlib.sha256(body).digest()
-
-
-async def _hash_uids(dst: ImapClient, uids: Sequence[int]) -> dict[int, bytes]:
+async def _hash_uids(dst: GmailStore, uids: Sequence[int]) -> dict[int, bytes]:
     """Fingerprints of messages of the selected folder; bodies are hashed as they come
     and dropped (200 UIDs a command, three commands in flight)."""
     out: dict[int, bytes] = {}
@@ -116,28 +113,28 @@ class GmailSource:
         self.folder_labels = folder_labels
 
     async def _archived(
-        self, src: ImapClient, raw: bytes, filters: MessageFilter
+        self, src: GmailStore, raw: bytes, filters: MessageFilter
     ) -> tuple[SelectInfo, list[MessageMeta]]:
         info = await src.select(raw, readonly=True)
         if not info.exists:
             return info, []
         if filters.active:
             uids = await src.uid_search(filters.criteria())
-            listed = await gm.fetch_labelled_meta(src, uids) if uids else []
+            listed = await src.fetch_labelled_meta(uids) if uids else []
         else:
-            listed = await gm.fetch_labelled_meta(src)
+            listed = await src.fetch_labelled_meta()
         return info, [
             m for m, labels in listed if gmail_policy.is_archived(labels, self.folder_labels)
         ]
 
     async def list_archived(
-        self, src: ImapClient, raw: bytes, filters: MessageFilter
+        self, src: GmailStore, raw: bytes, filters: MessageFilter
     ) -> tuple[SelectInfo, list[MessageMeta]]:
         """EXAMINE All Mail and list its archived messages (after the message filters)."""
         return await self._archived(src, raw, filters)
 
     async def count_archived(
-        self, src: ImapClient, raw: bytes, filters: MessageFilter
+        self, src: GmailStore, raw: bytes, filters: MessageFilter
     ) -> tuple[int, int, tuple[str, ...]]:
         """(messages, bytes, All Mail's FLAGS) of the archive pass, for the plan."""
         info, metas = await self._archived(src, raw, filters)
@@ -262,14 +259,14 @@ class GmailDest:
 
     # ---------------------------------------------------------------- the index
 
-    async def _index(self, dst: ImapClient) -> None:
+    async def _index(self, dst: GmailStore) -> None:
         """List All Mail once (lock held): known keys go to the registry."""
         if self._indexed or self.all_mail is None:
             self._indexed = True
             return
         info = await dst.select(self.all_mail, readonly=True)
         self._all_validity = info.uidvalidity
-        entries = await gm.fetch_index(dst) if info.exists else []
+        entries = await dst.fetch_index() if info.exists else []
         known: dict[int, GmailRow] = self.state.gmail_rows() if self.state is not None else {}
         for e in entries:
             when = instant(e.internaldate)
@@ -286,7 +283,7 @@ class GmailDest:
         self._indexed = True
         log.debug("Gmail destination: %d messages in All Mail", len(entries))
 
-    async def _hash_candidates(self, dst: ImapClient, to_copy: Sequence[MessageMeta]) -> None:
+    async def _hash_candidates(self, dst: GmailStore, to_copy: Sequence[MessageMeta]) -> None:
         """Hash the All Mail messages that have the size and instant of a message to copy."""
         assert self.all_mail is not None
         want: dict[int, tuple[int, int, int]] = {}  # uid -> (size, instant, msgid)
@@ -324,7 +321,7 @@ class GmailDest:
 
     async def prepare(
         self,
-        dst: ImapClient,
+        dst: GmailStore,
         source: str,
         dest_raw: bytes,
         dest_name: str,
@@ -336,7 +333,7 @@ class GmailDest:
         which messages are in it and the keys of All Mail messages that may be copies."""
         p = DestPass(source, dest_raw, dest_name)
         if not empty:
-            p.present = set((await gm.fetch_msgids(dst)).values())
+            p.present = set((await dst.fetch_msgids()).values())
         if self.all_mail is not None:
             async with self._lock:
                 await self._index(dst)
@@ -347,10 +344,14 @@ class GmailDest:
         return p
 
     def label_instead(self, source: str, m: MessageMeta, fpr: bytes) -> bool:
-        """Called by the copy for each fetched message about to be appended: True when a
-        Gmail message with the same key will get this folder's label instead (the body
-        is not needed any more); else the APPEND goes ahead and is reserved here."""
-        p = self.passes.get(source)
+        """:meth:`label_instead_of` for the pass of the source folder ``source``."""
+        return self.label_instead_of(self.passes.get(source), m, fpr)
+
+    def label_instead_of(self, p: DestPass | None, m: MessageMeta, fpr: bytes) -> bool:
+        """Called by the copy of pass ``p`` for each fetched message about to be appended:
+        True when a Gmail message with the same key will get this folder's label instead
+        (the body is not needed any more); else the APPEND goes ahead and is reserved
+        here."""
         if p is None:
             return False
         key = message_key(fpr, m.internaldate)
@@ -372,18 +373,18 @@ class GmailDest:
                 return True
         if p.round is None or p.round.done():
             p.round = asyncio.get_running_loop().create_future()
-        s = Stored(key, m.size, source, p.dest_raw, ready=p.round)
+        s = Stored(key, m.size, p.source, p.dest_raw, ready=p.round)
         self._pending.setdefault(kb, []).append(s)
         p.reserved.append((m, s))
         return False
 
     async def publish(
         self,
-        dst: ImapClient,
+        dst: GmailStore,
         p: DestPass,
         dinfo: SelectInfo,
         claim: dict[int, int],
-        outcome_of: dict[int, str],
+        outcome_of: dict[int, Outcome],
     ) -> None:
         """After the pass's APPENDs: its reserved entries become known Gmail messages
         (UID from APPENDUID, X-GM-MSGID fetched here; the folder is selected) or, when
@@ -391,13 +392,13 @@ class GmailDest:
         done, failed = [], []
         for m, s in p.reserved:
             duid = claim.get(m.uid)
-            if duid is not None and outcome_of.get(m.uid) == "copied":
+            if duid is not None and outcome_of.get(m.uid) == Outcome.COPIED:
                 done.append((s, duid))
             else:
                 failed.append(s)
         p.reserved = []
         try:
-            ids = await gm.fetch_msgids(dst, [duid for _s, duid in done]) if done else {}
+            ids = await dst.fetch_msgids([duid for _s, duid in done]) if done else {}
         finally:
             for s, duid in done:
                 s.uid, s.uidvalidity, s.msgid = duid, dinfo.uidvalidity, ids.get(duid)
@@ -441,7 +442,7 @@ class GmailDest:
             del self.passes[p.source]
 
     async def label(
-        self, dst: ImapClient, p: DestPass, claim: dict[int, int], on_labelled: OnLabelled
+        self, dst: GmailStore, p: DestPass, claim: dict[int, int], on_labelled: OnLabelled
     ) -> list[MessageMeta]:
         """Add this folder's label to the deferred messages; returns those that must be
         appended after all.  Leaves the pass's folder selected."""
@@ -475,8 +476,8 @@ class GmailDest:
                     retry.extend((m, s.key) for m, s in group)
                     continue
                 try:
-                    mapping = await gm.copy_uids(
-                        dst, [s.uid for _m, s in group if s.uid is not None], p.dest_raw
+                    mapping = await dst.copy_uids(
+                        [s.uid for _m, s in group if s.uid is not None], p.dest_raw
                     )
                 except CommandError as exc:
                     if retry_policy.classify(exc).kind != retry_policy.MESSAGE:
@@ -497,7 +498,7 @@ class GmailDest:
 
     async def _find_in_all_mail(
         self,
-        dst: ImapClient,
+        dst: GmailStore,
         p: DestPass,
         items: list[tuple[MessageMeta, Key]],
         claimed: set[int],
@@ -513,7 +514,7 @@ class GmailDest:
         for size in sizes:
             uids = await dst.uid_search([b"LARGER", str(size - 1), b"SMALLER", str(size + 1)])
             if uids:
-                for e in await gm.fetch_index(dst, uids):
+                for e in await dst.fetch_index(uids):
                     cands[e.uid] = e
         wanted = {(m.size, k[1]) for m, k in items}
         to_hash = [
@@ -540,7 +541,7 @@ class GmailDest:
                 picks.append((m, key, e))
         if picks:
             try:
-                mapping = await gm.copy_uids(dst, [e.uid for _m, _k, e in picks], p.dest_raw)
+                mapping = await dst.copy_uids([e.uid for _m, _k, e in picks], p.dest_raw)
             except CommandError as exc:
                 if retry_policy.classify(exc).kind != retry_policy.MESSAGE:
                     raise

@@ -5,9 +5,41 @@ from __future__ import annotations
 import ssl
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from ..imap.client import MailboxInfo, NamespaceInfo
 from ..policy.rules import FolderRules, MessageFilter
+
+
+class Outcome(StrEnum):
+    """What became of one source message (the state file, the report and the service
+    store these strings)."""
+
+    #: Appended by this run (or, in the state, by an earlier one).
+    COPIED = "copied"
+    #: Already on the destination (recorded by the state, or recognised by content).
+    PRESENT = "present"
+    #: Gmail destination: stored from another folder; this folder's label was added.
+    LABELLED = "labelled"
+    #: On the destination, but stored altered (other size or bytes): failed, never re-sent.
+    ALTERED = "altered"
+    FAILED = "failed"
+    #: Not handled (only seen in a report of a pass that went wrong).
+    MISSING = "missing"
+
+
+#: Outcomes that put a message on the destination: a state row with one of these and a
+#: destination UID lets a later pass claim that UID.
+STORED = frozenset({Outcome.COPIED, Outcome.PRESENT, Outcome.LABELLED, Outcome.ALTERED})
+
+
+class Phase(StrEnum):
+    """Where a transfer is (``Progress.phase``)."""
+
+    CONNECTING = "connecting"
+    PLANNING = "planning"
+    COPYING = "copying"
+    DONE = "done"
 
 
 @dataclass(frozen=True)
@@ -51,9 +83,8 @@ class Options:
     #: ``memory_budget`` on such a link: the bytes in flight must cover two round trips
     #: (FETCH, then the APPEND's answer) for the link to stay busy.
     far_memory_budget: int = 40 * 1024 * 1024
-    #: The same when TLS is in use: its 12 connections' buffers cost ~1 MB each, and the
-    #: servers' TLS work, not the bytes in flight, sets the pace there (measured: 28 MB
-    #: is as fast as 40 MB through the 40 ms proxy, 83 MB peak RSS instead of 97-102).
+    #: The same when TLS is in use: its connections' buffers cost memory too, and the
+    #: servers' TLS work sets the pace (why this figure: docs/performance.md item 21).
     far_memory_budget_tls: int = 28 * 1024 * 1024
     fetch_batch_bytes: int = 2 * 1024 * 1024
     fetch_batch_messages: int = 256
@@ -252,7 +283,7 @@ class FolderResult:
     #: Why the whole folder could not be copied, if it could not.
     error: str | None = None
     #: (source UID, destination UID or None, outcome) for every source message.
-    messages: list[tuple[int, int | None, str]] = field(default_factory=list)
+    messages: list[tuple[int, int | None, Outcome]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -294,7 +325,7 @@ class Progress:
     #: The latest failed messages (at most 200), for front doors that show them live.
     failures: list[dict[str, object]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
-    phase: str = "connecting"
+    phase: Phase = Phase.CONNECTING
     #: Unix time until which a worker waits because the server is throttling us (the
     #: latest such time when several wait), or None.
     throttled_until: float | None = None

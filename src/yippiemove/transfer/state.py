@@ -41,7 +41,6 @@ import errno
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,10 +206,6 @@ class State:
 
     # ------------------------------------------------------------------ meta
 
-    def get_meta(self, key: str) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return None if row is None else str(row[0])
-
     def set_meta(self, key: str, value: str) -> None:
         self._exec("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
@@ -280,16 +275,6 @@ class State:
             (folder_id,),
         )
         return {r[0]: MessageRow(*r) for r in rows}
-
-    def iter_messages(self, folder_id: int) -> Iterator[MessageRow]:
-        self.flush()
-        rows = self.db.execute(
-            "SELECT source_uid, size, message_id, fingerprint, dest_uid, outcome, error "
-            "FROM messages WHERE folder_id=? ORDER BY source_uid",
-            (folder_id,),
-        )
-        for r in rows:
-            yield MessageRow(*r)
 
     def record(
         self,

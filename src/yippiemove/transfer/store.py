@@ -1,0 +1,209 @@
+"""The engine's view of one connected account: a :class:`Store`.
+
+In the spirit of mbsync's driver interface (``driver.h``: one table of operations, an
+IMAP implementation in ``drv_imap.c``) and huey's storage backends, the transfer engine
+talks to a ``Store`` -- list folders, list a folder's metadata, fetch bodies, append,
+set flags, create and subscribe folders -- and never to sockets or to the IMAP
+connection underneath.
+
+* :class:`ImapStore` implements it on :class:`~yippiemove.imap.client.ImapClient`.
+* :class:`GmailStore` adds the verbs of Gmail's IMAP extensions (X-GM-EXT-1: labels,
+  X-GM-MSGID, ``UID COPY`` adding a label) that :mod:`yippiemove.transfer.gmail` uses.
+* ``tests/transfer/memstore.py`` keeps a mailbox in memory behind the same interface,
+  so the engine's matching, copy and verify run in tests without a server.
+
+The operations are IMAP-shaped on purpose (UIDs, UIDVALIDITY, PERMANENTFLAGS, APPENDUID
+answers): the engine's promises are stated in those terms, and a Store that hid them
+would hide what the verification checks.  Pipelining stays visible too: ``submit_*``
+send a command and return the future of its answer, so many can be in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+from ..imap import gmail as gm
+from ..imap.client import (
+    AppendItem,
+    ImapClient,
+    MailboxInfo,
+    MessageMeta,
+    NamespaceInfo,
+    SelectInfo,
+)
+from ..imap.connection import CommandResult, ImapConnection
+from ..imap.errors import CommandError
+from ..imap.protocol import quote
+from ..policy import retry as retry_policy
+from .model import Endpoint
+
+__all__ = ["GmailStore", "ImapStore", "Store", "connect_store"]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """One connected account.  Folder names are the server's raw (modified UTF-7) bytes."""
+
+    #: The folder selected now (raw name), or None.
+    selected: bytes | None
+
+    # -- the session
+    @property
+    def capabilities(self) -> frozenset[str]: ...
+    def has(self, cap: str) -> bool: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def tls(self) -> bool: ...
+    @property
+    def greeted_in(self) -> float | None: ...
+    def abort(self) -> None: ...
+    async def logout(self) -> None: ...
+    async def submit_noop(self) -> asyncio.Future[CommandResult]: ...
+
+    # -- folders
+    async def namespace(self) -> NamespaceInfo: ...
+    async def list_folders(self) -> list[MailboxInfo]: ...
+    async def list_subscribed(self) -> list[MailboxInfo]: ...
+    async def create(self, raw: bytes) -> None: ...
+    async def submit_create(
+        self, raw: bytes, special_use: str | None = None
+    ) -> asyncio.Future[CommandResult]: ...
+    async def submit_subscribe(self, raw: bytes) -> asyncio.Future[CommandResult]: ...
+    async def select(self, raw: bytes, *, readonly: bool = False) -> SelectInfo: ...
+    async def select_many(
+        self, raws: Sequence[bytes], *, readonly: bool = False
+    ) -> dict[bytes, SelectInfo | None]: ...
+    async def status_many(
+        self, raws: Sequence[bytes], items: str
+    ) -> dict[bytes, dict[str, int]]: ...
+
+    # -- messages of the selected folder
+    async def select_and_list(
+        self, raw: bytes, *, readonly: bool = False, message_id: bool = False
+    ) -> tuple[SelectInfo, list[MessageMeta]]: ...
+    async def reselect_and_fetch_meta(self, uids: str | None) -> list[MessageMeta]: ...
+    async def uid_search(self, criteria: Sequence[bytes | str]) -> list[int]: ...
+    async def fetch_meta(
+        self, uids: str = "1:*", *, message_id: bool = True
+    ) -> list[MessageMeta]: ...
+    async def fetch_sizes(self, uids: str = "1:*") -> list[tuple[int, int]]: ...
+    async def fetch_message_ids(self, uids: Sequence[int]) -> dict[int, bytes | None]: ...
+    async def submit_fetch_bodies(
+        self, uids: Sequence[int], on_body: Callable[[int, bytes], None]
+    ) -> asyncio.Future[CommandResult]: ...
+    async def submit_append(
+        self, raw_mailbox: bytes, items: Sequence[AppendItem]
+    ) -> asyncio.Future[CommandResult]: ...
+    async def store_flags(self, uid: int, flags: Sequence[str]) -> None: ...
+
+
+def use_arg(attribute: str | None) -> tuple[bytes, ...]:
+    """CREATE's ``(USE (\\Sent))`` parameter (RFC 6154 section 3), or nothing."""
+    return (b"(USE (" + attribute.encode("ascii") + b"))",) if attribute else ()
+
+
+class ImapStore(ImapClient):
+    """:class:`Store` on an IMAP connection: the client's verbs, plus the session's
+    state the engine needs (closed, TLS, time to greet) without reaching the socket."""
+
+    @property
+    def closed(self) -> bool:
+        return self.conn.closed
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.conn.tls)
+
+    @property
+    def greeted_in(self) -> float | None:
+        return self.conn.greeted_in
+
+    def abort(self) -> None:
+        self.conn.abort()
+
+    async def submit_noop(self) -> asyncio.Future[CommandResult]:
+        return await self.conn.submit("NOOP")
+
+    async def submit_create(
+        self, raw: bytes, special_use: str | None = None
+    ) -> asyncio.Future[CommandResult]:
+        return await self.conn.submit("CREATE", quote(raw), *use_arg(special_use))
+
+    async def submit_subscribe(self, raw: bytes) -> asyncio.Future[CommandResult]:
+        return await self.conn.submit("SUBSCRIBE", quote(raw))
+
+    async def list_subscribed(self) -> list[MailboxInfo]:
+        return await self.list_mailboxes(subscribed=True)
+
+    async def list_folders(self) -> list[MailboxInfo]:
+        """LIST, with RFC 6154 attributes even from a server that only gives them when
+        asked (LIST-EXTENDED ``RETURN (SPECIAL-USE)``, RFC 5258); Dovecot gives them in
+        plain LIST."""
+        boxes = await self.list_mailboxes()
+        if any(m.special_use for m in boxes) or not (
+            self.has("SPECIAL-USE") and self.has("LIST-EXTENDED")
+        ):
+            return boxes
+        try:
+            marked = await self.list_mailboxes(special_use=True)
+        except CommandError as exc:
+            if retry_policy.retryable(exc):
+                raise  # a temporary refusal: plan again rather than without special folders
+            return boxes
+        attrs = {m.raw: m.special_use for m in marked}
+        return [
+            dataclasses.replace(m, flags=m.flags | attrs[m.raw]) if attrs.get(m.raw) else m
+            for m in boxes
+        ]
+
+
+class GmailStore(ImapStore):
+    """An :class:`ImapStore` on a server with Gmail's extensions (X-GM-EXT-1)."""
+
+    async def fetch_labelled_meta(
+        self, uids: Sequence[int] | str = "1:*"
+    ) -> list[tuple[MessageMeta, frozenset[str]]]:
+        return await gm.fetch_labelled_meta(self, uids)
+
+    async def fetch_index(self, uids: Sequence[int] | str = "1:*") -> list[gm.IndexEntry]:
+        return await gm.fetch_index(self, uids)
+
+    async def fetch_msgids(self, uids: Sequence[int] | str = "1:*") -> dict[int, int]:
+        return await gm.fetch_msgids(self, uids)
+
+    async def copy_uids(self, uids: Sequence[int], mailbox: bytes) -> dict[int, int]:
+        return await gm.copy_uids(self, uids, mailbox)
+
+
+async def connect_store(
+    ep: Endpoint,
+    role: str,
+    *,
+    connect_timeout: float,
+    idle_timeout: float,
+    on_open: Callable[[], None] | None = None,
+) -> ImapStore:
+    """Open and log in to one account; a :class:`GmailStore` when it is Gmail.
+    ``on_open`` is called once the server has answered (before the login)."""
+    conn = await ImapConnection.open(
+        ep.host,
+        ep.port,
+        security=ep.security,
+        ssl_context=ep.ssl_context,
+        timeout=connect_timeout,
+        idle_timeout=idle_timeout,
+        name=role,
+    )
+    if on_open is not None:
+        on_open()
+    try:
+        await conn.login(ep.user, ep.password, allow_insecure=ep.allow_insecure_auth)
+    except BaseException:
+        conn.abort()
+        raise
+    kind = GmailStore if gm.CAPABILITY in conn.capabilities else ImapStore
+    return kind(conn)

@@ -1,0 +1,230 @@
+"""Verification: "is every source message there, with its flags and date?"
+
+:func:`check` judges a chunk of source messages against the destination's listing and
+returns what it found -- failures, flags to set, notes, what to read back -- without
+any I/O (tested from fixtures in tests/transfer/test_verify.py).  :func:`compare_content`
+does the same for ``--verify-content``'s hashes.  :class:`Verifier` is the I/O around
+them: it lists the destination in chunks, sets the flags and reads bytes back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ..imap.client import MessageMeta
+from ..imap.protocol import format_uid_set
+from .dates import same_instant
+from .matching import match_by_message_id
+from .model import Failure, FolderResult
+from .store import Store
+
+__all__ = ["Checked", "Verifier", "check", "compare_content"]
+
+#: Source messages verified per destination metadata fetch.
+VERIFY_CHUNK = 5000
+
+
+def message_id_text(m: MessageMeta) -> str | None:
+    return m.message_id.decode("utf-8", "replace") if m.message_id else None
+
+
+@dataclass
+class Checked:
+    """What :func:`check` found in one chunk."""
+
+    failures: list[Failure] = field(default_factory=list)
+    #: source UID -> destination UID of messages stored altered (other size)
+    altered: dict[int, int] = field(default_factory=dict)
+    #: (destination UID, the flags it must have) in source order
+    set_flags: list[tuple[int, list[str]]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    verified: int = 0
+    #: (source message, destination UID) verified by metadata, to read back
+    verified_pairs: list[tuple[MessageMeta, int]] = field(default_factory=list)
+
+
+def check(
+    folder: str,
+    smeta: Sequence[MessageMeta],
+    claim: Mapping[int, int],
+    by_uid: Mapping[int, MessageMeta],
+    failed: set[int],
+    storable: Callable[[str], bool],
+) -> Checked:
+    """Each source message (not already ``failed``) against its own destination
+    message ``claim[uid]`` in ``by_uid``: it must be there, with the same size; its
+    storable flags must be the destination's (else they are set); an INTERNALDATE of
+    another instant is noted (it cannot be changed over IMAP)."""
+    out = Checked()
+    for m in smeta:
+        if m.uid in failed:
+            continue
+        duid = claim.get(m.uid)
+        d = by_uid.get(duid) if duid is not None else None
+        if d is None:
+            out.failures.append(
+                Failure(
+                    folder,
+                    m.uid,
+                    m.size,
+                    message_id_text(m),
+                    "not found on the destination after copying",
+                )
+            )
+            continue
+        if d.size != m.size:
+            out.altered[m.uid] = d.uid
+            out.failures.append(
+                Failure(
+                    folder,
+                    m.uid,
+                    m.size,
+                    message_id_text(m),
+                    f"destination UID {d.uid} has {d.size} bytes, the source {m.size}",
+                )
+            )
+            continue
+        want = {f.upper(): f for f in m.flags if storable(f)}
+        have = {f.upper() for f in d.flags if f.upper() != "\\RECENT"}
+        if set(want) != have:
+            out.set_flags.append((d.uid, list(want.values())))
+        if not same_instant(d.internaldate, m.internaldate):
+            out.notes.append(
+                f"UID {m.uid}: destination INTERNALDATE {d.internaldate.decode()} differs "
+                f"from the source's {m.internaldate.decode()} (a stored message's "
+                "INTERNALDATE cannot be changed over IMAP)"
+            )
+        out.verified += 1
+        out.verified_pairs.append((m, d.uid))
+    return out
+
+
+def compare_content(
+    folder: str,
+    pairs: Sequence[tuple[MessageMeta, int]],
+    source: Mapping[int, bytes],
+    dest: Mapping[int, bytes],
+) -> tuple[int, list[Failure], dict[int, int]]:
+    """``--verify-content``: (messages whose bytes are equal, failures, altered) for
+    ``pairs`` of (source message, destination UID), given the SHA-256 of each side's
+    bytes by UID (a missing hash: that side could not be read back)."""
+    ok = 0
+    failures: list[Failure] = []
+    altered: dict[int, int] = {}
+    for m, duid in pairs:
+        want = source.get(m.uid)
+        have = dest.get(duid)
+        if want is None or have is None:
+            side = "source" if want is None else "destination"
+            why = f"could not be read back from the {side} to compare its bytes"
+        elif want != have:
+            altered[m.uid] = duid
+            why = (
+                f"destination UID {duid} holds other bytes than the source's (same size, "
+                "different SHA-256): the destination server changed the message"
+            )
+        else:
+            ok += 1
+            continue
+        failures.append(Failure(folder, m.uid, m.size, message_id_text(m), why))
+    return ok, failures, altered
+
+
+ReadHashes = Callable[[Store, Sequence[int]], Awaitable[dict[int, tuple[int, bytes]]]]
+
+
+class Verifier:
+    """The I/O of a folder's verification (transfer/folder.py calls it last)."""
+
+    def __init__(
+        self,
+        src: Store,
+        dst: Store,
+        res: FolderResult,
+        storable: Callable[[str], bool],
+        *,
+        content: bool,
+        read_hashes: ReadHashes,
+        known_hashes: Mapping[int, bytes],
+    ) -> None:
+        self.src = src
+        self.dst = dst
+        self.res = res
+        self.storable = storable
+        self.content = content
+        self.read_hashes = read_hashes
+        #: source UID -> SHA-256 taken while copying (``content`` only)
+        self.known = known_hashes
+
+    async def run(self, smeta: Sequence[MessageMeta], claim: dict[int, int]) -> None:
+        """Check each source message against its own destination message.
+
+        The destination's metadata is fetched for the claimed UIDs, a chunk of source
+        messages at a time, so a folder of 100,000 messages is never held twice over
+        (only a server without UIDPLUS needs the whole listing, to match by Message-ID).
+        """
+        src, dst, res = self.src, self.dst, self.res
+        failed = {f.uid for f in res.failures}
+        unmapped = [m for m in smeta if m.uid not in claim and m.uid not in failed]
+        by_uid: dict[int, MessageMeta] | None = None
+        if unmapped:
+            _info, dmeta = await dst.select_and_list(dst.selected or b"INBOX")
+            by_uid = {d.uid: d for d in dmeta}
+            # No APPENDUID (server without UIDPLUS): match by (size, Message-ID), in order.
+            taken = set(claim.values())
+            free = [d for d in dmeta if d.uid not in taken]
+            s_ids = await src.fetch_message_ids([m.uid for m in unmapped])
+            d_ids = await dst.fetch_message_ids([d.uid for d in free]) if free else {}
+            claim.update(match_by_message_id(unmapped, s_ids, free, d_ids))
+            del dmeta, free
+        to_read: list[tuple[MessageMeta, int]] = []
+        for start in range(0, len(smeta), VERIFY_CHUNK):
+            chunk = smeta[start : start + VERIFY_CHUNK]
+            if by_uid is None:
+                want_uids = sorted(
+                    claim[m.uid] for m in chunk if m.uid in claim and m.uid not in failed
+                )
+                if start == 0:
+                    # A fresh view after the APPENDs, pipelined with the first fetch:
+                    # one round trip (it counts on a WAN link, once per folder).
+                    dmeta = await dst.reselect_and_fetch_meta(
+                        format_uid_set(want_uids) if want_uids else None
+                    )
+                elif want_uids:
+                    dmeta = await dst.fetch_meta(format_uid_set(want_uids), message_id=False)
+                else:
+                    dmeta = []
+                here = {d.uid: d for d in dmeta}
+            else:
+                here = by_uid
+            found = check(res.source, chunk, claim, here, failed, self.storable)
+            for duid, flags in found.set_flags:
+                await dst.store_flags(duid, flags)
+            res.flags_fixed += len(found.set_flags)
+            res.failures += found.failures
+            res.altered.update(found.altered)
+            res.notes += found.notes
+            res.verified += found.verified
+            if self.content:
+                to_read += found.verified_pairs
+        if to_read:
+            await self._content(to_read)
+
+    async def _content(self, pairs: Sequence[tuple[MessageMeta, int]]) -> None:
+        """Read the destination's bytes back and compare them with the source's."""
+        known = self.known
+        read = await self.read_hashes(self.src, [m.uid for m, _ in pairs if m.uid not in known])
+        source = {uid: fpr for uid, (_size, fpr) in read.items()}
+        source.update(known)
+        dest = {
+            uid: fpr
+            for uid, (_size, fpr) in (
+                await self.read_hashes(self.dst, [duid for _, duid in pairs])
+            ).items()
+        }
+        ok, failures, altered = compare_content(self.res.source, pairs, source, dest)
+        self.res.content_verified += ok
+        self.res.verified -= len(failures)
+        self.res.failures += failures
+        self.res.altered.update(altered)

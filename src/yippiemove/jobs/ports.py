@@ -32,23 +32,25 @@ class CredentialsUnreadable(Exception):
 
 @dataclass(frozen=True)
 class SupervisorConfig:
-    """The settings the supervisor and the job launchers use (from the service's)."""
+    """The settings the supervisor and the job launchers use, taken from the service's
+    (service/jobhost.py ``supervisor_config``): their defaults and meanings are written
+    once, in service/config.py ``Settings``."""
 
     jobs_dir: Path
     #: "fork" (from the zygote) or "exec" (jobs/launch.py).
-    job_spawn: str = "fork"
-    job_max_open_files: int = 1024
-    job_max_memory: int = 1 << 30
-    job_connections: int | None = None
-    job_max_restarts: int = 3
-    job_max_attempts: int = 12
-    lease_seconds: float = 30.0
-    job_stall_seconds: float = 300.0
-    progress_interval: float = 1.0
-    job_kill_grace: float = 5.0
-    restart_delay: float = 1.0
-    ca_file: str | None = None
-    allow_insecure_hosts: bool = False
+    job_spawn: str
+    job_max_open_files: int
+    job_max_memory: int
+    job_connections: int | None
+    job_max_restarts: int
+    job_max_attempts: int
+    lease_seconds: float
+    job_stall_seconds: float
+    progress_interval: float
+    job_kill_grace: float
+    restart_delay: float
+    ca_file: str | None
+    allow_insecure_hosts: bool
 
     def job_dir(self, job_id: str) -> Path:
         """A job's private working directory (state.sqlite, report.json, job.log)."""

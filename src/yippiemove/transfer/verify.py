@@ -29,6 +29,10 @@ def message_id_text(m: MessageMeta) -> str | None:
     return m.message_id.decode("utf-8", "replace") if m.message_id else None
 
 
+def failure(folder: str, m: MessageMeta, why: str) -> Failure:
+    return Failure(folder, m.uid, m.size, message_id_text(m), why)
+
+
 @dataclass
 class Checked:
     """What :func:`check` found in one chunk."""
@@ -63,27 +67,12 @@ def check(
         duid = claim.get(m.uid)
         d = by_uid.get(duid) if duid is not None else None
         if d is None:
-            out.failures.append(
-                Failure(
-                    folder,
-                    m.uid,
-                    m.size,
-                    message_id_text(m),
-                    "not found on the destination after copying",
-                )
-            )
+            out.failures.append(failure(folder, m, "not found on the destination after copying"))
             continue
         if d.size != m.size:
             out.altered[m.uid] = d.uid
-            out.failures.append(
-                Failure(
-                    folder,
-                    m.uid,
-                    m.size,
-                    message_id_text(m),
-                    f"destination UID {d.uid} has {d.size} bytes, the source {m.size}",
-                )
-            )
+            why = f"destination UID {d.uid} has {d.size} bytes, the source {m.size}"
+            out.failures.append(failure(folder, m, why))
             continue
         want = {f.upper(): f for f in m.flags if storable(f)}
         have = {f.upper() for f in d.flags if f.upper() != "\\RECENT"}
@@ -127,7 +116,7 @@ def compare_content(
         else:
             ok += 1
             continue
-        failures.append(Failure(folder, m.uid, m.size, message_id_text(m), why))
+        failures.append(failure(folder, m, why))
     return ok, failures, altered
 
 

@@ -87,3 +87,10 @@ def test_vocabularies_keep_their_strings():
     assert endpoint_security("starttls", "imap.example.org") == "require-starttls"
     assert endpoint_security("tls", "imap.example.org") == "tls"
     assert endpoint_security("none", "imap.example.org") == "none"
+
+
+def test_the_service_phases_include_every_engine_phase() -> None:
+    from yippiemove.jobs.vocab import Phase
+    from yippiemove.transfer.model import Phase as EnginePhase
+
+    assert {p.value for p in EnginePhase} <= {p.value for p in Phase}

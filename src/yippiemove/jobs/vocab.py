@@ -11,6 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from ..accounts import Security, endpoint_security
+from ..transfer.model import Phase as EnginePhase
 
 __all__ = [
     "TERMINAL",
@@ -44,11 +45,12 @@ class Phase(StrEnum):
 
     QUEUED = "queued"
     RESUMING = "resuming"
-    CONNECTING = "connecting"
-    PLANNING = "planning"
-    COPYING = "copying"
+    # The engine's own, spelled once in transfer/model.py:
+    CONNECTING = EnginePhase.CONNECTING.value
+    PLANNING = EnginePhase.PLANNING.value
+    COPYING = EnginePhase.COPYING.value
     VERIFYING = "verifying"
     INTERRUPTED = "interrupted"
-    DONE = "done"
+    DONE = EnginePhase.DONE.value
     FAILED = "failed"
     CANCELLED = "cancelled"

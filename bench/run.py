@@ -44,6 +44,8 @@ PASSWORD = "bench-pw"
 SOURCE_USER = "src"
 
 YM, MBSYNC, DSYNC = "yippiemove", "mbsync", "dsync"
+#: yippiemove as of --baseline-rev, measured beside the code under test in the same run.
+BASE = f"{YM}-base"
 MOVERS = (YM, MBSYNC, DSYNC)
 
 # Goals from the issue tracker; printed beside the figures, never asserted.
@@ -254,8 +256,11 @@ class PresetBench:
         mbsync: str | None,
         latency: bool,
         code_dir: Path | None = None,
+        base_dir: Path | None = None,
     ) -> None:
         self.code_dir = code_dir
+        #: the code of --baseline-rev (variant BASE), if asked for
+        self.base_dir = base_dir
         self.preset = preset
         self.args = args
         self.dir = workdir / preset.name
@@ -372,8 +377,12 @@ class PresetBench:
 
     def variants(self) -> list[str]:
         out = [m for m in self.args.movers if m != MBSYNC or self.mbsync]
+        if self.base_dir is not None and YM in self.args.movers:
+            out.insert(out.index(YM) + 1, BASE)
         if self.latency and YM in self.args.movers:
             out.append(f"{YM}@{self.args.rtt_ms:g}ms")
+            if self.base_dir is not None:
+                out.append(f"{BASE}@{self.args.rtt_ms:g}ms")
         return out
 
     def _argv(self, variant: str, dest_user: str, rdir: Path) -> list[str]:
@@ -383,7 +392,7 @@ class PresetBench:
             if "@" in variant:
                 port = self.proxy_port
             return [
-                *yippiemove_argv(self.code_dir),
+                *yippiemove_argv(self.base_dir if variant.startswith(BASE) else self.code_dir),
                 "move",
                 "--source",
                 f"imap://{SOURCE_USER}@127.0.0.1:{port}",
@@ -426,9 +435,10 @@ class PresetBench:
         raise ValueError(variant)
 
     def _env(self, variant: str) -> dict[str, str] | None:
-        if self.code_dir is None or not variant.startswith(YM):
+        code = self.base_dir if variant.startswith(BASE) else self.code_dir
+        if code is None or not variant.startswith(YM):
             return None
-        return {**os.environ, "PYTHONPATH": str(self.code_dir)}
+        return {**os.environ, "PYTHONPATH": str(code)}
 
     def run_once(self, variant: str, run: int, attempt: int = 0) -> RunResult:
         assert self.source is not None
@@ -642,6 +652,12 @@ def ratios(summary: dict[str, dict[str, Any]], rtt_variant: str) -> dict[str, fl
     lat = summary.get(rtt_variant)
     if lat and ym["mb_s"] > 0:
         out[f"{rtt_variant}/loopback throughput"] = round(lat["mb_s"] / ym["mb_s"], 3)
+    # --baseline-rev: the code under test against the baseline, same corpus, same run.
+    for mine, base in ((YM, BASE), (rtt_variant, rtt_variant.replace(YM, BASE, 1))):
+        b, m = summary.get(base), summary.get(mine)
+        if b and m and b["mb_s"] > 0 and m["mover_cpu_s"] > 0:
+            out[f"{mine}/{base} MB/s"] = round(m["mb_s"] / b["mb_s"], 3)
+            out[f"{base}/{mine} mover CPU s"] = round(b["mover_cpu_s"] / m["mover_cpu_s"], 3)
     return out
 
 
@@ -706,7 +722,7 @@ def print_table(
         f"(largest {info['imap_largest_bytes'] / 1e6:.2f} MB), medians of {runs} runs ==="
     )
     head = (
-        f"{'mover':<18}{'wall s':>8}{'MB/s':>8}{'msgs/s':>9}{'mover CPU s':>13}"
+        f"{'mover':<22}{'wall s':>8}{'MB/s':>8}{'msgs/s':>9}{'mover CPU s':>13}"
         f"{'server CPU s':>14}{'peak RSS MB':>13}{'CPU/wall':>10}{'cores':>7}  exact"
     )
     log(head)
@@ -718,7 +734,7 @@ def print_table(
         if s["failed_runs"]:
             exact += f" ({s['failed_runs']} failed)"
         log(
-            f"{variant:<18}{s['wall_s']:>8.2f}{s['mb_s']:>8.1f}{s['msgs_s']:>9.0f}"
+            f"{variant:<22}{s['wall_s']:>8.2f}{s['mb_s']:>8.1f}{s['msgs_s']:>9.0f}"
             f"{s['mover_cpu_s']:>13.2f}{s['server_cpu_s']:>14.2f}{s['mover_peak_rss_mb']:>13.1f}"
             f"{cpu_wall:>9.0%}{cores:>7.2f}  {exact}"
         )
@@ -811,6 +827,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "at the start)",
     )
     ap.add_argument(
+        "--baseline-rev",
+        metavar="REV",
+        help=f"also measure yippiemove as of this git revision ({BASE!r}), alternating "
+        "with the code under test in the same run: before/after figures of a change",
+    )
+    ap.add_argument(
         "--live-code",
         action="store_true",
         help="run yippiemove from the working tree as it is at each run, instead of a "
@@ -864,6 +886,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if code_dir is not None:
         # byte-compile now, so that the first measured run does not pay for it
         compileall.compile_dir(code_dir / "yippiemove", quiet=1)
+    base_dir = None
+    if args.baseline_rev:
+        base_dir = snapshot_code(workdir / "base-code", args.baseline_rev)
+        compileall.compile_dir(base_dir / "yippiemove", quiet=1)
     mode = "snapshot of src/ at start"
     if code_dir is None:
         mode = "live working tree"
@@ -877,6 +903,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "git_head": info["git_commit"],
         "code_rev": _run_text(["git", "-C", str(REPO), "rev-parse", args.code_rev])
         if args.code_rev
+        else None,
+        "baseline_rev": _run_text(["git", "-C", str(REPO), "rev-parse", args.baseline_rev])
+        if args.baseline_rev
         else None,
         "uncommitted_at_start": info["src_uncommitted_changes"],
     }
@@ -934,6 +963,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 mbsync,
                 latency=shape in args.latency_presets,
                 code_dir=code_dir,
+                base_dir=base_dir,
             )
             try:
                 corpus_info = bench.start()
@@ -947,7 +977,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             res = bench.run_once(variant, r + 1, attempt)
                             noisy = res.other_cpu_s > max(0.3, NOISE_SHARE * res.wall_s)
                             log(
-                                f"[{preset.name}] run {r + 1}/{args.runs} {variant:<16} "
+                                f"[{preset.name}] run {r + 1}/{args.runs} {variant:<20} "
                                 f"{res.wall_s:7.2f} s {res.mb_s:7.1f} MB/s "
                                 f"{res.msgs_s:7.0f} msgs/s cpu {res.mover_cpu_s:6.2f} s "
                                 f"server {res.server_cpu_s:6.2f} s "

@@ -94,3 +94,27 @@ def test_the_service_phases_include_every_engine_phase() -> None:
     from yippiemove.transfer.model import Phase as EnginePhase
 
     assert {p.value for p in EnginePhase} <= {p.value for p in Phase}
+
+
+def test_the_folder_selection_is_parsed_once_into_rules_and_filters():
+    from yippiemove.policy.rules import FolderRules, MessageFilter
+
+    spec = JobSpec.from_json(
+        JobSpec(
+            SRC,
+            DST,
+            folders={"include": ["INBOX"], "rename": ["Old=New"], "larger": "10k"},
+        ).to_json()
+    )
+    chosen = spec.folders
+    assert chosen is not None and chosen.include == ("INBOX",) and chosen.exclude == ()
+    assert isinstance(chosen.rules, FolderRules) and chosen.rules.renames
+    assert isinstance(chosen.filters, MessageFilter) and chosen.filters.active
+    assert spec.to_dict()["folders"] == {
+        "include": ["INBOX"],
+        "exclude": [],
+        "rename": ["Old=New"],
+        "larger": "10k",
+    }
+    with pytest.raises(SpecError, match="expected OLD=NEW"):
+        JobSpec(SRC, DST, folders={"rename": ["no equals sign"]})

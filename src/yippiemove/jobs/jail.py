@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 from ..accounts import make_endpoint, ssl_context
-from ..policy.rules import from_options
 from ..transfer.engine import Mover
 from ..transfer.model import Progress
 from ..transfer.report import Exit, build_report, exit_code, outcome_of, write_report
@@ -133,13 +132,12 @@ def _transfer_from_spec(job: JobSpec) -> tuple[Transfer, float]:
     ctx = ssl_context(job.ca_file)
     source = make_endpoint(job.source.as_dict(), ctx, job.allow_insecure_hosts)
     dest = make_endpoint(job.dest.as_dict(), ctx, job.allow_insecure_hosts)
-    folders = job.folders or {}
-    rules, filters = from_options(folders)  # checked by JobSpec (check_folders)
+    chosen = job.folders  # parsed and checked once, by JobSpec
     options = make_options(
-        include=folders.get("include") or [],
-        exclude=folders.get("exclude") or [],
-        rules=rules,
-        filters=filters,
+        include=chosen.include if chosen else (),
+        exclude=chosen.exclude if chosen else (),
+        rules=chosen.rules if chosen else None,
+        filters=chosen.filters if chosen else None,
         connections=job.connections,
         retries=job.retries,
         idle_timeout=job.idle_timeout,

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..imap.connection import is_loopback
-from ..policy.rules import RULE_KEYS, RuleError, from_options
+from ..policy.rules import RULE_KEYS, FolderRules, MessageFilter, RuleError, from_options
 from .vocab import Security
 
 __all__ = [
     "MAX_FOLDER_NAMES",
     "Account",
+    "FolderSelection",
     "JobSpec",
     "SpecError",
     "check_account",
@@ -144,13 +145,14 @@ def check_account(account: Account, role: str, *, allow_insecure_hosts: bool) ->
     return dataclasses.replace(account, host=bare, username=user.strip())
 
 
-def check_folders(folders: Any) -> dict[str, Any] | None:
+def _parse_folders(folders: Any) -> tuple[dict[str, Any], FolderRules, MessageFilter] | None:
     """The ``folders`` object: ``include``/``exclude`` (folder names or patterns, as
     transfer/engine.py ``select_folders`` matches them) and the folder rules and message
     filters of policy/rules.py (``rename``, ``since``... as ``yippiemove move`` has them).
 
     Returns it normalised (include and exclude always, a rule only when set), as the
-    control database stores it and the job process reads it.
+    control database stores it and the job process reads it, with the parsed rules and
+    filters.
     """
     if folders is None:
         return None
@@ -164,7 +166,7 @@ def check_folders(folders: Any) -> dict[str, Any] | None:
             + ")"
         )
     try:
-        from_options(folders)
+        rules, filters = from_options(folders)
     except RuleError as exc:
         raise SpecError(f"folders.{exc}") from None
     out: dict[str, Any] = {k: folders[k] for k in RULE_KEYS if folders.get(k) is not None}
@@ -177,7 +179,39 @@ def check_folders(folders: Any) -> dict[str, Any] | None:
         if len(names) > MAX_FOLDER_NAMES:
             raise SpecError(f"folders.{key}: too many folders")
         out[key] = list(names)
-    return out
+    return out, rules, filters
+
+
+def check_folders(folders: Any) -> dict[str, Any] | None:
+    """The ``folders`` object checked and normalised (see :class:`FolderSelection`), as
+    the control database stores it; None for all folders."""
+    parsed = _parse_folders(folders)
+    return None if parsed is None else parsed[0]
+
+
+@dataclass(frozen=True)
+class FolderSelection:
+    """The checked ``folders`` object, parsed once: the folder names or patterns to
+    include and exclude, the folder rules and the message filters (policy/rules.py)."""
+
+    include: tuple[str, ...]
+    exclude: tuple[str, ...]
+    rules: FolderRules
+    filters: MessageFilter
+    #: The normalised JSON shape (the control database, the job process's stdin).
+    data: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, folders: Any) -> FolderSelection | None:
+        """From the JSON shape; None for all folders; SpecError naming the field."""
+        parsed = _parse_folders(folders)
+        if parsed is None:
+            return None
+        data, rules, filters = parsed
+        return cls(tuple(data["include"]), tuple(data["exclude"]), rules, filters, data)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, list) else v for k, v in self.data.items()}
 
 
 @dataclass(frozen=True)
@@ -191,7 +225,8 @@ class JobSpec:
 
     source: Account
     dest: Account
-    folders: dict[str, Any] | None = None
+    #: The folder selection; built from its JSON shape (a dict) when given one.
+    folders: FolderSelection | None = None
     job_id: str = ""
     ca_file: str | None = None
     allow_insecure_hosts: bool = False
@@ -200,6 +235,10 @@ class JobSpec:
     idle_timeout: float = 120.0
     connect_timeout: float = 30.0
     progress_interval: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.folders is not None and not isinstance(self.folders, FolderSelection):
+            object.__setattr__(self, "folders", FolderSelection.of(self.folders))
 
     def without_passwords(self) -> JobSpec:
         return dataclasses.replace(
@@ -221,7 +260,7 @@ class JobSpec:
             "job_id": self.job_id,
             "source": self.source.as_dict(),
             "dest": self.dest.as_dict(),
-            "folders": self.folders,
+            "folders": self.folders.as_dict() if self.folders is not None else None,
             "ca_file": self.ca_file,
             "allow_insecure_hosts": self.allow_insecure_hosts,
             "options": options,
@@ -240,7 +279,7 @@ class JobSpec:
             return cls(
                 source=Account.from_dict(data.get("source"), "source"),
                 dest=Account.from_dict(data.get("dest"), "dest"),
-                folders=check_folders(data.get("folders")),
+                folders=FolderSelection.of(data.get("folders")),
                 job_id=str(data.get("job_id") or ""),
                 ca_file=data.get("ca_file"),
                 allow_insecure_hosts=bool(data.get("allow_insecure_hosts")),

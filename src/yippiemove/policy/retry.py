@@ -69,6 +69,7 @@ __all__ = [
     "suggested_delay",
 ]
 
+
 class VerdictKind(StrEnum):
     """What kind of error it is, for the transfer (:class:`Verdict`)."""
 

@@ -543,14 +543,6 @@ class Service:
 
     # ================================================================== transfers
 
-    def _validate_folders(self, folders: Any) -> dict[str, Any] | None:
-        """``include``/``exclude``, and the folder rules and message filters of
-        policy/rules.py (``rename``, ``since``... as ``yippiemove move`` has them)."""
-        try:
-            return spec.check_folders(folders)
-        except spec.SpecError as exc:
-            raise ServiceError(str(exc)) from None
-
     def make_spec(
         self, source: Account, dest: Account, folders: dict[str, Any] | None = None
     ) -> spec.JobSpec:
@@ -565,7 +557,10 @@ class Service:
             dest.username,
         ):
             raise ServiceError("dest: is the same account as the source")
-        return spec.JobSpec(source=source, dest=dest, folders=self._validate_folders(folders))
+        try:
+            return spec.JobSpec(source=source, dest=dest, folders=folders)
+        except spec.SpecError as exc:  # the folder selection, its rules or filters
+            raise ServiceError(str(exc)) from None
 
     def create_transfer(
         self,
@@ -592,7 +587,7 @@ class Service:
                 status=JobStatus.QUEUED,
                 source=source.public(),
                 dest=dest.public(),
-                folders=job_spec.folders,
+                folders=job_spec.folders.as_dict() if job_spec.folders is not None else None,
                 created=time.time(),
                 progress=default_progress(),
                 credentials=blob,

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -32,9 +33,9 @@ from .accounts import AccountURL, AccountURLError, resolve_account, ssl_context
 from .policy import providers
 from .policy.rules import FolderRules, MessageFilter, RuleError
 from .transfer.engine import Mover
-from .transfer.model import FolderResult, Options, Plan, Progress
+from .transfer.model import Endpoint, FolderResult, Options, Plan, Progress
 from .transfer.report import Exit, build_report, exit_code, outcome_of, write_report
-from .transfer.run import make_options, prepare
+from .transfer.run import Transfer, make_options, prepare
 from .transfer.state import State, StateError
 
 log = logging.getLogger("yippiemove")
@@ -269,32 +270,17 @@ def move(
         filters = MessageFilter.parse(since=since, before=before, larger=larger, smaller=smaller)
     except RuleError as exc:
         raise click.UsageError(str(exc)) from None
-    try:
-        src_url, src_provider = resolve_account(source_url, what="--source", preset=source_preset)
-        dst_url, dst_provider = resolve_account(dest_url, what="--dest", preset=dest_preset)
-    except AccountURLError as exc:
-        _die(str(exc))
-    if ca_file and not Path(ca_file).is_file():
-        _die(f"--ca-file {ca_file!r} does not exist")
-    # The system's CAs only when a connection may use TLS (why: docs/performance.md item 12).
-    may_use_tls = not no_starttls or "imaps" in (src_url.scheme, dst_url.scheme)
-    ctx = None
-    if may_use_tls or ca_file:
-        try:
-            ctx = ssl_context(ca_file)
-        except (OSError, ValueError) as exc:
-            _die(f"cannot load --ca-file {ca_file!r}: {exc}")
-    src_pw = read_password("source", src_url, source_password_file)
-    dst_pw = read_password("dest", dst_url, dest_password_file)
-    source = src_url.endpoint(
-        src_pw, ssl_context=ctx, allow_insecure_auth=allow_insecure_auth, starttls=not no_starttls
+    accounts = _Accounts.resolve(
+        source_url,
+        dest_url,
+        source_preset,
+        dest_preset,
+        source_password_file,
+        dest_password_file,
+        ca_file=ca_file,
+        no_starttls=no_starttls,
+        allow_insecure_auth=allow_insecure_auth,
     )
-    dest = dst_url.endpoint(
-        dst_pw, ssl_context=ctx, allow_insecure_auth=allow_insecure_auth, starttls=not no_starttls
-    )
-    if (source.host, source.port, source.user) == (dest.host, dest.port, dest.user):
-        _die("--source and --dest are the same account")
-
     options = make_options(
         include=folders,
         exclude=excludes,
@@ -309,14 +295,22 @@ def move(
     )
     # Provider presets (policy/providers.py): connection cap, size limit, sign-in rules.
     transfer = prepare(
-        source, dest, options, source_provider=src_provider, dest_provider=dst_provider
+        accounts.source,
+        accounts.dest,
+        options,
+        source_provider=accounts.src_provider,
+        dest_provider=accounts.dst_provider,
     )
     for note in transfer.notes:
         click.echo(f"note: {note}")
     state: State | None = None
     new_state: Path | None = None  # the state file, when this run created it
     if not dry_run:
-        path = Path(state_path) if state_path else default_state_path(src_url, dst_url)
+        path = (
+            Path(state_path)
+            if state_path
+            else default_state_path(accounts.src_url, accounts.dst_url)
+        )
         fresh = not path.exists()
         try:
             state = transfer.open_state(path)
@@ -330,6 +324,72 @@ def move(
         on_event=log.info if verbose or not show_bar else log.debug,
     )
     started = time.time()
+    status, error = _run(mover, state, show_bar)
+    if new_state is not None and error is not None and mover.plan is None:
+        # Stopped before there was a plan (unreachable, wrong password, no such folder):
+        # nothing was changed, and no state file is left behind either.
+        for leftover in ("", "-wal", "-shm", "-journal"):
+            Path(str(new_state) + leftover).unlink(missing_ok=True)
+    _finish(transfer, mover, started, status, error, report_path, dry_run)
+
+
+@dataclass
+class _Accounts:
+    """``move``'s two accounts: URLs, provider presets and endpoints (with passwords)."""
+
+    src_url: AccountURL
+    dst_url: AccountURL
+    src_provider: providers.Provider | None
+    dst_provider: providers.Provider | None
+    source: Endpoint
+    dest: Endpoint
+
+    @classmethod
+    def resolve(
+        cls,
+        source_url: str,
+        dest_url: str,
+        source_preset: str | None,
+        dest_preset: str | None,
+        source_password_file: str | None,
+        dest_password_file: str | None,
+        *,
+        ca_file: str | None,
+        no_starttls: bool,
+        allow_insecure_auth: bool,
+    ) -> _Accounts:
+        """Both accounts from the command line, or exit 2 saying what is wrong."""
+        try:
+            src_url, src_provider = resolve_account(
+                source_url, what="--source", preset=source_preset
+            )
+            dst_url, dst_provider = resolve_account(dest_url, what="--dest", preset=dest_preset)
+        except AccountURLError as exc:
+            _die(str(exc))
+        if ca_file and not Path(ca_file).is_file():
+            _die(f"--ca-file {ca_file!r} does not exist")
+        # The system's CAs only when a connection may use TLS (why: docs/performance.md
+        # item 12).
+        may_use_tls = not no_starttls or "imaps" in (src_url.scheme, dst_url.scheme)
+        ctx = None
+        if may_use_tls or ca_file:
+            try:
+                ctx = ssl_context(ca_file)
+            except (OSError, ValueError) as exc:
+                _die(f"cannot load --ca-file {ca_file!r}: {exc}")
+        src_pw = read_password("source", src_url, source_password_file)
+        dst_pw = read_password("dest", dst_url, dest_password_file)
+        how = {"ssl_context": ctx, "allow_insecure_auth": allow_insecure_auth}
+        source = src_url.endpoint(src_pw, **how, starttls=not no_starttls)
+        dest = dst_url.endpoint(dst_pw, **how, starttls=not no_starttls)
+        if (source.host, source.port, source.user) == (dest.host, dest.port, dest.user):
+            _die("--source and --dest are the same account")
+        return cls(src_url, dst_url, src_provider, dst_provider, source, dest)
+
+
+def _run(mover: Mover, state: State | None, show_bar: bool) -> tuple[str, str | None]:
+    """Run the transfer; (status, error) as transfer/report.py's ``outcome_of`` says.
+    The state file is closed whatever happens (its first error is the one reported)."""
     status = "interrupted"
     error: str | None = None
     try:
@@ -346,29 +406,33 @@ def move(
                 state.close()
             except StateError as exc:
                 error = error or str(exc)
-    if new_state is not None and error is not None and mover.plan is None:
-        # Stopped before there was a plan (unreachable, wrong password, no such folder):
-        # nothing was changed, and no state file is left behind either.
-        for leftover in ("", "-wal", "-shm", "-journal"):
-            Path(str(new_state) + leftover).unlink(missing_ok=True)
-    warnings = transfer.bandwidth_warnings(mover.plan.total_bytes) if mover.plan is not None else []
+    return status, error
+
+
+def _finish(
+    transfer: Transfer,
+    mover: Mover,
+    started: float,
+    status: str,
+    error: str | None,
+    report_path: str | None,
+    dry_run: bool,
+) -> NoReturn:
+    """Print the plan (dry run) or the summary, write the report, exit with its code."""
+    plan = mover.plan
+    warnings = transfer.bandwidth_warnings(plan.total_bytes) if plan is not None else []
     presets = transfer.presets()
-    if dry_run and mover.plan is not None and error is None:
-        print_plan(mover.plan)
+    if dry_run and plan is not None and error is None:
+        print_plan(plan)
         for w in warnings:
             click.echo(w)
         if report_path:
             _write_json(
                 report_path,
-                {
-                    "dry_run": True,
-                    "plan": mover.plan.as_dict(),
-                    "presets": presets,
-                    "warnings": warnings,
-                },
+                {"dry_run": True, "plan": plan.as_dict(), "presets": presets, "warnings": warnings},
             )
         sys.exit(int(Exit.OK))
-    report = build_report(mover, source.label, dest.label, started, status, error)
+    report = build_report(mover, transfer.source.label, transfer.dest.label, started, status, error)
     report["presets"] = presets
     report["warnings"] = warnings
     if report_path:

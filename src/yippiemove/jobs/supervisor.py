@@ -399,7 +399,11 @@ class Supervisor:
         return proc
 
     def _watch(self, job_id: str, proc: JailProcess, tracker: ProgressTracker) -> Outcome:
-        """Read progress until the job process ends; renew the lease; cancel; stop."""
+        """Read progress until the job process ends; renew the lease; cancel; stop.
+
+        Long for a reason: one select() loop whose timers (lease renewal, stall, SIGTERM
+        grace, progress writes) share its state; split up, each part would need them all.
+        """
         s = self.settings
         fd = proc.stdout_fd
         os.set_blocking(fd, False)

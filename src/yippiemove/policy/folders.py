@@ -278,6 +278,9 @@ def map_folders(
 
     Returns one FolderMapping per source, in input order; see the module
     docstring for the rules.  Raises ValueError for duplicate sources.
+
+    Long for a reason: names are made distinct in one pass (merges, separators, refused
+    characters, collisions) over a shared table of names taken; each rule is a block.
     """
     if len(set(sources)) != len(sources):
         dupes = sorted({name for name in sources if sources.count(name) > 1})

@@ -350,6 +350,10 @@ def place_folders(
 
     ``dest_boxes`` are the destination's folders (for its special folders).  Raises
     RuleError when a regex rule produces an unusable name.
+
+    Long for a reason: the precedence of docs/folders.md (rules, then special folders,
+    then subfolders following their parent, then the prefix) is applied in one pass over
+    shared bookkeeping (targets, reasons, kinds); each step is a commented block.
     """
     rules = rules or FolderRules()
     names = [b.name for b in sources]

@@ -699,6 +699,7 @@ class DovecotServer(LocalServer):
             return False
 
     def _write_config(self) -> None:
+        """dovecot.conf as a list of lines (long: it is the whole configuration file)."""
         assert self._private is not None
         private = self._private
         maildir = f"maildir:{(self._mail_dir or private) / 'mail'}/%u/Maildir"

@@ -107,6 +107,8 @@ def receipt_response(path: Path, job_id: str) -> FileResponse:
 
 
 def build_api_router(service: "Service") -> APIRouter:
+    """The REST API's routes, as closures over ``service`` (FastAPI's style): the
+    function is long because it registers every route; each route is short."""
     router = APIRouter(prefix=API_PREFIX, tags=["transfers"], responses=_ERRORS)
 
     def api_user(

@@ -119,7 +119,10 @@ def _is_api(request: Request) -> bool:
 
 
 def create_app(service: Service, *, settings: Settings | None = None) -> FastAPI:
-    """The web app for ``service``: pages at /, the REST API at /api/v1 (docs/web.md)."""
+    """The web app for ``service``: pages at /, the REST API at /api/v1 (docs/web.md).
+
+    Long for a reason: it wires the middleware, exception handlers and lifespan hooks
+    as closures over the one app; each is short."""
     if settings is None:
         settings = getattr(service, "settings", None)
     if settings is None:

@@ -344,6 +344,7 @@ class Pages:
         return self._wizard(request, "source", AccountForm(), AccountForm(), None)
 
     async def new_post(self, request: Request) -> Response:
+        """The order's three steps (source, destination, folders) and their way back."""
         uid = await self.user(request)
         form = await self.form(request)
         action = form.get("action")
@@ -358,34 +359,7 @@ class Pages:
 
         src_acc, src_errors = src.validate("source")
         if action == "check_source" or src_acc is None:
-            if src_errors:
-                return self._wizard(
-                    request, "source", src, dst, None, status=400, errors=src_errors
-                )
-            assert src_acc is not None
-            folders, err, _side = await self.check(src_acc, "source")
-            if folders is None:
-                return self._wizard(
-                    request,
-                    "source",
-                    src,
-                    dst,
-                    None,
-                    status=400,
-                    error=f"We could not use the source mailbox: {err}",
-                )
-            if not folders:
-                return self._wizard(
-                    request,
-                    "source",
-                    src,
-                    dst,
-                    None,
-                    status=400,
-                    error="The source mailbox has no folders that can be copied.",
-                )
-            return self._wizard(request, "dest", src, dst, folders_to_plan(folders))
-
+            return await self._source_step(request, src, dst, src_acc, src_errors)
         if plan is None:  # the page was tampered with or is very old: start over
             return self._wizard(
                 request,
@@ -398,38 +372,99 @@ class Pages:
             )
         dst_acc, dst_errors = dst.validate("dest")
         if action == "check_dest" or dst_acc is None:
-            if dst_errors:
-                return self._wizard(request, "dest", src, dst, plan, status=400, errors=dst_errors)
-            assert dst_acc is not None
-            if same_account(src_acc, dst_acc):
-                return self._wizard(
-                    request,
-                    "dest",
-                    src,
-                    dst,
-                    plan,
-                    status=400,
-                    error="The destination is the same mailbox as the source. "
-                    "Choose the mailbox the mail should go to.",
-                )
-            # Both logins at once: the folder names become exactly those the transfer
-            # will use on this destination (namespace, separator).
-            folders, err, side = await self.check(src_acc, "source", dest=dst_acc)
-            if folders is None:
-                who = "destination" if side == "dest" else "source"
-                return self._wizard(
-                    request,
-                    "dest",
-                    src,
-                    dst,
-                    plan,
-                    status=400,
-                    error=f"We could not use the {who} mailbox: {err}",
-                )
-            return self._wizard(request, "folders", src, dst, folders_to_plan(folders))
-
+            return await self._dest_step(request, src, dst, plan, src_acc, dst_acc, dst_errors)
         if action != "start":
             return self._wizard(request, "source", src, dst, None, status=400)
+        return await self._start_step(request, uid, form, src, dst, plan, src_acc, dst_acc)
+
+    async def _source_step(
+        self,
+        request: Request,
+        src: AccountForm,
+        dst: AccountForm,
+        src_acc: Account | None,
+        src_errors: Any,
+    ) -> Response:
+        """Check the source account; on to the destination step with its folders."""
+        if src_errors:
+            return self._wizard(request, "source", src, dst, None, status=400, errors=src_errors)
+        assert src_acc is not None
+        folders, err, _side = await self.check(src_acc, "source")
+        if folders is None:
+            return self._wizard(
+                request,
+                "source",
+                src,
+                dst,
+                None,
+                status=400,
+                error=f"We could not use the source mailbox: {err}",
+            )
+        if not folders:
+            return self._wizard(
+                request,
+                "source",
+                src,
+                dst,
+                None,
+                status=400,
+                error="The source mailbox has no folders that can be copied.",
+            )
+        return self._wizard(request, "dest", src, dst, folders_to_plan(folders))
+
+    async def _dest_step(
+        self,
+        request: Request,
+        src: AccountForm,
+        dst: AccountForm,
+        plan: Any,
+        src_acc: Account,
+        dst_acc: Account | None,
+        dst_errors: Any,
+    ) -> Response:
+        """Check the destination (and the source again); on to the folders step."""
+        if dst_errors:
+            return self._wizard(request, "dest", src, dst, plan, status=400, errors=dst_errors)
+        assert dst_acc is not None
+        if same_account(src_acc, dst_acc):
+            return self._wizard(
+                request,
+                "dest",
+                src,
+                dst,
+                plan,
+                status=400,
+                error="The destination is the same mailbox as the source. "
+                "Choose the mailbox the mail should go to.",
+            )
+        # Both logins at once: the folder names become exactly those the transfer
+        # will use on this destination (namespace, separator).
+        folders, err, side = await self.check(src_acc, "source", dest=dst_acc)
+        if folders is None:
+            who = "destination" if side == "dest" else "source"
+            return self._wizard(
+                request,
+                "dest",
+                src,
+                dst,
+                plan,
+                status=400,
+                error=f"We could not use the {who} mailbox: {err}",
+            )
+        return self._wizard(request, "folders", src, dst, folders_to_plan(folders))
+
+    async def _start_step(
+        self,
+        request: Request,
+        uid: int,
+        form: Any,
+        src: AccountForm,
+        dst: AccountForm,
+        plan: Any,
+        src_acc: Account,
+        dst_acc: Account,
+    ) -> Response:
+        """The ticked folders: start the transfer and go to its page."""
         selected = [s for s in form.getlist("folder") if isinstance(s, str)]
         try:
             spec = selection_to_folders([f["name"] for f in plan], selected)

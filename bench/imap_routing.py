@@ -180,6 +180,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--messages", type=int, default=20_000)
     ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument(
+        "--scenarios",
+        default="listing,fetch,multiappend,append",
+        help="comma-separated subset (before the command table's per-kind index, "
+        "'append' took ~1 ms a message: 20 s a run)",
+    )
     args = ap.parse_args()
     n = args.messages
     rng = random.Random(11)
@@ -199,7 +205,10 @@ def main() -> None:
     print(
         f"{'scenario':<12} {'MB':>7} {'best ms':>9} {'median ms':>10} {'msgs/s':>10} {'us/msg':>7}"
     )
+    chosen = args.scenarios.split(",")
     for name, make, size in scenarios:
+        if name not in chosen:
+            continue
         best, med = _time(make, n, args.repeat)
         print(
             f"{name:<12} {size / 1e6:7.1f} {best * 1e3:9.1f} {med * 1e3:10.1f}"

@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from . import utf7
-from .connection import CommandResult, ImapConnection
+from .commands import CommandResult
+from .connection import ImapConnection
 from .errors import CommandError
 from .protocol import (
     MAX_NUMBER,
@@ -401,8 +402,22 @@ class ImapClient:
                 return
             raise
 
-    async def subscribe(self, raw: bytes) -> None:
-        await self.conn.execute("SUBSCRIBE", quote(raw))
+    async def submit_create(
+        self, raw_name: bytes, special_use: str | None = None
+    ) -> asyncio.Future[CommandResult]:
+        """Pipeline ``CREATE name``, with RFC 6154's ``(USE (\\Sent))`` parameter when
+        ``special_use`` names an attribute (servers with CREATE-SPECIAL-USE).  The result
+        is not checked: a NO [ALREADYEXISTS] or [USEATTR] is the caller's to judge."""
+        use = (b"(USE (" + special_use.encode("ascii") + b"))",) if special_use else ()
+        return await self.conn.submit("CREATE", quote(raw_name), *use)
+
+    async def submit_subscribe(self, raw_name: bytes) -> asyncio.Future[CommandResult]:
+        """Pipeline ``SUBSCRIBE name`` (RFC 3501 6.3.6); the result is not checked."""
+        return await self.conn.submit("SUBSCRIBE", quote(raw_name))
+
+    async def submit_noop(self) -> asyncio.Future[CommandResult]:
+        """Pipeline a ``NOOP`` (e.g. to time a round trip); the result is not checked."""
+        return await self.conn.submit("NOOP")
 
     async def select(self, raw: bytes, *, readonly: bool = False) -> SelectInfo:
         """SELECT (or EXAMINE, which never changes \\Seen or \\Recent: RFC 3501 6.3.2)."""

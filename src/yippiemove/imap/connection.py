@@ -1,11 +1,15 @@
-"""An asyncio IMAP client connection around the sans-IO :mod:`protocol` core.
+"""An asyncio IMAP client connection around the sans-IO core.
+
+The command state (tags, the commands in flight, which command an untagged response
+belongs to) lives in :class:`.commands.ClientState`; parsing in :mod:`.protocol`.  This
+module keeps what needs I/O: the socket, TLS and STARTTLS, logging in, timeouts, write
+gathering and flow control, and one future per command, resolved from the core's
+events.
 
 Many commands may be in flight at once (pipelining, RFC 3501 5.5): :meth:`submit`
-writes a command immediately and returns a future for its completion.  Untagged
-responses are handed to the oldest command still in flight, which is how servers
-that execute pipelined commands in order (all the ones we know) answer; commands
-that need untagged data (FETCH, LIST...) may pass ``on_untagged`` to stream it
-instead of collecting it.
+writes a command immediately and returns a future for its completion; commands that
+need untagged data (FETCH, LIST...) may pass ``on_untagged`` to stream it instead of
+collecting it.
 
 Literals are sent with LITERAL+ (RFC 7888) when the server offers it, those of up to
 4096 bytes also with LITERAL- (Gmail); otherwise the
@@ -24,9 +28,20 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
+from .commands import (
+    Broken,
+    Bye,
+    ClientState,
+    Command,
+    CommandResult,
+    Completed,
+    ContinuationRequest,
+    Greeting,
+    HandlerFailed,
+    Unsolicited,
+    UntaggedHandler,
+)
 from .errors import (
     AuthenticationError,
     CommandError,
@@ -36,66 +51,11 @@ from .errors import (
     InsecureAuthError,
     TlsError,
 )
-from .protocol import (
-    Continuation,
-    FetchRun,
-    Literal,
-    ProtocolError,
-    ResponseParser,
-    Tagged,
-    Untagged,
-    encode_command,
-    nonsync_limit,
-    quote,
-)
+from .protocol import Literal, Untagged, nonsync_limit, quote
 
 log = logging.getLogger(__name__)
 
 __all__ = ["CommandResult", "ImapConnection", "is_loopback"]
-
-UntaggedHandler = Callable[[Untagged], None]
-
-
-@dataclass(slots=True)
-class CommandResult:
-    tagged: Tagged
-    untagged: list[Untagged] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _Pending:
-    tag: str
-    name: str
-    future: asyncio.Future[CommandResult]
-    on_untagged: UntaggedHandler | None
-    wants: frozenset[str] | None  # untagged kinds this command collects; None = all
-    untagged: list[Untagged] = field(default_factory=list)
-
-
-_ALL = None
-#: Which untagged responses belong to which command (RFC 3501 7).  Servers may run
-#: pipelined commands concurrently (Dovecot does), so the output of one command can
-#: arrive before the completion of an earlier one: routing by kind, to the oldest
-#: command that wants it, keeps them apart.  SELECT/EXAMINE take everything.
-_WANTS: dict[str, frozenset[str] | None] = {
-    "FETCH": frozenset(("FETCH",)),
-    "UID FETCH": frozenset(("FETCH",)),
-    "STORE": frozenset(("FETCH",)),
-    "UID STORE": frozenset(("FETCH",)),
-    "SEARCH": frozenset(("SEARCH", "ESEARCH")),
-    "UID SEARCH": frozenset(("SEARCH", "ESEARCH")),
-    "STATUS": frozenset(("STATUS",)),
-    "LIST": frozenset(("LIST",)),
-    "LSUB": frozenset(("LSUB",)),
-    "CAPABILITY": frozenset(("CAPABILITY",)),
-    "NAMESPACE": frozenset(("NAMESPACE",)),
-    "ENABLE": frozenset(("ENABLED",)),
-    "ID": frozenset(("ID",)),
-    "SELECT": frozenset(("FLAGS", "EXISTS", "RECENT", "OK", "NO", "BAD")),
-    "EXAMINE": frozenset(("FLAGS", "EXISTS", "RECENT", "OK", "NO", "BAD")),
-}
-_NOTHING: frozenset[str] = frozenset()
-
 
 #: Commands larger than this are written in slices of _SLICE with flow control.
 _CHUNKED_WRITE = 1 << 20
@@ -149,10 +109,8 @@ class ImapConnection:
         self.capabilities: frozenset[str] = frozenset()
         self.idle_timeout = idle_timeout
         self.greeted_in: float | None = None
-        self._parser = ResponseParser(bulk=True)
+        self._state = ClientState()
         self._transport: asyncio.Transport | None = None
-        self._pending: collections.OrderedDict[str, _Pending] = collections.OrderedDict()
-        self._tagnum = 0
         self._closed_exc: Exception | None = None
         self._paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -253,7 +211,7 @@ class ImapConnection:
     async def _starttls(self, ctx: ssl.SSLContext) -> None:
         await self.execute("STARTTLS")
         # RFC 3501 6.2.1 / RFC 2595: discard anything the server sent before TLS.
-        self._parser = ResponseParser(bulk=True)
+        self._state.restart_stream()
         await self._tls_handshake(ctx, f"STARTTLS with {self.host}")
         await self.refresh_capabilities()
 
@@ -383,10 +341,6 @@ class ImapConnection:
 
     # ------------------------------------------------------------------ commands
 
-    def _next_tag(self) -> str:
-        self._tagnum += 1
-        return f"Y{self._tagnum}"
-
     async def execute(
         self,
         name: str,
@@ -412,11 +366,10 @@ class ImapConnection:
         """Write a command now (pipelined) and return a future for its result."""
         if self._closed_exc is not None:
             raise self._lost()
-        tag = self._next_tag()
         nonsync = nonsync_limit(self.capabilities)
-        parts = encode_command(tag, name, *args, nonsync_max=nonsync)
+        cmd, parts = self._state.send(name, *args, handler=on_untagged, nonsync_max=nonsync)
         fut: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
-        self._pending[tag] = _Pending(tag, name, fut, on_untagged, _WANTS.get(name, _NOTHING))
+        cmd.waiter = fut
         sync_literals = any(isinstance(p, Literal) and len(p.data) > nonsync for p in parts)
         big = len(parts) > 1 and sum(map(_part_len, parts)) > _CHUNKED_WRITE
         if not sync_literals and not big and not self._send_lock.locked():
@@ -424,7 +377,7 @@ class ImapConnection:
         else:
             async with self._send_lock:
                 if sync_literals:
-                    await self._write_parts_sync(parts, fut, nonsync)
+                    await self._write_parts_sync(parts, cmd, nonsync)
                 else:
                     await self._write_chunked(parts)
         if self._paused:
@@ -483,13 +436,15 @@ class ImapConnection:
                 await self.drain()
 
     async def _write_parts_sync(
-        self, parts: list[bytes | Literal], fut: asyncio.Future[CommandResult], nonsync: int
+        self, parts: list[bytes | Literal], cmd: Command, nonsync: int
     ) -> None:
         """Send with synchronizing literals: wait for ``+`` before each literal of more
         than ``nonsync`` bytes (the others were announced as non-synchronizing)."""
         loop = asyncio.get_running_loop()
+        fut = cmd.waiter
         for p in parts:
             if isinstance(p, Literal) and len(p.data) > nonsync:
+                self._state.expect_continuation(cmd)
                 self._continuation = loop.create_future()
                 waiter = asyncio.ensure_future(self._continuation)
                 done, _ = await asyncio.wait({waiter, fut}, return_when=asyncio.FIRST_COMPLETED)
@@ -518,7 +473,7 @@ class ImapConnection:
 
     @property
     def in_flight(self) -> int:
-        return len(self._pending)
+        return self._state.in_flight
 
     # ------------------------------------------------------------------ receiving
 
@@ -537,73 +492,33 @@ class ImapConnection:
         self._plaintext_received(data)
 
     def _plaintext_received(self, data: bytes) -> None:
-        try:
-            responses = self._parser.feed(data)
-        except ProtocolError as exc:
-            self._fail(ConnectionLost(f"{self.host} sent invalid IMAP data: {exc}"))
-            return
-        for r in responses:
-            if isinstance(r, Untagged):
-                self._on_untagged(r)
-            elif isinstance(r, FetchRun):
-                self._on_fetch_run(r)
-            elif isinstance(r, Tagged):
-                p = self._pending.pop(r.tag, None)
-                if p is None:
-                    self._fail(ConnectionLost(f"{self.host} answered an unknown tag {r.tag!r}"))
-                    return
-                if not p.future.done():
-                    p.future.set_result(CommandResult(r, p.untagged))
-            else:
-                assert isinstance(r, Continuation)
+        """Hand the bytes to the command state; act on its events."""
+        for ev in self._state.receive_data(data):
+            if isinstance(ev, Completed):
+                fut = ev.command.waiter
+                if fut is not None and not fut.done():
+                    fut.set_result(ev.result)
+            elif isinstance(ev, Unsolicited):
+                self.unsolicited.append(ev.response)
+            elif isinstance(ev, HandlerFailed):
+                fut = ev.command.waiter
+                if fut is not None and not fut.done():
+                    fut.set_exception(ev.error)
+            elif isinstance(ev, ContinuationRequest):
                 c = self._continuation
                 if c is not None and not c.done():
-                    c.set_result(r.text)
-                else:
-                    self._fail(ConnectionLost(f"{self.host} sent an unexpected continuation"))
-                    return
-
-    def _on_untagged(self, r: Untagged) -> None:
-        if self._greeting is not None and not self._greeting.done():
-            self._greeting.set_result(r)
-            return
-        if r.kind == "BYE":
-            # The connection ends next; pending commands fail when it does.
-            self._bye = r
-            return
-        kind = r.kind
-        for p in self._pending.values():
-            if p.wants is None or kind in p.wants:
-                if p.on_untagged is not None:
-                    try:
-                        p.on_untagged(r)
-                    except Exception as exc:  # e.g. ProtocolError: a FETCH without a UID
-                        # The command fails with it (not retried: the server would say
-                        # the same again); the connection stays in step.
-                        if not p.future.done():
-                            p.future.set_exception(exc)
-                else:
-                    p.untagged.append(r)
+                    c.set_result(ev.text)
+            elif isinstance(ev, Greeting):
+                g = self._greeting
+                if g is not None and not g.done():
+                    g.set_result(ev.response)
+            elif isinstance(ev, Bye):
+                # The connection ends next; pending commands fail when it does.
+                self._bye = ev.response
+            else:
+                assert isinstance(ev, Broken)
+                self._fail(ConnectionLost(f"{self.host} {ev.reason}"))
                 return
-        self.unsolicited.append(r)
-
-    def _on_fetch_run(self, run: FetchRun) -> None:
-        """A run of FETCH responses goes where each of them would go (the oldest command
-        that wants FETCH); a handler with an ``on_run`` method takes it whole."""
-        greeted = self._greeting is None or self._greeting.done()
-        for p in self._pending.values() if greeted else ():
-            if p.wants is None or "FETCH" in p.wants:
-                bulk = getattr(p.on_untagged, "on_run", None)
-                if bulk is None:
-                    break
-                try:
-                    bulk(run)
-                except Exception as exc:  # as in _on_untagged
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-                return
-        for u in run.untagged():
-            self._on_untagged(u)
 
     def _connection_lost(self, exc: Exception | None) -> None:
         bye = self._bye
@@ -626,11 +541,11 @@ class ImapConnection:
             self._closed_exc = exc
         if self._transport is not None:
             self._transport.abort()
-        for p in self._pending.values():
-            if not p.future.done():
-                p.future.set_exception(exc)
-                p.future.exception()  # mark retrieved: callers may have gone
-        self._pending.clear()
+        for cmd in self._state.abandon():
+            fut = cmd.waiter
+            if fut is not None and not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # mark retrieved: callers may have gone
         for fut in (self._greeting, self._continuation, self._drain_waiter, self._tls_waiter):
             if fut is not None and not fut.done():
                 fut.set_exception(exc)
@@ -646,12 +561,12 @@ class ImapConnection:
             if self._closed_exc is not None:
                 return
             idle = time.monotonic() - self._last_rx
-            if self._pending and idle > self.idle_timeout:
+            if self._state.in_flight and idle > self.idle_timeout:
                 self._fail(
                     ConnectionLost(f"no answer from {self.host} for {self.idle_timeout:g} s")
                 )
                 return
-            if not self._pending:
+            if not self._state.in_flight:
                 self._last_rx = time.monotonic()
             self._watchdog = loop.call_later(interval, check)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .client import ImapClient, MessageMeta, decode_mailbox, parse_meta
-from .connection import CommandResult
+from .commands import CommandResult
 from .errors import CommandError
 from .protocol import ProtocolError, Untagged, format_uid_set, parse_uid_set, quote
 

@@ -44,7 +44,6 @@ __all__ = [
     "Tagged",
     "Untagged",
     "encode_command",
-    "format_flags",
     "parse_uid_set",
     "quote",
 ]
@@ -660,11 +659,6 @@ def quote(value: bytes | str) -> bytes | Literal:
     if len(raw) < 1024 and _QUOTE_SAFE.match(raw):
         return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
     return Literal(raw)
-
-
-def format_flags(flags: tuple[str, ...] | list[str] | frozenset[str]) -> bytes:
-    """``(\\Seen $Label1)``; callers pass only flags valid as atoms."""
-    return b"(" + " ".join(flags).encode("ascii") + b")"
 
 
 Arg = bytes | str | int | Literal

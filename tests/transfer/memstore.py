@@ -159,18 +159,19 @@ class MemoryStore:
         self.account.folders.setdefault(raw.decode(), Folder())
 
     async def submit_create(
-        self, raw: bytes, special_use: str | None = None
+        self, raw_name: bytes, special_use: str | None = None
     ) -> asyncio.Future[CommandResult]:
-        if raw.decode() in self.account.folders:
+        if raw_name.decode() in self.account.folders:
             return _ok(ResponseCode("ALREADYEXISTS"))
-        await self.create(raw)
+        await self.create(raw_name)
         if special_use:
-            self.account.folders[raw.decode()].attributes = frozenset({special_use.upper()})
+            attrs = frozenset({special_use.upper()})
+            self.account.folders[raw_name.decode()].attributes = attrs
         return _ok()
 
-    async def submit_subscribe(self, raw: bytes) -> asyncio.Future[CommandResult]:
+    async def submit_subscribe(self, raw_name: bytes) -> asyncio.Future[CommandResult]:
         self.account.writes += 1
-        self.account.subscribed.add(raw.decode())
+        self.account.subscribed.add(raw_name.decode())
         return _ok()
 
     def _info(self, box: Folder, readonly: bool) -> SelectInfo:

@@ -36,7 +36,6 @@ from ..imap.client import (
 )
 from ..imap.connection import CommandResult, ImapConnection
 from ..imap.errors import CommandError
-from ..imap.protocol import quote
 from ..policy import retry as retry_policy
 from .model import Endpoint
 
@@ -70,9 +69,9 @@ class Store(Protocol):
     async def list_subscribed(self) -> list[MailboxInfo]: ...
     async def create(self, raw: bytes) -> None: ...
     async def submit_create(
-        self, raw: bytes, special_use: str | None = None
+        self, raw_name: bytes, special_use: str | None = None
     ) -> asyncio.Future[CommandResult]: ...
-    async def submit_subscribe(self, raw: bytes) -> asyncio.Future[CommandResult]: ...
+    async def submit_subscribe(self, raw_name: bytes) -> asyncio.Future[CommandResult]: ...
     async def select(self, raw: bytes, *, readonly: bool = False) -> SelectInfo: ...
     async def select_many(
         self, raws: Sequence[bytes], *, readonly: bool = False
@@ -101,14 +100,11 @@ class Store(Protocol):
     async def store_flags(self, uid: int, flags: Sequence[str]) -> None: ...
 
 
-def use_arg(attribute: str | None) -> tuple[bytes, ...]:
-    """CREATE's ``(USE (\\Sent))`` parameter (RFC 6154 section 3), or nothing."""
-    return (b"(USE (" + attribute.encode("ascii") + b"))",) if attribute else ()
-
-
 class ImapStore(ImapClient):
-    """:class:`Store` on an IMAP connection: the client's verbs, plus the session's
-    state the engine needs (closed, TLS, time to greet) without reaching the socket."""
+    """:class:`Store` on an IMAP connection: the client's verbs (pipelined ones
+    included: ``submit_noop``, ``submit_create``, ``submit_subscribe``...), plus the
+    session's state the engine needs (closed, TLS, time to greet) without reaching the
+    socket."""
 
     @property
     def closed(self) -> bool:
@@ -124,17 +120,6 @@ class ImapStore(ImapClient):
 
     def abort(self) -> None:
         self.conn.abort()
-
-    async def submit_noop(self) -> asyncio.Future[CommandResult]:
-        return await self.conn.submit("NOOP")
-
-    async def submit_create(
-        self, raw: bytes, special_use: str | None = None
-    ) -> asyncio.Future[CommandResult]:
-        return await self.conn.submit("CREATE", quote(raw), *use_arg(special_use))
-
-    async def submit_subscribe(self, raw: bytes) -> asyncio.Future[CommandResult]:
-        return await self.conn.submit("SUBSCRIBE", quote(raw))
 
     async def list_subscribed(self) -> list[MailboxInfo]:
         return await self.list_mailboxes(subscribed=True)

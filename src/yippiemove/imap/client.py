@@ -277,8 +277,8 @@ def message_id_in(body: bytes) -> bytes | None:
 
 
 #: Flag lists repeat from message to message (``\Seen``, ``\Seen \Answered``...): a
-#: listing shares one tuple per distinct list, so a folder of 100,000 messages is held in
-#: about 13 MB less (bench/scale.py).  Bounded: lists beyond the first 4096 distinct
+#: listing shares one tuple per distinct list (the saving: docs/performance.md item 24).
+#: Bounded: lists beyond the first 4096 distinct
 #: ones are simply not shared.
 _FLAG_TUPLES: dict[tuple[str, ...], tuple[str, ...]] = {}
 _FLAG_TUPLES_MAX = 4096

@@ -157,7 +157,7 @@ class ImapConnection:
         loop = asyncio.get_running_loop()
         ctx = ssl_context
         if ctx is None and security != "none":
-            ctx = ssl.create_default_context()  # loading the system CAs costs ~20 ms
+            ctx = ssl.create_default_context()  # costly: docs/performance.md item 12
         self._greeting = loop.create_future()
         started = time.monotonic()
         try:

@@ -32,7 +32,7 @@ DST_PW = "Dst-Marker-pw-b20f6d31"
 
 #: Fast knobs for tests (the defaults are for production).
 FAST = {
-    "progress_interval": 0.2,
+    "progress_interval": 0.05,
     "restart_delay": 0.2,
     "maintenance_interval": 3600.0,
     "job_kill_grace": 5.0,

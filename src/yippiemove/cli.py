@@ -15,11 +15,8 @@ import importlib
 import json
 import logging
 import os
-import secrets
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -603,6 +600,12 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
 @click.option("--keep", is_flag=True, help="Keep the servers running until Ctrl-C, to look around.")
 def demo(messages: int, keep: bool) -> None:
     """Start a throwaway local Dovecot, fill a sample mailbox, and move it with `yippiemove move`."""
+
+    # Only the demo needs these (tempfile pulls in shutil, bz2 and lzma: start-up of
+    # every other command, docs/performance.md item 12).
+    import secrets
+    import subprocess
+    import tempfile
 
     # The demo's servers and sample mail (test doubles) only load for the demo.
     from .testing.dovecot import DovecotServer, MaildirMessage, dovecot_available

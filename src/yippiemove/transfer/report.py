@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import resource
 import time
 from dataclasses import dataclass
 from enum import IntEnum
@@ -92,6 +91,8 @@ def outcome_of(exc: BaseException, *, job: bool = False) -> Outcome | None:
     if not job:
         return None
     if isinstance(exc, MemoryError):
+        import resource  # only a job process that ran out of memory needs it
+
         limit = resource.getrlimit(resource.RLIMIT_AS)[0]
         size = f" of {limit >> 20} MiB" if limit > 0 else ""
         return Outcome("aborted", f"the transfer needs more memory than the job's limit{size}")

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..imap.connection import CommandResult
 from ..imap.errors import CommandError
 from .budget import ByteBudget
-from .gmail import GmailDest, GmailSource
 from .hashing import Hasher, fingerprint
 from .model import FolderPlan, Options, Progress
 from .state import State
 from .store import Store
+
+if TYPE_CHECKING:  # Gmail's modules load only for a Gmail account (start-up)
+    from .gmail import GmailDest, GmailSource
 
 __all__ = ["Context", "EventHandler", "Tally", "check", "chunks_by_count", "norm_inbox"]
 

@@ -167,8 +167,9 @@ class Copier:
                     if au is not None and len(au.uids) == len(group)
                     else [None] * len(group)
                 )
+                copied = Outcome.COPIED
                 for (m, item, fpr), duid in zip(group, uids, strict=True):
-                    self.record(m, fpr, duid, Outcome.COPIED)
+                    self.record(m, fpr, duid, copied)
                     p.res.bytes_copied += len(item.body)
                 return
             per_message(CommandError("APPEND", r.tagged))

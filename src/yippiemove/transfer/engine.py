@@ -45,7 +45,6 @@ from .budget import ByteBudget
 from .context import Context, EventHandler, Tally, norm_inbox
 from .destination import prepare_destination
 from .folder import FolderPass, PassHooks, PlainHooks
-from .gmail_pass import GmailHooks
 from .hashing import fingerprint
 from .model import Endpoint, FolderPlan, FolderResult, Options, Phase, Plan, Progress
 from .pairs import Connector, Pair, StoreFactory
@@ -293,6 +292,8 @@ class Mover:
         gd = self.ctx.gmail_dest
         if gd is None:
             return PlainHooks()
+        from .gmail_pass import GmailHooks  # only for a Gmail account (start-up)
+
         return GmailHooks(gd, fp.source.name in self.ctx.gmail_shared)
 
     async def sync_folder(self, src: Store, dst: Store, fp: FolderPlan) -> FolderResult:

@@ -10,6 +10,7 @@ transfer/gmail_pass.py), never as branches here.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -293,16 +294,17 @@ class FolderPass:
         res = self.res
         claim, outcome_of = self.match.claim, self.match.outcome_of
         failed_uids = {f.uid for f in res.failures}
+        failed, missing = Outcome.FAILED, Outcome.MISSING  # (enum look-ups: not per message)
+        messages = res.messages
         for m in smeta:
             if m.uid in failed_uids:
-                res.messages.append((m.uid, res.altered.get(m.uid), Outcome.FAILED))
+                messages.append((m.uid, res.altered.get(m.uid), failed))
             else:
-                res.messages.append(
-                    (m.uid, claim.get(m.uid), outcome_of.get(m.uid, Outcome.MISSING))
-                )
-        res.copied = sum(1 for _, _, o in res.messages if o == Outcome.COPIED)
-        res.present = sum(1 for _, _, o in res.messages if o == Outcome.PRESENT)
-        res.labelled = sum(1 for _, _, o in res.messages if o == Outcome.LABELLED)
+                messages.append((m.uid, claim.get(m.uid), outcome_of.get(m.uid, missing)))
+        counts = Counter(o for _, _, o in messages)
+        res.copied = counts[Outcome.COPIED]
+        res.present = counts[Outcome.PRESENT]
+        res.labelled = counts[Outcome.LABELLED]
         res.failed = len(res.failures)
         state = self.ctx.state
         if state is not None:

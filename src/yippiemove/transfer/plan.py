@@ -23,7 +23,6 @@ from ..policy import rules as rule_policy
 from ..policy.special import Box
 from .context import Context, chunks_by_count, norm_inbox
 from .folder import list_source
-from .gmail import GmailDest, GmailSource, instant
 from .model import FolderPlan, GmailPlan, Phase, Plan
 from .refusals import PlanError
 from .store import GmailStore, Store
@@ -157,6 +156,8 @@ class Planner:
         c = _Choice(src_gmail)
         self.ctx.gmail_src = None
         if src_gmail:
+            from .gmail import GmailSource  # only for a Gmail account (start-up)
+
             boxes = [Box(m.name, m.flags) for m in selectable]
             c.views = gmail_policy.views(boxes, src_pol)
             c.labels = gmail_policy.folder_labels(boxes, src_pol)
@@ -247,6 +248,8 @@ class Planner:
         dst_all: MailboxInfo | None,
     ) -> GmailPlan:
         """The Gmail part of the plan; sets up the Gmail destination for the copy."""
+        from .gmail import GmailDest  # only for a Gmail account (start-up)
+
         archive = next((fp for fp in plans if fp.archived_only), None)
         shared: list[str] = []
         appended: list[str] = []
@@ -284,6 +287,8 @@ class Planner:
         """--dry-run into Gmail: (Gmail messages that get labels of several of these source
         folders, APPENDs that become labels), judged by size, INTERNALDATE and Message-ID
         (an estimate: no bodies are read)."""
+        from .gmail import instant
+
         folders_of: dict[tuple[int, int, bytes | None], list[int]] = defaultdict(list)
         for i, fp in enumerate(plans):
             _info, metas = await list_source(self.ctx, src, fp)

@@ -55,11 +55,14 @@ def check(
     by_uid: Mapping[int, MessageMeta],
     failed: set[int],
     storable: Callable[[str], bool],
+    *,
+    pairs: bool = True,
 ) -> Checked:
     """Each source message (not already ``failed``) against its own destination
     message ``claim[uid]`` in ``by_uid``: it must be there, with the same size; its
     storable flags must be the destination's (else they are set); an INTERNALDATE of
-    another instant is noted (it cannot be changed over IMAP)."""
+    another instant is noted (it cannot be changed over IMAP).  ``pairs``: also list
+    what was verified (to read it back, ``--verify-content``)."""
     out = Checked()
     for m in smeta:
         if m.uid in failed:
@@ -85,7 +88,8 @@ def check(
                 "INTERNALDATE cannot be changed over IMAP)"
             )
         out.verified += 1
-        out.verified_pairs.append((m, d.uid))
+        if pairs:
+            out.verified_pairs.append((m, d.uid))
     return out
 
 
@@ -187,7 +191,7 @@ class Verifier:
                 here = {d.uid: d for d in dmeta}
             else:
                 here = by_uid
-            found = check(res.source, chunk, claim, here, failed, self.storable)
+            found = check(res.source, chunk, claim, here, failed, self.storable, pairs=self.content)
             for duid, flags in found.set_flags:
                 await dst.store_flags(duid, flags)
             res.flags_fixed += len(found.set_flags)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,17 +21,59 @@ def dovecot_installed() -> None:
         pytest.fail(f"these tests need a real Dovecot IMAP server: {INSTALL_HINT}", pytrace=False)
 
 
+#: What Dovecot's mail_log plugin says when an IMAP client changes a mailbox
+#: (DovecotServer(change_log=True)).  "Mailbox created: INBOX" is left out: Dovecot makes
+#: a missing INBOX itself when a client opens it.
+_CHANGE = re.compile(
+    r"imap\((?P<user>[^)]+)\)<[^>]*><[^>]*>: Info: "
+    r"(?P<what>(?:save|copy|expunge|delete|undelete|flag_change):.*"
+    r"|Mailbox (?:created: (?!INBOX$).*|deleted: .*|renamed: .*))$"
+)
+
+
+def source_changes(server: DovecotServer) -> list[str]:
+    """Changes made over IMAP to a source account (a user named ``src...``) of a server
+    started with ``change_log=True``: the source is read-only, so any is a bug."""
+    try:
+        text = server.log_path.read_text(errors="replace")
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        m = _CHANGE.search(line)
+        if m and m["user"].startswith("src"):
+            out.append(f"{m['user']}: {m['what']}")
+    return out
+
+
+def _guard_sources(request: pytest.FixtureRequest, servers: list[DovecotServer]) -> None:
+    """The source-untouched guard of every test that runs a Dovecot: a change to a source
+    account over IMAP fails the test, unless it is marked ``source_writes`` (the test
+    itself changes the source, e.g. deletes a folder during a transfer)."""
+    if request.node.get_closest_marker("source_writes") is not None:
+        return
+    changes = [c for server in servers for c in source_changes(server)]
+    if changes:
+        pytest.fail(
+            "a source mailbox was changed over IMAP (the source must stay untouched):\n  "
+            + "\n  ".join(changes[:20]),
+            pytrace=False,
+        )
+
+
 @pytest.fixture
 def dovecot_factory(
-    dovecot_installed: None, tmp_path: Path
+    dovecot_installed: None, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., DovecotServer]]:
     """Start extra servers: ``dovecot_factory(users={...}, max_message_size=...)``.
 
-    Each gets its own directory under tmp_path; all are stopped at teardown.
+    Each gets its own directory under tmp_path; all are stopped at teardown, and the
+    source-untouched guard checks them (see :func:`_guard_sources`).
     """
     servers: list[DovecotServer] = []
 
     def make(**kwargs: Any) -> DovecotServer:
+        kwargs.setdefault("change_log", True)
         server = DovecotServer(tmp_path / f"dovecot-{len(servers)}", **kwargs)
         servers.append(server)
         return server.start()
@@ -38,16 +81,24 @@ def dovecot_factory(
     yield make
     for server in reversed(servers):
         server.stop()
+    _guard_sources(request, servers)
 
 
 @pytest.fixture
-def dovecot(dovecot_installed: None, tmp_path: Path) -> Iterator[DovecotServer]:
-    """A running Dovecot, separator "/" (maildir LAYOUT=fs), users src and dst."""
+def dovecot(
+    dovecot_installed: None, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[DovecotServer]:
+    """A running Dovecot, separator "/" (maildir LAYOUT=fs), users src and dst; the
+    source-untouched guard checks it at teardown."""
     server = DovecotServer(
-        tmp_path / "dovecot", separator="/", users={"src": "srcpass", "dst": "dstpass"}
+        tmp_path / "dovecot",
+        separator="/",
+        users={"src": "srcpass", "dst": "dstpass"},
+        change_log=True,
     )
     with server:
         yield server
+    _guard_sources(request, [server])
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ def run(coro):
     return asyncio.run(coro)
 
 
+@pytest.mark.source_writes("a connection test: it APPENDs over IMAP as user src")
 def test_starttls_login_and_deep_pipelining(dovecot):
     async def main():
         ctx = ssl.create_default_context(cafile=str(dovecot.ca_file))

@@ -255,6 +255,7 @@ def test_deliver_while_running_is_noticed(dovecot: DovecotServer) -> None:
     imap.logout()
 
 
+@pytest.mark.source_writes("a launcher test: it APPENDs over IMAP as user src")
 def test_line_endings_as_served(dovecot: DovecotServer) -> None:
     """Dovecot serves bare LF as CRLF, keeps CRLF and bare CR; sizes count CRLF."""
     cases = {

@@ -146,6 +146,7 @@ def folder(rep: dict, name: str) -> dict:
 CANNOT_OPEN = "the source folder cannot be opened (deleted or renamed?): "
 
 
+@pytest.mark.source_writes("the test deletes or renames a source folder during the transfer")
 @pytest.mark.parametrize("how", ["delete", "rename"])
 @pytest.mark.parametrize("which", ["another folder", "the folder being copied"])
 def test_source_folder_deleted_or_renamed_during_the_transfer(dovecot, tmp_path, how, which):
@@ -271,6 +272,7 @@ def recreate(server, user: str, mail: list[MaildirMessage]) -> None:
     server.deliver_many(user, RECREATED, mail)
 
 
+@pytest.mark.source_writes("the test recreates a source folder between runs")
 @pytest.mark.parametrize("change", ["same messages", "one gone, one new"])
 def test_source_folder_recreated_between_runs(dovecot, tmp_path, change):
     mail = recreated_mail()

@@ -113,6 +113,7 @@ def move(server, tmp_path, *extra, dest=None, **kw):
     )
 
 
+@pytest.mark.source_writes("its setup APPENDs messages with explicit zones to the source over IMAP")
 def test_exact_copy_then_idempotent_rerun(dovecot, tmp_path):
     populate(dovecot)
     add_timezone_messages(dovecot.port)
@@ -578,6 +579,7 @@ def test_folder_name_the_destination_refuses_is_mapped_and_reported(
     assert dst["tmp_"] == srcsnap["tmp"]
 
 
+@pytest.mark.source_writes("the test deletes a source folder after the planning")
 def test_source_folder_deleted_after_planning_is_reported(dovecot, tmp_path, monkeypatch):
     """A folder that vanishes mid-run fails alone; the other folders are copied."""
     populate(dovecot)

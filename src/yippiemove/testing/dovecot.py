@@ -369,6 +369,7 @@ class DovecotServer(LocalServer):
         layout: Literal["fs", "maildir++"] | None = None,
         special_use: bool | Mapping[str, str] = True,
         mail_root: Path | str | None = None,
+        change_log: bool = False,
     ) -> None:
         if len(separator) != 1 or separator in '"\\\r\n\0':
             raise ValueError(f"bad namespace separator {separator!r}")
@@ -388,6 +389,11 @@ class DovecotServer(LocalServer):
         #: Keep the mail under this directory (e.g. a tmpfs for benchmarks) instead of
         #: /tmp; it is then left there at stop (base_dir/mail stays a symlink to it).
         self.mail_root = Path(mail_root).absolute() if mail_root is not None else None
+        #: Log every change IMAP clients make to a mailbox (Dovecot's mail_log plugin:
+        #: saves, copies, expunges, flag changes, folders created, renamed, deleted), read
+        #: back by :meth:`changes` (the tests' source-untouched guard).  Off by default:
+        #: the benchmarks measure the server without it.
+        self.change_log = change_log
         self._mail_dir: Path | None = None
         self._users: dict[str, str] = {}
         for name, password in (users or {}).items():
@@ -795,6 +801,15 @@ class DovecotServer(LocalServer):
                 "  quota = count:User quota",
                 "  quota_vsizes = yes",
                 f"  quota_max_mail_size = {self.max_message_size}",
+                "}",
+            ]
+        if self.change_log:
+            lines += [
+                "mail_plugins = $mail_plugins notify mail_log",
+                "plugin {",
+                "  mail_log_events = delete undelete expunge copy save flag_change "
+                "mailbox_create mailbox_delete mailbox_rename",
+                "  mail_log_fields = uid box msgid flags",
                 "}",
             ]
         if self.extra_config:

@@ -583,6 +583,30 @@ def test_service_folder_step_shows_destination_names_and_reasons(make_service, d
     assert row["dest_name"] == "Sent Items" and row["reasons"] == list(folders["Sent"].reasons)
 
 
+def test_service_folder_step_explains_a_folder_only_named_like_a_special_one(
+    make_service, dovecot_factory
+):
+    src = dovecot_factory(users={"src": "srcpass"}, special_use={"Entwürfe": "\\Drafts"})
+    dst = dovecot_factory(users={"dst": "dstpass"})  # Dovecot's stock: "Drafts" is \Drafts
+    src.deliver("src", "Entwürfe", msg(1), ("\\Draft",), T0)
+    src.deliver("src", "Drafts", msg(2), (), T0)
+    dst.deliver_many("dst", "Drafts", [])
+    svc = make_service(ca_file=str(src.ca_file))
+    source = Account("127.0.0.1", src.port, "starttls", "src", "srcpass")
+    dest = Account("127.0.0.1", dst.port, "starttls", "dst", "dstpass")
+
+    folders = {f.name: f for f in asyncio.run(svc.check_account(source, dest=dest))}
+    assert folders["Entwürfe"].dest_name == "Drafts"
+    assert folders["Drafts"].dest_name == "Drafts (2)"
+    assert (
+        "named like a drafts folder, but the source marks 'Entwürfe' as \\Drafts "
+        "(SPECIAL-USE): kept as an ordinary folder"
+    ) in folders["Drafts"].reasons
+    plan = folders_to_plan(list(folders.values()))
+    row = next(p for p in plan if p["name"] == "Drafts")
+    assert row["reasons"] == list(folders["Drafts"].reasons)
+
+
 def test_service_takes_rules_and_filters(make_service, dovecot):
     svc = make_service(ca_file=str(dovecot.ca_file))
     uid = svc.create_user("rules@example.org", "correct horse battery")

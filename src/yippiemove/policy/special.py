@@ -40,9 +40,11 @@ wins, then the one with fewer path components, then the earlier name in the tabl
 (English first), then code point order.  The same order picks the *primary* source
 folder when several source folders have one role.
 
-Several source folders with one role (say "Sent" and "Sent Items") are *merged*: all of
-them go to the destination's folder with that role, so the destination never gets a
-second Sent beside its own.  Their messages are unioned (see docs/folders.md).
+Several source folders with one role (say "Sent" and "Sent Items" on a server that
+marks no \\Sent, or two folders it marks \\Sent) are *merged*: all of them go to the
+destination's folder with that role, so the destination never gets a second Sent beside
+its own.  Their messages are unioned (see docs/folders.md).  A folder only named like a
+role its server marks is not one of them (``policy/rules.py`` keeps it apart).
 
 When the destination has no folder with the role, the source folders go to the primary
 source folder's own name (its last component) at the destination's top level, and the

@@ -302,3 +302,131 @@ def test_map_folders_targets_and_merges() -> None:
 def test_map_folders_without_targets_is_unchanged() -> None:
     got = map_folders(["INBOX", "inbox/x", "a"], SLASH, CYRUS)
     assert [m.dest for m in got] == ["INBOX", "INBOX.x", "INBOX.a"]
+
+
+# --- the server's word on special folders wins; never merged without a rule ----------
+
+#: role -> (its attribute, a localized name the server marks, the English look-alike)
+MARKED = {
+    "sent": ("\\Sent", "Gesendet", "Sent"),
+    "drafts": ("\\Drafts", "Entwürfe", "Drafts"),
+    "trash": ("\\Trash", "Papierkorb", "Trash"),
+    "junk": ("\\Junk", "Unerwünscht", "Junk"),
+    "archive": ("\\Archive", "Archiv", "Archive"),
+}
+
+
+def marked(name: str, attr: str) -> Box:
+    return Box(name, frozenset({attr.upper()}))
+
+
+def by_source(placements) -> dict:
+    return {p.source: p for p in placements}
+
+
+@pytest.mark.parametrize("role", sorted(MARKED))
+def test_source_lookalike_stays_apart_from_the_marked_folder(role: str) -> None:
+    attr, mine, alike = MARKED[role]
+    src = [Box("INBOX"), marked(mine, attr), Box(alike), Box(f"{alike}/Old")]
+    # The destination's folder of the role has the English name.
+    dest = [Box("INBOX"), marked(alike, attr)]
+    got = by_source(place_folders(src, SLASH, dest, DOT))
+    assert got[mine].dest == alike and got[mine].role == role
+    assert got[alike].dest == f"{alike} (2)" and got[alike].role is None
+    assert got[f"{alike}/Old"].dest == f"{alike} (2).Old"
+    assert all(p.merged_with == () for p in got.values())
+    kind = "an archive" if role == "archive" else f"a {role}"
+    assert (
+        f"named like {kind} folder, but the source marks {mine!r} as {attr} (SPECIAL-USE): "
+        "kept as an ordinary folder"
+    ) in got[alike].reasons
+    assert any(
+        f"{alike!r} is where the special folder {mine!r} goes" in r and "kept apart" in r
+        for r in got[alike].reasons
+    )
+    assert f"the source marks it {attr}; {alike!r} only looks like one and stays apart" in (
+        got[mine].reasons
+    )
+
+
+@pytest.mark.parametrize("role", sorted(MARKED))
+def test_source_lookalike_keeps_its_name_when_the_destination_has_no_such_folder(
+    role: str,
+) -> None:
+    attr, mine, alike = MARKED[role]
+    src = [Box("INBOX"), marked(mine, attr), Box(alike)]
+    got = by_source(place_folders(src, SLASH, [Box("INBOX")], SLASH, create_special_use=True))
+    assert (got[mine].dest, got[mine].create_use) == (mine, attr)
+    assert (got[alike].dest, got[alike].role, got[alike].create_use) == (alike, None, None)
+    assert got[mine].merged_with == got[alike].merged_with == ()
+
+
+@pytest.mark.parametrize("role", sorted(MARKED))
+def test_destination_lookalike_is_an_ordinary_folder(role: str) -> None:
+    attr, theirs, alike = MARKED[role]
+    # Source without SPECIAL-USE: its folder is found by name and goes to the folder
+    # the destination marks, never to the destination's look-alike.
+    dest = [Box("INBOX"), Box(alike), marked(theirs, attr)]
+    got = by_source(place_folders([Box("INBOX"), Box(alike)], SLASH, dest, SLASH))
+    assert got[alike].dest == theirs and got[alike].role == role
+    assert f"the source marks no folder as {attr} (SPECIAL-USE): names decide" in (
+        got[alike].reasons
+    )
+    # Source with SPECIAL-USE: its look-alike goes to the destination's look-alike (the
+    # same ordinary name), its marked folder to the destination's marked one.
+    src = [Box("INBOX"), Box(alike), marked(f"Mine {role}", attr)]
+    got = by_source(place_folders(src, SLASH, dest, SLASH))
+    assert got[f"Mine {role}"].dest == theirs
+    assert got[alike].dest == alike and got[alike].role is None
+    kind = "an archive" if role == "archive" else f"a {role}"
+    assert (
+        f"{alike!r} on the destination is named like {kind} folder, but the destination "
+        f"marks {theirs!r} as {attr} (SPECIAL-USE): kept as an ordinary folder"
+    ) in got[alike].reasons
+
+
+def test_chosen_folders_see_the_marks_of_the_whole_source() -> None:
+    # --folder Drafts: the marked "Entwürfe" is not chosen, but the server still marks it.
+    everything = [Box("INBOX"), marked("Entwürfe", "\\Drafts"), Box("Drafts")]
+    dest = [Box("INBOX"), marked("Brouillons", "\\Drafts")]
+    got = by_source(place_folders([Box("Drafts")], SLASH, dest, SLASH, source_boxes=everything))
+    assert got["Drafts"].dest == "Drafts" and got["Drafts"].role is None
+    got = by_source(place_folders([Box("Drafts")], SLASH, dest, SLASH))
+    assert got["Drafts"].dest == "Brouillons"  # nothing known of the server: by name
+
+
+def test_kept_apart_name_avoids_the_sources_names_and_is_stable() -> None:
+    src = [marked("Entwürfe", "\\Drafts"), Box("Drafts"), Box("Drafts (2)")]
+    dest = [marked("Drafts", "\\Drafts")]
+    got = dests(place_folders(src, SLASH, dest, SLASH))
+    assert got == {"Entwürfe": "Drafts", "Drafts": "Drafts (3)", "Drafts (2)": "Drafts (2)"}
+    # A re-run finds the folder it made on the destination and chooses it again.
+    again = dests(place_folders(src, SLASH, [*dest, Box("Drafts (2)"), Box("Drafts (3)")], SLASH))
+    assert again == got
+
+
+def test_a_rule_may_merge_the_lookalike() -> None:
+    src = [marked("Entwürfe", "\\Drafts"), Box("Drafts")]
+    dest = [marked("Drafts", "\\Drafts")]
+    rules = FolderRules.parse(renames=["Drafts=Drafts"])
+    got = by_source(place_folders(src, SLASH, dest, SLASH, rules))
+    assert got["Entwürfe"].dest == got["Drafts"].dest == "Drafts"
+    assert got["Drafts"].merged_with == ("Entwürfe",)
+
+
+def test_an_ordinary_folder_named_like_the_destinations_special_folder_stays_apart() -> None:
+    # Not a look-alike at all: the destination's \Sent is "Outgoing", the source has a
+    # folder "Outgoing" of its own beside its \Sent.
+    src = [marked("Sent", "\\Sent"), Box("Outgoing")]
+    dest = [marked("Outgoing", "\\Sent")]
+    got = by_source(place_folders(src, SLASH, dest, SLASH))
+    assert got["Sent"].dest == "Outgoing"
+    assert got["Outgoing"].dest == "Outgoing (2)"
+    assert got["Sent"].merged_with == got["Outgoing"].merged_with == ()
+
+
+def test_gmail_xlist_attributes_count() -> None:
+    src = [Box("[Gmail]/Spam", frozenset({"\\SPAM"})), Box("Junk")]
+    got = by_source(place_folders(src, SLASH, [marked("Junk", "\\Junk")], SLASH))
+    assert got["[Gmail]/Spam"].dest == "Junk" and got["[Gmail]/Spam"].role == "junk"
+    assert got["Junk"].dest == "Junk (2)" and got["Junk"].role is None

@@ -7,11 +7,13 @@ from yippiemove.policy.special import (
     WELL_KNOWN,
     Box,
     destination_roles,
+    lookalike,
     normalize,
     plan_special,
     role_by_attribute,
     role_by_name,
     role_of,
+    server_marks,
 )
 
 SLASH = Namespace("", "/")
@@ -223,3 +225,94 @@ def test_views_are_reported_not_mapped() -> None:
     assert special == {}
     assert set(views) == {"[Gmail]/All Mail", "[Gmail]/Starred"}
     assert "view" in views["[Gmail]/All Mail"]
+
+
+# --- the server's word wins: a role a server marks is never found by a name there -----
+
+#: role -> (its attribute, a localized name the server marks, the English look-alike)
+MARKED = {
+    "sent": ("\\Sent", "Gesendet", "Sent"),
+    "drafts": ("\\Drafts", "Entwürfe", "Drafts"),
+    "trash": ("\\Trash", "Papierkorb", "Trash"),
+    "junk": ("\\Junk", "Unerwünscht", "Junk"),
+    "archive": ("\\Archive", "Archiv", "Archive"),
+}
+
+
+def test_xlist_attributes_are_roles_too() -> None:
+    assert role_by_attribute({"\\SPAM"}) == "junk"
+    assert role_by_attribute({"\\ALLMAIL"}) == "all"
+    assert role_by_attribute({"\\STARRED"}) == "flagged"
+    assert server_marks([box("[Gmail]/Spam", "\\Spam"), box("Junk")]) == {"junk": ("[Gmail]/Spam",)}
+
+
+@pytest.mark.parametrize("role", sorted(MARKED))
+def test_a_marked_role_is_not_found_by_name(role: str) -> None:
+    attr, marked, alike = MARKED[role]
+    boxes = [box("INBOX"), box(marked, attr), box(alike)]
+    marks = server_marks(boxes)
+    assert marks == {role: (marked,)}
+    r = role_of(boxes[1], SLASH, marks)
+    assert r is not None and (r.role, r.how) == (role, "special-use")
+    assert role_of(boxes[2], SLASH, marks) is None
+    assert role_of(boxes[2], SLASH) is not None  # without the server's marks: by name
+    look = lookalike(boxes[2], SLASH, marks, "source")
+    assert look == (
+        role,
+        f"named like {'an' if role == 'archive' else 'a'} {role} folder, but the source "
+        f"marks {marked!r} as {attr} (SPECIAL-USE): kept as an ordinary folder",
+    )
+    assert lookalike(boxes[1], SLASH, marks, "source") is None
+
+
+@pytest.mark.parametrize("role", sorted(MARKED))
+def test_source_lookalike_is_not_planned_with_the_role(role: str) -> None:
+    attr, marked, alike = MARKED[role]
+    sources = [box("INBOX"), box(marked, attr), box(alike)]
+    special, views = plan_special(sources, SLASH, [box("INBOX")], DOT, marks=server_marks(sources))
+    assert set(special) == {marked} and special[marked].members == (marked,)
+    assert views == {}
+
+
+@pytest.mark.parametrize("role", sorted(MARKED))
+def test_destination_lookalike_is_never_the_target(role: str) -> None:
+    attr, marked, alike = MARKED[role]
+    # The look-alike is listed first and has the canonical name: it still is no target.
+    roles = destination_roles([box(alike), box(marked, attr)], SLASH)
+    assert roles[role][0].name == marked
+    # A look-alike under INBOX, the marked folder deep in the tree: the server's word.
+    roles = destination_roles([box(f"INBOX/{alike}"), box(f"Old/{marked}", attr)], SLASH)
+    assert roles[role][0].name == f"Old/{marked}"
+
+
+def test_the_decision_is_per_role() -> None:
+    # A server that marks \Sent and \Trash only: its Drafts, Junk and Archive are
+    # still found by their names.
+    boxes = [
+        box("Gesendet", "\\Sent"),
+        box("Sent"),
+        box("Papierkorb", "\\Trash"),
+        box("Trash"),
+        box("Drafts"),
+        box("Spam"),
+        box("Archive"),
+    ]
+    marks = server_marks(boxes)
+    got = {b.name: (r.role if (r := role_of(b, SLASH, marks)) else None) for b in boxes}
+    assert got == {
+        "Gesendet": "sent",
+        "Sent": None,
+        "Papierkorb": "trash",
+        "Trash": None,
+        "Drafts": "drafts",
+        "Spam": "junk",
+        "Archive": "archive",
+    }
+    roles = destination_roles(boxes, SLASH)
+    assert {r: b.name for r, (b, _) in roles.items()} == {
+        "sent": "Gesendet",
+        "trash": "Papierkorb",
+        "drafts": "Drafts",
+        "junk": "Spam",
+        "archive": "Archive",
+    }

@@ -219,6 +219,110 @@ def test_localized_names_without_special_use(dovecot_factory, tmp_path):
     assert plan["Sent Items"]["dest"] == "Sent Items" and plan["Sent Items"]["role"] is None
 
 
+#: role -> (the source's localized folder it marks by SPECIAL-USE, the English look-alike)
+LOCALIZED = {
+    "\\Sent": ("Gesendet", "Sent"),
+    "\\Drafts": ("Entwürfe", "Drafts"),
+    "\\Trash": ("Papierkorb", "Trash"),
+    "\\Junk": ("Unerwünscht", "Junk"),
+    "\\Archive": ("Archiv", "Archive"),
+}
+
+
+def test_special_use_under_a_localized_name_beside_an_ordinary_english_folder(
+    dovecot_factory, tmp_path
+):
+    # Source: SPECIAL-USE on German names, and ordinary folders with the English names.
+    src = dovecot_factory(
+        users={"src": "srcpass"},
+        special_use={local: attr for attr, (local, _) in LOCALIZED.items()},
+    )
+    # Destination: "." and its special folders under the English names.
+    dst = dovecot_factory(
+        separator=".",
+        users={"dst": "dstpass"},
+        special_use={english: attr for attr, (_, english) in LOCALIZED.items()},
+    )
+    n = 0
+    for attr, (local, english) in LOCALIZED.items():
+        for folder, count in ((local, 3), (english, 2)):
+            for _ in range(count):
+                n += 1
+                src.deliver("src", folder, msg(n, tag=f"m{attr[1:]}"), ("\\Seen",), T0)
+        dst.deliver_many("dst", english, [])
+    # A message in both folders of a pair: still once in each destination folder.
+    both = msg(999, tag="both")
+    src.deliver("src", "Entwürfe", both, ("\\Draft",), T0)
+    src.deliver("src", "Drafts", both, ("\\Draft",), T0)
+    src.deliver("src", "Drafts/Old", msg(998), (), T0)
+    before = mailcheck.snapshot(src.port, "src", "srcpass")
+
+    dry = tmp_path / "dry"
+    dry.mkdir()
+    r = move(src, dst, dry, "--dry-run")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "  Drafts -> Drafts (2) [new]: 3 messages" in r.stdout
+    assert (
+        "      why: named like a drafts folder, but the source marks 'Entwürfe' as \\Drafts "
+        "(SPECIAL-USE): kept as an ordinary folder"
+    ) in r.stdout
+    assert "  Entwürfe -> Drafts: 4 messages" in r.stdout
+
+    rep = run_ok(src, dst, tmp_path)
+    s = mailcheck.snapshot(src.port, "src", "srcpass")
+    assert s == before  # the source is untouched
+    d = mailcheck.snapshot(dst.port, "dst", "dstpass")
+    plan = {f["source"]: f for f in rep["plan"]["folders"]}
+    for attr, (local, english) in LOCALIZED.items():
+        assert d[english] == s[enc(local)], attr  # exactly the marked folder's messages
+        assert d[f"{english} (2)"] == s[english], attr  # the look-alike, apart
+        assert plan[local]["dest"] == english and plan[local]["role"] == attr[1:].lower()
+        assert plan[english]["dest"] == f"{english} (2)" and plan[english]["role"] is None
+        assert plan[local]["merged_with"] == plan[english]["merged_with"] == []
+        assert any(f"marks {local!r} as {attr}" in w for w in plan[english]["reasons"])
+    assert d["Drafts (2).Old"] == s["Drafts/Old"]
+    assert rep["totals"]["failed"] == 0
+
+    # Re-run: nothing more.
+    rep2 = run_ok(src, dst, tmp_path)
+    assert rep2["totals"]["copied"] == 0
+    assert mailcheck.snapshot(dst.port, "dst", "dstpass") == d
+
+
+def test_destination_marks_a_localized_folder_beside_an_ordinary_english_one(
+    dovecot_factory, tmp_path
+):
+    # Source: Dovecot's stock SPECIAL-USE (Drafts, Sent, Trash, Junk marked).
+    src = dovecot_factory(users={"src": "srcpass"})
+    # Destination: SPECIAL-USE on German names, and ordinary English folders with mail.
+    dst = dovecot_factory(
+        users={"dst": "dstpass"},
+        special_use={local: attr for attr, (local, _) in LOCALIZED.items()},
+    )
+    n = 0
+    for attr, (local, english) in LOCALIZED.items():
+        for _ in range(2):
+            n += 1
+            src.deliver("src", english, msg(n, tag=f"s{attr[1:]}"), ("\\Seen",), T0)
+        dst.deliver_many("dst", local, [])
+        dst.deliver("dst", english, msg(500 + n, tag="theirs"), (), T0)
+    theirs = mailcheck.snapshot(dst.port, "dst", "dstpass")
+
+    rep = run_ok(src, dst, tmp_path)
+    s = mailcheck.snapshot(src.port, "src", "srcpass")
+    d = mailcheck.snapshot(dst.port, "dst", "dstpass")
+    plan = {f["source"]: f for f in rep["plan"]["folders"]}
+    for attr, (local, english) in LOCALIZED.items():
+        if attr == "\\Archive":
+            # The source marks no \\Archive: its "Archive" is found by name and goes to
+            # the destination's \\Archive folder.
+            assert any("marks no folder as \\Archive" in w for w in plan[english]["reasons"])
+        assert d[enc(local)] == s[english], attr
+        assert d[english] == theirs[english], attr  # the destination's own, untouched
+        assert plan[english]["dest"] == local
+    assert rep["totals"]["failed"] == 0
+
+
 # --------------------------------------------------------------------- folder rules
 
 
@@ -477,6 +581,30 @@ def test_service_folder_step_shows_destination_names_and_reasons(make_service, d
     assert parse_plan(plan_json(plan)) == plan
     row = next(p for p in plan if p["name"] == "Sent")
     assert row["dest_name"] == "Sent Items" and row["reasons"] == list(folders["Sent"].reasons)
+
+
+def test_service_folder_step_explains_a_folder_only_named_like_a_special_one(
+    make_service, dovecot_factory
+):
+    src = dovecot_factory(users={"src": "srcpass"}, special_use={"Entwürfe": "\\Drafts"})
+    dst = dovecot_factory(users={"dst": "dstpass"})  # Dovecot's stock: "Drafts" is \Drafts
+    src.deliver("src", "Entwürfe", msg(1), ("\\Draft",), T0)
+    src.deliver("src", "Drafts", msg(2), (), T0)
+    dst.deliver_many("dst", "Drafts", [])
+    svc = make_service(ca_file=str(src.ca_file))
+    source = Account("127.0.0.1", src.port, "starttls", "src", "srcpass")
+    dest = Account("127.0.0.1", dst.port, "starttls", "dst", "dstpass")
+
+    folders = {f.name: f for f in asyncio.run(svc.check_account(source, dest=dest))}
+    assert folders["Entwürfe"].dest_name == "Drafts"
+    assert folders["Drafts"].dest_name == "Drafts (2)"
+    assert (
+        "named like a drafts folder, but the source marks 'Entwürfe' as \\Drafts "
+        "(SPECIAL-USE): kept as an ordinary folder"
+    ) in folders["Drafts"].reasons
+    plan = folders_to_plan(list(folders.values()))
+    row = next(p for p in plan if p["name"] == "Drafts")
+    assert row["reasons"] == list(folders["Drafts"].reasons)
 
 
 def test_service_takes_rules_and_filters(make_service, dovecot):

@@ -14,7 +14,10 @@ with "/" whatever the servers' hierarchy separators are ("Archive/2019" is
    rule in the order given wins; it renames only the folders it matches.
 4. Special folders (unless ``--no-special``): a folder no rename matched and that has a
    role (``policy/special.py``) goes to the destination's folder with that role;
-   its subfolders follow it.
+   its subfolders follow it.  A role the server marks by SPECIAL-USE is never found by
+   a name on that server: a folder only named like one is ordinary, and if its own name
+   is where a special folder goes, it is kept apart with " (2)" (never merged without
+   a rule).
 5. ``--under PREFIX``: every folder goes under PREFIX, except INBOX (unless
    ``--under-inbox``) and special folders with their subfolders (``--no-special``
    puts those under PREFIX too).  Renamed folders go under it as well: rename targets
@@ -46,7 +49,7 @@ from datetime import date
 from typing import Any
 
 from .folders import INBOX, Namespace, map_folders, split_name
-from .special import Box, plan_special
+from .special import Box, SpecialTarget, lookalike, plan_special, server_marks
 
 __all__ = [
     "RULE_KEYS",
@@ -345,10 +348,13 @@ def place_folders(
     rules: FolderRules | None = None,
     *,
     create_special_use: bool = False,
+    source_boxes: Sequence[Box] = (),
 ) -> list[Placement]:
     """Apply the rules to the chosen source folders; one Placement each, in input order.
 
-    ``dest_boxes`` are the destination's folders (for its special folders).  Raises
+    ``dest_boxes`` are the destination's folders (for its special folders);
+    ``source_boxes`` the source's whole LIST when ``sources`` are only some of them (the
+    roles the source marks by SPECIAL-USE count for every chosen folder).  Raises
     RuleError when a regex rule produces an unusable name.
 
     Long for a reason: the precedence of docs/folders.md (rules, then special folders,
@@ -398,12 +404,14 @@ def place_folders(
     create_use: dict[str, str] = {}
     exact_dest: dict[str, str] = {}
     if rules.special:
+        marks = server_marks([*source_boxes, *sources])
         special, views = plan_special(
             [b for b in sources if b.name not in kind],
             src,
             dest_boxes,
             dst,
             create_special_use=create_special_use,
+            marks=marks,
         )
         for name, st in special.items():
             targets[name] = st.parts
@@ -416,6 +424,7 @@ def place_folders(
                 create_use[name] = st.use
         for name, note in views.items():
             reasons[name].append(note)
+        _explain_lookalikes(sources, src, marks, special, kind, reasons)
         by_path = {path[n]: n for n in names}
         for name in sorted(names, key=lambda n: len(path[n])):
             if name in kind:
@@ -445,11 +454,19 @@ def place_folders(
             targets[name] = rules.under + t
             reasons[name].append(f"--under {under}")
 
+    # Never merged without a rule: an ordinary folder whose own name is where a special
+    # folder goes ("Drafts" beside the source's \Drafts "Entwürfe", both bound for the
+    # destination's "Drafts") is kept apart, its subfolders with it.
+    if rules.special:
+        _keep_apart(names, path, targets, kind, reasons)
+
     # 6: namespaces, separators, collisions, merges
     mapped = {m.source: m for m in map_folders(names, src, dst, targets)}
     groups: dict[str, list[str]] = {}
     for name in names:
         groups.setdefault(mapped[name].dest, []).append(name)
+    dest_by_name = {b.name: b for b in dest_boxes}
+    dest_marks = server_marks(dest_boxes)
     out: list[Placement] = []
     for name in names:
         m = mapped[name]
@@ -467,6 +484,10 @@ def place_folders(
                 f"the destination's personal namespace prefix is {dst.prefix!r} "
                 f"(the source's {src.prefix!r})"
             )
+        if rules.special and name not in roles and dest in dest_by_name:
+            look = lookalike(dest_by_name[dest], dst, dest_marks, "destination")
+            if look is not None:
+                why.append(f"{dest!r} on the destination is {look[1]}")
         merged = tuple(n for n in groups[m.dest] if n != name)
         out.append(
             Placement(
@@ -479,6 +500,86 @@ def place_folders(
             )
         )
     return out
+
+
+def _explain_lookalikes(
+    sources: Sequence[Box],
+    src: Namespace,
+    marks: Mapping[str, tuple[str, ...]],
+    special: Mapping[str, SpecialTarget],
+    kind: Mapping[str, str],
+    reasons: dict[str, list[str]],
+) -> None:
+    """Reasons for folders only named like a role the source marks by SPECIAL-USE, and
+    on the marked folders: which look-alikes stay apart."""
+    alike: dict[str, list[str]] = {}
+    for box in sources:
+        if box.name in kind or box.name in special:
+            continue
+        look = lookalike(box, src, marks, "source")
+        if look is not None:
+            reasons[box.name].append(look[1])
+            alike.setdefault(look[0], []).append(box.name)
+    for name, st in special.items():
+        others = alike.get(st.role.role)
+        if others and st.role.how == "special-use":
+            shown = ", ".join(repr(o) for o in others)
+            reasons[name].append(
+                f"the source marks it {st.role.attribute}; {shown} only "
+                f"{'looks' if len(others) == 1 else 'look'} like one and "
+                f"{'stays' if len(others) == 1 else 'stay'} apart"
+            )
+
+
+def _fold(parts: Sequence[str]) -> tuple[str, ...]:
+    return tuple(p.casefold() for p in parts)
+
+
+def _keep_apart(
+    names: Sequence[str],
+    path: Mapping[str, tuple[str, ...]],
+    targets: dict[str, tuple[str, ...]],
+    kind: dict[str, str],
+    reasons: dict[str, list[str]],
+) -> None:
+    """Give an ordinary folder (no rule, no role) whose own path is a special folder's
+    target a free " (n)" name instead, so that map_folders does not merge the two; its
+    subfolders without a rule follow it."""
+    bound = {_fold(t): n for n, t in targets.items() if kind.get(n) in ("special", "follow")}
+    if not bound:
+        return
+    # Only the source's names are avoided, not the destination's: a re-run finds the
+    # "Drafts (2)" it made and must choose it again.
+    used = {_fold(path[n]) for n in names} | {_fold(t) for t in targets.values()}
+    moved: dict[tuple[str, ...], tuple[str, ...]] = {}
+    for name in sorted(names, key=lambda n: (len(path[n]), n)):
+        if name in kind or name in targets:
+            continue
+        p = path[name]
+        parent = next((p[:k] for k in range(len(p) - 1, 0, -1) if p[:k] in moved), None)
+        if parent is not None:
+            targets[name] = moved[parent] + p[len(parent) :]
+            kind[name] = "apart"
+            reasons[name].append(f"its parent {_path_text(parent)!r} was kept apart; it follows it")
+            moved[p] = targets[name]
+            continue
+        owner = bound.get(_fold(p))
+        if owner is None:
+            continue
+        number = 2
+        while True:
+            new = (*p[:-1], f"{p[-1]} ({number})")
+            if _fold(new) not in used:
+                break
+            number += 1
+        used.add(_fold(new))
+        targets[name] = new
+        kind[name] = "apart"
+        moved[p] = new
+        reasons[name].append(
+            f"{_path_text(p)!r} is where the special folder {owner!r} goes; two source "
+            f"folders are merged only by a rule (--rename): kept apart as {_path_text(new)!r}"
+        )
 
 
 #: Keys of a job's ``folders`` object (the service's API) that carry rules and filters.

@@ -15,6 +15,14 @@ path, relative to the personal namespace, that is at the top level ("Sent"; also
 directly under INBOX ("INBOX/Sent" on a "/" server), or directly under Gmail's
 "[Gmail]" / "[Google Mail]".  "Projects/Sent" is an ordinary folder.
 
+The server's word wins (docs/folders.md "The server's word on special folders"): when a
+server marks any folder with a role's attribute (RFC 6154, or Gmail's XLIST spellings
+``\\AllMail``, ``\\Spam``, ``\\Starred``), names are not used for *that role* on that
+server: an ordinary "Drafts" beside the server's ``\\Drafts`` folder "Entwürfe" keeps its
+own name (:func:`server_marks`, :func:`lookalike`).  The decision is per role, not per
+server: a server that marks ``\\Sent`` and ``\\Trash`` but no ``\\Archive`` still has its
+"Archive" found by name.
+
 Roles and what the mover does with them (``MAPPED_ROLES``):
 
 - sent, drafts, trash, junk, archive: a source folder with the role goes to the
@@ -32,9 +40,11 @@ wins, then the one with fewer path components, then the earlier name in the tabl
 (English first), then code point order.  The same order picks the *primary* source
 folder when several source folders have one role.
 
-Several source folders with one role (say "Sent" and "Sent Items") are *merged*: all of
-them go to the destination's folder with that role, so the destination never gets a
-second Sent beside its own.  Their messages are unioned (see docs/folders.md).
+Several source folders with one role (say "Sent" and "Sent Items" on a server that
+marks no \\Sent, or two folders it marks \\Sent) are *merged*: all of them go to the
+destination's folder with that role, so the destination never gets a second Sent beside
+its own.  Their messages are unioned (see docs/folders.md).  A folder only named like a
+role its server marks is not one of them (``policy/rules.py`` keeps it apart).
 
 When the destination has no folder with the role, the source folders go to the primary
 source folder's own name (its last component) at the destination's top level, and the
@@ -48,7 +58,7 @@ Pure functions on decoded names; the caller supplies LIST attributes (upper-case
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .folders import INBOX, Namespace, split_name
@@ -59,15 +69,18 @@ __all__ = [
     "MAPPED_ROLES",
     "ROLES",
     "WELL_KNOWN",
+    "XLIST_ATTRIBUTES",
     "Box",
     "Role",
     "SpecialTarget",
     "destination_roles",
+    "lookalike",
     "normalize",
     "plan_special",
     "role_by_attribute",
     "role_by_name",
     "role_of",
+    "server_marks",
 ]
 
 ROLES = ("sent", "drafts", "trash", "junk", "archive", "all", "flagged")
@@ -82,7 +95,23 @@ ATTRIBUTES = {
     "all": "\\All",
     "flagged": "\\Flagged",
 }
+#: Gmail's XLIST spellings (before RFC 6154) of the same roles; some servers still send
+#: them in LIST.  (XLIST's \\Sent, \\Drafts, \\Trash are spelled as in RFC 6154.)
+XLIST_ATTRIBUTES = {"\\AllMail": "all", "\\Spam": "junk", "\\Starred": "flagged"}
 _BY_ATTRIBUTE = {attr.upper(): role for role, attr in ATTRIBUTES.items()}
+_BY_ATTRIBUTE.update((attr.upper(), role) for attr, role in XLIST_ATTRIBUTES.items())
+#: How the plan's reasons name a role ("named like a drafts folder").
+_KIND = {
+    "sent": "a sent",
+    "drafts": "a drafts",
+    "trash": "a trash",
+    "junk": "a junk",
+    "archive": "an archive",
+    "all": "an all-mail",
+    "flagged": "a starred",
+}
+#: Role -> the folders a server marks with the role's attribute (see server_marks).
+Marks = Mapping[str, tuple[str, ...]]
 GMAIL_CONTAINERS = ("[Gmail]", "[Google Mail]")
 
 #: Well-known names per role, most canonical first (the order breaks ties).
@@ -350,16 +379,57 @@ def role_by_name(name: str, ns: Namespace) -> str | None:
     return entry[0] if entry else None
 
 
-def role_of(box: Box, ns: Namespace) -> Role | None:
-    """SPECIAL-USE attribute first, else the name."""
+def server_marks(boxes: Iterable[Box]) -> dict[str, tuple[str, ...]]:
+    """Role -> the folders a server marks with the role's attribute (code point order).
+
+    Give it the server's whole LIST: a role the server marks anywhere is a role whose
+    names are not used on that server (:func:`role_of` with ``marks``).
+    """
+    found: dict[str, set[str]] = {}
+    for box in boxes:
+        for attr in box.attributes:
+            role = _BY_ATTRIBUTE.get(attr.upper())
+            if role is not None:
+                found.setdefault(role, set()).add(box.name)
+    return {role: tuple(sorted(names)) for role, names in found.items()}
+
+
+def role_of(box: Box, ns: Namespace, marks: Marks | None = None) -> Role | None:
+    """SPECIAL-USE attribute first, else the name.
+
+    With ``marks`` (:func:`server_marks` of the box's server), a name counts only for a
+    role the server marks no folder with; without, names count for every role.
+    """
     entry = _name_entry(box.name, ns)
     role = role_by_attribute(box.attributes)
     if role is not None:
         rank = entry[1] if entry and entry[0] == role else len(WELL_KNOWN[role])
         return Role(role, "special-use", rank)
-    if entry is not None:
+    if entry is not None and (marks is None or entry[0] not in marks):
         return Role(entry[0], "name", entry[1])
     return None
+
+
+def _quoted(names: Sequence[str]) -> str:
+    shown = [repr(n) for n in names]
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+
+
+def lookalike(box: Box, ns: Namespace, marks: Marks, side: str) -> tuple[str, str] | None:
+    """(role, reason) for a folder named like a special folder whose server marks another
+    folder with that role: it is an ordinary folder, and the reason says why.  ``side``
+    is "source" or "destination"."""
+    entry = _name_entry(box.name, ns)
+    if entry is None or role_by_attribute(box.attributes) is not None:
+        return None
+    role = entry[0]
+    marked = [n for n in marks.get(role, ()) if n != box.name]
+    if not marked:
+        return None
+    return role, (
+        f"named like {_KIND[role]} folder, but the {side} marks {_quoted(marked)} as "
+        f"{ATTRIBUTES[role]} (SPECIAL-USE): kept as an ordinary folder"
+    )
 
 
 def _preference(box: Box, role: Role, ns: Namespace) -> tuple[int, int, int, int, str]:
@@ -373,15 +443,23 @@ def _preference(box: Box, role: Role, ns: Namespace) -> tuple[int, int, int, int
 
 
 def destination_roles(boxes: Sequence[Box], ns: Namespace) -> dict[str, tuple[Box, Role]]:
-    """The destination's folder for each mapped role (views are never targets)."""
+    """The destination's folder for each mapped role (views are never targets).
+
+    ``boxes`` is the destination's whole LIST: a role it marks by SPECIAL-USE anywhere
+    is found by that attribute only, never by a name."""
+    marks = server_marks(boxes)
     found: dict[str, list[tuple[Box, Role]]] = {}
     for box in boxes:
         if {"\\NOSELECT", "\\NONEXISTENT"} & box.attributes:
             continue
-        role = role_of(box, ns)
+        role = role_of(box, ns, marks)
         if role is not None and role.role in MAPPED_ROLES:
             found.setdefault(role.role, []).append((box, role))
     return {r: min(cands, key=lambda c: _preference(c[0], c[1], ns)) for r, cands in found.items()}
+
+
+def _unmarked(side: str, attribute: str) -> str:
+    return f"the {side} marks no folder as {attribute} (SPECIAL-USE): names decide"
 
 
 @dataclass(frozen=True)
@@ -411,8 +489,13 @@ def plan_special(
     dst: Namespace,
     *,
     create_special_use: bool = False,
+    marks: Marks | None = None,
 ) -> tuple[dict[str, SpecialTarget], dict[str, str]]:
     """Map source folders with a role to the destination's folder with that role.
+
+    ``marks``: :func:`server_marks` of the source server's whole LIST (a role it marks
+    is found by SPECIAL-USE only); None when unknown: names count for every role.
+    ``dest_boxes`` is the destination's whole LIST (see :func:`destination_roles`).
 
     Returns (source name -> SpecialTarget for folders with a mapped role,
     source name -> note for folders that are views (\\All, \\Flagged) and keep their
@@ -421,7 +504,7 @@ def plan_special(
     roles: dict[str, list[tuple[Box, Role]]] = {}
     views: dict[str, str] = {}
     for box in sources:
-        role = role_of(box, src)
+        role = role_of(box, src, marks)
         if role is None:
             continue
         if role.role not in MAPPED_ROLES:
@@ -445,12 +528,16 @@ def plan_special(
         for box, role in members:
             how = "SPECIAL-USE" if role.how == "special-use" else "its name"
             reasons = [f"{box.name!r} is the source's {role.attribute} folder (by {how})"]
+            if marks is not None and role.how == "name":
+                reasons.append(_unmarked("source", role.attribute))
             if target is not None:
                 dest_box, dest_role = target
                 dhow = "SPECIAL-USE" if dest_role.how == "special-use" else "its name"
                 reasons.append(
                     f"{dest_box.name!r} is the destination's {role.attribute} folder (by {dhow})"
                 )
+                if dest_role.how == "name":
+                    reasons.append(_unmarked("destination", role.attribute))
                 parts = split_name(dest_box.name, dst)
                 dest: str | None = dest_box.name
                 use = None

@@ -78,6 +78,7 @@ class Planner:
                 sides.dst_pol,
                 opts.rules,
                 create_special_use=dst.has("CREATE-SPECIAL-USE"),
+                source_boxes=[Box(m.name, m.flags) for m in sides.src_boxes],
             )
         except ValueError as exc:  # RuleError: a --rename-regex made an unusable name
             raise PlanError(str(exc)) from None

@@ -30,6 +30,14 @@ from .accounts import AccountURL, AccountURLError, resolve_account, ssl_context
 from .policy import providers
 from .policy.rules import FolderRules, MessageFilter, RuleError
 from .transfer.engine import Mover
+from .transfer.locks import (
+    LockError,
+    LockHeld,
+    Locks,
+    job_lock_path,
+    mailbox_keys,
+    mailbox_lock_paths,
+)
 from .transfer.model import Endpoint, FolderResult, Options, Plan, Progress
 from .transfer.report import Exit, build_report, exit_code, outcome_of, write_report
 from .transfer.run import Transfer, make_options, prepare
@@ -74,6 +82,44 @@ def default_state_path(source: AccountURL, dest: AccountURL) -> Path:
     )
     name = hashlib.sha256(key.encode()).hexdigest()[:20]
     return Path(platformdirs.user_data_dir("yippiemove")) / "jobs" / f"{name}.sqlite"
+
+
+def default_lock_dir() -> Path:
+    """Where the destination-mailbox locks live: ``<user data dir>/locks``."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("yippiemove")) / "locks"
+
+
+def take_locks(locks: Locks, state_path: Path, dest: Endpoint) -> None:
+    """One writer per destination mailbox on this machine (transfer/locks.py): the job's
+    lock beside its state file, then the destination mailbox's; exit 2 naming the run
+    that holds one."""
+    job = job_lock_path(state_path)
+    try:
+        locks.take([job], state=state_path.resolve(), mailbox=dest.label)
+    except LockHeld as held:
+        _die(
+            f"this job is already running ({held.holder.describe()}; lock {held.path}): "
+            "wait for it to end or stop it"
+        )
+    except LockError as exc:
+        _die(str(exc))
+    keys = mailbox_keys(dest.host, dest.port, dest.user)
+    try:
+        locks.take(
+            mailbox_lock_paths(default_lock_dir(), keys),
+            state=state_path.resolve(),
+            mailbox=dest.label,
+        )
+    except LockHeld as held:
+        other = f", state file {held.holder.state}" if held.holder.state else ""
+        _die(
+            f"another run is already writing into {dest.label} ({held.holder.describe()}"
+            f"{other}): one run per destination mailbox; wait for it to end"
+        )
+    except LockError as exc:
+        _die(str(exc))
 
 
 @click.group()
@@ -302,32 +348,35 @@ def move(
         click.echo(f"note: {note}")
     state: State | None = None
     new_state: Path | None = None  # the state file, when this run created it
-    if not dry_run:
-        path = (
-            Path(state_path)
-            if state_path
-            else default_state_path(accounts.src_url, accounts.dst_url)
+    locks = Locks()  # one writer per mailbox; the kernel drops them even on kill -9
+    with locks:  # released (and their files removed) however the run ends
+        if not dry_run:  # a dry run writes nothing: no lock
+            path = (
+                Path(state_path)
+                if state_path
+                else default_state_path(accounts.src_url, accounts.dst_url)
+            )
+            take_locks(locks, path, accounts.dest)
+            fresh = not path.exists()
+            try:
+                state = transfer.open_state(path)
+            except StateError as exc:
+                _die(str(exc))
+            new_state = path if fresh else None
+        show_bar = sys.stderr.isatty() if progress is None else progress
+        mover = transfer.mover(
+            state=state,
+            progress=Progress(),
+            on_event=log.info if verbose or not show_bar else log.debug,
         )
-        fresh = not path.exists()
-        try:
-            state = transfer.open_state(path)
-        except StateError as exc:
-            _die(str(exc))
-        new_state = path if fresh else None
-    show_bar = sys.stderr.isatty() if progress is None else progress
-    mover = transfer.mover(
-        state=state,
-        progress=Progress(),
-        on_event=log.info if verbose or not show_bar else log.debug,
-    )
-    started = time.time()
-    status, error = _run(mover, state, show_bar)
-    if new_state is not None and error is not None and mover.plan is None:
-        # Stopped before there was a plan (unreachable, wrong password, no such folder):
-        # nothing was changed, and no state file is left behind either.
-        for leftover in ("", "-wal", "-shm", "-journal"):
-            Path(str(new_state) + leftover).unlink(missing_ok=True)
-    _finish(transfer, mover, started, status, error, report_path, dry_run)
+        started = time.time()
+        status, error = _run(mover, state, show_bar)
+        if new_state is not None and error is not None and mover.plan is None:
+            # Stopped before there was a plan (unreachable, wrong password, no such folder):
+            # nothing was changed, and no state file is left behind either.
+            for leftover in ("", "-wal", "-shm", "-journal"):
+                Path(str(new_state) + leftover).unlink(missing_ok=True)
+        _finish(transfer, mover, started, status, error, report_path, dry_run)
 
 
 @dataclass

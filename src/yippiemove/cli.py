@@ -3,7 +3,8 @@
 Exit status of ``move``: 0 every selected source message is verified on the destination;
 1 some messages failed (listed, and in the report); 2 the run could not start or was cut
 short (bad arguments, unreachable host, wrong password, TLS failure, interrupted, the
-destination over its quota, or still failing after the retries: docs/faults.md).
+destination over its quota, or still failing after the retries: docs/faults.md), or
+another run holds the job or its destination mailbox (transfer/locks.py).
 """
 
 from __future__ import annotations

@@ -510,7 +510,7 @@ class Service:
         src = dst = None
         try:
             try:
-                src = await mover.connect(src_ep, role)
+                src = await mover.connect(src_ep, role, read_only=True)
             except ImapError as exc:
                 raise ServiceError(explain_imap_error(exc, role, account)) from None
             if dest is not None:

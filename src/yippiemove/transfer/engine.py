@@ -115,8 +115,9 @@ class Mover:
         """Seconds of a round trip to the farther server (NOOPs while planning), if measured."""
         return self.connector.rtt
 
-    async def connect(self, ep: Endpoint, role: str) -> Store:
-        return await self.connector.connect(ep, role)
+    async def connect(self, ep: Endpoint, role: str, *, read_only: bool | None = None) -> Store:
+        """Open one account; read-only for the ``"source"`` role or ``read_only=True``."""
+        return await self.connector.connect(ep, role, read_only=read_only)
 
     async def open_pair(self) -> Pair:
         return await self.connector.open_pair()

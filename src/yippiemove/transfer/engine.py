@@ -46,6 +46,7 @@ from .context import Context, EventHandler, Tally, norm_inbox
 from .destination import prepare_destination
 from .folder import FolderPass, PassHooks, PlainHooks
 from .hashing import fingerprint
+from .identity import SameMailbox, same_address, same_mailbox
 from .model import Endpoint, FolderPlan, FolderResult, Options, Phase, Plan, Progress
 from .pairs import Connector, Pair, StoreFactory
 from .plan import Planner, select_folders
@@ -139,6 +140,9 @@ class Mover:
     async def run(self) -> list[FolderResult]:
         """Plan, then (unless dry-run) copy and verify every planned folder."""
         effort = retry_policy.Effort(self.options.retries, self.backoff)
+        why = await asyncio.to_thread(same_address, self.source, self.dest)
+        if why is not None:
+            raise SameMailbox(why)
         while True:
             try:
                 plan = await self._setup()
@@ -220,6 +224,11 @@ class Mover:
         )
         keep = False
         try:
+            # Before anything is written: the same mailbox under another name?
+            # (transfer/identity.py; a SameMailbox is a PlanError: never retried)
+            why = await same_mailbox(src, dst)
+            if why is not None:
+                raise SameMailbox(why)
             self.plan = plan = await self.make_plan(src, dst)
             if dry:
                 return plan

@@ -31,6 +31,7 @@ from .accounts import AccountURL, AccountURLError, resolve_account, ssl_context
 from .policy import providers
 from .policy.rules import FolderRules, MessageFilter, RuleError
 from .transfer.engine import Mover
+from .transfer.identity import SameMailbox, same_address
 from .transfer.locks import (
     LockError,
     LockHeld,
@@ -431,6 +432,9 @@ class _Accounts:
         dest = dst_url.endpoint(dst_pw, **how, starttls=not no_starttls)
         if (source.host, source.port, source.user) == (dest.host, dest.port, dest.user):
             _die("--source and --dest are the same account")
+        same = same_address(source, dest)  # another name for it (transfer/identity.py)
+        if same is not None:
+            _die(str(SameMailbox(same)))
         return cls(src_url, dst_url, src_provider, dst_provider, source, dest)
 
 

@@ -82,7 +82,9 @@ class MemoryServer:
     async def factory(self, ep: Endpoint, role: str, on_open: Callable[[], None]) -> MemoryStore:
         on_open()
         self.opened += 1
-        return MemoryStore(self.account(ep.user))
+        store = MemoryStore(self.account(ep.user))
+        store.read_only = role == "source"
+        return store
 
 
 def _ok(code: ResponseCode | None = None) -> asyncio.Future[CommandResult]:
@@ -102,6 +104,8 @@ class MemoryStore:
         self.account = account
         self.selected: bytes | None = None
         self._closed = False
+        #: Said, not enforced here (the IMAP connection enforces it: imap/commands.py).
+        self.read_only = False
 
     # -- the session
     @property

@@ -525,6 +525,39 @@ class ImapClient:
                 raise CommandError("STATUS", res.tagged)
         return out
 
+    async def mailbox_id(self, raw: bytes = b"INBOX") -> str | None:
+        """A server-wide unique identity of mailbox ``raw``, or None when the server
+        offers none: RFC 8474's MAILBOXID (servers with OBJECTID: Cyrus), else Dovecot's
+        ``STATUS (X-GUID)`` (not advertised: a BAD means "none").  Gmail is not asked
+        (it has neither).  Read-only: a STATUS."""
+        if self.has("OBJECTID"):
+            item = "MAILBOXID"
+        elif self.has("X-GM-EXT-1"):
+            return None
+        else:
+            item = "X-GUID"
+        found: list[str] = []
+
+        def on(u: Untagged) -> None:
+            if u.kind == "STATUS" and len(u.data) >= 2 and isinstance(u.data[1], list):
+                vals = u.data[1]
+                for k in range(0, len(vals) - 1, 2):
+                    if str(vals[k]).upper() == item:
+                        v = vals[k + 1]
+                        if isinstance(v, list) and v:  # MAILBOXID (id)
+                            v = v[0]
+                        if isinstance(v, (bytes, bytearray, str)):
+                            text = v.decode("latin-1") if not isinstance(v, str) else v
+                            if text and text.upper() != "NIL":
+                                found.append(text)
+
+        res = await self.conn.execute(
+            "STATUS", quote(raw), f"({item})".encode(), on_untagged=on, check=False
+        )
+        if not res.tagged.ok or len(found) != 1:
+            return None
+        return f"{item} {found[0]}"
+
     # ---------------------------------------------------------------- messages
 
     async def fetch_meta(self, uids: str = "1:*", *, message_id: bool = True) -> list[MessageMeta]:

@@ -24,6 +24,13 @@ response to its ``handler`` as it arrives (a whole :class:`.protocol.FetchRun` t
 handler's ``on_run`` method when it has one).  What no command collects (EXISTS,
 EXPUNGE, flag changes...) is an :class:`Unsolicited` event.
 
+A *read-only* state (``ClientState(read_only=True)``, the source of a transfer) sends
+only the verbs of :data:`READ_ONLY_VERBS` -- EXAMINE but not SELECT; no APPEND, CREATE,
+DELETE, RENAME, STORE, COPY, MOVE, EXPUNGE, SUBSCRIBE... -- and no FETCH that would set
+``\\Seen`` (``BODY[`` without ``.PEEK``, ``RFC822``, ``RFC822.TEXT``); anything else raises
+:class:`.errors.ReadOnlyViolation` from :meth:`ClientState.send`, before a tag is taken or
+a byte encoded, so no layer above can write through it.
+
 Events, in the order the server's bytes imply:
 
 * :class:`Greeting`           -- the first response of the connection;
@@ -42,11 +49,13 @@ Events, in the order the server's bytes imply:
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import ReadOnlyViolation
 from .protocol import (
     Continuation,
     FetchRun,
@@ -59,6 +68,7 @@ from .protocol import (
 )
 
 __all__ = [
+    "READ_ONLY_VERBS",
     "WANTS",
     "Broken",
     "Bye",
@@ -70,6 +80,7 @@ __all__ = [
     "Event",
     "Greeting",
     "HandlerFailed",
+    "ReadOnlyViolation",
     "Unsolicited",
     "UntaggedHandler",
 ]
@@ -97,6 +108,32 @@ WANTS: dict[str, frozenset[str]] = {
     "EXAMINE": _SELECTING,
 }
 _NOTHING: frozenset[str] = frozenset()
+
+#: What a read-only connection may send: an allow-list, so that a verb nobody thought of
+#: is refused too.  EXAMINE opens a mailbox read-only (RFC 3501 6.3.2: no \Seen, no
+#: \Recent change, and CLOSE then expunges nothing); SELECT is not here.
+READ_ONLY_VERBS: frozenset[str] = frozenset(
+    (
+        "CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "AUTHENTICATE", "LOGIN", "ID",
+        "ENABLE", "COMPRESS", "NAMESPACE", "LIST", "LSUB", "XLIST", "STATUS", "EXAMINE",
+        "UNSELECT", "CLOSE", "CHECK", "IDLE", "FETCH", "UID FETCH", "SEARCH",
+        "UID SEARCH", "SORT", "UID SORT", "THREAD", "UID THREAD", "GETQUOTA",
+        "GETQUOTAROOT", "MYRIGHTS", "GETACL", "LISTRIGHTS", "GETMETADATA",
+    )
+)  # fmt: skip
+#: FETCH items that set \Seen (RFC 3501 6.4.5): BODY[...] without .PEEK, RFC822, RFC822.TEXT.
+_SEEN_SETTING = re.compile(rb"(?<![.\w])BODY\[|(?<![.\w])RFC822(?:\.TEXT)?(?![.\w])", re.I)
+
+
+def _check_read_only(name: str, args: tuple[bytes | str | int | Literal, ...]) -> None:
+    verb = " ".join(name.upper().split())
+    if verb not in READ_ONLY_VERBS:
+        raise ReadOnlyViolation(verb)
+    if verb in ("FETCH", "UID FETCH"):
+        for a in args:
+            raw = a.encode("ascii", "replace") if isinstance(a, str) else a
+            if isinstance(raw, bytes) and _SEEN_SETTING.search(raw):
+                raise ReadOnlyViolation(verb, "it would set \\Seen (use BODY.PEEK)")
 
 
 @dataclass(slots=True)
@@ -173,9 +210,18 @@ class ClientState:
     ``greeted=False`` (the default): the first response is the server's greeting.
     """
 
-    __slots__ = ("_broken", "_by_kind", "_continuing", "_greeted", "_parser", "_tagnum", "pending")
+    __slots__ = (
+        "_broken",
+        "_by_kind",
+        "_continuing",
+        "_greeted",
+        "_parser",
+        "_tagnum",
+        "pending",
+        "read_only",
+    )
 
-    def __init__(self, *, greeted: bool = False) -> None:
+    def __init__(self, *, greeted: bool = False, read_only: bool = False) -> None:
         self._parser = ResponseParser(bulk=True)
         self._tagnum = 0
         self._greeted = greeted
@@ -187,6 +233,8 @@ class ClientState:
         # them all per EXISTS made thousands of pipelined APPENDs quadratic).
         self._by_kind: dict[str, OrderedDict[str, Command]] = {}
         self._continuing: Command | None = None
+        #: Only :data:`READ_ONLY_VERBS` may be sent (see the module doc); never unset.
+        self.read_only = read_only
 
     @property
     def in_flight(self) -> int:
@@ -207,7 +255,11 @@ class ClientState:
     ) -> tuple[Command, list[bytes | Literal]]:
         """A new command in flight, and its segments to write (see
         :func:`.protocol.encode_command`; ``nonsync_max`` from :func:`.protocol.nonsync_limit`).
+        Raises :class:`.errors.ReadOnlyViolation` on a read-only state for a command that
+        could write (nothing is then in flight or encoded).
         """
+        if self.read_only:
+            _check_read_only(name, args)
         self._tagnum += 1
         tag = f"Y{self._tagnum}"
         parts = encode_command(tag, name, *args, nonsync_max=nonsync_max)

@@ -16,6 +16,10 @@ Literals are sent with LITERAL+ (RFC 7888) when the server offers it, those of u
 connection waits for the server's ``+`` before each literal; meanwhile later
 commands queue behind it so that bytes of two commands never interleave.
 
+``read_only=True`` (the source of a transfer) makes the command state refuse every verb
+that could change a mailbox (:data:`.commands.READ_ONLY_VERBS`): :meth:`submit` raises
+:class:`.errors.ReadOnlyViolation` before a byte of the command is written.
+
 Secrets: the bytes of LOGIN/AUTHENTICATE are never logged or put into exceptions.
 """
 
@@ -103,13 +107,20 @@ class _Transport(asyncio.Protocol):
 class ImapConnection:
     """One IMAP client connection.  Create with :meth:`open`."""
 
-    def __init__(self, host: str, *, idle_timeout: float = 120.0, name: str = "imap") -> None:
+    def __init__(
+        self,
+        host: str,
+        *,
+        idle_timeout: float = 120.0,
+        name: str = "imap",
+        read_only: bool = False,
+    ) -> None:
         self.host = host
         self.name = name
         self.capabilities: frozenset[str] = frozenset()
         self.idle_timeout = idle_timeout
         self.greeted_in: float | None = None
-        self._state = ClientState()
+        self._state = ClientState(read_only=read_only)
         self._transport: asyncio.Transport | None = None
         self._closed_exc: Exception | None = None
         self._paused = False
@@ -145,15 +156,17 @@ class ImapConnection:
         timeout: float = 30.0,
         idle_timeout: float = 120.0,
         name: str = "imap",
+        read_only: bool = False,
     ) -> ImapConnection:
         """Connect and read the greeting.
 
         ``security``: ``"tls"`` (TLS from the first byte), ``"starttls"`` (STARTTLS when
         the server offers it), ``"require-starttls"`` (fail without it) or ``"none"``.
+        ``read_only``: refuse every command that could change a mailbox (module doc).
         """
         if security not in ("tls", "starttls", "require-starttls", "none"):
             raise ValueError(f"unknown security mode {security!r}")
-        self = cls(host, idle_timeout=idle_timeout, name=name)
+        self = cls(host, idle_timeout=idle_timeout, name=name, read_only=read_only)
         loop = asyncio.get_running_loop()
         ctx = ssl_context
         if ctx is None and security != "none":
@@ -470,6 +483,11 @@ class ImapConnection:
         if self._drain_waiter is None or self._drain_waiter.done():
             self._drain_waiter = asyncio.get_running_loop().create_future()
         await asyncio.shield(self._drain_waiter)
+
+    @property
+    def read_only(self) -> bool:
+        """Only commands that change no mailbox may be sent (fixed at creation)."""
+        return self._state.read_only
 
     @property
     def in_flight(self) -> int:

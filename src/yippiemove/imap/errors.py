@@ -13,6 +13,7 @@ __all__ = [
     "ImapError",
     "InsecureAuthError",
     "ProtocolError",
+    "ReadOnlyViolation",
     "TlsError",
 ]
 
@@ -53,6 +54,19 @@ class AuthenticationError(ImapError):
     def __init__(self, message: str, response: Tagged | None = None) -> None:
         super().__init__(message)
         self.response = response
+
+
+class ReadOnlyViolation(ImapError):
+    """A command that could change a mailbox was asked of a read-only connection (the
+    source of a transfer: imap/commands.py ``READ_ONLY_VERBS``); refused before any byte
+    of it was written.  ``verb``: the command's name."""
+
+    def __init__(self, verb: str, why: str = "") -> None:
+        self.verb = verb
+        super().__init__(
+            f"{verb} refused: the connection is read-only (the source of a transfer is "
+            f"never written){': ' + why if why else ''}"
+        )
 
 
 class ConnectionLost(ImapError):

@@ -487,9 +487,12 @@ class Service:
         it ``dest_name`` is the name as on the source.  Raises :class:`ServiceError`
         with a clear message: wrong password, host not found, TLS problem...
         """
+        import asyncio
+
         from ..accounts import make_endpoint, ssl_context
         from ..imap.errors import ImapError
         from ..transfer.engine import Mover
+        from ..transfer.identity import SameMailbox, same_address, same_mailbox
         from ..transfer.model import Options
 
         account = self.validate_account(account, role)
@@ -510,14 +513,19 @@ class Service:
         src = dst = None
         try:
             try:
-                src = await mover.connect(src_ep, role)
+                src = await mover.connect(src_ep, role, read_only=True)
             except ImapError as exc:
                 raise ServiceError(explain_imap_error(exc, role, account)) from None
             if dest is not None:
+                same = await asyncio.to_thread(same_address, src_ep, dst_ep)
                 try:
-                    dst = await mover.connect(dst_ep, "destination")
+                    if same is None:
+                        dst = await mover.connect(dst_ep, "destination")
+                        same = await same_mailbox(src, dst)
                 except ImapError as exc:
                     raise ServiceError(explain_imap_error(exc, "dest", dest)) from None
+                if same is not None:  # another name for the source (transfer/identity.py)
+                    raise ServiceError(f"dest: {SameMailbox(same)}")
             try:
                 plan = await mover.make_plan(src, dst or src)
             except ImapError as exc:

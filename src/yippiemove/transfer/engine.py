@@ -46,6 +46,7 @@ from .context import Context, EventHandler, Tally, norm_inbox
 from .destination import prepare_destination
 from .folder import FolderPass, PassHooks, PlainHooks
 from .hashing import fingerprint
+from .identity import SameMailbox, same_address, same_mailbox
 from .model import Endpoint, FolderPlan, FolderResult, Options, Phase, Plan, Progress
 from .pairs import Connector, Pair, StoreFactory
 from .plan import Planner, select_folders
@@ -115,8 +116,9 @@ class Mover:
         """Seconds of a round trip to the farther server (NOOPs while planning), if measured."""
         return self.connector.rtt
 
-    async def connect(self, ep: Endpoint, role: str) -> Store:
-        return await self.connector.connect(ep, role)
+    async def connect(self, ep: Endpoint, role: str, *, read_only: bool | None = None) -> Store:
+        """Open one account; read-only for the ``"source"`` role or ``read_only=True``."""
+        return await self.connector.connect(ep, role, read_only=read_only)
 
     async def open_pair(self) -> Pair:
         return await self.connector.open_pair()
@@ -138,6 +140,9 @@ class Mover:
     async def run(self) -> list[FolderResult]:
         """Plan, then (unless dry-run) copy and verify every planned folder."""
         effort = retry_policy.Effort(self.options.retries, self.backoff)
+        why = await asyncio.to_thread(same_address, self.source, self.dest)
+        if why is not None:
+            raise SameMailbox(why)
         while True:
             try:
                 plan = await self._setup()
@@ -219,6 +224,11 @@ class Mover:
         )
         keep = False
         try:
+            # Before anything is written: the same mailbox under another name?
+            # (transfer/identity.py; a SameMailbox is a PlanError: never retried)
+            why = await same_mailbox(src, dst)
+            if why is not None:
+                raise SameMailbox(why)
             self.plan = plan = await self.make_plan(src, dst)
             if dry:
                 return plan

@@ -46,7 +46,12 @@ class Connector:
         #: Seconds of a round trip to the farther server (NOOPs while planning), if measured.
         self.rtt: float | None = None
 
-    async def connect(self, ep: Endpoint, role: str) -> Store:
+    async def connect(self, ep: Endpoint, role: str, *, read_only: bool | None = None) -> Store:
+        """Open and log in to ``ep``.  The ``"source"`` role (or ``read_only=True``) gets a
+        read-only store: nothing can be written to the source (transfer/store.py)."""
+        if read_only is None:
+            read_only = role == "source"
+
         def opened() -> None:
             self.reached.add((ep.host, ep.port))
 
@@ -58,6 +63,7 @@ class Connector:
             connect_timeout=self.options.connect_timeout,
             idle_timeout=self.options.idle_timeout,
             on_open=opened,
+            read_only=read_only,
         )
 
     async def open_pair(self) -> Pair:

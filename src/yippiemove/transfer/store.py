@@ -12,6 +12,12 @@ connection underneath.
 * ``tests/transfer/memstore.py`` keeps a mailbox in memory behind the same interface,
   so the engine's matching, copy and verify run in tests without a server.
 
+The source of a transfer is opened read-only (``connect_store(..., read_only=True)``,
+which :class:`~yippiemove.transfer.pairs.Connector` does for the ``"source"`` role): its
+connection refuses every verb that could change a mailbox -- SELECT included, EXAMINE
+only -- before a byte is written (imap/commands.py ``READ_ONLY_VERBS``), so no engine
+code path can write to it whatever it calls; :attr:`ImapStore.read_only` says so.
+
 The operations are IMAP-shaped on purpose (UIDs, UIDVALIDITY, PERMANENTFLAGS, APPENDUID
 answers): the engine's promises are stated in those terms, and a Store that hid them
 would hide what the verification checks.  Pipelining stays visible too: ``submit_*``
@@ -55,6 +61,8 @@ class Store(Protocol):
     def has(self, cap: str) -> bool: ...
     @property
     def closed(self) -> bool: ...
+    @property
+    def read_only(self) -> bool: ...
     @property
     def tls(self) -> bool: ...
     @property
@@ -109,6 +117,11 @@ class ImapStore(ImapClient):
     @property
     def closed(self) -> bool:
         return self.conn.closed
+
+    @property
+    def read_only(self) -> bool:
+        """Its connection refuses every command that could change a mailbox."""
+        return self.conn.read_only
 
     @property
     def tls(self) -> bool:
@@ -171,9 +184,11 @@ async def connect_store(
     connect_timeout: float,
     idle_timeout: float,
     on_open: Callable[[], None] | None = None,
+    read_only: bool = False,
 ) -> ImapStore:
     """Open and log in to one account; a :class:`GmailStore` when it is Gmail.
-    ``on_open`` is called once the server has answered (before the login)."""
+    ``on_open`` is called once the server has answered (before the login);
+    ``read_only``: nothing can be written through it (the source; module doc)."""
     conn = await ImapConnection.open(
         ep.host,
         ep.port,
@@ -182,6 +197,7 @@ async def connect_store(
         timeout=connect_timeout,
         idle_timeout=idle_timeout,
         name=role,
+        read_only=read_only,
     )
     if on_open is not None:
         on_open()

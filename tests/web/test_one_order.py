@@ -208,3 +208,28 @@ def test_the_last_order_step_sent_twice_makes_one_transfer(
         assert len(jobs_in_db(svc)) == 1
     finally:
         svc.close()
+
+
+def test_a_waiting_transfer_names_the_one_it_waits_for(real: Service, real_app: FastAPI) -> None:
+    b = Browser(TestClient(real_app))
+    b.signup("ada@example.org")
+    uid = real.authenticate("ada@example.org", "correct horse battery")
+    assert uid is not None
+    from yippiemove.service.core import Account
+
+    first = real.create_transfer(
+        uid,
+        Account("127.0.0.1", 1143, "starttls", "a", "pw"),
+        Account("127.0.0.1", 1143, "starttls", "d", "pw"),
+    )
+    second = real.create_transfer(
+        uid,
+        Account("127.0.0.1", 1143, "starttls", "b", "pw"),
+        Account("127.0.0.1", 1143, "starttls", "d", "pw"),
+    )
+    with real.db.session() as s:  # as the claim leaves it (tests/jobs/test_one_writer.py)
+        job = s.get(Job, second.id)
+        job.progress = dict(job.progress, phase="waiting", waiting_for=first.id)
+    page = b.get(f"/transfers/{second.id}").text
+    assert f'Waiting for transfer <a href="/transfers/{first.id}">{first.id}</a>' in page
+    assert "into the same mailbox" in page

@@ -980,3 +980,27 @@ def test_shutdown_signals_are_watched_and_passed_on() -> None:
         assert seen == [signal.SIGTERM, signal.SIGTERM]
     finally:
         signal.signal(signal.SIGTERM, original)
+
+
+def test_batch_answers_with_a_redirect_and_the_same_file_twice_starts_nothing_more(
+    alice: Browser, fake: FakeService
+) -> None:
+    """POST/redirect/GET: the outcome is shown once; a reload uploads nothing; the same
+    file again (pairs still queued) starts nothing and names the transfers under way."""
+    fake.one_per_pair = True
+    content = (HEADER + line(1) + line(2)).encode()
+    alice.get("/batch")
+    r = alice.client.post(
+        "/batch",
+        data={"csrf_token": alice.csrf},
+        files={"file": ("m.csv", content, "text/csv")},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/batch"
+    page = alice.get("/batch").text
+    assert "2 transfers started" in page
+    assert "transfers started" not in alice.get("/batch").text  # a reload: shown once
+    assert len(fake.created) == 2
+    r = upload(alice, content)
+    assert r.status_code == 400 and len(fake.created) == 2
+    assert r.text.count("already queued or running") == 2

@@ -59,13 +59,21 @@ def test_back_and_reload_on_the_last_step_start_one_transfer(
             )
             page.reload()  # the job page: a GET, nothing happens
             # Back to the folder step, and Start again (re-sending the form if asked).
+            # The step was a POST answer, never cached (no-store): Chromium shows
+            # ERR_CACHE_MISS ("Confirm form resubmission"); a reload re-sends the step's
+            # POST and the folder step is back, with its Start button.
             try:
                 page.go_back()
-            except PlaywrightError as exc:  # the step was a POST answer, never cached
+            except PlaywrightError as exc:
                 assert "ERR_CACHE_MISS" in str(exc)
-            # Chromium shows "Confirm form resubmission"; a reload re-sends the step's
-            # POST and the folder step is back, with its Start button.
-            page.reload()
+            for attempt in range(3):
+                try:
+                    page.reload()
+                    break
+                except PlaywrightError:  # the error page is swapped in meanwhile
+                    if attempt == 2:
+                        raise
+                    page.wait_for_timeout(300)
             expect(page.locator("input[name=folder]").first).to_be_visible()
             page.click("button:has-text('Start transfer')")
             page.wait_for_url(f"**/transfers/{jid}")

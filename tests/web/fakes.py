@@ -34,8 +34,10 @@ from typing import Any
 from yippiemove.service.config import Settings
 from yippiemove.service.core import (
     Account,
+    AlreadyActive,
     Conflict,
     FolderInfo,
+    IdempotencyMismatch,
     JobView,
     NotFound,
     ServiceError,
@@ -130,6 +132,11 @@ class FakeService:
         self.accounts: dict[tuple[str, int, str], tuple[str, list[FolderInfo]]] = {}
         self.checked: list[Account] = []
         self.created: list[tuple[int, Account, Account, dict | None]] = []
+        #: Refuse a second order of a queued or running pair (AlreadyActive), as the
+        #: real service does; off by default, for the tests that order one pair often.
+        self.one_per_pair = False
+        #: (user id, Idempotency-Key) -> (body, status, answer) of create_transfer_once.
+        self.idempotency: dict[tuple[int, str], tuple[str, int, dict[str, Any]]] = {}
 
     # -- customers --------------------------------------------------------------------
 
@@ -264,10 +271,59 @@ class FakeService:
             plan = [f for f in plan if (not inc or _matches_any(inc, f.name))]
             plan = [f for f in plan if not _matches_any(exc, f.name)]
         with self._lock:
+            self._one_per_pair(user_id, source, dest)
             jid = secrets.token_hex(8)
             self.jobs[jid] = _Job(jid, user_id, source, dest, folders, plan, self.clock())
             self.created.append((user_id, source, dest, folders))
             return self._view(self.jobs[jid])
+
+    def _one_per_pair(self, user_id: int, source: Account, dest: Account, me: str = "") -> None:
+        """AlreadyActive while a job of the same customer and pair is queued or running."""
+        if not self.one_per_pair:
+            return
+
+        def key(a: Account) -> tuple[str, int, str]:
+            return (a.host.lower(), a.port, a.username.lower())
+
+        for job in self.jobs.values():
+            self._tick(job)
+            if (
+                job.id != me
+                and job.user_id == user_id
+                and job.status not in TERMINAL
+                and (key(job.source), key(job.dest)) == (key(source), key(dest))
+            ):
+                raise AlreadyActive(job.id)
+
+    def create_transfer_once(
+        self,
+        user_id: int,
+        key: str,
+        body: Any,
+        source: Account,
+        dest: Account,
+        folders: dict | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        import json
+
+        digest = json.dumps(body, sort_keys=True)
+        with self._lock:
+            seen = self.idempotency.get((user_id, key))
+        if seen is not None:
+            if seen[0] != digest:
+                raise IdempotencyMismatch(
+                    f"Idempotency-Key {key!r} was used before with another request body"
+                )
+            return seen[1], dict(seen[2])
+        try:
+            view = self.create_transfer(user_id, source, dest, folders)
+        except AlreadyActive as exc:
+            answer: tuple[int, dict[str, Any]] = (409, {"error": str(exc), "id": exc.job_id})
+        else:
+            answer = (201, {"id": view.id, "status": view.status})
+        with self._lock:
+            self.idempotency[(user_id, key)] = (digest, answer[0], answer[1])
+        return answer
 
     def _job(self, user_id: int, job_id: str) -> _Job:
         job = self.jobs.get(job_id)
@@ -311,6 +367,7 @@ class FakeService:
             self._tick(job)
             if job.status not in TERMINAL:
                 raise Conflict("the transfer is still running; cancel it first")
+            self._one_per_pair(user_id, job.source, job.dest, me=job.id)
             if not job.credentials:
                 raise Conflict(
                     "the passwords of this transfer were deleted after "

@@ -712,7 +712,7 @@ def test_bob_cannot_reach_alices_job_through_any_page(
 
 def test_tokens_are_per_customer(alice: Browser, bob: Browser, fake: FakeService) -> None:
     alice.get("/tokens")
-    r = alice.post("/tokens", {"name": "alice script"})
+    r = alice.get(alice.post("/tokens", {"name": "alice script"}).headers["location"])
     assert r.status_code == 200
     token = re.search(r'<code class="token" id="new-token">([^<]+)</code>', r.text).group(1)  # type: ignore[union-attr]
     assert token.startswith("ym_")
@@ -730,7 +730,7 @@ def test_token_is_shown_once_and_can_be_revoked(
     alice: Browser, fake: FakeService, client: TestClient
 ) -> None:
     alice.get("/tokens")
-    r = alice.post("/tokens", {"name": "migration script"})
+    r = alice.get(alice.post("/tokens", {"name": "migration script"}).headers["location"])
     token = re.search(r'id="new-token">([^<]+)<', r.text).group(1)  # type: ignore[union-attr]
     assert "shown only this once" in r.text
     assert r.headers["cache-control"] == "no-store"
@@ -772,8 +772,9 @@ def upload(
     data = {"csrf_token": b.csrf}
     if skip_bad:
         data["skip_bad"] = "1"
+    # A batch that started something answers with a redirect (POST/redirect/GET).
     return b.client.post(
-        "/batch", data=data, files={"file": (name, content, "text/csv")}, follow_redirects=False
+        "/batch", data=data, files={"file": (name, content, "text/csv")}, follow_redirects=True
     )
 
 
@@ -979,3 +980,27 @@ def test_shutdown_signals_are_watched_and_passed_on() -> None:
         assert seen == [signal.SIGTERM, signal.SIGTERM]
     finally:
         signal.signal(signal.SIGTERM, original)
+
+
+def test_batch_answers_with_a_redirect_and_the_same_file_twice_starts_nothing_more(
+    alice: Browser, fake: FakeService
+) -> None:
+    """POST/redirect/GET: the outcome is shown once; a reload uploads nothing; the same
+    file again (pairs still queued) starts nothing and names the transfers under way."""
+    fake.one_per_pair = True
+    content = (HEADER + line(1) + line(2)).encode()
+    alice.get("/batch")
+    r = alice.client.post(
+        "/batch",
+        data={"csrf_token": alice.csrf},
+        files={"file": ("m.csv", content, "text/csv")},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/batch"
+    page = alice.get("/batch").text
+    assert "2 transfers started" in page
+    assert "transfers started" not in alice.get("/batch").text  # a reload: shown once
+    assert len(fake.created) == 2
+    r = upload(alice, content)
+    assert r.status_code == 400 and len(fake.created) == 2
+    assert r.text.count("already queued or running") == 2

@@ -23,6 +23,7 @@ __all__ = [
     "JobStore",
     "Notifications",
     "SupervisorConfig",
+    "Waiting",
 ]
 
 
@@ -51,6 +52,9 @@ class SupervisorConfig:
     restart_delay: float
     ca_file: str | None
     allow_insecure_hosts: bool
+    #: A job whose destination mailbox another job writes into is tried again after
+    #: this many seconds (it stays ``queued``).
+    mailbox_wait_seconds: float = 5.0
 
     def job_dir(self, job_id: str) -> Path:
         """A job's private working directory (state.sqlite, report.json, job.log)."""
@@ -69,6 +73,14 @@ class Claim:
     notified_start: bool
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """A job that cannot run yet: another job writes into its destination mailbox
+    (``holder``, None when the other is not known yet); it stays ``queued``."""
+
+    holder: str | None
+
+
 class JobStore(Protocol):
     """The control database as the supervisor sees it.
 
@@ -78,9 +90,11 @@ class JobStore(Protocol):
 
     def claim(
         self, job_id: str, owner: str, lease_seconds: float, max_attempts: int
-    ) -> Claim | None:
+    ) -> Claim | Waiting | None:
         """Take a ``queued`` job, or None (someone else has it, or it ended).  A job
-        that was started ``max_attempts`` times is failed instead."""
+        that was started ``max_attempts`` times is failed instead.  One job at a time
+        runs into a destination mailbox: when another one does, the job stays queued
+        and :class:`Waiting` names the other."""
         ...
 
     def passwords(self, job_id: str) -> tuple[str, str] | None:

@@ -38,8 +38,9 @@ class JobQueue(abc.ABC):
     """Deliver job ids to workers, at least once."""
 
     @abc.abstractmethod
-    def enqueue(self, job_id: str) -> None:
-        """Hand a job to some worker (durable: survives a restart of the service)."""
+    def enqueue(self, job_id: str, delay: float = 0.0) -> None:
+        """Hand a job to some worker (durable: survives a restart of the service), at
+        once or after ``delay`` seconds."""
 
     @abc.abstractmethod
     def start(self, workers: int, runner: JobRunner) -> None:
@@ -94,7 +95,11 @@ class HueyQueue(JobQueue):
             raise RuntimeError("queue consumer without a runner")
         runner(job_id)
 
-    def enqueue(self, job_id: str) -> None:
+    def enqueue(self, job_id: str, delay: float = 0.0) -> None:
+        if delay > 0:
+            # Huey's scheduler moves it to the queue when due (checked every second).
+            self._task.schedule(args=(job_id,), delay=delay)
+            return
         self._task(job_id)
         with self._wake:
             self._wakeups += 1

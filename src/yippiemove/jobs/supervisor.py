@@ -43,7 +43,14 @@ from pathlib import Path
 from typing import Any
 
 from .launch import JailProcess, make_launcher
-from .ports import Claim, CredentialsUnreadable, JobStore, Notifications, SupervisorConfig
+from .ports import (
+    Claim,
+    CredentialsUnreadable,
+    JobStore,
+    Notifications,
+    SupervisorConfig,
+    Waiting,
+)
 from .spec import Account, JobSpec
 from .vocab import JobStatus, Phase
 
@@ -252,6 +259,11 @@ class Supervisor:
             claim = self._claim(job_id)
             if claim is None:
                 return
+            if isinstance(claim, Waiting):
+                # Another job writes into the same mailbox: try again later.
+                log.info("job %s: waiting for job %s (same mailbox)", job_id, claim.holder)
+                self.enqueue(job_id, delay=self.settings.mailbox_wait_seconds)
+                return
             self._supervise(job_id, claim)
         except Exception:
             log.exception("job %s: supervisor error", job_id)
@@ -260,7 +272,7 @@ class Supervisor:
                     job_id, JobStatus.FAILED, "internal error in the service; the job stopped"
                 )
 
-    def _claim(self, job_id: str) -> Claim | None:
+    def _claim(self, job_id: str) -> Claim | Waiting | None:
         s = self.settings
         return self.store.claim(job_id, self.owner, s.lease_seconds, s.job_max_attempts)
 

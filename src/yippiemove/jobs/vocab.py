@@ -44,6 +44,9 @@ class Phase(StrEnum):
     """
 
     QUEUED = "queued"
+    #: Queued, and another transfer runs into the same destination mailbox
+    #: (``progress["waiting_for"]`` names it); it starts when that one ends.
+    WAITING = "waiting"
     RESUMING = "resuming"
     # The engine's own, spelled once in transfer/model.py:
     CONNECTING = EnginePhase.CONNECTING.value

@@ -73,6 +73,9 @@ class Settings:
     maintenance_interval: float = 60.0
     #: Seconds between restarts of a job: base of an exponential backoff.
     restart_delay: float = 1.0
+    #: A job whose destination mailbox another job writes into stays queued and is
+    #: tried again after this many seconds (docs/design.md "One writer").
+    mailbox_wait_seconds: float = 5.0
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

@@ -15,6 +15,8 @@ import contextlib
 import csv
 import dataclasses
 import functools
+import hashlib
+import hmac
 import io
 import json
 import logging
@@ -23,11 +25,13 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from ..jobs import spec
 from ..jobs.progress import default_progress
@@ -35,7 +39,7 @@ from ..jobs.queue import JobQueue, make_queue
 from ..jobs.supervisor import Supervisor, identity_dead, kill_stale_jail
 from ..jobs.vocab import TERMINAL, JobStatus, Phase, Security
 from .config import Settings
-from .db import ApiToken, Database, Job, User
+from .db import ApiToken, Database, IdempotencyKey, Job, User
 from .jobhost import SqlJobStore, expire_credentials, supervisor_config
 from .notify import Notifier
 from .secrets import (
@@ -46,13 +50,17 @@ from .secrets import (
     password_needs_rehash,
     verify_password,
 )
+from .writers import holder_of_pair
 
 log = logging.getLogger("yippiemove.service")
+T = TypeVar("T")
 
 __all__ = [
     "Account",
+    "AlreadyActive",
     "Conflict",
     "FolderInfo",
+    "IdempotencyMismatch",
     "JobView",
     "NotFound",
     "Service",
@@ -132,6 +140,21 @@ class Account(spec.Account):
             return cast(Account, super().from_dict(data, role))
         except spec.SpecError as exc:
             raise ServiceError(str(exc)) from None
+
+
+class AlreadyActive(Conflict):
+    """The same transfer (same source and destination accounts) is already queued or
+    running: ``job_id`` names it (one order per pair, docs/design.md "One writer")."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"this transfer is already queued or running: {job_id}")
+        self.job_id = job_id
+
+
+class IdempotencyMismatch(ServiceError):
+    """An ``Idempotency-Key`` used before with another request body."""
+
+    status = 422
 
 
 @dataclass(frozen=True)
@@ -581,33 +604,116 @@ class Service:
         return self.submit(user_id, self.make_spec(source, dest, folders))
 
     def submit(self, user_id: int, job_spec: spec.JobSpec) -> JobView:
-        """Store a checked spec (passwords encrypted) and enqueue it; returns the new job."""
-        source, dest = job_spec.source, job_spec.dest
+        """Store a checked spec (passwords encrypted) and enqueue it; returns the new job.
+
+        :class:`AlreadyActive` when a job of the same pair is queued or running."""
         self.user_email(user_id)
-        job_id = uuid.uuid4().hex
+        view = self._atomically(lambda s: self._add_job(s, user_id, job_spec))
+        self.queue.enqueue(view.id)
+        log.info("job %s: created for user %d", view.id, user_id)
+        return view
+
+    def create_transfer_once(
+        self,
+        user_id: int,
+        key: str,
+        body: Any,
+        source: Account,
+        dest: Account,
+        folders: dict[str, Any] | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        """:meth:`create_transfer` under an ``Idempotency-Key`` (see :meth:`submit_once`).
+
+        Errors of the order itself (a field, the same account twice) are raised as
+        usual and not remembered: the key may be used again with a corrected body."""
+        return self.submit_once(user_id, key, body, self.make_spec(source, dest, folders))
+
+    def submit_once(
+        self, user_id: int, key: str, body: Any, job_spec: spec.JobSpec
+    ) -> tuple[int, dict[str, Any]]:
+        """:meth:`submit` under an ``Idempotency-Key``: (status, body) of the API's answer.
+
+        The first request with ``key`` stores its answer (201 with the new job, or 409
+        naming the job already running for the pair); a later one with the same
+        ``body`` (the request's JSON) gets it back unchanged, with another body
+        :class:`IdempotencyMismatch`.  Keys are per customer; the body is kept only as
+        an HMAC (it holds passwords)."""
+        self.user_email(user_id)
+        key = str(key)
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        body_hash = hmac.new(
+            self.settings.session_key(), canonical.encode(), hashlib.sha256
+        ).hexdigest()
+
+        def once(s: Any) -> tuple[int, dict[str, Any], bool]:
+            row = s.get(IdempotencyKey, (user_id, key), with_for_update=True)
+            if row is not None:
+                if row.body_hash != body_hash:
+                    raise IdempotencyMismatch(
+                        f"Idempotency-Key {key!r} was used before with another request body"
+                    )
+                return row.status_code, dict(row.response), False
+            try:
+                with s.begin_nested():
+                    view = self._add_job(s, user_id, job_spec)
+                status, body, new = 201, {"id": view.id, "status": view.status}, True
+            except AlreadyActive as exc:
+                status, body, new = 409, {"error": str(exc), "id": exc.job_id}, False
+            s.add(
+                IdempotencyKey(
+                    user_id=user_id,
+                    key=key,
+                    body_hash=body_hash,
+                    status_code=status,
+                    response=body,
+                    created=time.time(),
+                )
+            )
+            s.flush()
+            return status, body, new
+
+        status, body, new = self._atomically(once)
+        if new:
+            self.queue.enqueue(body["id"])
+            log.info("job %s: created for user %d", body["id"], user_id)
+        return status, body
+
+    def _atomically(self, fn: Callable[[Any], T]) -> T:
+        """``fn(session)`` in one transaction, once more when a concurrent transaction
+        inserted the same unique key first (PostgreSQL; SQLite serialises writers)."""
+        for attempt in range(3):
+            try:
+                with self.db.session() as s:
+                    return fn(s)
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _add_job(self, s: Any, user_id: int, job_spec: spec.JobSpec) -> JobView:
+        source, dest = job_spec.source, job_spec.dest
         blob = self.box.encrypt(
             {"source_password": source.password, "dest_password": dest.password}
         )
-        with self.db.session() as s:
-            job = Job(
-                id=job_id,
-                user_id=user_id,
-                status=JobStatus.QUEUED,
-                source=source.public(),
-                dest=dest.public(),
-                folders=job_spec.folders.as_dict() if job_spec.folders is not None else None,
-                created=time.time(),
-                progress=default_progress(),
-                credentials=blob,
-                attempts=0,
-                runs=1,
-            )
-            s.add(job)
-            s.flush()
-            view = JobView.of(job)
-        self.queue.enqueue(job_id)
-        log.info("job %s: created for user %d", job_id, user_id)
-        return view
+        job = Job(
+            id=uuid.uuid4().hex,
+            user_id=user_id,
+            status=JobStatus.QUEUED,
+            source=source.public(),
+            dest=dest.public(),
+            folders=job_spec.folders.as_dict() if job_spec.folders is not None else None,
+            created=time.time(),
+            progress=default_progress(),
+            credentials=blob,
+            attempts=0,
+            runs=1,
+        )
+        other = holder_of_pair(s, user_id, job)
+        if other is not None:
+            raise AlreadyActive(other)
+        s.add(job)
+        s.flush()
+        return JobView.of(job)
 
     def _own(self, s: Any, user_id: int, job_id: str, *, lock: bool = False) -> Job:
         if not isinstance(job_id, str) or not job_id:
@@ -656,6 +762,9 @@ class Service:
             job = self._own(s, user_id, job_id, lock=True)
             if job.status not in TERMINAL:
                 raise Conflict("the transfer is still running")
+            other = holder_of_pair(s, user_id, job)
+            if other is not None:
+                raise AlreadyActive(other)
             if job.credentials is None:
                 raise Conflict(
                     "the passwords of this transfer were deleted "

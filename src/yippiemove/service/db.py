@@ -35,7 +35,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-__all__ = ["ApiToken", "Base", "Database", "Job", "User"]
+__all__ = [
+    "ActiveOrder",
+    "ApiToken",
+    "Base",
+    "Database",
+    "IdempotencyKey",
+    "Job",
+    "MailboxLock",
+    "User",
+]
 
 
 class Base(DeclarativeBase):
@@ -97,6 +106,47 @@ class Job(Base):
     credentials_expires: Mapped[float | None] = mapped_column(Float, nullable=True)
     #: Whether the start e-mail of the current run was sent (not again on a restart).
     notified_start: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class MailboxLock(Base):
+    """One writer per destination mailbox: the job that holds it (service/writers.py).
+
+    The primary key makes two holders impossible on any database; a row whose job no
+    longer runs, or whose lease expired, is free (taken over by the next claim), so a
+    row left behind by a crash never blocks a mailbox.
+    """
+
+    __tablename__ = "mailbox_locks"
+
+    mailbox: Mapped[str] = mapped_column(String(700), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(32))
+    since: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class ActiveOrder(Base):
+    """One queued-or-running job per (customer, source, destination): a second order of
+    the same pair gets this one (service/writers.py); a row whose job ended is free."""
+
+    __tablename__ = "active_orders"
+
+    pair: Mapped[str] = mapped_column(String(1500), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(32))
+
+
+class IdempotencyKey(Base):
+    """``Idempotency-Key`` of ``POST /api/v1/transfers``: the first answer, per customer."""
+
+    __tablename__ = "idempotency_keys"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    #: SHA-256 (hex) of the request body, canonical JSON (passwords included, hashed).
+    body_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created: Mapped[float] = mapped_column(Float, default=time.time, index=True)
 
 
 class Database:

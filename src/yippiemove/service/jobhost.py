@@ -7,11 +7,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..jobs.ports import Claim, SupervisorConfig
-from ..jobs.vocab import TERMINAL, JobStatus
+from sqlalchemy.exc import IntegrityError
+
+from ..jobs.ports import Claim, SupervisorConfig, Waiting
+from ..jobs.vocab import TERMINAL, JobStatus, Phase
 from .config import Settings
 from .db import Database, Job, User
 from .secrets import CredentialBox
+from .writers import take_mailbox
 
 __all__ = ["SqlJobStore", "expire_credentials", "supervisor_config"]
 
@@ -33,6 +36,7 @@ def supervisor_config(settings: Settings) -> SupervisorConfig:
         restart_delay=settings.restart_delay,
         ca_file=settings.ca_file,
         allow_insecure_hosts=settings.allow_insecure_hosts,
+        mailbox_wait_seconds=settings.mailbox_wait_seconds,
     )
 
 
@@ -56,7 +60,17 @@ class SqlJobStore:
 
     def claim(
         self, job_id: str, owner: str, lease_seconds: float, max_attempts: int
-    ) -> Claim | None:
+    ) -> Claim | Waiting | None:
+        try:
+            return self._claim(job_id, owner, lease_seconds, max_attempts)
+        except IntegrityError:
+            # Another claim inserted the same mailbox's lock at the same moment
+            # (PostgreSQL; SQLite's writers are serialised): it won.
+            return Waiting(None)
+
+    def _claim(
+        self, job_id: str, owner: str, lease_seconds: float, max_attempts: int
+    ) -> Claim | Waiting | None:
         now = time.time()
         with self.db.session() as s:
             job = s.get(Job, job_id, with_for_update=True)
@@ -68,6 +82,19 @@ class SqlJobStore:
                 job.error = f"gave up after {job.attempts} attempts"
                 expire_credentials(job, self.settings, now)
                 return None
+            holder = take_mailbox(s, job, now)
+            if holder is not None:
+                progress = dict(job.progress or {})
+                if progress.get("waiting_for") != holder:
+                    progress.update(phase=Phase.WAITING, waiting_for=holder)
+                    job.progress = progress
+                return Waiting(holder)
+            if "waiting_for" in (job.progress or {}):
+                progress = dict(job.progress or {})
+                del progress["waiting_for"]
+                if progress.get("phase") == Phase.WAITING:
+                    progress["phase"] = Phase.QUEUED
+                job.progress = progress
             job.status = JobStatus.RUNNING
             job.lease_owner = owner
             job.lease_expires = now + lease_seconds

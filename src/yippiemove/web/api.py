@@ -12,16 +12,17 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from yippiemove.service.core import Account
+from yippiemove.service.core import Account, AlreadyActive
 
 from .schemas import (
+    AlreadyActiveOut,
     ErrorOut,
     StatusName,
     TransferCreated,
@@ -138,24 +139,61 @@ def build_api_router(service: "Service") -> APIRouter:
         summary="Order a transfer",
         responses={
             400: {"model": ErrorOut, "description": "Refused by policy"},
-            422: {"model": ErrorOut, "description": "Invalid body (the message names the field)"},
+            409: {
+                "model": AlreadyActiveOut,
+                "description": "The same transfer (same source and destination accounts) "
+                "is already queued or running: `id` names it",
+            },
+            422: {
+                "model": ErrorOut,
+                "description": "Invalid body (the message names the field), or an "
+                "`Idempotency-Key` used before with another body",
+            },
         },
     )
-    def create_transfer(body: TransferIn, user: User) -> JSONResponse:
+    def create_transfer(
+        body: TransferIn,
+        user: User,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                alias="Idempotency-Key",
+                max_length=255,
+                description="Any string up to 255 characters, new for each transfer you "
+                "mean to order: a request repeated with the same key and the same body "
+                "gets the first answer again (same status and body), and orders nothing "
+                "more; with another body, 422.  Keys are per customer.",
+            ),
+        ] = None,
+    ) -> JSONResponse:
         """Copy every folder of `source` (or those `folders` selects) to `dest`.
 
         The transfer is queued and runs in the background; follow it with
         `GET /api/v1/transfers/{id}`.  Passwords are stored encrypted and only for as long
         as re-runs need them; no response ever contains them.
+
+        One transfer of a pair at a time: while a transfer with the same source and
+        destination accounts is queued or running, ordering it again answers 409 with
+        that transfer's `id` (nothing new is queued).  Transfers from other sources into
+        the same destination mailbox wait for each other (phase `waiting`).
         """
         folders = body.folders.model_dump() if body.folders is not None else None
-        view = service.create_transfer(
-            user, to_account(body.source), to_account(body.dest), folders
-        )
+        source, dest = to_account(body.source), to_account(body.dest)
+        if idempotency_key is not None:
+            status, answer = service.create_transfer_once(
+                user, idempotency_key, body.model_dump(mode="json"), source, dest, folders
+            )
+        else:
+            try:
+                view = service.create_transfer(user, source, dest, folders)
+            except AlreadyActive as exc:
+                status, answer = 409, {"error": str(exc), "id": exc.job_id}
+            else:
+                status, answer = 201, {"id": view.id, "status": view.status}
         return JSONResponse(
-            {"id": view.id, "status": view.status},
-            status_code=201,
-            headers={"Location": f"{API_PREFIX}/transfers/{view.id}"},
+            answer,
+            status_code=status,
+            headers={"Location": f"{API_PREFIX}/transfers/{answer['id']}"},
         )
 
     @router.get("/transfers", response_model=TransferList, summary="List your transfers")

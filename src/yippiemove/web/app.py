@@ -23,7 +23,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
-from yippiemove.service.core import ServiceError
+from yippiemove.service.core import AlreadyActive, ServiceError
 
 from . import fmt
 from .api import API_PREFIX, build_api_router
@@ -196,6 +196,8 @@ def create_app(service: Service, *, settings: Settings | None = None) -> FastAPI
         status = int(getattr(exc, "status", 400) or 400)
         message = str(exc) or "the request was refused"
         if _is_api(request):
+            if isinstance(exc, AlreadyActive):  # names the transfer under way
+                return api_error(status, message, id=exc.job_id)
             return api_error(status, message)
         if status == 404:
             message = "There is no such page or transfer in your account."

@@ -4,6 +4,7 @@ batch upload.  Session cookie auth; every POST form carries the session's CSRF t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -20,7 +21,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
 from yippiemove.jobs.vocab import JobStatus, Phase
-from yippiemove.service.core import Conflict, NotFound, ServiceError
+from yippiemove.service.core import AlreadyActive, Conflict, NotFound, ServiceError
 
 from . import presets
 from .api import check_job_id, public_view, receipt_response
@@ -481,6 +482,10 @@ class Pages:
             )
         try:
             view = await self.call(self.service.create_transfer, uid, src_acc, dst_acc, spec)
+        except AlreadyActive as exc:
+            # A reload or Back of this step, or the same order twice: open the one.
+            flash(request, ALREADY_RUNNING)
+            return RedirectResponse(f"/transfers/{exc.job_id}", 303)
         except ServiceError as exc:
             return self._wizard(
                 request,
@@ -623,6 +628,9 @@ class Pages:
             view = await self.call(self.service.rerun_transfer, uid, check_job_id(job_id))
         except NotFound:
             raise
+        except AlreadyActive as exc:
+            flash(request, ALREADY_RUNNING)
+            return RedirectResponse(f"/transfers/{exc.job_id}", 303)
         except ServiceError as exc:
             flash(request, f"Could not run it again: {exc}", "error")
             return RedirectResponse(f"/transfers/{job_id}", 303)
@@ -672,7 +680,13 @@ class Pages:
 
     async def tokens(self, request: Request) -> Response:
         uid = await self.user(request)
-        return await self._tokens_page(request, uid)
+        # A token just created is shown once, after the redirect (POST/redirect/GET):
+        # it travels in the signed session cookie -- as secret as that cookie, which
+        # already acts as this customer -- and is dropped from it by this very answer.
+        new_token = request.session.pop("new_token", None)
+        return await self._tokens_page(
+            request, uid, new_token=new_token if isinstance(new_token, str) else None
+        )
 
     async def _tokens_page(
         self, request: Request, uid: int, new_token: str | None = None, status: int = 200
@@ -692,7 +706,8 @@ class Pages:
         form = await self.form(request)
         name = str(form.get("name", "")).strip()[:100] or "API token"
         token = await self.call(self.service.create_token, uid, name)
-        return await self._tokens_page(request, uid, new_token=token)
+        request.session["new_token"] = token
+        return RedirectResponse("/tokens", 303)
 
     async def token_revoke(self, request: Request, token_id: str) -> Response:
         uid = await self.user(request)
@@ -710,9 +725,31 @@ class Pages:
     # -- batch --------------------------------------------------------------------------
 
     async def batch_page(self, request: Request) -> Response:
-        await self.user(request)
+        uid = await self.user(request)
+        done = request.session.pop("batch_done", None)
+        context: dict[str, Any] = {}
+        if isinstance(done, dict):
+            # The outcome of the upload just made (POST/redirect/GET), shown once.
+            created = []
+            for job_id in done.get("created", []):
+                with contextlib.suppress(ServiceError):
+                    created.append(
+                        public_view(await self.call(self.service.get_transfer, uid, job_id))
+                    )
+            context = {
+                "created": created,
+                "n_created": int(done.get("n_created", len(created))),
+                "failed": list(done.get("failed", [])),
+                "n_failed": int(done.get("n_failed", 0)),
+                "line_errors": list(done.get("line_errors", [])),
+                "filename": str(done.get("filename", "")),
+            }
         return self.render(
-            request, "batch.html", limit=BATCH_LIMIT, batch_columns=self.batch_columns
+            request,
+            "batch.html",
+            limit=BATCH_LIMIT,
+            batch_columns=self.batch_columns,
+            **context,
         )
 
     async def batch(self, request: Request) -> Response:
@@ -767,7 +804,7 @@ class Pages:
             )
         if not rows:
             return page(400, error="The file has no mailbox pairs to move.", line_errors=errors)
-        created: list[dict[str, Any]] = []
+        created: list[str] = []
         failed: list[str] = []
         for n, (source, dest) in enumerate(rows, start=1):
             try:
@@ -775,14 +812,30 @@ class Pages:
             except ServiceError as exc:
                 failed.append(f"pair {n} ({source.username} → {dest.username}): {exc}")
             else:
-                created.append(public_view(view))
-        return page(
-            200 if created else 400,
-            created=created,
-            failed=failed,
-            line_errors=errors,
-            filename=upload.filename,
-        )
+                created.append(view.id)
+        if not created:
+            return page(400, failed=failed, line_errors=errors, filename=upload.filename)
+        # Something was started: POST/redirect/GET, so that a reload or Back does not
+        # upload the file again.  The outcome goes through the session cookie (small:
+        # the first BATCH_SHOWN of each list, the counts of all).
+        request.session["batch_done"] = {
+            "created": created[:BATCH_SHOWN],
+            "n_created": len(created),
+            "failed": failed[:BATCH_SHOWN],
+            "n_failed": len(failed),
+            "line_errors": errors[:BATCH_SHOWN],
+            "filename": upload.filename[:200],
+        }
+        return RedirectResponse("/batch", 303)
+
+
+#: What the web says when an order (or a re-run) names a transfer already under way.
+ALREADY_RUNNING = (
+    "This transfer is already running — here it is. Nothing new was started: the "
+    "same source and destination are never copied twice at once."
+)
+#: Transfers (and failures) of a batch listed after the upload; the counts say the rest.
+BATCH_SHOWN = 20
 
 
 def _lines(n: int) -> str:

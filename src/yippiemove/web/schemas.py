@@ -148,6 +148,11 @@ class ErrorOut(BaseModel):
     error: str = Field(description="what is wrong, safe to show to a person")
 
 
+class AlreadyActiveOut(BaseModel):
+    error: str = Field(description="what is wrong, safe to show to a person")
+    id: str = Field(description="the transfer of the same pair that is queued or running")
+
+
 # -- readable validation errors ------------------------------------------------------------
 
 _MESSAGES = {

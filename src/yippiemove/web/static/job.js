@@ -149,7 +149,9 @@
     setText("[data-percent]", String(pc));
     $("[data-overall-bar]").value = pc;
     let phase = LABELS[job.status] || job.status;
-    if (job.status === "queued") phase = PHASES[p.phase === "resuming" ? "resuming" : "queued"];
+    if (job.status === "queued" && p.phase === "waiting" && p.waiting_for)
+      phase = `Waiting for transfer ${p.waiting_for} into the same mailbox…`;
+    else if (job.status === "queued") phase = PHASES[p.phase === "resuming" ? "resuming" : "queued"];
     else if (job.status === "running") {
       const cur = Array.isArray(p.current) ? p.current : [];
       phase = cur.length ? `Copying ${cur.join(", ")}` : (PHASES[p.phase] || "Working…");

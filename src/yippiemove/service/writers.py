@@ -1,0 +1,120 @@
+"""One writer per destination mailbox, one order per pair (docs/design.md "One writer").
+
+Both are rows in the control database keyed by a canonical identity, with the key as
+primary key, so that no two holders can exist on SQLite or PostgreSQL alike:
+
+* :class:`~.db.MailboxLock` -- the job *running* into a destination mailbox.  Taken when
+  a job is claimed (service/jobhost.py ``SqlJobStore.claim``), in the claim's
+  transaction.  A row is free when its job no longer runs or its lease expired: it is
+  then taken over, and an expired holder is put back to ``queued`` in the same
+  transaction (its supervisor, if alive, finds the lease gone and kills its job
+  process -- it already did so by 0.8 x the lease without a renewal).
+* :class:`~.db.ActiveOrder` -- the job *queued or running* for one customer's
+  (source, destination) pair: a second order of the pair is answered with it.
+
+Rows are never required to be deleted: whether a holder still holds is read from its
+job's row, so a crash cannot leave a mailbox locked.
+
+Identity: lower-cased host (trailing dot dropped, IP addresses in their canonical form,
+``localhost``/``::1``/``127.0.0.1`` as one), port, lower-cased user name.  Host names
+are not resolved: the same server under two DNS names counts as two mailboxes here
+(the limit is documented in docs/design.md).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from ..jobs.vocab import JobStatus, Phase
+from .db import ActiveOrder, Job, MailboxLock
+
+__all__ = ["canonical_host", "holder_of_pair", "mailbox_key", "pair_key", "take_mailbox"]
+
+_LOOPBACK = "127.0.0.1"
+
+
+def canonical_host(host: str) -> str:
+    """``Mail.Example.COM.`` -> ``mail.example.com``; ``::1``/``localhost`` -> 127.0.0.1."""
+    h = host.strip().rstrip(".").lower()
+    if h.startswith("[") and h.endswith("]"):
+        h = h[1:-1]
+    if h in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return _LOOPBACK
+    try:
+        addr = ipaddress.ip_address(h)
+    except ValueError:
+        return h
+    if addr.is_loopback:
+        return _LOOPBACK
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return str(mapped or addr)
+
+
+def mailbox_key(account: Mapping[str, Any]) -> str:
+    """The canonical identity of an account's mailbox: ``host|port|user``."""
+    host = canonical_host(str(account.get("host", "")))
+    return f"{host}|{int(account.get('port') or 0)}|{str(account.get('username', '')).lower()}"
+
+
+def pair_key(user_id: int, source: Mapping[str, Any], dest: Mapping[str, Any]) -> str:
+    return f"{user_id}>{mailbox_key(source)}>{mailbox_key(dest)}"
+
+
+def _live(job: Job | None, now: float) -> bool:
+    """Whether a running job's lease still holds."""
+    return (
+        job is not None
+        and job.status == JobStatus.RUNNING
+        and (job.lease_expires is None or job.lease_expires >= now)
+    )
+
+
+def take_mailbox(s: Session, job: Job, now: float | None = None) -> str | None:
+    """Take the destination mailbox of ``job`` (in the caller's transaction): None when
+    taken, else the id of the job that holds it.  Flushes, so that a concurrent insert
+    of the same key fails here (IntegrityError) rather than at commit."""
+    now = time.time() if now is None else now
+    key = mailbox_key(job.dest)
+    lock = s.get(MailboxLock, key, with_for_update=True)
+    if lock is None:
+        s.add(MailboxLock(mailbox=key, job_id=job.id, since=now))
+        s.flush()
+        return None
+    if lock.job_id != job.id:
+        holder = s.get(Job, lock.job_id, with_for_update=True)
+        if _live(holder, now):
+            return lock.job_id
+        if holder is not None and holder.status == JobStatus.RUNNING:
+            # Its lease expired: the holder goes back to the queue (resumed later).
+            holder.status = JobStatus.QUEUED
+            holder.lease_owner = None
+            holder.lease_expires = None
+            holder.jail = None
+            holder.progress = dict(holder.progress or {}, phase=Phase.RESUMING)
+        lock.job_id = job.id
+        lock.since = now
+    s.flush()
+    return None
+
+
+def holder_of_pair(s: Session, user_id: int, job: Job) -> str | None:
+    """Make ``job`` the active order of its pair: None, or the id of the queued or
+    running job of the same pair (then nothing changes).  Flushes, see take_mailbox."""
+    key = pair_key(user_id, job.source, job.dest)
+    row = s.get(ActiveOrder, key, with_for_update=True)
+    if row is None:
+        s.add(ActiveOrder(pair=key, job_id=job.id))
+        s.flush()
+        return None
+    if row.job_id != job.id:
+        other = s.get(Job, row.job_id)
+        if other is not None and other.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+            return other.id
+        row.job_id = job.id
+        s.flush()
+    return None

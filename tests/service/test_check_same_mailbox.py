@@ -32,3 +32,18 @@ def test_check_account_refuses_the_same_mailbox(make_service, dovecot, how):
     # Another account on the same server is fine.
     other = Account("127.0.0.1", dovecot.tls_port, "tls", "dst", "dstpass")
     assert asyncio.run(svc.check_account(src, dest=other))
+
+
+def test_an_order_into_the_source_under_another_name_is_refused(make_service, dovecot):
+    """The REST API, the web's last step and the batch CSV all build their job spec with
+    Service.make_spec: an alias of the source is refused there, before a job exists."""
+    svc = make_service(ca_file=str(dovecot.ca_file))
+    uid = svc.create_user("owner@example.org", "long enough")
+    src = Account("127.0.0.1", dovecot.port, "starttls", "src", "srcpass")
+    alias = Account("localhost", dovecot.port, "starttls", "SRC", "srcpass")
+    with pytest.raises(ServiceError) as info:
+        svc.create_transfer(uid, src, alias)
+    assert str(info.value).startswith("dest: is the same mailbox as the source ("), info.value
+    assert svc.list_transfers(uid) == []
+    other = Account("localhost", dovecot.port, "starttls", "dst", "dstpass")
+    assert svc.create_transfer(uid, src, other).status == "queued"

@@ -38,6 +38,8 @@ from ..jobs.progress import default_progress
 from ..jobs.queue import JobQueue, make_queue
 from ..jobs.supervisor import Supervisor, identity_dead, kill_stale_jail
 from ..jobs.vocab import TERMINAL, JobStatus, Phase, Security
+from ..transfer.identity import same_address
+from ..transfer.model import Endpoint
 from .config import Settings
 from .db import ApiToken, Database, IdempotencyKey, Job, User
 from .jobhost import SqlJobStore, expire_credentials, supervisor_config
@@ -588,6 +590,14 @@ class Service:
             dest.username,
         ):
             raise ServiceError("dest: is the same account as the source")
+        # The same mailbox under another name (localhost / 127.0.0.1...): refused here,
+        # before a job exists; what the servers say is compared again by the job.
+        alias = same_address(
+            Endpoint(source.host, source.port, source.username),
+            Endpoint(dest.host, dest.port, dest.username),
+        )
+        if alias is not None:
+            raise ServiceError(f"dest: is the same mailbox as the source ({alias})")
         try:
             return spec.JobSpec(source=source, dest=dest, folders=folders)
         except spec.SpecError as exc:  # the folder selection, its rules or filters

@@ -351,7 +351,9 @@ def test_service_leaves_no_password_anywhere(server, dovecot_factory, tmp_path, 
         jobs = {}
         for name, dest in {
             "copy": _account(server.port, "svc", SVC_PW),
-            "wrong-login": _account(server.port, "svc", WRONG_PW),
+            # Another mailbox than "copy"'s: the same pair ordered twice while the first is
+            # queued is that one job (issue 12), whatever the password.
+            "wrong-login": _account(server.port, "dst", WRONG_PW),
             "refused-messages": _account(small.port, "small", DST_PW),
         }.items():
             resp = api.post(
@@ -373,7 +375,7 @@ def test_service_leaves_no_password_anywhere(server, dovecot_factory, tmp_path, 
             time.sleep(0.02)
         assert views["copy"]["status"] == "done", views["copy"]
         assert views["wrong-login"]["status"] == "failed"
-        assert "refused the login for 'svc'" in views["wrong-login"]["error"]
+        assert "refused the login for 'dst'" in views["wrong-login"]["error"]
         for jid in jobs.values():
             for path in (f"/transfers/{jid}/report", f"/transfers/{jid}/receipt", "/transfers"):
                 answers.append(api.get(path).content)

@@ -256,12 +256,18 @@ def test_no_special_keeps_names() -> None:
     }
 
 
-def test_special_folders_merge_and_never_make_a_second_sent() -> None:
+def test_folders_of_one_role_merge_only_by_a_rule() -> None:
     src = boxes("Sent", "Sent Items", "Gesendete Objekte", "INBOX")
     dest = [Box("INBOX"), Box("Sent")]
     got = {p.source: p for p in place_folders(src, SLASH, dest, DOT)}
+    assert got["Sent"].dest == "Sent" and got["Sent"].merged_with == ()
+    assert got["Sent Items"].dest == "Sent Items"
+    assert got["Gesendete Objekte"].dest == "Gesendete Objekte"
+    assert any("merged only by a rule" in r for r in got["Sent Items"].reasons)
+    rules = FolderRules.parse(renames=["Sent Items=Sent", "Gesendete Objekte=Sent"])
+    got = {p.source: p for p in place_folders(src, SLASH, dest, DOT, rules)}
     assert {p.dest for n, p in got.items() if n != "INBOX"} == {"Sent"}
-    assert got["Sent Items"].merged_with == ("Sent", "Gesendete Objekte")
+    assert set(got["Sent Items"].merged_with) == {"Sent", "Gesendete Objekte"}
 
 
 def test_special_folder_created_with_use_when_missing() -> None:

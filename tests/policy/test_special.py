@@ -189,16 +189,15 @@ def test_source_sent_goes_to_the_destinations_sent_items() -> None:
     assert views == {}
 
 
-def test_two_source_folders_of_one_role_are_merged() -> None:
+def test_of_several_source_folders_of_one_role_only_the_best_goes() -> None:
+    """Never merged without a rule (issue 12): the others are ordinary folders."""
     sources = [box("Sent Items"), box("Sent", "\\Sent"), box("INBOX/Sent")]
-    special, _ = plan_special(sources, SLASH, [box("Gesendet", "\\Sent")], SLASH)
-    assert {n: s.dest for n, s in special.items()} == {
-        "Sent Items": "Gesendet",
-        "Sent": "Gesendet",
-        "INBOX/Sent": "Gesendet",
-    }
-    assert special["Sent Items"].primary == "Sent"  # SPECIAL-USE first
-    assert special["Sent Items"].members[0] == "Sent"
+    special, notes = plan_special(sources, SLASH, [box("Gesendet", "\\Sent")], SLASH)
+    assert {n: s.dest for n, s in special.items()} == {"Sent": "Gesendet"}
+    assert special["Sent"].primary == "Sent"  # SPECIAL-USE first
+    assert special["Sent"].members == ("Sent",)
+    for other in ("Sent Items", "INBOX/Sent"):
+        assert "merged only by a rule" in notes[other], notes
 
 
 def test_missing_destination_folder_uses_the_source_name_at_the_top_level() -> None:

@@ -94,6 +94,24 @@ def run_ok(src, dst, tmp_path, *extra, **kw) -> dict:
 # --------------------------------------------------------------------- special folders
 
 
+def test_two_sent_folders_stay_apart_without_a_rule(dovecot_factory, tmp_path):
+    """Debian's stock Dovecot marks both "Sent" and "Sent Messages" \\Sent: without a rule
+    only "Sent" goes to the destination's Sent folder, "Sent Messages" keeps its name."""
+    src = dovecot_factory(users={"src": "srcpass"})
+    dst = dovecot_factory(users={"dst": "dstpass"}, special_use={"Sent Items": "\\Sent"})
+    dst.deliver_many("dst", "Sent Items", [])
+    src.deliver("src", "Sent", msg(1), ("\\Seen",), T0)
+    src.deliver("src", "Sent Messages", msg(2), (), T0)
+    rep = run_ok(src, dst, tmp_path)
+    plan = {f["source"]: f for f in rep["plan"]["folders"]}
+    assert plan["Sent"]["dest"] == "Sent Items" and plan["Sent"]["merged_with"] == []
+    assert plan["Sent Messages"]["dest"] == "Sent Messages"
+    assert any("merged only by a rule" in r for r in plan["Sent Messages"]["reasons"])
+    s = mailcheck.snapshot(src.port, "src", "srcpass")
+    d = mailcheck.snapshot(dst.port, "dst", "dstpass")
+    assert d["Sent Items"] == s["Sent"] and d["Sent Messages"] == s["Sent Messages"]
+
+
 def test_special_folders_go_to_the_destinations_own(dovecot_factory, tmp_path):
     # Source: "/" and Debian's stock SPECIAL-USE (Sent, "Sent Messages", Drafts, Trash, Junk).
     src = dovecot_factory(users={"src": "srcpass"})
@@ -129,6 +147,8 @@ def test_special_folders_go_to_the_destinations_own(dovecot_factory, tmp_path):
     put("Junk", 1, ("$Junk",))
     put("Work", 2)
     put("Projects/Sent", 1)  # not the Sent folder: an ordinary subfolder
+    # Two folders the source marks \Sent are merged only by a rule (issue 12): here the
+    # customer asks for it with --rename below.
     # In both merged Sent folders: once in "Sent", twice in "Sent Messages" (same flags),
     # and one with other flags in each (the first folder of the merge, "Sent", wins).
     twin = msg(500, tag="twin")
@@ -139,7 +159,8 @@ def test_special_folders_go_to_the_destinations_own(dovecot_factory, tmp_path):
     src.deliver("src", "Sent", other, ("\\Seen", "\\Answered"), T0)
     src.deliver("src", "Sent Messages", other, (), T0)
 
-    rep = run_ok(src, dst, tmp_path)
+    merge = ("--rename", "Sent Messages=Sent Items")
+    rep = run_ok(src, dst, tmp_path, *merge)
     s = mailcheck.snapshot(src.port, "src", "srcpass")
     d = mailcheck.snapshot(dst.port, "dst", "dstpass")
     assert "Sent" not in d and "Sent Messages" not in d, sorted(d)
@@ -170,12 +191,12 @@ def test_special_folders_go_to_the_destinations_own(dovecot_factory, tmp_path):
     assert rep["totals"]["failed"] == 0
 
     # Re-run: nothing copied, no flags set back and forth.
-    rep2 = run_ok(src, dst, tmp_path)
+    rep2 = run_ok(src, dst, tmp_path, *merge)
     assert rep2["totals"]["copied"] == 0
     assert all(f["flags_fixed"] == 0 for f in rep2["folders"]), rep2["folders"]
     assert mailcheck.snapshot(dst.port, "dst", "dstpass") == d
     # ...and without the state file: the destination is the truth.
-    rep3 = run_ok(src, dst, tmp_path, "--state", str(tmp_path / "other.sqlite"))
+    rep3 = run_ok(src, dst, tmp_path, *merge, "--state", str(tmp_path / "other.sqlite"))
     assert rep3["totals"]["copied"] == 0
     assert all(f["flags_fixed"] == 0 for f in rep3["folders"]), rep3["folders"]
     assert mailcheck.snapshot(dst.port, "dst", "dstpass") == d

@@ -41,10 +41,11 @@ wins, then the one with fewer path components, then the earlier name in the tabl
 folder when several source folders have one role.
 
 Several source folders with one role (say "Sent" and "Sent Items" on a server that
-marks no \\Sent, or two folders it marks \\Sent) are *merged*: all of them go to the
-destination's folder with that role, so the destination never gets a second Sent beside
-its own.  Their messages are unioned (see docs/folders.md).  A folder only named like a
-role its server marks is not one of them (``policy/rules.py`` keeps it apart).
+marks no \\Sent, or two folders it marks \\Sent) are never merged without a rule (issue
+12): the best of them (SPECIAL-USE first, then a well-known name, shallow, canonical) goes
+to the destination's folder with that role; the others are ordinary folders, kept apart
+(``policy/rules.py``: " (2)" when their name is taken) and the plan says why.  A rule
+(``--rename "Sent Items=Sent"``) merges them, their messages unioned (docs/folders.md).
 
 When the destination has no folder with the role, the source folders go to the primary
 source folder's own name (its last component) at the destination's top level, and the
@@ -523,7 +524,19 @@ def plan_special(
             continue
         members.sort(key=lambda c: _preference(c[0], c[1], src))
         primary_box, primary_role = members[0]
-        member_names = tuple(b.name for b, _ in members)
+        # Never merged without a rule (issue 12): only the best of several source folders
+        # with one role goes to the destination's folder of that role; the others are
+        # ordinary folders (policy/rules.py keeps them apart when their name is taken).
+        for box, role in members[1:]:
+            how = "SPECIAL-USE" if role.how == "special-use" else "its name"
+            views[box.name] = (
+                f"{box.name!r} is also a {role.attribute} folder of the source (by {how}), "
+                f"but {primary_box.name!r} is the one that goes to the destination's: two "
+                "source folders are merged only by a rule (--rename): kept as an ordinary "
+                "folder"
+            )
+        members = members[:1]
+        member_names = (primary_box.name,)
         target = theirs.get(name)
         for box, role in members:
             how = "SPECIAL-USE" if role.how == "special-use" else "its name"

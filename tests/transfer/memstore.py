@@ -225,9 +225,11 @@ class MemoryStore:
         info = await self.select(raw, readonly=readonly)
         return info, await self.fetch_meta(message_id=message_id)
 
-    async def reselect_and_fetch_meta(self, uids: str | None) -> list[MessageMeta]:
-        await self.select(self.selected or b"INBOX")
-        return await self.fetch_meta(uids, message_id=False) if uids else []
+    async def reselect_and_fetch_meta(
+        self, uids: str | None
+    ) -> tuple[SelectInfo, list[MessageMeta]]:
+        info = await self.select(self.selected or b"INBOX")
+        return info, await self.fetch_meta(uids, message_id=False) if uids else []
 
     async def uid_search(self, criteria: Sequence[bytes | str]) -> list[int]:
         raise NotImplementedError("the memory store has no SEARCH")

@@ -70,6 +70,8 @@ def test_mail_arriving_in_the_destination_during_the_copy(
     assert len(foreign) == 2, "the other writer never ran during the copy"
     assert sum(r.failed for r in results) == 0
     assert sum(r.copied for r in results) == 1200
+    notes = [n for r in results for n in r.notes]
+    assert any(n.startswith("2 other messages appeared in the destination folder") for n in notes)
 
     def check() -> None:
         src = mailcheck.snapshot(dovecot.port, "src", "srcpass")
@@ -92,3 +94,4 @@ def test_mail_arriving_in_the_destination_during_the_copy(
     assert sum(r.copied for r in rerun) == 0 and sum(r.flags_fixed for r in rerun) == 0
     check()
     assert Counter(o for r in rerun for _, _, o in r.messages) == {"present": 1200}
+    assert not any("other message" in n for r in rerun for n in r.notes)  # none new since

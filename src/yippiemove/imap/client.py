@@ -476,7 +476,9 @@ class ImapClient:
         out.sort(key=lambda m: m.uid)
         return info, out
 
-    async def reselect_and_fetch_meta(self, uids: str | None) -> list[MessageMeta]:
+    async def reselect_and_fetch_meta(
+        self, uids: str | None
+    ) -> tuple[SelectInfo, list[MessageMeta]]:
         """SELECT the selected folder again (a fresh view) and list the metadata of
         ``uids`` (none: just the SELECT), pipelined: one round trip."""
         raw = self.selected or b"INBOX"
@@ -498,7 +500,7 @@ class ImapClient:
             if not fres.tagged.ok:
                 raise CommandError("UID FETCH", fres.tagged)
         out.sort(key=lambda m: m.uid)
-        return out
+        return _select_info(sres), out
 
     async def status_many(self, raws: Sequence[bytes], items: str) -> dict[bytes, dict[str, int]]:
         """STATUS of many mailboxes, pipelined; answers are matched by mailbox name."""

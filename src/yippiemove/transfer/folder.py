@@ -225,10 +225,16 @@ class FolderPass:
                 content=opts.verify_content,
                 read_hashes=ctx.read_hashes,
                 known_hashes=known,
+                expected=len(dmeta) + self._added(),
             ).run(vmeta, claim)
         self._remember_merge(dinfo)
         self._finish(smeta)
         return res
+
+    def _added(self) -> int:
+        """Messages this pass put into the destination folder (APPENDs, Gmail labels)."""
+        added = (Outcome.COPIED, Outcome.LABELLED)
+        return sum(1 for o in self.match.outcome_of.values() if o in added)
 
     async def copy_more(self, msgs: list[MessageMeta]) -> None:
         """Append ``msgs`` too, as plain copies (for hooks: Gmail's unlabelled leftovers)."""

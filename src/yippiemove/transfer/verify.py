@@ -140,6 +140,7 @@ class Verifier:
         content: bool,
         read_hashes: ReadHashes,
         known_hashes: Mapping[int, bytes],
+        expected: int | None = None,
     ) -> None:
         self.src = src
         self.dst = dst
@@ -149,6 +150,9 @@ class Verifier:
         self.read_hashes = read_hashes
         #: source UID -> SHA-256 taken while copying (``content`` only)
         self.known = known_hashes
+        #: Messages the destination folder should hold now: what it held when the pass
+        #: listed it and what the pass put there; more means another client wrote.
+        self.expected = expected
 
     async def run(self, smeta: Sequence[MessageMeta], claim: dict[int, int]) -> None:
         """Check each source message against its own destination message.
@@ -161,8 +165,10 @@ class Verifier:
         failed = {f.uid for f in res.failures}
         unmapped = [m for m in smeta if m.uid not in claim and m.uid not in failed]
         by_uid: dict[int, MessageMeta] | None = None
+        exists: int | None = None
         if unmapped:
-            _info, dmeta = await dst.select_and_list(dst.selected or b"INBOX")
+            info, dmeta = await dst.select_and_list(dst.selected or b"INBOX")
+            exists = info.exists
             by_uid = {d.uid: d for d in dmeta}
             # No APPENDUID (server without UIDPLUS): match by (size, Message-ID), in order.
             taken = set(claim.values())
@@ -181,9 +187,10 @@ class Verifier:
                 if start == 0:
                     # A fresh view after the APPENDs, pipelined with the first fetch:
                     # one round trip (it counts on a WAN link, once per folder).
-                    dmeta = await dst.reselect_and_fetch_meta(
+                    info, dmeta = await dst.reselect_and_fetch_meta(
                         format_uid_set(want_uids) if want_uids else None
                     )
+                    exists = info.exists
                 elif want_uids:
                     dmeta = await dst.fetch_meta(format_uid_set(want_uids), message_id=False)
                 else:
@@ -203,6 +210,13 @@ class Verifier:
                 to_read += found.verified_pairs
         if to_read:
             await self._content(to_read)
+        others = (exists or 0) - self.expected if self.expected is not None else 0
+        if exists is not None and others > 0:
+            res.notes.append(
+                f"{others} other message{'s' if others != 1 else ''} appeared in the "
+                "destination folder during the copy (new mail or another client): left as "
+                "they are, neither claimed nor changed"
+            )
 
     async def _content(self, pairs: Sequence[tuple[MessageMeta, int]]) -> None:
         """Read the destination's bytes back and compare them with the source's."""

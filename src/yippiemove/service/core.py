@@ -517,7 +517,7 @@ class Service:
         from ..accounts import make_endpoint, ssl_context
         from ..imap.errors import ImapError
         from ..transfer.engine import Mover
-        from ..transfer.identity import SameMailbox, same_address, same_mailbox
+        from ..transfer.identity import SameMailbox, same_address
         from ..transfer.model import Options
 
         account = self.validate_account(account, role)
@@ -543,16 +543,16 @@ class Service:
                 raise ServiceError(explain_imap_error(exc, role, account)) from None
             if dest is not None:
                 same = await asyncio.to_thread(same_address, src_ep, dst_ep)
-                try:
-                    if same is None:
-                        dst = await mover.connect(dst_ep, "destination")
-                        same = await same_mailbox(src, dst)
-                except ImapError as exc:
-                    raise ServiceError(explain_imap_error(exc, "dest", dest)) from None
                 if same is not None:  # another name for the source (transfer/identity.py)
                     raise ServiceError(f"dest: {SameMailbox(same)}")
+                try:
+                    dst = await mover.connect(dst_ep, "destination")
+                except ImapError as exc:
+                    raise ServiceError(explain_imap_error(exc, "dest", dest)) from None
             try:
                 plan = await mover.make_plan(src, dst or src)
+            except SameMailbox as exc:  # what the servers say (the planning checks it)
+                raise ServiceError(f"dest: {exc}") from None
             except ImapError as exc:
                 raise ServiceError(explain_imap_error(exc, role, account)) from None
         finally:

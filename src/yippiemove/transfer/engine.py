@@ -46,7 +46,7 @@ from .context import Context, EventHandler, Tally, norm_inbox
 from .destination import prepare_destination
 from .folder import FolderPass, PassHooks, PlainHooks
 from .hashing import fingerprint
-from .identity import SameMailbox, same_address, same_mailbox
+from .identity import SameMailbox, same_address
 from .model import Endpoint, FolderPlan, FolderResult, Options, Phase, Plan, Progress
 from .pairs import Connector, Pair, StoreFactory
 from .plan import Planner, select_folders
@@ -224,11 +224,8 @@ class Mover:
         )
         keep = False
         try:
-            # Before anything is written: the same mailbox under another name?
-            # (transfer/identity.py; a SameMailbox is a PlanError: never retried)
-            why = await same_mailbox(src, dst)
-            if why is not None:
-                raise SameMailbox(why)
+            # The planning refuses the same mailbox under another name before anything
+            # is written (transfer/identity.py; a PlanError: never retried).
             self.plan = plan = await self.make_plan(src, dst)
             if dry:
                 return plan

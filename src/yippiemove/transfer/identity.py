@@ -34,7 +34,7 @@ from .model import Endpoint
 from .refusals import PlanError
 from .store import GmailStore, Store
 
-__all__ = ["SameMailbox", "addresses", "same_address", "same_mailbox"]
+__all__ = ["SameMailbox", "addresses", "mailbox_id", "same_address", "same_mailbox"]
 
 
 class SameMailbox(PlanError):
@@ -87,13 +87,24 @@ def same_address(a: Endpoint, b: Endpoint) -> str | None:
     return f"{a.host} and {b.host} are both {at}, port {a.port}, user {a.user}"
 
 
-async def same_mailbox(src: Store, dst: Store) -> str | None:
+async def same_mailbox(
+    src: Store,
+    dst: Store,
+    *,
+    ids: tuple[str | None, str | None] | None = None,
+    boxes: tuple[Sequence[MailboxInfo], Sequence[MailboxInfo]] | None = None,
+) -> str | None:
     """Why ``src`` and ``dst`` are one mailbox by what the servers say (step 2), or None.
-    Only reads (the source is read-only); may leave another folder selected (EXAMINE)."""
-    ids = await asyncio.gather(_mailbox_id(src), _mailbox_id(dst))
+    Only reads (the source is read-only); may leave another folder selected (EXAMINE).
+    ``ids`` (:func:`mailbox_id` of each) and ``boxes`` (each side's LIST) when the caller
+    has them already (the planning asks for them in its first round trip)."""
+    if ids is None:
+        ids = (await mailbox_id(src), await mailbox_id(dst))
     if ids[0] is not None and ids[1] is not None and ids[0].split()[0] == ids[1].split()[0]:
         return f"both INBOXes have {ids[0]}" if ids[0] == ids[1] else None
-    src_boxes, dst_boxes = await asyncio.gather(src.list_folders(), dst.list_folders())
+    if boxes is None:
+        boxes = await asyncio.gather(src.list_folders(), dst.list_folders())
+    src_boxes, dst_boxes = boxes
     names = sorted(m.raw for m in src_boxes if m.selectable)
     if not names or names != sorted(m.raw for m in dst_boxes if m.selectable):
         return None
@@ -132,7 +143,8 @@ async def same_mailbox(src: Store, dst: Store) -> str | None:
     )
 
 
-async def _mailbox_id(store: Store) -> str | None:
+async def mailbox_id(store: Store) -> str | None:
+    """INBOX's server-wide identity (``ImapClient.mailbox_id``), or None."""
     get = getattr(store, "mailbox_id", None)  # a test's in-memory store has none
     return await get() if get is not None else None
 

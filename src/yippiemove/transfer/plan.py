@@ -23,6 +23,7 @@ from ..policy import rules as rule_policy
 from ..policy.special import Box
 from .context import Context, chunks_by_count, norm_inbox
 from .folder import list_source
+from .identity import SameMailbox, mailbox_id, same_mailbox
 from .model import FolderPlan, GmailPlan, Phase, Plan
 from .refusals import PlanError
 from .store import GmailStore, Store
@@ -45,6 +46,10 @@ async def gather_all(*aws: Awaitable[Any]) -> list[Any]:
 
 async def _nothing() -> dict[bytes, SelectInfo | None]:
     return {}
+
+
+async def _none() -> None:
+    return None
 
 
 class Planner:
@@ -124,15 +129,35 @@ class Planner:
         return plan
 
     async def _list_sides(self, src: Store, dst: Store) -> _Sides:
-        # Both sides at once, each side's commands pipelined: one round trip, not five.
-        src_ns, src_boxes, src_sub_boxes, dst_ns, dst_boxes, dst_sub_boxes = await gather_all(
+        """Both sides at once, each side's commands pipelined: one round trip, not five.
+
+        Then, before anything else reads or writes (transfer/identity.py): is the
+        destination the source under another name?  INBOX's server-wide identity is
+        asked in the same round trip; the listings are the ones the plan uses."""
+        two = src is not dst  # the service's account check plans one account alone
+        (
+            src_ns,
+            src_boxes,
+            src_sub_boxes,
+            dst_ns,
+            dst_boxes,
+            dst_sub_boxes,
+            src_id,
+            dst_id,
+        ) = await gather_all(
             src.namespace(),
             src.list_folders(),
             src.list_subscribed(),
             dst.namespace(),
             dst.list_folders(),
             dst.list_subscribed(),
+            mailbox_id(src) if two else _none(),
+            mailbox_id(dst) if two else _none(),
         )
+        if two:
+            why = await same_mailbox(src, dst, ids=(src_id, dst_id), boxes=(src_boxes, dst_boxes))
+            if why is not None:
+                raise SameMailbox(why)
         self.dst_subscribed = {m.name for m in dst_sub_boxes}
         # Separators: each LIST answer names its own; the namespace's is the default.
         return _Sides(

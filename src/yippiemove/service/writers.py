@@ -15,15 +15,15 @@ primary key, so that no two holders can exist on SQLite or PostgreSQL alike:
 Rows are never required to be deleted: whether a holder still holds is read from its
 job's row, so a crash cannot leave a mailbox locked.
 
-Identity: lower-cased host (trailing dot dropped, IP addresses in their canonical form,
-``localhost``/``::1``/``127.0.0.1`` as one), port, lower-cased user name.  Host names
+Identity: the host in one spelling (transfer/identity.py ``canonical_host``: lower case,
+no trailing dot, addresses canonical, ``localhost``/``::1``/``127.0.0.1`` as one), port,
+lower-cased user name.  Host names
 are not resolved: the same server under two DNS names counts as two mailboxes here
 (the limit is documented in docs/design.md).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -31,28 +31,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from ..jobs.vocab import JobStatus, Phase
+from ..transfer.identity import canonical_host
 from .db import ActiveOrder, Job, MailboxLock
 
 __all__ = ["canonical_host", "holder_of_pair", "mailbox_key", "pair_key", "take_mailbox"]
-
-_LOOPBACK = "127.0.0.1"
-
-
-def canonical_host(host: str) -> str:
-    """``Mail.Example.COM.`` -> ``mail.example.com``; ``::1``/``localhost`` -> 127.0.0.1."""
-    h = host.strip().rstrip(".").lower()
-    if h.startswith("[") and h.endswith("]"):
-        h = h[1:-1]
-    if h in ("localhost", "localhost.localdomain", "ip6-localhost"):
-        return _LOOPBACK
-    try:
-        addr = ipaddress.ip_address(h)
-    except ValueError:
-        return h
-    if addr.is_loopback:
-        return _LOOPBACK
-    mapped = getattr(addr, "ipv4_mapped", None)
-    return str(mapped or addr)
 
 
 def mailbox_key(account: Mapping[str, Any]) -> str:

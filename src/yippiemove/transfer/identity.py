@@ -25,6 +25,7 @@ Two steps (docs/design.md, "The same mailbox under another name"):
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 from collections.abc import Sequence
 
@@ -34,7 +35,15 @@ from .model import Endpoint
 from .refusals import PlanError
 from .store import GmailStore, Store
 
-__all__ = ["SameMailbox", "addresses", "mailbox_id", "same_address", "same_mailbox"]
+__all__ = [
+    "SameMailbox",
+    "addresses",
+    "canonical_address",
+    "canonical_host",
+    "mailbox_id",
+    "same_address",
+    "same_mailbox",
+]
 
 
 class SameMailbox(PlanError):
@@ -44,33 +53,42 @@ class SameMailbox(PlanError):
         super().__init__(f"the source and the destination are the same mailbox ({why})")
 
 
-def addresses(host: str, port: int) -> frozenset[str]:
-    """The addresses ``host`` resolves to (``"loopback"`` for any loopback address); the
-    lower-cased name itself when it does not resolve (the connection will say why)."""
-    import ipaddress  # only when two names are compared (start-up: docs/performance.md)
+#: Host names of this machine that need no resolving.
+_LOCAL_NAMES = frozenset(("localhost", "localhost.localdomain", "ip6-localhost"))
 
-    name = host.strip("[]").lower()
+
+def canonical_address(addr: str) -> str:
+    """One spelling of an address: no zone index, IPv4-mapped IPv6 as IPv4, any loopback
+    address as ``"loopback"`` (this machine), others compressed; a name lower-cased."""
+    addr = addr.split("%", 1)[0]
     try:
-        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return addr.lower()
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return "loopback" if ip.is_loopback else ip.compressed
+
+
+def canonical_host(host: str) -> str:
+    """A host as written, in one spelling without resolving it: lower case, no brackets
+    or trailing dot, an address as :func:`canonical_address`, this machine's own names
+    as ``"loopback"``."""
+    h = host.strip().strip("[]").rstrip(".").lower()
+    return "loopback" if h in _LOCAL_NAMES else canonical_address(h)
+
+
+def addresses(host: str, port: int) -> frozenset[str]:
+    """The addresses ``host`` resolves to (:func:`canonical_address`); the host itself
+    (:func:`canonical_host`) when it does not resolve (the connection will say why)."""
+    name = canonical_host(host)
+    if name == "loopback":
+        return frozenset((name,))
+    try:
+        infos = socket.getaddrinfo(host.strip().strip("[]"), port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
         return frozenset((name,))
-    out: set[str] = set()
-    for *_, sockaddr in infos:
-        addr = str(sockaddr[0]).split("%")[0]
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
-            out.add(addr)
-            continue
-        if ip.is_loopback or (
-            isinstance(ip, ipaddress.IPv6Address)
-            and ip.ipv4_mapped is not None
-            and ip.ipv4_mapped.is_loopback
-        ):
-            out.add("loopback")
-        else:
-            out.add(ip.compressed)
-    return frozenset(out) or frozenset((name,))
+    return frozenset(canonical_address(str(info[4][0])) for info in infos) or frozenset((name,))
 
 
 def same_address(a: Endpoint, b: Endpoint) -> str | None:
@@ -78,7 +96,7 @@ def same_address(a: Endpoint, b: Endpoint) -> str | None:
     host names only when the ports and the users already agree."""
     if a.port != b.port or a.user.casefold() != b.user.casefold():
         return None
-    if a.host.strip("[]").lower() == b.host.strip("[]").lower():
+    if canonical_host(a.host) == canonical_host(b.host) != "loopback":
         return f"{a.label} and {b.label}"
     common = addresses(a.host, a.port) & addresses(b.host, b.port)
     if not common:

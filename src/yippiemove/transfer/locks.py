@@ -8,7 +8,7 @@ Two kinds of lock, both plain files locked with ``fcntl.flock(LOCK_EX | LOCK_NB)
   account's identity (:func:`mailbox_keys`): the lower-cased host name, port and user, and
   the same for each address the host name resolves to. Two runs with different state files
   into one mailbox share at least one key (``localhost`` and ``127.0.0.1`` share
-  ``127.0.0.1``), so the second is refused.
+  ``loopback``: host and addresses are spelled as transfer/identity.py spells them), so the second is refused.
 
 The kernel drops a ``flock`` when the process ends for any reason (``kill -9`` too), so a
 lock file left behind by a dead run never blocks: it is not held, and the next run takes it
@@ -32,7 +32,6 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import ipaddress
 import json
 import os
 import socket
@@ -41,6 +40,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from . import identity
+from .identity import canonical_address, canonical_host
 
 __all__ = [
     "Holder",
@@ -114,27 +116,6 @@ def job_lock_path(state_path: Path) -> Path:
     return resolved.with_name(resolved.name + ".lock")
 
 
-def _canonical_address(addr: str) -> str:
-    """An IP address in one spelling (IPv4-mapped IPv6 as IPv4, no zone index)."""
-    addr = addr.split("%", 1)[0]
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
-        return addr.lower()
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return str(ip)
-
-
-def resolve_addresses(host: str, port: int) -> set[str]:
-    """Every address ``host`` resolves to (empty when it does not resolve)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        return set()
-    return {_canonical_address(str(info[4][0])) for info in infos}
-
-
 def mailbox_keys(
     host: str, port: int, user: str, addresses: Iterable[str] | None = None
 ) -> list[str]:
@@ -142,11 +123,11 @@ def mailbox_keys(
     for each resolved address (host and user lower-cased). One key per address rather than
     one for the sorted tuple, so that ``localhost`` (127.0.0.1 and ::1) and ``127.0.0.1``
     meet; the name key catches a round-robin name whose addresses change between runs."""
-    h, u = host.strip().strip("[]").lower().rstrip("."), user.lower()
+    h, u = canonical_host(host), user.lower()
     if addresses is None:
-        addresses = resolve_addresses(h, port)
+        addresses = identity.addresses(host, port)
     keys = {f"name|{h}|{port}|{u}"}
-    keys.update(f"addr|{_canonical_address(a)}|{port}|{u}" for a in addresses)
+    keys.update(f"addr|{canonical_address(a)}|{port}|{u}" for a in addresses)
     return sorted(keys)
 
 

@@ -397,6 +397,26 @@ def test_folder_name_cyrus_refuses_gets_a_plain_name_once(dovecot, cyrus, tmp_pa
         assert t["copied"] > 0 if attempt == 0 else t["copied"] == 0
 
 
+def test_folder_name_cyrus_refuses_keeps_the_letters_it_takes(dovecot, cyrus, tmp_path):
+    """Cyrus refuses "!" but takes accented letters: only "!" is replaced (the old
+    fallback made every non-ASCII letter "_" too), the report names the final name and
+    what was replaced, and a re-run uses that folder again."""
+    name = "Wow! \u00dcn\u00efc\u00f6d\u00e9"
+    dovecot.deliver("src", name, message(1))
+    for attempt in range(2):
+        r = move(dovecot, cyrus, tmp_path)
+        assert r.returncode == 0, r.stderr + r.stdout
+        dst = snap(cyrus, "dst")
+        made = sorted(f for f in dst if f.startswith("INBOX.Wow"))
+        assert made == [enc("INBOX.Wow_ \u00dcn\u00efc\u00f6d\u00e9")], made
+        rep = report(tmp_path)
+        (f,) = [f for f in rep["folders"] if f["source"] == name]
+        assert f["dest"] == "INBOX.Wow_ \u00dcn\u00efc\u00f6d\u00e9"
+        if attempt == 0:
+            assert "'!' replaced by '_'" in r.stdout + r.stderr
+        assert rep["totals"]["copied"] == (1 if attempt == 0 else 0)
+
+
 # --------------------------------------------------------------------------- --verify-content
 
 

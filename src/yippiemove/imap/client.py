@@ -9,6 +9,7 @@ UTF-7, RFC 3501 5.1.3) for people and for mapping.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -37,6 +38,9 @@ __all__ = [
     "SelectInfo",
     "decode_mailbox",
 ]
+
+#: What a UTF-8 quoted string may hold (RFC 6855 3: no NUL, CR or LF).
+_UTF8_QUOTABLE = re.compile(rb"[^\x00\r\n]*\Z")
 
 #: The FETCH items of a metadata listing (no body: cheap).
 META_ITEMS = b"(UID RFC822.SIZE FLAGS INTERNALDATE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
@@ -213,8 +217,15 @@ def _flags_of(raw: bytes) -> tuple[str, ...]:
     return flags
 
 
-def decode_mailbox(raw: bytes) -> str:
-    """A mailbox name as people read it; raw UTF-8 (RFC 6855) and junk are tolerated."""
+def decode_mailbox(raw: bytes, *, utf8: bool = False) -> str:
+    """A mailbox name as people read it; raw UTF-8 (RFC 6855) and junk are tolerated.
+    ``utf8``: the session enabled UTF8=ACCEPT (RFC 6855 3), so names are UTF-8, not
+    modified UTF-7 (``&-`` is then two characters, not an ampersand)."""
+    if utf8:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            pass  # a server that sends modified UTF-7 all the same
     try:
         return utf7.decode(raw)
     except utf7.Utf7Error:
@@ -347,6 +358,43 @@ class ImapClient:
     def __init__(self, conn: ImapConnection) -> None:
         self.conn = conn
         self.selected: bytes | None = None
+        #: The server enabled UTF8=ACCEPT (RFC 6855) for this session: mailbox names
+        #: travel as UTF-8 both ways (:meth:`encode_name`, :meth:`decode_name`).
+        self.utf8 = False
+
+    async def enable_utf8(self) -> bool:
+        """``ENABLE UTF8=ACCEPT`` (RFC 6855 3, RFC 5161) when the server offers it; True
+        when the server says ``ENABLED UTF8=ACCEPT``.  Read-only sessions may send it
+        (it changes how names are spelled, not a mailbox)."""
+        if self.utf8 or not (self.has("UTF8=ACCEPT") and self.has("ENABLE")):
+            return self.utf8
+        res = await self.conn.execute("ENABLE", "UTF8=ACCEPT", check=False)
+        self.utf8 = res.tagged.ok and any(
+            u.kind == "ENABLED" and "UTF8=ACCEPT" in (str(t).upper() for t in u.data)
+            for u in res.untagged
+        )
+        return self.utf8
+
+    def encode_name(self, name: str) -> bytes:
+        """A mailbox name as this server spells it: UTF-8 after ``ENABLE UTF8=ACCEPT``,
+        else modified UTF-7 (RFC 3501 5.1.3)."""
+        return name.encode("utf-8") if self.utf8 else utf7.encode(name)
+
+    def decode_name(self, raw: bytes) -> str:
+        """A mailbox name as this server spelled it, for people and for mapping."""
+        return decode_mailbox(raw, utf8=self.utf8)
+
+    def quote_name(self, raw: bytes) -> bytes | Literal:
+        """A mailbox name as a command argument: after ``ENABLE UTF8=ACCEPT`` a UTF-8
+        name is a quoted string (RFC 6855 3, ``utf8-quoted``), else what :func:`quote`
+        makes (a literal for 8-bit bytes)."""
+        if self.utf8 and len(raw) < 1024 and _UTF8_QUOTABLE.match(raw):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return quote(raw)
+            return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+        return quote(raw)
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -365,7 +413,7 @@ class ImapClient:
                 if u.kind == "NAMESPACE" and u.data and isinstance(u.data[0], list) and u.data[0]:
                     first = u.data[0][0]
                     if isinstance(first, list) and len(first) >= 2:
-                        prefix = decode_mailbox(_as_bytes(first[0]))
+                        prefix = self.decode_name(_as_bytes(first[0]))
                         return NamespaceInfo(prefix, _separator(first[1]))
         res = await self.conn.execute("LIST", b'""', b'""')
         for u in res.untagged:
@@ -390,12 +438,12 @@ class ImapClient:
                 continue
             flags = frozenset(f.upper() for f in u.data[0] if isinstance(f, str))
             raw = _as_bytes(u.data[2])
-            out.append(MailboxInfo(raw, decode_mailbox(raw), _separator(u.data[1]), flags))
+            out.append(MailboxInfo(raw, self.decode_name(raw), _separator(u.data[1]), flags))
         return out
 
     async def create(self, raw: bytes) -> None:
         try:
-            await self.conn.execute("CREATE", quote(raw))
+            await self.conn.execute("CREATE", self.quote_name(raw))
         except CommandError as exc:
             # Created meanwhile (another connection, or a parent-creating server)?
             if exc.response.code is not None and exc.response.code.name == "ALREADYEXISTS":
@@ -409,11 +457,11 @@ class ImapClient:
         ``special_use`` names an attribute (servers with CREATE-SPECIAL-USE).  The result
         is not checked: a NO [ALREADYEXISTS] or [USEATTR] is the caller's to judge."""
         use = (b"(USE (" + special_use.encode("ascii") + b"))",) if special_use else ()
-        return await self.conn.submit("CREATE", quote(raw_name), *use)
+        return await self.conn.submit("CREATE", self.quote_name(raw_name), *use)
 
     async def submit_subscribe(self, raw_name: bytes) -> asyncio.Future[CommandResult]:
         """Pipeline ``SUBSCRIBE name`` (RFC 3501 6.3.6); the result is not checked."""
-        return await self.conn.submit("SUBSCRIBE", quote(raw_name))
+        return await self.conn.submit("SUBSCRIBE", self.quote_name(raw_name))
 
     async def submit_noop(self) -> asyncio.Future[CommandResult]:
         """Pipeline a ``NOOP`` (e.g. to time a round trip); the result is not checked."""
@@ -421,7 +469,7 @@ class ImapClient:
 
     async def select(self, raw: bytes, *, readonly: bool = False) -> SelectInfo:
         """SELECT (or EXAMINE, which never changes \\Seen or \\Recent: RFC 3501 6.3.2)."""
-        res = await self.conn.execute("EXAMINE" if readonly else "SELECT", quote(raw))
+        res = await self.conn.execute("EXAMINE" if readonly else "SELECT", self.quote_name(raw))
         self.selected = raw
         return _select_info(res)
 
@@ -432,7 +480,7 @@ class ImapClient:
         (FLAGS, PERMANENTFLAGS...); None for a mailbox the server refused.  The last one
         stays selected."""
         verb = "EXAMINE" if readonly else "SELECT"
-        futs = [(raw, await self.conn.submit(verb, quote(raw))) for raw in raws]
+        futs = [(raw, await self.conn.submit(verb, self.quote_name(raw))) for raw in raws]
         out: dict[bytes, SelectInfo | None] = {}
         for raw, fut in futs:
             res = await fut
@@ -458,7 +506,7 @@ class ImapClient:
     ) -> tuple[SelectInfo, list[MessageMeta]]:
         """SELECT/EXAMINE and list every message's metadata, pipelined: one round trip."""
         out: list[MessageMeta] = []
-        sel = await self.conn.submit("EXAMINE" if readonly else "SELECT", quote(raw))
+        sel = await self.conn.submit("EXAMINE" if readonly else "SELECT", self.quote_name(raw))
         fetch = await self.conn.submit(
             "UID FETCH",
             "1:*",
@@ -483,7 +531,7 @@ class ImapClient:
         ``uids`` (none: just the SELECT), pipelined: one round trip."""
         raw = self.selected or b"INBOX"
         out: list[MessageMeta] = []
-        sel = await self.conn.submit("SELECT", quote(raw))
+        sel = await self.conn.submit("SELECT", self.quote_name(raw))
         fetch = None
         if uids:
             fetch = await self.conn.submit(
@@ -518,7 +566,7 @@ class ImapClient:
                 out[_as_bytes(u.data[0])] = entry
 
         futs = [
-            await self.conn.submit("STATUS", quote(raw), items.encode(), on_untagged=on)
+            await self.conn.submit("STATUS", self.quote_name(raw), items.encode(), on_untagged=on)
             for raw in raws
         ]
         for f in futs:
@@ -554,7 +602,7 @@ class ImapClient:
                                 found.append(text)
 
         res = await self.conn.execute(
-            "STATUS", quote(raw), f"({item})".encode(), on_untagged=on, check=False
+            "STATUS", self.quote_name(raw), f"({item})".encode(), on_untagged=on, check=False
         )
         if not res.tagged.ok or len(found) != 1:
             return None
@@ -637,7 +685,7 @@ class ImapClient:
         """Pipeline one APPEND; several messages in one command need MULTIAPPEND (RFC 3502)."""
         if len(items) > 1 and not self.has("MULTIAPPEND"):
             raise ValueError("several messages in one APPEND need MULTIAPPEND")
-        args: list[bytes | Literal] = [quote(raw_mailbox)]
+        args: list[bytes | Literal] = [self.quote_name(raw_mailbox)]
         for it in items:
             args.append(b"(" + " ".join(it.flags).encode("ascii") + b")")
             if it.internaldate:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from .client import ImapClient, MessageMeta, decode_mailbox, parse_meta
 from .commands import CommandResult
 from .errors import CommandError
-from .protocol import ProtocolError, Untagged, format_uid_set, parse_uid_set, quote
+from .protocol import ProtocolError, Untagged, format_uid_set, parse_uid_set
 
 __all__ = [
     "CAPABILITY",
@@ -49,9 +49,10 @@ def has_gmail_extensions(client: ImapClient) -> bool:
     return client.has(CAPABILITY)
 
 
-def parse_labels(value: object) -> frozenset[str]:
+def parse_labels(value: object, *, utf8: bool = False) -> frozenset[str]:
     """An ``X-GM-LABELS`` value as label names: system labels as sent (``\\Inbox``),
-    user labels decoded from modified UTF-7 (RFC 3501 5.1.3)."""
+    user labels decoded from modified UTF-7 (RFC 3501 5.1.3), or from UTF-8 when the
+    session enabled UTF8=ACCEPT (``utf8``)."""
     if value is None:
         return frozenset()
     if not isinstance(value, list):
@@ -67,7 +68,7 @@ def parse_labels(value: object) -> frozenset[str]:
         if raw.startswith(b"\\"):
             out.add(raw.decode("latin-1"))
         else:
-            out.add(decode_mailbox(raw))
+            out.add(decode_mailbox(raw, utf8=utf8))
     return frozenset(out)
 
 
@@ -112,7 +113,7 @@ async def fetch_labelled_meta(
 
     def on(item: dict[str, object]) -> None:
         if "UID" in item and "RFC822.SIZE" in item:
-            out.append((parse_meta(item), parse_labels(item.get("X-GM-LABELS"))))
+            out.append((parse_meta(item), parse_labels(item.get("X-GM-LABELS"), utf8=client.utf8)))
 
     await _fetch(client, uids, _LABELLED_ITEMS, on)
     out.sort(key=lambda x: x[0].uid)
@@ -189,7 +190,7 @@ async def copy_uids(client: ImapClient, uids: Sequence[int], mailbox: bytes) -> 
     ordered = sorted(set(uids))
     futs = [
         await client.conn.submit(
-            "UID COPY", format_uid_set(ordered[i : i + _CHUNK]), quote(mailbox)
+            "UID COPY", format_uid_set(ordered[i : i + _CHUNK]), client.quote_name(mailbox)
         )
         for i in range(0, len(ordered), _CHUNK)
     ]

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import unicodedata
+from collections.abc import Callable
 
-from ..imap import utf7
 from ..imap.errors import CommandError
 from .context import EventHandler, check
 from .model import Plan
 from .refusals import per_message
-from .store import Store
+from .store import Store, name_encoder
 
 __all__ = ["prepare_destination"]
 
@@ -24,6 +25,47 @@ def plain_name(name: str, separator: str | None) -> str:
     if not separator:
         return _PLAIN.sub("_", name)
     return separator.join(_PLAIN.sub("_", part) or "_" for part in name.split(separator))
+
+
+def _outside_bmp(ch: str) -> bool:
+    return ord(ch) > 0xFFFF  # emoji and the like: surrogate pairs in modified UTF-7
+
+
+def _non_ascii_symbol(ch: str) -> bool:
+    return ord(ch) > 0x7F and not (ch.isalnum() or unicodedata.category(ch).startswith("M"))
+
+
+def _ascii_special(ch: str) -> bool:
+    return ord(ch) <= 0x7F and _PLAIN.match(ch) is not None
+
+
+def _non_ascii(ch: str) -> bool:
+    return ord(ch) > 0x7F
+
+
+#: The characters a server may refuse in a name, from the most to the least often
+#: refused; each step replaces its class and every class before it.  Bounded: at most
+#: four names are tried, whatever the name's length (docs/design.md, "Folder names").
+_NARROWING: tuple[Callable[[str], bool], ...] = (
+    _outside_bmp,
+    _non_ascii_symbol,
+    _ascii_special,
+    _non_ascii,
+)
+
+
+def narrowed_names(name: str, separator: str | None) -> list[tuple[str, str]]:
+    """The names to try, in order, when the destination refused ``name``: each keeps
+    more of it than the next (the separator always), with what was replaced."""
+    out: list[tuple[str, str]] = []
+    for step in range(1, len(_NARROWING) + 1):
+        classes = _NARROWING[:step]
+        odd = [ch not in (separator, "_") and any(c(ch) for c in classes) for ch in name]
+        replaced = "".join(dict.fromkeys(ch for ch, o in zip(name, odd, strict=True) if o))
+        alt = "".join("_" if o else ch for ch, o in zip(name, odd, strict=True))
+        if replaced and all(alt != a for a, _ in out):
+            out.append((alt, replaced))
+    return out
 
 
 def _exists(r: object) -> bool:
@@ -82,33 +124,45 @@ async def _create_fallback(
     folder_errors: dict[str, str],
     on_event: EventHandler,
 ) -> None:
-    """The destination refused a folder name: try a plain one, else fail the folder."""
+    """The destination refused a folder name: replace only what it refuses.  The name
+    is tried with fewer and fewer characters kept (:func:`narrowed_names`: characters
+    outside the BMP, then other non-ASCII symbols, then ASCII specials, then every
+    non-ASCII letter), then two plain variants; the first name it takes is used.
+    None taken: the folder fails."""
     idx = next((i for i, f in enumerate(plan.folders) if f.dest_name == name), None)
-    plain = plain_name(name, plan.dest_namespace.separator)
+    if idx is None:
+        raise exc
+    encode = name_encoder(dst)
+    sep = plan.dest_namespace.separator
+    plain = plain_name(name, sep)
+    tries = narrowed_names(name, sep)
+    tries += [(alt, "") for alt in (plain + "_", plain + "_2")]
     taken = {f.dest_name for f in plan.folders}
-    # A run before this one may have made the plain folder already: use it, so that a
+    # A run before this one may have made the folder already: use it, so that a
     # re-run neither makes a second folder nor copies the messages again.
-    existing = {m.name for m in await dst.list_folders()} if idx is not None else set()
-    for alt in (plain, plain + "_", plain + "_2"):
-        if alt == name or alt in taken or idx is None:
+    existing = {m.name for m in await dst.list_folders()}
+    for alt, replaced in tries:
+        if alt == name or alt in taken:
             continue
         if alt not in existing:
             try:
-                await dst.create(utf7.encode(alt))
+                await dst.create(encode(alt))
             except CommandError as refused:
                 per_message(refused)  # a temporary refusal is not about the name
                 continue
-        why = f"the destination refused the name {name!r} ({exc.server_text})"
+        what = f": {', '.join(repr(c) for c in replaced)} replaced by '_'" if replaced else ""
+        why = (
+            f"the destination refused the name {name!r} ({exc.server_text}); "
+            f"the folder is {alt!r}{what}"
+        )
         for i, fp in enumerate(plan.folders):  # every folder merged into it, too
             if fp.dest_name == name:
                 plan.folders[i] = dataclasses.replace(
-                    fp, dest_name=alt, dest_raw=utf7.encode(alt), reasons=(*fp.reasons, why)
+                    fp, dest_name=alt, dest_raw=encode(alt), reasons=(*fp.reasons, why)
                 )
         made = "using existing" if alt in existing else "created"
-        on_event(f"{made} folder {alt!r} on the destination instead of {name!r}")
+        on_event(f"{made} folder {alt!r} on the destination instead of {name!r}{what}")
         return
-    if idx is None:
-        raise exc
     for fp in plan.folders:
         if fp.dest_name == name:
             folder_errors[fp.source.name] = (

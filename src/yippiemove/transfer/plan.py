@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import fnmatch
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..imap import utf7
@@ -26,7 +26,7 @@ from .folder import list_source
 from .identity import SameMailbox, mailbox_id, same_mailbox
 from .model import FolderPlan, GmailPlan, Phase, Plan
 from .refusals import PlanError
-from .store import GmailStore, Store
+from .store import GmailStore, Store, name_encoder
 
 __all__ = ["Planner", "gather_all", "select_folders"]
 
@@ -114,7 +114,9 @@ class Planner:
         targets = {norm_inbox(pl.dest) for _m, pl, _c, _a in entries}
         dst_raws = sorted({dst_names[k].raw for k in targets if k in dst_names} | {b"INBOX"})
         dst_infos = await dst.select_many(dst_raws) if entries and opts.dry_run else {}
-        plans, create = _folder_plans(entries, dst_names, sides.src_subs, dst_infos)
+        plans, create = _folder_plans(
+            entries, dst_names, sides.src_subs, dst_infos, encode=name_encoder(dst)
+        )
         gmail = None
         ctx.gmail_dest = None
         ctx.gmail_shared = set()
@@ -443,8 +445,11 @@ def _folder_plans(
     dst_names: dict[str, MailboxInfo],
     src_subs: set[str],
     dst_infos: dict[bytes, SelectInfo | None],
+    *,
+    encode: Callable[[str], bytes] = utf7.encode,
 ) -> tuple[list[FolderPlan], list[tuple[str, bytes]]]:
-    """The folder plans, and the destination folders to create (each once)."""
+    """The folder plans, and the destination folders to create (each once), their names
+    spelled by ``encode`` (the destination's: UTF-8 after ENABLE UTF8=ACCEPT)."""
     plans: list[FolderPlan] = []
     create: list[tuple[str, bytes]] = []
     planned_create: set[str] = set()
@@ -456,7 +461,7 @@ def _folder_plans(
         # so a source \\Noselect parent does not become a real folder here.
         if not exists and key not in planned_create:
             planned_create.add(key)
-            create.append((dest_name, utf7.encode(dest_name)))
+            create.append((dest_name, encode(dest_name)))
         dinfo = dst_infos.get(dst_names[key].raw if exists else b"INBOX")
         unstorable = tuple(
             sorted(
@@ -469,7 +474,7 @@ def _folder_plans(
             FolderPlan(
                 source=m,
                 dest_name=dest_name,
-                dest_raw=dst_names[key].raw if exists else utf7.encode(dest_name),
+                dest_raw=dst_names[key].raw if exists else encode(dest_name),
                 reasons=pl.reasons,
                 subscribed=m.name in src_subs,
                 dest_exists=exists,

@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from ..imap import gmail as gm
+from ..imap import utf7
 from ..imap.client import (
     AppendItem,
     ImapClient,
@@ -45,7 +46,7 @@ from ..imap.errors import CommandError
 from ..policy import retry as retry_policy
 from .model import Endpoint
 
-__all__ = ["GmailStore", "ImapStore", "Store", "connect_store"]
+__all__ = ["GmailStore", "ImapStore", "Store", "connect_store", "name_encoder"]
 
 
 @runtime_checkable
@@ -108,6 +109,14 @@ class Store(Protocol):
         self, raw_mailbox: bytes, items: Sequence[AppendItem]
     ) -> asyncio.Future[CommandResult]: ...
     async def store_flags(self, uid: int, flags: Sequence[str]) -> None: ...
+
+
+def name_encoder(store: Store) -> Callable[[str], bytes]:
+    """How ``store`` spells a new folder's name: :meth:`ImapClient.encode_name` (UTF-8
+    after ``ENABLE UTF8=ACCEPT``, else modified UTF-7); a Store without it (a test's
+    in-memory one): modified UTF-7."""
+    enc = getattr(store, "encode_name", None)
+    return enc if callable(enc) else utf7.encode
 
 
 class ImapStore(ImapClient):
@@ -209,4 +218,13 @@ async def connect_store(
         conn.abort()
         raise
     kind = GmailStore if gm.CAPABILITY in conn.capabilities else ImapStore
-    return kind(conn)
+    store = kind(conn)
+    try:
+        # RFC 6855: names as UTF-8 both ways (a destination then takes every name the
+        # server can store, not only what modified UTF-7 spells); the source too, so
+        # that a server never downgrades what it sends to a client that did not enable.
+        await store.enable_utf8()
+    except BaseException:
+        conn.abort()
+        raise
+    return store

@@ -552,6 +552,10 @@ def test_dry_run_shows_the_whole_plan_and_changes_nothing(dovecot_factory, tmp_p
     done = {f["source"]: f for f in rep["folders"]}
     assert set(done["Work"]["unstorable_flags"]) == {"$label", "\\Flagged"}
     assert set(done["Work"]["unstorable_flags"]) <= set(folders["Work"]["unstorable_flags"])
+    # Each dropped flag with the number of messages that carried it (by evidence: $label
+    # was tried once, on the first message carrying it, and read back without it).
+    assert done["Work"]["dropped_flags"] == {"$label": 1, "\\Flagged": 1}
+    assert any("$label (1)" in n for n in done["Work"]["notes"]), done["Work"]["notes"]
     d = mailcheck.snapshot(dst.port, "dst", "dstpass")
     copied = [m for m in d["Work"].elements() if m.size in (1000, 1100)]
     assert sorted(m.flags for m in copied) == [("\\Seen",), ("\\Seen",)]

@@ -270,13 +270,50 @@ class Copier:
             self.fail(m, f"it is larger ({m.size} bytes) than {self.too_large}")
         self.to_copy = [m for m in self.to_copy if m.size <= limit or m.uid in p.ambiguous]
 
+    async def _probe(self, m: MessageMeta, body: bytes, fpr: bytes) -> None:
+        """The folder's first message with keywords PERMANENTFLAGS does not promise:
+        appended alone, with them, and its flags read back -- what the folder keeps is
+        decided by that (transfer/keywords.py), once.  Refused with them but taken
+        without: they are not kept."""
+        p = self.p
+        kw = p.keywords
+        assert kw is not None
+        flags = tuple(f for f in m.flags if p.storable(f))
+        r = await (
+            await p.dst.submit_append(p.fp.dest_raw, [AppendItem(body, flags, m.internaldate)])
+        )
+        if not r.tagged.ok:
+            per_message(CommandError("APPEND", r.tagged))
+            plain = tuple(f for f in flags if not kw.unpromised(f))
+            r = await (
+                await p.dst.submit_append(p.fp.dest_raw, [AppendItem(body, plain, m.internaldate)])
+            )
+            if not r.tagged.ok:
+                per_message(CommandError("APPEND", r.tagged))
+                self.fail(
+                    m,
+                    "destination refused it: " + CommandError("APPEND", r.tagged).server_text,
+                    body,
+                )
+                return
+            kw.refused(flags)
+        au = r.tagged.appenduid()
+        duid = au.uids[0] if au is not None and len(au.uids) == 1 else None
+        if kw.verdict is None:
+            # Without UIDPLUS: the highest UID is the message just appended (the
+            # APPENDs before it on this connection were answered first).
+            back = await p.dst.fetch_meta(str(duid) if duid else "*", message_id=False)
+            kw.learn(flags, back[-1].flags if back else ())
+        self.record(m, fpr, duid, Outcome.COPIED)
+        p.res.bytes_copied += len(body)
+
     async def _take(
         self, batch: list[MessageMeta], got: dict[int, bytes], fres: CommandResult
     ) -> None:
         """One fetched batch: each body is failed, recognised as already there, handed
         to the hooks, or put in the APPEND group (sent when full)."""
         p = self.p
-        hooks, ambiguous, storable = p.hooks, p.ambiguous, p.storable
+        hooks, ambiguous, storable, keywords = p.hooks, p.ambiguous, p.storable, p.keywords
         limit, max_group = self.limit, self.max_group
         group_bytes_max = p.ctx.options.append_batch_bytes
         bodies = [got.pop(m.uid, None) for m in batch]
@@ -306,6 +343,10 @@ class Copier:
             # stores already gets this folder's label after the APPENDs instead.
             if hooks.label_instead(m, fpr):
                 self.release_one(m.size)
+                continue
+            if keywords is not None and keywords.pending(m.flags):
+                await self.flush_group()
+                await self._probe(m, body, fpr)
                 continue
             flags = tuple(f for f in m.flags if storable(f))
             self.group.append((m, AppendItem(body, flags, m.internaldate), fpr))

@@ -20,6 +20,7 @@ from ..imap.protocol import format_uid_set
 from ..policy import retry as retry_policy
 from .context import Context, chunks_by_count, norm_inbox
 from .copy import Copier
+from .keywords import Keywords
 from .matching import (
     ContentPool,
     Match,
@@ -135,6 +136,8 @@ class FolderPass:
         self.pool = ContentPool()
         self.dinfo: SelectInfo | None = None
         self.storable: Callable[[str], bool] = lambda flag: True
+        #: What the destination folder keeps, by evidence (transfer/keywords.py).
+        self.keywords: Keywords | None = None
 
     # ---------------------------------------------------------------- listing
 
@@ -201,7 +204,8 @@ class FolderPass:
                 ctx.tally.advance(fp, m.size)
 
         # --- copy
-        self.storable = self._storable(dinfo, smeta)
+        self.keywords = Keywords(dinfo, dmeta)
+        self.storable = self.keywords.storable
         try:
             await self.hooks.before_copy(self, to_copy)
             if to_copy:
@@ -226,7 +230,9 @@ class FolderPass:
                 read_hashes=ctx.read_hashes,
                 known_hashes=known,
                 expected=len(dmeta) + self._added(),
+                keywords=self.keywords,
             ).run(vmeta, claim)
+        self._report_dropped(smeta)
         self._remember_merge(dinfo)
         self._finish(smeta)
         return res
@@ -330,26 +336,20 @@ class FolderPass:
 
     # ---------------------------------------------------------------- flags
 
-    def _storable(self, dinfo: SelectInfo, smeta: Sequence[MessageMeta]) -> Callable[[str], bool]:
+    def _report_dropped(self, smeta: Sequence[MessageMeta]) -> None:
+        """The flags and keywords the destination folder does not keep, as the evidence
+        of this pass says (transfer/keywords.py), each with its message count."""
+        assert self.keywords is not None
+        dropped = self.keywords.dropped(smeta)
+        if not dropped:
+            return
         res = self.res
-        cache: dict[str, bool] = {}
-
-        def ok(flag: str) -> bool:
-            v = cache.get(flag)
-            if v is None:
-                v = cache[flag] = dinfo.can_store(flag)
-            return v
-
-        for m in smeta:
-            for f in m.flags:
-                if not ok(f):
-                    res.unstorable_flags.add(f)
-        if res.unstorable_flags:
-            res.notes.append(
-                "the destination cannot store these flags/keywords: "
-                + ", ".join(sorted(res.unstorable_flags))
-            )
-        return ok
+        res.unstorable_flags.update(dropped)
+        res.dropped_flags = dict(sorted(dropped.items()))
+        res.notes.append(
+            "the destination does not keep these flags/keywords (messages carrying each): "
+            + ", ".join(f"{f} ({n})" for f, n in sorted(dropped.items()))
+        )
 
     def _merged_flags(
         self, dinfo: SelectInfo, smeta: Sequence[MessageMeta], dest_by_uid: dict[int, MessageMeta]

@@ -279,6 +279,8 @@ class FolderResult:
     dest_uidvalidity: int = 0
     failures: list[Failure] = field(default_factory=list)
     unstorable_flags: set[str] = field(default_factory=set)
+    #: Flag or keyword the destination does not keep -> messages of the folder carrying it
+    dropped_flags: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     #: Why the whole folder could not be copied, if it could not.
     error: str | None = None
@@ -301,6 +303,7 @@ class FolderResult:
             "flags_fixed": self.flags_fixed,
             "bytes_copied": self.bytes_copied,
             "unstorable_flags": sorted(self.unstorable_flags),
+            "dropped_flags": dict(self.dropped_flags),
             "notes": self.notes,
             "error": self.error,
             "failures": [f.as_dict() for f in self.failures],

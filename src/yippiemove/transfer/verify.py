@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ..imap.client import MessageMeta
 from ..imap.protocol import format_uid_set
 from .dates import same_instant
+from .keywords import Keywords
 from .matching import match_by_message_id
 from .model import Failure, FolderResult
 from .store import Store
@@ -141,6 +142,7 @@ class Verifier:
         read_hashes: ReadHashes,
         known_hashes: Mapping[int, bytes],
         expected: int | None = None,
+        keywords: Keywords | None = None,
     ) -> None:
         self.src = src
         self.dst = dst
@@ -153,6 +155,8 @@ class Verifier:
         #: Messages the destination folder should hold now: what it held when the pass
         #: listed it and what the pass put there; more means another client wrote.
         self.expected = expected
+        #: What the destination folder keeps, by evidence (transfer/keywords.py).
+        self.keywords = keywords
 
     async def run(self, smeta: Sequence[MessageMeta], claim: dict[int, int]) -> None:
         """Check each source message against its own destination message.
@@ -199,6 +203,10 @@ class Verifier:
             else:
                 here = by_uid
             found = check(res.source, chunk, claim, here, failed, self.storable, pairs=self.content)
+            if await self._probe_keywords(found):
+                found = check(
+                    res.source, chunk, claim, here, failed, self.storable, pairs=self.content
+                )
             for duid, flags in found.set_flags:
                 await dst.store_flags(duid, flags)
             res.flags_fixed += len(found.set_flags)
@@ -217,6 +225,22 @@ class Verifier:
                 "destination folder during the copy (new mail or another client): left as "
                 "they are, neither claimed nor changed"
             )
+
+    async def _probe_keywords(self, found: Checked) -> bool:
+        """The folder's keyword evidence is still missing and a flag fix would set an
+        unpromised keyword: set it on that one message and read its flags back (once
+        per folder).  True when something was learned (the chunk is judged again)."""
+        kw = self.keywords
+        if kw is None or kw.verdict is not None:
+            return False
+        probe = next(((d, f) for d, f in found.set_flags if kw.pending(f)), None)
+        if probe is None:
+            return False
+        duid, flags = probe
+        await self.dst.store_flags(duid, flags)
+        back = await self.dst.fetch_meta(str(duid), message_id=False)
+        kw.learn(flags, back[0].flags if back else ())
+        return True
 
     async def _content(self, pairs: Sequence[tuple[MessageMeta, int]]) -> None:
         """Read the destination's bytes back and compare them with the source's."""

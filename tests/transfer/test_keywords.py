@@ -71,3 +71,116 @@ def test_permanentflags_listing_a_keyword_promises_it() -> None:
     kw = Keywords(info((*SYSTEM, "$Forwarded")))
     assert kw.storable("$Forwarded") and not kw.unpromised("$Forwarded")
     assert kw.unpromised("$Label1")
+
+
+# --------------------------------------------------------------------------- the engine
+# Against the in-memory stores (tests/transfer/memstore.py) with a PERMANENTFLAGS that
+# lacks \* -- a server that keeps keywords all the same, and one that drops them.
+
+import asyncio  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests.transfer import memstore  # noqa: E402
+from tests.transfer.memstore import MemoryServer, MemoryStore, Message  # noqa: E402
+from yippiemove.imap.client import AppendItem  # noqa: E402
+from yippiemove.transfer.engine import Mover  # noqa: E402
+from yippiemove.transfer.model import Endpoint, Options  # noqa: E402
+from yippiemove.transfer.state import State  # noqa: E402
+
+DATE = b"01-Jan-2020 10:00:00 +0000"
+N = 60
+
+
+class Recording(MemoryStore):
+    """Records each APPEND's flag lists; ``drop``: keeps system flags only."""
+
+    drop = False
+    appends: list[list[tuple[str, ...]]]
+    stores: list[tuple[str, ...]]
+
+    def _keep(self, flags: Sequence[str]) -> tuple[str, ...]:
+        return tuple(f for f in flags if f.startswith("\\") or not self.drop)
+
+    async def submit_append(self, raw_mailbox: bytes, items: Sequence[AppendItem]):  # type: ignore[override]
+        self.appends.append([it.flags for it in items])
+        kept = [AppendItem(it.body, self._keep(it.flags), it.internaldate) for it in items]
+        return await super().submit_append(raw_mailbox, kept)
+
+    async def store_flags(self, uid: int, flags: Sequence[str]) -> None:
+        self.stores.append(tuple(flags))
+        await super().store_flags(uid, self._keep(flags))
+
+
+def _setup(monkeypatch: pytest.MonkeyPatch, drop: bool):
+    monkeypatch.setattr(memstore, "PERMANENT", SYSTEM)  # no \* in PERMANENTFLAGS
+    s = MemoryServer()
+    inbox = s.account("alice").folders["INBOX"]
+    for n in range(N):
+        flags = ("\\Seen", "$Label1") if n % 2 else ("$Label1", "Work")
+        body = f"Message-ID: <k{n}@example.org>\r\nSubject: {n}\r\n\r\nbody\r\n".encode()
+        inbox.add(Message(body, flags, DATE))
+    s.account("bob")
+    appends: list[list[tuple[str, ...]]] = []
+    stores: list[tuple[str, ...]] = []
+
+    async def factory(ep: Endpoint, role: str, on_open):  # type: ignore[no-untyped-def]
+        on_open()
+        st = Recording(s.account(ep.user))
+        st.drop, st.appends, st.stores = drop and role == "destination", appends, stores
+        return st
+
+    return s, factory, appends, stores
+
+
+def _move(factory, state: State | None = None) -> Mover:  # type: ignore[no-untyped-def]
+    mover = Mover(
+        Endpoint("mem", 1, "alice"), Endpoint("mem", 2, "bob"), state=state,
+        options=Options(), stores=factory,
+    )  # fmt: skip
+    asyncio.run(mover.run())
+    return mover
+
+
+def _dest_flags(s: MemoryServer) -> list[tuple[str, ...]]:
+    return sorted(m.flags for m in s.account("bob").folders["INBOX"].messages.values())
+
+
+def test_keywords_kept_although_permanentflags_lacks_star(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The quirk of issue 13 item 5: keywords are stored although PERMANENTFLAGS lacks
+    \\*; they are copied and verified, and none is reported dropped."""
+    s, factory, appends, _stores = _setup(monkeypatch, drop=False)
+    mover = _move(factory)
+    (res,) = mover.results
+    assert res.copied == N and not res.failures and res.verified == N
+    src = sorted(m.flags for m in s.account("alice").folders["INBOX"].messages.values())
+    assert _dest_flags(s) == src
+    assert not res.unstorable_flags and not res.dropped_flags
+    assert not any("keep" in n for n in res.notes), res.notes
+    assert appends[0] == [("$Label1", "Work")]  # the probe, alone; then groups
+    assert sum(len(a) for a in appends) == N
+
+
+def test_keywords_really_dropped_are_reported_with_counts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    s, factory, appends, stores = _setup(monkeypatch, drop=True)
+    mover = _move(factory, State(tmp_path / "s.sqlite"))
+    (res,) = mover.results
+    assert res.copied == N and not res.failures
+    assert all(f in {(), ("\\Seen",)} for f in _dest_flags(s))
+    assert res.dropped_flags == {"$Label1": N, "Work": N // 2}
+    assert res.unstorable_flags == {"$Label1", "Work"}
+    assert any("$Label1 (60), Work (30)" in n for n in res.notes), res.notes
+    # Tried once (the probe), never again: no retry per message, no flag fixes.
+    assert appends[0] == [("$Label1", "Work")]
+    assert [a for batch in appends[1:] for a in batch if "$Label1" in a] == []
+    assert stores == [] and res.flags_fixed == 0
+    # A re-run (nothing to append): the verify's first flag fix is the probe, once.
+    again = _move(factory, State(tmp_path / "s.sqlite"))
+    (res2,) = again.results
+    assert res2.present == N and res2.copied == 0
+    assert res2.dropped_flags == {"$Label1": N, "Work": N // 2}
+    assert len(stores) == 1

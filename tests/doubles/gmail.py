@@ -51,8 +51,6 @@ BODYSTRUCTURE, MIME part sections; they answer ``BAD`` with a text that says so.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import bisect
 import collections
 import itertools
@@ -68,13 +66,11 @@ from tests.doubles import imapwire
 from tests.doubles.imapwire import ANY as _ANY
 from tests.doubles.imapwire import AUTH as _AUTH
 from tests.doubles.imapwire import AUTHED as _AUTHED
-from tests.doubles.imapwire import DATE as _DATE
 from tests.doubles.imapwire import LOGOUT as _LOGOUT
 from tests.doubles.imapwire import MAX_LITERAL as _MAX_LITERAL
 from tests.doubles.imapwire import NONAUTH as _NONAUTH
 from tests.doubles.imapwire import SEL as _SEL
 from tests.doubles.imapwire import SELECTED as _SELECTED
-from tests.doubles.imapwire import SEQ_SET as _SEQ_SET
 from tests.doubles.imapwire import SYSTEM_FLAGS as _SYSTEM_FLAGS
 from tests.doubles.imapwire import Bad as _Bad
 from tests.doubles.imapwire import Command as _Command
@@ -83,13 +79,9 @@ from tests.doubles.imapwire import Lit as _Lit
 from tests.doubles.imapwire import No as _No
 from tests.doubles.imapwire import SeqSet as _SeqSet
 from tests.doubles.imapwire import astring as _astring
-from tests.doubles.imapwire import field_value as _field_value
 from tests.doubles.imapwire import flag_list as _flag_list
 from tests.doubles.imapwire import format_date as _format_date
-from tests.doubles.imapwire import header_block as _header_block
-from tests.doubles.imapwire import header_fields as _header_fields
 from tests.doubles.imapwire import header_value as _header_value
-from tests.doubles.imapwire import month as _month
 from tests.doubles.imapwire import mutf7_decode as _mutf7_decode
 from tests.doubles.imapwire import mutf7_encode as _mutf7_encode
 from tests.doubles.imapwire import parse_date_time as _parse_date_time
@@ -722,28 +714,8 @@ async def _cmd_login(s: _Session, cmd: _Command, args: list[Any]) -> str:
 
 
 async def _cmd_authenticate(s: _Session, cmd: _Command, args: list[Any]) -> str:
-    if not args or not isinstance(args[0], str):
-        raise _Bad("Could not parse command: AUTHENTICATE needs a mechanism")
-    if args[0].upper() != "PLAIN":
-        raise _No(f"[CANNOT] Unsupported mechanism {args[0][:20]} (the double has AUTH=PLAIN only)")
-    if len(args) > 1:
-        token = args[1].encode("latin-1") if isinstance(args[1], str) else bytes(args[1])
-    else:
-        s.send(b"+ \r\n")
-        await s.flush()
-        line = await s.readline()
-        if line is None:
-            s.state = _LOGOUT
-            raise _Bad("Connection closed during AUTHENTICATE")
-        token = line
-    if token.strip() == b"*":
-        raise _Bad("AUTHENTICATE cancelled")
-    try:
-        decoded = base64.b64decode(b"" if token == b"=" else token, validate=True)
-        _authz, user, password = decoded.split(b"\0")
-    except (binascii.Error, ValueError):
-        raise _No(_BAD_LOGIN) from None
-    return s.server._login(s, user.decode("utf-8", "replace"), password.decode("utf-8", "replace"))
+    user, password = await imapwire.plain_credentials(s, args, _BAD_LOGIN)
+    return s.server._login(s, user, password)
 
 
 async def _cmd_enable(s: _Session, cmd: _Command, args: list[Any]) -> str:
@@ -1057,22 +1029,7 @@ async def _cmd_append(s: _Session, cmd: _Command, args: list[Any]) -> str:
 
 
 async def _cmd_idle(s: _Session, cmd: _Command, args: list[Any]) -> str:
-    s.send(b"+ idling\r\n")
-    await s.flush()
-    while True:
-        if s.state == _SELECTED:
-            s.sync(expunges=True)
-            await s.flush()
-        try:
-            line = await asyncio.wait_for(s.readline(), 0.05)
-        except TimeoutError:
-            continue
-        if line is None:
-            s.state = _LOGOUT
-            raise _Bad("Connection closed during IDLE")
-        if line.strip().upper() == b"DONE":
-            return "OK IDLE terminated (Success)"
-        raise _Bad("Could not parse command: expected DONE")
+    return await imapwire.idle(s, "OK IDLE terminated (Success)")
 
 
 async def _cmd_check(s: _Session, cmd: _Command, args: list[Any]) -> str:
@@ -1338,124 +1295,23 @@ async def _cmd_copy(s: _Session, cmd: _Command, args: list[Any]) -> str:
     return f"OK {code}(Success)"
 
 
-class _Search:
-    """SEARCH criteria (RFC 3501 6.4.4 plus X-GM-MSGID/THRID/LABELS/RAW) as a predicate."""
+class _Search(imapwire.Search):
+    """SEARCH criteria with Gmail's X-GM-MSGID/THRID/LABELS/RAW and MODSEQ."""
 
     def __init__(self, s: _Session, toks: list[Any]) -> None:
+        super().__init__(toks, len(s.seq), s.seq[-1] if s.seq else 0)
         self.s = s
-        self.toks = toks
-        self.pos = 0
 
-    def next(self) -> Any:
-        if self.pos >= len(self.toks):
-            raise _Bad("Could not parse command: SEARCH criteria end too early")
-        tok = self.toks[self.pos]
-        self.pos += 1
-        return tok
+    def sub(self, toks: list[Any]) -> _Search:
+        return _Search(self.s, toks)
 
-    def string(self) -> bytes:
-        tok = self.next()
-        if isinstance(tok, str):
-            return tok.encode("latin-1")
-        if isinstance(tok, bytes):
-            return bytes(tok)
-        raise _Bad("Could not parse command: SEARCH string expected")
+    def has_flag(self, m: Any, name: str) -> bool:
+        if name == "\\Deleted":
+            view = self.s.view
+            return view is not None and m.msgid in view.deleted
+        return name in m.flags
 
-    def number(self) -> int:
-        tok = self.next()
-        if not isinstance(tok, str) or not tok.isdigit():
-            raise _Bad(f"Could not parse command: number expected, got {tok!r:.30}")
-        return int(tok)
-
-    def date(self) -> datetime:
-        tok = self.next()
-        text = tok.decode("latin-1") if isinstance(tok, bytes) else str(tok)
-        m = _DATE.match(text)
-        if m is None:
-            raise _Bad(f"Could not parse command: bad date {text[:30]!r}")
-        return datetime(int(m.group(3)), _month(m.group(2)), int(m.group(1)), tzinfo=UTC)
-
-    def all(self) -> Callable[[int, int, _Message], bool]:
-        preds = []
-        while self.pos < len(self.toks):
-            preds.append(self.key())
-        if not preds:
-            raise _Bad("Could not parse command: empty SEARCH")
-        return lambda n, u, m: all(p(n, u, m) for p in preds)
-
-    def key(self) -> Callable[[int, int, _Message], bool]:
-        tok = self.next()
-        s = self.s
-        view = s.view
-        assert view is not None
-        if isinstance(tok, list):
-            sub = _Search(s, tok).all()
-            return sub
-        if not isinstance(tok, str):
-            raise _Bad("Could not parse command: bad SEARCH key")
-        up = tok.upper()
-
-        def flag(name: str, want: bool = True) -> Callable[[int, int, _Message], bool]:
-            if name == "\\Deleted":
-                return lambda n, u, m: (m.msgid in view.deleted) == want
-            return lambda n, u, m: (name in m.flags) == want
-
-        simple = {
-            "ALL": lambda n, u, m: True,
-            "ANSWERED": flag("\\Answered"),
-            "UNANSWERED": flag("\\Answered", False),
-            "DELETED": flag("\\Deleted"),
-            "UNDELETED": flag("\\Deleted", False),
-            "DRAFT": flag("\\Draft"),
-            "UNDRAFT": flag("\\Draft", False),
-            "FLAGGED": flag("\\Flagged"),
-            "UNFLAGGED": flag("\\Flagged", False),
-            "SEEN": flag("\\Seen"),
-            "UNSEEN": flag("\\Seen", False),
-            "NEW": lambda n, u, m: False,
-            "RECENT": lambda n, u, m: False,
-            "OLD": lambda n, u, m: True,
-        }
-        if up in simple:
-            return simple[up]
-        if up in ("KEYWORD", "UNKEYWORD"):
-            kw = self.string().decode("latin-1")
-            return flag(kw, up == "KEYWORD")
-        if up == "NOT":
-            inner = self.key()
-            return lambda n, u, m: not inner(n, u, m)
-        if up == "OR":
-            a, b = self.key(), self.key()
-            return lambda n, u, m: a(n, u, m) or b(n, u, m)
-        if up == "UID":
-            sset = _SeqSet(self.next(), s.seq[-1] if s.seq else 0)
-            return lambda n, u, m: u in sset
-        if _SEQ_SET.match(tok):
-            sset = _SeqSet(tok, len(s.seq))
-            return lambda n, u, m: n in sset
-        if up in ("LARGER", "SMALLER"):
-            size = self.number()
-            if up == "LARGER":
-                return lambda n, u, m: len(m.raw) > size
-            return lambda n, u, m: len(m.raw) < size
-        if up in ("SINCE", "BEFORE", "ON"):
-            day = self.date().date()
-
-            def on_day(n: int, u: int, m: _Message) -> bool:
-                d = m.internaldate.astimezone(UTC).date()
-                return d >= day if up == "SINCE" else d < day if up == "BEFORE" else d == day
-
-            return on_day
-        if up in ("FROM", "TO", "CC", "BCC", "SUBJECT"):
-            return self.header(up.lower().encode(), self.string())
-        if up == "HEADER":
-            name = self.string().lower()
-            return self.header(name, self.string())
-        if up in ("BODY", "TEXT"):
-            needle = self.string().lower()
-            if up == "BODY":
-                return lambda n, u, m: needle in m.raw[len(_header_block(m.raw)) :].lower()
-            return lambda n, u, m: needle in m.raw.lower()
+    def extra_key(self, up: str) -> imapwire.Predicate | None:
         if up == "X-GM-MSGID":
             value = self.number()
             return lambda n, u, m: m.msgid == value
@@ -1463,26 +1319,14 @@ class _Search:
             value = self.number()
             return lambda n, u, m: m.thrid == value
         if up == "X-GM-LABELS":
-            label = _store_labels(s, self.next())[0]
+            label = _store_labels(self.s, self.next())[0]
             return lambda n, u, m: label in m.visible_labels()
         if up == "X-GM-RAW":
             return _gm_raw(self.string().decode("utf-8", "replace"))
         if up == "MODSEQ":
             value = self.number()
             return lambda n, u, m: m.modseq >= value
-        raise _Bad(f"Could not parse command: SEARCH key {up[:20]} is not supported by the double")
-
-    @staticmethod
-    def header(name: bytes, needle: bytes) -> Callable[[int, int, _Message], bool]:
-        low = needle.lower()
-
-        def match(n: int, u: int, m: _Message) -> bool:
-            for fname, lines in _header_fields(m.raw):
-                if fname == name and low in _field_value(lines).lower():
-                    return True
-            return False
-
-        return match
+        return None
 
 
 def _gm_raw(query: str) -> Callable[[int, int, _Message], bool]:
@@ -1529,7 +1373,7 @@ def _gm_raw(query: str) -> Callable[[int, int, _Message], bool]:
                 raise _Bad(f"Could not parse command: X-GM-RAW is:{value[:20]} not supported")
             pred = lambda n, u, m, c=check: c(m)  # noqa: E731
         elif op in ("from", "to", "cc", "subject"):
-            pred = _Search.header(op.encode(), value.encode())
+            pred = imapwire.Search.header(op.encode(), value.encode())
         elif op == "":
             needle = value.encode("utf-8").lower()
             pred = lambda n, u, m, x=needle: x in m.raw.lower()  # noqa: E731

@@ -18,7 +18,7 @@ import bisect
 import contextlib
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from types import TracebackType
@@ -342,7 +342,8 @@ def body_item(tok: str, who: str = "this double") -> FetchItem:
                 f"supported by {who}"
             )
         up = fm.group(1).upper()
-        fields = tuple(f.encode("latin-1").upper() for f in fm.group(2).split())
+        # field names are astrings: atoms or quoted strings (RFC 3501 9, header-fld-name)
+        fields = tuple(f.strip('"').encode("latin-1").upper() for f in fm.group(2).split())
         if not fields:
             raise Bad("Could not parse command: empty header field list")
         norm = f"{up} ({' '.join(f.decode('latin-1') for f in fields)})"
@@ -477,6 +478,9 @@ class WireSession:
     def release(self) -> None:
         """The connection is over (called once it closes)."""
 
+    def sync(self, *, expunges: bool) -> None:
+        """Tell the client what changed in its selected folder (EXISTS, EXPUNGE)."""
+
     async def dispatch(self, cmd: Command) -> None:
         raise NotImplementedError
 
@@ -550,6 +554,206 @@ class WireSession:
             self.answer(tag, name, "BAD " + error)
             return SKIP
         return Command(tag, name, chunks, literals, start)
+
+
+# ---------------------------------------------------------------------------- search
+
+
+Predicate = Callable[[int, int, Any], bool]  # (sequence number, UID, message) -> match
+
+
+class Search:
+    """SEARCH criteria (RFC 3501 6.4.4) as a predicate over (seq, UID, message).
+
+    A message has ``raw`` (bytes), ``flags`` and ``internaldate``; a double overrides
+    :meth:`has_flag` (where flags live elsewhere), :meth:`extra_key` (its own keys) and
+    :meth:`sub` (a parenthesised group, same settings).
+    """
+
+    def __init__(self, toks: list[Any], nseq: int, uid_max: int) -> None:
+        self.toks = toks
+        self.pos = 0
+        self.nseq = nseq
+        self.uid_max = uid_max
+
+    def sub(self, toks: list[Any]) -> Search:
+        return type(self)(toks, self.nseq, self.uid_max)
+
+    def has_flag(self, m: Any, name: str) -> bool:
+        return name in m.flags
+
+    def extra_key(self, up: str) -> Predicate | None:
+        return None
+
+    def next(self) -> Any:
+        if self.pos >= len(self.toks):
+            raise Bad("Could not parse command: SEARCH criteria end too early")
+        tok = self.toks[self.pos]
+        self.pos += 1
+        return tok
+
+    def string(self) -> bytes:
+        tok = self.next()
+        if isinstance(tok, str):
+            return tok.encode("latin-1")
+        if isinstance(tok, bytes):
+            return bytes(tok)
+        raise Bad("Could not parse command: SEARCH string expected")
+
+    def number(self) -> int:
+        tok = self.next()
+        if not isinstance(tok, str) or not tok.isdigit():
+            raise Bad(f"Could not parse command: number expected, got {tok!r:.30}")
+        return int(tok)
+
+    def date(self) -> datetime:
+        tok = self.next()
+        text = tok.decode("latin-1") if isinstance(tok, bytes) else str(tok)
+        m = DATE.match(text)
+        if m is None:
+            raise Bad(f"Could not parse command: bad date {text[:30]!r}")
+        return datetime(int(m.group(3)), month(m.group(2)), int(m.group(1)), tzinfo=UTC)
+
+    def all(self) -> Predicate:
+        preds = []
+        while self.pos < len(self.toks):
+            preds.append(self.key())
+        if not preds:
+            raise Bad("Could not parse command: empty SEARCH")
+        return lambda n, u, m: all(p(n, u, m) for p in preds)
+
+    def key(self) -> Predicate:
+        tok = self.next()
+        if isinstance(tok, list):
+            return self.sub(tok).all()
+        if not isinstance(tok, str):
+            raise Bad("Could not parse command: bad SEARCH key")
+        up = tok.upper()
+
+        def flag(name: str, want: bool = True) -> Predicate:
+            return lambda n, u, m: self.has_flag(m, name) == want
+
+        simple = {
+            "ALL": lambda n, u, m: True,
+            "ANSWERED": flag("\\Answered"),
+            "UNANSWERED": flag("\\Answered", False),
+            "DELETED": flag("\\Deleted"),
+            "UNDELETED": flag("\\Deleted", False),
+            "DRAFT": flag("\\Draft"),
+            "UNDRAFT": flag("\\Draft", False),
+            "FLAGGED": flag("\\Flagged"),
+            "UNFLAGGED": flag("\\Flagged", False),
+            "SEEN": flag("\\Seen"),
+            "UNSEEN": flag("\\Seen", False),
+            "NEW": lambda n, u, m: False,
+            "RECENT": lambda n, u, m: False,
+            "OLD": lambda n, u, m: True,
+        }
+        if up in simple:
+            return simple[up]
+        if up in ("KEYWORD", "UNKEYWORD"):
+            kw = self.string().decode("latin-1")
+            return flag(kw, up == "KEYWORD")
+        if up == "NOT":
+            inner = self.key()
+            return lambda n, u, m: not inner(n, u, m)
+        if up == "OR":
+            a, b = self.key(), self.key()
+            return lambda n, u, m: a(n, u, m) or b(n, u, m)
+        if up == "UID":
+            uset = SeqSet(self.next(), self.uid_max)
+            return lambda n, u, m: u in uset
+        if SEQ_SET.match(tok):
+            sset = SeqSet(tok, self.nseq)
+            return lambda n, u, m: n in sset
+        if up in ("LARGER", "SMALLER"):
+            size = self.number()
+            if up == "LARGER":
+                return lambda n, u, m: len(m.raw) > size
+            return lambda n, u, m: len(m.raw) < size
+        if up in ("SINCE", "BEFORE", "ON"):
+            day = self.date().date()
+
+            def on_day(n: int, u: int, m: Any) -> bool:
+                d = m.internaldate.astimezone(UTC).date()
+                return d >= day if up == "SINCE" else d < day if up == "BEFORE" else d == day
+
+            return on_day
+        if up in ("FROM", "TO", "CC", "BCC", "SUBJECT"):
+            return self.header(up.lower().encode(), self.string())
+        if up == "HEADER":
+            name = self.string().lower()
+            return self.header(name, self.string())
+        if up in ("BODY", "TEXT"):
+            needle = self.string().lower()
+            if up == "BODY":
+                return lambda n, u, m: needle in m.raw[len(header_block(m.raw)) :].lower()
+            return lambda n, u, m: needle in m.raw.lower()
+        extra = self.extra_key(up)
+        if extra is not None:
+            return extra
+        raise Bad(f"Could not parse command: SEARCH key {up[:20]} is not supported by the double")
+
+    @staticmethod
+    def header(name: bytes, needle: bytes) -> Predicate:
+        low = needle.lower()
+
+        def match(n: int, u: int, m: Any) -> bool:
+            for fname, lines in header_fields(m.raw):
+                if fname == name and low in field_value(lines).lower():
+                    return True
+            return False
+
+        return match
+
+
+# ---------------------------------------------------------------------------- shared verbs
+
+
+async def plain_credentials(s: WireSession, args: list[Any], bad_login: str) -> tuple[str, str]:
+    """AUTHENTICATE PLAIN (RFC 4616), initial response or after a ``+``: (user, password)."""
+    if not args or not isinstance(args[0], str):
+        raise Bad("Could not parse command: AUTHENTICATE needs a mechanism")
+    if args[0].upper() != "PLAIN":
+        raise No(f"[CANNOT] Unsupported mechanism {args[0][:20]} (the double has AUTH=PLAIN only)")
+    if len(args) > 1:
+        token = args[1].encode("latin-1") if isinstance(args[1], str) else bytes(args[1])
+    else:
+        s.send(b"+ \r\n")
+        await s.flush()
+        line = await s.readline()
+        if line is None:
+            s.state = LOGOUT
+            raise Bad("Connection closed during AUTHENTICATE")
+        token = line
+    if token.strip() == b"*":
+        raise Bad("AUTHENTICATE cancelled")
+    try:
+        decoded = base64.b64decode(b"" if token == b"=" else token, validate=True)
+        _authz, user, password = decoded.split(b"\0")
+    except (binascii.Error, ValueError):
+        raise No(bad_login) from None
+    return user.decode("utf-8", "replace"), password.decode("utf-8", "replace")
+
+
+async def idle(s: WireSession, done: str) -> str:
+    """IDLE (RFC 2177): report changes every 50 ms until DONE; ``done`` is the OK answer."""
+    s.send(b"+ idling\r\n")
+    await s.flush()
+    while True:
+        if s.state == SELECTED:
+            s.sync(expunges=True)
+            await s.flush()
+        try:
+            line = await asyncio.wait_for(s.readline(), 0.05)
+        except TimeoutError:
+            continue
+        if line is None:
+            s.state = LOGOUT
+            raise Bad("Connection closed during IDLE")
+        if line.strip().upper() == b"DONE":
+            return done
+        raise Bad("Could not parse command: expected DONE")
 
 
 # ---------------------------------------------------------------------------- server

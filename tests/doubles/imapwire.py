@@ -271,6 +271,7 @@ class Command:
     chunks: list[bytes]
     literals: list[bytes]
     start: int  # where the arguments begin in chunks[0]
+    line: bytes = b""  # the first line as received (literal marker included)
 
 
 SKIP = object()  # a command already answered while it was read
@@ -508,6 +509,7 @@ class WireSession:
         line = await self.readline()
         if line is None:
             return None
+        first = line
         m = TAG_NAME.match(line)
         tag = m.group(1).decode("ascii") if m else None
         name = m.group(2).decode("ascii").upper() if m else ""
@@ -553,7 +555,7 @@ class WireSession:
         if error is not None:
             self.answer(tag, name, "BAD " + error)
             return SKIP
-        return Command(tag, name, chunks, literals, start)
+        return Command(tag, name, chunks, literals, start, first)
 
 
 # ---------------------------------------------------------------------------- search

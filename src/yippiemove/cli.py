@@ -585,6 +585,11 @@ def print_plan(plan: Plan) -> None:
             click.echo(f"      why: {why}")
         if f.unstorable_flags:
             click.echo("      the destination cannot store: " + ", ".join(f.unstorable_flags))
+        if f.untested_keywords:
+            click.echo(
+                "      not promised by the destination's PERMANENTFLAGS (tried on the first "
+                "message, kept if it keeps them): " + ", ".join(f.untested_keywords)
+            )
     for name, why in plan.skipped:
         click.echo(f"  skipped {name}: {why}")
     g = plan.gmail

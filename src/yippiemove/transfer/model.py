@@ -133,6 +133,10 @@ class FolderPlan:
     #: Flags/keywords in the source folder's FLAGS the destination folder cannot keep
     #: (worked out by dry runs; a real run reports them per folder as it copies).
     unstorable_flags: tuple[str, ...] = ()
+    #: Keywords in the source folder's FLAGS that the destination's PERMANENTFLAGS does
+    #: not promise (no ``\*``): tried when copying, kept if the server keeps them
+    #: (transfer/keywords.py); a dry run cannot know.
+    untested_keywords: tuple[str, ...] = ()
     #: RFC 6154 attribute the destination folder is created with (CREATE-SPECIAL-USE).
     create_use: str | None = None
     #: Gmail source: only the archived messages of this folder (All Mail) are copied:
@@ -223,6 +227,7 @@ class Plan:
                     "role": f.role,
                     "merged_with": list(f.merged_with),
                     "unstorable_flags": list(f.unstorable_flags),
+                    "untested_keywords": list(f.untested_keywords),
                     "create_use": f.create_use,
                     "archived_only": f.archived_only,
                 }

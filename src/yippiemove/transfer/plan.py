@@ -470,6 +470,8 @@ def _folder_plans(
                 if f.upper() != "\\RECENT" and dinfo is not None and not dinfo.can_store(f)
             )
         )
+        untested = tuple(f for f in unstorable if not f.startswith("\\"))
+        unstorable = tuple(f for f in unstorable if f.startswith("\\"))
         plans.append(
             FolderPlan(
                 source=m,
@@ -483,6 +485,7 @@ def _folder_plans(
                 role=pl.role,
                 merged_with=pl.merged_with,
                 unstorable_flags=unstorable,
+                untested_keywords=untested,
                 create_use=None if exists else pl.create_use,
                 archived_only=archived_only,
             )

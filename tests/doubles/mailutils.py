@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import imaplib
 import os
 import re
 import shutil
@@ -57,6 +58,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests import mailcheck
 from tests.doubles.cyrus import _quoted, _Session
 from yippiemove.testing._server import LocalServer, _port_free
 from yippiemove.testing.dovecot import _group_members, _iter_flags, _tail, _tls_material
@@ -397,6 +399,39 @@ class Imap4dServer(LocalServer):
         except Imap4dError:
             return False
         return True
+
+    # ----------------------------------------------------------------- snapshots
+
+    def snapshot(
+        self, user: str
+    ) -> dict[str, tuple[int | None, dict[int, tuple[frozenset[str], str]]]]:
+        """The account as folder -> (UIDVALIDITY, or None for a \\NoSelect name,
+        UID -> (flags without \\Recent, sha256 of the bytes)), read over IMAP with EXAMINE
+        and BODY.PEEK (changes nothing): the shape of the source-untouched guard's
+        snapshots (the interface of tests/source_guard.py on branch fin12)."""
+        c = imaplib.IMAP4(self.host, self.port)
+        try:
+            c.login(self.login(user), self._users[user])
+            out: dict[str, tuple[int | None, dict[int, tuple[frozenset[str], str]]]] = {}
+            for name, (_sep, attrs) in mailcheck.folders(c).items():
+                if "\\noselect" in {a.lower() for a in attrs}:
+                    out[name] = (None, {})
+                    continue
+                typ, data = c.status(mailcheck._quote(name), "(UIDVALIDITY)")
+                if typ != "OK" or not data[0]:
+                    raise Imap4dError(f"STATUS {name!r}: {data!r}")
+                m = re.search(rb"UIDVALIDITY (\d+)", data[0])
+                if m is None:
+                    raise Imap4dError(f"STATUS {name!r} without UIDVALIDITY: {data!r}")
+                msgs = {
+                    uid: (frozenset(msg.flags), msg.sha)
+                    for uid, msg, _ in mailcheck.messages(c, name)
+                }
+                out[name] = (int(m.group(1)), msgs)
+            return out
+        finally:
+            with contextlib.suppress(Exception):
+                c.logout()
 
     # ----------------------------------------------------------------- mail
 

@@ -108,3 +108,20 @@ def test_restart_keeps_mail_and_uids(imap4d: Imap4dServer) -> None:
     c = connect(imap4d)
     assert mailcheck.messages(c, "Box") == before
     c.logout()
+
+
+def test_snapshot_sees_every_change_and_makes_none(imap4d: Imap4dServer) -> None:
+    """snapshot(user): the interface of the source-untouched guard (tests/source_guard.py)."""
+    imap4d.deliver_many("src", "Box/Sub", [b"From: a@b\r\n\r\nx\r\n", b"From: c@d\r\n\r\ny\r\n"])
+    first = imap4d.snapshot("src")
+    assert first == imap4d.snapshot("src")  # reading changes nothing
+    assert first["Box"] == (None, {})
+    validity, msgs = first["Box/Sub"]
+    assert validity and sorted(msgs) == [1, 2] and msgs[1][0] == frozenset()
+    c = connect(imap4d)
+    c.select("Box/Sub")
+    c.uid("STORE", "2", "+FLAGS", "(\\Seen)")
+    c.logout()
+    after = imap4d.snapshot("src")
+    assert after["Box/Sub"][1][2][0] == frozenset({"\\Seen"})
+    assert after != first

@@ -25,7 +25,8 @@ made here).  Mailutils' mbox was rejected: it shows its own ``X-IMAPbase``/``X-U
 ``X-IMAPbase`` whenever a message is added), drops the INTERNALDATE's zone (keeps the
 clock, i.e. another instant) and gives a new UIDVALIDITY when it rewrites the file.
 
-What imap4d 3.15 does with maildir, as found by the tests (docs/servers.md):
+What imap4d 3.15 does with maildir, as found by the tests (docs/testing.md, "GNU
+Mailutils imap4d"):
 
 - CAPABILITY: ``IMAP4rev1 NAMESPACE ID IDLE LITERAL+ UNSELECT`` (+ ``STARTTLS`` and the
   ``AUTH=`` mechanisms of GNU SASL): no UIDPLUS, MULTIAPPEND, SPECIAL-USE, CONDSTORE,

@@ -1,4 +1,5 @@
-"""The GNU Mailutils imap4d fixture works, and imap4d is what docs/servers.md says it is."""
+"""The GNU Mailutils imap4d fixture works, and imap4d is what docs/testing.md says it is
+(section "GNU Mailutils imap4d")."""
 
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def test_deliver_list_fetch(imap4d: Imap4dServer) -> None:
 
 
 def test_append_ignores_flags_and_date_and_refuses_keywords(imap4d: Imap4dServer) -> None:
-    """What a mover meets when imap4d is the destination (docs/servers.md)."""
+    """What a mover meets when imap4d is the destination (docs/testing.md)."""
     raw = b"Received: from a by b; Mon, 3 Feb 2014 10:00:00 +0100\r\nFrom: a@b\r\n\r\nx\r\n"
     c = connect(imap4d)
     typ, _ = c.append("INBOX", "(\\Seen \\Flagged)", '"01-Jul-2020 23:30:00 -0700"', raw)

@@ -1,9 +1,21 @@
-"""Keywords by evidence (transfer/keywords.py): pure decisions."""
+"""Keywords by evidence (transfer/keywords.py): its decisions, and the engine using them."""
 
 from __future__ import annotations
 
-from yippiemove.imap.client import MessageMeta, SelectInfo
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from tests.transfer import memstore
+from tests.transfer.memstore import MemoryServer, MemoryStore, Message, _no
+from yippiemove.imap.client import AppendItem, MessageMeta, SelectInfo
+from yippiemove.imap.connection import CommandResult
+from yippiemove.transfer.engine import Mover
 from yippiemove.transfer.keywords import Keywords
+from yippiemove.transfer.model import Endpoint, Options
+from yippiemove.transfer.state import State
 
 SYSTEM = ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
 
@@ -61,6 +73,18 @@ def test_refused_append_with_keywords_means_not_kept() -> None:
     assert kw.verdict is False and not kw.storable("$Label1") and kw.storable("\\Seen")
 
 
+def test_an_inconclusive_probe_is_not_repeated_per_message() -> None:
+    kw = Keywords(info(SYSTEM))
+    kw.inconclusive(refused=False)  # taken, not read back: sent from now on
+    assert not kw.pending_append(("$A",)) and kw.pending(("$A",)) and kw.storable("$A")
+    kw = Keywords(info(SYSTEM))
+    for _ in range(2):
+        kw.inconclusive(refused=True)  # the message itself refused: try the next one
+        assert kw.pending_append(("$A",))
+    kw.inconclusive(refused=True)  # bounded: three, then not kept
+    assert kw.verdict is False and not kw.pending_append(("$A",)) and not kw.storable("$A")
+
+
 def test_system_flags_follow_permanentflags() -> None:
     kw = Keywords(info(("\\Seen", "\\Deleted")))
     assert not kw.storable("\\Flagged") and not kw.pending(("\\Flagged",))
@@ -77,27 +101,16 @@ def test_permanentflags_listing_a_keyword_promises_it() -> None:
 # Against the in-memory stores (tests/transfer/memstore.py) with a PERMANENTFLAGS that
 # lacks \* -- a server that keeps keywords all the same, and one that drops them.
 
-import asyncio  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-
-from tests.transfer import memstore  # noqa: E402
-from tests.transfer.memstore import MemoryServer, MemoryStore, Message  # noqa: E402
-from yippiemove.imap.client import AppendItem  # noqa: E402
-from yippiemove.transfer.engine import Mover  # noqa: E402
-from yippiemove.transfer.model import Endpoint, Options  # noqa: E402
-from yippiemove.transfer.state import State  # noqa: E402
-
 DATE = b"01-Jan-2020 10:00:00 +0000"
 N = 60
 
 
 class Recording(MemoryStore):
-    """Records each APPEND's flag lists; ``drop``: keeps system flags only."""
+    """Records each APPEND's flag lists; ``drop``: keeps system flags only; ``refuse``:
+    an APPEND carrying a keyword is refused (NO)."""
 
     drop = False
+    refuse = False
     appends: list[list[tuple[str, ...]]]
     stores: list[tuple[str, ...]]
 
@@ -106,6 +119,10 @@ class Recording(MemoryStore):
 
     async def submit_append(self, raw_mailbox: bytes, items: Sequence[AppendItem]):  # type: ignore[override]
         self.appends.append([it.flags for it in items])
+        if self.refuse and any(not f.startswith("\\") for it in items for f in it.flags):
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(CommandResult(_no(None, b"Invalid keyword")))
+            return fut
         kept = [AppendItem(it.body, self._keep(it.flags), it.internaldate) for it in items]
         return await super().submit_append(raw_mailbox, kept)
 
@@ -114,7 +131,7 @@ class Recording(MemoryStore):
         await super().store_flags(uid, self._keep(flags))
 
 
-def _setup(monkeypatch: pytest.MonkeyPatch, drop: bool):
+def _setup(monkeypatch: pytest.MonkeyPatch, drop: bool, refuse: bool = False):
     monkeypatch.setattr(memstore, "PERMANENT", SYSTEM)  # no \* in PERMANENTFLAGS
     s = MemoryServer()
     inbox = s.account("alice").folders["INBOX"]
@@ -130,6 +147,7 @@ def _setup(monkeypatch: pytest.MonkeyPatch, drop: bool):
         on_open()
         st = Recording(s.account(ep.user))
         st.drop, st.appends, st.stores = drop and role == "destination", appends, stores
+        st.refuse = refuse and role == "destination"
         return st
 
     return s, factory, appends, stores
@@ -184,3 +202,15 @@ def test_keywords_really_dropped_are_reported_with_counts(
     assert res2.present == N and res2.copied == 0
     assert res2.dropped_flags == {"$Label1": N, "Work": N // 2}
     assert len(stores) == 1
+
+
+def test_a_server_refusing_appends_with_keywords(monkeypatch: pytest.MonkeyPatch) -> None:
+    """APPEND with a keyword answered NO: the probe is taken without them, and every
+    later message goes without them (one refusal, not one per message)."""
+    s, factory, appends, _stores = _setup(monkeypatch, drop=False, refuse=True)
+    (res,) = _move(factory).results
+    assert res.copied == N and not res.failures and res.verified == N
+    assert res.dropped_flags == {"$Label1": N, "Work": N // 2}
+    assert appends[:2] == [[("$Label1", "Work")], [()]]  # refused, then taken without
+    assert [a for batch in appends[2:] for a in batch if "$Label1" in a] == []
+    assert all(f in {(), ("\\Seen",)} for f in _dest_flags(s))

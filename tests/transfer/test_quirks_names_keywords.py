@@ -129,3 +129,15 @@ def test_utf8_accept_source_names_are_read_as_utf8(dovecot, quirky, tmp_path):
     cmds = srv.commands("src")
     assert any(c.upper().startswith(b"ENABLE UTF8=ACCEPT") for c in cmds)
     assert not any(c.upper().split(b" ")[0] in (b"SELECT", b"APPEND", b"STORE") for c in cmds)
+
+
+def test_keywords_without_uidplus_are_read_back_by_the_highest_uid(dovecot, quirky, tmp_path):
+    """No UIDPLUS, no \\* in PERMANENTFLAGS: the probe is read back as ``UID FETCH *``."""
+    srv = quirky(permanentflags_star=False, uidplus=False, multiappend=False)
+    for i in range(6):
+        dovecot.deliver("src", "INBOX", _message(i), ("$Label1",) if i % 2 else ("\\Seen",))
+    ok(move(dovecot.port, srv.port, tmp_path, dst_pw=QPW))
+    (f,) = [f for f in report(tmp_path)["folders"] if f["source"] == "INBOX"]
+    assert f["copied"] == 6 and f["dropped_flags"] == {}, f
+    assert snap(srv.port, "dst", QPW)["INBOX"] == snap(dovecot.port, "src", "srcpass")["INBOX"]
+    assert any(b"UID FETCH *" in c.upper() for c in srv.commands("dst"))

@@ -290,6 +290,7 @@ class Copier:
             )
             if not r.tagged.ok:
                 per_message(CommandError("APPEND", r.tagged))
+                kw.inconclusive(refused=True)  # refused for its own sake (bounded)
                 self.fail(
                     m,
                     "destination refused it: " + CommandError("APPEND", r.tagged).server_text,
@@ -300,10 +301,14 @@ class Copier:
         au = r.tagged.appenduid()
         duid = au.uids[0] if au is not None and len(au.uids) == 1 else None
         if kw.verdict is None:
-            # Without UIDPLUS: the highest UID is the message just appended (the
-            # APPENDs before it on this connection were answered first).
+            # Without UIDPLUS: the highest UID, if it has this message's size (the
+            # APPENDs before it on this connection were answered first; a server may
+            # not show it to this session yet: then the verify decides).
             back = await p.dst.fetch_meta(str(duid) if duid else "*", message_id=False)
-            kw.learn(flags, back[-1].flags if back else ())
+            if back and (duid is not None or back[-1].size == len(body)):
+                kw.learn(flags, back[-1].flags)
+            else:
+                kw.inconclusive(refused=False)
         self.record(m, fpr, duid, Outcome.COPIED)
         p.res.bytes_copied += len(body)
 
@@ -344,7 +349,7 @@ class Copier:
             if hooks.label_instead(m, fpr):
                 self.release_one(m.size)
                 continue
-            if keywords is not None and keywords.pending(m.flags):
+            if keywords is not None and keywords.pending_append(m.flags):
                 await self.flush_group()
                 await self._probe(m, body, fpr)
                 continue

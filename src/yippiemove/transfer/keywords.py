@@ -42,6 +42,13 @@ class Keywords:
         #: whether this folder keeps keywords PERMANENTFLAGS does not promise (None:
         #: not known yet)
         self.verdict: bool | None = None
+        #: An APPEND with unpromised keywords was taken but what it kept could not be
+        #: read back (no UIDPLUS, another message at ``*``): the copy sends them (the
+        #: server takes them) and the verify's read-back decides.
+        self.taken = False
+        #: Copy probes left whose message the server refused with and without them
+        #: (refused for its own sake: no evidence); none left: not kept.
+        self.attempts = 3
         for d in dmeta:
             for f in d.flags:
                 if self.unpromised(f):
@@ -73,8 +80,22 @@ class Keywords:
         return self.verdict is not False
 
     def pending(self, flags: Sequence[str]) -> bool:
-        """Whether appending or setting ``flags`` would be the evidence still missing."""
+        """Whether setting ``flags`` (the verify) would be the evidence still missing."""
         return self.verdict is None and any(self.unpromised(f) for f in flags)
+
+    def pending_append(self, flags: Sequence[str]) -> bool:
+        """Whether appending a message with ``flags`` is to be the probe (the copy)."""
+        return not self.taken and self.pending(flags)
+
+    def inconclusive(self, refused: bool) -> None:
+        """A copy probe told nothing: its APPEND was taken but not read back
+        (``refused`` False), or its message was refused with and without the keywords."""
+        if not refused:
+            self.taken = True
+            return
+        self.attempts -= 1
+        if self.attempts <= 0 and self.verdict is None:
+            self.verdict = False
 
     def learn(self, sent: Sequence[str], stored: Iterable[str]) -> None:
         """Flags ``sent`` (APPEND or STORE) and those the message has now."""

@@ -27,7 +27,7 @@ import hashlib
 import itertools
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -43,8 +43,40 @@ _SPECIAL_USES = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sen
 _BAD_LOGIN = "[AUTHENTICATIONFAILED] Authentication failed."
 _UIDVALIDITIES = itertools.count(1_700_000_000)
 
-# per folder: (name, UIDVALIDITY, per message (UID, sorted flags, SHA-256 of the bytes))
-Snapshot = tuple[tuple[str, int, tuple[tuple[int, tuple[str, ...], str], ...]], ...]
+
+class FrozenMap(Mapping[Any, Any]):
+    """A read-only, hashable mapping (a snapshot must be both comparable and hashable)."""
+
+    __slots__ = ("_d", "_h")
+
+    def __init__(self, items: Iterable[tuple[Any, Any]]) -> None:
+        self._d = dict(items)
+        self._h: int | None = None
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._d[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __hash__(self) -> int:
+        if self._h is None:
+            self._h = hash(frozenset(self._d.items()))
+        return self._h
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and self._d == dict(other.items())
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._d!r})"
+
+
+# folder -> (UIDVALIDITY, UID -> (flags, SHA-256 hex of the bytes)): the shape of the
+# source-untouched guard's Snapshot (tests/source_guard.py on branch fin12), hashable.
+Snapshot = Mapping[str, tuple[int | None, Mapping[int, tuple[frozenset[str], str]]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -861,19 +893,21 @@ class QuirkyServer(imapwire.ThreadedServer):
             return self._folder(user, folder).uidvalidity
 
     def snapshot(self, user: str) -> Snapshot:
-        """Everything a client could change: per folder (sorted) its UIDVALIDITY and per
-        message its UID, flags and the SHA-256 of its bytes (hashable, comparable)."""
+        """Everything a client could change in an account, as a comparable and hashable
+        mapping: folder -> (UIDVALIDITY, UID -> (flags, SHA-256 hex of the bytes))."""
         with self._lock:
-            return tuple(
+            return FrozenMap(
                 (
                     name,
-                    f.uidvalidity,
-                    tuple(
-                        (m.uid, tuple(sorted(m.flags)), hashlib.sha256(m.raw).hexdigest())
-                        for m in f.msgs.values()
+                    (
+                        f.uidvalidity,
+                        FrozenMap(
+                            (m.uid, (frozenset(m.flags), hashlib.sha256(m.raw).hexdigest()))
+                            for m in f.msgs.values()
+                        ),
                     ),
                 )
-                for name, f in sorted(self._account(user).folders.items())
+                for name, f in self._account(user).folders.items()
             )
 
     def commands(self, user: str) -> list[bytes]:

@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from hashlib import sha256
 
 import pytest
 
@@ -455,8 +456,12 @@ def test_snapshot_sees_changes_and_only_changes(make):
     c.select("INBOX")
     c.store("1", "+FLAGS", "(\\Flagged)")
     c.logout()
-    assert srv.snapshot(U) != before
-    assert srv.uidvalidity(U, "INBOX") == before[0][1]
+    after = srv.snapshot(U)
+    assert after != before and hash(after) != hash(before)
+    validity = srv.uidvalidity(U, "INBOX")
+    assert before["INBOX"][0] == validity
+    assert after["INBOX"] == (validity, {1: (frozenset({"\\Flagged"}), sha256(msg(1)).hexdigest())})
+    assert {before, after} == {srv.snapshot(U), before}  # hashable
 
 
 def test_stored_message_api(make):

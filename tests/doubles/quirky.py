@@ -247,19 +247,11 @@ class _Session(imapwire.WireSession):
         if self.state not in states:
             self.answer(cmd.tag, cmd.name, f"BAD {cmd.name} not allowed in this state")
             return
-        try:
-            args = imapwire.tokenize(cmd.chunks, cmd.literals, cmd.start)
-            response = await handler(self, cmd, args)
-        except Bad as exc:
-            response = f"BAD {exc}"
-        except No as exc:
-            response = f"NO {exc}"
-        except Exception as exc:
-            self.server.internal_errors.append(f"{cmd.name}: {exc!r}")
-            response = f"BAD [SERVERBUG] internal error in the quirky double: {exc!r}"
-        if self.state == SELECTED:
-            self.sync(expunges=cmd.name not in ("FETCH", "STORE", "SEARCH"))
-        self.answer(cmd.tag, cmd.name, response)
+        await self.execute(cmd, handler)
+
+    def internal_error(self, cmd: Command, exc: Exception) -> str:
+        self.server.internal_errors.append(f"{cmd.name}: {exc!r}")
+        return f"BAD [SERVERBUG] internal error in the quirky double: {exc!r}"
 
     def sync(self, *, expunges: bool) -> None:
         folder = self.folder
@@ -299,23 +291,10 @@ class _Session(imapwire.WireSession):
     # ---- names
 
     def decode_name(self, tok: object) -> str:
-        if isinstance(tok, str):
-            raw = tok.encode("latin-1")
-        elif isinstance(tok, bytes):
-            raw = bytes(tok)
-        else:
-            raise Bad("mailbox name expected")
-        try:
-            if self.utf8:
-                name = raw.decode("utf-8")
-            else:
-                name = imapwire.mutf7_decode(raw)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise Bad(f"invalid mailbox name {raw[:60]!r}: {exc}") from None
-        return _canonical(name, self.q)
+        return _canonical(imapwire.mailbox_name(tok, self.utf8), self.q)
 
     def encode_name(self, name: str) -> bytes:
-        return imapwire.quoted(name.encode("utf-8") if self.utf8 else imapwire.mutf7_encode(name))
+        return imapwire.quoted(imapwire.mailbox_wire(name, self.utf8))
 
     def need_folder(self, tok: object) -> _Folder:
         name = self.decode_name(tok)
@@ -585,7 +564,7 @@ async def _list(s: _Session, cmd: Command, args: _Args) -> str:
     with s.server._lock:
         folders = s.account.folders
         for name, folder in folders.items():
-            wire = name.encode("utf-8") if s.utf8 else imapwire.mutf7_encode(name)
+            wire = imapwire.mailbox_wire(name, s.utf8)
             if not regex.match(wire) and not (name == "INBOX" and inbox.match(b"INBOX")):
                 continue
             if subscribed_only and not folder.subscribed:
@@ -756,7 +735,7 @@ async def _idle(s: _Session, cmd: Command, args: _Args) -> str:
 
 
 _ANY = frozenset((NONAUTH, AUTH, SELECTED))
-_COMMANDS: dict[str, tuple[Any, frozenset[int]]] = {
+_COMMANDS: dict[str, tuple[imapwire.Handler, frozenset[int]]] = {
     "CAPABILITY": (_capability, _ANY),
     "NOOP": (_noop, _ANY),
     "LOGOUT": (_logout, _ANY),

@@ -11,9 +11,10 @@ import base64
 import imaplib
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from hashlib import sha256
+from typing import Any
 
 import pytest
 
@@ -34,15 +35,17 @@ def msg(n: int, extra: bytes = b"") -> bytes:
 
 
 @pytest.fixture
-def make() -> Iterator[type]:
+def make() -> Iterator[Callable[..., QuirkyServer]]:
+    """``make(**quirks)``: a running quirky server with one user; stopped at teardown,
+    failing the test if the double hit an internal error."""
     servers: list[QuirkyServer] = []
 
-    def start(**quirks: object) -> QuirkyServer:
-        srv = QuirkyServer(users={U: PW}, quirks=Quirks(**quirks)).start()  # type: ignore[arg-type]
+    def start(**quirks: Any) -> QuirkyServer:
+        srv = QuirkyServer(users={U: PW}, quirks=Quirks(**quirks)).start()
         servers.append(srv)
         return srv
 
-    yield start  # type: ignore[misc]
+    yield start
     for srv in servers:
         srv.stop()
         assert not srv.internal_errors, srv.internal_errors

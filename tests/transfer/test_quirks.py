@@ -109,6 +109,15 @@ def renamed(src: dict[str, Counter], rename: Callable[[str], str]) -> dict[str, 
     return {rename(name): msgs for name, msgs in src.items()}
 
 
+WRITES = {b"APPEND", b"STORE", b"COPY", b"MOVE", b"EXPUNGE", b"CREATE", b"DELETE", b"RENAME"}
+
+
+def verb(line: bytes) -> bytes:
+    """A command line's verb (UID FETCH -> FETCH)."""
+    words = line.upper().split(b" ")
+    return words[1] if words[0] == b"UID" and len(words) > 1 else words[0]
+
+
 def ok(r: Any) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -130,9 +139,12 @@ def test_dovecot_to_plain_quirky_and_back_exact(dovecot, quirky, tmp_path):
     assert report(tmp_path / "in")["totals"]["copied"] == 0
     assert srv.snapshot("dst") == before
     # and back, into Dovecot's other account
+    seen = len(srv.commands("dst"))
     ok(move(srv.port, dovecot.port, tmp_path / "out", src_pw=QPW, src_user="dst"))
     assert snap(dovecot.port, "dst", "dstpass") == src
     assert srv.snapshot("dst") == before  # the source is never written
+    verbs = {verb(c) for c in srv.commands("dst")[seen:]}
+    assert b"EXAMINE" in verbs and not verbs & WRITES, verbs
 
 
 def total(snapshot: dict[str, Counter]) -> int:

@@ -428,7 +428,9 @@ class Imap4dServer(LocalServer):
                     uid: (frozenset(msg.flags), msg.sha)
                     for uid, msg, _ in mailcheck.messages(c, name)
                 }
-                out[name] = (int(m.group(1)), msgs)
+                # imap4d picks a new UIDVALIDITY for an empty folder at each reading (it
+                # stores none until the folder holds a message): not compared while empty.
+                out[name] = (int(m.group(1)) if msgs else None, msgs)
             return out
         finally:
             with contextlib.suppress(Exception):

@@ -99,7 +99,9 @@ def test_bytes_imap4d_changes(imap4d: Imap4dServer) -> None:
 
 
 def test_restart_keeps_mail_and_uids(imap4d: Imap4dServer) -> None:
-    imap4d.deliver("src", "Box", b"From: a@b\r\n\r\nx\r\n", ["\\Answered"])
+    # imap4d takes INTERNALDATE from the Date: header, else the time of reading: one is given.
+    raw = b"From: a@b\r\nDate: Mon, 1 Jan 2018 10:00:00 +0100\r\n\r\nx\r\n"
+    imap4d.deliver("src", "Box", raw, ["\\Answered"])
     c = connect(imap4d)
     before = mailcheck.messages(c, "Box")
     c.logout()

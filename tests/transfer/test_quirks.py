@@ -261,8 +261,6 @@ def test_utf8_accept_server_both_ways_exact(dovecot, quirky, tmp_path):
 FIX_SECTIONS = "issue 13: FETCH answers found by the meaning of their section, not its spelling"
 FIX_ALTERED = "issue 13: servers that alter what they store (detect, report, recognise)"
 FIX_SPEED = "issue 13: pipelining by capability (more connections without LITERAL+/MULTIAPPEND)"
-FIX_NAMES = "issue 13: folder names (UTF8=ACCEPT; replace only what the server refuses)"
-FIX_KEYWORDS = "issue 13: keywords by evidence, not only PERMANENTFLAGS"
 
 # "lower" works today (the client looks items up case-insensitively); the others do not.
 SPELLINGS = [
@@ -326,7 +324,6 @@ def test_destination_that_alters_bytes(dovecot, quirky, tmp_path, quirk):
         assert total(snap(srv.port, "dst", QPW)) == total(src)
 
 
-@pytest.mark.xfail(strict=True, reason=FIX_KEYWORDS)
 def test_keywords_kept_without_star_in_permanentflags(dovecot, quirky, tmp_path):
     """PERMANENTFLAGS without \\* but keywords stored all the same: every keyword arrives."""
     load_dovecot(dovecot, dovecot_mail())
@@ -336,7 +333,6 @@ def test_keywords_kept_without_star_in_permanentflags(dovecot, quirky, tmp_path)
     assert_exact_except_specials(src, snap(srv.port, "dst", QPW), {}, set(SPECIAL.values()))
 
 
-@pytest.mark.xfail(strict=True, reason=FIX_NAMES)
 def test_utf8_accept_takes_the_whole_name(dovecot, quirky, tmp_path):
     """A server that refuses the emoji in modified UTF-7 but offers UTF8=ACCEPT gets the
     whole name in UTF-8."""
@@ -347,7 +343,6 @@ def test_utf8_accept_takes_the_whole_name(dovecot, quirky, tmp_path):
     assert len(srv.messages("dst", PARTY)) == 6
 
 
-@pytest.mark.xfail(strict=True, reason=FIX_NAMES)
 def test_refused_character_replaced_alone(dovecot, quirky, tmp_path):
     """Without UTF8=ACCEPT, only the refused character is replaced: the accented letters
     the server takes stay."""

@@ -12,6 +12,8 @@ from tests.transfer import memstore
 from tests.transfer.memstore import MemoryServer, MemoryStore, Message, _no
 from yippiemove.imap.client import AppendItem, MessageMeta, SelectInfo
 from yippiemove.imap.connection import CommandResult
+from yippiemove.imap.errors import CommandError
+from yippiemove.imap.protocol import Tagged
 from yippiemove.transfer.engine import Mover
 from yippiemove.transfer.keywords import Keywords
 from yippiemove.transfer.model import Endpoint, Options
@@ -105,6 +107,10 @@ DATE = b"01-Jan-2020 10:00:00 +0000"
 N = 60
 
 
+def _bad(text: bytes) -> Tagged:
+    return Tagged("M1", "BAD", None, text)
+
+
 class Recording(MemoryStore):
     """Records each APPEND's flag lists; ``drop``: keeps system flags only; ``refuse``:
     an APPEND carrying a keyword is refused (NO)."""
@@ -128,6 +134,8 @@ class Recording(MemoryStore):
 
     async def store_flags(self, uid: int, flags: Sequence[str]) -> None:
         self.stores.append(tuple(flags))
+        if self.refuse and any(not f.startswith("\\") for f in flags):
+            raise CommandError("UID STORE", _bad(b"UID STORE Unrecognized flag"))
         await super().store_flags(uid, self._keep(flags))
 
 
@@ -204,13 +212,20 @@ def test_keywords_really_dropped_are_reported_with_counts(
     assert len(stores) == 1
 
 
-def test_a_server_refusing_appends_with_keywords(monkeypatch: pytest.MonkeyPatch) -> None:
-    """APPEND with a keyword answered NO: the probe is taken without them, and every
-    later message goes without them (one refusal, not one per message)."""
-    s, factory, appends, _stores = _setup(monkeypatch, drop=False, refuse=True)
-    (res,) = _move(factory).results
+def test_a_server_refusing_appends_with_keywords(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """APPEND with a keyword answered NO (GNU imap4d: BAD "Unrecognized flag"): the
+    probe is taken without them, and every later message goes without them (one
+    refusal, not one per message); a re-run's refused flag fix says the same."""
+    s, factory, appends, stores = _setup(monkeypatch, drop=False, refuse=True)
+    (res,) = _move(factory, State(tmp_path / "s.sqlite")).results
     assert res.copied == N and not res.failures and res.verified == N
     assert res.dropped_flags == {"$Label1": N, "Work": N // 2}
     assert appends[:2] == [[("$Label1", "Work")], [()]]  # refused, then taken without
     assert [a for batch in appends[2:] for a in batch if "$Label1" in a] == []
     assert all(f in {(), ("\\Seen",)} for f in _dest_flags(s))
+    (again,) = _move(factory, State(tmp_path / "s.sqlite")).results
+    assert again.present == N and again.copied == 0 and not again.failures
+    assert again.dropped_flags == {"$Label1": N, "Work": N // 2}
+    assert len(stores) == 1  # the refused flag fix, once

@@ -13,11 +13,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..imap.client import MessageMeta
+from ..imap.errors import CommandError
 from ..imap.protocol import format_uid_set
 from .dates import same_instant
 from .keywords import Keywords
 from .matching import match_by_message_id
 from .model import Failure, FolderResult
+from .refusals import per_message
 from .store import Store
 
 __all__ = ["Checked", "Verifier", "check", "compare_content"]
@@ -237,7 +239,14 @@ class Verifier:
         if probe is None:
             return False
         duid, flags = probe
-        await self.dst.store_flags(duid, flags)
+        try:
+            await self.dst.store_flags(duid, flags)
+        except CommandError as exc:
+            # e.g. GNU imap4d: "BAD UID STORE Unrecognized flag" -- not kept.  A refusal
+            # about the connection or the account is raised (policy/retry.py).
+            per_message(exc)
+            kw.refused(flags)
+            return True
         back = await self.dst.fetch_meta(str(duid), message_id=False)
         kw.learn(flags, back[0].flags if back else ())
         return True

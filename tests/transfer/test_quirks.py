@@ -124,3 +124,32 @@ def test_dovecot_to_plain_quirky_and_back_exact(dovecot, quirky, tmp_path):
     ok(move(srv.port, dovecot.port, tmp_path / "out", src_pw=QPW, src_user="dst"))
     assert snap(dovecot.port, "dst", "dstpass") == src
     assert srv.snapshot("dst") == before  # the source is never written
+
+
+# ---------------------------------------------------------------- FETCH spellings (bug 1)
+
+
+@pytest.mark.parametrize("spelling", ["quoted", "mixed", "peek", "rfc822"])
+def test_fetch_spelling_no_state_rerun_copies_nothing(dovecot, quirky, tmp_path, spelling):
+    """A server that echoes BODY[HEADER.FIELDS ("MESSAGE-ID")] (or another allowed
+    spelling) as destination, then as source: a re-run without the state file (as after
+    kill -9 before the state was written) finds every message already there."""
+    load_dovecot(dovecot, mail_set(["INBOX", "Archive"]))
+    src = snap(dovecot.port, "src", "srcpass")
+    srv = quirky(fetch_spelling=spelling)
+    ok(move(dovecot.port, srv.port, tmp_path / "in", dst_pw=QPW))
+    assert snap(srv.port, "dst", QPW) == src
+    before = srv.snapshot("dst")
+    (tmp_path / "in" / "state.sqlite").unlink()
+    ok(move(dovecot.port, srv.port, tmp_path / "in", dst_pw=QPW))
+    t = report(tmp_path / "in")["totals"]
+    assert (t["copied"], t["already_present"]) == (0, t["source_count"]), t
+    assert srv.snapshot("dst") == before  # no duplicates
+    # the other way: the quirky server as the source, twice, without state in between
+    ok(move(srv.port, dovecot.port, tmp_path / "out", src_pw=QPW, src_user="dst"))
+    (tmp_path / "out" / "state.sqlite").unlink()
+    ok(move(srv.port, dovecot.port, tmp_path / "out", src_pw=QPW, src_user="dst"))
+    t = report(tmp_path / "out")["totals"]
+    assert (t["copied"], t["already_present"]) == (0, t["source_count"]), t
+    assert snap(dovecot.port, "dst", "dstpass") == src
+    assert srv.snapshot("dst") == before  # the source is never written

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from tests.doubles.cyrus import INSTALL_HINT as CYRUS_INSTALL_HINT
 from tests.doubles.cyrus import CyrusServer, cyrus_available
 from tests.doubles.mailutils import INSTALL_HINT as IMAP4D_INSTALL_HINT
 from tests.doubles.mailutils import Imap4dServer, imap4d_available
+from tests.source_guard import guard_sources
 from yippiemove.testing.dovecot import INSTALL_HINT, DovecotServer, dovecot_available
 
 
@@ -125,33 +127,59 @@ def cyrus_installed() -> None:
         pytest.skip(msg)
 
 
+#: The methods a test loads a Cyrus account with (the guard's "before" follows them).
+CYRUS_LOADERS = ("add_user", "create_folder", "deliver_many", "session")
+
+
+def _guard_cyrus(request: pytest.FixtureRequest, server: CyrusServer) -> Any:
+    return guard_sources(
+        request,
+        server,
+        users=lambda: list(server._users),
+        loaders=CYRUS_LOADERS,
+        running=lambda: server.running,
+    )
+
+
 @pytest.fixture
-def cyrus(cyrus_installed: None, tmp_path: Path) -> Iterator[CyrusServer]:
+def cyrus(
+    cyrus_installed: None, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[CyrusServer]:
     """A running Cyrus IMAP: namespace "INBOX." with separator ".", users src and dst,
     each with INBOX.Sent Items, INBOX.Drafts, INBOX.Deleted Items and INBOX.Spam marked
-    \\Sent, \\Drafts, \\Trash and \\Junk (SPECIAL-USE)."""
+    \\Sent, \\Drafts, \\Trash and \\Junk (SPECIAL-USE).  The source-untouched guard
+    (tests/source_guard.py) checks its ``src...`` accounts at teardown."""
     server = CyrusServer(tmp_path / "cyrus", users={"src": "srcpass", "dst": "dstpass"})
-    with server:
+    with server, _guard_cyrus(request, server):
         yield server
 
 
 @pytest.fixture
-def cyrus_factory(cyrus_installed: None, tmp_path: Path) -> Iterator[Callable[..., CyrusServer]]:
+def cyrus_factory(
+    cyrus_installed: None, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., CyrusServer]]:
     """Start Cyrus servers with options: ``cyrus_factory(eight_bit_headers="reject")``.
 
-    Users src/srcpass and dst/dstpass unless ``users`` is given; stopped at teardown.
+    Users src/srcpass and dst/dstpass unless ``users`` is given; stopped at teardown,
+    after the source-untouched guard checked them.
     """
     servers: list[CyrusServer] = []
+    with contextlib.ExitStack() as guards:
 
-    def make(**kwargs: Any) -> CyrusServer:
-        kwargs.setdefault("users", {"src": "srcpass", "dst": "dstpass"})
-        server = CyrusServer(tmp_path / f"cyrus-{len(servers)}", **kwargs)
-        servers.append(server)
-        return server.start()
+        def make(**kwargs: Any) -> CyrusServer:
+            kwargs.setdefault("users", {"src": "srcpass", "dst": "dstpass"})
+            server = CyrusServer(tmp_path / f"cyrus-{len(servers)}", **kwargs)
+            servers.append(server)
+            server.start()
+            guards.enter_context(_guard_cyrus(request, server))
+            return server
 
-    yield make
-    for server in reversed(servers):
-        server.stop()
+        try:
+            yield make
+        finally:
+            guards.close()
+            for server in reversed(servers):
+                server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -195,15 +223,25 @@ def corpus_dir() -> Path:
 
 
 @pytest.fixture
-def gmail() -> Iterator[Any]:
+def gmail(request: pytest.FixtureRequest) -> Iterator[Any]:
     """A running Gmail IMAP double (tests.doubles.gmail.GmailServer), plain text on
     127.0.0.1, users src@gmail.test/srcpass and dst@gmail.test/dstpass (in an account URL
     write the "@" of the user name as %40).  Fails the test if the double hit an internal
-    error."""
+    error.  The source-untouched guard (tests/source_guard.py) checks its ``src...``
+    accounts at teardown."""
     from tests.doubles.gmail import GmailServer
 
     server = GmailServer(users={"src@gmail.test": "srcpass", "dst@gmail.test": "dstpass"})
-    with server:
+    with (
+        server,
+        guard_sources(
+            request,
+            server,
+            users=lambda: list(server._accounts),
+            loaders=("add_user", "add_message", "create_label"),
+            running=lambda: server.running,
+        ),
+    ):
         yield server
     assert not server.internal_errors, server.internal_errors
 

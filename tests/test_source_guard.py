@@ -44,3 +44,125 @@ def test_the_guard_sees_every_kind_of_change(dovecot, how: str) -> None:
     c.logout()
     changes = source_changes(dovecot)
     assert changes and all(line.startswith("src: ") for line in changes), changes
+
+
+# ---- servers that snapshot an account (tests/source_guard.py): Cyrus, the Gmail double
+
+
+def _cyrus_write(cyrus, how: str) -> None:
+    c = imaplib.IMAP4("127.0.0.1", cyrus.port)
+    c.login("src", "srcpass")
+    c.select("INBOX")
+    if how == "append":
+        c.append("INBOX", "()", None, b"Subject: new\r\n\r\nz\r\n")
+    elif how == "store":
+        c.uid("STORE", "1", "+FLAGS", "(\\Flagged)")
+    elif how == "create":
+        c.create("INBOX.Made")
+    else:
+        c.uid("STORE", "1", "+FLAGS", "(\\Deleted)")
+        c.expunge()
+    c.logout()
+
+
+def _gmail_write(gmail, how: str) -> None:
+    c = imaplib.IMAP4("127.0.0.1", gmail.port)
+    c.login("src@gmail.test", "srcpass")
+    c.select("INBOX")
+    if how == "append":
+        c.append("INBOX", "()", None, b"Subject: new\r\n\r\nz\r\n")
+    elif how == "store":
+        c.uid("STORE", "1", "+FLAGS", "(\\Seen)")
+    elif how == "create":
+        c.create("Made")
+    else:
+        c.uid("STORE", "1", "+FLAGS", "(\\Deleted)")
+        c.expunge()
+    c.logout()
+
+
+KINDS = ["append", "store", "create", "expunge"]
+
+
+def test_a_transfer_from_cyrus_and_gmail_leaves_the_guards_quiet(cyrus, gmail) -> None:
+    from tests.source_guard import SourceGuard
+
+    cyrus.deliver_many("src", "INBOX", [b"Subject: a\r\n\r\nx\r\n"])
+    cyrus.deliver_many("src", "INBOX.Archive", [b"Subject: b\r\n\r\ny\r\n"])
+    gmail.add_message("src@gmail.test", b"Subject: c\r\n\r\nz\r\n", labels={"\\Inbox", "Work"})
+    guards = [SourceGuard(cyrus, lambda: ["src"]), SourceGuard(gmail, lambda: ["src@gmail.test"])]
+    cy = Endpoint("127.0.0.1", cyrus.port, "src", "none", "srcpass", allow_insecure_auth=True)
+    gm = Endpoint(
+        "127.0.0.1", gmail.port, "src@gmail.test", "none", "srcpass", allow_insecure_auth=True
+    )
+    asyncio.run(Mover(cy, _ep(gmail_dst := gmail, "dst@gmail.test", "dstpass")).run())
+    asyncio.run(Mover(gm, _ep(cyrus, "dst", "dstpass")).run())
+    assert [c for g in guards for c in g.changes()] == []
+    assert gmail_dst.folders("dst@gmail.test") and cyrus.snapshot("dst")["INBOX"][1]
+
+
+@pytest.mark.source_writes("it writes to the source to see the guard notice")
+@pytest.mark.parametrize("how", KINDS)
+def test_the_guard_sees_every_kind_of_change_on_cyrus(cyrus, how: str) -> None:
+    from tests.source_guard import SourceGuard
+
+    cyrus.deliver_many("src", "INBOX", [b"Subject: a\r\n\r\nx\r\n"])
+    guard = SourceGuard(cyrus, lambda: ["src", "dst"])
+    _cyrus_write(cyrus, how)
+    changes = guard.changes()
+    assert changes and all(line.startswith("src: ") for line in changes), changes
+
+
+@pytest.mark.source_writes("it writes to the source to see the guard notice")
+@pytest.mark.parametrize("how", KINDS)
+def test_the_guard_sees_every_kind_of_change_on_the_gmail_double(gmail, how: str) -> None:
+    from tests.source_guard import SourceGuard
+
+    gmail.add_message("src@gmail.test", b"Subject: a\r\n\r\nx\r\n", labels={"\\Inbox"})
+    guard = SourceGuard(gmail, lambda: ["src@gmail.test", "dst@gmail.test"])
+    _gmail_write(gmail, how)
+    changes = guard.changes()
+    assert changes and all(line.startswith("src@gmail.test: ") for line in changes), changes
+
+
+@pytest.mark.parametrize("server", ["cyrus", "gmail"])
+def test_the_fixtures_fail_an_unmarked_test_that_writes_to_a_source(tmp_path, server: str) -> None:
+    """The real thing: an unmarked test that writes to a Cyrus or Gmail-double source is
+    reported by its fixture's teardown; the same test marked source_writes passes."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    (tmp_path / "conftest.py").write_text(
+        "from tests.conftest import *  # noqa: F403\n\n"
+        "def pytest_configure(config):\n"
+        "    config.addinivalue_line('markers', 'source_writes(reason): on purpose')\n"
+    )
+    write = "_cyrus_write(cyrus" if server == "cyrus" else "_gmail_write(gmail"
+    load = (
+        'cyrus.deliver_many("src", "INBOX", [b"Subject: a\\r\\n\\r\\nx\\r\\n"])'
+        if server == "cyrus"
+        else 'gmail.add_message("src@gmail.test", b"Subject: a\\r\\n\\r\\nx\\r\\n", labels={"\\\\Inbox"})'
+    )
+    body = (
+        "import pytest\n"
+        "from tests.test_source_guard import _cyrus_write, _gmail_write\n\n"
+        f"def test_unmarked({server}):\n    {load}\n    {write}, 'store')\n\n"
+        "@pytest.mark.source_writes('on purpose')\n"
+        f"def test_marked({server}):\n    {load}\n    {write}, 'store')\n"
+    )
+    (tmp_path / "test_probe.py").write_text(body)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_probe.py"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = run.stdout
+    assert "2 passed, 1 error in" in out, out
+    assert "ERROR at teardown of test_unmarked" in out, out
+    assert "a source mailbox was changed over IMAP" in out and "UID 1 flags" in out, out

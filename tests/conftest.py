@@ -138,6 +138,7 @@ def _guard_cyrus(request: pytest.FixtureRequest, server: CyrusServer) -> Any:
         users=lambda: list(server._users),
         loaders=CYRUS_LOADERS,
         running=lambda: server.running,
+        fresh=server.fresh_folders,
     )
 
 

@@ -10,7 +10,8 @@ fixture then does::
         yield server
 
 The guard snapshots every source account (a user whose name starts with ``src``, the
-convention of the Dovecot guard) when the fixture starts, again after each call of one
+convention of the Dovecot guard) when the fixture starts (or, given ``fresh``, expects an
+account no loader filled to be a new, empty one), again after each call of one
 of the server's ``loaders`` (the methods a test loads mail with, e.g. ``deliver_many``:
 what the test itself put there is the source's "before"), and compares at teardown, while
 the server still runs.  A test marked ``@pytest.mark.source_writes(reason)`` is not checked.
@@ -77,12 +78,22 @@ def differences(user: str, before: object, after: object) -> list[str]:
 class SourceGuard:
     """Baselines of one server's source accounts; see the module docstring."""
 
-    def __init__(self, server: Snapshots, users: Callable[[], Iterable[str]]) -> None:
+    def __init__(
+        self,
+        server: Snapshots,
+        users: Callable[[], Iterable[str]],
+        fresh: Callable[[str], Iterable[str]] | None = None,
+    ) -> None:
         self.server = server
         self._users = users
+        #: The folders of an account nobody touched yet (when snapshots are costly): then
+        #: no snapshot is taken at the start; an account no loader filled is expected at
+        #: teardown to hold just these folders, empty (any UIDVALIDITY).
+        self._fresh = fresh
         self.baselines: dict[str, object] = {}
-        for user in self._users():
-            self.rebaseline(user)
+        if fresh is None:
+            for user in self._users():
+                self.rebaseline(user)
 
     def rebaseline(self, user: object) -> None:
         if isinstance(user, str) and is_source(user):
@@ -112,8 +123,17 @@ class SourceGuard:
     def changes(self) -> list[str]:
         out: list[str] = []
         for user in self._users():
-            if is_source(user) and user not in self.baselines:
+            if not is_source(user) or user in self.baselines:
+                continue
+            if self._fresh is None:
                 self.rebaseline(user)  # an account added without a loader: from now on
+                continue
+            after = self.server.snapshot(user)
+            assert isinstance(after, Mapping)
+            before = {
+                name: (after[name][0] if name in after else None, {}) for name in self._fresh(user)
+            }
+            out += differences(user, before, after)
         for user, before in self.baselines.items():
             out += differences(user, before, self.server.snapshot(user))
         return out
@@ -136,6 +156,7 @@ def guard_sources(
     users: Callable[[], Iterable[str]],
     loaders: Iterable[str] = (),
     running: Callable[[], bool] = lambda: True,
+    fresh: Callable[[str], Iterable[str]] | None = None,
 ) -> Iterator[SourceGuard | None]:
     """Guard a running server's source accounts for the test of ``request``; the check
     runs when the block ends (before the server is stopped).  A server the test stopped
@@ -143,7 +164,7 @@ def guard_sources(
     if request.node.get_closest_marker("source_writes") is not None:
         yield None
         return
-    guard = SourceGuard(server, users)
+    guard = SourceGuard(server, users, fresh)
     for name in loaders:
         guard.wrap(name)
     yield guard

@@ -166,3 +166,25 @@ def test_the_fixtures_fail_an_unmarked_test_that_writes_to_a_source(tmp_path, se
     assert "2 passed, 1 error in" in out, out
     assert "ERROR at teardown of test_unmarked" in out, out
     assert "a source mailbox was changed over IMAP" in out and "UID 1 flags" in out, out
+
+
+@pytest.mark.source_writes("it writes to the source to see the guard notice")
+@pytest.mark.parametrize("how", ["append", "create"])
+def test_an_unloaded_cyrus_source_is_expected_new_and_empty(cyrus, how: str) -> None:
+    """Without a loader call there is no snapshot of the start (it would cost a login
+    and the account's creation): a new, empty account is the "before"."""
+    from tests.source_guard import SourceGuard
+
+    guard = SourceGuard(cyrus, lambda: ["src", "dst"], fresh=cyrus.fresh_folders)
+    assert guard.changes() == []  # the account as Cyrus makes it
+    c = imaplib.IMAP4("127.0.0.1", cyrus.port)
+    c.login("src", "srcpass")
+    if how == "append":
+        c.append("INBOX.Spam", "()", None, b"Subject: new\r\n\r\nz\r\n")
+    else:
+        c.create("INBOX.Made")
+    c.logout()
+    assert guard.changes() in (
+        ["src: INBOX.Spam: UID 1 added"],
+        ["src: folder created: INBOX.Made"],
+    )

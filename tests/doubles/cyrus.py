@@ -768,6 +768,11 @@ class CyrusServer(LocalServer):
                     batch, size = [msg], len(msg.raw)
         return uids
 
+    def fresh_folders(self, user: str) -> list[str]:
+        """The folders of a new account, as :meth:`snapshot` names them (modified UTF-7):
+        INBOX and the special folders made at the first login."""
+        return ["INBOX", *(_mutf7(self.prefix + name) for name in self.special_folders.values())]
+
     def snapshot(
         self, user: str
     ) -> dict[str, tuple[int | None, dict[int, tuple[frozenset[str], str]]]]:

@@ -197,11 +197,23 @@ def imap4d_installed() -> None:
 
 
 @pytest.fixture
-def imap4d(imap4d_installed: None, tmp_path: Path) -> Iterator[Imap4dServer]:
+def imap4d(
+    imap4d_installed: None, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Imap4dServer]:
     """A running GNU Mailutils imap4d (maildir, namespace "" with "/"), users src and dst
-    (passwords srcpass, dstpass; log in as ``imap4d.login("src")``, i.e. src@yippiemove.test)."""
+    (passwords srcpass, dstpass; log in as ``imap4d.login("src")``, i.e. src@yippiemove.test);
+    the source-untouched guard (tests/source_guard.py) checks its ``src...`` accounts."""
     server = Imap4dServer(tmp_path / "imap4d", users={"src": "srcpass", "dst": "dstpass"})
-    with server:
+    with (
+        server,
+        guard_sources(
+            request,
+            server,
+            users=lambda: list(server._users),
+            loaders=("add_user", "create_folder", "deliver_many", "session"),
+            running=lambda: server.running,
+        ),
+    ):
         yield server
 
 

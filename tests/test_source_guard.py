@@ -188,3 +188,40 @@ def test_an_unloaded_cyrus_source_is_expected_new_and_empty(cyrus, how: str) -> 
         ["src: INBOX.Spam: UID 1 added"],
         ["src: folder created: INBOX.Made"],
     )
+
+
+def test_the_differences_in_words() -> None:
+    from tests.source_guard import differences
+
+    before = {"INBOX": (1, {1: (frozenset(), "a")}), "Old": (5, {}), "Empty": (7, {})}
+    after = {
+        "INBOX": (1, {1: (frozenset({"\\Seen"}), "a"), 2: (frozenset(), "b")}),
+        "Empty": (8, {}),  # an empty folder's UIDVALIDITY (imap4d's INBOX not yet on disk)
+        "New": (9, {}),
+    }
+    assert differences("src", before, after) == [
+        "src: INBOX: UID 1 flags [] -> ['\\\\Seen']",
+        "src: INBOX: UID 2 added",
+        "src: folder created: New",
+        "src: folder deleted or renamed: Old",
+    ]
+    assert differences("src", before, before) == []
+    assert differences("src", 1, 2) == ["src: the account's snapshot changed"]
+
+
+def test_the_guard_sees_a_change_on_the_quirk_server() -> None:
+    """Any server with snapshot(user) plugs in; a snapshot of another shape than
+    source_guard.Snapshot is told in one line."""
+    from tests.doubles.quirky import QuirkyServer
+    from tests.source_guard import SourceGuard
+
+    with QuirkyServer(users={"src": "pw", "dst": "pw"}) as srv:
+        srv.add_message("src", "INBOX", b"Subject: a\r\n\r\nx\r\n")
+        guard = SourceGuard(srv, lambda: ["src", "dst"])
+        assert guard.changes() == []
+        c = imaplib.IMAP4("127.0.0.1", srv.port)
+        c.login("src", "pw")
+        c.select("INBOX")
+        c.uid("STORE", "1", "+FLAGS", "(\\Flagged)")
+        c.logout()
+        assert guard.changes() == ["src: the account's snapshot changed"]

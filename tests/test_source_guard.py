@@ -210,8 +210,7 @@ def test_the_differences_in_words() -> None:
 
 
 def test_the_guard_sees_a_change_on_the_quirk_server() -> None:
-    """Any server with snapshot(user) plugs in; a snapshot of another shape than
-    source_guard.Snapshot is told in one line."""
+    """Any server with snapshot(user) plugs in."""
     from tests.doubles.quirky import QuirkyServer
     from tests.source_guard import SourceGuard
 
@@ -224,4 +223,4 @@ def test_the_guard_sees_a_change_on_the_quirk_server() -> None:
         c.select("INBOX")
         c.uid("STORE", "1", "+FLAGS", "(\\Flagged)")
         c.logout()
-        assert guard.changes() == ["src: the account's snapshot changed"]
+        assert guard.changes() == ["src: INBOX: UID 1 flags [] -> ['\\\\Flagged']"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,19 +36,26 @@ _CHANGE = re.compile(
 )
 
 
-def source_changes(server: DovecotServer) -> list[str]:
+def source_changes(server: DovecotServer, *, wait: float = 0.0) -> list[str]:
     """Changes made over IMAP to a source account (a user named ``src...``) of a server
-    started with ``change_log=True``: the source is read-only, so any is a bug."""
-    try:
-        text = server.log_path.read_text(errors="replace")
-    except OSError:
-        return []
-    out = []
-    for line in text.splitlines():
-        m = _CHANGE.search(line)
-        if m and m["user"].startswith("src"):
-            out.append(f"{m['user']}: {m['what']}")
-    return out
+    started with ``change_log=True``: the source is read-only, so any is a bug.
+
+    Dovecot's log process writes what the imap processes tell it a moment later; ``wait``
+    (seconds) polls that long for a first change to appear (a test that makes one)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            text = server.log_path.read_text(errors="replace")
+        except OSError:
+            text = ""
+        out = []
+        for line in text.splitlines():
+            m = _CHANGE.search(line)
+            if m and m["user"].startswith("src"):
+                out.append(f"{m['user']}: {m['what']}")
+        if out or time.monotonic() >= deadline:
+            return out
+        time.sleep(0.05)
 
 
 def _guard_sources(request: pytest.FixtureRequest, servers: list[DovecotServer]) -> None:

@@ -42,7 +42,7 @@ def test_the_guard_sees_every_kind_of_change(dovecot, how: str) -> None:
         c.uid("STORE", "1", "+FLAGS", "(\\Deleted)")
         c.expunge()
     c.logout()
-    changes = source_changes(dovecot)
+    changes = source_changes(dovecot, wait=10)
     assert changes and all(line.startswith("src: ") for line in changes), changes
 
 

@@ -299,6 +299,12 @@ class Copier:
                 if duid is not None:
                     self.record(m, fpr, duid, Outcome.PRESENT)
                     continue
+            if m.uid in ambiguous or m.uid in p.altered_ambiguous:
+                # Stored altered by the server (line endings...)? transfer/altered.py
+                duid = await p.take_altered(m, body)
+                if duid is not None:
+                    self.record(m, fpr, duid, Outcome.PRESENT)
+                    continue
             if limit is not None and len(body) > limit:
                 self.fail(m, f"it is larger ({len(body)} bytes) than {self.too_large}", body)
                 continue

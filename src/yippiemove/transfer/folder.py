@@ -10,19 +10,22 @@ transfer/gmail_pass.py), never as branches here.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from ..imap.client import MessageMeta, SelectInfo
+from ..imap.client import MessageMeta, SelectInfo, message_id_in
 from ..imap.errors import CommandError
 from ..imap.protocol import format_uid_set
 from ..policy import retry as retry_policy
+from .altered import learn_any
 from .context import Context, chunks_by_count, norm_inbox
 from .copy import Copier
+from .hashing import fingerprint
 from .matching import (
     ContentPool,
     Match,
+    altered_candidates,
     claim_from_state,
     find_ambiguous,
     flags_kept_by_merge,
@@ -32,7 +35,7 @@ from .model import FolderPlan, FolderResult, Outcome
 from .refusals import FolderError
 from .state import FolderRow, MessageRow
 from .store import Store
-from .verify import Verifier
+from .verify import LEARN_SAMPLE, Verifier
 
 __all__ = ["FolderPass", "PassHooks", "PlainHooks", "recreated_notes"]
 
@@ -133,6 +136,15 @@ class FolderPass:
         #: Source UIDs that may already be on the destination (checked by content).
         self.ambiguous: set[int] = set()
         self.pool = ContentPool()
+        #: Source UIDs that may be on the destination stored altered by the server
+        #: (checked by the SHA-256 of their bytes altered the same way), and the
+        #: alteration; source UID -> (what changed, Message-ID), for those found there.
+        self.altered_ambiguous: set[int] = set()
+        self.matched_altered: dict[int, tuple[str, bytes | None]] = {}
+        #: Message-IDs of the possible copies (source), and the candidates by Message-ID
+        self.s_ids: dict[int, bytes | None] = {}
+        self.dest_by_mid: defaultdict[bytes | None, list[int]] = defaultdict(list)
+        self.learn_tries = 0
         self.dinfo: SelectInfo | None = None
         self.storable: Callable[[str], bool] = lambda flag: True
 
@@ -226,6 +238,9 @@ class FolderPass:
                 read_hashes=ctx.read_hashes,
                 known_hashes=known,
                 expected=len(dmeta) + self._added(),
+                read_with=ctx.read_with,
+                learned=ctx,
+                matched_altered=self.matched_altered,
             ).run(vmeta, claim)
         self._remember_merge(dinfo)
         self._finish(smeta)
@@ -263,22 +278,90 @@ class FolderPass:
     async def _find_possible_copies(
         self, to_copy: list[MessageMeta], free_dest: list[MessageMeta]
     ) -> None:
-        """Only messages of a size found on the other side can be copies: ask for their
-        Message-IDs (cheap), and hash the remaining candidates' bodies."""
+        """Only messages of a size found on the other side can be exact copies: ask for
+        their Message-IDs (cheap), and hash the remaining candidates' bodies.  On a
+        plain destination, copies the server stored altered are looked for too
+        (:meth:`_find_altered_copies`)."""
         s_cand, d_cand = size_candidates(to_copy, free_dest)
-        if not s_cand:
-            return
-        s_ids = await self.src.fetch_message_ids([m.uid for m in s_cand])
-        d_ids = await self.dst.fetch_message_ids([d.uid for d in d_cand])
-        self.ambiguous, candidates = find_ambiguous(
-            s_cand, s_ids, d_cand, d_ids, instant=self.hooks.dated()
-        )
+        s_ids: dict[int, bytes | None] = {}
+        d_ids: dict[int, bytes | None] = {}
+        candidates: set[int] = set()
+        if s_cand:
+            s_ids = await self.src.fetch_message_ids([m.uid for m in s_cand])
+            d_ids = await self.dst.fetch_message_ids([d.uid for d in d_cand])
+            self.ambiguous, candidates = find_ambiguous(
+                s_cand, s_ids, d_cand, d_ids, instant=self.hooks.dated()
+            )
+        if to_copy and free_dest and self.hooks.dated() is None:
+            candidates |= await self._find_altered_copies(to_copy, free_dest, s_ids, d_ids)
+        self.s_ids = s_ids
+        self.dest_by_mid = defaultdict(list)
+        for d in free_dest:
+            if d.uid in candidates:
+                self.dest_by_mid[d_ids.get(d.uid)].append(d.uid)
         if candidates:
             self.ctx.on_event(
                 f"{self.fp.source.name}: checking {len(candidates)} destination messages "
                 "that may already be copies"
             )
             self.pool = ContentPool(await self.ctx.read_hashes(self.dst, sorted(candidates)))
+
+    async def _find_altered_copies(
+        self,
+        to_copy: list[MessageMeta],
+        free_dest: list[MessageMeta],
+        s_ids: dict[int, bytes | None],
+        d_ids: dict[int, bytes | None],
+    ) -> set[int]:
+        """Destination messages that may be source messages stored altered by the
+        server (a re-run after ``kill -9`` or without the state file): of the same
+        Message-ID and no larger (or both without one).  The alteration is what this
+        run learned already, else learned here from a few pairs of one Message-ID and
+        two sizes (both sides read).  Returns the destination UIDs to hash."""
+        s_more = [m.uid for m in to_copy if m.uid not in s_ids]
+        d_more = [d.uid for d in free_dest if d.uid not in d_ids]
+        if s_more:
+            s_ids.update(await self.src.fetch_message_ids(s_more))
+        if d_more:
+            d_ids.update(await self.dst.fetch_message_ids(d_more))
+        sources, dests, pairs = altered_candidates(to_copy, s_ids, free_dest, d_ids)
+        if not sources:
+            return set()
+        ctx = self.ctx
+        if ctx.alteration is None and pairs:
+            pairs = pairs[:LEARN_SAMPLE]
+            sent = await ctx.read_with(self.src, [s for s, _ in pairs], bytes)
+            stored = await ctx.read_with(self.dst, [d for _, d in pairs], bytes)
+            ctx.alteration = learn_any(
+                (sent[s], stored[d]) for s, d in pairs if s in sent and d in stored
+            )
+            del sent, stored
+        self.altered_ambiguous = sources
+        return dests if ctx.alteration is not None else set()
+
+    async def take_altered(self, m: MessageMeta, body: bytes) -> int | None:
+        """A possible copy not found with its exact bytes: the destination message that
+        holds its bytes as the server alters them, claimed (None: none).
+
+        When the run knows no alteration yet, the first few such misses among the
+        same-size candidates are compared with their candidates' stored bytes to learn
+        one (a server that replaces 8-bit header bytes keeps the size)."""
+        ctx = self.ctx
+        if ctx.alteration is None and m.uid in self.ambiguous and self.learn_tries < LEARN_SAMPLE:
+            self.learn_tries += 1
+            duids = self.dest_by_mid.get(self.s_ids.get(m.uid), [])[:2]
+            stored = await ctx.read_with(self.dst, duids, bytes) if duids else {}
+            ctx.alteration = learn_any((body, b) for b in stored.values())
+        alt = ctx.alteration
+        if alt is None:
+            return None
+        changed = alt.apply(body)
+        if changed == body:
+            return None
+        duid = self.pool.take(len(changed), fingerprint(changed))
+        if duid is not None:
+            self.matched_altered[m.uid] = (", ".join(alt.changes(body)), message_id_in(body))
+        return duid
 
     # ---------------------------------------------------------------- outcomes
 
@@ -300,14 +383,19 @@ class FolderPass:
         res = self.res
         claim, outcome_of = self.match.claim, self.match.outcome_of
         failed_uids = {f.uid for f in res.failures}
+        altered_uids = {a.uid for a in res.stored_altered}
         failed, missing = Outcome.FAILED, Outcome.MISSING  # (enum look-ups: not per message)
         messages = res.messages
+        how: Counter[Outcome] = Counter()  # how the altered ones got there
         for m in smeta:
             if m.uid in failed_uids:
                 messages.append((m.uid, res.altered.get(m.uid), failed))
+            elif m.uid in altered_uids:
+                messages.append((m.uid, claim.get(m.uid), Outcome.ALTERED))
+                how[outcome_of.get(m.uid, missing)] += 1
             else:
                 messages.append((m.uid, claim.get(m.uid), outcome_of.get(m.uid, missing)))
-        counts = Counter(o for _, _, o in messages)
+        counts = Counter(o for _, _, o in messages) + how
         res.copied = counts[Outcome.COPIED]
         res.present = counts[Outcome.PRESENT]
         res.labelled = counts[Outcome.LABELLED]
@@ -325,6 +413,17 @@ class FolderPass:
                     altered_to,
                     Outcome.FAILED if altered_to is None else Outcome.ALTERED,
                     f.reason,
+                )
+            for a in res.stored_altered:
+                state.record(
+                    self.folder_id,
+                    a.uid,
+                    a.size,
+                    a.message_id.encode() if a.message_id else None,
+                    None,
+                    a.dest_uid,
+                    Outcome.ALTERED,
+                    "stored altered by the server: " + a.what,
                 )
             state.flush()
 

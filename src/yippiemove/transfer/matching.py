@@ -37,6 +37,7 @@ from .model import STORED, Outcome
 __all__ = [
     "ContentPool",
     "Match",
+    "altered_candidates",
     "claim_from_state",
     "find_ambiguous",
     "flags_kept_by_merge",
@@ -76,18 +77,19 @@ def claim_from_state(
     """Claim the destination messages the state file says we stored (``rows``: the
     state's rows of this folder by source UID, valid for both UIDVALIDITYs).
 
-    A row claims its destination UID when the message is still there with the source's
-    size -- or whatever its size, when the state knows it was stored *altered* (it is
-    reported again by the verify, but never sent twice).  No destination message is
-    claimed twice."""
+    A row claims its destination UID when the message is still there, whatever its
+    size: under the same UIDVALIDITY a UID is never given to another message (RFC 3501
+    2.3.1.1), so it is the message we stored -- maybe stored *altered* by the server
+    (the verify judges it: altered or failed, never sent twice; a size check here made
+    a re-run after ``kill -9`` append every altered message again).  No destination
+    message is claimed twice."""
     match = Match()
     for m in smeta:
         r = rows.get(m.uid)
         if r is None or r.dest_uid is None or r.outcome not in STORED:
             continue
         d = dest_by_uid.get(r.dest_uid)
-        size_ok = d is not None and (d.size == m.size or r.outcome == Outcome.ALTERED)
-        if d is not None and size_ok and d.uid not in match.claimed_dest:
+        if d is not None and d.uid not in match.claimed_dest:
             match.claim[m.uid] = d.uid
             match.claimed_dest.add(d.uid)
             match.outcome_of[m.uid] = Outcome.PRESENT
@@ -148,6 +150,43 @@ class ContentPool:
         """The lowest unclaimed destination UID holding exactly these bytes, claimed."""
         cands = self._pool.get((size, fpr))
         return cands.pop(0) if cands else None
+
+
+def altered_candidates(
+    to_copy: Sequence[MessageMeta],
+    s_ids: Mapping[int, bytes | None],
+    free_dest: Sequence[MessageMeta],
+    d_ids: Mapping[int, bytes | None],
+) -> tuple[set[int], set[int], list[tuple[int, int]]]:
+    """Messages that may be on the destination stored *altered* (transfer/altered.py):
+    (source UIDs, destination UIDs to hash, pairs to learn the alteration from).
+
+    A recognised alteration never makes a message larger, so a source message may be
+    stored as a destination message of its Message-ID (a message without one: of no
+    Message-ID) that is no larger.  The learning pairs: one per source message whose
+    Message-ID a destination message of another size has, in source order; then, for
+    messages without Message-ID, each with the largest smaller one without (a guess:
+    learning from two different messages learns nothing)."""
+    index: dict[bytes | None, list[MessageMeta]] = defaultdict(list)
+    for d in free_dest:
+        index[d_ids.get(d.uid)].append(d)
+    sources: set[int] = set()
+    dests: set[int] = set()
+    pairs: list[tuple[int, int]] = []
+    loose: list[tuple[int, int]] = []
+    for m in to_copy:
+        mid = s_ids.get(m.uid)
+        fits = [d for d in index.get(mid, ()) if d.size <= m.size]
+        if not fits:
+            continue
+        sources.add(m.uid)
+        dests.update(d.uid for d in fits)
+        smaller = [d for d in fits if d.size < m.size]
+        if mid is not None and smaller:
+            pairs.append((m.uid, smaller[0].uid))
+        elif smaller:
+            loose.append((m.uid, max(smaller, key=lambda d: d.size).uid))
+    return sources, dests, pairs + loose
 
 
 def match_by_message_id(

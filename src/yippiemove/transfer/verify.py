@@ -11,18 +11,24 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from ..imap.client import MessageMeta
+from ..imap.client import MessageMeta, message_id_in
 from ..imap.protocol import format_uid_set
+from .altered import Alteration, learn_any
 from .dates import same_instant
+from .hashing import fingerprint
 from .matching import match_by_message_id
-from .model import Failure, FolderResult
+from .model import AlteredMessage, Failure, FolderResult
 from .store import Store
 
 __all__ = ["Checked", "Verifier", "check", "compare_content"]
 
 #: Source messages verified per destination metadata fetch.
 VERIFY_CHUNK = 5000
+#: Stored copies of another size or other bytes read back (both sides' bytes) to learn
+#: what the destination server changes, when the run does not know it yet.
+LEARN_SAMPLE = 4
 
 
 def message_id_text(m: MessageMeta) -> str | None:
@@ -125,6 +131,13 @@ def compare_content(
 
 
 ReadHashes = Callable[[Store, Sequence[int]], Awaitable[dict[int, tuple[int, bytes]]]]
+ReadWith = Callable[[Store, Sequence[int], Callable[[bytes], Any]], Awaitable[dict[int, Any]]]
+
+
+class Learned(Protocol):
+    """Where a run keeps what its destination server changes (transfer/context.py)."""
+
+    alteration: Alteration | None
 
 
 class Verifier:
@@ -141,6 +154,9 @@ class Verifier:
         read_hashes: ReadHashes,
         known_hashes: Mapping[int, bytes],
         expected: int | None = None,
+        read_with: ReadWith | None = None,
+        learned: Learned | None = None,
+        matched_altered: Mapping[int, tuple[str, bytes | None]] | None = None,
     ) -> None:
         self.src = src
         self.dst = dst
@@ -153,6 +169,17 @@ class Verifier:
         #: Messages the destination folder should hold now: what it held when the pass
         #: listed it and what the pass put there; more means another client wrote.
         self.expected = expected
+        #: Reads the stored bytes of copies of another size or other bytes, to recognise
+        #: a server's alteration (None: such copies fail, as they did before).
+        self.read_with = read_with
+        self.learned = learned
+        #: source UID -> (what changed, Message-ID), for messages the pass found on the
+        #: destination by
+        #: their altered fingerprint (FolderPass: "already there?" on an altering server)
+        self.matched_altered = matched_altered or {}
+        #: (failure as judged from sizes or hashes, destination UID): copies that are
+        #: there but differ; recognised as altered, or failed, by :meth:`_judge`
+        self.suspects: list[tuple[Failure, int]] = []
 
     async def run(self, smeta: Sequence[MessageMeta], claim: dict[int, int]) -> None:
         """Check each source message against its own destination message.
@@ -198,18 +225,39 @@ class Verifier:
                 here = {d.uid: d for d in dmeta}
             else:
                 here = by_uid
-            found = check(res.source, chunk, claim, here, failed, self.storable, pairs=self.content)
+            matched = self.matched_altered
+            found = check(
+                res.source,
+                chunk,
+                claim,
+                here,
+                failed,
+                self.storable,
+                pairs=self.content or bool(matched),
+            )
             for duid, flags in found.set_flags:
                 await dst.store_flags(duid, flags)
             res.flags_fixed += len(found.set_flags)
-            res.failures += found.failures
-            res.altered.update(found.altered)
+            for f in found.failures:
+                duid = found.altered.get(f.uid)
+                if duid is None:
+                    res.failures.append(f)
+                elif f.uid in matched and duid in here:
+                    self._altered(f, duid, here[duid].size, *matched[f.uid])
+                else:
+                    self.suspects.append((f, duid))
             res.notes += found.notes
             res.verified += found.verified
-            if self.content:
-                to_read += found.verified_pairs
+            for m, duid in found.verified_pairs:
+                if m.uid in matched:  # same size, but matched by its altered bytes
+                    res.verified -= 1
+                    self._altered(failure(res.source, m, ""), duid, m.size, *matched[m.uid])
+                elif self.content:
+                    to_read.append((m, duid))
         if to_read:
             await self._content(to_read)
+        if self.suspects:
+            await self._judge(self.suspects)
         others = (exists or 0) - self.expected if self.expected is not None else 0
         if exists is not None and others > 0:
             res.notes.append(
@@ -233,5 +281,59 @@ class Verifier:
         ok, failures, altered = compare_content(self.res.source, pairs, source, dest)
         self.res.content_verified += ok
         self.res.verified -= len(failures)
-        self.res.failures += failures
-        self.res.altered.update(altered)
+        for f in failures:
+            duid = altered.get(f.uid)
+            if duid is None:
+                self.res.failures.append(f)
+            else:
+                self.suspects.append((f, duid))
+
+    def _altered(
+        self, f: Failure, duid: int, stored_size: int, what: str, mid: bytes | None = None
+    ) -> None:
+        message_id = f.message_id or (mid.decode("utf-8", "replace") if mid else None)
+        self.res.stored_altered.append(
+            AlteredMessage(f.folder, f.uid, f.size, message_id, duid, stored_size, what)
+        )
+
+    async def _judge(self, suspects: Sequence[tuple[Failure, int]]) -> None:
+        """Copies that are there with another size or other bytes: stored altered in a
+        way transfer/altered.py recognises (``res.stored_altered``), or failed.
+
+        Without a known alteration, the first few are read back from both sides to
+        learn it; then the source's bytes of every suspect are read, altered as the
+        server alters them, and their SHA-256 compared with the stored bytes'.  Only
+        copies that differ are read: an exact destination costs nothing here."""
+        res = self.res
+        learned = self.learned
+        alt = learned.alteration if learned is not None else None
+        if self.read_with is not None and alt is None:
+            sample = suspects[:LEARN_SAMPLE]
+            sent = await self.read_with(self.src, [f.uid for f, _ in sample], bytes)
+            stored = await self.read_with(self.dst, [d for _, d in sample], bytes)
+            alt = learn_any(
+                (sent[f.uid], stored[d]) for f, d in sample if f.uid in sent and d in stored
+            )
+            del sent, stored
+            if alt is not None and learned is not None:
+                learned.alteration = alt
+        if self.read_with is None or alt is None:
+            for f, duid in suspects:
+                res.failures.append(f)
+                res.altered[f.uid] = duid
+            return
+        a = alt
+
+        def server_copy(body: bytes) -> tuple[bytes, tuple[str, ...], bytes | None]:
+            return fingerprint(a.apply(body)), a.changes(body), message_id_in(body)
+
+        source = await self.read_with(self.src, [f.uid for f, _ in suspects], server_copy)
+        dest = await self.read_hashes(self.dst, [d for _, d in suspects])
+        for f, duid in suspects:
+            want = source.get(f.uid)
+            have = dest.get(duid)
+            if want is not None and have is not None and want[0] == have[1] and want[1]:
+                self._altered(f, duid, have[0], ", ".join(want[1]), want[2])
+            else:
+                res.failures.append(f)
+                res.altered[f.uid] = duid

@@ -435,6 +435,35 @@ def test_verify_content_catches_a_server_that_changes_bytes(dovecot, cyrus_facto
         assert sum(snap(cyrus, "dst")["INBOX"].values()) == 3  # nothing appended again
 
 
+def test_cyrus_munge8bit_rerun_without_the_state_appends_nothing(
+    dovecot, cyrus_factory, tmp_path
+):
+    """Issue 13: Cyrus stores 8-bit header bytes as "X" (same size).  A re-run without
+    the state file recognised no copy of those messages (other bytes) and appended each
+    again; now the first such miss teaches the mover the change, and every altered copy
+    is recognised by the SHA-256 of the source's bytes altered the same way."""
+    cyrus = cyrus_factory(eight_bit_headers="munge")
+    raws = [message(1), message(2, extra=" M\xe4rz"), message(3, extra=" K\xf6ln")]
+    for raw in raws:
+        dovecot.deliver("src", "INBOX", raw, ("\\Seen",))
+    r = move(dovecot, cyrus, tmp_path, "--folder", "INBOX")
+    assert r.returncode == 0, r.stderr + r.stdout
+    before = snap(cyrus, "dst")["INBOX"]
+    assert sum(before.values()) == 3
+    for attempt in range(2):
+        (tmp_path / "state.sqlite").unlink()
+        r = move(dovecot, cyrus, tmp_path, "--folder", "INBOX")
+        assert r.returncode == 0, r.stderr + r.stdout
+        assert snap(cyrus, "dst")["INBOX"] == before  # nothing appended again
+        rep = report(tmp_path)
+        t = rep["totals"]
+        assert (t["copied"], t["already_present"], t["failed"]) == (0, 3, 0)
+        assert t["altered"] == 2
+        assert {a["what"] for a in rep["altered_messages"]} == {
+            "8-bit header bytes replaced by 'X'"
+        }
+
+
 def test_verify_content_on_a_faithful_server_verifies_everything(dovecot, dovecot_dot, tmp_path):
     """First run: the hashes taken while copying are compared with the bytes read back;
     a re-run (nothing to copy) reads both sides; every message passes both times."""

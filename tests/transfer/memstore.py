@@ -64,6 +64,8 @@ class Account:
     writes: int = 0
     #: Applied to every appended body (a server that changes what it stores).
     alter: Callable[[bytes], bytes] | None = None
+    #: Message bodies sent out by FETCH.
+    bodies_read: int = 0
 
     def folder(self, name: str) -> Folder:
         return self.folders[name]
@@ -253,6 +255,7 @@ class MemoryStore:
         box = self._box(self.selected or b"INBOX")
         for uid in uids:
             if uid in box.messages:
+                self.account.bodies_read += 1
                 on_body(uid, box.messages[uid].body)
         return _ok()
 

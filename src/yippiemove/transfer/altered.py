@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["Alteration", "header_end", "learn"]
+__all__ = ["Alteration", "has_8bit_header", "header_end", "learn", "learn_any"]
 
 _BLANK_LINE = re.compile(rb"\n\r?\n")
 _EIGHT_BIT = re.compile(rb"[\x80-\xff]")
@@ -38,6 +38,13 @@ def header_end(body: bytes) -> int:
         return 0
     m = _BLANK_LINE.search(body)
     return m.start() + 1 if m is not None else len(body)
+
+
+def has_8bit_header(body: bytes) -> bool:
+    """Whether the header has a byte >= 0x80 (cheap: the copy asks it of every message
+    while the run does not know whether the destination keeps such bytes)."""
+    end = body.find(b"\r\n\r\n", 0, 256 * 1024)
+    return not body[: end if end >= 0 else header_end(body)].isascii()
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,9 @@ class Context:
     #: What the destination server changes in the messages it stores, once learned in
     #: this run (transfer/altered.py); None: nothing seen so far.
     alteration: Alteration | None = None
+    #: Whether it replaces 8-bit header bytes (None: not known yet; see
+    #: transfer/verify.py ``Verifier._probe``).
+    replaces_8bit: bool | None = None
 
     async def read_hashes(self, store: Store, uids: Sequence[int]) -> dict[int, tuple[int, bytes]]:
         """(size, SHA-256) of the selected folder's messages ``uids``, by UID: bodies are

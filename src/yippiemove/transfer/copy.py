@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from ..imap.client import AppendItem, MessageMeta, message_id_in
 from ..imap.connection import CommandResult
 from ..imap.errors import CommandError
+from .altered import has_8bit_header
 from .model import Failure, Options, Outcome
 from .refusals import per_message
 
@@ -279,6 +280,9 @@ class Copier:
         hooks, ambiguous, storable = p.hooks, p.ambiguous, p.storable
         limit, max_group = self.limit, self.max_group
         group_bytes_max = p.ctx.options.append_batch_bytes
+        # Does the destination replace 8-bit header bytes (same size: the verify reads
+        # a few such messages back)?  Not asked under --verify-content (reads them all).
+        watch_8bit = p.ctx.replaces_8bit is not False and not p.ctx.options.verify_content
         bodies = [got.pop(m.uid, None) for m in batch]
         fprs = await p.ctx.hasher.hash(
             bodies, [self.all_strong or m.uid in ambiguous for m in batch]
@@ -313,6 +317,8 @@ class Copier:
             if hooks.label_instead(m, fpr):
                 self.release_one(m.size)
                 continue
+            if watch_8bit and has_8bit_header(body):
+                p.at_risk.add(m.uid)
             flags = tuple(f for f in m.flags if storable(f))
             self.group.append((m, AppendItem(body, flags, m.internaldate), fpr))
             self.group_bytes += len(body)

@@ -39,6 +39,10 @@ from .verify import LEARN_SAMPLE, Verifier
 
 __all__ = ["FolderPass", "PassHooks", "PlainHooks", "recreated_notes"]
 
+#: The state's ``error`` of a message stored altered in a recognised way (the rest is
+#: what changed); other ``altered`` rows are copies that differ otherwise (failed).
+ALTERED_PREFIX = "stored altered by the server: "
+
 
 class PassHooks(Protocol):
     """What a destination with its own semantics (Gmail's labels) adds to a pass."""
@@ -145,6 +149,9 @@ class FolderPass:
         self.s_ids: dict[int, bytes | None] = {}
         self.dest_by_mid: defaultdict[bytes | None, list[int]] = defaultdict(list)
         self.learn_tries = 0
+        #: Source UIDs appended with 8-bit header bytes (while the run does not know
+        #: whether the destination keeps them, or knows it does not).
+        self.at_risk: set[int] = set()
         self.dinfo: SelectInfo | None = None
         self.storable: Callable[[str], bool] = lambda flag: True
 
@@ -205,6 +212,7 @@ class FolderPass:
         dest_by_uid = {d.uid: d for d in dmeta}
         self.match = claim_from_state(smeta, rows, dest_by_uid)
         claim = self.match.claim
+        self._known_altered(rows)
         to_copy = [m for m in smeta if m.uid not in claim]
         free_dest = [d for d in dmeta if d.uid not in self.match.claimed_dest]
         await self._find_possible_copies(to_copy, free_dest)
@@ -241,6 +249,7 @@ class FolderPass:
                 read_with=ctx.read_with,
                 learned=ctx,
                 matched_altered=self.matched_altered,
+                at_risk=self.at_risk,
             ).run(vmeta, claim)
         self._remember_merge(dinfo)
         self._finish(smeta)
@@ -305,6 +314,15 @@ class FolderPass:
                 "that may already be copies"
             )
             self.pool = ContentPool(await self.ctx.read_hashes(self.dst, sorted(candidates)))
+
+    def _known_altered(self, rows: dict[int, MessageRow]) -> None:
+        """Messages an earlier run verified as stored altered in a recognised way (a
+        stored message never changes: the state's word is taken, not read back)."""
+        for uid, row in rows.items():
+            why = row.error or ""
+            if row.outcome == Outcome.ALTERED and why.startswith(ALTERED_PREFIX):
+                if self.match.claim.get(uid) == row.dest_uid:
+                    self.matched_altered[uid] = (why[len(ALTERED_PREFIX) :], row.message_id)
 
     async def _find_altered_copies(
         self,
@@ -423,7 +441,7 @@ class FolderPass:
                     None,
                     a.dest_uid,
                     Outcome.ALTERED,
-                    "stored altered by the server: " + a.what,
+                    ALTERED_PREFIX + a.what,
                 )
             state.flush()
 

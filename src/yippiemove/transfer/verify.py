@@ -29,6 +29,9 @@ VERIFY_CHUNK = 5000
 #: Stored copies of another size or other bytes read back (both sides' bytes) to learn
 #: what the destination server changes, when the run does not know it yet.
 LEARN_SAMPLE = 4
+#: Messages with 8-bit header bytes read back (both sides) to find out whether the
+#: destination replaces such bytes (it keeps the size), once per run.
+PROBE_8BIT = 4
 
 
 def message_id_text(m: MessageMeta) -> str | None:
@@ -138,6 +141,8 @@ class Learned(Protocol):
     """Where a run keeps what its destination server changes (transfer/context.py)."""
 
     alteration: Alteration | None
+    #: Whether the destination replaces 8-bit header bytes (None: not known yet).
+    replaces_8bit: bool | None
 
 
 class Verifier:
@@ -157,6 +162,7 @@ class Verifier:
         read_with: ReadWith | None = None,
         learned: Learned | None = None,
         matched_altered: Mapping[int, tuple[str, bytes | None]] | None = None,
+        at_risk: set[int] | None = None,
     ) -> None:
         self.src = src
         self.dst = dst
@@ -180,6 +186,10 @@ class Verifier:
         #: (failure as judged from sizes or hashes, destination UID): copies that are
         #: there but differ; recognised as altered, or failed, by :meth:`_judge`
         self.suspects: list[tuple[Failure, int]] = []
+        #: source UIDs appended with 8-bit bytes in their header (same size when a
+        #: server replaces them: only reading back tells), while the run does not know
+        #: whether the destination keeps them
+        self.at_risk = at_risk or set()
 
     async def run(self, smeta: Sequence[MessageMeta], claim: dict[int, int]) -> None:
         """Check each source message against its own destination message.
@@ -205,6 +215,7 @@ class Verifier:
             claim.update(match_by_message_id(unmapped, s_ids, free, d_ids))
             del dmeta, free
         to_read: list[tuple[MessageMeta, int]] = []
+        risky: list[tuple[MessageMeta, int]] = []
         for start in range(0, len(smeta), VERIFY_CHUNK):
             chunk = smeta[start : start + VERIFY_CHUNK]
             if by_uid is None:
@@ -233,7 +244,7 @@ class Verifier:
                 here,
                 failed,
                 self.storable,
-                pairs=self.content or bool(matched),
+                pairs=self.content or bool(matched) or bool(self.at_risk),
             )
             for duid, flags in found.set_flags:
                 await dst.store_flags(duid, flags)
@@ -254,8 +265,12 @@ class Verifier:
                     self._altered(failure(res.source, m, ""), duid, m.size, *matched[m.uid])
                 elif self.content:
                     to_read.append((m, duid))
+                elif m.uid in self.at_risk:
+                    risky.append((m, duid))
         if to_read:
             await self._content(to_read)
+        if risky:
+            await self._probe(risky)
         if self.suspects:
             await self._judge(self.suspects)
         others = (exists or 0) - self.expected if self.expected is not None else 0
@@ -287,6 +302,31 @@ class Verifier:
                 self.res.failures.append(f)
             else:
                 self.suspects.append((f, duid))
+
+    async def _probe(self, pairs: Sequence[tuple[MessageMeta, int]]) -> None:
+        """Messages with 8-bit header bytes, verified by size: does the destination keep
+        those bytes?  The first few are read back from both sides (all of them once the
+        run knows the server replaces such bytes); those that differ are judged."""
+        learned = self.learned
+        verdict = learned.replaces_8bit if learned is not None else None
+        if verdict is False:
+            return
+        if verdict is None:
+            pairs = pairs[:PROBE_8BIT]
+        sent = await self.read_hashes(self.src, [m.uid for m, _ in pairs])
+        stored = await self.read_hashes(self.dst, [d for _, d in pairs])
+        differ = False
+        for m, duid in pairs:
+            if m.uid in sent and duid in stored and sent[m.uid] != stored[duid]:
+                differ = True
+                self.res.verified -= 1
+                why = (
+                    f"destination UID {duid} holds other bytes than the source's (same "
+                    "size, different SHA-256): the destination server changed the message"
+                )
+                self.suspects.append((failure(self.res.source, m, why), duid))
+        if learned is not None and verdict is None:
+            learned.replaces_8bit = differ
 
     def _altered(
         self, f: Failure, duid: int, stored_size: int, what: str, mid: bytes | None = None

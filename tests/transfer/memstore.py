@@ -269,6 +269,8 @@ class MemoryStore:
             box.add(Message(alter(it.body) if alter else it.body, tuple(it.flags), it.internaldate))
             for it in items
         ]
+        if "UIDPLUS" not in self.account.capabilities:
+            return _ok()
         code = f"{box.uidvalidity} {format_uid_set(uids)}".encode()
         return _ok(ResponseCode("APPENDUID", code))
 

@@ -138,6 +138,24 @@ def test_a_destination_that_stores_lf_reports_altered_not_failed(tmp_path: Path)
         assert altered_of(again) == {"line endings CRLF -> LF": 7}
 
 
+def test_lf_storage_without_uidplus_pairs_by_message_id_then_judges() -> None:
+    """No APPENDUID: the verify pairs each message with a smaller one of its Message-ID
+    and judges the pair; the one without Message-ID is not found (reported failed), and
+    a re-run recognises its altered copy instead of appending it again."""
+    s = server()
+    bob = s.account("bob")
+    bob.alter = store_lf
+    bob.capabilities = bob.capabilities - {"UIDPLUS"}
+    first = move(s)
+    assert altered_of(first) == {"line endings CRLF -> LF": 6}
+    (f,) = [f for r in first.results for f in r.failures]
+    assert f.reason == "not found on the destination after copying" and f.message_id is None
+    again = move(s)
+    assert dest_count(s) == 7
+    assert altered_of(again) == {"line endings CRLF -> LF": 7}
+    assert sum(r.failed for r in again.results) == 0
+
+
 def test_a_rerun_after_a_kill_appends_no_altered_message_again(tmp_path: Path) -> None:
     """A kill -9 mid-run leaves rows "copied" (never judged) or none at all: neither
     kind of message is appended a second time."""

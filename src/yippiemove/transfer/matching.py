@@ -43,6 +43,7 @@ __all__ = [
     "flags_kept_by_merge",
     "flags_kept_on_gmail",
     "match_by_message_id",
+    "match_smaller_by_message_id",
     "size_candidates",
 ]
 
@@ -206,6 +207,32 @@ def match_by_message_id(
         lst = index.get((m.size, s_ids.get(m.uid)))
         if lst:
             out[m.uid] = lst.pop(0)
+    return out
+
+
+def match_smaller_by_message_id(
+    unmapped: Sequence[MessageMeta],
+    s_ids: Mapping[int, bytes | None],
+    free: Sequence[MessageMeta],
+    d_ids: Mapping[int, bytes | None],
+) -> dict[int, int]:
+    """No APPENDUID, and no free message of the same (size, Message-ID): pair each
+    source message with a free destination message of its Message-ID that is smaller
+    (stored altered? the verify reads both to tell; a pair it cannot explain is undone),
+    in UID order, each destination message at most once."""
+    index: dict[bytes, list[MessageMeta]] = defaultdict(list)
+    for d in free:
+        mid = d_ids.get(d.uid)
+        if mid is not None:
+            index[mid].append(d)
+    out: dict[int, int] = {}
+    for m in unmapped:
+        mid = s_ids.get(m.uid)
+        lst = index.get(mid) if mid is not None else None
+        d = next((d for d in lst if d.size < m.size), None) if lst else None
+        if d is not None:
+            lst.remove(d)  # type: ignore[union-attr]
+            out[m.uid] = d.uid
     return out
 
 

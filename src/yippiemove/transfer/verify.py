@@ -18,7 +18,7 @@ from ..imap.protocol import format_uid_set
 from .altered import Alteration, learn_any
 from .dates import same_instant
 from .hashing import fingerprint
-from .matching import match_by_message_id
+from .matching import match_by_message_id, match_smaller_by_message_id
 from .model import AlteredMessage, Failure, FolderResult
 from .store import Store
 
@@ -190,6 +190,9 @@ class Verifier:
         #: server replaces them: only reading back tells), while the run does not know
         #: whether the destination keeps them
         self.at_risk = at_risk or set()
+        #: source UID -> destination UID paired by Message-ID alone (smaller: altered?)
+        self.tentative: dict[int, int] = {}
+        self.claim: dict[int, int] = {}
 
     async def run(self, smeta: Sequence[MessageMeta], claim: dict[int, int]) -> None:
         """Check each source message against its own destination message.
@@ -199,6 +202,7 @@ class Verifier:
         (only a server without UIDPLUS needs the whole listing, to match by Message-ID).
         """
         src, dst, res = self.src, self.dst, self.res
+        self.claim = claim
         failed = {f.uid for f in res.failures}
         unmapped = [m for m in smeta if m.uid not in claim and m.uid not in failed]
         by_uid: dict[int, MessageMeta] | None = None
@@ -213,6 +217,13 @@ class Verifier:
             s_ids = await src.fetch_message_ids([m.uid for m in unmapped])
             d_ids = await dst.fetch_message_ids([d.uid for d in free]) if free else {}
             claim.update(match_by_message_id(unmapped, s_ids, free, d_ids))
+            if self.read_with is not None:
+                # ... or stored altered (smaller): tentative, until _judge explains it
+                taken = set(claim.values())
+                rest = [m for m in unmapped if m.uid not in claim]
+                left = [d for d in free if d.uid not in taken]
+                self.tentative = match_smaller_by_message_id(rest, s_ids, left, d_ids)
+                claim.update(self.tentative)
             del dmeta, free
         to_read: list[tuple[MessageMeta, int]] = []
         risky: list[tuple[MessageMeta, int]] = []
@@ -344,7 +355,6 @@ class Verifier:
         learn it; then the source's bytes of every suspect are read, altered as the
         server alters them, and their SHA-256 compared with the stored bytes'.  Only
         copies that differ are read: an exact destination costs nothing here."""
-        res = self.res
         learned = self.learned
         alt = learned.alteration if learned is not None else None
         if self.read_with is not None and alt is None:
@@ -359,8 +369,7 @@ class Verifier:
                 learned.alteration = alt
         if self.read_with is None or alt is None:
             for f, duid in suspects:
-                res.failures.append(f)
-                res.altered[f.uid] = duid
+                self._differs(f, duid)
             return
         a = alt
 
@@ -375,5 +384,14 @@ class Verifier:
             if want is not None and have is not None and want[0] == have[1] and want[1]:
                 self._altered(f, duid, have[0], ", ".join(want[1]), want[2])
             else:
-                res.failures.append(f)
-                res.altered[f.uid] = duid
+                self._differs(f, duid)
+
+    def _differs(self, f: Failure, duid: int) -> None:
+        """A copy that differs otherwise: failed (never sent again) -- unless it was only
+        paired by its Message-ID (no APPENDUID): then it is not this message's copy."""
+        if f.uid in self.tentative:
+            del self.claim[f.uid]
+            f.reason = "not found on the destination after copying"
+        else:
+            self.res.altered[f.uid] = duid
+        self.res.failures.append(f)

@@ -438,9 +438,7 @@ def test_verify_content_catches_a_server_that_changes_bytes(dovecot, cyrus_facto
         assert sum(snap(cyrus, "dst")["INBOX"].values()) == 3  # nothing appended again
 
 
-def test_cyrus_munge8bit_rerun_without_the_state_appends_nothing(
-    dovecot, cyrus_factory, tmp_path
-):
+def test_cyrus_munge8bit_rerun_without_the_state_appends_nothing(dovecot, cyrus_factory, tmp_path):
     """Issue 13: Cyrus stores 8-bit header bytes as "X" (same size).  A re-run without
     the state file recognised no copy of those messages (other bytes) and appended each
     again; now the first such miss teaches the mover the change, and every altered copy

@@ -51,20 +51,45 @@ BODYSTRUCTURE, MIME part sections; they answer ``BAD`` with a text that says so.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import bisect
 import collections
-import contextlib
 import itertools
 import logging
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
-from types import TracebackType
+from datetime import UTC, datetime
 from typing import Any
+
+from tests.doubles import imapwire
+from tests.doubles.imapwire import ANY as _ANY
+from tests.doubles.imapwire import AUTH as _AUTH
+from tests.doubles.imapwire import AUTHED as _AUTHED
+from tests.doubles.imapwire import LOGOUT as _LOGOUT
+from tests.doubles.imapwire import MAX_LITERAL as _MAX_LITERAL
+from tests.doubles.imapwire import NONAUTH as _NONAUTH
+from tests.doubles.imapwire import SEL as _SEL
+from tests.doubles.imapwire import SELECTED as _SELECTED
+from tests.doubles.imapwire import SYSTEM_FLAGS as _SYSTEM_FLAGS
+from tests.doubles.imapwire import Bad as _Bad
+from tests.doubles.imapwire import Command as _Command
+from tests.doubles.imapwire import FetchItem as _FetchItem
+from tests.doubles.imapwire import Lit as _Lit
+from tests.doubles.imapwire import No as _No
+from tests.doubles.imapwire import SeqSet as _SeqSet
+from tests.doubles.imapwire import astring as _astring
+from tests.doubles.imapwire import flag_list as _flag_list
+from tests.doubles.imapwire import format_date as _format_date
+from tests.doubles.imapwire import header_value as _header_value
+from tests.doubles.imapwire import mutf7_decode as _mutf7_decode
+from tests.doubles.imapwire import mutf7_encode as _mutf7_encode
+from tests.doubles.imapwire import parse_date_time as _parse_date_time
+from tests.doubles.imapwire import pattern as _pattern
+from tests.doubles.imapwire import quoted as _quoted
+from tests.doubles.imapwire import section_bytes as _section_bytes
+from tests.doubles.imapwire import tokenize as _tokenize
+from tests.doubles.imapwire import uid_list as _uid_list
 
 __all__ = [
     "APPENDLIMIT",
@@ -101,8 +126,6 @@ APPENDLIMIT = 35651584
 #: Largest non-synchronizing literal a LITERAL- server takes (RFC 7888 section 5).
 LITERAL_MINUS_MAX = 4096
 #: Largest literal of any other command (a defence, not a Gmail number).
-_MAX_LITERAL = 64 * 1024 * 1024
-_MAX_LINE = 4 * 1024 * 1024
 
 _PRE_AUTH_CAPS = (
     "IMAP4rev1 UNSELECT IDLE NAMESPACE QUOTA ID XLIST CHILDREN X-GM-EXT-1 XYZZY SASL-IR AUTH=PLAIN"
@@ -129,10 +152,9 @@ _SYSTEM_FOLDERS = (
     ("Trash", TRASH, "\\Trash", "\\Trash"),
 )
 
-_SYSTEM_FLAGS = {f.lower(): f for f in ("\\Seen", "\\Answered", "\\Flagged", "\\Draft")}
+_GM_ITEMS = ("X-GM-MSGID", "X-GM-THRID", "X-GM-LABELS", "MODSEQ")
 _BASE_FLAGS = ("\\Answered", "\\Flagged", "\\Draft", "\\Deleted", "\\Seen")
 _GMAIL_KEYWORDS = ("$NotPhishing", "$Phishing")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _MSGID_BASE = 0x18E0_0000_0000_0000  # X-GM-MSGIDs are 64-bit numbers of this magnitude
 _MSGID_STEP = 0x1_0001
 
@@ -170,159 +192,7 @@ class CommandRecord:
 # ---------------------------------------------------------------------------- helpers
 
 
-def _mutf7_encode(name: str) -> bytes:
-    """Modified UTF-7 (RFC 3501 5.1.3), written for this double (independent of imap.utf7)."""
-    out = bytearray()
-    run: list[str] = []
-
-    def flush() -> None:
-        if run:
-            data = base64.b64encode("".join(run).encode("utf-16-be"))
-            out.extend(b"&" + data.rstrip(b"=").replace(b"/", b",") + b"-")
-            run.clear()
-
-    for ch in name:
-        if 0x20 <= ord(ch) <= 0x7E:
-            flush()
-            out.extend(b"&-" if ch == "&" else ch.encode("ascii"))
-        else:
-            run.append(ch)
-    flush()
-    return bytes(out)
-
-
-def _mutf7_decode(raw: bytes) -> str:
-    """Decode modified UTF-7; ValueError when ``raw`` is not valid."""
-    out: list[str] = []
-    i = 0
-    while i < len(raw):
-        c = raw[i]
-        if c == 0x26:  # "&"
-            j = raw.find(b"-", i + 1)
-            if j < 0:
-                raise ValueError("unterminated & shift")
-            if j == i + 1:
-                out.append("&")
-            else:
-                b64 = raw[i + 1 : j].replace(b",", b"/")
-                try:
-                    data = base64.b64decode(b64 + b"=" * (-len(b64) % 4), validate=True)
-                    out.append(data.decode("utf-16-be"))
-                except (binascii.Error, UnicodeDecodeError) as exc:
-                    raise ValueError(f"bad base64 run: {exc}") from None
-            i = j + 1
-        elif 0x20 <= c <= 0x7E:
-            out.append(chr(c))
-            i += 1
-        else:
-            raise ValueError(f"byte 0x{c:02x} is not modified UTF-7")
-    return "".join(out)
-
-
-def _quoted(data: bytes) -> bytes:
-    return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-
-
-_ATOM_SAFE = re.compile(rb'[^\x00-\x20(){%*"\\\]\x7f-\xff]+\Z')
-
-
-def _astring(data: bytes) -> bytes:
-    """An atom when the bytes allow it, else a quoted string (as Gmail writes labels)."""
-    if _ATOM_SAFE.match(data) and data.upper() != b"NIL":
-        return data
-    return _quoted(data)
-
-
-def _format_date(when: datetime) -> bytes:
-    """INTERNALDATE, always in UTC (Gmail answers ``+0000``)."""
-    t = when.astimezone(UTC)
-    return (
-        f"{t.day:02d}-{_MONTHS[t.month - 1]}-{t.year:04d} "
-        f"{t.hour:02d}:{t.minute:02d}:{t.second:02d} +0000"
-    ).encode("ascii")
-
-
-_DATE_TIME = re.compile(
-    r"\s?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})\Z"
-)
-_DATE = re.compile(r"(\d{1,2})-([A-Za-z]{3})-(\d{4})\Z")
-
-
-def _month(name: str) -> int:
-    try:
-        return [m.lower() for m in _MONTHS].index(name.lower()) + 1
-    except ValueError:
-        raise _Bad(f"Could not parse command: bad month {name!r}") from None
-
-
-def _parse_date_time(text: str) -> datetime:
-    m = _DATE_TIME.match(text)
-    if m is None:
-        raise _Bad(f"Could not parse command: bad date-time {text!r}")
-    day, mon, year, hh, mm, ss, sign, zh, zm = m.groups()
-    offset = timedelta(hours=int(zh), minutes=int(zm))
-    tz = timezone(offset if sign == "+" else -offset)
-    try:
-        return datetime(int(year), _month(mon), int(day), int(hh), int(mm), int(ss), tzinfo=tz)
-    except ValueError as exc:
-        raise _Bad(f"Could not parse command: bad date-time {text!r}: {exc}") from None
-
-
-def _header_block(raw: bytes) -> bytes:
-    """The header section including the blank line that ends it (RFC 3501 6.4.5 HEADER)."""
-    end = raw.find(b"\r\n\r\n")
-    if end >= 0:
-        return raw[: end + 4]
-    end = raw.find(b"\n\n")
-    if end >= 0:
-        return raw[: end + 2]
-    return raw
-
-
-def _header_fields(raw: bytes) -> list[tuple[bytes, bytes]]:
-    """(lower-case field name, the field's lines with their line endings), in order."""
-    block = _header_block(raw)
-    out: list[tuple[bytes, bytes]] = []
-    for line in block.splitlines(keepends=True):
-        if line in (b"\r\n", b"\n"):
-            break
-        if line[:1] in (b" ", b"\t") and out:
-            out[-1] = (out[-1][0], out[-1][1] + line)
-            continue
-        name, sep, _ = line.partition(b":")
-        out.append((name.strip().lower() if sep else b"", line))
-    return out
-
-
-def _field_value(lines: bytes) -> bytes:
-    _, _, value = lines.partition(b":")
-    return b" ".join(value.split())
-
-
-def _header_value(raw: bytes, name: bytes) -> bytes | None:
-    for fname, lines in _header_fields(raw):
-        if fname == name:
-            return _field_value(lines)
-    return None
-
-
 _ANGLE_ID = re.compile(rb"<[^<>\s]+>")
-
-
-# ---------------------------------------------------------------------------- errors
-
-
-class _Bad(Exception):
-    """Answer the command with BAD and this text."""
-
-
-class _No(Exception):
-    """Answer the command with NO and this text."""
-
-
-class _Lit(bytes):
-    """A literal argument (RFC 3501 4.3); quoted strings are plain ``bytes``."""
-
 
 # ---------------------------------------------------------------------------- store
 
@@ -606,216 +476,18 @@ class _Account:
 # ---------------------------------------------------------------------------- commands
 
 
-_TOKEN = re.compile(
-    rb" *(?:(?P<lp>\()|(?P<rp>\))"
-    rb'|"(?P<q>(?:[^"\\\r\n]|\\.)*)"'
-    rb'|(?P<atom>(?:[^\x00-\x20()"{\x7f\[]+|\[[^\]\r\n]*\])+))'
-)
-_UNESCAPE = re.compile(rb"\\(.)")
-_LITERAL_END = re.compile(rb"\{(\d{1,10})(\+?)\}\Z")
-_TAG_NAME = re.compile(rb'([^\x00-\x20(){%*"\\+\x7f-\xff]+) ([A-Za-z][A-Za-z0-9]*)')
-_UID_SUB = re.compile(rb" ([A-Za-z]+)")
-_SEQ_SET = re.compile(r"(?:\d+|\*)(?::(?:\d+|\*))?(?:,(?:\d+|\*)(?::(?:\d+|\*))?)*\Z")
-
-
-def _tokenize(chunks: list[bytes], literals: list[bytes], start: int) -> list[Any]:
-    """Command arguments: atoms are ``str``, strings ``bytes`` (literals ``_Lit``), lists ``list``."""
-    stack: list[list[Any]] = [[]]
-    for i, chunk in enumerate(chunks):
-        pos = start if i == 0 else 0
-        while pos < len(chunk):
-            m = _TOKEN.match(chunk, pos)
-            if m is None:
-                if not chunk[pos:].strip(b" "):
-                    break
-                raise _Bad(f"Could not parse command near {chunk[pos : pos + 40]!r}")
-            pos = m.end()
-            kind = m.lastgroup
-            if kind == "atom":
-                stack[-1].append(m.group("atom").decode("latin-1"))
-            elif kind == "q":
-                stack[-1].append(_UNESCAPE.sub(rb"\1", m.group("q")))
-            elif kind == "lp":
-                new: list[Any] = []
-                stack[-1].append(new)
-                stack.append(new)
-            else:
-                if len(stack) == 1:
-                    raise _Bad("Could not parse command: unbalanced ')'")
-                stack.pop()
-        if i < len(literals):
-            stack[-1].append(_Lit(literals[i]))
-    if len(stack) != 1:
-        raise _Bad("Could not parse command: unbalanced '('")
-    return stack[0]
-
-
-class _SeqSet:
-    """A sequence set (RFC 3501 9) resolved against a maximum (for ``*``)."""
-
-    def __init__(self, text: object, maximum: int) -> None:
-        if not isinstance(text, str) or not _SEQ_SET.match(text):
-            raise _Bad(f"Could not parse command: invalid sequence set {text!r:.60}")
-        ranges: list[tuple[int, int]] = []
-        for part in text.split(","):
-            a, sep, b = part.partition(":")
-            lo = maximum if a == "*" else int(a)
-            hi = (maximum if b == "*" else int(b)) if sep else lo
-            if lo > hi:
-                lo, hi = hi, lo
-            ranges.append((lo, hi))
-        ranges.sort()
-        merged: list[tuple[int, int]] = []
-        for lo, hi in ranges:
-            if merged and lo <= merged[-1][1] + 1:
-                merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
-            else:
-                merged.append((lo, hi))
-        self._starts = [lo for lo, _ in merged]
-        self._ranges = merged
-
-    def __contains__(self, n: int) -> bool:
-        i = bisect.bisect_right(self._starts, n) - 1
-        return i >= 0 and self._ranges[i][0] <= n <= self._ranges[i][1]
-
-
-def _uid_list(uids: list[int]) -> str:
-    return ",".join(map(str, uids))
-
-
-@dataclass(slots=True)
-class _Command:
-    tag: str
-    name: str
-    chunks: list[bytes]
-    literals: list[bytes]
-    start: int  # where the arguments begin in chunks[0]
-
-
-_SKIP = object()  # a command already answered while it was read
-_NONAUTH, _AUTH, _SELECTED, _LOGOUT = range(4)
-_ANY = frozenset((_NONAUTH, _AUTH, _SELECTED))
-_AUTHED = frozenset((_AUTH, _SELECTED))
-_SEL = frozenset((_SELECTED,))
-
-_SECTION = re.compile(
-    r"(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK)\[([^\]]*)\](?:<(\d+)(?:\.(\d+))?>)?\Z", re.I
-)
-
-
-@dataclass(slots=True)
-class _FetchItem:
-    kind: str  # UID FLAGS INTERNALDATE RFC822.SIZE X-GM-MSGID X-GM-THRID X-GM-LABELS MODSEQ BODY
-    out: bytes = b""  # the response item name for BODY sections
-    section: str = ""  # "", HEADER, TEXT, HEADER.FIELDS, HEADER.FIELDS.NOT
-    fields: tuple[bytes, ...] = ()
-    origin: int | None = None
-    count: int | None = None
-    sets_seen: bool = False
-
-
-def _fetch_items(spec: object) -> list[_FetchItem]:
-    names: list[Any] = spec if isinstance(spec, list) else [spec]
-    out: list[_FetchItem] = []
-    for tok in names:
-        if not isinstance(tok, str):
-            raise _Bad(f"Could not parse command: bad FETCH item {tok!r:.40}")
-        up = tok.upper()
-        if up == "FAST":
-            out += [_FetchItem("FLAGS"), _FetchItem("INTERNALDATE"), _FetchItem("RFC822.SIZE")]
-        elif up in (
-            "UID",
-            "FLAGS",
-            "INTERNALDATE",
-            "RFC822.SIZE",
-            "X-GM-MSGID",
-            "X-GM-THRID",
-            "X-GM-LABELS",
-            "MODSEQ",
-        ):
-            out.append(_FetchItem(up))
-        elif up == "RFC822":
-            out.append(_FetchItem("BODY", b"RFC822", "", sets_seen=True))
-        elif up == "RFC822.HEADER":
-            out.append(_FetchItem("BODY", b"RFC822.HEADER", "HEADER"))
-        elif up == "RFC822.TEXT":
-            out.append(_FetchItem("BODY", b"RFC822.TEXT", "TEXT", sets_seen=True))
-        elif up in ("ALL", "FULL", "ENVELOPE", "BODY", "BODYSTRUCTURE"):
-            raise _Bad(f"Could not parse command: FETCH {up} is not supported by the Gmail double")
-        else:
-            out.append(_body_item(tok))
-    return out
-
-
-def _body_item(tok: str) -> _FetchItem:
-    m = _SECTION.match(tok)
-    if m is None:
-        raise _Bad(f"Could not parse command: unknown FETCH item {tok[:60]!r}")
-    verb, section, origin, count = m.groups()
-    if verb.upper().startswith("BINARY"):
-        raise _Bad("Could not parse command: BINARY is not supported by the Gmail double")
-    sec = section.strip()
-    up = sec.upper()
-    fields: tuple[bytes, ...] = ()
-    if up in ("", "HEADER", "TEXT"):
-        norm = up
-    else:
-        fm = re.match(r"(HEADER\.FIELDS(?:\.NOT)?) *\(([^()]*)\)\Z", sec, re.I)
-        if fm is None:
-            raise _Bad(
-                f"Could not parse command: section [{sec[:40]}] (MIME parts) is not "
-                "supported by the Gmail double"
-            )
-        up = fm.group(1).upper()
-        fields = tuple(f.encode("latin-1").upper() for f in fm.group(2).split())
-        if not fields:
-            raise _Bad("Could not parse command: empty header field list")
-        norm = f"{up} ({' '.join(f.decode('latin-1') for f in fields)})"
-    name = f"BODY[{norm}]"
-    if origin is not None:
-        name += f"<{int(origin)}>"
-    return _FetchItem(
-        "BODY",
-        name.encode("latin-1"),
-        up,
-        fields,
-        None if origin is None else int(origin),
-        None if count is None else int(count),
-        sets_seen=not verb.upper().endswith(".PEEK"),
-    )
-
-
-def _section_bytes(item: _FetchItem, raw: bytes) -> bytes:
-    if item.section == "":
-        data = raw
-    elif item.section == "HEADER":
-        data = _header_block(raw)
-    elif item.section == "TEXT":
-        data = raw[len(_header_block(raw)) :]
-    else:
-        want = {f.lower() for f in item.fields}
-        keep = item.section == "HEADER.FIELDS"
-        data = b"".join(lines for name, lines in _header_fields(raw) if (name in want) == keep)
-        data += b"\r\n"
-    if item.origin is not None:
-        end = None if item.count is None else item.origin + item.count
-        data = data[item.origin : end]
-    return data
-
-
-# ---------------------------------------------------------------------------- session
-
-
-class _Session:
+class _Session(imapwire.WireSession):
     """One client connection: the IMAP state machine (RFC 3501 3)."""
+
+    greeting = b"* OK Gimap ready for requests from 127.0.0.1 yippiemove-double\r\n"
+    line_too_long = b"* BYE [TOOBIG] Command line too long (Failure)\r\n"
+    nonsync_max = LITERAL_MINUS_MAX
 
     def __init__(
         self, server: GmailServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        super().__init__(reader, writer)
         self.server = server
-        self.reader = reader
-        self.writer = writer
-        self.state = _NONAUTH
         self.account: _Account | None = None
         self.view: _View | None = None
         self.readonly = False
@@ -826,52 +498,6 @@ class _Session:
         self.condstore = False
         self.counted = False
 
-    # ---- I/O
-
-    def send(self, data: bytes) -> None:
-        self.writer.write(data)
-
-    async def flush(self) -> None:
-        await self.writer.drain()
-
-    async def readline(self) -> bytes | None:
-        try:
-            line = await self.reader.readuntil(b"\n")
-        except asyncio.IncompleteReadError:
-            return None
-        except (asyncio.LimitOverrunError, ValueError):
-            self.send(b"* BYE [TOOBIG] Command line too long (Failure)\r\n")
-            return None
-        except ConnectionError:
-            return None
-        return line[:-2] if line.endswith(b"\r\n") else line[:-1]
-
-    async def read_exact(self, n: int) -> bytes | None:
-        try:
-            return await self.reader.readexactly(n)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            return None
-
-    async def run(self) -> None:
-        try:
-            self.send(b"* OK Gimap ready for requests from 127.0.0.1 yippiemove-double\r\n")
-            await self.flush()
-            while self.state != _LOGOUT:
-                cmd = await self.read_command()
-                if cmd is None:
-                    break
-                if cmd is not _SKIP:
-                    assert isinstance(cmd, _Command)
-                    await self.dispatch(cmd)
-                await self.flush()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self.release()
-            self.writer.close()
-            with contextlib.suppress(Exception):
-                await self.writer.wait_closed()
-
     def release(self) -> None:
         """No longer count this connection against the account's limit."""
         with self.server._lock:
@@ -879,59 +505,11 @@ class _Session:
                 self.account.connections -= 1
                 self.counted = False
 
-    async def read_command(self) -> _Command | object | None:
-        line = await self.readline()
-        if line is None:
-            return None
-        m = _TAG_NAME.match(line)
-        tag = m.group(1).decode("ascii") if m else None
-        name = m.group(2).decode("ascii").upper() if m else ""
-        start = m.end() if m else 0
-        if m and name == "UID":
-            sub = _UID_SUB.match(line, start)
-            if sub:
-                name = "UID " + sub.group(1).decode("ascii").upper()
-                start = sub.end()
-        chunks: list[bytes] = []
-        literals: list[bytes] = []
-        error: str | None = None
-        while True:
-            lm = _LITERAL_END.search(line)
-            if lm is None:
-                chunks.append(line)
-                break
-            n = int(lm.group(1))
-            chunks.append(line[: lm.start()])
-            if lm.group(2):  # {n+}: LITERAL- allows it up to 4096 bytes
-                if n > LITERAL_MINUS_MAX and error is None:
-                    error = (
-                        "[TOOBIG] Non-synchronizing literal larger than 4096 bytes "
-                        "(this server has LITERAL-, not LITERAL+)"
-                    )
-            else:
-                refusal = self.refuse_literal(name, n) if tag else "BAD Could not parse command"
-                if refusal is not None:
-                    if tag is None:
-                        self.send(b"* BAD Could not parse command\r\n")
-                    else:
-                        self.answer(tag, name, refusal)
-                    return _SKIP
-                self.send(b"+ go ahead\r\n")
-                await self.flush()
-            data = await self.read_exact(n)
-            if data is None:
-                return None
-            literals.append(data)
-            line = await self.readline()
-            if line is None:
-                return None
-        if tag is None:
-            self.send(b"* BAD Could not parse command\r\n")
-            return _SKIP
-        if error is not None:
-            self.answer(tag, name, "BAD " + error)
-            return _SKIP
-        return _Command(tag, name, chunks, literals, start)
+    def nonsync_refusal(self, n: int) -> str:
+        return (
+            "[TOOBIG] Non-synchronizing literal larger than 4096 bytes "
+            "(this server has LITERAL-, not LITERAL+)"
+        )
 
     def refuse_literal(self, name: str, n: int) -> str | None:
         limit = self.server.append_limit
@@ -1098,27 +676,6 @@ class _Session:
 # ---------------------------------------------------------------------------- handlers
 
 
-def _flag_list(tok: object) -> list[str]:
-    items = tok if isinstance(tok, list) else [tok]
-    out: list[str] = []
-    for f in items:
-        if not isinstance(f, str):
-            raise _Bad(f"Could not parse command: bad flag {f!r:.40}")
-        if f.startswith("\\"):
-            low = f.lower()
-            if low == "\\deleted":
-                out.append("\\Deleted")
-            elif low == "\\recent":
-                continue
-            elif low in _SYSTEM_FLAGS:
-                out.append(_SYSTEM_FLAGS[low])
-            else:
-                raise _Bad(f"Could not parse command: unknown system flag {f}")
-        else:
-            out.append(f)
-    return out
-
-
 async def _cmd_capability(s: _Session, cmd: _Command, args: list[Any]) -> str:
     s.send(b"* CAPABILITY " + s.server.capabilities(s.state != _NONAUTH).encode() + b"\r\n")
     return "OK Thats all she wrote!" if s.state == _NONAUTH else "OK Success"
@@ -1157,28 +714,8 @@ async def _cmd_login(s: _Session, cmd: _Command, args: list[Any]) -> str:
 
 
 async def _cmd_authenticate(s: _Session, cmd: _Command, args: list[Any]) -> str:
-    if not args or not isinstance(args[0], str):
-        raise _Bad("Could not parse command: AUTHENTICATE needs a mechanism")
-    if args[0].upper() != "PLAIN":
-        raise _No(f"[CANNOT] Unsupported mechanism {args[0][:20]} (the double has AUTH=PLAIN only)")
-    if len(args) > 1:
-        token = args[1].encode("latin-1") if isinstance(args[1], str) else bytes(args[1])
-    else:
-        s.send(b"+ \r\n")
-        await s.flush()
-        line = await s.readline()
-        if line is None:
-            s.state = _LOGOUT
-            raise _Bad("Connection closed during AUTHENTICATE")
-        token = line
-    if token.strip() == b"*":
-        raise _Bad("AUTHENTICATE cancelled")
-    try:
-        decoded = base64.b64decode(b"" if token == b"=" else token, validate=True)
-        _authz, user, password = decoded.split(b"\0")
-    except (binascii.Error, ValueError):
-        raise _No(_BAD_LOGIN) from None
-    return s.server._login(s, user.decode("utf-8", "replace"), password.decode("utf-8", "replace"))
+    user, password = await imapwire.plain_credentials(s, args, _BAD_LOGIN)
+    return s.server._login(s, user, password)
 
 
 async def _cmd_enable(s: _Session, cmd: _Command, args: list[Any]) -> str:
@@ -1293,14 +830,6 @@ async def _cmd_subscribe(s: _Session, cmd: _Command, args: list[Any]) -> str:
         _name, view = s.need_view(args[0])
         view.subscribed = cmd.name == "SUBSCRIBE"
     return "OK Success"
-
-
-def _pattern(raw: bytes) -> re.Pattern[bytes]:
-    out = b""
-    for ch in raw:
-        c = bytes((ch,))
-        out += b".*" if c == b"*" else b"[^/]*" if c == b"%" else re.escape(c)
-    return re.compile(out + b"\\Z", re.S)
 
 
 def _status_items(
@@ -1500,22 +1029,7 @@ async def _cmd_append(s: _Session, cmd: _Command, args: list[Any]) -> str:
 
 
 async def _cmd_idle(s: _Session, cmd: _Command, args: list[Any]) -> str:
-    s.send(b"+ idling\r\n")
-    await s.flush()
-    while True:
-        if s.state == _SELECTED:
-            s.sync(expunges=True)
-            await s.flush()
-        try:
-            line = await asyncio.wait_for(s.readline(), 0.05)
-        except TimeoutError:
-            continue
-        if line is None:
-            s.state = _LOGOUT
-            raise _Bad("Connection closed during IDLE")
-        if line.strip().upper() == b"DONE":
-            return "OK IDLE terminated (Success)"
-        raise _Bad("Could not parse command: expected DONE")
+    return await imapwire.idle(s, "OK IDLE terminated (Success)")
 
 
 async def _cmd_check(s: _Session, cmd: _Command, args: list[Any]) -> str:
@@ -1560,7 +1074,7 @@ async def _cmd_fetch(s: _Session, cmd: _Command, args: list[Any]) -> str:
     uid = cmd.name == "UID FETCH"
     if len(args) not in (2, 3):
         raise _Bad("Could not parse command: FETCH needs a set and items")
-    items = _fetch_items(args[1])
+    items = imapwire.fetch_items(args[1], _GM_ITEMS, "the Gmail double")
     changed_since: int | None = None
     if len(args) == 3:
         mods = args[2] if isinstance(args[2], list) else []
@@ -1781,124 +1295,23 @@ async def _cmd_copy(s: _Session, cmd: _Command, args: list[Any]) -> str:
     return f"OK {code}(Success)"
 
 
-class _Search:
-    """SEARCH criteria (RFC 3501 6.4.4 plus X-GM-MSGID/THRID/LABELS/RAW) as a predicate."""
+class _Search(imapwire.Search):
+    """SEARCH criteria with Gmail's X-GM-MSGID/THRID/LABELS/RAW and MODSEQ."""
 
     def __init__(self, s: _Session, toks: list[Any]) -> None:
+        super().__init__(toks, len(s.seq), s.seq[-1] if s.seq else 0)
         self.s = s
-        self.toks = toks
-        self.pos = 0
 
-    def next(self) -> Any:
-        if self.pos >= len(self.toks):
-            raise _Bad("Could not parse command: SEARCH criteria end too early")
-        tok = self.toks[self.pos]
-        self.pos += 1
-        return tok
+    def sub(self, toks: list[Any]) -> _Search:
+        return _Search(self.s, toks)
 
-    def string(self) -> bytes:
-        tok = self.next()
-        if isinstance(tok, str):
-            return tok.encode("latin-1")
-        if isinstance(tok, bytes):
-            return bytes(tok)
-        raise _Bad("Could not parse command: SEARCH string expected")
+    def has_flag(self, m: Any, name: str) -> bool:
+        if name == "\\Deleted":
+            view = self.s.view
+            return view is not None and m.msgid in view.deleted
+        return name in m.flags
 
-    def number(self) -> int:
-        tok = self.next()
-        if not isinstance(tok, str) or not tok.isdigit():
-            raise _Bad(f"Could not parse command: number expected, got {tok!r:.30}")
-        return int(tok)
-
-    def date(self) -> datetime:
-        tok = self.next()
-        text = tok.decode("latin-1") if isinstance(tok, bytes) else str(tok)
-        m = _DATE.match(text)
-        if m is None:
-            raise _Bad(f"Could not parse command: bad date {text[:30]!r}")
-        return datetime(int(m.group(3)), _month(m.group(2)), int(m.group(1)), tzinfo=UTC)
-
-    def all(self) -> Callable[[int, int, _Message], bool]:
-        preds = []
-        while self.pos < len(self.toks):
-            preds.append(self.key())
-        if not preds:
-            raise _Bad("Could not parse command: empty SEARCH")
-        return lambda n, u, m: all(p(n, u, m) for p in preds)
-
-    def key(self) -> Callable[[int, int, _Message], bool]:
-        tok = self.next()
-        s = self.s
-        view = s.view
-        assert view is not None
-        if isinstance(tok, list):
-            sub = _Search(s, tok).all()
-            return sub
-        if not isinstance(tok, str):
-            raise _Bad("Could not parse command: bad SEARCH key")
-        up = tok.upper()
-
-        def flag(name: str, want: bool = True) -> Callable[[int, int, _Message], bool]:
-            if name == "\\Deleted":
-                return lambda n, u, m: (m.msgid in view.deleted) == want
-            return lambda n, u, m: (name in m.flags) == want
-
-        simple = {
-            "ALL": lambda n, u, m: True,
-            "ANSWERED": flag("\\Answered"),
-            "UNANSWERED": flag("\\Answered", False),
-            "DELETED": flag("\\Deleted"),
-            "UNDELETED": flag("\\Deleted", False),
-            "DRAFT": flag("\\Draft"),
-            "UNDRAFT": flag("\\Draft", False),
-            "FLAGGED": flag("\\Flagged"),
-            "UNFLAGGED": flag("\\Flagged", False),
-            "SEEN": flag("\\Seen"),
-            "UNSEEN": flag("\\Seen", False),
-            "NEW": lambda n, u, m: False,
-            "RECENT": lambda n, u, m: False,
-            "OLD": lambda n, u, m: True,
-        }
-        if up in simple:
-            return simple[up]
-        if up in ("KEYWORD", "UNKEYWORD"):
-            kw = self.string().decode("latin-1")
-            return flag(kw, up == "KEYWORD")
-        if up == "NOT":
-            inner = self.key()
-            return lambda n, u, m: not inner(n, u, m)
-        if up == "OR":
-            a, b = self.key(), self.key()
-            return lambda n, u, m: a(n, u, m) or b(n, u, m)
-        if up == "UID":
-            sset = _SeqSet(self.next(), s.seq[-1] if s.seq else 0)
-            return lambda n, u, m: u in sset
-        if _SEQ_SET.match(tok):
-            sset = _SeqSet(tok, len(s.seq))
-            return lambda n, u, m: n in sset
-        if up in ("LARGER", "SMALLER"):
-            size = self.number()
-            if up == "LARGER":
-                return lambda n, u, m: len(m.raw) > size
-            return lambda n, u, m: len(m.raw) < size
-        if up in ("SINCE", "BEFORE", "ON"):
-            day = self.date().date()
-
-            def on_day(n: int, u: int, m: _Message) -> bool:
-                d = m.internaldate.astimezone(UTC).date()
-                return d >= day if up == "SINCE" else d < day if up == "BEFORE" else d == day
-
-            return on_day
-        if up in ("FROM", "TO", "CC", "BCC", "SUBJECT"):
-            return self.header(up.lower().encode(), self.string())
-        if up == "HEADER":
-            name = self.string().lower()
-            return self.header(name, self.string())
-        if up in ("BODY", "TEXT"):
-            needle = self.string().lower()
-            if up == "BODY":
-                return lambda n, u, m: needle in m.raw[len(_header_block(m.raw)) :].lower()
-            return lambda n, u, m: needle in m.raw.lower()
+    def extra_key(self, up: str) -> imapwire.Predicate | None:
         if up == "X-GM-MSGID":
             value = self.number()
             return lambda n, u, m: m.msgid == value
@@ -1906,26 +1319,14 @@ class _Search:
             value = self.number()
             return lambda n, u, m: m.thrid == value
         if up == "X-GM-LABELS":
-            label = _store_labels(s, self.next())[0]
+            label = _store_labels(self.s, self.next())[0]
             return lambda n, u, m: label in m.visible_labels()
         if up == "X-GM-RAW":
             return _gm_raw(self.string().decode("utf-8", "replace"))
         if up == "MODSEQ":
             value = self.number()
             return lambda n, u, m: m.modseq >= value
-        raise _Bad(f"Could not parse command: SEARCH key {up[:20]} is not supported by the double")
-
-    @staticmethod
-    def header(name: bytes, needle: bytes) -> Callable[[int, int, _Message], bool]:
-        low = needle.lower()
-
-        def match(n: int, u: int, m: _Message) -> bool:
-            for fname, lines in _header_fields(m.raw):
-                if fname == name and low in _field_value(lines).lower():
-                    return True
-            return False
-
-        return match
+        return None
 
 
 def _gm_raw(query: str) -> Callable[[int, int, _Message], bool]:
@@ -1972,7 +1373,7 @@ def _gm_raw(query: str) -> Callable[[int, int, _Message], bool]:
                 raise _Bad(f"Could not parse command: X-GM-RAW is:{value[:20]} not supported")
             pred = lambda n, u, m, c=check: c(m)  # noqa: E731
         elif op in ("from", "to", "cc", "subject"):
-            pred = _Search.header(op.encode(), value.encode())
+            pred = imapwire.Search.header(op.encode(), value.encode())
         elif op == "":
             needle = value.encode("utf-8").lower()
             pred = lambda n, u, m, x=needle: x in m.raw.lower()  # noqa: E731
@@ -2075,7 +1476,7 @@ _COMMANDS: dict[str, tuple[_Handler, frozenset[int]]] = {
 # ---------------------------------------------------------------------------- server
 
 
-class GmailServer:
+class GmailServer(imapwire.ThreadedServer):
     """A Gmail IMAP double on 127.0.0.1 (free port), served from a background thread.
 
     ``users`` maps an account (any string, usually an e-mail address) to its password.
@@ -2125,8 +1526,7 @@ class GmailServer:
     ) -> None:
         if expunge_behavior not in ("archive", "trash", "delete"):
             raise ValueError(f"unknown expunge_behavior {expunge_behavior!r}")
-        self.host = host
-        self._want_port = port
+        super().__init__(host, port)
         self.append_limit = append_limit
         self.dedupe_message_id = dedupe_message_id
         self.max_connections = max_connections
@@ -2143,110 +1543,13 @@ class GmailServer:
         self._accounts: dict[str, _Account] = {}
         self._log: collections.deque[CommandRecord] = collections.deque(maxlen=100_000)
         self.internal_errors: list[str] = []
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.base_events.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._port: int | None = None
         for user, password in (users or {}).items():
             self.add_user(user, password)
 
-    # ---- lifecycle
+    label = "the Gmail double"
 
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("the Gmail double is not running")
-        return self._port
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def __enter__(self) -> GmailServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def start(self, timeout: float = 10.0) -> GmailServer:
-        if self.running:
-            return self
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                self._server = loop.run_until_complete(
-                    asyncio.start_server(self._serve, self.host, self._want_port, limit=_MAX_LINE)
-                )
-                self._port = self._server.sockets[0].getsockname()[1]
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
-
-        self._thread = threading.Thread(target=run, name="gmail-double", daemon=True)
-        self._thread.start()
-        if not ready.wait(timeout):
-            raise RuntimeError("the Gmail double did not start")
-        if failure:
-            self._thread.join(timeout)
-            self._thread = None
-            raise RuntimeError(f"the Gmail double could not listen: {failure[0]}") from failure[0]
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Close the listener and every connection, stop the loop, join the thread."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None or not thread.is_alive():
-            self._thread = None
-            return
-        fut = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
-        with contextlib.suppress(Exception):
-            fut.result(timeout)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout)
-        if thread.is_alive():
-            raise RuntimeError("the Gmail double's thread did not stop")
-        self._thread = None
-        self._loop = None
-        self._port = None
-
-    async def _shutdown(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            await _Session(self, reader, writer).run()
-        except asyncio.CancelledError:
-            pass  # stop(): Python 3.11's stream callback would log a cancelled task's error
-        finally:
-            self._tasks.discard(task)
+    def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> _Session:
+        return _Session(self, reader, writer)
 
     # ---- protocol helpers used by sessions
 

@@ -24,6 +24,7 @@ import pytest
 
 from tests import mailcheck
 from tests.doubles.gmail import APPENDLIMIT, GmailServer
+from tests.doubles.rawimap import Raw
 from yippiemove.imap.client import AppendItem, ImapClient, append_result
 from yippiemove.imap.connection import ImapConnection
 from yippiemove.imap.errors import AuthenticationError, CommandError
@@ -100,51 +101,6 @@ def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.01)
-
-
-class Raw:
-    """A socket client that shows the server's exact bytes (for literals and pipelining)."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.buf = b""
-        self.greeting = self.line()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def line(self) -> bytes:
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError(self.buf)
-            self.buf += chunk
-        line, _, self.buf = self.buf.partition(b"\r\n")
-        return line
-
-    def until(self, tag: bytes) -> list[bytes]:
-        """Lines up to and including the tagged completion of ``tag`` (literals inline)."""
-        lines = []
-        while True:
-            line = self.line()
-            m = re.search(rb"\{(\d+)\}\Z", line)
-            if m:
-                n = int(m.group(1))
-                while len(self.buf) < n:
-                    self.buf += self.sock.recv(65536)
-                line += b"\r\n" + self.buf[:n]
-                self.buf = self.buf[n:]
-                line += self.line()
-            lines.append(line)
-            if line.startswith(tag + b" "):
-                return lines
-
-    def login(self) -> None:
-        self.send(b"L LOGIN " + ME.encode() + b" " + PW.encode() + b"\r\n")
-        assert self.until(b"L")[-1].startswith(b"L OK")
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 # ---------------------------------------------------------------------------- greeting, auth
@@ -501,7 +457,7 @@ def test_append_into_label_folder(server: GmailServer) -> None:
 def test_append_big_message_with_synchronizing_literal(server: GmailServer) -> None:
     body = msg(1) + bytes(range(256)) * 12_000 + b"\nbare LF\rbare CR\r\n"  # ~3 MB, not text
     raw = Raw(server.port)
-    raw.login()
+    raw.login(ME, PW)
     raw.send(b'a APPEND INBOX (\\Seen) "04-Mar-2021 05:06:07 +0000" {%d}\r\n' % len(body))
     assert raw.line() == b"+ go ahead"  # a synchronizing literal waits for this
     raw.send(body + b"\r\n")
@@ -521,7 +477,7 @@ def test_append_big_message_with_synchronizing_literal(server: GmailServer) -> N
 
 def test_literal_minus(server: GmailServer) -> None:
     raw = Raw(server.port)
-    raw.login()
+    raw.login(ME, PW)
     small = msg(1)
     assert len(small) <= 4096
     raw.send(b"a APPEND INBOX {%d+}\r\n" % len(small) + small + b"\r\n")
@@ -602,7 +558,7 @@ def test_condstore_and_xlist(server: GmailServer) -> None:
     server.add_message(ME, msg(1), {"\\Inbox"})
     server.add_message(ME, msg(2), {"\\Inbox"})
     raw = Raw(server.port)
-    raw.login()
+    raw.login(ME, PW)
     raw.send(b"a SELECT INBOX (CONDSTORE)\r\n")
     highest = int(re.search(rb"HIGHESTMODSEQ (\d+)", b"\n".join(raw.until(b"a"))).group(1))
     raw.send(b"b UID STORE 2 +FLAGS (\\Seen)\r\n")
@@ -675,7 +631,7 @@ def test_other_sessions_see_changes(server: GmailServer) -> None:
 
 def test_idle_reports_new_mail(server: GmailServer) -> None:
     raw = Raw(server.port)
-    raw.login()
+    raw.login(ME, PW)
     raw.send(b"s SELECT INBOX\r\n")
     raw.until(b"s")
     raw.send(b"i IDLE\r\n")
@@ -707,7 +663,7 @@ def test_unsupported_commands_answer_bad_with_a_reason(server: GmailServer) -> N
     assert raw.until(b"s")[0].startswith(b"s BAD Unknown command STARTTLS")
     raw.close()
     raw = Raw(server.port)
-    raw.login()
+    raw.login(ME, PW)
     raw.send(b"z COMPRESS DEFLATE\r\n")
     [answer] = raw.until(b"z")
     assert answer.startswith(b"z BAD") and b"COMPRESS=DEFLATE is not emulated" in answer
@@ -765,7 +721,7 @@ def test_too_many_simultaneous_connections() -> None:
 def test_append_limit() -> None:
     with GmailServer(users={ME: PW}, append_limit=10_000) as g:
         raw = Raw(g.port)
-        raw.login()
+        raw.login(ME, PW)
         body = msg(1, size=20_000)
         raw.send(b"a APPEND INBOX {%d}\r\n" % len(body))
         # Refused instead of the continuation: the client never sends the literal.

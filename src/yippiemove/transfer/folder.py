@@ -18,7 +18,7 @@ from ..imap.client import MessageMeta, SelectInfo, message_id_in
 from ..imap.errors import CommandError
 from ..imap.protocol import format_uid_set
 from ..policy import retry as retry_policy
-from .altered import learn_any
+from .altered import Alteration, learn_any
 from .context import Context, chunks_by_count, norm_inbox
 from .copy import Copier
 from .hashing import fingerprint
@@ -361,25 +361,35 @@ class FolderPass:
         """A possible copy not found with its exact bytes: the destination message that
         holds its bytes as the server alters them, claimed (None: none).
 
-        When the run knows no alteration yet, the first few such misses among the
-        same-size candidates are compared with their candidates' stored bytes to learn
-        one (a server that replaces 8-bit header bytes keeps the size)."""
+        When what the run learned does not explain it (nothing yet; or line endings, and
+        this is the first message with 8-bit header bytes), the first few such misses of
+        a pass are compared with their candidates' stored bytes to learn more (a server
+        that replaces 8-bit header bytes keeps the size: only the bytes tell)."""
         ctx = self.ctx
-        if ctx.alteration is None and m.uid in self.ambiguous and self.learn_tries < LEARN_SAMPLE:
-            self.learn_tries += 1
+        tried: set[Alteration] = set()
+        while True:
+            alt = ctx.alteration
+            if alt is not None and alt not in tried:
+                tried.add(alt)
+                changed = alt.apply(body)
+                duid = (
+                    self.pool.take(len(changed), fingerprint(changed)) if changed != body else None
+                )
+                if duid is not None:
+                    what = ", ".join(alt.changes(body))
+                    self.matched_altered[m.uid] = (what, message_id_in(body))
+                    return duid
+            if self.learn_tries >= LEARN_SAMPLE:
+                return None
             duids = self.dest_by_mid.get(self.s_ids.get(m.uid), [])[:2]
-            stored = await ctx.read_with(self.dst, duids, bytes) if duids else {}
-            ctx.alteration = learn_any((body, b) for b in stored.values())
-        alt = ctx.alteration
-        if alt is None:
-            return None
-        changed = alt.apply(body)
-        if changed == body:
-            return None
-        duid = self.pool.take(len(changed), fingerprint(changed))
-        if duid is not None:
-            self.matched_altered[m.uid] = (", ".join(alt.changes(body)), message_id_in(body))
-        return duid
+            if not duids:
+                return None
+            self.learn_tries += 1
+            stored = await ctx.read_with(self.dst, duids, bytes)
+            new = learn_any((body, b) for b in stored.values())
+            if new is None:
+                return None
+            ctx.alteration = new if alt is None else alt.union(new)
 
     # ---------------------------------------------------------------- outcomes
 

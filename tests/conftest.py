@@ -11,6 +11,8 @@ import pytest
 
 from tests.doubles.cyrus import INSTALL_HINT as CYRUS_INSTALL_HINT
 from tests.doubles.cyrus import CyrusServer, cyrus_available
+from tests.doubles.mailutils import INSTALL_HINT as IMAP4D_INSTALL_HINT
+from tests.doubles.mailutils import Imap4dServer, imap4d_available
 from yippiemove.testing.dovecot import INSTALL_HINT, DovecotServer, dovecot_available
 
 
@@ -150,6 +152,28 @@ def cyrus_factory(cyrus_installed: None, tmp_path: Path) -> Iterator[Callable[..
     yield make
     for server in reversed(servers):
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def imap4d_installed() -> None:
+    """GNU Mailutils imap4d is installed by scripts/test; without it: a failure in CI,
+    else a skip."""
+    if not imap4d_available():
+        import os
+
+        msg = f"these tests need GNU Mailutils imap4d (and openssl): {IMAP4D_INSTALL_HINT}"
+        if os.environ.get("CI"):
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+
+
+@pytest.fixture
+def imap4d(imap4d_installed: None, tmp_path: Path) -> Iterator[Imap4dServer]:
+    """A running GNU Mailutils imap4d (maildir, namespace "" with "/"), users src and dst
+    (passwords srcpass, dstpass; log in as ``imap4d.login("src")``, i.e. src@yippiemove.test)."""
+    server = Imap4dServer(tmp_path / "imap4d", users={"src": "srcpass", "dst": "dstpass"})
+    with server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -47,7 +47,10 @@ def folders(c: imaplib.IMAP4) -> dict[str, tuple[str, set[str]]]:
             head, lit = item
             m = _LIST.match(head.rstrip() + b" X")
             assert m, head
-            out[lit.decode()] = (m.group("sep").decode(), set(m.group("flags").decode().split()))
+            out[lit.decode()] = (
+                (m.group("sep") or b"").decode(),
+                set(m.group("flags").decode().split()),
+            )
             continue
         if item is None or item == b")":
             continue
@@ -56,7 +59,10 @@ def folders(c: imaplib.IMAP4) -> dict[str, tuple[str, set[str]]]:
         name = m.group("name")
         if name.startswith(b'"'):
             name = name[1:-1].replace(b'\\"', b'"').replace(b"\\\\", b"\\")
-        out[name.decode()] = (m.group("sep").decode(), set(m.group("flags").decode().split()))
+        out[name.decode()] = (
+            (m.group("sep") or b"").decode(),
+            set(m.group("flags").decode().split()),
+        )
     return out
 
 
@@ -99,7 +105,7 @@ def snapshot(port: int, user: str, password: str) -> dict[str, Counter[Msg]]:
     try:
         snap: dict[str, Counter[Msg]] = {}
         for name, (_sep, attrs) in folders(c).items():
-            if "\\Noselect" in attrs or "\\NonExistent" in attrs:
+            if {a.lower() for a in attrs} & {"\\noselect", "\\nonexistent"}:
                 continue
             snap[name] = Counter(m for _, m, _ in messages(c, name))
         return snap
@@ -141,7 +147,7 @@ def uids(port: int, user: str, password: str) -> dict[str, list[int]]:
         return {
             name: [u for u, _, _ in messages(c, name)]
             for name, (_s, attrs) in folders(c).items()
-            if "\\Noselect" not in attrs
+            if "\\noselect" not in {a.lower() for a in attrs}
         }
     finally:
         c.logout()

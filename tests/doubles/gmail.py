@@ -82,13 +82,10 @@ from tests.doubles.imapwire import astring as _astring
 from tests.doubles.imapwire import flag_list as _flag_list
 from tests.doubles.imapwire import format_date as _format_date
 from tests.doubles.imapwire import header_value as _header_value
-from tests.doubles.imapwire import mutf7_decode as _mutf7_decode
-from tests.doubles.imapwire import mutf7_encode as _mutf7_encode
 from tests.doubles.imapwire import parse_date_time as _parse_date_time
 from tests.doubles.imapwire import pattern as _pattern
 from tests.doubles.imapwire import quoted as _quoted
 from tests.doubles.imapwire import section_bytes as _section_bytes
-from tests.doubles.imapwire import tokenize as _tokenize
 from tests.doubles.imapwire import uid_list as _uid_list
 
 __all__ = [
@@ -552,20 +549,12 @@ class _Session(imapwire.WireSession):
             if canned is not None:
                 self.answer(cmd.tag, cmd.name, canned)
                 return
-        try:
-            args = _tokenize(cmd.chunks, cmd.literals, cmd.start)
-            response = await handler(self, cmd, args)
-        except _Bad as exc:
-            response = f"BAD {exc}"
-        except _No as exc:
-            response = f"NO {exc}"
-        except Exception as exc:
-            log.exception("Gmail double: internal error in %s", cmd.name)
-            self.server._internal_error(f"{cmd.name}: {exc!r}")
-            response = f"BAD [SERVERBUG] Internal error in the Gmail double: {exc!r}"
-        if self.state == _SELECTED:
-            self.sync(expunges=cmd.name not in ("FETCH", "STORE", "SEARCH"))
-        self.answer(cmd.tag, cmd.name, response)
+        await self.execute(cmd, handler)
+
+    def internal_error(self, cmd: _Command, exc: Exception) -> str:
+        log.exception("Gmail double: internal error in %s", cmd.name)
+        self.server._internal_error(f"{cmd.name}: {exc!r}")
+        return f"BAD [SERVERBUG] Internal error in the Gmail double: {exc!r}"
 
     # ---- selected-folder bookkeeping
 
@@ -624,23 +613,10 @@ class _Session(imapwire.WireSession):
     # ---- names
 
     def decode_name(self, tok: object) -> str:
-        if isinstance(tok, str):
-            raw = tok.encode("latin-1")
-        elif isinstance(tok, bytes):
-            raw = bytes(tok)
-        else:
-            raise _Bad("Could not parse command: mailbox name expected")
-        try:
-            if self.utf8 or any(b >= 0x80 for b in raw):
-                return raw.decode("utf-8")
-            return _mutf7_decode(raw)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise _Bad(
-                f"Could not parse command: invalid mailbox name {raw[:60]!r}: {exc}"
-            ) from None
+        return imapwire.mailbox_name(tok, self.utf8, lenient=True)
 
     def encode_name(self, name: str) -> bytes:
-        return name.encode("utf-8") if self.utf8 else _mutf7_encode(name)
+        return imapwire.mailbox_wire(name, self.utf8)
 
     def label_out(self, label: str) -> bytes:
         if label in SYSTEM_LABELS:

@@ -18,7 +18,7 @@ import bisect
 import contextlib
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from types import TracebackType
@@ -80,6 +80,28 @@ def mutf7_decode(raw: bytes) -> str:
         else:
             raise ValueError(f"byte 0x{c:02x} is not modified UTF-7")
     return "".join(out)
+
+
+def mailbox_name(tok: object, utf8: bool, lenient: bool = False) -> str:
+    """A mailbox argument as Unicode: raw UTF-8 after ``ENABLE UTF8=ACCEPT`` (RFC 6855),
+    else modified UTF-7; ``lenient`` also takes 8-bit bytes as UTF-8 (as Gmail does)."""
+    if isinstance(tok, str):
+        raw = tok.encode("latin-1")
+    elif isinstance(tok, bytes):
+        raw = bytes(tok)
+    else:
+        raise Bad("Could not parse command: mailbox name expected")
+    try:
+        if utf8 or (lenient and any(b >= 0x80 for b in raw)):
+            return raw.decode("utf-8")
+        return mutf7_decode(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise Bad(f"Could not parse command: invalid mailbox name {raw[:60]!r}: {exc}") from None
+
+
+def mailbox_wire(name: str, utf8: bool) -> bytes:
+    """A mailbox name as sent: UTF-8 after ``ENABLE UTF8=ACCEPT``, else modified UTF-7."""
+    return name.encode("utf-8") if utf8 else mutf7_encode(name)
 
 
 def quoted(data: bytes) -> bytes:
@@ -414,6 +436,9 @@ def pattern(raw: bytes, separator: bytes = b"/") -> re.Pattern[bytes]:
 # ---------------------------------------------------------------------------- session
 
 
+Handler = Callable[[Any, Command, list[Any]], Awaitable[str]]  # a verb: the tagged answer
+
+
 class WireSession:
     """One connection's reading and writing; a double's session subclasses it.
 
@@ -484,6 +509,27 @@ class WireSession:
 
     async def dispatch(self, cmd: Command) -> None:
         raise NotImplementedError
+
+    async def execute(self, cmd: Command, handler: Handler) -> None:
+        """Run a verb and answer: ``Bad``/``No`` as BAD/NO, anything else as
+        :meth:`internal_error` says; first the selected folder's news (RFC 3501 7.4.1: no
+        EXPUNGE during FETCH, STORE, SEARCH)."""
+        try:
+            args = tokenize(cmd.chunks, cmd.literals, cmd.start)
+            response = await handler(self, cmd, args)
+        except Bad as exc:
+            response = f"BAD {exc}"
+        except No as exc:
+            response = f"NO {exc}"
+        except Exception as exc:
+            response = self.internal_error(cmd, exc)
+        if self.state == SELECTED:
+            self.sync(expunges=cmd.name not in ("FETCH", "STORE", "SEARCH"))
+        self.answer(cmd.tag, cmd.name, response)
+
+    def internal_error(self, cmd: Command, exc: Exception) -> str:
+        """The answer to a handler's bug (a double records it for the test to fail)."""
+        return f"BAD [SERVERBUG] internal error in the double: {exc!r}"
 
     def answer(self, tag: str, name: str, response: str) -> None:
         self.send(f"{tag} {response}\r\n".encode("utf-8", "replace"))

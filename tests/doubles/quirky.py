@@ -27,7 +27,7 @@ import hashlib
 import itertools
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -43,8 +43,40 @@ _SPECIAL_USES = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sen
 _BAD_LOGIN = "[AUTHENTICATIONFAILED] Authentication failed."
 _UIDVALIDITIES = itertools.count(1_700_000_000)
 
-# per folder: (name, UIDVALIDITY, per message (UID, sorted flags, SHA-256 of the bytes))
-Snapshot = tuple[tuple[str, int, tuple[tuple[int, tuple[str, ...], str], ...]], ...]
+
+class FrozenMap(Mapping[Any, Any]):
+    """A read-only, hashable mapping (a snapshot must be both comparable and hashable)."""
+
+    __slots__ = ("_d", "_h")
+
+    def __init__(self, items: Iterable[tuple[Any, Any]]) -> None:
+        self._d = dict(items)
+        self._h: int | None = None
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._d[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __hash__(self) -> int:
+        if self._h is None:
+            self._h = hash(frozenset(self._d.items()))
+        return self._h
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and self._d == dict(other.items())
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._d!r})"
+
+
+# folder -> (UIDVALIDITY, UID -> (flags, SHA-256 hex of the bytes)): the shape of the
+# source-untouched guard's Snapshot (tests/source_guard.py on branch fin12), hashable.
+Snapshot = Mapping[str, tuple[int | None, Mapping[int, tuple[frozenset[str], str]]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,19 +247,11 @@ class _Session(imapwire.WireSession):
         if self.state not in states:
             self.answer(cmd.tag, cmd.name, f"BAD {cmd.name} not allowed in this state")
             return
-        try:
-            args = imapwire.tokenize(cmd.chunks, cmd.literals, cmd.start)
-            response = await handler(self, cmd, args)
-        except Bad as exc:
-            response = f"BAD {exc}"
-        except No as exc:
-            response = f"NO {exc}"
-        except Exception as exc:
-            self.server.internal_errors.append(f"{cmd.name}: {exc!r}")
-            response = f"BAD [SERVERBUG] internal error in the quirky double: {exc!r}"
-        if self.state == SELECTED:
-            self.sync(expunges=cmd.name not in ("FETCH", "STORE", "SEARCH"))
-        self.answer(cmd.tag, cmd.name, response)
+        await self.execute(cmd, handler)
+
+    def internal_error(self, cmd: Command, exc: Exception) -> str:
+        self.server.internal_errors.append(f"{cmd.name}: {exc!r}")
+        return f"BAD [SERVERBUG] internal error in the quirky double: {exc!r}"
 
     def sync(self, *, expunges: bool) -> None:
         folder = self.folder
@@ -267,23 +291,10 @@ class _Session(imapwire.WireSession):
     # ---- names
 
     def decode_name(self, tok: object) -> str:
-        if isinstance(tok, str):
-            raw = tok.encode("latin-1")
-        elif isinstance(tok, bytes):
-            raw = bytes(tok)
-        else:
-            raise Bad("mailbox name expected")
-        try:
-            if self.utf8:
-                name = raw.decode("utf-8")
-            else:
-                name = imapwire.mutf7_decode(raw)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise Bad(f"invalid mailbox name {raw[:60]!r}: {exc}") from None
-        return _canonical(name, self.q)
+        return _canonical(imapwire.mailbox_name(tok, self.utf8), self.q)
 
     def encode_name(self, name: str) -> bytes:
-        return imapwire.quoted(name.encode("utf-8") if self.utf8 else imapwire.mutf7_encode(name))
+        return imapwire.quoted(imapwire.mailbox_wire(name, self.utf8))
 
     def need_folder(self, tok: object) -> _Folder:
         name = self.decode_name(tok)
@@ -553,7 +564,7 @@ async def _list(s: _Session, cmd: Command, args: _Args) -> str:
     with s.server._lock:
         folders = s.account.folders
         for name, folder in folders.items():
-            wire = name.encode("utf-8") if s.utf8 else imapwire.mutf7_encode(name)
+            wire = imapwire.mailbox_wire(name, s.utf8)
             if not regex.match(wire) and not (name == "INBOX" and inbox.match(b"INBOX")):
                 continue
             if subscribed_only and not folder.subscribed:
@@ -724,7 +735,7 @@ async def _idle(s: _Session, cmd: Command, args: _Args) -> str:
 
 
 _ANY = frozenset((NONAUTH, AUTH, SELECTED))
-_COMMANDS: dict[str, tuple[Any, frozenset[int]]] = {
+_COMMANDS: dict[str, tuple[imapwire.Handler, frozenset[int]]] = {
     "CAPABILITY": (_capability, _ANY),
     "NOOP": (_noop, _ANY),
     "LOGOUT": (_logout, _ANY),
@@ -861,19 +872,21 @@ class QuirkyServer(imapwire.ThreadedServer):
             return self._folder(user, folder).uidvalidity
 
     def snapshot(self, user: str) -> Snapshot:
-        """Everything a client could change: per folder (sorted) its UIDVALIDITY and per
-        message its UID, flags and the SHA-256 of its bytes (hashable, comparable)."""
+        """Everything a client could change in an account, as a comparable and hashable
+        mapping: folder -> (UIDVALIDITY, UID -> (flags, SHA-256 hex of the bytes))."""
         with self._lock:
-            return tuple(
+            return FrozenMap(
                 (
                     name,
-                    f.uidvalidity,
-                    tuple(
-                        (m.uid, tuple(sorted(m.flags)), hashlib.sha256(m.raw).hexdigest())
-                        for m in f.msgs.values()
+                    (
+                        f.uidvalidity,
+                        FrozenMap(
+                            (m.uid, (frozenset(m.flags), hashlib.sha256(m.raw).hexdigest()))
+                            for m in f.msgs.values()
+                        ),
                     ),
                 )
-                for name, f in sorted(self._account(user).folders.items())
+                for name, f in self._account(user).folders.items()
             )
 
     def commands(self, user: str) -> list[bytes]:

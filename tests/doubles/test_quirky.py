@@ -11,8 +11,10 @@ import base64
 import imaplib
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from hashlib import sha256
+from typing import Any
 
 import pytest
 
@@ -33,15 +35,17 @@ def msg(n: int, extra: bytes = b"") -> bytes:
 
 
 @pytest.fixture
-def make() -> Iterator[type]:
+def make() -> Iterator[Callable[..., QuirkyServer]]:
+    """``make(**quirks)``: a running quirky server with one user; stopped at teardown,
+    failing the test if the double hit an internal error."""
     servers: list[QuirkyServer] = []
 
-    def start(**quirks: object) -> QuirkyServer:
-        srv = QuirkyServer(users={U: PW}, quirks=Quirks(**quirks)).start()  # type: ignore[arg-type]
+    def start(**quirks: Any) -> QuirkyServer:
+        srv = QuirkyServer(users={U: PW}, quirks=Quirks(**quirks)).start()
         servers.append(srv)
         return srv
 
-    yield start  # type: ignore[misc]
+    yield start
     for srv in servers:
         srv.stop()
         assert not srv.internal_errors, srv.internal_errors
@@ -455,8 +459,12 @@ def test_snapshot_sees_changes_and_only_changes(make):
     c.select("INBOX")
     c.store("1", "+FLAGS", "(\\Flagged)")
     c.logout()
-    assert srv.snapshot(U) != before
-    assert srv.uidvalidity(U, "INBOX") == before[0][1]
+    after = srv.snapshot(U)
+    assert after != before and hash(after) != hash(before)
+    validity = srv.uidvalidity(U, "INBOX")
+    assert before["INBOX"][0] == validity
+    assert after["INBOX"] == (validity, {1: (frozenset({"\\Flagged"}), sha256(msg(1)).hexdigest())})
+    assert {before, after} == {srv.snapshot(U), before}  # hashable
 
 
 def test_stored_message_api(make):

@@ -48,6 +48,27 @@ def test_both_at_once() -> None:
     assert learn_any([(MSG, LF), (MSG, Q)]) == alt
 
 
+def test_imap4d_blank_line_added_and_mbox_from_line_dropped() -> None:
+    """GNU Mailutils' imap4d: a message that is all header gets a blank line; a leading
+    mbox envelope line is dropped."""
+    headers_only = b"From: a@example.org\r\nSubject: headers only\r\n"
+    alt = learn(headers_only, headers_only + b"\r\n")
+    assert alt == Alteration(blank_line=True)
+    assert alt.changes(headers_only) == ("a blank line added after the header",)
+    assert alt.apply(MSG) == MSG  # a message with a body is left alone
+    envelope = b"From someone@example.org Mon Jan  1 00:00:00 2001\r\n"
+    alt = learn(envelope + MSG, MSG)
+    assert alt == Alteration(drop_from_line=True)
+    assert alt.changes(envelope + MSG) == ("a leading mbox 'From ' line dropped",)
+    assert alt.apply(b"From: a header, not an envelope\r\n\r\nx") == (
+        b"From: a header, not an envelope\r\n\r\nx"
+    )
+    # together with the others
+    both = learn(envelope + MSG, Q.replace(b"\r\n", b"\n"))
+    assert both == Alteration(lf=True, header_8bit=b"?", drop_from_line=True)
+    assert learn(headers_only, headers_only + b"\r\n\r\n") is None  # two blank lines
+
+
 def test_other_changes_are_not_recognised() -> None:
     assert learn(MSG, MSG) is None  # not altered at all
     assert learn(MSG, MSG.replace(b"line 2", b"line 3")) is None  # other bytes
@@ -74,7 +95,7 @@ def test_altered_candidates_by_message_id_and_no_larger() -> None:
     dst = [meta(10, 95), meta(11, 120), meta(12, 40), meta(13, 45), meta(14, 100)]
     d_ids = {10: b"<a>", 11: b"<b>", 12: None, 13: None, 14: b"<a>"}
     sources, dests, pairs = altered_candidates(src, s_ids, dst, d_ids)
-    assert sources == {1, 3, 4}  # <b> is stored larger only: not a candidate
+    assert sources == {1, 3, 4}  # <b>: 20 bytes larger, no recognised change does that
     assert dests == {10, 14, 12, 13}
     # by Message-ID first, then the no-Message-ID guesses (largest smaller one)
     assert pairs == [(1, 10), (3, 13), (4, 13)]

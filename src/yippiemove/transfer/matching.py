@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..imap.client import MessageMeta
+from .altered import GROWS_AT_MOST
 from .model import STORED, Outcome
 
 __all__ = [
@@ -43,7 +44,7 @@ __all__ = [
     "flags_kept_by_merge",
     "flags_kept_on_gmail",
     "match_by_message_id",
-    "match_smaller_by_message_id",
+    "match_resized_by_message_id",
     "size_candidates",
 ]
 
@@ -162,12 +163,12 @@ def altered_candidates(
     """Messages that may be on the destination stored *altered* (transfer/altered.py):
     (source UIDs, destination UIDs to hash, pairs to learn the alteration from).
 
-    A recognised alteration never makes a message larger, so a source message may be
-    stored as a destination message of its Message-ID (a message without one: of no
-    Message-ID) that is no larger.  The learning pairs: one per source message whose
+    A recognised alteration makes a message larger by at most ``GROWS_AT_MOST`` bytes,
+    so a source message may be stored as a destination message of its Message-ID (a
+    message without one: of no Message-ID) that is no larger than that.  The learning pairs: one per source message whose
     Message-ID a destination message of another size has, in source order; then, for
-    messages without Message-ID, each with the largest smaller one without (a guess:
-    learning from two different messages learns nothing)."""
+    messages without Message-ID, each with the largest one of another size without (a
+    guess: learning from two different messages learns nothing)."""
     index: dict[bytes | None, list[MessageMeta]] = defaultdict(list)
     for d in free_dest:
         index[d_ids.get(d.uid)].append(d)
@@ -177,16 +178,16 @@ def altered_candidates(
     loose: list[tuple[int, int]] = []
     for m in to_copy:
         mid = s_ids.get(m.uid)
-        fits = [d for d in index.get(mid, ()) if d.size <= m.size]
+        fits = [d for d in index.get(mid, ()) if d.size <= m.size + GROWS_AT_MOST]
         if not fits:
             continue
         sources.add(m.uid)
         dests.update(d.uid for d in fits)
-        smaller = [d for d in fits if d.size < m.size]
-        if mid is not None and smaller:
-            pairs.append((m.uid, smaller[0].uid))
-        elif smaller:
-            loose.append((m.uid, max(smaller, key=lambda d: d.size).uid))
+        other = [d for d in fits if d.size != m.size]
+        if mid is not None and other:
+            pairs.append((m.uid, other[0].uid))
+        elif other:
+            loose.append((m.uid, max(other, key=lambda d: d.size).uid))
     return sources, dests, pairs + loose
 
 
@@ -210,16 +211,17 @@ def match_by_message_id(
     return out
 
 
-def match_smaller_by_message_id(
+def match_resized_by_message_id(
     unmapped: Sequence[MessageMeta],
     s_ids: Mapping[int, bytes | None],
     free: Sequence[MessageMeta],
     d_ids: Mapping[int, bytes | None],
 ) -> dict[int, int]:
     """No APPENDUID, and no free message of the same (size, Message-ID): pair each
-    source message with a free destination message of its Message-ID that is smaller
-    (stored altered? the verify reads both to tell; a pair it cannot explain is undone),
-    in UID order, each destination message at most once."""
+    source message with a free destination message of its Message-ID and another size
+    that a recognised alteration can give (stored altered? the verify reads both to tell;
+    a pair it cannot explain is undone), in UID order, each destination message at most
+    once."""
     index: dict[bytes, list[MessageMeta]] = defaultdict(list)
     for d in free:
         mid = d_ids.get(d.uid)
@@ -229,7 +231,11 @@ def match_smaller_by_message_id(
     for m in unmapped:
         mid = s_ids.get(m.uid)
         lst = index.get(mid) if mid is not None else None
-        d = next((d for d in lst if d.size < m.size), None) if lst else None
+        d = (
+            next((d for d in lst if d.size != m.size and d.size <= m.size + GROWS_AT_MOST), None)
+            if lst
+            else None
+        )
         if d is not None:
             lst.remove(d)  # type: ignore[union-attr]
             out[m.uid] = d.uid

@@ -18,7 +18,7 @@ from ..imap.protocol import format_uid_set
 from .altered import Alteration, learn, learn_any
 from .dates import same_instant
 from .hashing import fingerprint
-from .matching import match_by_message_id, match_smaller_by_message_id
+from .matching import match_by_message_id, match_resized_by_message_id
 from .model import AlteredMessage, Failure, FolderResult
 from .store import Store
 
@@ -190,7 +190,7 @@ class Verifier:
         #: server replaces them: only reading back tells), while the run does not know
         #: whether the destination keeps them
         self.at_risk = at_risk or set()
-        #: source UID -> destination UID paired by Message-ID alone (smaller: altered?)
+        #: source UID -> destination UID paired by Message-ID alone (another size: altered?)
         self.tentative: dict[int, int] = {}
         self.claim: dict[int, int] = {}
 
@@ -218,11 +218,11 @@ class Verifier:
             d_ids = await dst.fetch_message_ids([d.uid for d in free]) if free else {}
             claim.update(match_by_message_id(unmapped, s_ids, free, d_ids))
             if self.read_with is not None:
-                # ... or stored altered (smaller): tentative, until _judge explains it
+                # ... or stored altered (another size): tentative, until _judge explains it
                 taken = set(claim.values())
                 rest = [m for m in unmapped if m.uid not in claim]
                 left = [d for d in free if d.uid not in taken]
-                self.tentative = match_smaller_by_message_id(rest, s_ids, left, d_ids)
+                self.tentative = match_resized_by_message_id(rest, s_ids, left, d_ids)
                 claim.update(self.tentative)
             del dmeta, free
         to_read: list[tuple[MessageMeta, int]] = []

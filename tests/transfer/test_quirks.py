@@ -258,21 +258,13 @@ def test_utf8_accept_server_both_ways_exact(dovecot, quirky, tmp_path):
 
 # ---------------------------------------------------------------------------- issue 13's bugs
 
-FIX_SECTIONS = "issue 13: FETCH answers found by the meaning of their section, not its spelling"
 FIX_ALTERED = "issue 13: servers that alter what they store (detect, report, recognise)"
 FIX_SPEED = "issue 13: pipelining by capability (more connections without LITERAL+/MULTIAPPEND)"
 FIX_NAMES = "issue 13: folder names (UTF8=ACCEPT; replace only what the server refuses)"
 FIX_KEYWORDS = "issue 13: keywords by evidence, not only PERMANENTFLAGS"
 
-# "lower" works today (the client looks items up case-insensitively); the others do not.
-SPELLINGS = [
-    "plain",
-    "lower",
-    *(
-        pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=FIX_SECTIONS))
-        for s in ("quoted", "mixed", "peek", "rfc822")
-    ),
-]
+# Every spelling a server may echo (protocol.fetch_key): found by meaning.
+SPELLINGS = ["plain", "lower", "quoted", "mixed", "peek", "rfc822"]
 
 
 @pytest.mark.parametrize("spelling", SPELLINGS)

@@ -20,6 +20,11 @@ Two steps (docs/design.md, "The same mailbox under another name"):
      (Dovecot derives UIDVALIDITY from the clock; the Gmail double counts from 1):
      they are not called the same -- nor does it matter, since moving an empty
      mailbox onto an identical one writes nothing.
+     Nor are they called the same when this job's state file says it wrote into one of
+     those destination folders under its present UIDVALIDITY (``ours``): a complete copy
+     on a server that numbers as the source's does (the same second's UIDVALIDITY, a
+     constant one) looks identical, and had the two been one mailbox, the run that wrote
+     there would have been refused.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ..imap.client import MailboxInfo
 from ..imap.errors import CommandError
@@ -111,11 +116,13 @@ async def same_mailbox(
     *,
     ids: tuple[str | None, str | None] | None = None,
     boxes: tuple[Sequence[MailboxInfo], Sequence[MailboxInfo]] | None = None,
+    ours: Mapping[str, int] | None = None,
 ) -> str | None:
     """Why ``src`` and ``dst`` are one mailbox by what the servers say (step 2), or None.
     Only reads (the source is read-only); may leave another folder selected (EXAMINE).
     ``ids`` (:func:`mailbox_id` of each) and ``boxes`` (each side's LIST) when the caller
-    has them already (the planning asks for them in its first round trip)."""
+    has them already (the planning asks for them in its first round trip); ``ours``: the
+    destination folders (name -> UIDVALIDITY) this job's state says it wrote into."""
     if ids is None:
         ids = (await mailbox_id(src), await mailbox_id(dst))
     if ids[0] is not None and ids[1] is not None and ids[0].split()[0] == ids[1].split()[0]:
@@ -135,8 +142,12 @@ async def same_mailbox(
     except CommandError:
         return None
     held = 0
+    dst_names = {m.raw: m.name for m in dst_boxes}
     for raw in names:
         va, vb = a.get(raw, {}), b.get(raw, {})
+        if ours and vb.get("UIDVALIDITY") is not None:
+            if ours.get(dst_names[raw]) == vb.get("UIDVALIDITY"):
+                return None  # our own copy (module doc)
         counts = [(v.get("UIDNEXT"), v.get("MESSAGES")) for v in (va, vb)]
         if None in counts[0] or counts[0] != counts[1]:
             return None

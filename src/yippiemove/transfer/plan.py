@@ -155,7 +155,15 @@ class Planner:
             mailbox_id(dst) if two else _none(),
         )
         if two:
-            why = await same_mailbox(src, dst, ids=(src_id, dst_id), boxes=(src_boxes, dst_boxes))
+            state = self.ctx.state
+            ours = {
+                row.dest_name: row.dest_uidvalidity
+                for row in (state.folders() if state is not None else [])
+                if row.dest_name is not None and row.dest_uidvalidity is not None
+            }
+            why = await same_mailbox(
+                src, dst, ids=(src_id, dst_id), boxes=(src_boxes, dst_boxes), ours=ours
+            )
             if why is not None:
                 raise SameMailbox(why)
         self.dst_subscribed = {m.name for m in dst_sub_boxes}

@@ -139,21 +139,36 @@ def test_a_destination_that_stores_lf_reports_altered_not_failed(tmp_path: Path)
 
 
 def test_lf_storage_without_uidplus_pairs_by_message_id_then_judges() -> None:
-    """No APPENDUID: the verify pairs each message with a smaller one of its Message-ID
-    and judges the pair; the one without Message-ID is not found (reported failed), and
-    a re-run recognises its altered copy instead of appending it again."""
+    """No APPENDUID: the verify pairs each message with one of another size of its
+    Message-ID (without one: of none) and judges the pair; a re-run recognises the
+    altered copies instead of appending them again."""
     s = server()
     bob = s.account("bob")
     bob.alter = store_lf
     bob.capabilities = bob.capabilities - {"UIDPLUS"}
     first = move(s)
-    assert altered_of(first) == {"line endings CRLF -> LF": 6}
-    (f,) = [f for r in first.results for f in r.failures]
-    assert f.reason == "not found on the destination after copying" and f.message_id is None
+    assert altered_of(first) == {"line endings CRLF -> LF": 7}
+    assert sum(r.failed for r in first.results) == 0
     again = move(s)
     assert dest_count(s) == 7
     assert altered_of(again) == {"line endings CRLF -> LF": 7}
     assert sum(r.failed for r in again.results) == 0
+
+
+def test_without_uidplus_a_pair_no_change_explains_is_undone() -> None:
+    """A message of its Message-ID and another size that is not its copy: not claimed
+    (the copy is "not found"), the other message left alone."""
+    s = server()
+    bob = s.account("bob")
+    bob.alter = lambda body: body + b"-- \r\nadded by the server\r\n"
+    bob.capabilities = bob.capabilities - {"UIDPLUS"}
+    bob.folders["INBOX"].add(Message(mail(3).replace(b"body 3", b"body"), (), DATE))
+    first = move(s)
+    reasons = sorted(f.reason for r in first.results for f in r.failures)
+    assert reasons == ["not found on the destination after copying"] * 7
+    assert altered_of(first) == {}
+    inbox = next(r for r in first.results if r.source == "INBOX")
+    assert all(d is None for _, d, _ in inbox.messages)
 
 
 def test_a_rerun_after_a_kill_appends_no_altered_message_again(tmp_path: Path) -> None:

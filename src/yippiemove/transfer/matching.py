@@ -218,27 +218,24 @@ def match_resized_by_message_id(
     d_ids: Mapping[int, bytes | None],
 ) -> dict[int, int]:
     """No APPENDUID, and no free message of the same (size, Message-ID): pair each
-    source message with a free destination message of its Message-ID and another size
-    that a recognised alteration can give (stored altered? the verify reads both to tell;
-    a pair it cannot explain is undone), in UID order, each destination message at most
-    once."""
-    index: dict[bytes, list[MessageMeta]] = defaultdict(list)
+    source message with a free destination message of its Message-ID (a message without
+    one: of none, the nearest size) and another size that a recognised alteration can
+    give -- stored altered? the verify reads both to tell, and undoes a pair it cannot
+    explain.  In UID order, each destination message at most once."""
+    index: dict[bytes | None, list[MessageMeta]] = defaultdict(list)
     for d in free:
-        mid = d_ids.get(d.uid)
-        if mid is not None:
-            index[mid].append(d)
+        index[d_ids.get(d.uid)].append(d)
     out: dict[int, int] = {}
     for m in unmapped:
         mid = s_ids.get(m.uid)
-        lst = index.get(mid) if mid is not None else None
-        d = (
-            next((d for d in lst if d.size != m.size and d.size <= m.size + GROWS_AT_MOST), None)
-            if lst
-            else None
-        )
-        if d is not None:
-            lst.remove(d)  # type: ignore[union-attr]
-            out[m.uid] = d.uid
+        lst = [
+            d for d in index.get(mid, ()) if d.size != m.size and d.size <= m.size + GROWS_AT_MOST
+        ]
+        if not lst:
+            continue
+        d = lst[0] if mid is not None else min(lst, key=lambda d: abs(m.size - d.size))
+        index[mid].remove(d)
+        out[m.uid] = d.uid
     return out
 
 

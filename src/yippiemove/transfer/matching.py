@@ -26,6 +26,7 @@ flags a message should be judged by when another folder set them first.
 from __future__ import annotations
 
 import dataclasses
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -154,6 +155,15 @@ class ContentPool:
         return cands.pop(0) if cands else None
 
 
+def _nearest_other(sizes: Sequence[int], size: int) -> int | None:
+    """Index in ``sizes`` (ascending) of the largest size of at most
+    ``size + GROWS_AT_MOST`` that is not ``size`` (None: none)."""
+    i = bisect_right(sizes, size + GROWS_AT_MOST) - 1
+    while i >= 0 and sizes[i] == size:
+        i -= 1
+    return i if i >= 0 else None
+
+
 def altered_candidates(
     to_copy: Sequence[MessageMeta],
     s_ids: Mapping[int, bytes | None],
@@ -165,29 +175,41 @@ def altered_candidates(
 
     A recognised alteration makes a message larger by at most ``GROWS_AT_MOST`` bytes,
     so a source message may be stored as a destination message of its Message-ID (a
-    message without one: of no Message-ID) that is no larger than that.  The learning pairs: one per source message whose
-    Message-ID a destination message of another size has, in source order; then, for
-    messages without Message-ID, each with the largest one of another size without (a
-    guess: learning from two different messages learns nothing)."""
+    message without one: of no Message-ID) that is no larger than that.  The learning
+    pairs: one per source message whose Message-ID a destination message of another
+    size has, in source order; then, for messages without Message-ID, each with the
+    nearest one of another size without (a guess: learning from two different messages
+    learns nothing).  Sorted sizes, not a scan per message, for those without."""
     index: dict[bytes | None, list[MessageMeta]] = defaultdict(list)
     for d in free_dest:
         index[d_ids.get(d.uid)].append(d)
+    nameless = sorted((d.size, d.uid) for d in index.pop(None, ()))
+    nsizes = [size for size, _ in nameless]
     sources: set[int] = set()
     dests: set[int] = set()
     pairs: list[tuple[int, int]] = []
     loose: list[tuple[int, int]] = []
+    biggest = -1
     for m in to_copy:
         mid = s_ids.get(m.uid)
+        if mid is None:
+            if not nsizes or nsizes[0] > m.size + GROWS_AT_MOST:
+                continue
+            sources.add(m.uid)
+            biggest = max(biggest, m.size)
+            j = _nearest_other(nsizes, m.size)
+            if j is not None:
+                loose.append((m.uid, nameless[j][1]))
+            continue
         fits = [d for d in index.get(mid, ()) if d.size <= m.size + GROWS_AT_MOST]
         if not fits:
             continue
         sources.add(m.uid)
         dests.update(d.uid for d in fits)
-        other = [d for d in fits if d.size != m.size]
-        if mid is not None and other:
-            pairs.append((m.uid, other[0].uid))
-        elif other:
-            loose.append((m.uid, max(other, key=lambda d: d.size).uid))
+        other = next((d for d in fits if d.size != m.size), None)
+        if other is not None:
+            pairs.append((m.uid, other.uid))
+    dests.update(uid for size, uid in nameless if size <= biggest + GROWS_AT_MOST)
     return sources, dests, pairs + loose
 
 
@@ -225,17 +247,22 @@ def match_resized_by_message_id(
     index: dict[bytes | None, list[MessageMeta]] = defaultdict(list)
     for d in free:
         index[d_ids.get(d.uid)].append(d)
+    nameless = sorted((d.size, d.uid) for d in index.pop(None, ()))
+    nsizes = [size for size, _ in nameless]
     out: dict[int, int] = {}
     for m in unmapped:
         mid = s_ids.get(m.uid)
-        lst = [
-            d for d in index.get(mid, ()) if d.size != m.size and d.size <= m.size + GROWS_AT_MOST
-        ]
-        if not lst:
+        if mid is None:
+            j = _nearest_other(nsizes, m.size)
+            if j is not None:
+                del nsizes[j]
+                out[m.uid] = nameless.pop(j)[1]
             continue
-        d = lst[0] if mid is not None else min(lst, key=lambda d: abs(m.size - d.size))
-        index[mid].remove(d)
-        out[m.uid] = d.uid
+        lst = index.get(mid, [])
+        d = next((d for d in lst if d.size != m.size and d.size <= m.size + GROWS_AT_MOST), None)
+        if d is not None:
+            lst.remove(d)
+            out[m.uid] = d.uid
     return out
 
 

@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -621,11 +621,15 @@ def print_summary(results: list[FolderResult]) -> None:
     present = sum(r.present for r in results)
     failed = sum(r.failed for r in results)
     labelled = sum(r.labelled for r in results)
+    altered = sum(len(r.stored_altered) for r in results)
     for r in results:
         tagged = f"{r.labelled} labelled, " if r.labelled else ""
+        changed = (
+            f", {len(r.stored_altered)} stored altered by the server" if r.stored_altered else ""
+        )
         click.echo(
             f"  {r.source} -> {r.dest}: {r.source_count} messages, {r.copied} copied, "
-            f"{tagged}{r.present} already there, {r.failed} failed"
+            f"{tagged}{r.present} already there, {r.failed} failed{changed}"
         )
         if r.error:
             click.echo(f"      FAILED FOLDER: {r.error}")
@@ -635,9 +639,25 @@ def print_summary(results: list[FolderResult]) -> None:
             click.echo(
                 f"      FAILED UID {f.uid} ({f.size} bytes, {f.message_id or 'no Message-ID'}): {f.reason}"
             )
+        # Altered copies are there: one line per kind of change, not one per message
+        # (an LF-storing server alters every message); the report lists each.
+        kinds = Counter(a.what for a in r.stored_altered)
+        for what, n in sorted(kinds.items()):
+            first = [a.uid for a in r.stored_altered if a.what == what][:5]
+            uids = ", ".join(map(str, first)) + (", ..." if n > len(first) else "")
+            click.echo(
+                f"      ALTERED {n} message{'s' if n != 1 else ''} stored, altered by the "
+                f"server ({what}): UID {uids}"
+            )
     tagged = f"{labelled} labelled (stored once, from another folder), " if labelled else ""
+    changed = (
+        f"; {altered} of them stored, altered by the server (there, not byte-exact: see above)"
+        if altered
+        else ""
+    )
     click.echo(
-        f"Done: {total} messages, {copied} copied, {tagged}{present} already there, {failed} failed"
+        f"Done: {total} messages, {copied} copied, {tagged}{present} already there, "
+        f"{failed} failed{changed}"
     )
 
 

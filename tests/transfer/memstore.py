@@ -64,6 +64,8 @@ class Account:
     writes: int = 0
     #: Applied to every appended body (a server that changes what it stores).
     alter: Callable[[bytes], bytes] | None = None
+    #: Message bodies sent out by FETCH.
+    bodies_read: int = 0
 
     def folder(self, name: str) -> Folder:
         return self.folders[name]
@@ -253,6 +255,7 @@ class MemoryStore:
         box = self._box(self.selected or b"INBOX")
         for uid in uids:
             if uid in box.messages:
+                self.account.bodies_read += 1
                 on_body(uid, box.messages[uid].body)
         return _ok()
 
@@ -266,6 +269,8 @@ class MemoryStore:
             box.add(Message(alter(it.body) if alter else it.body, tuple(it.flags), it.internaldate))
             for it in items
         ]
+        if "UIDPLUS" not in self.account.capabilities:
+            return _ok()
         code = f"{box.uidvalidity} {format_uid_set(uids)}".encode()
         return _ok(ResponseCode("APPENDUID", code))
 

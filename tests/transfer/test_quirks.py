@@ -310,7 +310,6 @@ def test_fetch_spelling_source_exact_and_rerun_without_state(dovecot, quirky, tm
     )
 
 
-@pytest.mark.xfail(strict=True, reason=FIX_ALTERED)
 @pytest.mark.parametrize("quirk", ["store_lf", "replace_8bit_headers"])
 def test_destination_that_alters_bytes(dovecot, quirky, tmp_path, quirk):
     """Every message stored (altered by the server, as the report says), none "failed",

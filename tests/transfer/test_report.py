@@ -20,7 +20,7 @@ from yippiemove.imap.errors import (
     ProtocolError,
 )
 from yippiemove.transfer.engine import PlanError
-from yippiemove.transfer.model import Failure, FolderResult, Plan, Progress
+from yippiemove.transfer.model import AlteredMessage, Failure, FolderResult, Plan, Progress
 from yippiemove.transfer.report import (
     Exit,
     Outcome,
@@ -83,6 +83,7 @@ def test_build_report_totals_from_hand_made_results():
         "folders_failed": 1,
         "verified": 6,
         "content_verified": 2,
+        "altered": 0,
         "bytes_copied": 300,
     }
     assert rep["progress"] == {
@@ -113,6 +114,20 @@ def test_status_and_exit_code():
     rep = build_report(Ran(clean), "s", "d", 0.0, "cancelled", "cancelled")
     assert (rep["status"], exit_code(rep)) == ("cancelled", Exit.ABORTED)
     assert [int(e) for e in (Exit.OK, Exit.FAILED, Exit.ABORTED)] == [0, 1, 2]
+
+
+def test_messages_stored_altered_are_listed_and_not_a_failure():
+    """Issue 13: "my mail is all there, the server rewrote line endings" exits 0, the
+    altered messages counted and listed apart from the failures."""
+    altered = AlteredMessage("INBOX", 3, 120, "<a@x>", 7, 116, "line endings CRLF -> LF")
+    res = FolderResult("INBOX", "INBOX", source_count=2, copied=2, verified=1)
+    res.stored_altered.append(altered)
+    rep = build_report(Ran([res]), "s", "d", 0.0, "done", None)
+    assert rep["totals"]["altered"] == 1 and rep["totals"]["failed"] == 0
+    assert rep["altered_messages"] == [altered.as_dict()]
+    assert rep["folders"][0]["altered"] == 1
+    assert rep["altered_messages"][0]["what"] == "line endings CRLF -> LF"
+    assert exit_code(rep) is Exit.OK
 
 
 def _full_disk_error(tmp_path: Path) -> StateError:

@@ -87,6 +87,7 @@ class _Job:
     error: str | None = None
     fraction: float = 0.0
     failures: list[dict[str, Any]] = field(default_factory=list)
+    altered: list[dict[str, Any]] = field(default_factory=list)
     history: list[list[float]] = field(default_factory=list)
     credentials: bool = True
     state_path: Path | None = None
@@ -429,9 +430,11 @@ class FakeService:
                     "folders_failed": 0,
                     "verified": sum(f["verified"] for f in folders),
                     "bytes_copied": sum(f["bytes_copied"] for f in folders),
+                    "altered": len(job.altered),
                 },
                 "folders": folders,
                 "failures": list(job.failures),
+                "altered_messages": list(job.altered),
             }
 
     def state_file(self, user_id: int, job_id: str) -> Path:
@@ -512,6 +515,20 @@ class FakeService:
                 "size": 1234,
                 "message_id": f"<{uid}@example.org>",
                 "reason": reason,
+            }
+        )
+
+    def add_altered(self, job_id: str, folder: str, uid: int, what: str) -> None:
+        """Test control: a message the destination server stored altered (issue 13)."""
+        self.jobs[job_id].altered.append(
+            {
+                "folder": folder,
+                "uid": uid,
+                "size": 1234,
+                "message_id": f"<{uid}@example.org>",
+                "dest_uid": uid,
+                "stored_size": 1200,
+                "what": what,
             }
         )
 

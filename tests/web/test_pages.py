@@ -616,6 +616,21 @@ def test_summary_fragment_report_json_and_receipt(alice: Browser, fake: FakeServ
     assert r.status_code == 200 and r.content.startswith(b"SQLite format 3")
 
 
+def test_summary_lists_messages_the_server_stored_altered(
+    alice: Browser, fake: FakeService
+) -> None:
+    """Issue 13: all there, some stored altered by the server: "All done", said, listed."""
+    jid = job_id_of(order(alice))
+    for uid in (1, 2):
+        fake.add_altered(jid, "INBOX", uid, "line endings CRLF -> LF")
+    fake.add_altered(jid, "Sent", 3, "8-bit header bytes replaced by '?'")
+    fake.finish(jid)
+    frag = alice.get(f"/transfers/{jid}/summary").text
+    assert "All done" in frag and "3 of them the destination server stored altered" in frag
+    assert "Stored, altered by the destination server" in frag
+    assert "line endings CRLF -&gt; LF" in frag and "8-bit header bytes replaced by" in frag
+
+
 @pytest.mark.parametrize(
     ("how", "title"),
     [("done", "All done"), ("failed", "The transfer stopped"), ("cancelled", "Cancelled")],

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from ..imap.connection import CommandResult
 from ..imap.errors import CommandError
+from .altered import Alteration
 from .budget import ByteBudget
 from .hashing import Hasher, fingerprint
 from .model import FolderPlan, Options, Progress
@@ -23,6 +24,7 @@ if TYPE_CHECKING:  # Gmail's modules load only for a Gmail account (start-up)
 __all__ = ["Context", "EventHandler", "Tally", "check", "chunks_by_count", "norm_inbox"]
 
 EventHandler = Callable[[str], None]
+T = TypeVar("T")
 
 
 def norm_inbox(name: str) -> str:
@@ -99,14 +101,27 @@ class Context:
     #: (source folder, UID) -> SHA-256 of messages copied in this run, until the folder
     #: is verified (verify_content only).
     source_fprs: dict[tuple[str, int], bytes] = field(default_factory=dict)
+    #: What the destination server changes in the messages it stores, once learned in
+    #: this run (transfer/altered.py); None: nothing seen so far.
+    alteration: Alteration | None = None
+    #: Whether it replaces 8-bit header bytes (None: not known yet; see
+    #: transfer/verify.py ``Verifier._probe``).
+    replaces_8bit: bool | None = None
 
     async def read_hashes(self, store: Store, uids: Sequence[int]) -> dict[int, tuple[int, bytes]]:
         """(size, SHA-256) of the selected folder's messages ``uids``, by UID: bodies are
         fetched in pipelined chunks, hashed, then dropped."""
-        out: dict[int, tuple[int, bytes]] = {}
+        return await self.read_with(store, uids, lambda body: (len(body), fingerprint(body)))
+
+    async def read_with(
+        self, store: Store, uids: Sequence[int], digest: Callable[[bytes], T]
+    ) -> dict[int, T]:
+        """``digest(body)`` of the selected folder's messages ``uids``, by UID: bodies are
+        fetched in pipelined chunks, digested, then dropped."""
+        out: dict[int, T] = {}
 
         def on_body(uid: int, body: bytes) -> None:
-            out[uid] = (len(body), fingerprint(body))
+            out[uid] = digest(body)
 
         futs = []
         for chunk in chunks_by_count(sorted(uids), 200):

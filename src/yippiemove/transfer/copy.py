@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from ..imap.client import AppendItem, MessageMeta, message_id_in
 from ..imap.connection import CommandResult
 from ..imap.errors import CommandError
+from .altered import has_8bit_header
 from .model import Failure, Options, Outcome
 from .refusals import per_message
 
@@ -321,6 +322,9 @@ class Copier:
         hooks, ambiguous, storable, keywords = p.hooks, p.ambiguous, p.storable, p.keywords
         limit, max_group = self.limit, self.max_group
         group_bytes_max = p.ctx.options.append_batch_bytes
+        # Does the destination replace 8-bit header bytes (same size: the verify reads
+        # a few such messages back)?  Not asked under --verify-content (reads them all).
+        watch_8bit = p.ctx.replaces_8bit is not False and not p.ctx.options.verify_content
         bodies = [got.pop(m.uid, None) for m in batch]
         fprs = await p.ctx.hasher.hash(
             bodies, [self.all_strong or m.uid in ambiguous for m in batch]
@@ -341,6 +345,12 @@ class Copier:
                 if duid is not None:
                     self.record(m, fpr, duid, Outcome.PRESENT)
                     continue
+            if m.uid in ambiguous or m.uid in p.altered_ambiguous:
+                # Stored altered by the server (line endings...)? transfer/altered.py
+                duid = await p.take_altered(m, body)
+                if duid is not None:
+                    self.record(m, fpr, duid, Outcome.PRESENT)
+                    continue
             if limit is not None and len(body) > limit:
                 self.fail(m, f"it is larger ({len(body)} bytes) than {self.too_large}", body)
                 continue
@@ -349,6 +359,8 @@ class Copier:
             if hooks.label_instead(m, fpr):
                 self.release_one(m.size)
                 continue
+            if watch_8bit and has_8bit_header(body):
+                p.at_risk.add(m.uid)
             if keywords is not None and keywords.pending_append(m.flags):
                 await self.flush_group()
                 await self._probe(m, body, fpr)

@@ -10,20 +10,23 @@ transfer/gmail_pass.py), never as branches here.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from ..imap.client import MessageMeta, SelectInfo
+from ..imap.client import MessageMeta, SelectInfo, message_id_in
 from ..imap.errors import CommandError
 from ..imap.protocol import format_uid_set
 from ..policy import retry as retry_policy
+from .altered import Alteration, learn_any
 from .context import Context, chunks_by_count, norm_inbox
 from .copy import Copier
+from .hashing import fingerprint
 from .keywords import Keywords
 from .matching import (
     ContentPool,
     Match,
+    altered_candidates,
     claim_from_state,
     find_ambiguous,
     flags_kept_by_merge,
@@ -33,9 +36,13 @@ from .model import FolderPlan, FolderResult, Outcome
 from .refusals import FolderError
 from .state import FolderRow, MessageRow
 from .store import Store
-from .verify import Verifier
+from .verify import LEARN_SAMPLE, Verifier
 
 __all__ = ["FolderPass", "PassHooks", "PlainHooks", "recreated_notes"]
+
+#: The state's ``error`` of a message stored altered in a recognised way (the rest is
+#: what changed); other ``altered`` rows are copies that differ otherwise (failed).
+ALTERED_PREFIX = "stored altered by the server: "
 
 
 class PassHooks(Protocol):
@@ -134,6 +141,18 @@ class FolderPass:
         #: Source UIDs that may already be on the destination (checked by content).
         self.ambiguous: set[int] = set()
         self.pool = ContentPool()
+        #: Source UIDs that may be on the destination stored altered by the server
+        #: (checked by the SHA-256 of their bytes altered the same way), and the
+        #: alteration; source UID -> (what changed, Message-ID), for those found there.
+        self.altered_ambiguous: set[int] = set()
+        self.matched_altered: dict[int, tuple[str, bytes | None]] = {}
+        #: Message-IDs of the possible copies (source), and the candidates by Message-ID
+        self.s_ids: dict[int, bytes | None] = {}
+        self.dest_by_mid: defaultdict[bytes | None, list[int]] = defaultdict(list)
+        self.learn_tries = 0
+        #: Source UIDs appended with 8-bit header bytes (while the run does not know
+        #: whether the destination keeps them, or knows it does not).
+        self.at_risk: set[int] = set()
         self.dinfo: SelectInfo | None = None
         self.storable: Callable[[str], bool] = lambda flag: True
         #: What the destination folder keeps, by evidence (transfer/keywords.py).
@@ -196,6 +215,7 @@ class FolderPass:
         dest_by_uid = {d.uid: d for d in dmeta}
         self.match = claim_from_state(smeta, rows, dest_by_uid)
         claim = self.match.claim
+        self._known_altered(rows)
         to_copy = [m for m in smeta if m.uid not in claim]
         free_dest = [d for d in dmeta if d.uid not in self.match.claimed_dest]
         await self._find_possible_copies(to_copy, free_dest)
@@ -231,6 +251,10 @@ class FolderPass:
                 known_hashes=known,
                 expected=len(dmeta) + self._added(),
                 keywords=self.keywords,
+                read_with=ctx.read_with,
+                learned=ctx,
+                matched_altered=self.matched_altered,
+                at_risk=self.at_risk,
             ).run(vmeta, claim)
         self._report_dropped(smeta)
         await self._name_failures()
@@ -287,22 +311,109 @@ class FolderPass:
     async def _find_possible_copies(
         self, to_copy: list[MessageMeta], free_dest: list[MessageMeta]
     ) -> None:
-        """Only messages of a size found on the other side can be copies: ask for their
-        Message-IDs (cheap), and hash the remaining candidates' bodies."""
+        """Only messages of a size found on the other side can be exact copies: ask for
+        their Message-IDs (cheap), and hash the remaining candidates' bodies.  On a
+        plain destination, copies the server stored altered are looked for too
+        (:meth:`_find_altered_copies`)."""
         s_cand, d_cand = size_candidates(to_copy, free_dest)
-        if not s_cand:
-            return
-        s_ids = await self.src.fetch_message_ids([m.uid for m in s_cand])
-        d_ids = await self.dst.fetch_message_ids([d.uid for d in d_cand])
-        self.ambiguous, candidates = find_ambiguous(
-            s_cand, s_ids, d_cand, d_ids, instant=self.hooks.dated()
-        )
+        s_ids: dict[int, bytes | None] = {}
+        d_ids: dict[int, bytes | None] = {}
+        candidates: set[int] = set()
+        if s_cand:
+            s_ids = await self.src.fetch_message_ids([m.uid for m in s_cand])
+            d_ids = await self.dst.fetch_message_ids([d.uid for d in d_cand])
+            self.ambiguous, candidates = find_ambiguous(
+                s_cand, s_ids, d_cand, d_ids, instant=self.hooks.dated()
+            )
+        if to_copy and free_dest and self.hooks.dated() is None:
+            candidates |= await self._find_altered_copies(to_copy, free_dest, s_ids, d_ids)
+        self.s_ids = s_ids
+        self.dest_by_mid = defaultdict(list)
+        for d in free_dest:
+            if d.uid in candidates:
+                self.dest_by_mid[d_ids.get(d.uid)].append(d.uid)
         if candidates:
             self.ctx.on_event(
                 f"{self.fp.source.name}: checking {len(candidates)} destination messages "
                 "that may already be copies"
             )
             self.pool = ContentPool(await self.ctx.read_hashes(self.dst, sorted(candidates)))
+
+    def _known_altered(self, rows: dict[int, MessageRow]) -> None:
+        """Messages an earlier run verified as stored altered in a recognised way (a
+        stored message never changes: the state's word is taken, not read back)."""
+        for uid, row in rows.items():
+            why = row.error or ""
+            if row.outcome == Outcome.ALTERED and why.startswith(ALTERED_PREFIX):
+                if self.match.claim.get(uid) == row.dest_uid:
+                    self.matched_altered[uid] = (why[len(ALTERED_PREFIX) :], row.message_id)
+
+    async def _find_altered_copies(
+        self,
+        to_copy: list[MessageMeta],
+        free_dest: list[MessageMeta],
+        s_ids: dict[int, bytes | None],
+        d_ids: dict[int, bytes | None],
+    ) -> set[int]:
+        """Destination messages that may be source messages stored altered by the
+        server (a re-run after ``kill -9`` or without the state file): of the same
+        Message-ID and no larger (or both without one).  The alteration is what this
+        run learned already, else learned here from a few pairs of one Message-ID and
+        two sizes (both sides read).  Returns the destination UIDs to hash."""
+        s_more = [m.uid for m in to_copy if m.uid not in s_ids]
+        d_more = [d.uid for d in free_dest if d.uid not in d_ids]
+        if s_more:
+            s_ids.update(await self.src.fetch_message_ids(s_more))
+        if d_more:
+            d_ids.update(await self.dst.fetch_message_ids(d_more))
+        sources, dests, pairs = altered_candidates(to_copy, s_ids, free_dest, d_ids)
+        if not sources:
+            return set()
+        ctx = self.ctx
+        if ctx.alteration is None and pairs:
+            pairs = pairs[:LEARN_SAMPLE]
+            sent = await ctx.read_with(self.src, [s for s, _ in pairs], bytes)
+            stored = await ctx.read_with(self.dst, [d for _, d in pairs], bytes)
+            ctx.alteration = learn_any(
+                (sent[s], stored[d]) for s, d in pairs if s in sent and d in stored
+            )
+            del sent, stored
+        self.altered_ambiguous = sources
+        return dests if ctx.alteration is not None else set()
+
+    async def take_altered(self, m: MessageMeta, body: bytes) -> int | None:
+        """A possible copy not found with its exact bytes: the destination message that
+        holds its bytes as the server alters them, claimed (None: none).
+
+        When what the run learned does not explain it (nothing yet; or line endings, and
+        this is the first message with 8-bit header bytes), the first few such misses of
+        a pass are compared with their candidates' stored bytes to learn more (a server
+        that replaces 8-bit header bytes keeps the size: only the bytes tell)."""
+        ctx = self.ctx
+        tried: set[Alteration] = set()
+        while True:
+            alt = ctx.alteration
+            if alt is not None and alt not in tried:
+                tried.add(alt)
+                changed = alt.apply(body)
+                duid = (
+                    self.pool.take(len(changed), fingerprint(changed)) if changed != body else None
+                )
+                if duid is not None:
+                    what = ", ".join(alt.changes(body))
+                    self.matched_altered[m.uid] = (what, message_id_in(body))
+                    return duid
+            if self.learn_tries >= LEARN_SAMPLE:
+                return None
+            duids = self.dest_by_mid.get(self.s_ids.get(m.uid), [])[:2]
+            if not duids:
+                return None
+            self.learn_tries += 1
+            stored = await ctx.read_with(self.dst, duids, bytes)
+            new = learn_any((body, b) for b in stored.values())
+            if new is None:
+                return None
+            ctx.alteration = new if alt is None else alt.union(new)
 
     # ---------------------------------------------------------------- outcomes
 
@@ -324,14 +435,19 @@ class FolderPass:
         res = self.res
         claim, outcome_of = self.match.claim, self.match.outcome_of
         failed_uids = {f.uid for f in res.failures}
+        altered_uids = {a.uid for a in res.stored_altered}
         failed, missing = Outcome.FAILED, Outcome.MISSING  # (enum look-ups: not per message)
         messages = res.messages
+        how: Counter[Outcome] = Counter()  # how the altered ones got there
         for m in smeta:
             if m.uid in failed_uids:
                 messages.append((m.uid, res.altered.get(m.uid), failed))
+            elif m.uid in altered_uids:
+                messages.append((m.uid, claim.get(m.uid), Outcome.ALTERED))
+                how[outcome_of.get(m.uid, missing)] += 1
             else:
                 messages.append((m.uid, claim.get(m.uid), outcome_of.get(m.uid, missing)))
-        counts = Counter(o for _, _, o in messages)
+        counts = Counter(o for _, _, o in messages) + how
         res.copied = counts[Outcome.COPIED]
         res.present = counts[Outcome.PRESENT]
         res.labelled = counts[Outcome.LABELLED]
@@ -349,6 +465,17 @@ class FolderPass:
                     altered_to,
                     Outcome.FAILED if altered_to is None else Outcome.ALTERED,
                     f.reason,
+                )
+            for a in res.stored_altered:
+                state.record(
+                    self.folder_id,
+                    a.uid,
+                    a.size,
+                    a.message_id.encode() if a.message_id else None,
+                    None,
+                    a.dest_uid,
+                    Outcome.ALTERED,
+                    ALTERED_PREFIX + a.what,
                 )
             state.flush()
 

@@ -26,22 +26,26 @@ flags a message should be judged by when another folder set them first.
 from __future__ import annotations
 
 import dataclasses
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..imap.client import MessageMeta
+from .altered import GROWS_AT_MOST
 from .model import STORED, Outcome
 
 __all__ = [
     "ContentPool",
     "Match",
+    "altered_candidates",
     "claim_from_state",
     "find_ambiguous",
     "flags_kept_by_merge",
     "flags_kept_on_gmail",
     "match_by_message_id",
+    "match_resized_by_message_id",
     "size_candidates",
 ]
 
@@ -76,18 +80,19 @@ def claim_from_state(
     """Claim the destination messages the state file says we stored (``rows``: the
     state's rows of this folder by source UID, valid for both UIDVALIDITYs).
 
-    A row claims its destination UID when the message is still there with the source's
-    size -- or whatever its size, when the state knows it was stored *altered* (it is
-    reported again by the verify, but never sent twice).  No destination message is
-    claimed twice."""
+    A row claims its destination UID when the message is still there, whatever its
+    size: under the same UIDVALIDITY a UID is never given to another message (RFC 3501
+    2.3.1.1), so it is the message we stored -- maybe stored *altered* by the server
+    (the verify judges it: altered or failed, never sent twice; a size check here made
+    a re-run after ``kill -9`` append every altered message again).  No destination
+    message is claimed twice."""
     match = Match()
     for m in smeta:
         r = rows.get(m.uid)
         if r is None or r.dest_uid is None or r.outcome not in STORED:
             continue
         d = dest_by_uid.get(r.dest_uid)
-        size_ok = d is not None and (d.size == m.size or r.outcome == Outcome.ALTERED)
-        if d is not None and size_ok and d.uid not in match.claimed_dest:
+        if d is not None and d.uid not in match.claimed_dest:
             match.claim[m.uid] = d.uid
             match.claimed_dest.add(d.uid)
             match.outcome_of[m.uid] = Outcome.PRESENT
@@ -150,6 +155,64 @@ class ContentPool:
         return cands.pop(0) if cands else None
 
 
+def _nearest_other(sizes: Sequence[int], size: int) -> int | None:
+    """Index in ``sizes`` (ascending) of the largest size of at most
+    ``size + GROWS_AT_MOST`` that is not ``size`` (None: none)."""
+    i = bisect_right(sizes, size + GROWS_AT_MOST) - 1
+    while i >= 0 and sizes[i] == size:
+        i -= 1
+    return i if i >= 0 else None
+
+
+def altered_candidates(
+    to_copy: Sequence[MessageMeta],
+    s_ids: Mapping[int, bytes | None],
+    free_dest: Sequence[MessageMeta],
+    d_ids: Mapping[int, bytes | None],
+) -> tuple[set[int], set[int], list[tuple[int, int]]]:
+    """Messages that may be on the destination stored *altered* (transfer/altered.py):
+    (source UIDs, destination UIDs to hash, pairs to learn the alteration from).
+
+    A recognised alteration makes a message larger by at most ``GROWS_AT_MOST`` bytes,
+    so a source message may be stored as a destination message of its Message-ID (a
+    message without one: of no Message-ID) that is no larger than that.  The learning
+    pairs: one per source message whose Message-ID a destination message of another
+    size has, in source order; then, for messages without Message-ID, each with the
+    nearest one of another size without (a guess: learning from two different messages
+    learns nothing).  Sorted sizes, not a scan per message, for those without."""
+    index: dict[bytes | None, list[MessageMeta]] = defaultdict(list)
+    for d in free_dest:
+        index[d_ids.get(d.uid)].append(d)
+    nameless = sorted((d.size, d.uid) for d in index.pop(None, ()))
+    nsizes = [size for size, _ in nameless]
+    sources: set[int] = set()
+    dests: set[int] = set()
+    pairs: list[tuple[int, int]] = []
+    loose: list[tuple[int, int]] = []
+    biggest = -1
+    for m in to_copy:
+        mid = s_ids.get(m.uid)
+        if mid is None:
+            if not nsizes or nsizes[0] > m.size + GROWS_AT_MOST:
+                continue
+            sources.add(m.uid)
+            biggest = max(biggest, m.size)
+            j = _nearest_other(nsizes, m.size)
+            if j is not None:
+                loose.append((m.uid, nameless[j][1]))
+            continue
+        fits = [d for d in index.get(mid, ()) if d.size <= m.size + GROWS_AT_MOST]
+        if not fits:
+            continue
+        sources.add(m.uid)
+        dests.update(d.uid for d in fits)
+        other = next((d for d in fits if d.size != m.size), None)
+        if other is not None:
+            pairs.append((m.uid, other.uid))
+    dests.update(uid for size, uid in nameless if size <= biggest + GROWS_AT_MOST)
+    return sources, dests, pairs + loose
+
+
 def match_by_message_id(
     unmapped: Sequence[MessageMeta],
     s_ids: Mapping[int, bytes | None],
@@ -167,6 +230,39 @@ def match_by_message_id(
         lst = index.get((m.size, s_ids.get(m.uid)))
         if lst:
             out[m.uid] = lst.pop(0)
+    return out
+
+
+def match_resized_by_message_id(
+    unmapped: Sequence[MessageMeta],
+    s_ids: Mapping[int, bytes | None],
+    free: Sequence[MessageMeta],
+    d_ids: Mapping[int, bytes | None],
+) -> dict[int, int]:
+    """No APPENDUID, and no free message of the same (size, Message-ID): pair each
+    source message with a free destination message of its Message-ID (a message without
+    one: of none, the nearest size) and another size that a recognised alteration can
+    give -- stored altered? the verify reads both to tell, and undoes a pair it cannot
+    explain.  In UID order, each destination message at most once."""
+    index: dict[bytes | None, list[MessageMeta]] = defaultdict(list)
+    for d in free:
+        index[d_ids.get(d.uid)].append(d)
+    nameless = sorted((d.size, d.uid) for d in index.pop(None, ()))
+    nsizes = [size for size, _ in nameless]
+    out: dict[int, int] = {}
+    for m in unmapped:
+        mid = s_ids.get(m.uid)
+        if mid is None:
+            j = _nearest_other(nsizes, m.size)
+            if j is not None:
+                del nsizes[j]
+                out[m.uid] = nameless.pop(j)[1]
+            continue
+        lst = index.get(mid, [])
+        d = next((d for d in lst if d.size != m.size and d.size <= m.size + GROWS_AT_MOST), None)
+        if d is not None:
+            lst.remove(d)
+            out[m.uid] = d.uid
     return out
 
 

@@ -21,7 +21,10 @@ class Outcome(StrEnum):
     PRESENT = "present"
     #: Gmail destination: stored from another folder; this folder's label was added.
     LABELLED = "labelled"
-    #: On the destination, but stored altered (other size or bytes): failed, never re-sent.
+    #: On the destination, stored altered by the server.  In the report: a change the mover
+    #: recognises (line endings, 8-bit header bytes: transfer/altered.py), not a failure.
+    #: In the state: any stored copy with other size or bytes (recognised or not: an
+    #: unrecognised one is reported failed) -- never sent again.
     ALTERED = "altered"
     FAILED = "failed"
     #: Not handled (only seen in a report of a pass that went wrong).
@@ -262,6 +265,32 @@ class Failure:
 
 
 @dataclass
+class AlteredMessage:
+    """A message on the destination that the server stored altered in a way the mover
+    recognises (transfer/altered.py): there, not byte-exact, not a failure."""
+
+    folder: str
+    uid: int
+    size: int
+    message_id: str | None
+    dest_uid: int
+    stored_size: int
+    #: What the server changed, in words ("line endings CRLF -> LF", ...).
+    what: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "folder": self.folder,
+            "uid": self.uid,
+            "size": self.size,
+            "message_id": self.message_id,
+            "dest_uid": self.dest_uid,
+            "stored_size": self.stored_size,
+            "what": self.what,
+        }
+
+
+@dataclass
 class FolderResult:
     source: str
     dest: str
@@ -278,6 +307,8 @@ class FolderResult:
     #: Source UID -> destination UID of messages the destination stored altered (other
     #: size, or other bytes under ``verify_content``): failed, but there; never re-sent.
     altered: dict[int, int] = field(default_factory=dict)
+    #: Messages stored altered by the server in a recognised way (verified as such).
+    stored_altered: list[AlteredMessage] = field(default_factory=list)
     flags_fixed: int = 0
     bytes_copied: int = 0
     source_uidvalidity: int = 0
@@ -305,6 +336,7 @@ class FolderResult:
             "failed": self.failed,
             "verified": self.verified,
             "content_verified": self.content_verified,
+            "altered": len(self.stored_altered),
             "flags_fixed": self.flags_fixed,
             "bytes_copied": self.bytes_copied,
             "unstorable_flags": sorted(self.unstorable_flags),
@@ -312,6 +344,7 @@ class FolderResult:
             "notes": self.notes,
             "error": self.error,
             "failures": [f.as_dict() for f in self.failures],
+            "altered_messages": [a.as_dict() for a in self.stored_altered],
             "messages": [
                 {"source_uid": s, "dest_uid": d, "outcome": o} for s, d, o in self.messages
             ],

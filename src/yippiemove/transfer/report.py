@@ -3,7 +3,8 @@ process): the report, the exit status, and an exception turned into an outcome.
 
 - :func:`build_report`: the JSON report (``yippiemove move --report``, a job's
   ``report.json``), from what the mover did.
-- :class:`Exit`: 0 every selected source message is verified on the destination; 1 some
+- :class:`Exit`: 0 every selected source message is verified on the destination (exact,
+  or stored altered by the server in a way the mover recognises: listed as such); 1 some
   messages failed (listed, and in the report); 2 the run could not start or was cut short.
 - :func:`outcome_of`: the one mapping from an exception that ended a run to its
   status and the text the person sees.
@@ -37,7 +38,8 @@ __all__ = [
 class Exit(IntEnum):
     """Exit status of ``yippiemove move`` and of a job process."""
 
-    OK = 0  # every selected source message is verified on the destination
+    OK = 0  # every selected source message is verified on the destination (exact, or
+    # "stored, altered by the server" in a recognised way: not a failure, but listed)
     FAILED = 1  # some messages (or whole folders) failed; the rest is verified
     ABORTED = 2  # could not start or was cut short (see docs/faults.md)
 
@@ -145,6 +147,7 @@ def build_report(
             "folders_failed": sum(1 for r in results if r.error),
             "verified": sum(r.verified for r in results),
             "content_verified": sum(r.content_verified for r in results),
+            "altered": sum(len(r.stored_altered) for r in results),
             "bytes_copied": sum(r.bytes_copied for r in results),
         },
         "progress": {
@@ -158,6 +161,7 @@ def build_report(
         "plan": plan.as_dict() if plan is not None else None,
         "folders": [r.as_dict() for r in results],
         "failures": failures,
+        "altered_messages": [a.as_dict() for r in results for a in r.stored_altered],
     }
 
 

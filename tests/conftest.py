@@ -221,7 +221,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "$YIPPIEMOVE_KILL_SEED); see docs/faults.md",
     )
 
-
     parser.addoption(
         "--matrix-full",
         action="store_true",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from tests.doubles.cyrus import INSTALL_HINT as CYRUS_INSTALL_HINT
 from tests.doubles.cyrus import CyrusServer, cyrus_available
 from tests.doubles.mailutils import INSTALL_HINT as IMAP4D_INSTALL_HINT
 from tests.doubles.mailutils import Imap4dServer, imap4d_available
+from tests.source_guard import guard_sources
 from yippiemove.testing.dovecot import INSTALL_HINT, DovecotServer, dovecot_available
 
 
@@ -33,19 +36,26 @@ _CHANGE = re.compile(
 )
 
 
-def source_changes(server: DovecotServer) -> list[str]:
+def source_changes(server: DovecotServer, *, wait: float = 0.0) -> list[str]:
     """Changes made over IMAP to a source account (a user named ``src...``) of a server
-    started with ``change_log=True``: the source is read-only, so any is a bug."""
-    try:
-        text = server.log_path.read_text(errors="replace")
-    except OSError:
-        return []
-    out = []
-    for line in text.splitlines():
-        m = _CHANGE.search(line)
-        if m and m["user"].startswith("src"):
-            out.append(f"{m['user']}: {m['what']}")
-    return out
+    started with ``change_log=True``: the source is read-only, so any is a bug.
+
+    Dovecot's log process writes what the imap processes tell it a moment later; ``wait``
+    (seconds) polls that long for a first change to appear (a test that makes one)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            text = server.log_path.read_text(errors="replace")
+        except OSError:
+            text = ""
+        out = []
+        for line in text.splitlines():
+            m = _CHANGE.search(line)
+            if m and m["user"].startswith("src"):
+                out.append(f"{m['user']}: {m['what']}")
+        if out or time.monotonic() >= deadline:
+            return out
+        time.sleep(0.05)
 
 
 def _guard_sources(request: pytest.FixtureRequest, servers: list[DovecotServer]) -> None:
@@ -125,33 +135,60 @@ def cyrus_installed() -> None:
         pytest.skip(msg)
 
 
+#: The methods a test loads a Cyrus account with (the guard's "before" follows them).
+CYRUS_LOADERS = ("add_user", "create_folder", "deliver_many", "session")
+
+
+def _guard_cyrus(request: pytest.FixtureRequest, server: CyrusServer) -> Any:
+    return guard_sources(
+        request,
+        server,
+        users=lambda: list(server._users),
+        loaders=CYRUS_LOADERS,
+        running=lambda: server.running,
+        fresh=server.fresh_folders,
+    )
+
+
 @pytest.fixture
-def cyrus(cyrus_installed: None, tmp_path: Path) -> Iterator[CyrusServer]:
+def cyrus(
+    cyrus_installed: None, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[CyrusServer]:
     """A running Cyrus IMAP: namespace "INBOX." with separator ".", users src and dst,
     each with INBOX.Sent Items, INBOX.Drafts, INBOX.Deleted Items and INBOX.Spam marked
-    \\Sent, \\Drafts, \\Trash and \\Junk (SPECIAL-USE)."""
+    \\Sent, \\Drafts, \\Trash and \\Junk (SPECIAL-USE).  The source-untouched guard
+    (tests/source_guard.py) checks its ``src...`` accounts at teardown."""
     server = CyrusServer(tmp_path / "cyrus", users={"src": "srcpass", "dst": "dstpass"})
-    with server:
+    with server, _guard_cyrus(request, server):
         yield server
 
 
 @pytest.fixture
-def cyrus_factory(cyrus_installed: None, tmp_path: Path) -> Iterator[Callable[..., CyrusServer]]:
+def cyrus_factory(
+    cyrus_installed: None, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., CyrusServer]]:
     """Start Cyrus servers with options: ``cyrus_factory(eight_bit_headers="reject")``.
 
-    Users src/srcpass and dst/dstpass unless ``users`` is given; stopped at teardown.
+    Users src/srcpass and dst/dstpass unless ``users`` is given; stopped at teardown,
+    after the source-untouched guard checked them.
     """
     servers: list[CyrusServer] = []
+    with contextlib.ExitStack() as guards:
 
-    def make(**kwargs: Any) -> CyrusServer:
-        kwargs.setdefault("users", {"src": "srcpass", "dst": "dstpass"})
-        server = CyrusServer(tmp_path / f"cyrus-{len(servers)}", **kwargs)
-        servers.append(server)
-        return server.start()
+        def make(**kwargs: Any) -> CyrusServer:
+            kwargs.setdefault("users", {"src": "srcpass", "dst": "dstpass"})
+            server = CyrusServer(tmp_path / f"cyrus-{len(servers)}", **kwargs)
+            servers.append(server)
+            server.start()
+            guards.enter_context(_guard_cyrus(request, server))
+            return server
 
-    yield make
-    for server in reversed(servers):
-        server.stop()
+        try:
+            yield make
+        finally:
+            guards.close()
+            for server in reversed(servers):
+                server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -168,11 +205,23 @@ def imap4d_installed() -> None:
 
 
 @pytest.fixture
-def imap4d(imap4d_installed: None, tmp_path: Path) -> Iterator[Imap4dServer]:
+def imap4d(
+    imap4d_installed: None, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Imap4dServer]:
     """A running GNU Mailutils imap4d (maildir, namespace "" with "/"), users src and dst
-    (passwords srcpass, dstpass; log in as ``imap4d.login("src")``, i.e. src@yippiemove.test)."""
+    (passwords srcpass, dstpass; log in as ``imap4d.login("src")``, i.e. src@yippiemove.test);
+    the source-untouched guard (tests/source_guard.py) checks its ``src...`` accounts."""
     server = Imap4dServer(tmp_path / "imap4d", users={"src": "srcpass", "dst": "dstpass"})
-    with server:
+    with (
+        server,
+        guard_sources(
+            request,
+            server,
+            users=lambda: list(server._users),
+            loaders=("add_user", "create_folder", "deliver_many", "session"),
+            running=lambda: server.running,
+        ),
+    ):
         yield server
 
 
@@ -195,15 +244,25 @@ def corpus_dir() -> Path:
 
 
 @pytest.fixture
-def gmail() -> Iterator[Any]:
+def gmail(request: pytest.FixtureRequest) -> Iterator[Any]:
     """A running Gmail IMAP double (tests.doubles.gmail.GmailServer), plain text on
     127.0.0.1, users src@gmail.test/srcpass and dst@gmail.test/dstpass (in an account URL
     write the "@" of the user name as %40).  Fails the test if the double hit an internal
-    error."""
+    error.  The source-untouched guard (tests/source_guard.py) checks its ``src...``
+    accounts at teardown."""
     from tests.doubles.gmail import GmailServer
 
     server = GmailServer(users={"src@gmail.test": "srcpass", "dst@gmail.test": "dstpass"})
-    with server:
+    with (
+        server,
+        guard_sources(
+            request,
+            server,
+            users=lambda: list(server._accounts),
+            loaders=("add_user", "add_message", "create_label"),
+            running=lambda: server.running,
+        ),
+    ):
         yield server
     assert not server.internal_errors, server.internal_errors
 

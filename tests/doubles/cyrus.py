@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import os
 import pwd
 import re
@@ -123,6 +124,11 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _LITERAL_END = re.compile(rb"\{(\d+)\}\r\n\Z")
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.IGNORECASE)
 _BATCH_BYTES = 8 << 20  # bytes of messages per MULTIAPPEND in deliver_many
+_LIST_LINE = re.compile(rb'\* LIST \(([^)]*)\) (?:NIL|"(?:[^"\\]|\\.)*") (.*)\r\n\Z', re.S)
+_UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
+_FETCH_UID = re.compile(rb"[( ]UID (\d+)")
+_FETCH_FLAGS = re.compile(rb"[( ]FLAGS \(([^)]*)\)")
+_FETCH_BODY = re.compile(rb"BODY\[\] \{(\d+)\}\r\n")
 
 
 class CyrusError(RuntimeError):
@@ -255,8 +261,9 @@ class _Session:
             line += self._reader.readline()
         return line
 
-    def command(self, args: bytes) -> tuple[bool, str, bytes]:
-        """Send a command; (OK?, the tagged line's text, the tagged line)."""
+    def command(self, args: bytes, untagged: list[bytes] | None = None) -> tuple[bool, str, bytes]:
+        """Send a command; (OK?, the tagged line's text, the tagged line).  The untagged
+        lines (literals included) are added to ``untagged`` if given."""
         self._tag += 1
         tag = b"y%d" % self._tag
         self._sock.sendall(tag + b" " + args + b"\r\n")
@@ -265,6 +272,8 @@ class _Session:
             if line.startswith(tag + b" "):
                 rest = line[len(tag) + 1 :].rstrip(b"\r\n")
                 return rest.startswith(b"OK"), rest.decode("utf-8", "replace"), rest
+            if untagged is not None:
+                untagged.append(line)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -758,6 +767,66 @@ class CyrusServer(LocalServer):
                 if msg is not None:
                     batch, size = [msg], len(msg.raw)
         return uids
+
+    def fresh_folders(self, user: str) -> list[str]:
+        """The folders of a new account, as :meth:`snapshot` names them (modified UTF-7):
+        INBOX and the special folders made at the first login."""
+        return ["INBOX", *(_mutf7(self.prefix + name) for name in self.special_folders.values())]
+
+    def snapshot(
+        self, user: str
+    ) -> dict[str, tuple[int | None, dict[int, tuple[frozenset[str], str]]]]:
+        """The account as the source-untouched guard compares it (tests/source_guard.py):
+        folder (as the server spells it) -> (UIDVALIDITY, UID -> (flags, sha256 of the
+        bytes)); read with EXAMINE and BODY.PEEK, so it changes nothing (``\\Recent`` is
+        left out)."""
+        out: dict[str, tuple[int | None, dict[int, tuple[frozenset[str], str]]]] = {}
+        s = self._session(user)  # not session(): the guard wraps that one
+        with contextlib.closing(s):
+            listed: list[bytes] = []
+            ok, text, _ = s.command(b'LIST "" "*"', listed)
+            if not ok:
+                raise CyrusError(f"LIST failed: {text}")
+            for line in listed:
+                m = _LIST_LINE.match(line)
+                if m is None:
+                    continue
+                attrs, name = m.group(1).lower(), m.group(2)
+                if name.startswith(b'"'):
+                    name = re.sub(rb"\\(.)", rb"\1", name[1:-1])
+                elif lit := re.match(rb"\{(\d+)\}\r\n", name):
+                    name = name[lit.end() : lit.end() + int(lit.group(1))]
+                key = name.decode("utf-8", "replace")
+                if b"\\noselect" in attrs or b"\\nonexistent" in attrs:
+                    out[key] = (None, {})
+                    continue
+                got: list[bytes] = []
+                ok, text, _ = s.command(b"EXAMINE " + s._literal(name), got)
+                if not ok:
+                    raise CyrusError(f"EXAMINE {key!r} failed: {text}")
+                validity = next(
+                    (int(v.group(1)) for line in got if (v := _UIDVALIDITY.search(line))), None
+                )
+                fetched: list[bytes] = []
+                ok, text, _ = s.command(b"UID FETCH 1:* (UID FLAGS BODY.PEEK[])", fetched)
+                if not ok and "no matching" not in text.lower():
+                    raise CyrusError(f"UID FETCH in {key!r} failed: {text}")
+                msgs: dict[int, tuple[frozenset[str], str]] = {}
+                for line in fetched:
+                    body = _FETCH_BODY.search(line)
+                    if body is None:
+                        continue
+                    end = body.end() + int(body.group(1))
+                    raw, rest = line[body.end() : end], line[: body.start()] + line[end:]
+                    uid, flags = _FETCH_UID.search(rest), _FETCH_FLAGS.search(rest)
+                    if uid is None or flags is None:
+                        continue
+                    names = frozenset(
+                        f for f in flags.group(1).decode().split() if f.lower() != "\\recent"
+                    )
+                    msgs[int(uid.group(1))] = (names, hashlib.sha256(raw).hexdigest())
+                out[key] = (validity, msgs)
+        return out
 
     def _append(self, s: _Session, folder: str, batch: list[CyrusMessage]) -> list[int]:
         ok, text, got = s.append(folder, batch)

@@ -53,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import collections
+import hashlib
 import itertools
 import logging
 import re
@@ -1651,6 +1652,27 @@ class GmailServer(imapwire.ThreadedServer):
             if view is None:
                 raise KeyError(f"no folder {folder!r}")
             return view.uidvalidity
+
+    def snapshot(
+        self, user: str
+    ) -> dict[str, tuple[int | None, dict[int, tuple[frozenset[str], str]]]]:
+        """The account as the source-untouched guard compares it (tests/source_guard.py):
+        folder -> (UIDVALIDITY, UID -> (flags, with \\Deleted of that folder, and sha256
+        of the bytes)); a label added or removed shows as a UID added to or gone from its
+        folder."""
+        with self._lock:
+            acct = self._account(user)
+            hashes = {m.msgid: hashlib.sha256(m.raw).hexdigest() for m in acct.messages.values()}
+            out: dict[str, tuple[int | None, dict[int, tuple[frozenset[str], str]]]] = {}
+            for name, view in acct.views.items():
+                msgs: dict[int, tuple[frozenset[str], str]] = {}
+                for uid, msgid in view.msgid_of.items():
+                    flags = set(acct.messages[msgid].flags)
+                    if msgid in view.deleted:
+                        flags.add("\\Deleted")
+                    msgs[uid] = (frozenset(flags), hashes[msgid])
+                out[name] = (view.uidvalidity, msgs)
+            return out
 
     def create_label(self, user: str, name: str) -> None:
         with self._lock:

@@ -71,6 +71,7 @@ def test_deliver_list_fetch(imap4d: Imap4dServer) -> None:
         imap4d.deliver("src", "INBOX", raw, ["$label1"])
 
 
+@pytest.mark.source_writes("it APPENDs to the src account to see what imap4d keeps")
 def test_append_ignores_flags_and_date_and_refuses_keywords(imap4d: Imap4dServer) -> None:
     """What a mover meets when imap4d is the destination (docs/testing.md)."""
     raw = b"Received: from a by b; Mon, 3 Feb 2014 10:00:00 +0100\r\nFrom: a@b\r\n\r\nx\r\n"
@@ -113,6 +114,7 @@ def test_restart_keeps_mail_and_uids(imap4d: Imap4dServer) -> None:
     c.logout()
 
 
+@pytest.mark.source_writes("it changes a flag on the src account to see the snapshot notice")
 def test_snapshot_sees_every_change_and_makes_none(imap4d: Imap4dServer) -> None:
     """snapshot(user): the interface of the source-untouched guard (tests/source_guard.py)."""
     imap4d.deliver_many("src", "Box/Sub", [b"From: a@b\r\n\r\nx\r\n", b"From: c@d\r\n\r\ny\r\n"])

@@ -75,6 +75,58 @@ def test_two_sources_into_one_mailbox_run_one_after_the_other(make_service, serv
         assert dst.get(folder) == want, f"folder {folder!r} differs"
 
 
+def test_two_names_of_one_server_meet_on_its_address(make_service, server):
+    """The lock is keyed by the resolved address too: ``127.1`` (a name that resolves
+    to 127.0.0.1 without a name server) and ``127.0.0.1`` are one mailbox, so the second
+    order waits for the first, and both end exact."""
+    big_mailbox(server)
+    server.deliver_many(
+        "src2", "INBOX", [MaildirMessage(make_message(20_000 + i, size=500), ()) for i in range(15)]
+    )
+    svc = make_service(job_connections=1, mailbox_wait_seconds=0.3, allow_insecure_hosts=True)
+    svc.start(2)
+    uid = svc.create_user(OWNER, "long enough")
+    first = svc.create_transfer(
+        uid,
+        account(server, "src", SRC_PW, "none"),
+        Account("127.0.0.1", server.port, "none", "dst", DST_PW),
+    )
+    wait_progress(svc, uid, first.id, 0.05)
+    second = svc.create_transfer(
+        uid,
+        account(server, "src2", SRC_PW, "none"),
+        Account("127.1", server.port, "none", "dst", DST_PW),
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        view = svc.get_transfer(uid, second.id)
+        assert view.status == "queued", view
+        if view.progress.get("phase") == "waiting":
+            break
+        assert time.monotonic() < deadline, view.progress
+        time.sleep(0.05)
+    assert view.progress["waiting_for"] == first.id
+    a = wait_status(svc, uid, first.id)
+    b = wait_status(svc, uid, second.id)
+    assert a.status == b.status == "done", (a, b)
+    assert b.started is not None and a.finished is not None and b.started >= a.finished
+    src = mailcheck.snapshot(server.port, "src", SRC_PW)
+    src2 = mailcheck.snapshot(server.port, "src2", SRC_PW)
+    dst = mailcheck.snapshot(server.port, "dst", DST_PW)
+    for folder in set(src) | set(src2):
+        want = src.get(folder, Counter()) + src2.get(folder, Counter())
+        assert dst.get(folder) == want, f"folder {folder!r} differs"
+
+
+def test_the_lock_keys_of_two_names_share_the_address() -> None:
+    from yippiemove.service.writers import mailbox_keys_of
+
+    a = set(mailbox_keys_of({"host": "127.1", "port": 143, "username": "Dst"}))
+    b = set(mailbox_keys_of({"host": "127.0.0.1", "port": 143, "username": "dst"}))
+    assert a & b
+    assert not a & set(mailbox_keys_of({"host": "127.1", "port": 144, "username": "dst"}))
+
+
 def test_an_expired_holder_gives_the_mailbox_to_the_next_job(make_service, server):
     """A running job whose lease ran out (its machine died) does not block its mailbox:
     the next job into it takes the lock over, and the old one goes back to the queue."""

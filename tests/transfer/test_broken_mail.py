@@ -337,3 +337,20 @@ def test_corpus_to_a_strict_cyrus_is_exact_or_refused_in_its_words(
         if attempt == 0:
             first = got
     assert got == first
+
+
+def test_failed_messages_are_reported_with_their_message_id(dovecot, tmp_path):
+    """Every failure line carries the Message-ID of a message that has one (issue 13),
+    the verify's too (its source listing is fetched without Message-IDs), on a re-run too."""
+    uid_of = load_altered(dovecot)
+    want = {
+        uid_of["trailing-cr"]: "<trailing-cr@broken.example>",
+        uid_of["cr-cr-lf"]: "<cr-cr-lf@broken.example>",
+        uid_of["lone-cr"]: None,  # no header at all
+    }
+    for _ in range(2):
+        r, rep = run(dovecot, dovecot, tmp_path)
+        assert r.returncode == 1, r.stderr + r.stdout
+        assert {f["uid"]: f["message_id"] for f in rep["failures"]} == want
+        for mid in filter(None, want.values()):
+            assert mid in r.stdout + r.stderr  # the failure lines name it

@@ -12,6 +12,7 @@ the run until the mark goes).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import Counter
@@ -24,6 +25,7 @@ import pytest
 
 from tests import mailcheck
 from tests.doubles.quirky import Quirks, QuirkyServer
+from tests.source_guard import guard_sources
 from tests.transfer.test_cross_server import (
     assert_exact_except_specials,
     load_dovecot,
@@ -50,18 +52,32 @@ def dovecot_mail() -> list[tuple[str, bytes, tuple[str, ...], Any]]:
 
 
 @pytest.fixture
-def quirky() -> Iterator[Callable[..., QuirkyServer]]:
-    """``quirky(**quirks)``: a running quirky server with users src and dst."""
+def quirky(request: pytest.FixtureRequest) -> Iterator[Callable[..., QuirkyServer]]:
+    """``quirky(**quirks)``: a running quirky server with users src and dst; the
+    source-untouched guard (tests/source_guard.py) checks src at teardown."""
     servers: list[QuirkyServer] = []
+    with contextlib.ExitStack() as guards:
 
-    def make(**quirks: Any) -> QuirkyServer:
-        srv = QuirkyServer(users={"src": QPW, "dst": QPW}, quirks=Quirks(**quirks)).start()
-        servers.append(srv)
-        return srv
+        def make(**quirks: Any) -> QuirkyServer:
+            srv = QuirkyServer(users={"src": QPW, "dst": QPW}, quirks=Quirks(**quirks)).start()
+            servers.append(srv)
+            guards.enter_context(
+                guard_sources(
+                    request,
+                    srv,
+                    users=lambda: ["src", "dst"],
+                    loaders=("add_user", "create_folder", "add_message"),
+                )
+            )
+            return srv
 
-    yield make
+        try:
+            yield make
+        finally:
+            guards.close()
+            for srv in servers:
+                srv.stop()
     for srv in servers:
-        srv.stop()
         assert not srv.internal_errors, srv.internal_errors
 
 
@@ -258,21 +274,13 @@ def test_utf8_accept_server_both_ways_exact(dovecot, quirky, tmp_path):
 
 # ---------------------------------------------------------------------------- issue 13's bugs
 
-FIX_SECTIONS = "issue 13: FETCH answers found by the meaning of their section, not its spelling"
 FIX_ALTERED = "issue 13: servers that alter what they store (detect, report, recognise)"
 FIX_SPEED = "issue 13: pipelining by capability (more connections without LITERAL+/MULTIAPPEND)"
 FIX_NAMES = "issue 13: folder names (UTF8=ACCEPT; replace only what the server refuses)"
 FIX_KEYWORDS = "issue 13: keywords by evidence, not only PERMANENTFLAGS"
 
-# "lower" works today (the client looks items up case-insensitively); the others do not.
-SPELLINGS = [
-    "plain",
-    "lower",
-    *(
-        pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=FIX_SECTIONS))
-        for s in ("quoted", "mixed", "peek", "rfc822")
-    ),
-]
+# Every spelling a server may echo (protocol.fetch_key): found by meaning.
+SPELLINGS = ["plain", "lower", "quoted", "mixed", "peek", "rfc822"]
 
 
 @pytest.mark.parametrize("spelling", SPELLINGS)

@@ -233,3 +233,52 @@ def test_a_waiting_transfer_names_the_one_it_waits_for(real: Service, real_app: 
     page = b.get(f"/transfers/{second.id}").text
     assert f'Waiting for transfer <a href="/transfers/{first.id}">{first.id}</a>' in page
     assert "into the same mailbox" in page
+
+
+def test_an_idempotency_key_expires_after_24_hours(real: Service, real_app: FastAPI) -> None:
+    """Stripe's rule: a key is remembered 24 hours; then it is a new request (a new job),
+    and the expired rows are purged when new keys come (no sleeping: the clock moves)."""
+    from sqlalchemy import select
+
+    from yippiemove.service.core import IDEMPOTENCY_TTL
+    from yippiemove.service.db import IdempotencyKey
+
+    now = [1_000_000.0]
+    real.clock = lambda: now[0]
+    uid = real.create_user("alice@example.org", "alice password")
+    h = {"Authorization": f"Bearer {real.create_token(uid, 'ci')}", "Idempotency-Key": "k-1"}
+    body = {"source": acc("src"), "dest": acc("dst")}
+    with TestClient(real_app) as c:
+        first = c.post(f"{API}/transfers", json=body, headers=h)
+        assert first.status_code == 201, first.text
+        jid = first.json()["id"]
+        real.cancel_transfer(uid, jid)  # so that the pair may be ordered again
+        now[0] += IDEMPOTENCY_TTL - 1  # still remembered just before 24 hours
+        again = c.post(f"{API}/transfers", json=body, headers=h)
+        assert (again.status_code, again.json()) == (201, first.json())
+        now[0] += 1  # 24 hours after the first use: a new request, a new job
+        later = c.post(f"{API}/transfers", json=body, headers=h)
+        assert later.status_code == 201 and later.json()["id"] != jid, later.text
+        assert sorted(jobs_in_db(real)) == sorted([jid, later.json()["id"]])
+        # ... remembered again from now on, with its new answer
+        again = c.post(f"{API}/transfers", json=body, headers=h)
+        assert again.json() == later.json()
+        # Expired keys of anyone are purged by a new key (bounded work per request).
+        real.cancel_transfer(uid, later.json()["id"])
+        for i in range(3):
+            r = c.post(
+                f"{API}/transfers",
+                json={"source": acc(f"s{i}"), "dest": acc(f"d{i}")},
+                headers=dict(h, **{"Idempotency-Key": f"old-{i}"}),
+            )
+            assert r.status_code == 201
+        now[0] += IDEMPOTENCY_TTL
+        r = c.post(
+            f"{API}/transfers",
+            json={"source": acc("s9"), "dest": acc("d9")},
+            headers=dict(h, **{"Idempotency-Key": "fresh"}),
+        )
+        assert r.status_code == 201
+    with real.db.session() as s:
+        keys = sorted(k for (k,) in s.execute(select(IdempotencyKey.key)))
+    assert keys == ["fresh"]

@@ -24,6 +24,7 @@ from .protocol import (
     ProtocolError,
     Untagged,
     brief,
+    fetch_key,
     format_uid_set,
     quote,
 )
@@ -41,7 +42,11 @@ __all__ = [
 #: The FETCH items of a metadata listing (no body: cheap).
 META_ITEMS = b"(UID RFC822.SIZE FLAGS INTERNALDATE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
 META_ITEMS_LIGHT = b"(UID RFC822.SIZE FLAGS INTERNALDATE)"
-META_KEY_MSGID = "BODY[HEADER.FIELDS (MESSAGE-ID)]"
+#: Where the answer to BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)] is: FETCH items are keyed by
+#: meaning (protocol.fetch_key), however the server spells the section it echoes.
+META_KEY_MSGID = fetch_key("BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]")
+#: ... and the answer to BODY.PEEK[] (RFC822 too).
+BODY_KEY = fetch_key("BODY.PEEK[]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,7 +331,7 @@ class _BodyCollector:
     def __call__(self, u: Untagged) -> None:
         if u.kind == "FETCH":
             item = u.data[0]
-            body = item.get("BODY[]")
+            body = item.get(BODY_KEY)
             uid = item.get("UID")
             if isinstance(body, (bytes, bytearray)) and uid is not None:
                 self.on_body(parse_number(uid, "UID", low=1), body)

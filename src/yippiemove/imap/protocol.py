@@ -15,8 +15,10 @@ each complete response into one of three frozen-ish objects:
 Untagged data is tokenised into a small tree: atoms are ``str`` (ASCII), quoted
 strings and literals are ``bytes`` (never decoded: message bodies pass through
 untouched), ``NIL`` is ``None`` and parenthesised lists are ``list``.  FETCH data is
-further turned into a ``dict`` keyed by upper-cased item name (``"UID"``,
-``"BODY[]"``...) so the engine reads only what it asked for.
+further turned into a ``dict`` keyed by the *canonical* item name (:func:`fetch_key`:
+``"UID"``, ``"BODY[]"``, ``"BODY[HEADER.FIELDS (MESSAGE-ID)]"``...), so the engine finds
+what it asked for by meaning, however the server spelled it (``body[header.fields
+("Message-ID")]``, ``BODY.PEEK[...]``, ``RFC822`` for ``BODY[]``...).
 
 Commands go the other way: :func:`encode_command` turns arguments into a list of
 ``bytes`` segments and :class:`Literal` markers; the I/O layer either writes them
@@ -44,6 +46,7 @@ __all__ = [
     "Tagged",
     "Untagged",
     "encode_command",
+    "fetch_key",
     "parse_uid_set",
     "quote",
 ]
@@ -223,6 +226,17 @@ _TOKEN = re.compile(
     rb")"
 )
 _LITERAL_AT_END = re.compile(rb"\{(\d{1,10})(\+?)\}\Z")
+#: The start of a section cut by a literal: "[" and no "]" up to the literal.
+_SECTION_OPEN = re.compile(rb"\[[^\]\r\n]*")
+#: The rest of a section after a literal in it: up to "]", and a partial's "<o>".
+_SECTION_TAIL = re.compile(rb'[^\]\r\n]*\](?:[^\x00-\x20()"{\x7f\[]+)?')
+
+
+def _quoted_text(raw: bytes) -> str:
+    """A literal inside a section, as a quoted string (latin-1: every byte kept)."""
+    return '"' + raw.decode("latin-1").replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 _UNESCAPE = re.compile(rb"\\(.)")
 _NUMBER = re.compile(rb"\d{1,20}\Z")
 
@@ -232,15 +246,44 @@ def _tokenize(chunks: list[bytes], literals: list[bytes], start: int) -> list[An
     stack: list[list[Any]] = [[]]
     match = _TOKEN.match
     nlit = len(literals)
+    #: a bracketed section cut by a literal (``BODY[HEADER.FIELDS ({10}`` CRLF
+    #: ``MESSAGE-ID)]``: a header-fld-name is an astring, RFC 3501 9): its text so far,
+    #: each literal in it written as a quoted string (what fetch_key reads)
+    section: str | None = None
     for i, chunk in enumerate(chunks):
         pos = start if i == 0 else 0
         end = len(chunk)
         if i < nlit:
             end = chunk.rindex(b"{")
+        if section is not None:
+            m = _SECTION_TAIL.match(chunk, pos, end)
+            if m is not None:
+                stack[-1].append(section + m.group().decode("latin-1"))
+                section = None
+                pos = m.end()
+            elif i < nlit and b"]" not in chunk[pos:end]:
+                section += chunk[pos:end].decode("latin-1") + _quoted_text(literals[i])
+                continue
+            else:
+                raise ProtocolError(f"unterminated section: {brief(chunk, 80)}")
         while pos < end:
             m = match(chunk, pos, end)
             if m is None or m.end() == pos:
                 if chunk[pos:end].strip(b" ") == b"":
+                    break
+                if (
+                    i < nlit
+                    and _SECTION_OPEN.fullmatch(chunk, pos, end)
+                    and stack[-1]
+                    and isinstance(stack[-1][-1], str)
+                    and chunk[pos - 1 : pos] not in (b" ", b"(", b"")
+                ):
+                    # BODY[HEADER.FIELDS (... up to a literal: the section goes on after it
+                    section = (
+                        stack[-1].pop()
+                        + chunk[pos:end].decode("latin-1")
+                        + _quoted_text(literals[i])
+                    )
                     break
                 raise ProtocolError(f"unexpected data at offset {pos}: {chunk[pos : pos + 60]!r}")
             pos = m.end()
@@ -265,8 +308,10 @@ def _tokenize(chunks: list[bytes], literals: list[bytes], start: int) -> list[An
                 stack.pop()
             else:  # pragma: no cover - regex has no other groups
                 break
-        if i < nlit:
+        if i < nlit and section is None:
             stack[-1].append(literals[i])
+    if section is not None:
+        raise ProtocolError(f"unterminated section: {brief(section, 80)}")
     if len(stack) != 1:
         raise ProtocolError(f"unbalanced '(' in {brief(chunks[0], 80)}")
     return stack[0]
@@ -373,7 +418,7 @@ def _fetch_fast(chunks: list[bytes], literals: list[bytes], start: int) -> dict[
             m = match(chunk, pos)
             if m is None:
                 return None
-            key = m.group(1).decode("latin-1").upper()
+            key = fetch_key(m.group(1).decode("latin-1"))
             if key == "NIL":
                 return None  # NIL is no item name: the tokenizer refuses it
             num, quoted, flat, nil, lit = m.group(2, 3, 4, 5, 6)
@@ -398,6 +443,97 @@ def _fetch_fast(chunks: list[bytes], literals: list[bytes], start: int) -> dict[
     return None
 
 
+# --------------------------------------------------------------------------------------
+# FETCH item names by meaning
+
+#: RFC822.* items and the BODY[...] section each is a synonym of (RFC 3501 6.4.5).
+_RFC822 = {"RFC822": "BODY[]", "RFC822.HEADER": "BODY[HEADER]", "RFC822.TEXT": "BODY[TEXT]"}
+#: Tokens of a section: "(", ")", a quoted string, or anything else up to a space.
+_SECTION_TOKEN = re.compile(r'\s*(?:(\()|(\))|"((?:[^"\\]|\\.)*)"|([^\s()"]+))', re.S)
+_FIELD_ATOM = re.compile(r'[^\x00-\x20()"{\x7f-\xff%*\\\]]+\Z')
+_PARTIAL = re.compile(r"<(\d+)>\Z")
+#: Item names seen -> their canonical form (names repeat in every response: bounded).
+_KEYS: dict[str, str] = {}
+_KEYS_MAX = 4096
+
+
+def fetch_key(name: str) -> str:
+    """The canonical form of a FETCH item name (a fetch-att as asked, or as the server
+    echoes it): items are found by meaning, not by spelling.
+
+    Upper-cased; ``BODY.PEEK[...]`` is ``BODY[...]`` (and ``BINARY.PEEK`` ``BINARY``);
+    ``RFC822``, ``RFC822.HEADER`` and ``RFC822.TEXT`` are ``BODY[]``, ``BODY[HEADER]`` and
+    ``BODY[TEXT]``; in a section, header field names (astrings: atoms, quoted strings or
+    literals) are unquoted and upper-cased (field names are case-insensitive, RFC 5322
+    1.2.2) and separated by one space; a partial's origin ``<o>`` is kept (``<o.n>`` of
+    a request becomes ``<o>``, as the server echoes it).  So
+    ``body.peek[header.fields ("Message-ID")]`` and ``BODY[HEADER.FIELDS (MESSAGE-ID)]``
+    are one key.  A name that is not a section spelling is only upper-cased.
+    """
+    key = _KEYS.get(name)
+    if key is None:
+        key = _canonical(name)
+        if len(_KEYS) < _KEYS_MAX:
+            _KEYS[name] = key
+    return key
+
+
+def _canonical(name: str) -> str:
+    open_ = name.find("[")
+    if open_ < 0:
+        upper = name.upper()
+        return _RFC822.get(upper, upper)
+    head = name[:open_].upper()
+    if head.endswith(".PEEK"):
+        head = head[: -len(".PEEK")]
+    # the section: tokens up to the "]" that is not inside a quoted string
+    words: list[str] = []
+    depth = 0
+    pos = open_ + 1
+    while True:
+        m = _SECTION_TOKEN.match(name, pos)
+        if m is None:
+            return name.upper()  # no "]": not a section we understand, spelled as it is
+        pos = m.end()
+        lp, rp, quoted, word = m.groups()
+        if lp:
+            depth += 1
+            words.append("(")
+        elif rp:
+            depth -= 1
+            words.append(")")
+        elif quoted is not None:
+            field = re.sub(r"\\(.)", r"\1", quoted, flags=re.S).upper()
+            words.append(field if _FIELD_ATOM.match(field) else _quoted_str(field))
+        else:
+            cut = word.find("]")
+            if cut < 0:
+                words.append(word.upper())
+                continue
+            if depth:
+                return name.upper()  # "]" inside the field list: not a section we know
+            if cut:
+                words.append(word[:cut].upper())
+            tail = name[m.start(4) + cut + 1 :]
+            break
+    section = ""
+    for w in words:
+        if section and w != ")" and not section.endswith("("):
+            section += " "
+        section += w
+    tail = tail.strip()
+    if tail.startswith("<") and "." in tail and tail.endswith(">"):
+        tail = tail[: tail.index(".")] + ">"  # a request's <o.n>: the answer says <o>
+    p = _PARTIAL.match(tail)
+    if p is not None:
+        tail = f"<{int(p.group(1))}>"
+    return f"{head}[{section}]{tail.upper()}"
+
+
+def _quoted_str(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _fetch_dict(items: list[Any]) -> dict[str, Any]:
     if len(items) % 2:
         raise ProtocolError(f"odd FETCH item list: {brief(items)}")
@@ -406,7 +542,7 @@ def _fetch_dict(items: list[Any]) -> dict[str, Any]:
         key = items[k]
         if not isinstance(key, str):
             raise ProtocolError(f"bad FETCH item name: {brief(key)}")
-        out[key.upper()] = items[k + 1]
+        out[fetch_key(key)] = items[k + 1]
     return out
 
 

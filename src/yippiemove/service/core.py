@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from ..jobs import spec
@@ -72,6 +72,11 @@ __all__ = [
 ]
 
 STATUSES = tuple(JobStatus)
+#: Seconds an ``Idempotency-Key`` is remembered (Stripe's rule: 24 hours); after that the
+#: same key is a new request.
+IDEMPOTENCY_TTL = 24 * 3600.0
+#: Expired keys deleted at most per new key (bounded work on the request's path).
+IDEMPOTENCY_PURGE = 100
 SECURITIES = tuple(Security)
 
 
@@ -289,6 +294,8 @@ class Service:
             with contextlib.suppress(OSError):
                 os.chmod(path, 0o600)
         self.notifier = Notifier(settings)
+        #: The clock of the Idempotency-Key expiry (tests move it).
+        self.clock: Callable[[], float] = time.time
         self._stopping = threading.Event()
         self.supervisor = Supervisor(
             supervisor_config(settings),
@@ -647,7 +654,9 @@ class Service:
         naming the job already running for the pair); a later one with the same
         ``body`` (the request's JSON) gets it back unchanged, with another body
         :class:`IdempotencyMismatch`.  Keys are per customer; the body is kept only as
-        an HMAC (it holds passwords)."""
+        an HMAC (it holds passwords).  A key expires :data:`IDEMPOTENCY_TTL` after its
+        first use (then it is a new request); each new key deletes up to
+        :data:`IDEMPOTENCY_PURGE` expired ones."""
         self.user_email(user_id)
         key = str(key)
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -656,7 +665,12 @@ class Service:
         ).hexdigest()
 
         def once(s: Any) -> tuple[int, dict[str, Any], bool]:
+            now = self.clock()
             row = s.get(IdempotencyKey, (user_id, key), with_for_update=True)
+            if row is not None and row.created <= now - IDEMPOTENCY_TTL:
+                s.delete(row)  # expired: the key is new again
+                s.flush()
+                row = None
             if row is not None:
                 if row.body_hash != body_hash:
                     raise IdempotencyMismatch(
@@ -669,6 +683,18 @@ class Service:
                 status, body, new = 201, {"id": view.id, "status": view.status}, True
             except AlreadyActive as exc:
                 status, body, new = 409, {"error": str(exc), "id": exc.job_id}, False
+            expired = s.execute(
+                select(IdempotencyKey.user_id, IdempotencyKey.key)
+                .where(IdempotencyKey.created <= now - IDEMPOTENCY_TTL)
+                .order_by(IdempotencyKey.created)
+                .limit(IDEMPOTENCY_PURGE)
+            ).all()
+            for old_user, old_key in expired:
+                s.execute(
+                    delete(IdempotencyKey).where(
+                        IdempotencyKey.user_id == old_user, IdempotencyKey.key == old_key
+                    )
+                )
             s.add(
                 IdempotencyKey(
                     user_id=user_id,
@@ -676,7 +702,7 @@ class Service:
                     body_hash=body_hash,
                     status_code=status,
                     response=body,
-                    created=time.time(),
+                    created=now,
                 )
             )
             s.flush()

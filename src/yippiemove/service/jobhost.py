@@ -14,7 +14,7 @@ from ..jobs.vocab import TERMINAL, JobStatus, Phase
 from .config import Settings
 from .db import Database, Job, User
 from .secrets import CredentialBox
-from .writers import take_mailbox
+from .writers import mailbox_keys_of, take_mailbox
 
 __all__ = ["SqlJobStore", "expire_credentials", "supervisor_config"]
 
@@ -61,15 +61,23 @@ class SqlJobStore:
     def claim(
         self, job_id: str, owner: str, lease_seconds: float, max_attempts: int
     ) -> Claim | Waiting | None:
+        # The destination's lock keys, resolved before the claim's transaction: a slow
+        # name server holds up this claim only, not the database (service/writers.py).
+        with self.db.read() as sess:
+            job = sess.get(Job, job_id)
+            dest = dict(job.dest) if job is not None else None
+        if dest is None:
+            return None
+        keys = mailbox_keys_of(dest)
         try:
-            return self._claim(job_id, owner, lease_seconds, max_attempts)
+            return self._claim(job_id, owner, lease_seconds, max_attempts, keys)
         except IntegrityError:
             # Another claim inserted the same mailbox's lock at the same moment
             # (PostgreSQL; SQLite's writers are serialised): it won.
             return Waiting(None)
 
     def _claim(
-        self, job_id: str, owner: str, lease_seconds: float, max_attempts: int
+        self, job_id: str, owner: str, lease_seconds: float, max_attempts: int, keys: list[str]
     ) -> Claim | Waiting | None:
         now = time.time()
         with self.db.session() as s:
@@ -82,7 +90,7 @@ class SqlJobStore:
                 job.error = f"gave up after {job.attempts} attempts"
                 expire_credentials(job, self.settings, now)
                 return None
-            holder = take_mailbox(s, job, now)
+            holder = take_mailbox(s, job, now, keys)
             if holder is not None:
                 progress = dict(job.progress or {})
                 if progress.get("waiting_for") != holder:

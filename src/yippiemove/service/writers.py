@@ -15,26 +15,70 @@ primary key, so that no two holders can exist on SQLite or PostgreSQL alike:
 Rows are never required to be deleted: whether a holder still holds is read from its
 job's row, so a crash cannot leave a mailbox locked.
 
-Identity: the host in one spelling (transfer/identity.py ``canonical_host``: lower case,
-no trailing dot, addresses canonical, ``localhost``/``::1``/``127.0.0.1`` as one), port,
-lower-cased user name.  Host names
-are not resolved: the same server under two DNS names counts as two mailboxes here
-(the limit is documented in docs/design.md).
+Identity of a pair (:func:`pair_key`): the host in one spelling (transfer/identity.py
+``canonical_host``: lower case, no trailing dot, addresses canonical,
+``localhost``/``::1``/``127.0.0.1`` as one), port, lower-cased user name; not resolved.
+
+Identity of a destination mailbox for its lock (:func:`mailbox_keys_of`): every key the
+CLI's locks use (transfer/locks.py ``mailbox_keys``): the host as written *and* each
+address it resolves to, with port and user; a job holds a row per key, so two names of
+one server (``127.1`` and ``127.0.0.1``, a name in /etc/hosts) meet on an address.  The
+names are resolved when a worker claims the job, before the claim's transaction (a slow
+answer holds up that claim only, never the database), through a cache of
+:data:`RESOLVE_TTL` seconds (a waiting job asks again and again).
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from ..jobs.vocab import JobStatus, Phase
+from ..transfer import identity
 from ..transfer.identity import canonical_host
+from ..transfer.locks import mailbox_keys
 from .db import ActiveOrder, Job, MailboxLock
 
-__all__ = ["canonical_host", "holder_of_pair", "mailbox_key", "pair_key", "take_mailbox"]
+__all__ = [
+    "canonical_host",
+    "holder_of_pair",
+    "mailbox_key",
+    "mailbox_keys_of",
+    "pair_key",
+    "take_mailbox",
+]
+
+#: Seconds a name's addresses are remembered for the mailbox locks.
+RESOLVE_TTL = 60.0
+_resolved: dict[tuple[str, int], tuple[float, frozenset[str]]] = {}
+_resolved_lock = threading.Lock()
+
+
+def _addresses(host: str, port: int) -> frozenset[str]:
+    """``identity.addresses`` through a small cache (see the module docstring)."""
+    now = time.monotonic()
+    with _resolved_lock:
+        hit = _resolved.get((host, port))
+        if hit is not None and hit[0] > now:
+            return hit[1]
+    found = identity.addresses(host, port)
+    with _resolved_lock:
+        if len(_resolved) > 10_000:
+            _resolved.clear()
+        _resolved[(host, port)] = (now + RESOLVE_TTL, found)
+    return found
+
+
+def mailbox_keys_of(account: Mapping[str, Any]) -> list[str]:
+    """The lock keys of an account's mailbox: the name key and one per resolved address
+    (transfer/locks.py ``mailbox_keys``).  May resolve the host name (cached)."""
+    host, port = str(account.get("host", "")), int(account.get("port") or 0)
+    user = str(account.get("username", ""))
+    return mailbox_keys(host, port, user, _addresses(host, port))
 
 
 def mailbox_key(account: Mapping[str, Any]) -> str:
@@ -56,18 +100,20 @@ def _live(job: Job | None, now: float) -> bool:
     )
 
 
-def take_mailbox(s: Session, job: Job, now: float | None = None) -> str | None:
-    """Take the destination mailbox of ``job`` (in the caller's transaction): None when
-    taken, else the id of the job that holds it.  Flushes, so that a concurrent insert
-    of the same key fails here (IntegrityError) rather than at commit."""
+def take_mailbox(
+    s: Session, job: Job, now: float | None = None, keys: Iterable[str] | None = None
+) -> str | None:
+    """Take the destination mailbox of ``job`` (in the caller's transaction): every one
+    of its ``keys`` (:func:`mailbox_keys_of` of its destination when not given), or
+    none.  None when taken, else the id of a job that holds one of them.  Flushes, so
+    that a concurrent insert of the same key fails here (IntegrityError) rather than at
+    commit."""
     now = time.time() if now is None else now
-    key = mailbox_key(job.dest)
-    lock = s.get(MailboxLock, key, with_for_update=True)
-    if lock is None:
-        s.add(MailboxLock(mailbox=key, job_id=job.id, since=now))
-        s.flush()
-        return None
-    if lock.job_id != job.id:
+    wanted = sorted(set(mailbox_keys_of(job.dest) if keys is None else keys))
+    locks = {key: s.get(MailboxLock, key, with_for_update=True) for key in wanted}
+    for lock in locks.values():
+        if lock is None or lock.job_id == job.id:
+            continue
         holder = s.get(Job, lock.job_id, with_for_update=True)
         if _live(holder, now):
             return lock.job_id
@@ -78,8 +124,12 @@ def take_mailbox(s: Session, job: Job, now: float | None = None) -> str | None:
             holder.lease_expires = None
             holder.jail = None
             holder.progress = dict(holder.progress or {}, phase=Phase.RESUMING)
-        lock.job_id = job.id
-        lock.since = now
+    for key, lock in locks.items():
+        if lock is None:
+            s.add(MailboxLock(mailbox=key, job_id=job.id, since=now))
+        elif lock.job_id != job.id:
+            lock.job_id = job.id
+            lock.since = now
     s.flush()
     return None
 

@@ -227,9 +227,27 @@ class FolderPass:
                 known_hashes=known,
                 expected=len(dmeta) + self._added(),
             ).run(vmeta, claim)
+        await self._name_failures()
         self._remember_merge(dinfo)
         self._finish(smeta)
         return res
+
+    async def _name_failures(self) -> None:
+        """The Message-ID of each failed message the pass does not know it of (the
+        source listing is fetched without Message-IDs: they cost on the hot path; the
+        verify's failures and a body never fetched have none): one pipelined FETCH for
+        all of them, only when something failed, so every failure line names it."""
+        nameless = [f for f in self.res.failures if f.message_id is None]
+        if not nameless:
+            return
+        try:
+            ids = await self.src.fetch_message_ids(sorted({f.uid for f in nameless}))
+        except CommandError:
+            return  # the report goes out without them rather than not at all
+        for f in nameless:
+            mid = ids.get(f.uid)
+            if mid:
+                f.message_id = mid.decode("utf-8", "replace")
 
     def _added(self) -> int:
         """Messages this pass put into the destination folder (APPENDs, Gmail labels)."""

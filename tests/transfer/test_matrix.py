@@ -32,6 +32,7 @@ merge of a fix flips them.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
 import imaplib
@@ -57,6 +58,7 @@ from tests.doubles.cyrus import CyrusMessage, CyrusServer
 from tests.doubles.mailutils import Imap4dMessage, Imap4dServer
 from tests.doubles.quirky import Quirks, QuirkyServer
 from tests.faultproxy import Fault, FaultProxy
+from tests.source_guard import guard_sources
 from yippiemove.imap import utf7
 from yippiemove.testing.dovecot import DovecotServer, MaildirMessage
 
@@ -227,7 +229,6 @@ class Kind:
 
 
 # The fixes of issue 13 that pairs wait for (the words of test_quirks.py's marks).
-FIX_SECTIONS = "issue 13: FETCH answers found by the meaning of their section, not its spelling"
 FIX_ALTERED = "issue 13: servers that alter what they store (detect, report, recognise)"
 FIX_NAMES = "issue 13: folder names (UTF8=ACCEPT; replace only what the server refuses)"
 FIX_KEYWORDS = "issue 13: keywords by evidence, not only PERMANENTFLAGS"
@@ -253,12 +254,7 @@ KINDS: dict[str, Kind] = {
         Kind("cyrus", inbox_dot=True),
         Kind("imap4d", keywords=False, internaldate_settable=False),
         Kind("quirky-minimal", quirks=MINIMAL, inbox_dot=True, dest_fix=FIX_NO_NAMESPACE),
-        Kind(
-            "quirky-quoted",
-            quirks={"fetch_spelling": "quoted"},
-            source_fix=FIX_SECTIONS,
-            dest_fix=FIX_SECTIONS,
-        ),
+        Kind("quirky-quoted", quirks={"fetch_spelling": "quoted"}),
         Kind("quirky-altering", quirks={"store_lf": True}, dest_fix=FIX_ALTERED),
         Kind("quirky-keywords", quirks={"permanentflags_star": False}, dest_fix=FIX_KEYWORDS),
         Kind(
@@ -365,33 +361,45 @@ class Running:
 
 @pytest.fixture
 def start(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[Kind], Running]]:
-    """``start(kind)``: a running server of that kind with users src, dst and dst2."""
+    """``start(kind)``: a running server of that kind with users src, dst and dst2, its
+    ``src`` account under the source-untouched guard (tests/source_guard.py; Dovecot's and
+    Cyrus's through their factories)."""
     quirky: list[QuirkyServer] = []
     others: list[Any] = []
     users = dict.fromkeys(USERS, PW)
+    with contextlib.ExitStack() as guards:
 
-    def make(kind: Kind) -> Running:
-        if kind.name == "dovecot":
-            factory = request.getfixturevalue("dovecot_factory")  # the source guard too
-            return Running(kind, factory(users=users, separator="/"))
-        if kind.name == "cyrus":
-            return Running(kind, request.getfixturevalue("cyrus_factory")(users=users))
-        if kind.name == "imap4d":
-            request.getfixturevalue("imap4d_installed")
-            srv = Imap4dServer(tmp_path / f"imap4d-{len(others)}", users=users).start()
-            others.append(srv)
+        def make(kind: Kind) -> Running:
+            if kind.name == "dovecot":
+                factory = request.getfixturevalue("dovecot_factory")
+                return Running(kind, factory(users=users, separator="/"))
+            if kind.name == "cyrus":
+                return Running(kind, request.getfixturevalue("cyrus_factory")(users=users))
+            loaders: tuple[str, ...]
+            if kind.name == "imap4d":
+                request.getfixturevalue("imap4d_installed")
+                srv: Any = Imap4dServer(tmp_path / f"imap4d-{len(others)}", users=users).start()
+                others.append(srv)
+                loaders = ("add_user", "create_folder", "deliver_many", "session")
+            else:
+                assert kind.quirks is not None
+                srv = QuirkyServer(users=users, quirks=Quirks(**kind.quirks)).start()
+                quirky.append(srv)
+                loaders = ("add_user", "create_folder", "add_message")
+            guards.enter_context(
+                guard_sources(request, srv, users=lambda: list(USERS), loaders=loaders)
+            )
             return Running(kind, srv)
-        assert kind.quirks is not None
-        q = QuirkyServer(users=users, quirks=Quirks(**kind.quirks)).start()
-        quirky.append(q)
-        return Running(kind, q)
 
-    yield make
-    for s in others:
-        s.stop()
-    for q in quirky:
-        q.stop()
-        assert not q.internal_errors, q.internal_errors
+        try:
+            yield make
+        finally:
+            guards.close()
+            for s in others:
+                s.stop()
+            for q in quirky:
+                q.stop()
+                assert not q.internal_errors, q.internal_errors
 
 
 # ---------------------------------------------------------------------------- expectations

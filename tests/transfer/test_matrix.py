@@ -223,13 +223,8 @@ class Kind:
         return folder if under_inbox else "INBOX/" + folder
 
     def fix_as_destination(self, source: Kind) -> str | None:
-        """The fix this kind waits for as destination of ``source``, if it matters: no
-        keywords to keep from a source without them; every folder already under INBOX
-        from a source that shows its folders as INBOX's children."""
-        if self.dest_fix == FIX_KEYWORDS and not source.keywords:
-            return None
-        if self.dest_fix == FIX_NO_NAMESPACE and source.inbox_dot and not source.namespace_known:
-            return None
+        """The fix this kind waits for as destination of ``source`` (none today: every
+        fix of issue 13 has landed; the mark stays for the next quirk found)."""
         return self.dest_fix
 
     @property
@@ -242,17 +237,6 @@ class Kind:
         return (self.quirks or {}).get("refuse_chars", "")
 
 
-# The fixes of issue 13 that pairs wait for (the words of test_quirks.py's marks).
-FIX_ALTERED = "issue 13: servers that alter what they store (detect, report, recognise)"
-FIX_NAMES = "issue 13: folder names (UTF8=ACCEPT; replace only what the server refuses)"
-FIX_KEYWORDS = "issue 13: keywords by evidence, not only PERMANENTFLAGS"
-#: Found by this matrix, no fix on any branch yet: the mover creates "Archive.2019" on
-#: a server that keeps every folder under "INBOX." but has no NAMESPACE to say so; the
-#: server refuses (NO [CANNOT]) and those folders fail.
-FIX_NO_NAMESPACE = (
-    "issue 13 (found by the matrix): a destination with an INBOX. namespace and no "
-    "NAMESPACE: folders must be created under INBOX. (created outside it, refused)"
-)
 MINIMAL = {
     "literal_plus": False,
     "multiappend": False,
@@ -267,14 +251,13 @@ KINDS: dict[str, Kind] = {
         Kind("dovecot"),
         Kind("cyrus", inbox_dot=True),
         Kind("imap4d", keywords=False, internaldate_settable=False),
-        Kind("quirky-minimal", quirks=MINIMAL, inbox_dot=True, dest_fix=FIX_NO_NAMESPACE),
+        Kind("quirky-minimal", quirks=MINIMAL, inbox_dot=True),
         Kind("quirky-quoted", quirks={"fetch_spelling": "quoted"}),
-        Kind("quirky-altering", quirks={"store_lf": True}, dest_fix=FIX_ALTERED),
-        Kind("quirky-keywords", quirks={"permanentflags_star": False}, dest_fix=FIX_KEYWORDS),
+        Kind("quirky-altering", quirks={"store_lf": True}),
+        Kind("quirky-keywords", quirks={"permanentflags_star": False}),
         Kind(
             "quirky-names",
             quirks={"refuse_chars": "🎉", "utf8_accept": False},
-            dest_fix=FIX_NAMES,
         ),
     )
 }

@@ -82,8 +82,11 @@ PRESETS: dict[str, Preset] = {
     "small": Preset("small", 20_000, 1_600, 0.0, 0, 0, 0.06),
     # ~3,000 messages, ~430 MB; 5% carry 0.1-5 MB attachments
     "mixed": Preset("mixed", 3_000, 5_000, 0.05, 100_000, 5_000_000, 0.12),
+    # ~2,000 messages of the "small" shape: the --no-literal-plus bench (issue 13)
+    "small-2k": Preset("small-2k", 2_000, 1_600, 0.0, 0, 0, 0.06),
     # --quick: the same shapes, tiny
     "small-quick": Preset("small-quick", 800, 1_600, 0.0, 0, 0, 0.06),
+    "small-2k-quick": Preset("small-2k-quick", 300, 1_600, 0.0, 0, 0, 0.06),
     "mixed-quick": Preset("mixed-quick", 120, 5_000, 0.05, 100_000, 1_500_000, 0.12),
 }
 

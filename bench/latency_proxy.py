@@ -14,6 +14,12 @@ Connection set-up is modelled too: the upstream connection is opened ``3 x delay
 after the client's connection is accepted, so the server's greeting reaches the client
 two round trips after it connected, as over a real link (SYN, SYN-ACK, ACK, greeting).
 
+``--nagle`` leaves Nagle's algorithm on for the socket towards the client (no
+``TCP_NODELAY``), as an IMAP server that never sets it: its small replies (a tagged OK,
+then a ``+`` continuation) wait for the client's ACK of the previous one, which a
+client with nothing to send delays by up to 40 ms (Linux's delayed ACK).  With
+``--delay-ms 0`` this models such a server on loopback (bench ``--no-literal-plus``).
+
 Listen on 127.0.0.1 (the default) so that STARTTLS through the proxy still finds the
 certificate's IP address.
 """
@@ -104,15 +110,18 @@ async def _handle(
     target: tuple[str, int],
     delay: float,
     limit: int,
+    nagle: bool = False,
 ) -> None:
     server_w: asyncio.StreamWriter | None = None
     try:
-        await asyncio.sleep(3 * delay)  # TCP handshake over the slow link
+        if delay:
+            await asyncio.sleep(3 * delay)  # TCP handshake over the slow link
         server_r, server_w = await asyncio.open_connection(*target)
         for w in (client_w, server_w):
             sock = w.get_extra_info("socket")
             if sock is not None:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                off = nagle and w is client_w
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0 if off else 1)
         up = _Direction(client_r, server_w, delay, limit)
         down = _Direction(server_r, client_w, delay, limit)
         tasks = [
@@ -141,10 +150,19 @@ async def _handle(
                     await w.wait_closed()
 
 
-async def serve(listen: tuple[str, int], target: tuple[str, int], delay: float, limit: int) -> None:
+async def serve(
+    listen: tuple[str, int],
+    target: tuple[str, int],
+    delay: float,
+    limit: int,
+    nagle: bool = False,
+) -> None:
     """Run the proxy until cancelled; prints ``LISTENING host port`` when ready."""
     server = await asyncio.start_server(
-        lambda r, w: _handle(r, w, target, delay, limit), listen[0], listen[1], limit=CHUNK * 4
+        lambda r, w: _handle(r, w, target, delay, limit, nagle),
+        listen[0],
+        listen[1],
+        limit=CHUNK * 4,
     )
     host, port = server.sockets[0].getsockname()[:2]
     print(f"LISTENING {host} {port}", flush=True)
@@ -169,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--buffer-mb", type=float, default=64.0, help="per-direction buffer (default 64)"
     )
+    ap.add_argument(
+        "--nagle",
+        action="store_true",
+        help="no TCP_NODELAY towards the client (a server that leaves Nagle on)",
+    )
     args = ap.parse_args(argv)
     try:
         asyncio.run(
@@ -177,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                 _hostport(args.target),
                 args.delay_ms / 1000.0,
                 int(args.buffer_mb * 1e6),
+                args.nagle,
             )
         )
     except KeyboardInterrupt:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import corpus
+import imapsync_peer
 import measure
 import snapshot
 from yippiemove.testing.dovecot import DovecotServer
@@ -43,10 +44,16 @@ REPO = HERE.parent
 PASSWORD = "bench-pw"
 SOURCE_USER = "src"
 
-YM, MBSYNC, DSYNC = "yippiemove", "mbsync", "dsync"
+YM, MBSYNC, DSYNC, IMAPSYNC = "yippiemove", "mbsync", "dsync", "imapsync"
 #: yippiemove as of --baseline-rev, measured beside the code under test in the same run.
 BASE = f"{YM}-base"
 MOVERS = (YM, MBSYNC, DSYNC)
+#: --no-literal-plus: imapsync too (the issue's reference for that case)
+NOLP_MOVERS = (YM, IMAPSYNC, MBSYNC, DSYNC)
+#: --no-literal-plus: the capabilities taken out of Dovecot's list (imap_capability)
+NOLP_REMOVED = ("LITERAL+", "MULTIAPPEND")
+#: the variant through latency_proxy.py --nagle --delay-ms 0: a server without TCP_NODELAY
+NAGLE = "@nagle"
 
 # Goals from the issue tracker; printed beside the figures, never asserted.
 GOAL_MIXED_VS_MBSYNC = 1.5  # x mbsync MB/s
@@ -55,6 +62,7 @@ GOAL_MB_PER_CPU_S = 250.0  # mixed
 GOAL_MSGS_PER_CPU_S = 10_000.0  # small
 GOAL_RSS_BASE = 100e6  # bytes, plus the largest message
 GOAL_RTT_SHARE = 0.5  # of loopback throughput, mixed
+GOAL_NOLP_MS_PER_MSG = 2.0  # --no-literal-plus, loopback
 # A run during which other processes used more CPU than this share of its wall time
 # (and at least 0.3 s) is repeated (--retry-noisy times at most).
 NOISE_SHARE = 0.10
@@ -274,6 +282,13 @@ class PresetBench:
         self.proxy: subprocess.Popen[str] | None = None
         self.proxy_port = 0
         self._proxy_log: IO[bytes] | None = None
+        self.nagle_proxy: subprocess.Popen[str] | None = None
+        self.nagle_port = 0
+        self._nagle_log: IO[bytes] | None = None
+        #: --no-literal-plus: Dovecot's capabilities as advertised (after the trim)
+        self.capabilities: list[str] = []
+        #: (script, version) of imapsync, when it is a mover
+        self.imapsync: tuple[Path, str] | None = None
         self.pw_file = self.dir / "password"
         self.source: snapshot.Snapshot | None = None
 
@@ -283,6 +298,8 @@ class PresetBench:
         self.dir.mkdir(parents=True)
         self.pw_file.write_text(PASSWORD + "\n")
         self.server.start()
+        if self.args.no_literal_plus:
+            self._trim_capabilities()
         fsync = _run_text(["doveconf", "-c", str(self.server.config_path), "-h", "mail_fsync"])
         if fsync != "never":
             raise RuntimeError(f"Dovecot's mail_fsync is {fsync!r}, expected 'never'")
@@ -314,7 +331,13 @@ class PresetBench:
             f"(snapshot {snap_s:.1f} s)"
         )
         if self.latency:
-            self._start_proxy()
+            self.proxy, self.proxy_port, self._proxy_log = self._start_proxy(
+                self.args.rtt_ms / 2, "proxy"
+            )
+        if self.args.no_literal_plus and YM in self.args.movers:
+            self.nagle_proxy, self.nagle_port, self._nagle_log = self._start_proxy(
+                0.0, "nagle-proxy", nagle=True
+            )
         return {
             **stats.as_dict(),
             "load_seconds": round(load_s, 2),
@@ -324,12 +347,45 @@ class PresetBench:
             "imap_bytes": self.source.total_bytes,
             "imap_largest_bytes": self.source.largest,
             "imap_folders": sorted(self.source.folders),
+            **({"capabilities": self.capabilities} if self.args.no_literal_plus else {}),
         }
 
-    def _start_proxy(self) -> None:
-        delay_ms = self.args.rtt_ms / 2
-        self._proxy_log = open(self.dir / "proxy.log", "wb")
-        self.proxy = subprocess.Popen(
+    def _probe_capabilities(self) -> list[str]:
+        import imaplib
+
+        c = imaplib.IMAP4("127.0.0.1", self.server.port)
+        try:
+            c.login(SOURCE_USER, PASSWORD)
+            typ, data = c.capability()
+            return data[0].decode().split() if typ == "OK" and data and data[0] else []
+        finally:
+            with contextlib.suppress(Exception):
+                c.logout()
+
+    def _trim_capabilities(self) -> None:
+        """Restart Dovecot with ``imap_capability`` = its own list less LITERAL+ and
+        MULTIAPPEND, and check that the list advertised after login is that."""
+        caps = self._probe_capabilities()
+        keep = [c for c in caps if c.upper() not in NOLP_REMOVED]
+        self.server.stop()
+        self.server.extra_config = (
+            self.server.extra_config + "\nimap_capability = " + " ".join(keep) + "\n"
+        )
+        self.server.start()
+        self.capabilities = self._probe_capabilities()
+        left = [c for c in self.capabilities if c.upper() in NOLP_REMOVED]
+        if left or not self.capabilities:
+            raise RuntimeError(f"imap_capability did not take: {self.capabilities}")
+        log(
+            f"[{self.preset.name}] Dovecot without {' and '.join(NOLP_REMOVED)}: "
+            + " ".join(self.capabilities)
+        )
+
+    def _start_proxy(
+        self, delay_ms: float, name: str, *, nagle: bool = False
+    ) -> tuple[subprocess.Popen[str], int, IO[bytes]]:
+        plog = open(self.dir / f"{name}.log", "wb")
+        proc = subprocess.Popen(
             [
                 sys.executable,
                 str(HERE / "latency_proxy.py"),
@@ -337,48 +393,64 @@ class PresetBench:
                 f"127.0.0.1:{self.server.port}",
                 "--delay-ms",
                 str(delay_ms),
+                *(["--nagle"] if nagle else []),
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=self._proxy_log,
+            stderr=plog,
             text=True,
             start_new_session=True,
         )
-        assert self.proxy.stdout is not None
+        assert proc.stdout is not None
         deadline = time.monotonic() + 15
         line = ""
         while time.monotonic() < deadline and not line:
-            line = self.proxy.stdout.readline()
+            line = proc.stdout.readline()
         m = re.match(r"LISTENING (\S+) (\d+)", line)
         if not m:
             raise RuntimeError(f"latency proxy did not start: {line!r}")
-        self.proxy_port = int(m.group(2))
-        log(f"[{self.preset.name}] latency proxy +{delay_ms:g} ms each way on :{self.proxy_port}")
+        port = int(m.group(2))
+        what = "Nagle on towards the client" if nagle else f"+{delay_ms:g} ms each way"
+        log(f"[{self.preset.name}] {name}: {what} on :{port}")
+        return proc, port, plog
 
-    def stop(self) -> None:
-        if self.proxy is not None:
+    @staticmethod
+    def _stop_proxy(proc: subprocess.Popen[str] | None, plog: IO[bytes] | None) -> None:
+        if proc is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proxy.pid, signal.SIGTERM)
+                os.killpg(proc.pid, signal.SIGTERM)
             try:
-                self.proxy.wait(5)
+                proc.wait(5)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proxy.pid, signal.SIGKILL)
-                self.proxy.wait(5)
-            if self.proxy.stdout is not None:
-                self.proxy.stdout.close()
-            self.proxy = None
-        if self._proxy_log is not None:
-            self._proxy_log.close()
-            self._proxy_log = None
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+            if proc.stdout is not None:
+                proc.stdout.close()
+        if plog is not None:
+            plog.close()
+
+    def stop(self) -> None:
+        self._stop_proxy(self.proxy, self._proxy_log)
+        self.proxy, self._proxy_log = None, None
+        self._stop_proxy(self.nagle_proxy, self._nagle_log)
+        self.nagle_proxy, self._nagle_log = None, None
         self.server.stop()
 
     # ----------------------------------------------------------------- movers
 
     def variants(self) -> list[str]:
-        out = [m for m in self.args.movers if m != MBSYNC or self.mbsync]
+        out = [
+            m
+            for m in self.args.movers
+            if (m != MBSYNC or self.mbsync) and (m != IMAPSYNC or self.imapsync)
+        ]
         if self.base_dir is not None and YM in self.args.movers:
             out.insert(out.index(YM) + 1, BASE)
+        if self.nagle_proxy is not None and YM in self.args.movers:
+            out.append(YM + NAGLE)
+            if self.base_dir is not None:
+                out.append(BASE + NAGLE)
         if self.latency and YM in self.args.movers:
             out.append(f"{YM}@{self.args.rtt_ms:g}ms")
             if self.base_dir is not None:
@@ -389,7 +461,9 @@ class PresetBench:
         port = self.server.port
         ca = str(self.server.ca_file)
         if variant.startswith(YM):
-            if "@" in variant:
+            if variant.endswith(NAGLE):
+                port = self.nagle_port
+            elif "@" in variant:
                 port = self.proxy_port
             return [
                 *yippiemove_argv(self.base_dir if variant.startswith(BASE) else self.code_dir),
@@ -410,6 +484,18 @@ class PresetBench:
                 *(["--no-starttls"] if self.args.plain else []),
                 *self.args.yippiemove_arg,
             ]
+        if variant == IMAPSYNC:
+            assert self.imapsync is not None
+            return imapsync_peer.imapsync_argv(
+                self.imapsync[0],
+                port,
+                SOURCE_USER,
+                dest_user,
+                self.pw_file,
+                rdir,
+                plain=self.args.plain,
+                ca=ca,
+            )
         if variant == MBSYNC:
             assert self.mbsync is not None
             (rdir / "mbsync-state").mkdir()
@@ -451,7 +537,8 @@ class PresetBench:
         measure.settle(self.server.pid)
         waited = measure.wait_for_quiet(self.args.quiet_wait) if self.args.quiet_wait > 0 else 0.0
         cpu0 = measure.group_cpu_seconds(self.server.pid)
-        proxy0 = measure.process_cpu_seconds(self.proxy.pid) if self.proxy else 0.0
+        proxy = self.nagle_proxy if variant.endswith(NAGLE) else self.proxy
+        proxy0 = measure.process_cpu_seconds(proxy.pid) if proxy else 0.0
         busy0 = measure.system_busy_seconds()
         child = measure.run_child(
             argv,
@@ -464,9 +551,7 @@ class PresetBench:
         measure.settle(self.server.pid)
         server_cpu = measure.group_cpu_seconds(self.server.pid) - cpu0
         proxy_cpu = (
-            measure.process_cpu_seconds(self.proxy.pid) - proxy0
-            if self.proxy and "@" in variant
-            else None
+            measure.process_cpu_seconds(proxy.pid) - proxy0 if proxy and "@" in variant else None
         )
         ok = child.exit_code == 0
         reasons: list[str] = []
@@ -622,6 +707,9 @@ def summarise(runs: list[RunResult]) -> dict[str, dict[str, Any]]:
             "wall_s": _median([r.wall_s for r in good]),
             "mb_s": _median([r.mb_s for r in good]),
             "msgs_s": _median([r.msgs_s for r in good]),
+            "ms_per_msg": round(1000 / _median([r.msgs_s for r in good]), 3)
+            if _median([r.msgs_s for r in good])
+            else None,
             "mover_cpu_s": _median([r.mover_cpu_s for r in good]),
             "mover_user_s": _median([r.mover_user_s for r in good]),
             "mover_sys_s": _median([r.mover_sys_s for r in good]),
@@ -644,7 +732,7 @@ def ratios(summary: dict[str, dict[str, Any]], rtt_variant: str) -> dict[str, fl
     ym = summary.get(YM)
     if not ym:
         return out
-    for peer in (MBSYNC, DSYNC):
+    for peer in (MBSYNC, DSYNC, IMAPSYNC):
         p = summary.get(peer)
         if p and p["mb_s"] > 0:
             out[f"yippiemove/{peer} MB/s"] = round(ym["mb_s"] / p["mb_s"], 2)
@@ -652,8 +740,17 @@ def ratios(summary: dict[str, dict[str, Any]], rtt_variant: str) -> dict[str, fl
     lat = summary.get(rtt_variant)
     if lat and ym["mb_s"] > 0:
         out[f"{rtt_variant}/loopback throughput"] = round(lat["mb_s"] / ym["mb_s"], 3)
+    nagle = summary.get(YM + NAGLE)
+    imapsync = summary.get(IMAPSYNC)
+    if nagle and imapsync and imapsync["msgs_s"] > 0:
+        out[f"{YM}{NAGLE}/{IMAPSYNC} msgs/s"] = round(nagle["msgs_s"] / imapsync["msgs_s"], 2)
     # --baseline-rev: the code under test against the baseline, same corpus, same run.
-    for mine, base in ((YM, BASE), (rtt_variant, rtt_variant.replace(YM, BASE, 1))):
+    pairs = [
+        (YM, BASE),
+        (rtt_variant, rtt_variant.replace(YM, BASE, 1)),
+        (YM + NAGLE, BASE + NAGLE),
+    ]
+    for mine, base in pairs:
         b, m = summary.get(base), summary.get(mine)
         if b and m and b["mb_s"] > 0 and m["mover_cpu_s"] > 0:
             out[f"{mine}/{base} MB/s"] = round(m["mb_s"] / b["mb_s"], 3)
@@ -677,6 +774,21 @@ def targets(
         out.append({"goal": goal, "value": value, "threshold": threshold, "met": met})
 
     ym = summary.get(YM)
+    if shape == "small-2k":
+        for variant in (YM, YM + NAGLE):
+            s = summary.get(variant)
+            add(
+                f"{variant} <= 2 ms per message (no LITERAL+/MULTIAPPEND)",
+                s["ms_per_msg"] if s else None,
+                GOAL_NOLP_MS_PER_MSG,
+                higher=False,
+            )
+        add("yippiemove msgs/s >= imapsync", rat.get("yippiemove/imapsync msgs/s"), 1.0)
+        add(
+            f"{YM}{NAGLE} msgs/s >= imapsync",
+            rat.get(f"{YM}{NAGLE}/{IMAPSYNC} msgs/s"),
+            1.0,
+        )
     if shape == "mixed":
         add("yippiemove MB/s >= 1.5 x mbsync", rat.get("yippiemove/mbsync MB/s"), 1.5)
         cpu = ym["mover_cpu_s"] if ym else None
@@ -722,7 +834,7 @@ def print_table(
         f"(largest {info['imap_largest_bytes'] / 1e6:.2f} MB), medians of {runs} runs ==="
     )
     head = (
-        f"{'mover':<22}{'wall s':>8}{'MB/s':>8}{'msgs/s':>9}{'mover CPU s':>13}"
+        f"{'mover':<22}{'wall s':>8}{'MB/s':>8}{'msgs/s':>9}{'ms/msg':>8}{'mover CPU s':>13}"
         f"{'server CPU s':>14}{'peak RSS MB':>13}{'CPU/wall':>10}{'cores':>7}  exact"
     )
     log(head)
@@ -735,6 +847,7 @@ def print_table(
             exact += f" ({s['failed_runs']} failed)"
         log(
             f"{variant:<22}{s['wall_s']:>8.2f}{s['mb_s']:>8.1f}{s['msgs_s']:>9.0f}"
+            f"{s['ms_per_msg'] or 0:>8.2f}"
             f"{s['mover_cpu_s']:>13.2f}{s['server_cpu_s']:>14.2f}{s['mover_peak_rss_mb']:>13.1f}"
             f"{cpu_wall:>9.0%}{cores:>7.2f}  {exact}"
         )
@@ -767,14 +880,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description="Benchmark yippiemove against mbsync and dsync on a throwaway Dovecot."
     )
-    ap.add_argument("--preset", choices=("small", "mixed", "all"), default="all")
+    ap.add_argument("--preset", choices=("small", "mixed", "small-2k", "all"), default=None)
     ap.add_argument("--runs", type=int, default=3, help="runs per mover (default 3)")
     ap.add_argument("--quick", action="store_true", help="tiny corpora, for a smoke test")
     ap.add_argument(
         "--movers",
-        default=",".join(MOVERS),
-        help="comma-separated subset of yippiemove,mbsync,dsync",
+        default=None,
+        help="comma-separated subset of yippiemove,mbsync,dsync,imapsync (default: the "
+        "first three; with --no-literal-plus all four)",
     )
+    ap.add_argument(
+        "--no-literal-plus",
+        action="store_true",
+        help="Dovecot without LITERAL+ and MULTIAPPEND (imap_capability), preset small-2k "
+        "(2,000 messages), movers yippiemove, imapsync, mbsync, dsync, plus yippiemove "
+        "through a proxy that leaves Nagle on (yippiemove@nagle); ms per message",
+    )
+    ap.add_argument("--imapsync", metavar="FILE", help="the imapsync script to run")
+    ap.add_argument(
+        "--imapsync-git",
+        metavar="DIR",
+        help="a git clone of imapsync to take the script from (default $IMAPSYNC_GIT or "
+        f"{imapsync_peer.DEFAULT_GIT})",
+    )
+    ap.add_argument("--imapsync-rev", default="HEAD", help="its revision (default HEAD)")
     ap.add_argument(
         "--latency-presets",
         default="small,mixed",
@@ -842,8 +971,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--output", help="JSON file (default bench/results/<timestamp>.json)")
     args = ap.parse_args(argv)
+    if args.movers is None:
+        args.movers = ",".join(NOLP_MOVERS if args.no_literal_plus else MOVERS)
+    if args.preset is None:
+        args.preset = "small-2k" if args.no_literal_plus else "all"
     args.movers = [m.strip() for m in args.movers.split(",") if m.strip()]
-    bad = [m for m in args.movers if m not in MOVERS]
+    bad = [m for m in args.movers if m not in NOLP_MOVERS]
     if bad:
         ap.error(f"unknown movers: {', '.join(bad)}")
     if args.runs < 1:
@@ -853,7 +986,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def _presets(args: argparse.Namespace) -> Iterator[tuple[str, corpus.Preset]]:
-    shapes = ("small", "mixed") if args.preset == "all" else (args.preset,)
+    shapes: tuple[str, ...] = ("small", "mixed") if args.preset == "all" else (args.preset,)
     for shape in shapes:
         yield shape, corpus.PRESETS[f"{shape}-quick" if args.quick else shape]
 
@@ -867,6 +1000,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     started = datetime.now(UTC)
     mbsync = ensure_mbsync() if MBSYNC in args.movers else None
+    if IMAPSYNC in args.movers:
+        log("imapsync: preparing (script from its git clone, Perl modules from Debian) ...")
     if DSYNC in args.movers and not shutil.which("doveadm"):
         log("doveadm not found: skipping dsync")
         args.movers = [m for m in args.movers if m != DSYNC]
@@ -882,6 +1017,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Launchers without mail_root keep the mail in their private dir from mkdtemp().
     tempfile.tempdir = str(workdir / "tmp")
     info = machine_info(mbsync, workdir)
+    imapsync = None
+    if IMAPSYNC in args.movers:
+        imapsync = imapsync_peer.ensure_imapsync(
+            workdir,
+            script=args.imapsync,
+            git_dir=args.imapsync_git,
+            rev=args.imapsync_rev,
+            log=log,
+        )
+        info["imapsync"] = f"imapsync {imapsync[1]}" if imapsync else None
     code_dir = None if args.live_code else snapshot_code(workdir / "code", args.code_rev)
     if code_dir is not None:
         # byte-compile now, so that the first measured run does not pay for it
@@ -930,6 +1075,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "movers": args.movers,
             "rtt_ms": args.rtt_ms,
             "tls": "none (plain IMAP)" if args.plain else "STARTTLS, verified",
+            "no_literal_plus": args.no_literal_plus,
             "quiet_wait_s": args.quiet_wait,
             "retry_noisy": args.retry_noisy,
             "yippiemove_args": args.yippiemove_arg,
@@ -942,7 +1088,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_path = Path(args.output) if args.output else None
     if out_path is None:
         stamp = started.strftime("%Y%m%dT%H%M%SZ")
-        suffix = ("-quick" if args.quick else "") + ("-plain" if args.plain else "-tls")
+        suffix = (
+            ("-nolp" if args.no_literal_plus else "")
+            + ("-quick" if args.quick else "")
+            + ("-plain" if args.plain else "-tls")
+        )
         out_path = HERE / "results" / f"{stamp}{suffix}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -965,6 +1115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 code_dir=code_dir,
                 base_dir=base_dir,
             )
+            bench.imapsync = imapsync
             try:
                 corpus_info = bench.start()
                 runs: list[RunResult] = []

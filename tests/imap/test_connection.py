@@ -284,3 +284,174 @@ def test_a_big_command_of_many_small_literals_is_sent_exactly_in_few_writes():
     assert bytes(received) == expected
     # ~2.0 MB of small parts in 256 kB slices, the big literal in 3 slices: not ~800.
     assert writes <= 16, writes
+
+
+# ---------------------------------------------------------------- synchronizing literals
+
+
+def _sync_literal_server(n: int, log: list[str], writes_seen: list[bytes] | None = None) -> Handler:
+    """A server without LITERAL+: answers each APPEND's line with ``+``, reads its
+    literal, and answers the tagged OKs only after all ``n`` APPENDs have arrived, so
+    the client can only get them all there by pipelining (the log shows the order)."""
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] hi\r\n")
+        await w.drain()
+        tags = []
+        for _ in range(n):
+            line = await r.readline()
+            tag, _verb, _box, size = line.split()
+            assert size.startswith(b"{") and size.endswith(b"}"), line
+            log.append(f"line {tag.decode()}")
+            w.write(b"+ go ahead\r\n")
+            await w.drain()
+            body = await r.readexactly(int(size[1:-1]) + 2)
+            assert body.endswith(b"\r\n")
+            if writes_seen is not None:
+                writes_seen.append(body[:-2])
+            log.append(f"literal {tag.decode()}")
+            tags.append(tag)
+        for tag in tags:
+            log.append(f"OK {tag.decode()}")
+            w.write(tag + b" OK [APPENDUID 1 1] stored\r\n")
+        await w.drain()
+        await r.read()
+
+    return handler
+
+
+def test_sync_literals_keep_several_appends_in_flight():
+    """Without LITERAL+, the next APPEND's line goes out as soon as the previous APPEND's
+    bytes are written (it then waits for its own ``+``), not after its tagged OK: all
+    APPENDs reach the server before it has answered any."""
+    from yippiemove.imap.protocol import Literal
+
+    n = 4
+    log: list[str] = []
+    bodies: list[bytes] = []
+
+    async def main() -> None:
+        server, port = await scripted(_sync_literal_server(n, log, bodies))
+        async with server:
+            conn = await ImapConnection.open("127.0.0.1", port, security="none")
+            futs = [
+                await conn.submit("APPEND", b"INBOX", Literal(b"m%d\r\n" % i * (i + 1)))
+                for i in range(n)
+            ]
+            async with asyncio.timeout(30):
+                results = await asyncio.gather(*futs)
+            assert all(r.tagged.ok for r in results)
+            conn.abort()
+
+    run(main())
+    assert bodies == [b"m%d\r\n" % i * (i + 1) for i in range(n)]
+    first_ok = log.index(next(e for e in log if e.startswith("OK")))
+    assert [e.split()[0] for e in log[:first_ok]] == ["line", "literal"] * n, log
+
+
+def test_sync_literal_goes_out_with_the_rest_of_its_command_in_one_write():
+    """After the ``+``, the literal and what follows it (the command's CRLF, or more
+    arguments) leave in one write: a separate small write for the CRLF is one more
+    segment the server must wait for."""
+    from yippiemove.imap.protocol import Literal
+
+    log: list[str] = []
+
+    async def main() -> list[bytes]:
+        server, port = await scripted(_sync_literal_server(1, log))
+        async with server:
+            conn = await ImapConnection.open("127.0.0.1", port, security="none")
+            assert conn._transport is not None
+            writes: list[bytes] = []
+            real = conn._transport.write
+
+            def counting(data: bytes) -> None:
+                writes.append(bytes(data))
+                real(data)
+
+            conn._transport.write = counting  # type: ignore[method-assign]
+            async with asyncio.timeout(30):
+                res = await (await conn.submit("APPEND", b"INBOX", Literal(b"x" * 5000)))
+            assert res.tagged.ok
+            conn.abort()
+            return writes
+
+    writes = run(main())
+    assert len(writes) == 2, [w[:40] for w in writes]
+    assert writes[0].endswith(b"APPEND INBOX {5000}\r\n")
+    assert writes[1] == b"x" * 5000 + b"\r\n"
+
+
+@pytest.mark.skipif(not hasattr(__import__("socket"), "TCP_QUICKACK"), reason="Linux only")
+def test_reads_are_acked_at_once_while_sending_sync_literals(monkeypatch):
+    """A server that leaves Nagle on holds its ``+`` for APPEND n+1 until we ACK its
+    tagged OK for APPEND n; with nothing to send, Linux would delay that ACK up to
+    40 ms per message.  While synchronizing literals are in use, every read re-arms
+    TCP_QUICKACK (an ACK goes out now); a connection with LITERAL+ never does it."""
+    import yippiemove.imap.connection as connection
+    from yippiemove.imap.protocol import Literal
+
+    acks: list[int] = []
+    real_ack = connection._ack_now
+
+    def spy(sock) -> None:  # type: ignore[no-untyped-def]
+        acks.append(sock.fileno())
+        real_ack(sock)
+
+    monkeypatch.setattr(connection, "_ack_now", spy)
+    n = 3
+    log: list[str] = []
+
+    async def plus(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(b"* OK [CAPABILITY IMAP4rev1 LITERAL+] hi\r\n")
+        while line := await r.readline():
+            size = int(line.rsplit(b"{", 1)[1].split(b"+")[0])
+            await r.readexactly(size + 2)
+            w.write(line.split()[0] + b" OK stored\r\n")
+
+    async def main() -> tuple[int, int]:
+        server, port = await scripted(_sync_literal_server(n, log))
+        async with server:
+            conn = await ImapConnection.open("127.0.0.1", port, security="none")
+            before = len(acks)
+            futs = [await conn.submit("APPEND", b"INBOX", Literal(b"abc")) for _ in range(n)]
+            async with asyncio.timeout(30):
+                await asyncio.gather(*futs)
+            sync_acks = len(acks) - before
+            conn.abort()
+        server, port = await scripted(plus)
+        async with server:
+            conn = await ImapConnection.open("127.0.0.1", port, security="none")
+            before = len(acks)
+            futs = [await conn.submit("APPEND", b"INBOX", Literal(b"abc")) for _ in range(n)]
+            async with asyncio.timeout(30):
+                await asyncio.gather(*futs)
+            plus_acks = len(acks) - before
+            conn.abort()
+        return sync_acks, plus_acks
+
+    sync_acks, plus_acks = run(main())
+    assert sync_acks >= n, sync_acks  # at least each "+" read (and the OKs)
+    assert plus_acks == 0
+
+
+def test_tcp_nodelay_on_plain_starttls_and_tls_connections(dovecot):
+    """Small writes never wait for Nagle's algorithm, whatever the security."""
+    import socket
+
+    async def main() -> list[int]:
+        ctx = ssl.create_default_context(cafile=str(dovecot.ca_file))
+        out = []
+        for security, port in (
+            ("none", dovecot.port),
+            ("starttls", dovecot.port),
+            ("tls", dovecot.tls_port),
+        ):
+            conn = await ImapConnection.open("127.0.0.1", port, security=security, ssl_context=ctx)
+            assert conn._transport is not None
+            sock = conn._transport.get_extra_info("socket")
+            out.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            await conn.logout()
+        return out
+
+    assert all(run(main()))

@@ -475,6 +475,38 @@ def test_destination_without_literal_plus_or_multiappend(dovecot, dovecot_factor
     assert_exact(dovecot, plain)
 
 
+def test_sync_literals_of_every_size_into_a_destination_without_literal_plus(
+    dovecot, dovecot_factory, tmp_path
+):
+    """Synchronizing literals from a few bytes to over a megabyte (written in slices
+    after the ``+``), several folder workers, one APPEND per message: exact, and a
+    second run copies nothing."""
+    from yippiemove.testing.dovecot import MaildirMessage
+
+    rng = random.Random(13)
+    sizes = [0, 10, 4000, 70_000, 300_000, 1_300_000]
+    for folder in ("INBOX", "Archive"):
+        dovecot.deliver_many(
+            "src",
+            folder,
+            [
+                MaildirMessage(make_message(i, size=rng.choice(sizes)), ("\\Seen", "$label1"))
+                for i in range(60)
+            ],
+        )
+    plain = dovecot_factory(
+        users={"dst": "dstpass"},
+        extra_config="imap_capability = IMAP4rev1 SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS\n",
+    )
+    for _ in range(2):
+        r = mailcheck.run_move(
+            dovecot.port, plain.port, tmp_path, "--connections=2", ca_file=dovecot.ca_file
+        )
+        assert r.returncode == 0, r.stderr
+        assert_exact(dovecot, plain)
+    assert "120 already there" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
 def test_subscriptions_are_carried(dovecot, tmp_path):
     populate(dovecot)
     c = mailcheck.connect(dovecot.port, "src", "srcpass")

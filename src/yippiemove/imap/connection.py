@@ -127,6 +127,9 @@ class ImapConnection:
         self._drain_waiter: asyncio.Future[None] | None = None
         self._continuation: asyncio.Future[bytes] | None = None
         self._send_lock = asyncio.Lock()
+        #: The socket, once a command with a synchronizing literal was sent: each read
+        #: then re-arms TCP_QUICKACK (see :meth:`_write_parts_sync`).
+        self._quickack: socket.socket | None = None
         self._greeting: asyncio.Future[Untagged] | None = None
         self._last_rx = time.monotonic()
         self._watchdog: asyncio.TimerHandle | None = None
@@ -452,11 +455,27 @@ class ImapConnection:
         self, parts: list[bytes | Literal], cmd: Command, nonsync: int
     ) -> None:
         """Send with synchronizing literals: wait for ``+`` before each literal of more
-        than ``nonsync`` bytes (the others were announced as non-synchronizing)."""
+        than ``nonsync`` bytes (the others were announced as non-synchronizing).
+
+        What follows a literal up to the next synchronizing one goes out in the same
+        write as the literal (the command's tail, a short message's next literal...).
+        Meanwhile every read ACKs at once (TCP_QUICKACK): a server that leaves Nagle's
+        algorithm on holds its ``+`` for the next command until we ACK its tagged OK for
+        the previous one, which Linux would otherwise delay by up to 40 ms because we
+        have nothing to send while we wait for that ``+`` (docs/performance.md).
+        """
         loop = asyncio.get_running_loop()
         fut = cmd.waiter
+        if self._quickack is None and self._transport is not None:
+            sock = self._transport.get_extra_info("socket")
+            if sock is not None and _QUICKACK is not None:
+                self._quickack = sock
+        pending: list[bytes | Literal] = []
         for p in parts:
             if isinstance(p, Literal) and len(p.data) > nonsync:
+                if pending:
+                    self._write_parts(pending)
+                    pending = []
                 self._state.expect_continuation(cmd)
                 self._continuation = loop.create_future()
                 waiter = asyncio.ensure_future(self._continuation)
@@ -465,11 +484,14 @@ class ImapConnection:
                     waiter.cancel()
                     return  # the command was refused before its literal (e.g. TRYCREATE)
                 self._continuation = None
-                self._write_parts([p])
-                if self._paused:
-                    await self.drain()
-            else:
-                self._write_parts([p])
+                if len(p.data) > _SLICE:
+                    await self._write_chunked([p])
+                    continue
+            pending.append(p)
+        if pending:
+            self._write_parts(pending)
+        if self._paused:
+            await self.drain()
 
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its high-water mark.
@@ -497,6 +519,8 @@ class ImapConnection:
 
     def _data_received(self, data: bytes) -> None:
         self._last_rx = time.monotonic()
+        if self._quickack is not None:
+            _ack_now(self._quickack)
         self.bytes_in += len(data)
         if self._tls_in is not None:
             self._tls_in.write(data)
@@ -619,6 +643,17 @@ def _tune_socket(transport: asyncio.Transport) -> None:
         return
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
+
+
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
+def _ack_now(sock: socket.socket) -> None:
+    """ACK what was received now rather than after the delayed-ACK timer (Linux)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[arg-type]
     except OSError:
         pass
 

@@ -679,17 +679,35 @@ class Service:
     # ================================================================== transfers
 
     def make_spec(
-        self, source: Account, dest: Account, folders: dict[str, Any] | None = None
+        self,
+        source: Account,
+        dest: Account,
+        folders: dict[str, Any] | None = None,
+        *,
+        pinned: dict[tuple[str, int], str | None] | None = None,
     ) -> spec.JobSpec:
         """The one place a transfer is checked: both accounts, that they differ, the
-        folder selection with its rules and filters.  The web form, the REST API and the
-        batch CSV all come through here."""
+        folder selection with its rules and filters, the egress policy on both servers
+        (``pinned``: a batch's memory of servers already resolved).  The web form, the
+        REST API and the batch CSV all come through here."""
         source = self.validate_account(source, "source")
         dest = self.validate_account(dest, "dest")
         # Whatever the front door checked before (a web step, nothing at all), both
         # servers pass the egress policy here; the job process checks again when it runs.
-        self.pin(source.host, source.port, "source", unresolved_ok=True)
-        self.pin(dest.host, dest.port, "dest", unresolved_ok=True)
+        for role, acc in (("source", source), ("dest", dest)):
+            key = (acc.host.lower(), acc.port)
+            if pinned is not None and key in pinned:  # a batch: one lookup per server
+                if pinned[key] is not None:
+                    raise ServiceError(f"{role}.host: {pinned[key]}")
+                continue
+            try:
+                self.pin(acc.host, acc.port, role, unresolved_ok=True)
+            except ServiceError as exc:
+                if pinned is not None:
+                    pinned[key] = str(exc).split(": ", 1)[1]
+                raise
+            if pinned is not None:
+                pinned[key] = None
         if (source.host.lower(), source.port, source.username) == (
             dest.host.lower(),
             dest.port,
@@ -984,6 +1002,8 @@ class Service:
         rows: list[tuple[Account, Account]] = []
         errors: list[str] = []
         columns = list(self.BATCH_COLUMNS)
+        #: (host, port) -> why refused, or None: each server resolved once per batch.
+        pinned: dict[tuple[str, int], str | None] = {}
         seen_header = False
         reader = csv.reader(io.StringIO(text))
         for cells in reader:
@@ -1016,7 +1036,7 @@ class Service:
                     if not data["port"]:
                         del data["port"]
                     pair.append(self.validate_account(Account.from_dict(data, role), role))
-                job = self.make_spec(pair[0], pair[1])
+                job = self.make_spec(pair[0], pair[1], pinned=pinned)
                 src, dst = cast(Account, job.source), cast(Account, job.dest)
             except ServiceError as exc:
                 errors.append(f"line {n}: {exc}")

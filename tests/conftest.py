@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,12 @@ from tests.doubles.mailutils import INSTALL_HINT as IMAP4D_INSTALL_HINT
 from tests.doubles.mailutils import Imap4dServer, imap4d_available
 from tests.source_guard import guard_sources
 from yippiemove.testing.dovecot import INSTALL_HINT, DovecotServer, dovecot_available
+
+# The test servers run on this machine, which the service's egress policy refuses by
+# default (policy/egress.py): every service the tests start (in this process or as a
+# `yippiemove serve` child) allows loopback, as a self-hoster would.  The egress tests
+# (tests/web/test_egress.py) start theirs without it.
+os.environ.setdefault("YIPPIEMOVE_EGRESS_ALLOW", "127.0.0.0/8")
 
 
 @pytest.fixture(scope="session")

@@ -269,6 +269,7 @@ def _serve(
         YIPPIEMOVE_SMTP_HOST="127.0.0.1",
         YIPPIEMOVE_SMTP_PORT=str(smtp_port),
         YIPPIEMOVE_CREDENTIAL_RETENTION_DAYS="0",  # deleted at the end: reruns impossible
+        YIPPIEMOVE_EGRESS_ALLOW="127.0.0.0/8",  # the test servers are on loopback
     )
     with open(log, "ab") as out:
         proc = subprocess.Popen(

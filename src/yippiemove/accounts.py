@@ -13,16 +13,21 @@ and jobs (they import this); above transfer and policy (this imports
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import re
+import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 from urllib.parse import unquote
 
 from .imap.connection import is_loopback
+from .imap.errors import HostUnreachable
 from .policy import providers
+from .policy.egress import EgressPolicy, EgressRefused
 from .policy.providers import Provider
 from .transfer.model import Endpoint
 
@@ -33,7 +38,9 @@ __all__ = [
     "endpoint_security",
     "make_endpoint",
     "parse_account_url",
+    "pin_endpoint",
     "resolve_account",
+    "resolve_host",
     "ssl_context",
 ]
 
@@ -219,3 +226,73 @@ def make_endpoint(
         allow_insecure_auth=is_loopback(host)
         or (security is Security.NONE and allow_insecure_hosts),
     )
+
+
+#: (host, port) -> the addresses it resolves to, in the resolver's order.
+Resolver = Callable[[str, int], list[str]]
+
+
+def resolve_host(host: str, port: int) -> list[str]:
+    """The addresses ``host`` resolves to (one DNS lookup; numeric spellings such as
+    ``2130706433`` or ``0x7f.1`` come back as the address they mean).
+    :class:`~yippiemove.imap.errors.HostUnreachable` when it does not resolve."""
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "no such host"
+        raise HostUnreachable(f"unknown host {host!r}: {reason}") from None
+    out: list[str] = []
+    for info in infos:
+        addr = str(info[4][0])
+        if addr not in out:
+            out.append(addr)
+    if not out:
+        raise HostUnreachable(f"unknown host {host!r}: no address")
+    return out
+
+
+def pin_endpoint(ep: Endpoint, policy: EgressPolicy, resolve: Resolver | None = None) -> Endpoint:
+    """``ep`` with its address resolved once, checked by ``policy`` and pinned
+    (``Endpoint.address``): the connection goes to the address that was checked, never
+    to what a second lookup might say.  The first allowed address is taken; none
+    allowed: :class:`~yippiemove.policy.egress.EgressRefused` saying why (the service's
+    egress policy, policy/egress.py)."""
+    if policy.open:
+        return ep
+    found = (resolve or resolve_host)(ep.host, ep.port)
+    reasons: list[tuple[str, str]] = []
+    for addr in found:
+        why = policy.refusal(addr)
+        if why is None:
+            return dataclasses.replace(ep, address=addr.split("%", 1)[0])
+        reasons.append((addr, why))
+    addr, why = reasons[0] if reasons else ("", "no address")
+    host = ep.host.strip("[]")
+    try:
+        literal = ipaddress.ip_address(host) == ipaddress.ip_address(addr)
+    except ValueError:
+        literal = False
+    shown = f"{host}" if literal else f"{host} (= {addr})"
+    raise EgressRefused(
+        f"{shown} is {why}; this service does not connect there "
+        "(only to public addresses, unless the operator allows a network)"
+    )
+
+
+_OWN: tuple[str, ...] | None = None
+
+
+def own_addresses() -> tuple[str, ...]:
+    """This machine's addresses as its host name resolves (the egress policy refuses
+    them: policy/egress.py); looked up once per process."""
+    global _OWN
+    if _OWN is None:
+        found: list[str] = []
+        try:
+            for info in socket.getaddrinfo(socket.gethostname(), None, type=socket.SOCK_STREAM):
+                if str(info[4][0]) not in found:
+                    found.append(str(info[4][0]))
+        except (OSError, UnicodeError):
+            pass
+        _OWN = tuple(found)
+    return _OWN

@@ -820,6 +820,22 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     metavar="MODULE:FUNCTION",
     help="The web application factory, called with the Service.",
 )
+@click.option(
+    "--egress-allow",
+    "egress_allow",
+    multiple=True,
+    metavar="CIDR",
+    help="Also connect to this network for customers (repeatable; e.g. 127.0.0.0/8 for "
+    "servers on this machine). Default: public addresses only. Env YIPPIEMOVE_EGRESS_ALLOW.",
+)
+@click.option(
+    "--egress-deny",
+    "egress_deny",
+    multiple=True,
+    metavar="CIDR",
+    help="Never connect to this network for customers (repeatable; wins over "
+    "--egress-allow). Env YIPPIEMOVE_EGRESS_DENY.",
+)
 def serve(
     host: str,
     port: int,
@@ -827,6 +843,8 @@ def serve(
     workers: int | None,
     ca_file: str | None,
     app_factory: str,
+    egress_allow: tuple[str, ...],
+    egress_deny: tuple[str, ...],
 ) -> None:
     """Run the service: web app, control database, job queue and local job workers."""
 
@@ -837,7 +855,12 @@ def serve(
     )
     logging.getLogger("huey").setLevel(logging.WARNING)
     factory = _load_app_factory(app_factory)
-    overrides: dict[str, Any] = {"workers": workers, "ca_file": ca_file}
+    overrides: dict[str, Any] = {
+        "workers": workers,
+        "ca_file": ca_file,
+        "egress_allow": ",".join(egress_allow) if egress_allow else None,
+        "egress_deny": ",".join(egress_deny) if egress_deny else None,
+    }
     if not os.environ.get("YIPPIEMOVE_BASE_URL"):
         overrides["base_url"] = f"http://{host}:{port}"
     service = _service(data_dir, **overrides)
@@ -849,7 +872,7 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     click.echo(
         f"yippiemove is running at http://{shown}:{port}/  "
-        f"(data: {service.settings.data_dir}; Ctrl-C to stop)",
+        f"(data: {service.settings.data_dir}; {service.egress.describe()}; Ctrl-C to stop)",
         err=True,
     )
     try:
@@ -865,14 +888,42 @@ def serve(
 @_data_dir_option
 @click.option("--workers", type=click.IntRange(1, 256), default=None, help="Concurrent jobs.")
 @click.option("--ca-file", metavar="FILE", help="Trust this CA bundle for IMAP servers.")
-def worker(data_dir: Path | None, workers: int | None, ca_file: str | None) -> None:
+@click.option(
+    "--egress-allow",
+    "egress_allow",
+    multiple=True,
+    metavar="CIDR",
+    help="Also connect to this network for customers (repeatable; e.g. 127.0.0.0/8 for "
+    "servers on this machine). Default: public addresses only. Env YIPPIEMOVE_EGRESS_ALLOW.",
+)
+@click.option(
+    "--egress-deny",
+    "egress_deny",
+    multiple=True,
+    metavar="CIDR",
+    help="Never connect to this network for customers (repeatable; wins over "
+    "--egress-allow). Env YIPPIEMOVE_EGRESS_DENY.",
+)
+def worker(
+    data_dir: Path | None,
+    workers: int | None,
+    ca_file: str | None,
+    egress_allow: tuple[str, ...],
+    egress_deny: tuple[str, ...],
+) -> None:
     """Run job workers only (no web app), e.g. on more machines sharing the queue."""
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
     )
     logging.getLogger("huey").setLevel(logging.WARNING)
-    service = _service(data_dir, workers=workers, ca_file=ca_file)
+    service = _service(
+        data_dir,
+        workers=workers,
+        ca_file=ca_file,
+        egress_allow=",".join(egress_allow) if egress_allow else None,
+        egress_deny=",".join(egress_deny) if egress_deny else None,
+    )
     signal.signal(signal.SIGTERM, _raise_interrupt)
     service.start(workers)
     try:

@@ -38,6 +38,7 @@ def test_jail_runs_a_job_from_its_stdin(dovecot_factory, tmp_path):
         "folders": None,
         "ca_file": str(server.ca_file),
         "progress_interval": 0.05,
+        "egress": {"allow": "127.0.0.0/8"},  # the job's own egress check: loopback allowed
     }
     work = tmp_path / "job"
     work.mkdir(mode=0o700)

@@ -180,3 +180,30 @@ def test_serve_without_the_web_app_fails_clearly(tmp_path):
     )
     assert r.exit_code == 2
     assert "the web front door (yippiemove.web.no_such_module) cannot be loaded" in r.output
+
+
+def test_serve_shows_its_egress_policy_and_refuses_a_bad_network(tmp_path):
+    port = free_port()
+    log = tmp_path / "serve.log"
+    env = dict(os.environ, YIPPIEMOVE_EGRESS_ALLOW="")
+    args = [sys.executable, "-m", "yippiemove.cli", "serve", "--data-dir", str(tmp_path / "d")]
+    args += ["--port", str(port), "--workers", "1", "--app", "tests.service.stub_app:create_app"]
+    args += ["--egress-allow", "10.0.0.0/8", "--egress-allow", "fd00::/8"]
+    args += ["--egress-deny", "10.9.0.0/16"]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "is running at" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        line = next(x for x in log.read_text().splitlines() if "is running at" in x)
+        assert "egress: public addresses only; allow 10.0.0.0/8,fd00::/8; deny 10.9.0.0/16" in line
+    finally:
+        _reap(proc)
+    r = CliRunner().invoke(
+        main, ["serve", "--data-dir", str(tmp_path / "e"), "--egress-allow", "10.0.0.0/33"]
+    )
+    assert r.exit_code != 0 and "'10.0.0.0/33' is not an address or a CIDR network" in r.output

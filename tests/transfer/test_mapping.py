@@ -673,6 +673,7 @@ def test_job_process_applies_rules_and_filters(dovecot, tmp_path):
         "dest": {**account, "username": "dst", "password": "dstpass"},
         "folders": {"rename": ["Work=Jobs"], "since": "2020-01-01", "under": "Old"},
         "ca_file": str(dovecot.ca_file),
+        "egress": {"allow": "127.0.0.0/8"},  # the job process's own egress check
     }
     work = tmp_path / "job"
     work.mkdir()

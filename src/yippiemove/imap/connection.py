@@ -160,8 +160,13 @@ class ImapConnection:
         idle_timeout: float = 120.0,
         name: str = "imap",
         read_only: bool = False,
+        address: str | None = None,
     ) -> ImapConnection:
         """Connect and read the greeting.
+
+        ``address``: connect to this (already resolved and checked) address instead of
+        resolving ``host``; ``host`` is still the name TLS sends (SNI) and checks the
+        certificate against (the service's egress check pins the address it checked).
 
         ``security``: ``"tls"`` (TLS from the first byte), ``"starttls"`` (STARTTLS when
         the server offers it), ``"require-starttls"`` (fail without it) or ``"none"``.
@@ -180,7 +185,7 @@ class ImapConnection:
             async with asyncio.timeout(timeout):
                 try:
                     transport, _ = await loop.create_connection(
-                        lambda: _Transport(self), host, port
+                        lambda: _Transport(self), address or host, port
                     )
                 except socket.gaierror as exc:
                     raise HostUnreachable(f"unknown host {host!r}: {exc.strerror}") from None

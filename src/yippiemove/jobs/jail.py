@@ -45,7 +45,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..accounts import make_endpoint, ssl_context
+from ..accounts import make_endpoint, pin_endpoint, ssl_context
+from ..imap.errors import ImapError
+from ..policy.egress import EgressPolicy, EgressRefused
 from ..transfer.engine import Mover
 from ..transfer.model import Progress
 from ..transfer.report import Exit, build_report, exit_code, outcome_of, write_report
@@ -132,6 +134,10 @@ def _transfer_from_spec(job: JobSpec) -> tuple[Transfer, float]:
     ctx = ssl_context(job.ca_file)
     source = make_endpoint(job.source.as_dict(), ctx, job.allow_insecure_hosts)
     dest = make_endpoint(job.dest.as_dict(), ctx, job.allow_insecure_hosts)
+    # The egress policy, enforced here too (a DNS answer may have changed since the
+    # order was checked): resolve once, check, connect only to that address.
+    egress = EgressPolicy.from_settings(job.egress_allow, job.egress_deny, job.egress_own)
+    source, dest = pin_endpoint(source, egress), pin_endpoint(dest, egress)
     chosen = job.folders  # parsed and checked once, by JobSpec
     options = make_options(
         include=chosen.include if chosen else (),
@@ -155,7 +161,18 @@ def run_job(spec: JobSpec | dict[str, Any], workdir: Path) -> tuple[int, dict[st
     if isinstance(spec, dict):
         for side in ("source", "dest"):
             spec[side].pop("password", None)
-    transfer, interval = _transfer_from_spec(job)
+    try:
+        transfer, interval = _transfer_from_spec(job)
+    except (EgressRefused, ImapError) as exc:  # refused by the egress policy, or no DNS
+        log.error("job refused before connecting: %s", exc)
+        transient = isinstance(exc, ImapError) and exc.transient
+        return Exit.ABORTED, {
+            "type": "result",
+            "status": "aborted",
+            "exit": int(Exit.ABORTED),
+            "error": str(exc),
+            "transient": transient,
+        }
     del job
     return run_transfer(transfer, workdir, interval)
 

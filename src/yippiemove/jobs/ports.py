@@ -55,6 +55,9 @@ class SupervisorConfig:
     #: A job whose destination mailbox another job writes into is tried again after
     #: this many seconds (it stays ``queued``).
     mailbox_wait_seconds: float = 5.0
+    #: The egress policy's operator lists (policy/egress.py), comma-separated CIDRs.
+    egress_allow: str = ""
+    egress_deny: str = ""
 
     def job_dir(self, job_id: str) -> Path:
         """A job's private working directory (state.sqlite, report.json, job.log)."""

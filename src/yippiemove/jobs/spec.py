@@ -235,6 +235,12 @@ class JobSpec:
     idle_timeout: float = 120.0
     connect_timeout: float = 30.0
     progress_interval: float = 0.5
+    #: The egress policy (policy/egress.py) the job process enforces itself: it
+    #: resolves, checks and pins both servers' addresses at run time (DNS may have
+    #: changed since the order).  Comma-separated CIDRs, and the service's own addresses.
+    egress_allow: str = ""
+    egress_deny: str = ""
+    egress_own: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.folders is not None and not isinstance(self.folders, FolderSelection):
@@ -265,6 +271,11 @@ class JobSpec:
             "allow_insecure_hosts": self.allow_insecure_hosts,
             "options": options,
             "progress_interval": self.progress_interval,
+            "egress": {
+                "allow": self.egress_allow,
+                "deny": self.egress_deny,
+                "own": list(self.egress_own),
+            },
         }
 
     @classmethod
@@ -275,8 +286,14 @@ class JobSpec:
         opts = data.get("options") or {}
         if not isinstance(opts, Mapping):
             raise SpecError("options: must be an object")
+        egress = data.get("egress") or {}
+        if not isinstance(egress, Mapping):
+            raise SpecError("egress: must be an object")
         try:
             return cls(
+                egress_allow=str(egress.get("allow") or ""),
+                egress_deny=str(egress.get("deny") or ""),
+                egress_own=tuple(str(a) for a in egress.get("own") or ()),
                 source=Account.from_dict(data.get("source"), "source"),
                 dest=Account.from_dict(data.get("dest"), "dest"),
                 folders=FolderSelection.of(data.get("folders")),

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..accounts import own_addresses
 from .launch import JailProcess, make_launcher
 from .ports import (
     Claim,
@@ -388,6 +389,9 @@ class Supervisor:
             job_id=job_id,
             ca_file=s.ca_file,
             allow_insecure_hosts=s.allow_insecure_hosts,
+            egress_allow=s.egress_allow,
+            egress_deny=s.egress_deny,
+            egress_own=own_addresses(),
             connections=s.job_connections,
             progress_interval=min(0.5, s.progress_interval),
         )

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..policy.egress import EgressPolicy
+
 __all__ = ["Settings", "read_or_create_secret"]
 
 GiB = 1 << 30
@@ -76,6 +78,12 @@ class Settings:
     #: A job whose destination mailbox another job writes into stays queued and is
     #: tried again after this many seconds (docs/design.md "One writer").
     mailbox_wait_seconds: float = 5.0
+    #: The egress policy (policy/egress.py, docs/security.md): networks the service may
+    #: connect to on a customer's behalf although they are not public (comma-separated
+    #: CIDRs, e.g. "127.0.0.0/8" for servers on this machine), and networks it never
+    #: connects to.  ``serve --egress-allow/--egress-deny CIDR`` (repeatable).
+    egress_allow: str = ""
+    egress_deny: str = ""
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -89,6 +97,12 @@ class Settings:
     def session_key(self) -> bytes:
         """The web session signing key (created 0600 on first use)."""
         return read_or_create_secret(self.secret_key_file, lambda: secrets.token_bytes(32))
+
+    def egress(self) -> EgressPolicy:
+        """The egress policy of this service (its lists and its own addresses)."""
+        from ..accounts import own_addresses
+
+        return EgressPolicy.from_settings(self.egress_allow, self.egress_deny, own_addresses())
 
     @classmethod
     def load(cls, data_dir: Path | None = None, **overrides: Any) -> Settings:
@@ -121,7 +135,11 @@ class Settings:
                 raise TypeError(f"unknown setting {name!r}")
             if value is not None:
                 values[name] = value
+        for name in ("egress_allow", "egress_deny"):
+            if not isinstance(values.get(name, ""), str):  # a list from the command line
+                values[name] = ",".join(values[name])
         settings = cls(**values)
+        settings.egress()  # a bad CIDR stops the start, naming it
         if not settings.data_dir.exists():
             settings.data_dir.mkdir(parents=True)
             os.chmod(settings.data_dir, 0o700)  # ours: private (an existing one is kept)

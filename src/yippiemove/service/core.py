@@ -238,18 +238,56 @@ _APP_PASSWORD = re.compile(
 )
 
 
+#: The longest server text (an IMAP NO/BAD/BYE) a customer is shown.
+SERVER_TEXT_MAX = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+
+
+def server_words(text: str, limit: int = SERVER_TEXT_MAX) -> str:
+    """An IMAP server's words as a customer may see them: control bytes out, at most
+    ``limit`` characters (pages escape them as any text)."""
+    text = _CONTROL.sub(" ", text).strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def not_imap(where: str, account: Account) -> str:
+    """One sentence for every port that did not answer as an IMAP server -- closed,
+    silent, another protocol: a customer cannot tell them apart (no port scanning
+    through the check), and never sees what such a port sent."""
+    return (
+        f"{where}{account.host} port {account.port} did not answer as an IMAP server "
+        "(check the server name, the port and the security setting: TLS is usually "
+        "port 993, STARTTLS port 143)"
+    )
+
+
 def explain_imap_error(exc: Exception, role: str, account: Account) -> str:
-    """A sentence for the customer: wrong password, host not found, TLS problem..."""
+    """A sentence for the customer: wrong password, host not found, TLS problem...
+
+    Never a peer's raw bytes: a port that is not an IMAP server gets :func:`not_imap`;
+    an IMAP server's own NO/BAD/BYE texts are shown through :func:`server_words`.  The
+    details go to the operator's log."""
     from ..imap.errors import (
         AuthenticationError,
+        CommandError,
         ConnectError,
+        ConnectionLost,
         InsecureAuthError,
+        ProtocolError,
         TlsError,
     )
 
     where = {"source": "source: ", "dest": "destination: "}.get(role, f"{role}: ")
-    text = str(exc)
+    log.info(
+        "check of %s:%d failed: %s: %.300r",
+        account.host,
+        account.port,
+        type(exc).__name__,
+        str(exc),
+    )
     if isinstance(exc, AuthenticationError):
+        # Our words and the server's NO text (capped, cleaned); never the command.
+        text = server_words(str(exc), 2 * SERVER_TEXT_MAX)
         msg = f"{where}{text}. Check the user name and password."
         if _APP_PASSWORD.search(text):
             msg += (
@@ -258,22 +296,35 @@ def explain_imap_error(exc: Exception, role: str, account: Account) -> str:
             )
         return msg
     if isinstance(exc, ConnectError):
-        if text.startswith("unknown host"):
+        if str(exc).startswith("unknown host"):
             return f"{where}host {account.host!r} not found; check the server name"
-        if text.startswith("cannot connect"):
-            return f"{where}{text}; check the server name and port"
-        return f"{where}{text}"
+        if exc.response is not None and exc.response.kind == "BYE":  # an IMAP greeting
+            said = server_words(exc.response.text.decode("utf-8", "replace"))
+            return f"{where}{account.host} refused the connection: {said}"
+        return not_imap(where, account)
+    if isinstance(exc, ConnectionLost | ProtocolError):
+        return not_imap(where, account)
     if isinstance(exc, TlsError):
-        return (
-            f"{where}TLS problem: {text} (check the port and the security setting: "
-            "TLS is usually port 993, STARTTLS port 143)"
-        )
+        if "certificate" in str(exc).lower():  # our TLS library's words, not the peer's
+            return (
+                f"{where}TLS problem: {server_words(str(exc), 2 * SERVER_TEXT_MAX)} (check "
+                "the port and the security setting: TLS is usually port 993, STARTTLS port 143)"
+            )
+        if "STARTTLS" in str(exc) and "does not offer" in str(exc):
+            return (
+                f"{where}{account.host} does not offer STARTTLS (check the port and the "
+                "security setting: TLS is usually port 993, STARTTLS port 143)"
+            )
+        return not_imap(where, account)
     if isinstance(exc, InsecureAuthError):
         return (
             f"{where}{account.host} offers no TLS, and passwords are only sent over TLS "
             "to servers other than this machine"
         )
-    return f"{where}{text}"
+    if isinstance(exc, CommandError):
+        said = exc.response.text.decode("utf-8", "replace") if exc.response else ""
+        return f"{where}the server refused a command: {server_words(said)}"
+    return not_imap(where, account)
 
 
 class Service:
@@ -305,6 +356,12 @@ class Service:
             self._stopping,
         )
         self._janitor: threading.Thread | None = None
+        #: Where the service may connect for a customer (policy/egress.py).
+        self.egress = settings.egress()
+        #: (host, port) -> addresses: DNS, or a test's fake (accounts.resolve_host).
+        self.resolve: Callable[[str, int], list[str]] | None = None
+        #: Seconds a checked server has to answer (connect and greeting).
+        self.check_connect_timeout = 20.0
 
     # ================================================================== lifecycle
 
@@ -509,6 +566,27 @@ class Service:
         except spec.SpecError as exc:
             raise ServiceError(str(exc)) from None
 
+    def pin(
+        self, host: str, port: int, role: str, user: str = "", *, unresolved_ok: bool = False
+    ) -> Endpoint:
+        """The egress check (policy/egress.py): ``host`` resolved once and checked; an
+        Endpoint pinned to the address to connect to.  :class:`ServiceError`
+        ``"ROLE.host: ..."`` when the service may not connect there (or it does not
+        resolve).  Every path that connects, creates or re-runs a job comes here."""
+        from ..accounts import pin_endpoint
+        from ..imap.errors import ImapError
+        from ..policy.egress import EgressRefused
+
+        try:
+            return pin_endpoint(Endpoint(host, port, user), self.egress, self.resolve)
+        except EgressRefused as exc:
+            log.info("egress refused for %s: %s", role, exc)
+            raise ServiceError(f"{role}.host: {exc}") from None
+        except ImapError:
+            if unresolved_ok:  # an order: the job resolves, checks and pins when it runs
+                return Endpoint(host, port, user)
+            raise ServiceError(f"{role}: host {host!r} not found; check the server name") from None
+
     async def check_account(
         self, account: Account, *, role: str = "account", dest: Account | None = None
     ) -> list[FolderInfo]:
@@ -522,7 +600,7 @@ class Service:
         import asyncio
 
         from ..accounts import make_endpoint, ssl_context
-        from ..imap.errors import ImapError
+        from ..imap.errors import ImapError, ProtocolError
         from ..transfer.engine import Mover
         from ..transfer.identity import SameMailbox, same_address
         from ..transfer.model import Options
@@ -535,18 +613,35 @@ class Service:
         except (OSError, ValueError) as exc:
             raise ServiceError(f"the service's CA file cannot be read: {exc}") from None
         insecure = self.settings.allow_insecure_hosts
-        src_ep = make_endpoint(dict(account.public(), password=account.password), ctx, insecure)
+        # Resolved once, checked, and connected to at that address (no second lookup).
+        src_at = await asyncio.to_thread(self.pin, account.host, account.port, role)
+        dst_at = (
+            await asyncio.to_thread(self.pin, dest.host, dest.port, "dest")
+            if dest is not None
+            else src_at
+        )
+        src_ep = dataclasses.replace(
+            make_endpoint(dict(account.public(), password=account.password), ctx, insecure),
+            address=src_at.address,
+        )
         dst_ep = (
-            make_endpoint(dict(dest.public(), password=dest.password), ctx, insecure)
+            dataclasses.replace(
+                make_endpoint(dict(dest.public(), password=dest.password), ctx, insecure),
+                address=dst_at.address,
+            )
             if dest is not None
             else src_ep
         )
-        mover = Mover(src_ep, dst_ep, options=Options(connect_timeout=20, idle_timeout=60))
+        mover = Mover(
+            src_ep,
+            dst_ep,
+            options=Options(connect_timeout=self.check_connect_timeout, idle_timeout=60),
+        )
         src = dst = None
         try:
             try:
                 src = await mover.connect(src_ep, role, read_only=True)
-            except ImapError as exc:
+            except (ImapError, ProtocolError) as exc:
                 raise ServiceError(explain_imap_error(exc, role, account)) from None
             if dest is not None:
                 same = await asyncio.to_thread(same_address, src_ep, dst_ep)
@@ -554,13 +649,13 @@ class Service:
                     raise ServiceError(f"dest: {SameMailbox(same)}")
                 try:
                     dst = await mover.connect(dst_ep, "destination")
-                except ImapError as exc:
+                except (ImapError, ProtocolError) as exc:
                     raise ServiceError(explain_imap_error(exc, "dest", dest)) from None
             try:
                 plan = await mover.make_plan(src, dst or src)
             except SameMailbox as exc:  # what the servers say (the planning checks it)
                 raise ServiceError(f"dest: {exc}") from None
-            except ImapError as exc:
+            except (ImapError, ProtocolError) as exc:
                 raise ServiceError(explain_imap_error(exc, role, account)) from None
         finally:
             for c in (src, dst):
@@ -584,13 +679,35 @@ class Service:
     # ================================================================== transfers
 
     def make_spec(
-        self, source: Account, dest: Account, folders: dict[str, Any] | None = None
+        self,
+        source: Account,
+        dest: Account,
+        folders: dict[str, Any] | None = None,
+        *,
+        pinned: dict[tuple[str, int], str | None] | None = None,
     ) -> spec.JobSpec:
         """The one place a transfer is checked: both accounts, that they differ, the
-        folder selection with its rules and filters.  The web form, the REST API and the
-        batch CSV all come through here."""
+        folder selection with its rules and filters, the egress policy on both servers
+        (``pinned``: a batch's memory of servers already resolved).  The web form, the
+        REST API and the batch CSV all come through here."""
         source = self.validate_account(source, "source")
         dest = self.validate_account(dest, "dest")
+        # Whatever the front door checked before (a web step, nothing at all), both
+        # servers pass the egress policy here; the job process checks again when it runs.
+        for role, acc in (("source", source), ("dest", dest)):
+            key = (acc.host.lower(), acc.port)
+            if pinned is not None and key in pinned:  # a batch: one lookup per server
+                if pinned[key] is not None:
+                    raise ServiceError(f"{role}.host: {pinned[key]}")
+                continue
+            try:
+                self.pin(acc.host, acc.port, role, unresolved_ok=True)
+            except ServiceError as exc:
+                if pinned is not None:
+                    pinned[key] = str(exc).split(": ", 1)[1]
+                raise
+            if pinned is not None:
+                pinned[key] = None
         if (source.host.lower(), source.port, source.username) == (
             dest.host.lower(),
             dest.port,
@@ -798,6 +915,9 @@ class Service:
             job = self._own(s, user_id, job_id, lock=True)
             if job.status not in TERMINAL:
                 raise Conflict("the transfer is still running")
+            for role, acc in (("source", job.source), ("dest", job.dest)):
+                # The policy of today (the job checks again when it runs).
+                self.pin(str(acc["host"]), int(acc["port"]), role, unresolved_ok=True)
             other = holder_of_pair(s, user_id, job)
             if other is not None:
                 raise AlreadyActive(other)
@@ -882,6 +1002,8 @@ class Service:
         rows: list[tuple[Account, Account]] = []
         errors: list[str] = []
         columns = list(self.BATCH_COLUMNS)
+        #: (host, port) -> why refused, or None: each server resolved once per batch.
+        pinned: dict[tuple[str, int], str | None] = {}
         seen_header = False
         reader = csv.reader(io.StringIO(text))
         for cells in reader:
@@ -914,7 +1036,7 @@ class Service:
                     if not data["port"]:
                         del data["port"]
                     pair.append(self.validate_account(Account.from_dict(data, role), role))
-                job = self.make_spec(pair[0], pair[1])
+                job = self.make_spec(pair[0], pair[1], pinned=pinned)
                 src, dst = cast(Account, job.source), cast(Account, job.dest)
             except ServiceError as exc:
                 errors.append(f"line {n}: {exc}")

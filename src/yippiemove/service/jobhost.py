@@ -37,6 +37,8 @@ def supervisor_config(settings: Settings) -> SupervisorConfig:
         ca_file=settings.ca_file,
         allow_insecure_hosts=settings.allow_insecure_hosts,
         mailbox_wait_seconds=settings.mailbox_wait_seconds,
+        egress_allow=settings.egress_allow,
+        egress_deny=settings.egress_deny,
     )
 
 

@@ -56,6 +56,10 @@ class Endpoint:
     password: str = field(default="", repr=False, compare=False)
     ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
     allow_insecure_auth: bool = False
+    #: The resolved address to connect to (the service's egress check pinned it:
+    #: accounts.py ``pin_endpoint``); None: resolve ``host`` when connecting (the CLI).
+    #: ``host`` stays the name TLS checks the certificate against (SNI).
+    address: str | None = field(default=None, compare=False)
 
     @property
     def label(self) -> str:

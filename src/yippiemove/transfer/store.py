@@ -209,6 +209,7 @@ async def connect_store(
         idle_timeout=idle_timeout,
         name=role,
         read_only=read_only,
+        address=ep.address,
     )
     if on_open is not None:
         on_open()

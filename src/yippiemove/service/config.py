@@ -76,6 +76,13 @@ class Settings:
     #: A job whose destination mailbox another job writes into stays queued and is
     #: tried again after this many seconds (docs/design.md "One writer").
     mailbox_wait_seconds: float = 5.0
+    #: Account checks (log in, list folders, plan) run in a short-lived child process
+    #: with this much address space and wall-clock time (service/checks.py).
+    check_max_memory: int = 256 * 1024 * 1024
+    check_timeout: float = 60.0
+    #: Account checks in flight per customer and in all; more is 429 (0: no limit).
+    checks_per_user: int = 2
+    checks_total: int = 8
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

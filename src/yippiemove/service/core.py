@@ -40,6 +40,7 @@ from ..jobs.supervisor import Supervisor, identity_dead, kill_stale_jail
 from ..jobs.vocab import TERMINAL, JobStatus, Phase, Security
 from ..transfer.identity import same_address
 from ..transfer.model import Endpoint
+from .checks import CheckFailed, CheckSlots, TooManyChecks, run_check
 from .config import Settings
 from .db import ApiToken, Database, IdempotencyKey, Job, User
 from .jobhost import SqlJobStore, expire_credentials, supervisor_config
@@ -60,6 +61,7 @@ T = TypeVar("T")
 __all__ = [
     "Account",
     "AlreadyActive",
+    "Busy",
     "Conflict",
     "FolderInfo",
     "IdempotencyMismatch",
@@ -130,6 +132,12 @@ class Conflict(ServiceError):
     """The object is not in a state that allows this (e.g. re-run while running)."""
 
     status = 409
+
+
+class Busy(ServiceError):
+    """Too many account checks in flight (for this customer or in all): try later."""
+
+    status = 429
 
 
 class Account(spec.Account):
@@ -305,6 +313,8 @@ class Service:
             self._stopping,
         )
         self._janitor: threading.Thread | None = None
+        #: Account checks in flight, per customer and in all (service/checks.py).
+        self.checks = CheckSlots(settings.checks_per_user, settings.checks_total)
 
     # ================================================================== lifecycle
 
@@ -510,7 +520,12 @@ class Service:
             raise ServiceError(str(exc)) from None
 
     async def check_account(
-        self, account: Account, *, role: str = "account", dest: Account | None = None
+        self,
+        account: Account,
+        *,
+        role: str = "account",
+        dest: Account | None = None,
+        user_id: int | None = None,
     ) -> list[FolderInfo]:
         """Log in, list the folders with message counts and sizes, default ticks.
 
@@ -518,67 +533,61 @@ class Service:
         destination's namespace and separator exactly as the transfer will; without
         it ``dest_name`` is the name as on the source.  Raises :class:`ServiceError`
         with a clear message: wrong password, host not found, TLS problem...
-        """
-        import asyncio
 
-        from ..accounts import make_endpoint, ssl_context
-        from ..imap.errors import ImapError
-        from ..transfer.engine import Mover
-        from ..transfer.identity import SameMailbox, same_address
-        from ..transfer.model import Options
+        The talking to servers runs in a short-lived limited child process
+        (service/checks.py: ``check_timeout``, ``check_max_memory``); at most
+        ``checks_per_user`` checks of ``user_id`` and ``checks_total`` in all are in
+        flight, more is :class:`Busy` (429).
+        """
+        from ..imap import errors as imap_errors
 
         account = self.validate_account(account, role)
         if dest is not None:
             dest = self.validate_account(dest, "dest")
+        request = {
+            "account": dict(account.public(), password=account.password),
+            "role": role,
+            "dest": dict(dest.public(), password=dest.password) if dest is not None else None,
+            "ca_file": self.settings.ca_file,
+            "allow_insecure_hosts": self.settings.allow_insecure_hosts,
+        }
         try:
-            ctx = ssl_context(self.settings.ca_file)
-        except (OSError, ValueError) as exc:
-            raise ServiceError(f"the service's CA file cannot be read: {exc}") from None
-        insecure = self.settings.allow_insecure_hosts
-        src_ep = make_endpoint(dict(account.public(), password=account.password), ctx, insecure)
-        dst_ep = (
-            make_endpoint(dict(dest.public(), password=dest.password), ctx, insecure)
-            if dest is not None
-            else src_ep
-        )
-        mover = Mover(src_ep, dst_ep, options=Options(connect_timeout=20, idle_timeout=60))
-        src = dst = None
-        try:
-            try:
-                src = await mover.connect(src_ep, role, read_only=True)
-            except ImapError as exc:
-                raise ServiceError(explain_imap_error(exc, role, account)) from None
-            if dest is not None:
-                same = await asyncio.to_thread(same_address, src_ep, dst_ep)
-                if same is not None:  # another name for the source (transfer/identity.py)
-                    raise ServiceError(f"dest: {SameMailbox(same)}")
-                try:
-                    dst = await mover.connect(dst_ep, "destination")
-                except ImapError as exc:
-                    raise ServiceError(explain_imap_error(exc, "dest", dest)) from None
-            try:
-                plan = await mover.make_plan(src, dst or src)
-            except SameMailbox as exc:  # what the servers say (the planning checks it)
-                raise ServiceError(f"dest: {exc}") from None
-            except ImapError as exc:
-                raise ServiceError(explain_imap_error(exc, role, account)) from None
+            with self.checks.slot(user_id):
+                result = await run_check(
+                    request,
+                    timeout=self.settings.check_timeout,
+                    max_memory=self.settings.check_max_memory,
+                )
+        except TooManyChecks as exc:
+            raise Busy(str(exc)) from None
+        except CheckFailed as exc:
+            where = {"source": "source: ", "dest": "destination: "}.get(role, f"{role}: ")
+            raise ServiceError(f"{where}{exc}") from None
         finally:
-            for c in (src, dst):
-                if c is not None:
-                    with contextlib.suppress(Exception):
-                        await c.logout()
+            del request
+        if not result.get("ok"):
+            if "imap_error" in result:
+                cls = getattr(imap_errors, str(result["imap_error"]), None)
+                if not (isinstance(cls, type) and issubclass(cls, imap_errors.ImapError)):
+                    cls = imap_errors.ImapError
+                exc = cls.__new__(cls)
+                Exception.__init__(exc, str(result.get("text", "")))
+                side = str(result.get("role", role))
+                who = dest if side == "dest" and dest is not None else account
+                raise ServiceError(explain_imap_error(exc, side, who))
+            raise ServiceError(str(result.get("message") or "the check failed"))
         return [
             FolderInfo(
-                name=fp.source.name,
-                messages=fp.count,
-                bytes=fp.size,
-                dest_name=fp.dest_name if dest is not None else fp.source.name,
+                name=f["name"],
+                messages=int(f["messages"]),
+                bytes=int(f["bytes"]),
+                dest_name=f["dest_name"],
                 selected_by_default=default_selected(
-                    fp.source.name, fp.source.separator, fp.source.special_use
+                    f["name"], f["separator"], frozenset(f["special_use"])
                 ),
-                reasons=fp.reasons if dest is not None else (),
+                reasons=tuple(f["reasons"]),
             )
-            for fp in plan.folders
+            for f in result.get("folders", [])
         ]
 
     # ================================================================== transfers

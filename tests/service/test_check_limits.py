@@ -171,3 +171,40 @@ def test_too_many_checks_in_flight_is_429(make_service: Any) -> None:
     assert "at most 2 at a time" in mine
     assert "busy" in anyone
     assert svc.checks.in_flight == 0
+
+
+async def _endless_list(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Small lines, no end: only the check process's memory limit stops this one."""
+    writer.write(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hostile server ready\r\n")
+    await writer.drain()
+    with contextlib.suppress(Exception):
+        while line := await reader.readline():
+            tag, _, rest = line.partition(b" ")
+            cmd = rest.split(b" ", 1)[0].strip().upper()
+            if cmd == b"LIST":
+                batch = b"".join(b'* LIST () "/" "folder%d"\r\n' % i for i in range(10_000))
+                while True:
+                    writer.write(batch)
+                    await writer.drain()
+            writer.write(tag + b" OK done\r\n")
+            await writer.drain()
+    writer.close()
+
+
+def test_a_check_over_its_memory_limit_fails_alone(make_service: Any) -> None:
+    svc = make_service(check_max_memory=200 * 1024 * 1024, check_timeout=120.0)
+
+    async def go() -> str:
+        server, port = await _serving(_endless_list)
+        try:
+            with pytest.raises(ServiceError) as info:
+                await svc.check_account(_account(port), role="source", user_id=1)
+            return str(info.value)
+        finally:
+            server.close()
+
+    _reset_peak_rss()
+    before = _peak_rss()
+    msg = asyncio.run(go())
+    assert _peak_rss() - before < RSS_BOUND
+    assert "more memory than the service allows (200 MB)" in msg, msg

@@ -106,6 +106,33 @@ async def check(request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def _check_or_out_of_memory(request: dict[str, Any]) -> dict[str, Any]:
+    """:func:`check`; a MemoryError in a transport callback (which asyncio would turn into
+    a dropped connection, as in the job process: jobs/jail.py) is raised instead."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(check(request))
+    out_of_memory = False
+
+    def on_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        nonlocal out_of_memory
+        if isinstance(context.get("exception"), MemoryError):
+            out_of_memory = True
+            task.cancel()
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(on_error)
+    try:
+        result = await task
+    except asyncio.CancelledError:
+        if out_of_memory:
+            raise MemoryError from None
+        raise
+    if out_of_memory:
+        raise MemoryError
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m yippiemove.service.checkproc")
     parser.add_argument("--parent", type=int, required=True)
@@ -116,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         request = json.loads(sys.stdin.buffer.read())
         sys.stdin.close()
-        result = asyncio.run(check(request))
+        result = asyncio.run(_check_or_out_of_memory(request))
         del request
         sys.stdout.write(json.dumps(result, separators=(",", ":")))
         sys.stdout.flush()

@@ -226,7 +226,12 @@ class FakeService:
             raise ServiceError(f"{role}.username: must not be empty")
 
     async def check_account(
-        self, account: Account, *, role: str = "account", dest: Account | None = None
+        self,
+        account: Account,
+        *,
+        role: str = "account",
+        dest: Account | None = None,
+        user_id: int | None = None,
     ) -> list[FolderInfo]:
         """Like the real one: messages start with the role; with ``dest`` both accounts
         are logged in to and ``dest_name`` is the destination's name."""

@@ -67,10 +67,35 @@ MAX_UID_SET = 100_000
 MAX_NUMBER = 2**32 - 1
 #: Literals from this size on are received into a buffer of their own (one copy less).
 BIG_LITERAL = 64 * 1024
+#: Largest literal anywhere but in a FETCH answer (a greeting, CAPABILITY, LIST, LSUB,
+#: STATUS, NAMESPACE, ID, SEARCH, a tagged or status text...): a mailbox name or an ID
+#: value has no business being large, and an announcement is refused before a byte of
+#: it is kept.  FETCH literals (message bodies) keep MAX_LITERAL; the mover's memory
+#: budget (transfer/budget.py) governs those.
+MAX_SMALL_LITERAL = 64 * 1024
+#: An untagged FETCH response: the only place a literal may be large.
+_FETCH_START = re.compile(rb"\* [0-9]+ FETCH[ (]", re.IGNORECASE)
+#: A response name fit for an error message (LIST, OK, STATUS...).
+_RESPONSE_WORD = re.compile(rb"[A-Za-z][A-Za-z0-9.-]{0,19}")
 
 
 class ProtocolError(Exception):
     """The server sent something that is not IMAP (the peer's fault)."""
+
+
+def _literal_cap(first: bytes) -> tuple[int, str]:
+    """The largest literal the response starting with ``first`` may carry, and the
+    response's name for an error message (only a short atom of the peer's bytes)."""
+    if _FETCH_START.match(first):
+        return MAX_LITERAL, "FETCH"
+    parts = first[:80].split(b" ", 3)
+    word = parts[1] if len(parts) > 1 else b""
+    if parts[0] == b"*" and word.isdigit() and len(parts) > 2:
+        word = parts[2]
+    name = word.decode("latin-1").upper() if _RESPONSE_WORD.fullmatch(word) else "unknown"
+    if parts[0] not in (b"*", b"+"):
+        name = "tagged " + name
+    return MAX_SMALL_LITERAL, name
 
 
 def brief(value: object, limit: int = 60, _depth: int = 0) -> str:
@@ -616,7 +641,7 @@ class ResponseParser:
 
     __slots__ = (
         "_big",
-        "_big_off",
+        "_big_size",
         "_buf",
         "_bulk",
         "_chunks",
@@ -635,10 +660,11 @@ class ResponseParser:
         self._chunks: list[bytes] = []
         self._literals: list[bytes] = []
         self._lit_len = -1  # >= 0 while waiting for literal bytes
-        # A big literal is received straight into a buffer of its own size: the message
-        # body is then copied once here instead of into the line buffer and out again.
+        # A big literal is received straight into a buffer of its own, grown as its bytes
+        # come (never allocated for bytes that have not arrived): the message body is
+        # copied once here instead of into the line buffer and out again.
         self._big: bytearray | None = None
-        self._big_off = 0
+        self._big_size = 0  # its announced size
 
     @property
     def buffered(self) -> int:
@@ -646,22 +672,21 @@ class ResponseParser:
         return (
             len(self._buf)
             - self._pos
-            + self._big_off
+            + (len(self._big) if self._big is not None else 0)
             + sum(map(len, self._chunks))
             + sum(map(len, self._literals))
         )
 
     def feed(self, data: bytes) -> list[Response]:
         if self._big is not None:
-            big, off = self._big, self._big_off
-            k = min(len(data), len(big) - off)
+            big, size = self._big, self._big_size
+            k = min(len(data), size - len(big))
             with memoryview(data) as mv:
-                big[off : off + k] = mv[:k]
-                if off + k < len(big):
-                    self._big_off = off + k
+                big += mv[:k]
+                if len(big) < size:
                     return []
                 self._literals.append(big)  # type: ignore[arg-type]  # bytes-like
-                self._big, self._big_off = None, 0
+                self._big, self._big_size = None, 0
                 data = mv[k:].tobytes() if k < len(data) else b""
         buf = self._buf
         buf += data
@@ -671,11 +696,11 @@ class ResponseParser:
                 end = self._pos + self._lit_len
                 if len(buf) < end:
                     if self._lit_len >= BIG_LITERAL:
-                        big = bytearray(self._lit_len)
-                        have = len(buf) - self._pos
+                        # Grown as the bytes come (never sized by the announcement:
+                        # a peer's "{2000000000}" costs nothing until it is sent).
                         with memoryview(buf) as mv:
-                            big[:have] = mv[self._pos :]
-                        self._big, self._big_off = big, have
+                            big = bytearray(mv[self._pos :])
+                        self._big, self._big_size = big, self._lit_len
                         self._pos = self._scan = len(buf)
                         self._lit_len = -1
                     break
@@ -701,8 +726,13 @@ class ResponseParser:
                 m = _LITERAL_AT_END.search(chunk)
                 if m is not None:
                     n = int(m.group(1))
-                    if n > MAX_LITERAL:
-                        raise ProtocolError(f"literal of {n} bytes is too large")
+                    if n > MAX_SMALL_LITERAL:
+                        cap, what = _literal_cap(self._chunks[0] if self._chunks else chunk)
+                        if n > cap:
+                            raise ProtocolError(
+                                f"the server announced a literal of {n} bytes in a {what} "
+                                f"response (at most {cap} bytes are accepted there)"
+                            )
                     self._chunks.append(chunk)
                     self._lit_len = n
                     continue

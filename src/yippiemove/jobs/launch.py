@@ -38,7 +38,15 @@ from .ports import SupervisorConfig
 
 log = logging.getLogger("yippiemove.launch")
 
-__all__ = ["ExecLauncher", "JailProcess", "Launcher", "ZygoteLauncher", "jail_env", "make_launcher"]
+__all__ = [
+    "ExecLauncher",
+    "JailProcess",
+    "Launcher",
+    "ZygoteLauncher",
+    "jail_env",
+    "make_launcher",
+    "set_limits",
+]
 
 JAIL_MODULE = [sys.executable, "-P", "-m", "yippiemove.jobs.jail"]
 
@@ -55,6 +63,16 @@ def jail_env() -> dict[str, str]:
     if os.environ.get("PYTHONPATH"):
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return env
+
+
+def set_limits(pid: int, *, max_open_files: int, max_memory: int | None) -> None:
+    """A child's jail limits, set from outside (``prlimit(2)``) before it is given work:
+    no core dumps, ``max_open_files`` files, ``max_memory`` bytes of address space (0 or
+    None: no limit).  Used for exec'd jobs and for account checks (service/checks.py)."""
+    resource.prlimit(pid, resource.RLIMIT_CORE, (0, 0))
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (max_open_files, max_open_files))
+    if max_memory:
+        resource.prlimit(pid, resource.RLIMIT_AS, (max_memory, max_memory))
 
 
 def _killpg(pgid: int, sig: int) -> None:
@@ -157,12 +175,7 @@ class ExecLauncher(Launcher):
         jail = _ExecJail(proc)
         try:
             # Limits before the job gets any work (it waits for its spec on stdin).
-            resource.prlimit(proc.pid, resource.RLIMIT_CORE, (0, 0))
-            nofile = s.job_max_open_files
-            resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (nofile, nofile))
-            if s.job_max_memory:
-                mem = s.job_max_memory
-                resource.prlimit(proc.pid, resource.RLIMIT_AS, (mem, mem))
+            set_limits(proc.pid, max_open_files=s.job_max_open_files, max_memory=s.job_max_memory)
         except BaseException:
             jail.reap()
             raise

@@ -84,6 +84,13 @@ class Settings:
     #: connects to.  ``serve --egress-allow/--egress-deny CIDR`` (repeatable).
     egress_allow: str = ""
     egress_deny: str = ""
+    #: Account checks (log in, list folders, plan) run in a short-lived child process
+    #: with this much address space and wall-clock time (service/checks.py).
+    check_max_memory: int = 256 * 1024 * 1024
+    check_timeout: float = 60.0
+    #: Account checks in flight per customer and in all; more is 429 (0: no limit).
+    checks_per_user: int = 2
+    checks_total: int = 8
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

@@ -24,6 +24,7 @@ import os
 import re
 import threading
 import time
+import types
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from ..jobs.supervisor import Supervisor, identity_dead, kill_stale_jail
 from ..jobs.vocab import TERMINAL, JobStatus, Phase, Security
 from ..transfer.identity import same_address
 from ..transfer.model import Endpoint
+from .checks import CheckFailed, CheckSlots, TooManyChecks, run_check
 from .config import Settings
 from .db import ApiToken, Database, IdempotencyKey, Job, User
 from .jobhost import SqlJobStore, expire_credentials, supervisor_config
@@ -60,6 +62,7 @@ T = TypeVar("T")
 __all__ = [
     "Account",
     "AlreadyActive",
+    "Busy",
     "Conflict",
     "FolderInfo",
     "IdempotencyMismatch",
@@ -130,6 +133,12 @@ class Conflict(ServiceError):
     """The object is not in a state that allows this (e.g. re-run while running)."""
 
     status = 409
+
+
+class Busy(ServiceError):
+    """Too many account checks in flight (for this customer or in all): try later."""
+
+    status = 429
 
 
 class Account(spec.Account):
@@ -261,6 +270,29 @@ def not_imap(where: str, account: Account) -> str:
     )
 
 
+def _child_error(result: dict[str, Any]) -> Exception:
+    """The check child's error (service/checkproc.py) as the exception it was, enough of
+    it for :func:`explain_imap_error`: its class, text and IMAP response (kind, text)."""
+    from ..imap import errors as imap_errors
+    from ..imap import protocol
+
+    name = str(result["imap_error"])
+    cls = getattr(imap_errors, name, None) or getattr(protocol, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, imap_errors.ImapError | protocol.ProtocolError)):
+        cls = imap_errors.ImapError
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, str(result.get("text", "")))
+    response = result.get("response")
+    exc.response = (  # type: ignore[attr-defined]
+        types.SimpleNamespace(
+            kind=str(response.get("kind", "")), text=str(response.get("text", "")).encode()
+        )
+        if isinstance(response, dict)
+        else None
+    )
+    return exc
+
+
 def explain_imap_error(exc: Exception, role: str, account: Account) -> str:
     """A sentence for the customer: wrong password, host not found, TLS problem...
 
@@ -362,6 +394,8 @@ class Service:
         self.resolve: Callable[[str, int], list[str]] | None = None
         #: Seconds a checked server has to answer (connect and greeting).
         self.check_connect_timeout = 20.0
+        #: Account checks in flight, per customer and in all (service/checks.py).
+        self.checks = CheckSlots(settings.checks_per_user, settings.checks_total)
 
     # ================================================================== lifecycle
 
@@ -588,7 +622,12 @@ class Service:
             raise ServiceError(f"{role}: host {host!r} not found; check the server name") from None
 
     async def check_account(
-        self, account: Account, *, role: str = "account", dest: Account | None = None
+        self,
+        account: Account,
+        *,
+        role: str = "account",
+        dest: Account | None = None,
+        user_id: int | None = None,
     ) -> list[FolderInfo]:
         """Log in, list the folders with message counts and sizes, default ticks.
 
@@ -596,84 +635,68 @@ class Service:
         destination's namespace and separator exactly as the transfer will; without
         it ``dest_name`` is the name as on the source.  Raises :class:`ServiceError`
         with a clear message: wrong password, host not found, TLS problem...
+
+        The talking to servers runs in a short-lived limited child process
+        (service/checks.py: ``check_timeout``, ``check_max_memory``); at most
+        ``checks_per_user`` checks of ``user_id`` and ``checks_total`` in all are in
+        flight, more is :class:`Busy` (429).  Both servers pass the egress policy first
+        (:meth:`pin`), and the child connects to the very addresses checked.
         """
         import asyncio
 
-        from ..accounts import make_endpoint, ssl_context
-        from ..imap.errors import ImapError, ProtocolError
-        from ..transfer.engine import Mover
-        from ..transfer.identity import SameMailbox, same_address
-        from ..transfer.model import Options
 
         account = self.validate_account(account, role)
         if dest is not None:
             dest = self.validate_account(dest, "dest")
-        try:
-            ctx = ssl_context(self.settings.ca_file)
-        except (OSError, ValueError) as exc:
-            raise ServiceError(f"the service's CA file cannot be read: {exc}") from None
-        insecure = self.settings.allow_insecure_hosts
         # Resolved once, checked, and connected to at that address (no second lookup).
         src_at = await asyncio.to_thread(self.pin, account.host, account.port, role)
         dst_at = (
             await asyncio.to_thread(self.pin, dest.host, dest.port, "dest")
             if dest is not None
-            else src_at
+            else None
         )
-        src_ep = dataclasses.replace(
-            make_endpoint(dict(account.public(), password=account.password), ctx, insecure),
-            address=src_at.address,
-        )
-        dst_ep = (
-            dataclasses.replace(
-                make_endpoint(dict(dest.public(), password=dest.password), ctx, insecure),
-                address=dst_at.address,
-            )
-            if dest is not None
-            else src_ep
-        )
-        mover = Mover(
-            src_ep,
-            dst_ep,
-            options=Options(connect_timeout=self.check_connect_timeout, idle_timeout=60),
-        )
-        src = dst = None
+        request = {
+            "account": dict(account.public(), password=account.password),
+            "address": src_at.address,
+            "role": role,
+            "dest": dict(dest.public(), password=dest.password) if dest is not None else None,
+            "dest_address": dst_at.address if dst_at is not None else None,
+            "ca_file": self.settings.ca_file,
+            "allow_insecure_hosts": self.settings.allow_insecure_hosts,
+            "connect_timeout": self.check_connect_timeout,
+        }
         try:
-            try:
-                src = await mover.connect(src_ep, role, read_only=True)
-            except (ImapError, ProtocolError) as exc:
-                raise ServiceError(explain_imap_error(exc, role, account)) from None
-            if dest is not None:
-                same = await asyncio.to_thread(same_address, src_ep, dst_ep)
-                if same is not None:  # another name for the source (transfer/identity.py)
-                    raise ServiceError(f"dest: {SameMailbox(same)}")
-                try:
-                    dst = await mover.connect(dst_ep, "destination")
-                except (ImapError, ProtocolError) as exc:
-                    raise ServiceError(explain_imap_error(exc, "dest", dest)) from None
-            try:
-                plan = await mover.make_plan(src, dst or src)
-            except SameMailbox as exc:  # what the servers say (the planning checks it)
-                raise ServiceError(f"dest: {exc}") from None
-            except (ImapError, ProtocolError) as exc:
-                raise ServiceError(explain_imap_error(exc, role, account)) from None
+            with self.checks.slot(user_id):
+                result = await run_check(
+                    request,
+                    timeout=self.settings.check_timeout,
+                    max_memory=self.settings.check_max_memory,
+                )
+        except TooManyChecks as exc:
+            raise Busy(str(exc)) from None
+        except CheckFailed as exc:
+            where = {"source": "source: ", "dest": "destination: "}.get(role, f"{role}: ")
+            raise ServiceError(f"{where}{exc}") from None
         finally:
-            for c in (src, dst):
-                if c is not None:
-                    with contextlib.suppress(Exception):
-                        await c.logout()
+            del request
+        if not result.get("ok"):
+            if "imap_error" in result:
+                side = str(result.get("role", role))
+                who = dest if side == "dest" and dest is not None else account
+                raise ServiceError(explain_imap_error(_child_error(result), side, who))
+            raise ServiceError(str(result.get("message") or "the check failed"))
         return [
             FolderInfo(
-                name=fp.source.name,
-                messages=fp.count,
-                bytes=fp.size,
-                dest_name=fp.dest_name if dest is not None else fp.source.name,
+                name=f["name"],
+                messages=int(f["messages"]),
+                bytes=int(f["bytes"]),
+                dest_name=f["dest_name"],
                 selected_by_default=default_selected(
-                    fp.source.name, fp.source.separator, fp.source.special_use
+                    f["name"], f["separator"], frozenset(f["special_use"])
                 ),
-                reasons=fp.reasons if dest is not None else (),
+                reasons=tuple(f["reasons"]),
             )
-            for fp in plan.folders
+            for f in result.get("folders", [])
         ]
 
     # ================================================================== transfers

@@ -21,7 +21,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
 from yippiemove.jobs.vocab import JobStatus, Phase
-from yippiemove.service.core import AlreadyActive, Conflict, NotFound, ServiceError
+from yippiemove.service.core import AlreadyActive, Busy, Conflict, NotFound, ServiceError
 
 from . import presets
 from .api import check_job_id, public_view, receipt_response
@@ -317,19 +317,24 @@ class Pages:
         )
 
     async def check(
-        self, account: Account, role: str, dest: Account | None = None
+        self, account: Account, role: str, dest: Account | None = None, user_id: Any = None
     ) -> tuple[list[FolderInfo] | None, str | None, str]:
         """Log in (to both accounts when ``dest`` is given) and list the source's folders.
 
-        Returns (folders, None, role) or (None, message, role of the failing account).
+        Returns (folders, None, role) or (None, message, role of the failing account);
+        too many checks in flight (:class:`Busy`) is raised: a 429 page.
         """
         try:
             kwargs: dict[str, Any] = {"role": role}
             if dest is not None:
                 kwargs["dest"] = dest
+            if isinstance(user_id, int):
+                kwargs["user_id"] = user_id
             folders = await asyncio.wait_for(
                 self.service.check_account(account, **kwargs), timeout=CHECK_TIMEOUT
             )
+        except Busy:
+            raise
         except ServiceError as exc:
             side, text = split_role(str(exc), role)
             return None, text, side
@@ -390,7 +395,9 @@ class Pages:
         if src_errors:
             return self._wizard(request, "source", src, dst, None, status=400, errors=src_errors)
         assert src_acc is not None
-        folders, err, _side = await self.check(src_acc, "source")
+        folders, err, _side = await self.check(
+            src_acc, "source", user_id=request.session.get("uid")
+        )
         if folders is None:
             return self._wizard(
                 request,
@@ -440,7 +447,9 @@ class Pages:
             )
         # Both logins at once: the folder names become exactly those the transfer
         # will use on this destination (namespace, separator).
-        folders, err, side = await self.check(src_acc, "source", dest=dst_acc)
+        folders, err, side = await self.check(
+            src_acc, "source", dest=dst_acc, user_id=request.session.get("uid")
+        )
         if folders is None:
             who = "destination" if side == "dest" else "source"
             return self._wizard(

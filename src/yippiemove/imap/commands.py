@@ -199,6 +199,8 @@ class Broken:
     (``"sent invalid IMAP data: ..."``)."""
 
     reason: str
+    #: the parser's error, when it was one (a literal over its context's cap...)
+    error: ProtocolError | None = None
 
 
 Event = Greeting | Completed | HandlerFailed | ContinuationRequest | Unsolicited | Bye | Broken
@@ -300,7 +302,7 @@ class ClientState:
         try:
             responses = self._parser.feed(data)
         except ProtocolError as exc:
-            return [self._break(f"sent invalid IMAP data: {exc}")]
+            return [self._break(f"sent invalid IMAP data: {exc}", exc)]
         events: list[Event] = []
         for r in responses:
             if isinstance(r, FetchRun):
@@ -327,9 +329,9 @@ class ClientState:
                 events.append(ContinuationRequest(r.text))
         return events
 
-    def _break(self, reason: str) -> Broken:
+    def _break(self, reason: str, error: ProtocolError | None = None) -> Broken:
         self._broken = True
-        return Broken(reason)
+        return Broken(reason, error)
 
     def _route(self, r: Untagged, events: list[Event]) -> None:
         if not self._greeted:

@@ -53,9 +53,10 @@ from .errors import (
     ConnectionLost,
     HostUnreachable,
     InsecureAuthError,
+    ResponseTooLarge,
     TlsError,
 )
-from .protocol import Literal, Untagged, nonsync_limit, quote
+from .protocol import Literal, LiteralTooLarge, Untagged, nonsync_limit, quote
 
 log = logging.getLogger(__name__)
 
@@ -564,7 +565,10 @@ class ImapConnection:
                 self._bye = ev.response
             else:
                 assert isinstance(ev, Broken)
-                self._fail(ConnectionLost(f"{self.host} {ev.reason}"))
+                too_large = isinstance(ev.error, LiteralTooLarge)
+                self._fail(
+                    (ResponseTooLarge if too_large else ConnectionLost)(f"{self.host} {ev.reason}")
+                )
                 return
 
     def _connection_lost(self, exc: Exception | None) -> None:

@@ -14,6 +14,7 @@ __all__ = [
     "InsecureAuthError",
     "ProtocolError",
     "ReadOnlyViolation",
+    "ResponseTooLarge",
     "TlsError",
 ]
 
@@ -77,6 +78,11 @@ class ConnectionLost(ImapError):
     def __init__(self, message: str, response: Untagged | None = None) -> None:
         super().__init__(message)
         self.response = response
+
+
+class ResponseTooLarge(ConnectionLost):
+    """The server announced a literal beyond what its context may hold (a greeting, a
+    LIST answer...): dropped at once, nothing allocated.  The text is ours only."""
 
 
 class CommandError(ImapError):

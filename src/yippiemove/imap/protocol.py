@@ -40,6 +40,7 @@ __all__ = [
     "Continuation",
     "FetchRun",
     "Literal",
+    "LiteralTooLarge",
     "ProtocolError",
     "ResponseCode",
     "ResponseParser",
@@ -112,6 +113,11 @@ def brief(value: object, limit: int = 60, _depth: int = 0) -> str:
     if value is None or isinstance(value, int):
         return repr(value)[:limit]
     return f"<{type(value).__name__}>"
+
+
+class LiteralTooLarge(ProtocolError):
+    """A literal announced beyond what its context may hold (our words only: a number
+    and where; the customer may be shown it)."""
 
 
 # --------------------------------------------------------------------------------------
@@ -729,7 +735,7 @@ class ResponseParser:
                     if n > MAX_SMALL_LITERAL:
                         cap, what = _literal_cap(self._chunks[0] if self._chunks else chunk)
                         if n > cap:
-                            raise ProtocolError(
+                            raise LiteralTooLarge(
                                 f"the server announced a literal of {n} bytes in a {what} "
                                 f"response (at most {cap} bytes are accepted there)"
                             )

@@ -59,7 +59,10 @@ def _imap_error(exc: ImapError | ProtocolError, role: str) -> dict[str, Any]:
         "text": str(exc),
         "role": role,
         "response": (
-            {"kind": response.kind, "text": response.text.decode("utf-8", "replace")}
+            {
+                "kind": getattr(response, "kind", None) or getattr(response, "status", ""),
+                "text": response.text.decode("utf-8", "replace"),
+            }
             if response is not None
             else None
         ),

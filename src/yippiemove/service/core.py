@@ -306,6 +306,7 @@ def explain_imap_error(exc: Exception, role: str, account: Account) -> str:
         ConnectionLost,
         InsecureAuthError,
         ProtocolError,
+        ResponseTooLarge,
         TlsError,
     )
 
@@ -334,6 +335,8 @@ def explain_imap_error(exc: Exception, role: str, account: Account) -> str:
             said = server_words(exc.response.text.decode("utf-8", "replace"))
             return f"{where}{account.host} refused the connection: {said}"
         return not_imap(where, account)
+    if isinstance(exc, ResponseTooLarge):  # our words: a size and where it was announced
+        return f"{where}{exc}"
     if isinstance(exc, ConnectionLost | ProtocolError):
         return not_imap(where, account)
     if isinstance(exc, TlsError):

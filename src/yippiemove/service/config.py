@@ -76,6 +76,10 @@ class Settings:
     #: A job whose destination mailbox another job writes into stays queued and is
     #: tried again after this many seconds (docs/design.md "One writer").
     mailbox_wait_seconds: float = 5.0
+    #: Behind a reverse proxy: believe its X-Forwarded-Proto (https -> Secure cookies)
+    #: and X-Forwarded-For (the client address that log-in throttling counts).  Off:
+    #: those headers are ignored (anyone could send them).
+    trust_proxy: bool = False
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

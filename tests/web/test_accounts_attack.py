@@ -265,3 +265,28 @@ def test_weak_passwords_are_refused_by_the_cli(tmp_path: Path, weak: str) -> Non
         ],
     )
     assert r.exit_code == 0, r.output
+
+
+def test_signups_for_one_address_do_not_flood_its_inbox(
+    services: Callable[..., Service],
+) -> None:
+    sink = SmtpSink()
+    sink.controller.start()
+    try:
+        svc = services(smtp_host="127.0.0.1", smtp_port=sink.port)
+        svc.create_user(OWNER, OWNER_PW)
+        app = create_app(svc)
+        pages = set()
+        for n in range(8):  # from 8 addresses: no address is throttled
+            b = browser(app, f"203.0.113.{100 + n}")
+            b.get("/signup")
+            pw = f"a long passphrase number {n}"
+            r = b.post("/signup", {"email": OWNER, "password": pw, "password2": pw})
+            assert r.status_code == 200
+            pages.add(_normal(r.text, OWNER))
+        assert len(pages) == 1  # the same answer, mail sent or not
+        sink.wait_for(lambda m: m["To"] == OWNER)
+        svc.notifier.flush()
+        assert 1 <= sum(m["To"] == OWNER for m in sink.messages) <= 3
+    finally:
+        sink.controller.stop()

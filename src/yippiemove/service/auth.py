@@ -37,6 +37,7 @@ __all__ = ["AuthStore", "client_key"]
 IP_FREE = 10
 ACCOUNT_FREE = 10
 SIGNUP_FREE = 5
+SIGNUP_MAILS_FREE = 3
 BASE_DELAY = 30.0
 MAX_DELAY = 900.0
 FORGET = 3600.0
@@ -146,6 +147,19 @@ class AuthStore:
 
     def signup_attempted(self, client: str) -> None:
         self._bump([f"signup:{client}"], self.clock())
+
+    def signup_mail_allowed(self, email: str) -> bool:
+        """Whether a sign-up mail may go to ``email`` now (counted when it may): many
+        sign-ups for one address, from anywhere, do not flood its inbox."""
+        now = self.clock()
+        key = f"signupmail:{email.strip().lower()[:320]}"
+        counts = self._counts([key], now)
+        if key in counts:
+            n, last = counts[key]
+            if last + delay(n, SIGNUP_MAILS_FREE) > now:
+                return False
+        self._bump([key], now)
+        return True
 
     # ------------------------------------------------------------------ sessions
 

@@ -444,7 +444,10 @@ class Service:
         with self.db.read() as s:
             exists = s.scalar(select(User.id).where(User.email == email)) is not None
         base = self.settings.base_url.rstrip("/")
-        if exists:
+        if not self.auth.signup_mail_allowed(email):
+            hash_password(password)  # the same work and the same answer; no mail
+            log.info("sign-up mail not sent: too many for one address in a short time")
+        elif exists:
             hash_password(password)  # the same work either way (timing)
             self.notifier.signup_exists(email, f"{base}/login")
         else:

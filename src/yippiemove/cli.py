@@ -876,7 +876,14 @@ def serve(
         err=True,
     )
     try:
-        uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="info",
+            timeout_graceful_shutdown=5,
+            proxy_headers=False,  # the app believes a proxy only with trust_proxy
+        )
     except KeyboardInterrupt:
         pass
     finally:
@@ -955,8 +962,10 @@ def user_create(email: str, password_file: str | None, data_dir: Path | None) ->
         except OSError as exc:
             _die(f"cannot read --password-file {password_file!r}: {exc.strerror}")
     elif sys.stdin.isatty():
+        from .service.passwords import RULE
+
         password = click.prompt(
-            f"Password for {email}", hide_input=True, confirmation_prompt=True, err=True
+            f"Password for {email} ({RULE})", hide_input=True, confirmation_prompt=True, err=True
         )
     else:
         _die("no password: use --password-file FILE, or run on a terminal to be asked")

@@ -282,7 +282,7 @@ def test_kill_campaign_service(make_service, dovecot_factory, tmp_path, request,
     server = dovecot_factory(users=users)
     # The test's own view of the data directory (it runs no jobs: serve does).
     svc = make_service(ca_file=str(server.ca_file))
-    uid = svc.create_user(OWNER, "long enough")
+    uid = svc.create_user(OWNER, "long enough pass")
     serve = Serve(svc.settings.data_dir, server.ca_file, tmp_path / "serve.log")
     serve.start()
     t0 = time.monotonic()

@@ -42,7 +42,7 @@ def test_two_sources_into_one_mailbox_run_one_after_the_other(make_service, serv
     )
     svc = make_service(ca_file=str(server.ca_file), job_connections=1, mailbox_wait_seconds=0.3)
     svc.start(2)
-    uid = svc.create_user(OWNER, "long enough")
+    uid = svc.create_user(OWNER, "long enough pass")
     first = svc.create_transfer(uid, account(server, "src", SRC_PW), account(server, "dst", DST_PW))
     wait_progress(svc, uid, first.id, 0.05)
     second = svc.create_transfer(
@@ -85,7 +85,7 @@ def test_two_names_of_one_server_meet_on_its_address(make_service, server):
     )
     svc = make_service(job_connections=1, mailbox_wait_seconds=0.3, allow_insecure_hosts=True)
     svc.start(2)
-    uid = svc.create_user(OWNER, "long enough")
+    uid = svc.create_user(OWNER, "long enough pass")
     first = svc.create_transfer(
         uid,
         account(server, "src", SRC_PW, "none"),
@@ -135,7 +135,7 @@ def test_an_expired_holder_gives_the_mailbox_to_the_next_job(make_service, serve
     from yippiemove.service.writers import take_mailbox
 
     svc = make_service(ca_file=str(server.ca_file))
-    uid = svc.create_user(OWNER, "long enough")
+    uid = svc.create_user(OWNER, "long enough pass")
     a = svc.create_transfer(uid, account(server, "src", SRC_PW), account(server, "dst", DST_PW))
     b = svc.create_transfer(uid, account(server, "src2", SRC_PW), account(server, "dst", DST_PW))
     now = time.time()

@@ -103,7 +103,7 @@ def test_kill_9_of_the_whole_service_then_restart_resumes_exactly(
     # The test's own view of the same data directory (not running any jobs).
     svc = make_service(ca_file=str(server.ca_file))
     data = svc.settings.data_dir
-    uid = svc.create_user("owner@example.org", "long enough")
+    uid = svc.create_user("owner@example.org", "long enough pass")
     job = svc.create_transfer(uid, account(server, "src", SRC_PW), account(server, "dst", DST_PW))
     log = tmp_path / "serve.log"
 

@@ -38,7 +38,7 @@ def test_an_order_into_the_source_under_another_name_is_refused(make_service, do
     """The REST API, the web's last step and the batch CSV all build their job spec with
     Service.make_spec: an alias of the source is refused there, before a job exists."""
     svc = make_service(ca_file=str(dovecot.ca_file))
-    uid = svc.create_user("owner@example.org", "long enough")
+    uid = svc.create_user("owner@example.org", "long enough pass")
     src = Account("127.0.0.1", dovecot.port, "starttls", "src", "srcpass")
     alias = Account("localhost", dovecot.port, "starttls", "SRC", "srcpass")
     with pytest.raises(ServiceError) as info:

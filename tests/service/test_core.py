@@ -24,32 +24,32 @@ DST = Account("127.0.0.1", 143, "starttls", "dst", "dstpass")
 
 def test_users_and_authentication(make_service):
     svc = make_service()
-    uid = svc.create_user(" Alice@Example.ORG ", "long enough")
+    uid = svc.create_user(" Alice@Example.ORG ", "long enough pass")
     assert svc.user_email(uid) == "alice@example.org"
-    assert svc.authenticate("alice@example.org", "long enough") == uid
-    assert svc.authenticate("ALICE@example.org", "long enough") == uid
+    assert svc.authenticate("alice@example.org", "long enough pass") == uid
+    assert svc.authenticate("ALICE@example.org", "long enough pass") == uid
     assert svc.authenticate("alice@example.org", "wrong password") is None
-    assert svc.authenticate("nobody@example.org", "long enough") is None
-    assert svc.authenticate("not an address", "long enough") is None
+    assert svc.authenticate("nobody@example.org", "long enough pass") is None
+    assert svc.authenticate("not an address", "long enough pass") is None
     with pytest.raises(Conflict, match="email: a customer with this address exists"):
-        svc.create_user("alice@example.org", "another one")
-    with pytest.raises(ServiceError, match="password: must be at least 8"):
+        svc.create_user("alice@example.org", "another one too")
+    with pytest.raises(ServiceError, match="password: must be at least 12"):
         svc.create_user("bob@example.org", "short")
     with pytest.raises(ServiceError, match="email: is not a valid"):
-        svc.create_user("bob", "long enough")
+        svc.create_user("bob", "long enough pass")
     with pytest.raises(NotFound):
         svc.user_email(999)
     # Only the argon2 hash is stored.
     con = sqlite3.connect(svc.settings.data_dir / "control.sqlite")
     (stored,) = con.execute("SELECT password_hash FROM users").fetchone()
     con.close()
-    assert stored.startswith("$argon2id$") and "long enough" not in stored
+    assert stored.startswith("$argon2id$") and "long enough pass" not in stored
 
 
 def test_tokens_are_stored_hashed_and_scoped(make_service):
     svc = make_service()
-    alice = svc.create_user("alice@example.org", "long enough")
-    bob = svc.create_user("bob@example.org", "long enough")
+    alice = svc.create_user("alice@example.org", "long enough pass")
+    bob = svc.create_user("bob@example.org", "long enough pass")
     tok = svc.create_token(alice, "laptop")
     assert svc.user_for_token(tok) == alice
     assert svc.user_for_token(tok + "x") is None
@@ -91,7 +91,7 @@ def test_tokens_are_stored_hashed_and_scoped(make_service):
 )
 def test_validation_names_the_field(make_service, source, dest, message):
     svc = make_service()
-    uid = svc.create_user("alice@example.org", "long enough")
+    uid = svc.create_user("alice@example.org", "long enough pass")
     with pytest.raises(ServiceError, match=message.replace("(", r"\(")) as info:
         svc.create_transfer(uid, source, dest)
     assert info.value.status == 400
@@ -100,14 +100,14 @@ def test_validation_names_the_field(make_service, source, dest, message):
 
 def test_insecure_hosts_can_be_allowed_by_the_operator(make_service):
     svc = make_service(allow_insecure_hosts=True)
-    uid = svc.create_user("alice@example.org", "long enough")
+    uid = svc.create_user("alice@example.org", "long enough pass")
     view = svc.create_transfer(uid, SRC, Account("mail.example.org", 143, "none", "u", "p"))
     assert view.dest["security"] == "none"
 
 
 def test_folder_selection_is_validated(make_service):
     svc = make_service()
-    uid = svc.create_user("alice@example.org", "long enough")
+    uid = svc.create_user("alice@example.org", "long enough pass")
     with pytest.raises(ServiceError, match=r"folders\.include: must be a list"):
         svc.create_transfer(uid, SRC, DST, {"include": "INBOX"})
     with pytest.raises(ServiceError, match=r"folders\.only: unknown key"):
@@ -135,8 +135,8 @@ def test_account_from_api_data_names_the_field():
 
 def test_transfers_are_private_to_their_owner(make_service):
     svc = make_service()
-    alice = svc.create_user("alice@example.org", "long enough")
-    bob = svc.create_user("bob@example.org", "long enough")
+    alice = svc.create_user("alice@example.org", "long enough pass")
+    bob = svc.create_user("bob@example.org", "long enough pass")
     job = svc.create_transfer(alice, SRC, DST)
     assert job.status == "queued"
     assert job.source == {
@@ -179,7 +179,7 @@ def test_transfers_are_private_to_their_owner(make_service):
 
 def test_credentials_are_encrypted_at_rest(make_service):
     svc = make_service()
-    uid = svc.create_user("alice@example.org", "long enough")
+    uid = svc.create_user("alice@example.org", "long enough pass")
     src = Account("127.0.0.1", 143, "starttls", "src", "Marker-Secret-1x")
     job = svc.create_transfer(uid, src, DST)
     with svc.db.session() as s:

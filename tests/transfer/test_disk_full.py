@@ -247,7 +247,7 @@ def test_service_job_on_a_full_disk_fails_clearly_then_a_rerun_completes(
     server = dovecot_factory(users={"src": SRC_PW, "dst": DST_PW})
     total = source_mailbox(server)
     svc = make_service(ca_file=str(server.ca_file), job_connections=1)
-    uid = svc.create_user(OWNER, "long enough")
+    uid = svc.create_user(OWNER, "long enough pass")
     job = svc.create_transfer(uid, account(server, "src", SRC_PW), account(server, "dst", DST_PW))
     # The job's working directory (state.sqlite, job.log, report.json) on a small disk.
     disk = small_disk(svc.settings.job_dir(job.id), "8m")

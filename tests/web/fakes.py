@@ -42,6 +42,7 @@ from yippiemove.service.core import (
     NotFound,
     ServiceError,
 )
+from yippiemove.service.passwords import password_problem
 
 # ---------------------------------------------------------------------------------------
 
@@ -145,8 +146,9 @@ class FakeService:
         email = email.strip().lower()
         if "@" not in email:
             raise ServiceError("email: not an e-mail address")
-        if len(password) < 8:
-            raise ServiceError("password: must be at least 8 characters")
+        problem = password_problem(password)  # the real rule (service/passwords.py)
+        if problem:
+            raise ServiceError(f"password: {problem}")
         with self._lock:
             if any(e == email for e, _ in self.users.values()):
                 raise Conflict("email: a customer with this address exists already")

@@ -100,7 +100,7 @@ def test_signup_validation(app: FastAPI) -> None:
     b.get("/signup")
     r = b.post("/signup", {"email": "nope", "password": "short", "password2": "short"})
     assert r.status_code == 400
-    assert "Enter your e-mail address" in r.text and "at least 10 characters" in r.text
+    assert "Enter your e-mail address" in r.text and "at least 12 characters" in r.text
     r = b.post(
         "/signup",
         {"email": "x@example.org", "password": "long enough 1", "password2": "long enough 2"},

@@ -51,12 +51,14 @@ LISTINGS = {
     ("GET", "/transfers/new"),
     ("GET", "/tokens"),
     ("GET", "/batch"),
+    ("GET", "/account/password"),
     ("GET", API + "/transfers"),
 }
 CREATORS = {
     ("POST", "/transfers/new"),
     ("POST", "/tokens"),
     ("POST", "/batch"),
+    ("POST", "/account/password"),
     ("POST", API + "/transfers"),
 }
 PUBLIC = {
@@ -65,6 +67,8 @@ PUBLIC = {
     ("GET", "/login"),
     ("POST", "/login"),
     ("POST", "/logout"),
+    ("GET", "/signup/confirm"),
+    ("POST", "/signup/confirm"),
     ("GET", "/healthz"),
     ("GET", "/openapi.json"),
     ("HEAD", "/openapi.json"),

@@ -91,6 +91,10 @@ class Settings:
     #: Account checks in flight per customer and in all; more is 429 (0: no limit).
     checks_per_user: int = 2
     checks_total: int = 8
+    #: Behind a reverse proxy: believe its X-Forwarded-Proto (https -> Secure cookies)
+    #: and X-Forwarded-For (the client address that log-in throttling counts).  Off:
+    #: those headers are ignored (anyone could send them).
+    trust_proxy: bool = False
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

@@ -41,11 +41,13 @@ from ..jobs.supervisor import Supervisor, identity_dead, kill_stale_jail
 from ..jobs.vocab import TERMINAL, JobStatus, Phase, Security
 from ..transfer.identity import same_address
 from ..transfer.model import Endpoint
+from .auth import AuthStore
 from .checks import CheckFailed, CheckSlots, TooManyChecks, run_check
 from .config import Settings
 from .db import ApiToken, Database, IdempotencyKey, Job, User
 from .jobhost import SqlJobStore, expire_credentials, supervisor_config
 from .notify import Notifier
+from .passwords import password_problem
 from .secrets import (
     CredentialBox,
     hash_password,
@@ -380,6 +382,8 @@ class Service:
             with contextlib.suppress(OSError):
                 os.chmod(path, 0o600)
         self.notifier = Notifier(settings)
+        #: Throttling, web sessions, pending sign-ups (service/auth.py).
+        self.auth = AuthStore(self.db)
         #: The clock of the Idempotency-Key expiry (tests move it).
         self.clock: Callable[[], float] = time.time
         self._stopping = threading.Event()
@@ -431,6 +435,7 @@ class Service:
             try:
                 self.cleanup_credentials()
                 self.recover(startup=False)
+                self.auth.prune()
             except Exception:
                 log.exception("maintenance round failed")
 
@@ -506,8 +511,9 @@ class Service:
 
     def create_user(self, email: str, password: str) -> int:
         email = _norm_email(email)
-        if not isinstance(password, str) or len(password) < 8:
-            raise ServiceError("password: must be at least 8 characters")
+        problem = password_problem(password)
+        if problem:
+            raise ServiceError(f"password: {problem}")
         with self.db.session() as s:
             if s.scalar(select(User.id).where(User.email == email)) is not None:
                 raise Conflict("email: a customer with this address exists already")
@@ -515,6 +521,61 @@ class Service:
             s.add(user)
             s.flush()
             return user.id
+
+    @property
+    def signup_by_mail(self) -> bool:
+        """Sign-ups are confirmed by a mailed link (and never say whether an address has
+        an account) whenever the service can send mail (docs/security.md)."""
+        return self.notifier.enabled
+
+    def request_signup(self, email: str, password: str) -> None:
+        """Start a sign-up: the address gets a link to finish it, or, when it has an
+        account already, a note saying so.  The caller's answer is the same either way."""
+        email = _norm_email(email)
+        problem = password_problem(password)
+        if problem:
+            raise ServiceError(f"password: {problem}")
+        with self.db.read() as s:
+            exists = s.scalar(select(User.id).where(User.email == email)) is not None
+        base = self.settings.base_url.rstrip("/")
+        if not self.auth.signup_mail_allowed(email):
+            hash_password(password)  # the same work and the same answer; no mail
+            log.info("sign-up mail not sent: too many for one address in a short time")
+        elif exists:
+            hash_password(password)  # the same work either way (timing)
+            self.notifier.signup_exists(email, f"{base}/login")
+        else:
+            token = self.auth.signup_start(email, hash_password(password))
+            self.notifier.signup_confirm(email, f"{base}/signup/confirm?token={token}")
+
+    def confirm_signup(self, token: str) -> int | None:
+        """Finish a sign-up from its mailed link: the new customer's id (None: unknown or
+        expired link, or the address got an account meanwhile)."""
+        pending = self.auth.signup_take(token)
+        if pending is None:
+            return None
+        email, password_hash = pending
+        with self.db.session() as s:
+            if s.scalar(select(User.id).where(User.email == email)) is not None:
+                return None
+            user = User(email=email, password_hash=password_hash, created=time.time())
+            s.add(user)
+            s.flush()
+            return user.id
+
+    def change_password(self, user_id: int, current: str, new: str) -> None:
+        """Set a new password (the current one must be right); the caller revokes the
+        account's other sessions (``auth.revoke_sessions``)."""
+        problem = password_problem(new)
+        if problem:
+            raise ServiceError(f"password: {problem}")
+        with self.db.session() as s:
+            user = s.get(User, user_id)
+            if user is None:
+                raise NotFound("no such customer")
+            if not verify_password(user.password_hash, current):
+                raise ServiceError("current_password: is not right")
+            user.password_hash = hash_password(new)
 
     def authenticate(self, email: str, password: str) -> int | None:
         try:

@@ -38,12 +38,15 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 __all__ = [
     "ActiveOrder",
     "ApiToken",
+    "AuthThrottle",
     "Base",
     "Database",
     "IdempotencyKey",
     "Job",
     "MailboxLock",
+    "PendingSignup",
     "User",
+    "WebSession",
 ]
 
 
@@ -147,6 +150,47 @@ class IdempotencyKey(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[dict[str, Any]] = mapped_column(JSON)
     created: Mapped[float] = mapped_column(Float, default=time.time, index=True)
+
+
+class WebSession(Base):
+    """A web session (service/auth.py): the cookie holds only a random id, stored hashed.
+
+    Logout deletes the row; a password change deletes the account's other rows."""
+
+    __tablename__ = "web_sessions"
+
+    #: SHA-256 (hex) of the cookie's random session id.
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: The logged-in customer (None: not logged in).  No foreign key: the web front door
+    #: also runs over stand-in services in tests; sessions are found by id only.
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    #: The session's small state: CSRF token, flash messages, the page's one-time notes.
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created: Mapped[float] = mapped_column(Float, default=time.time)
+    expires: Mapped[float] = mapped_column(Float, index=True)
+
+
+class AuthThrottle(Base):
+    """Failed attempts per key (``ip:ADDR``, ``acct:EMAIL``, ``pair:ADDR|EMAIL``,
+    ``signup:ADDR``) and when the last one was; the delay grows with the count."""
+
+    __tablename__ = "auth_throttle"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last: Mapped[float] = mapped_column(Float, index=True)
+
+
+class PendingSignup(Base):
+    """A signup waiting for its e-mail link: the password is kept hashed only."""
+
+    __tablename__ = "pending_signups"
+
+    #: SHA-256 (hex) of the token mailed to the address.
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    expires: Mapped[float] = mapped_column(Float, index=True)
 
 
 class Database:

@@ -66,6 +66,26 @@ class Notifier:
             f"without duplicates.\n\nDetails: {self._link(job)}\n",
         )
 
+    def signup_confirm(self, to: str, link: str) -> None:
+        self._send(
+            to,
+            "Finish creating your yippiemove account",
+            "Someone (you, we hope) asked to create a yippiemove account for this address.\n\n"
+            f"To finish, open this link within a day:\n\n    {link}\n\n"
+            "If it was not you, ignore this message: nothing happens without the link.\n",
+        )
+
+    def signup_exists(self, to: str, login_link: str) -> None:
+        self._send(
+            to,
+            "Someone tried to sign up with your address",
+            "Someone (you, perhaps) asked to create a yippiemove account for this address, "
+            "but it has one already, so nothing was changed.\n\n"
+            f"To use your account, log in here: {login_link}\n\n"
+            "If it was not you, you need not do anything: your account and password are "
+            "unchanged.\n",
+        )
+
     def _link(self, job: dict[str, Any]) -> str:
         return f"{self.settings.base_url.rstrip('/')}/transfers/{job['id']}"
 

@@ -21,9 +21,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.sessions import SessionMiddleware
 
+from yippiemove.service.auth import AuthStore
 from yippiemove.service.core import AlreadyActive, ServiceError
+from yippiemove.service.db import Database
 
 from . import fmt
 from .api import API_PREFIX, build_api_router
@@ -34,8 +35,8 @@ from .security import (
     CsrfError,
     SecurityHeadersMiddleware,
     csrf_token,
-    load_secret_key,
 )
+from .sessions import ServerSessionMiddleware
 
 if TYPE_CHECKING:
     from yippiemove.service.config import Settings
@@ -65,13 +66,13 @@ _TITLES = {
 }
 
 
-def _session_secret(settings: Settings) -> str:
-    """The session signing key from ``Settings.secret_key_file`` (created 0600 if missing)."""
-    getter = getattr(settings, "session_key", None)
-    if callable(getter):
-        key = getter()
-        return key.hex() if isinstance(key, bytes) else str(key)
-    return load_secret_key(Path(settings.secret_key_file))
+def _auth_store(service: Service, settings: Settings) -> AuthStore:
+    """The service's sessions and throttle (in its control database); a stand-in
+    service without one (tests' fakes) gets a store on ``settings.database_url``."""
+    store = getattr(service, "auth", None)
+    if isinstance(store, AuthStore):
+        return store
+    return AuthStore(Database(settings.database_url))
 
 
 def _static_version() -> str:
@@ -159,6 +160,9 @@ def create_app(service: Service, *, settings: Settings | None = None) -> FastAPI
     app.state.settings = settings
     app.state.sse_interval = SSE_INTERVAL
     app.state.stopping = stopping  # set when the server stops: live streams end
+    app.state.auth = _auth_store(service, settings)
+    app.state.trust_proxy = bool(getattr(settings, "trust_proxy", False))
+    app.state.session_cookie = SESSION_COOKIE
 
     templates = Jinja2Templates(directory=str(TEMPLATES))
     templates.env.filters.update(fmt.FILTERS)
@@ -252,12 +256,12 @@ def create_app(service: Service, *, settings: Settings | None = None) -> FastAPI
 
     # -- middleware (the last added runs first) -------------------------------------------
     app.add_middleware(
-        SessionMiddleware,
-        secret_key=_session_secret(settings),
-        session_cookie=SESSION_COOKIE,
+        ServerSessionMiddleware,
+        store=app.state.auth,
+        cookie=SESSION_COOKIE,
         max_age=SESSION_MAX_AGE,
-        same_site="lax",
-        https_only=str(getattr(settings, "base_url", "")).startswith("https://"),
+        trust_proxy=app.state.trust_proxy,
+        always_secure=str(getattr(settings, "base_url", "")).startswith("https://"),
     )
     app.add_middleware(
         BodyLimitMiddleware,

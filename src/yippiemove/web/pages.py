@@ -21,7 +21,9 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
 from yippiemove.jobs.vocab import JobStatus, Phase
+from yippiemove.service.auth import AuthStore, client_key
 from yippiemove.service.core import AlreadyActive, Busy, Conflict, NotFound, ServiceError
+from yippiemove.service.passwords import MIN_LENGTH, password_problem
 
 from . import presets
 from .api import check_job_id, public_view, receipt_response
@@ -34,8 +36,9 @@ from .forms import (
     with_depth,
 )
 from .schemas import TERMINAL
-from .security import LoginThrottle, check_csrf, csrf_token
+from .security import check_csrf, csrf_token
 from .selection import display_pattern, selection_to_folders
+from .sessions import client_host
 
 if TYPE_CHECKING:
     from yippiemove.service.core import Account, FolderInfo, Service
@@ -136,10 +139,25 @@ class Pages:
     def __init__(self, service: Service, templates: Jinja2Templates) -> None:
         self.service = service
         self.templates = templates
-        self.throttle = LoginThrottle()
         self.batch_columns = tuple(getattr(service, "BATCH_COLUMNS", BATCH_COLUMNS))
 
     # -- helpers ----------------------------------------------------------------------
+
+    @staticmethod
+    def auth(request: Request) -> AuthStore:
+        """Throttling and sessions, in the control database (service/auth.py)."""
+        store: AuthStore = request.app.state.auth
+        return store
+
+    @staticmethod
+    def client(request: Request) -> str:
+        """The throttling key of the client's address (a trusted proxy's word for it)."""
+        return client_key(client_host(request.scope, request.app.state.trust_proxy))
+
+    @staticmethod
+    def _minutes(wait: float) -> str:
+        n = int(wait // 60) + 1
+        return "1 minute" if n == 1 else f"{n} minutes"
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Service calls touch the database: run them off the event loop."""
@@ -188,19 +206,34 @@ class Pages:
         return self.render(request, "signup.html", email="")
 
     async def signup(self, request: Request) -> Response:
+        """Sign up.  With mail (a public service), the answer is the same whether the
+        address has an account or not; the mailed message says which (docs/security.md)."""
         form = await self.form(request)
         email = str(form.get("email", "")).strip()[:320]
         password = str(form.get("password", ""))[:1024]
         confirm = str(form.get("password2", ""))[:1024]
         errors: dict[str, str] = {}
+        client = self.client(request)
+        wait = await self.call(self.auth(request).signup_wait, client)
+        if wait > 0:
+            errors["email"] = (
+                f"Too many sign-ups from your network. Try again in {self._minutes(wait)}."
+            )
+            return self.render(request, "signup.html", 429, email=email, errors=errors)
         if not _EMAIL.fullmatch(email):
             errors["email"] = "Enter your e-mail address, like you@example.org."
-        if len(password) < 10:
-            errors["password"] = "Choose a password of at least 10 characters."
+        problem = password_problem(password)
+        if problem:
+            errors["password"] = f"The password {problem}."
         elif password != confirm:
             errors["password2"] = "The two passwords are not the same."
+        by_mail = bool(getattr(self.service, "signup_by_mail", False))
         if not errors:
+            await self.call(self.auth(request).signup_attempted, client)
             try:
+                if by_mail:
+                    await self.call(self.service.request_signup, email, password)
+                    return self.render(request, "signup_sent.html", email=email)
                 uid = await self.call(self.service.create_user, email, password)
             except Conflict:
                 errors["email"] = (
@@ -219,6 +252,24 @@ class Pages:
                 return RedirectResponse("/transfers/new", 303)
         return self.render(request, "signup.html", 400, email=email, errors=errors)
 
+    async def signup_confirm_page(self, request: Request) -> Response:
+        token = str(request.query_params.get("token", ""))[:200]
+        valid = await self.call(self.auth(request).signup_peek, token)
+        return self.render(
+            request, "signup_confirm.html", 200 if valid else 400, token=token, valid=valid
+        )
+
+    async def signup_confirm(self, request: Request) -> Response:
+        form = await self.form(request)
+        token = str(form.get("token", ""))[:200]
+        uid = await self.call(self.service.confirm_signup, token)
+        if uid is None:
+            return self.render(request, "signup_confirm.html", 400, token="", valid=False)
+        request.session.clear()
+        request.session["uid"] = uid
+        flash(request, "Welcome! Your account is ready. Order your first transfer below.")
+        return RedirectResponse("/transfers/new", 303)
+
     async def login_page(self, request: Request) -> Response:
         nxt = safe_next(request.query_params.get("next"))
         return self.render(request, "login.html", email="", next=nxt)
@@ -228,8 +279,9 @@ class Pages:
         email = str(form.get("email", "")).strip()[:320]
         password = str(form.get("password", ""))[:1024]
         nxt = safe_next(form.get("next"))
-        client = request.client.host if request.client else "?"
-        wait = self.throttle.retry_after(client, email)
+        client = self.client(request)
+        auth = self.auth(request)
+        wait = await self.call(auth.login_wait, client, email)
         if wait > 0:
             return self.render(
                 request,
@@ -237,11 +289,11 @@ class Pages:
                 429,
                 email=email,
                 next=nxt,
-                error=f"Too many failed attempts. Try again in {int(wait // 60) + 1} minutes.",
+                error=f"Too many failed attempts. Try again in {self._minutes(wait)}.",
             )
         uid = await self.call(self.service.authenticate, email, password) if email else None
         if uid is None:
-            self.throttle.failed(client, email)
+            await self.call(auth.login_failed, client, email)
             return self.render(
                 request,
                 "login.html",
@@ -250,16 +302,56 @@ class Pages:
                 next=nxt,
                 error="Wrong e-mail address or password.",
             )
-        self.throttle.succeeded(client, email)
+        await self.call(auth.login_succeeded, client, email)
         request.session.clear()  # a fresh session (and CSRF token) for the logged-in user
         request.session["uid"] = uid
         return RedirectResponse(nxt, 303)
 
     async def logout(self, request: Request) -> Response:
         await self.form(request)
-        request.session.clear()
+        request.session.clear()  # the server-side session is deleted (web/sessions.py)
         flash(request, "You are logged out.")
         return RedirectResponse("/login", 303)
+
+    async def password_page(self, request: Request) -> Response:
+        await self.user(request)
+        return self.render(request, "password.html", min_length=MIN_LENGTH, errors={})
+
+    async def password_change(self, request: Request) -> Response:
+        """A new password; every other session of the account is logged out."""
+        uid = await self.user(request)
+        form = await self.form(request)
+        current = str(form.get("current_password", ""))[:1024]
+        new = str(form.get("password", ""))[:1024]
+        errors: dict[str, str] = {}
+        client, email = self.client(request), str(getattr(request.state, "user_email", ""))
+        auth = self.auth(request)
+        wait = await self.call(auth.login_wait, client, email)
+        problem = password_problem(new)
+        if wait > 0:
+            errors["current_password"] = (
+                f"Too many failed attempts. Try again in {self._minutes(wait)}."
+            )
+        elif problem:
+            errors["password"] = f"The password {problem}."
+        elif new != str(form.get("password2", ""))[:1024]:
+            errors["password2"] = "The two passwords are not the same."
+        else:
+            try:
+                await self.call(self.service.change_password, uid, current, new)
+            except ServiceError as exc:
+                field, _sep, text = str(exc).partition(": ")
+                if field == "current_password":
+                    await self.call(auth.login_failed, client, email)
+                    errors[field] = "That is not your current password."
+                else:
+                    errors["password"] = text[:1].upper() + text[1:] + "." if text else str(exc)
+        if errors:
+            return self.render(request, "password.html", 400, min_length=MIN_LENGTH, errors=errors)
+        keep = request.cookies.get(request.app.state.session_cookie)
+        await self.call(auth.revoke_sessions, uid, keep)
+        flash(request, "Your password is changed; your other sessions are logged out.")
+        return RedirectResponse("/transfers", 303)
 
     # -- transfers ----------------------------------------------------------------------
 
@@ -868,6 +960,10 @@ def build_pages_router(service: Service, templates: Jinja2Templates) -> APIRoute
     r.add_api_route("/login", p.login_page, methods=["GET"], **html)
     r.add_api_route("/login", p.login, methods=["POST"], **html)
     r.add_api_route("/logout", p.logout, methods=["POST"], **html)
+    r.add_api_route("/signup/confirm", p.signup_confirm_page, methods=["GET"], **html)
+    r.add_api_route("/signup/confirm", p.signup_confirm, methods=["POST"], **html)
+    r.add_api_route("/account/password", p.password_page, methods=["GET"], **html)
+    r.add_api_route("/account/password", p.password_change, methods=["POST"], **html)
     r.add_api_route("/transfers", p.transfers, methods=["GET"], **html)
     r.add_api_route("/transfers/new", p.new_page, methods=["GET"], **html)
     r.add_api_route("/transfers/new", p.new_post, methods=["POST"], **html)

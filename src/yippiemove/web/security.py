@@ -1,13 +1,11 @@
-"""Session secret, CSRF tokens, login throttling and ASGI middleware for the web front door."""
+"""Session secret, CSRF tokens and ASGI middleware for the web front door (log-in
+throttling and sessions: service/auth.py, web/sessions.py)."""
 
 from __future__ import annotations
 
-import collections
 import hmac
 import os
 import secrets
-import threading
-import time
 from pathlib import Path
 
 from starlette.datastructures import FormData, Headers
@@ -63,54 +61,6 @@ def check_csrf(request: Request, form: FormData | None) -> None:
         sent = value if isinstance(value, str) else None
     if not expected or not sent or not hmac.compare_digest(str(expected), sent):
         raise CsrfError()
-
-
-# -- login throttling ---------------------------------------------------------------------
-
-
-class LoginThrottle:
-    """At most ``limit`` failed log-ins per (client, e-mail) and per e-mail in ``window`` s."""
-
-    def __init__(self, limit: int = 10, window: float = 600.0) -> None:
-        self.limit = limit
-        self.window = window
-        self._fails: dict[str, collections.deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def _keys(self, client: str, email: str) -> tuple[str, str]:
-        email = email.strip().lower()
-        return f"{client}|{email}", f"*|{email}"
-
-    def _recent(self, key: str, now: float) -> collections.deque[float]:
-        q = self._fails.setdefault(key, collections.deque())
-        while q and q[0] < now - self.window:
-            q.popleft()
-        return q
-
-    def retry_after(self, client: str, email: str) -> float:
-        """Seconds to wait before another attempt, 0 when allowed."""
-        now = time.monotonic()
-        with self._lock:
-            wait = 0.0
-            for key, limit in zip(
-                self._keys(client, email), (self.limit, self.limit * 5), strict=True
-            ):
-                q = self._recent(key, now)
-                if len(q) >= limit:
-                    wait = max(wait, q[0] + self.window - now)
-            return wait
-
-    def failed(self, client: str, email: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if len(self._fails) > 100_000:  # do not grow without bound under a flood
-                self._fails.clear()
-            for key in self._keys(client, email):
-                self._recent(key, now).append(now)
-
-    def succeeded(self, client: str, email: str) -> None:
-        with self._lock:
-            self._fails.pop(self._keys(client, email)[0], None)
 
 
 # -- middleware ---------------------------------------------------------------------------

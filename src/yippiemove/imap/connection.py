@@ -60,7 +60,13 @@ from .protocol import Literal, LiteralTooLarge, Untagged, nonsync_limit, quote
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CommandResult", "ImapConnection", "is_loopback"]
+__all__ = ["TRAFFIC", "CommandResult", "ImapConnection", "is_loopback"]
+
+#: Bytes on the wire of every connection of this process, by connection name and
+#: direction (``"source_in"``, ``"destination_out"``...; the name is the store's role).  A job
+#: process reports them in its progress lines; its supervisor judges whether the servers
+#: are alive by them, never by the job's own output (jobs/supervisor.py, "Fair share").
+TRAFFIC: collections.Counter[str] = collections.Counter()
 
 #: Commands larger than this are written in slices of _SLICE with flow control.
 _CHUNKED_WRITE = 1 << 20
@@ -139,6 +145,7 @@ class ImapConnection:
         self._bye: Untagged | None = None
         self.bytes_in = 0
         self.bytes_out = 0
+        self._rx_key, self._tx_key = f"{name}_in", f"{name}_out"
         self.tls = False
         self._tls_in: ssl.MemoryBIO | None = None
         self._tls_out: ssl.MemoryBIO | None = None
@@ -277,6 +284,7 @@ class ImapConnection:
         if out is not None and out.pending and self._transport is not None:
             data = out.read()
             self.bytes_out += len(data)
+            TRAFFIC[self._tx_key] += len(data)
             self._transport.write(data)
 
     def _decrypt(self) -> None:
@@ -419,6 +427,7 @@ class ImapConnection:
             self._tls_obj.write(data)
             data = self._tls_out.read()  # type: ignore[union-attr]
         self.bytes_out += len(data)
+        TRAFFIC[self._tx_key] += len(data)
         t.write(data)
 
     async def _write_chunked(self, parts: list[bytes | Literal]) -> None:
@@ -528,6 +537,7 @@ class ImapConnection:
         if self._quickack is not None:
             _ack_now(self._quickack)
         self.bytes_in += len(data)
+        TRAFFIC[self._rx_key] += len(data)
         if self._tls_in is not None:
             self._tls_in.write(data)
             if self._handshaking:

@@ -58,6 +58,12 @@ class SupervisorConfig:
     #: The egress policy's operator lists (policy/egress.py), comma-separated CIDRs.
     egress_allow: str = ""
     egress_deny: str = ""
+    #: Fair share (jobs/fairshare.py): the servers must move this many bytes per second
+    #: over ``job_rate_window`` seconds (0: no minimum), and a run that lasts
+    #: ``job_max_seconds`` (0: no limit) is checkpointed and queued again.
+    job_min_rate: float = 0.0
+    job_rate_window: float = 600.0
+    job_max_seconds: float = 0.0
 
     def job_dir(self, job_id: str) -> Path:
         """A job's private working directory (state.sqlite, report.json, job.log)."""
@@ -79,9 +85,11 @@ class Claim:
 @dataclass(frozen=True)
 class Waiting:
     """A job that cannot run yet: another job writes into its destination mailbox
-    (``holder``, None when the other is not known yet); it stays ``queued``."""
+    (``holder``, None when the other is not known yet), or its customer has as many
+    jobs running as allowed (``reason`` says so); it stays ``queued``."""
 
     holder: str | None
+    reason: str | None = None
 
 
 class JobStore(Protocol):
@@ -123,8 +131,17 @@ class JobStore(Protocol):
         asked).  Raises when the database fails."""
         ...
 
-    def requeue(self, job_id: str, owner: str, progress: dict[str, Any] | None) -> bool:
-        """Give a running job back to the queue (the service stops); False if not ours."""
+    def requeue(
+        self,
+        job_id: str,
+        owner: str,
+        progress: dict[str, Any] | None,
+        *,
+        checkpoint: bool = False,
+    ) -> bool:
+        """Give a running job back to the queue (the service stops, or ``checkpoint``: its
+        run reached the maximum duration, which is not counted as a failed attempt);
+        False if not ours."""
         ...
 
     def finish(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..imap.connection import TRAFFIC
 from .vocab import Phase
 
 __all__ = ["default_progress", "progress_line"]
@@ -57,6 +58,10 @@ def progress_line(mover: Any) -> dict[str, Any]:
         # unix time until which the server throttles us (policy/retry.py), or None
         "throttled_until": p.throttled_until,
         "reconnects": p.reconnects,
+        # Bytes on the wire with each server: the supervisor's proof that the servers
+        # are alive (jobs/fairshare.py); not stored with the job's progress.
+        "traffic": dict(TRAFFIC),
+        "retry_until": p.retry_until,
     }
     plan = mover.plan
     if plan is not None:

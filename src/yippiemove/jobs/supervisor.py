@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ..accounts import own_addresses
+from .fairshare import STALLED, Liveness, LivenessRules, may_checkpoint
 from .launch import JailProcess, make_launcher
 from .ports import (
     Claim,
@@ -204,10 +205,14 @@ class ProgressTracker:
 class Outcome:
     """How one job process ended."""
 
-    kind: str  # "exited" | "cancelled" | "stopping" | "lost_lease"
+    kind: str  # "exited" | "cancelled" | "stopping" | "lost_lease" | "checkpoint"
     returncode: int | None = None
     result: dict[str, Any] | None = None
     stalled: bool = False
+    #: Ended by the fair-share rules (jobs/fairshare.py): why, and whether a restart
+    #: may cure it (a silent server: yes; too slow, or no data by the deadline: no).
+    servers: str | None = None
+    servers_transient: bool = False
 
 
 class Supervisor:
@@ -261,8 +266,13 @@ class Supervisor:
             if claim is None:
                 return
             if isinstance(claim, Waiting):
-                # Another job writes into the same mailbox: try again later.
-                log.info("job %s: waiting for job %s (same mailbox)", job_id, claim.holder)
+                # Another job writes into the same mailbox, or the customer has as many
+                # jobs running as allowed: try again later.
+                log.info(
+                    "job %s: waiting (%s)",
+                    job_id,
+                    claim.reason or f"same mailbox as {claim.holder}",
+                )
                 self.enqueue(job_id, delay=self.settings.mailbox_wait_seconds)
                 return
             self._supervise(job_id, claim)
@@ -321,6 +331,11 @@ class Supervisor:
             if out.kind == "cancelled":
                 self._finish(job_id, JobStatus.CANCELLED, None, tracker)
                 return
+            if out.kind == "checkpoint" and not (
+                out.returncode in (0, 1) and out.result is not None
+            ):
+                self._checkpoint(job_id, tracker)
+                return
             result = out.result or {}
             transient, why = self._transient(out)
             if transient:
@@ -360,6 +375,8 @@ class Supervisor:
         """Whether the job died of something a restart may cure, and a sentence why."""
         rc = out.returncode
         result = out.result
+        if out.servers is not None:
+            return out.servers_transient, out.servers
         if out.stalled:
             return True, "the job process hung (no progress) and was killed"
         if rc is not None and rc < 0:
@@ -430,6 +447,12 @@ class Supervisor:
         result: dict[str, Any] | None = None
         last_output = last_renewal = time.monotonic()
         last_write = 0.0
+        started = last_output
+        live = Liveness(
+            LivenessRules(s.job_stall_seconds, s.job_min_rate, s.job_rate_window), started
+        )
+        servers: str | None = None
+        servers_transient = False
         term_at: float | None = None
         reason: str | None = None  # why we signalled it: cancelled | stopping | lost_lease
         stalled = False
@@ -456,6 +479,9 @@ class Supervisor:
                             if msg is None:
                                 continue
                             if msg.get("type") == "progress":
+                                live.update(msg, time.monotonic())
+                                msg.pop("traffic", None)
+                                msg.pop("retry_until", None)
                                 tracker.update(msg)
                             elif msg.get("type") == "result":
                                 result = msg
@@ -490,6 +516,29 @@ class Supervisor:
                     stalled = True
                     reason = "stalled"
                     proc.signal_group(signal.SIGKILL)
+                if reason is None and not exited:
+                    verdict = live.verdict(now)
+                    over = s.job_max_seconds > 0 and now - started > s.job_max_seconds
+                    if verdict is None and over and live.moving(now):
+                        # Long but moving: checkpoint (SIGTERM flushes its state) and
+                        # give the worker to the jobs queued behind it -- once this run
+                        # has stored something new, so that every run moves the job on.
+                        if may_checkpoint(tracker.latest):
+                            log.info("job %s: ran %.0f s; checkpointing", job_id, now - started)
+                            reason = "checkpoint"
+                    elif verdict is not None or over:
+                        servers = (
+                            live.why(verdict)
+                            if verdict is not None
+                            else f"the mail servers moved no data by the maximum duration "
+                            f"of a run ({s.job_max_seconds:g} s)"
+                        )
+                        servers_transient = verdict == STALLED
+                        log.error("job %s: %s; stopping it", job_id, servers)
+                        reason = "servers"
+                    if reason is not None:
+                        proc.signal_group(signal.SIGTERM)
+                        term_at = now
                 if term_at is not None and now - term_at > s.job_kill_grace and not exited:
                     proc.signal_group(signal.SIGKILL)
                     term_at = None
@@ -504,8 +553,12 @@ class Supervisor:
             tracker.latest["cpu_seconds"] = round(cpu, 3)
             with contextlib.suppress(Exception):
                 self.store.jail_ended(job_id, self.owner)
-        if reason in ("cancelled", "stopping", "lost_lease"):
+        if reason in ("cancelled", "stopping", "lost_lease", "checkpoint"):
             return Outcome(reason, rc, result)
+        if servers is not None and not (rc in (0, 1) and result is not None):
+            return Outcome(
+                "exited", rc, result, servers=servers, servers_transient=servers_transient
+            )
         return Outcome("exited", rc, result, stalled=stalled)
 
     def _heartbeat(self, job_id: str, tracker: ProgressTracker) -> tuple[bool | None, bool]:
@@ -547,6 +600,21 @@ class Supervisor:
         with contextlib.suppress(Exception):
             self.enqueue(job_id)
         log.info("job %s: put back in the queue (service stopping)", job_id)
+
+    def _checkpoint(self, job_id: str, tracker: ProgressTracker) -> None:
+        """A run reached the maximum duration while moving data: its state is flushed;
+        put it at the back of the queue (behind other customers' jobs) to resume."""
+        mark = max(
+            int(tracker.latest.get("checkpoint_mark") or 0),
+            int(tracker.latest.get("messages_done") or 0),
+        )
+        progress = tracker.snapshot(phase=Phase.RESUMING, checkpoint_mark=mark)
+        tracker.latest["checkpoint_mark"] = mark
+        if not self.store.requeue(job_id, self.owner, progress, checkpoint=True):
+            return
+        with contextlib.suppress(Exception):
+            self.enqueue(job_id)
+        log.info("job %s: checkpointed and put back in the queue (maximum duration)", job_id)
 
     def _finish(
         self,

@@ -64,9 +64,22 @@ class Settings:
     #: A running job whose supervisor has not renewed its lease for this long is
     #: taken over (its supervisor is presumed dead).
     lease_seconds: float = 30.0
-    #: A job process that prints nothing (not even progress) this long is hung: killed
-    #: and restarted.
+    #: A job whose mail servers send and take not one byte this long is stalled (and a
+    #: job process that prints nothing this long is hung): stopped and restarted.
     job_stall_seconds: float = 300.0
+    #: Fair share (docs/service.md "Fair share"): a job whose servers move fewer than
+    #: ``job_min_rate`` bytes/s over ``job_rate_window`` seconds is ended as too slow
+    #: (0: no minimum); a run longer than ``job_max_seconds`` (0: none) is checkpointed
+    #: and queued again behind the others when it moves data, ended when not.
+    job_min_rate: float = 512.0
+    job_rate_window: float = 600.0
+    job_max_seconds: float = 6 * 3600.0
+    #: Per customer: jobs running at once (the others wait, queued; 0: no limit), jobs
+    #: queued or running (new orders are refused beyond it; 0: no limit), and lines
+    #: of a batch file.
+    customer_max_running: int = 2
+    customer_max_pending: int = 200
+    batch_max_transfers: int = 1000
     #: Seconds between progress writes to the control database, per job.
     progress_interval: float = 1.0
     #: SIGTERM first, SIGKILL after this many seconds (cancel, shutdown).

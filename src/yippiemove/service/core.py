@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from ..jobs import spec
@@ -167,6 +167,13 @@ class AlreadyActive(Conflict):
     def __init__(self, job_id: str) -> None:
         super().__init__(f"this transfer is already queued or running: {job_id}")
         self.job_id = job_id
+
+
+class TooManyTransfers(ServiceError):
+    """The customer has as many transfers queued or running as allowed
+    (``customer_max_pending``): nothing new until some end."""
+
+    status = 429
 
 
 class IdempotencyMismatch(ServiceError):
@@ -951,9 +958,29 @@ class Service:
         other = holder_of_pair(s, user_id, job)
         if other is not None:
             raise AlreadyActive(other)
+        self._check_pending(s, user_id)
         s.add(job)
         s.flush()
         return JobView.of(job)
+
+    def _check_pending(self, s: Any, user_id: int) -> None:
+        """Refuse a new order past the customer's ``customer_max_pending`` (fair share:
+        a batch of thousands does not fill the queue).  The customer's row is locked so
+        that parallel orders count one after the other."""
+        limit = self.settings.customer_max_pending
+        if limit <= 0:
+            return
+        s.get(User, user_id, with_for_update=True)
+        pending = s.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.user_id == user_id, Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)))
+        )
+        if int(pending or 0) >= limit:
+            raise TooManyTransfers(
+                f"you have {pending} transfers queued or running (limit {limit}); "
+                "start more when some have finished"
+            )
 
     def _own(self, s: Any, user_id: int, job_id: str, *, lock: bool = False) -> Job:
         if not isinstance(job_id, str) or not job_id:
@@ -1014,6 +1041,7 @@ class Service:
                     f"({self.settings.credential_retention_days:g} days after it ended); "
                     "start a new transfer"
                 )
+            self._check_pending(s, user_id)
             job.status = JobStatus.QUEUED
             job.error = None
             job.started = None
@@ -1129,9 +1157,12 @@ class Service:
                 errors.append(f"line {n}: {exc}")
                 continue
             rows.append((src, dst))
-            if len(rows) > 10000:
-                errors.append(f"line {n}: too many lines (at most 10000 transfers per batch)")
-                break
+            limit = self.settings.batch_max_transfers
+            if limit > 0 and len(rows) > limit:
+                raise ServiceError(
+                    f"too many transfers: at most {limit} per batch (line {n} is one more); "
+                    "split the file"
+                )
         return rows, errors
 
 

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from ..jobs.ports import Claim, SupervisorConfig, Waiting
@@ -39,6 +40,9 @@ def supervisor_config(settings: Settings) -> SupervisorConfig:
         mailbox_wait_seconds=settings.mailbox_wait_seconds,
         egress_allow=settings.egress_allow,
         egress_deny=settings.egress_deny,
+        job_min_rate=settings.job_min_rate,
+        job_rate_window=settings.job_rate_window,
+        job_max_seconds=settings.job_max_seconds,
     )
 
 
@@ -99,9 +103,19 @@ class SqlJobStore:
                     progress.update(phase=Phase.WAITING, waiting_for=holder)
                     job.progress = progress
                 return Waiting(holder)
-            if "waiting_for" in (job.progress or {}):
+            busy = self._customer_busy(s, job)
+            if busy is not None:
                 progress = dict(job.progress or {})
-                del progress["waiting_for"]
+                if progress.get("waiting_reason") != busy:
+                    progress.update(phase=Phase.WAITING, waiting_reason=busy)
+                    progress.pop("waiting_for", None)
+                    job.progress = progress
+                # The mailbox rows just written name a queued job: free for others.
+                return Waiting(None, busy)
+            if {"waiting_for", "waiting_reason"} & set(job.progress or {}):
+                progress = dict(job.progress or {})
+                progress.pop("waiting_for", None)
+                progress.pop("waiting_reason", None)
                 if progress.get("phase") == Phase.WAITING:
                     progress["phase"] = Phase.QUEUED
                 job.progress = progress
@@ -119,6 +133,27 @@ class SqlJobStore:
                 email=user.email if user else "",
                 notified_start=job.notified_start,
             )
+
+    def _customer_busy(self, s: Any, job: Job) -> str | None:
+        """Why the job's customer may not start another job now, or None.
+
+        The customer's row is locked first: two workers claiming two jobs of one
+        customer at once count one after the other (PostgreSQL; SQLite serialises)."""
+        limit = self.settings.customer_max_running
+        if limit <= 0 or job.user_id is None:
+            return None
+        s.get(User, job.user_id, with_for_update=True)
+        running = s.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.user_id == job.user_id, Job.status == JobStatus.RUNNING, Job.id != job.id)
+        )
+        if int(running or 0) < limit:
+            return None
+        return (
+            f"waiting: you have {running} transfer{'s' if running != 1 else ''} running "
+            f"(limit {limit})"
+        )
 
     def passwords(self, job_id: str) -> tuple[str, str] | None:
         with self.db.read() as sess:
@@ -163,11 +198,20 @@ class SqlJobStore:
             job.lease_expires = time.time() + lease_seconds
             return True, bool(job.cancel_requested)
 
-    def requeue(self, job_id: str, owner: str, progress: dict[str, Any] | None) -> bool:
+    def requeue(
+        self,
+        job_id: str,
+        owner: str,
+        progress: dict[str, Any] | None,
+        *,
+        checkpoint: bool = False,
+    ) -> bool:
         with self.db.session() as sess:
             job = sess.get(Job, job_id)
             if job is None or job.lease_owner != owner:
                 return False
+            if checkpoint:  # a run that ended well is not an attempt that failed
+                job.attempts = max(0, (job.attempts or 0) - 1)
             job.status = JobStatus.QUEUED
             job.lease_owner = None
             job.lease_expires = None

@@ -171,6 +171,7 @@ class Mover:
         """Say why and wait before the next attempt; a throttled wait shows in progress."""
         self.progress.reconnects += 1
         until = time.time() + seconds
+        self.progress.retry_until = max(self.progress.retry_until or 0.0, until)
         clock = time.strftime("%H:%M:%S", time.localtime(until))
         if verdict.kind == retry_policy.THROTTLED:
             head = f"{what}: throttled ({verdict.why}): {exc}; waiting {seconds:.1f} s"

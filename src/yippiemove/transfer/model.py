@@ -374,6 +374,9 @@ class Progress:
     #: Unix time until which a worker waits because the server is throttling us (the
     #: latest such time when several wait), or None.
     throttled_until: float | None = None
+    #: Unix time until which a worker waits before retrying (any cause), or None: a wait
+    #: the job chose, which its supervisor does not count as a silent server.
+    retry_until: float | None = None
     #: Attempts repeated so far after a dropped connection, a timeout or throttling.
     reconnects: int = 0
 

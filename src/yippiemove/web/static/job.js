@@ -151,6 +151,8 @@
     let phase = LABELS[job.status] || job.status;
     if (job.status === "queued" && p.phase === "waiting" && p.waiting_for)
       phase = `Waiting for transfer ${p.waiting_for} into the same mailbox…`;
+    else if (job.status === "queued" && p.phase === "waiting" && typeof p.waiting_reason === "string")
+      phase = p.waiting_reason.charAt(0).toUpperCase() + p.waiting_reason.slice(1);
     else if (job.status === "queued") phase = PHASES[p.phase === "resuming" ? "resuming" : "queued"];
     else if (job.status === "running") {
       const cur = Array.isArray(p.current) ? p.current : [];

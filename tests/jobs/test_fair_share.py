@@ -146,7 +146,7 @@ def test_drip_fed_jobs_end_and_the_other_customer_runs(make_service, server, dri
         job_max_restarts=2,
     )
     svc.start(workers)
-    a, b = svc.create_user(A, "long enough"), svc.create_user(B, "long enough")
+    a, b = svc.create_user(A, "long enough pass"), svc.create_user(B, "long enough pass")
     t0 = time.monotonic()
     bad = [
         svc.create_transfer(a, drip.account(f"u{i}"), account(server, f"dst{i + 2}", DST_PW))
@@ -179,7 +179,7 @@ def test_per_customer_running_limit(make_service, server, drip):
     browser = Browser(TestClient(app))
     browser.signup(A)
     a = svc.user_id_for_email(A)
-    b = svc.create_user(B, "long enough")
+    b = svc.create_user(B, "long enough pass")
     svc.start(3)
     jobs = [
         svc.create_transfer(a, drip.account(f"u{i}"), account(server, f"dst{i + 1}", DST_PW))
@@ -222,7 +222,7 @@ def test_long_moving_job_is_checkpointed_and_requeued(make_service, server, capl
     populate(server, user="src2")
     svc = make_service(ca_file=str(server.ca_file), job_connections=1, job_max_seconds=2.0)
     svc.start(1)
-    a, b = svc.create_user(A, "long enough"), svc.create_user(B, "long enough")
+    a, b = svc.create_user(A, "long enough pass"), svc.create_user(B, "long enough pass")
     with FaultProxy(server.port, lambda n: [Fault.throttle(8_000_000)]) as slow:
         source = Account("127.0.0.1", slow.port, "none", "src", SRC_PW)
         long = svc.create_transfer(a, source, account(server, "dst", DST_PW))
@@ -247,7 +247,7 @@ def test_long_moving_job_is_checkpointed_and_requeued(make_service, server, capl
 def test_batch_and_pending_limits(make_service, server):
     """A batch over its size limit and orders past the pending limit: clear refusals."""
     svc = make_service(batch_max_transfers=2, customer_max_pending=2)
-    uid = svc.create_user(A, "long enough")
+    uid = svc.create_user(A, "long enough pass")
     line = "127.0.0.1,{p},starttls,src{n},pw,127.0.0.1,{p},starttls,dst{n},pw\n"
     csv = "".join(line.format(p=server.port, n=n) for n in range(3))
     with pytest.raises(ServiceError, match=r"too many transfers: at most 2 per batch"):

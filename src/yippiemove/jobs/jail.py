@@ -42,6 +42,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,28 @@ def run_job(spec: JobSpec | dict[str, Any], workdir: Path) -> tuple[int, dict[st
     return run_transfer(transfer, workdir, interval)
 
 
+def _run_to_end(main: Coroutine[Any, Any, None]) -> None:
+    """``asyncio.run(main)``, but its end cannot turn "out of memory" into another error:
+    near the memory limit (the big literal's pieces are still referenced while the loop
+    closes) the default executor's shutdown cannot start its thread (RuntimeError);
+    its threads are idle and end with the process."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main)
+    finally:
+        try:
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            with contextlib.suppress(RuntimeError):
+                loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+
+
 def run_transfer(transfer: Transfer, workdir: Path, interval: float) -> tuple[int, dict[str, Any]]:
     """Run the transfer with its state and report in ``workdir``, progress lines every
     ``interval`` seconds; returns (exit status, result line)."""
@@ -189,7 +212,7 @@ def run_transfer(transfer: Transfer, workdir: Path, interval: float) -> tuple[in
     try:
         state = transfer.open_state(workdir / "state.sqlite")
         mover.state = state
-        asyncio.run(_run(mover, interval))
+        _run_to_end(_run(mover, interval))
         status = "done"
     except BaseException as exc:
         outcome = outcome_of(exc, job=True)

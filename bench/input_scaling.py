@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "src"))
+if not __package__:  # run as a script: the repository's tests/ (the memory store)
+    sys.path.insert(0, str(ROOT))
 
 from yippiemove.imap.client import MailboxInfo  # noqa: E402
 from yippiemove.imap.protocol import ResponseParser  # noqa: E402

@@ -82,10 +82,11 @@ def test_depth_of_16000_plan_entries() -> None:
     assert took < 15, f"took {took:.1f} s"
 
 
-def test_thousands_of_rename_rules_over_40000_folders() -> None:
-    names = folder_names(40_000)
-    tops = [x for x in names if "/" not in x and x != "INBOX"]
-    rules = FolderRules.parse(renames=[f"{t}=Moved/{t}" for t in tops])
+def test_a_rename_rule_per_folder_over_30000_folders() -> None:
+    """30,000 --rename rules (one per folder) over 30,000 folders: each folder's rule is
+    found by its path's prefixes, not by trying every rule (before: ~2 minutes)."""
+    names = folder_names(30_000)
+    rules = FolderRules.parse(renames=[f"{x}=Moved/{x}" for x in names if x != "INBOX"])
     ns = fp.Namespace("", "/")
     out, took = timed(
         lambda: place_folders([Box(x, frozenset()) for x in names], ns, [], ns, rules)

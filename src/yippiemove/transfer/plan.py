@@ -11,6 +11,7 @@ import asyncio
 import bisect
 import dataclasses
 import fnmatch
+import functools
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -77,14 +78,19 @@ class Planner:
         ]
         choice = self._choose(isinstance(src, GmailStore), sides, skipped)
         try:
-            placements = rule_policy.place_folders(
-                [Box(m.name, m.flags) for m in choice.chosen],
-                sides.src_pol,
-                [Box(m.name, m.flags) for m in sides.dst_boxes],
-                sides.dst_pol,
-                opts.rules,
-                create_special_use=dst.has("CREATE-SPECIAL-USE"),
-                source_boxes=[Box(m.name, m.flags) for m in sides.src_boxes],
+            # Pure CPU, about a second for 20,000 folders a side: in a worker thread, so
+            # that the event loop (the web process's, during a check) keeps serving.
+            placements = await asyncio.to_thread(
+                functools.partial(
+                    rule_policy.place_folders,
+                    [Box(m.name, m.flags) for m in choice.chosen],
+                    sides.src_pol,
+                    [Box(m.name, m.flags) for m in sides.dst_boxes],
+                    sides.dst_pol,
+                    opts.rules,
+                    create_special_use=dst.has("CREATE-SPECIAL-USE"),
+                    source_boxes=[Box(m.name, m.flags) for m in sides.src_boxes],
+                )
             )
         except ValueError as exc:  # RuleError: a --rename-regex made an unusable name
             raise PlanError(str(exc)) from None

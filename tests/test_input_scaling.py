@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from pathlib import Path
 
 from bench.input_scaling import folder_names
 
@@ -147,3 +148,23 @@ def test_web_selection_same_as_the_definition() -> None:
             if x in side
         ]
         assert pats == expect, (names, picked)
+
+
+def test_batch_of_10000_lines_is_parsed_linearly(tmp_path: Path) -> None:
+    """The batch CSV's parsing path at its cap (10,000 transfers): already linear before
+    issue 14 (a regression guard; per-customer batch limits are another part)."""
+    from yippiemove.service.config import Settings
+    from yippiemove.service.core import Service
+
+    lines = [
+        f"imap.example.com,993,tls,u{i}@example.com,pw-src-123456,"
+        f"imap.example.org,993,tls,u{i}@example.org,pw-dst-123456"
+        for i in range(10_000)
+    ]
+    svc = Service(Settings.load(tmp_path / "svc", maintenance_interval=3600.0))
+    try:
+        (rows, errors), took = timed(lambda: svc.validate_batch_csv("\n".join(lines)))
+    finally:
+        svc.close()
+    assert len(rows) == 10_000 and not errors
+    assert took < 30, f"took {took:.1f} s"

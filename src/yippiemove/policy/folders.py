@@ -51,6 +51,7 @@ least one of them given in ``targets``, are *merged*: they share one destination
 of ("INBOX",) is the destination's inbox.
 """
 
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -282,10 +283,11 @@ def map_folders(
     Long for a reason: names are made distinct in one pass (merges, separators, refused
     characters, collisions) over a shared table of names taken; each rule is a block.
     """
-    if len(set(sources)) != len(sources):
-        dupes = sorted({name for name in sources if sources.count(name) > 1})
+    source_set = set(sources)  # sets and dicts throughout: 20,000 folders (issue 14)
+    if len(source_set) != len(sources):
+        dupes = sorted(name for name, n in Counter(sources).items() if n > 1)
         raise ValueError(f"duplicate source folder names: {dupes!r}")
-    given = {name: _norm_target(t) for name, t in (targets or {}).items() if name in sources}
+    given = {name: _norm_target(t) for name, t in (targets or {}).items() if name in source_set}
     plans = {name: _plan(name, src, dst, given.get(name)) for name in sources}
     # Merge groups: equal paths, at least one of them a given target.
     by_path: dict[tuple[str, ...], list[str]] = {}
@@ -314,6 +316,9 @@ def map_folders(
     taken: dict[str, str | None] = {INBOX: None}  # None: the inbox, not yet claimed
     final: dict[str, tuple[str, ...]] = {}
     mappings: dict[str, FolderMapping] = {}
+    # The smallest free suffix only grows (names are only ever taken): start from the
+    # last one found for the same parts, not from 2 again.
+    next_number: dict[tuple[str, ...], int] = {}
     for name in sorted(sources, key=priority):
         plan = plans[name]
         parts = plan.dest_parts
@@ -345,12 +350,13 @@ def map_folders(
         )
         if key in taken and not claim_inbox:
             owner = taken[key]
-            number = 2
+            number = next_number.get(parts, 2)
             while True:
                 candidate = join_name(_suffixed(parts, number), dst)
                 if _key(candidate) not in taken and _key(candidate) not in reserved:
                     break
                 number += 1
+            next_number[parts] = number
             why = (
                 "'INBOX' is reserved for the inbox"
                 if owner is None
@@ -365,8 +371,12 @@ def map_folders(
         mappings[name] = FolderMapping(name, dest, tuple(reasons))
         if group is not None:
             group_first[group] = name
+    members_of: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    for n in sources:
+        if merge_key.get(n) in group_first:
+            members_of[merge_key[n]].append(n)
     for group in group_first:
-        members = [n for n in sources if merge_key.get(n) == group]
+        members = members_of[group]
         for name in members:
             others = ", ".join(repr(n) for n in members if n != name)
             m = mappings[name]

@@ -368,13 +368,19 @@ def place_folders(
     reasons: dict[str, list[str]] = {n: [] for n in names}
     kind: dict[str, str] = {}  # "rule" | "special" | "follow"
 
-    # 2, 3: renames
+    # 2, 3: renames.  The longest --rename whose path the folder's path starts with
+    # (the first of equal ones), looked up by the folder's own prefixes: a dict, not a
+    # try of every rule per folder (issue 14: thousands of rules times 20,000 folders).
+    by_old: dict[tuple[str, ...], Rename] = {}
+    for r in rules.renames:
+        by_old.setdefault(r.old, r)
     for name in names:
         p = path[name]
         best: Rename | None = None
-        for r in rules.renames:
-            if p[: len(r.old)] == r.old and (best is None or len(r.old) > len(best.old)):
-                best = r
+        for k in range(len(p), 0, -1) if by_old else ():
+            best = by_old.get(p[:k])
+            if best is not None:
+                break
         if best is not None:
             targets[name] = best.new + p[len(best.old) :]
             note = "" if len(best.old) == len(p) else f" (a subfolder of {_path_text(best.old)!r})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,14 +164,19 @@ def plan_json(plan: list[dict[str, Any]]) -> str:
 
 
 def with_depth(plan: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each folder with ``depth``: how many of the listed folders are its parents."""
-    names = [f["name"] for f in plan]
+    """Each folder with ``depth``: how many of the listed folders are its parents (at
+    most 6).  A parent ``p`` of ``name`` is a listed name that ``name`` starts with,
+    followed by "/" or ".": looked up by each such prefix of ``name`` (a dict), not by
+    trying every listed name (issue 14: 16,000 entries took over a minute)."""
+    listed = Counter(f["name"] for f in plan)
+    lengths = {len(n) for n in listed}
     out = []
     for f in plan:
         name = f["name"]
-        depth = sum(
-            1 for p in names if p != name and (name.startswith(p + "/") or name.startswith(p + "."))
-        )
+        depth = 0
+        for i, ch in enumerate(name):
+            if ch in "/." and depth < 6 and i in lengths:
+                depth += listed.get(name[:i], 0)
         out.append({**f, "depth": min(depth, 6)})
     return out
 

@@ -510,7 +510,11 @@ class Pages:
                 status=400,
                 error="The source mailbox has no folders that can be copied.",
             )
-        return self._wizard(request, "dest", src, dst, folders_to_plan(folders))
+        # Tens of thousands of folders take a while to sort and render: off the event
+        # loop, which keeps serving everyone (issue 14, class 3).
+        return await run_in_threadpool(
+            lambda: self._wizard(request, "dest", src, dst, folders_to_plan(folders))
+        )
 
     async def _dest_step(
         self,
@@ -553,7 +557,9 @@ class Pages:
                 status=400,
                 error=f"We could not use the {who} mailbox: {err}",
             )
-        return self._wizard(request, "folders", src, dst, folders_to_plan(folders))
+        return await run_in_threadpool(
+            lambda: self._wizard(request, "folders", src, dst, folders_to_plan(folders))
+        )
 
     async def _start_step(
         self,

@@ -13,6 +13,7 @@ folders that appear on the source before the run are copied too); otherwise as `
 
 from __future__ import annotations
 
+import bisect
 import glob
 import re
 from collections.abc import Iterable, Sequence
@@ -80,16 +81,44 @@ def selection_to_folders(
         return None
 
     def patterns(side: set[str]) -> list[str]:
+        outside = _Outside([n for n in names if n not in side])
         out = []
         for name in names:
             if name not in side:
                 continue
-            safe = not any(c in name for c in _GLOB_CHARS) and all(
-                other in side for other in names if could_match(name, other)
-            )
+            safe = not any(c in name for c in _GLOB_CHARS) and not outside.could_match(name)
             out.append(name if safe else exact_pattern(name))
         return out
 
     if len(left_out) <= len(chosen):
         return {"include": [], "exclude": patterns(set(left_out))}
     return {"include": patterns(chosen), "exclude": []}
+
+
+class _Outside:
+    """The names on the other side of the selection, indexed so that "could the plain
+    pattern ``name`` match one of them" (:func:`could_match`) is a few look-ups, not a
+    try of every name (issue 14: 20,000 folders were 400 million tries)."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.norms = {_norm(n) for n in names}
+        self.sorted = sorted(names)
+        self.inbox_tails = sorted(n[5:] for n in names if n.upper().startswith("INBOX"))
+
+    @staticmethod
+    def _any_prefixed(items: list[str], prefix: str) -> bool:
+        i = bisect.bisect_left(items, prefix)
+        return i < len(items) and items[i].startswith(prefix)
+
+    def could_match(self, pattern: str) -> bool:
+        """Whether ``could_match(pattern, other)`` holds for one of the names."""
+        if _norm(pattern) in self.norms:
+            return True
+        for sep in _SEPARATORS:
+            if self._any_prefixed(self.sorted, pattern + sep):
+                return True
+            if pattern.upper().startswith("INBOX" + sep) and self._any_prefixed(
+                self.inbox_tails, pattern[5:]
+            ):
+                return True
+        return False

@@ -55,6 +55,9 @@ class SupervisorConfig:
     #: A job whose destination mailbox another job writes into is tried again after
     #: this many seconds (it stays ``queued``).
     mailbox_wait_seconds: float = 5.0
+    #: When the service runs as root, each running job gets the user id
+    #: ``job_uid_base + slot`` (jobs/privilege.py); 0: jobs run as the service's user.
+    job_uid_base: int = 0
 
     def job_dir(self, job_id: str) -> Path:
         """A job's private working directory (state.sqlite, report.json, job.log)."""

@@ -37,6 +37,7 @@ def supervisor_config(settings: Settings) -> SupervisorConfig:
         ca_file=settings.ca_file,
         allow_insecure_hosts=settings.allow_insecure_hosts,
         mailbox_wait_seconds=settings.mailbox_wait_seconds,
+        job_uid_base=settings.job_uid_base,
     )
 
 

@@ -280,6 +280,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "$YIPPIEMOVE_KILL_SEED); see docs/faults.md",
     )
 
+    parser.addoption(
+        "--matrix-full",
+        action="store_true",
+        default=False,
+        help="tests/transfer/test_matrix.py: every server kind as source and as destination "
+        "(by default: every kind into Dovecot, Dovecot into every kind, Cyrus <-> imap4d); "
+        "see docs/testing.md, 'The cross-server matrix'",
+    )
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The long campaigns run for many minutes: lift the per-test timeout for them."""

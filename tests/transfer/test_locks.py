@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests import mailcheck
+from tests.transfer.test_kill_campaign import slow_link
 from tests.transfer.test_move import FLAG_SETS, make_message
 from yippiemove.testing.dovecot import MaildirMessage
 from yippiemove.transfer import locks
@@ -46,6 +47,7 @@ def cli(
     state: str = "state.sqlite",
     dest_user: str = "dst",
     dest_host: str = "127.0.0.1",
+    source_port: int | None = None,
     extra: tuple[str, ...] = (),
 ) -> list[str]:
     spw, dpw = tmp_path / "s.pw", tmp_path / "d.pw"
@@ -57,7 +59,7 @@ def cli(
         "yippiemove.cli",
         "move",
         "--source",
-        f"imap://src@127.0.0.1:{server.port}",
+        f"imap://src@127.0.0.1:{source_port or server.port}",
         "--dest",
         f"imap://{dest_user}@{dest_host}:{server.port}",
         "--source-password-file",
@@ -143,10 +145,23 @@ def test_two_runs_of_one_job_at_once_one_runs_the_other_exits_2_naming_it(doveco
 
 @pytest.mark.parametrize("second_host", ["127.0.0.1", "localhost"])
 def test_two_runs_with_different_state_files_into_one_mailbox_are_refused(
-    dovecot, tmp_path, env, second_host
+    dovecot, tmp_path, env, second_host, request
 ):
     fill(dovecot, big=True)
-    first = start(cli(dovecot, tmp_path, state="one.sqlite"), env)
+    # The first run reads its source through a slow link: it is still copying when the
+    # second has started, however long a busy machine takes to start a process.
+    link = slow_link(dovecot.port, 8_000_000).start()
+    request.addfinalizer(lambda: link.__exit__(None, None, None))
+    first = start(
+        cli(
+            dovecot,
+            tmp_path,
+            state="one.sqlite",
+            source_port=link.port,
+            extra=("--no-starttls",),  # the proxy reads IMAP in the clear
+        ),
+        env,
+    )
     wait_copying(first, dovecot.maildir("dst"))
     second = subprocess.run(
         cli(dovecot, tmp_path, state="two.sqlite", dest_host=second_host),

@@ -116,6 +116,18 @@ async def prepare_destination(
         check(await fut, "SUBSCRIBE")
 
 
+def _under_inbox(dst: Store, plan: Plan, name: str) -> str | None:
+    """``name`` under INBOX, when a refused top-level name may only be refused for being
+    outside INBOX: the server has no NAMESPACE (no prefix is known), a separator, and
+    the name is not INBOX's already."""
+    sep = plan.dest_namespace.separator
+    if dst.has("NAMESPACE") or plan.dest_namespace.prefix or not sep:
+        return None
+    if name.upper() == "INBOX" or name.upper().startswith("INBOX" + sep):
+        return None
+    return f"INBOX{sep}{name}"
+
+
 async def _create_fallback(
     dst: Store,
     plan: Plan,
@@ -137,6 +149,15 @@ async def _create_fallback(
     plain = plain_name(name, sep)
     tries = narrowed_names(name, sep)
     tries += [(alt, "") for alt in (plain + "_", plain + "_2")]
+    under = _under_inbox(dst, plan, name)
+    if under is not None:
+        # A server that keeps every folder under INBOX without a NAMESPACE to say so
+        # (found by the matrix): the same name there first, then its narrowed forms.
+        tries = [
+            (under, ""),
+            *((f"INBOX{sep}{alt}", r) for alt, r in narrowed_names(name, sep)),
+            *tries,
+        ]
     taken = {f.dest_name for f in plan.folders}
     # A run before this one may have made the folder already: use it, so that a
     # re-run neither makes a second folder nor copies the messages again.
@@ -151,6 +172,8 @@ async def _create_fallback(
                 per_message(refused)  # a temporary refusal is not about the name
                 continue
         what = f": {', '.join(repr(c) for c in replaced)} replaced by '_'" if replaced else ""
+        if under is not None and alt.startswith(f"INBOX{sep}"):
+            what += " (under INBOX: the server keeps its folders there and has no NAMESPACE)"
         why = (
             f"the destination refused the name {name!r} ({exc.server_text}); "
             f"the folder is {alt!r}{what}"

@@ -179,3 +179,23 @@ def test_a_forked_job_drops_to_its_own_user_id(service: Service) -> None:
         silent.close()
     for _proc, d in jobs:
         assert d.stat().st_uid == os.geteuid()
+
+
+def test_a_data_dir_behind_a_private_parent_keeps_jobs_running(tmp_path: Path) -> None:
+    """A data directory under a 0700 parent (e.g. /root): a job with its own id could not
+    open its state, so it keeps the service's user (with a warning) rather than fail."""
+    from yippiemove.jobs.privilege import JobUids, unreachable_ancestor
+
+    locked = tmp_path / "home"
+    jobs = locked / "data" / "jobs"
+    work = jobs / "job-1"
+    work.mkdir(parents=True)
+    locked.chmod(0o700)
+    assert unreachable_ancestor(jobs) == locked
+    assert JobUids(jobs, 1_900_000_000).take(work) is None
+    locked.chmod(0o711)
+    uids = JobUids(jobs, 1_900_000_000)
+    uid = uids.take(work)
+    assert uid == 1_900_000_000 and work.stat().st_uid == uid
+    uids.give_back(uid, work)
+    assert work.stat().st_uid == os.geteuid()

@@ -304,3 +304,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.name in ("test_fault_campaign", "test_kill_campaign", "test_kill_campaign_service"):
             item.add_marker(pytest.mark.timeout(4 * 3600))
+
+
+@pytest.fixture(autouse=True)
+def _job_dirs_reachable(request: pytest.FixtureRequest) -> None:
+    """As root, job processes drop to a user id of their own (jobs/privilege.py) and open
+    their state by absolute path: the way to a test's data directory must be searchable
+    by other users (pytest makes its temporary directories 0700).  Search only (0711):
+    the service seals its own data directory."""
+    import os
+    import stat
+
+    if os.geteuid() != 0 or "tmp_path" not in request.fixturenames:
+        return
+    tmp: Path = request.getfixturevalue("tmp_path")
+    for d in (tmp, *tmp.parents):
+        mode = d.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            d.chmod(stat.S_IMODE(mode) | 0o011)

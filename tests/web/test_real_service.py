@@ -91,8 +91,12 @@ def test_api_over_the_real_service(real: Service, real_app: FastAPI) -> None:
             json={"source": acc("src", host="bad_host!"), "dest": acc("dst")},
             headers=ha,
         )
-        assert r.status_code == 400
-        assert r.json() == {"error": "source.host: 'bad_host!' is not a valid host name"}
+        # Issue 14 (REST contract): the schema says what a host is, so a body that breaks
+        # it is a schema error (422), no longer a schema-valid body the service refuses.
+        assert r.status_code == 422
+        assert r.json()["error"] == (
+            "source.host: must be a host name or IP address, like imap.example.org"
+        )
 
         # Not run yet: no report, no receipt.
         assert c.get(f"{API}/transfers/{jid}/report", headers=ha).json() == {

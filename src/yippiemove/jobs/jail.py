@@ -54,6 +54,7 @@ from ..transfer.model import Progress
 from ..transfer.report import Exit, build_report, exit_code, outcome_of, write_report
 from ..transfer.run import Transfer, make_options, prepare, worker_counts
 from ..transfer.state import State, StateError
+from .privilege import drop_privileges
 from .progress import progress_line
 from .spec import JOB_RETRIES, JobSpec
 
@@ -254,8 +255,12 @@ def _error_text(exc: StateError) -> str:
     return outcome.error
 
 
-def _job_main() -> int:
-    """One job, in this process: spec from stdin, progress and result on stdout."""
+def _job_main(parent: int, uid: int | None = None) -> int:
+    """One job, in this process: spec from stdin, progress and result on stdout.
+
+    With ``uid``: the spec is read and TLS set up (a CA file root alone may read) as the
+    service's user, then the process drops to ``uid`` for good (jobs/privilege.py)
+    before it connects to anything or opens its state."""
     os.umask(0o077)
     logging.basicConfig(
         level=logging.INFO,
@@ -273,7 +278,13 @@ def _job_main() -> int:
     del line
     job_id = spec.job_id
     log.info("job %s starting in %s (pid %d)", job_id, os.getcwd(), os.getpid())
-    code, result = run_job(spec, Path.cwd())
+    transfer, interval = _transfer_from_spec(spec)
+    del spec
+    if uid is not None:
+        drop_privileges(uid)
+        _die_with_parent(parent)  # a change of credentials clears the death signal
+        log.info("job %s runs as uid %d", job_id, uid)
+    code, result = run_transfer(transfer, Path.cwd(), interval)
     _emit(result)
     log.info("job %s ended: %s (exit %d)", job_id, result["status"], code)
     return code
@@ -331,7 +342,8 @@ def _zygote_child(fds: list[int], request: dict[str, Any], zygote: int) -> None:
         sys.stdin = open(0, encoding="utf-8", closefd=False)
         sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
         sys.stderr = open(2, "w", encoding="utf-8", buffering=1, closefd=False)
-        code = _job_main()
+        uid = request.get("uid")
+        code = _job_main(zygote, None if uid is None else int(uid))
     except BaseException:
         with contextlib.suppress(BaseException):
             log.exception("job process failed")
@@ -412,11 +424,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FD",
         help="be the zygote: fork job processes on request from this control socket",
     )
+    parser.add_argument("--uid", type=int, help="drop to this user id once set up")
     args = parser.parse_args(argv)
     if args.zygote is not None:
         return zygote_main(args.parent, args.zygote)
     _die_with_parent(args.parent)
-    return _job_main()
+    return _job_main(args.parent, args.uid)
 
 
 if __name__ == "__main__":  # pragma: no cover

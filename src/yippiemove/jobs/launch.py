@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .ports import SupervisorConfig
+from .privilege import JobUids
 
 log = logging.getLogger("yippiemove.launch")
 
@@ -104,9 +105,24 @@ class JailProcess(abc.ABC):
             _killpg(self.pid, sig)
 
     _reaped = False
+    #: The job's own user id (jobs/privilege.py), given back once it is reaped.
+    _uid: int | None = None
+    _uids: JobUids | None = None
+    _workdir: Path | None = None
+
+    def _give_back_uid(self) -> None:
+        if self._uids is not None and self._workdir is not None:
+            uids, self._uids = self._uids, None
+            uids.give_back(self._uid, self._workdir)
+
+    def _own(self, uids: JobUids, uid: int | None, workdir: Path) -> None:
+        self._uids, self._uid, self._workdir = uids, uid, workdir
 
 
 class Launcher(abc.ABC):
+    #: User ids of running jobs (jobs/privilege.py); shared by a launcher and its fallback.
+    uids: JobUids
+
     @abc.abstractmethod
     def spawn(self, workdir: Path) -> JailProcess:
         """Start a job process in ``workdir``; it waits for its spec on stdin."""
@@ -145,6 +161,7 @@ class _ExecJail(JailProcess):
             self._reaped = True
             assert self.proc.stdout is not None
             self.proc.stdout.close()
+            self._give_back_uid()
         assert self.proc.returncode is not None
         return self.proc.returncode
 
@@ -152,16 +169,28 @@ class _ExecJail(JailProcess):
 class ExecLauncher(Launcher):
     """A new interpreter per job (``python -P -m yippiemove.jobs.jail``)."""
 
-    def __init__(self, settings: SupervisorConfig) -> None:
+    def __init__(self, settings: SupervisorConfig, uids: JobUids | None = None) -> None:
         self.settings = settings
+        self.uids = uids or JobUids(settings.jobs_dir, settings.job_uid_base)
 
     def spawn(self, workdir: Path) -> JailProcess:
+        uid = self.uids.take(workdir)
+        try:
+            jail = self._spawn(workdir, uid)
+        except BaseException:
+            self.uids.give_back(uid, workdir)
+            raise
+        jail._own(self.uids, uid, workdir)
+        return jail
+
+    def _spawn(self, workdir: Path, uid: int | None) -> JailProcess:
         s = self.settings
         logf = open(workdir / "job.log", "ab")  # handed to the child as its stderr
         os.chmod(workdir / "job.log", 0o600)
+        drop = [] if uid is None else ["--uid", str(uid)]
         try:
             proc = subprocess.Popen(
-                [*JAIL_MODULE, "--parent", str(os.getpid())],
+                [*JAIL_MODULE, "--parent", str(os.getpid()), *drop],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=logf,
@@ -201,6 +230,7 @@ class _ForkedJail(JailProcess):
             self._rc, self.cpu = self.zygote.wait(self.pid)
             self._reaped = True
             os.close(self.stdout_fd)
+            self._give_back_uid()
         return self._rc
 
     _rc = 0
@@ -304,7 +334,7 @@ class _Zygote:
                 self.proc.wait()
             log.warning("the zygote has ended")
 
-    def spawn(self, workdir: Path) -> JailProcess:
+    def spawn(self, workdir: Path, uid: int | None = None) -> JailProcess:
         s = self.settings
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
@@ -319,6 +349,7 @@ class _Zygote:
                     "cwd": str(workdir),
                     "nofile": s.job_max_open_files,
                     "memory": s.job_max_memory,
+                    "uid": uid,
                 }
                 socket.send_fds(self.ctl, [json.dumps(request).encode()], [in_r, out_w, err])
             with self._cond:
@@ -368,7 +399,8 @@ class ZygoteLauncher(Launcher):
         self.settings = settings
         self._zygote: _Zygote | None = None
         self._lock = threading.Lock()
-        self._fallback = ExecLauncher(settings)
+        self.uids = JobUids(settings.jobs_dir, settings.job_uid_base)
+        self._fallback = ExecLauncher(settings, self.uids)
 
     def _get(self) -> _Zygote | None:
         with self._lock:
@@ -383,10 +415,18 @@ class ZygoteLauncher(Launcher):
     def spawn(self, workdir: Path) -> JailProcess:
         zygote = self._get()
         if zygote is not None:
+            uid = self.uids.take(workdir)
             try:
-                return zygote.spawn(workdir)
+                jail = zygote.spawn(workdir, uid)
             except OSError as exc:
+                self.uids.give_back(uid, workdir)
                 log.error("the zygote failed (%s); this job process is exec'd", exc)
+            except BaseException:
+                self.uids.give_back(uid, workdir)
+                raise
+            else:
+                jail._own(self.uids, uid, workdir)
+                return jail
         return self._fallback.spawn(workdir)
 
     @property

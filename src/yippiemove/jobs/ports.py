@@ -64,6 +64,9 @@ class SupervisorConfig:
     job_min_rate: float = 0.0
     job_rate_window: float = 600.0
     job_max_seconds: float = 0.0
+    #: When the service runs as root, each running job gets the user id
+    #: ``job_uid_base + slot`` (jobs/privilege.py); 0: jobs run as the service's user.
+    job_uid_base: int = 0
 
     def job_dir(self, job_id: str) -> Path:
         """A job's private working directory (state.sqlite, report.json, job.log)."""

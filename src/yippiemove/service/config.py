@@ -108,6 +108,11 @@ class Settings:
     #: and X-Forwarded-For (the client address that log-in throttling counts).  Off:
     #: those headers are ignored (anyone could send them).
     trust_proxy: bool = False
+    #: Least privilege (issue 14): when the service runs as root, each running job
+    #: process has a user id of its own, ``job_uid_base`` + a slot (no account needs to
+    #: exist; jobs/privilege.py), with access to its own job directory only.  0: job
+    #: processes run as the service's user (not advised as root).
+    job_uid_base: int = 1_900_000_000
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -168,7 +173,11 @@ class Settings:
             settings.data_dir.mkdir(parents=True)
             os.chmod(settings.data_dir, 0o700)  # ours: private (an existing one is kept)
         settings.jobs_dir.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(settings.jobs_dir, 0o700)
+        # Private: no reading or writing by others; search (x) stays when the job
+        # launcher opened it for jobs with user ids of their own (jobs/privilege.py).
+        mode = settings.jobs_dir.stat().st_mode & 0o777
+        if mode & 0o066 or not mode & 0o700 == 0o700:
+            os.chmod(settings.jobs_dir, (mode | 0o700) & ~0o066)
         return settings
 
 

@@ -177,7 +177,7 @@ def build_api_router(service: "Service") -> APIRouter:
         that transfer's `id` (nothing new is queued).  Transfers from other sources into
         the same destination mailbox wait for each other (phase `waiting`).
         """
-        folders = body.folders.model_dump() if body.folders is not None else None
+        folders = body.folders.model_dump(mode="json") if body.folders is not None else None
         source, dest = to_account(body.source), to_account(body.dest)
         if idempotency_key is not None:
             status, answer = service.create_transfer_once(

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, get_args
+from datetime import date
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
     field_validator,
     model_serializer,
 )
+from pydantic_core import PydanticCustomError
 
 from yippiemove.jobs.vocab import TERMINAL as _TERMINAL
 from yippiemove.jobs.vocab import JobStatus, Security
@@ -30,27 +33,57 @@ STATUSES = tuple(JobStatus)
 TERMINAL = frozenset(_TERMINAL)
 
 
+#: A host name (letters, digits, hyphens; dot-separated labels) or an IP address (IPv6
+#: optionally in brackets): what the service accepts, so that a body that matches the
+#: schema is never a 422 (the service may still refuse an address by policy: 400).
+_HOST = (
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+    r"|\[[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)$"
+)
+
+
+def _whole_int(value: Any) -> Any:
+    """JSON Schema's ``integer``: a number with no fraction (``993``, ``993.0``); never a
+    boolean or a string, which pydantic's lax mode would turn into one."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError("int_type", "must be an integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise PydanticCustomError("int_from_float", "must be an integer")
+        return int(value)
+    return value
+
+
+#: An integer as JSON Schema has it (see :func:`_whole_int`).
+WholeInt = Annotated[int, BeforeValidator(_whole_int)]
+#: A folder name or pattern.
+FolderName = Annotated[str, Field(min_length=1, max_length=1000)]
+
+
 class AccountIn(BaseModel):
     """An IMAP account.  The password is write-only: no response ever contains it."""
 
     model_config = ConfigDict(extra="forbid")
 
-    host: str = Field(min_length=1, max_length=253, examples=["imap.example.org"])
-    port: int = Field(ge=1, le=65535, examples=[993])
+    host: str = Field(min_length=1, max_length=253, pattern=_HOST, examples=["imap.example.org"])
+    # Strict: ``true`` and ``"993"`` are not ports (pydantic's lax mode takes both).
+    port: WholeInt = Field(ge=1, le=65535, examples=[993])
     security: SecurityName = Field(
         description="`tls`: TLS from the first byte (IMAPS); `starttls`: upgraded with "
         "STARTTLS; `none`: plain text, only for loopback hosts unless the operator allows it."
     )
-    username: str = Field(min_length=1, max_length=320)
-    password: str = Field(min_length=1, max_length=1024, json_schema_extra={"writeOnly": True})
+    username: str = Field(min_length=1, max_length=320, pattern=r"^[^\x00-\x1f\x7f]+$")
+    password: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[^\x00\r\n]+$",
+        json_schema_extra={"writeOnly": True},
+    )
 
-    @field_validator("host")
-    @classmethod
-    def _host(cls, v: str) -> str:
-        v = v.strip()
-        if not v or any(c.isspace() or c in "/@?#" for c in v):
-            raise ValueError("must be a host name or IP address, like imap.example.org")
-        return v
+
+#: A calendar date as the message filters take it (JSON Schema's ``format: date``).
+_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 
 
 class FoldersIn(BaseModel):
@@ -62,25 +95,32 @@ class FoldersIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    include: list[str] = Field(default_factory=list, max_length=5000)
-    exclude: list[str] = Field(default_factory=list, max_length=5000)
+    include: list[FolderName] = Field(default_factory=list, max_length=5000)
+    exclude: list[FolderName] = Field(default_factory=list, max_length=5000)
     # Folder rules and message filters, as `yippiemove move` has them (docs/folders.md).
-    rename: list[str] = Field(default_factory=list, max_length=1000)
+    # Strict types: a boolean is ``true``/``false``, a size an integer, a date YYYY-MM-DD.
+    rename: list[str] = Field(default_factory=list, max_length=1000, examples=[["Sent Items=Sent"]])
     rename_regex: list[str] = Field(default_factory=list, max_length=1000)
-    under: str | None = Field(None, max_length=1000)
-    under_inbox: bool = False
-    special: bool = True
-    since: str | None = Field(None, max_length=10, examples=["2020-01-31"])
-    before: str | None = Field(None, max_length=10, examples=["2024-01-01"])
-    larger: int | None = Field(None, ge=0)
-    smaller: int | None = Field(None, ge=0)
+    under: str | None = Field(None, min_length=1, max_length=1000, examples=["Imported"])
+    under_inbox: bool = Field(False, strict=True, description="needs `under`")
+    special: bool = Field(True, strict=True)
+    since: str | None = Field(
+        None, pattern=_DATE, json_schema_extra={"format": "date"}, examples=["2020-01-31"]
+    )
+    before: str | None = Field(
+        None, pattern=_DATE, json_schema_extra={"format": "date"}, examples=["2024-01-01"]
+    )
+    larger: WholeInt | None = Field(None, ge=0, description="bytes")
+    smaller: WholeInt | None = Field(None, ge=0, description="bytes")
 
-    @field_validator("include", "exclude")
+    @field_validator("since", "before")
     @classmethod
-    def _names(cls, v: list[str]) -> list[str]:
-        for name in v:
-            if not name or len(name) > 1000:
-                raise ValueError("folder names must be 1-1000 characters")
+    def _date(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                date.fromisoformat(v)
+            except ValueError:
+                raise ValueError("must be a date as YYYY-MM-DD") from None
         return v
 
     @model_serializer(mode="wrap")
@@ -116,12 +156,34 @@ class TransferCreated(BaseModel):
     status: str
 
 
+def _unset(value: Any) -> bool:
+    return value is None
+
+
+class FoldersOut(BaseModel):
+    """The ``folders`` of an order as stored: include and exclude always, each rule or
+    filter only when it was set (the same names and values as :class:`FoldersIn`)."""
+
+    include: list[str]
+    exclude: list[str]
+    rename: list[str] | None = Field(None, exclude_if=_unset)
+    rename_regex: list[str] | None = Field(None, exclude_if=_unset)
+    under: str | None = Field(None, exclude_if=_unset)
+    under_inbox: bool | None = Field(None, exclude_if=_unset)
+    special: bool | None = Field(None, exclude_if=_unset)
+    since: str | None = Field(None, exclude_if=_unset, examples=["2020-01-31"])
+    before: str | None = Field(None, exclude_if=_unset, examples=["2024-01-01"])
+    # A size may have been given as "10M" to the service (the command line's syntax).
+    larger: int | str | None = Field(None, exclude_if=_unset)
+    smaller: int | str | None = Field(None, exclude_if=_unset)
+
+
 class TransferOut(BaseModel):
     id: str
     status: str = Field(description="queued | running | done | failed | cancelled")
     source: AccountOut
     dest: AccountOut
-    folders: dict[str, list[str]] | None = None
+    folders: FoldersOut | None = None
     created: float
     started: float | None = None
     finished: float | None = None
@@ -162,12 +224,28 @@ _MESSAGES = {
     "int_type": "must be an integer",
     "int_parsing": "must be an integer",
     "int_from_float": "must be an integer",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "date_type": "must be a date as YYYY-MM-DD",
+    "date_parsing": "must be a date as YYYY-MM-DD",
+    "date_from_datetime_parsing": "must be a date as YYYY-MM-DD",
+    "date_from_datetime_inexact": "must be a date as YYYY-MM-DD",
     "list_type": "must be a list",
     "model_type": "must be an object",
     "model_attributes_type": "must be an object",
     "dict_type": "must be an object",
     "string_too_short": "must not be empty",
     "json_invalid": "is not valid JSON",
+}
+
+
+#: What a field's ``pattern`` means, in words.
+_PATTERN_MESSAGES = {
+    "host": "must be a host name or IP address, like imap.example.org",
+    "username": "must not contain control characters",
+    "password": "must not contain line breaks or NUL",
+    "since": "must be a date as YYYY-MM-DD",
+    "before": "must be a date as YYYY-MM-DD",
 }
 
 
@@ -194,6 +272,14 @@ def _message(err: Mapping[str, Any]) -> str:
         return "the request body must be a JSON object"
     if field.endswith("port") and kind in ("greater_than_equal", "less_than_equal"):
         text = "must be 1-65535"
+    elif kind == "string_pattern_mismatch" and loc[-1] in _PATTERN_MESSAGES:
+        text = _PATTERN_MESSAGES[loc[-1]]
+    elif kind in ("string_too_short", "string_too_long") and loc[-2:-1] in (
+        ["include"],
+        ["exclude"],
+    ):
+        field = _field(loc[:-1])  # the list, not the item's index
+        text = "folder names must be 1-1000 characters"
     elif kind == "literal_error":
         expected = (err.get("ctx") or {}).get("expected", "")
         text = f"must be one of {expected}"

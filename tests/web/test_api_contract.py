@@ -1,0 +1,232 @@
+"""The REST contract over the REAL Service (issue 14, attack class 7 "REST").
+
+A hostile (or merely thorough) customer posts every documented transfer option: each
+one round-trips through create, get, the customer's whole list and cancel, and none of
+them makes an answer 500 (the response model once said every option is a list of
+strings, so a ``since`` made the customer's whole list answer 500).  Ports and booleans
+are strictly typed: ``"port": true`` and ``"port": "993"`` are 422 with a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from yippiemove.service.config import Settings
+from yippiemove.service.core import Service
+from yippiemove.web.app import create_app
+
+API = "/api/v1"
+
+
+@pytest.fixture
+def real(tmp_path: Path) -> Iterator[Service]:
+    """A real Service whose jobs are queued but not run (no workers started)."""
+    svc = Service(Settings.load(tmp_path / "real", maintenance_interval=3600.0))
+    try:
+        yield svc
+    finally:
+        svc.close()
+
+
+@pytest.fixture
+def client(real: Service) -> Iterator[TestClient]:
+    with TestClient(create_app(real), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def headers(real: Service) -> dict[str, str]:
+    uid = real.create_user("contract@example.org", "contract password")
+    return {"Authorization": f"Bearer {real.create_token(uid, 'ci')}"}
+
+
+def account(user: str, port: Any = 1143) -> dict[str, Any]:
+    return {
+        "host": "127.0.0.1",
+        "port": port,
+        "security": "starttls",
+        "username": user,
+        "password": "pw-123",
+    }
+
+
+#: Every documented option of ``folders`` (docs/web.md, docs/folders.md), set to a value
+#: other than its default.
+OPTIONS: dict[str, Any] = {
+    "include": ["INBOX", "Archive/20*"],
+    "exclude": ["Trash"],
+    "rename": ["Sent Items=Sent"],
+    "rename_regex": ["^Old/(.*)=Archive/\\1"],
+    "under": "Imported",
+    "under_inbox": True,
+    "special": False,
+    "since": "2020-01-31",
+    "before": "2024-01-01",
+    "larger": 1024,
+    "smaller": 10_000_000,
+}
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+def test_every_option_round_trips_create_get_list_cancel(
+    client: TestClient, headers: dict[str, str], option: str
+) -> None:
+    value = OPTIONS[option]
+    folders = {option: value}
+    if option == "under_inbox":  # documented as needing `under`
+        folders["under"] = OPTIONS["under"]
+    body = {
+        "source": account("src@example.org"),
+        "dest": account("dst@example.org"),
+        "folders": folders,
+    }
+    r = client.post(f"{API}/transfers", json=body, headers=headers)
+    assert r.status_code == 201, r.text
+    job = r.json()["id"]
+
+    got = client.get(f"{API}/transfers/{job}", headers=headers)
+    assert got.status_code == 200, got.text
+    assert got.json()["folders"][option] == value
+
+    listed = client.get(f"{API}/transfers", headers=headers)
+    assert listed.status_code == 200, listed.text
+    (view,) = [t for t in listed.json()["transfers"] if t["id"] == job]
+    assert view["folders"][option] == value
+
+    cancelled = client.post(f"{API}/transfers/{job}/cancel", headers=headers)
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["folders"][option] == value
+
+
+def test_all_options_at_once_round_trip(client: TestClient, headers: dict[str, str]) -> None:
+    body = {
+        "source": account("src@example.org"),
+        "dest": account("dst@example.org"),
+        "folders": OPTIONS,
+    }
+    r = client.post(f"{API}/transfers", json=body, headers=headers)
+    assert r.status_code == 201, r.text
+    got = client.get(f"{API}/transfers/{r.json()['id']}", headers=headers).json()
+    assert got["folders"] == OPTIONS
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "needle"),
+    [
+        ("port", True, "source.port: must be an integer"),
+        ("port", "993", "source.port: must be an integer"),
+        ("port", 993.5, "source.port: must be an integer"),
+        ("port", None, "source.port: must be an integer"),
+        ("under_inbox", "yes", "folders.under_inbox: must be true or false"),
+        ("under_inbox", 1, "folders.under_inbox: must be true or false"),
+        ("special", "false", "folders.special: must be true or false"),
+        ("larger", True, "folders.larger: must be an integer"),
+        ("larger", "1024", "folders.larger: must be an integer"),
+        ("since", "31.01.2020", "folders.since: must be a date as YYYY-MM-DD"),
+        ("before", "2020-02-30", "folders.before: must be a date as YYYY-MM-DD"),
+    ],
+)
+def test_ports_and_booleans_are_strictly_typed(
+    client: TestClient, headers: dict[str, str], where: str, value: Any, needle: str
+) -> None:
+    body: dict[str, Any] = {
+        "source": account("src@example.org"),
+        "dest": account("dst@example.org"),
+    }
+    if where == "port":
+        body["source"]["port"] = value
+    else:
+        body["folders"] = {where: value}
+    r = client.post(f"{API}/transfers", json=body, headers=headers)
+    assert r.status_code == 422, r.text
+    assert needle in r.json()["error"], r.json()
+
+
+# -- schemathesis: the whole contract, responses included ------------------------------
+
+
+def test_schemathesis_orders_and_reads_them_back_within_the_contract(tmp_path: Path) -> None:
+    """Schema-valid orders from schemathesis (deterministic, a few hundred): every answer
+    is a documented status with a body that matches the OpenAPI response schema, and each
+    transfer it managed to order reads back (get, the whole list, cancel) within the
+    schema too; never a 5xx."""
+    # Plain-text IMAP allowed everywhere, so that most generated orders are taken (the
+    # point is what the API answers about them afterwards).
+    real = Service(
+        Settings.load(tmp_path / "fuzz", maintenance_interval=3600.0, allow_insecure_hosts=True)
+    )
+    try:
+        uid = real.create_user("fuzz@example.org", "fuzz password!")
+        headers = {"Authorization": f"Bearer {real.create_token(uid, 'schemathesis')}"}
+        _fuzz_orders(real, headers)
+    finally:
+        real.close()
+
+
+def _fuzz_orders(real: Service, headers: dict[str, str]) -> None:
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+    ]
+    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(real))
+    create = schema["/api/v1/transfers"]["POST"]
+    listing = schema["/api/v1/transfers"]["GET"]
+    get_one = schema["/api/v1/transfers/{job_id}"]["GET"]
+    cancel = schema["/api/v1/transfers/{job_id}/cancel"]["POST"]
+    statuses: list[int] = []
+    jobs: set[str] = set()
+
+    @given(case=create.as_strategy(generation_mode=GenerationMode.POSITIVE))
+    @settings(
+        max_examples=150,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    def order(case: Any) -> None:
+        r = case.call_and_validate(headers=headers, checks=checks)
+        statuses.append(r.status_code)
+        # A body that matches the schema is never a schema error (422); the service
+        # may still refuse it by policy (400) or as a duplicate (409), and an
+        # Idempotency-Key used before with another body is 422 (documented).
+        assert r.status_code != 422 or "Idempotency-Key" in r.json()["error"], r.text
+        if r.status_code != 201:
+            return
+        job = r.json()["id"]
+        jobs.add(job)
+        for op, params in ((get_one, {"job_id": job}), (cancel, {"job_id": job})):
+            follow = op.Case(path_parameters=params)
+            follow.call_and_validate(headers=headers, checks=checks)
+
+    order()
+    whole = listing.Case()
+    r = whole.call_and_validate(headers=headers, checks=checks)
+    assert {t["id"] for t in r.json()["transfers"]} == jobs
+    assert len(jobs) >= 20, sorted(set(statuses))  # it did order transfers
+
+
+def test_a_port_is_a_json_schema_integer(client: TestClient, headers: dict[str, str]) -> None:
+    """JSON Schema's ``integer`` includes 993.0: accepted (as 993), like the schema says."""
+    body = {"source": account("src@example.org", 993.0), "dest": account("dst@example.org")}
+    r = client.post(f"{API}/transfers", json=body, headers=headers)
+    assert r.status_code == 201, r.text
+    got = client.get(f"{API}/transfers/{r.json()['id']}", headers=headers).json()
+    assert got["source"]["port"] == 993

@@ -149,6 +149,7 @@ def test_a_forked_job_drops_to_its_own_user_id(service: Service) -> None:
                 "dest": {**acc, "username": name + "-dest", "password": "Secret-pw-2"},
                 "allow_insecure_hosts": True,
                 "progress_interval": 30,
+                "egress": {"allow": "127.0.0.0/8"},  # the job's own egress check
             }
             proc.stdin.write(json.dumps(spec).encode() + b"\n")
             proc.stdin.close()

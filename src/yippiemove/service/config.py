@@ -22,6 +22,18 @@ __all__ = ["Settings", "read_or_create_secret"]
 GiB = 1 << 30
 
 
+def default_data_dir(euid: int | None = None) -> Path:
+    """``/var/lib/yippiemove`` for a service run as root (a system service's place: its
+    parents are searchable, so job processes can drop to their own user ids and still
+    reach their job directories: jobs/privilege.py), else the user's data directory
+    (``~/.local/share/yippiemove``)."""
+    if (os.geteuid() if euid is None else euid) == 0:
+        return Path("/var/lib/yippiemove")
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("yippiemove"))
+
+
 @dataclass
 class Settings:
     """The service's configuration (see docs/service-contract.md and docs/service.md)."""
@@ -137,16 +149,14 @@ class Settings:
     def load(cls, data_dir: Path | None = None, **overrides: Any) -> Settings:
         """Defaults, then ``YIPPIEMOVE_*`` environment variables, then ``overrides``.
 
-        ``data_dir``: argument, else ``YIPPIEMOVE_DATA_DIR``, else the user data
-        directory (``~/.local/share/yippiemove``).  It is created with mode 0700.
+        ``data_dir``: argument, else ``YIPPIEMOVE_DATA_DIR``, else
+        :func:`default_data_dir`.  It is created with mode 0700.
         """
         env = os.environ
         if data_dir is None:
             data_dir = Path(env["YIPPIEMOVE_DATA_DIR"]) if env.get("YIPPIEMOVE_DATA_DIR") else None
         if data_dir is None:
-            import platformdirs
-
-            data_dir = Path(platformdirs.user_data_dir("yippiemove"))
+            data_dir = default_data_dir()
         data_dir = Path(data_dir).absolute()
         values: dict[str, Any] = {
             "data_dir": data_dir,

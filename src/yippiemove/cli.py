@@ -756,13 +756,34 @@ def demo(messages: int, keep: bool) -> None:
 # ---------------------------------------------------------------------- the service
 
 
+def _egress_options(f: Any) -> Any:
+    """``--egress-allow``/``--egress-deny`` of ``serve`` and ``worker`` (policy/egress.py)."""
+    f = click.option(
+        "--egress-deny",
+        "egress_deny",
+        multiple=True,
+        metavar="CIDR",
+        help="Never connect to this network for customers (repeatable; wins over "
+        "--egress-allow). Env YIPPIEMOVE_EGRESS_DENY.",
+    )(f)
+    return click.option(
+        "--egress-allow",
+        "egress_allow",
+        multiple=True,
+        metavar="CIDR",
+        help="Also connect to this network for customers (repeatable; e.g. 127.0.0.0/8 for "
+        "servers on this machine). Default: public addresses only. Env YIPPIEMOVE_EGRESS_ALLOW.",
+    )(f)
+
+
 def _data_dir_option(f: Any) -> Any:
     return click.option(
         "--data-dir",
         type=click.Path(file_okay=False, path_type=Path),
         envvar="YIPPIEMOVE_DATA_DIR",
         help="The service's data directory (control database, queue, jobs, keys). "
-        "Default: $YIPPIEMOVE_DATA_DIR, else the user data directory.",
+        "Default: $YIPPIEMOVE_DATA_DIR, else /var/lib/yippiemove as root, else the user "
+        "data directory.",
     )(f)
 
 
@@ -820,22 +841,7 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     metavar="MODULE:FUNCTION",
     help="The web application factory, called with the Service.",
 )
-@click.option(
-    "--egress-allow",
-    "egress_allow",
-    multiple=True,
-    metavar="CIDR",
-    help="Also connect to this network for customers (repeatable; e.g. 127.0.0.0/8 for "
-    "servers on this machine). Default: public addresses only. Env YIPPIEMOVE_EGRESS_ALLOW.",
-)
-@click.option(
-    "--egress-deny",
-    "egress_deny",
-    multiple=True,
-    metavar="CIDR",
-    help="Never connect to this network for customers (repeatable; wins over "
-    "--egress-allow). Env YIPPIEMOVE_EGRESS_DENY.",
-)
+@_egress_options
 def serve(
     host: str,
     port: int,
@@ -895,22 +901,7 @@ def serve(
 @_data_dir_option
 @click.option("--workers", type=click.IntRange(1, 256), default=None, help="Concurrent jobs.")
 @click.option("--ca-file", metavar="FILE", help="Trust this CA bundle for IMAP servers.")
-@click.option(
-    "--egress-allow",
-    "egress_allow",
-    multiple=True,
-    metavar="CIDR",
-    help="Also connect to this network for customers (repeatable; e.g. 127.0.0.0/8 for "
-    "servers on this machine). Default: public addresses only. Env YIPPIEMOVE_EGRESS_ALLOW.",
-)
-@click.option(
-    "--egress-deny",
-    "egress_deny",
-    multiple=True,
-    metavar="CIDR",
-    help="Never connect to this network for customers (repeatable; wins over "
-    "--egress-allow). Env YIPPIEMOVE_EGRESS_DENY.",
-)
+@_egress_options
 def worker(
     data_dir: Path | None,
     workers: int | None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,14 @@ class Settings:
     #: exist; jobs/privilege.py), with access to its own job directory only.  0: job
     #: processes run as the service's user (not advised as root).
     job_uid_base: int = 1_900_000_000
+    #: The fleet (docs/service.md "Running a fleet"): this worker host's name (unique in
+    #: the fleet; default: the machine's host name) and the address shown for it (default:
+    #: found from the network), and how often a running job's state database is
+    #: checkpointed to the control database (also at every folder's end and when the job
+    #: stops), so that another host resumes it from there.
+    host_name: str = ""
+    host_address: str = ""
+    checkpoint_interval: float = 60.0
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -178,6 +187,8 @@ class Settings:
             if not isinstance(values.get(name, ""), str):  # a list from the command line
                 values[name] = ",".join(values[name])
         settings = cls(**values)
+        if not settings.host_name:
+            settings.host_name = socket.gethostname()
         settings.egress()  # a bad CIDR stops the start, naming it
         if not settings.data_dir.exists():
             settings.data_dir.mkdir(parents=True)

@@ -43,10 +43,12 @@ __all__ = [
     "Database",
     "IdempotencyKey",
     "Job",
+    "JobCheckpoint",
     "MailboxLock",
     "PendingSignup",
     "User",
     "WebSession",
+    "WorkerHost",
 ]
 
 
@@ -109,6 +111,56 @@ class Job(Base):
     credentials_expires: Mapped[float | None] = mapped_column(Float, nullable=True)
     #: Whether the start e-mail of the current run was sent (not again on a restart).
     notified_start: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Fencing token: +1 at every claim.  Every write made under the lease (progress,
+    #: checkpoint, requeue, finish) names the token it was claimed with; a stale holder's
+    #: token no longer matches and its writes are refused (docs/service.md "Running a
+    #: fleet").
+    lease_token: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: The worker host (``Settings.host_name``) that runs the job now, or ran it last.
+    host: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+
+
+class JobCheckpoint(Base):
+    """The last checkpoint of a job's state database (transfer/state.py), so that a job
+    resumed on another worker host starts from it, not from an empty state.
+
+    ``data`` is a consistent copy of ``state.sqlite`` (sqlite3's backup API), compressed
+    with zlib.  Written only by the lease holder: ``token`` is the job's ``lease_token``
+    at the time (a stale holder's write is refused)."""
+
+    __tablename__ = "job_checkpoints"
+
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    token: Mapped[int] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(200))
+    taken: Mapped[float] = mapped_column(Float)
+    #: Size of the uncompressed state file, and SHA-256 (hex) of it.
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class WorkerHost(Base):
+    """A machine running job workers (``yippiemove serve`` or ``yippiemove worker``):
+    it registers at start and renews ``heartbeat``; ``yippiemove hosts`` lists them."""
+
+    __tablename__ = "worker_hosts"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    address: Mapped[str] = mapped_column(String(100), default="")
+    #: Jobs it runs at once (its ``--workers``).
+    capacity: Mapped[int] = mapped_column(Integer, default=0)
+    version: Mapped[str] = mapped_column(String(50), default="")
+    #: "serve" or "worker".
+    role: Mapped[str] = mapped_column(String(16), default="worker")
+    pid: Mapped[int] = mapped_column(Integer, default=0)
+    started: Mapped[float] = mapped_column(Float, default=time.time)
+    heartbeat: Mapped[float] = mapped_column(Float, default=time.time, index=True)
+    #: Set by ``yippiemove worker drain NAME``: the host takes no new jobs and hands its
+    #: running ones (checkpointed) to the others.
+    draining: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class MailboxLock(Base):

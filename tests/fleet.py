@@ -42,6 +42,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -56,6 +57,7 @@ __all__ = [
     "Fleet",
     "FleetError",
     "Host",
+    "Worker",
     "fleet_unavailable",
     "sweep_leftovers",
     "tbf_available",
@@ -65,6 +67,8 @@ __all__ = [
 PREFIX = "ymf"
 _NAME = re.compile(rf"^{PREFIX}(\d+)[a-z]")
 _counter = itertools.count()
+#: The service's default job_uid_base (service/config.py).
+JOB_UID_BASE = 1_900_000_000
 _counter_lock = threading.Lock()
 
 
@@ -247,6 +251,17 @@ class Host:
         if log is None:
             log = self.fleet.dir / f"{self.name}-{len(self.procs)}.log"
         prefix = ["ip", "netns", "exec", self.netns]
+        if self.fleet.own_hostnames:
+            # A host name of its own (UTS namespace): process identities name the host.
+            prefix += [
+                "unshare",
+                "--uts",
+                "--",
+                "sh",
+                "-c",
+                'hostname "$0" && exec "$@"',
+                self.hostname,
+            ]
         if user is not None:
             prefix += ["runuser", "-u", user, "--"]
         out: IO[bytes]
@@ -263,6 +278,11 @@ class Host:
         self.procs.append(proc)
         self.logs.append(log)
         return proc
+
+    @property
+    def hostname(self) -> str:
+        """The host name its processes see (``uname -n``): ``<fleet tag>-<name>``."""
+        return f"{self.fleet.tag}-{self.name}"
 
     def pids(self) -> list[int]:
         """Every process in this host's namespace."""
@@ -314,11 +334,65 @@ class Host:
         return "\n".join(out)
 
 
+def _env(settings: Mapping[str, Any]) -> dict[str, str]:
+    out = {}
+    for name, value in settings.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "1" if value else "0"
+        out["YIPPIEMOVE_" + name.upper()] = str(value)
+    return out
+
+
+@dataclass
+class Worker:
+    """A ``yippiemove worker`` process on a host (:meth:`Fleet.start_worker`)."""
+
+    host: Host
+    proc: subprocess.Popen[bytes]
+    data_dir: Path
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        """The worker's own process (``ip netns exec`` and ``unshare`` exec into it)."""
+        return self.proc.pid
+
+    def job_dirs(self) -> set[str]:
+        """Ids of the jobs this host ran (they have a directory in its data dir)."""
+        jobs = self.data_dir / "jobs"
+        return {p.name for p in jobs.iterdir() if p.is_dir()} if jobs.is_dir() else set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM (running jobs go back to the queue), SIGKILL after ``timeout``."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.host.kill_all()
+
+    def tail(self, chars: int = 6000) -> str:
+        try:
+            text = self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            text = "(no log)"
+        return f"--- worker on {self.host.name} (pid {self.proc.pid}) {self.log}\n{text}"
+
+
 class Fleet:
     """A bridge in the root namespace and hosts (namespaces) on it; see the module
     docstring.  A context manager; :meth:`close` removes everything."""
 
-    def __init__(self, directory: Path | None = None, *, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path | None = None,
+        *,
+        seed: int | None = None,
+        own_hostnames: bool = True,
+    ) -> None:
         why = fleet_unavailable()
         if why:
             raise FleetError(why)
@@ -334,6 +408,12 @@ class Fleet:
         self._next_if = n * 100
         self._closed = False
         self._extra_close: list[Any] = []
+        #: Processes run on a host see the host's own name (:attr:`Host.hostname`), as on
+        #: separate machines: a host cannot take another's processes for its own.
+        self.own_hostnames = own_hostnames
+        #: YIPPIEMOVE_* settings every worker gets (:meth:`configure`).
+        self.service_env: dict[str, str] = {}
+        self.workers: list[Worker] = []
         rng = random.Random(seed)
         try:
             self.network = _pick_subnet(rng)
@@ -376,6 +456,45 @@ class Fleet:
 
     def host(self, name: str) -> Host:
         return self.hosts[name]
+
+    # ------------------------------------------------------------------ the service
+
+    def configure(self, **settings: Any) -> None:
+        """Settings every worker of the fleet gets (the service's field names:
+        ``database_url``, ``queue_url``, ``credentials_key_file``...); as
+        ``YIPPIEMOVE_<FIELD>`` environment variables (service/config.py)."""
+        self.service_env.update(_env(settings))
+
+    def start_worker(self, host: Host, workers: int = 2, **settings: Any) -> Worker:
+        """``yippiemove worker --workers N`` on ``host`` with the fleet's settings, a data
+        directory of its own (``<fleet dir>/data-<host>``), its host name and address,
+        and ``settings`` on top; output in ``<fleet dir>/worker-<host>-<n>.log``."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("YIPPIEMOVE_")}
+        data = self.dir / f"data-{host.name}"
+        env.update(self.service_env)
+        env.update(
+            _env(
+                {
+                    "data_dir": data,
+                    "host_name": host.name,
+                    "host_address": host.address,
+                    # As root, job processes get user ids job_uid_base + slot, allocated
+                    # per host: hosts sharing this machine get ranges of their own.
+                    "job_uid_base": JOB_UID_BASE + (host.index + 1) * 65536,
+                    **settings,
+                }
+            )
+        )
+        log = self.dir / f"worker-{host.name}-{_next_id()}.log"
+        argv = [sys.executable, "-m", "yippiemove.cli", "worker", "--workers", str(workers)]
+        proc = host.run(argv, env, log=log)
+        worker = Worker(host, proc, data, log)
+        self.workers.append(worker)
+        return worker
+
+    def worker_logs(self, chars: int = 6000) -> str:
+        """The end of every worker's log (for a failing test's message)."""
+        return "\n".join(w.tail(chars) for w in self.workers)
 
     def on_close(self, fn: Any) -> None:
         """Call ``fn()`` at :meth:`close`, before the hosts go (services' stops)."""

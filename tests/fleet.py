@@ -376,9 +376,16 @@ class Worker:
 
     def tail(self, chars: int = 6000) -> str:
         try:
-            text = self.log.read_text(errors="replace")[-chars:]
+            lines = self.log.read_text(errors="replace").splitlines()
         except OSError:
-            text = "(no log)"
+            lines = ["(no log)"]
+        # Tracebacks shortened to their last line (a cut-off host logs many).
+        kept = [
+            line
+            for line in lines
+            if line.strip() and not line.startswith((" ", "Traceback", "The above", "\t"))
+        ]
+        text = "\n".join(kept)[-chars:]
         return f"--- worker on {self.host.name} (pid {self.proc.pid}) {self.log}\n{text}"
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from tests import mailcheck
 from tests.fleet import Fleet, FleetError, Host, Worker, fleet_unavailable
 from tests.infra.postgres import PostgresServer
 from tests.infra.redis import RedisServer
@@ -144,7 +146,22 @@ class FleetRun:
         return src, dst
 
     def exact(self, src: str, dst: str) -> None:
-        assert_exact(self.dovecot, src, PW, dst, PW)
+        """The destination holds exactly the source's messages (tests/mailcheck.py:
+        bytes, flags, INTERNALDATE, with multiplicity)."""
+        try:
+            assert_exact(self.dovecot, src, PW, dst, PW)
+        except AssertionError as exc:
+            a = mailcheck.snapshot(self.dovecot.port, src, PW)
+            b = mailcheck.snapshot(self.dovecot.port, dst, PW)
+            diff = {
+                f: (
+                    f"{sum((a[f] - b.get(f, Counter())).values())} missing",
+                    f"{sum((b.get(f, Counter()) - a[f]).values())} extra",
+                    f"of {sum(a[f].values())}",
+                )
+                for f in a
+            }
+            raise AssertionError(f"{src} -> {dst}: {exc}: {diff}") from None
 
     # ------------------------------------------------------------------ jobs
 
@@ -187,9 +204,11 @@ class FleetRun:
             time.sleep(0.1)
 
     def wait_running(
-        self, job_ids: list[str], fraction: float = 0.1, timeout: float = 60.0
+        self, job_ids: list[str], after: float = 1.5, timeout: float = 90.0
     ) -> dict[str, JobView]:
-        """Until every job runs and has copied ``fraction`` of its bytes."""
+        """Until every job copies messages (phase ``copying``), then ``after`` seconds
+        more: mid-transfer.  (Progress counts bytes at folder boundaries, too coarse
+        to wait for a share of them.)"""
         deadline = time.monotonic() + timeout
         while True:
             views = {j: self.view(j) for j in job_ids}
@@ -197,15 +216,14 @@ class FleetRun:
             if ended:
                 raise AssertionError(f"jobs {ended} ended before the test could act on them")
             if all(
-                v.status == "running"
-                and v.progress.get("bytes_total")
-                and v.progress.get("bytes_done", 0) >= fraction * v.progress["bytes_total"]
+                v.status == "running" and v.progress.get("phase") == "copying"
                 for v in views.values()
             ):
+                time.sleep(after)
                 return views
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"jobs not {fraction:.0%} done within {timeout} s: "
+                    f"jobs not copying within {timeout} s: "
                     f"{ {j: (v.status, v.progress) for j, v in views.items()} }\n"
                     f"{self.fleet.worker_logs()}"
                 )
@@ -214,6 +232,22 @@ class FleetRun:
     def assert_done(self, views: dict[str, JobView]) -> None:
         bad = {j: (v.status, v.error) for j, v in views.items() if v.status != "done"}
         assert not bad, f"jobs not done: {bad}\n{self.fleet.worker_logs()}"
+
+    def pg_activity(self) -> str:
+        """The control database's sessions (who waits for whom), for failure messages."""
+        import psycopg
+
+        url = self.database_url.replace("postgresql+psycopg://", "postgresql://")
+        try:
+            with psycopg.connect(url, connect_timeout=5) as conn:
+                rows = conn.execute(
+                    "SELECT client_addr, state, wait_event_type, wait_event,"
+                    " pg_blocking_pids(pid), left(query, 120) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                ).fetchall()
+        except Exception as exc:
+            return f"(pg_stat_activity: {exc})"
+        return "pg_stat_activity:\n" + "\n".join(f"  {row}" for row in rows)
 
     def host_of(self, job_id: str) -> set[str]:
         """Names of the hosts that ran the job: its directory in their data dirs, and

@@ -245,6 +245,10 @@ class PendingSignup(Base):
     expires: Mapped[float] = mapped_column(Float, index=True)
 
 
+#: PostgreSQL ends a session idle inside a transaction this long (milliseconds).
+IDLE_IN_TRANSACTION_MS = 5000
+
+
 class Database:
     """Engine and sessions for one database URL; creates the tables."""
 
@@ -257,6 +261,19 @@ class Database:
             # Web requests and one supervisor thread per running job share the pool.
             kwargs["pool_size"] = 10
             kwargs["max_overflow"] = 100
+        else:
+            # A database server that restarted ended every pooled connection: check
+            # each before use and reconnect (issue 15: workers carry on).
+            kwargs["pool_pre_ping"] = True
+        if url.startswith("postgresql"):
+            # A host cut off from the network mid-transaction keeps its row locks until
+            # the server notices, which TCP alone takes hours to do: the other hosts'
+            # claims and recovery wait for it.  The service never idles inside a
+            # transaction, so the server ends such a session after a few seconds and
+            # its locks go (issue 15, tests/jobs/test_fleet.py's partition test).
+            kwargs["connect_args"] = {
+                "options": f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
+            }
         self.engine: Engine = create_engine(url, **kwargs)
         # Reads get their own engine on SQLite: DEFERRED transactions, which in WAL mode
         # neither wait for nor block writers (pages polling progress must not queue up

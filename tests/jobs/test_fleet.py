@@ -254,3 +254,43 @@ def test_stale_host_is_fenced(fleet_run: FleetRun) -> None:
         assert run.view(job_id).status == "done", run.row(job_id)
     for src, dst in pairs:
         run.exact(src, dst)
+
+
+HOLDER = """
+import sys, time
+from yippiemove.service.db import Database, Job
+db = Database(sys.argv[1])
+with db.session() as s:
+    s.get(Job, sys.argv[2], with_for_update=True)
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_cut_off_lock_holder_does_not_block_the_fleet(fleet_run: FleetRun) -> None:
+    """A host holds a job's row lock in the control database (inside a transaction)
+    when its link is cut: PostgreSQL ends that session within seconds, so the other
+    hosts' claims and recovery do not wait for it (TCP alone would take hours)."""
+    from sqlalchemy import text
+
+    from yippiemove.service.db import Job
+
+    run = fleet_run
+    src, dst = run.pair(0, count=5)
+    job_id = run.submit(src, dst)  # no worker: it stays queued
+    host = run.hosts[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YIPPIEMOVE_")}
+    log = run.tmp / "holder.log"
+    host.run([sys.executable, "-c", HOLDER, run.database_url, job_id], env, log=log)
+    deadline = time.monotonic() + 60
+    while "locked" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline, log.read_text() if log.exists() else "no log"
+        time.sleep(0.05)
+    host.cut()
+    start = time.monotonic()
+    with run.service.db.session() as s:
+        s.execute(text("SET LOCAL lock_timeout = '20s'"))  # the old code: fails here
+        job = s.get(Job, job_id, with_for_update=True)
+        assert job is not None
+    waited = time.monotonic() - start
+    assert waited < 10, f"the row lock of a cut-off host held the others {waited:.1f} s"

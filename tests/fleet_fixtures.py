@@ -81,11 +81,11 @@ def fleet() -> Iterator[FleetServices]:
     with Fleet() as net:
         db = net.add_host("db")
         hosts = [net.add_host(f"w{i}") for i in (1, 2, 3)]
-        postgres = PostgresServer(net.dir / "postgres")
-        net.on_close(postgres.close)
+        postgres = PostgresServer()
+        net.on_close(postgres.stop)
         postgres.start(host=db.address, netns=db.netns)
-        redis = RedisServer(net.dir / "redis")
-        net.on_close(redis.close)
+        redis = RedisServer()
+        net.on_close(redis.stop)
         redis.start(host=db.address, netns=db.netns)
         yield FleetServices(net, db, hosts, postgres, redis)
 
@@ -260,15 +260,8 @@ class FleetRun:
 
 
 def _new_database(services: FleetServices) -> str:
-    import psycopg
-
     services.databases += 1
-    name = f"t{services.databases}"
-    pg = services.postgres
-    admin = pg.url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return pg.url.rsplit("/", 1)[0] + "/" + name
+    return services.postgres.create_database(f"fleet{services.databases}")
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
 """A throwaway real PostgreSQL (Debian's postgresql, initdb + postgres) for tests.
 
-Stand-in (branch fleet-net) with the API helper 1's tests/infra/postgres.py specifies:
-``PostgresServer().start(host=ADDR, netns=NS)``, ``.url``, ``.stop()``, ``restart()``.
+Stand-in (branch fleet-net) for helper 1's tests/infra/postgres.py, with the part of
+its API the fleet tests use: ``PostgresServer().start(host=ADDR, netns=NS)``, ``.url``,
+``create_database(name) -> url``, ``restart()`` (fast: every session ends, data kept),
+``stop()`` (and remove its files).  Replace it by helper 1's when merging.
 PostgreSQL refuses to run as root: as root the cluster belongs to the ``postgres``
 user (Debian's package makes it) and runs as that user.  Trust authentication from
 anywhere: the server listens on a test address only.
@@ -37,9 +39,8 @@ def pg_bin(name: str) -> str:
 
 
 class PostgresServer:
-    def __init__(self, base_dir: Path | None = None) -> None:
-        self._own = base_dir is None
-        self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="yippiemove-pg-"))
+    def __init__(self) -> None:
+        self.base_dir = Path(tempfile.mkdtemp(prefix="yippiemove-pg-"))
         self.host = "127.0.0.1"
         self.port = 0
         self.netns: str | None = None
@@ -65,7 +66,7 @@ class PostgresServer:
             raise RuntimeError(f"{argv[0]} failed: {done.stderr.strip()}")
 
     def start(
-        self, host: str = "127.0.0.1", netns: str | None = None, port: int | None = None
+        self, host: str = "127.0.0.1", port: int | None = None, netns: str | None = None
     ) -> Self:
         self.host, self.netns = host, netns
         self.port = port or self.port or (5432 if netns else free_port(host))
@@ -144,22 +145,32 @@ class PostgresServer:
         )
         return done.returncode == 0
 
-    def stop(self, fast: bool = False) -> None:
-        """Stop it: SIGINT (fast shutdown), or SIGKILL-like immediate when ``fast``."""
-        kill_group(self._proc, signal.SIGQUIT if fast else signal.SIGINT)
+    def _halt(self) -> None:
+        """SIGINT: PostgreSQL's fast shutdown (every session ends, data kept)."""
+        kill_group(self._proc, signal.SIGINT)
         self._proc = None
 
     def restart(self) -> None:
-        self.stop()
-        self.start(self.host, self.netns, self.port)
+        """A fast shutdown and a start on the same address and port."""
+        self._halt()
+        self.start(self.host, self.port, self.netns)
 
-    def close(self) -> None:
-        self.stop()
-        if self._own:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
+    def create_database(self, name: str) -> str:
+        """A new database; returns its URL."""
+        import psycopg
+
+        admin = self.url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+        return self.url.rsplit("/", 1)[0] + "/" + name
+
+    def stop(self) -> None:
+        """Stop the server and remove its files."""
+        self._halt()
+        shutil.rmtree(self.base_dir, ignore_errors=True)
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        self.stop()

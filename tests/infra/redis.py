@@ -1,8 +1,9 @@
 """A throwaway real Redis (Debian's redis-server) for tests: no persistence.
 
-Stand-in (branch fleet-net) with the API helper 1's tests/infra/redis.py specifies:
-``RedisServer().start(host=ADDR, netns=NS)``, ``.url``, ``.stop()``; ``restart()``
-starts it again on the same address and port with its data lost.
+Stand-in (branch fleet-net) for helper 1's tests/infra/redis.py, with the part of its
+API the fleet tests use: ``RedisServer().start(host=ADDR, netns=NS)``, ``.url``,
+``restart()`` (again on the same address and port, its data lost), ``stop()`` (and
+remove its files).  Replace it by helper 1's when merging.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ __all__ = ["RedisServer"]
 
 
 class RedisServer:
-    def __init__(self, base_dir: Path | None = None) -> None:
-        self._own = base_dir is None
-        self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="yippiemove-redis-"))
+    def __init__(self) -> None:
+        self.base_dir = Path(tempfile.mkdtemp(prefix="yippiemove-redis-"))
         self.host = "127.0.0.1"
         self.port = 0
         self.netns: str | None = None
@@ -35,7 +35,7 @@ class RedisServer:
         return self.base_dir / "redis.log"
 
     def start(
-        self, host: str = "127.0.0.1", netns: str | None = None, port: int | None = None
+        self, host: str = "127.0.0.1", port: int | None = None, netns: str | None = None
     ) -> Self:
         binary = shutil.which("redis-server")
         if binary is None:
@@ -64,22 +64,20 @@ class RedisServer:
         )
         return self
 
-    def stop(self) -> None:
-        kill_group(self._proc)
-        self._proc = None
-
     def restart(self) -> None:
         """Kill it (its data is lost: no persistence) and start it again."""
-        self.stop()
-        self.start(self.host, self.netns, self.port)
+        kill_group(self._proc)
+        self._proc = None
+        self.start(self.host, self.port, self.netns)
 
-    def close(self) -> None:
-        self.stop()
-        if self._own:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
+    def stop(self) -> None:
+        """Stop the server and remove its files."""
+        kill_group(self._proc)
+        self._proc = None
+        shutil.rmtree(self.base_dir, ignore_errors=True)
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        self.stop()

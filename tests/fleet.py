@@ -364,6 +364,20 @@ class Worker:
         jobs = self.data_dir / "jobs"
         return {p.name for p in jobs.iterdir() if p.is_dir()} if jobs.is_dir() else set()
 
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """Until its queue consumers run (its log says so); a start can take half a
+        minute on a loaded machine."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(OSError):
+                if "worker thread" in self.log.read_text(errors="replace"):
+                    return
+            if self.proc.poll() is not None:
+                raise FleetError(f"the worker on {self.host.name} exited\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise FleetError(f"the worker on {self.host.name} did not start\n{self.tail()}")
+            time.sleep(0.05)
+
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM (running jobs go back to the queue), SIGKILL after ``timeout``."""
         if self.proc.poll() is None:

@@ -113,6 +113,14 @@ class FleetRun:
     def start_worker(self, host: Host, workers: int = 2, **settings: Any) -> Worker:
         return self.fleet.start_worker(host, workers, **{**WORKER_SETTINGS, **settings})
 
+    def start_workers(self, hosts: list[Host], workers: int = 2) -> list[Worker]:
+        """A worker on each host, all ready (consuming) before the test goes on: jobs
+        must not all go to the host that started first."""
+        started = [self.start_worker(host, workers) for host in hosts]
+        for worker in started:
+            worker.wait_ready()
+        return started
+
     # ------------------------------------------------------------------ mail
 
     def account(self, user: str) -> Account:

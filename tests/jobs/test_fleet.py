@@ -23,14 +23,18 @@ __all__ = ["fleet", "fleet_run"]
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(180)]
 
+#: A job of about 1 MB behind a 2 Mbit/s link copies for ~6 s: time to act mid-transfer.
+SLOW = "2mbit"
+
 
 def test_two_hosts_share_the_queue(fleet_run: FleetRun) -> None:
     """6 jobs, two worker hosts of 2 workers each: both hosts run some, all exact."""
     run = fleet_run
     w1, w2 = run.hosts[0], run.hosts[1]
     pairs = [run.pair(i, count=40) for i in range(6)]
-    run.start_worker(w1)
-    run.start_worker(w2)
+    for host in (w1, w2):
+        host.throttle(SLOW)  # a job takes a second or two: one host cannot take all
+    run.start_workers([w1, w2])
     ids = [run.submit(src, dst) for src, dst in pairs]
     run.assert_done(run.wait(ids))
     ran = {j: run.host_of(j) for j in ids}
@@ -40,8 +44,6 @@ def test_two_hosts_share_the_queue(fleet_run: FleetRun) -> None:
         run.exact(src, dst)
 
 
-#: A job of about 1 MB behind a 2 Mbit/s link copies for ~6 s: time to act mid-transfer.
-SLOW = "2mbit"
 BIG = {"count": 70}
 LEASE = 3.0  # fleet_fixtures.WORKER_SETTINGS
 
@@ -65,7 +67,7 @@ def _two_hosts_mid_transfer(
     pairs = _big_pairs(run, jobs)
     for host in (w1, w2):
         host.throttle(SLOW)
-        run.start_worker(host, workers=2)
+    run.start_workers([w1, w2], workers=2)
     ids = [run.submit(src, dst) for src, dst in pairs]
     run.wait_running(ids)
     return pairs, ids
@@ -193,7 +195,7 @@ def test_redis_restart_loses_no_job(fleet_run: FleetRun) -> None:
     pairs = _big_pairs(run, 2) + [run.pair(i, count=30) for i in (2, 3)]
     for host in (w1, w2):
         host.throttle(SLOW)
-        run.start_worker(host, workers=1)
+    run.start_workers([w1, w2], workers=1)
     first = [run.submit(src, dst) for src, dst in pairs[:2]]
     run.wait_running(first, after=0.5)
     later = [run.submit(src, dst) for src, dst in pairs[2:]]

@@ -776,6 +776,26 @@ def _egress_options(f: Any) -> Any:
     )(f)
 
 
+def _database_options(f: Any) -> Any:
+    """``--database-url``/``--queue-url`` of every service command (docs/service.md
+    "Running a fleet"): the control database and the job queue the hosts share."""
+    f = click.option(
+        "--queue-url",
+        "queue_url",
+        metavar="URL",
+        help="The job queue: 'sqlite' (embedded, the default) or redis://HOST:PORT/DB "
+        "shared by a fleet. Env YIPPIEMOVE_QUEUE_URL.",
+    )(f)
+    return click.option(
+        "--database-url",
+        "database_url",
+        metavar="URL",
+        help="The control database: postgresql://USER@HOST:PORT/DB (as libpq writes it; "
+        "password from PGPASSWORD or ~/.pgpass) shared by a fleet, or sqlite:///FILE. "
+        "Default: control.sqlite in the data directory. Env YIPPIEMOVE_DATABASE_URL.",
+    )(f)
+
+
 def _data_dir_option(f: Any) -> Any:
     return click.option(
         "--data-dir",
@@ -793,11 +813,26 @@ def _data_dir_option(f: Any) -> Any:
 
 
 def _service(data_dir: Path | None, **overrides: Any) -> Any:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from .service.config import Settings
     from .service.core import Service
+    from .service.db import connect_error, shown_url
+    from .service.schema import SchemaError
 
     try:
-        return Service(Settings.load(data_dir, **overrides))
+        settings = Settings.load(data_dir, **overrides)
+    except (OSError, ValueError) as exc:
+        _die(f"cannot open the service's data: {exc}")
+    try:
+        return Service(settings)
+    except SchemaError as exc:
+        _die(str(exc))
+    except SQLAlchemyError as exc:
+        _die(
+            f"cannot use the control database {shown_url(settings.database_url)}: "
+            f"{connect_error(exc, settings.database_url)}"
+        )
     except (OSError, ValueError) as exc:
         _die(f"cannot open the service's data: {exc}")
 
@@ -842,6 +877,7 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     help="The web application factory, called with the Service.",
 )
 @_egress_options
+@_database_options
 def serve(
     host: str,
     port: int,
@@ -851,6 +887,8 @@ def serve(
     app_factory: str,
     egress_allow: tuple[str, ...],
     egress_deny: tuple[str, ...],
+    database_url: str | None,
+    queue_url: str | None,
 ) -> None:
     """Run the service: web app, control database, job queue and local job workers."""
 
@@ -866,6 +904,8 @@ def serve(
         "ca_file": ca_file,
         "egress_allow": ",".join(egress_allow) if egress_allow else None,
         "egress_deny": ",".join(egress_deny) if egress_deny else None,
+        "database_url": database_url,
+        "queue_url": queue_url,
     }
     if not os.environ.get("YIPPIEMOVE_BASE_URL"):
         overrides["base_url"] = f"http://{host}:{port}"
@@ -902,12 +942,15 @@ def serve(
 @click.option("--workers", type=click.IntRange(1, 256), default=None, help="Concurrent jobs.")
 @click.option("--ca-file", metavar="FILE", help="Trust this CA bundle for IMAP servers.")
 @_egress_options
+@_database_options
 def worker(
     data_dir: Path | None,
     workers: int | None,
     ca_file: str | None,
     egress_allow: tuple[str, ...],
     egress_deny: tuple[str, ...],
+    database_url: str | None,
+    queue_url: str | None,
 ) -> None:
     """Run job workers only (no web app), e.g. on more machines sharing the queue."""
 
@@ -921,6 +964,8 @@ def worker(
         ca_file=ca_file,
         egress_allow=",".join(egress_allow) if egress_allow else None,
         egress_deny=",".join(egress_deny) if egress_deny else None,
+        database_url=database_url,
+        queue_url=queue_url,
     )
     signal.signal(signal.SIGTERM, _raise_interrupt)
     service.start(workers)
@@ -943,7 +988,14 @@ def user() -> None:
 @click.argument("email")
 @click.option("--password-file", metavar="FILE", help="Read the password from this file.")
 @_data_dir_option
-def user_create(email: str, password_file: str | None, data_dir: Path | None) -> None:
+@_database_options
+def user_create(
+    email: str,
+    password_file: str | None,
+    data_dir: Path | None,
+    database_url: str | None,
+    queue_url: str | None,
+) -> None:
     """Create the customer EMAIL (password from --password-file or a prompt)."""
     from .service.core import ServiceError
 
@@ -960,7 +1012,7 @@ def user_create(email: str, password_file: str | None, data_dir: Path | None) ->
         )
     else:
         _die("no password: use --password-file FILE, or run on a terminal to be asked")
-    service = _service(data_dir)
+    service = _service(data_dir, database_url=database_url, queue_url=queue_url)
     try:
         uid = service.create_user(email, password)
     except ServiceError as exc:
@@ -979,11 +1031,14 @@ def token() -> None:
 @click.argument("email")
 @click.option("--name", default="", help="A name to recognise the token by.")
 @_data_dir_option
-def token_create(email: str, name: str, data_dir: Path | None) -> None:
+@_database_options
+def token_create(
+    email: str, name: str, data_dir: Path | None, database_url: str | None, queue_url: str | None
+) -> None:
     """Create an API token for the customer EMAIL and print it (shown only this once)."""
     from .service.core import ServiceError
 
-    service = _service(data_dir)
+    service = _service(data_dir, database_url=database_url, queue_url=queue_url)
     try:
         tok = service.create_token(service.user_id_for_email(email), name)
     except ServiceError as exc:
@@ -992,6 +1047,92 @@ def token_create(email: str, name: str, data_dir: Path | None) -> None:
         service.close()
     click.echo("API token (shown only once; store it now):", err=True)
     click.echo(tok)
+
+
+@main.group()
+def db() -> None:
+    """The control database's schema (Alembic migrations; docs/service.md)."""
+
+
+def _db_url(data_dir: Path | None, database_url: str | None) -> str:
+    """--database-url, else YIPPIEMOVE_DATABASE_URL, else the data directory's SQLite
+    (only then is a data directory needed)."""
+    if database_url:
+        return database_url
+    if os.environ.get("YIPPIEMOVE_DATABASE_URL"):
+        return os.environ["YIPPIEMOVE_DATABASE_URL"]
+    from .service.config import Settings
+
+    try:
+        return Settings.load(data_dir).database_url
+    except (OSError, ValueError) as exc:
+        _die(f"cannot open the service's data: {exc}")
+
+
+@db.command("upgrade")
+@_data_dir_option
+@_database_options
+def db_upgrade(data_dir: Path | None, database_url: str | None, queue_url: str | None) -> None:
+    """Migrate the control database to this version's schema (run once, from one host,
+    before starting hosts of a new version on a shared PostgreSQL)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .service.db import Database, connect_error, shown_url
+    from .service.schema import SchemaError, upgrade
+
+    url = _db_url(data_dir, database_url)
+    shown = shown_url(url)
+    try:
+        database = Database(url, prepare=False)
+        engine = database.migration_engine()
+        try:
+            done = upgrade(engine)
+        finally:
+            engine.dispose()
+            database.dispose()
+    except SchemaError as exc:
+        _die(str(exc))
+    except SQLAlchemyError as exc:
+        _die(f"cannot upgrade the control database {shown}: {connect_error(exc, url)}")
+    except ValueError as exc:  # an unparsable URL; its words may hold a secret
+        _die(f"not a database URL: {shown} ({type(exc).__name__})")
+    if done.stamped:
+        click.echo(f"{shown}: made before the migrations; recognised as revision {done.stamped}")
+    if done.changed:
+        click.echo(f"{shown}: upgraded from {done.before or 'an empty database'} to {done.after}")
+    else:
+        click.echo(f"{shown}: already at {done.after} (the newest); nothing to do")
+
+
+@db.command("current")
+@_data_dir_option
+@_database_options
+def db_current(data_dir: Path | None, database_url: str | None, queue_url: str | None) -> None:
+    """Print the control database's schema revision and this version's newest."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .service.db import Database, connect_error, shown_url
+    from .service.schema import current_revision, head_revision
+
+    url = _db_url(data_dir, database_url)
+    shown = shown_url(url)
+    try:
+        database = Database(url, prepare=False)
+        try:
+            with database.engine.connect() as conn:
+                rev = current_revision(conn)
+        finally:
+            database.dispose()
+    except SQLAlchemyError as exc:
+        _die(f"cannot read the control database {shown}: {connect_error(exc, url)}")
+    except ValueError as exc:
+        _die(f"not a database URL: {shown} ({type(exc).__name__})")
+    head = head_revision()
+    state = "up to date" if rev == head else f"run: yippiemove db upgrade --database-url {shown}"
+    click.echo(
+        f"{shown}: revision {rev or 'none (empty or made before migrations)'}; "
+        f"this yippiemove's newest: {head} ({state})"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

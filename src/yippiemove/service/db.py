@@ -274,9 +274,9 @@ def driver_url(url: str | URL) -> URL:
 
 
 def shown_url(url: str | URL) -> str:
-    """The URL for logs and messages: never with its password."""
+    """The URL for logs and messages, as it was written but never with its password."""
     try:
-        return driver_url(url).render_as_string(hide_password=True)
+        return (make_url(url) if isinstance(url, str) else url).render_as_string(hide_password=True)
     except Exception:  # an unparsable URL: show nothing of it that could be a secret
         return "<an invalid database URL>"
 
@@ -323,7 +323,7 @@ class Database:
         self.sa_url = driver_url(url)
         self.url = self.sa_url.render_as_string(hide_password=False)
         #: The URL as it may be shown (no password).
-        self.shown_url = shown_url(self.sa_url)
+        self.shown_url = shown_url(url)
         self.is_sqlite = self.sa_url.get_backend_name() == "sqlite"
         kwargs = engine_options(self.sa_url)
         self.engine: Engine = create_engine(self.sa_url, hide_parameters=True, **kwargs)

@@ -147,7 +147,7 @@ def ensure_current(engine: Engine, *, shown_url: str) -> Upgrade | None:
     head = head_revision()
     if engine.dialect.name == "sqlite":
         done = upgrade(engine)  # under BEGIN IMMEDIATE: a second process waits here
-        return done if done.changed else None
+        return done if done.changed or done.stamped else None
     with engine.connect() as conn, conn.begin():
         _lock(conn)  # two hosts starting on one empty database: one creates it
         rev = current_revision(conn)

@@ -8,7 +8,8 @@
 
 Missing binaries fail the test (never skip: CI must run these), naming the Debian
 package.  ``YIPPIEMOVE_TEST_DATABASE=postgresql`` runs every test's service on a fresh
-PostgreSQL database instead of its SQLite file (docs/testing.md).
+PostgreSQL database instead of its SQLite file (docs/testing.md), except those marked
+``sqlite_file`` (they read the SQLite file itself).
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def test_database_env(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
     """With ``YIPPIEMOVE_TEST_DATABASE=postgresql``: the test's services use a fresh
     PostgreSQL database (YIPPIEMOVE_DATABASE_URL) instead of SQLite."""
     if os.environ.get("YIPPIEMOVE_TEST_DATABASE", "sqlite") != "postgresql":
+        return
+    if request.node.get_closest_marker("sqlite_file") is not None:
         return
     server: PostgresServer = request.getfixturevalue("postgres_server")
     db = _fresh(server)

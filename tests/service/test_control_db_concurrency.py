@@ -221,3 +221,20 @@ def test_the_postgres_engine_has_the_timeouts(postgres: Any) -> None:
     with pytest.raises(Exception, match=r"timeout|refused|failed|unreachable"):
         Database("postgresql://yippiemove@192.0.2.1:5432/nowhere")  # TEST-NET-1: no answer
     assert time.monotonic() - t0 < 15
+
+
+def test_a_postgres_restart_costs_no_failed_transaction(postgres: Any) -> None:
+    """Pooled connections the restart cut are replaced on checkout (pool_pre_ping): the
+    first transaction after the restart works."""
+    db = Database(postgres.url)
+    try:
+        add_jobs(db, [("src", "dst")])
+        with db.read() as s:
+            assert s.query(Job).count() == 1
+        postgres.server.restart()
+        with db.session() as s:
+            s.add(User(email="bob@example.org", password_hash="x"))
+        with db.read() as s:
+            assert s.query(User).count() == 2
+    finally:
+        db.dispose()

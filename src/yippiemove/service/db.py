@@ -283,7 +283,7 @@ def shown_url(url: str | URL) -> str:
 
 def engine_options(url: URL, *, writer: bool = True) -> dict[str, Any]:
     """``create_engine`` options of a URL (see the module's docstring)."""
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {}
     if url.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         # Web requests and one supervisor thread per running job share the pool.
@@ -304,6 +304,8 @@ def engine_options(url: URL, *, writer: bool = True) -> dict[str, Any]:
         if writer:
             connect["options"] = f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}"
         kwargs["connect_args"] = connect
+        # A connection the server dropped (restart, failover) is replaced on checkout.
+        kwargs["pool_pre_ping"] = True
         kwargs["pool_size"] = 10
         kwargs["max_overflow"] = 100
         kwargs["pool_recycle"] = 3600

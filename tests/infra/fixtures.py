@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tests.infra._proc import alive
 from tests.infra.postgres import PostgresServer, postgres_missing
 from tests.infra.redis import RedisServer, redis_missing
 
@@ -62,12 +63,16 @@ def _fresh(server: PostgresServer) -> PgDatabase:
 def postgres(postgres_server: PostgresServer) -> Iterator[PgDatabase]:
     db = _fresh(postgres_server)
     yield db
-    if postgres_server.dir is not None and postgres_server.pid() is not None:
-        for name in [db.name, *db.others]:
-            try:
-                postgres_server.drop_database(name)
-            except Exception:
-                pass  # a test that stopped the server; the session's end removes it all
+    if postgres_server.dir is None:
+        return
+    pid = postgres_server.pid()
+    if pid is None or not alive(pid):  # a test killed the session's server: start it again
+        postgres_server.restart()
+    for name in [db.name, *db.others]:
+        try:
+            postgres_server.drop_database(name)
+        except Exception:
+            pass  # the session's end removes it all
 
 
 @pytest.fixture

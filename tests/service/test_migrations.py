@@ -310,6 +310,11 @@ def test_operator_commands_against_a_plain_postgresql_url(
         db.dispose()
     # Nothing went to the data directory's SQLite.
     assert not (tmp_path / "d" / "control.sqlite").exists()
+    # The unix socket, as libpq writes it: ?host=/socket/dir.
+    socket_url = postgres.server.admin_url(postgres.name)
+    assert "?host=/" in socket_url
+    r = runner.invoke(main, ["db", "current", "--database-url", socket_url])
+    assert r.exit_code == 0 and f"revision {HEAD}" in r.output, r.output
 
 
 # ---------------------------------------------------------------------- URLs, passwords

@@ -130,6 +130,7 @@ def test_a_database_of_the_schema_before_issue_15_is_upgraded_on_start_with_its_
         db.dispose()
 
 
+@pytest.mark.sqlite_file("also upgrades the data directory's own SQLite")
 def test_db_upgrade_tells_from_which_revision_and_twice_is_a_no_op(tmp_path: Path) -> None:
     url = old_sqlite(tmp_path / "control.sqlite")
     runner = CliRunner()

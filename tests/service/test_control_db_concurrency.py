@@ -146,6 +146,29 @@ def test_two_jobs_into_one_mailbox_one_writes_the_other_waits(
         assert again == Waiting(winner)
 
 
+def test_two_hosts_claiming_two_jobs_of_one_customer_keep_the_running_limit(
+    settings: Settings, hosts: list[Database]
+) -> None:
+    """customer_max_running = 1: the customer's row lock makes two claims count one
+    after the other (else both see 0 running and both start)."""
+    settings.customer_max_running = 1
+    stores = [SqlJobStore(settings, db, None) for db in hosts]  # type: ignore[arg-type]
+    for round_ in range(6):
+        a, b = add_jobs(hosts[0], [(f"a{round_}", f"x{round_}"), (f"b{round_}", f"y{round_}")])
+        got = at_once(
+            [
+                lambda a=a: stores[0].claim(a, "host0|1|1", 30.0, 12),
+                lambda b=b: stores[1].claim(b, "host1|1|1", 30.0, 12),
+            ]
+        )
+        assert sum(isinstance(g, Claim) for g in got) == 1, got
+        (wait,) = [g for g in got if isinstance(g, Waiting)]
+        assert "limit 1" in (wait.reason or ""), got
+        with hosts[0].session() as s:  # the round's winner ends: the next round starts clean
+            for job in s.query(Job).filter(Job.status == "running"):
+                job.status = "done"
+
+
 # ---------------------------------------------------------------------- the API
 
 

@@ -233,6 +233,7 @@ def test_the_postgres_engine_has_the_timeouts(postgres: Any) -> None:
     try:
         with db.engine.connect() as conn:
             assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "15s"
+            assert conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar() == "5s"
             # libpq's own socket options (the client notices a dead server).
             params = conn.connection.driver_connection.info.get_parameters()  # type: ignore[union-attr]
             assert params["keepalives_idle"] == "5" and params["connect_timeout"] == "5"

@@ -259,6 +259,11 @@ class PendingSignup(Base):
 #: lease behind a lock or a dead server.
 PG_CONNECT_TIMEOUT = 5
 PG_STATEMENT_TIMEOUT_MS = 15_000
+#: PostgreSQL ends a session idle inside a transaction this long (milliseconds): a host
+#: cut off from the network mid-transaction would keep its row locks until TCP noticed
+#: (hours), and the other hosts' claims would wait for it.  The service never idles
+#: inside a transaction (the fleet's partition test, tests/jobs/test_fleet.py).
+IDLE_IN_TRANSACTION_MS = 5000
 
 
 def driver_url(url: str | URL) -> URL:
@@ -302,7 +307,10 @@ def engine_options(url: URL, *, writer: bool = True) -> dict[str, Any]:
             "tcp_user_timeout": 10_000,
         }
         if writer:
-            connect["options"] = f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}"
+            connect["options"] = (
+                f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS} "
+                f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
+            )
         kwargs["connect_args"] = connect
         # A connection the server dropped (restart, failover) is replaced on checkout.
         kwargs["pool_pre_ping"] = True

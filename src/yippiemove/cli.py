@@ -776,6 +776,31 @@ def _egress_options(f: Any) -> Any:
     )(f)
 
 
+def _host_name_option(f: Any) -> Any:
+    return click.option(
+        "--host-name",
+        metavar="NAME",
+        default=None,
+        help="This worker host's name in the fleet, unique among the hosts sharing the "
+        "control database (default: $YIPPIEMOVE_HOST_NAME, else the machine's host name).",
+    )(f)
+
+
+#: Concurrent jobs of one `serve` or `worker` process at most.
+MAX_WORKERS = 1024
+
+
+def _start_or_die(service: Any, workers: int | None, role: str) -> None:
+    """``service.start``; another live process with this host name stops us, clearly."""
+    from .service.fleet import HostNameTaken
+
+    try:
+        service.start(workers, role=role)
+    except HostNameTaken as exc:
+        service.close()
+        _die(str(exc))
+
+
 def _data_dir_option(f: Any) -> Any:
     return click.option(
         "--data-dir",
@@ -828,10 +853,12 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 @_data_dir_option
 @click.option(
     "--workers",
-    type=click.IntRange(1, 256),
+    type=click.IntRange(0, MAX_WORKERS),
     default=None,
-    help="Transfers run at the same time by this machine (default 2).",
+    help="Transfers run at the same time by this machine (default 2; 0: web and API "
+    "only, the jobs run on `yippiemove worker` hosts).",
 )
+@_host_name_option
 @click.option("--ca-file", metavar="FILE", help="Trust this CA bundle for IMAP servers.")
 @click.option(
     "--app",
@@ -847,6 +874,7 @@ def serve(
     port: int,
     data_dir: Path | None,
     workers: int | None,
+    host_name: str | None,
     ca_file: str | None,
     app_factory: str,
     egress_allow: tuple[str, ...],
@@ -863,6 +891,7 @@ def serve(
     factory = _load_app_factory(app_factory)
     overrides: dict[str, Any] = {
         "workers": workers,
+        "host_name": host_name,
         "ca_file": ca_file,
         "egress_allow": ",".join(egress_allow) if egress_allow else None,
         "egress_deny": ",".join(egress_deny) if egress_deny else None,
@@ -874,7 +903,7 @@ def serve(
     # uvicorn re-raises SIGTERM after its own shutdown: make it an exception we catch,
     # so that running jobs are stopped cleanly and put back in the queue.
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    service.start(workers)
+    _start_or_die(service, workers, "serve")
     shown = f"[{host}]" if ":" in host else host
     click.echo(
         f"yippiemove is running at http://{shown}:{port}/  "
@@ -897,20 +926,32 @@ def serve(
         service.close()
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @_data_dir_option
-@click.option("--workers", type=click.IntRange(1, 256), default=None, help="Concurrent jobs.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, MAX_WORKERS),
+    default=None,
+    help="Concurrent jobs (default 2).",
+)
+@_host_name_option
 @click.option("--ca-file", metavar="FILE", help="Trust this CA bundle for IMAP servers.")
 @_egress_options
+@click.pass_context
 def worker(
+    ctx: click.Context,
     data_dir: Path | None,
     workers: int | None,
+    host_name: str | None,
     ca_file: str | None,
     egress_allow: tuple[str, ...],
     egress_deny: tuple[str, ...],
 ) -> None:
-    """Run job workers only (no web app), e.g. on more machines sharing the queue."""
+    """Run job workers only (no web app), e.g. on more machines sharing the queue.
 
+    With a subcommand: `worker drain HOST` / `worker undrain HOST` (operators)."""
+    if ctx.invoked_subcommand is not None:
+        return
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
     )
@@ -918,12 +959,19 @@ def worker(
     service = _service(
         data_dir,
         workers=workers,
+        host_name=host_name,
         ca_file=ca_file,
         egress_allow=",".join(egress_allow) if egress_allow else None,
         egress_deny=",".join(egress_deny) if egress_deny else None,
     )
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    service.start(workers)
+    _start_or_die(service, workers, "worker")
+    click.echo(
+        f"yippiemove worker host {service.settings.host_name} is running "
+        f"({service.settings.workers if workers is None else workers} worker(s); "
+        f"data: {service.settings.data_dir}; Ctrl-C to stop)",
+        err=True,
+    )
     try:
         while True:
             time.sleep(3600)
@@ -932,6 +980,97 @@ def worker(
     finally:
         service.stop()
         service.close()
+
+
+@worker.command("drain")
+@click.argument("host")
+@_data_dir_option
+@click.option("--wait", is_flag=True, help="Wait until the host runs no job.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="With --wait: give up after this long (exit status 1).",
+)
+def worker_drain(host: str, data_dir: Path | None, wait: bool, timeout: float | None) -> None:
+    """Drain the worker host HOST: it takes no new jobs, and its running jobs are
+    checkpointed, stopped and resumed by other hosts (it notices within a heartbeat)."""
+    from .service.core import ServiceError
+
+    service = _service(data_dir)
+    try:
+        service.drain_host(host, True)
+        click.echo(f"{host}: draining", err=True)
+        if wait:
+            try:
+                view = service.wait_drained(host, timeout)
+            except TimeoutError as exc:
+                click.echo(f"yippiemove: {exc}", err=True)
+                sys.exit(1)
+            click.echo(f"{host}: {view['state']} (runs no job)", err=True)
+    except ServiceError as exc:
+        _die(str(exc))
+    finally:
+        service.close()
+
+
+@worker.command("undrain")
+@click.argument("host")
+@_data_dir_option
+def worker_undrain(host: str, data_dir: Path | None) -> None:
+    """Let the worker host HOST take jobs again (within a heartbeat)."""
+    from .service.core import ServiceError
+
+    service = _service(data_dir)
+    try:
+        service.drain_host(host, False)
+    except ServiceError as exc:
+        _die(str(exc))
+    finally:
+        service.close()
+    click.echo(f"{host}: taking jobs again", err=True)
+
+
+@main.command()
+@_data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON list, for scripts.")
+def hosts(data_dir: Path | None, as_json: bool) -> None:
+    """List the worker hosts: role, address, capacity, running jobs, version, last
+    heartbeat and state (up / draining / drained / gone)."""
+    service = _service(data_dir)
+    try:
+        rows = service.hosts()
+    finally:
+        service.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no worker hosts registered (serve --workers 0 registers none)")
+        return
+    head = ("HOST", "STATE", "ROLE", "ADDRESS", "CAP", "RUNNING", "VERSION", "HEARTBEAT")
+    table = [head]
+    for h in rows:
+        age = h["heartbeat_age"]
+        table.append(
+            (
+                h["name"],
+                h["state"],
+                h["role"],
+                h["address"],
+                str(h["capacity"]),
+                str(len(h["running"])),
+                h["version"],
+                "stopped" if age is None else f"{age:.0f} s ago",
+            )
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    for r in table:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for h in rows:
+        if h["running"]:
+            click.echo(f"{h['name']}: {' '.join(h['running'])}")
 
 
 @main.group()

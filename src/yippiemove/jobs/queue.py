@@ -54,6 +54,16 @@ class JobQueue(abc.ABC):
     def running(self) -> bool:
         return False
 
+    def waiting_ids(self) -> set[str] | None:
+        """The job ids some queue message will deliver (due now or scheduled), or None
+        when this queue cannot tell (then lost messages are not looked for)."""
+        return None
+
+    def server_id(self) -> str | None:
+        """Who holds the messages: changes when they may all be gone (a Redis server
+        restarted: its ``run_id``; the embedded queue's file replaced).  None: unknown."""
+        return None
+
 
 class HueyQueue(JobQueue):
     """:class:`JobQueue` on Huey; consumers are threads in this process."""
@@ -108,6 +118,30 @@ class HueyQueue(JobQueue):
     def pending(self) -> int:
         """Messages waiting in the queue (for tests and monitoring)."""
         return int(self.huey.pending_count())
+
+    def waiting_ids(self) -> set[str] | None:
+        """Job ids of the messages due now and of the scheduled ones (the fleet's sweep
+        compares them with the jobs ``queued`` in the control database)."""
+        ids: set[str] = set()
+        for task in [*self.huey.pending(), *self.huey.scheduled()]:
+            args = getattr(task, "args", None) or ()
+            if getattr(task, "name", "").endswith(self.TASK_NAME) and args:
+                ids.add(str(args[0]))
+        return ids
+
+    def server_id(self) -> str | None:
+        storage = self.huey.storage
+        conn = getattr(storage, "conn", None)
+        if conn is not None and hasattr(conn, "info"):  # Redis: the server's run id
+            return str(conn.info("server").get("run_id"))
+        filename = getattr(storage, "filename", None)
+        if filename:  # the embedded queue: the file itself
+            try:
+                st = Path(filename).stat()
+            except FileNotFoundError:
+                return "missing"
+            return f"{st.st_dev}:{st.st_ino}"
+        return None
 
     def start(self, workers: int, runner: JobRunner) -> None:
         from huey.consumer import Consumer, Worker

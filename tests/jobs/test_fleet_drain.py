@@ -1,0 +1,156 @@
+"""`yippiemove worker drain HOST` with real worker processes (issue 15): two worker hosts
+share the control database and the embedded queue (one data directory, SQLite); a slow
+job (a bandwidth-limited source link) runs on the first; the drain hands it to the
+second, which finishes it exactly, and the drained host takes no new job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from tests.faultproxy import Fault, FaultProxy
+from tests.svckit import DST_PW, SRC_PW, account, assert_exact, big_mailbox, wait_status
+from tests.transfer.test_move import populate
+from yippiemove.cli import main
+from yippiemove.service.core import Account
+from yippiemove.service.db import Job
+
+ROOT = Path(__file__).resolve().parents[2]
+OWNER = "owner@example.org"
+#: The fleet's knobs for a test: quick heartbeats and sweeps.
+FLEET_ENV = {
+    "YIPPIEMOVE_HOST_HEARTBEAT_INTERVAL": "0.5",
+    "YIPPIEMOVE_RECOVERY_INTERVAL": "1",
+    "YIPPIEMOVE_PROGRESS_INTERVAL": "0.2",
+    "YIPPIEMOVE_JOB_CONNECTIONS": "1",
+    "YIPPIEMOVE_EGRESS_ALLOW": "127.0.0.0/8",
+}
+
+
+def _worker(data: Path, name: str, ca_file: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, YIPPIEMOVE_CA_FILE=str(ca_file), **FLEET_ENV)
+    args = [sys.executable, "-m", "yippiemove.cli", "worker", "--data-dir", str(data)]
+    args += ["--workers", "1", "--host-name", name]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 30
+    while f"worker host {name} is running" not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _reap(proc)
+            raise AssertionError(f"worker {name} did not come up:\n" + log.read_text()[-3000:])
+        time.sleep(0.05)
+    return proc
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _owner_host(svc, job_id: str) -> str | None:
+    with svc.db.read() as s:
+        job = s.get(Job, job_id)
+        return job.lease_owner.partition("|")[0] if job.lease_owner else None
+
+
+def _cli(*args: str) -> object:
+    return CliRunner().invoke(main, list(args), env=FLEET_ENV)
+
+
+def test_drain_moves_a_running_job_to_another_host_and_takes_no_new_one(
+    make_service, dovecot_factory, tmp_path
+):
+    server = dovecot_factory(users={"src": SRC_PW, "dst": DST_PW, "src2": SRC_PW, "dst2": DST_PW})
+    big_mailbox(server, count=400)  # ~22 MB through a 1 MB/s link: ~20 s
+    populate(server, user="src2")
+    # The test's own view of the shared data directory (it runs no job).
+    svc = make_service(ca_file=str(server.ca_file), host_heartbeat_interval=0.5)
+    data = svc.settings.data_dir
+    uid = svc.create_user(OWNER, "long enough pass")
+    log1, log2 = tmp_path / "w1.log", tmp_path / "w2.log"
+    procs = []
+    try:
+        with FaultProxy(server.port, lambda _n: [Fault.throttle(1_000_000)]) as slow:
+            procs.append(_worker(data, "w1", server.ca_file, log1))
+            source = Account("127.0.0.1", slow.port, "none", "src", SRC_PW)
+            job = svc.create_transfer(uid, source, account(server, "dst", DST_PW))
+            deadline = time.monotonic() + 60
+            while True:  # running on w1, some of it copied
+                view = svc.get_transfer(uid, job.id)
+                p = view.progress
+                if view.status == "running" and p["bytes_done"] >= 0.05 * (p["bytes_total"] or 1):
+                    break
+                assert view.status in ("queued", "running"), view
+                assert time.monotonic() < deadline, view
+                time.sleep(0.05)
+            assert _owner_host(svc, job.id) == "w1"
+            r = _cli("hosts", "--data-dir", str(data))
+            assert r.exit_code == 0, r.output
+            assert r.output.splitlines()[1].split()[:2] == ["w1", "up"]
+            assert f"w1: {job.id}" in r.output
+            procs.append(_worker(data, "w2", server.ca_file, log2))
+
+            r = _cli("worker", "drain", "w1", "--wait", "--timeout", "60", "--data-dir", str(data))
+            assert r.exit_code == 0, r.output + log1.read_text()[-3000:]
+            assert "w1: drained (runs no job)" in r.output
+            view = svc.get_transfer(uid, job.id)
+            assert view.status in ("queued", "running"), view  # handed back mid-way
+            assert view.progress["messages_done"] < view.progress["messages_total"]
+            owners = set()
+            deadline = time.monotonic() + 180
+            while (view := svc.get_transfer(uid, job.id)).status in ("queued", "running"):
+                owners.add(_owner_host(svc, job.id))
+                assert time.monotonic() < deadline, view
+                time.sleep(0.05)
+        assert view.status == "done", (view, log2.read_text()[-3000:])
+        assert owners - {None} == {"w2"}, owners
+        assert_exact(server, "src", SRC_PW, "dst", DST_PW)
+        report = svc.report(uid, job.id)
+        assert report["totals"]["failed"] == 0
+        assert report["totals"]["copied"] + report["totals"]["already_present"] == 400
+        assert "draining" in log1.read_text()
+
+        hosts = {h["name"]: h for h in svc.hosts()}
+        assert hosts["w1"]["state"] == "drained" and hosts["w2"]["state"] == "up"
+        # The drained host takes no new job; the other one does.
+        other = svc.create_transfer(
+            uid, account(server, "src2", SRC_PW), account(server, "dst2", DST_PW)
+        )
+        seen = set()
+        while (v := svc.get_transfer(uid, other.id)).status in ("queued", "running"):
+            seen.add(_owner_host(svc, other.id))
+            time.sleep(0.05)
+        assert v.status == "done" and seen - {None} == {"w2"}, (v, seen)
+        assert other.id not in log1.read_text()
+        # Undrained, it is "up" again (within a heartbeat) and takes jobs.
+        r = _cli("worker", "undrain", "w1", "--data-dir", str(data))
+        assert r.exit_code == 0, r.output
+        deadline = time.monotonic() + 10
+        while "undrained" not in log1.read_text():
+            assert time.monotonic() < deadline, log1.read_text()[-2000:]
+            time.sleep(0.05)
+        assert {h["name"]: h["state"] for h in svc.hosts()} == {"w1": "up", "w2": "up"}
+        for proc in procs:  # a clean stop: jobs none, hosts "gone"
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            assert proc.wait(timeout=30) == 0
+        assert {h["name"]: h["state"] for h in svc.hosts()} == {"w1": "gone", "w2": "gone"}
+    finally:
+        for proc in procs:
+            _reap(proc)
+    assert wait_status(svc, uid, job.id).status == "done"

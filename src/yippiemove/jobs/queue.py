@@ -83,6 +83,8 @@ class HueyQueue(JobQueue):
         # process wakes one at once (other processes' jobs wait for the next poll).
         self._wake = threading.Condition()
         self._wakeups = 0
+        #: The queue's server did not answer the last read (one warning per outage).
+        self._down = False
         self._task = huey.task(name=self.TASK_NAME, retries=0)(self._execute)
 
     @classmethod
@@ -114,6 +116,19 @@ class HueyQueue(JobQueue):
         with self._wake:
             self._wakeups += 1
             self._wake.notify()
+
+    def _unreachable(self, exc: Exception) -> None:
+        with self._lock:
+            first, self._down = not self._down, True
+        if first:
+            log.warning("job queue: cannot read the queue (%s); trying again", exc)
+
+    def _reachable(self) -> None:
+        if self._down:
+            with self._lock:
+                was, self._down = self._down, False
+            if was:
+                log.warning("job queue: the queue answers again")
 
     def pending(self) -> int:
         """Messages waiting in the queue (for tests and monitoring)."""
@@ -149,6 +164,26 @@ class HueyQueue(JobQueue):
         queue = self
 
         class _Worker(Worker):
+            def loop(self, now: Any = None) -> None:
+                # Huey's loop logs a traceback at every failed read: with the queue's
+                # server away that is one per worker per second.  One warning per
+                # outage instead; the worker waits and tries again (it never dies).
+                try:
+                    task = self.huey.dequeue()
+                except Exception as exc:
+                    queue._unreachable(exc)
+                    self.sleep()
+                    return
+                queue._reachable()
+                if task is not None:
+                    self.delay = self.default_delay
+                    try:
+                        self.huey.execute(task, now)
+                    except Exception:
+                        log.exception("job queue: task %s failed", task.id)
+                elif not self.huey.storage.blocking:
+                    self.sleep()
+
             def sleep(self) -> None:
                 self.delay = min(self.delay, self.max_delay)
                 with queue._wake:

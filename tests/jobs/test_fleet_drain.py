@@ -15,7 +15,15 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from tests.faultproxy import Fault, FaultProxy
-from tests.svckit import DST_PW, SRC_PW, account, assert_exact, big_mailbox, wait_status
+from tests.svckit import (
+    DST_PW,
+    SRC_PW,
+    account,
+    assert_exact,
+    big_mailbox,
+    free_port,
+    wait_status,
+)
 from tests.transfer.test_move import populate
 from yippiemove.cli import main
 from yippiemove.service.core import Account
@@ -154,3 +162,50 @@ def test_drain_moves_a_running_job_to_another_host_and_takes_no_new_one(
         for proc in procs:
             _reap(proc)
     assert wait_status(svc, uid, job.id).status == "done"
+
+
+def test_serve_with_no_workers_is_web_and_api_only(make_service, tmp_path):
+    import httpx
+
+    svc = make_service()
+    data = svc.settings.data_dir
+    port = free_port()
+    log = tmp_path / "serve.log"
+    args = [sys.executable, "-m", "yippiemove.cli", "serve", "--data-dir", str(data)]
+    args += ["--port", str(port), "--workers", "0", "--app", "tests.service.stub_app:create_app"]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=dict(os.environ, **FLEET_ENV),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        uid = svc.create_user(OWNER, "long enough pass")
+        job = svc.create_transfer(
+            uid,
+            Account("127.0.0.1", 143, "none", "s", "pw"),
+            Account("127.0.0.1", 143, "none", "d", "pw"),
+        )
+        time.sleep(2)
+        assert svc.get_transfer(uid, job.id).status == "queued"  # nobody here runs jobs
+        assert svc.hosts() == []  # and no worker host is registered
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
+    finally:
+        _reap(proc)
+    for cmd in (["serve"], ["worker"]):
+        r = CliRunner().invoke(main, [*cmd, "--workers", "1025", "--data-dir", str(data)])
+        assert r.exit_code == 2 and "1025 is not in the range" in r.output, r.output

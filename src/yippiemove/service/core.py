@@ -561,14 +561,17 @@ class Service:
         """
         now = time.time()
         with self.db.read() as s:
-            stale = [
-                (j.id, j.lease_owner, j.jail)
-                for j in s.scalars(select(Job).where(Job.status == JobStatus.RUNNING))
-                if j.lease_owner != self.supervisor.owner
-                and (
-                    identity_dead(j.lease_owner, self.settings.host_name)
-                    or (j.lease_expires or 0) < now
+            # Columns only: every worker host runs this every few seconds (a sweep).
+            rows = s.execute(
+                select(Job.id, Job.lease_owner, Job.jail, Job.lease_expires).where(
+                    Job.status == JobStatus.RUNNING
                 )
+            ).all()
+            stale = [
+                (job_id, owner, jail)
+                for job_id, owner, jail, expires in rows
+                if owner != self.supervisor.owner
+                and (identity_dead(owner, self.settings.host_name) or (expires or 0) < now)
             ]
             queued = (
                 list(

@@ -6,6 +6,7 @@ tests/jobs/test_fleet_drain.py."""
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import socket
 import subprocess
@@ -303,3 +304,27 @@ def test_an_expired_lease_is_taken_over_within_seconds(make_service, server):
     assert expires - 0.2 <= taken <= expires + 3, taken - expires
     assert wait_status(svc, uid, job.id, timeout=60).status == "done"
     assert_exact(server, "src", SRC_PW, "dst", DST_PW)
+
+
+def test_a_host_survives_an_unreachable_control_database(make_service, monkeypatch, caplog):
+    """Heartbeats and sweeps log and retry; the host goes on when the database is back."""
+    caplog.set_level(logging.INFO, logger="yippiemove.fleet")
+    svc = make_service(host_name="h2", host_heartbeat_interval=0.1, recovery_interval=0.1)
+    svc.start(1)
+    real = svc.db.session
+
+    def down():
+        raise ConnectionError("connection to server at db.internal failed")
+
+    monkeypatch.setattr(svc.db, "session", down)
+    monkeypatch.setattr(svc.db, "read", down)
+    time.sleep(0.6)
+    assert all(t.is_alive() for t in svc.agent._threads)
+    monkeypatch.undo()
+    assert svc.db.session == real
+    before = _row(svc, "h2").heartbeat
+    time.sleep(0.5)
+    assert _row(svc, "h2").heartbeat > before and _host(svc, "h2")["state"] == "up"
+    beats = [r for r in caplog.records if "heartbeat failed" in r.getMessage()]
+    assert len(beats) == 1  # one warning per outage, not one per beat
+    assert any("answers again" in r.getMessage() for r in caplog.records)

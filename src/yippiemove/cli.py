@@ -951,6 +951,8 @@ def worker(
 
     With a subcommand: `worker drain HOST` / `worker undrain HOST` (operators)."""
     if ctx.invoked_subcommand is not None:
+        # `worker --data-dir D drain HOST` means the same as `worker drain HOST --data-dir D`.
+        ctx.obj = {"data_dir": data_dir}
         return
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
@@ -993,12 +995,15 @@ def worker(
     metavar="SECONDS",
     help="With --wait: give up after this long (exit status 1).",
 )
-def worker_drain(host: str, data_dir: Path | None, wait: bool, timeout: float | None) -> None:
+@click.pass_context
+def worker_drain(
+    ctx: click.Context, host: str, data_dir: Path | None, wait: bool, timeout: float | None
+) -> None:
     """Drain the worker host HOST: it takes no new jobs, and its running jobs are
     checkpointed, stopped and resumed by other hosts (it notices within a heartbeat)."""
     from .service.core import ServiceError
 
-    service = _service(data_dir)
+    service = _service(data_dir or (ctx.obj or {}).get("data_dir"))
     try:
         service.drain_host(host, True)
         click.echo(f"{host}: draining", err=True)
@@ -1018,11 +1023,12 @@ def worker_drain(host: str, data_dir: Path | None, wait: bool, timeout: float | 
 @worker.command("undrain")
 @click.argument("host")
 @_data_dir_option
-def worker_undrain(host: str, data_dir: Path | None) -> None:
+@click.pass_context
+def worker_undrain(ctx: click.Context, host: str, data_dir: Path | None) -> None:
     """Let the worker host HOST take jobs again (within a heartbeat)."""
     from .service.core import ServiceError
 
-    service = _service(data_dir)
+    service = _service(data_dir or (ctx.obj or {}).get("data_dir"))
     try:
         service.drain_host(host, False)
     except ServiceError as exc:

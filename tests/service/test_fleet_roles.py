@@ -177,6 +177,8 @@ def test_hosts_lists_running_jobs_per_host(make_service):
     # Drain and undrain by name; an unknown name is an error.
     r = CliRunner().invoke(main, ["worker", "undrain", "beta", "--data-dir", data])
     assert r.exit_code == 0 and _host(svc, "beta")["state"] == "up"
+    r = CliRunner().invoke(main, ["worker", "--data-dir", data, "drain", "beta"])
+    assert r.exit_code == 0 and _host(svc, "beta")["state"] == "draining"
     r = CliRunner().invoke(main, ["worker", "drain", "nobody", "--data-dir", data])
     assert r.exit_code == 2 and "no worker host named 'nobody'" in r.output
 

@@ -225,6 +225,8 @@ def test_lost_messages_are_found_without_flooding_the_queue(make_service):
     assert huey.pending_count() == 1
     for _ in range(3):  # its message is there: nothing to do
         assert svc.requeue_lost() == []
+    # Nor at a start (hosts of a fleet starting one after the other add no copies).
+    assert svc.recover(startup=True) == []
     assert huey.pending_count() == 1
     huey.flush()
     svc.queue.enqueue(job.id, delay=3600)  # waiting legitimately (scheduled)

@@ -556,8 +556,10 @@ class Service:
         A ``running`` job is taken over when its lease expired, or at once when its
         owner was a process on this machine that no longer exists (the service was
         killed).  Its job process, if it survived, is killed first: two movers must
-        never write the same mailbox.  At start-up, ``queued`` jobs are enqueued again
-        too (harmless: a job runs once, whoever claims it first).
+        never write the same mailbox.  At start-up, ``queued`` jobs that no queue message
+        will deliver are enqueued again too (all of them when the queue cannot tell: a
+        duplicate is harmless, a job runs once, whoever claims it first; but hosts of a
+        fleet starting one after the other must not fill the queue with copies).
         """
         now = time.time()
         with self.db.read() as s:
@@ -598,6 +600,14 @@ class Service:
                 job.progress = progress
             log.warning("job %s: its supervisor is gone; resuming it", job_id)
             recovered.append(job_id)
+        if queued:
+            try:
+                waiting = self.queue.waiting_ids()
+            except Exception as exc:  # the queue's server is away: the sweep will see
+                log.warning("cannot read the job queue: %s", exc)
+                waiting = None
+            if waiting is not None:
+                queued = [job_id for job_id in queued if job_id not in waiting]
         for job_id in recovered + queued:
             self._enqueue(job_id)
         return recovered

@@ -92,15 +92,18 @@ def test_drain_moves_a_running_job_to_another_host_and_takes_no_new_one(
     svc = make_service(ca_file=str(server.ca_file), host_heartbeat_interval=0.5)
     data = svc.settings.data_dir
     uid = svc.create_user(OWNER, "long enough pass")
-    log1, log2 = tmp_path / "w1.log", tmp_path / "w2.log"
+    logs = {name: tmp_path / f"{name}.log" for name in ("w1", "w2")}
     procs = []
     try:
         with FaultProxy(server.port, lambda _n: [Fault.throttle(1_000_000)]) as slow:
-            procs.append(_worker(data, "w1", server.ca_file, log1))
+            # Both hosts up first (a start takes seconds on a busy machine): the job
+            # goes to one of them, ``a``; ``b`` is the other.
+            for name, log in logs.items():
+                procs.append(_worker(data, name, server.ca_file, log))
             source = Account("127.0.0.1", slow.port, "none", "src", SRC_PW)
             job = svc.create_transfer(uid, source, account(server, "dst", DST_PW))
             deadline = time.monotonic() + 60
-            while True:  # running on w1, some of it copied
+            while True:  # running, some of it copied
                 view = svc.get_transfer(uid, job.id)
                 p = view.progress
                 if view.status == "running" and p["bytes_done"] >= 0.05 * (p["bytes_total"] or 1):
@@ -108,35 +111,37 @@ def test_drain_moves_a_running_job_to_another_host_and_takes_no_new_one(
                 assert view.status in ("queued", "running"), view
                 assert time.monotonic() < deadline, view
                 time.sleep(0.05)
-            assert _owner_host(svc, job.id) == "w1"
+            a = _owner_host(svc, job.id)
+            assert a in logs
+            b = "w2" if a == "w1" else "w1"
             r = _cli("hosts", "--data-dir", str(data))
             assert r.exit_code == 0, r.output
-            assert r.output.splitlines()[1].split()[:2] == ["w1", "up"]
-            assert f"w1: {job.id}" in r.output
-            procs.append(_worker(data, "w2", server.ca_file, log2))
+            states = {line.split()[0]: line.split()[1] for line in r.output.splitlines()[1:3]}
+            assert states == {"w1": "up", "w2": "up"}, r.output
+            assert f"{a}: {job.id}" in r.output
 
-            r = _cli("worker", "drain", "w1", "--wait", "--timeout", "60", "--data-dir", str(data))
-            assert r.exit_code == 0, r.output + log1.read_text()[-3000:]
-            assert "w1: drained (runs no job)" in r.output
+            r = _cli("worker", "drain", a, "--wait", "--timeout", "60", "--data-dir", str(data))
+            assert r.exit_code == 0, r.output + logs[a].read_text()[-3000:]
+            assert f"{a}: drained (runs no job)" in r.output
             view = svc.get_transfer(uid, job.id)
             assert view.status in ("queued", "running"), view  # handed back mid-way
-            assert view.progress["messages_done"] < view.progress["messages_total"]
+            assert view.progress["messages_done"] < view.progress["messages_total"], view
             owners = set()
             deadline = time.monotonic() + 180
             while (view := svc.get_transfer(uid, job.id)).status in ("queued", "running"):
                 owners.add(_owner_host(svc, job.id))
                 assert time.monotonic() < deadline, view
                 time.sleep(0.05)
-        assert view.status == "done", (view, log2.read_text()[-3000:])
-        assert owners - {None} == {"w2"}, owners
+        assert view.status == "done", (view, logs[b].read_text()[-3000:])
+        assert owners - {None} == {b}, owners
         assert_exact(server, "src", SRC_PW, "dst", DST_PW)
         report = svc.report(uid, job.id)
         assert report["totals"]["failed"] == 0
         assert report["totals"]["copied"] + report["totals"]["already_present"] == 400
-        assert "draining" in log1.read_text()
+        assert "draining" in logs[a].read_text()
 
         hosts = {h["name"]: h for h in svc.hosts()}
-        assert hosts["w1"]["state"] == "drained" and hosts["w2"]["state"] == "up"
+        assert hosts[a]["state"] == "drained" and hosts[b]["state"] == "up"
         # The drained host takes no new job; the other one does.
         other = svc.create_transfer(
             uid, account(server, "src2", SRC_PW), account(server, "dst2", DST_PW)
@@ -145,14 +150,14 @@ def test_drain_moves_a_running_job_to_another_host_and_takes_no_new_one(
         while (v := svc.get_transfer(uid, other.id)).status in ("queued", "running"):
             seen.add(_owner_host(svc, other.id))
             time.sleep(0.05)
-        assert v.status == "done" and seen - {None} == {"w2"}, (v, seen)
-        assert other.id not in log1.read_text()
+        assert v.status == "done" and seen - {None} == {b}, (v, seen)
+        assert other.id not in logs[a].read_text()
         # Undrained, it is "up" again (within a heartbeat) and takes jobs.
-        r = _cli("worker", "undrain", "w1", "--data-dir", str(data))
+        r = _cli("worker", "undrain", a, "--data-dir", str(data))
         assert r.exit_code == 0, r.output
         deadline = time.monotonic() + 10
-        while "undrained" not in log1.read_text():
-            assert time.monotonic() < deadline, log1.read_text()[-2000:]
+        while "undrained" not in logs[a].read_text():
+            assert time.monotonic() < deadline, logs[a].read_text()[-2000:]
             time.sleep(0.05)
         assert {h["name"]: h["state"] for h in svc.hosts()} == {"w1": "up", "w2": "up"}
         for proc in procs:  # a clean stop: jobs none, hosts "gone"

@@ -796,6 +796,31 @@ def _database_options(f: Any) -> Any:
     )(f)
 
 
+def _host_name_option(f: Any) -> Any:
+    return click.option(
+        "--host-name",
+        metavar="NAME",
+        default=None,
+        help="This worker host's name in the fleet, unique among the hosts sharing the "
+        "control database (default: $YIPPIEMOVE_HOST_NAME, else the machine's host name).",
+    )(f)
+
+
+#: Concurrent jobs of one `serve` or `worker` process at most.
+MAX_WORKERS = 1024
+
+
+def _start_or_die(service: Any, workers: int | None, role: str) -> None:
+    """``service.start``; another live process with this host name stops us, clearly."""
+    from .service.fleet import HostNameTaken
+
+    try:
+        service.start(workers, role=role)
+    except HostNameTaken as exc:
+        service.close()
+        _die(str(exc))
+
+
 def _data_dir_option(f: Any) -> Any:
     return click.option(
         "--data-dir",
@@ -863,10 +888,12 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 @_data_dir_option
 @click.option(
     "--workers",
-    type=click.IntRange(1, 256),
+    type=click.IntRange(0, MAX_WORKERS),
     default=None,
-    help="Transfers run at the same time by this machine (default 2).",
+    help="Transfers run at the same time by this machine (default 2; 0: web and API "
+    "only, the jobs run on `yippiemove worker` hosts).",
 )
+@_host_name_option
 @click.option("--ca-file", metavar="FILE", help="Trust this CA bundle for IMAP servers.")
 @click.option(
     "--app",
@@ -883,6 +910,7 @@ def serve(
     port: int,
     data_dir: Path | None,
     workers: int | None,
+    host_name: str | None,
     ca_file: str | None,
     app_factory: str,
     egress_allow: tuple[str, ...],
@@ -901,6 +929,7 @@ def serve(
     factory = _load_app_factory(app_factory)
     overrides: dict[str, Any] = {
         "workers": workers,
+        "host_name": host_name,
         "ca_file": ca_file,
         "egress_allow": ",".join(egress_allow) if egress_allow else None,
         "egress_deny": ",".join(egress_deny) if egress_deny else None,
@@ -914,7 +943,7 @@ def serve(
     # uvicorn re-raises SIGTERM after its own shutdown: make it an exception we catch,
     # so that running jobs are stopped cleanly and put back in the queue.
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    service.start(workers)
+    _start_or_die(service, workers, "serve")
     shown = f"[{host}]" if ":" in host else host
     click.echo(
         f"yippiemove is running at http://{shown}:{port}/  "
@@ -937,23 +966,37 @@ def serve(
         service.close()
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @_data_dir_option
-@click.option("--workers", type=click.IntRange(1, 256), default=None, help="Concurrent jobs.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, MAX_WORKERS),
+    default=None,
+    help="Concurrent jobs (default 2).",
+)
+@_host_name_option
 @click.option("--ca-file", metavar="FILE", help="Trust this CA bundle for IMAP servers.")
 @_egress_options
 @_database_options
+@click.pass_context
 def worker(
+    ctx: click.Context,
     data_dir: Path | None,
     workers: int | None,
+    host_name: str | None,
     ca_file: str | None,
     egress_allow: tuple[str, ...],
     egress_deny: tuple[str, ...],
     database_url: str | None,
     queue_url: str | None,
 ) -> None:
-    """Run job workers only (no web app), e.g. on more machines sharing the queue."""
+    """Run job workers only (no web app), e.g. on more machines sharing the queue.
 
+    With a subcommand: `worker drain HOST` / `worker undrain HOST` (operators)."""
+    if ctx.invoked_subcommand is not None:
+        # `worker --data-dir D drain HOST` means the same as `worker drain HOST --data-dir D`.
+        ctx.obj = {"data_dir": data_dir, "database_url": database_url}
+        return
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
     )
@@ -961,6 +1004,7 @@ def worker(
     service = _service(
         data_dir,
         workers=workers,
+        host_name=host_name,
         ca_file=ca_file,
         egress_allow=",".join(egress_allow) if egress_allow else None,
         egress_deny=",".join(egress_deny) if egress_deny else None,
@@ -968,7 +1012,13 @@ def worker(
         queue_url=queue_url,
     )
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    service.start(workers)
+    _start_or_die(service, workers, "worker")
+    click.echo(
+        f"yippiemove worker host {service.settings.host_name} is running "
+        f"({service.settings.workers if workers is None else workers} worker(s); "
+        f"data: {service.settings.data_dir}; Ctrl-C to stop)",
+        err=True,
+    )
     try:
         while True:
             time.sleep(3600)
@@ -977,6 +1027,128 @@ def worker(
     finally:
         service.stop()
         service.close()
+
+
+def _operator_service(ctx: click.Context, data_dir: Path | None, database_url: str | None) -> Any:
+    """The service for `worker drain/undrain`: options given before the subcommand
+    (`worker --database-url U drain HOST`) count as well as after it."""
+    parent = ctx.obj or {}
+    return _service(
+        data_dir or parent.get("data_dir"),
+        database_url=database_url or parent.get("database_url"),
+    )
+
+
+@worker.command("drain")
+@click.argument("host")
+@_data_dir_option
+@click.option("--wait", is_flag=True, help="Wait until the host runs no job.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="With --wait: give up after this long (exit status 1).",
+)
+@_database_options
+@click.pass_context
+def worker_drain(
+    ctx: click.Context,
+    host: str,
+    data_dir: Path | None,
+    wait: bool,
+    timeout: float | None,
+    database_url: str | None,
+    queue_url: str | None,
+) -> None:
+    """Drain the worker host HOST: it takes no new jobs, and its running jobs are
+    checkpointed, stopped and resumed by other hosts (it notices within a heartbeat)."""
+    from .service.core import ServiceError
+
+    service = _operator_service(ctx, data_dir, database_url)
+    try:
+        service.drain_host(host, True)
+        click.echo(f"{host}: draining", err=True)
+        if wait:
+            try:
+                view = service.wait_drained(host, timeout)
+            except TimeoutError as exc:
+                click.echo(f"yippiemove: {exc}", err=True)
+                sys.exit(1)
+            click.echo(f"{host}: {view['state']} (runs no job)", err=True)
+    except ServiceError as exc:
+        _die(str(exc))
+    finally:
+        service.close()
+
+
+@worker.command("undrain")
+@click.argument("host")
+@_data_dir_option
+@_database_options
+@click.pass_context
+def worker_undrain(
+    ctx: click.Context,
+    host: str,
+    data_dir: Path | None,
+    database_url: str | None,
+    queue_url: str | None,
+) -> None:
+    """Let the worker host HOST take jobs again (within a heartbeat)."""
+    from .service.core import ServiceError
+
+    service = _operator_service(ctx, data_dir, database_url)
+    try:
+        service.drain_host(host, False)
+    except ServiceError as exc:
+        _die(str(exc))
+    finally:
+        service.close()
+    click.echo(f"{host}: taking jobs again", err=True)
+
+
+@main.command()
+@_data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON list, for scripts.")
+@_database_options
+def hosts(
+    data_dir: Path | None, as_json: bool, database_url: str | None, queue_url: str | None
+) -> None:
+    """List the worker hosts: role, address, capacity, running jobs, version, last
+    heartbeat and state (up / draining / drained / gone)."""
+    service = _service(data_dir, database_url=database_url)
+    try:
+        rows = service.hosts()
+    finally:
+        service.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no worker hosts registered (serve --workers 0 registers none)")
+        return
+    head = ("HOST", "STATE", "ROLE", "ADDRESS", "CAP", "RUNNING", "VERSION", "HEARTBEAT")
+    table = [head]
+    for h in rows:
+        age = h["heartbeat_age"]
+        table.append(
+            (
+                h["name"],
+                h["state"],
+                h["role"],
+                h["address"],
+                str(h["capacity"]),
+                str(len(h["running"])),
+                h["version"],
+                "stopped" if age is None else f"{age:.0f} s ago",
+            )
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    for r in table:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for h in rows:
+        if h["running"]:
+            click.echo(f"{h['name']}: {' '.join(h['running'])}")
 
 
 @main.group()

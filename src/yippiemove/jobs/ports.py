@@ -67,6 +67,10 @@ class SupervisorConfig:
     #: When the service runs as root, each running job gets the user id
     #: ``job_uid_base + slot`` (jobs/privilege.py); 0: jobs run as the service's user.
     job_uid_base: int = 0
+    #: This worker host's name (``Settings.host_name``): process identities (lease
+    #: owners, job processes) are written with it, and only this host's processes are
+    #: judged dead or killed by it (jobs/supervisor.py).  "": the machine's host name.
+    host_name: str = ""
 
     def job_dir(self, job_id: str) -> Path:
         """A job's private working directory (state.sqlite, report.json, job.log)."""

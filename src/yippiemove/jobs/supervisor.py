@@ -80,23 +80,34 @@ def _start_time(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
-def process_identity(pid: int | None = None) -> str:
-    """``host|pid|start time`` of a process on this machine."""
+def _this_host(host: str | None) -> str:
+    """The host name identities are written with: the configured worker host name
+    (``Settings.host_name``), else the machine's."""
+    return host or socket.gethostname()
+
+
+def process_identity(pid: int | None = None, host: str | None = None) -> str:
+    """``host|pid|start time`` of a process on this host.
+
+    ``host`` is the worker host's configured name (``Settings.host_name``, passed down in
+    :class:`SupervisorConfig`), not necessarily the kernel's host name: several worker
+    hosts may share one kernel (network namespaces), and each judges only its own
+    processes."""
     pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}|{pid}|{_start_time(pid)}"
+    return f"{_this_host(host)}|{pid}|{_start_time(pid)}"
 
 
-def identity_dead(identity: str | None) -> bool:
+def identity_dead(identity: str | None, host: str | None = None) -> bool:
     """Whether a process named by :func:`process_identity` is known to be gone.
 
-    Only processes on this machine can be checked; others are presumed alive (their
-    leases expire instead).
+    Only processes of this host (``host``: its configured name) can be checked; others
+    are presumed alive (their leases expire instead).
     """
     if not identity:
         return True
-    host, _, rest = identity.partition("|")
+    owner_host, _, rest = identity.partition("|")
     pid_s, _, start = rest.partition("|")
-    if host != socket.gethostname():
+    if owner_host != _this_host(host):
         return False
     try:
         pid = int(pid_s)
@@ -105,16 +116,17 @@ def identity_dead(identity: str | None) -> bool:
     return _start_time(pid) != start
 
 
-def kill_stale_jail(jail: str | None, timeout: float = 10.0) -> None:
+def kill_stale_jail(jail: str | None, timeout: float = 10.0, host: str | None = None) -> None:
     """SIGKILL a job process (and its group) left over by a dead supervisor, if alive.
 
     ``jail`` is the job process's :func:`process_identity` as stored in the job's row;
-    a process on another machine, or a pid reused by another process, is left alone.
+    a process of another host (``host``: this one's configured name), or a pid reused by
+    another process, is left alone.
     """
-    if not jail or identity_dead(jail):
+    if not jail or identity_dead(jail, host):
         return
-    host, _, rest = jail.partition("|")
-    if host != socket.gethostname():
+    owner_host, _, rest = jail.partition("|")
+    if owner_host != _this_host(host):
         return
     pid_s, _, start = rest.partition("|")
     pid = int(pid_s)
@@ -231,7 +243,8 @@ class Supervisor:
         self.notifier = notifier
         self.enqueue = enqueue
         self.stopping = stopping or threading.Event()
-        self.owner = process_identity()
+        self.host = settings.host_name or socket.gethostname()
+        self.owner = process_identity(host=self.host)
         self._jails: dict[str, JailProcess] = {}
         self.launcher = make_launcher(settings)
         self._jails_lock = threading.Lock()
@@ -418,7 +431,7 @@ class Supervisor:
         try:
             with self._jails_lock:
                 self._jails[job_id] = proc
-            self.store.jail_started(job_id, process_identity(proc.pid))
+            self.store.jail_started(job_id, process_identity(proc.pid, self.host))
             proc.stdin.write(spec.to_json().encode() + b"\n")
             proc.stdin.close()
         except BaseException:

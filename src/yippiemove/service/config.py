@@ -134,6 +134,15 @@ class Settings:
     host_name: str = ""
     host_address: str = ""
     checkpoint_interval: float = 60.0
+    #: Seconds between a worker host's heartbeats in the control database (its
+    #: ``worker_hosts`` row; the host also notices a drain at each); a host silent for
+    #: three heartbeats is shown "gone" (service/fleet.py).
+    host_heartbeat_interval: float = 5.0
+    #: Seconds between a worker host's recovery sweeps: running jobs whose lease
+    #: expired are taken over, ``queued`` jobs that no queue message will deliver
+    #: (lost with a Redis restart, or a failed enqueue) are enqueued again
+    #: (service/fleet.py).  0: only the maintenance round (``maintenance_interval``).
+    recovery_interval: float = 5.0
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

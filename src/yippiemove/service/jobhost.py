@@ -44,6 +44,7 @@ def supervisor_config(settings: Settings) -> SupervisorConfig:
         job_rate_window=settings.job_rate_window,
         job_max_seconds=settings.job_max_seconds,
         job_uid_base=settings.job_uid_base,
+        host_name=settings.host_name,
     )
 
 

@@ -287,7 +287,9 @@ def _child_error(result: dict[str, Any]) -> Exception:
 
     name = str(result["imap_error"])
     cls = getattr(imap_errors, name, None) or getattr(protocol, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, imap_errors.ImapError | protocol.ProtocolError)):
+    if not (
+        isinstance(cls, type) and issubclass(cls, imap_errors.ImapError | protocol.ProtocolError)
+    ):
         cls = imap_errors.ImapError
     exc = cls.__new__(cls)
     Exception.__init__(exc, str(result.get("text", "")))
@@ -458,7 +460,7 @@ class Service:
         now = time.time()
         with self.db.read() as s:
             stale = [
-                (j.id, j.lease_owner, j.jail)
+                (j.id, j.lease_owner, j.jail, j.lease_token or 0, identity_dead(j.lease_owner))
                 for j in s.scalars(select(Job).where(Job.status == JobStatus.RUNNING))
                 if j.lease_owner != self.supervisor.owner
                 and (identity_dead(j.lease_owner) or (j.lease_expires or 0) < now)
@@ -473,11 +475,19 @@ class Service:
                 else []
             )
         recovered = []
-        for job_id, owner, jail in stale:
+        for job_id, owner, jail, token, dead in stale:
             kill_stale_jail(jail)
             with self.db.session() as s:
                 job = s.get(Job, job_id, with_for_update=True)
-                if job is None or job.status != JobStatus.RUNNING or job.lease_owner != owner:
+                # The same holder, under the same fencing token, and (unless its process
+                # is known dead) still expired: a renewal since the read wins the race.
+                if (
+                    job is None
+                    or job.status != JobStatus.RUNNING
+                    or job.lease_owner != owner
+                    or (job.lease_token or 0) != token
+                    or (not dead and (job.lease_expires or 0) >= time.time())
+                ):
                     continue
                 job.status = JobStatus.QUEUED
                 job.lease_owner = None
@@ -714,7 +724,6 @@ class Service:
         (:meth:`pin`), and the child connects to the very addresses checked.
         """
         import asyncio
-
 
         account = self.validate_account(account, role)
         if dest is not None:

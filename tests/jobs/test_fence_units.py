@@ -91,9 +91,7 @@ def test_token_mismatch_refuses_every_write_of_a_stale_holder(make_service):
     assert store.jail_started(job_id, "alpha|1|1", 1, "alpha|9|9") is False
     assert store.save_checkpoint(job_id, "alpha|1|1", 1, ckpt) is False
     assert store.requeue(job_id, "alpha|1|1", 1, None) is False
-    assert (
-        store.finish(job_id, "alpha|1|1", 1, JobStatus.DONE, None, lambda p: p, None) is None
-    )
+    assert store.finish(job_id, "alpha|1|1", 1, JobStatus.DONE, None, lambda p: p, None) is None
     with svc.db.read() as s:
         job = s.get(Job, job_id)
         assert job.status == JobStatus.RUNNING and job.lease_owner == "beta|2|2"

@@ -287,3 +287,88 @@ def test_first_line_read_keeps_what_follows(tmp_path):
     line, rest = read_first_line(r)
     os.close(r)
     assert line == b'{"spec": 1}' and rest == lease_line(12.5, 3)
+
+
+def _spec(server, fence_wait: float) -> bytes:
+    import json
+
+    spec = {
+        "job_id": "fenced",
+        "source": {"host": "127.0.0.1", "port": server.port, "security": "starttls",
+                   "username": "src", "password": SRC_PW},
+        "dest": {"host": "127.0.0.1", "port": server.port, "security": "starttls",
+                 "username": "dst", "password": DST_PW},
+        "ca_file": str(server.ca_file),
+        "progress_interval": 0.05,
+        "egress": {"allow": "127.0.0.0/8"},
+        "fence": {"wait": fence_wait},
+    }  # fmt: skip
+    return json.dumps(spec).encode() + b"\n"
+
+
+def _run_jail(work: Path, stdin: bytes, keep_open: bool) -> tuple[int, list[dict], str]:
+    import json
+    import os
+    import subprocess
+
+    from tests.jobs.test_jail import JAIL
+
+    work.mkdir(mode=0o700)
+    proc = subprocess.Popen(
+        [*JAIL, "--parent", str(os.getpid())],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=work,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(stdin)
+    proc.stdin.flush()
+    if not keep_open:
+        proc.stdin.close()
+    out, err = proc.communicate(timeout=120) if not keep_open else _wait_open(proc)
+    lines = [json.loads(x) for x in out.decode().splitlines()]
+    return proc.returncode, lines, err.decode()
+
+
+def _wait_open(proc) -> tuple[bytes, bytes]:
+    """Wait for the job with its stdin still open (more lease lines could come)."""
+    out, err = proc.stdout.read(), proc.stderr.read()
+    proc.wait(60)
+    proc.stdin.close()
+    return out, err
+
+
+def test_job_past_its_lease_writes_nothing_and_says_lease_lost(dovecot_factory, tmp_path):
+    """A fenced job whose lease line is already past (no renewal comes): it stops before
+    its first write to the destination -- no folder created, no message appended --
+    with the result ``lease_lost`` (transient: not the servers' fault), state flushed."""
+    from tests import mailcheck
+    from tests.transfer.test_move import populate
+
+    server = dovecot_factory(users={"src": SRC_PW, "dst": DST_PW})
+    populate(server)
+    before = mailcheck.snapshot(server.port, "dst", DST_PW)
+    stale = lease_line(time.monotonic() - 1, 3)
+    t0 = time.monotonic()
+    rc, lines, err = _run_jail(tmp_path / "job", _spec(server, 0.5) + stale, keep_open=True)
+    result = lines[-1]
+    assert result["type"] == "result" and result.get("lease_lost") is True, (result, err)
+    assert rc == 2 and result["transient"] is True
+    assert "lease expired without a renewal" in result["error"]
+    assert time.monotonic() - t0 < 60
+    assert mailcheck.snapshot(server.port, "dst", DST_PW) == before
+    assert (tmp_path / "job" / "state.sqlite").exists()
+
+
+def test_job_within_its_lease_runs_to_the_end(dovecot_factory, tmp_path):
+    """The same job with a lease line far ahead and stdin kept open: done and exact."""
+    from tests.svckit import assert_exact
+    from tests.transfer.test_move import populate
+
+    server = dovecot_factory(users={"src": SRC_PW, "dst": DST_PW})
+    populate(server)
+    good = lease_line(time.monotonic() + 300, 3)
+    rc, lines, err = _run_jail(tmp_path / "job", _spec(server, 0.5) + good, keep_open=True)
+    assert rc == 0 and lines[-1]["status"] == "done", err
+    assert_exact(server, "src", SRC_PW, "dst", DST_PW)

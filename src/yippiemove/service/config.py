@@ -134,6 +134,12 @@ class Settings:
     host_name: str = ""
     host_address: str = ""
     checkpoint_interval: float = 60.0
+    #: A job's state file larger than this is not checkpointed (logged; jobs/checkpoint.py).
+    checkpoint_max_bytes: int = 256 * 1024 * 1024
+    #: Fencing (jobs/fence.py): a job process stops writing to the destination this many
+    #: seconds before its lease expires in the control database; 0: a quarter of
+    #: ``lease_seconds``, at most 5 s.
+    lease_margin: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

@@ -44,7 +44,7 @@ from ..transfer.model import Endpoint
 from .auth import AuthStore
 from .checks import CheckFailed, CheckSlots, TooManyChecks, run_check
 from .config import Settings
-from .db import ApiToken, Database, IdempotencyKey, Job, User
+from .db import ApiToken, Database, IdempotencyKey, Job, JobCheckpoint, User
 from .jobhost import SqlJobStore, expire_credentials, supervisor_config
 from .notify import Notifier
 from .passwords import password_problem
@@ -1026,6 +1026,10 @@ class Service:
                 progress.update(phase=Phase.CANCELLED, rate=0.0, eta=None, current=[])
                 job.progress = progress
                 expire_credentials(job, self.settings, now)
+                # A job given back to the queue may have left a checkpoint: it ends here.
+                ckpt = s.get(JobCheckpoint, job_id)
+                if ckpt is not None:
+                    s.delete(ckpt)
             else:
                 job.cancel_requested = True
             view = JobView.of(job)

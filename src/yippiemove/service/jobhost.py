@@ -46,6 +46,8 @@ def supervisor_config(settings: Settings) -> SupervisorConfig:
         job_uid_base=settings.job_uid_base,
         host_name=settings.host_name,
         checkpoint_interval=settings.checkpoint_interval,
+        checkpoint_max_bytes=settings.checkpoint_max_bytes,
+        lease_margin=settings.lease_margin,
     )
 
 
@@ -104,6 +106,9 @@ class SqlJobStore:
                 job.finished = now
                 job.error = f"gave up after {job.attempts} attempts"
                 expire_credentials(job, self.settings, now)
+                ckpt = s.get(JobCheckpoint, job_id)
+                if ckpt is not None:
+                    s.delete(ckpt)
                 return None
             holder = take_mailbox(s, job, now, keys)
             if holder is not None:

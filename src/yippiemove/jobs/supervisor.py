@@ -32,6 +32,7 @@ import contextlib
 import json
 import logging
 import os
+import select
 import selectors
 import signal
 import socket
@@ -626,7 +627,10 @@ class Supervisor:
                     proc.signal_group(signal.SIGKILL)
                     term_at = None
                 if exited and (eof or now - last_output > 2):
-                    break
+                    # Output left in the pipe is read first: after a freeze (SIGSTOP)
+                    # the select above may have timed out with the result line waiting.
+                    if eof or not _readable(fd):
+                        break
         finally:
             with self._jails_lock:
                 self._pokes.pop(job_id, None)
@@ -803,6 +807,14 @@ class Supervisor:
             self.notifier.job_done(email, view)
         elif status == JobStatus.FAILED:
             self.notifier.job_failed(email, view)
+
+
+def _readable(fd: int) -> bool:
+    """Whether ``fd`` has data (or EOF) to read now."""
+    try:
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):
+        return False
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:

@@ -39,11 +39,12 @@ import socket
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..accounts import own_addresses
 from .checkpoint import STATE_FILE, StateSignature, prepare_state, signature, take
@@ -62,6 +63,7 @@ from .spec import Account, JobSpec
 from .vocab import JobStatus, Phase
 
 log = logging.getLogger("yippiemove.supervisor")
+T = TypeVar("T")
 
 __all__ = [
     "ProgressTracker",
@@ -253,13 +255,13 @@ class Supervisor:
         self.launcher = make_launcher(settings)
         self._jails_lock = threading.Lock()
         self._pokes: dict[str, threading.Event] = {}
-        #: Checkpoints are taken and stored here, never on a watch loop's thread.
-        self._checkpoints = ThreadPoolExecutor(2, thread_name_prefix="yippiemove-ckpt")
+        #: Checkpoints are taken on threads of their own, never on a watch loop's; two
+        #: at a time at most (a copy and a compression each).
+        self._checkpoint_slots = threading.BoundedSemaphore(2)
 
     def close(self) -> None:
         """Stop the launcher's helpers (the zygote); call once no job runs here."""
         self.launcher.close()
-        self._checkpoints.shutdown(wait=False)
 
     def poke(self, job_id: str) -> None:
         """Look at the job's row now (a cancel), not at the next heartbeat.
@@ -514,7 +516,6 @@ class Supervisor:
             self._pokes[job_id] = poke
         # The lease is renewed on a helper thread: a database that hangs (a partition,
         # a lock) never holds up this loop for longer than the lease.
-        renewer = ThreadPoolExecutor(1, thread_name_prefix=f"yippiemove-lease-{job_id[:8]}")
         renewal: Future[tuple[bool | None, bool]] | None = None
         renewal_from = 0.0
         ckpt = lease.checkpointer
@@ -561,7 +562,7 @@ class Supervisor:
                     last_write = now
                     renewal_from = time.monotonic()
                     snap = tracker.snapshot()
-                    renewal = renewer.submit(self._heartbeat, job_id, lease.token, snap)
+                    renewal = _in_thread(self._heartbeat, job_id, lease.token, snap)
                 if renewal is not None and renewal.done():
                     ok, cancel = renewal.result()
                     renewal = None
@@ -638,7 +639,6 @@ class Supervisor:
             with contextlib.suppress(Exception):
                 proc.stdin.close()
             rc = proc.reap()  # stray children in its group are SIGKILLed first
-            renewer.shutdown(wait=False)
             cpu = float(tracker.latest.get("cpu_seconds", 0.0)) + proc.cpu
             tracker.latest["cpu_seconds"] = round(cpu, 3)
             if reason != "lost_lease":
@@ -809,6 +809,23 @@ class Supervisor:
             self.notifier.job_failed(email, view)
 
 
+def _in_thread(fn: Callable[..., T], *args: Any) -> Future[T]:
+    """``fn(*args)`` on a daemon thread of its own (a call that hangs on a dead database
+    connection never holds up the process's exit, as a pool's thread would)."""
+    fut: Future[T] = Future()
+
+    def run() -> None:
+        if not fut.set_running_or_notify_cancel():
+            return
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as exc:
+            fut.set_exception(exc)
+
+    threading.Thread(target=run, name="yippiemove-lease", daemon=True).start()
+    return fut
+
+
 def _readable(fd: int) -> bool:
     """Whether ``fd`` has data (or EOF) to read now."""
     try:
@@ -846,7 +863,7 @@ class _Checkpointer:
             if self._running is not None:
                 self._again = True
                 return
-            self._running = self.sup._checkpoints.submit(self._loop)
+            self._running = _in_thread(self._loop)
 
     def now(self, timeout: float = 60.0) -> None:
         """Take one now and wait for it (after any that is being taken)."""
@@ -872,7 +889,8 @@ class _Checkpointer:
             sig = signature(self.path)
             if sig is None or sig == self._stored:
                 return
-            ckpt = take(self.path, host=s.host_name, max_bytes=s.checkpoint_max_bytes)
+            with self.sup._checkpoint_slots:
+                ckpt = take(self.path, host=s.host_name, max_bytes=s.checkpoint_max_bytes)
             if ckpt is None:
                 return
             if self.sup.store.save_checkpoint(self.job_id, self.sup.owner, self.lease.token, ckpt):

@@ -79,7 +79,9 @@ async def check(request: dict[str, Any]) -> dict[str, Any]:
         ctx = ssl_context(request.get("ca_file"))
     except (OSError, ValueError) as exc:
         return {"ok": False, "message": f"the service's CA file cannot be read: {exc}"}
-    src_ep = dataclasses.replace(_endpoint(account, ctx, insecure), address=request.get("address"))
+    src_ep = dataclasses.replace(
+        _endpoint(account, ctx, insecure), address=request.get("address")
+    )
     dst_ep = (
         dataclasses.replace(_endpoint(dest, ctx, insecure), address=request.get("dest_address"))
         if dest is not None

@@ -130,7 +130,9 @@ class JobCheckpoint(Base):
 
     __tablename__ = "job_checkpoints"
 
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
     token: Mapped[int] = mapped_column(Integer)
     host: Mapped[str] = mapped_column(String(200))
     taken: Mapped[float] = mapped_column(Float)

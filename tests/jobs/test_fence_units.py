@@ -372,3 +372,29 @@ def test_job_within_its_lease_runs_to_the_end(dovecot_factory, tmp_path):
     rc, lines, err = _run_jail(tmp_path / "job", _spec(server, 0.5) + good, keep_open=True)
     assert rc == 0 and lines[-1]["status"] == "done", err
     assert_exact(server, "src", SRC_PW, "dst", DST_PW)
+
+
+@pytest.mark.parametrize(
+    ("verb", "gated"),
+    [
+        ("APPEND", True),
+        ("UID STORE", True),
+        ("STORE", True),
+        ("CREATE", True),
+        ("SUBSCRIBE", True),
+        ("UID COPY", True),
+        ("EXPUNGE", True),
+        ("uid  expunge", True),
+        ("SOMETHING NEW", True),  # an allow-list: a verb nobody thought of is a write
+        ("SELECT", False),
+        ("EXAMINE", False),
+        ("UID FETCH", False),
+        ("LIST", False),
+        ("NOOP", False),
+        ("LOGIN", False),
+    ],
+)
+def test_which_commands_pass_the_write_gate(verb, gated):
+    from yippiemove.imap.commands import changes_mailbox
+
+    assert changes_mailbox(verb) is gated

@@ -259,6 +259,7 @@ def test_a_killed_worker_hosts_job_resumes_elsewhere_from_its_checkpoint(server,
     assert how.get("messages_known", 0) >= 50, how
     # Beta read the rest of the source, not all of it again (hashing what is there).
     after = sum(c.s2c_bytes for c in sources if c.accepted > killed)
+    print(f"beta read {after} source bytes of {total} ({after / total:.0%})")
     assert after < total * 0.7, f"beta read {after} source bytes of {total}"
     with fleet.svc.db.read() as s:
         assert s.get(JobCheckpoint, job_id) is None  # deleted with the job's end

@@ -133,6 +133,15 @@ class Worker:
             return ""
 
 
+#: Commands that change a mailbox (RFC 3501, 4315, 6851).
+WRITE_VERBS = frozenset(
+    (
+        "APPEND", "STORE", "UID STORE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE",
+        "UNSUBSCRIBE", "COPY", "UID COPY", "MOVE", "UID MOVE", "EXPUNGE", "UID EXPUNGE",
+    )
+)  # fmt: skip
+
+
 @dataclass
 class Conn:
     """What one client connection did through the proxy."""
@@ -144,10 +153,9 @@ class Conn:
     s2c_bytes: int = 0
     closed: float | None = None
 
-    def writes(
-        self, verbs: tuple[str, ...] = ("APPEND", "UID STORE", "STORE", "CREATE")
-    ) -> list[float]:
-        return [t for t, v in self.commands if v in verbs]
+    def writes(self) -> list[tuple[float, str]]:
+        """The commands that change a mailbox, with their times."""
+        return [(t, v) for t, v in self.commands if v in WRITE_VERBS]
 
 
 class RecordingProxy:

@@ -205,8 +205,8 @@ def test_a_frozen_worker_host_writes_nothing_after_its_lease(server, fleet):
     late = [
         (c.index, round(t - stopped, 2), v)
         for c in alphas
-        for t, v in c.commands
-        if t > stopped + LEASE and v in ("APPEND", "UID STORE", "STORE", "CREATE")
+        for t, v in c.writes()
+        if t > stopped + LEASE
     ]
     assert alphas and not late, f"alpha wrote after its lease: {late[:10]} ({len(late)})"
     assert exactness(server.port, "src", "dst") is None

@@ -143,6 +143,12 @@ class Settings:
     #: (lost with a Redis restart, or a failed enqueue) are enqueued again
     #: (service/fleet.py).  0: only the maintenance round (``maintenance_interval``).
     recovery_interval: float = 5.0
+    #: A job's state file larger than this is not checkpointed (logged; jobs/checkpoint.py).
+    checkpoint_max_bytes: int = 256 * 1024 * 1024
+    #: Fencing (jobs/fence.py): a job process stops writing to the destination this many
+    #: seconds before its lease expires in the control database; 0: a quarter of
+    #: ``lease_seconds``, at most 5 s.
+    lease_margin: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

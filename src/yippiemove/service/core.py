@@ -44,7 +44,7 @@ from ..transfer.model import Endpoint
 from .auth import AuthStore
 from .checks import CheckFailed, CheckSlots, TooManyChecks, run_check
 from .config import Settings
-from .db import ApiToken, Database, IdempotencyKey, Job, User
+from .db import ApiToken, Database, IdempotencyKey, Job, JobCheckpoint, User
 from .fleet import HostAgent, HostNameTaken, LostMessages, list_hosts, set_draining, wait_drained
 from .jobhost import SqlJobStore, expire_credentials, supervisor_config
 from .notify import Notifier
@@ -289,7 +289,9 @@ def _child_error(result: dict[str, Any]) -> Exception:
 
     name = str(result["imap_error"])
     cls = getattr(imap_errors, name, None) or getattr(protocol, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, imap_errors.ImapError | protocol.ProtocolError)):
+    if not (
+        isinstance(cls, type) and issubclass(cls, imap_errors.ImapError | protocol.ProtocolError)
+    ):
         cls = imap_errors.ImapError
     exc = cls.__new__(cls)
     Exception.__init__(exc, str(result.get("text", "")))
@@ -565,15 +567,16 @@ class Service:
         with self.db.read() as s:
             # Columns only: every worker host runs this every few seconds (a sweep).
             rows = s.execute(
-                select(Job.id, Job.lease_owner, Job.jail, Job.lease_expires).where(
-                    Job.status == JobStatus.RUNNING
-                )
+                select(
+                    Job.id, Job.lease_owner, Job.jail, Job.lease_expires, Job.lease_token
+                ).where(Job.status == JobStatus.RUNNING)
             ).all()
+            host = self.settings.host_name
             stale = [
-                (job_id, owner, jail)
-                for job_id, owner, jail, expires in rows
+                (job_id, owner, jail, token or 0, dead)
+                for job_id, owner, jail, expires, token in rows
                 if owner != self.supervisor.owner
-                and (identity_dead(owner, self.settings.host_name) or (expires or 0) < now)
+                and ((dead := identity_dead(owner, host)) or (expires or 0) < now)
             ]
             queued = (
                 list(
@@ -585,11 +588,19 @@ class Service:
                 else []
             )
         recovered = []
-        for job_id, owner, jail in stale:
+        for job_id, owner, jail, token, dead in stale:
             kill_stale_jail(jail, host=self.settings.host_name)
             with self.db.session() as s:
                 job = s.get(Job, job_id, with_for_update=True)
-                if job is None or job.status != JobStatus.RUNNING or job.lease_owner != owner:
+                # The same holder, under the same fencing token, and (unless its process
+                # is known dead) still expired: a renewal since the read wins the race.
+                if (
+                    job is None
+                    or job.status != JobStatus.RUNNING
+                    or job.lease_owner != owner
+                    or (job.lease_token or 0) != token
+                    or (not dead and (job.lease_expires or 0) >= time.time())
+                ):
                     continue
                 job.status = JobStatus.QUEUED
                 job.lease_owner = None
@@ -834,7 +845,6 @@ class Service:
         (:meth:`pin`), and the child connects to the very addresses checked.
         """
         import asyncio
-
 
         account = self.validate_account(account, role)
         if dest is not None:
@@ -1137,6 +1147,10 @@ class Service:
                 progress.update(phase=Phase.CANCELLED, rate=0.0, eta=None, current=[])
                 job.progress = progress
                 expire_credentials(job, self.settings, now)
+                # A job given back to the queue may have left a checkpoint: it ends here.
+                ckpt = s.get(JobCheckpoint, job_id)
+                if ckpt is not None:
+                    s.delete(ckpt)
             else:
                 job.cancel_requested = True
             view = JobView.of(job)

@@ -16,6 +16,10 @@ from tests.doubles.cyrus import INSTALL_HINT as CYRUS_INSTALL_HINT
 from tests.doubles.cyrus import CyrusServer, cyrus_available
 from tests.doubles.mailutils import INSTALL_HINT as IMAP4D_INSTALL_HINT
 from tests.doubles.mailutils import Imap4dServer, imap4d_available
+
+# Real PostgreSQL and Redis servers (tests/infra/): `postgres_server`, `postgres`,
+# `redis_server`, and YIPPIEMOVE_TEST_DATABASE=postgresql (docs/testing.md).
+from tests.infra.fixtures import postgres, postgres_server, redis_server, test_database_env
 from tests.source_guard import guard_sources
 from yippiemove.testing.dovecot import INSTALL_HINT, DovecotServer, dovecot_available
 
@@ -24,6 +28,8 @@ from yippiemove.testing.dovecot import INSTALL_HINT, DovecotServer, dovecot_avai
 # `yippiemove serve` child) allows loopback, as a self-hoster would.  The egress tests
 # (tests/web/test_egress.py) start theirs without it.
 os.environ.setdefault("YIPPIEMOVE_EGRESS_ALLOW", "127.0.0.0/8")
+
+__all__ = ["postgres", "postgres_server", "redis_server", "test_database_env"]
 
 
 @pytest.fixture(scope="session")
@@ -322,3 +328,4 @@ def _job_dirs_reachable(request: pytest.FixtureRequest) -> None:
         mode = d.stat().st_mode
         if not mode & stat.S_IXOTH:
             d.chmod(stat.S_IMODE(mode) | 0o011)
+

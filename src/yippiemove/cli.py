@@ -776,6 +776,51 @@ def _egress_options(f: Any) -> Any:
     )(f)
 
 
+def _database_options(f: Any) -> Any:
+    """``--database-url``/``--queue-url`` of every service command (docs/service.md
+    "Running a fleet"): the control database and the job queue the hosts share."""
+    f = click.option(
+        "--queue-url",
+        "queue_url",
+        metavar="URL",
+        help="The job queue: 'sqlite' (embedded, the default) or redis://HOST:PORT/DB "
+        "shared by a fleet. Env YIPPIEMOVE_QUEUE_URL.",
+    )(f)
+    return click.option(
+        "--database-url",
+        "database_url",
+        metavar="URL",
+        help="The control database: postgresql://USER@HOST:PORT/DB (as libpq writes it; "
+        "password from PGPASSWORD or ~/.pgpass) shared by a fleet, or sqlite:///FILE. "
+        "Default: control.sqlite in the data directory. Env YIPPIEMOVE_DATABASE_URL.",
+    )(f)
+
+
+def _host_name_option(f: Any) -> Any:
+    return click.option(
+        "--host-name",
+        metavar="NAME",
+        default=None,
+        help="This worker host's name in the fleet, unique among the hosts sharing the "
+        "control database (default: $YIPPIEMOVE_HOST_NAME, else the machine's host name).",
+    )(f)
+
+
+#: Concurrent jobs of one `serve` or `worker` process at most.
+MAX_WORKERS = 1024
+
+
+def _start_or_die(service: Any, workers: int | None, role: str) -> None:
+    """``service.start``; another live process with this host name stops us, clearly."""
+    from .service.fleet import HostNameTaken
+
+    try:
+        service.start(workers, role=role)
+    except HostNameTaken as exc:
+        service.close()
+        _die(str(exc))
+
+
 def _data_dir_option(f: Any) -> Any:
     return click.option(
         "--data-dir",
@@ -793,11 +838,26 @@ def _data_dir_option(f: Any) -> Any:
 
 
 def _service(data_dir: Path | None, **overrides: Any) -> Any:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from .service.config import Settings
     from .service.core import Service
+    from .service.db import connect_error, shown_url
+    from .service.schema import SchemaError
 
     try:
-        return Service(Settings.load(data_dir, **overrides))
+        settings = Settings.load(data_dir, **overrides)
+    except (OSError, ValueError) as exc:
+        _die(f"cannot open the service's data: {exc}")
+    try:
+        return Service(settings)
+    except SchemaError as exc:
+        _die(str(exc))
+    except SQLAlchemyError as exc:
+        _die(
+            f"cannot use the control database {shown_url(settings.database_url)}: "
+            f"{connect_error(exc, settings.database_url)}"
+        )
     except (OSError, ValueError) as exc:
         _die(f"cannot open the service's data: {exc}")
 
@@ -828,10 +888,12 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 @_data_dir_option
 @click.option(
     "--workers",
-    type=click.IntRange(1, 256),
+    type=click.IntRange(0, MAX_WORKERS),
     default=None,
-    help="Transfers run at the same time by this machine (default 2).",
+    help="Transfers run at the same time by this machine (default 2; 0: web and API "
+    "only, the jobs run on `yippiemove worker` hosts).",
 )
+@_host_name_option
 @click.option("--ca-file", metavar="FILE", help="Trust this CA bundle for IMAP servers.")
 @click.option(
     "--app",
@@ -842,15 +904,19 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     help="The web application factory, called with the Service.",
 )
 @_egress_options
+@_database_options
 def serve(
     host: str,
     port: int,
     data_dir: Path | None,
     workers: int | None,
+    host_name: str | None,
     ca_file: str | None,
     app_factory: str,
     egress_allow: tuple[str, ...],
     egress_deny: tuple[str, ...],
+    database_url: str | None,
+    queue_url: str | None,
 ) -> None:
     """Run the service: web app, control database, job queue and local job workers."""
 
@@ -863,9 +929,12 @@ def serve(
     factory = _load_app_factory(app_factory)
     overrides: dict[str, Any] = {
         "workers": workers,
+        "host_name": host_name,
         "ca_file": ca_file,
         "egress_allow": ",".join(egress_allow) if egress_allow else None,
         "egress_deny": ",".join(egress_deny) if egress_deny else None,
+        "database_url": database_url,
+        "queue_url": queue_url,
     }
     if not os.environ.get("YIPPIEMOVE_BASE_URL"):
         overrides["base_url"] = f"http://{host}:{port}"
@@ -874,7 +943,7 @@ def serve(
     # uvicorn re-raises SIGTERM after its own shutdown: make it an exception we catch,
     # so that running jobs are stopped cleanly and put back in the queue.
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    service.start(workers)
+    _start_or_die(service, workers, "serve")
     shown = f"[{host}]" if ":" in host else host
     click.echo(
         f"yippiemove is running at http://{shown}:{port}/  "
@@ -897,20 +966,37 @@ def serve(
         service.close()
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @_data_dir_option
-@click.option("--workers", type=click.IntRange(1, 256), default=None, help="Concurrent jobs.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, MAX_WORKERS),
+    default=None,
+    help="Concurrent jobs (default 2).",
+)
+@_host_name_option
 @click.option("--ca-file", metavar="FILE", help="Trust this CA bundle for IMAP servers.")
 @_egress_options
+@_database_options
+@click.pass_context
 def worker(
+    ctx: click.Context,
     data_dir: Path | None,
     workers: int | None,
+    host_name: str | None,
     ca_file: str | None,
     egress_allow: tuple[str, ...],
     egress_deny: tuple[str, ...],
+    database_url: str | None,
+    queue_url: str | None,
 ) -> None:
-    """Run job workers only (no web app), e.g. on more machines sharing the queue."""
+    """Run job workers only (no web app), e.g. on more machines sharing the queue.
 
+    With a subcommand: `worker drain HOST` / `worker undrain HOST` (operators)."""
+    if ctx.invoked_subcommand is not None:
+        # `worker --data-dir D drain HOST` means the same as `worker drain HOST --data-dir D`.
+        ctx.obj = {"data_dir": data_dir, "database_url": database_url}
+        return
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
     )
@@ -918,12 +1004,21 @@ def worker(
     service = _service(
         data_dir,
         workers=workers,
+        host_name=host_name,
         ca_file=ca_file,
         egress_allow=",".join(egress_allow) if egress_allow else None,
         egress_deny=",".join(egress_deny) if egress_deny else None,
+        database_url=database_url,
+        queue_url=queue_url,
     )
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    service.start(workers)
+    _start_or_die(service, workers, "worker")
+    click.echo(
+        f"yippiemove worker host {service.settings.host_name} is running "
+        f"({service.settings.workers if workers is None else workers} worker(s); "
+        f"data: {service.settings.data_dir}; Ctrl-C to stop)",
+        err=True,
+    )
     try:
         while True:
             time.sleep(3600)
@@ -932,6 +1027,128 @@ def worker(
     finally:
         service.stop()
         service.close()
+
+
+def _operator_service(ctx: click.Context, data_dir: Path | None, database_url: str | None) -> Any:
+    """The service for `worker drain/undrain`: options given before the subcommand
+    (`worker --database-url U drain HOST`) count as well as after it."""
+    parent = ctx.obj or {}
+    return _service(
+        data_dir or parent.get("data_dir"),
+        database_url=database_url or parent.get("database_url"),
+    )
+
+
+@worker.command("drain")
+@click.argument("host")
+@_data_dir_option
+@click.option("--wait", is_flag=True, help="Wait until the host runs no job.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="With --wait: give up after this long (exit status 1).",
+)
+@_database_options
+@click.pass_context
+def worker_drain(
+    ctx: click.Context,
+    host: str,
+    data_dir: Path | None,
+    wait: bool,
+    timeout: float | None,
+    database_url: str | None,
+    queue_url: str | None,
+) -> None:
+    """Drain the worker host HOST: it takes no new jobs, and its running jobs are
+    checkpointed, stopped and resumed by other hosts (it notices within a heartbeat)."""
+    from .service.core import ServiceError
+
+    service = _operator_service(ctx, data_dir, database_url)
+    try:
+        service.drain_host(host, True)
+        click.echo(f"{host}: draining", err=True)
+        if wait:
+            try:
+                view = service.wait_drained(host, timeout)
+            except TimeoutError as exc:
+                click.echo(f"yippiemove: {exc}", err=True)
+                sys.exit(1)
+            click.echo(f"{host}: {view['state']} (runs no job)", err=True)
+    except ServiceError as exc:
+        _die(str(exc))
+    finally:
+        service.close()
+
+
+@worker.command("undrain")
+@click.argument("host")
+@_data_dir_option
+@_database_options
+@click.pass_context
+def worker_undrain(
+    ctx: click.Context,
+    host: str,
+    data_dir: Path | None,
+    database_url: str | None,
+    queue_url: str | None,
+) -> None:
+    """Let the worker host HOST take jobs again (within a heartbeat)."""
+    from .service.core import ServiceError
+
+    service = _operator_service(ctx, data_dir, database_url)
+    try:
+        service.drain_host(host, False)
+    except ServiceError as exc:
+        _die(str(exc))
+    finally:
+        service.close()
+    click.echo(f"{host}: taking jobs again", err=True)
+
+
+@main.command()
+@_data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON list, for scripts.")
+@_database_options
+def hosts(
+    data_dir: Path | None, as_json: bool, database_url: str | None, queue_url: str | None
+) -> None:
+    """List the worker hosts: role, address, capacity, running jobs, version, last
+    heartbeat and state (up / draining / drained / gone)."""
+    service = _service(data_dir, database_url=database_url)
+    try:
+        rows = service.hosts()
+    finally:
+        service.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no worker hosts registered (serve --workers 0 registers none)")
+        return
+    head = ("HOST", "STATE", "ROLE", "ADDRESS", "CAP", "RUNNING", "VERSION", "HEARTBEAT")
+    table = [head]
+    for h in rows:
+        age = h["heartbeat_age"]
+        table.append(
+            (
+                h["name"],
+                h["state"],
+                h["role"],
+                h["address"],
+                str(h["capacity"]),
+                str(len(h["running"])),
+                h["version"],
+                "stopped" if age is None else f"{age:.0f} s ago",
+            )
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    for r in table:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for h in rows:
+        if h["running"]:
+            click.echo(f"{h['name']}: {' '.join(h['running'])}")
 
 
 @main.group()
@@ -943,7 +1160,14 @@ def user() -> None:
 @click.argument("email")
 @click.option("--password-file", metavar="FILE", help="Read the password from this file.")
 @_data_dir_option
-def user_create(email: str, password_file: str | None, data_dir: Path | None) -> None:
+@_database_options
+def user_create(
+    email: str,
+    password_file: str | None,
+    data_dir: Path | None,
+    database_url: str | None,
+    queue_url: str | None,
+) -> None:
     """Create the customer EMAIL (password from --password-file or a prompt)."""
     from .service.core import ServiceError
 
@@ -960,7 +1184,7 @@ def user_create(email: str, password_file: str | None, data_dir: Path | None) ->
         )
     else:
         _die("no password: use --password-file FILE, or run on a terminal to be asked")
-    service = _service(data_dir)
+    service = _service(data_dir, database_url=database_url, queue_url=queue_url)
     try:
         uid = service.create_user(email, password)
     except ServiceError as exc:
@@ -979,11 +1203,14 @@ def token() -> None:
 @click.argument("email")
 @click.option("--name", default="", help="A name to recognise the token by.")
 @_data_dir_option
-def token_create(email: str, name: str, data_dir: Path | None) -> None:
+@_database_options
+def token_create(
+    email: str, name: str, data_dir: Path | None, database_url: str | None, queue_url: str | None
+) -> None:
     """Create an API token for the customer EMAIL and print it (shown only this once)."""
     from .service.core import ServiceError
 
-    service = _service(data_dir)
+    service = _service(data_dir, database_url=database_url, queue_url=queue_url)
     try:
         tok = service.create_token(service.user_id_for_email(email), name)
     except ServiceError as exc:
@@ -992,6 +1219,92 @@ def token_create(email: str, name: str, data_dir: Path | None) -> None:
         service.close()
     click.echo("API token (shown only once; store it now):", err=True)
     click.echo(tok)
+
+
+@main.group()
+def db() -> None:
+    """The control database's schema (Alembic migrations; docs/service.md)."""
+
+
+def _db_url(data_dir: Path | None, database_url: str | None) -> str:
+    """--database-url, else YIPPIEMOVE_DATABASE_URL, else the data directory's SQLite
+    (only then is a data directory needed)."""
+    if database_url:
+        return database_url
+    if os.environ.get("YIPPIEMOVE_DATABASE_URL"):
+        return os.environ["YIPPIEMOVE_DATABASE_URL"]
+    from .service.config import Settings
+
+    try:
+        return Settings.load(data_dir).database_url
+    except (OSError, ValueError) as exc:
+        _die(f"cannot open the service's data: {exc}")
+
+
+@db.command("upgrade")
+@_data_dir_option
+@_database_options
+def db_upgrade(data_dir: Path | None, database_url: str | None, queue_url: str | None) -> None:
+    """Migrate the control database to this version's schema (run once, from one host,
+    before starting hosts of a new version on a shared PostgreSQL)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .service.db import Database, connect_error, shown_url
+    from .service.schema import SchemaError, upgrade
+
+    url = _db_url(data_dir, database_url)
+    shown = shown_url(url)
+    try:
+        database = Database(url, prepare=False)
+        engine = database.migration_engine()
+        try:
+            done = upgrade(engine)
+        finally:
+            engine.dispose()
+            database.dispose()
+    except SchemaError as exc:
+        _die(str(exc))
+    except SQLAlchemyError as exc:
+        _die(f"cannot upgrade the control database {shown}: {connect_error(exc, url)}")
+    except ValueError as exc:  # an unparsable URL; its words may hold a secret
+        _die(f"not a database URL: {shown} ({type(exc).__name__})")
+    if done.stamped:
+        click.echo(f"{shown}: made before the migrations; recognised as revision {done.stamped}")
+    if done.changed:
+        click.echo(f"{shown}: upgraded from {done.before or 'an empty database'} to {done.after}")
+    else:
+        click.echo(f"{shown}: already at {done.after} (the newest); nothing to do")
+
+
+@db.command("current")
+@_data_dir_option
+@_database_options
+def db_current(data_dir: Path | None, database_url: str | None, queue_url: str | None) -> None:
+    """Print the control database's schema revision and this version's newest."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .service.db import Database, connect_error, shown_url
+    from .service.schema import current_revision, head_revision
+
+    url = _db_url(data_dir, database_url)
+    shown = shown_url(url)
+    try:
+        database = Database(url, prepare=False)
+        try:
+            with database.engine.connect() as conn:
+                rev = current_revision(conn)
+        finally:
+            database.dispose()
+    except SQLAlchemyError as exc:
+        _die(f"cannot read the control database {shown}: {connect_error(exc, url)}")
+    except ValueError as exc:
+        _die(f"not a database URL: {shown} ({type(exc).__name__})")
+    head = head_revision()
+    state = "up to date" if rev == head else f"run: yippiemove db upgrade --database-url {shown}"
+    click.echo(
+        f"{shown}: revision {rev or 'none (empty or made before migrations)'}; "
+        f"this yippiemove's newest: {head} ({state})"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,72 +1,99 @@
-"""What the stand-in servers of tests/infra share: a process in a network namespace."""
+"""Shared bits of the test servers: free ports, running a command (in a network
+namespace, as another user), waiting, killing a process tree."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on this machine now (in a namespace any port is free)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
-def spawn(
-    argv: Sequence[str], log: Path, *, netns: str | None = None, user: str | None = None
-) -> subprocess.Popen[bytes]:
-    """``argv`` in its own session (in ``netns`` when given, as ``user`` when given)."""
-    prefix: list[str] = ["ip", "netns", "exec", netns] if netns else []
-    if user is not None:
-        prefix += ["runuser", "-u", user, "--"]
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [*prefix, *argv],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+def url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def wrap(argv: Sequence[str], *, netns: str | None = None, user: str | None = None) -> list[str]:
+    """``argv`` run as ``user`` (runuser, when we are root) inside ``netns``."""
+    out = list(argv)
+    if user is not None and os.geteuid() == 0:
+        out = ["runuser", "-u", user, "--", *out]
+    if netns is not None:
+        out = ["ip", "netns", "exec", netns, *out]
+    return out
+
+
+def run(argv: Sequence[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, **kw)  # type: ignore[call-overload]
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
         )
+    return proc
 
 
-def wait_until(
-    ready: Callable[[], bool],
-    proc: subprocess.Popen[bytes],
-    what: str,
-    log: Path,
-    timeout: float = 30.0,
-) -> None:
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
-    while not ready():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            kill_group(proc)
-            raise RuntimeError(f"{what} did not start: {tail}")
-        time.sleep(0.1)
+    while True:
+        if check():
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
+        time.sleep(0.05)
 
 
-def kill_group(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGKILL) -> None:
-    if proc is None:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=15)
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
+def children(pid: int) -> list[int]:
+    """All descendants of ``pid`` (from /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
 
-def connects(host: str, port: int) -> bool:
+def alive(pid: int) -> bool:
     try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def kill_tree(pid: int, timeout: float = 10.0) -> None:
+    """SIGKILL ``pid`` and its descendants, and wait until they are gone."""
+    pids = [pid, *children(pid)]
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    wait_for(lambda: not any(alive(p) for p in pids), timeout, f"the end of process {pid}")

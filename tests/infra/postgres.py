@@ -1,176 +1,235 @@
-"""A throwaway real PostgreSQL (Debian's postgresql, initdb + postgres) for tests.
+"""A throwaway real PostgreSQL server (Debian's ``postgresql`` package) for tests.
 
-Stand-in (branch fleet-net) for helper 1's tests/infra/postgres.py, with the part of
-its API the fleet tests use: ``PostgresServer().start(host=ADDR, netns=NS)``, ``.url``,
-``create_database(name) -> url``, ``restart()`` (fast: every session ends, data kept),
-``stop()`` (and remove its files).  Replace it by helper 1's when merging.
-PostgreSQL refuses to run as root: as root the cluster belongs to the ``postgres``
-user (Debian's package makes it) and runs as that user.  Trust authentication from
-anywhere: the server listens on a test address only.
+    with PostgresServer().start() as pg:        # free port on 127.0.0.1
+        pg.url                                   # postgresql://yippiemove@127.0.0.1:PORT/yippiemove
+        url = pg.create_database()               # a fresh database of its own
+        pg.restart(); pg.kill(); pg.stop()
+
+``initdb`` in a temporary directory owned by the ``postgres`` user (PostgreSQL refuses
+to run as root: as root every command runs through ``runuser -u postgres``), trust
+authentication (a test server), fsync off, small buffers, its unix socket in the
+temporary directory.  With ``netns`` every process runs under ``ip netns exec NETNS``,
+listening on ``host`` there; the test process still reaches it through the unix socket
+(:attr:`admin_url`), which no network namespace hides.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import pwd
 import shutil
 import signal
-import subprocess
 import tempfile
+import uuid
 from pathlib import Path
-from typing import Self
+from types import TracebackType
 
-from ._proc import connects, free_port, kill_group, spawn, wait_until
+from tests.infra._proc import alive, free_port, kill_tree, run, url_host, wrap
 
-__all__ = ["PostgresServer", "pg_bin"]
+__all__ = ["INSTALL_HINT", "PostgresServer", "postgres_bin", "postgres_missing"]
 
+INSTALL_HINT = "apt-get install postgresql (Debian's package: initdb, pg_ctl, postgres)"
+#: The user the server runs as when the tests run as root.
+PG_USER = "postgres"
+#: The database superuser and the default database the URL names.
+ROLE = "yippiemove"
 DATABASE = "yippiemove"
 
 
-def pg_bin(name: str) -> str:
-    for version in ("17", "16", "15", "14", "13"):
-        path = Path(f"/usr/lib/postgresql/{version}/bin/{name}")
-        if path.exists():
-            return str(path)
-    found = shutil.which(name)
-    if found is None:
-        raise RuntimeError(f"PostgreSQL's {name} is missing: apt-get install postgresql")
-    return found
+def postgres_bin() -> Path | None:
+    """The newest /usr/lib/postgresql/*/bin with initdb, pg_ctl and postgres."""
+    found = []
+    for d in glob.glob("/usr/lib/postgresql/*/bin"):
+        try:
+            version = float(Path(d).parent.name)
+        except ValueError:
+            continue
+        if all(os.access(Path(d) / b, os.X_OK) for b in ("initdb", "pg_ctl", "postgres")):
+            found.append((version, Path(d)))
+    return max(found)[1] if found else None
+
+
+def postgres_missing() -> str | None:
+    """Why no test PostgreSQL can be started here, or None."""
+    if postgres_bin() is None:
+        return f"PostgreSQL binaries not found under /usr/lib/postgresql/*/bin: {INSTALL_HINT}"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam(PG_USER)
+        except KeyError:
+            return f"no {PG_USER!r} user to run PostgreSQL as (root cannot): {INSTALL_HINT}"
+        if shutil.which("runuser") is None:
+            return "runuser (util-linux) is needed to run PostgreSQL as a user"
+    return None
 
 
 class PostgresServer:
     def __init__(self) -> None:
-        self.base_dir = Path(tempfile.mkdtemp(prefix="yippiemove-pg-"))
         self.host = "127.0.0.1"
         self.port = 0
         self.netns: str | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self.user = "postgres" if os.geteuid() == 0 else None
+        self.dir: Path | None = None
+        self._running = False
+
+    # ------------------------------------------------------------------ paths
 
     @property
     def data(self) -> Path:
-        return self.base_dir / "data"
+        assert self.dir is not None
+        return self.dir / "data"
 
     @property
     def log_path(self) -> Path:
-        return self.base_dir / "postgres.log"
+        assert self.dir is not None
+        return self.dir / "postgres.log"
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg://postgres@{self.host}:{self.port}/{DATABASE}"
+        """Plain libpq URL of the default database, over TCP (as hosts use it)."""
+        return self.url_for(DATABASE)
 
-    def _run(self, argv: list[str]) -> None:
-        prefix = ["runuser", "-u", self.user, "--"] if self.user else []
-        done = subprocess.run([*prefix, *argv], capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"{argv[0]} failed: {done.stderr.strip()}")
+    def url_for(self, database: str) -> str:
+        return f"postgresql://{ROLE}@{url_host(self.host)}:{self.port}/{database}"
+
+    def admin_url(self, database: str = DATABASE) -> str:
+        """The database over the unix socket (reachable from outside ``netns`` too)."""
+        return f"postgresql://{ROLE}@/{database}?host={self.dir}&port={self.port}"
+
+    # ------------------------------------------------------------------ life
+
+    def _cmd(self, *argv: str) -> list[str]:
+        bindir = postgres_bin()
+        assert bindir is not None
+        return wrap([str(bindir / argv[0]), *argv[1:]], netns=self.netns, user=PG_USER)
 
     def start(
         self, host: str = "127.0.0.1", port: int | None = None, netns: str | None = None
-    ) -> Self:
+    ) -> PostgresServer:
+        missing = postgres_missing()
+        if missing:
+            raise RuntimeError(missing)
         self.host, self.netns = host, netns
-        self.port = port or self.port or (5432 if netns else free_port(host))
-        self.base_dir.mkdir(parents=True, exist_ok=True)
-        if self.user:
-            pw = pwd.getpwnam(self.user)
-            os.chown(self.base_dir, pw.pw_uid, pw.pw_gid)
-            os.chmod(self.base_dir, 0o700)
-            for parent in self.base_dir.parents:  # the postgres user must get there
-                if not parent.stat().st_mode & 0o001:
-                    os.chmod(parent, parent.stat().st_mode | 0o011)
-        fresh = not (self.data / "PG_VERSION").exists()
-        if fresh:
-            self._run(
-                [
-                    pg_bin("initdb"),
-                    "-D",
-                    str(self.data),
-                    "-U",
-                    "postgres",
-                    "-A",
-                    "trust",
-                    "-E",
-                    "UTF8",
-                    "--no-sync",
-                ]
+        self.port = port or free_port(host)
+        self.dir = Path(tempfile.mkdtemp(prefix="yippiemove-pg-"))
+        os.chmod(self.dir, 0o700)
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam(PG_USER)
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        run(
+            self._cmd(
+                "initdb", "-D", str(self.data), "-U", ROLE, "--auth=trust", "-E", "UTF8",
+                "--locale=C", "--no-sync", "--no-instructions",
             )
-            with open(self.data / "pg_hba.conf", "a") as f:
-                f.write("host all all 0.0.0.0/0 trust\n")
-        argv = [
-            pg_bin("postgres"),
-            "-D",
-            str(self.data),
-            "-h",
-            host,
-            "-p",
-            str(self.port),
-            "-k",
-            str(self.base_dir),
-            "-c",
-            "fsync=off",
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "max_connections=200",
-        ]
-        if self.user:  # the log file: the server's user writes it
-            self.log_path.touch()
-            pw = pwd.getpwnam(self.user)
-            os.chown(self.log_path, pw.pw_uid, pw.pw_gid)
-        self._proc = spawn(argv, self.log_path, netns=netns, user=self.user)
-        wait_until(self._ready, self._proc, "postgres", self.log_path)
-        if fresh:
-            self._run(
-                [
-                    pg_bin("createdb"),
-                    "-h",
-                    str(self.base_dir),
-                    "-p",
-                    str(self.port),
-                    "-U",
-                    "postgres",
-                    DATABASE,
-                ]
-            )
+        )  # fmt: skip
+        conf = {
+            "listen_addresses": f"'{host}'",
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.dir}'",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "shared_buffers": "16MB",
+            "max_connections": "300",
+            "logging_collector": "off",
+            "log_min_messages": "warning",
+        }
+        with open(self.data / "postgresql.conf", "a") as f:
+            f.write("\n# tests/infra/postgres.py\n")
+            f.writelines(f"{k} = {v}\n" for k, v in conf.items())
+        # A test server: every client trusted (hosts in namespaces connect over veths).
+        (self.data / "pg_hba.conf").write_text(
+            "local all all trust\nhost all all 0.0.0.0/0 trust\nhost all all ::/0 trust\n"
+        )
+        self._pg_ctl_start()
+        self._psql_admin("postgres", f"CREATE DATABASE {DATABASE}")
         return self
 
-    def _ready(self) -> bool:
-        if not connects(self.host, self.port):
-            return False
-        done = subprocess.run(
-            [pg_bin("pg_isready"), "-h", str(self.base_dir), "-p", str(self.port), "-q"],
-            check=False,
-        )
-        return done.returncode == 0
+    def _pg_ctl_start(self) -> None:
+        run(self._cmd("pg_ctl", "-D", str(self.data), "-l", str(self.log_path), "-w",
+                      "-t", "60", "start"))  # fmt: skip
+        self._running = True
 
-    def _halt(self) -> None:
-        """SIGINT: PostgreSQL's fast shutdown (every session ends, data kept)."""
-        kill_group(self._proc, signal.SIGINT)
-        self._proc = None
-
-    def restart(self) -> None:
-        """A fast shutdown and a start on the same address and port."""
-        self._halt()
-        self.start(self.host, self.port, self.netns)
-
-    def create_database(self, name: str) -> str:
-        """A new database; returns its URL."""
+    def _psql_admin(self, database: str, sql: str) -> None:
         import psycopg
 
-        admin = self.url.replace("postgresql+psycopg://", "postgresql://")
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
-        return self.url.rsplit("/", 1)[0] + "/" + name
+        with psycopg.connect(
+            user=ROLE, dbname=database, host=str(self.dir), port=self.port, autocommit=True
+        ) as conn:
+            conn.execute(sql)  # type: ignore[arg-type]
+
+    def pid(self) -> int | None:
+        """The postmaster's pid (from postmaster.pid), or None."""
+        try:
+            return int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
 
     def stop(self) -> None:
-        """Stop the server and remove its files."""
-        self._halt()
-        shutil.rmtree(self.base_dir, ignore_errors=True)
+        """Stop the server (fast) and remove its files."""
+        if self.dir is None:
+            return
+        if self._running:
+            try:
+                run(self._cmd("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop"))
+            except RuntimeError:
+                pid = self.pid()
+                if pid is not None and alive(pid):
+                    kill_tree(pid)
+            self._running = False
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir = None
 
-    def __enter__(self) -> Self:
+    def restart(self) -> None:
+        """``pg_ctl restart -m fast``: every client connection is cut, data kept."""
+        if self._running:
+            run(self._cmd("pg_ctl", "-D", str(self.data), "-l", str(self.log_path), "-m",
+                          "fast", "-w", "-t", "60", "restart"))  # fmt: skip
+        else:
+            self._pg_ctl_start()
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and its processes (a crash; :meth:`restart` recovers)."""
+        pid = self.pid()
+        if pid is not None and alive(pid):
+            kill_tree(pid)
+        # Nobody may reap the dead postmaster (a container's pid 1 often does not): its
+        # zombie's pid would pass PostgreSQL's "is the lock file's server alive" check.
+        (self.data / "postmaster.pid").unlink(missing_ok=True)
+        assert self.dir is not None
+        for lock in self.dir.glob(".s.PGSQL.*.lock"):
+            lock.unlink(missing_ok=True)
+        self._running = False
+
+    def terminate(self) -> None:
+        """SIGTERM (a smart shutdown)."""
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+
+    # ------------------------------------------------------------------ databases
+
+    def create_database(self, name: str | None = None, template: str | None = None) -> str:
+        """A new database (a copy of ``template`` if given); returns its :attr:`url`."""
+        name = name or f"t_{uuid.uuid4().hex[:16]}"
+        sql = f'CREATE DATABASE "{name}"'
+        if template:
+            sql += f' TEMPLATE "{template}"'
+        self._psql_admin("postgres", sql)
+        return self.url_for(name)
+
+    def drop_database(self, name: str) -> None:
+        self._psql_admin("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def __enter__(self) -> PostgresServer:
+        if self.dir is None:
+            self.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

@@ -84,6 +84,7 @@ def targets(service: Service, other_job: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.sqlite_file("the probe tries to read the SQLite file")
 def test_a_job_process_cannot_read_keys_database_or_other_jobs(
     service: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -22,6 +22,7 @@ SRC = Account("127.0.0.1", 143, "starttls", "src", "srcpass")
 DST = Account("127.0.0.1", 143, "starttls", "dst", "dstpass")
 
 
+@pytest.mark.sqlite_file("reads the SQLite file itself")
 def test_users_and_authentication(make_service):
     svc = make_service()
     uid = svc.create_user(" Alice@Example.ORG ", "long enough pass")
@@ -46,6 +47,7 @@ def test_users_and_authentication(make_service):
     assert stored.startswith("$argon2id$") and "long enough pass" not in stored
 
 
+@pytest.mark.sqlite_file("reads the SQLite file itself")
 def test_tokens_are_stored_hashed_and_scoped(make_service):
     svc = make_service()
     alice = svc.create_user("alice@example.org", "long enough pass")

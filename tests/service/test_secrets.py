@@ -20,6 +20,7 @@ from yippiemove.service.secrets import (
 )
 
 
+@pytest.mark.sqlite_file("checks the default database URL")
 def test_settings_defaults_environment_and_overrides(tmp_path, monkeypatch):
     monkeypatch.setenv("YIPPIEMOVE_SMTP_HOST", "mail.example.org")
     monkeypatch.setenv("YIPPIEMOVE_SMTP_PORT", "2525")

@@ -83,6 +83,7 @@ __all__ = [
     "ReadOnlyViolation",
     "Unsolicited",
     "UntaggedHandler",
+    "changes_mailbox",
 ]
 
 UntaggedHandler = Callable[[Untagged], None]
@@ -123,6 +124,13 @@ READ_ONLY_VERBS: frozenset[str] = frozenset(
 )  # fmt: skip
 #: FETCH items that set \Seen (RFC 3501 6.4.5): BODY[...] without .PEEK, RFC822, RFC822.TEXT.
 _SEEN_SETTING = re.compile(rb"(?<![.\w])BODY\[|(?<![.\w])RFC822(?:\.TEXT)?(?![.\w])", re.I)
+
+
+def changes_mailbox(name: str) -> bool:
+    """Whether a command named ``name`` may change a mailbox: every verb a read-only
+    connection refuses, except SELECT (which at most clears \\Recent)."""
+    verb = " ".join(name.upper().split())
+    return verb not in READ_ONLY_VERBS and verb != "SELECT"
 
 
 def _check_read_only(name: str, args: tuple[bytes | str | int | Literal, ...]) -> None:

@@ -20,6 +20,11 @@ commands queue behind it so that bytes of two commands never interleave.
 that could change a mailbox (:data:`.commands.READ_ONLY_VERBS`): :meth:`submit` raises
 :class:`.errors.ReadOnlyViolation` before a byte of the command is written.
 
+``write_gate`` (an async callable, or None) is awaited before every command that may
+change a mailbox (:func:`.commands.changes_mailbox`): the service's job process fences
+its destination writes with it (jobs/fence.py); an exception it raises stops the command
+before a byte is written.
+
 Secrets: the bytes of LOGIN/AUTHENTICATE are never logged or put into exceptions.
 """
 
@@ -32,6 +37,7 @@ import logging
 import socket
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 
 from .commands import (
     Broken,
@@ -45,6 +51,7 @@ from .commands import (
     HandlerFailed,
     Unsolicited,
     UntaggedHandler,
+    changes_mailbox,
 )
 from .errors import (
     AuthenticationError,
@@ -128,6 +135,8 @@ class ImapConnection:
         self.idle_timeout = idle_timeout
         self.greeted_in: float | None = None
         self._state = ClientState(read_only=read_only)
+        #: Awaited before each command that may change a mailbox (module doc).
+        self.write_gate: Callable[[], Awaitable[None]] | None = None
         self._transport: asyncio.Transport | None = None
         self._closed_exc: Exception | None = None
         self._paused = False
@@ -394,6 +403,8 @@ class ImapConnection:
         sensitive: bool = False,
     ) -> asyncio.Future[CommandResult]:
         """Write a command now (pipelined) and return a future for its result."""
+        if self.write_gate is not None and changes_mailbox(name):
+            await self.write_gate()
         if self._closed_exc is not None:
             raise self._lost()
         nonsync = nonsync_limit(self.capabilities)

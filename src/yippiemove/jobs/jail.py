@@ -10,7 +10,10 @@ transfer must never touch another transfer or the service.
 
 Protocol
 --------
-- **stdin**: one JSON object (the job's spec, with the two passwords), then EOF.
+- **stdin**: one JSON object (the job's spec, with the two passwords), then EOF -- or,
+  for a fenced job (the spec's ``fence``), lease lines until the supervisor closes it
+  (jobs/fence.py): the job writes to the destination only within its lease, else it
+  stops with the result ``lease_lost``.
   Credentials never travel in argv or the environment, which other local users can
   read (``/proc/PID/cmdline``) or which leak into child processes and crash reports.
 - **stdout**: JSON lines, no secrets.  ``{"type": "progress", ...}`` every
@@ -54,6 +57,7 @@ from ..transfer.model import Progress
 from ..transfer.report import Exit, build_report, exit_code, outcome_of, write_report
 from ..transfer.run import Transfer, make_options, prepare, worker_counts
 from ..transfer.state import State, StateError
+from .fence import LeaseGate, LeaseLost, read_first_line
 from .privilege import drop_privileges
 from .progress import progress_line
 from .spec import JOB_RETRIES, JobSpec
@@ -88,7 +92,7 @@ class _OutOfMemory(MemoryError):
     """The job hit its memory limit somewhere asyncio caught it (a protocol callback)."""
 
 
-async def _run(mover: Any, interval: float) -> None:
+async def _run(mover: Any, interval: float, gate: LeaseGate | None = None) -> None:
     """Run the mover; print progress meanwhile; SIGTERM cancels it cleanly.
 
     A MemoryError in a transport callback reaches asyncio, which closes the connection:
@@ -109,6 +113,8 @@ async def _run(mover: Any, interval: float) -> None:
 
     loop.set_exception_handler(on_error)
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    if gate is not None:
+        gate.attach(0)
     try:
         while not task.done():
             _emit(progress_line(mover))
@@ -120,6 +126,8 @@ async def _run(mover: Any, interval: float) -> None:
                 raise _OutOfMemory from None
             raise
     finally:
+        if gate is not None:
+            gate.detach(0)
         loop.remove_signal_handler(signal.SIGTERM)
         _emit(progress_line(mover))  # the final counters, folder by folder
 
@@ -201,27 +209,55 @@ def _run_to_end(main: Coroutine[Any, Any, None]) -> None:
             loop.close()
 
 
-def run_transfer(transfer: Transfer, workdir: Path, interval: float) -> tuple[int, dict[str, Any]]:
+def _lease_lost(exc: BaseException) -> LeaseLost | None:
+    """The LeaseLost that ended the run, also when a task group wrapped it."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, LeaseLost):
+            return e
+        if isinstance(e, BaseExceptionGroup):
+            todo.extend(e.exceptions)
+        todo.extend((e.__cause__, e.__context__))
+    return None
+
+
+def run_transfer(
+    transfer: Transfer, workdir: Path, interval: float, gate: LeaseGate | None = None
+) -> tuple[int, dict[str, Any]]:
     """Run the transfer with its state and report in ``workdir``, progress lines every
-    ``interval`` seconds; returns (exit status, result line)."""
+    ``interval`` seconds; returns (exit status, result line).  ``gate``: the fence of a
+    service job (jobs/fence.py); a lost lease ends the run as ``lease_lost``."""
     for note in transfer.notes:
         log.info("%s", note)
     started = time.time()
     status, error, transient = "interrupted", None, False
+    lost: LeaseLost | None = None
     state: State | None = None
+    if gate is not None:
+        transfer.options.write_gate = gate
     mover: Mover = transfer.mover(state=None, progress=Progress(), on_event=log.info)
     try:
         state = transfer.open_state(workdir / "state.sqlite")
         mover.state = state
-        _run_to_end(_run(mover, interval))
+        _run_to_end(_run(mover, interval, gate))
         status = "done"
     except BaseException as exc:
-        outcome = outcome_of(exc, job=True)
-        if outcome is None:
-            raise
-        if outcome.bug:
-            log.exception("internal error")
-        status, error, transient = outcome.status, outcome.error, outcome.transient
+        lost = _lease_lost(exc) if gate is not None else None
+        if lost is not None:
+            log.error("%s", lost)
+            status, error, transient = "aborted", str(lost), True
+        else:
+            outcome = outcome_of(exc, job=True)
+            if outcome is None:
+                raise
+            if outcome.bug:
+                log.exception("internal error")
+            status, error, transient = outcome.status, outcome.error, outcome.transient
     finally:
         if state is not None:
             try:
@@ -246,6 +282,9 @@ def run_transfer(transfer: Transfer, workdir: Path, interval: float) -> tuple[in
         "totals": report["totals"],
         "progress": report["progress"],
     }
+    if lost is not None:
+        # Not an error of the customer's servers: the supervisor knows what to do.
+        result["lease_lost"] = True
     return code, result
 
 
@@ -269,13 +308,19 @@ def _job_main(parent: int, uid: int | None = None) -> int:
         stream=sys.stderr,
         force=True,
     )
-    line = sys.stdin.buffer.readline()
-    sys.stdin.close()
+    # Read without a buffered reader: lease lines may follow the spec (jobs/fence.py).
+    line, rest = read_first_line(0)
     if not line:
         log.error("no job spec on stdin")
         return Exit.ABORTED
     spec = JobSpec.from_json(line)
     del line
+    gate: LeaseGate | None = None
+    if spec.fenced:
+        gate = LeaseGate(spec.lease_wait)
+        gate.feed(rest)
+    else:
+        sys.stdin.close()
     job_id = spec.job_id
     log.info("job %s starting in %s (pid %d)", job_id, os.getcwd(), os.getpid())
     transfer, interval = _transfer_from_spec(spec)
@@ -284,7 +329,7 @@ def _job_main(parent: int, uid: int | None = None) -> int:
         drop_privileges(uid)
         _die_with_parent(parent)  # a change of credentials clears the death signal
         log.info("job %s runs as uid %d", job_id, uid)
-    code, result = run_transfer(transfer, Path.cwd(), interval)
+    code, result = run_transfer(transfer, Path.cwd(), interval, gate)
     _emit(result)
     log.info("job %s ended: %s (exit %d)", job_id, result["status"], code)
     return code

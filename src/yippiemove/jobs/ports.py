@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from .vocab import JobStatus
 
 __all__ = [
+    "Checkpoint",
     "Claim",
     "CredentialsUnreadable",
     "JobStore",
@@ -67,6 +68,18 @@ class SupervisorConfig:
     #: When the service runs as root, each running job gets the user id
     #: ``job_uid_base + slot`` (jobs/privilege.py); 0: jobs run as the service's user.
     job_uid_base: int = 0
+    #: This worker host's name (``Settings.host_name``): process identities (lease
+    #: owners, job processes) are written with it, and only this host's processes are
+    #: judged dead or killed by it (jobs/supervisor.py).  "": the machine's host name.
+    host_name: str = ""
+    #: Seconds between two checkpoints of a running job's state (only when it changed);
+    #: folder ends and the end of a run take one too.  0: only those.
+    checkpoint_interval: float = 60.0
+    #: A state file larger than this is not checkpointed (a log line says so).
+    checkpoint_max_bytes: int = 256 * 1024 * 1024
+    #: The job process stops writing to the destination this long before the lease it
+    #: was last told about expires in the database (fencing; jobs/fence.py).
+    lease_margin: float = 0.0
 
     def job_dir(self, job_id: str) -> Path:
         """A job's private working directory (state.sqlite, report.json, job.log)."""
@@ -83,6 +96,24 @@ class Claim:
     progress: dict[str, Any]
     email: str
     notified_start: bool
+    #: The fencing token of this claim (``Job.lease_token``): every write made under the
+    #: lease names it, and is refused once another claim took the job.
+    token: int = 0
+    #: The worker host that ran the job before this claim (None: never ran).
+    last_host: str | None = None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A stored copy of a job's state database (jobs/checkpoint.py): zlib of a
+    consistent sqlite copy, the uncompressed size and SHA-256 (hex)."""
+
+    host: str
+    taken: float
+    size: int
+    sha256: str
+    data: bytes
+    token: int = 0
 
 
 @dataclass(frozen=True)
@@ -117,16 +148,18 @@ class JobStore(Protocol):
 
     def mark_start_notified(self, job_id: str) -> None: ...
 
-    def jail_started(self, job_id: str, identity: str) -> None:
-        """A job process started: its identity, one more attempt."""
+    def jail_started(self, job_id: str, owner: str, token: int, identity: str) -> bool:
+        """A job process started: its identity, one more attempt; False (nothing
+        written) when the lease is no longer ours."""
         ...
 
-    def jail_ended(self, job_id: str, owner: str) -> None: ...
+    def jail_ended(self, job_id: str, owner: str, token: int) -> None: ...
 
     def heartbeat(
         self,
         job_id: str,
         owner: str,
+        token: int,
         lease_seconds: float,
         progress: Callable[[int], dict[str, Any]],
     ) -> tuple[bool, bool]:
@@ -138,6 +171,7 @@ class JobStore(Protocol):
         self,
         job_id: str,
         owner: str,
+        token: int,
         progress: dict[str, Any] | None,
         *,
         checkpoint: bool = False,
@@ -151,13 +185,24 @@ class JobStore(Protocol):
         self,
         job_id: str,
         owner: str,
+        token: int | None,
         status: JobStatus,
         error: str | None,
         progress: Callable[[dict[str, Any]], dict[str, Any]],
         report_path: str | None,
     ) -> str | None:
         """End the job (``progress`` gets the stored progress and returns the final
-        one); returns its owner's e-mail address, or None when it was not ours to end."""
+        one); returns its owner's e-mail address, or None when it was not ours to end.
+        ``token`` None: a job that was never claimed.  Its checkpoint is deleted."""
+        ...
+
+    def save_checkpoint(self, job_id: str, owner: str, token: int, ckpt: Checkpoint) -> bool:
+        """Store the job's checkpoint (replacing the last one) if the lease is still ours
+        under ``token`` (checked in the same transaction); False if not."""
+        ...
+
+    def load_checkpoint(self, job_id: str) -> Checkpoint | None:
+        """The job's last checkpoint, or None."""
         ...
 
     def mail_view(self, job_id: str) -> dict[str, Any]:

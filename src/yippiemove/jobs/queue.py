@@ -54,6 +54,16 @@ class JobQueue(abc.ABC):
     def running(self) -> bool:
         return False
 
+    def waiting_ids(self) -> set[str] | None:
+        """The job ids some queue message will deliver (due now or scheduled), or None
+        when this queue cannot tell (then lost messages are not looked for)."""
+        return None
+
+    def server_id(self) -> str | None:
+        """Who holds the messages: changes when they may all be gone (a Redis server
+        restarted: its ``run_id``; the embedded queue's file replaced).  None: unknown."""
+        return None
+
 
 class HueyQueue(JobQueue):
     """:class:`JobQueue` on Huey; consumers are threads in this process."""
@@ -73,6 +83,8 @@ class HueyQueue(JobQueue):
         # process wakes one at once (other processes' jobs wait for the next poll).
         self._wake = threading.Condition()
         self._wakeups = 0
+        #: The queue's server did not answer the last read (one warning per outage).
+        self._down = False
         self._task = huey.task(name=self.TASK_NAME, retries=0)(self._execute)
 
     @classmethod
@@ -105,9 +117,46 @@ class HueyQueue(JobQueue):
             self._wakeups += 1
             self._wake.notify()
 
+    def _unreachable(self, exc: Exception) -> None:
+        with self._lock:
+            first, self._down = not self._down, True
+        if first:
+            log.warning("job queue: cannot read the queue (%s); trying again", exc)
+
+    def _reachable(self) -> None:
+        if self._down:
+            with self._lock:
+                was, self._down = self._down, False
+            if was:
+                log.warning("job queue: the queue answers again")
+
     def pending(self) -> int:
         """Messages waiting in the queue (for tests and monitoring)."""
         return int(self.huey.pending_count())
+
+    def waiting_ids(self) -> set[str] | None:
+        """Job ids of the messages due now and of the scheduled ones (the fleet's sweep
+        compares them with the jobs ``queued`` in the control database)."""
+        ids: set[str] = set()
+        for task in [*self.huey.pending(), *self.huey.scheduled()]:
+            args = getattr(task, "args", None) or ()
+            if getattr(task, "name", "").endswith(self.TASK_NAME) and args:
+                ids.add(str(args[0]))
+        return ids
+
+    def server_id(self) -> str | None:
+        storage = self.huey.storage
+        conn = getattr(storage, "conn", None)
+        if conn is not None and hasattr(conn, "info"):  # Redis: the server's run id
+            return str(conn.info("server").get("run_id"))
+        filename = getattr(storage, "filename", None)
+        if filename:  # the embedded queue: the file itself
+            try:
+                st = Path(filename).stat()
+            except FileNotFoundError:
+                return "missing"
+            return f"{st.st_dev}:{st.st_ino}"
+        return None
 
     def start(self, workers: int, runner: JobRunner) -> None:
         from huey.consumer import Consumer, Worker
@@ -115,6 +164,26 @@ class HueyQueue(JobQueue):
         queue = self
 
         class _Worker(Worker):
+            def loop(self, now: Any = None) -> None:
+                # Huey's loop logs a traceback at every failed read: with the queue's
+                # server away that is one per worker per second.  One warning per
+                # outage instead; the worker waits and tries again (it never dies).
+                try:
+                    task = self.huey.dequeue()
+                except Exception as exc:
+                    queue._unreachable(exc)
+                    self.sleep()
+                    return
+                queue._reachable()
+                if task is not None:
+                    self.delay = self.default_delay
+                    try:
+                        self.huey.execute(task, now)
+                    except Exception:
+                        log.exception("job queue: task %s failed", task.id)
+                elif not self.huey.storage.blocking:
+                    self.sleep()
+
             def sleep(self) -> None:
                 self.delay = min(self.delay, self.max_delay)
                 with queue._wake:

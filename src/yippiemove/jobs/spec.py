@@ -241,6 +241,11 @@ class JobSpec:
     egress_allow: str = ""
     egress_deny: str = ""
     egress_own: tuple[str, ...] = ()
+    #: Fencing (jobs/fence.py): the supervisor keeps stdin open after the spec and sends
+    #: lease lines; the job writes to the destination only within the last lease it was
+    #: told about, waiting up to ``lease_wait`` seconds past it for a renewal.
+    fenced: bool = False
+    lease_wait: float = 5.0
 
     def __post_init__(self) -> None:
         if self.folders is not None and not isinstance(self.folders, FolderSelection):
@@ -276,6 +281,7 @@ class JobSpec:
                 "deny": self.egress_deny,
                 "own": list(self.egress_own),
             },
+            "fence": {"wait": self.lease_wait} if self.fenced else None,
         }
 
     @classmethod
@@ -289,6 +295,9 @@ class JobSpec:
         egress = data.get("egress") or {}
         if not isinstance(egress, Mapping):
             raise SpecError("egress: must be an object")
+        fence = data.get("fence")
+        if fence is not None and not isinstance(fence, Mapping):
+            raise SpecError("fence: must be an object")
         try:
             return cls(
                 egress_allow=str(egress.get("allow") or ""),
@@ -305,6 +314,8 @@ class JobSpec:
                 idle_timeout=float(opts.get("idle_timeout", 120.0)),
                 connect_timeout=float(opts.get("connect_timeout", 30.0)),
                 progress_interval=float(data.get("progress_interval", 0.5)),
+                fenced=fence is not None,
+                lease_wait=float((fence or {}).get("wait", 5.0)),
             )
         except (TypeError, ValueError) as exc:
             if isinstance(exc, SpecError):

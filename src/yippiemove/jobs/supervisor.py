@@ -32,18 +32,24 @@ import contextlib
 import json
 import logging
 import os
+import select
 import selectors
 import signal
 import socket
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..accounts import own_addresses
+from .checkpoint import STATE_FILE, StateSignature, prepare_state, signature, take
 from .fairshare import STALLED, Liveness, LivenessRules, may_checkpoint
+from .fence import lease_line
 from .launch import JailProcess, make_launcher
 from .ports import (
     Claim,
@@ -57,6 +63,7 @@ from .spec import Account, JobSpec
 from .vocab import JobStatus, Phase
 
 log = logging.getLogger("yippiemove.supervisor")
+T = TypeVar("T")
 
 __all__ = [
     "ProgressTracker",
@@ -80,23 +87,34 @@ def _start_time(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
-def process_identity(pid: int | None = None) -> str:
-    """``host|pid|start time`` of a process on this machine."""
+def _this_host(host: str | None) -> str:
+    """The host name identities are written with: the configured worker host name
+    (``Settings.host_name``), else the machine's."""
+    return host or socket.gethostname()
+
+
+def process_identity(pid: int | None = None, host: str | None = None) -> str:
+    """``host|pid|start time`` of a process on this host.
+
+    ``host`` is the worker host's configured name (``Settings.host_name``, passed down in
+    :class:`SupervisorConfig`), not necessarily the kernel's host name: several worker
+    hosts may share one kernel (network namespaces), and each judges only its own
+    processes."""
     pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}|{pid}|{_start_time(pid)}"
+    return f"{_this_host(host)}|{pid}|{_start_time(pid)}"
 
 
-def identity_dead(identity: str | None) -> bool:
+def identity_dead(identity: str | None, host: str | None = None) -> bool:
     """Whether a process named by :func:`process_identity` is known to be gone.
 
-    Only processes on this machine can be checked; others are presumed alive (their
-    leases expire instead).
+    Only processes of this host (``host``: its configured name) can be checked; others
+    are presumed alive (their leases expire instead).
     """
     if not identity:
         return True
-    host, _, rest = identity.partition("|")
+    owner_host, _, rest = identity.partition("|")
     pid_s, _, start = rest.partition("|")
-    if host != socket.gethostname():
+    if owner_host != _this_host(host):
         return False
     try:
         pid = int(pid_s)
@@ -105,16 +123,17 @@ def identity_dead(identity: str | None) -> bool:
     return _start_time(pid) != start
 
 
-def kill_stale_jail(jail: str | None, timeout: float = 10.0) -> None:
+def kill_stale_jail(jail: str | None, timeout: float = 10.0, host: str | None = None) -> None:
     """SIGKILL a job process (and its group) left over by a dead supervisor, if alive.
 
     ``jail`` is the job process's :func:`process_identity` as stored in the job's row;
-    a process on another machine, or a pid reused by another process, is left alone.
+    a process of another host (``host``: this one's configured name), or a pid reused by
+    another process, is left alone.
     """
-    if not jail or identity_dead(jail):
+    if not jail or identity_dead(jail, host):
         return
-    host, _, rest = jail.partition("|")
-    if host != socket.gethostname():
+    owner_host, _, rest = jail.partition("|")
+    if owner_host != _this_host(host):
         return
     pid_s, _, start = rest.partition("|")
     pid = int(pid_s)
@@ -215,6 +234,18 @@ class Outcome:
     servers_transient: bool = False
 
 
+@dataclass
+class Lease:
+    """The lease of one claimed job as this supervisor holds it (fencing: docs/design.md
+    "Fencing and checkpoints")."""
+
+    token: int
+    #: CLOCK_MONOTONIC time taken just before the last renewal that committed (or the
+    #: claim): the lease runs ``lease_seconds`` from there, at least.
+    renewed_at: float
+    checkpointer: _Checkpointer | None = field(default=None, repr=False)
+
+
 class Supervisor:
     """Runs jobs (one OS process each) for the queue's workers; see the module docstring."""
 
@@ -231,11 +262,15 @@ class Supervisor:
         self.notifier = notifier
         self.enqueue = enqueue
         self.stopping = stopping or threading.Event()
-        self.owner = process_identity()
+        self.host = settings.host_name or socket.gethostname()
+        self.owner = process_identity(host=self.host)
         self._jails: dict[str, JailProcess] = {}
         self.launcher = make_launcher(settings)
         self._jails_lock = threading.Lock()
         self._pokes: dict[str, threading.Event] = {}
+        #: Checkpoints are taken on threads of their own, never on a watch loop's; two
+        #: at a time at most (a copy and a compression each).
+        self._checkpoint_slots = threading.BoundedSemaphore(2)
 
     def close(self) -> None:
         """Stop the launcher's helpers (the zygote); call once no job runs here."""
@@ -261,7 +296,9 @@ class Supervisor:
 
     def run_job(self, job_id: str) -> None:
         """Claim, run and finish one job (the queue's runner; never raises)."""
+        token: int | None = None
         try:
+            claimed_at = time.monotonic()  # before the claim's write: see Lease
             claim = self._claim(job_id)
             if claim is None:
                 return
@@ -275,50 +312,60 @@ class Supervisor:
                 )
                 self.enqueue(job_id, delay=self.settings.mailbox_wait_seconds)
                 return
-            self._supervise(job_id, claim)
+            token = claim.token
+            self._supervise(job_id, claim, Lease(claim.token, claimed_at))
         except Exception:
             log.exception("job %s: supervisor error", job_id)
             with contextlib.suppress(Exception):
                 self._finish(
-                    job_id, JobStatus.FAILED, "internal error in the service; the job stopped"
+                    job_id,
+                    token,
+                    JobStatus.FAILED,
+                    "internal error in the service; the job stopped",
                 )
 
     def _claim(self, job_id: str) -> Claim | Waiting | None:
         s = self.settings
         return self.store.claim(job_id, self.owner, s.lease_seconds, s.job_max_attempts)
 
-    def _supervise(self, job_id: str, claim: Claim) -> None:
+    def _supervise(self, job_id: str, claim: Claim, lease: Lease) -> None:
         s = self.settings
         workdir = s.job_dir(job_id)
         workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(workdir, 0o700)
         tracker = ProgressTracker(claim.progress)
+        self._resume_state(job_id, workdir, claim, tracker)
+        lease.checkpointer = _Checkpointer(self, job_id, lease, workdir / STATE_FILE)
         restarts = 0
+        t = lease.token
         while True:
             if self.stopping.is_set():
-                self._requeue(job_id)
+                self._requeue(job_id, lease)
                 return
             try:
                 spec = self._spec(job_id, claim)
             except CredentialsUnreadable as exc:
-                self._finish(job_id, JobStatus.FAILED, str(exc))
+                self._finish(job_id, t, JobStatus.FAILED, str(exc))
                 return
             if spec is None:
                 self._finish(
                     job_id,
+                    t,
                     JobStatus.FAILED,
                     "the passwords of this transfer were deleted; start it again",
                 )
                 return
             tracker.new_attempt()
-            proc = self._spawn(job_id, workdir, spec)
+            proc = self._spawn(job_id, workdir, spec, lease)
             del spec
+            if proc is None:  # the lease was taken over meanwhile
+                return
             if not claim.notified_start:
                 claim.notified_start = True
                 self.store.mark_start_notified(job_id)
                 self.notifier.job_started(claim.email, self.store.mail_view(job_id))
             try:
-                out = self._watch(job_id, proc, tracker)
+                out = self._watch(job_id, proc, tracker, lease)
             finally:
                 with self._jails_lock:
                     self._jails.pop(job_id, None)
@@ -326,15 +373,15 @@ class Supervisor:
             if out.kind == "lost_lease":
                 return
             if out.kind == "stopping":
-                self._requeue(job_id, tracker)
+                self._requeue(job_id, lease, tracker)
                 return
             if out.kind == "cancelled":
-                self._finish(job_id, JobStatus.CANCELLED, None, tracker)
+                self._finish(job_id, t, JobStatus.CANCELLED, None, tracker)
                 return
             if out.kind == "checkpoint" and not (
                 out.returncode in (0, 1) and out.result is not None
             ):
-                self._checkpoint(job_id, tracker)
+                self._checkpoint(job_id, lease, tracker)
                 return
             result = out.result or {}
             transient, why = self._transient(out)
@@ -350,24 +397,28 @@ class Supervisor:
                         restarts,
                         s.job_max_restarts,
                     )
-                    if not self._pause(job_id, tracker, delay):
+                    if not self._pause(job_id, lease, tracker, delay):
                         return
                     continue
                 self._finish(
-                    job_id, JobStatus.FAILED, f"{why}; gave up after {restarts} restarts", tracker
+                    job_id,
+                    t,
+                    JobStatus.FAILED,
+                    f"{why}; gave up after {restarts} restarts",
+                    tracker,
                 )
                 return
             if out.result is None:  # died without a word (an uncaught exception...)
-                self._finish(job_id, JobStatus.FAILED, why, tracker)
+                self._finish(job_id, t, JobStatus.FAILED, why, tracker)
             elif out.returncode == 0:
-                self._finish(job_id, JobStatus.DONE, None, tracker, result)
+                self._finish(job_id, t, JobStatus.DONE, None, tracker, result)
             elif out.returncode == 1:
-                t = result.get("totals") or {}
-                n = int(t.get("failed", 0))
+                totals = result.get("totals") or {}
+                n = int(totals.get("failed", 0))
                 msg = f"{n} message{'s' if n != 1 else ''} could not be copied (see the report)"
-                self._finish(job_id, JobStatus.DONE, msg, tracker, result)
+                self._finish(job_id, t, JobStatus.DONE, msg, tracker, result)
             else:
-                self._finish(job_id, JobStatus.FAILED, why, tracker, result)
+                self._finish(job_id, t, JobStatus.FAILED, why, tracker, result)
             return
 
     @staticmethod
@@ -411,16 +462,31 @@ class Supervisor:
             egress_own=own_addresses(),
             connections=s.job_connections,
             progress_interval=min(0.5, s.progress_interval),
+            fenced=True,
+            lease_wait=min(5.0, max(1.0, self._margin())),
         )
 
-    def _spawn(self, job_id: str, workdir: Path, spec: JobSpec) -> JailProcess:
+    def _spawn(self, job_id: str, workdir: Path, spec: JobSpec, lease: Lease) -> JailProcess | None:
+        """Start the job process and give it its spec and its first lease line; its stdin
+        stays open for the next ones (jobs/fence.py).  None: the lease is not ours."""
         proc = self.launcher.spawn(workdir)
         try:
             with self._jails_lock:
                 self._jails[job_id] = proc
-            self.store.jail_started(job_id, process_identity(proc.pid))
+            if not self.store.jail_started(
+                job_id, self.owner, lease.token, process_identity(proc.pid, self.host)
+            ):
+                log.error("job %s: lease taken over before its job process started", job_id)
+                proc.signal_group(signal.SIGKILL)
+                with self._jails_lock:
+                    self._jails.pop(job_id, None)
+                proc.stdin.close()
+                proc.reap()
+                return None
             proc.stdin.write(spec.to_json().encode() + b"\n")
-            proc.stdin.close()
+            proc.stdin.flush()
+            os.set_blocking(proc.stdin.fileno(), False)
+            self._send_lease(proc, lease)
         except BaseException:
             with self._jails_lock:
                 self._jails.pop(job_id, None)
@@ -431,7 +497,9 @@ class Supervisor:
         log.info("job %s: job process %d started", job_id, proc.pid)
         return proc
 
-    def _watch(self, job_id: str, proc: JailProcess, tracker: ProgressTracker) -> Outcome:
+    def _watch(
+        self, job_id: str, proc: JailProcess, tracker: ProgressTracker, lease: Lease
+    ) -> Outcome:
         """Read progress until the job process ends; renew the lease; cancel; stop.
 
         Long for a reason: one select() loop whose timers (lease renewal, stall, SIGTERM
@@ -459,6 +527,13 @@ class Supervisor:
         poke = threading.Event()
         with self._jails_lock:
             self._pokes[job_id] = poke
+        # The lease is renewed on a helper thread: a database that hangs (a partition,
+        # a lock) never holds up this loop for longer than the lease.
+        renewal: Future[tuple[bool | None, bool]] | None = None
+        renewal_from = 0.0
+        ckpt = lease.checkpointer
+        folders_done = int(tracker.latest.get("folders_done") or 0)
+        last_ckpt = time.monotonic()
         try:
             while True:
                 if not eof:
@@ -483,30 +558,53 @@ class Supervisor:
                                 msg.pop("traffic", None)
                                 msg.pop("retry_until", None)
                                 tracker.update(msg)
+                                done_now = int(msg.get("folders_done") or 0)
+                                if done_now > folders_done and ckpt is not None:
+                                    ckpt.request()  # a folder ended: checkpoint
+                                folders_done = max(folders_done, done_now)
                             elif msg.get("type") == "result":
                                 result = msg
                 else:
                     time.sleep(0.05)
                 exited = proc.exited()
                 now = time.monotonic()
-                if now - last_write >= s.progress_interval or poke.is_set():
+                ok: bool | None = None
+                cancel = False
+                if renewal is None and (now - last_write >= s.progress_interval or poke.is_set()):
                     poke.clear()
                     last_write = now
-                    ok, cancel = self._heartbeat(job_id, tracker)
+                    renewal_from = time.monotonic()
+                    snap = tracker.snapshot()
+                    renewal = _in_thread(self._heartbeat, job_id, lease.token, snap)
+                if renewal is not None and renewal.done():
+                    ok, cancel = renewal.result()
+                    renewal = None
                     if ok:
                         last_renewal = now
-                    elif reason != "lost_lease" and (
-                        ok is False or now - last_renewal > s.lease_seconds * 0.8
-                    ):
-                        # Someone else owns the job now (or we cannot prove we do):
-                        # never let two movers write the same mailbox.
-                        log.error("job %s: lease lost; killing its job process", job_id)
-                        proc.signal_group(signal.SIGKILL)
-                        reason = "lost_lease"
-                    if cancel and reason is None and not exited:
-                        reason = "cancelled"
-                        proc.signal_group(signal.SIGTERM)
-                        term_at = now
+                        lease.renewed_at = renewal_from
+                        if not exited and reason != "lost_lease":
+                            self._send_lease(proc, lease)
+                if reason != "lost_lease" and (
+                    ok is False or now - last_renewal > s.lease_seconds * 0.8
+                ):
+                    # Someone else owns the job now (or we cannot prove we do: the
+                    # database did not answer): never let two movers write the same
+                    # mailbox.  The job process stopped writing at its deadline already.
+                    log.error("job %s: lease lost; killing its job process", job_id)
+                    proc.signal_group(signal.SIGKILL)
+                    reason = "lost_lease"
+                if cancel and reason is None and not exited:
+                    reason = "cancelled"
+                    proc.signal_group(signal.SIGTERM)
+                    term_at = now
+                if (
+                    ckpt is not None
+                    and s.checkpoint_interval > 0
+                    and now - last_ckpt >= s.checkpoint_interval
+                    and reason is None
+                ):
+                    last_ckpt = now
+                    ckpt.request()
                 if self.stopping.is_set() and reason is None and not exited:
                     reason = "stopping"
                     proc.signal_group(signal.SIGTERM)
@@ -543,16 +641,26 @@ class Supervisor:
                     proc.signal_group(signal.SIGKILL)
                     term_at = None
                 if exited and (eof or now - last_output > 2):
-                    break
+                    # Output left in the pipe is read first: after a freeze (SIGSTOP)
+                    # the select above may have timed out with the result line waiting.
+                    if eof or not _readable(fd):
+                        break
         finally:
             with self._jails_lock:
                 self._pokes.pop(job_id, None)
             sel.close()
+            with contextlib.suppress(Exception):
+                proc.stdin.close()
             rc = proc.reap()  # stray children in its group are SIGKILLed first
             cpu = float(tracker.latest.get("cpu_seconds", 0.0)) + proc.cpu
             tracker.latest["cpu_seconds"] = round(cpu, 3)
-            with contextlib.suppress(Exception):
-                self.store.jail_ended(job_id, self.owner)
+            if reason != "lost_lease":
+                with contextlib.suppress(Exception):
+                    self.store.jail_ended(job_id, self.owner, lease.token)
+        if result is not None and result.get("lease_lost") and reason is None:
+            # The job stopped itself at the fence (no renewal reached it in time): not
+            # an error of the servers.  Restarted if the lease is still ours (_pause).
+            log.warning("job %s: its job process stopped at the fence (lease lost)", job_id)
         if reason in ("cancelled", "stopping", "lost_lease", "checkpoint"):
             return Outcome(reason, rc, result)
         if servers is not None and not (rc in (0, 1) and result is not None):
@@ -561,47 +669,110 @@ class Supervisor:
             )
         return Outcome("exited", rc, result, stalled=stalled)
 
-    def _heartbeat(self, job_id: str, tracker: ProgressTracker) -> tuple[bool | None, bool]:
-        """Write progress and renew the lease: (lease ok, or None if the DB failed; cancel?)."""
+    def _heartbeat(
+        self, job_id: str, token: int, snapshot: dict[str, Any]
+    ) -> tuple[bool | None, bool]:
+        """Write progress and renew the lease: (lease ok, or None if the DB failed; cancel?).
+        ``snapshot``: the tracker's, taken on the caller's thread."""
         try:
             return self.store.heartbeat(
                 job_id,
                 self.owner,
+                token,
                 self.settings.lease_seconds,
-                lambda attempts: tracker.snapshot(attempt=attempts),
+                lambda attempts: {**snapshot, "attempt": attempts},
             )
         except Exception as exc:
             log.warning("job %s: cannot write progress: %s", job_id, exc)
             return None, False
 
-    def _pause(self, job_id: str, tracker: ProgressTracker, seconds: float) -> bool:
+    # ------------------------------------------------------------------ fencing
+
+    def _margin(self) -> float:
+        """How long before the database's lease expiry the job process stops writing."""
+        s = self.settings
+        return s.lease_margin if s.lease_margin > 0 else min(5.0, 0.25 * s.lease_seconds)
+
+    def _send_lease(self, proc: JailProcess, lease: Lease) -> None:
+        """Tell the job process how long it may write (jobs/fence.py): the lease runs
+        from before the renewal's database write, less the margin."""
+        deadline = lease.renewed_at + self.settings.lease_seconds - self._margin()
+        try:
+            proc.stdin.write(lease_line(deadline, lease.token))
+            proc.stdin.flush()
+        except (BlockingIOError, BrokenPipeError, ValueError, OSError):
+            # A job that reads none (stuck, or gone): it will stop at its deadline.
+            pass
+
+    def _resume_state(
+        self, job_id: str, workdir: Path, claim: Claim, tracker: ProgressTracker
+    ) -> None:
+        """The state the job resumes from: the local file or the checkpoint
+        (jobs/checkpoint.py); the progress says which."""
+        host = self.settings.host_name
+        try:
+            prepared = prepare_state(
+                workdir,
+                host=host,
+                last_host=claim.last_host,
+                load=lambda: self.store.load_checkpoint(job_id),
+            )
+        except Exception:
+            log.exception("job %s: cannot prepare its state; it starts from what is local", job_id)
+            return
+        if prepared.source != "empty" or claim.last_host is not None:
+            log.info(
+                "job %s: resuming on %s from the %s state (%d messages known)",
+                job_id,
+                host or "this host",
+                prepared.source,
+                prepared.messages,
+            )
+        tracker.latest["resumed_from"] = {
+            "state": prepared.source,
+            "messages_known": prepared.messages,
+            "host": host,
+            "checkpoint_host": prepared.host,
+        }
+
+    def _final_checkpoint(self, lease: Lease | None) -> None:
+        """The run stops here (requeue, maximum duration): store its state first."""
+        if lease is not None and lease.checkpointer is not None:
+            lease.checkpointer.now()
+
+    def _pause(self, job_id: str, lease: Lease, tracker: ProgressTracker, seconds: float) -> bool:
         """Sleep between restarts, keeping the lease; False if the job must not go on."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            ok, cancel = self._heartbeat(job_id, tracker)
+            t0 = time.monotonic()
+            ok, cancel = self._heartbeat(job_id, lease.token, tracker.snapshot())
             if ok is False:
                 return False
+            if ok:
+                lease.renewed_at = t0
             if cancel:
-                self._finish(job_id, JobStatus.CANCELLED, None, tracker)
+                self._finish(job_id, lease.token, JobStatus.CANCELLED, None, tracker)
                 return False
             if self.stopping.is_set():
-                self._requeue(job_id, tracker)
+                self._requeue(job_id, lease, tracker)
                 return False
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         return True
 
     # ------------------------------------------------------------------ endings
 
-    def _requeue(self, job_id: str, tracker: ProgressTracker | None = None) -> None:
-        """The service is stopping: give the job back, to resume at the next start."""
+    def _requeue(self, job_id: str, lease: Lease, tracker: ProgressTracker | None = None) -> None:
+        """The service is stopping: give the job back, to resume at the next start
+        (here or on another host: its state is checkpointed first)."""
+        self._final_checkpoint(lease)
         progress = tracker.snapshot(phase=Phase.INTERRUPTED) if tracker is not None else None
-        if not self.store.requeue(job_id, self.owner, progress):
+        if not self.store.requeue(job_id, self.owner, lease.token, progress):
             return
         with contextlib.suppress(Exception):
             self.enqueue(job_id)
         log.info("job %s: put back in the queue (service stopping)", job_id)
 
-    def _checkpoint(self, job_id: str, tracker: ProgressTracker) -> None:
+    def _checkpoint(self, job_id: str, lease: Lease, tracker: ProgressTracker) -> None:
         """A run reached the maximum duration while moving data: its state is flushed;
         put it at the back of the queue (behind other customers' jobs) to resume."""
         mark = max(
@@ -610,7 +781,8 @@ class Supervisor:
         )
         progress = tracker.snapshot(phase=Phase.RESUMING, checkpoint_mark=mark)
         tracker.latest["checkpoint_mark"] = mark
-        if not self.store.requeue(job_id, self.owner, progress, checkpoint=True):
+        self._final_checkpoint(lease)
+        if not self.store.requeue(job_id, self.owner, lease.token, progress, checkpoint=True):
             return
         with contextlib.suppress(Exception):
             self.enqueue(job_id)
@@ -619,6 +791,7 @@ class Supervisor:
     def _finish(
         self,
         job_id: str,
+        token: int | None,
         status: JobStatus,
         error: str | None,
         tracker: ProgressTracker | None = None,
@@ -638,7 +811,7 @@ class Supervisor:
 
         report = self.settings.job_dir(job_id) / "report.json"
         report_path = str(report) if report.exists() else None
-        email = self.store.finish(job_id, self.owner, status, error, final, report_path)
+        email = self.store.finish(job_id, self.owner, token, status, error, final, report_path)
         if email is None:
             return
         log.info("job %s: %s%s", job_id, status, f" ({error})" if error else "")
@@ -649,9 +822,100 @@ class Supervisor:
             self.notifier.job_failed(email, view)
 
 
+def _in_thread(fn: Callable[..., T], *args: Any) -> Future[T]:
+    """``fn(*args)`` on a daemon thread of its own (a call that hangs on a dead database
+    connection never holds up the process's exit, as a pool's thread would)."""
+    fut: Future[T] = Future()
+
+    def run() -> None:
+        if not fut.set_running_or_notify_cancel():
+            return
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as exc:
+            fut.set_exception(exc)
+
+    threading.Thread(target=run, name="yippiemove-lease", daemon=True).start()
+    return fut
+
+
+def _readable(fd: int) -> bool:
+    """Whether ``fd`` has data (or EOF) to read now."""
+    try:
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):
+        return False
+
+
 def _parse(raw: bytes) -> dict[str, Any] | None:
     try:
         msg = json.loads(raw)
     except ValueError:
         return None
     return msg if isinstance(msg, dict) else None
+
+
+class _Checkpointer:
+    """Takes and stores one job's checkpoints (jobs/checkpoint.py) on the supervisor's
+    checkpoint threads, never on the watch loop's: a request while one is being taken
+    asks for one more after it; an unchanged state file is not stored again."""
+
+    def __init__(self, sup: Supervisor, job_id: str, lease: Lease, path: Path) -> None:
+        self.sup = sup
+        self.job_id = job_id
+        self.lease = lease
+        self.path = path
+        self._lock = threading.Lock()
+        self._running: Future[None] | None = None
+        self._again = False
+        self._stored: StateSignature | None = None
+        self.stored = 0  # checkpoints stored (tests, logs)
+
+    def request(self) -> None:
+        with self._lock:
+            if self._running is not None:
+                self._again = True
+                return
+            self._running = _in_thread(self._loop)
+
+    def now(self, timeout: float = 60.0) -> None:
+        """Take one now and wait for it (after any that is being taken)."""
+        with self._lock:
+            running = self._running
+        if running is not None:
+            with contextlib.suppress(FutureTimeout, Exception):
+                running.result(timeout)
+        self._one()
+
+    def _loop(self) -> None:
+        while True:
+            self._one()
+            with self._lock:
+                if not self._again:
+                    self._running = None
+                    return
+                self._again = False
+
+    def _one(self) -> None:
+        s = self.sup.settings
+        try:
+            sig = signature(self.path)
+            if sig is None or sig == self._stored:
+                return
+            with self.sup._checkpoint_slots:
+                ckpt = take(self.path, host=s.host_name, max_bytes=s.checkpoint_max_bytes)
+            if ckpt is None:
+                return
+            if self.sup.store.save_checkpoint(self.job_id, self.sup.owner, self.lease.token, ckpt):
+                self._stored = sig
+                self.stored += 1
+                log.info(
+                    "job %s: checkpoint stored (%d bytes, %d compressed)",
+                    self.job_id,
+                    ckpt.size,
+                    len(ckpt.data),
+                )
+            else:
+                log.warning("job %s: checkpoint refused: the lease is not ours", self.job_id)
+        except Exception:
+            log.exception("job %s: cannot take a checkpoint", self.job_id)

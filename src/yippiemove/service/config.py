@@ -134,6 +134,21 @@ class Settings:
     host_name: str = ""
     host_address: str = ""
     checkpoint_interval: float = 60.0
+    #: Seconds between a worker host's heartbeats in the control database (its
+    #: ``worker_hosts`` row; the host also notices a drain at each); a host silent for
+    #: three heartbeats is shown "gone" (service/fleet.py).
+    host_heartbeat_interval: float = 5.0
+    #: Seconds between a worker host's recovery sweeps: running jobs whose lease
+    #: expired are taken over, ``queued`` jobs that no queue message will deliver
+    #: (lost with a Redis restart, or a failed enqueue) are enqueued again
+    #: (service/fleet.py).  0: only the maintenance round (``maintenance_interval``).
+    recovery_interval: float = 5.0
+    #: A job's state file larger than this is not checkpointed (logged; jobs/checkpoint.py).
+    checkpoint_max_bytes: int = 256 * 1024 * 1024
+    #: Fencing (jobs/fence.py): a job process stops writing to the destination this many
+    #: seconds before its lease expires in the control database; 0: a quarter of
+    #: ``lease_seconds``, at most 5 s.
+    lease_margin: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

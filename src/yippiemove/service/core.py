@@ -44,7 +44,8 @@ from ..transfer.model import Endpoint
 from .auth import AuthStore
 from .checks import CheckFailed, CheckSlots, TooManyChecks, run_check
 from .config import Settings
-from .db import ApiToken, Database, IdempotencyKey, Job, User
+from .db import ApiToken, Database, IdempotencyKey, Job, JobCheckpoint, User
+from .fleet import HostAgent, HostNameTaken, LostMessages, list_hosts, set_draining, wait_drained
 from .jobhost import SqlJobStore, expire_credentials, supervisor_config
 from .notify import Notifier
 from .passwords import password_problem
@@ -67,6 +68,7 @@ __all__ = [
     "Busy",
     "Conflict",
     "FolderInfo",
+    "HostNameTaken",
     "IdempotencyMismatch",
     "JobView",
     "NotFound",
@@ -287,7 +289,9 @@ def _child_error(result: dict[str, Any]) -> Exception:
 
     name = str(result["imap_error"])
     cls = getattr(imap_errors, name, None) or getattr(protocol, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, imap_errors.ImapError | protocol.ProtocolError)):
+    if not (
+        isinstance(cls, type) and issubclass(cls, imap_errors.ImapError | protocol.ProtocolError)
+    ):
         cls = imap_errors.ImapError
     exc = cls.__new__(cls)
     Exception.__init__(exc, str(result.get("text", "")))
@@ -394,14 +398,21 @@ class Service:
         #: The clock of the Idempotency-Key expiry (tests move it).
         self.clock: Callable[[], float] = time.time
         self._stopping = threading.Event()
+        #: Running jobs take the graceful path (SIGTERM, flush, requeue): set when the
+        #: service stops, and while this worker host drains.
+        self._jobs_stopping = threading.Event()
         self.supervisor = Supervisor(
             supervisor_config(settings),
             SqlJobStore(settings, self.db, self.box),
             self.notifier,
-            self.queue.enqueue,
-            self._stopping,
+            self._enqueue,
+            self._jobs_stopping,
         )
         self._janitor: threading.Thread | None = None
+        #: This process as a worker host of the fleet (None: no workers here).
+        self.agent: HostAgent | None = None
+        self._workers = 0
+        self._lost = LostMessages()
         #: Where the service may connect for a customer (policy/egress.py).
         self.egress = settings.egress()
         #: (host, port) -> addresses: DNS, or a test's fake (accounts.resolve_host).
@@ -413,12 +424,35 @@ class Service:
 
     # ================================================================== lifecycle
 
-    def start(self, workers: int | None = None) -> None:
-        """Run jobs in this process: recover interrupted jobs, start queue consumers."""
+    def start(self, workers: int | None = None, role: str = "serve") -> None:
+        """Run jobs in this process: register as a worker host (service/fleet.py),
+        recover interrupted jobs, start queue consumers and the host's heartbeat and
+        recovery sweeps.  ``workers`` 0 (``serve --workers 0``): web and API only -- no
+        consumers, no host row; the maintenance round still runs.
+
+        :class:`HostNameTaken` when another live process runs as this host."""
+        n = self.settings.workers if workers is None else workers
         self._stopping.clear()
-        self.recover(startup=True)
+        self._jobs_stopping.clear()
+        self._workers = n
+        if n > 0:
+            agent = HostAgent(
+                self.settings,
+                self.db,
+                role=role,
+                capacity=n,
+                on_drain=self._drain,
+                on_undrain=self._undrain,
+                sweep=self.sweep,
+            )
+            agent.register()
+            self.agent = agent
+            self.recover(startup=True)
         self.cleanup_credentials()
-        self.queue.start(workers or self.settings.workers, self.supervisor.run_job)
+        if self.agent is not None:
+            if not self.agent.drained:
+                self.queue.start(n, self.supervisor.run_job)
+            self.agent.start()
         self._janitor = threading.Thread(
             target=self._maintain, name="yippiemove-janitor", daemon=True
         )
@@ -427,12 +461,84 @@ class Service:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop running jobs cleanly (they go back to ``queued``) and the consumers."""
         self._stopping.set()
+        self._jobs_stopping.set()
+        if self.agent is not None:
+            self.agent.stop()  # waits for a drain under way; marks the host gone
+            self.agent = None
+        self._jobs_stopping.set()
         self.queue.stop(timeout)
         self.supervisor.close()
         if self._janitor is not None:
             self._janitor.join(timeout=5)
             self._janitor = None
         self.notifier.flush()
+
+    def _drain(self) -> None:
+        """This host was drained: stop taking jobs; running ones take the graceful path
+        of a shutdown (SIGTERM, state flushed, requeued) so that other hosts resume
+        them.  A job claimed meanwhile is handed back at once (the supervisor sees the
+        flag before it starts the job)."""
+        self._jobs_stopping.set()
+        try:
+            self.queue.stop(self.settings.job_kill_grace + 30)
+        finally:
+            if not self._stopping.is_set():
+                self._jobs_stopping.clear()
+
+    def _undrain(self) -> None:
+        if not self._stopping.is_set() and not self.queue.running:
+            self.queue.start(self._workers, self.supervisor.run_job)
+
+    def _enqueue(self, job_id: str, delay: float = 0.0) -> bool:
+        """Hand a job to the queue; a failure (the queue's server is away) is logged
+        and left to the recovery sweep: the job's row is the truth (service/fleet.py
+        ``LostMessages``).  False when it failed."""
+        try:
+            self.queue.enqueue(job_id, delay)
+        except Exception as exc:
+            log.warning("job %s: cannot enqueue it now (%s); the recovery sweep will", job_id, exc)
+            return False
+        return True
+
+    def sweep(self) -> dict[str, list[str]]:
+        """One recovery sweep of a worker host (every ``recovery_interval`` seconds):
+        expired leases taken over, lost queue messages replaced."""
+        return {"recovered": self.recover(startup=False), "requeued": self.requeue_lost()}
+
+    def requeue_lost(self) -> list[str]:
+        """Enqueue ``queued`` jobs that no queue message will deliver (service/fleet.py
+        ``LostMessages``); returns their ids."""
+        with self.db.read() as s:
+            queued = set(s.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED)))
+        if not queued:
+            self._lost.lost(set(), set(), None)
+            return []
+        waiting = self.queue.waiting_ids()
+        lost = self._lost.lost(queued, waiting, self.queue.server_id())
+        for job_id in lost:
+            log.warning("job %s: queued but in no queue message; enqueued again", job_id)
+            self._enqueue(job_id)
+        return lost
+
+    # ================================================================== the fleet
+
+    def hosts(self) -> list[dict[str, Any]]:
+        """The worker hosts (operators; ``yippiemove hosts --json``): name, role,
+        address, capacity, version, pid, heartbeat age, state (up / draining / drained
+        / gone) and the ids of the jobs each runs."""
+        return [h.as_dict() for h in list_hosts(self.db, self.settings)]
+
+    def drain_host(self, name: str, draining: bool = True) -> None:
+        """Set (or clear) a worker host's drain flag; NotFound for an unknown host."""
+        if not set_draining(self.db, name, draining):
+            raise NotFound(f"no worker host named {name!r} (see `yippiemove hosts`)")
+
+    def wait_drained(self, name: str, timeout: float | None = None) -> dict[str, Any]:
+        """Until the host runs no job (or is gone); TimeoutError, NotFound."""
+        try:
+            return wait_drained(self.db, self.settings, name, timeout).as_dict()
+        except LookupError as exc:
+            raise NotFound(str(exc)) from None
 
     def close(self) -> None:
         self.db.dispose()
@@ -452,16 +558,25 @@ class Service:
         A ``running`` job is taken over when its lease expired, or at once when its
         owner was a process on this machine that no longer exists (the service was
         killed).  Its job process, if it survived, is killed first: two movers must
-        never write the same mailbox.  At start-up, ``queued`` jobs are enqueued again
-        too (harmless: a job runs once, whoever claims it first).
+        never write the same mailbox.  At start-up, ``queued`` jobs that no queue message
+        will deliver are enqueued again too (all of them when the queue cannot tell: a
+        duplicate is harmless, a job runs once, whoever claims it first; but hosts of a
+        fleet starting one after the other must not fill the queue with copies).
         """
         now = time.time()
         with self.db.read() as s:
+            # Columns only: every worker host runs this every few seconds (a sweep).
+            rows = s.execute(
+                select(
+                    Job.id, Job.lease_owner, Job.jail, Job.lease_expires, Job.lease_token
+                ).where(Job.status == JobStatus.RUNNING)
+            ).all()
+            host = self.settings.host_name
             stale = [
-                (j.id, j.lease_owner, j.jail)
-                for j in s.scalars(select(Job).where(Job.status == JobStatus.RUNNING))
-                if j.lease_owner != self.supervisor.owner
-                and (identity_dead(j.lease_owner) or (j.lease_expires or 0) < now)
+                (job_id, owner, jail, token or 0, dead)
+                for job_id, owner, jail, expires, token in rows
+                if owner != self.supervisor.owner
+                and ((dead := identity_dead(owner, host)) or (expires or 0) < now)
             ]
             queued = (
                 list(
@@ -473,11 +588,19 @@ class Service:
                 else []
             )
         recovered = []
-        for job_id, owner, jail in stale:
-            kill_stale_jail(jail)
+        for job_id, owner, jail, token, dead in stale:
+            kill_stale_jail(jail, host=self.settings.host_name)
             with self.db.session() as s:
                 job = s.get(Job, job_id, with_for_update=True)
-                if job is None or job.status != JobStatus.RUNNING or job.lease_owner != owner:
+                # The same holder, under the same fencing token, and (unless its process
+                # is known dead) still expired: a renewal since the read wins the race.
+                if (
+                    job is None
+                    or job.status != JobStatus.RUNNING
+                    or job.lease_owner != owner
+                    or (job.lease_token or 0) != token
+                    or (not dead and (job.lease_expires or 0) >= time.time())
+                ):
                     continue
                 job.status = JobStatus.QUEUED
                 job.lease_owner = None
@@ -488,8 +611,16 @@ class Service:
                 job.progress = progress
             log.warning("job %s: its supervisor is gone; resuming it", job_id)
             recovered.append(job_id)
+        if queued:
+            try:
+                waiting = self.queue.waiting_ids()
+            except Exception as exc:  # the queue's server is away: the sweep will see
+                log.warning("cannot read the job queue: %s", exc)
+                waiting = None
+            if waiting is not None:
+                queued = [job_id for job_id in queued if job_id not in waiting]
         for job_id in recovered + queued:
-            self.queue.enqueue(job_id)
+            self._enqueue(job_id)
         return recovered
 
     def cleanup_credentials(self, now: float | None = None) -> int:
@@ -715,7 +846,6 @@ class Service:
         """
         import asyncio
 
-
         account = self.validate_account(account, role)
         if dest is not None:
             dest = self.validate_account(dest, "dest")
@@ -837,7 +967,7 @@ class Service:
         :class:`AlreadyActive` when a job of the same pair is queued or running."""
         self.user_email(user_id)
         view = self._atomically(lambda s: self._add_job(s, user_id, job_spec))
-        self.queue.enqueue(view.id)
+        self._enqueue(view.id)
         log.info("job %s: created for user %d", view.id, user_id)
         return view
 
@@ -921,7 +1051,7 @@ class Service:
 
         status, body, new = self._atomically(once)
         if new:
-            self.queue.enqueue(body["id"])
+            self._enqueue(body["id"])
             log.info("job %s: created for user %d", body["id"], user_id)
         return status, body
 
@@ -1017,6 +1147,10 @@ class Service:
                 progress.update(phase=Phase.CANCELLED, rate=0.0, eta=None, current=[])
                 job.progress = progress
                 expire_credentials(job, self.settings, now)
+                # A job given back to the queue may have left a checkpoint: it ends here.
+                ckpt = s.get(JobCheckpoint, job_id)
+                if ckpt is not None:
+                    s.delete(ckpt)
             else:
                 job.cancel_requested = True
             view = JobView.of(job)
@@ -1054,7 +1188,7 @@ class Service:
             history = (job.progress or {}).get("rate_history", [])
             job.progress = dict(default_progress(), rate_history=history)
             view = JobView.of(job)
-        self.queue.enqueue(job_id)
+        self._enqueue(job_id)
         return view
 
     def forget_credentials(self, user_id: int, job_id: str) -> JobView:

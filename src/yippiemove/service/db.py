@@ -8,9 +8,14 @@ SQLite is the embedded default (WAL, a busy timeout, ``BEGIN IMMEDIATE`` for wri
 that they wait for each other instead of failing on a lock upgrade, plain deferred
 transactions for readers (:meth:`Database.read`) so that polling pages never wait for, or
 hold up, progress writes; ``secure_delete`` so that deleted credentials do not linger in
-free pages).  Any other
-SQLAlchemy URL works too, e.g. ``postgresql+psycopg://user@host/yippiemove``: the code
-uses only portable types and statements.
+free pages).  PostgreSQL is the fleet's database: a plain ``postgresql://user@host/db``
+URL (as libpq's tools write it) is driven by psycopg 3, with a connect timeout, TCP
+keepalives and a statement timeout so that a restarted or unreachable server is noticed
+in seconds (:func:`engine_options`).  READ COMMITTED and the row locks the writers take
+(``with_for_update``) are all the service needs there.
+
+The schema is made and changed by Alembic migrations (service/schema.py,
+service/migrations/), never by ``create_all``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    URL,
     Boolean,
     Engine,
     Float,
@@ -32,6 +38,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    make_url,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -49,6 +56,10 @@ __all__ = [
     "User",
     "WebSession",
     "WorkerHost",
+    "connect_error",
+    "driver_url",
+    "engine_options",
+    "shown_url",
 ]
 
 
@@ -130,9 +141,7 @@ class JobCheckpoint(Base):
 
     __tablename__ = "job_checkpoints"
 
-    job_id: Mapped[str] = mapped_column(
-        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
-    )
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     token: Mapped[int] = mapped_column(Integer)
     host: Mapped[str] = mapped_column(String(200))
     taken: Mapped[float] = mapped_column(Float)
@@ -245,47 +254,130 @@ class PendingSignup(Base):
     expires: Mapped[float] = mapped_column(Float, index=True)
 
 
-#: PostgreSQL ends a session idle inside a transaction this long (milliseconds).
+#: Seconds to connect to PostgreSQL, and a writer's statement (or lock wait) at most: a
+#: heartbeat or progress write must fail and be retried rather than hang longer than a
+#: lease behind a lock or a dead server.
+PG_CONNECT_TIMEOUT = 5
+PG_STATEMENT_TIMEOUT_MS = 15_000
+#: PostgreSQL ends a session idle inside a transaction this long (milliseconds): a host
+#: cut off from the network mid-transaction would keep its row locks until TCP noticed
+#: (hours), and the other hosts' claims would wait for it.  The service never idles
+#: inside a transaction (the fleet's partition test, tests/jobs/test_fleet.py).
 IDLE_IN_TRANSACTION_MS = 5000
 
 
-class Database:
-    """Engine and sessions for one database URL; creates the tables."""
+def driver_url(url: str | URL) -> URL:
+    """The SQLAlchemy URL of a database URL as written by people and libpq's tools:
+    ``postgresql://`` and ``postgres://`` (no driver named) mean psycopg 3; the rest
+    (``sqlite:///path``, ``postgresql+psycopg://``...) is taken as it is.  Query
+    parameters stay (``?host=/socket/dir``, ``sslmode=require``); a URL without a
+    password lets psycopg find it as libpq does (``PGPASSWORD``, ``~/.pgpass``)."""
+    u = make_url(url) if isinstance(url, str) else url
+    if u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")
+    return u
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.is_sqlite = url.startswith("sqlite")
-        kwargs: dict[str, Any] = {}
-        if self.is_sqlite:
-            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
-            # Web requests and one supervisor thread per running job share the pool.
-            kwargs["pool_size"] = 10
-            kwargs["max_overflow"] = 100
-        else:
-            # A database server that restarted ended every pooled connection: check
-            # each before use and reconnect (issue 15: workers carry on).
-            kwargs["pool_pre_ping"] = True
-        if url.startswith("postgresql"):
-            # A host cut off from the network mid-transaction keeps its row locks until
-            # the server notices, which TCP alone takes hours to do: the other hosts'
-            # claims and recovery wait for it.  The service never idles inside a
-            # transaction, so the server ends such a session after a few seconds and
-            # its locks go (issue 15, tests/jobs/test_fleet.py's partition test).
-            kwargs["connect_args"] = {
-                "options": f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
-            }
-        self.engine: Engine = create_engine(url, **kwargs)
+
+def shown_url(url: str | URL) -> str:
+    """The URL for logs and messages, as it was written but never with its password."""
+    try:
+        return (make_url(url) if isinstance(url, str) else url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL: show nothing of it that could be a secret
+        return "<an invalid database URL>"
+
+
+def engine_options(url: URL, *, writer: bool = True) -> dict[str, Any]:
+    """``create_engine`` options of a URL (see the module's docstring)."""
+    kwargs: dict[str, Any] = {}
+    if url.get_backend_name() == "sqlite":
+        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        # Web requests and one supervisor thread per running job share the pool.
+        kwargs["pool_size"] = 10
+        kwargs["max_overflow"] = 100
+    elif url.get_backend_name() == "postgresql":
+        connect: dict[str, Any] = {
+            "connect_timeout": PG_CONNECT_TIMEOUT,
+            "application_name": "yippiemove",
+            # A dead peer or a cut link is noticed in ~10 s on an idle connection
+            # (keepalives), and on one waiting for its data to be acknowledged.
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 10_000,
+        }
+        if writer:
+            connect["options"] = (
+                f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS} "
+                f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
+            )
+        kwargs["connect_args"] = connect
+        # A connection the server dropped (restart, failover) is replaced on checkout.
+        kwargs["pool_pre_ping"] = True
+        kwargs["pool_size"] = 10
+        kwargs["max_overflow"] = 100
+        kwargs["pool_recycle"] = 3600
+    return kwargs
+
+
+class Database:
+    """Engine and sessions for one database URL.
+
+    On start the schema is brought to, or checked at, the migrations' head
+    (:func:`yippiemove.service.schema.ensure_current`): SQLite upgrades itself,
+    PostgreSQL is created when empty and must otherwise be at head (``yippiemove db
+    upgrade``), else :class:`~yippiemove.service.schema.SchemaError`.  ``prepare=False``
+    skips that (``yippiemove db`` does it itself)."""
+
+    def __init__(self, url: str, *, prepare: bool = True) -> None:
+        self.sa_url = driver_url(url)
+        self.url = self.sa_url.render_as_string(hide_password=False)
+        #: The URL as it may be shown (no password).
+        self.shown_url = shown_url(url)
+        self.is_sqlite = self.sa_url.get_backend_name() == "sqlite"
+        kwargs = engine_options(self.sa_url)
+        self.engine: Engine = create_engine(self.sa_url, hide_parameters=True, **kwargs)
         # Reads get their own engine on SQLite: DEFERRED transactions, which in WAL mode
         # neither wait for nor block writers (pages polling progress must not queue up
         # behind, or hold up, the supervisors' progress writes).
         self.read_engine: Engine = self.engine
         if self.is_sqlite:
             _sqlite_pragmas(self.engine, "BEGIN IMMEDIATE")
-            self.read_engine = create_engine(url, **kwargs)
+            self.read_engine = create_engine(self.sa_url, hide_parameters=True, **kwargs)
             _sqlite_pragmas(self.read_engine, "BEGIN")
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
-        Base.metadata.create_all(self.engine)
+        if prepare:
+            try:
+                self.prepare()
+            except BaseException:
+                self.dispose()
+                raise
+
+    def migration_engine(self) -> Engine:
+        """A one-connection engine for migrations: no statement timeout (a migration of
+        a big table may take longer than a heartbeat may), SQLite's writer set-up."""
+        from sqlalchemy.pool import NullPool
+
+        opts = engine_options(self.sa_url, writer=False)
+        opts.pop("pool_size", None)
+        opts.pop("max_overflow", None)
+        opts.pop("pool_recycle", None)
+        engine = create_engine(self.sa_url, hide_parameters=True, poolclass=NullPool, **opts)
+        if self.is_sqlite:
+            _sqlite_pragmas(engine, "BEGIN IMMEDIATE")
+        return engine
+
+    def prepare(self) -> Any:
+        """Bring the schema to head or check it is there (see the class); returns the
+        :class:`~yippiemove.service.schema.Upgrade` done, or None."""
+        from . import schema  # schema imports this module's models
+
+        engine = self.migration_engine()
+        try:
+            return schema.ensure_current(engine, shown_url=self.shown_url)
+        finally:
+            engine.dispose()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -332,3 +424,17 @@ def _sqlite_pragmas(engine: Engine, begin: str) -> None:
         # Writers: a DEFERRED transaction that reads and then writes can fail at once
         # with SQLITE_BUSY when another connection wrote meanwhile; IMMEDIATE waits.
         conn.exec_driver_sql(begin)
+
+
+def connect_error(exc: BaseException, url: str | URL) -> str:
+    """A database error as one line for a message, without the URL's password (libpq's
+    own messages do not carry it; this makes sure)."""
+    orig = getattr(exc, "orig", None) or exc
+    text = " ".join(str(orig).split()) or type(orig).__name__
+    try:
+        password = driver_url(url).password
+    except Exception:
+        password = None
+    if password:
+        text = text.replace(str(password), "***")
+    return text

@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from ..jobs.ports import Claim, SupervisorConfig, Waiting
+from ..jobs.ports import Checkpoint, Claim, SupervisorConfig, Waiting
 from ..jobs.vocab import TERMINAL, JobStatus, Phase
 from .config import Settings
-from .db import Database, Job, User
+from .db import Database, Job, JobCheckpoint, User
 from .secrets import CredentialBox
 from .writers import mailbox_keys_of, take_mailbox
 
@@ -44,7 +44,17 @@ def supervisor_config(settings: Settings) -> SupervisorConfig:
         job_rate_window=settings.job_rate_window,
         job_max_seconds=settings.job_max_seconds,
         job_uid_base=settings.job_uid_base,
+        host_name=settings.host_name,
+        checkpoint_interval=settings.checkpoint_interval,
+        checkpoint_max_bytes=settings.checkpoint_max_bytes,
+        lease_margin=settings.lease_margin,
     )
+
+
+def _held(job: Job | None, owner: str, token: int) -> bool:
+    """Whether ``owner`` holds the job's lease under fencing token ``token`` (a stale
+    holder -- its lease expired and another worker claimed the job -- does not)."""
+    return job is not None and job.lease_owner == owner and (job.lease_token or 0) == token
 
 
 def expire_credentials(job: Job, settings: Settings, now: float) -> None:
@@ -96,6 +106,9 @@ class SqlJobStore:
                 job.finished = now
                 job.error = f"gave up after {job.attempts} attempts"
                 expire_credentials(job, self.settings, now)
+                ckpt = s.get(JobCheckpoint, job_id)
+                if ckpt is not None:
+                    s.delete(ckpt)
                 return None
             holder = take_mailbox(s, job, now, keys)
             if holder is not None:
@@ -120,13 +133,20 @@ class SqlJobStore:
                 if progress.get("phase") == Phase.WAITING:
                     progress["phase"] = Phase.QUEUED
                 job.progress = progress
+            last_host = job.host
             job.status = JobStatus.RUNNING
             job.lease_owner = owner
             job.lease_expires = now + lease_seconds
+            # The fencing token: every write under this lease names it (docs/design.md
+            # "Fencing and checkpoints"); a holder from before this claim is refused.
+            job.lease_token = (job.lease_token or 0) + 1
+            job.host = self.settings.host_name or None
             job.started = job.started or now
             job.cancel_requested = False
             user = s.get(User, job.user_id)
             return Claim(
+                token=job.lease_token,
+                last_host=last_host,
                 source=dict(job.source),
                 dest=dict(job.dest),
                 folders=job.folders,
@@ -171,29 +191,33 @@ class SqlJobStore:
             if job is not None:
                 job.notified_start = True
 
-    def jail_started(self, job_id: str, identity: str) -> None:
+    def jail_started(self, job_id: str, owner: str, token: int, identity: str) -> bool:
         with self.db.session() as sess:
-            job = sess.get(Job, job_id)
-            if job is not None:
-                job.jail = identity
-                job.attempts = (job.attempts or 0) + 1
+            job = sess.get(Job, job_id, with_for_update=True)
+            if not _held(job, owner, token):
+                return False
+            assert job is not None
+            job.jail = identity
+            job.attempts = (job.attempts or 0) + 1
+            return True
 
-    def jail_ended(self, job_id: str, owner: str) -> None:
+    def jail_ended(self, job_id: str, owner: str, token: int) -> None:
         with self.db.session() as sess:
-            job = sess.get(Job, job_id)
-            if job is not None and job.lease_owner == owner:
+            job = sess.get(Job, job_id, with_for_update=True)
+            if job is not None and _held(job, owner, token):
                 job.jail = None
 
     def heartbeat(
         self,
         job_id: str,
         owner: str,
+        token: int,
         lease_seconds: float,
         progress: Callable[[int], dict[str, Any]],
     ) -> tuple[bool, bool]:
         with self.db.session() as sess:
-            job = sess.get(Job, job_id)
-            if job is None or job.lease_owner != owner or job.status != JobStatus.RUNNING:
+            job = sess.get(Job, job_id, with_for_update=True)
+            if job is None or not _held(job, owner, token) or job.status != JobStatus.RUNNING:
                 return False, False
             job.progress = progress(job.attempts)
             job.lease_expires = time.time() + lease_seconds
@@ -203,13 +227,14 @@ class SqlJobStore:
         self,
         job_id: str,
         owner: str,
+        token: int,
         progress: dict[str, Any] | None,
         *,
         checkpoint: bool = False,
     ) -> bool:
         with self.db.session() as sess:
-            job = sess.get(Job, job_id)
-            if job is None or job.lease_owner != owner:
+            job = sess.get(Job, job_id, with_for_update=True)
+            if job is None or not _held(job, owner, token):
                 return False
             if checkpoint:  # a run that ended well is not an attempt that failed
                 job.attempts = max(0, (job.attempts or 0) - 1)
@@ -225,6 +250,7 @@ class SqlJobStore:
         self,
         job_id: str,
         owner: str,
+        token: int | None,
         status: JobStatus,
         error: str | None,
         progress: Callable[[dict[str, Any]], dict[str, Any]],
@@ -232,11 +258,21 @@ class SqlJobStore:
     ) -> str | None:
         now = time.time()
         with self.db.session() as sess:
-            job = sess.get(Job, job_id)
+            job = sess.get(Job, job_id, with_for_update=True)
             if job is None or job.status in TERMINAL:
                 return None
-            if job.lease_owner not in (None, owner):
+            if job.lease_owner is None:
+                # Not running (a job failed before its claim); a holder with a token
+                # must still be the last claimer.
+                if token is not None and (job.lease_token or 0) != token:
+                    return None
+            elif token is None or not _held(job, owner, token):
                 return None
+            # The run is over: its checkpoint is no longer needed (the local state file
+            # stays for the report and the receipt).
+            ckpt = sess.get(JobCheckpoint, job_id)
+            if ckpt is not None:
+                sess.delete(ckpt)
             job.status = status
             job.finished = now
             job.error = error
@@ -249,6 +285,39 @@ class SqlJobStore:
             expire_credentials(job, self.settings, now)
             user = sess.get(User, job.user_id) if job.user_id else None
             return user.email if user is not None else ""
+
+    def save_checkpoint(self, job_id: str, owner: str, token: int, ckpt: Checkpoint) -> bool:
+        """Store (replace) the job's checkpoint if ``owner`` still holds the lease under
+        ``token``: the check and the write are one transaction."""
+        with self.db.session() as sess:
+            job = sess.get(Job, job_id, with_for_update=True)
+            if not _held(job, owner, token) or job is None or job.status != JobStatus.RUNNING:
+                return False
+            row = sess.get(JobCheckpoint, job_id)
+            if row is None:
+                row = JobCheckpoint(job_id=job_id)
+                sess.add(row)
+            row.token = token
+            row.host = ckpt.host
+            row.taken = ckpt.taken
+            row.size = ckpt.size
+            row.sha256 = ckpt.sha256
+            row.data = ckpt.data
+            return True
+
+    def load_checkpoint(self, job_id: str) -> Checkpoint | None:
+        with self.db.read() as sess:
+            row = sess.get(JobCheckpoint, job_id)
+            if row is None:
+                return None
+            return Checkpoint(
+                host=row.host,
+                taken=row.taken,
+                size=row.size,
+                sha256=row.sha256,
+                data=bytes(row.data),
+                token=row.token,
+            )
 
     def mail_view(self, job_id: str) -> dict[str, Any]:
         with self.db.read() as sess:

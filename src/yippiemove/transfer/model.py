@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -119,6 +120,11 @@ class Options:
     max_message_size: int | None = None
     #: How that limit is named in the failure reason, e.g. "Gmail's 34 MB limit".
     max_message_size_label: str = ""
+    #: Awaited before every command that may change the destination (APPEND, STORE,
+    #: CREATE...; imap/connection.py ``write_gate``); it raises to stop the transfer.
+    #: The service's job process fences its writes with it (jobs/fence.py); ``yippiemove
+    #: move`` passes none.
+    write_gate: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

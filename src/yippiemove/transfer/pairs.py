@@ -64,6 +64,7 @@ class Connector:
             idle_timeout=self.options.idle_timeout,
             on_open=opened,
             read_only=read_only,
+            write_gate=None if read_only else self.options.write_gate,
         )
 
     async def open_pair(self) -> Pair:

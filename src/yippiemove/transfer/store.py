@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from ..imap import gmail as gm
@@ -196,10 +196,12 @@ async def connect_store(
     idle_timeout: float,
     on_open: Callable[[], None] | None = None,
     read_only: bool = False,
+    write_gate: Callable[[], Awaitable[None]] | None = None,
 ) -> ImapStore:
     """Open and log in to one account; a :class:`GmailStore` when it is Gmail.
     ``on_open`` is called once the server has answered (before the login);
-    ``read_only``: nothing can be written through it (the source; module doc)."""
+    ``read_only``: nothing can be written through it (the source; module doc);
+    ``write_gate``: awaited before each command that may change a mailbox."""
     conn = await ImapConnection.open(
         ep.host,
         ep.port,
@@ -213,6 +215,8 @@ async def connect_store(
     )
     if on_open is not None:
         on_open()
+    if not read_only:
+        conn.write_gate = write_gate
     try:
         await conn.login(ep.user, ep.password, allow_insecure=ep.allow_insecure_auth)
     except BaseException:

@@ -328,3 +328,4 @@ def _job_dirs_reachable(request: pytest.FixtureRequest) -> None:
         mode = d.stat().st_mode
         if not mode & stat.S_IXOTH:
             d.chmod(stat.S_IMODE(mode) | 0o011)
+

@@ -69,7 +69,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -134,9 +134,21 @@ def cpu_seconds(pid: int | None, children: bool = True) -> float:
 
 
 def children_of(parents: Iterable[int]) -> dict[int, int]:
-    """{pid: ppid} of the live processes whose parent is one of ``parents``."""
+    """{pid: ppid} of the live processes whose parent is one of ``parents``: from
+    ``/proc/PID/task/TID/children`` (cheap), else by a scan of ``/proc``."""
     want = set(parents)
     out: dict[int, int] = {}
+    try:
+        for ppid in want:
+            for task in os.scandir(f"/proc/{ppid}/task"):
+                with open(f"{task.path}/children") as f:
+                    out.update((int(pid), ppid) for pid in f.read().split())
+        return out
+    except FileNotFoundError:
+        if any(os.path.exists(f"/proc/{ppid}") for ppid in want):
+            out.clear()  # no CONFIG_PROC_CHILDREN: scan
+        else:
+            return out
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             fields = _stat(int(entry.name))
@@ -402,7 +414,7 @@ class Sampler:
         self._thread.join()
 
 
-def service_env(work: Path) -> dict[str, str]:
+def service_env() -> dict[str, str]:
     """The service's settings for the bench (YIPPIEMOVE_* variables, docs/service.md)."""
     env = dict(os.environ)
     env.update(
@@ -422,7 +434,7 @@ def start_service(
     data: Path, workers: int, ca: str, log: Path
 ) -> tuple[subprocess.Popen[bytes], str, str]:
     """`yippiemove serve` with its own data directory; (process, base URL, API token)."""
-    env = service_env(data)
+    env = service_env()
     # The customer and its API token, written before the service starts.
     code = (
         "import sys; from yippiemove.service.config import Settings; "
@@ -503,30 +515,18 @@ def account(port: int, user: str) -> dict[str, Any]:
     }
 
 
-def run_service(
-    bench: Bench, pairs: list[tuple[str, str]], data: Path
-) -> tuple[Run, Callable[[], None]]:
+def run_service(bench: Bench, pairs: list[tuple[str, str]], data: Path) -> Run:
     """N transfers through `yippiemove serve` + the REST API; the run's figures."""
     import httpx
 
     n = len(pairs)
     run = Run("service", n)
     proc, base, token = start_service(data, n, bench.ca, data.parent / f"{data.name}.log")
-    cleanup_done = False
-
-    def cleanup() -> None:
-        nonlocal cleanup_done
-        if not cleanup_done:
-            cleanup_done = True
-            stop_service(proc)
-
     try:
         sampler = Sampler(proc.pid, bench.args.sample)
-        # the zygote is started with the workers; give it a moment
-        for _ in range(50):
-            if sampler.find_zygote():
-                break
-            time.sleep(0.1)
+        # The zygote starts with the first job: its start-up (imports) counts in the
+        # run's CPU then, as the cost of the service's first job.
+        sampler.find_zygote()
         proxies = bench.proxies()
         client = httpx.Client(
             base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=300
@@ -589,8 +589,8 @@ def run_service(
             if v["status"] != "done":
                 run.failed.append(f"{jid}: {v['status']} {v.get('error')}")
     finally:
-        cleanup()
-    return run, cleanup
+        stop_service(proc)
+    return run
 
 
 # ------------------------------------------------------------------ the peer
@@ -708,18 +708,26 @@ def run_peer(bench: Bench, pairs: list[tuple[str, str]], work: Path) -> Run:
 
 
 def run_single(bench: Bench) -> dict[str, Any]:
-    """`yippiemove move` of one mailbox: loopback TLS vs TLS through --rtt-ms."""
+    """`yippiemove move` of one mailbox: loopback TLS vs TLS through --rtt-ms; and,
+    as a control, through the proxy with no delay (what the proxy alone costs: it shares
+    the CPUs with the mover and Dovecot)."""
     args = bench.args
     pw = bench.work / "pw"
     pw.write_text(PASSWORD)
-    times: dict[str, list[float]] = {"loopback": [], "far": []}
+    kinds = ("loopback", "far", "proxy0")
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    proxy_cpu: dict[str, list[float]] = {k: [] for k in kinds}
     not_exact: list[str] = []
     src_snap = bench.source_snapshot("single")
     for r in range(args.single_runs):
-        order = ("loopback", "far") if r % 2 == 0 else ("far", "loopback")
+        order = kinds[r % 3 :] + kinds[: r % 3]  # rotated each round
         for kind in order:
             dst = f"single-{kind}-{r}"
-            proxies = bench.proxies(rate_mbps=0.0, n=1) if kind == "far" else None
+            proxies = (
+                bench.proxies(rate_mbps=0.0, n=1, rtt_ms=0.0 if kind == "proxy0" else None)
+                if kind != "loopback"
+                else None
+            )
             port = proxies.port if proxies else bench.server.tls_port
             state = bench.work / f"{dst}.sqlite"
             argv = [
@@ -753,7 +761,7 @@ def run_single(bench: Bench) -> dict[str, Any]:
                 elapsed = time.perf_counter() - t0
             finally:
                 if proxies:
-                    proxies.stop()
+                    proxy_cpu[kind].append(proxies.stop()["cpu"])
             if p.returncode != 0:
                 raise SystemExit(f"yippiemove move ({kind}) failed:\n{p.stderr[-3000:]}")
             times[kind].append(elapsed)
@@ -768,6 +776,9 @@ def run_single(bench: Bench) -> dict[str, Any]:
         "times": times,
         "median": med,
         "ratio": med["loopback"] / med["far"],
+        # the round trip alone: the far run against the same proxy without delay
+        "ratio_rtt_only": med["proxy0"] / med["far"],
+        "proxy_cpu": proxy_cpu,
         "not_exact": not_exact,
     }
 
@@ -784,11 +795,13 @@ class Bench:
         self.dovecot_pgid = 0
         self._snaps: dict[str, snapshot.Snapshot] = {}
 
-    def proxies(self, rate_mbps: float | None = None, n: int | None = None) -> ProxyPool:
+    def proxies(
+        self, rate_mbps: float | None = None, n: int | None = None, rtt_ms: float | None = None
+    ) -> ProxyPool:
         a = self.args
         return ProxyPool(
             self.server.tls_port,
-            a.rtt_ms,
+            a.rtt_ms if rtt_ms is None else rtt_ms,
             a.rate_mbps if rate_mbps is None else rate_mbps,
             n or a.proxies,
             a.buffer_mb,
@@ -872,6 +885,12 @@ def main() -> int:
     ap.add_argument("--poll", type=float, default=2.0, help="seconds between list polls (2)")
     ap.add_argument("--sample", type=float, default=0.5, help="seconds between PSS samples")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per run at most")
+    ap.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=10.0,
+        help="before each run, wait up to this long for the machine to be idle (10; 0: don't)",
+    )
     ap.add_argument("--quick", action="store_true", help="sizes 5,20, 60 messages, small single")
     ap.add_argument("--workdir", default="/dev/shm" if Path("/dev/shm").is_dir() else None)
     ap.add_argument("--output", help="markdown file (default bench/results/fleet-<time>.md)")
@@ -912,6 +931,7 @@ def main() -> int:
         for r in range(args.single_runs):
             users[f"single-loopback-{r}"] = PASSWORD
             users[f"single-far-{r}"] = PASSWORD
+            users[f"single-proxy0-{r}"] = PASSWORD
     runs: list[Run] = []
     single: dict[str, Any] | None = None
     load0 = os.getloadavg()
@@ -944,9 +964,9 @@ def main() -> int:
                 for mode in order:
                     if mode == "peer" and args.no_peer:
                         continue
-                    measure.wait_for_quiet(10)
+                    measure.wait_for_quiet(args.quiet_wait)
                     if mode == "service":
-                        run, _ = run_service(bench, svc_pairs, work / f"svc-{n}")
+                        run = run_service(bench, svc_pairs, work / f"svc-{n}")
                         bench.verify(run, svc_pairs)
                     else:
                         run = run_peer(bench, peer_pairs, work / f"peer-{n}")
@@ -1012,7 +1032,11 @@ def main() -> int:
             f"- one job alone ({single['messages']} messages, {single['mail_bytes'] / 1e6:.1f} MB, "
             f"implicit TLS): loopback {single['median']['loopback']:.2f} s, "
             f"{args.rtt_ms:g} ms round trip {single['median']['far']:.2f} s (no bandwidth cap): "
-            f"{single['ratio']:.2f} of its loopback speed (target >= 0.8)"
+            f"{single['ratio']:.2f} of its loopback speed (target >= 0.8); through the proxy "
+            f"with no delay {single['median']['proxy0']:.2f} s, so the round trip alone "
+            f"costs {single['ratio_rtt_only']:.2f} (the rest is the proxy's CPU, "
+            f"{statistics.median(single['proxy_cpu']['far']):.1f} s, taken from the mover "
+            f"and Dovecot on the same CPUs)"
             + ("" if not single["not_exact"] else f"; NOT exact: {single['not_exact']}")
         )
     text = "\n".join(lines) + "\n"

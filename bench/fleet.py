@@ -1033,10 +1033,13 @@ def main() -> int:
             f"implicit TLS): loopback {single['median']['loopback']:.2f} s, "
             f"{args.rtt_ms:g} ms round trip {single['median']['far']:.2f} s (no bandwidth cap): "
             f"{single['ratio']:.2f} of its loopback speed (target >= 0.8); through the proxy "
-            f"with no delay {single['median']['proxy0']:.2f} s, so the round trip alone "
-            f"costs {single['ratio_rtt_only']:.2f} (the rest is the proxy's CPU, "
-            f"{statistics.median(single['proxy_cpu']['far']):.1f} s, taken from the mover "
-            f"and Dovecot on the same CPUs)"
+            f"with no delay {single['median']['proxy0']:.2f} s: with the proxy in both, the "
+            f"round trip leaves {single['ratio_rtt_only']:.2f} of the speed (the proxy's own "
+            f"CPU, {statistics.median(single['proxy_cpu']['far']):.1f} s a run, shares the "
+            f"CPUs with the mover and Dovecot); runs (s): "
+            + ", ".join(
+                f"{k} {' '.join(f'{t:.2f}' for t in v)}" for k, v in single["times"].items()
+            )
             + ("" if not single["not_exact"] else f"; NOT exact: {single['not_exact']}")
         )
     text = "\n".join(lines) + "\n"

@@ -39,6 +39,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import resource
 import signal
 import socket
@@ -208,6 +209,10 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     async with server:
         await stop.wait()
+        # Print the counts and leave at once: the kernel closes the connections still
+        # open; tearing down thousands of them in the loop only makes noise.
+        print(stats_line(), flush=True)
+        os._exit(0)
 
 
 def stats_line() -> str:
@@ -259,8 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     except KeyboardInterrupt:
-        pass
-    print(stats_line(), flush=True)
+        print(stats_line(), flush=True)
     return 0
 
 

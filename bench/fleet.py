@@ -335,6 +335,8 @@ class Run:
     proxy_cpu: float = 0.0
     other_cpu: float = 0.0  # busy CPU of the machine not accounted for above
     posts_s: float = 0.0  # all POSTs answered after
+    events: dict[str, int] = field(default_factory=dict)  # from the service's log
+    event_examples: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     not_exact: list[str] = field(default_factory=list)
 
@@ -515,13 +517,52 @@ def account(port: int, user: str) -> dict[str, Any]:
     }
 
 
+#: What the service's log says about its jobs (its lines are "time logger message").
+LOG_EVENTS: dict[str, str] = {
+    "job processes started": r"job process \d+ started",
+    "restarts": r"; restarting in ",
+    "leases lost": r"lease lost",
+    "hung (no output)": r"no output for",
+    "progress writes failed": r"cannot write progress",
+    "database is locked": r"database is locked",
+    "too many open files": r"Too many open files",
+    "supervisor errors": r"supervisor error",
+    "failed": r": failed",
+}
+
+
+def service_log_summary(log: Path) -> tuple[dict[str, int], list[str]]:
+    """Counts of LOG_EVENTS in the service's log, and a few example lines (not the
+    starts) with job ids and times cut off."""
+    import re
+
+    counts = dict.fromkeys(LOG_EVENTS, 0)
+    examples: list[str] = []
+    patterns = {k: re.compile(v) for k, v in LOG_EVENTS.items()}
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return counts, examples
+    for line in text.splitlines():
+        hit = [k for k, rx in patterns.items() if rx.search(line)]
+        for k in hit:
+            counts[k] += 1
+        if hit and hit != ["job processes started"] and len(examples) < 5:
+            short = re.sub(r"^\S+ \S+ ", "", line)
+            short = re.sub(r"[0-9a-f]{32}", "JOB", short)[:200]
+            if short not in examples:
+                examples.append(short)
+    return counts, examples
+
+
 def run_service(bench: Bench, pairs: list[tuple[str, str]], data: Path) -> Run:
     """N transfers through `yippiemove serve` + the REST API; the run's figures."""
     import httpx
 
     n = len(pairs)
     run = Run("service", n)
-    proc, base, token = start_service(data, n, bench.ca, data.parent / f"{data.name}.log")
+    log = data.parent / f"{data.name}.log"
+    proc, base, token = start_service(data, n, bench.ca, log)
     try:
         sampler = Sampler(proc.pid, bench.args.sample)
         # The zygote starts with the first job: its start-up (imports) counts in the
@@ -590,6 +631,7 @@ def run_service(bench: Bench, pairs: list[tuple[str, str]], data: Path) -> Run:
                 run.failed.append(f"{jid}: {v['status']} {v.get('error')}")
     finally:
         stop_service(proc)
+    run.events, run.event_examples = service_log_summary(log)
     return run
 
 
@@ -1025,7 +1067,10 @@ def main() -> int:
                 f"zygote and job processes {r.cpu - r.service_cpu:.1f} s; "
                 f"service process PSS {r.service_pss_kb / 1024:.0f} MB, "
                 f"zygote {r.zygote_pss_kb / 1024:.0f} MB; all POSTs answered after {r.posts_s:.1f} s; "
-                f"{r.connections} proxied connections; other CPU on the machine {r.other_cpu:.1f} s"
+                f"{r.connections} proxied connections; other CPU on the machine {r.other_cpu:.1f} s; "
+                "service log: "
+                + ", ".join(f"{k} {v}" for k, v in r.events.items() if v)
+                + "".join(f"\n  - `{e}`" for e in r.event_examples)
             )
     if single:
         lines.append(

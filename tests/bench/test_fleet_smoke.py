@@ -57,3 +57,11 @@ def test_fleet_bench_two_jobs(dovecot_installed: None, tmp_path: Path) -> None:
     assert float(service.split("|")[4]) > 0
     assert "one job alone" in table
     assert out.with_suffix(".json").is_file()
+
+
+def test_serve_takes_workers_for_500_jobs() -> None:
+    """bench/fleet.py runs `serve --workers 500` (the option stopped at 256)."""
+    from yippiemove.cli import serve
+
+    ctx = serve.make_context("serve", ["--workers", "500"])
+    assert ctx.params["workers"] == 500

@@ -323,6 +323,7 @@ class Run:
     traffic_up: int = 0  # at the proxies: towards the servers
     traffic_down: int = 0
     connections: int = 0
+    reconnects: int = 0  # the movers' own count (progress "reconnects"), summed
     cpu: float = 0.0  # service + job processes, or the peer process's transfers
     startup_cpu: float = 0.0  # the peer process's start-up (interpreter, imports)
     service_cpu: float = 0.0  # the service process alone (its threads), no children
@@ -626,6 +627,7 @@ def run_service(bench: Bench, pairs: list[tuple[str, str]], data: Path) -> Run:
         run.service_rss_kb = sampler.service_rss
         run.service_pss_kb = sampler.service_pss
         run.zygote_pss_kb = sampler.zygote_pss
+        run.reconnects = sum(int(v["progress"].get("reconnects") or 0) for v in views.values())
         for jid, v in views.items():
             if v["status"] != "done":
                 run.failed.append(f"{jid}: {v['status']} {v.get('error')}")
@@ -654,6 +656,8 @@ def peer_child(spec: dict[str, Any]) -> None:
             peak[0] = max(peak[0], pss_kb(os.getpid()) or 0)
             stop.wait(spec["sample"])
 
+    reconnects = [0]
+
     async def one(i: int, src: str, dst: str) -> str | None:
         transfer = prepare(
             make_endpoint(account(spec["port"], src), ctx, False),
@@ -663,7 +667,10 @@ def peer_child(spec: dict[str, Any]) -> None:
         state = transfer.open_state(work / f"peer-{i}.sqlite")
         try:
             mover = transfer.mover(state=state, progress=Progress(), on_event=None)
-            await mover.run()
+            try:
+                await mover.run()
+            finally:
+                reconnects[0] += mover.progress.reconnects
         except Exception as exc:  # reported, not raised: the others carry on
             return f"{src} -> {dst}: {type(exc).__name__}: {exc}"
         finally:
@@ -694,6 +701,7 @@ def peer_child(spec: dict[str, Any]) -> None:
                 "cpu": cpu() - cpu0,
                 "startup_cpu": cpu0,
                 "pss_kb": peak[0],
+                "reconnects": reconnects[0],
                 "errors": [e for e in errors if e],
             }
         )
@@ -733,6 +741,7 @@ def run_peer(bench: Bench, pairs: list[tuple[str, str]], work: Path) -> Run:
     out = json.loads(r.stdout.strip().splitlines()[-1])
     run.wall, run.cpu, run.peer_pss_kb = out["elapsed"], out["cpu"], out["pss_kb"]
     run.failed = out["errors"]
+    run.reconnects = out["reconnects"]
     run.proxy_cpu = stats["cpu"]
     run.traffic_up, run.traffic_down = int(stats["up"]), int(stats["down"])
     run.connections = int(stats["connections"])
@@ -1056,7 +1065,8 @@ def main() -> int:
                 f"- {n} jobs: service / one process = {p.wall / s.wall:.2f} of the throughput, "
                 f"{s.cpu / p.cpu:.2f}x the CPU ({sat}: machine busy {busy[0]:.2f} / "
                 f"{busy[1]:.2f} of {ncpu} CPUs, of which ours + servers + proxies "
-                f"{s.cores:.2f} / {p.cores:.2f})"
+                f"{s.cores:.2f} / {p.cores:.2f}); connections {s.connections} / "
+                f"{p.connections}, reconnects {s.reconnects} / {p.reconnects}"
             )
     for r in runs:
         if r.mode == "service" and r.job_pss_kb:
@@ -1067,7 +1077,7 @@ def main() -> int:
                 f"zygote and job processes {r.cpu - r.service_cpu:.1f} s; "
                 f"service process PSS {r.service_pss_kb / 1024:.0f} MB, "
                 f"zygote {r.zygote_pss_kb / 1024:.0f} MB; all POSTs answered after {r.posts_s:.1f} s; "
-                f"{r.connections} proxied connections; other CPU on the machine {r.other_cpu:.1f} s; "
+                f"{r.connections} proxied connections ({r.reconnects} reconnects); other CPU on the machine {r.other_cpu:.1f} s; "
                 "service log: "
                 + ", ".join(f"{k} {v}" for k, v in r.events.items() if v)
                 + "".join(f"\n  - `{e}`" for e in r.event_examples)

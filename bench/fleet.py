@@ -962,6 +962,9 @@ def main() -> int:
 
     from yippiemove.testing.dovecot import DovecotServer
 
+    # SIGTERM as Ctrl-C: the finally blocks stop the service, the proxies and Dovecot
+    # (a bench started in the background ignores SIGINT).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     nofile = raise_nofile()
     ncpu = os.cpu_count() or 1
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")

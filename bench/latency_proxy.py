@@ -51,6 +51,8 @@ PIECE = 16 * 1024  # what a rate-capped link sends at once (a few TCP segments)
 
 #: Bytes carried, per direction, and connections handled (printed on exit).
 STATS = {"up": 0, "down": 0, "connections": 0}
+#: The live connection handlers (strong references: see _handle).
+_HANDLERS: set[asyncio.Task[None]] = set()
 
 
 class _Direction:
@@ -146,6 +148,12 @@ async def _handle(
 ) -> None:
     server_w: asyncio.StreamWriter | None = None
     STATS["connections"] += 1
+    # asyncio keeps only weak references to tasks, and the stream protocol drops its
+    # reference to this one when the client's side closes: without this, a connection
+    # whose tasks all wait on each other could be garbage-collected while pending.
+    me = asyncio.current_task()
+    if me is not None:
+        _HANDLERS.add(me)
     try:
         if delay:
             await asyncio.sleep(3 * delay)  # TCP handshake over the slow link
@@ -181,6 +189,8 @@ async def _handle(
                 w.close()
                 with contextlib.suppress(Exception):
                     await w.wait_closed()
+        if me is not None:
+            _HANDLERS.discard(me)
 
 
 async def serve(

@@ -22,6 +22,15 @@ client with nothing to send delays by up to 40 ms (Linux's delayed ACK).  With
 
 Listen on 127.0.0.1 (the default) so that STARTTLS through the proxy still finds the
 certificate's IP address.
+
+Throttled links (``bench/fleet.py``): ``--rate-mbps R`` caps each connection at R MB/s
+per direction (MB = 10^6 bytes): every chunk is cut into pieces of at most 16 kB that
+leave the link one after another at that rate (serialisation delay), then take the
+one-way delay (propagation), as a slow provider's link does.  ``--reuse-port`` binds
+with ``SO_REUSEPORT``, so several proxy processes can share one port (the kernel spreads
+the connections over them).  On SIGTERM the proxy prints ``STATS {json}``: the bytes it
+carried towards the server (``up``) and towards the client (``down``), the connections
+it handled and its own CPU seconds (user + system).
 """
 
 from __future__ import annotations
@@ -29,12 +38,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
+import os
+import resource
 import signal
 import socket
 import sys
 from collections import deque
 
 CHUNK = 256 * 1024
+PIECE = 16 * 1024  # what a rate-capped link sends at once (a few TCP segments)
+
+#: Bytes carried, per direction, and connections handled (printed on exit).
+STATS = {"up": 0, "down": 0, "connections": 0}
+#: The live connection handlers (strong references: see _handle).
+_HANDLERS: set[asyncio.Task[None]] = set()
 
 
 class _Direction:
@@ -46,11 +64,16 @@ class _Direction:
         writer: asyncio.StreamWriter,
         delay: float,
         limit: int,
+        rate: float = 0.0,
+        counter: str = "",
     ) -> None:
         self.reader = reader
         self.writer = writer
         self.delay = delay
         self.limit = limit
+        self.rate = rate  # bytes per second on this link; 0: no cap
+        self.counter = counter  # the STATS key this direction counts into
+        self.link_free = 0.0  # when the link has sent what it was given
         self.queue: deque[tuple[float, bytes]] = deque()
         self.buffered = 0
         self.eof = False
@@ -66,7 +89,17 @@ class _Direction:
                 data = await self.reader.read(CHUNK)
                 if not data:
                     break
-                self.queue.append((loop.time() + self.delay, data))
+                if self.counter:
+                    STATS[self.counter] += len(data)
+                now = loop.time()
+                if self.rate:
+                    # serialisation at the link's rate, piece by piece, then the delay
+                    for at in range(0, len(data), PIECE):
+                        piece = data[at : at + PIECE]
+                        self.link_free = max(now, self.link_free) + len(piece) / self.rate
+                        self.queue.append((self.link_free + self.delay, piece))
+                else:
+                    self.queue.append((now + self.delay, data))
                 self.buffered += len(data)
                 if self.buffered >= self.limit:
                     self.space.clear()
@@ -111,8 +144,16 @@ async def _handle(
     delay: float,
     limit: int,
     nagle: bool = False,
+    rate: float = 0.0,
 ) -> None:
     server_w: asyncio.StreamWriter | None = None
+    STATS["connections"] += 1
+    # asyncio keeps only weak references to tasks, and the stream protocol drops its
+    # reference to this one when the client's side closes: without this, a connection
+    # whose tasks all wait on each other could be garbage-collected while pending.
+    me = asyncio.current_task()
+    if me is not None:
+        _HANDLERS.add(me)
     try:
         if delay:
             await asyncio.sleep(3 * delay)  # TCP handshake over the slow link
@@ -122,8 +163,8 @@ async def _handle(
             if sock is not None:
                 off = nagle and w is client_w
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0 if off else 1)
-        up = _Direction(client_r, server_w, delay, limit)
-        down = _Direction(server_r, client_w, delay, limit)
+        up = _Direction(client_r, server_w, delay, limit, rate, "up")
+        down = _Direction(server_r, client_w, delay, limit, rate, "down")
         tasks = [
             asyncio.create_task(up.read_side()),
             asyncio.create_task(up.write_side()),
@@ -148,6 +189,8 @@ async def _handle(
                 w.close()
                 with contextlib.suppress(Exception):
                     await w.wait_closed()
+        if me is not None:
+            _HANDLERS.discard(me)
 
 
 async def serve(
@@ -156,13 +199,17 @@ async def serve(
     delay: float,
     limit: int,
     nagle: bool = False,
+    rate: float = 0.0,
+    reuse_port: bool = False,
 ) -> None:
     """Run the proxy until cancelled; prints ``LISTENING host port`` when ready."""
     server = await asyncio.start_server(
-        lambda r, w: _handle(r, w, target, delay, limit, nagle),
+        lambda r, w: _handle(r, w, target, delay, limit, nagle, rate),
         listen[0],
         listen[1],
         limit=CHUNK * 4,
+        reuse_port=reuse_port or None,
+        backlog=4096,
     )
     host, port = server.sockets[0].getsockname()[:2]
     print(f"LISTENING {host} {port}", flush=True)
@@ -172,6 +219,16 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     async with server:
         await stop.wait()
+        # Print the counts and leave at once: the kernel closes the connections still
+        # open; tearing down thousands of them in the loop only makes noise.
+        print(stats_line(), flush=True)
+        os._exit(0)
+
+
+def stats_line() -> str:
+    """``STATS {json}``: bytes each way, connections, this process's CPU seconds."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return "STATS " + json.dumps(dict(STATS, cpu=ru.ru_utime + ru.ru_stime))
 
 
 def _hostport(text: str) -> tuple[str, int]:
@@ -192,6 +249,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="no TCP_NODELAY towards the client (a server that leaves Nagle on)",
     )
+    ap.add_argument(
+        "--rate-mbps",
+        type=float,
+        default=0.0,
+        help="per-connection cap in MB/s (10^6 bytes) per direction (default 0: none)",
+    )
+    ap.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="SO_REUSEPORT: several proxy processes share the port",
+    )
     args = ap.parse_args(argv)
     try:
         asyncio.run(
@@ -201,10 +269,12 @@ def main(argv: list[str] | None = None) -> int:
                 args.delay_ms / 1000.0,
                 int(args.buffer_mb * 1e6),
                 args.nagle,
+                args.rate_mbps * 1e6,
+                args.reuse_port,
             )
         )
     except KeyboardInterrupt:
-        pass
+        print(stats_line(), flush=True)
     return 0
 
 

@@ -1,0 +1,67 @@
+"""bench/fleet.py at a tiny size, so that the fleet benchmark does not rot (issue 15).
+
+Two jobs through `yippiemove serve` and its REST API, the same two transfers in one
+process (the peer), and one small job alone on loopback and through the proxy: no delay,
+no bandwidth cap (`--no-throttle`), so it takes seconds.  Every destination is verified
+exact by the bench itself (its exit status is 1 otherwise).  The figures mean nothing at
+this size; docs/benchmarks.md ("Traffic per machine") has the real ones.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_fleet_bench_two_jobs(dovecot_installed: None, tmp_path: Path) -> None:
+    out = tmp_path / "fleet.md"
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "fleet.py"),
+            "--sizes",
+            "2",
+            "--no-throttle",
+            "--messages",
+            "20",
+            "--real-world",
+            "2",
+            "--single-runs",
+            "1",
+            "--single-preset",
+            "small-2k-quick",
+            "--proxies",
+            "1",
+            "--quiet-wait",
+            "0",
+            "--poll",
+            "0.2",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    table = out.read_text()
+    service = next(line for line in table.splitlines() if line.startswith("| service | 2 |"))
+    peer = next(line for line in table.splitlines() if line.startswith("| one process | 2 |"))
+    # exact, and the proxies carried the traffic (MB/s in+out is not zero)
+    assert service.endswith("| yes |") and peer.endswith("| yes |")
+    assert float(service.split("|")[4]) > 0
+    assert "one job alone" in table
+    assert out.with_suffix(".json").is_file()
+
+
+def test_serve_takes_workers_for_500_jobs() -> None:
+    """bench/fleet.py runs `serve --workers 500` (the option stopped at 256)."""
+    from yippiemove.cli import serve
+
+    ctx = serve.make_context("serve", ["--workers", "500"])
+    assert ctx.params["workers"] == 500

@@ -268,6 +268,8 @@ class Supervisor:
         self.launcher = make_launcher(settings)
         self._jails_lock = threading.Lock()
         self._pokes: dict[str, threading.Event] = {}
+        #: Jobs a queue worker of this process runs now (run_job), see supervises().
+        self._active: set[str] = set()
         #: Checkpoints are taken on threads of their own, never on a watch loop's; two
         #: at a time at most (a copy and a compression each).
         self._checkpoint_slots = threading.BoundedSemaphore(2)
@@ -297,6 +299,8 @@ class Supervisor:
     def run_job(self, job_id: str) -> None:
         """Claim, run and finish one job (the queue's runner; never raises)."""
         token: int | None = None
+        with self._jails_lock:
+            self._active.add(job_id)
         try:
             claimed_at = time.monotonic()  # before the claim's write: see Lease
             claim = self._claim(job_id)
@@ -323,6 +327,16 @@ class Supervisor:
                     JobStatus.FAILED,
                     "internal error in the service; the job stopped",
                 )
+        finally:
+            with self._jails_lock:
+                self._active.discard(job_id)
+
+    def supervises(self, job_id: str) -> bool:
+        """Whether a queue worker of this process is running the job now (claimed, or
+        about to be): a job whose lease names this process but which is not supervised
+        here was given up (its lease lost) and may be taken over by the recovery."""
+        with self._jails_lock:
+            return job_id in self._active
 
     def _claim(self, job_id: str) -> Claim | Waiting | None:
         s = self.settings
@@ -371,6 +385,7 @@ class Supervisor:
                     self._jails.pop(job_id, None)
             log.info("job %s: job process ended: %s rc=%s", job_id, out.kind, out.returncode)
             if out.kind == "lost_lease":
+                self._give_back(job_id, lease, tracker)
                 return
             if out.kind == "stopping":
                 self._requeue(job_id, lease, tracker)
@@ -771,6 +786,21 @@ class Supervisor:
         with contextlib.suppress(Exception):
             self.enqueue(job_id)
         log.info("job %s: put back in the queue (service stopping)", job_id)
+
+    def _give_back(self, job_id: str, lease: Lease, tracker: ProgressTracker) -> None:
+        """The lease could not be renewed in time (the database did not answer, or too
+        slowly) and the job process was killed: if nobody took the job over meanwhile
+        (the write is fenced by the token), put it back in the queue now instead of
+        leaving it ``running`` until a recovery sweep notices its expired lease."""
+        progress = tracker.snapshot(phase=Phase.RESUMING)
+        try:
+            if not self.store.requeue(job_id, self.owner, lease.token, progress):
+                return  # another host has it: nothing to give back
+            self.enqueue(job_id)
+        except Exception as exc:  # the database is still away: the sweep will do it
+            log.warning("job %s: cannot give the job back yet: %s", job_id, exc)
+            return
+        log.info("job %s: lease lost; put back in the queue", job_id)
 
     def _checkpoint(self, job_id: str, lease: Lease, tracker: ProgressTracker) -> None:
         """A run reached the maximum duration while moving data: its state is flushed;

@@ -575,7 +575,7 @@ class Service:
             stale = [
                 (job_id, owner, jail, token or 0, dead)
                 for job_id, owner, jail, expires, token in rows
-                if owner != self.supervisor.owner
+                if (owner != self.supervisor.owner or not self.supervisor.supervises(job_id))
                 and ((dead := identity_dead(owner, host)) or (expires or 0) < now)
             ]
             queued = (

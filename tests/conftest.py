@@ -19,7 +19,12 @@ from tests.doubles.mailutils import Imap4dServer, imap4d_available
 
 # Real PostgreSQL and Redis servers (tests/infra/): `postgres_server`, `postgres`,
 # `redis_server`, and YIPPIEMOVE_TEST_DATABASE=postgresql (docs/testing.md).
-from tests.infra.fixtures import postgres, postgres_server, redis_server, test_database_env
+from tests.infra.fixtures import (  # noqa: F401  (fixtures, found by name)
+    postgres,
+    postgres_server,
+    redis_server,
+    test_database_env,
+)
 from tests.source_guard import guard_sources
 from yippiemove.testing.dovecot import INSTALL_HINT, DovecotServer, dovecot_available
 
@@ -28,8 +33,6 @@ from yippiemove.testing.dovecot import INSTALL_HINT, DovecotServer, dovecot_avai
 # `yippiemove serve` child) allows loopback, as a self-hoster would.  The egress tests
 # (tests/web/test_egress.py) start theirs without it.
 os.environ.setdefault("YIPPIEMOVE_EGRESS_ALLOW", "127.0.0.0/8")
-
-__all__ = ["postgres", "postgres_server", "redis_server", "test_database_env"]
 
 
 @pytest.fixture(scope="session")

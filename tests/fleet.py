@@ -8,7 +8,7 @@ root::
     with Fleet() as fleet:                     # bridge ymf<pid>b<n>, 10.X.Y.1/24
         db = fleet.add_host("db")              # netns, veth pair, 10.X.Y.10
         proc = db.run(["redis-server", ...])   # under `ip netns exec`
-        db.cut(); db.heal()                    # a partition: the veth down, then up
+        db.cut(); db.heal()                    # a partition: its bridge port off, on
         db.kill_all()                          # SIGKILL to every process in the netns
 
 Every host is a network namespace (``ip netns add``) with a veth pair: one end in the
@@ -91,6 +91,15 @@ def _ip(*args: str, check: bool = True, netns: str | None = None) -> str:
     if check and done.returncode != 0:
         raise FleetError(f"{' '.join(argv)} failed: {done.stderr.strip() or done.stdout.strip()}")
     return done.stdout
+
+
+def _bridge(*args: str) -> None:
+    """``bridge ARGS`` (iproute2) in the root namespace."""
+    done = subprocess.run(
+        ["bridge", *args], capture_output=True, text=True, check=False, timeout=30
+    )
+    if done.returncode != 0:
+        raise FleetError(f"bridge {' '.join(args)}: {done.stderr.strip()}")
 
 
 def _tc(netns: str | None, *args: str, check: bool = True) -> bool:
@@ -296,12 +305,17 @@ class Host:
                 proc.wait(timeout=5)
 
     def cut(self) -> None:
-        """Cut the host's link (its veth down): a partition; its processes live on."""
-        _ip("link", "set", self.outer, "down")
+        """Cut the host off (a partition; its processes live on): its port of the bridge
+        is disabled, so every frame from or to it is dropped at the "switch", as when a
+        link beyond a real host fails.  Not the veth down: a veth whose peer is down
+        holds the packets already handed to it and delivers them on the heal -- bytes
+        that no socket of the cut-off host can take back any more (tests/jobs/
+        test_linger.py), which a real partition loses."""
+        _bridge("link", "set", "dev", self.outer, "state", "0")
 
     def heal(self) -> None:
-        """Bring the link back up after :meth:`cut`."""
-        _ip("link", "set", self.outer, "up")
+        """Reconnect the host after :meth:`cut` (its bridge port forwarding again)."""
+        _bridge("link", "set", "dev", self.outer, "state", "3")
 
     def throttle(self, rate: str = "2mbit", burst: str = "32kb", latency: str = "400ms") -> None:
         """Cap the link's rate both ways with tbf (``tc``; see the module docstring)."""

@@ -455,3 +455,84 @@ def test_tcp_nodelay_on_plain_starttls_and_tls_connections(dovecot):
         return out
 
     assert all(run(main()))
+
+
+def _linger(conn: ImapConnection) -> tuple[int, int]:
+    import socket
+    import struct
+
+    assert conn._transport is not None
+    sock = conn._transport.get_extra_info("socket")
+    return struct.unpack("ii", sock.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8))
+
+
+@pytest.mark.parametrize(
+    ("abortive", "end", "seen"),
+    [
+        (True, "logout", "eof"),  # LOGOUT answered: lingering off again, a FIN
+        (True, "abort", "reset"),  # an error, a kill: unsent bytes dropped, a reset
+        (False, "abort", "eof"),  # the ordinary close
+    ],
+)
+def test_abortive_close_resets_unless_logout_was_answered(abortive, end, seen):
+    """``abortive_close`` (the destination of a transfer): SO_LINGER {on, 0} from the
+    start; a close without LOGOUT answered is a reset (tests/jobs/test_linger.py shows
+    why), a LOGOUT answered ends with an ordinary FIN."""
+
+    async def main() -> str:
+        got: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"* OK [CAPABILITY IMAP4rev1 LITERAL+] scripted\r\n")
+            try:
+                while line := await reader.readline():
+                    tag = line.split(b" ", 1)[0]
+                    if b"LOGOUT" in line.upper():
+                        writer.write(b"* BYE bye\r\n" + tag + b" OK done\r\n")
+                        await writer.drain()
+                got.set_result("eof")
+            except ConnectionResetError:
+                got.set_result("reset")
+            writer.close()
+
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        conn = await ImapConnection.open(
+            "127.0.0.1", port, security="none", abortive_close=abortive
+        )
+        assert conn.abortive is abortive
+        assert _linger(conn) == ((1, 0) if abortive else (0, 0))
+        await conn.submit("NOOP")
+        if end == "logout":
+            await conn.logout()
+        else:
+            conn.abort()
+        result = await asyncio.wait_for(got, 10)
+        server.close()
+        return result
+
+    assert run(main()) == seen
+
+
+def test_only_destination_connections_of_a_transfer_close_abortively(dovecot):
+    """The engine's destination connections get ``abortive_close`` (Options, on by
+    default: ``yippiemove move`` and the service's jobs alike); the source never (it is
+    never written)."""
+    from yippiemove.transfer.budget import ByteBudget
+    from yippiemove.transfer.model import Endpoint, Options
+    from yippiemove.transfer.pairs import Connector
+
+    async def main() -> list[tuple[int, int]]:
+        ctx = ssl.create_default_context(cafile=str(dovecot.ca_file))
+        src = Endpoint("127.0.0.1", dovecot.port, "src", password="srcpass", ssl_context=ctx)
+        dst = Endpoint("127.0.0.1", dovecot.port, "dst", password="dstpass", ssl_context=ctx)
+        out = []
+        for options in (Options(), Options(abortive_close=False)):
+            c = Connector(src, dst, options, ByteBudget(1 << 20), lambda *a: None)
+            s, d = await c.open_pair()
+            out += [_linger(s.conn), _linger(d.conn)]  # type: ignore[attr-defined]
+            for store in (s, d):
+                await store.logout()
+        return out
+
+    assert run(main()) == [(0, 0), (1, 0), (0, 0), (0, 0)]

@@ -398,3 +398,58 @@ def test_which_commands_pass_the_write_gate(verb, gated):
     from yippiemove.imap.commands import changes_mailbox
 
     assert changes_mailbox(verb) is gated
+
+
+def _watch(gate: LeaseGate, seconds: float) -> list[float]:
+    """Arm a LeaseWatchdog on ``gate`` for ``seconds``: when it fired (monotonic)."""
+    from yippiemove.jobs.fence import LeaseWatchdog
+
+    fired: list[float] = []
+    dog = LeaseWatchdog(gate, lambda: fired.append(time.monotonic()))
+    dog.arm()
+    time.sleep(seconds)
+    dog.stop()
+    return fired
+
+
+def test_lease_watchdog_fires_at_the_deadline_plus_the_gates_wait():
+    """No renewal: it fires once, when the gate would refuse (deadline + wait, never
+    earlier than wait after arming: the loop reads queued lease lines meanwhile)."""
+    gate = LeaseGate(wait=0.3)
+    t0 = time.monotonic()
+    gate.feed(lease_line(t0 + 0.2, 1))
+    fired = _watch(gate, 1.2)
+    assert len(fired) == 1 and 0.45 <= fired[0] - t0 < 0.9, [f - t0 for f in fired]
+
+    late = LeaseGate(wait=0.3)
+    late.feed(lease_line(time.monotonic() - 10, 1))  # read late: long past
+    t1 = time.monotonic()
+    fired = _watch(late, 0.8)
+    assert len(fired) == 1 and fired[0] - t1 >= 0.28
+
+
+def test_lease_watchdog_keeps_quiet_while_renewed_before_a_deadline_and_after_stop():
+    gate = LeaseGate(wait=0.2)
+    gate.feed(lease_line(time.monotonic() + 0.2, 1))
+    fired: list[float] = []
+    from yippiemove.jobs.fence import LeaseWatchdog
+
+    dog = LeaseWatchdog(gate, lambda: fired.append(time.monotonic()))
+    dog.arm()
+    for _ in range(10):  # renewals every 0.1 s, for a second
+        time.sleep(0.1)
+        gate.feed(lease_line(time.monotonic() + 0.2, 1))
+    dog.stop()
+    time.sleep(0.6)  # the lease runs out after stop(): nothing
+    assert fired == []
+    # No deadline yet (no lease line): nothing is written, nothing to stop.
+    assert _watch(LeaseGate(wait=0.1), 0.4) == []
+
+
+def test_lease_watchdog_without_grace_once_stdin_is_closed():
+    gate = LeaseGate(wait=5.0)
+    gate.feed(lease_line(time.monotonic() + 0.2, 1))
+    gate.eof = True  # the supervisor is gone: no renewal can come
+    t0 = time.monotonic()
+    fired = _watch(gate, 0.8)
+    assert len(fired) == 1 and fired[0] - t0 < 0.6

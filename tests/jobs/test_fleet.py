@@ -121,15 +121,6 @@ def test_host_killed_mid_transfer_its_jobs_resume_elsewhere(fleet_run: FleetRun)
         run.exact(src, dst)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="a cut-off host's APPEND data already queued in its kernel reaches the server "
-    "when the link heals, after the takeover: seen with fencing on main, the job process "
-    "SIGKILLed by its own supervisor at lease loss while cut, yet after the heal all 60 "
-    "INBOX messages doubled (its orphaned socket's send buffer); the destination "
-    "connections need an abortive close (SO_LINGER 0) so a killed or fenced job's "
-    "unsent bytes are dropped",
-)
 def test_partitioned_host_does_not_write_after_takeover(fleet_run: FleetRun) -> None:
     """The link of a host is cut mid-transfer (its processes live on): the other host
     takes its jobs over; healed later, the cut-off host must not write into the

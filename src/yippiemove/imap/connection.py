@@ -25,6 +25,15 @@ change a mailbox (:func:`.commands.changes_mailbox`): the service's job process 
 its destination writes with it (jobs/fence.py); an exception it raises stops the command
 before a byte is written.
 
+``abortive_close=True`` (the destination of a transfer) sets ``SO_LINGER`` {on, 0} on the
+socket as it is made: when the connection is closed without a LOGOUT answered -- an
+error, :meth:`abort`, or the process dying, SIGKILL included -- the kernel sends a reset
+and drops whatever it had not sent yet, instead of delivering it later from an orphaned
+socket (a killed job's APPEND data landing after another host took the job over:
+docs/design.md "Fencing and checkpoints").  :meth:`logout` turns lingering back off once
+the server answered LOGOUT (everything before it was delivered), so that a normal end is
+an ordinary FIN.
+
 Secrets: the bytes of LOGIN/AUTHENTICATE are never logged or put into exceptions.
 """
 
@@ -36,6 +45,7 @@ import collections
 import logging
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Awaitable, Callable
 
@@ -162,6 +172,8 @@ class ImapConnection:
         self._tls_waiter: asyncio.Future[None] | None = None
         self._handshaking = False
         self._tls_buf = bytearray()  # sized on the TLS handshake
+        #: SO_LINGER {on, 0} is set on the socket (``open(abortive_close=True)``).
+        self.abortive = False
 
     # ------------------------------------------------------------------ opening
 
@@ -178,6 +190,7 @@ class ImapConnection:
         name: str = "imap",
         read_only: bool = False,
         address: str | None = None,
+        abortive_close: bool = False,
     ) -> ImapConnection:
         """Connect and read the greeting.
 
@@ -188,6 +201,8 @@ class ImapConnection:
         ``security``: ``"tls"`` (TLS from the first byte), ``"starttls"`` (STARTTLS when
         the server offers it), ``"require-starttls"`` (fail without it) or ``"none"``.
         ``read_only``: refuse every command that could change a mailbox (module doc).
+        ``abortive_close``: a close without a LOGOUT answered resets the connection and
+        drops unsent bytes, also when the process dies (module doc).
         """
         if security not in ("tls", "starttls", "require-starttls", "none"):
             raise ValueError(f"unknown security mode {security!r}")
@@ -212,6 +227,8 @@ class ImapConnection:
                 assert isinstance(transport, asyncio.Transport)
                 self._transport = transport
                 _tune_socket(transport)
+                if abortive_close:
+                    self.abortive = _set_linger(transport, True)
                 if security == "tls":
                     assert ctx is not None
                     await self._tls_handshake(ctx, f"TLS with {host}:{port}")
@@ -658,6 +675,11 @@ class ImapConnection:
                     await self.execute("LOGOUT", check=False)
             except Exception:
                 pass
+            else:
+                # Answered: the server has read everything we sent before LOGOUT, so
+                # nothing unsent is left to drop; end with an ordinary FIN.
+                if self.abortive and self._transport is not None:
+                    self.abortive = not _set_linger(self._transport, False)
         self.abort()
 
     def abort(self) -> None:
@@ -675,6 +697,25 @@ def _tune_socket(transport: asyncio.Transport) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:
         pass
+
+
+#: struct linger {l_onoff, l_linger}: on with 0 seconds = close() resets the connection.
+_LINGER_RESET = struct.pack("ii", 1, 0)
+_LINGER_OFF = struct.pack("ii", 0, 0)
+
+
+def _set_linger(transport: asyncio.Transport, reset: bool) -> bool:
+    """SO_LINGER {on, 0} (``reset``) or off on the transport's socket; True if set."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        sock.setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET if reset else _LINGER_OFF
+        )
+    except OSError:
+        return False
+    return True
 
 
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only

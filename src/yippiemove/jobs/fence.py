@@ -20,6 +20,17 @@ every command that can change a mailbox (APPEND and MULTIAPPEND, STORE, CREATE..
 Within the lease it returns at once; past it, it waits up to ``wait`` seconds for a
 renewal, then raises :class:`LeaseLost`: the transfer stops, its state is flushed, and the
 job exits with the result ``lease lost`` (not an error of the customer's servers).
+
+The gate stops *new* writes; bytes already written sit in the kernel's send buffer while
+a link is down, and would still reach the server after another host took the job over.
+So the destination connections close abortively (``SO_LINGER`` 0, imap/connection.py:
+a dying process's unsent bytes are dropped), and :class:`LeaseWatchdog`, a thread beside
+the gate, ends the job process the moment the gate would refuse (deadline + ``wait``
+without a renewal; the deadline alone once stdin is closed): it prints the lease-lost
+result line if stdout takes it at once, then calls ``os._exit`` -- whatever the event loop is
+doing (a write blocked behind a frozen supervisor's full pipe, a graceful LOGOUT that
+would flush the queued APPENDs once the link heals).  The state database is WAL:
+committed work survives, as after any kill.
 """
 
 from __future__ import annotations
@@ -29,11 +40,21 @@ import contextlib
 import json
 import logging
 import os
+import select
+import threading
 import time
+from collections.abc import Callable
 
 log = logging.getLogger("yippiemove.fence")
 
-__all__ = ["LeaseGate", "LeaseLost", "lease_line", "read_first_line"]
+__all__ = [
+    "LeaseGate",
+    "LeaseLost",
+    "LeaseWatchdog",
+    "lease_line",
+    "lost_exit",
+    "read_first_line",
+]
 
 
 class LeaseLost(Exception):
@@ -142,3 +163,73 @@ class LeaseGate:
             self._renewed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._renewed.wait(), min(remaining, 0.25))
+
+
+class LeaseWatchdog:
+    """Ends the job process once its lease is lost (module doc): a daemon thread that
+    calls ``on_lost()`` when :class:`LeaseGate` would raise :class:`LeaseLost`, i.e. at
+    the deadline plus the gate's ``wait`` without a renewal (at the deadline once stdin
+    is closed), and never earlier than ``wait`` after :meth:`arm`: the event loop that
+    reads the lease lines gets that long to read those queued while it started.
+
+    ``on_lost`` must not return (it exits the process; :func:`lost_exit`).  Nothing
+    fires before :meth:`arm` (no destination connection exists before the transfer
+    runs, and none is written without a deadline) or after :meth:`stop`.
+    """
+
+    def __init__(self, gate: LeaseGate, on_lost: Callable[[], None]) -> None:
+        self.gate = gate
+        self.on_lost = on_lost
+        self._stop = threading.Event()
+        self._armed_at: float | None = None
+        self._thread: threading.Thread | None = None
+
+    def arm(self) -> None:
+        if self._thread is not None:
+            return
+        self._armed_at = time.monotonic()
+        self._thread = threading.Thread(target=self._watch, name="lease-watchdog", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def limit(self) -> float | None:
+        """When the lease counts as lost if no renewal comes (None: no deadline yet)."""
+        gate = self.gate
+        deadline = gate.deadline
+        if deadline is None or self._armed_at is None:
+            return None
+        grace = 0.0 if gate.eof else gate.wait
+        return max(deadline, self._armed_at) + grace
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            limit = self.limit()
+            now = time.monotonic()
+            if limit is not None and now >= limit and not self.gate.valid(now):
+                if not self._stop.is_set():
+                    self.on_lost()
+                return
+            pause = 0.25 if limit is None else min(max(limit - now, 0.01), 0.5)
+            self._stop.wait(pause)
+
+
+def lost_exit(result: bytes, status: int, note: bytes = b"", *, mid_line: bool = False) -> None:
+    """Print ``result`` (a JSON line) on stdout if the pipe takes it now, ``note`` on
+    stderr, and end the process at once with ``status`` (no cleanup: its sockets are
+    closed by the kernel -- reset, for the abortive ones).  Raw writes: the main thread
+    may hold the buffered streams' locks, blocked on a full pipe.  ``mid_line``: the
+    main thread may have left a line half-written: end it first (the supervisor skips
+    the fragment)."""
+    try:
+        if note:
+            os.write(2, note)
+        poll = select.poll()
+        poll.register(1, select.POLLOUT)
+        if poll.poll(200):
+            os.write(1, (b"\n" if mid_line else b"") + result.rstrip(b"\n") + b"\n")
+    except OSError:
+        pass
+    finally:
+        os._exit(status)

@@ -57,7 +57,7 @@ from ..transfer.model import Progress
 from ..transfer.report import Exit, build_report, exit_code, outcome_of, write_report
 from ..transfer.run import Transfer, make_options, prepare, worker_counts
 from ..transfer.state import State, StateError
-from .fence import LeaseGate, LeaseLost, read_first_line
+from .fence import LeaseGate, LeaseLost, LeaseWatchdog, lost_exit, read_first_line
 from .privilege import drop_privileges
 from .progress import progress_line
 from .spec import JOB_RETRIES, JobSpec
@@ -83,16 +83,28 @@ def _die_with_parent(parent: int) -> None:
         os._exit(Exit.ABORTED)
 
 
+#: True while :func:`_emit` writes (a line may be half out if the lease watchdog fires).
+_emitting = False
+
+
 def _emit(obj: dict[str, Any]) -> None:
+    global _emitting
+    _emitting = True
     sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
     sys.stdout.flush()
+    _emitting = False
 
 
 class _OutOfMemory(MemoryError):
     """The job hit its memory limit somewhere asyncio caught it (a protocol callback)."""
 
 
-async def _run(mover: Any, interval: float, gate: LeaseGate | None = None) -> None:
+async def _run(
+    mover: Any,
+    interval: float,
+    gate: LeaseGate | None = None,
+    watchdog: LeaseWatchdog | None = None,
+) -> None:
     """Run the mover; print progress meanwhile; SIGTERM cancels it cleanly.
 
     A MemoryError in a transport callback reaches asyncio, which closes the connection:
@@ -115,6 +127,8 @@ async def _run(mover: Any, interval: float, gate: LeaseGate | None = None) -> No
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
     if gate is not None:
         gate.attach(0)
+        if watchdog is not None:
+            watchdog.arm()  # from here on a lost lease ends the process (jobs/fence.py)
     try:
         while not task.done():
             _emit(progress_line(mover))
@@ -227,11 +241,17 @@ def _lease_lost(exc: BaseException) -> LeaseLost | None:
 
 
 def run_transfer(
-    transfer: Transfer, workdir: Path, interval: float, gate: LeaseGate | None = None
+    transfer: Transfer,
+    workdir: Path,
+    interval: float,
+    gate: LeaseGate | None = None,
+    watchdog: LeaseWatchdog | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Run the transfer with its state and report in ``workdir``, progress lines every
     ``interval`` seconds; returns (exit status, result line).  ``gate``: the fence of a
-    service job (jobs/fence.py); a lost lease ends the run as ``lease_lost``."""
+    service job (jobs/fence.py); a lost lease ends the run as ``lease_lost``.
+    ``watchdog``: armed once the gate reads lease lines (only in a job process: it ends
+    the process)."""
     for note in transfer.notes:
         log.info("%s", note)
     started = time.time()
@@ -244,7 +264,7 @@ def run_transfer(
     try:
         state = transfer.open_state(workdir / "state.sqlite")
         mover.state = state
-        _run_to_end(_run(mover, interval, gate))
+        _run_to_end(_run(mover, interval, gate, watchdog))
         status = "done"
     except BaseException as exc:
         lost = _lease_lost(exc) if gate is not None else None
@@ -294,6 +314,27 @@ def _error_text(exc: StateError) -> str:
     return outcome.error
 
 
+def _lease_lost_exit(job_id: str) -> None:
+    """The lease watchdog fired (jobs/fence.py): the lease-lost result line, if stdout
+    takes it, then exit at once -- the destination sockets are reset, their unsent bytes
+    dropped; the state database keeps what was committed (WAL, as after a kill)."""
+    error = (
+        "the job's lease expired without a renewal (another worker host may run it "
+        "now); the job process stopped at once, its unsent writes dropped"
+    )
+    result = {
+        "type": "result",
+        "status": "aborted",
+        "exit": int(Exit.ABORTED),
+        "error": error,
+        "transient": True,
+        "lease_lost": True,
+    }
+    note = time.strftime("%Y-%m-%d %H:%M:%S") + f" job {job_id}: {error}\n"
+    line = json.dumps(result, separators=(",", ":")).encode()
+    lost_exit(line, Exit.ABORTED, note.encode(), mid_line=_emitting)
+
+
 def _job_main(parent: int, uid: int | None = None) -> int:
     """One job, in this process: spec from stdin, progress and result on stdout.
 
@@ -316,12 +357,14 @@ def _job_main(parent: int, uid: int | None = None) -> int:
     spec = JobSpec.from_json(line)
     del line
     gate: LeaseGate | None = None
+    watchdog: LeaseWatchdog | None = None
+    job_id = spec.job_id
     if spec.fenced:
         gate = LeaseGate(spec.lease_wait)
         gate.feed(rest)
+        watchdog = LeaseWatchdog(gate, lambda: _lease_lost_exit(job_id))
     else:
         sys.stdin.close()
-    job_id = spec.job_id
     log.info("job %s starting in %s (pid %d)", job_id, os.getcwd(), os.getpid())
     transfer, interval = _transfer_from_spec(spec)
     del spec
@@ -329,7 +372,9 @@ def _job_main(parent: int, uid: int | None = None) -> int:
         drop_privileges(uid)
         _die_with_parent(parent)  # a change of credentials clears the death signal
         log.info("job %s runs as uid %d", job_id, uid)
-    code, result = run_transfer(transfer, Path.cwd(), interval, gate)
+    code, result = run_transfer(transfer, Path.cwd(), interval, gate, watchdog)
+    if watchdog is not None:
+        watchdog.stop()
     _emit(result)
     log.info("job %s ended: %s (exit %d)", job_id, result["status"], code)
     return code

@@ -125,6 +125,11 @@ class Options:
     #: The service's job process fences its writes with it (jobs/fence.py); ``yippiemove
     #: move`` passes none.
     write_gate: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
+    #: Destination connections close abortively (SO_LINGER 0, imap/connection.py): when
+    #: this process dies or drops a connection without a LOGOUT answered, the bytes its
+    #: kernel had not sent yet are dropped (the server gets a reset), never delivered
+    #: later -- after another run (a resumed ``move``, another host's job) took over.
+    abortive_close: bool = True
 
 
 @dataclass(frozen=True)

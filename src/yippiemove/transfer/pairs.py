@@ -65,6 +65,8 @@ class Connector:
             on_open=opened,
             read_only=read_only,
             write_gate=None if read_only else self.options.write_gate,
+            # The source is never written: only a writer's unsent bytes matter.
+            abortive_close=not read_only and self.options.abortive_close,
         )
 
     async def open_pair(self) -> Pair:

@@ -197,11 +197,14 @@ async def connect_store(
     on_open: Callable[[], None] | None = None,
     read_only: bool = False,
     write_gate: Callable[[], Awaitable[None]] | None = None,
+    abortive_close: bool = False,
 ) -> ImapStore:
     """Open and log in to one account; a :class:`GmailStore` when it is Gmail.
     ``on_open`` is called once the server has answered (before the login);
     ``read_only``: nothing can be written through it (the source; module doc);
-    ``write_gate``: awaited before each command that may change a mailbox."""
+    ``write_gate``: awaited before each command that may change a mailbox;
+    ``abortive_close``: unsent bytes are dropped (a reset) unless LOGOUT was answered,
+    also when the process dies (imap/connection.py)."""
     conn = await ImapConnection.open(
         ep.host,
         ep.port,
@@ -212,6 +215,7 @@ async def connect_store(
         name=role,
         read_only=read_only,
         address=ep.address,
+        abortive_close=abortive_close,
     )
     if on_open is not None:
         on_open()

@@ -165,6 +165,10 @@ class LeaseGate:
                 await asyncio.wait_for(self._renewed.wait(), min(remaining, 0.25))
 
 
+#: Stack of the watchdog's thread (bytes): it runs a clock loop and two system calls.
+_STACK = 256 * 1024
+
+
 class LeaseWatchdog:
     """Ends the job process once its lease is lost (module doc): a daemon thread that
     calls ``on_lost()`` when :class:`LeaseGate` would raise :class:`LeaseLost`, i.e. at
@@ -189,7 +193,12 @@ class LeaseWatchdog:
             return
         self._armed_at = time.monotonic()
         self._thread = threading.Thread(target=self._watch, name="lease-watchdog", daemon=True)
-        self._thread.start()
+        # A small stack: the job's address space is limited, and this loop needs little.
+        old = threading.stack_size(_STACK)
+        try:
+            self._thread.start()
+        finally:
+            threading.stack_size(old)
 
     def stop(self) -> None:
         self._stop.set()

@@ -213,7 +213,13 @@ class ProxyPool:
     """``n`` latency_proxy.py processes sharing one port (SO_REUSEPORT)."""
 
     def __init__(
-        self, target: int, rtt_ms: float, rate_mbps: float, n: int, buffer_mb: float
+        self,
+        target: int,
+        rtt_ms: float,
+        rate_mbps: float,
+        n: int,
+        buffer_mb: float,
+        listen: str = "127.0.0.1",
     ) -> None:
         self.port = free_port()
         self.procs: list[subprocess.Popen[str]] = []
@@ -225,7 +231,7 @@ class ProxyPool:
                     "--target",
                     f"127.0.0.1:{target}",
                     "--listen",
-                    f"127.0.0.1:{self.port}",
+                    f"{listen}:{self.port}",
                     "--delay-ms",
                     str(rtt_ms / 2),
                     "--rate-mbps",
@@ -847,7 +853,11 @@ class Bench:
         self._snaps: dict[str, snapshot.Snapshot] = {}
 
     def proxies(
-        self, rate_mbps: float | None = None, n: int | None = None, rtt_ms: float | None = None
+        self,
+        rate_mbps: float | None = None,
+        n: int | None = None,
+        rtt_ms: float | None = None,
+        listen: str = "127.0.0.1",
     ) -> ProxyPool:
         a = self.args
         return ProxyPool(
@@ -856,6 +866,7 @@ class Bench:
             a.rate_mbps if rate_mbps is None else rate_mbps,
             n or a.proxies,
             a.buffer_mb,
+            listen,
         )
 
     def snapshot(self, user: str) -> snapshot.Snapshot:
@@ -946,11 +957,32 @@ def main() -> int:
     ap.add_argument("--workdir", default="/dev/shm" if Path("/dev/shm").is_dir() else None)
     ap.add_argument("--output", help="markdown file (default bench/results/fleet-<time>.md)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument(
+        "--hosts",
+        help="root only: the same --jobs jobs by 1, 2, 3... worker hosts in network "
+        "namespaces sharing PostgreSQL + Redis (e.g. 1,2,3; bench/fleet_hosts.py)",
+    )
+    ap.add_argument("--jobs", type=int, default=60, help="--hosts: jobs per run (60)")
+    ap.add_argument(
+        "--recovery",
+        action="store_true",
+        help="--hosts: one more run on 2 hosts, host h1 killed once every job runs",
+    )
+    ap.add_argument(
+        "--lease-seconds", type=float, default=10.0, help="--recovery: the workers' lease (10)"
+    )
     ap.add_argument("--peer-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.peer_child:
         peer_child(json.loads(args.peer_child))
         return 0
+    if args.hosts:
+        if args.no_throttle:
+            args.rtt_ms, args.rate_mbps = 0.0, 0.0
+        args.host_counts = [int(x) for x in args.hosts.split(",") if x.strip()]
+        import fleet_hosts
+
+        return fleet_hosts.main(args)
     if args.quick:
         if args.sizes == ap.get_default("sizes"):
             args.sizes = "5,20"

@@ -185,18 +185,23 @@ def dovecot_available() -> bool:
 
 
 _cert_lock = threading.Lock()
-_cert_cache: dict[str, bytes] = {}
+_cert_cache: dict[tuple[str, ...], dict[str, bytes]] = {}
 
 
-def _tls_material() -> dict[str, bytes]:
-    """A self-signed CA and a server certificate for localhost/127.0.0.1/::1.
+def _tls_material(extra_addresses: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """A self-signed CA and a server certificate for localhost/127.0.0.1/::1 and
+    ``extra_addresses`` (IP addresses, e.g. a test fleet's bridge: bench/fleet.py).
 
-    Made once per process with the openssl CLI (dovecot-core depends on openssl);
-    EC P-256 keys, so it takes a few milliseconds.
+    Made once per process and set of addresses with the openssl CLI (dovecot-core
+    depends on openssl); EC P-256 keys, so it takes a few milliseconds.
     """
     with _cert_lock:
-        if _cert_cache:
-            return _cert_cache
+        cached = _cert_cache.get(extra_addresses)
+        if cached:
+            return cached
+        names = "DNS:localhost, IP:127.0.0.1, IP:::1" + "".join(
+            f", IP:{a}" for a in extra_addresses
+        )
         openssl = _which("openssl")
         if openssl is None:
             raise DovecotNotInstalledError("openssl binary not found: apt-get install openssl")
@@ -206,7 +211,7 @@ def _tls_material() -> dict[str, bytes]:
                 "basicConstraints = critical, CA:FALSE\n"
                 "keyUsage = critical, digitalSignature, keyEncipherment\n"
                 "extendedKeyUsage = serverAuth\n"
-                "subjectAltName = DNS:localhost, IP:127.0.0.1, IP:::1\n"
+                f"subjectAltName = {names}\n"
                 "subjectKeyIdentifier = hash\n"
                 "authorityKeyIdentifier = keyid:always\n"
             )
@@ -227,9 +232,9 @@ def _tls_material() -> dict[str, bytes]:
                 done = subprocess.run(argv, cwd=d, capture_output=True, text=True, check=False)
                 if done.returncode != 0:
                     raise DovecotError(f"{' '.join(argv[:3])} failed: {done.stderr.strip()}")
-            for name in ("ca.pem", "server.pem", "server.key"):
-                _cert_cache[name] = (d / name).read_bytes()
-        return _cert_cache
+            material = {n: (d / n).read_bytes() for n in ("ca.pem", "server.pem", "server.key")}
+        _cert_cache[extra_addresses] = material
+        return material
 
 
 # --------------------------------------------------------------------------- helpers
@@ -372,6 +377,7 @@ class DovecotServer(LocalServer):
         mail_root: Path | str | None = None,
         change_log: bool = False,
         listen_addresses: Iterable[str] = (),
+        tls_addresses: Iterable[str] = (),
     ) -> None:
         if len(separator) != 1 or separator in '"\\\r\n\0':
             raise ValueError(f"bad namespace separator {separator!r}")
@@ -403,6 +409,12 @@ class DovecotServer(LocalServer):
         for address in self.listen_addresses:
             if not re.fullmatch(r"[0-9A-Fa-f.:]+", address):
                 raise ValueError(f"listen_addresses: {address!r} is not an IP address")
+        #: More IP addresses the TLS certificate names besides loopback: clients that
+        #: reach the TLS port through one (a proxy on a fleet's bridge) verify it.
+        self.tls_addresses = tuple(tls_addresses)
+        for address in self.tls_addresses:
+            if not re.fullmatch(r"[0-9A-Fa-f.:]+", address):
+                raise ValueError(f"tls_addresses: {address!r} is not an IP address")
         self._mail_dir: Path | None = None
         self._users: dict[str, str] = {}
         for name, password in (users or {}).items():
@@ -617,7 +629,7 @@ class DovecotServer(LocalServer):
     def _write_tls(self) -> None:
         ssl_dir = self.base_dir / "ssl"
         ssl_dir.mkdir(exist_ok=True)
-        for name, data in _tls_material().items():
+        for name, data in _tls_material(self.tls_addresses).items():
             path = ssl_dir / name
             if not path.exists() or path.read_bytes() != data:
                 path.write_bytes(data)

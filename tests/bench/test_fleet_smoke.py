@@ -65,3 +65,54 @@ def test_serve_takes_workers_for_500_jobs() -> None:
 
     ctx = serve.make_context("serve", ["--workers", "500"])
     assert ctx.params["workers"] == 500
+
+
+def test_fleet_bench_hosts(dovecot_installed: None, tmp_path: Path) -> None:
+    """``--hosts 1,2 --recovery`` at 4 tiny jobs: worker hosts in namespaces sharing
+    PostgreSQL + Redis, TLS through proxies on the bridge, a host killed mid-run; all
+    exact.  Root and iproute2 only (skips elsewhere, fails in CI, like the fleet tests)."""
+    import pytest
+
+    from tests.fleet import fleet_unavailable
+
+    why = fleet_unavailable()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"the fleet bench must run in CI: {why}", pytrace=False)
+        pytest.skip(why)
+    out = tmp_path / "hosts.md"
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "fleet.py"),
+            "--hosts",
+            "1,2",
+            "--jobs",
+            "4",
+            "--messages",
+            "20",
+            "--real-world",
+            "0",
+            "--no-throttle",
+            "--proxies",
+            "1",
+            "--recovery",
+            "--lease-seconds",
+            "6",
+            "--quiet-wait",
+            "0",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    lines = out.read_text().splitlines()
+    rows = [line for line in lines if line.startswith(("| 1 | 4 |", "| 2 | 4 |"))]
+    assert len(rows) == 2 and all(row.endswith("| yes |") for row in rows), rows
+    assert "h1 2, h2 2" in rows[1]  # 2 workers a host: the 4 jobs spread
+    recovery = next(line for line in lines if line.startswith("- recovery:"))
+    assert "NEVER" not in recovery and "exact: yes" in recovery, recovery

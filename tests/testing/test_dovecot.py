@@ -459,3 +459,23 @@ def test_runs_as_non_root_user(dovecot_installed: None) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "\\Seen" in done.stdout and "kw" in done.stdout and "done" in done.stdout
+
+
+def test_tls_addresses_are_named_in_the_certificate() -> None:
+    """``tls_addresses`` (bench/fleet.py --hosts: a proxy on a fleet's bridge): the
+    server certificate names them besides loopback, from the same kind of test CA."""
+    from cryptography import x509
+
+    from yippiemove.testing.dovecot import _tls_material
+
+    plain = x509.load_pem_x509_certificate(_tls_material()["server.pem"])
+    extra = x509.load_pem_x509_certificate(_tls_material(("10.9.8.1",))["server.pem"])
+
+    def ips(cert: x509.Certificate) -> set[str]:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return {str(a) for a in san.get_values_for_type(x509.IPAddress)}
+
+    assert ips(plain) == {"127.0.0.1", "::1"}
+    assert ips(extra) == {"127.0.0.1", "::1", "10.9.8.1"}
+    with pytest.raises(ValueError):
+        DovecotServer("/nonexistent", tls_addresses=["bridge.example"])

@@ -5,6 +5,8 @@
     .venv/bin/python bench/fleet.py --sizes 10,50          # what docs/benchmarks.md shows
     .venv/bin/python bench/fleet.py --quick                # 5 and 20 jobs, small mailboxes
     .venv/bin/python bench/fleet.py --sizes 2 --no-throttle --no-peer --no-single  # smoke
+    .venv/bin/python bench/fleet.py --hosts 1,2,3 --jobs 60 --recovery  # root: worker
+                                          # hosts in namespaces (bench/fleet_hosts.py)
 
 What it builds (all on this machine, torn down at the end):
 

@@ -200,6 +200,11 @@ def test_dovecot_refuses_expired_revoked_made_up_and_foreign_tokens(
     assert refused(dovecot_oauth, mechanism, user, other) == want
     # and a password where a token belongs
     assert refused(dovecot_oauth, mechanism, user, "srcpass") == want
+    # Dovecot logs the refusals, never the tokens or the introspection credentials
+    log = dovecot_oauth.log_path.read_text()
+    assert "oauth2 failed: Introspection failed: Provided token is not valid" in log
+    for secret in (expired, live, other, oauth_server.resource_credentials[1]):
+        assert secret not in log
 
 
 def test_dovecot_without_oauth2_offers_no_token_mechanisms(dovecot: DovecotServer) -> None:
@@ -663,3 +668,163 @@ def test_server_stops_cleanly() -> None:
         with pytest.raises(httpx.TransportError):
             http.post(url, data={})
     assert not server.running
+
+
+# --------------------------------------------------------------------------- the Gmail double
+
+
+class Wire:
+    """A raw IMAP connection: send a line, read up to the tagged answer."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.reader = self.sock.makefile("rb")
+        self.greeting = self.reader.readline()
+
+    def command(self, line: bytes, tag: bytes = b"a") -> list[bytes]:
+        self.sock.sendall(tag + b" " + line + b"\r\n")
+        out = []
+        while True:
+            got = self.reader.readline()
+            if not got:
+                return out
+            out.append(got)
+            if got.startswith(b"+"):
+                self.sock.sendall(b"\r\n")
+            elif got.startswith(tag + b" "):
+                return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def gmail_token(provider: OAuthServer, address: str) -> str:
+    return str(code_flow(provider, address)["access_token"])
+
+
+@pytest.mark.parametrize("mechanism", ["XOAUTH2", "OAUTHBEARER"])
+def test_gmail_double_takes_tokens(gmail_oauth: Any, provider: OAuthServer, mechanism: str) -> None:
+    wire = Wire(gmail_oauth.port)
+    caps = wire.command(b"CAPABILITY")[0]
+    assert b"AUTH=XOAUTH2 AUTH=PLAIN AUTH=OAUTHBEARER" in caps
+    token = gmail_token(provider, "src@gmail.test")
+    payload = (xoauth2 if mechanism == "XOAUTH2" else oauthbearer)("src@gmail.test", token)
+    lines = wire.command(b"AUTHENTICATE " + mechanism.encode() + b" " + base64.b64encode(payload))
+    assert lines[-1] == b"a OK src@gmail.test authenticated (Success)\r\n", lines
+    assert wire.command(b"SELECT INBOX", b"b")[-1].startswith(b"b OK")
+    wire.close()
+    # without SASL-IR: the server asks with "+ "
+    wire = Wire(gmail_oauth.port)
+    wire.sock.sendall(b"c AUTHENTICATE " + mechanism.encode() + b"\r\n")
+    assert wire.reader.readline() == b"+ \r\n"
+    wire.sock.sendall(base64.b64encode(payload) + b"\r\n")
+    assert wire.reader.readline().startswith(b"* CAPABILITY ")
+    assert wire.reader.readline().startswith(b"c OK")
+    wire.close()
+
+
+@pytest.mark.parametrize("mechanism", ["XOAUTH2", "OAUTHBEARER"])
+def test_gmail_double_refuses_bad_tokens(
+    gmail_oauth: Any, provider: OAuthServer, mechanism: str
+) -> None:
+    make = xoauth2 if mechanism == "XOAUTH2" else oauthbearer
+    want = (
+        {"status": "401", "schemes": "bearer mac", "scope": "https://mail.google.com/"}
+        if mechanism == "XOAUTH2"
+        else {"status": "invalid_token", "schemes": "bearer", "scope": "https://mail.google.com/"}
+    )
+    live = gmail_token(provider, "src@gmail.test")
+    expired = gmail_token(provider, "src@gmail.test")
+    provider.expire_access_tokens()
+    live = gmail_token(provider, "src@gmail.test")
+    revoked = gmail_token(provider, "dst@gmail.test")
+    provider.revoke("dst@gmail.test")
+    # a token for another scope (Microsoft's IMAP scope, say)
+    verifier, challenge = pkce()
+    url = authorize_url(
+        provider, "web", challenge, scope="https://outlook.office.com/IMAP.AccessAsUser.All"
+    )
+    code = query_of(provider.sign_in(url, "src@gmail.test"))["code"]
+    other_scope = httpx.post(provider.token_url, data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+        "code_verifier": verifier, "client_id": "web", "client_secret": "web-secret",
+    }).json()["access_token"]  # fmt: skip
+    for user, token in (
+        ("src@gmail.test", expired),
+        ("dst@gmail.test", revoked),
+        ("src@gmail.test", "ya29.made-up"),
+        ("dst@gmail.test", live),  # someone else's
+        ("src@gmail.test", other_scope),
+        ("nobody@gmail.test", live),
+    ):
+        wire = Wire(gmail_oauth.port)
+        lines = wire.command(b"AUTHENTICATE " + mechanism.encode() + b" "
+                             + base64.b64encode(make(user, token)))  # fmt: skip
+        assert len(lines) == 2, (user, lines)
+        assert challenge_of(lines) == want
+        assert lines[1] == b"a NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)\r\n"
+        wire.close()
+    wire = Wire(gmail_oauth.port)
+    lines = wire.command(b"AUTHENTICATE " + mechanism.encode() + b" " + base64.b64encode(b"junk"))
+    assert lines[-1].startswith(b"a BAD")
+    # passwords still work
+    assert wire.command(b"LOGIN src@gmail.test srcpass", b"b")[-1].startswith(b"b OK")
+    wire.close()
+
+
+def test_gmail_double_microsoft_style_bye_on_expiry(
+    gmail_oauth: Any, provider: OAuthServer
+) -> None:
+    gmail_oauth.bye_on_expiry = True
+    gmail_oauth.oauth_mechanisms = ("XOAUTH2",)
+    provider.access_lifetime = 0.5
+    wire = Wire(gmail_oauth.port)
+    caps = wire.command(b"CAPABILITY")[0]
+    assert b"AUTH=XOAUTH2" in caps and b"OAUTHBEARER" not in caps
+    token = gmail_token(provider, "src@gmail.test")
+    lines = wire.command(
+        b"AUTHENTICATE XOAUTH2 " + base64.b64encode(xoauth2("src@gmail.test", token))
+    )
+    assert lines[-1].startswith(b"a OK")
+    assert wire.command(b"NOOP", b"b")[-1].startswith(b"b OK")
+    time.sleep(0.6)
+    lines = wire.command(b"NOOP", b"c")
+    assert lines == [b"* BYE Session invalidated - AccessTokenExpired\r\n"]
+    assert wire.reader.readline() == b""  # closed
+    wire.close()
+    # a password session is not affected
+    wire = Wire(gmail_oauth.port)
+    assert wire.command(b"LOGIN src@gmail.test srcpass")[-1].startswith(b"a OK")
+    assert wire.command(b"NOOP", b"b")[-1].startswith(b"b OK")
+    wire.close()
+
+
+def test_gmail_double_takes_app_and_service_account_tokens(
+    gmail_oauth: Any, provider: OAuthServer
+) -> None:
+    """A Workspace service account's token for the user, and an application token
+    (client credentials) for any user of its domain."""
+    key = provider.add_service_account(domains=["gmail.test"])
+    sa = jwt_grant(provider, assertion(key, "src@gmail.test")).json()["access_token"]
+    provider.add_client("app", "app-secret", app_domain="gmail.test")
+    app = httpx.post(provider.token_url, data={"grant_type": "client_credentials",
+                     "scope": "https://mail.google.com/"}, auth=("app", "app-secret")).json()  # fmt: skip
+    for user, token in (("src@gmail.test", sa), ("dst@gmail.test", app["access_token"])):
+        wire = Wire(gmail_oauth.port)
+        lines = wire.command(b"AUTHENTICATE XOAUTH2 " + base64.b64encode(xoauth2(user, token)))
+        assert lines[-1].startswith(b"a OK"), lines
+        wire.close()
+
+
+def test_gmail_double_without_a_provider_offers_plain_only() -> None:
+    from tests.doubles.gmail import GmailServer
+
+    with GmailServer(users={"me@gmail.test": "pw"}) as gmail:
+        wire = Wire(gmail.port)
+        caps = wire.command(b"CAPABILITY")[0]
+        assert b"AUTH=PLAIN" in caps and b"XOAUTH2" not in caps
+        lines = wire.command(
+            b"AUTHENTICATE XOAUTH2 " + base64.b64encode(xoauth2("me@gmail.test", "t")), b"b"
+        )
+        assert lines[-1].startswith(b"b NO [CANNOT]")
+        wire.close()

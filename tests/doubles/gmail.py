@@ -146,6 +146,7 @@ _TOO_BIG = "[TOOBIG] Message too large. https://support.google.com/mail/answer/6
 _TOO_MANY = "[ALERT] Too many simultaneous connections. (Failure)"
 _OVERQUOTA = "[OVERQUOTA] Account exceeded command or bandwidth limits. (Failure)"
 _BAD_LOGIN = "[AUTHENTICATIONFAILED] Invalid credentials (Failure)"
+_UNAVAILABLE = "[UNAVAILABLE] Temporary System Error"
 #: Gmail's IMAP scope: a token without it is refused.
 GMAIL_SCOPE = "https://mail.google.com/"
 #: The SASL error challenge Gmail sends before its NO when an OAuth2 token is refused
@@ -775,6 +776,8 @@ async def _oauth2_authenticate(s: _Session, mechanism: str, args: list[Any]) -> 
     user, token = parsed
     server = s.server
     info = await asyncio.to_thread(server._introspect, token)
+    if info is None:  # the provider is down: a temporary failure, no error challenge
+        raise _No(_UNAVAILABLE)
     expires = server._token_valid_for(user, info)
     if expires is None:
         error = _XOAUTH2_ERROR if mechanism == "XOAUTH2" else _OAUTHBEARER_ERROR
@@ -1583,7 +1586,8 @@ class GmailServer(imapwire.ThreadedServer):
       ``email``, or an application token whose ``app_domain`` is the user's domain) and
       with ``oauth_scope`` (Gmail's ``https://mail.google.com/``; None: any).  Refused:
       an error challenge ``+ BASE64({"status":"401",...})``, then ``NO
-      [AUTHENTICATIONFAILED] Invalid credentials (Failure)``.  Passwords keep working;
+      [AUTHENTICATIONFAILED] Invalid credentials (Failure)``; provider unreachable: ``NO
+      [UNAVAILABLE] Temporary System Error`` at once.  Passwords keep working;
     * ``bye_on_expiry``: a session logged in with a token ends with ``* BYE Session
       invalidated - AccessTokenExpired`` at its first command after the token expired
       (Microsoft's servers do this; Gmail keeps such sessions).
@@ -1680,9 +1684,9 @@ class GmailServer(imapwire.ThreadedServer):
         s.send(b"* CAPABILITY " + self.capabilities(True).encode() + b"\r\n")
         return f"OK {acct.email} authenticated (Success)"
 
-    def _introspect(self, token: str) -> dict[str, Any]:
+    def _introspect(self, token: str) -> dict[str, Any] | None:
         """POST the token to the provider's introspection endpoint (RFC 7662); runs in a
-        worker thread, not on the event loop.  Any failure reads as an inactive token."""
+        worker thread, not on the event loop.  None: the provider could not be asked."""
         assert self.oauth_introspection_url is not None
         parts = urllib.parse.urlsplit(self.oauth_introspection_url)
         netloc = parts.hostname or ""
@@ -1703,8 +1707,8 @@ class GmailServer(imapwire.ThreadedServer):
                 info = json.loads(response.read())
         except (OSError, ValueError) as exc:
             log.warning("Gmail double: introspection failed: %s", type(exc).__name__)
-            return {"active": False}
-        return info if isinstance(info, dict) else {"active": False}
+            return None
+        return info if isinstance(info, dict) else None
 
     def _token_valid_for(self, user: str, info: dict[str, Any]) -> float | None:
         """The token's expiry time if ``info`` (an introspection answer) lets ``user``

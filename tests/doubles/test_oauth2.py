@@ -207,6 +207,20 @@ def test_dovecot_refuses_expired_revoked_made_up_and_foreign_tokens(
         assert secret not in log
 
 
+@pytest.mark.parametrize("mechanism", ["XOAUTH2", "OAUTHBEARER"])
+def test_dovecot_provider_down_is_a_temporary_failure(
+    dovecot_oauth: DovecotServer, oauth_server: OAuthServer, mechanism: str
+) -> None:
+    """No error challenge then: Dovecot could not ask, so the token is not refused."""
+    oauth_server.add_client("web", "web-secret", [REDIRECT])
+    token = code_flow(oauth_server, "src@example.test")["access_token"]
+    oauth_server.stop()
+    payload = (xoauth2 if mechanism == "XOAUTH2" else oauthbearer)("src@example.test", token)
+    lines = sasl(dovecot_oauth.port, mechanism, payload)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(b"a NO [UNAVAILABLE] Temporary authentication failure."), lines
+
+
 def test_dovecot_without_oauth2_offers_no_token_mechanisms(dovecot: DovecotServer) -> None:
     greeting = capabilities(dovecot.port)
     assert "XOAUTH2" not in greeting and "OAUTHBEARER" not in greeting
@@ -814,6 +828,19 @@ def test_gmail_double_takes_app_and_service_account_tokens(
         lines = wire.command(b"AUTHENTICATE XOAUTH2 " + base64.b64encode(xoauth2(user, token)))
         assert lines[-1].startswith(b"a OK"), lines
         wire.close()
+
+
+def test_gmail_double_provider_down_is_a_temporary_failure(
+    gmail_oauth: Any, provider: OAuthServer
+) -> None:
+    token = gmail_token(provider, "src@gmail.test")
+    provider.stop()
+    wire = Wire(gmail_oauth.port)
+    lines = wire.command(
+        b"AUTHENTICATE XOAUTH2 " + base64.b64encode(xoauth2("src@gmail.test", token))
+    )
+    assert lines == [b"a NO [UNAVAILABLE] Temporary System Error\r\n"]
+    wire.close()
 
 
 def test_gmail_double_without_a_provider_offers_plain_only() -> None:

@@ -783,9 +783,12 @@ async def _oauth2_authenticate(s: _Session, mechanism: str, args: list[Any]) -> 
         error = _XOAUTH2_ERROR if mechanism == "XOAUTH2" else _OAUTHBEARER_ERROR
         s.send(b"+ " + base64.b64encode(json.dumps(error).encode()) + b"\r\n")
         await s.flush()
-        if await s.readline() is None:
+        reply = await s.readline()
+        if reply is None:
             s.state = _LOGOUT
             raise _Bad("Connection closed during AUTHENTICATE")
+        if reply.strip() == b"*":
+            raise _Bad("AUTHENTICATE cancelled")
         raise _No(_BAD_LOGIN)
     answer = server._login(s, user, None)
     s.token_expires = expires

@@ -221,6 +221,26 @@ def test_dovecot_provider_down_is_a_temporary_failure(
     assert lines[0].startswith(b"a NO [UNAVAILABLE] Temporary authentication failure."), lines
 
 
+def cancel_after_challenge(port: int, mechanism: str, payload: bytes) -> list[bytes]:
+    """AUTHENTICATE with a bad token, answering the error challenge with "*"."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        reader = s.makefile("rb")
+        reader.readline()
+        s.sendall(
+            b"a AUTHENTICATE " + mechanism.encode() + b" " + base64.b64encode(payload) + b"\r\n"
+        )
+        lines = [reader.readline()]
+        assert lines[0].startswith(b"+ "), lines
+        s.sendall(b"*\r\n")
+        lines.append(reader.readline())
+        return lines
+
+
+def test_dovecot_cancel_after_the_error_challenge(dovecot_oauth: DovecotServer) -> None:
+    lines = cancel_after_challenge(dovecot_oauth.port, "XOAUTH2", xoauth2("src@example.test", "x"))
+    assert lines[1] == b"a BAD Authentication aborted by client.\r\n"
+
+
 def test_dovecot_without_oauth2_offers_no_token_mechanisms(dovecot: DovecotServer) -> None:
     greeting = capabilities(dovecot.port)
     assert "XOAUTH2" not in greeting and "OAUTHBEARER" not in greeting
@@ -828,6 +848,11 @@ def test_gmail_double_takes_app_and_service_account_tokens(
         lines = wire.command(b"AUTHENTICATE XOAUTH2 " + base64.b64encode(xoauth2(user, token)))
         assert lines[-1].startswith(b"a OK"), lines
         wire.close()
+
+
+def test_gmail_double_cancel_after_the_error_challenge(gmail_oauth: Any) -> None:
+    lines = cancel_after_challenge(gmail_oauth.port, "XOAUTH2", xoauth2("src@gmail.test", "x"))
+    assert lines[1] == b"a BAD AUTHENTICATE cancelled\r\n"
 
 
 def test_gmail_double_provider_down_is_a_temporary_failure(

@@ -673,6 +673,11 @@ def test_providers_json(oauth_server: OAuthServer, tmp_path: Any) -> None:
     assert microsoft["token_url"].endswith("/common/oauth2/v2.0/token")
     assert "https://mail.google.com/" in google["scopes"]
     assert "offline_access" in microsoft["scopes"]
+    # as the real ones: no device flow for Google's mail scope, no revocation or userinfo
+    # endpoint at Microsoft, which puts the tenant in its paths
+    assert google["device_url"] is None and google["revoke_url"] == oauth_server.revoke_url
+    assert microsoft["revoke_url"] is None and microsoft["userinfo_url"] is None
+    assert microsoft["tenant_token_url"] == oauth_server.url + "/{tenant}/oauth2/v2.0/token"
     # the registered clients work at Microsoft's paths, with a loopback redirect on any port
     verifier, challenge = pkce()
     redirect = "http://127.0.0.1:40000/oauth/callback"
@@ -880,3 +885,57 @@ def test_gmail_double_without_a_provider_offers_plain_only() -> None:
         )
         assert lines[-1].startswith(b"b NO [CANNOT]")
         wire.close()
+
+
+def test_refresh_tokens_only_for_offline_access(oauth_server: OAuthServer) -> None:
+    """Google gives a refresh token only to access_type=offline, Microsoft only with the
+    offline_access scope (the clients providers_json registers behave so)."""
+    providers = json.loads(oauth_server.providers_json())
+    redirect = "http://127.0.0.1:40000/cb"
+
+    def exchange(key: str, scope: str, **extra: str) -> dict[str, Any]:
+        p = providers[key]
+        verifier, challenge = pkce()
+        params = {
+            "response_type": "code",
+            "client_id": p["client_id"],
+            "redirect_uri": redirect,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "scope": scope,
+        }
+        url = p["authorize_url"] + "?" + urllib.parse.urlencode(params | extra)
+        code = query_of(oauth_server.sign_in(url, "g@x.test"))["code"]
+        r = httpx.post(
+            p["token_url"],
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": redirect,
+                "code_verifier": verifier,
+                "client_id": p["client_id"],
+                "client_secret": p["client_secret"],
+            },
+        )
+        assert r.status_code == 200, r.text
+        return dict(r.json())  # fmt: skip
+
+    google = " ".join(providers["google"]["scopes"])
+    assert "refresh_token" not in exchange("google", google)
+    assert "refresh_token" in exchange("google", google, access_type="offline", prompt="consent")
+    ms = " ".join(providers["microsoft"]["scopes"])
+    assert "refresh_token" in exchange("microsoft", ms)
+    body = exchange("microsoft", ms.replace("offline_access", "").strip())
+    assert "refresh_token" not in body
+    assert jwt_decode(body["id_token"], None)[1]["preferred_username"] == "g@x.test"
+    # the device flow (Microsoft's) too
+    oauth_server.device_interval = 0
+    for scope, refresh in ((ms, True), ("https://outlook.office.com/IMAP.AccessAsUser.All", False)):
+        dev = httpx.post(providers["microsoft"]["device_url"], data={
+            "client_id": providers["microsoft"]["client_id"], "scope": scope}).json()  # fmt: skip
+        oauth_server.approve_device(dev["user_code"], "g@x.test")
+        r = httpx.post(providers["microsoft"]["token_url"], data={
+            "grant_type": DEVICE_GRANT, "device_code": dev["device_code"],
+            "client_id": providers["microsoft"]["client_id"],
+            "client_secret": providers["microsoft"]["client_secret"]})  # fmt: skip
+        assert ("refresh_token" in r.json()) is refresh

@@ -241,6 +241,29 @@ def test_dovecot_cancel_after_the_error_challenge(dovecot_oauth: DovecotServer) 
     assert lines[1] == b"a BAD Authentication aborted by client.\r\n"
 
 
+def test_dovecot_oauth2_settings(
+    dovecot_oauth: DovecotServer, oauth_server: OAuthServer, tmp_path: Any
+) -> None:
+    """The introspection secret stays out of dovecot.conf (its own 0600 file); users
+    added later log in with passwords and tokens alike."""
+    import os
+    import stat
+
+    secret = oauth_server.resource_credentials[1]
+    assert secret not in dovecot_oauth.config_path.read_text()
+    ext = re.search(r"args = (\S+oauth2\.conf\.ext)", dovecot_oauth.config_path.read_text())
+    assert ext is not None and secret in open(ext[1]).read()
+    assert stat.S_IMODE(os.stat(ext[1]).st_mode) == 0o600
+    dovecot_oauth.add_user("late@example.test", "latepass")
+    oauth_server.add_client("web", "web-secret", [REDIRECT])
+    token = code_flow(oauth_server, "late@example.test")["access_token"]
+    assert sasl(dovecot_oauth.port, "XOAUTH2", xoauth2("late@example.test", token))[-1].startswith(
+        b"a OK"
+    )
+    with pytest.raises(ValueError):
+        DovecotServer(tmp_path / "x", oauth2_introspection_url="http://h/\nx")
+
+
 def test_dovecot_without_oauth2_offers_no_token_mechanisms(dovecot: DovecotServer) -> None:
     greeting = capabilities(dovecot.port)
     assert "XOAUTH2" not in greeting and "OAUTHBEARER" not in greeting

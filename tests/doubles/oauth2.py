@@ -426,9 +426,21 @@ class OAuthServer:
 
     @property
     def introspection_url_with_credentials(self) -> str:
-        """``http://ID:SECRET@127.0.0.1:PORT/introspect``: what Dovecot is given."""
+        """``http://ID:SECRET@127.0.0.1:PORT/introspect``: what a resource server (the
+        Gmail double) is given."""
         rid, secret = self.resource_credentials
         return f"http://{rid}:{secret}@{self.host}:{self.port}/introspect"
+
+    @property
+    def dovecot_introspection_url(self) -> str:
+        """``http://ID:SECRET@127.0.0.1:PORT/dovecot/introspect``: the introspection for
+        Dovecot's oauth2 passdb, which matches exactly one username attribute per passdb.
+        Its answers add ``app_user`` (``CLIENT@DOMAIN`` of an application token) and fill
+        the attribute a token does not have with ``"-@-"``, a name no user has, so that
+        every mismatch is a refusal (a missing attribute would be Dovecot's "No username
+        returned", a *temporary* failure).  See ``DovecotServer(oauth2_app_tokens=)``."""
+        rid, secret = self.resource_credentials
+        return f"http://{rid}:{secret}@{self.host}:{self.port}/dovecot/introspect"
 
     # ----------------------------------------------------------------- registration
 
@@ -854,11 +866,19 @@ class OAuthServer:
                 return device
         return None
 
-    def introspect(self, token: str) -> dict[str, Any]:
-        """RFC 7662 answer for ``token`` (counted in :attr:`introspected`)."""
+    def introspect(self, token: str, *, dovecot: bool = False) -> dict[str, Any]:
+        """RFC 7662 answer for ``token`` (counted in :attr:`introspected`); ``dovecot``:
+        with the fields of :attr:`dovecot_introspection_url`."""
         with self._lock:
             self.introspected += 1
-            return self._token_info(token)
+            info = self._token_info(token)
+        if dovecot and info.get("active"):
+            if "email" in info:
+                info["app_user"] = "-@-"
+            else:
+                info["email"] = "-@-"
+                info["app_user"] = f"{info['client_id']}@{info['app_domain']}"
+        return info
 
     def _token_info(self, token: str) -> dict[str, Any]:
         with self._lock:
@@ -1159,7 +1179,8 @@ class _Handler(BaseHTTPRequestHandler):
                 _OAuthError("invalid_client", "Resource server authentication failed.", 401)
             )
             return
-        self._json(200, p.introspect(form.get("token", "")))
+        dovecot = urllib.parse.urlsplit(self.path).path.rstrip("/").endswith("/dovecot/introspect")
+        self._json(200, p.introspect(form.get("token", ""), dovecot=dovecot))
 
     def _sign_in_page(self, request_id: str, hint: str, error: str = "") -> None:
         body = (

@@ -264,6 +264,51 @@ def test_dovecot_oauth2_settings(
         DovecotServer(tmp_path / "x", oauth2_introspection_url="http://h/\nx")
 
 
+def app_token(provider: OAuthServer, domain: str = "example.test") -> str:
+    provider.add_client("app", "app-secret", app_domain=domain)
+    r = httpx.post(
+        provider.url + "/tenant/oauth2/v2.0/token",
+        data={"grant_type": "client_credentials",
+              "scope": "https://outlook.office365.com/.default"},
+        auth=("app", "app-secret"),
+    )  # fmt: skip
+    return str(r.json()["access_token"])
+
+
+def test_dovecot_application_tokens(
+    oauth_server: OAuthServer, dovecot_factory: Any, dovecot_oauth: DovecotServer
+) -> None:
+    """With oauth2_app_tokens, a client-credentials token opens any mailbox of its domain
+    (Microsoft 365 application access); without it, such a token is refused cleanly."""
+    oauth_server.add_client("web", "web-secret", [REDIRECT])
+    token = app_token(oauth_server)
+    assert refused(dovecot_oauth, "XOAUTH2", "src@example.test", token) == XOAUTH2_REFUSAL
+    server = dovecot_factory(
+        users={"a@example.test": "pw", "b@example.test": "pw", "c@other.test": "pw"},
+        oauth2_introspection_url=oauth_server.dovecot_introspection_url,
+        oauth2_app_tokens=True,
+    )
+    for user in ("a@example.test", "b@example.test"):
+        for mechanism, make in (("XOAUTH2", xoauth2), ("OAUTHBEARER", oauthbearer)):
+            assert sasl(server.port, mechanism, make(user, token))[-1].startswith(b"a OK")
+    assert refused(server, "XOAUTH2", "c@other.test", token) == XOAUTH2_REFUSAL
+    user_token = code_flow(oauth_server, "a@example.test")["access_token"]
+    assert sasl(server.port, "XOAUTH2", xoauth2("a@example.test", user_token))[-1].startswith(
+        b"a OK"
+    )
+    # a user's token is no application's: not for the other users of the domain
+    assert refused(server, "XOAUTH2", "b@example.test", user_token) == XOAUTH2_REFUSAL
+    assert refused(server, "OAUTHBEARER", "a@example.test", "made-up") == OAUTHBEARER_REFUSAL
+    oauth_server.revoke("app")
+    assert refused(server, "XOAUTH2", "a@example.test", token) == XOAUTH2_REFUSAL
+
+
+def test_dovecot_refuses_a_query_in_the_introspection_url(tmp_path: Any) -> None:
+    """Dovecot 2.3.19's auth process panics on one (introspection_mode post)."""
+    with pytest.raises(ValueError, match="query"):
+        DovecotServer(tmp_path / "d", oauth2_introspection_url="http://h:1/introspect?x=1")
+
+
 def test_dovecot_without_oauth2_offers_no_token_mechanisms(dovecot: DovecotServer) -> None:
     greeting = capabilities(dovecot.port)
     assert "XOAUTH2" not in greeting and "OAUTHBEARER" not in greeting
@@ -521,6 +566,10 @@ def test_introspection_needs_the_resource_servers_credentials(provider: OAuthSer
     assert introspect(provider, token)["active"] is True
     creds = urllib.parse.urlsplit(provider.introspection_url_with_credentials)
     assert (creds.username, creds.password) == provider.resource_credentials
+    # Dovecot's: a placeholder for the attribute a token lacks
+    r = httpx.post(provider.url + "/dovecot/introspect", data={"token": token},
+                   auth=provider.resource_credentials)  # fmt: skip
+    assert r.json()["email"] == "a@x.test" and r.json()["app_user"] == "-@-"
 
 
 # --------------------------------------------------------------------------- JWT bearer (RFC 7523)

@@ -577,8 +577,9 @@ class OAuthServer:
 
     def revoke(self, address: str) -> None:
         """Every refresh and access token of ``address`` dies (consent revoked; a refresh
-        is then ``invalid_grant``).  A service account's address disables the account:
-        its assertions are refused with ``invalid_grant`` from now on."""
+        is then ``invalid_grant``).  A client id or a service account's address revokes every
+        token issued to that client (an application's consent withdrawn); a service
+        account is disabled too: its assertions get ``invalid_grant`` from now on."""
         address = address.lower()
         with self._lock:
             for grant in self._grants:

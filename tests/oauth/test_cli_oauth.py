@@ -173,3 +173,55 @@ def test_a_token_file_with_a_bad_grant_is_refused_without_echoing_it(tmp_path: P
                           stdin=subprocess.DEVNULL)  # fmt: skip
     assert proc.returncode == 2 and "refresh_token" in proc.stderr
     assert "SEKRIT" not in proc.stderr + proc.stdout
+
+
+MARKER = "MARKER-refresh-7f3a9c"
+
+
+def test_a_refused_marker_refresh_token_is_never_printed(
+    dovecot_oauth: DovecotServer, oauth_server: OAuthServer, tmp_path: Path
+):
+    """A JSON grant whose refresh token the provider refuses: the run stops with "sign in
+    again" (exit 2) and the token shows nowhere: output, report, state."""
+    providers = tmp_path / "providers.json"
+    oauth_server.providers_json(path=providers)
+    grant = tmp_path / "grant.json"
+    grant.write_text(json.dumps({"kind": "refresh", "provider": "google", "refresh_token": MARKER}))
+    pw = tmp_path / "dst.pw"
+    pw.write_text("dstpass\n")
+    args = _args(dovecot_oauth, tmp_path, "--source-token-file", str(grant),
+                 "--dest-password-file", str(pw), "--verbose")  # fmt: skip
+    rc, out, err, _ = _run_signing_in(args, _env(tmp_path, providers), None)
+    assert rc == 2, err[-3000:]
+    assert "sign in again" in err
+    for text in (out, err, (tmp_path / "report.json").read_text()):
+        assert MARKER not in text
+    for f in tmp_path.rglob("*"):
+        if f.is_file() and f != grant:
+            assert MARKER.encode() not in f.read_bytes(), f
+
+
+@pytest.mark.timeout(120)
+def test_move_with_the_device_flow(
+    dovecot_oauth: DovecotServer, oauth_server: OAuthServer, tmp_path: Path
+):
+    """--oauth-device prints a code and a URL; approving it on "another device" signs in."""
+    dovecot_oauth.deliver(SRC, "INBOX", make_message(1))
+    providers = tmp_path / "providers.json"
+    oauth_server.providers_json(path=providers)
+    pw = tmp_path / "dst.pw"
+    pw.write_text("dstpass\n")
+    args = _args(dovecot_oauth, tmp_path, "--source-oauth", "microsoft", "--oauth-device",
+                 "--dest-password-file", str(pw), "--no-token-cache")  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, env=_env(tmp_path, providers))  # fmt: skip
+    err = []
+    for line in proc.stderr:
+        err.append(line)
+        found = re.search(r"enter the code (\S+)", line)
+        if found:
+            oauth_server.approve_device(found.group(1), SRC)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0, "".join(err)[-3000:]
+    assert "/device" in "".join(err)
+    assert not (tmp_path / "data" / "yippiemove" / "oauth").exists()  # --no-token-cache

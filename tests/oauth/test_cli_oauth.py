@@ -225,3 +225,18 @@ def test_move_with_the_device_flow(
     assert proc.returncode == 0, "".join(err)[-3000:]
     assert "/device" in "".join(err)
     assert not (tmp_path / "data" / "yippiemove" / "oauth").exists()  # --no-token-cache
+
+
+def test_signing_in_as_another_account_is_refused(
+    dovecot_oauth: DovecotServer, oauth_server: OAuthServer, tmp_path: Path
+):
+    providers = tmp_path / "providers.json"
+    oauth_server.providers_json(path=providers)
+    pw = tmp_path / "dst.pw"
+    pw.write_text("dstpass\n")
+    args = _args(dovecot_oauth, tmp_path, "--source-oauth", "google",
+                 "--dest-password-file", str(pw))  # fmt: skip
+    rc, _out, err, urls = _run_signing_in(args, _env(tmp_path, providers), DST)
+    assert rc == 2 and urls == 1
+    assert f"signed in to Google as {DST}, but the source account is {SRC}" in err
+    assert not (tmp_path / "data" / "yippiemove" / "oauth").exists()  # nothing kept

@@ -87,6 +87,18 @@ IDEMPOTENCY_PURGE = 100
 SECURITIES = tuple(Security)
 
 
+def credentials_blob(source: spec.Account, dest: spec.Account) -> dict[str, Any]:
+    """A job's secrets as its encrypted credentials blob stores them: the passwords and,
+    for a side signed in with OAuth2, its grant (``source_oauth``/``dest_oauth``);
+    wiped together (``expire_credentials``, ``forget_credentials``)."""
+    out: dict[str, Any] = {"source_password": source.password, "dest_password": dest.password}
+    if source.oauth is not None:
+        out["source_oauth"] = source.oauth
+    if dest.oauth is not None:
+        out["dest_oauth"] = dest.oauth
+    return out
+
+
 @functools.cache
 def _dummy_hash() -> str:
     """A hash to verify against for unknown e-mails: same time as a wrong password."""
@@ -857,10 +869,10 @@ class Service:
             else None
         )
         request = {
-            "account": dict(account.public(), password=account.password),
+            "account": account.as_dict(),
             "address": src_at.address,
             "role": role,
-            "dest": dict(dest.public(), password=dest.password) if dest is not None else None,
+            "dest": dest.as_dict() if dest is not None else None,
             "dest_address": dst_at.address if dst_at is not None else None,
             "ca_file": self.settings.ca_file,
             "allow_insecure_hosts": self.settings.allow_insecure_hosts,
@@ -1069,9 +1081,7 @@ class Service:
 
     def _add_job(self, s: Any, user_id: int, job_spec: spec.JobSpec) -> JobView:
         source, dest = job_spec.source, job_spec.dest
-        blob = self.box.encrypt(
-            {"source_password": source.password, "dest_password": dest.password}
-        )
+        blob = self.box.encrypt(credentials_blob(source, dest))
         job = Job(
             id=uuid.uuid4().hex,
             user_id=user_id,

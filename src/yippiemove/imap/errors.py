@@ -9,6 +9,7 @@ __all__ = [
     "CommandError",
     "ConnectError",
     "ConnectionLost",
+    "ConsentRevoked",
     "HostUnreachable",
     "ImapError",
     "InsecureAuthError",
@@ -16,6 +17,7 @@ __all__ = [
     "ReadOnlyViolation",
     "ResponseTooLarge",
     "TlsError",
+    "TokenRefused",
 ]
 
 
@@ -55,6 +57,22 @@ class AuthenticationError(ImapError):
     def __init__(self, message: str, response: Tagged | None = None) -> None:
         super().__init__(message)
         self.response = response
+
+
+class TokenRefused(AuthenticationError):
+    """The server refused an OAuth2 access token (``status``: from its JSON challenge,
+    never the token).  Stand-in of contract 1 (oauth-sasl's branch has the real one)."""
+
+    def __init__(
+        self, message: str, response: Tagged | None = None, status: str | None = None
+    ) -> None:
+        super().__init__(message, response)
+        self.status = status
+
+
+class ConsentRevoked(AuthenticationError):
+    """No token could be had: the provider refused the refresh or grant (consent
+    revoked, user gone); the message says "sign in again".  Stand-in of contract 1."""
 
 
 class ReadOnlyViolation(ImapError):

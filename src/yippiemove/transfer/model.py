@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 from ..imap.client import MailboxInfo, NamespaceInfo
 from ..policy.rules import FolderRules, MessageFilter
@@ -46,6 +47,12 @@ class Phase(StrEnum):
     DONE = "done"
 
 
+class TokenSource(Protocol):
+    """Gives OAuth2 access tokens; ``refresh=True``: the last one was refused."""
+
+    async def access_token(self, *, refresh: bool = False) -> str: ...
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """One IMAP account.  The password never appears in ``repr`` or ``label``."""
@@ -61,6 +68,9 @@ class Endpoint:
     #: accounts.py ``pin_endpoint``); None: resolve ``host`` when connecting (the CLI).
     #: ``host`` stays the name TLS checks the certificate against (SNI).
     address: str | None = field(default=None, compare=False)
+    #: OAuth2 (contract 2 of issue 16; stand-in until oauth-sasl's branch): log in with
+    #: a token from this source instead of the password.
+    oauth: TokenSource | None = field(default=None, repr=False, compare=False)
 
     @property
     def label(self) -> str:

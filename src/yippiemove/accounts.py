@@ -26,6 +26,7 @@ from urllib.parse import unquote
 
 from .imap.connection import is_loopback
 from .imap.errors import HostUnreachable
+from .oauth import GrantTokenSource, OAuthConfig
 from .policy import providers
 from .policy.egress import EgressPolicy, EgressRefused
 from .policy.providers import Provider
@@ -210,13 +211,25 @@ def endpoint_security(security: str, host: str) -> str:
 
 
 def make_endpoint(
-    account: Mapping[str, Any], ssl_context: ssl.SSLContext | None, allow_insecure_hosts: bool
+    account: Mapping[str, Any],
+    ssl_context: ssl.SSLContext | None,
+    allow_insecure_hosts: bool,
+    *,
+    oauth_config: OAuthConfig | None = None,
 ) -> Endpoint:
     """An engine Endpoint from a service account (host, port, security, username,
-    password); the TLS mode as :func:`endpoint_security` says."""
+    password); the TLS mode as :func:`endpoint_security` says.  An account with an
+    ``oauth`` grant (and ``oauth_config``) logs in with tokens from it, no password."""
     host = str(account["host"])
     security = Security(account["security"])
+    grant = account.get("oauth")
+    token_source = (
+        GrantTokenSource(grant, oauth_config or OAuthConfig())
+        if isinstance(grant, Mapping)
+        else None
+    )
     return Endpoint(
+        oauth=token_source,
         host=host,
         port=int(account["port"]),
         user=str(account["username"]),

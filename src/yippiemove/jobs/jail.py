@@ -51,6 +51,7 @@ from typing import Any
 
 from ..accounts import make_endpoint, pin_endpoint, ssl_context
 from ..imap.errors import ImapError
+from ..oauth import OAuthConfig
 from ..policy.egress import EgressPolicy, EgressRefused
 from ..transfer.engine import Mover
 from ..transfer.model import Progress
@@ -156,8 +157,11 @@ def connection_options(opts: dict[str, Any]) -> dict[str, int]:
 def _transfer_from_spec(job: JobSpec) -> tuple[Transfer, float]:
     """The spec's accounts and options as a Transfer, and the progress interval."""
     ctx = ssl_context(job.ca_file)
-    source = make_endpoint(job.source.as_dict(), ctx, job.allow_insecure_hosts)
-    dest = make_endpoint(job.dest.as_dict(), ctx, job.allow_insecure_hosts)
+    oauth = OAuthConfig.from_dict(job.oauth_config) if job.oauth_config else None
+    source = make_endpoint(
+        job.source.as_dict(), ctx, job.allow_insecure_hosts, oauth_config=oauth
+    )
+    dest = make_endpoint(job.dest.as_dict(), ctx, job.allow_insecure_hosts, oauth_config=oauth)
     # The egress policy, enforced here too (a DNS answer may have changed since the
     # order was checked): resolve once, check, connect only to that address.
     egress = EgressPolicy.from_settings(job.egress_allow, job.egress_deny, job.egress_own)
@@ -185,6 +189,8 @@ def run_job(spec: JobSpec | dict[str, Any], workdir: Path) -> tuple[int, dict[st
     if isinstance(spec, dict):
         for side in ("source", "dest"):
             spec[side].pop("password", None)
+            spec[side].pop("oauth", None)
+        spec.pop("oauth_config", None)
     try:
         transfer, interval = _transfer_from_spec(job)
     except (EgressRefused, ImapError) as exc:  # refused by the egress policy, or no DNS

@@ -873,6 +873,11 @@ class Service:
             "address": src_at.address,
             "role": role,
             "dest": dest.as_dict() if dest is not None else None,
+            "oauth_config": (
+                self.settings.oauth_config_dict()
+                if account.oauth is not None or (dest is not None and dest.oauth is not None)
+                else None
+            ),
             "dest_address": dst_at.address if dst_at is not None else None,
             "ca_file": self.settings.ca_file,
             "allow_insecure_hosts": self.settings.allow_insecure_hosts,

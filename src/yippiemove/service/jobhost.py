@@ -48,6 +48,7 @@ def supervisor_config(settings: Settings) -> SupervisorConfig:
         checkpoint_interval=settings.checkpoint_interval,
         checkpoint_max_bytes=settings.checkpoint_max_bytes,
         lease_margin=settings.lease_margin,
+        oauth_config=settings.oauth_config_dict(),
     )
 
 

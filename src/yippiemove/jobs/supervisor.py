@@ -837,6 +837,10 @@ class Supervisor:
                 progress.update(result["progress"])
             if result is not None and result.get("totals"):
                 progress["totals"] = result["totals"]
+            if result is not None and result.get("reauth"):
+                # The provider refused a token (consent revoked): sign in again there
+                # (the service's error code ``reauth``, issue 16).
+                progress["reauth"] = [str(s) for s in result["reauth"]][:2]
             progress.update(phase=status, rate=0.0, eta=None, current=[])
             if status == JobStatus.DONE:
                 progress["folders_done"] = progress.get("folders_total", 0)

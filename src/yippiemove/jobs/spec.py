@@ -45,7 +45,7 @@ _HOSTNAME = re.compile(
     r"\A(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z"
 )
-_ACCOUNT_FIELDS = ("host", "port", "security", "username", "password")
+_ACCOUNT_FIELDS = ("host", "port", "security", "username", "password", "oauth")
 
 
 #: A service job's ``Options.retries`` unless its spec gives one: 3, as the service has
@@ -67,6 +67,9 @@ class Account:
     security: str  # a Security value
     username: str
     password: str = field(repr=False)
+    #: An OAuth2 grant (contract 3: a JSON-able dict, a secret like the password) in
+    #: place of the password; None: log in with the password.
+    oauth: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def public(self) -> dict[str, Any]:
         """What may be stored in clear and shown: everything but the password."""
@@ -78,8 +81,12 @@ class Account:
         }
 
     def as_dict(self) -> dict[str, Any]:
-        """With the password: only for the job process's stdin."""
-        return dict(self.public(), password=self.password)
+        """With the password (and the OAuth2 grant when set): only for the job
+        process's stdin."""
+        out = dict(self.public(), password=self.password)
+        if self.oauth is not None:
+            out["oauth"] = self.oauth
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, role: str = "account") -> Account:
@@ -95,7 +102,12 @@ class Account:
         unknown = sorted(set(data) - set(_ACCOUNT_FIELDS))
         if unknown:
             raise SpecError(f"{role}.{unknown[0]}: unknown field")
+        oauth = data.get("oauth")
+        if oauth is not None and not isinstance(oauth, dict):
+            raise SpecError(f"{role}.oauth: must be an OAuth2 grant object")
         for name in ("host", "username", "password"):
+            if name == "password" and oauth is not None and data.get(name, "") == "":
+                continue
             if not isinstance(data.get(name), str) or not data.get(name):
                 raise SpecError(f"{role}.{name}: is required")
         security = data.get("security", Security.TLS)
@@ -109,7 +121,14 @@ class Account:
             port = int(port.strip())
         if not isinstance(port, int) or isinstance(port, bool):
             raise SpecError(f"{role}.port: must be 1-65535")
-        return cls(data["host"].strip(), port, security, data["username"].strip(), data["password"])
+        return cls(
+            data["host"].strip(),
+            port,
+            security,
+            data["username"].strip(),
+            data.get("password", ""),
+            oauth,
+        )
 
 
 def check_account(account: Account, role: str, *, allow_insecure_hosts: bool) -> Account:
@@ -138,6 +157,12 @@ def check_account(account: Account, role: str, *, allow_insecure_hosts: bool) ->
     if len(user) > 320 or any(ord(c) < 32 or ord(c) == 127 for c in user):
         raise SpecError(f"{role}.username: must not contain control characters")
     pw = account.password
+    if account.oauth is not None:
+        if not isinstance(account.oauth, dict) or not isinstance(account.oauth.get("kind"), str):
+            raise SpecError(f"{role}.oauth: must be an OAuth2 grant object")
+        if pw:
+            raise SpecError(f"{role}.password: not with an OAuth2 sign-in")
+        return dataclasses.replace(account, host=bare, username=user.strip())
     if not isinstance(pw, str) or not pw:
         raise SpecError(f"{role}.password: is required")
     if any(c in pw for c in "\0\r\n") or len(pw) > 1024:
@@ -254,8 +279,8 @@ class JobSpec:
     def without_passwords(self) -> JobSpec:
         return dataclasses.replace(
             self,
-            source=dataclasses.replace(self.source, password=""),
-            dest=dataclasses.replace(self.dest, password=""),
+            source=dataclasses.replace(self.source, password="", oauth=None),
+            dest=dataclasses.replace(self.dest, password="", oauth=None),
         )
 
     # -- the wire format (the job process's stdin) -----------------------------------

@@ -464,10 +464,11 @@ class Supervisor:
         passwords = self.store.passwords(job_id)
         if passwords is None:
             return None
+        grants = self.store.oauth_grants(job_id)
         s = self.settings
         return JobSpec(
-            source=Account(**claim.source, password=passwords[0]),
-            dest=Account(**claim.dest, password=passwords[1]),
+            source=Account(**claim.source, password=passwords[0], oauth=grants[0]),
+            dest=Account(**claim.dest, password=passwords[1], oauth=grants[1]),
             folders=claim.folders,
             job_id=job_id,
             ca_file=s.ca_file,

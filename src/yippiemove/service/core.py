@@ -45,6 +45,7 @@ from .auth import AuthStore
 from .checks import CheckFailed, CheckSlots, TooManyChecks, run_check
 from .config import Settings
 from .db import ApiToken, Database, IdempotencyKey, Job, JobCheckpoint, User
+from .domainbatch import DomainBatches
 from .fleet import HostAgent, HostNameTaken, LostMessages, list_hosts, set_draining, wait_drained
 from .jobhost import SqlJobStore, expire_credentials, supervisor_config
 from .notify import Notifier
@@ -375,8 +376,9 @@ def explain_imap_error(exc: Exception, role: str, account: Account) -> str:
     return not_imap(where, account)
 
 
-class Service:
-    """Users, tokens, transfers, account checks and reports (see the contract)."""
+class Service(DomainBatches):
+    """Users, tokens, transfers, account checks and reports (see the contract); the
+    domain-wide moves of issue 16 in service/domainbatch.py."""
 
     def __init__(self, settings: Settings, queue: JobQueue | None = None) -> None:
         self.settings = settings
@@ -857,15 +859,18 @@ class Service:
             else None
         )
         request = {
-            "account": dict(account.public(), password=account.password),
+            "account": account.as_dict(),
             "address": src_at.address,
             "role": role,
-            "dest": dict(dest.public(), password=dest.password) if dest is not None else None,
+            "dest": dest.as_dict() if dest is not None else None,
             "dest_address": dst_at.address if dst_at is not None else None,
             "ca_file": self.settings.ca_file,
             "allow_insecure_hosts": self.settings.allow_insecure_hosts,
             "connect_timeout": self.check_connect_timeout,
         }
+        if account.oauth is not None or (dest is not None and dest.oauth is not None):
+            config = self.oauth_config()  # the child has a clean environment
+            request["oauth_config"] = config.to_dict() if config is not None else None
         try:
             with self.checks.slot(user_id):
                 result = await run_check(
@@ -1069,9 +1074,15 @@ class Service:
 
     def _add_job(self, s: Any, user_id: int, job_spec: spec.JobSpec) -> JobView:
         source, dest = job_spec.source, job_spec.dest
-        blob = self.box.encrypt(
-            {"source_password": source.password, "dest_password": dest.password}
-        )
+        secrets: dict[str, Any] = {
+            "source_password": source.password,
+            "dest_password": dest.password,
+        }
+        if source.oauth is not None:  # contract 4: the grants beside the passwords
+            secrets["source_oauth"] = source.oauth
+        if dest.oauth is not None:
+            secrets["dest_oauth"] = dest.oauth
+        blob = self.box.encrypt(secrets)
         job = Job(
             id=uuid.uuid4().hex,
             user_id=user_id,

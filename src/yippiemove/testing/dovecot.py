@@ -378,6 +378,7 @@ class DovecotServer(LocalServer):
         change_log: bool = False,
         listen_addresses: Iterable[str] = (),
         tls_addresses: Iterable[str] = (),
+        oauth2_introspection_url: str | None = None,
     ) -> None:
         if len(separator) != 1 or separator in '"\\\r\n\0':
             raise ValueError(f"bad namespace separator {separator!r}")
@@ -415,6 +416,17 @@ class DovecotServer(LocalServer):
         for address in self.tls_addresses:
             if not re.fullmatch(r"[0-9A-Fa-f.:]+", address):
                 raise ValueError(f"tls_addresses: {address!r} is not an IP address")
+        #: OAuth2 (issue 16): an RFC 7662 introspection endpoint (credentials in the URL,
+        #: ``http://ID:SECRET@HOST:PORT/introspect``).  When set, Dovecot also offers
+        #: ``AUTH=XOAUTH2`` and ``AUTH=OAUTHBEARER`` and checks their tokens with its
+        #: ``oauth2`` passdb at that URL (POST ``token=...``) on every login, no cache: the
+        #: token's ``email`` must be the user's name (lower case) and ``active`` true.
+        #: PLAIN/LOGIN still check the passwd-file, so users keep their passwords.
+        self.oauth2_introspection_url = oauth2_introspection_url
+        if oauth2_introspection_url is not None and any(
+            c in oauth2_introspection_url for c in '\r\n\0"<>'
+        ):
+            raise ValueError("oauth2_introspection_url: bad characters")
         self._mail_dir: Path | None = None
         self._users: dict[str, str] = {}
         for name, password in (users or {}).items():
@@ -760,7 +772,10 @@ class DovecotServer(LocalServer):
             f"ssl_key = <{ssl_dir / 'server.key'}",
             # tests log in over plain loopback too
             "disable_plaintext_auth = no",
-            "auth_mechanisms = plain login",
+            "auth_mechanisms = plain login"
+            + (" oauthbearer xoauth2" if self.oauth2_introspection_url else ""),
+            # no cached answers: a token refused by introspection is refused at once
+            "auth_cache_size = 0",
             # no 2 s sleep after a failed login (default auth_failure_delay = 2 secs);
             # 2.3 still answers failures from a queue checked every 0.5 s
             "auth_failure_delay = 0",
@@ -773,8 +788,11 @@ class DovecotServer(LocalServer):
             "}",
             "passdb {",
             "  driver = passwd-file",
+            # with OAuth2: passwords for PLAIN/LOGIN only, tokens go to the oauth2 passdb
+            *(["  mechanisms = plain login"] if self.oauth2_introspection_url else []),
             f"  args = scheme=PLAIN {private / 'passwd'}",
             "}",
+            *self._oauth2_passdb(),
             "userdb {",
             "  driver = passwd-file",
             f"  args = {private / 'passwd'}",
@@ -840,6 +858,36 @@ class DovecotServer(LocalServer):
         if self.extra_config:
             lines.append(self.extra_config)
         self.config_path.write_text("\n".join(lines) + "\n")
+
+    def _oauth2_passdb(self) -> list[str]:
+        """The ``oauth2`` passdb block and its settings file (issue 16)."""
+        if self.oauth2_introspection_url is None:
+            return []
+        assert self._private is not None
+        path = self._private / "oauth2.conf.ext"
+        path.write_text(
+            "\n".join(
+                [
+                    "introspection_mode = post",
+                    f"introspection_url = {self.oauth2_introspection_url}",
+                    "force_introspection = yes",
+                    "username_attribute = email",
+                    "active_attribute = active",
+                    "active_value = true",
+                    "timeout_msecs = 10000",
+                ]
+            )
+            + "\n"
+        )
+        os.chmod(path, 0o600)  # holds the introspection credentials
+        self._chown(path)  # read by the auth process
+        return [
+            "passdb {",
+            "  driver = oauth2",
+            "  mechanisms = xoauth2 oauthbearer",
+            f"  args = {path}",
+            "}",
+        ]
 
     def _chown(self, path: Path | int) -> None:
         if self._root:

@@ -9,6 +9,7 @@ __all__ = [
     "CommandError",
     "ConnectError",
     "ConnectionLost",
+    "ConsentRevoked",
     "HostUnreachable",
     "ImapError",
     "InsecureAuthError",
@@ -16,6 +17,7 @@ __all__ = [
     "ReadOnlyViolation",
     "ResponseTooLarge",
     "TlsError",
+    "TokenRefused",
 ]
 
 
@@ -55,6 +57,23 @@ class AuthenticationError(ImapError):
     def __init__(self, message: str, response: Tagged | None = None) -> None:
         super().__init__(message)
         self.response = response
+
+
+class TokenRefused(AuthenticationError):
+    """The server refused an OAuth2 access token.  ``status``: the ``status`` of the
+    server's JSON challenge (RFC 7628), if any -- never the token."""
+
+    def __init__(
+        self, message: str, response: Tagged | None = None, status: str | None = None
+    ) -> None:
+        super().__init__(message, response)
+        self.status = status
+
+
+class ConsentRevoked(AuthenticationError):
+    """No access token could be had: the provider refused the refresh token or the grant
+    (consent revoked, user gone, credentials withdrawn).  The message says "sign in
+    again"."""
 
 
 class ReadOnlyViolation(ImapError):

@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 from ..imap.client import MailboxInfo, NamespaceInfo
 from ..policy.rules import FolderRules, MessageFilter
@@ -46,6 +47,14 @@ class Phase(StrEnum):
     DONE = "done"
 
 
+class TokenSource(Protocol):
+    """Where an endpoint's OAuth2 access tokens come from (yippiemove.oauth)."""
+
+    async def access_token(self, *, refresh: bool = False) -> str:
+        """A valid access token; ``refresh=True``: the last one was refused, get a new one."""
+        ...
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """One IMAP account.  The password never appears in ``repr`` or ``label``."""
@@ -61,6 +70,8 @@ class Endpoint:
     #: accounts.py ``pin_endpoint``); None: resolve ``host`` when connecting (the CLI).
     #: ``host`` stays the name TLS checks the certificate against (SNI).
     address: str | None = field(default=None, compare=False)
+    #: OAuth2 sign-in instead of the password (SASL XOAUTH2/OAUTHBEARER).
+    oauth: TokenSource | None = field(default=None, repr=False, compare=False)
 
     @property
     def label(self) -> str:

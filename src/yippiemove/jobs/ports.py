@@ -156,6 +156,11 @@ class JobStore(Protocol):
         when deleted; CredentialsUnreadable."""
         ...
 
+    def oauth_grants(self, job_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """(source, destination) OAuth2 grant (contract 4's ``source_oauth`` /
+        ``dest_oauth``), None for a side that logs in with its password."""
+        ...
+
     def mark_start_notified(self, job_id: str) -> None: ...
 
     def jail_started(self, job_id: str, owner: str, token: int, identity: str) -> bool:

@@ -74,7 +74,7 @@ class Account:
     security: str  # a Security value
     username: str
     password: str = field(repr=False)
-    oauth: dict[str, Any] | None = field(default=None, repr=False)
+    oauth: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def oauth_provider(self) -> str | None:
@@ -179,8 +179,8 @@ def check_account(account: Account, role: str, *, allow_insecure_hosts: bool) ->
             raise SpecError(f"{role}.oauth: must be JSON") from None
         if size > MAX_GRANT:
             raise SpecError(f"{role}.oauth: is too large")
-        if not isinstance(pw, str):
-            raise SpecError(f"{role}.password: must be a string")
+        if pw:
+            raise SpecError(f"{role}.password: not with an OAuth2 sign-in")
     elif not isinstance(pw, str) or not pw:
         raise SpecError(f"{role}.password: is required")
     if any(c in pw for c in "\0\r\n") or len(pw) > 1024:

@@ -45,6 +45,7 @@ from .auth import AuthStore
 from .checks import CheckFailed, CheckSlots, TooManyChecks, run_check
 from .config import Settings
 from .db import ApiToken, Database, IdempotencyKey, Job, JobCheckpoint, User
+from .domainbatch import DomainBatches
 from .fleet import HostAgent, HostNameTaken, LostMessages, list_hosts, set_draining, wait_drained
 from .jobhost import SqlJobStore, expire_credentials, supervisor_config
 from .notify import Notifier
@@ -387,8 +388,9 @@ def explain_imap_error(exc: Exception, role: str, account: Account) -> str:
     return not_imap(where, account)
 
 
-class Service:
-    """Users, tokens, transfers, account checks and reports (see the contract)."""
+class Service(DomainBatches):
+    """Users, tokens, transfers, account checks and reports (see the contract); the
+    domain-wide moves of issue 16 in service/domainbatch.py."""
 
     def __init__(self, settings: Settings, queue: JobQueue | None = None) -> None:
         self.settings = settings

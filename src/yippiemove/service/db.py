@@ -48,6 +48,7 @@ __all__ = [
     "AuthThrottle",
     "Base",
     "Database",
+    "DomainCredential",
     "IdempotencyKey",
     "Job",
     "JobCheckpoint",
@@ -129,6 +130,30 @@ class Job(Base):
     lease_token: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     #: The worker host (``Settings.host_name``) that runs the job now, or ran it last.
     host: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+
+
+class DomainCredential(Base):
+    """A customer's admin credential for domain-wide moves (issue 16): a Google Workspace
+    service account key (``kind`` ``service_account``) or a Microsoft 365 application
+    (``client_credentials``).  The secret part (the key's JSON, or the client secret) is a
+    Fernet token like a job's passwords; what may be shown is in clear: the label, the
+    ``principal`` (the key's client_email, or the application's client id), the tenant and
+    the domain.  Deleting the row deletes the secret; jobs made with it keep their own
+    per-user grant in their own credentials (wiped when they end)."""
+
+    __tablename__ = "domain_credentials"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    #: The OAuth2 provider's key (OAuthConfig: "google", "microsoft").
+    provider: Mapped[str] = mapped_column(String(32))
+    label: Mapped[str] = mapped_column(String(200), default="")
+    principal: Mapped[str] = mapped_column(String(320))
+    tenant: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    domain: Mapped[str] = mapped_column(String(253))
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    created: Mapped[float] = mapped_column(Float, default=time.time)
 
 
 class JobCheckpoint(Base):

@@ -191,6 +191,16 @@ class SqlJobStore:
             return None
         return creds.get("source_password", ""), creds.get("dest_password", "")
 
+    def oauth_grants(self, job_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        with self.db.read() as sess:
+            job = sess.get(Job, job_id)
+            blob = job.credentials if job is not None else None
+        if blob is None:
+            return None, None
+        creds: dict[str, Any] = dict(self.box.decrypt(blob))
+        src, dst = creds.get("source_oauth"), creds.get("dest_oauth")
+        return (src if isinstance(src, dict) else None, dst if isinstance(dst, dict) else None)
+
     def mark_start_notified(self, job_id: str) -> None:
         with self.db.session() as sess:
             job = sess.get(Job, job_id)

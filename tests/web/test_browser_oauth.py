@@ -180,6 +180,10 @@ def test_sign_in_token_expiries_revoke_and_sign_in_again(
             )
             exact(server.port, DST2)
             shot(page, "oauth-04-resumed")
+            # The provider's answers (code, state) are not in the service's log.
+            text = log.read_text()
+            assert "/oauth/callback?(hidden)" in text
+            assert "code=" not in text and "state=" not in text
             assert page.errors == []  # type: ignore[attr-defined]
         except BaseException:
             print(log.read_text()[-6000:])

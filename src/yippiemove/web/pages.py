@@ -456,7 +456,13 @@ class Pages:
     def sign_in_providers(self) -> list[dict[str, str]]:
         """The "Sign in with ..." buttons (issue 16): the providers the operator set up."""
         providers = getattr(self.service, "sign_in_providers", None)
-        return providers() if providers is not None else []
+        if providers is None:
+            return []
+        try:
+            return list(providers())
+        except Exception:  # a broken providers file must not take every page down
+            log.exception("the OAuth2 providers cannot be read")
+            return []
 
     async def signed_in_account(
         self, uid: int, form: AccountForm, acc: Account | None, role: str

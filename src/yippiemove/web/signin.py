@@ -37,6 +37,25 @@ MAX_FORM = 4 * 1024 * 1024
 _SIDES = {"source": "source", "dest": "destination"}
 
 
+class HideCallbackQuery(logging.Filter):
+    """The web server's access log without the provider's answer: ``/oauth/callback``'s
+    query holds the authorization code and the state (secrets, if short-lived ones)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            if args[2].startswith(CALLBACK_PATH + "?"):
+                record.args = (*args[:2], CALLBACK_PATH + "?(hidden)", *args[3:])
+        return True
+
+
+def hide_callback_queries() -> None:
+    """Install :class:`HideCallbackQuery` on uvicorn's access log (once)."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, HideCallbackQuery) for f in access.filters):
+        access.addFilter(HideCallbackQuery())
+
+
 def callback_url(service: Any) -> str:
     """The redirect URI: the service's public address (``base_url``) + the callback."""
     return str(service.settings.base_url).rstrip("/") + CALLBACK_PATH

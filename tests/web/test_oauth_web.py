@@ -148,6 +148,10 @@ def test_both_steps_sign_in_and_the_transfer_is_exact(world: World) -> None:
     written = b"".join(
         p.read_bytes() for p in world.svc.settings.job_dir(jid).rglob("*") if p.is_file()
     )
+    # ...nor in clear in the control database (the grants are in the encrypted blob).
+    written += b"".join(
+        p.read_bytes() for p in world.svc.settings.data_dir.glob("control.sqlite*") if p.is_file()
+    )
     for secret in secrets:
         assert secret not in page and secret.encode() not in written
     assert "Forget my sign-in" in page

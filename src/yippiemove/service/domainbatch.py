@@ -379,20 +379,9 @@ def _line_no(error: str) -> int:
 
 
 def _provider(config: Any, key: str) -> Any:
-    """The provider ``key`` of an OAuthConfig, whatever its shape (None if unknown)."""
-    if config is None:
-        return None
-    for name in ("provider", "get"):
-        fn = getattr(config, name, None)
-        if callable(fn):
-            try:
-                return fn(key)
-            except (KeyError, LookupError):
-                return None
+    """The provider ``key`` of an OAuthConfig (None if unknown or no config)."""
     providers = getattr(config, "providers", None)
-    if isinstance(providers, Mapping):
-        return providers.get(key)
-    return None
+    return providers.get(key) if isinstance(providers, Mapping) else None
 
 
 def parse_user_lines(text: str, *, dest_is_credential: bool) -> tuple[list[Any], list[str]]:

@@ -148,3 +148,23 @@ def test_resolve_account_errors(text, preset, message):
     with pytest.raises(AccountURLError) as e:
         resolve_account(text, what="--source", preset=preset)
     assert message in str(e.value)
+
+
+def test_make_endpoint_with_an_oauth_grant_signs_in_with_tokens_not_a_password():
+    from yippiemove.accounts import make_endpoint
+    from yippiemove.oauth import GrantTokenSource, OAuthConfig
+
+    grant = {"kind": "refresh", "provider": "google", "refresh_token": "MARKER-refresh"}
+    account = {
+        "host": "imap.gmail.com",
+        "port": 993,
+        "security": "tls",
+        "username": "alice@gmail.com",
+        "password": "ignored",
+        "oauth": grant,
+    }
+    ep = make_endpoint(account, None, False, oauth_config=OAuthConfig.from_env({}))
+    assert isinstance(ep.oauth, GrantTokenSource) and ep.password == ""
+    assert "MARKER" not in repr(ep) and "MARKER" not in repr(ep.oauth)
+    plain = make_endpoint({**account, "oauth": None}, None, False)
+    assert plain.oauth is None and plain.password == "ignored"

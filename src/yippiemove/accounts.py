@@ -3,12 +3,14 @@
 - Addresses as people type them (the CLI): ``imap://USER@HOST:PORT``, ``imaps://...``
   or a bare e-mail address of a known provider (:func:`resolve_account`,
   :meth:`AccountURL.endpoint`);
-- accounts as the service stores them (host, port, security, username, password):
-  :func:`make_endpoint`, used by the job process and by the service's account check.
+- accounts as the service stores them (host, port, security, username, password, or
+  an OAuth2 grant under ``"oauth"``): :func:`make_endpoint`, used by the job process and
+  by the service's account check.
 
 Passwords never come from a URL or argv.  Layering: below the front doors, the service
-and jobs (they import this); above transfer and policy (this imports
-``transfer.model.Endpoint`` and the provider presets, never anything above).
+and jobs (they import this); above oauth, transfer and policy (this imports
+``oauth.GrantTokenSource``, ``transfer.model.Endpoint`` and the provider presets, never
+anything above).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from urllib.parse import unquote
 
 from .imap.connection import is_loopback
 from .imap.errors import HostUnreachable
+from .oauth import GrantTokenSource, OAuthConfig
+from .oauth.tokens import Rotate
 from .policy import providers
 from .policy.egress import EgressPolicy, EgressRefused
 from .policy.providers import Provider
@@ -210,21 +214,36 @@ def endpoint_security(security: str, host: str) -> str:
 
 
 def make_endpoint(
-    account: Mapping[str, Any], ssl_context: ssl.SSLContext | None, allow_insecure_hosts: bool
+    account: Mapping[str, Any],
+    ssl_context: ssl.SSLContext | None,
+    allow_insecure_hosts: bool,
+    *,
+    oauth_config: OAuthConfig | None = None,
+    on_rotate: Rotate | None = None,
 ) -> Endpoint:
     """An engine Endpoint from a service account (host, port, security, username,
-    password); the TLS mode as :func:`endpoint_security` says."""
+    password); the TLS mode as :func:`endpoint_security` says.
+
+    An account with ``"oauth": GRANT`` (yippiemove.oauth, a grant dict) signs in with
+    OAuth2: the Endpoint gets a :class:`~yippiemove.oauth.GrantTokenSource` (given
+    ``oauth_config``, the operator's providers, and ``on_rotate``, called with the new
+    grant when the provider rotates the refresh token) and no password."""
     host = str(account["host"])
     security = Security(account["security"])
+    grant = account.get("oauth")
+    oauth: GrantTokenSource | None = None
+    if grant is not None:
+        oauth = GrantTokenSource(grant, oauth_config, on_rotate=on_rotate)
     return Endpoint(
         host=host,
         port=int(account["port"]),
         user=str(account["username"]),
         security=endpoint_security(security, host),
-        password=str(account.get("password", "")),
+        password="" if oauth is not None else str(account.get("password", "")),
         ssl_context=ssl_context,
         allow_insecure_auth=is_loopback(host)
         or (security is Security.NONE and allow_insecure_hosts),
+        oauth=oauth,
     )
 
 

@@ -34,7 +34,12 @@ docs/design.md "Fencing and checkpoints").  :meth:`logout` turns lingering back 
 the server answered LOGOUT (everything before it was delivered), so that a normal end is
 an ordinary FIN.
 
-Secrets: the bytes of LOGIN/AUTHENTICATE are never logged or put into exceptions.
+OAuth2: :meth:`login_oauth2` logs in with an access token, by OAUTHBEARER (RFC 7628)
+when the server offers it, else XOAUTH2; the SASL conversation itself is sans-IO
+(:mod:`.sasl`).  A refused token raises :class:`.errors.TokenRefused`.
+
+Secrets: the bytes of LOGIN/AUTHENTICATE (passwords, access tokens) are never logged
+or put into exceptions; a server's refusal that repeats them is cut out of our message.
 """
 
 from __future__ import annotations
@@ -72,8 +77,10 @@ from .errors import (
     InsecureAuthError,
     ResponseTooLarge,
     TlsError,
+    TokenRefused,
 )
-from .protocol import Literal, LiteralTooLarge, Untagged, nonsync_limit, quote
+from .protocol import Literal, LiteralTooLarge, Tagged, Untagged, nonsync_limit, quote
+from .sasl import OAuth2Exchange, SaslError, choose_mechanism
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +147,8 @@ class ImapConnection:
         read_only: bool = False,
     ) -> None:
         self.host = host
+        #: The server's port (set by :meth:`open`; OAUTHBEARER names it).
+        self.port: int | None = None
         self.name = name
         self.capabilities: frozenset[str] = frozenset()
         self.idle_timeout = idle_timeout
@@ -207,6 +216,7 @@ class ImapConnection:
         if security not in ("tls", "starttls", "require-starttls", "none"):
             raise ValueError(f"unknown security mode {security!r}")
         self = cls(host, idle_timeout=idle_timeout, name=name, read_only=read_only)
+        self.port = port
         loop = asyncio.get_running_loop()
         ctx = ssl_context
         if ctx is None and security != "none":
@@ -386,14 +396,109 @@ class ImapConnection:
             else:
                 res = await self.execute("LOGIN", quote(user), quote(password), sensitive=True)
         except CommandError as exc:
+            said = _without(exc.server_text, password)
             raise AuthenticationError(
-                f"{self.host} refused the login for {user!r}: {exc.server_text}", exc.response
+                f"{self.host} refused the login for {user!r}: {said}", exc.response
             ) from None
-        code = res.tagged.code
+        await self._logged_in(res.tagged)
+
+    async def _logged_in(self, tagged: Tagged) -> None:
+        code = tagged.code
         if code is not None and code.name == "CAPABILITY":
             self.capabilities = frozenset(code.args.decode("latin-1").upper().split())
         else:
             await self.refresh_capabilities()
+
+    async def login_oauth2(
+        self, user: str, access_token: str, *, allow_insecure: bool = False
+    ) -> None:
+        """Authenticate with an OAuth2 access token: AUTHENTICATE OAUTHBEARER (RFC 7628)
+        when the server offers ``AUTH=OAUTHBEARER``, else XOAUTH2 when it offers
+        ``AUTH=XOAUTH2``, else :class:`AuthenticationError` naming both.  SASL-IR (RFC 4959)
+        when offered, else the message goes after the server's first ``+``.
+
+        A refused token raises :class:`TokenRefused` (``status`` from the server's error
+        challenge, if any); a bearer token is a password for its lifetime, so it is not
+        sent without TLS unless ``allow_insecure``.  The token appears in no error.
+        """
+        if not self.tls and not allow_insecure:
+            raise InsecureAuthError(
+                f"refusing to send an access token for {user!r} to {self.host} without TLS "
+                "(the server offers no TLS; pass --allow-insecure-auth to do it anyway)"
+            )
+        mech = choose_mechanism(self.capabilities)
+        if mech is None:
+            raise AuthenticationError(
+                f"{self.host} offers neither OAUTHBEARER nor XOAUTH2: it does not take "
+                "OAuth2 access tokens"
+            )
+        exchange = OAuth2Exchange(
+            mech,
+            user,
+            access_token,
+            host=self.host,
+            port=self.port,
+            sasl_ir="SASL-IR" in self.capabilities,
+        )
+        tagged = await self._authenticate(exchange)
+        if not tagged.ok:
+            status = exchange.challenge.status if exchange.challenge is not None else None
+            code = f"[{tagged.code.name}] " if tagged.code else ""
+            said = _without(
+                (tagged.status + " " + code + tagged.text.decode("utf-8", "replace")).strip(),
+                access_token,
+            )
+            why = f" (status {status})" if status else ""
+            if tagged.status == "BAD":  # our message was not understood: not the token
+                raise AuthenticationError(
+                    f"{self.host} rejected AUTHENTICATE {mech} for {user!r}: {said}", tagged
+                )
+            raise TokenRefused(
+                f"{self.host} refused the OAuth2 access token for {user!r} ({mech}){why}: {said}",
+                tagged,
+                status=status,
+            )
+        await self._logged_in(tagged)
+
+    async def _authenticate(self, exchange: OAuth2Exchange) -> Tagged:
+        """Run one ``AUTHENTICATE`` conversation: write the command, answer each ``+``
+        with what the (sans-IO) exchange says, return the tagged answer.  The command is
+        in the command state as expecting a continuation from before its first byte is
+        written, so a ``+`` is never taken for a protocol error."""
+        if self._closed_exc is not None:
+            raise self._lost()
+        loop = asyncio.get_running_loop()
+        async with self._send_lock:
+            initial = exchange.initial
+            args: tuple[str | bytes, ...] = (exchange.mechanism,)
+            if initial is not None:
+                args += (initial,)
+            cmd, parts = self._state.send("AUTHENTICATE", *args)
+            fut: asyncio.Future[CommandResult] = loop.create_future()
+            cmd.waiter = fut
+            while True:
+                self._state.expect_continuation(cmd)
+                self._continuation = cont = loop.create_future()
+                self._write_parts(parts)
+                waiter = asyncio.ensure_future(cont)
+                try:
+                    await asyncio.wait({waiter, fut}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if not waiter.done():
+                        waiter.cancel()
+                    self._continuation = None
+                if fut.done():
+                    break
+                text = waiter.result()  # ConnectionLost when the connection died
+                try:
+                    line = exchange.respond(text)
+                except SaslError as exc:
+                    self._fail(ConnectionLost(f"{self.host} broke the SASL exchange: {exc}"))
+                    raise AuthenticationError(
+                        f"{self.host} broke the AUTHENTICATE {exchange.mechanism} exchange: {exc}"
+                    ) from None
+                parts = [line + b"\r\n"]
+        return (await fut).tagged
 
     # ------------------------------------------------------------------ commands
 
@@ -687,6 +792,12 @@ class ImapConnection:
             self._fail(ConnectionLost("connection closed by us"))
         elif self._transport is not None:
             self._transport.abort()
+
+
+def _without(text: str, secret: str) -> str:
+    """A server's words with ``secret`` cut out (a server that repeats what it was sent
+    must not put a password or a token into our errors)."""
+    return text.replace(secret, "[redacted]") if len(secret) >= 4 else text
 
 
 def _tune_socket(transport: asyncio.Transport) -> None:

@@ -60,20 +60,35 @@ class AuthenticationError(ImapError):
 
 
 class TokenRefused(AuthenticationError):
-    """The server refused an OAuth2 access token.  ``status``: the ``status`` of the
-    server's JSON challenge (RFC 7628), if any -- never the token."""
+    """The server refused an OAuth2 access token (AUTHENTICATE XOAUTH2 / OAUTHBEARER).
+
+    ``status``: the ``status`` of the server's JSON error challenge (RFC 7628 3.2.2:
+    ``"invalid_token"``, Google's ``"400"``/``"401"``...), None when it sent none.  Neither
+    the message nor any attribute holds the token.  A fresh token may succeed: the
+    transfer layer asks its token source for one and logs in again, once
+    (transfer/store.py ``connect_store``)."""
 
     def __init__(
-        self, message: str, response: Tagged | None = None, status: str | None = None
+        self, message: str, response: Tagged | None = None, *, status: str | None = None
     ) -> None:
         super().__init__(message, response)
         self.status = status
 
 
 class ConsentRevoked(AuthenticationError):
-    """No access token could be had: the provider refused the refresh token or the grant
-    (consent revoked, user gone, credentials withdrawn).  The message says "sign in
-    again"."""
+    """No access token can be had: the provider refused the refresh or the grant
+    (``invalid_grant``: consent revoked, password changed, the user gone).  Permanent
+    until the account's owner signs in again; the message says so."""
+
+    def __init__(
+        self,
+        message: str = "the provider refused to give an access token (the consent was "
+        "revoked or the account is gone)",
+        response: Tagged | None = None,
+    ) -> None:
+        if "sign in again" not in message:
+            message = f"{message}: sign in again"
+        super().__init__(message, response)
 
 
 class ReadOnlyViolation(ImapError):

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "MAX_CONTINUATION",
     "MAX_LINE",
     "AppendUid",
     "Continuation",
@@ -54,6 +55,10 @@ __all__ = [
 
 #: Longest response line (outside literals) we accept before declaring the peer broken.
 MAX_LINE = 64 * 1024 * 1024
+#: Longest continuation request (``+ text``) we accept: it is a literal's go-ahead or a
+#: SASL challenge (an OAuth2 error challenge is ~200 bytes); a server that sends a huge
+#: one, or one that never ends, is broken before more than this is buffered.
+MAX_CONTINUATION = 64 * 1024
 #: Largest literal we accept (a single message); IMAP servers rarely allow more than ~150 MB.
 MAX_LITERAL = 2 * 1024 * 1024 * 1024
 #: Deepest nesting of parenthesised lists we accept.  Real answers nest a few levels
@@ -723,8 +728,22 @@ class ResponseParser:
             if i < 0:
                 if len(buf) - self._pos > MAX_LINE:
                     raise ProtocolError(f"response line longer than {MAX_LINE} bytes")
+                if (
+                    len(buf) - self._pos > MAX_CONTINUATION
+                    and not self._chunks
+                    and buf.startswith(b"+", self._pos)
+                ):
+                    raise ProtocolError(
+                        f"continuation request longer than {MAX_CONTINUATION} bytes"
+                    )
                 self._scan = max(self._pos, len(buf) - 1)
                 break
+            if (
+                i - self._pos > MAX_CONTINUATION
+                and not self._chunks
+                and buf.startswith(b"+", self._pos)
+            ):
+                raise ProtocolError(f"continuation request longer than {MAX_CONTINUATION} bytes")
             with memoryview(buf) as mv:
                 chunk = mv[self._pos : i].tobytes()
             self._pos = self._scan = i + 2

@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import gc
 import json
 import logging
@@ -50,10 +51,11 @@ from pathlib import Path
 from typing import Any
 
 from ..accounts import make_endpoint, pin_endpoint, ssl_context
-from ..imap.errors import ImapError
+from ..imap.errors import ConsentRevoked, ImapError
+from ..oauth import OAuthConfig
 from ..policy.egress import EgressPolicy, EgressRefused
 from ..transfer.engine import Mover
-from ..transfer.model import Progress
+from ..transfer.model import Endpoint, Progress, TokenSource
 from ..transfer.report import Exit, build_report, exit_code, outcome_of, write_report
 from ..transfer.run import Transfer, make_options, prepare, worker_counts
 from ..transfer.state import State, StateError
@@ -153,11 +155,54 @@ def connection_options(opts: dict[str, Any]) -> dict[str, int]:
     return worker_counts(None if n is None else int(n))
 
 
+#: The sides ("source", "dest") whose OAuth2 provider refused a token (ConsentRevoked):
+#: the result line names them (``"reauth"``) and the service asks the customer to sign
+#: in again there (error code ``reauth``; docs/service.md).
+_reauth_sides: list[str] = []
+
+
+class _ConsentWatch:
+    """A side's TokenSource that notes a ConsentRevoked (and lets it through)."""
+
+    def __init__(self, inner: TokenSource, side: str) -> None:
+        self._inner = inner
+        self._side = side
+
+    def __repr__(self) -> str:
+        return f"_ConsentWatch({self._side})"
+
+    async def access_token(self, *, refresh: bool = False) -> str:
+        try:
+            return await self._inner.access_token(refresh=refresh)
+        except ConsentRevoked:
+            if self._side not in _reauth_sides:
+                _reauth_sides.append(self._side)
+            raise
+
+
+def _watch_consent(ep: Endpoint, side: str) -> Endpoint:
+    if ep.oauth is None:
+        return ep
+    return dataclasses.replace(ep, oauth=_ConsentWatch(ep.oauth, side))
+
+
+def _with_reauth(result: dict[str, Any]) -> dict[str, Any]:
+    """The result line, with the sides to sign in again to when the run did not end."""
+    if _reauth_sides and result.get("status") != "done":
+        result["reauth"] = list(_reauth_sides)
+        result["transient"] = False
+    return result
+
+
 def _transfer_from_spec(job: JobSpec) -> tuple[Transfer, float]:
     """The spec's accounts and options as a Transfer, and the progress interval."""
     ctx = ssl_context(job.ca_file)
-    source = make_endpoint(job.source.as_dict(), ctx, job.allow_insecure_hosts)
-    dest = make_endpoint(job.dest.as_dict(), ctx, job.allow_insecure_hosts)
+    oauth = OAuthConfig.from_dict(job.oauth_config) if job.oauth_config else None
+    source = make_endpoint(
+        job.source.as_dict(), ctx, job.allow_insecure_hosts, oauth_config=oauth
+    )
+    dest = make_endpoint(job.dest.as_dict(), ctx, job.allow_insecure_hosts, oauth_config=oauth)
+    source, dest = _watch_consent(source, "source"), _watch_consent(dest, "dest")
     # The egress policy, enforced here too (a DNS answer may have changed since the
     # order was checked): resolve once, check, connect only to that address.
     egress = EgressPolicy.from_settings(job.egress_allow, job.egress_deny, job.egress_own)
@@ -185,6 +230,8 @@ def run_job(spec: JobSpec | dict[str, Any], workdir: Path) -> tuple[int, dict[st
     if isinstance(spec, dict):
         for side in ("source", "dest"):
             spec[side].pop("password", None)
+            spec[side].pop("oauth", None)
+        spec.pop("oauth_config", None)
     try:
         transfer, interval = _transfer_from_spec(job)
     except (EgressRefused, ImapError) as exc:  # refused by the egress policy, or no DNS
@@ -198,7 +245,8 @@ def run_job(spec: JobSpec | dict[str, Any], workdir: Path) -> tuple[int, dict[st
             "transient": transient,
         }
     del job
-    return run_transfer(transfer, workdir, interval)
+    code, result = run_transfer(transfer, workdir, interval)
+    return code, _with_reauth(result)
 
 
 def _run_to_end(main: Coroutine[Any, Any, None]) -> None:
@@ -375,7 +423,7 @@ def _job_main(parent: int, uid: int | None = None) -> int:
     code, result = run_transfer(transfer, Path.cwd(), interval, gate, watchdog)
     if watchdog is not None:
         watchdog.stop()
-    _emit(result)
+    _emit(_with_reauth(result))
     log.info("job %s ended: %s (exit %d)", job_id, result["status"], code)
     return code
 

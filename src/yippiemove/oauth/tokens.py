@@ -38,6 +38,7 @@ __all__ = [
     "GRANT_KINDS",
     "GrantError",
     "GrantTokenSource",
+    "Rotate",
     "TokenEndpointUnavailable",
     "check_grant",
     "redact_grant",

@@ -96,8 +96,11 @@ class Provider:
     upload_per_day: int | None = None
     #: An app password is needed (at least with two-step verification turned on).
     app_password: bool | None = None
-    #: Only OAuth2 sign-in is accepted for IMAP (yippiemove has no OAuth2 yet).
+    #: Only OAuth2 sign-in is accepted for IMAP.
     oauth_only: bool = False
+    #: The OAuth2 provider (yippiemove.oauth's key: "google", "microsoft") whose
+    #: sign-in gives IMAP access to this service; the CLI signs in with it by default.
+    oauth_provider: str | None = None
     #: IMAP access must first be switched on in the account's settings.
     imap_must_be_enabled: bool = False
     #: Gmail-style labels: one message shows up in several folders (issue 5).
@@ -185,6 +188,20 @@ EXO_LIMITS = Source(
     "1-150 MB; read in Microsoft's localized source, MicrosoftDocs/OfficeDocs-"
     "O365ServiceDescriptions-pr.de-DE, 2019, whose default was then 25 MB, and a 2025 copy "
     "giving the default as 35 MB send / 36 MB receive)",
+)
+GOOGLE_XOAUTH2 = Source(
+    "https://developers.google.com/workspace/gmail/imap/xoauth2-protocol",
+    "Google for Developers: OAuth 2.0 Mechanism (SASL XOAUTH2 for IMAP; scope "
+    "https://mail.google.com/, which needs verification for public apps; "
+    "https://www.googleapis.com/auth/gmail.imap_admin for domain-wide delegation; read 2026-12-06 for issue 16)",
+)
+MS_IMAP_OAUTH = Source(
+    "https://learn.microsoft.com/en-us/exchange/client-developer/legacy-protocols/"
+    "how-to-authenticate-an-imap-pop-smtp-application-by-using-oauth",
+    "Microsoft Learn: Authenticate an IMAP, POP or SMTP connection using OAuth (Microsoft 365 "
+    "and Outlook.com; scope https://outlook.office.com/IMAP.AccessAsUser.All plus "
+    "offline_access; authorization code, device and client-credentials flows; SASL XOAUTH2; "
+    "read in its ja-JP and zh-CN versions on 2026-12-06 for issue 16)",
 )
 IMAPSYNC_O365 = _imapsync("FAQ.Office365.txt", "Imapsync tips for Office365 (2024-06-27)")
 EXO_BASIC_AUTH = Source(
@@ -290,6 +307,7 @@ _GMAIL_COMMON: dict[str, object] = {
     "download_per_day": 2500 * MiB,
     "upload_per_day": 500 * MiB,
     "app_password": True,
+    "oauth_provider": "google",
     "gmail_labels": True,
 }
 _GMAIL_SOURCES: dict[str, tuple[Source, ...]] = {
@@ -298,7 +316,7 @@ _GMAIL_SOURCES: dict[str, tuple[Source, ...]] = {
     "max_message_size": (GMAIL_APPENDLIMIT,),
     "max_connections": (GMAIL_CONNECTIONS, GMAIL_CONNECTIONS_2008),
     "bandwidth": (GOOGLE_BANDWIDTH, IMAPSYNC_GMAIL),
-    "auth": (GOOGLE_APP_PASSWORDS, GMAIL_IMAP_ALWAYS_ON, IMAPSYNC_GMAIL),
+    "auth": (GOOGLE_APP_PASSWORDS, GMAIL_IMAP_ALWAYS_ON, IMAPSYNC_GMAIL, GOOGLE_XOAUTH2),
 }
 
 _OUTLOOK_DOMAINS = (
@@ -446,6 +464,7 @@ PROVIDERS: tuple[Provider, ...] = (
         ),
         max_message_size=150 * MiB,
         oauth_only=True,
+        oauth_provider="microsoft",
         hint="Microsoft 365 accepts only OAuth2 (modern authentication) for IMAP; password "
         "sign-in works only where an administrator still allows it.",
         notes=(
@@ -462,7 +481,7 @@ PROVIDERS: tuple[Provider, ...] = (
             "domains": (_ispdb("office365.com.xml"),),
             "folders": (MS_FOLDERS,),
             "max_message_size": (EXO_LIMITS, IMAPSYNC_O365),
-            "auth": (EXO_BASIC_AUTH, IMAPSYNC_O365),
+            "auth": (EXO_BASIC_AUTH, IMAPSYNC_O365, MS_IMAP_OAUTH),
         },
     ),
     Provider(
@@ -472,6 +491,7 @@ PROVIDERS: tuple[Provider, ...] = (
         aliases=("imap-mail.outlook.com", "imap.outlook.com"),
         domains=_OUTLOOK_DOMAINS,
         oauth_only=True,
+        oauth_provider="microsoft",
         hint="Outlook.com accepts only OAuth2 (modern authentication) for IMAP since "
         "September 2024; app passwords no longer work for it.",
         notes=(
@@ -481,7 +501,7 @@ PROVIDERS: tuple[Provider, ...] = (
         sources={
             "server": (_ispdb("hotmail.com.xml"), OUTLOOK_SETTINGS, IMAPSYNC_O365),
             "domains": (_ispdb("hotmail.com.xml"),),
-            "auth": (OUTLOOK_MODERN_AUTH, _ispdb("hotmail.com.xml")),
+            "auth": (OUTLOOK_MODERN_AUTH, _ispdb("hotmail.com.xml"), MS_IMAP_OAUTH),
         },
     ),
     Provider(
@@ -825,7 +845,7 @@ class Limits:
     max_message_size_label: str = ""
     #: Said when the size limit is applied.
     max_message_size_note: str = ""
-    #: Sign-in rules the mover cannot meet (OAuth2 only), said out loud.
+    #: A password given to an OAuth2-only provider, said out loud.
     sign_in_notes: tuple[str, ...] = ()
 
     def connections_note(self, asked: int) -> str:
@@ -837,14 +857,17 @@ class Limits:
         )
 
 
-def limits(source: Provider, dest: Provider) -> Limits:
+def limits(
+    source: Provider, dest: Provider, *, oauth_source: bool = False, oauth_dest: bool = False
+) -> Limits:
     """The limits of a transfer from ``source`` to ``dest``:
 
     * connections: every folder worker holds one connection per side, so the number of
       workers is capped by the smaller per-account connection limit of the two sides;
     * the destination's largest message: larger ones are reported as failed up front and
       never fetched (the engine treats ``Options.max_message_size`` like APPENDLIMIT);
-    * sign-in rules the mover cannot meet (OAuth2 only) are said out loud.
+    * an OAuth2-only provider signed in to with a password (``oauth_source`` /
+      ``oauth_dest`` False) is said out loud.
     """
     caps = [
         (p.max_connections, p, side)
@@ -865,10 +888,11 @@ def limits(source: Provider, dest: Provider) -> Limits:
             "as failed and not copied"
         )
     sign_in = tuple(
-        f"{p.label} (the {side}) accepts only OAuth2 sign-in for IMAP, which "
-        "yippiemove does not support yet: a password is likely refused"
-        for p, side in ((source, "source"), (dest, "destination"))
-        if p.oauth_only
+        f"{p.label} (the {side}) accepts only OAuth2 sign-in for IMAP: a password is "
+        f"likely refused (sign in with OAuth2: --{opt}-oauth {p.oauth_provider or 'auto'}, "
+        "or 'Sign in' on the order form)"
+        for p, side, opt in ((source, "source", "source"), (dest, "destination", "dest"))
+        if p.oauth_only and not (oauth_source if side == "source" else oauth_dest)
     )
     return Limits(
         max_connections=cap,

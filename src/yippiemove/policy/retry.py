@@ -18,7 +18,10 @@ dropped connection, timeout, ``* BYE``, ``NO              ``retry``     backoff,
 contact)
 ``[OVERQUOTA]`` (other than Gmail's bandwidth text)       ``stop``      stops the job with a
 authentication refused, TLS failure, no TLS for a                       clear message (exit 2)
-password, LOGINDISABLED
+password, LOGINDISABLED, an OAuth2 access token
+refused twice (``TokenRefused``: the store already
+tried a fresh token), the provider refusing any
+token (``ConsentRevoked``: "sign in again")
 ``[LIMIT]``, ``[TOOBIG]``, ``[TRYCREATE]``, ``[NOPERM]``, ``message``   that message is reported
 any other NO/BAD to one message's APPEND or FETCH                       as failed, the rest
                                                                         goes on
@@ -47,6 +50,7 @@ from ..imap.errors import (
     CommandError,
     ConnectError,
     ConnectionLost,
+    ConsentRevoked,
     ImapError,
     InsecureAuthError,
     TlsError,
@@ -216,7 +220,11 @@ def classify(exc: BaseException) -> Verdict:
             r.text.decode("utf-8", "replace"),
             command=exc.command,
         )
+    if isinstance(exc, ConsentRevoked):
+        # Only the account's owner can mend it (a new sign-in); never retried.
+        return Verdict(STOP, str(exc))
     if isinstance(exc, AuthenticationError):
+        # TokenRefused included: transfer/store.py tried a fresh token once already.
         r = exc.response
         if r is not None:
             code = r.code.name if r.code else None

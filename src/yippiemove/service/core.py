@@ -88,6 +88,18 @@ IDEMPOTENCY_PURGE = 100
 SECURITIES = tuple(Security)
 
 
+def credentials_blob(source: spec.Account, dest: spec.Account) -> dict[str, Any]:
+    """A job's secrets as its encrypted credentials blob stores them: the passwords and,
+    for a side signed in with OAuth2, its grant (``source_oauth``/``dest_oauth``);
+    wiped together (``expire_credentials``, ``forget_credentials``)."""
+    out: dict[str, Any] = {"source_password": source.password, "dest_password": dest.password}
+    if source.oauth is not None:
+        out["source_oauth"] = source.oauth
+    if dest.oauth is not None:
+        out["dest_oauth"] = dest.oauth
+    return out
+
+
 @functools.cache
 def _dummy_hash() -> str:
     """A hash to verify against for unknown e-mails: same time as a wrong password."""
@@ -863,14 +875,16 @@ class Service(DomainBatches):
             "address": src_at.address,
             "role": role,
             "dest": dest.as_dict() if dest is not None else None,
+            "oauth_config": (
+                self.settings.oauth_config_dict()
+                if account.oauth is not None or (dest is not None and dest.oauth is not None)
+                else None
+            ),
             "dest_address": dst_at.address if dst_at is not None else None,
             "ca_file": self.settings.ca_file,
             "allow_insecure_hosts": self.settings.allow_insecure_hosts,
             "connect_timeout": self.check_connect_timeout,
         }
-        if account.oauth is not None or (dest is not None and dest.oauth is not None):
-            config = self.oauth_config()  # the child has a clean environment
-            request["oauth_config"] = config.to_dict() if config is not None else None
         try:
             with self.checks.slot(user_id):
                 result = await run_check(
@@ -1074,15 +1088,7 @@ class Service(DomainBatches):
 
     def _add_job(self, s: Any, user_id: int, job_spec: spec.JobSpec) -> JobView:
         source, dest = job_spec.source, job_spec.dest
-        secrets: dict[str, Any] = {
-            "source_password": source.password,
-            "dest_password": dest.password,
-        }
-        if source.oauth is not None:  # contract 4: the grants beside the passwords
-            secrets["source_oauth"] = source.oauth
-        if dest.oauth is not None:
-            secrets["dest_oauth"] = dest.oauth
-        blob = self.box.encrypt(secrets)
+        blob = self.box.encrypt(credentials_blob(source, dest))
         job = Job(
             id=uuid.uuid4().hex,
             user_id=user_id,

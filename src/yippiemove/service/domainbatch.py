@@ -66,15 +66,7 @@ class DomainBatches:
     def oauth_config(self) -> Any:
         """The operator's OAuth2 settings (``yippiemove.oauth.OAuthConfig.from_env``),
         read once; None when the oauth layer is not there."""
-        cached = getattr(self, "_oauth_config", None)
-        if cached is None:
-            try:
-                from ..oauth import OAuthConfig
-            except ImportError:  # the oauth layer (oauth-client) not merged yet
-                return None
-            cached = OAuthConfig.from_env()
-            self._oauth_config = cached
-        return cached
+        return self.settings.oauth_config()  # type: ignore[attr-defined]
 
     def _token_urls(self) -> dict[str, str]:
         config = self.oauth_config()

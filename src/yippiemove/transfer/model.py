@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ..imap.client import MailboxInfo, NamespaceInfo
 from ..policy.rules import FolderRules, MessageFilter
@@ -47,17 +47,23 @@ class Phase(StrEnum):
     DONE = "done"
 
 
+@runtime_checkable
 class TokenSource(Protocol):
-    """Where an endpoint's OAuth2 access tokens come from (yippiemove.oauth)."""
+    """Where an account's OAuth2 access tokens come from (the oauth layer's
+    ``GrantTokenSource``; a test's stand-in).  ``access_token()``: a token that is valid
+    now (cached, refreshed ahead of expiry); ``refresh=True``: the server refused the
+    last one, get a new one.  Raises :class:`~yippiemove.imap.errors.ConsentRevoked`
+    when the provider will not give one (the owner must sign in again)."""
 
-    async def access_token(self, *, refresh: bool = False) -> str:
-        """A valid access token; ``refresh=True``: the last one was refused, get a new one."""
-        ...
+    async def access_token(self, *, refresh: bool = False) -> str: ...
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One IMAP account.  The password never appears in ``repr`` or ``label``."""
+    """One IMAP account.  The password never appears in ``repr`` or ``label``; neither
+    does ``oauth``, the account's token source: when set, the login is OAuth2
+    (XOAUTH2/OAUTHBEARER with its access tokens, transfer/store.py) and ``password`` is
+    not used."""
 
     host: str
     port: int
@@ -70,7 +76,7 @@ class Endpoint:
     #: accounts.py ``pin_endpoint``); None: resolve ``host`` when connecting (the CLI).
     #: ``host`` stays the name TLS checks the certificate against (SNI).
     address: str | None = field(default=None, compare=False)
-    #: OAuth2 sign-in instead of the password (SASL XOAUTH2/OAUTHBEARER).
+    #: OAuth2: the access tokens to log in with instead of the password.
     oauth: TokenSource | None = field(default=None, repr=False, compare=False)
 
     @property

@@ -78,10 +78,18 @@ def make_options(
     )
 
 
-def apply_limits(options: Options, source: Provider, dest: Provider) -> tuple[Options, list[str]]:
+def apply_limits(
+    options: Options,
+    source: Provider,
+    dest: Provider,
+    *,
+    oauth_source: bool = False,
+    oauth_dest: bool = False,
+) -> tuple[Options, list[str]]:
     """Options that respect both providers' limits (:func:`providers.limits`), and what
-    was changed and why; ``options`` itself is left as it was."""
-    lim = providers.limits(source, dest)
+    was changed and why; ``options`` itself is left as it was.  ``oauth_*``: that side
+    signs in with OAuth2 (no note about OAuth2-only providers then)."""
+    lim = providers.limits(source, dest, oauth_source=oauth_source, oauth_dest=oauth_dest)
     opts = dataclasses.replace(options)
     notes: list[str] = []
     cap = lim.max_connections
@@ -163,5 +171,11 @@ def prepare(
     ``imap://`` URL on the command line is), else generic."""
     sp = source_provider or providers.for_host(source.host, source.user) or providers.GENERIC
     dp = dest_provider or providers.for_host(dest.host, dest.user) or providers.GENERIC
-    opts, notes = apply_limits(options, sp, dp)
+    opts, notes = apply_limits(
+        options,
+        sp,
+        dp,
+        oauth_source=source.oauth is not None,
+        oauth_dest=dest.oauth is not None,
+    )
     return Transfer(source, dest, opts, sp, dp, notes)

@@ -42,11 +42,16 @@ from ..imap.client import (
     SelectInfo,
 )
 from ..imap.connection import CommandResult, ImapConnection
-from ..imap.errors import CommandError
+from ..imap.errors import (
+    CommandError,
+    ConnectError,
+    ImapError,
+    TokenRefused,
+)
 from ..policy import retry as retry_policy
 from .model import Endpoint
 
-__all__ = ["GmailStore", "ImapStore", "Store", "connect_store", "name_encoder"]
+__all__ = ["GmailStore", "ImapStore", "Store", "connect_store", "name_encoder", "open_store"]
 
 
 @runtime_checkable
@@ -204,25 +209,43 @@ async def connect_store(
     ``read_only``: nothing can be written through it (the source; module doc);
     ``write_gate``: awaited before each command that may change a mailbox;
     ``abortive_close``: unsent bytes are dropped (a reset) unless LOGOUT was answered,
-    also when the process dies (imap/connection.py)."""
-    conn = await ImapConnection.open(
-        ep.host,
-        ep.port,
-        security=ep.security,
-        ssl_context=ep.ssl_context,
-        timeout=connect_timeout,
-        idle_timeout=idle_timeout,
-        name=role,
-        read_only=read_only,
-        address=ep.address,
-        abortive_close=abortive_close,
-    )
-    if on_open is not None:
-        on_open()
-    if not read_only:
-        conn.write_gate = write_gate
+    also when the process dies (imap/connection.py).
+
+    The one door to an account: every connection of a transfer -- the first, and each
+    reconnect after a dropped connection -- is opened here, so each OAuth2 login takes
+    a token that is valid now.  With ``ep.oauth`` the login is OAuth2
+    (:meth:`ImapConnection.login_oauth2`) with ``await ep.oauth.access_token()``; when
+    the server refuses that token (:class:`TokenRefused`: expired early, revoked...) a
+    new one is asked for (``access_token(refresh=True)``) and the login is tried again
+    on a new connection, once.  A second refusal, and :class:`ConsentRevoked` from the
+    token source, are permanent (policy/retry.py: stop, no retry loop).
+    """
+
+    async def opened() -> ImapConnection:
+        conn = await ImapConnection.open(
+            ep.host,
+            ep.port,
+            security=ep.security,
+            ssl_context=ep.ssl_context,
+            timeout=connect_timeout,
+            idle_timeout=idle_timeout,
+            name=role,
+            read_only=read_only,
+            address=ep.address,
+            abortive_close=abortive_close,
+        )
+        if on_open is not None:
+            on_open()
+        if not read_only:
+            conn.write_gate = write_gate
+        return conn
+
+    conn = await opened()
     try:
-        await conn.login(ep.user, ep.password, allow_insecure=ep.allow_insecure_auth)
+        if ep.oauth is None:
+            await conn.login(ep.user, ep.password, allow_insecure=ep.allow_insecure_auth)
+        else:
+            conn = await _login_oauth2(conn, ep, opened)
     except BaseException:
         conn.abort()
         raise
@@ -237,3 +260,66 @@ async def connect_store(
         conn.abort()
         raise
     return store
+
+
+#: The usual name of :func:`connect_store` in the OAuth2 work (issue 16's contracts).
+open_store = connect_store
+
+
+async def _token(ep: Endpoint, *, refresh: bool) -> str:
+    """An access token from ``ep.oauth``.  :class:`ConsentRevoked` and the IMAP layer's
+    errors pass as they are; a failure that says it is transient (an OSError, a timeout,
+    an exception with ``transient = True``: the token endpoint did not answer) becomes a
+    :class:`ConnectError`, retried like a server that did not answer.  Only the error's
+    type is kept: its text could hold what the token endpoint was sent."""
+    assert ep.oauth is not None
+    try:
+        return await ep.oauth.access_token(refresh=refresh)
+    except ImapError:
+        raise
+    except (OSError, TimeoutError) as exc:
+        raise ConnectError(
+            f"could not get an OAuth2 access token for {ep.user!r} "
+            f"({type(exc).__name__}); the provider's token endpoint did not answer"
+        ) from None
+    except Exception as exc:
+        if getattr(exc, "transient", False):
+            raise ConnectError(
+                f"could not get an OAuth2 access token for {ep.user!r} "
+                f"({type(exc).__name__}); the provider's token endpoint failed"
+            ) from None
+        raise
+
+
+async def _login_oauth2(
+    conn: ImapConnection, ep: Endpoint, reopen: Callable[[], Awaitable[ImapConnection]]
+) -> ImapConnection:
+    """Log ``conn`` in with an access token; on a refusal, once more with a fresh token on
+    a new connection (:func:`connect_store`).  Returns the logged-in connection (``conn``
+    or the new one); on an error the new one is aborted here, ``conn`` by the caller."""
+    insecure = ep.allow_insecure_auth
+    try:
+        await conn.login_oauth2(ep.user, await _token(ep, refresh=False), allow_insecure=insecure)
+        return conn
+    except TokenRefused as exc:
+        if retry_policy.classify(exc).retry:
+            raise  # "NO [UNAVAILABLE]"...: the server's trouble, not the token's
+        first = exc
+    conn.abort()
+    token = await _token(ep, refresh=True)
+    conn = await reopen()
+    try:
+        await conn.login_oauth2(ep.user, token, allow_insecure=insecure)
+    except BaseException as exc:
+        conn.abort()
+        if not isinstance(exc, TokenRefused) or retry_policy.classify(exc).retry:
+            raise
+        again = f", status {first.status}" if first.status else ""
+        raise TokenRefused(
+            f"{exc}; that was a freshly issued token, after the first was refused too{again}. "
+            f"Check that IMAP access is enabled for {ep.user!r} and that the sign-in was "
+            "for this address and allowed mail access",
+            exc.response,
+            status=exc.status,
+        ) from None
+    return conn

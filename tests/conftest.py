@@ -20,9 +20,10 @@ from tests.doubles.mailutils import Imap4dServer, imap4d_available
 # Real PostgreSQL and Redis servers (tests/infra/): `postgres_server`, `postgres`,
 # `redis_server`, and YIPPIEMOVE_TEST_DATABASE=postgresql (docs/testing.md).
 # The test OAuth2 provider and a Dovecot that accepts its tokens (issue 16):
-# `oauth_server`, `dovecot_oauth`.
+# `oauth_server`, `dovecot_oauth`, `gmail_oauth`.
 from tests.doubles.oauth_fixtures import (  # noqa: F401  (fixtures, found by name)
     dovecot_oauth,
+    gmail_oauth,
     oauth_server,
 )
 from tests.infra.fixtures import (  # noqa: F401  (fixtures, found by name)

@@ -44,20 +44,30 @@ an ``await``.
 the constructor: Message-ID de-duplication on APPEND, the connection limit, daily bandwidth
 caps, ``[THROTTLED]`` hints and a hook that answers any command in place of the double.
 
-Not emulated: TLS (plain text on loopback only), OAuth, COMPRESS, QRESYNC, ENVELOPE and
+*OAuth2* (issue 16), when given a test provider (``oauth_server=``): ``AUTHENTICATE
+XOAUTH2`` and ``OAUTHBEARER``, tokens checked by the provider's introspection, and
+optionally Microsoft's ``* BYE`` when a session's token expires (``bye_on_expiry``).
+
+Not emulated: TLS (plain text on loopback only), COMPRESS, QRESYNC, ENVELOPE and
 BODYSTRUCTURE, MIME part sections; they answer ``BAD`` with a text that says so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import bisect
 import collections
 import hashlib
 import itertools
+import json
 import logging
 import re
 import threading
+import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -136,6 +146,15 @@ _TOO_BIG = "[TOOBIG] Message too large. https://support.google.com/mail/answer/6
 _TOO_MANY = "[ALERT] Too many simultaneous connections. (Failure)"
 _OVERQUOTA = "[OVERQUOTA] Account exceeded command or bandwidth limits. (Failure)"
 _BAD_LOGIN = "[AUTHENTICATIONFAILED] Invalid credentials (Failure)"
+_UNAVAILABLE = "[UNAVAILABLE] Temporary System Error"
+#: Gmail's IMAP scope: a token without it is refused.
+GMAIL_SCOPE = "https://mail.google.com/"
+#: The SASL error challenge Gmail sends before its NO when an OAuth2 token is refused
+#: (XOAUTH2: Google's "XOAUTH2 protocol" page; OAUTHBEARER: RFC 7628 3.2.2's shape).
+_XOAUTH2_ERROR = {"status": "401", "schemes": "bearer mac", "scope": GMAIL_SCOPE}
+_OAUTHBEARER_ERROR = {"status": "invalid_token", "schemes": "bearer", "scope": GMAIL_SCOPE}
+#: What Microsoft's IMAP servers say when a session's access token runs out.
+BYE_TOKEN_EXPIRED = b"* BYE Session invalidated - AccessTokenExpired\r\n"
 _BAD_STATE = "Command received in Invalid state."
 _QUOTA_KB = 15 * 1024 * 1024  # 15 GB of free storage, in the QUOTA command's units (KiB)
 
@@ -495,6 +514,7 @@ class _Session(imapwire.WireSession):
         self.utf8 = False
         self.condstore = False
         self.counted = False
+        self.token_expires: float | None = None  # logged in with an OAuth2 token: its exp
 
     def release(self) -> None:
         """No longer count this connection against the account's limit."""
@@ -532,6 +552,16 @@ class _Session(imapwire.WireSession):
         self.send(f"{tag} {response}\r\n".encode("utf-8", "replace"))
 
     async def dispatch(self, cmd: _Command) -> None:
+        if (
+            self.server.bye_on_expiry
+            and self.token_expires is not None
+            and time.time() >= self.token_expires
+        ):
+            # like Microsoft's servers: the session ends with its token, the command unanswered
+            self.send(BYE_TOKEN_EXPIRED)
+            self.state = _LOGOUT
+            self.release()
+            return
         entry = _COMMANDS.get(cmd.name)
         if entry is None:
             self.answer(
@@ -691,8 +721,78 @@ async def _cmd_login(s: _Session, cmd: _Command, args: list[Any]) -> str:
 
 
 async def _cmd_authenticate(s: _Session, cmd: _Command, args: list[Any]) -> str:
+    mechanism = args[0].upper() if args and isinstance(args[0], str) else ""
+    if mechanism in s.server.oauth_mechanisms and s.server.oauth_introspection_url:
+        return await _oauth2_authenticate(s, mechanism, args)
     user, password = await imapwire.plain_credentials(s, args, _BAD_LOGIN)
     return s.server._login(s, user, password)
+
+
+def _sasl_fields(mechanism: str, decoded: bytes) -> tuple[str, str] | None:
+    """(user, bearer token) of an XOAUTH2 or OAUTHBEARER (RFC 7628 3.1) initial response."""
+    if mechanism == "XOAUTH2":
+        # user=USER ^A auth=Bearer TOKEN ^A ^A
+        parts = decoded.split(b"\x01")
+        fields = dict(p.split(b"=", 1) for p in parts if b"=" in p)
+        user = fields.get(b"user")
+    else:
+        # gs2-header "n,a=USER," ^A key=value ^A ... ^A ^A
+        gs2, _, rest = decoded.partition(b"\x01")
+        m = re.fullmatch(rb"[ny],(?:a=([^,]*))?,", gs2)
+        if m is None:
+            return None
+        user = m.group(1)
+        fields = dict(p.split(b"=", 1) for p in rest.split(b"\x01") if b"=" in p)
+    auth = fields.get(b"auth", b"")
+    scheme, _, token = auth.partition(b" ")
+    if user is None or scheme.lower() != b"bearer" or not token:
+        return None
+    user = user.replace(b"=2C", b",").replace(b"=3D", b"=")  # RFC 5801 saslname
+    return user.decode("utf-8", "replace"), token.decode("ascii", "replace")
+
+
+async def _oauth2_authenticate(s: _Session, mechanism: str, args: list[Any]) -> str:
+    """AUTHENTICATE XOAUTH2 / OAUTHBEARER: the token is checked by introspection at the
+    test provider.  A refused token gets an error challenge first ("+ BASE64(JSON)"); the
+    client answers it (anything: an empty line, "AQ==") and then gets the NO."""
+    if len(args) > 1:
+        raw = args[1].encode("latin-1") if isinstance(args[1], str) else bytes(args[1])
+    else:
+        s.send(b"+ \r\n")
+        await s.flush()
+        line = await s.readline()
+        if line is None:
+            s.state = _LOGOUT
+            raise _Bad("Connection closed during AUTHENTICATE")
+        raw = line
+    if raw.strip() == b"*":
+        raise _Bad("AUTHENTICATE cancelled")
+    try:
+        parsed = _sasl_fields(mechanism, base64.b64decode(raw, validate=True))
+    except (binascii.Error, ValueError):
+        parsed = None
+    if parsed is None:
+        raise _Bad("Invalid SASL argument. (Failure)")
+    user, token = parsed
+    server = s.server
+    info = await asyncio.to_thread(server._introspect, token)
+    if info is None:  # the provider is down: a temporary failure, no error challenge
+        raise _No(_UNAVAILABLE)
+    expires = server._token_valid_for(user, info)
+    if expires is None:
+        error = _XOAUTH2_ERROR if mechanism == "XOAUTH2" else _OAUTHBEARER_ERROR
+        s.send(b"+ " + base64.b64encode(json.dumps(error).encode()) + b"\r\n")
+        await s.flush()
+        reply = await s.readline()
+        if reply is None:
+            s.state = _LOGOUT
+            raise _Bad("Connection closed during AUTHENTICATE")
+        if reply.strip() == b"*":
+            raise _Bad("AUTHENTICATE cancelled")
+        raise _No(_BAD_LOGIN)
+    answer = server._login(s, user, None)
+    s.token_expires = expires
+    return answer
 
 
 async def _cmd_enable(s: _Session, cmd: _Command, args: list[Any]) -> str:
@@ -1480,7 +1580,20 @@ class GmailServer(imapwire.ThreadedServer):
       folder (as observed on Gmail; True by default);
     * ``auto_expunge`` / ``expunge_behavior``: Gmail's IMAP settings (default: on,
       ``"archive"``; also ``"trash"`` and ``"delete"``);
-    * ``system_prefix``: ``"[Gmail]"`` or ``"[Google Mail]"`` (some countries).
+    * ``system_prefix``: ``"[Gmail]"`` or ``"[Google Mail]"`` (some countries);
+    * ``oauth_server`` (a :class:`tests.doubles.oauth2.OAuthServer`) or
+      ``oauth_introspection_url`` (RFC 7662, credentials in the URL): OAuth2 logins, as
+      Gmail has them: ``AUTH=XOAUTH2 AUTH=OAUTHBEARER`` are advertised (``oauth_mechanisms``
+      chooses which: ``("XOAUTH2",)`` is what Microsoft's servers offer) and a token is
+      good when the provider's introspection says it is active, for this user (its
+      ``email``, or an application token whose ``app_domain`` is the user's domain) and
+      with ``oauth_scope`` (Gmail's ``https://mail.google.com/``; None: any).  Refused:
+      an error challenge ``+ BASE64({"status":"401",...})``, then ``NO
+      [AUTHENTICATIONFAILED] Invalid credentials (Failure)``; provider unreachable: ``NO
+      [UNAVAILABLE] Temporary System Error`` at once.  Passwords keep working;
+    * ``bye_on_expiry``: a session logged in with a token ends with ``* BYE Session
+      invalidated - AccessTokenExpired`` at its first command after the token expired
+      (Microsoft's servers do this; Gmail keeps such sessions).
     """
 
     def __init__(
@@ -1500,10 +1613,23 @@ class GmailServer(imapwire.ThreadedServer):
         auto_expunge: bool = True,
         expunge_behavior: str = "archive",
         system_prefix: str = "[Gmail]",
+        oauth_server: Any = None,
+        oauth_introspection_url: str | None = None,
+        oauth_mechanisms: Iterable[str] = ("XOAUTH2", "OAUTHBEARER"),
+        oauth_scope: str | None = GMAIL_SCOPE,
+        bye_on_expiry: bool = False,
     ) -> None:
         if expunge_behavior not in ("archive", "trash", "delete"):
             raise ValueError(f"unknown expunge_behavior {expunge_behavior!r}")
         super().__init__(host, port)
+        if oauth_server is not None and oauth_introspection_url is None:
+            oauth_introspection_url = oauth_server.introspection_url_with_credentials
+        self.oauth_introspection_url = oauth_introspection_url
+        self.oauth_mechanisms = tuple(m.upper() for m in oauth_mechanisms)
+        if not set(self.oauth_mechanisms) <= {"XOAUTH2", "OAUTHBEARER"}:
+            raise ValueError(f"oauth_mechanisms: unknown {self.oauth_mechanisms!r}")
+        self.oauth_scope = oauth_scope
+        self.bye_on_expiry = bye_on_expiry
         self.append_limit = append_limit
         self.dedupe_message_id = dedupe_message_id
         self.max_connections = max_connections
@@ -1532,16 +1658,25 @@ class GmailServer(imapwire.ThreadedServer):
 
     def capabilities(self, authenticated: bool) -> str:
         if not authenticated:
+            if self.oauth_introspection_url:
+                # Gmail: "... SASL-IR AUTH=XOAUTH2 AUTH=PLAIN AUTH=PLAIN-CLIENTTOKEN
+                # AUTH=OAUTHBEARER"
+                pre, _, _ = _PRE_AUTH_CAPS.partition(" AUTH=PLAIN")
+                auth = [f"AUTH={m}" for m in ("XOAUTH2",) if m in self.oauth_mechanisms]
+                auth.append("AUTH=PLAIN")
+                auth += [f"AUTH={m}" for m in ("OAUTHBEARER",) if m in self.oauth_mechanisms]
+                return " ".join([pre, *auth])
             return _PRE_AUTH_CAPS
         caps = _POST_AUTH_CAPS
         if self.append_limit is not None:
             caps += f" APPENDLIMIT={self.append_limit}"
         return caps
 
-    def _login(self, s: _Session, user: str, password: str) -> str:
+    def _login(self, s: _Session, user: str, password: str | None) -> str:
+        """Log the session in; ``password`` None: an OAuth2 token already checked."""
         with self._lock:
             acct = self._find(user)
-            if acct is None or acct.password != password:
+            if acct is None or (password is not None and acct.password != password):
                 raise _No(_BAD_LOGIN)
             if self.max_connections is not None and acct.connections >= self.max_connections:
                 raise _No(_TOO_MANY)
@@ -1551,6 +1686,49 @@ class GmailServer(imapwire.ThreadedServer):
             s.state = _AUTH
         s.send(b"* CAPABILITY " + self.capabilities(True).encode() + b"\r\n")
         return f"OK {acct.email} authenticated (Success)"
+
+    def _introspect(self, token: str) -> dict[str, Any] | None:
+        """POST the token to the provider's introspection endpoint (RFC 7662); runs in a
+        worker thread, not on the event loop.  None: the provider could not be asked."""
+        assert self.oauth_introspection_url is not None
+        parts = urllib.parse.urlsplit(self.oauth_introspection_url)
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc += f":{parts.port}"
+        request = urllib.request.Request(
+            urllib.parse.urlunsplit(parts._replace(netloc=netloc)),
+            data=urllib.parse.urlencode({"token": token}).encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        if parts.username is not None:
+            creds = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+            request.add_header(
+                "Authorization", "Basic " + base64.b64encode(creds.encode()).decode()
+            )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                info = json.loads(response.read())
+        except (OSError, ValueError) as exc:
+            log.warning("Gmail double: introspection failed: %s", type(exc).__name__)
+            return None
+        return info if isinstance(info, dict) else None
+
+    def _token_valid_for(self, user: str, info: dict[str, Any]) -> float | None:
+        """The token's expiry time if ``info`` (an introspection answer) lets ``user``
+        in, else None."""
+        if info.get("active") is not True:
+            return None
+        email = str(info.get("email") or "").lower()
+        domain = str(info.get("app_domain") or "").lower()
+        if email != user.lower() and not (domain and user.lower().endswith("@" + domain)):
+            return None
+        if (
+            self.oauth_scope is not None
+            and self.oauth_scope not in str(info.get("scope", "")).split()
+        ):
+            return None
+        exp = info.get("exp")
+        return float(exp) if isinstance(exp, int | float) else float("inf")
 
     def _find(self, user: str) -> _Account | None:
         acct = self._accounts.get(user)

@@ -840,7 +840,9 @@ class OAuthServer:
                 "scope": grant.scope,
                 "client_id": grant.client_id,
                 "token_type": "Bearer",
-                "exp": int(entry.expires_at),
+                # a NumericDate may have a fraction (RFC 7519 2): sub-second lifetimes
+                # end exactly (Dovecot 2.3 ignores exp and trusts "active")
+                "exp": entry.expires_at,
                 "iss": self.url,
             }
             if grant.address is not None:

@@ -7,16 +7,22 @@
                    that server's introspection endpoint; users ``src@example.test`` /
                    ``srcpass`` and ``dst@example.test`` / ``dstpass`` (passwords still work
                    with PLAIN/LOGIN, so the usual helpers fill and read the mailboxes).
-                   The source-untouched guard checks it like ``dovecot``.
+                   The source-untouched guard checks it like ``dovecot``;
+``gmail_oauth``    the Gmail double (users ``src@gmail.test``/``srcpass``,
+                   ``dst@gmail.test``/``dstpass``) taking XOAUTH2 and OAUTHBEARER tokens of
+                   ``oauth_server``; set ``gmail_oauth.bye_on_expiry = True`` or
+                   ``gmail_oauth.oauth_mechanisms = ("XOAUTH2",)`` (Microsoft's) as needed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from tests.doubles.oauth2 import OAuthServer
+from tests.source_guard import guard_sources
 from yippiemove.testing.dovecot import DovecotServer
 
 #: The users of ``dovecot_oauth`` (names are e-mail addresses: the introspection's email).
@@ -39,3 +45,27 @@ def dovecot_oauth(
         users=dict(OAUTH_USERS),
         oauth2_introspection_url=oauth_server.introspection_url_with_credentials,
     )
+
+
+@pytest.fixture
+def gmail_oauth(oauth_server: OAuthServer, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A running Gmail double accepting ``oauth_server``'s tokens (see the module
+    docstring); fails the test if the double hit an internal error."""
+    from tests.doubles.gmail import GmailServer
+
+    server = GmailServer(
+        users={"src@gmail.test": "srcpass", "dst@gmail.test": "dstpass"},
+        oauth_server=oauth_server,
+    )
+    with (
+        server,
+        guard_sources(
+            request,
+            server,
+            users=lambda: list(server._accounts),
+            loaders=("add_user", "add_message", "create_label"),
+            running=lambda: server.running,
+        ),
+    ):
+        yield server
+    assert not server.internal_errors, server.internal_errors

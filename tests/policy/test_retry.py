@@ -14,9 +14,11 @@ from yippiemove.imap.errors import (
     CommandError,
     ConnectError,
     ConnectionLost,
+    ConsentRevoked,
     HostUnreachable,
     InsecureAuthError,
     TlsError,
+    TokenRefused,
 )
 from yippiemove.imap.protocol import ResponseParser, Tagged, Untagged
 from yippiemove.policy import retry
@@ -61,6 +63,12 @@ def login_refused(line: bytes) -> AuthenticationError:
     return AuthenticationError("h refused the login for 'u': ...", r)
 
 
+def token_refused(line: bytes) -> TokenRefused:
+    r = parse(b"A1 " + line)
+    assert isinstance(r, Tagged)
+    return TokenRefused("h refused the OAuth2 access token for 'u': ...", r, status="401")
+
+
 CASES = [
     # (error, verdict kind, suggested delay)
     (ConnectionLost("connection to h lost: reset"), RETRY, None),
@@ -98,6 +106,12 @@ CASES = [
     (login_refused(b"NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)"), STOP, None),
     (login_refused(b"NO Authentication failed."), STOP, None),
     (AuthenticationError("h does not allow logging in (LOGINDISABLED)"), STOP, None),
+    # OAuth2: transfer/store.py already tried a fresh token once; then it stops.
+    (token_refused(b"NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)"), STOP, None),
+    (token_refused(b"NO [UNAVAILABLE] Try again later"), RETRY, None),
+    (token_refused(b"NO [ALERT] Too many simultaneous connections. (Failure)"), THROTTLED, None),
+    (ConsentRevoked(), STOP, None),
+    (ConsentRevoked("the provider said invalid_grant"), STOP, None),
     (TlsError("TLS with h failed"), STOP, None),
     (InsecureAuthError("refusing to send the password"), STOP, None),
     (answer("APPEND", b"NO [OVERQUOTA] Quota exceeded (mailbox for user is full)"), STOP, None),
@@ -122,6 +136,16 @@ def test_classification_table(error, kind, delay):
         assert v.delay is None
     else:
         assert v.delay == pytest.approx(delay)
+
+
+def test_consent_revoked_says_sign_in_again_and_is_raised_as_it_is():
+    exc = ConsentRevoked("the provider said invalid_grant")
+    assert "sign in again" in str(exc) and "sign in again" in str(ConsentRevoked())
+    assert isinstance(exc, AuthenticationError) and not exc.transient
+    effort = Effort(5, Backoff(rng=random.Random(1)))
+    verdict = classify(exc)
+    assert effort.next_wait(verdict) is None
+    assert effort.give_up("folder 'INBOX'", exc, verdict) is exc  # the job sees it as such
 
 
 def test_over_quota_names_the_destination_and_says_what_to_do():

@@ -53,6 +53,7 @@ from typing import Any
 from ..accounts import make_endpoint, pin_endpoint, ssl_context
 from ..imap.errors import ConsentRevoked, ImapError
 from ..oauth import OAuthConfig
+from ..oauth.preload import preload as preload_oauth
 from ..policy.egress import EgressPolicy, EgressRefused
 from ..transfer.engine import Mover
 from ..transfer.model import Endpoint, Progress, TokenSource
@@ -415,8 +416,11 @@ def _job_main(parent: int, uid: int | None = None) -> int:
         sys.stdin.close()
     log.info("job %s starting in %s (pid %d)", job_id, os.getcwd(), os.getpid())
     transfer, interval = _transfer_from_spec(spec)
+    spec_has_oauth = spec.source.oauth is not None or spec.dest.oauth is not None
     del spec
     if uid is not None:
+        if spec_has_oauth:  # what a token request imports, while it can be read
+            preload_oauth()
         drop_privileges(uid)
         _die_with_parent(parent)  # a change of credentials clears the death signal
         log.info("job %s runs as uid %d", job_id, uid)

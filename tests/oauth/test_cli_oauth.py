@@ -225,3 +225,51 @@ def test_move_with_the_device_flow(
     assert proc.returncode == 0, "".join(err)[-3000:]
     assert "/device" in "".join(err)
     assert not (tmp_path / "data" / "yippiemove" / "oauth").exists()  # --no-token-cache
+
+
+def test_signing_in_as_another_account_is_refused(
+    dovecot_oauth: DovecotServer, oauth_server: OAuthServer, tmp_path: Path
+):
+    providers = tmp_path / "providers.json"
+    oauth_server.providers_json(path=providers)
+    pw = tmp_path / "dst.pw"
+    pw.write_text("dstpass\n")
+    args = _args(dovecot_oauth, tmp_path, "--source-oauth", "google",
+                 "--dest-password-file", str(pw))  # fmt: skip
+    rc, _out, err, urls = _run_signing_in(args, _env(tmp_path, providers), DST)
+    assert rc == 2 and urls == 1
+    assert f"signed in to Google as {DST}, but the source account is {SRC}" in err
+    assert not (tmp_path / "data" / "yippiemove" / "oauth").exists()  # nothing kept
+
+
+def test_gmail_preset_moves_out_of_the_gmail_double_with_oauth_by_default(
+    dovecot_oauth: DovecotServer, oauth_server: OAuthServer, tmp_path: Path
+):
+    """No password for a Gmail source: the preset signs in with OAuth2 (XOAUTH2 at the
+    Gmail double, which checks the token at the test provider) and says so."""
+    from tests.doubles.gmail import GmailServer
+
+    me = "alice@gmail.com"
+    providers = tmp_path / "providers.json"
+    oauth_server.providers_json(path=providers)
+    pw = tmp_path / "dst.pw"
+    pw.write_text("dstpass\n")
+    with GmailServer(users={me: "unused-password"}, oauth_server=oauth_server) as gmail:
+        for i in range(3):
+            gmail.add_message(me, make_message(i), {"\\Inbox"})
+        args = [
+            sys.executable, "-m", "yippiemove.cli", "move",
+            "--source", f"imap://{me}@127.0.0.1:{gmail.port}", "--source-preset", "gmail",
+            "--no-starttls",
+            "--dest", f"imap://{DST}@127.0.0.1:{dovecot_oauth.port}",
+            "--dest-password-file", str(pw),
+            "--state", str(tmp_path / "state.sqlite"),
+            "--report", str(tmp_path / "report.json"),
+        ]  # fmt: skip
+        rc, _out, err, urls = _run_signing_in(args, _env(tmp_path, providers), me)
+    assert rc == 0, err[-3000:]
+    assert "gmail: signing in with OAuth2 (Google); use --source-password-file" in err
+    assert urls == 1
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["totals"]["copied"] == 3
+    assert not any("accepts only OAuth2" in n for n in report["presets"].get("notes", []))

@@ -265,3 +265,18 @@ def test_an_oversized_answer_is_refused(scripted, monkeypatch):
     script[:] = [(200, {"Content-Type": "application/json", "Content-Length": "10"}, huge)]
     with pytest.raises((TokenEndpointUnavailable, AuthenticationError)):
         asyncio.run(GrantTokenSource(GRANT, _config_at(httpd)).access_token())
+
+
+def test_revoke_forgets_the_sign_in_at_the_provider(oauth_server, config):
+    grant, _ = consent(oauth_server, config)
+    src = GrantTokenSource(grant, config)
+    assert oauth_server.live_tokens(USER) == 1
+    assert asyncio.run(src.revoke()) is True
+    assert oauth_server.live_tokens(USER) == 0
+    with pytest.raises(ConsentRevoked):
+        asyncio.run(src.access_token(refresh=True))
+    # nothing to revoke for a static token, or without a revocation endpoint
+    assert (
+        asyncio.run(GrantTokenSource({"kind": "static", "access_token": "t"}, None).revoke())
+        is False
+    )

@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests import mailcheck
 from tests.doubles.oauth2 import OAuthServer
 from tests.svckit import files_containing, wait_status
@@ -149,3 +151,93 @@ def test_a_subject_the_service_account_may_not_act_for_is_refused_clearly(
     assert "password" not in first
     assert "not in other.test" in second
     assert svc.list_transfers(uid) == []
+
+
+def test_a_client_credentials_batch_signs_in_as_each_mailbox_with_the_app_token(
+    make_service: Callable[..., Service],
+    oauth_server: OAuthServer,
+    dovecot_factory: Callable[..., DovecotServer],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A Microsoft 365 application (client credentials at its tenant's token endpoint):
+    one app-only token, IMAP signs in as each mailbox with it.  The source is the Gmail
+    double, which takes application tokens for the users of the application's domain
+    (Dovecot's passdb matches a token's ``email``, which an app token has none of); the
+    destination a Dovecot with each user's password.  Every INBOX arrives exact."""
+    from tests.doubles.gmail import GmailServer
+    from tests.source_guard import guard_sources
+
+    oauth_server.add_client("contoso-mover", "Contoso-App-Secret-77", app_domain="contoso.test")
+    people = ("ann", "bob", "cy")
+    source = GmailServer(
+        users={f"src-{p}@contoso.test": f"pw-{p}" for p in people},
+        oauth_server=oauth_server,
+        oauth_scope=None,  # the app token's scope is Microsoft's
+    )
+    target = dovecot_factory(users={f"{p}@new.test": f"new-{p}" for p in people})
+    with (
+        source,
+        guard_sources(
+            request,
+            source,
+            users=lambda: list(source._accounts),
+            loaders=("add_user", "add_message", "create_label"),
+            running=lambda: source.running,
+        ),
+    ):
+        for n, p in enumerate(people):
+            for i in range(4):
+                source.add_message(
+                    f"src-{p}@contoso.test",
+                    make_message(300 + 10 * n + i, size=300 * i),
+                    labels=("\\Inbox",),
+                    flags=("\\Seen",) if i % 2 else (),
+                )
+        svc = service_with_provider(make_service, oauth_server, target, tmp_path)
+        uid = svc.create_user("admin@contoso.test", "correct horse battery")
+        app = svc.add_domain_credential(
+            uid,
+            {
+                "kind": "client_credentials",
+                "domain": "contoso.test",
+                "tenant": "contoso.test",
+                "client_id": "contoso-mover",
+                "client_secret": "Contoso-App-Secret-77",
+            },
+        )
+        result = asyncio.run(
+            svc.create_domain_batch(
+                uid,
+                {
+                    "source": {
+                        "credential": app["id"],
+                        "host": "127.0.0.1",
+                        "port": source.port,
+                        "security": "none",
+                    },
+                    "dest": {"host": "127.0.0.1", "port": target.port, "security": "starttls"},
+                    "users": [
+                        {
+                            "address": f"src-{p}@contoso.test",
+                            "dest_username": f"{p}@new.test",
+                            "dest_password": f"new-{p}",
+                        }
+                        for p in people
+                    ],
+                },
+            )
+        )
+        assert result["errors"] == [] and result["failed"] == [], result
+        assert oauth_server.issued >= len(people)  # the checks' app tokens, one each
+        for job_id in result["created"]:
+            view = wait_status(svc, uid, job_id, timeout=120)
+            assert view.status == "done", (view.error, view.progress)
+        for p in people:
+            old = mailcheck.in_utc(
+                mailcheck.snapshot(source.port, f"src-{p}@contoso.test", f"pw-{p}")
+            )
+            new = mailcheck.in_utc(mailcheck.snapshot(target.port, f"{p}@new.test", f"new-{p}"))
+            assert new["INBOX"] == old["INBOX"] and sum(old["INBOX"].values()) == 4, p
+        assert files_containing(svc.settings.data_dir, b"Contoso-App-Secret-77") == []
+        svc.stop(timeout=15)

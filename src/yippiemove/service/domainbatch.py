@@ -30,8 +30,13 @@ log = logging.getLogger("yippiemove.service")
 
 __all__ = ["DomainBatches", "DomainLine"]
 
-#: Account checks of one domain batch in flight at once (each is a child process).
+#: Account checks of one domain batch in flight at once (each is a child process; the
+#: default ``checks_per_user`` is 2).
 DOMAIN_CHECKS_AT_ONCE = 2
+#: A line's check waits for a free check slot (the customer's other checks, a page's)
+#: this many times, ``BUSY_WAIT`` seconds apart, before it is refused as busy.
+BUSY_TRIES = 120
+BUSY_WAIT = 0.5
 
 
 @dataclass(frozen=True)
@@ -306,19 +311,26 @@ class DomainBatches:
         """Each line's accounts checked before anything starts: a token had and a login
         made on both sides (the account check, in its child process).  Returns the lines
         that passed and ``"line N: ADDRESS: why"`` for the others."""
-        from .core import ServiceError
+        from .core import Busy, ServiceError
 
         svc: Any = self
         gate = asyncio.Semaphore(DOMAIN_CHECKS_AT_ONCE)
 
         async def one(line: DomainLine) -> str | None:
             async with gate:
-                try:
-                    await svc.check_account(
-                        line.source, role="source", dest=line.dest, user_id=user_id
-                    )
-                except ServiceError as exc:
-                    return f"line {line.line}: {line.address}: {exc}"
+                for attempt in range(BUSY_TRIES):
+                    try:
+                        await svc.check_account(
+                            line.source, role="source", dest=line.dest, user_id=user_id
+                        )
+                    except Busy as exc:  # the customer's other checks (a page): wait
+                        if attempt == BUSY_TRIES - 1:
+                            return f"line {line.line}: {line.address}: {exc}"
+                        await asyncio.sleep(BUSY_WAIT)
+                        continue
+                    except ServiceError as exc:
+                        return f"line {line.line}: {line.address}: {exc}"
+                    return None
                 return None
 
         results = await asyncio.gather(*(one(line) for line in lines))

@@ -1017,7 +1017,12 @@ class Pages:
             )
         if not users:
             return await self._domain(request, 400, error="List the addresses to move.")
-        request_body = {"source": {"credential": source}, "dest": dest_side, "users": users}
+        source_side: dict[str, Any] = {"credential": source}
+        for name in ("host", "port", "security"):  # the provider's server unless given
+            value = str(form.get(f"source_{name}") or "").strip()
+            if value and (name != "security" or source_side.get("host")):
+                source_side[name] = value
+        request_body = {"source": source_side, "dest": dest_side, "users": users}
         try:
             result = await self.service.create_domain_batch(uid, request_body)
         except ServiceError as exc:

@@ -45,7 +45,8 @@ as Microsoft does.  Code exchanges return an ``id_token`` (RS256 JWT, claims iss
 email, email_verified, iat, exp, nonce).
 
 Knobs for tests: :meth:`revoke` (every token of a user dies: refresh grants then fail with
-``invalid_grant``), :meth:`expire_access_tokens`, :meth:`approve_device`, :meth:`sign_in`
+``invalid_grant``), :meth:`expire_access_tokens`, :meth:`fail_token_requests` (503s),
+:meth:`approve_device`, :meth:`sign_in`
 (the Allow button without a browser), counters :attr:`issued`, :attr:`refreshed`,
 :attr:`introspected`.  The server never sleeps; all state is under one lock.
 """
@@ -310,6 +311,8 @@ class OAuthServer:
         self.issued = 0
         self.refreshed = 0
         self.introspected = 0
+        self._outage = 0
+        self._outage_status = 503
         self._lock = threading.RLock()
         self._clients: dict[str, _Client] = {}
         self._service_accounts: dict[str, _ServiceAccount] = {}
@@ -574,8 +577,9 @@ class OAuthServer:
 
     def revoke(self, address: str) -> None:
         """Every refresh and access token of ``address`` dies (consent revoked; a refresh
-        is then ``invalid_grant``).  A service account's address disables the account:
-        its assertions are refused with ``invalid_grant`` from now on."""
+        is then ``invalid_grant``).  A client id or a service account's address revokes every
+        token issued to that client (an application's consent withdrawn); a service
+        account is disabled too: its assertions get ``invalid_grant`` from now on."""
         address = address.lower()
         with self._lock:
             for grant in self._grants:
@@ -626,6 +630,13 @@ class OAuthServer:
             raise ValueError(body)
         request_id = body
         return self._decide(request_id, address, allow)
+
+    def fail_token_requests(self, count: int, status: int = 503) -> None:
+        """The next ``count`` token requests fail with ``status`` and
+        ``{"error": "temporarily_unavailable"}`` (a provider's bad minute)."""
+        with self._lock:
+            self._outage = count
+            self._outage_status = status
 
     def live_tokens(self, address: str) -> int:
         """How many access tokens of ``address`` are live now."""
@@ -705,6 +716,11 @@ class OAuthServer:
         """The token endpoint (raises _OAuthError)."""
         grant_type = form.get("grant_type", "")
         with self._lock:
+            if self._outage:
+                self._outage -= 1
+                raise _OAuthError(
+                    "temporarily_unavailable", "The service is unavailable.", self._outage_status
+                )
             if grant_type == JWT_BEARER_GRANT:
                 return self._jwt_bearer(form)
             client = self._client(form, auth)

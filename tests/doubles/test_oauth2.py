@@ -501,6 +501,16 @@ def test_refresh_and_expiry(provider: OAuthServer) -> None:
     assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
 
 
+def test_token_endpoint_outage(provider: OAuthServer) -> None:
+    body = code_flow(provider, "a@x.test")
+    provider.fail_token_requests(2)
+    for _ in range(2):
+        r = refresh(provider, body["refresh_token"])
+        assert r.status_code == 503 and r.json()["error"] == "temporarily_unavailable"
+    assert refresh(provider, body["refresh_token"]).status_code == 200
+    assert provider.refreshed == 1
+
+
 def test_rotating_refresh_tokens_keep_a_grace_period(provider: OAuthServer) -> None:
     provider.rotate_refresh = True
     provider.rotate_grace = 0.3

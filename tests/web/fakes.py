@@ -176,7 +176,12 @@ class FakeService:
         del self.domain_credentials[cred_id]
 
     async def create_domain_batch(
-        self, user_id: int, request: Any, *, check: bool = True
+        self,
+        user_id: int,
+        request: Any,
+        *,
+        check: bool = True,
+        line_numbers: list[int] | None = None,
     ) -> dict[str, Any]:
         cred = (
             (request.get("source") or {}).get("credential") if isinstance(request, dict) else None

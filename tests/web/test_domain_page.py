@@ -74,6 +74,7 @@ def test_the_domain_page_stores_a_key_runs_a_checked_batch_and_deletes_the_key(
                 "dest_port": str(server.port),
                 "dest_security": "starttls",
                 "users": "src-ann@example.test,dst@new.test,d\n"
+                "\n# bob has no mailbox\n"
                 "src-bob@example.test,dst@new.test,d\n"
                 "carol@else.test,dst@new.test,d\n",
             },
@@ -81,8 +82,9 @@ def test_the_domain_page_stores_a_key_runs_a_checked_batch_and_deletes_the_key(
         assert r.status_code == 303, r.text
         page = b.get("/batch/domain").text
         assert "1 transfer started" in page
-        assert "line 2: src-bob@example.test: source: " in page
-        assert "line 3: carol@else.test: carol@else.test is not in example.test" in page
+        # Numbered as the box's lines (the blank and the # line count).
+        assert "line 4: src-bob@example.test: source: " in page
+        assert "line 5: carol@else.test: carol@else.test is not in example.test" in page
         uid = svc.authenticate("admin@example.test", "correct horse battery")
         (job,) = svc.list_transfers(uid)
         assert job.source["username"] == "src-ann@example.test" and job.status == "queued"

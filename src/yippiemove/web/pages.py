@@ -1008,7 +1008,7 @@ class Pages:
                 "port": str(form.get("dest_port") or "").strip(),
                 "security": str(form.get("dest_security") or "tls"),
             }
-        users, bad = parse_user_lines(
+        users, bad, numbers = parse_user_lines(
             str(form.get("users") or "")[:BATCH_LIMIT], dest_is_credential="credential" in dest_side
         )
         if bad:
@@ -1024,7 +1024,7 @@ class Pages:
                 source_side[name] = value
         request_body = {"source": source_side, "dest": dest_side, "users": users}
         try:
-            result = await self.service.create_domain_batch(uid, request_body)
+            result = await self.service.create_domain_batch(uid, request_body, line_numbers=numbers)
         except ServiceError as exc:
             return await self._domain(request, 400, error=f"Nothing was started: {exc}")
         finally:

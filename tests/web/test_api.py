@@ -382,6 +382,10 @@ def test_openapi_documents_the_api_and_only_the_api(client: TestClient) -> None:
         f"{API}/domain-credentials",
         f"{API}/domain-credentials/{{credential_id}}",
         f"{API}/domain-batches",
+        # Issue 16: OAuth2 sign-ins for API clients, and forgetting a transfer's sign-in.
+        f"{API}/oauth/{{provider}}/authorizations",
+        f"{API}/oauth/authorizations/{{authorization_id}}",
+        f"{API}/transfers/{{job_id}}/sign-in",
     }
     assert "token" in doc["components"]["securitySchemes"]
     post = doc["paths"][f"{API}/transfers"]["post"]

@@ -369,6 +369,24 @@ class Supervisor:
                     "the passwords of this transfer were deleted; start it again",
                 )
                 return
+            unsigned = [
+                side
+                for side, acc, public in (
+                    ("source", spec.source, claim.source),
+                    ("dest", spec.dest, claim.dest),
+                )
+                if public.get("oauth_provider") and acc.oauth is None
+            ]
+            if unsigned:  # "forget my sign-in": nothing to log in with until a new one
+                self._finish(
+                    job_id,
+                    t,
+                    JobStatus.FAILED,
+                    "the sign-in of this transfer was forgotten; sign in again to continue",
+                    tracker,
+                    {"reauth": unsigned},
+                )
+                return
             tracker.new_attempt()
             proc = self._spawn(job_id, workdir, spec, lease)
             del spec

@@ -154,6 +154,15 @@ class Settings:
     #: ``..._CLIENT_SECRET_FILE``, ``YIPPIEMOVE_OAUTH_PROVIDERS_FILE``; docs/service.md
     #: "Sign in with Google / Microsoft").  None: read from the environment at load.
     oauth: Any = field(default=None, repr=False)
+    #: The IMAP server of each sign-in provider, where the mail of a signed-in account
+    #: is: ``KEY=HOST:PORT[:SECURITY]``, comma-separated; unset keys keep the built-in
+    #: (google=imap.gmail.com:993:tls, microsoft=outlook.office365.com:993:tls).  Tests
+    #: point them at a local Dovecot.
+    oauth_imap: str = ""
+    #: Seconds a started sign-in waits for the provider's answer, and a finished one
+    #: that no order used keeps its grant (then both are deleted).
+    oauth_sign_in_seconds: float = 900.0
+    oauth_unused_seconds: float = 3600.0
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

@@ -58,6 +58,7 @@ from .secrets import (
     password_needs_rehash,
     verify_password,
 )
+from .signin import SignIns
 from .writers import holder_of_pair
 
 log = logging.getLogger("yippiemove.service")
@@ -228,6 +229,11 @@ class JobView:
     runs: int = 1
     can_rerun: bool = False
     credentials_expire: float | None = None
+    #: Issue 16: "reauth" when the job stopped because a provider refused its sign-in
+    #: (consent revoked): sign in again to resume; ``sign_in_needed``: the sides
+    #: ("source", "dest") waiting for a new sign-in (refused, or forgotten).
+    error_code: str | None = None
+    sign_in_needed: list[str] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -239,6 +245,14 @@ class JobView:
         progress.pop("history_step", None)
         if job.status == JobStatus.QUEUED and progress.get("phase") in (None, "", Phase.DONE):
             progress["phase"] = Phase.QUEUED
+        # Sides waiting for a new OAuth2 sign-in: refused by the provider (the job
+        # stopped, progress "reauth") or forgotten by the customer (account "signed_out").
+        refused = progress.get("reauth") or []
+        needed = [
+            side
+            for side, acc in (("source", job.source), ("dest", job.dest))
+            if side in refused or (acc or {}).get("signed_out")
+        ]
         return cls(
             id=job.id,
             status=job.status,
@@ -252,8 +266,12 @@ class JobView:
             error=job.error,
             attempts=job.attempts or 0,
             runs=job.runs or 1,
-            can_rerun=job.status in TERMINAL and job.credentials is not None,
+            can_rerun=job.status in TERMINAL and job.credentials is not None and not needed,
             credentials_expire=job.credentials_expires if job.credentials is not None else None,
+            error_code=(
+                "reauth" if job.status == JobStatus.FAILED and progress.get("reauth") else None
+            ),
+            sign_in_needed=needed,
         )
 
 
@@ -407,7 +425,7 @@ def explain_imap_error(exc: Exception, role: str, account: Account) -> str:
     return not_imap(where, account)
 
 
-class Service(DomainBatches):
+class Service(DomainBatches, SignIns):
     """Users, tokens, transfers, account checks and reports (see the contract); the
     domain-wide moves of issue 16 in service/domainbatch.py."""
 
@@ -1210,6 +1228,13 @@ class Service(DomainBatches):
                     "the passwords of this transfer were deleted "
                     f"({self.settings.credential_retention_days:g} days after it ended); "
                     "start a new transfer"
+                )
+            missing = self.missing_sign_ins(job, self.box.decrypt(job.credentials))
+            if missing:
+                raise Conflict(
+                    "sign in again first: the sign-in of this transfer's "
+                    + " and ".join("source" if m == "source" else "destination" for m in missing)
+                    + " was forgotten or refused"
                 )
             self._check_pending(s, user_id)
             job.status = JobStatus.QUEUED

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.doubles.oauth2 import OAuthServer
 from tests.mailcheck import snapshot
 from tests.transfer.test_move import make_message
@@ -80,3 +82,59 @@ def test_move_one_mailbox_through_a_service_account(
     assert other.returncode != 0
     assert "unauthorized_client" in other.stderr, other.stderr[-2000:]
     assert marker not in other.stdout + other.stderr
+
+
+def test_move_one_mailbox_with_a_microsoft_app(
+    oauth_server: OAuthServer,
+    dovecot_factory: Callable[..., DovecotServer],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    """``--source-ms-app FILE``: the application's app-only token (client credentials),
+    IMAP signing in as the address with it (the Gmail double takes application tokens for
+    the users of the application's domain); the secret only ever in the file."""
+    from tests.doubles.gmail import GmailServer
+    from tests.source_guard import guard_sources
+
+    secret = "Cli-App-Secret-4e2a"
+    oauth_server.add_client("cli-app", secret, app_domain="contoso.test")
+    target = dovecot_factory(users={DST: "new-ann"})
+    source = GmailServer(
+        users={"src-ann@contoso.test": "pw"}, oauth_server=oauth_server, oauth_scope=None
+    )
+    with (
+        source,
+        guard_sources(
+            request,
+            source,
+            users=lambda: list(source._accounts),
+            loaders=("add_user", "add_message", "create_label"),
+            running=lambda: source.running,
+        ),
+    ):
+        for i in range(3):
+            source.add_message("src-ann@contoso.test", make_message(40 + i), labels=("\\Inbox",))
+        providers = tmp_path / "providers.json"
+        oauth_server.providers_json(path=providers)
+        app = tmp_path / "app.json"
+        app.write_text(
+            json.dumps({"tenant": "contoso.test", "client_id": "cli-app", "client_secret": secret})
+        )
+        done = run(
+            target,
+            tmp_path,
+            providers,
+            "--source",
+            f"imap://src-ann@contoso.test@127.0.0.1:{source.port}",
+            "--source-ms-app",
+            str(app),
+            "--no-starttls",
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert secret not in done.stdout + done.stderr
+        got = snapshot(target.port, DST, "new-ann")["INBOX"]
+        assert sum(got.values()) == 3
+        # A file that is not an application: refused, saying what it expected.
+        app.write_text('{"tenant": "contoso.test"}')
+        bad = run(target, tmp_path, providers, "--source-ms-app", str(app))
+        assert bad.returncode == 2 and "client_id: is required" in bad.stderr, bad.stderr

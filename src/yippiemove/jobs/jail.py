@@ -46,6 +46,7 @@ import signal
 import socket
 import sys
 import time
+import warnings
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,6 @@ from typing import Any
 from ..accounts import make_endpoint, pin_endpoint, ssl_context
 from ..imap.errors import ConsentRevoked, ImapError
 from ..oauth import OAuthConfig
-from ..oauth.preload import preload as preload_oauth
 from ..policy.egress import EgressPolicy, EgressRefused
 from ..transfer.engine import Mover
 from ..transfer.model import Endpoint, Progress, TokenSource
@@ -416,11 +416,10 @@ def _job_main(parent: int, uid: int | None = None) -> int:
         sys.stdin.close()
     log.info("job %s starting in %s (pid %d)", job_id, os.getcwd(), os.getpid())
     transfer, interval = _transfer_from_spec(spec)
-    spec_has_oauth = spec.source.oauth is not None or spec.dest.oauth is not None
     del spec
     if uid is not None:
-        if spec_has_oauth:  # what a token request imports, while it can be read
-            preload_oauth()
+        if transfer.source.oauth is not None or transfer.dest.oauth is not None:
+            warm_oauth()  # an exec'd job (the zygote's children have it already)
         drop_privileges(uid)
         _die_with_parent(parent)  # a change of credentials clears the death signal
         log.info("job %s runs as uid %d", job_id, uid)
@@ -458,6 +457,84 @@ def _preload() -> None:
     every forked job, and would not be shared copy-on-write)."""
     from .. import accounts  # noqa: F401
     from ..transfer import engine, report, run, state  # noqa: F401
+
+    warm_oauth()
+
+
+_oauth_warm = False
+
+
+def warm_oauth() -> None:
+    """Make one OAuth2 token request of each kind (refresh, service account) to a
+    one-shot server on loopback, here, before the job drops its privileges.
+
+    Renewing a token mid-transfer imports much that no module imports at its top (httpx
+    loads httpcore, anyio's backend and certifi on its first connection; authlib its JWT
+    code on its first assertion); a job process that runs under a user id of its own may
+    not read the interpreter's files any more (a Python under /root): those imports would
+    fail in the middle of a transfer.  Done once per process (the zygote: once for all
+    its children); a failure is logged, never raised."""
+    global _oauth_warm
+    if _oauth_warm:
+        return
+    _oauth_warm = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # authlib's deprecation notes, not the job's
+            _run_to_end(_warm_oauth())
+    except Exception as exc:  # pragma: no cover - logged for the operator
+        log.warning("OAuth2 warm-up failed (%s): a token renewal may fail later", exc)
+
+
+async def _warm_oauth() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from ..oauth import GrantTokenSource, OAuthConfig, OAuthProvider
+
+    body = b'{"access_token":"warm","token_type":"Bearer","expires_in":3600}'
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        await reader.readexactly(length)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            + b"Content-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/token"
+        provider = OAuthProvider(
+            key="warm", name="warm", authorize_url=url, token_url=url, client_id="warm"
+        )
+        config = OAuthConfig({"warm": provider})
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+        for grant in (
+            {"kind": "refresh", "provider": "warm", "refresh_token": "warm"},
+            {
+                "kind": "service_account",
+                "provider": "warm",
+                "key": {"client_email": "warm@warm.invalid", "private_key": pem, "token_uri": url},
+                "subject": "warm@warm.invalid",
+            },
+        ):
+            await asyncio.wait_for(GrantTokenSource(grant, config).access_token(), 10)
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 def _zygote_child(fds: list[int], request: dict[str, Any], zygote: int) -> None:

@@ -195,6 +195,7 @@ class SignIns:
         """The pending sign-in of ``state``, used up now (one transaction): a second
         answer with the same state finds it gone."""
         now = time.time()
+        refused: str | None = None
         with self.db.session() as s:  # type: ignore[attr-defined]
             row = s.scalars(
                 select(OAuthSignIn).where(OAuthSignIn.state_hash == _hash(state)).with_for_update()
@@ -202,32 +203,37 @@ class SignIns:
             if row is None or row.status != "pending" or row.expires <= now:
                 if row is not None and row.status == "pending":
                     s.delete(row)
-                raise SignInError(
-                    "This sign-in has expired or was already used. Please start the sign-in "
-                    "again."
+                refused = (
+                    "This sign-in has expired or was already used. Please start the sign-in again."
                 )
-            if row.binding is not None and (not binding or _hash(binding) != row.binding):
-                # Someone else's browser (a link planted on the customer): nothing is
-                # stored, and the real sign-in is void too.
+            elif row.binding is not None and (not binding or _hash(binding) != row.binding):
+                # Someone else's browser (a link planted on the customer, or a stolen
+                # answer): nothing is stored, and the real sign-in is void too.
                 s.delete(row)
-                raise SignInError(
+                refused = (
                     "This sign-in was started in another browser session. Please start the "
                     "sign-in again from the order page."
                 )
-            out = {
-                "id": row.id,
-                "user_id": row.user_id,
-                "provider": row.provider,
-                "purpose": row.purpose,
-                "side": row.side,
-                "job_id": row.job_id,
-                "redirect_uri": row.redirect_uri,
-                "bound": row.binding is not None,
-                "secret": self.box.decrypt(row.secret) if row.secret else {},  # type: ignore[attr-defined]
-            }
-            row.status = "checking"
-            row.secret = None
-            row.expires = now + 300.0
+            if refused is not None:  # committed first (the deletion), refused below
+                out: dict[str, Any] = {}
+            else:
+                assert row is not None
+                out = {
+                    "id": row.id,
+                    "user_id": row.user_id,
+                    "provider": row.provider,
+                    "purpose": row.purpose,
+                    "side": row.side,
+                    "job_id": row.job_id,
+                    "redirect_uri": row.redirect_uri,
+                    "bound": row.binding is not None,
+                    "secret": self.box.decrypt(row.secret) if row.secret else {},  # type: ignore[attr-defined]
+                }
+                row.status = "checking"
+                row.secret = None
+                row.expires = now + 300.0
+        if refused is not None:
+            raise SignInError(refused)
         return out
 
     async def redeem_sign_in(
@@ -432,7 +438,7 @@ class SignIns:
     # -------------------------------------------------------------- jobs
 
     async def forget_job_sign_in(self, user_id: int, job_id: str) -> JobView:
-        """"Forget my sign-in" of a transfer: its grants are revoked at the providers (best
+        """ "Forget my sign-in" of a transfer: its grants are revoked at the providers (best
         effort) and deleted from its credentials; the passwords of a side without a
         sign-in stay.  The job cannot run again until the customer signs in again (a
         running one stops when its access token runs out: the provider refuses it)."""

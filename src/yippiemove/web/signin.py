@@ -132,6 +132,8 @@ class SignInPages:
             )
         except SignInError as exc:
             return await self._failed(request, str(exc), exc.row)
+        if sign_in.bound and request.session.get("uid") == sign_in.user_id:
+            await self.pages.user(request)  # the page's header names the customer
         if sign_in.bound and request.session.get("uid") != sign_in.user_id:
             # Bound to this session, but another customer logged in since: not theirs.
             await self.service.drop_sign_in(sign_in, "another customer is logged in")
@@ -165,8 +167,10 @@ class SignInPages:
             _flash(request, message, "error")
             return RedirectResponse(f"/transfers/{row['job_id']}", 303)
         if isinstance(uid, int) and purpose != "api":
-            _flash(request, message, "error")
-            return RedirectResponse("/transfers/new", 303)
+            await self.pages.user(request)
+            return self.pages._wizard(
+                request, "source", AccountForm(), AccountForm(), None, status=400, error=message
+            )
         return self.pages.render(
             request, "signed_in.html", 400, ok=False, message=message, address=None
         )
@@ -244,9 +248,7 @@ class SignInPages:
     async def _check_alone(self, sign_in: SignIn) -> str | None:
         """Log in to the signed-in account alone; None when it works, else why not."""
         role = sign_in.side if sign_in.side in _SIDES else "source"
-        folders, err, _side = await self.pages.check(
-            sign_in.account, role, user_id=sign_in.user_id
-        )
+        folders, err, _side = await self.pages.check(sign_in.account, role, user_id=sign_in.user_id)
         return None if folders is not None else (err or "the check failed")
 
     async def _reauth(self, request: Request, sign_in: SignIn) -> Response:
@@ -300,7 +302,7 @@ class SignInPages:
     # ------------------------------------------------------------ the job page
 
     async def job_sign_in(self, request: Request, job_id: str) -> Response:
-        """"Sign in again to <provider>": a new consent for the job's side (the form's
+        """ "Sign in again to <provider>": a new consent for the job's side (the form's
         ``side``: source or dest)."""
         uid = await self.pages.user(request)
         form = await self.pages.form(request)
@@ -334,7 +336,7 @@ class SignInPages:
         return RedirectResponse(url, 303)
 
     async def job_forget(self, request: Request, job_id: str) -> Response:
-        """"Forget my sign-in": revoke at the provider (best effort), delete the grant."""
+        """ "Forget my sign-in": revoke at the provider (best effort), delete the grant."""
         uid = await self.pages.user(request)
         await self.pages.form(request)
         job_id = check_job_id(job_id)

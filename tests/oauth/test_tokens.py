@@ -8,6 +8,7 @@ import asyncio
 import json
 import threading
 import time
+import types
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -60,16 +61,19 @@ def test_finish_refuses_a_foreign_state(oauth_server, config):
         asyncio.run(flows.finish(prov, pending, "code", "http://127.0.0.1:9/cb", state="other"))
 
 
-def test_refresh_grant_renews_ahead_of_expiry(oauth_server, config):
+def test_refresh_grant_renews_ahead_of_expiry(oauth_server, config, monkeypatch):
     oauth_server.access_lifetime = 2
     grant, _ = consent(oauth_server, config, "microsoft")
     del grant["access_token"], grant["expires_at"]
     src = GrantTokenSource(grant, config)
+    # The token source's clock, not the machine's: the test does not depend on how
+    # busy the machine is (the provider's own clock keeps the first token valid).
+    now = [time.time()]
+    monkeypatch.setattr(tokens, "time", types.SimpleNamespace(time=lambda: now[0]))
 
     async def run() -> list[str]:
         seen = [await src.access_token()]
-        # 10% of 2 s = 0.2 s ahead: at 1.85 s the token is still valid but renewed
-        await asyncio.sleep(1.85)
+        now[0] += 1.85  # 10% of 2 s = 0.2 s ahead: still valid at 1.85 s, but renewed
         seen.append(await src.access_token())
         seen.append(await src.access_token())
         return seen

@@ -104,8 +104,12 @@ def back_from(world: World, b: Browser, url: str, address: str, allow: bool = Tr
 
 def order_signed_in(world: World, b: Browser) -> str:
     """The whole order: Google on the source, Microsoft on the destination; the job id."""
-    page = b.get(NEW).text
+    r = b.get(NEW)
+    page = r.text
     assert "Sign in with Google" in page and "Sign in with Microsoft" in page
+    # The answer to the button is a redirect to the provider: the CSP's form-action lets
+    # it go there (Chromium applies form-action to a form's redirects).
+    assert f"form-action 'self' {world.provider.url}" in r.headers["content-security-policy"]
     r = back_from(world, b, to_provider(b, page, "oauth_source_google"), SRC)
     assert r.status_code == 200, html.unescape(r.text)[:3000]
     text = html.unescape(r.text)

@@ -29,11 +29,13 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select
 
@@ -54,6 +56,7 @@ DEFAULT_IMAP: dict[str, tuple[str, int, str]] = {
     "microsoft": ("outlook.office365.com", 993, "tls"),
 }
 SIDES = ("source", "dest")
+_NETLOC = re.compile(r"\A[A-Za-z0-9.-]+(:[0-9]{1,5})?\Z")
 PURPOSES = ("order", "reauth", "api")
 
 
@@ -113,11 +116,18 @@ class SignIns:
 
     def sign_in_providers(self) -> list[dict[str, str]]:
         """The providers customers can sign in with (a client id is set), as the order
-        form shows them: ``[{"key": "google", "name": "Google"}...]``."""
+        form shows them: ``[{"key": "google", "name": "Google", "origin":
+        "https://accounts.google.com"}...]`` (the origin: the pages' CSP lets forms go
+        there, the redirect to the provider being a form's)."""
         config = self.settings.oauth_config()  # type: ignore[attr-defined]
         out = []
         for key in config.configured():
-            out.append({"key": key, "name": config.get(key).name})
+            prov = config.get(key)
+            url = urlsplit(prov.authorize_url)
+            origin = f"{url.scheme}://{url.netloc}"
+            if url.scheme not in ("https", "http") or not _NETLOC.match(url.netloc):
+                origin = ""  # nothing odd goes into a CSP header
+            out.append({"key": key, "name": prov.name, "origin": origin})
         return out
 
     def _provider(self, key: Any) -> Any:

@@ -36,7 +36,7 @@ from .forms import (
     with_depth,
 )
 from .schemas import TERMINAL
-from .security import check_csrf, csrf_token
+from .security import CSP, check_csrf, csrf_token
 from .selection import display_pattern, selection_to_folders
 from .sessions import client_host
 
@@ -196,7 +196,15 @@ class Pages:
         context["flashes"] = request.session.pop("flash", []) if "session" in request.scope else []
         context["status_labels"] = STATUS_LABELS
         context["phases"] = PHASES
-        return self.templates.TemplateResponse(request, name, context, status_code=status)
+        response = self.templates.TemplateResponse(request, name, context, status_code=status)
+        origins = sorted({p["origin"] for p in self.sign_in_providers() if p.get("origin")})
+        if origins:
+            # "Sign in with ...": a form's answer redirects to the provider, which the
+            # CSP's form-action must allow (Chromium applies it to redirects too).
+            response.headers["content-security-policy"] = CSP.replace(
+                "form-action 'self'", "form-action 'self' " + " ".join(origins)
+            )
+        return response
 
     # -- public pages -------------------------------------------------------------------
 

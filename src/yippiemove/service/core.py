@@ -289,6 +289,21 @@ _APP_PASSWORD = re.compile(
 )
 
 
+#: What to check when a domain credential's grant could not sign in (docs/service.md
+#: "Domain-wide moves").
+_DOMAIN_HINTS = {
+    "service_account": (
+        "Check that the mailbox exists and that the service account's domain-wide "
+        "delegation (Google Admin console: Security > API controls) grants its client id "
+        "the scope https://mail.google.com/ for this domain."
+    ),
+    "client_credentials": (
+        "Check that the mailbox exists, that the application has the IMAP.AccessAsApp "
+        "permission with admin consent, and that its service principal was given access "
+        "to this mailbox (Add-MailboxPermission)."
+    ),
+}
+
 #: The longest server text (an IMAP NO/BAD/BYE) a customer is shown.
 SERVER_TEXT_MAX = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
@@ -365,6 +380,10 @@ def explain_imap_error(exc: Exception, role: str, account: Account) -> str:
     if isinstance(exc, AuthenticationError):
         # Our words and the server's NO text (capped, cleaned); never the command.
         text = server_words(str(exc), 2 * SERVER_TEXT_MAX)
+        grant = account.oauth if isinstance(account.oauth, dict) else None
+        if grant is not None and grant.get("kind") in _DOMAIN_HINTS:
+            # A domain credential's grant: the admin's set-up is what to check.
+            return f"{where}{text}. {_DOMAIN_HINTS[grant['kind']]}"
         msg = f"{where}{text}. Check the user name and password."
         if _APP_PASSWORD.search(text):
             msg += (

@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -30,8 +30,13 @@ log = logging.getLogger("yippiemove.service")
 
 __all__ = ["DomainBatches", "DomainLine"]
 
-#: Account checks of one domain batch in flight at once (each is a child process).
+#: Account checks of one domain batch in flight at once (each is a child process; the
+#: default ``checks_per_user`` is 2).
 DOMAIN_CHECKS_AT_ONCE = 2
+#: A line's check waits for a free check slot (the customer's other checks, a page's)
+#: this many times, ``BUSY_WAIT`` seconds apart, before it is refused as busy.
+BUSY_TRIES = 120
+BUSY_WAIT = 0.5
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,8 @@ class DomainLine:
     address: str
     source: Account
     dest: Account
+    #: The checked job spec (``Service.make_spec``) of this line.
+    spec: Any = field(default=None, repr=False)
 
 
 def _view(row: DomainCredential) -> dict[str, Any]:
@@ -184,7 +191,7 @@ class DomainBatches:
         return row, server, secret
 
     def validate_domain_batch(
-        self, user_id: int, request: Any
+        self, user_id: int, request: Any, line_numbers: list[int] | None = None
     ) -> tuple[list[DomainLine], list[str], dict[str, Any] | None]:
         """Parse and check a domain batch (the API's and the batch page's request):
 
@@ -228,7 +235,9 @@ class DomainBatches:
         errors: list[str] = []
         pinned: dict[tuple[str, int], str | None] = {}
         seen: set[str] = set()
-        for n, item in enumerate(users, 1):
+        numbers = line_numbers if line_numbers and len(line_numbers) == len(users) else None
+        for i, item in enumerate(users):
+            n = numbers[i] if numbers is not None else i + 1
             if isinstance(item, str):
                 item = {"address": item}
             where = f"line {n}"
@@ -297,7 +306,7 @@ class DomainBatches:
             except (ServiceError, DomainError) as exc:
                 errors.append(f"{where}: {exc}")
                 continue
-            lines.append(DomainLine(n, address, job.source, job.dest))
+            lines.append(DomainLine(n, address, job.source, job.dest, job))
         return lines, errors, folders
 
     async def check_domain_lines(
@@ -306,19 +315,26 @@ class DomainBatches:
         """Each line's accounts checked before anything starts: a token had and a login
         made on both sides (the account check, in its child process).  Returns the lines
         that passed and ``"line N: ADDRESS: why"`` for the others."""
-        from .core import ServiceError
+        from .core import Busy, ServiceError
 
         svc: Any = self
         gate = asyncio.Semaphore(DOMAIN_CHECKS_AT_ONCE)
 
         async def one(line: DomainLine) -> str | None:
             async with gate:
-                try:
-                    await svc.check_account(
-                        line.source, role="source", dest=line.dest, user_id=user_id
-                    )
-                except ServiceError as exc:
-                    return f"line {line.line}: {line.address}: {exc}"
+                for attempt in range(BUSY_TRIES):
+                    try:
+                        await svc.check_account(
+                            line.source, role="source", dest=line.dest, user_id=user_id
+                        )
+                    except Busy as exc:  # the customer's other checks (a page): wait
+                        if attempt == BUSY_TRIES - 1:
+                            return f"line {line.line}: {line.address}: {exc}"
+                        await asyncio.sleep(BUSY_WAIT)
+                        continue
+                    except ServiceError as exc:
+                        return f"line {line.line}: {line.address}: {exc}"
+                    return None
                 return None
 
         results = await asyncio.gather(*(one(line) for line in lines))
@@ -326,18 +342,25 @@ class DomainBatches:
         return good, [err for err in results if err is not None]
 
     async def create_domain_batch(
-        self, user_id: int, request: Any, *, check: bool = True
+        self,
+        user_id: int,
+        request: Any,
+        *,
+        check: bool = True,
+        line_numbers: list[int] | None = None,
     ) -> dict[str, Any]:
         """A domain batch: validated, each line checked (``check``), a job per good
         line with its own grant.  Returns ``{"created": [job ids], "errors": ["line N:
         ..."], "failed": [...]}``: ``errors`` for lines refused before a job (bad
         address, a mailbox the credential cannot sign in to), ``failed`` for lines
-        whose job could not be created (already running, too many pending)."""
+        whose job could not be created (already running, too many pending).
+        ``line_numbers``: the number each user has in the customer's text (the batch
+        page's box, where blank and ``#`` lines are skipped); default 1, 2, 3..."""
         from .core import ServiceError
 
         svc: Any = self
-        lines, errors, folders = await asyncio.to_thread(
-            self.validate_domain_batch, user_id, request
+        lines, errors, _folders = await asyncio.to_thread(
+            self.validate_domain_batch, user_id, request, line_numbers
         )
         if check and lines:
             lines, refused = await self.check_domain_lines(user_id, lines)
@@ -346,8 +369,7 @@ class DomainBatches:
         failed: list[str] = []
         for line in lines:
             try:
-                job_spec = svc.make_spec(line.source, line.dest, folders)
-                view = await asyncio.to_thread(svc.submit, user_id, job_spec)
+                view = await asyncio.to_thread(svc.submit, user_id, line.spec)
             except ServiceError as exc:
                 failed.append(f"line {line.line}: {line.address}: {exc}")
                 continue
@@ -371,30 +393,22 @@ def _line_no(error: str) -> int:
 
 
 def _provider(config: Any, key: str) -> Any:
-    """The provider ``key`` of an OAuthConfig, whatever its shape (None if unknown)."""
-    if config is None:
-        return None
-    for name in ("provider", "get"):
-        fn = getattr(config, name, None)
-        if callable(fn):
-            try:
-                return fn(key)
-            except (KeyError, LookupError):
-                return None
+    """The provider ``key`` of an OAuthConfig (None if unknown or no config)."""
     providers = getattr(config, "providers", None)
-    if isinstance(providers, Mapping):
-        return providers.get(key)
-    return None
+    return providers.get(key) if isinstance(providers, Mapping) else None
 
 
-def parse_user_lines(text: str, *, dest_is_credential: bool) -> tuple[list[Any], list[str]]:
+def parse_user_lines(
+    text: str, *, dest_is_credential: bool
+) -> tuple[list[Any], list[str], list[int]]:
     """The batch page's text box: one mailbox a line, ``ADDRESS`` or, with a
     destination credential, ``ADDRESS,DEST_ADDRESS``, with a destination server
     ``ADDRESS,DEST_USERNAME,DEST_PASSWORD`` (CSV: a password with a comma is quoted).
     Blank lines and ``#`` lines are skipped.  The items for :meth:`validate_domain_batch`'s
-    ``users`` and errors for lines that are not that shape."""
+    ``users``, errors for lines that are not that shape, and each item's line number."""
     users: list[Any] = []
     errors: list[str] = []
+    numbers: list[int] = []
     reader = csv.reader(io.StringIO(text))
     for cells in reader:
         if not cells or all(not c.strip() for c in cells) or cells[0].lstrip().startswith("#"):
@@ -418,4 +432,5 @@ def parse_user_lines(text: str, *, dest_is_credential: bool) -> tuple[list[Any],
                 "dest_password": cells[2],
             }
         users.append(item)
-    return users, errors
+        numbers.append(reader.line_num)
+    return users, errors, numbers

@@ -26,6 +26,11 @@ from .schemas import (
     AuthorizationIn,
     AuthorizationOut,
     AuthorizationStarted,
+    DomainBatchIn,
+    DomainBatchOut,
+    DomainCredentialIn,
+    DomainCredentialList,
+    DomainCredentialOut,
     ErrorOut,
     SignedInAccountIn,
     StatusName,
@@ -270,6 +275,60 @@ def build_api_router(service: "Service") -> APIRouter:
         if not Path(path).is_file():
             raise HTTPException(404, "no receipt yet: the transfer has not started")
         return await run_in_threadpool(receipt_response, Path(path), job_id)
+
+    # -- domain-wide moves (issue 16) -----------------------------------------------
+
+    @router.post(
+        "/domain-credentials",
+        response_model=DomainCredentialOut,
+        status_code=201,
+        summary="Store an admin credential for domain-wide moves",
+        responses={400: {"model": ErrorOut, "description": "Not a usable key or application"}},
+    )
+    def add_domain_credential(body: DomainCredentialIn, user: User) -> dict[str, Any]:
+        """A Google Workspace service account key (domain-wide delegation of the IMAP
+        scope) or a Microsoft 365 application (client credentials, `IMAP.AccessAsApp`).
+        Stored encrypted; no response ever contains the key or the secret."""
+        data = body.model_dump(mode="json", exclude_none=True)
+        return service.add_domain_credential(user, data)
+
+    @router.get(
+        "/domain-credentials",
+        response_model=DomainCredentialList,
+        summary="List your domain credentials",
+    )
+    def list_domain_credentials(user: User) -> dict[str, Any]:
+        return {"credentials": service.list_domain_credentials(user)}
+
+    @router.delete(
+        "/domain-credentials/{credential_id}",
+        status_code=204,
+        summary="Delete a domain credential (and its secret)",
+        responses={404: {"model": ErrorOut, "description": "No such credential (or not yours)"}},
+    )
+    def delete_domain_credential(credential_id: str, user: User) -> Response:
+        """Transfers made with it keep their own per-mailbox grant until they end."""
+        service.delete_domain_credential(user, credential_id)
+        return Response(status_code=204)
+
+    @router.post(
+        "/domain-batches",
+        response_model=DomainBatchOut,
+        summary="Move a whole domain from a list of addresses",
+        responses={
+            400: {"model": ErrorOut, "description": "A malformed batch"},
+            404: {"model": ErrorOut, "description": "No such credential (or not yours)"},
+        },
+    )
+    async def create_domain_batch(body: DomainBatchIn, user: User) -> dict[str, Any]:
+        """One transfer per address, each signing in with its own grant made from the
+        source's domain credential (and the destination's, or the passwords given per
+        user).  With `check` (the default) every mailbox is signed in to on both sides
+        before anything starts; the lines that fail are listed in `errors` as
+        `line N: ADDRESS: why` and not started."""
+        data = body.model_dump(mode="json", exclude_none=True)
+        check = bool(data.pop("check", True))
+        return await service.create_domain_batch(user, data, check=check)
 
     # -- OAuth2 sign-ins (issue 16) ------------------------------------------------------
 

@@ -504,9 +504,7 @@ class Pages:
         src_acc, src_errors = src.validate("source")
         src_acc, gone = await self.signed_in_account(uid, src, src_acc, "source")
         if gone is not None:
-            return self._wizard(
-                request, "source", AccountForm(), dst, None, status=400, error=gone
-            )
+            return self._wizard(request, "source", AccountForm(), dst, None, status=400, error=gone)
         if action == "check_source" or src_acc is None:
             return await self._source_step(request, src, dst, src_acc, src_errors)
         if plan is None:  # the page was tampered with or is very old: start over
@@ -522,9 +520,7 @@ class Pages:
         dst_acc, dst_errors = dst.validate("dest")
         dst_acc, gone = await self.signed_in_account(uid, dst, dst_acc, "dest")
         if gone is not None:
-            return self._wizard(
-                request, "dest", src, AccountForm(), plan, status=400, error=gone
-            )
+            return self._wizard(request, "dest", src, AccountForm(), plan, status=400, error=gone)
         if action == "check_dest" or dst_acc is None:
             return await self._dest_step(request, src, dst, plan, src_acc, dst_acc, dst_errors)
         if action != "start":
@@ -996,6 +992,116 @@ class Pages:
         }
         return RedirectResponse("/batch", 303)
 
+    # -- domain-wide moves (issue 16) -------------------------------------------------
+
+    async def domain_page(self, request: Request) -> Response:
+        return await self._domain(request)
+
+    async def _domain(self, request: Request, status: int = 200, **context: Any) -> Response:
+        uid = await self.user(request)
+        done = request.session.pop("domain_done", None)
+        if isinstance(done, dict) and not context:
+            context = {
+                "created": [str(j) for j in done.get("created", [])][:BATCH_SHOWN],
+                "n_created": int(done.get("n_created", 0)),
+                "line_errors": [str(e) for e in done.get("errors", [])][:BATCH_SHOWN],
+                "failed": [str(e) for e in done.get("failed", [])][:BATCH_SHOWN],
+            }
+        creds = await self.call(self.service.list_domain_credentials, uid)
+        return self.render(request, "domain.html", status, credentials=creds, **context)
+
+    async def domain_credential_add(self, request: Request) -> Response:
+        uid = await self.user(request)
+        form = await self.form(request)
+        kind = str(form.get("kind") or "")
+        data: dict[str, Any] = {
+            "kind": kind,
+            "domain": str(form.get("domain") or ""),
+            "label": str(form.get("label") or ""),
+        }
+        if kind == "service_account":
+            upload = form.get("key_file")
+            raw = b""
+            if isinstance(upload, UploadFile) and upload.filename:
+                raw = await upload.read(64 * 1024 + 1)
+            text = raw.decode("utf-8", "replace") if raw else str(form.get("key_json") or "")
+            data["key"] = text
+        else:
+            for name in ("tenant", "client_id", "client_secret"):
+                data[name] = str(form.get(name) or "")
+        try:
+            view = await self.call(self.service.add_domain_credential, uid, data)
+        except ServiceError as exc:
+            return await self._domain(request, 400, error=f"Not stored: {exc}")
+        finally:
+            data.clear()
+        flash(request, f"Stored {view['label']} for {view['domain']} (encrypted).")
+        return RedirectResponse("/batch/domain", 303)
+
+    async def domain_credential_delete(self, request: Request, credential_id: str) -> Response:
+        uid = await self.user(request)
+        await self.form(request)
+        try:
+            await self.call(self.service.delete_domain_credential, uid, credential_id)
+        except ServiceError as exc:
+            flash(request, f"Could not delete it: {exc}", "error")
+        else:
+            flash(request, "The credential is deleted: its key or secret is gone.")
+        return RedirectResponse("/batch/domain", 303)
+
+    async def domain_batch(self, request: Request) -> Response:
+        from yippiemove.service.domainbatch import parse_user_lines
+
+        uid = await self.user(request)
+        form = await self.form(request)
+        source = str(form.get("source") or "")
+        dest = str(form.get("dest") or "")
+        dest_side: dict[str, Any]
+        if dest and dest != "server":
+            dest_side = {"credential": dest}
+        else:
+            dest_side = {
+                "host": str(form.get("dest_host") or "").strip(),
+                "port": str(form.get("dest_port") or "").strip(),
+                "security": str(form.get("dest_security") or "tls"),
+            }
+        users, bad, numbers = parse_user_lines(
+            str(form.get("users") or "")[:BATCH_LIMIT], dest_is_credential="credential" in dest_side
+        )
+        if bad:
+            return await self._domain(
+                request, 400, error="Some lines are not in the expected shape.", line_errors=bad
+            )
+        if not users:
+            return await self._domain(request, 400, error="List the addresses to move.")
+        source_side: dict[str, Any] = {"credential": source}
+        for name in ("host", "port", "security"):  # the provider's server unless given
+            value = str(form.get(f"source_{name}") or "").strip()
+            if value and (name != "security" or source_side.get("host")):
+                source_side[name] = value
+        request_body = {"source": source_side, "dest": dest_side, "users": users}
+        try:
+            result = await self.service.create_domain_batch(uid, request_body, line_numbers=numbers)
+        except ServiceError as exc:
+            return await self._domain(request, 400, error=f"Nothing was started: {exc}")
+        finally:
+            users.clear()
+        if not result["created"]:
+            return await self._domain(
+                request,
+                400,
+                error="Nothing was started.",
+                line_errors=result["errors"],
+                failed=result["failed"],
+            )
+        request.session["domain_done"] = {
+            "created": result["created"][:BATCH_SHOWN],
+            "n_created": len(result["created"]),
+            "errors": result["errors"][:BATCH_SHOWN],
+            "failed": result["failed"][:BATCH_SHOWN],
+        }
+        return RedirectResponse("/batch/domain", 303)
+
 
 #: What the web says when an order (or a re-run) names a transfer already under way.
 ALREADY_RUNNING = (
@@ -1047,5 +1153,13 @@ def build_pages_router(service: Service, templates: Jinja2Templates) -> APIRoute
     r.add_api_route("/tokens/{token_id}/revoke", p.token_revoke, methods=["POST"])
     r.add_api_route("/batch", p.batch_page, methods=["GET"], **html)
     r.add_api_route("/batch", p.batch, methods=["POST"], **html)
+    r.add_api_route("/batch/domain", p.domain_page, methods=["GET"], **html)
+    r.add_api_route("/batch/domain", p.domain_batch, methods=["POST"], **html)
+    r.add_api_route("/batch/domain/credentials", p.domain_credential_add, methods=["POST"], **html)
+    r.add_api_route(
+        "/batch/domain/credentials/{credential_id}/delete",
+        p.domain_credential_delete,
+        methods=["POST"],
+    )
     p.sign_ins.add_routes(r)
     return r

@@ -387,3 +387,95 @@ def validation_message(errors: Iterable[Mapping[str, Any]]) -> tuple[str, list[d
     seen: set[str] = set()
     unique = [i for i in items if not (i["message"] in seen or seen.add(i["message"]))]
     return "; ".join(i["message"] for i in unique[:5]) or "invalid request", unique
+
+
+# -- domain-wide moves (issue 16) ------------------------------------------------------------
+
+DomainKind = Literal["service_account", "client_credentials"]
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]+$"
+
+
+class DomainCredentialIn(BaseModel):
+    """A customer's admin credential for domain-wide moves: a Google Workspace service
+    account key with domain-wide delegation (`kind` `service_account`, `key`), or a
+    Microsoft 365 application (`kind` `client_credentials`, `tenant`, `client_id`,
+    `client_secret`).  The key and the secret are write-only: stored encrypted, never
+    shown back."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: DomainKind
+    domain: str = Field(
+        min_length=1,
+        max_length=253,
+        examples=["example.org"],
+        description="the mailboxes' domain: only its addresses are moved with it",
+    )
+    label: str | None = Field(None, max_length=200, description="your name for it")
+    key: dict[str, Any] | None = Field(
+        None, description="`service_account`: the key's JSON file, as an object"
+    )
+    tenant: str | None = Field(None, min_length=1, max_length=200, pattern=_NO_CONTROL)
+    client_id: str | None = Field(None, min_length=1, max_length=200, pattern=_NO_CONTROL)
+    client_secret: str | None = Field(None, min_length=1, max_length=1024)
+
+
+class DomainCredentialOut(BaseModel):
+    id: str
+    kind: str
+    provider: str = Field(description="`google` or `microsoft`")
+    label: str
+    principal: str = Field(description="the key's client_email, or the application's id")
+    tenant: str | None
+    domain: str
+    created: float
+
+
+class DomainCredentialList(BaseModel):
+    credentials: list[DomainCredentialOut]
+
+
+class DomainSideIn(BaseModel):
+    """One side of a domain batch: a domain credential (its `id`; the provider's IMAP
+    server unless `host` is given) or, for the destination, a server whose users log in
+    with their passwords (`dest_username`/`dest_password` per user)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    credential: str | None = Field(None, min_length=1, max_length=32)
+    host: str | None = Field(None, min_length=1, max_length=253, pattern=_HOST)
+    port: WholeInt | None = Field(None, ge=1, le=65535)
+    security: SecurityName | None = None
+
+
+class DomainUserIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    address: str = Field(min_length=1, max_length=320, pattern=_NO_CONTROL)
+    dest_address: str | None = Field(None, min_length=1, max_length=320, pattern=_NO_CONTROL)
+    dest_username: str | None = Field(None, min_length=1, max_length=320, pattern=_NO_CONTROL)
+    dest_password: str | None = Field(None, min_length=1, max_length=1024)
+
+
+class DomainBatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: DomainSideIn
+    dest: DomainSideIn
+    users: list[
+        Annotated[str, Field(min_length=1, max_length=320, pattern=_NO_CONTROL)] | DomainUserIn
+    ] = Field(min_length=1, max_length=10000, examples=[["ann@example.org", "bob@example.org"]])
+    folders: FoldersIn | None = None
+    check: bool = Field(
+        True,
+        description="sign in to every mailbox on both sides first (a token had, a login "
+        "made) and start only those that pass",
+    )
+
+
+class DomainBatchOut(BaseModel):
+    created: list[str] = Field(description="the new transfers' ids, one per good line")
+    errors: list[str] = Field(description="`line N: ADDRESS: why` of the lines refused")
+    failed: list[str] = Field(
+        description="lines whose transfer could not be created (already running...)"
+    )

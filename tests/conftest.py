@@ -313,12 +313,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+#: Tests that keep a core busy for tens of seconds or time a link (kill campaigns
+#: calibrate one; fleets run several worker hosts): under pytest-xdist (scripts/test runs
+#: ``-n auto --dist loadgroup``) they share one group, so two of them never run at once.
+HEAVY_GROUP = "heavy"
+_HEAVY_FILES = (
+    "tests/jobs/test_fleet.py",
+    "tests/jobs/test_fleet_drain.py",
+    "tests/jobs/test_fleet_fence.py",
+    "tests/test_fleet_harness.py",
+    "tests/bench/test_fleet_smoke.py",
+)
+_CAMPAIGNS = ("test_fault_campaign", "test_kill_campaign", "test_kill_campaign_service")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The long campaigns run for many minutes: lift the per-test timeout for them."""
-    if not config.getoption("--campaign-long"):
-        return
+    """Heavy tests into one xdist group; the long campaigns run for many minutes: lift
+    the per-test timeout for them."""
+    long = config.getoption("--campaign-long")
     for item in items:
-        if item.name in ("test_fault_campaign", "test_kill_campaign", "test_kill_campaign_service"):
+        path = item.nodeid.split("::", 1)[0]
+        if path in _HEAVY_FILES or item.name in _CAMPAIGNS or item.get_closest_marker("fleet"):
+            item.add_marker(pytest.mark.xdist_group(HEAVY_GROUP))
+        if long and item.name in _CAMPAIGNS:
             item.add_marker(pytest.mark.timeout(4 * 3600))
 
 

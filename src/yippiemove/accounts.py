@@ -23,17 +23,19 @@ import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from .imap.connection import is_loopback
 from .imap.errors import HostUnreachable
-from .oauth import GrantTokenSource, OAuthConfig
-from .oauth.tokens import Rotate
 from .policy import providers
 from .policy.egress import EgressPolicy, EgressRefused
 from .policy.providers import Provider
 from .transfer.model import Endpoint
+
+if TYPE_CHECKING:  # imported when used: authlib and httpx cost start-up (docs/performance.md 12)
+    from .oauth import GrantTokenSource, OAuthConfig
+    from .oauth.tokens import Rotate
 
 __all__ = [
     "AccountURL",
@@ -233,6 +235,8 @@ def make_endpoint(
     grant = account.get("oauth")
     oauth: GrantTokenSource | None = None
     if grant is not None:
+        from .oauth import GrantTokenSource
+
         oauth = GrantTokenSource(grant, oauth_config, on_rotate=on_rotate)
     return Endpoint(
         host=host,

@@ -10,6 +10,7 @@ another run holds the job or its destination mailbox (transfer/locks.py).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import getpass
 import hashlib
 import importlib
@@ -20,7 +21,7 @@ import signal
 import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -157,6 +158,40 @@ def main() -> None:
 )
 @click.option("--source-password-file", metavar="FILE", help="File holding the source password.")
 @click.option("--dest-password-file", metavar="FILE", help="File holding the destination password.")
+@click.option(
+    "--source-oauth",
+    metavar="PROVIDER",
+    help="Sign in to the source with OAuth2: google, microsoft, auto (the preset's), or "
+    "no (a password). Default: OAuth2 for the Gmail, Google Workspace, Microsoft 365 and "
+    "Outlook.com presets unless a password is given.",
+)
+@click.option(
+    "--dest-oauth", metavar="PROVIDER", help="The same for the destination (see --source-oauth)."
+)
+@click.option(
+    "--source-token-file",
+    metavar="FILE",
+    help="File holding an OAuth2 access token (or a JSON grant) for the source, obtained elsewhere.",
+)
+@click.option(
+    "--dest-token-file",
+    metavar="FILE",
+    help="File holding an OAuth2 access token (or a JSON grant) for the destination.",
+)
+@click.option(
+    "--oauth-device",
+    is_flag=True,
+    help="Sign in with a code typed on another device (Microsoft) instead of a browser "
+    "redirect to this machine.",
+)
+@click.option(
+    "--open-browser", is_flag=True, help="Open the OAuth2 sign-in page in a browser here."
+)
+@click.option(
+    "--no-token-cache",
+    is_flag=True,
+    help="Neither use nor keep OAuth2 refresh tokens in the user's data directory.",
+)
 @click.option("--state", "state_path", metavar="FILE", help="The job's sqlite3 state database.")
 @click.option("--report", "report_path", metavar="FILE", help="Write a JSON report here.")
 @click.option(
@@ -272,6 +307,13 @@ def move(
     dest_preset: str | None,
     source_password_file: str | None,
     dest_password_file: str | None,
+    source_oauth: str | None,
+    dest_oauth: str | None,
+    source_token_file: str | None,
+    dest_token_file: str | None,
+    oauth_device: bool,
+    open_browser: bool,
+    no_token_cache: bool,
     state_path: str | None,
     report_path: str | None,
     folders: tuple[str, ...],
@@ -325,6 +367,13 @@ def move(
         ca_file=ca_file,
         no_starttls=no_starttls,
         allow_insecure_auth=allow_insecure_auth,
+        sign_in=SignIn(
+            oauth={"source": source_oauth, "dest": dest_oauth},
+            token_files={"source": source_token_file, "dest": dest_token_file},
+            device=oauth_device,
+            open_browser=open_browser,
+            cache=not no_token_cache,
+        ),
     )
     options = make_options(
         include=folders,
@@ -405,8 +454,10 @@ class _Accounts:
         ca_file: str | None,
         no_starttls: bool,
         allow_insecure_auth: bool,
+        sign_in: SignIn | None = None,
     ) -> _Accounts:
         """Both accounts from the command line, or exit 2 saying what is wrong."""
+        sign_in = sign_in or SignIn()
         try:
             src_url, src_provider = resolve_account(
                 source_url, what="--source", preset=source_preset
@@ -425,17 +476,202 @@ class _Accounts:
                 ctx = ssl_context(ca_file)
             except (OSError, ValueError) as exc:
                 _die(f"cannot load --ca-file {ca_file!r}: {exc}")
-        src_pw = read_password("source", src_url, source_password_file)
-        dst_pw = read_password("dest", dst_url, dest_password_file)
         how = {"ssl_context": ctx, "allow_insecure_auth": allow_insecure_auth}
-        source = src_url.endpoint(src_pw, **how, starttls=not no_starttls)
-        dest = dst_url.endpoint(dst_pw, **how, starttls=not no_starttls)
+        ends: list[Endpoint] = []
+        for role, url, prov, pw_file in (
+            ("source", src_url, src_provider, source_password_file),
+            ("dest", dst_url, dst_provider, dest_password_file),
+        ):
+            oauth = sign_in.token_source(role, url, prov, pw_file)
+            pw = "" if oauth is not None else read_password(role, url, pw_file)
+            ep = url.endpoint(pw, **how, starttls=not no_starttls)
+            ends.append(dataclasses.replace(ep, oauth=oauth) if oauth is not None else ep)
+        source, dest = ends
         if (source.host, source.port, source.user) == (dest.host, dest.port, dest.user):
             _die("--source and --dest are the same account")
         same = same_address(source, dest)  # another name for it (transfer/identity.py)
         if same is not None:
             _die(str(SameMailbox(same)))
         return cls(src_url, dst_url, src_provider, dst_provider, source, dest)
+
+
+def default_token_cache() -> Path:
+    """Where ``move`` keeps OAuth2 refresh grants: ``<user data dir>/oauth/tokens.json``."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("yippiemove")) / "oauth" / "tokens.json"
+
+
+@dataclass
+class SignIn:
+    """How ``move`` signs in to each side: a password, or OAuth2 (``--*-oauth``, a token
+    file, the presets' default), with the refresh-token cache."""
+
+    oauth: dict[str, str | None] = field(default_factory=dict)
+    token_files: dict[str, str | None] = field(default_factory=dict)
+    device: bool = False
+    open_browser: bool = False
+    cache: bool = True
+
+    def provider_key(
+        self, role: str, prov: providers.Provider | None, password_file: str | None
+    ) -> str | None:
+        """The OAuth2 provider to sign in to ``role`` with, or None for a password."""
+        asked = (self.oauth.get(role) or "").strip().lower() or None
+        if asked in ("no", "none", "password"):
+            return None
+        if asked == "auto" or asked is None:
+            key = prov.oauth_provider if prov is not None else None
+            if asked == "auto" and key is None:
+                _die(
+                    f"--{role}-oauth auto: the {prov.key if prov else 'generic'!r} preset has "
+                    "no OAuth2 provider; name one (google, microsoft)"
+                )
+            if asked is None:
+                given = password_file or os.environ.get(f"YIPPIEMOVE_{role.upper()}_PASSWORD")
+                if key is None or prov is None or given:
+                    return None
+                if not (prov.oauth_only or key == "google"):
+                    return None
+                why = (
+                    f"use --{role}-password-file for an app password"
+                    if prov.app_password
+                    else f"--{role}-oauth no to use a password"
+                )
+                click.echo(f"{prov.key}: signing in with OAuth2 ({key.title()}); {why}", err=True)
+            return key
+        return asked
+
+    def token_source(
+        self,
+        role: str,
+        url: AccountURL,
+        prov: providers.Provider | None,
+        password_file: str | None,
+    ) -> Any:
+        """A GrantTokenSource for ``role``, or None: sign in with a password."""
+        token_file = self.token_files.get(role)
+        if token_file:
+            if self.oauth.get(role) or password_file:
+                _die(f"--{role}-token-file goes alone: no --{role}-oauth or password file")
+            return _token_file_source(role, token_file)
+        key = self.provider_key(role, prov, password_file)
+        if key is None:
+            return None
+        if password_file:
+            _die(f"--{role}-oauth and --{role}-password-file: choose one")
+        return _oauth_sign_in(role, url, key, self)
+
+
+def _oauth_config() -> Any:
+    from .oauth import OAuthConfig, OAuthConfigError
+
+    try:
+        return OAuthConfig.from_env()
+    except OAuthConfigError as exc:
+        _die(str(exc))
+
+
+def _token_file_source(role: str, path: str) -> Any:
+    """A token file: a bare access token, or a JSON grant (yippiemove.oauth)."""
+    from .oauth import GrantError, GrantTokenSource, check_grant
+
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        _die(f"cannot read --{role}-token-file {path!r}: {exc.strerror}")
+    if not text:
+        _die(f"--{role}-token-file {path!r} is empty")
+    if text.startswith("{"):
+        try:
+            grant = check_grant(json.loads(text))
+        except (ValueError, GrantError) as exc:
+            msg = str(exc) if isinstance(exc, GrantError) else "not valid JSON"
+            _die(f"--{role}-token-file {path!r}: {msg}")
+    elif any(c.isspace() for c in text):
+        _die(f"--{role}-token-file {path!r}: expected one access token or a JSON grant")
+    else:
+        grant = {"kind": "static", "access_token": text}
+    config = _oauth_config() if grant["kind"] != "static" else None
+    try:
+        return GrantTokenSource(grant, config)
+    except ValueError as exc:
+        _die(f"--{role}-token-file: {exc}")
+
+
+def _oauth_sign_in(role: str, url: AccountURL, key: str, how: SignIn) -> Any:
+    """A token source for ``url.user`` at provider ``key``: from the cache when it still
+    works, else a new consent (the browser on a loopback redirect, or the device flow)."""
+    from .imap.errors import AuthenticationError, ConsentRevoked
+    from .oauth import GrantTokenSource, OAuthConfigError, TokenEndpointUnavailable
+    from .oauth.cache import TokenCache, TokenCacheError
+    from .oauth.flows import DeviceCode, device_flow, loopback_flow
+
+    config = _oauth_config()
+    try:
+        prov = config.get(key)
+    except OAuthConfigError as exc:
+        _die(f"--{role}-oauth: {exc}")
+    address = url.user
+    cache = TokenCache(default_token_cache()) if how.cache else None
+
+    def keep(grant: dict[str, Any]) -> None:
+        if cache is not None:
+            try:
+                cache.put(key, address, grant)
+            except TokenCacheError as exc:
+                log.warning("%s", exc)
+
+    if cache is not None:
+        try:
+            cached = cache.get(key, address)
+        except TokenCacheError as exc:
+            _die(str(exc))
+        if cached is not None:
+            src = GrantTokenSource(cached, config, on_rotate=keep)
+            try:
+                asyncio.run(src.access_token())
+                click.echo(f"{role}: signed in to {prov.name} as {address} (cached)", err=True)
+                return src
+            except ConsentRevoked:
+                cache.forget(key, address)
+                click.echo(f"{role}: the cached {prov.name} sign-in was refused", err=True)
+            except TokenEndpointUnavailable as exc:
+                _die(str(exc))
+    hint = address if "@" in address else None
+
+    def show_url(link: str) -> None:
+        click.echo(
+            f"Sign in to {prov.name} as {address} for the {role} account: open\n  {link}\n"
+            "(waiting for the sign-in...)",
+            err=True,
+        )
+
+    def show_code(code: DeviceCode) -> None:
+        click.echo(
+            f"Sign in to {prov.name} as {address} for the {role} account: on any device, "
+            f"open {code.verification_uri} and enter the code {code.user_code}\n"
+            "(waiting for the sign-in...)",
+            err=True,
+        )
+
+    try:
+        if how.device:
+            grant, who = asyncio.run(device_flow(prov, show_code))
+        else:
+            grant, who = asyncio.run(
+                loopback_flow(prov, show_url, login_hint=hint, open_browser=how.open_browser)
+            )
+    except (AuthenticationError, OAuthConfigError) as exc:
+        _die(f"{role}: {exc}")
+    if "@" in address and who.lower() != address.lower():
+        _die(
+            f"{role}: signed in to {prov.name} as {who}, but the {role} account is {address}; "
+            "sign in with that account"
+        )
+    keep(grant)
+    click.echo(f"{role}: signed in to {prov.name} as {who}", err=True)
+    return GrantTokenSource(grant, config, on_rotate=keep)
 
 
 def _run(mover: Mover, state: State | None, show_bar: bool) -> tuple[str, str | None]:

@@ -45,7 +45,8 @@ as Microsoft does.  Code exchanges return an ``id_token`` (RS256 JWT, claims iss
 email, email_verified, iat, exp, nonce).
 
 Knobs for tests: :meth:`revoke` (every token of a user dies: refresh grants then fail with
-``invalid_grant``), :meth:`expire_access_tokens`, :meth:`approve_device`, :meth:`sign_in`
+``invalid_grant``), :meth:`expire_access_tokens`, :meth:`fail_token_requests` (503s),
+:meth:`approve_device`, :meth:`sign_in`
 (the Allow button without a browser), counters :attr:`issued`, :attr:`refreshed`,
 :attr:`introspected`.  The server never sleeps; all state is under one lock.
 """
@@ -173,6 +174,14 @@ class _Client:
     secret: str | None
     redirect_uris: tuple[str, ...]
     app_domain: str | None = None
+    offline: str = "always"  # when a refresh token is issued: see add_client()
+
+    def wants_refresh(self, scope: str, params: dict[str, str]) -> bool:
+        if self.offline == "google":
+            return params.get("access_type") == "offline"
+        if self.offline == "microsoft":
+            return "offline_access" in scope.split()
+        return True
 
 
 @dataclass
@@ -215,6 +224,7 @@ class _Code:
     challenge: str
     expires_at: float
     nonce: str | None
+    refresh: bool = True  # a refresh token comes with the exchange
     used: bool = False
     issued: list[str] = field(default_factory=list)  # tokens issued for it
 
@@ -228,6 +238,7 @@ class _AuthRequest:
     challenge: str
     nonce: str | None
     login_hint: str
+    refresh: bool
 
 
 @dataclass
@@ -300,6 +311,8 @@ class OAuthServer:
         self.issued = 0
         self.refreshed = 0
         self.introspected = 0
+        self._outage = 0
+        self._outage_status = 503
         self._lock = threading.RLock()
         self._clients: dict[str, _Client] = {}
         self._service_accounts: dict[str, _ServiceAccount] = {}
@@ -416,9 +429,21 @@ class OAuthServer:
 
     @property
     def introspection_url_with_credentials(self) -> str:
-        """``http://ID:SECRET@127.0.0.1:PORT/introspect``: what Dovecot is given."""
+        """``http://ID:SECRET@127.0.0.1:PORT/introspect``: what a resource server (the
+        Gmail double) is given."""
         rid, secret = self.resource_credentials
         return f"http://{rid}:{secret}@{self.host}:{self.port}/introspect"
+
+    @property
+    def dovecot_introspection_url(self) -> str:
+        """``http://ID:SECRET@127.0.0.1:PORT/dovecot/introspect``: the introspection for
+        Dovecot's oauth2 passdb, which matches exactly one username attribute per passdb.
+        Its answers add ``app_user`` (``CLIENT@DOMAIN`` of an application token) and fill
+        the attribute a token does not have with ``"-@-"``, a name no user has, so that
+        every mismatch is a refusal (a missing attribute would be Dovecot's "No username
+        returned", a *temporary* failure).  See ``DovecotServer(oauth2_app_tokens=)``."""
+        rid, secret = self.resource_credentials
+        return f"http://{rid}:{secret}@{self.host}:{self.port}/dovecot/introspect"
 
     # ----------------------------------------------------------------- registration
 
@@ -429,17 +454,27 @@ class OAuthServer:
         redirect_uris: Iterable[str] = (),
         *,
         app_domain: str | None = None,
+        offline: str = "always",
     ) -> None:
         """Register a client.  ``secret`` None: a public client (PKCE alone).
         ``redirect_uris``: exact URIs; a loopback one without a port matches any port,
         one ending in ``*`` any path below.  ``app_domain``: the client may use the
         client-credentials grant and its tokens open any mailbox of that domain (like a
-        Microsoft 365 application granted IMAP access to a tenant)."""
+        Microsoft 365 application granted IMAP access to a tenant).  ``offline``: when
+        the code and device grants give a refresh token: ``"always"``, ``"google"`` (only
+        if the authorization request had ``access_type=offline``; device flow: always) or
+        ``"microsoft"`` (only with the ``offline_access`` scope)."""
         if isinstance(redirect_uris, str):
             raise TypeError("redirect_uris must be an iterable of str")
+        if offline not in ("always", "google", "microsoft"):
+            raise ValueError(f"offline must be always, google or microsoft, not {offline!r}")
         with self._lock:
             self._clients[client_id] = _Client(
-                client_id, secret, tuple(redirect_uris), app_domain.lower() if app_domain else None
+                client_id,
+                secret,
+                tuple(redirect_uris),
+                app_domain.lower() if app_domain else None,
+                offline,
             )
 
     def add_service_account(
@@ -489,41 +524,50 @@ class OAuthServer:
         redirect_uris: Iterable[str] = LOOPBACK_ANY,
     ) -> str:
         """The JSON for ``YIPPIEMOVE_OAUTH_PROVIDERS_FILE`` pointing these provider keys
-        at this server: ``{KEY: {name, authorize_url, token_url, device_url, revoke_url,
-        userinfo_url, scopes, client_id, client_secret}}``.  Registers one client per key
+        at this server: ``{KEY: {key, name, authorize_url, token_url, device_url,
+        revoke_url, userinfo_url, scopes, client_id, client_secret}}`` (+
+        ``tenant_token_url`` for Microsoft).  Registers one client per key
         (``test-KEY-client``, with a secret unless ``secret=False``, and
-        ``redirect_uris``); writes the file too when ``path`` is given."""
+        ``redirect_uris``); writes the file too when ``path`` is given.
+
+        As the real providers: "google" has no device flow for the mail scope
+        (``device_url`` null) and gives a refresh token only to ``access_type=offline``;
+        "microsoft" spells its endpoints ``/{tenant}/oauth2/v2.0/...``, has no revocation
+        (RFC 7009) and no userinfo endpoint for the IMAP scope (null) and gives a refresh
+        token only with the ``offline_access`` scope.  Other keys get every endpoint."""
+        if isinstance(keys, str):
+            raise TypeError("keys must be an iterable of str")
         out: dict[str, dict[str, Any]] = {}
         for key in keys:
             client_id = f"test-{key}-client"
             client_secret = f"test-{key}-secret" if secret else None
-            self.add_client(client_id, client_secret, redirect_uris)
+            offline = key if key in ("google", "microsoft") else "always"
+            self.add_client(client_id, client_secret, redirect_uris, offline=offline)
+            entry: dict[str, Any] = {
+                "key": key,
+                "name": {"google": "Google", "microsoft": "Microsoft"}.get(key, key.title()),
+            }
             if key == "microsoft":
-                # Microsoft's identity platform puts the tenant in the path
                 base = self.url + "/common/oauth2/v2.0"
-                urls = {
+                entry |= {
                     "authorize_url": base + "/authorize",
                     "token_url": base + "/token",
                     "device_url": base + "/devicecode",
+                    "revoke_url": None,
+                    "userinfo_url": None,
+                    "tenant_token_url": self.url + "/{tenant}/oauth2/v2.0/token",
+                    "scopes": list(MICROSOFT_SCOPES),
                 }
-                scopes = MICROSOFT_SCOPES
             else:
-                urls = {
+                entry |= {
                     "authorize_url": self.authorize_url,
                     "token_url": self.token_url,
-                    "device_url": self.device_url,
+                    "device_url": None if key == "google" else self.device_url,
+                    "revoke_url": self.revoke_url,
+                    "userinfo_url": self.userinfo_url,
+                    "scopes": list(GOOGLE_SCOPES),
                 }
-                scopes = GOOGLE_SCOPES
-            out[key] = {
-                "key": key,
-                "name": {"google": "Google", "microsoft": "Microsoft"}.get(key, key.title()),
-                **urls,
-                "revoke_url": self.revoke_url,
-                "userinfo_url": self.userinfo_url,
-                "scopes": list(scopes),
-                "client_id": client_id,
-                "client_secret": client_secret,
-            }
+            out[key] = entry | {"client_id": client_id, "client_secret": client_secret}
         text = json.dumps(out, indent=2)
         if path is not None:
             Path(path).write_text(text)
@@ -533,8 +577,9 @@ class OAuthServer:
 
     def revoke(self, address: str) -> None:
         """Every refresh and access token of ``address`` dies (consent revoked; a refresh
-        is then ``invalid_grant``).  A service account's address disables the account:
-        its assertions are refused with ``invalid_grant`` from now on."""
+        is then ``invalid_grant``).  A client id or a service account's address revokes every
+        token issued to that client (an application's consent withdrawn); a service
+        account is disabled too: its assertions get ``invalid_grant`` from now on."""
         address = address.lower()
         with self._lock:
             for grant in self._grants:
@@ -586,6 +631,13 @@ class OAuthServer:
         request_id = body
         return self._decide(request_id, address, allow)
 
+    def fail_token_requests(self, count: int, status: int = 503) -> None:
+        """The next ``count`` token requests fail with ``status`` and
+        ``{"error": "temporarily_unavailable"}`` (a provider's bad minute)."""
+        with self._lock:
+            self._outage = count
+            self._outage_status = status
+
     def live_tokens(self, address: str) -> int:
         """How many access tokens of ``address`` are live now."""
         now = time.time()
@@ -636,6 +688,7 @@ class OAuthServer:
                 "sub": _sub_of(grant.address),
                 "email": grant.address,
                 "email_verified": True,
+                "preferred_username": grant.address,  # Microsoft's name for the account
                 "iat": int(now),
                 "exp": int(now) + 3600,
             }
@@ -663,6 +716,11 @@ class OAuthServer:
         """The token endpoint (raises _OAuthError)."""
         grant_type = form.get("grant_type", "")
         with self._lock:
+            if self._outage:
+                self._outage -= 1
+                raise _OAuthError(
+                    "temporarily_unavailable", "The service is unavailable.", self._outage_status
+                )
             if grant_type == JWT_BEARER_GRANT:
                 return self._jwt_bearer(form)
             client = self._client(form, auth)
@@ -705,7 +763,7 @@ class OAuthServer:
             raise _OAuthError("invalid_grant", "PKCE verification failed.")
         code.used = True
         return self._issue(
-            code.grant, refresh=True, id_token_for=client.client_id, nonce=code.nonce
+            code.grant, refresh=code.refresh, id_token_for=client.client_id, nonce=code.nonce
         )
 
     def _refresh_grant(self, client: _Client, form: dict[str, str]) -> dict[str, Any]:
@@ -785,7 +843,8 @@ class OAuthServer:
             raise _OAuthError("authorization_pending", "The user has not yet approved.")
         device.done = True
         grant = self._new_grant(device.address, client.client_id, device.scope)
-        return self._issue(grant, refresh=True, id_token_for=client.client_id)
+        refresh = client.offline != "microsoft" or client.wants_refresh(device.scope, {})
+        return self._issue(grant, refresh=refresh, id_token_for=client.client_id)
 
     def device_code(self, form: dict[str, str], auth: tuple[str, str] | None) -> dict[str, Any]:
         with self._lock:
@@ -823,11 +882,19 @@ class OAuthServer:
                 return device
         return None
 
-    def introspect(self, token: str) -> dict[str, Any]:
-        """RFC 7662 answer for ``token`` (counted in :attr:`introspected`)."""
+    def introspect(self, token: str, *, dovecot: bool = False) -> dict[str, Any]:
+        """RFC 7662 answer for ``token`` (counted in :attr:`introspected`); ``dovecot``:
+        with the fields of :attr:`dovecot_introspection_url`."""
         with self._lock:
             self.introspected += 1
-            return self._token_info(token)
+            info = self._token_info(token)
+        if dovecot and info.get("active"):
+            if "email" in info:
+                info["app_user"] = "-@-"
+            else:
+                info["email"] = "-@-"
+                info["app_user"] = f"{info['client_id']}@{info['app_domain']}"
+        return info
 
     def _token_info(self, token: str) -> dict[str, Any]:
         with self._lock:
@@ -909,6 +976,7 @@ class OAuthServer:
                 challenge=challenge,
                 nonce=params.get("nonce"),
                 login_hint=params.get("login_hint", ""),
+                refresh=client.wants_refresh(params.get("scope", ""), params),
             )
             return 200, request_id, None
 
@@ -929,7 +997,7 @@ class OAuthServer:
                 grant = self._new_grant(address, req.client_id, req.scope)
                 self._codes[code] = _Code(
                     grant, req.redirect_uri, req.challenge, time.time() + self.code_lifetime,
-                    req.nonce,
+                    req.nonce, req.refresh,
                 )  # fmt: skip
                 q = {"code": code}
             if req.state is not None:
@@ -1127,7 +1195,8 @@ class _Handler(BaseHTTPRequestHandler):
                 _OAuthError("invalid_client", "Resource server authentication failed.", 401)
             )
             return
-        self._json(200, p.introspect(form.get("token", "")))
+        dovecot = urllib.parse.urlsplit(self.path).path.rstrip("/").endswith("/dovecot/introspect")
+        self._json(200, p.introspect(form.get("token", ""), dovecot=dovecot))
 
     def _sign_in_page(self, request_id: str, hint: str, error: str = "") -> None:
         body = (

@@ -7,7 +7,10 @@
                    that server's introspection endpoint; users ``src@example.test`` /
                    ``srcpass`` and ``dst@example.test`` / ``dstpass`` (passwords still work
                    with PLAIN/LOGIN, so the usual helpers fill and read the mailboxes).
-                   The source-untouched guard checks it like ``dovecot``;
+                   The source-untouched guard checks it like ``dovecot``.  For
+                   application tokens (client credentials) too:
+                   ``dovecot_factory(users=..., oauth2_introspection_url=
+                   oauth_server.dovecot_introspection_url, oauth2_app_tokens=True)``;
 ``gmail_oauth``    the Gmail double (users ``src@gmail.test``/``srcpass``,
                    ``dst@gmail.test``/``dstpass``) taking XOAUTH2 and OAUTHBEARER tokens of
                    ``oauth_server``; set ``gmail_oauth.bye_on_expiry = True`` or
@@ -43,7 +46,7 @@ def dovecot_oauth(
     """A running Dovecot accepting ``oauth_server``'s tokens (see the module docstring)."""
     return dovecot_factory(
         users=dict(OAUTH_USERS),
-        oauth2_introspection_url=oauth_server.introspection_url_with_credentials,
+        oauth2_introspection_url=oauth_server.dovecot_introspection_url,
     )
 
 

@@ -241,6 +241,74 @@ def test_dovecot_cancel_after_the_error_challenge(dovecot_oauth: DovecotServer) 
     assert lines[1] == b"a BAD Authentication aborted by client.\r\n"
 
 
+def test_dovecot_oauth2_settings(
+    dovecot_oauth: DovecotServer, oauth_server: OAuthServer, tmp_path: Any
+) -> None:
+    """The introspection secret stays out of dovecot.conf (its own 0600 file); users
+    added later log in with passwords and tokens alike."""
+    import os
+    import stat
+
+    secret = oauth_server.resource_credentials[1]
+    assert secret not in dovecot_oauth.config_path.read_text()
+    ext = re.search(r"args = (\S+oauth2\.conf\.ext)", dovecot_oauth.config_path.read_text())
+    assert ext is not None and secret in open(ext[1]).read()
+    assert stat.S_IMODE(os.stat(ext[1]).st_mode) == 0o600
+    dovecot_oauth.add_user("late@example.test", "latepass")
+    oauth_server.add_client("web", "web-secret", [REDIRECT])
+    token = code_flow(oauth_server, "late@example.test")["access_token"]
+    assert sasl(dovecot_oauth.port, "XOAUTH2", xoauth2("late@example.test", token))[-1].startswith(
+        b"a OK"
+    )
+    with pytest.raises(ValueError):
+        DovecotServer(tmp_path / "x", oauth2_introspection_url="http://h/\nx")
+
+
+def app_token(provider: OAuthServer, domain: str = "example.test") -> str:
+    provider.add_client("app", "app-secret", app_domain=domain)
+    r = httpx.post(
+        provider.url + "/tenant/oauth2/v2.0/token",
+        data={"grant_type": "client_credentials",
+              "scope": "https://outlook.office365.com/.default"},
+        auth=("app", "app-secret"),
+    )  # fmt: skip
+    return str(r.json()["access_token"])
+
+
+def test_dovecot_application_tokens(
+    oauth_server: OAuthServer, dovecot_factory: Any, dovecot_oauth: DovecotServer
+) -> None:
+    """With oauth2_app_tokens, a client-credentials token opens any mailbox of its domain
+    (Microsoft 365 application access); without it, such a token is refused cleanly."""
+    oauth_server.add_client("web", "web-secret", [REDIRECT])
+    token = app_token(oauth_server)
+    assert refused(dovecot_oauth, "XOAUTH2", "src@example.test", token) == XOAUTH2_REFUSAL
+    server = dovecot_factory(
+        users={"a@example.test": "pw", "b@example.test": "pw", "c@other.test": "pw"},
+        oauth2_introspection_url=oauth_server.dovecot_introspection_url,
+        oauth2_app_tokens=True,
+    )
+    for user in ("a@example.test", "b@example.test"):
+        for mechanism, make in (("XOAUTH2", xoauth2), ("OAUTHBEARER", oauthbearer)):
+            assert sasl(server.port, mechanism, make(user, token))[-1].startswith(b"a OK")
+    assert refused(server, "XOAUTH2", "c@other.test", token) == XOAUTH2_REFUSAL
+    user_token = code_flow(oauth_server, "a@example.test")["access_token"]
+    assert sasl(server.port, "XOAUTH2", xoauth2("a@example.test", user_token))[-1].startswith(
+        b"a OK"
+    )
+    # a user's token is no application's: not for the other users of the domain
+    assert refused(server, "XOAUTH2", "b@example.test", user_token) == XOAUTH2_REFUSAL
+    assert refused(server, "OAUTHBEARER", "a@example.test", "made-up") == OAUTHBEARER_REFUSAL
+    oauth_server.revoke("app")
+    assert refused(server, "XOAUTH2", "a@example.test", token) == XOAUTH2_REFUSAL
+
+
+def test_dovecot_refuses_a_query_in_the_introspection_url(tmp_path: Any) -> None:
+    """Dovecot 2.3.19's auth process panics on one (introspection_mode post)."""
+    with pytest.raises(ValueError, match="query"):
+        DovecotServer(tmp_path / "d", oauth2_introspection_url="http://h:1/introspect?x=1")
+
+
 def test_dovecot_without_oauth2_offers_no_token_mechanisms(dovecot: DovecotServer) -> None:
     greeting = capabilities(dovecot.port)
     assert "XOAUTH2" not in greeting and "OAUTHBEARER" not in greeting
@@ -433,6 +501,16 @@ def test_refresh_and_expiry(provider: OAuthServer) -> None:
     assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
 
 
+def test_token_endpoint_outage(provider: OAuthServer) -> None:
+    body = code_flow(provider, "a@x.test")
+    provider.fail_token_requests(2)
+    for _ in range(2):
+        r = refresh(provider, body["refresh_token"])
+        assert r.status_code == 503 and r.json()["error"] == "temporarily_unavailable"
+    assert refresh(provider, body["refresh_token"]).status_code == 200
+    assert provider.refreshed == 1
+
+
 def test_rotating_refresh_tokens_keep_a_grace_period(provider: OAuthServer) -> None:
     provider.rotate_refresh = True
     provider.rotate_grace = 0.3
@@ -498,6 +576,10 @@ def test_introspection_needs_the_resource_servers_credentials(provider: OAuthSer
     assert introspect(provider, token)["active"] is True
     creds = urllib.parse.urlsplit(provider.introspection_url_with_credentials)
     assert (creds.username, creds.password) == provider.resource_credentials
+    # Dovecot's: a placeholder for the attribute a token lacks
+    r = httpx.post(provider.url + "/dovecot/introspect", data={"token": token},
+                   auth=provider.resource_credentials)  # fmt: skip
+    assert r.json()["email"] == "a@x.test" and r.json()["app_user"] == "-@-"
 
 
 # --------------------------------------------------------------------------- JWT bearer (RFC 7523)
@@ -673,6 +755,11 @@ def test_providers_json(oauth_server: OAuthServer, tmp_path: Any) -> None:
     assert microsoft["token_url"].endswith("/common/oauth2/v2.0/token")
     assert "https://mail.google.com/" in google["scopes"]
     assert "offline_access" in microsoft["scopes"]
+    # as the real ones: no device flow for Google's mail scope, no revocation or userinfo
+    # endpoint at Microsoft, which puts the tenant in its paths
+    assert google["device_url"] is None and google["revoke_url"] == oauth_server.revoke_url
+    assert microsoft["revoke_url"] is None and microsoft["userinfo_url"] is None
+    assert microsoft["tenant_token_url"] == oauth_server.url + "/{tenant}/oauth2/v2.0/token"
     # the registered clients work at Microsoft's paths, with a loopback redirect on any port
     verifier, challenge = pkce()
     redirect = "http://127.0.0.1:40000/oauth/callback"
@@ -880,3 +967,57 @@ def test_gmail_double_without_a_provider_offers_plain_only() -> None:
         )
         assert lines[-1].startswith(b"b NO [CANNOT]")
         wire.close()
+
+
+def test_refresh_tokens_only_for_offline_access(oauth_server: OAuthServer) -> None:
+    """Google gives a refresh token only to access_type=offline, Microsoft only with the
+    offline_access scope (the clients providers_json registers behave so)."""
+    providers = json.loads(oauth_server.providers_json())
+    redirect = "http://127.0.0.1:40000/cb"
+
+    def exchange(key: str, scope: str, **extra: str) -> dict[str, Any]:
+        p = providers[key]
+        verifier, challenge = pkce()
+        params = {
+            "response_type": "code",
+            "client_id": p["client_id"],
+            "redirect_uri": redirect,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "scope": scope,
+        }
+        url = p["authorize_url"] + "?" + urllib.parse.urlencode(params | extra)
+        code = query_of(oauth_server.sign_in(url, "g@x.test"))["code"]
+        r = httpx.post(
+            p["token_url"],
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": redirect,
+                "code_verifier": verifier,
+                "client_id": p["client_id"],
+                "client_secret": p["client_secret"],
+            },
+        )
+        assert r.status_code == 200, r.text
+        return dict(r.json())  # fmt: skip
+
+    google = " ".join(providers["google"]["scopes"])
+    assert "refresh_token" not in exchange("google", google)
+    assert "refresh_token" in exchange("google", google, access_type="offline", prompt="consent")
+    ms = " ".join(providers["microsoft"]["scopes"])
+    assert "refresh_token" in exchange("microsoft", ms)
+    body = exchange("microsoft", ms.replace("offline_access", "").strip())
+    assert "refresh_token" not in body
+    assert jwt_decode(body["id_token"], None)[1]["preferred_username"] == "g@x.test"
+    # the device flow (Microsoft's) too
+    oauth_server.device_interval = 0
+    for scope, refresh in ((ms, True), ("https://outlook.office.com/IMAP.AccessAsUser.All", False)):
+        dev = httpx.post(providers["microsoft"]["device_url"], data={
+            "client_id": providers["microsoft"]["client_id"], "scope": scope}).json()  # fmt: skip
+        oauth_server.approve_device(dev["user_code"], "g@x.test")
+        r = httpx.post(providers["microsoft"]["token_url"], data={
+            "grant_type": DEVICE_GRANT, "device_code": dev["device_code"],
+            "client_id": providers["microsoft"]["client_id"],
+            "client_secret": providers["microsoft"]["client_secret"]})  # fmt: skip
+        assert ("refresh_token" in r.json()) is refresh

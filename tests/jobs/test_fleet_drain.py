@@ -125,7 +125,10 @@ def test_drain_moves_a_running_job_to_another_host_and_takes_no_new_one(
             assert f"{a}: drained (runs no job)" in r.output
             view = svc.get_transfer(uid, job.id)
             assert view.status in ("queued", "running"), view  # handed back mid-way
-            assert view.progress["messages_done"] < view.progress["messages_total"], view
+            # Not finished on ``a``: either its counters stop short of the end, or ``b``
+            # already took it over and is planning again (a new run starts at 0 / 0).
+            p = view.progress
+            assert p["messages_total"] == 0 or p["messages_done"] < p["messages_total"], view
             owners = set()
             deadline = time.monotonic() + 180
             while (view := svc.get_transfer(uid, job.id)).status in ("queued", "running"):

@@ -246,7 +246,7 @@ async def device_flow(
     async with _client(provider, None, verify) as client:
         data = {"client_id": provider.client_id, "scope": " ".join(provider.scopes)}
         try:
-            resp = await client.post(url, data=data, withhold_token=True)
+            resp = await client.request("POST", url, data=data, withhold_token=True)
             answer = resp.json()
         except (httpx.HTTPError, ValueError) as exc:
             raise FlowError(

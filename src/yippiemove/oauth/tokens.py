@@ -28,6 +28,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
+from joserfc.errors import JoseError
+from joserfc.jwk import RSAKey
 
 from ..imap.errors import AuthenticationError, ConnectError, ConsentRevoked
 from ._authlib import AsyncAssertionClient, AsyncOAuth2Client, OAuthError
@@ -299,17 +301,21 @@ class GrantTokenSource:
         key = g["key"]
         token_uri = str(key.get("token_uri") or prov.token_url)
         url = check_url(token_uri, "the service account's token_uri")
+        try:
+            private = RSAKey.import_key(key["private_key"])
+        except (ValueError, TypeError, JoseError):
+            raise GrantError("the service account's private_key is not an RSA key") from None
+        header = {"alg": "RS256"}
+        if isinstance(key.get("private_key_id"), str):
+            header["kid"] = key["private_key_id"]
         async with AsyncAssertionClient(
             token_endpoint=url,
             issuer=key["client_email"],
             subject=g["subject"],
             audience=url,
             scope=" ".join(prov.app_scopes) or None,
-            key=key["private_key"],
-            header={
-                "alg": "RS256",
-                **({"kid": key["private_key_id"]} if key.get("private_key_id") else {}),
-            },
+            key=private,
+            header=header,
             **kw,
         ) as client:
             return await client.refresh_token()

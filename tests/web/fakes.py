@@ -394,6 +394,37 @@ class FakeService:
             job.credentials = False
             return self._view(job)
 
+    # -- OAuth2 sign-ins (issue 16): none offered by the fake; the real ones are tested
+    # over the real Service (tests/web/test_oauth_web.py).
+
+    def sign_in_providers(self) -> list[dict[str, str]]:
+        return []
+
+    def begin_sign_in(self, user_id: int, provider: str, *_a: Any, **_k: Any) -> tuple[str, str]:
+        raise NotFound(f"no sign-in provider {provider[:40]!r}")
+
+    async def redeem_sign_in(self, state: Any, **_k: Any) -> Any:
+        from yippiemove.service.signin import SignInError
+
+        raise SignInError("This sign-in has expired or was already used.")
+
+    def sign_in_view(self, user_id: int, sid: Any) -> dict:
+        raise NotFound("no such sign-in (it may have expired)")
+
+    def signed_in(self, user_id: int, sid: Any, role: str) -> Account:
+        raise ServiceError(f"{role}.authorization: no finished sign-in with this id")
+
+    def used_sign_ins(self, user_id: int, ids: Any) -> None:
+        return None
+
+    async def forget_sign_in(self, user_id: int, sid: Any) -> None:
+        raise NotFound("no such sign-in (it may have expired)")
+
+    async def forget_job_sign_in(self, user_id: int, job_id: str) -> JobView:
+        with self._lock:
+            self._job(user_id, job_id)
+        raise Conflict("this transfer has no sign-in to forget")
+
     def report(self, user_id: int, job_id: str) -> dict:
         with self._lock:
             job = self._job(user_id, job_id)

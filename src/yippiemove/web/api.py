@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -23,7 +23,11 @@ from yippiemove.service.core import Account, AlreadyActive
 
 from .schemas import (
     AlreadyActiveOut,
+    AuthorizationIn,
+    AuthorizationOut,
+    AuthorizationStarted,
     ErrorOut,
+    SignedInAccountIn,
     StatusName,
     TransferCreated,
     TransferIn,
@@ -66,7 +70,11 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
-def to_account(model: Any) -> Account:
+def to_account(model: Any, service: Any = None, user: int = 0, role: str = "account") -> Account:
+    """The API's account: the fields given, or a finished OAuth2 sign-in's account."""
+    if isinstance(model, SignedInAccountIn):
+        signed_in: Account = service.signed_in(user, model.authorization, role)
+        return signed_in
     return Account(
         host=model.host,
         port=model.port,
@@ -178,7 +186,11 @@ def build_api_router(service: "Service") -> APIRouter:
         the same destination mailbox wait for each other (phase `waiting`).
         """
         folders = body.folders.model_dump(mode="json") if body.folders is not None else None
-        source, dest = to_account(body.source), to_account(body.dest)
+        source = to_account(body.source, service, user, "source")
+        dest = to_account(body.dest, service, user, "dest")
+        signed = [
+            a.authorization for a in (body.source, body.dest) if isinstance(a, SignedInAccountIn)
+        ]
         if idempotency_key is not None:
             status, answer = service.create_transfer_once(
                 user, idempotency_key, body.model_dump(mode="json"), source, dest, folders
@@ -190,6 +202,8 @@ def build_api_router(service: "Service") -> APIRouter:
                 status, answer = 409, {"error": str(exc), "id": exc.job_id}
             else:
                 status, answer = 201, {"id": view.id, "status": view.status}
+                if signed:  # the job holds the grants now (with a key: they expire)
+                    service.used_sign_ins(user, signed)
         return JSONResponse(
             answer,
             status_code=status,
@@ -256,5 +270,84 @@ def build_api_router(service: "Service") -> APIRouter:
         if not Path(path).is_file():
             raise HTTPException(404, "no receipt yet: the transfer has not started")
         return await run_in_threadpool(receipt_response, Path(path), job_id)
+
+    # -- OAuth2 sign-ins (issue 16) ------------------------------------------------------
+
+    @router.post(
+        "/oauth/{provider}/authorizations",
+        status_code=201,
+        response_model=AuthorizationStarted,
+        summary="Start an OAuth2 sign-in (Google, Microsoft)",
+        tags=["oauth"],
+        responses={404: {"model": ErrorOut, "description": "No such provider (or transfer)"}},
+    )
+    def start_authorization(
+        provider: str, user: User, body: AuthorizationIn | None = None
+    ) -> dict[str, Any]:
+        """Send the user's browser to `authorization_url`: they sign in at the provider,
+        which sends them back to this service; the service checks the mailbox and the
+        authorization becomes `done` (poll `GET /api/v1/oauth/authorizations/{id}`).
+        Then order with `{"authorization": ID}` in place of an account.  The grant stays
+        on the service, encrypted; no response ever contains a token.
+
+        With `transfer` and `side`: a new sign-in for that transfer (after `error_code`
+        `reauth`, or a forgotten sign-in); once done the transfer resumes."""
+        body = body or AuthorizationIn()
+        purpose, job_id = "api", None
+        if body.transfer is not None or body.side is not None:
+            if body.transfer is None or body.side is None:
+                raise HTTPException(422, "transfer and side: give both or neither")
+            view = service.get_transfer(user, check_job_id(body.transfer))
+            account = view.source if body.side == "source" else view.dest
+            if account.get("oauth_provider") != provider:
+                raise HTTPException(
+                    422, f"side: this transfer's {body.side} does not sign in with {provider}"
+                )
+            purpose, job_id = "reauth", view.id
+        sid, url = service.begin_sign_in(
+            user,
+            provider,
+            str(service.settings.base_url).rstrip("/") + "/oauth/callback",
+            purpose=purpose,
+            side=body.side or "",
+            job_id=job_id,
+            login_hint=body.login_hint,
+        )
+        view = service.sign_in_view(user, sid)
+        return {"id": sid, "authorization_url": url, "expires": view["expires"]}
+
+    @router.get(
+        "/oauth/authorizations/{authorization_id}",
+        response_model=AuthorizationOut,
+        summary="An OAuth2 sign-in's status, and its account once done",
+        tags=["oauth"],
+        responses={404: {"model": ErrorOut, "description": "No such authorization"}},
+    )
+    def get_authorization(authorization_id: str, user: User) -> dict[str, Any]:
+        return service.sign_in_view(user, authorization_id)
+
+    @router.delete(
+        "/oauth/authorizations/{authorization_id}",
+        status_code=204,
+        summary="Forget an OAuth2 sign-in that no order used",
+        tags=["oauth"],
+        responses={404: {"model": ErrorOut, "description": "No such authorization"}},
+    )
+    async def delete_authorization(authorization_id: str, user: User) -> Response:
+        """Revokes the grant at the provider (best effort) and deletes it."""
+        await service.forget_sign_in(user, authorization_id)
+        return Response(status_code=204)
+
+    @router.delete(
+        "/transfers/{job_id}/sign-in",
+        response_model=TransferOut,
+        summary="Forget a transfer's OAuth2 sign-in",
+        tags=["oauth"],
+        responses={409: {"model": ErrorOut, "description": "The transfer has no sign-in"}},
+    )
+    async def forget_transfer_sign_in(job_id: str, user: User) -> dict[str, Any]:
+        """Revokes the grants at the providers (best effort) and deletes them from the
+        transfer: it cannot run again until a new sign-in (`sign_in_needed`)."""
+        return public_view(await service.forget_job_sign_in(user, check_job_id(job_id)))
 
     return router

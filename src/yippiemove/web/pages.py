@@ -137,9 +137,12 @@ class Pages:
     """The page routes, bound to one Service."""
 
     def __init__(self, service: Service, templates: Jinja2Templates) -> None:
+        from .signin import SignInPages
+
         self.service = service
         self.templates = templates
         self.batch_columns = tuple(getattr(service, "BATCH_COLUMNS", BATCH_COLUMNS))
+        self.sign_ins = SignInPages(self)
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -396,6 +399,7 @@ class Pages:
             request,
             "new.html",
             status,
+            sign_in_providers=self.sign_in_providers(),
             step=step,
             src=src,
             dst=dst,
@@ -441,14 +445,42 @@ class Pages:
         await self.user(request)
         return self._wizard(request, "source", AccountForm(), AccountForm(), None)
 
+    def sign_in_providers(self) -> list[dict[str, str]]:
+        """The "Sign in with ..." buttons (issue 16): the providers the operator set up."""
+        providers = getattr(self.service, "sign_in_providers", None)
+        return providers() if providers is not None else []
+
+    async def signed_in_account(
+        self, uid: int, form: AccountForm, acc: Account | None, role: str
+    ) -> tuple[Account | None, str | None]:
+        """The account of a form signed in with OAuth2, from the server (with its grant;
+        the form's fields are only shown), or a message when the sign-in is gone."""
+        if acc is None or not form.oauth:
+            return acc, None
+        try:
+            return await self.call(self.service.signed_in, uid, form.oauth, role), None
+        except ServiceError:
+            who = "source" if role == "source" else "destination"
+            return None, (
+                f"Your sign-in to the {who} mailbox has expired or was used already. "
+                f"Please sign in with {form.oauth_name or 'your provider'} again."
+            )
+
     async def new_post(self, request: Request) -> Response:
         """The order's three steps (source, destination, folders) and their way back."""
         uid = await self.user(request)
         form = await self.form(request)
         action = form.get("action")
+        if isinstance(action, str) and action.startswith("oauth_"):
+            # "Sign in with Google / Microsoft": off to the provider (web/signin.py).
+            return await self.sign_ins.start_order(request, uid, form, action)
         src = AccountForm.from_form(form, "source")
         dst = AccountForm.from_form(form, "dest")
         plan = parse_plan(form.get("plan"))
+        if action == "signout_source":
+            return self._wizard(request, "source", AccountForm(), dst, None)
+        if action == "signout_dest" and plan is not None:
+            return self._wizard(request, "dest", src, AccountForm(), plan)
 
         if action == "back_source":
             return self._wizard(request, "source", src, dst, plan)
@@ -456,6 +488,11 @@ class Pages:
             return self._wizard(request, "dest", src, dst, plan)
 
         src_acc, src_errors = src.validate("source")
+        src_acc, gone = await self.signed_in_account(uid, src, src_acc, "source")
+        if gone is not None:
+            return self._wizard(
+                request, "source", AccountForm(), dst, None, status=400, error=gone
+            )
         if action == "check_source" or src_acc is None:
             return await self._source_step(request, src, dst, src_acc, src_errors)
         if plan is None:  # the page was tampered with or is very old: start over
@@ -469,6 +506,11 @@ class Pages:
                 error="Please check the source mailbox again.",
             )
         dst_acc, dst_errors = dst.validate("dest")
+        dst_acc, gone = await self.signed_in_account(uid, dst, dst_acc, "dest")
+        if gone is not None:
+            return self._wizard(
+                request, "dest", src, AccountForm(), plan, status=400, error=gone
+            )
         if action == "check_dest" or dst_acc is None:
             return await self._dest_step(request, src, dst, plan, src_acc, dst_acc, dst_errors)
         if action != "start":
@@ -604,6 +646,9 @@ class Pages:
                 selected=set(selected),
                 error=f"The transfer could not be started: {exc}",
             )
+        used = getattr(self.service, "used_sign_ins", None)
+        if used is not None and (src.oauth or dst.oauth):  # the job holds the grants now
+            await self.call(used, uid, [src.oauth, dst.oauth])
         flash(request, "Your transfer is on its way. You can close this page: it keeps running.")
         return RedirectResponse(f"/transfers/{view.id}", 303)
 
@@ -649,6 +694,7 @@ class Pages:
             selection=self._selection_text(job.get("folders")),
             terminal=terminal,
             can_rerun=terminal and job.get("can_rerun", True),
+            sign_in_names={p["key"]: p["name"] for p in self.sign_in_providers()},
         )
 
     async def job_summary(self, request: Request, job_id: str) -> Response:
@@ -664,6 +710,7 @@ class Pages:
             report=report,
             receipt=await self._receipt_ready(uid, job["id"]),
             terminal=job["status"] in TERMINAL,
+            sign_in_names={p["key"]: p["name"] for p in self.sign_in_providers()},
         )
 
     async def job_events(self, request: Request, job_id: str) -> Response:
@@ -986,4 +1033,5 @@ def build_pages_router(service: Service, templates: Jinja2Templates) -> APIRoute
     r.add_api_route("/tokens/{token_id}/revoke", p.token_revoke, methods=["POST"])
     r.add_api_route("/batch", p.batch_page, methods=["GET"], **html)
     r.add_api_route("/batch", p.batch, methods=["POST"], **html)
+    p.sign_ins.add_routes(r)
     return r

@@ -263,7 +263,7 @@ def test_the_search_would_see_a_leak(server, tmp_path):
 
 
 def _serve(
-    data: Path, port: int, ca_file: Path, log: Path, smtp_port: int
+    data: Path, port: int, ca_file: Path, log: Path, smtp_port: int, **more_env: str
 ) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("YIPPIEMOVE_")}
     env.update(
@@ -275,6 +275,7 @@ def _serve(
         YIPPIEMOVE_CREDENTIAL_RETENTION_DAYS="0",  # deleted at the end: reruns impossible
         YIPPIEMOVE_EGRESS_ALLOW="127.0.0.0/8",  # the test servers are on loopback
     )
+    env.update(more_env)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [
@@ -457,6 +458,9 @@ def test_cli_with_oauth2_leaves_no_token_anywhere(dovecot_oauth, oauth_server, t
     grants = {u: sign_in(oauth_server, config, u) for u in (src_user, dst_user)}
     inputs = {providers_file}
     for u, grant in grants.items():
+        # Its access token has expired: the CLI refreshes at once (a token issued during
+        # the run, unknown to the test until it is over).
+        grant["expires_at"] = time.time() - 1
         path = tmp_path / f"{u}.grant.json"
         path.write_text(json.dumps(grant))
         path.chmod(0o600)
@@ -534,3 +538,127 @@ def test_cli_with_oauth2_leaves_no_token_anywhere(dovecot_oauth, oauth_server, t
     sasl = f"user={dst_user}\x01auth=Bearer {tokens[0]}\x01\x01".encode()
     assert hits(b".." + b64encode(sasl) + b"..")
     assert all(hits(p.read_bytes()) for p in inputs)
+
+
+@pytest.mark.timeout(600)
+def test_service_with_oauth2_leaves_no_token_anywhere(
+    dovecot_oauth, oauth_server, tmp_path, smtp_sink
+):
+    """``yippiemove serve`` with "Sign in with Google / Microsoft" through the REST API
+    (authorizations: the provider's consent, the callback on the service), access tokens
+    living 2 s: one order moved exact with the grants, one whose destination consent was
+    revoked after the sign-in (stops with "sign in again").  No access or refresh token
+    the provider issued, nor a client secret, in the data directory (raw bytes), the
+    service's log, any API answer, any mail, or /proc/PID/cmdline and environ of the
+    service, its zygote and the job processes."""
+    src_user, dst_user = "src@example.test", "dst@example.test"
+    big_mailbox(dovecot_oauth, user=src_user, count=240)
+    oauth_server.access_lifetime = 2.0
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    providers_file = tmp_path / "oauth-providers.json"
+    oauth_server.providers_json(path=providers_file, redirect_uris=[f"{base}/oauth/callback"])
+    data = tmp_path / "data"
+    runner = CliRunner()
+    pwfile = tmp_path / "owner.pw"
+    pwfile.write_text("owner password 123\n")
+    r = runner.invoke(
+        main,
+        ["user", "create", "owner@example.org", "--password-file", str(pwfile),
+         "--data-dir", str(data)],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["token", "create", "owner@example.org", "--data-dir", str(data)])
+    assert r.exit_code == 0, r.output
+    api_token = r.stdout.strip().splitlines()[-1]
+    log = tmp_path / "serve.log"
+    at = f"127.0.0.1:{dovecot_oauth.port}:starttls"
+    proc = _serve(
+        data, port, dovecot_oauth.ca_file, log, smtp_sink.port,
+        YIPPIEMOVE_OAUTH_PROVIDERS_FILE=str(providers_file),
+        YIPPIEMOVE_OAUTH_IMAP=f"google={at},microsoft={at}",
+        YIPPIEMOVE_BASE_URL=base,
+    )  # fmt: skip
+    watch = ProcWatch()
+    answers: list[bytes] = []
+    try:
+        api = httpx.Client(
+            base_url=f"{base}/api/v1",
+            headers={"Authorization": f"Bearer {api_token}"},
+            timeout=30,
+        )
+
+        def authorize(provider: str, address: str) -> str:
+            resp = api.post(f"/oauth/{provider}/authorizations", json={"login_hint": address})
+            assert resp.status_code == 201, resp.text
+            answers.append(resp.content)
+            started = resp.json()
+            back = oauth_server.sign_in(started["authorization_url"], address)
+            page = httpx.get(back, timeout=30)  # the user's browser comes back
+            assert page.status_code == 200, page.text[:2000]
+            answers.append(page.content)
+            got = api.get(f"/oauth/authorizations/{started['id']}")
+            answers.append(got.content)
+            assert got.json()["status"] == "done", got.text
+            return str(started["id"])
+
+        jobs = {}
+        for name in ("copy", "revoked"):
+            body = {
+                "source": {"authorization": authorize("google", src_user)},
+                "dest": {"authorization": authorize("microsoft", dst_user)},
+            }
+            if name == "revoked":
+                oauth_server.revoke(dst_user)  # after the sign-in, before the job runs
+            else:  # the job starts with expired access tokens: it refreshes them
+                time.sleep(oauth_server.access_lifetime)
+            resp = api.post("/transfers", json=body)
+            assert resp.status_code == 201, resp.text
+            answers.append(resp.content)
+            jobs[name] = resp.json()["id"]
+            deadline = time.monotonic() + 300
+            while True:
+                watch.sample(proc.pid)
+                resp = api.get(f"/transfers/{jobs[name]}")
+                answers.append(resp.content)
+                if resp.json()["status"] in ("done", "failed", "cancelled"):
+                    break
+                assert time.monotonic() < deadline, resp.text
+                time.sleep(0.02)
+            view = resp.json()
+            if name == "copy":
+                assert view["status"] == "done", view
+            else:
+                assert view["status"] == "failed" and "sign in again" in view["error"], view
+        for jid in jobs.values():
+            for path in (f"/transfers/{jid}/report", f"/transfers/{jid}/receipt", "/transfers"):
+                answers.append(api.get(path).content)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert oauth_server.refreshed >= 1  # the jobs renewed their 2 s tokens
+    tokens = sorted(set(oauth_server._access) | set(oauth_server._refresh))
+    assert len(tokens) >= 6
+    client_secrets = [p["client_secret"] for p in json.loads(providers_file.read_text()).values()]
+    needles = oauth_needles(tokens, [src_user, dst_user], dovecot_oauth.port, client_secrets)
+
+    def hits(blob: bytes) -> list[str]:
+        return [n for n, needle in needles.items() if needle in blob]
+
+    assert any(b"yippiemove.jobs.jail" in c for c in watch.cmdlines), watch.cmdlines
+    assert watch.samples >= 5 and len(watch.pids) >= 3, (watch.samples, watch.pids)
+    assert [hits(b)[:3] for b in watch.blobs if hits(b)] == []
+    assert [hits(a)[:3] for a in answers if hits(a)] == []
+    found = {}
+    for path in sorted(data.rglob("*")):
+        if path.is_file() and hits(path.read_bytes()):
+            found[str(path)] = hits(path.read_bytes())[:3]
+    assert found == {}
+    assert hits(log.read_bytes()) == [], log.read_text()[-2000:]
+    for m in smtp_sink.messages:
+        assert hits(m.as_bytes()) == [], m["Subject"]

@@ -179,6 +179,29 @@ def main() -> None:
     help="File holding an OAuth2 access token (or a JSON grant) for the destination.",
 )
 @click.option(
+    "--source-service-account",
+    metavar="KEYFILE",
+    help="Google Workspace: sign in to the source as its address through this service "
+    "account key (JSON) with domain-wide delegation: no user's password or consent.",
+)
+@click.option(
+    "--dest-service-account",
+    metavar="KEYFILE",
+    help="The same for the destination (see --source-service-account).",
+)
+@click.option(
+    "--source-ms-app",
+    metavar="FILE",
+    help="Microsoft 365: sign in to the source as its address with this application's "
+    'app-only token (client credentials); FILE is JSON {"tenant", "client_id", '
+    '"client_secret"}.',
+)
+@click.option(
+    "--dest-ms-app",
+    metavar="FILE",
+    help="The same for the destination (see --source-ms-app).",
+)
+@click.option(
     "--oauth-device",
     is_flag=True,
     help="Sign in with a code typed on another device (Microsoft) instead of a browser "
@@ -311,6 +334,10 @@ def move(
     dest_oauth: str | None,
     source_token_file: str | None,
     dest_token_file: str | None,
+    source_service_account: str | None,
+    dest_service_account: str | None,
+    source_ms_app: str | None,
+    dest_ms_app: str | None,
     oauth_device: bool,
     open_browser: bool,
     no_token_cache: bool,
@@ -370,6 +397,18 @@ def move(
         sign_in=SignIn(
             oauth={"source": source_oauth, "dest": dest_oauth},
             token_files={"source": source_token_file, "dest": dest_token_file},
+            admin_files={
+                "source": ("service_account", source_service_account)
+                if source_service_account
+                else ("client_credentials", source_ms_app)
+                if source_ms_app
+                else None,
+                "dest": ("service_account", dest_service_account)
+                if dest_service_account
+                else ("client_credentials", dest_ms_app)
+                if dest_ms_app
+                else None,
+            },
             device=oauth_device,
             open_browser=open_browser,
             cache=not no_token_cache,
@@ -509,6 +548,9 @@ class SignIn:
 
     oauth: dict[str, str | None] = field(default_factory=dict)
     token_files: dict[str, str | None] = field(default_factory=dict)
+    #: Domain-wide sign-in (issue 16): role -> (grant kind, file): a Google service
+    #: account key or a Microsoft 365 application, acting as the account's address.
+    admin_files: dict[str, tuple[str, str] | None] = field(default_factory=dict)
     device: bool = False
     open_browser: bool = False
     cache: bool = True
@@ -550,6 +592,12 @@ class SignIn:
         password_file: str | None,
     ) -> Any:
         """A GrantTokenSource for ``role``, or None: sign in with a password."""
+        admin = self.admin_files.get(role)
+        if admin is not None:
+            if self.token_files.get(role) or self.oauth.get(role) or password_file:
+                flag = "service-account" if admin[0] == "service_account" else "ms-app"
+                _die(f"--{role}-{flag} goes alone: no --{role}-oauth, token or password file")
+            return _admin_source(role, url, *admin)
         token_file = self.token_files.get(role)
         if token_file:
             if self.oauth.get(role) or password_file:
@@ -570,6 +618,52 @@ def _oauth_config() -> Any:
         return OAuthConfig.from_env()
     except OAuthConfigError as exc:
         _die(str(exc))
+
+
+def _admin_source(role: str, url: AccountURL, kind: str, path: str) -> Any:
+    """A token source acting as ``url.user`` through an admin credential (issue 16):
+    a Google service account key (JWT bearer, subject = the address) or a Microsoft 365
+    application (client credentials).  The file is checked as the service checks a
+    stored domain credential (service/domain.py); its secrets are never printed."""
+    from .oauth import GrantTokenSource, OAuthConfigError
+    from .service.domain import DomainError, grant_for, parse_credential
+
+    flag = f"--{role}-service-account" if kind == "service_account" else f"--{role}-ms-app"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        _die(f"cannot read {flag} {path!r}: {exc.strerror}")
+    address = url.user
+    domain = address.rpartition("@")[2].lower()
+    if "@" not in address or not domain:
+        _die(f"{flag}: the {role} account must be named by its e-mail address")
+    config = _oauth_config()
+    provider = "google" if kind == "service_account" else "microsoft"
+    token_urls: dict[str, str] = {}
+    try:
+        token_urls[provider] = config.get(provider).token_url
+    except OAuthConfigError as exc:
+        _die(f"{flag}: {exc}")
+    data: dict[str, Any] = {"kind": kind, "domain": domain}
+    if kind == "service_account":
+        data["key"] = text
+    else:
+        try:
+            app = json.loads(text)
+        except ValueError:
+            _die(f'{flag} {path!r}: expected JSON {{"tenant", "client_id", "client_secret"}}')
+        if not isinstance(app, dict):
+            _die(f'{flag} {path!r}: expected JSON {{"tenant", "client_id", "client_secret"}}')
+        data.update({k: app.get(k) for k in ("tenant", "client_id", "client_secret")})
+    try:
+        cred = parse_credential(data, token_urls=token_urls)
+    except DomainError as exc:
+        _die(f"{flag} {path!r}: {exc}")
+    grant = grant_for(cred.kind, cred.provider, cred.secret, cred.tenant, cred.principal, address)
+    try:
+        return GrantTokenSource(grant, config)
+    except ValueError as exc:
+        _die(f"{flag}: {exc}")
 
 
 def _token_file_source(role: str, path: str) -> Any:

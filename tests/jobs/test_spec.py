@@ -118,3 +118,54 @@ def test_the_folder_selection_is_parsed_once_into_rules_and_filters():
     }
     with pytest.raises(SpecError, match="expected OLD=NEW"):
         JobSpec(SRC, DST, folders={"rename": ["no equals sign"]})
+
+
+# -- OAuth2 (issue 16, contract 4) --------------------------------------------------------
+
+GRANT = {"kind": "refresh", "provider": "google", "refresh_token": "rt-MARKER-secret"}
+CONFIG = {"google": {"key": "google", "client_id": "cid", "client_secret": "cs-MARKER"}}
+
+
+def test_an_oauth_account_travels_with_its_grant_and_never_shows_it():
+    src = Account("imap.gmail.com", 993, "tls", "ann@example.com", "", GRANT)
+    spec = JobSpec(src, DST, job_id="j1", oauth_config=CONFIG)
+    assert "MARKER" not in repr(spec) and "MARKER" not in repr(src)
+    assert src.public() == {
+        "host": "imap.gmail.com",
+        "port": 993,
+        "security": "tls",
+        "username": "ann@example.com",
+        "oauth_provider": "google",
+    }
+    assert src.as_dict()["oauth"] == GRANT and "oauth_provider" not in src.as_dict()
+    back = JobSpec.from_json(spec.to_json())
+    assert back == spec and back.source.oauth == GRANT and back.oauth_config == CONFIG
+    bare = spec.without_passwords()
+    assert bare.source.oauth is None and bare.oauth_config is None
+    assert "oauth" not in DST.as_dict() and "oauth_config" not in JobSpec(SRC, DST).to_dict()
+
+
+def test_an_oauth_account_needs_no_password_but_a_grant_with_a_kind():
+    acc = Account.from_dict({"host": "h.example", "username": "u", "oauth": GRANT}, "source")
+    assert acc.password == "" and acc.oauth == GRANT
+    check_account(acc, "source", allow_insecure_hosts=False)
+    with pytest.raises(SpecError, match=r"source\.password: is required"):
+        Account.from_dict({"host": "h.example", "username": "u"}, "source")
+    with pytest.raises(SpecError, match=r"source\.oauth"):
+        Account.from_dict({"host": "h.example", "username": "u", "oauth": "x"}, "source")
+    with pytest.raises(SpecError, match=r"source\.oauth"):
+        check_account(
+            Account("h.example", 993, "tls", "u", "", {"x": 1}),
+            "source",
+            allow_insecure_hosts=False,
+        )
+
+
+def test_the_supervisor_builds_accounts_from_the_credentials_blob():
+    from yippiemove.jobs.supervisor import _account
+
+    public = SRC.public()
+    acc = _account(public, {"source_password": "", "source_oauth": GRANT}, "source")
+    assert acc.oauth == GRANT and acc.password == ""
+    acc = _account(public, {"source_password": "pw"}, "source")
+    assert acc.oauth is None and acc.password == "pw"

@@ -25,7 +25,7 @@ from yippiemove.service import schema
 from yippiemove.service.db import Base, Database, Job, User, driver_url, shown_url
 
 FIXTURE = Path(__file__).parent / "data" / "control-636b9a5.sql"
-HEAD = "0002"
+HEAD = "0004"
 
 
 def revision_and_differences(db: Database) -> tuple[str | None, list[object]]:
@@ -33,9 +33,9 @@ def revision_and_differences(db: Database) -> tuple[str | None, list[object]]:
         return schema.current_revision(conn), schema.schema_differences(conn)
 
 
-def test_head_is_0002() -> None:
+def test_head_is_0004() -> None:
     assert schema.head_revision() == HEAD
-    assert schema.known_revisions() == {"0001", "0002"}
+    assert schema.known_revisions() == {"0001", "0002", "0003", "0004"}
 
 
 # ---------------------------------------------------------------------- from empty
@@ -278,7 +278,7 @@ def test_postgres_with_tables_but_no_revision_is_left_to_the_operator(
     with pytest.raises(schema.SchemaError, match="no schema revision"):
         Database(postgres.url)
     r = CliRunner().invoke(main, ["db", "upgrade", "--database-url", postgres.url])
-    assert r.exit_code == 0 and "recognised as revision 0002" in r.output, r.output
+    assert r.exit_code == 0 and f"recognised as revision {HEAD}" in r.output, r.output
     Database(postgres.url).dispose()
 
 

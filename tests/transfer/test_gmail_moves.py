@@ -807,3 +807,35 @@ def test_into_gmail_one_append_per_message_without_multiappend(dovecot, gmail, t
     assert sorted(sha(m.raw) for m in gmail.messages(DST)) == sorted(
         sha(msg(1000 + i, size=i * 7)) for i in range(n)
     )
+
+
+@pytest.mark.parametrize(("verb", "nth"), [("APPEND", 2), ("APPEND", 3), ("UID FETCH", 2)])
+def test_into_gmail_sessions_ended_mid_pass_leave_one_message_per_key(
+    dovecot, gmail, tmp_path, verb, nth
+):
+    """Two workers; every destination session ends with ``* BYE`` at its n-th APPEND or
+    UID FETCH (what Microsoft's servers do when a session outlives its OAuth2 token,
+    issue 16): a pass dies after some of its APPENDs were stored but before it could
+    publish them.  Failed on the old code: the other folder's pass, not knowing of
+    them, appended a second copy (INBOX's copy and Work's instead of one message with
+    both labels), and a BYE during the X-GM-MSGID fetch raised UnboundLocalError.  Now
+    such keys are looked for in All Mail before a pass appends them."""
+    from tests.faultproxy import Fault, FaultProxy
+
+    folders = seed_in(dovecot)
+    bye = Fault.bye(verb, "Session invalidated - AccessTokenExpired", nth=nth)
+    src = _endpoint(dovecot.port, "src", "srcpass")
+    state = State(tmp_path / "state.sqlite")
+    # The first six sessions (the two workers' first three each) end so; the later ones
+    # are spared: a folder that could never get past its BYE would be given up.
+    with FaultProxy(gmail.port, lambda n: [bye] if n < 6 else []) as pd:
+        options = Options(connections=2, far_connections=2, max_backoff=0.5)
+        mover = Mover(src, _endpoint(pd.port, DST, "dstpass"), state=state, options=options)
+        try:
+            results = asyncio.run(asyncio.wait_for(mover.run(), timeout=120))
+        finally:
+            state.close()
+        assert pd.kinds()["bye"] >= 2
+    assert sum(r.failed for r in results) == 0
+    assert gmail.unsupported() == []
+    assert gmail_contents(gmail) == expected_gmail(folders)

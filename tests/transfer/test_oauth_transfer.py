@@ -15,6 +15,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 
 import pytest
 
@@ -209,3 +210,47 @@ def test_consent_revoked_mid_transfer_stops_clearly_then_a_new_sign_in_resumes_e
     finally:
         state.close()
     assert_exact(dovecot_oauth, dovecot_oauth, src_user=SRC, dst_user=DST)
+
+
+def test_into_the_gmail_double_with_xoauth2_and_bye_on_expiry_exact(
+    dovecot, gmail_oauth, oauth_server: OAuthServer, tmp_path
+):
+    """Folders -> Gmail, the destination logging in with XOAUTH2 only (as Microsoft's
+    servers offer it), its sessions ended by ``* BYE ... AccessTokenExpired`` at the
+    first command after their 3 s token expired, over a slow link: every BYE is a
+    reconnect with a fresh token, and Gmail ends up holding each message once with its
+    labels, as without OAuth2."""
+    from tests.transfer.test_gmail_moves import DST as GDST
+    from tests.transfer.test_gmail_moves import WHEN, expected_gmail, gmail_contents, msg, seed_in
+
+    folders = seed_in(dovecot)
+    for f in range(2):  # more mail: the run outlives several tokens, a pass fits in one
+        items = [
+            (msg(n, size=3000 + 97 * n), ("\\Seen",), WHEN + timedelta(hours=n))
+            for n in range(300 + 10 * f, 308 + 10 * f)
+        ]
+        folders[f"Project {f}"] = items
+        for raw, flags, when in items:
+            dovecot.deliver("src", f"Project {f}", raw, flags, when)
+    gmail_oauth.oauth_mechanisms = ("XOAUTH2",)
+    gmail_oauth.bye_on_expiry = True
+    oauth_server.access_lifetime = 3.0
+    dst_tokens = token_source(oauth_server, tmp_path, GDST)
+    src = Endpoint("127.0.0.1", dovecot.port, "src", "none", "srcpass", allow_insecure_auth=True)
+    state = State(tmp_path / "state.sqlite")
+    with FaultProxy(gmail_oauth.port, schedule({}, [Fault.throttle(40_000)])) as pd:
+        t0 = time.monotonic()
+        try:
+            mover = run_mover(src, endpoint(pd.port, GDST, dst_tokens), state, connections=2)
+        finally:
+            state.close()
+        seconds = time.monotonic() - t0
+        connections = pd.connections
+    assert sum(r.failed for r in mover.results or []) == 0
+    assert gmail_oauth.unsupported() == [] and gmail_oauth.internal_errors == []
+    assert gmail_contents(gmail_oauth) == expected_gmail(folders)
+    logins = [r for r in gmail_oauth.command_log if r.command == "AUTHENTICATE"]
+    assert logins and all(r.status == "OK" for r in logins), logins
+    byes = seconds // oauth_server.access_lifetime
+    assert seconds >= 2 * oauth_server.access_lifetime and mover.progress.reconnects >= 1
+    assert connections >= 3 and dst_tokens.fetched >= 1, (connections, byes)

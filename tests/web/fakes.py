@@ -139,6 +139,57 @@ class FakeService:
         self.one_per_pair = False
         #: (user id, Idempotency-Key) -> (body, status, answer) of create_transfer_once.
         self.idempotency: dict[tuple[int, str], tuple[str, int, dict[str, Any]]] = {}
+        #: Domain credentials (issue 16): id -> (user id, what is shown).
+        self.domain_credentials: dict[str, tuple[int, dict[str, Any]]] = {}
+
+    # -- domain-wide moves (issue 16; the real ones: service/domainbatch.py) -----------
+
+    def add_domain_credential(self, user_id: int, data: Any) -> dict[str, Any]:
+        from yippiemove.service.core import ServiceError
+
+        if not isinstance(data, dict) or data.get("kind") not in (
+            "service_account",
+            "client_credentials",
+        ):
+            raise ServiceError("kind: must be one of service_account, client_credentials")
+        cid = secrets.token_hex(16)
+        view = {
+            "id": cid,
+            "kind": data["kind"],
+            "provider": "google" if data["kind"] == "service_account" else "microsoft",
+            "label": str(data.get("label") or "credential"),
+            "principal": str(data.get("client_id") or "sa@example.iam"),
+            "tenant": data.get("tenant"),
+            "domain": str(data.get("domain") or ""),
+            "created": self.clock(),
+        }
+        self.domain_credentials[cid] = (user_id, view)
+        return dict(view)
+
+    def list_domain_credentials(self, user_id: int) -> list[dict[str, Any]]:
+        return [dict(v) for u, v in self.domain_credentials.values() if u == user_id]
+
+    def delete_domain_credential(self, user_id: int, cred_id: str) -> None:
+        found = self.domain_credentials.get(cred_id)
+        if found is None or found[0] != user_id:
+            raise NotFound("no such domain credential")
+        del self.domain_credentials[cred_id]
+
+    async def create_domain_batch(
+        self,
+        user_id: int,
+        request: Any,
+        *,
+        check: bool = True,
+        line_numbers: list[int] | None = None,
+    ) -> dict[str, Any]:
+        cred = (
+            (request.get("source") or {}).get("credential") if isinstance(request, dict) else None
+        )
+        found = self.domain_credentials.get(str(cred))
+        if found is None or found[0] != user_id:
+            raise NotFound("no such domain credential")
+        return {"created": [], "errors": ["line 1: not run by the fake"], "failed": []}
 
     # -- customers --------------------------------------------------------------------
 
@@ -393,6 +444,37 @@ class FakeService:
                 raise Conflict("the transfer is still running; cancel it first")
             job.credentials = False
             return self._view(job)
+
+    # -- OAuth2 sign-ins (issue 16): none offered by the fake; the real ones are tested
+    # over the real Service (tests/web/test_oauth_web.py).
+
+    def sign_in_providers(self) -> list[dict[str, str]]:
+        return []
+
+    def begin_sign_in(self, user_id: int, provider: str, *_a: Any, **_k: Any) -> tuple[str, str]:
+        raise NotFound(f"no sign-in provider {provider[:40]!r}")
+
+    async def redeem_sign_in(self, state: Any, **_k: Any) -> Any:
+        from yippiemove.service.signin import SignInError
+
+        raise SignInError("This sign-in has expired or was already used.")
+
+    def sign_in_view(self, user_id: int, sid: Any) -> dict:
+        raise NotFound("no such sign-in (it may have expired)")
+
+    def signed_in(self, user_id: int, sid: Any, role: str) -> Account:
+        raise ServiceError(f"{role}.authorization: no finished sign-in with this id")
+
+    def used_sign_ins(self, user_id: int, ids: Any) -> None:
+        return None
+
+    async def forget_sign_in(self, user_id: int, sid: Any) -> None:
+        raise NotFound("no such sign-in (it may have expired)")
+
+    async def forget_job_sign_in(self, user_id: int, job_id: str) -> JobView:
+        with self._lock:
+            self._job(user_id, job_id)
+        raise Conflict("this transfer has no sign-in to forget")
 
     def report(self, user_id: int, job_id: str) -> dict:
         with self._lock:

@@ -378,6 +378,14 @@ def test_openapi_documents_the_api_and_only_the_api(client: TestClient) -> None:
         f"{API}/transfers/{{job_id}}/rerun",
         f"{API}/transfers/{{job_id}}/report",
         f"{API}/transfers/{{job_id}}/receipt",
+        # issue 16: domain-wide moves
+        f"{API}/domain-credentials",
+        f"{API}/domain-credentials/{{credential_id}}",
+        f"{API}/domain-batches",
+        # Issue 16: OAuth2 sign-ins for API clients, and forgetting a transfer's sign-in.
+        f"{API}/oauth/{{provider}}/authorizations",
+        f"{API}/oauth/authorizations/{{authorization_id}}",
+        f"{API}/transfers/{{job_id}}/sign-in",
     }
     assert "token" in doc["components"]["securitySchemes"]
     post = doc["paths"][f"{API}/transfers"]["post"]

@@ -220,7 +220,9 @@ def _fuzz_orders(real: Service, headers: dict[str, str]) -> None:
     whole = listing.Case()
     r = whole.call_and_validate(headers=headers, checks=checks)
     assert {t["id"] for t in r.json()["transfers"]} == jobs
-    assert len(jobs) >= 20, sorted(set(statuses))  # it did order transfers
+    # It did order transfers.  Issue 16: half the generated accounts are now OAuth2 sign-ins
+    # ({"authorization": ID}) with ids that name nothing (400), hence 10, not 20.
+    assert len(jobs) >= 10, sorted(set(statuses))
 
 
 def test_a_port_is_a_json_schema_integer(client: TestClient, headers: dict[str, str]) -> None:

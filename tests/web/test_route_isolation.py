@@ -38,6 +38,9 @@ JOB_ROUTES = {
     ("POST", "/transfers/{job_id}/cancel"),
     ("POST", "/transfers/{job_id}/rerun"),
     ("POST", "/transfers/{job_id}/forget"),
+    ("POST", "/transfers/{job_id}/sign-in"),
+    ("POST", "/transfers/{job_id}/forget-sign-in"),
+    ("DELETE", API + "/transfers/{job_id}/sign-in"),
     ("GET", API + "/transfers/{job_id}"),
     ("GET", API + "/transfers/{job_id}/report"),
     ("GET", API + "/transfers/{job_id}/receipt"),
@@ -45,12 +48,19 @@ JOB_ROUTES = {
     ("POST", API + "/transfers/{job_id}/rerun"),
 }
 TOKEN_ROUTES = {("POST", "/tokens/{token_id}/revoke")}
+#: Issue 16's domain credentials: bob cannot delete alice's.
+CREDENTIAL_ROUTES = {
+    ("POST", "/batch/domain/credentials/{credential_id}/delete"),
+    ("DELETE", API + "/domain-credentials/{credential_id}"),
+}
 LISTINGS = {
     ("GET", "/"),
     ("GET", "/transfers"),
     ("GET", "/transfers/new"),
     ("GET", "/tokens"),
     ("GET", "/batch"),
+    ("GET", "/batch/domain"),
+    ("GET", API + "/domain-credentials"),
     ("GET", "/account/password"),
     ("GET", API + "/transfers"),
 }
@@ -58,10 +68,23 @@ CREATORS = {
     ("POST", "/transfers/new"),
     ("POST", "/tokens"),
     ("POST", "/batch"),
+    ("POST", "/batch/domain"),
+    ("POST", "/batch/domain/credentials"),
+    ("POST", API + "/domain-credentials"),
+    ("POST", API + "/domain-batches"),
     ("POST", "/account/password"),
     ("POST", API + "/transfers"),
+    ("POST", API + "/oauth/{provider}/authorizations"),
+}
+#: A customer's OAuth2 sign-ins by id (issue 16): another customer's is a missing one;
+#: tested over the real Service in tests/web/test_oauth_web.py (the fake has none).
+SIGN_IN_ROUTES = {
+    ("GET", API + "/oauth/authorizations/{authorization_id}"),
+    ("DELETE", API + "/oauth/authorizations/{authorization_id}"),
 }
 PUBLIC = {
+    # The providers' way back: a sign-in is bound to the session that started it.
+    ("GET", "/oauth/callback"),
     ("GET", "/signup"),
     ("POST", "/signup"),
     ("GET", "/login"),
@@ -97,7 +120,15 @@ def app_routes(app: FastAPI) -> set[tuple[str, str]]:
 
 
 def test_every_route_is_classified(app: FastAPI) -> None:
-    declared = JOB_ROUTES | TOKEN_ROUTES | LISTINGS | CREATORS | PUBLIC
+    declared = (
+        JOB_ROUTES
+        | TOKEN_ROUTES
+        | CREDENTIAL_ROUTES
+        | LISTINGS
+        | CREATORS
+        | PUBLIC
+        | SIGN_IN_ROUTES
+    )
     actual = app_routes(app)
     assert actual - declared == set(), "new routes: say how they keep customers apart"
     assert declared - actual == set(), "routes gone: update this test"
@@ -112,6 +143,10 @@ def world(app: FastAPI, alice: Browser, bob: Browser, fake: FakeService) -> dict
     b_uid = fake.authenticate("bob@example.org", "correct horse battery")
     assert a_uid is not None and b_uid is not None
     a_token = fake.create_token(a_uid, "alices-secret-script")
+    a_cred = fake.add_domain_credential(
+        a_uid,
+        {"kind": "client_credentials", "domain": "alice-corp.example", "label": "alices-app"},
+    )["id"]
     b_token = fake.create_token(b_uid, "bobs-script")
     (a_tid,) = [t["id"] for t in fake.list_tokens(a_uid)]
     bob.get("/transfers")  # a fresh CSRF token
@@ -120,6 +155,7 @@ def world(app: FastAPI, alice: Browser, bob: Browser, fake: FakeService) -> dict
         "a_token": a_token,
         "b_token": b_token,
         "a_tid": a_tid,
+        "a_cred": a_cred,
     }
 
 
@@ -127,7 +163,7 @@ def snapshot(fake: FakeService) -> Any:
     """Alice's data (bob's own token records when it was last used: that may change)."""
     alice = fake.authenticate("alice@example.org", "correct horse battery")
     tokens = {k: v for k, v in fake.tokens.items() if v["user"] == alice}
-    return copy.deepcopy((fake.jobs, tokens, fake.users))
+    return copy.deepcopy((fake.jobs, tokens, fake.users, fake.domain_credentials))
 
 
 def call(b: Browser, method: str, path: str, token: str) -> Any:
@@ -171,8 +207,31 @@ def test_another_customers_token_cannot_be_touched(
     assert fake.user_for_token(world["a_token"]) is not None  # still works
 
 
+@pytest.mark.parametrize(("method", "route"), sorted(CREDENTIAL_ROUTES))
+def test_another_customers_domain_credential_cannot_be_deleted(
+    alice: Browser, bob: Browser, fake: FakeService, world: dict[str, Any], method: str, route: str
+) -> None:
+    before = snapshot(fake)
+    theirs = call(bob, method, route.format(credential_id=world["a_cred"]), world["b_token"])
+    missing = call(bob, method, route.format(credential_id=MISSING), world["b_token"])
+    assert theirs.status_code == missing.status_code, route
+    assert theirs.text.replace(world["a_cred"], "X") == missing.text.replace(MISSING, "X")
+    assert snapshot(fake) == before
+    assert world["a_cred"] in fake.domain_credentials
+    owner = call(alice, method, route.format(credential_id=world["a_cred"]), world["a_token"])
+    assert owner.status_code in (204, 303), (route, owner.status_code)
+    assert world["a_cred"] not in fake.domain_credentials
+
+
 def _alices_traces(world: dict[str, Any]) -> list[str]:
-    return [world["jid"], "alice@example.org", "ada@old.example", "alices-secret-script"]
+    return [
+        world["jid"],
+        "alice@example.org",
+        "ada@old.example",
+        "alices-secret-script",
+        world["a_cred"],
+        "alice-corp.example",
+    ]
 
 
 @pytest.mark.parametrize(("method", "route"), sorted(LISTINGS))
@@ -237,7 +296,9 @@ def test_every_page_post_checks_the_csrf_token(
     posts = page_posts(app)
     assert "/transfers/{job_id}/forget" in posts and len(posts) >= 10
     for route in posts:
-        path = route.format(job_id=world["jid"], token_id=world["a_tid"])
+        path = route.format(
+            job_id=world["jid"], token_id=world["a_tid"], credential_id=world["a_cred"]
+        )
         for token in (None, "forged-token-value-000000000000"):
             before = snapshot(fake)
             form = {"name": "x", "action": "check_source"}

@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import gc
 import json
 import logging
@@ -45,15 +46,17 @@ import signal
 import socket
 import sys
 import time
+import warnings
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 from ..accounts import make_endpoint, pin_endpoint, ssl_context
-from ..imap.errors import ImapError
+from ..imap.errors import ConsentRevoked, ImapError
+from ..oauth import OAuthConfig
 from ..policy.egress import EgressPolicy, EgressRefused
 from ..transfer.engine import Mover
-from ..transfer.model import Progress
+from ..transfer.model import Endpoint, Progress, TokenSource
 from ..transfer.report import Exit, build_report, exit_code, outcome_of, write_report
 from ..transfer.run import Transfer, make_options, prepare, worker_counts
 from ..transfer.state import State, StateError
@@ -153,11 +156,54 @@ def connection_options(opts: dict[str, Any]) -> dict[str, int]:
     return worker_counts(None if n is None else int(n))
 
 
+#: The sides ("source", "dest") whose OAuth2 provider refused a token (ConsentRevoked):
+#: the result line names them (``"reauth"``) and the service asks the customer to sign
+#: in again there (error code ``reauth``; docs/service.md).
+_reauth_sides: list[str] = []
+
+
+class _ConsentWatch:
+    """A side's TokenSource that notes a ConsentRevoked (and lets it through)."""
+
+    def __init__(self, inner: TokenSource, side: str) -> None:
+        self._inner = inner
+        self._side = side
+
+    def __repr__(self) -> str:
+        return f"_ConsentWatch({self._side})"
+
+    async def access_token(self, *, refresh: bool = False) -> str:
+        try:
+            return await self._inner.access_token(refresh=refresh)
+        except ConsentRevoked:
+            if self._side not in _reauth_sides:
+                _reauth_sides.append(self._side)
+            raise
+
+
+def _watch_consent(ep: Endpoint, side: str) -> Endpoint:
+    if ep.oauth is None:
+        return ep
+    return dataclasses.replace(ep, oauth=_ConsentWatch(ep.oauth, side))
+
+
+def _with_reauth(result: dict[str, Any]) -> dict[str, Any]:
+    """The result line, with the sides to sign in again to when the run did not end."""
+    if _reauth_sides and result.get("status") != "done":
+        result["reauth"] = list(_reauth_sides)
+        result["transient"] = False
+    return result
+
+
 def _transfer_from_spec(job: JobSpec) -> tuple[Transfer, float]:
     """The spec's accounts and options as a Transfer, and the progress interval."""
     ctx = ssl_context(job.ca_file)
-    source = make_endpoint(job.source.as_dict(), ctx, job.allow_insecure_hosts)
-    dest = make_endpoint(job.dest.as_dict(), ctx, job.allow_insecure_hosts)
+    oauth = OAuthConfig.from_dict(job.oauth_config) if job.oauth_config else None
+    source = make_endpoint(
+        job.source.as_dict(), ctx, job.allow_insecure_hosts, oauth_config=oauth
+    )
+    dest = make_endpoint(job.dest.as_dict(), ctx, job.allow_insecure_hosts, oauth_config=oauth)
+    source, dest = _watch_consent(source, "source"), _watch_consent(dest, "dest")
     # The egress policy, enforced here too (a DNS answer may have changed since the
     # order was checked): resolve once, check, connect only to that address.
     egress = EgressPolicy.from_settings(job.egress_allow, job.egress_deny, job.egress_own)
@@ -185,6 +231,8 @@ def run_job(spec: JobSpec | dict[str, Any], workdir: Path) -> tuple[int, dict[st
     if isinstance(spec, dict):
         for side in ("source", "dest"):
             spec[side].pop("password", None)
+            spec[side].pop("oauth", None)
+        spec.pop("oauth_config", None)
     try:
         transfer, interval = _transfer_from_spec(job)
     except (EgressRefused, ImapError) as exc:  # refused by the egress policy, or no DNS
@@ -198,7 +246,8 @@ def run_job(spec: JobSpec | dict[str, Any], workdir: Path) -> tuple[int, dict[st
             "transient": transient,
         }
     del job
-    return run_transfer(transfer, workdir, interval)
+    code, result = run_transfer(transfer, workdir, interval)
+    return code, _with_reauth(result)
 
 
 def _run_to_end(main: Coroutine[Any, Any, None]) -> None:
@@ -369,13 +418,15 @@ def _job_main(parent: int, uid: int | None = None) -> int:
     transfer, interval = _transfer_from_spec(spec)
     del spec
     if uid is not None:
+        if transfer.source.oauth is not None or transfer.dest.oauth is not None:
+            warm_oauth()  # an exec'd job (the zygote's children have it already)
         drop_privileges(uid)
         _die_with_parent(parent)  # a change of credentials clears the death signal
         log.info("job %s runs as uid %d", job_id, uid)
     code, result = run_transfer(transfer, Path.cwd(), interval, gate, watchdog)
     if watchdog is not None:
         watchdog.stop()
-    _emit(result)
+    _emit(_with_reauth(result))
     log.info("job %s ended: %s (exit %d)", job_id, result["status"], code)
     return code
 
@@ -406,6 +457,84 @@ def _preload() -> None:
     every forked job, and would not be shared copy-on-write)."""
     from .. import accounts  # noqa: F401
     from ..transfer import engine, report, run, state  # noqa: F401
+
+    warm_oauth()
+
+
+_oauth_warm = False
+
+
+def warm_oauth() -> None:
+    """Make one OAuth2 token request of each kind (refresh, service account) to a
+    one-shot server on loopback, here, before the job drops its privileges.
+
+    Renewing a token mid-transfer imports much that no module imports at its top (httpx
+    loads httpcore, anyio's backend and certifi on its first connection; authlib its JWT
+    code on its first assertion); a job process that runs under a user id of its own may
+    not read the interpreter's files any more (a Python under /root): those imports would
+    fail in the middle of a transfer.  Done once per process (the zygote: once for all
+    its children); a failure is logged, never raised."""
+    global _oauth_warm
+    if _oauth_warm:
+        return
+    _oauth_warm = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # authlib's deprecation notes, not the job's
+            _run_to_end(_warm_oauth())
+    except Exception as exc:  # pragma: no cover - logged for the operator
+        log.warning("OAuth2 warm-up failed (%s): a token renewal may fail later", exc)
+
+
+async def _warm_oauth() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from ..oauth import GrantTokenSource, OAuthConfig, OAuthProvider
+
+    body = b'{"access_token":"warm","token_type":"Bearer","expires_in":3600}'
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        await reader.readexactly(length)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            + b"Content-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/token"
+        provider = OAuthProvider(
+            key="warm", name="warm", authorize_url=url, token_url=url, client_id="warm"
+        )
+        config = OAuthConfig({"warm": provider})
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+        for grant in (
+            {"kind": "refresh", "provider": "warm", "refresh_token": "warm"},
+            {
+                "kind": "service_account",
+                "provider": "warm",
+                "key": {"client_email": "warm@warm.invalid", "private_key": pem, "token_uri": url},
+                "subject": "warm@warm.invalid",
+            },
+        ):
+            await asyncio.wait_for(GrantTokenSource(grant, config).access_token(), 10)
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 def _zygote_child(fds: list[int], request: dict[str, Any], zygote: int) -> None:

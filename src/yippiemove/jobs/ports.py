@@ -11,7 +11,7 @@ config.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -80,6 +80,10 @@ class SupervisorConfig:
     #: The job process stops writing to the destination this long before the lease it
     #: was last told about expires in the database (fencing; jobs/fence.py).
     lease_margin: float = 0.0
+    #: The operator's OAuth2 settings (``yippiemove.oauth.OAuthConfig.to_dict()``, issue
+    #: 16), handed to a job process whose accounts sign in with OAuth2 on its stdin only
+    #: (client secrets: never in ``repr``, argv or the environment).
+    oauth_config: dict[str, Any] | None = field(default=None, repr=False)
 
     def job_dir(self, job_id: str) -> Path:
         """A job's private working directory (state.sqlite, report.json, job.log)."""
@@ -144,6 +148,17 @@ class JobStore(Protocol):
 
     def passwords(self, job_id: str) -> tuple[str, str] | None:
         """(source, destination) password, None when deleted; CredentialsUnreadable."""
+        ...
+
+    def credentials(self, job_id: str) -> dict[str, Any] | None:
+        """The job's whole credentials blob (``source_password``, ``dest_password`` and,
+        for a side signed in with OAuth2, ``source_oauth``/``dest_oauth``: grants), None
+        when deleted; CredentialsUnreadable."""
+        ...
+
+    def oauth_grants(self, job_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """(source, destination) OAuth2 grant (contract 4's ``source_oauth`` /
+        ``dest_oauth``), None for a side that logs in with its password."""
         ...
 
     def mark_start_notified(self, job_id: str) -> None: ...

@@ -45,7 +45,9 @@ _HOSTNAME = re.compile(
     r"\A(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z"
 )
-_ACCOUNT_FIELDS = ("host", "port", "security", "username", "password")
+_ACCOUNT_FIELDS = ("host", "port", "security", "username", "password", "oauth")
+#: Longest serialised OAuth2 grant (a service account's key is a few KiB).
+MAX_GRANT = 16 * 1024
 
 
 #: A service job's ``Options.retries`` unless its spec gives one: 3, as the service has
@@ -60,26 +62,47 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class Account:
-    """One IMAP account of a job.  The password never shows in ``repr``."""
+    """One IMAP account of a job.  The password never shows in ``repr``.
+
+    ``oauth``: an OAuth2 *grant* (yippiemove.oauth, issue 16: ``{"kind": "refresh",
+    "provider": ..., "refresh_token": ...}``...) instead of a password: a secret like
+    the password (never in ``repr``, stored encrypted in the job's credentials blob as
+    ``source_oauth``/``dest_oauth``, in the job process's stdin only)."""
 
     host: str
     port: int
     security: str  # a Security value
     username: str
     password: str = field(repr=False)
+    oauth: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def oauth_provider(self) -> str | None:
+        """The grant's provider key (``google``, ``microsoft``...), None without one."""
+        if self.oauth is None:
+            return None
+        return str(self.oauth.get("provider") or self.oauth.get("kind") or "oauth")
 
     def public(self) -> dict[str, Any]:
-        """What may be stored in clear and shown: everything but the password."""
-        return {
+        """What may be stored in clear and shown: everything but the password and the
+        grant (of which only the provider's name: ``oauth_provider``)."""
+        out: dict[str, Any] = {
             "host": self.host,
             "port": self.port,
             "security": self.security,
             "username": self.username,
         }
+        if self.oauth is not None:
+            out["oauth_provider"] = self.oauth_provider
+        return out
 
     def as_dict(self) -> dict[str, Any]:
-        """With the password: only for the job process's stdin."""
-        return dict(self.public(), password=self.password)
+        """With the password (and the grant): only for the job process's stdin."""
+        out = dict(self.public(), password=self.password)
+        out.pop("oauth_provider", None)
+        if self.oauth is not None:
+            out["oauth"] = self.oauth
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, role: str = "account") -> Account:
@@ -95,9 +118,15 @@ class Account:
         unknown = sorted(set(data) - set(_ACCOUNT_FIELDS))
         if unknown:
             raise SpecError(f"{role}.{unknown[0]}: unknown field")
-        for name in ("host", "username", "password"):
+        grant = data.get("oauth")
+        if grant is not None and (not isinstance(grant, dict) or not grant):
+            raise SpecError(f"{role}.oauth: must be an OAuth2 grant (an object)")
+        for name in ("host", "username") if grant is not None else ("host", "username", "password"):
             if not isinstance(data.get(name), str) or not data.get(name):
                 raise SpecError(f"{role}.{name}: is required")
+        password = data.get("password", "") if grant is not None else data["password"]
+        if not isinstance(password, str):
+            raise SpecError(f"{role}.password: must be a string")
         security = data.get("security", Security.TLS)
         if not isinstance(security, str):
             raise SpecError(f"{role}.security: must be one of {', '.join(Security)}")
@@ -109,7 +138,9 @@ class Account:
             port = int(port.strip())
         if not isinstance(port, int) or isinstance(port, bool):
             raise SpecError(f"{role}.port: must be 1-65535")
-        return cls(data["host"].strip(), port, security, data["username"].strip(), data["password"])
+        return cls(
+            data["host"].strip(), port, security, data["username"].strip(), password, grant
+        )
 
 
 def check_account(account: Account, role: str, *, allow_insecure_hosts: bool) -> Account:
@@ -138,7 +169,19 @@ def check_account(account: Account, role: str, *, allow_insecure_hosts: bool) ->
     if len(user) > 320 or any(ord(c) < 32 or ord(c) == 127 for c in user):
         raise SpecError(f"{role}.username: must not contain control characters")
     pw = account.password
-    if not isinstance(pw, str) or not pw:
+    grant = account.oauth
+    if grant is not None:
+        if not isinstance(grant, dict) or not isinstance(grant.get("kind"), str):
+            raise SpecError(f"{role}.oauth: must be an OAuth2 grant with a kind")
+        try:
+            size = len(json.dumps(grant))
+        except (TypeError, ValueError):
+            raise SpecError(f"{role}.oauth: must be JSON") from None
+        if size > MAX_GRANT:
+            raise SpecError(f"{role}.oauth: is too large")
+        if pw:
+            raise SpecError(f"{role}.password: not with an OAuth2 sign-in")
+    elif not isinstance(pw, str) or not pw:
         raise SpecError(f"{role}.password: is required")
     if any(c in pw for c in "\0\r\n") or len(pw) > 1024:
         raise SpecError(f"{role}.password: must not contain line breaks or NUL")
@@ -246,6 +289,10 @@ class JobSpec:
     #: told about, waiting up to ``lease_wait`` seconds past it for a renewal.
     fenced: bool = False
     lease_wait: float = 5.0
+    #: The operator's OAuth2 settings (``yippiemove.oauth.OAuthConfig.to_dict()``: the
+    #: providers' endpoints, client ids and secrets) for an account with a grant: the job
+    #: process refreshes its access tokens itself.  Holds client secrets: stdin only.
+    oauth_config: dict[str, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.folders is not None and not isinstance(self.folders, FolderSelection):
@@ -254,8 +301,9 @@ class JobSpec:
     def without_passwords(self) -> JobSpec:
         return dataclasses.replace(
             self,
-            source=dataclasses.replace(self.source, password=""),
-            dest=dataclasses.replace(self.dest, password=""),
+            source=dataclasses.replace(self.source, password="", oauth=None),
+            dest=dataclasses.replace(self.dest, password="", oauth=None),
+            oauth_config=None,
         )
 
     # -- the wire format (the job process's stdin) -----------------------------------
@@ -282,6 +330,7 @@ class JobSpec:
                 "own": list(self.egress_own),
             },
             "fence": {"wait": self.lease_wait} if self.fenced else None,
+            **({"oauth_config": self.oauth_config} if self.oauth_config is not None else {}),
         }
 
     @classmethod
@@ -298,6 +347,9 @@ class JobSpec:
         fence = data.get("fence")
         if fence is not None and not isinstance(fence, Mapping):
             raise SpecError("fence: must be an object")
+        oauth_config = data.get("oauth_config")
+        if oauth_config is not None and not isinstance(oauth_config, dict):
+            raise SpecError("oauth_config: must be an object")
         try:
             return cls(
                 egress_allow=str(egress.get("allow") or ""),
@@ -316,6 +368,7 @@ class JobSpec:
                 progress_interval=float(data.get("progress_interval", 0.5)),
                 fenced=fence is not None,
                 lease_wait=float((fence or {}).get("wait", 5.0)),
+                oauth_config=oauth_config,
             )
         except (TypeError, ValueError) as exc:
             if isinstance(exc, SpecError):
@@ -323,7 +376,7 @@ class JobSpec:
             raise SpecError(f"options: {exc}") from None
 
     def to_json(self) -> str:
-        """One line of JSON (the job process's stdin), passwords included."""
+        """One line of JSON (the job process's stdin), passwords and grants included."""
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
     @classmethod

@@ -369,6 +369,24 @@ class Supervisor:
                     "the passwords of this transfer were deleted; start it again",
                 )
                 return
+            unsigned = [
+                side
+                for side, acc, public in (
+                    ("source", spec.source, claim.source),
+                    ("dest", spec.dest, claim.dest),
+                )
+                if public.get("oauth_provider") and acc.oauth is None
+            ]
+            if unsigned:  # "forget my sign-in": nothing to log in with until a new one
+                self._finish(
+                    job_id,
+                    t,
+                    JobStatus.FAILED,
+                    "the sign-in of this transfer was forgotten; sign in again to continue",
+                    tracker,
+                    {"reauth": unsigned},
+                )
+                return
             tracker.new_attempt()
             proc = self._spawn(job_id, workdir, spec, lease)
             del spec
@@ -460,14 +478,17 @@ class Supervisor:
     # ------------------------------------------------------------------ the jail
 
     def _spec(self, job_id: str, claim: Claim) -> JobSpec | None:
-        """The jail's stdin: the job and, only here, its passwords."""
-        passwords = self.store.passwords(job_id)
-        if passwords is None:
+        """The jail's stdin: the job and, only here, its passwords and OAuth2 grants."""
+        creds = self.store.credentials(job_id)
+        if creds is None:
             return None
         s = self.settings
+        source = _account(claim.source, creds, "source")
+        dest = _account(claim.dest, creds, "dest")
         return JobSpec(
-            source=Account(**claim.source, password=passwords[0]),
-            dest=Account(**claim.dest, password=passwords[1]),
+            source=source,
+            dest=dest,
+            oauth_config=s.oauth_config if source.oauth or dest.oauth else None,
             folders=claim.folders,
             job_id=job_id,
             ca_file=s.ca_file,
@@ -834,6 +855,10 @@ class Supervisor:
                 progress.update(result["progress"])
             if result is not None and result.get("totals"):
                 progress["totals"] = result["totals"]
+            if result is not None and result.get("reauth"):
+                # The provider refused a token (consent revoked): sign in again there
+                # (the service's error code ``reauth``, issue 16).
+                progress["reauth"] = [str(s) for s in result["reauth"]][:2]
             progress.update(phase=status, rate=0.0, eta=None, current=[])
             if status == JobStatus.DONE:
                 progress["folders_done"] = progress.get("folders_total", 0)
@@ -850,6 +875,20 @@ class Supervisor:
             self.notifier.job_done(email, view)
         elif status == JobStatus.FAILED:
             self.notifier.job_failed(email, view)
+
+
+def _account(public: dict[str, Any], creds: dict[str, Any], side: str) -> Account:
+    """A job's account from its stored public part and its credentials blob: the
+    password, or the OAuth2 grant (``source_oauth``/``dest_oauth``) when it has one."""
+    grant = creds.get(f"{side}_oauth")
+    return Account(
+        host=str(public["host"]),
+        port=int(public["port"]),
+        security=str(public["security"]),
+        username=str(public["username"]),
+        password=str(creds.get(f"{side}_password") or ""),
+        oauth=grant if isinstance(grant, dict) else None,
+    )
 
 
 def _in_thread(fn: Callable[..., T], *args: Any) -> Future[T]:

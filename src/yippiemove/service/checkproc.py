@@ -7,8 +7,8 @@ request, death with its parent).  The check is untrusted protocol work: a hostil
 can only exhaust this process, never the web process that serves everyone.
 
 Protocol: **stdin** one JSON object ``{"account", "address", "role", "dest",
-"dest_address", "ca_file", "allow_insecure_hosts", "connect_timeout"}`` (the passwords in
-it, never in argv or the environment; the addresses the egress policy checked, connected
+"dest_address", "ca_file", "allow_insecure_hosts", "connect_timeout", "oauth_config"}``
+(the passwords and OAuth2 grants in it, never in argv or the environment; the addresses the egress policy checked, connected
 to as they are: no second DNS lookup), then
 EOF; **stdout** one JSON object, the result (no secrets):
 
@@ -37,6 +37,7 @@ from ..accounts import make_endpoint, ssl_context
 from ..imap.errors import ImapError
 from ..imap.protocol import ProtocolError
 from ..jobs.jail import _die_with_parent
+from ..oauth import OAuthConfig
 from ..transfer.engine import Mover
 from ..transfer.identity import SameMailbox, same_address
 from ..transfer.model import Options
@@ -47,8 +48,10 @@ log = logging.getLogger("yippiemove.check")
 EXIT_MEMORY = 3
 
 
-def _endpoint(account: dict[str, Any], ctx: Any, insecure: bool) -> Any:
-    return make_endpoint(account, ctx, insecure)
+def _endpoint(
+    account: dict[str, Any], ctx: Any, insecure: bool, oauth: OAuthConfig | None = None
+) -> Any:
+    return make_endpoint(account, ctx, insecure, oauth_config=oauth)
 
 
 def _imap_error(exc: ImapError | ProtocolError, role: str) -> dict[str, Any]:
@@ -79,11 +82,14 @@ async def check(request: dict[str, Any]) -> dict[str, Any]:
         ctx = ssl_context(request.get("ca_file"))
     except (OSError, ValueError) as exc:
         return {"ok": False, "message": f"the service's CA file cannot be read: {exc}"}
+    oauth = OAuthConfig.from_dict(request["oauth_config"]) if request.get("oauth_config") else None
     src_ep = dataclasses.replace(
-        _endpoint(account, ctx, insecure), address=request.get("address")
+        _endpoint(account, ctx, insecure, oauth), address=request.get("address")
     )
     dst_ep = (
-        dataclasses.replace(_endpoint(dest, ctx, insecure), address=request.get("dest_address"))
+        dataclasses.replace(
+            _endpoint(dest, ctx, insecure, oauth), address=request.get("dest_address")
+        )
         if dest is not None
         else src_ep
     )

@@ -149,6 +149,20 @@ class Settings:
     #: seconds before its lease expires in the control database; 0: a quarter of
     #: ``lease_seconds``, at most 5 s.
     lease_margin: float = 0.0
+    #: OAuth2 (issue 16): the providers customers may sign in with (``OAuthConfig``
+    #: from ``YIPPIEMOVE_GOOGLE_CLIENT_ID``, ``YIPPIEMOVE_MICROSOFT_CLIENT_ID``, their
+    #: ``..._CLIENT_SECRET_FILE``, ``YIPPIEMOVE_OAUTH_PROVIDERS_FILE``; docs/service.md
+    #: "Sign in with Google / Microsoft").  None: read from the environment at load.
+    oauth: Any = field(default=None, repr=False)
+    #: The IMAP server of each sign-in provider, where the mail of a signed-in account
+    #: is: ``KEY=HOST:PORT[:SECURITY]``, comma-separated; unset keys keep the built-in
+    #: (google=imap.gmail.com:993:tls, microsoft=outlook.office365.com:993:tls).  Tests
+    #: point them at a local Dovecot.
+    oauth_imap: str = ""
+    #: Seconds a started sign-in waits for the provider's answer, and a finished one
+    #: that no order used keeps its grant (then both are deleted).
+    oauth_sign_in_seconds: float = 900.0
+    oauth_unused_seconds: float = 3600.0
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -162,6 +176,21 @@ class Settings:
     def session_key(self) -> bytes:
         """The web session signing key (created 0600 on first use)."""
         return read_or_create_secret(self.secret_key_file, lambda: secrets.token_bytes(32))
+
+    def oauth_config(self) -> Any:
+        """The OAuth2 providers (``yippiemove.oauth.OAuthConfig``), none configured: an
+        empty one."""
+        if self.oauth is None:
+            from ..oauth import OAuthConfig
+
+            self.oauth = OAuthConfig.from_env()
+        return self.oauth
+
+    def oauth_config_dict(self) -> dict[str, Any] | None:
+        """The OAuth2 settings as the job process gets them on stdin (never in its
+        environment or argv: they hold client secrets); None without providers."""
+        data = self.oauth_config().to_dict()
+        return data if data and data.get("providers", data) else None
 
     def egress(self) -> EgressPolicy:
         """The egress policy of this service (its lists and its own addresses)."""
@@ -188,8 +217,11 @@ class Settings:
             "secret_key_file": data_dir / "session.key",
             "credentials_key_file": data_dir / "credentials.key",
         }
-        fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("data_dir", "extra")}
-        for name, f in fields.items():
+        fields = {
+            f.name: f for f in dataclasses.fields(cls) if f.name not in ("data_dir", "extra")
+        }
+        env_fields = {k: f for k, f in fields.items() if k != "oauth"}
+        for name, f in env_fields.items():
             raw = env.get("YIPPIEMOVE_" + name.upper())
             if raw is not None and raw != "":
                 values[name] = _convert(name, f.type, raw)

@@ -45,6 +45,7 @@ from .auth import AuthStore
 from .checks import CheckFailed, CheckSlots, TooManyChecks, run_check
 from .config import Settings
 from .db import ApiToken, Database, IdempotencyKey, Job, JobCheckpoint, User
+from .domainbatch import DomainBatches
 from .fleet import HostAgent, HostNameTaken, LostMessages, list_hosts, set_draining, wait_drained
 from .jobhost import SqlJobStore, expire_credentials, supervisor_config
 from .notify import Notifier
@@ -57,6 +58,7 @@ from .secrets import (
     password_needs_rehash,
     verify_password,
 )
+from .signin import SignIns
 from .writers import holder_of_pair
 
 log = logging.getLogger("yippiemove.service")
@@ -85,6 +87,18 @@ IDEMPOTENCY_TTL = 24 * 3600.0
 #: Expired keys deleted at most per new key (bounded work on the request's path).
 IDEMPOTENCY_PURGE = 100
 SECURITIES = tuple(Security)
+
+
+def credentials_blob(source: spec.Account, dest: spec.Account) -> dict[str, Any]:
+    """A job's secrets as its encrypted credentials blob stores them: the passwords and,
+    for a side signed in with OAuth2, its grant (``source_oauth``/``dest_oauth``);
+    wiped together (``expire_credentials``, ``forget_credentials``)."""
+    out: dict[str, Any] = {"source_password": source.password, "dest_password": dest.password}
+    if source.oauth is not None:
+        out["source_oauth"] = source.oauth
+    if dest.oauth is not None:
+        out["dest_oauth"] = dest.oauth
+    return out
 
 
 @functools.cache
@@ -215,6 +229,11 @@ class JobView:
     runs: int = 1
     can_rerun: bool = False
     credentials_expire: float | None = None
+    #: Issue 16: "reauth" when the job stopped because a provider refused its sign-in
+    #: (consent revoked): sign in again to resume; ``sign_in_needed``: the sides
+    #: ("source", "dest") waiting for a new sign-in (refused, or forgotten).
+    error_code: str | None = None
+    sign_in_needed: list[str] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -226,6 +245,14 @@ class JobView:
         progress.pop("history_step", None)
         if job.status == JobStatus.QUEUED and progress.get("phase") in (None, "", Phase.DONE):
             progress["phase"] = Phase.QUEUED
+        # Sides waiting for a new OAuth2 sign-in: refused by the provider (the job
+        # stopped, progress "reauth") or forgotten by the customer (account "signed_out").
+        refused = progress.get("reauth") or []
+        needed = [
+            side
+            for side, acc in (("source", job.source), ("dest", job.dest))
+            if side in refused or (acc or {}).get("signed_out")
+        ]
         return cls(
             id=job.id,
             status=job.status,
@@ -239,8 +266,12 @@ class JobView:
             error=job.error,
             attempts=job.attempts or 0,
             runs=job.runs or 1,
-            can_rerun=job.status in TERMINAL and job.credentials is not None,
+            can_rerun=job.status in TERMINAL and job.credentials is not None and not needed,
             credentials_expire=job.credentials_expires if job.credentials is not None else None,
+            error_code=(
+                "reauth" if job.status == JobStatus.FAILED and progress.get("reauth") else None
+            ),
+            sign_in_needed=needed,
         )
 
 
@@ -257,6 +288,21 @@ _APP_PASSWORD = re.compile(
     re.IGNORECASE,
 )
 
+
+#: What to check when a domain credential's grant could not sign in (docs/service.md
+#: "Domain-wide moves").
+_DOMAIN_HINTS = {
+    "service_account": (
+        "Check that the mailbox exists and that the service account's domain-wide "
+        "delegation (Google Admin console: Security > API controls) grants its client id "
+        "the scope https://mail.google.com/ for this domain."
+    ),
+    "client_credentials": (
+        "Check that the mailbox exists, that the application has the IMAP.AccessAsApp "
+        "permission with admin consent, and that its service principal was given access "
+        "to this mailbox (Add-MailboxPermission)."
+    ),
+}
 
 #: The longest server text (an IMAP NO/BAD/BYE) a customer is shown.
 SERVER_TEXT_MAX = 200
@@ -334,6 +380,10 @@ def explain_imap_error(exc: Exception, role: str, account: Account) -> str:
     if isinstance(exc, AuthenticationError):
         # Our words and the server's NO text (capped, cleaned); never the command.
         text = server_words(str(exc), 2 * SERVER_TEXT_MAX)
+        grant = account.oauth if isinstance(account.oauth, dict) else None
+        if grant is not None and grant.get("kind") in _DOMAIN_HINTS:
+            # A domain credential's grant: the admin's set-up is what to check.
+            return f"{where}{text}. {_DOMAIN_HINTS[grant['kind']]}"
         msg = f"{where}{text}. Check the user name and password."
         if _APP_PASSWORD.search(text):
             msg += (
@@ -375,8 +425,9 @@ def explain_imap_error(exc: Exception, role: str, account: Account) -> str:
     return not_imap(where, account)
 
 
-class Service:
-    """Users, tokens, transfers, account checks and reports (see the contract)."""
+class Service(DomainBatches, SignIns):
+    """Users, tokens, transfers, account checks and reports (see the contract); the
+    domain-wide moves of issue 16 in service/domainbatch.py."""
 
     def __init__(self, settings: Settings, queue: JobQueue | None = None) -> None:
         self.settings = settings
@@ -857,10 +908,15 @@ class Service:
             else None
         )
         request = {
-            "account": dict(account.public(), password=account.password),
+            "account": account.as_dict(),
             "address": src_at.address,
             "role": role,
-            "dest": dict(dest.public(), password=dest.password) if dest is not None else None,
+            "dest": dest.as_dict() if dest is not None else None,
+            "oauth_config": (
+                self.settings.oauth_config_dict()
+                if account.oauth is not None or (dest is not None and dest.oauth is not None)
+                else None
+            ),
             "dest_address": dst_at.address if dst_at is not None else None,
             "ca_file": self.settings.ca_file,
             "allow_insecure_hosts": self.settings.allow_insecure_hosts,
@@ -1069,9 +1125,7 @@ class Service:
 
     def _add_job(self, s: Any, user_id: int, job_spec: spec.JobSpec) -> JobView:
         source, dest = job_spec.source, job_spec.dest
-        blob = self.box.encrypt(
-            {"source_password": source.password, "dest_password": dest.password}
-        )
+        blob = self.box.encrypt(credentials_blob(source, dest))
         job = Job(
             id=uuid.uuid4().hex,
             user_id=user_id,
@@ -1174,6 +1228,13 @@ class Service:
                     "the passwords of this transfer were deleted "
                     f"({self.settings.credential_retention_days:g} days after it ended); "
                     "start a new transfer"
+                )
+            missing = self.missing_sign_ins(job, self.box.decrypt(job.credentials))
+            if missing:
+                raise Conflict(
+                    "sign in again first: the sign-in of this transfer's "
+                    + " and ".join("source" if m == "source" else "destination" for m in missing)
+                    + " was forgotten or refused"
                 )
             self._check_pending(s, user_id)
             job.status = JobStatus.QUEUED

@@ -48,10 +48,12 @@ __all__ = [
     "AuthThrottle",
     "Base",
     "Database",
+    "DomainCredential",
     "IdempotencyKey",
     "Job",
     "JobCheckpoint",
     "MailboxLock",
+    "OAuthSignIn",
     "PendingSignup",
     "User",
     "WebSession",
@@ -129,6 +131,63 @@ class Job(Base):
     lease_token: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     #: The worker host (``Settings.host_name``) that runs the job now, or ran it last.
     host: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+
+
+class DomainCredential(Base):
+    """A customer's admin credential for domain-wide moves (issue 16): a Google Workspace
+    service account key (``kind`` ``service_account``) or a Microsoft 365 application
+    (``client_credentials``).  The secret part (the key's JSON, or the client secret) is a
+    Fernet token like a job's passwords; what may be shown is in clear: the label, the
+    ``principal`` (the key's client_email, or the application's client id), the tenant and
+    the domain.  Deleting the row deletes the secret; jobs made with it keep their own
+    per-user grant in their own credentials (wiped when they end)."""
+
+    __tablename__ = "domain_credentials"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    #: The OAuth2 provider's key (OAuthConfig: "google", "microsoft").
+    provider: Mapped[str] = mapped_column(String(32))
+    label: Mapped[str] = mapped_column(String(200), default="")
+    principal: Mapped[str] = mapped_column(String(320))
+    tenant: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    domain: Mapped[str] = mapped_column(String(253))
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    created: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class OAuthSignIn(Base):
+    """A customer's "Sign in with Google / Microsoft" (issue 16), from its start to the
+    order (or re-sign-in) that uses it: the ``state`` sent to the provider (only its
+    SHA-256: single use, expiring), to whom and to which step it belongs, and the secret
+    part encrypted like a job's passwords (``secret``: the PKCE verifier and the order
+    form's fields while pending; the grant once signed in).  Used or expired rows are
+    deleted, their secret with them."""
+
+    __tablename__ = "oauth_sign_ins"
+
+    #: Random id: the order form's (or an API client's) handle of the sign-in.
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    #: "order" (a step of the web order), "reauth" (a stopped job), "api" (REST).
+    purpose: Mapped[str] = mapped_column(String(16))
+    #: "source" or "dest" (the order's step, or the job's side); "" for the API.
+    side: Mapped[str] = mapped_column(String(8), default="")
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    #: SHA-256 of a nonce kept in the browser's web session: the answer must come back
+    #: to the session that started the sign-in (None: an API client's).
+    binding: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    redirect_uri: Mapped[str] = mapped_column(Text)
+    #: pending | checking | done | failed
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    address: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    secret: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created: Mapped[float] = mapped_column(Float, default=time.time)
+    expires: Mapped[float] = mapped_column(Float, index=True)
 
 
 class JobCheckpoint(Base):

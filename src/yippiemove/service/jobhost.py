@@ -48,6 +48,7 @@ def supervisor_config(settings: Settings) -> SupervisorConfig:
         checkpoint_interval=settings.checkpoint_interval,
         checkpoint_max_bytes=settings.checkpoint_max_bytes,
         lease_margin=settings.lease_margin,
+        oauth_config=settings.oauth_config_dict(),
     )
 
 
@@ -176,14 +177,29 @@ class SqlJobStore:
             f"(limit {limit})"
         )
 
-    def passwords(self, job_id: str) -> tuple[str, str] | None:
+    def credentials(self, job_id: str) -> dict[str, Any] | None:
         with self.db.read() as sess:
             job = sess.get(Job, job_id)
             blob = job.credentials if job is not None else None
         if blob is None:
             return None
-        creds = self.box.decrypt(blob)
+        return self.box.decrypt(blob)
+
+    def passwords(self, job_id: str) -> tuple[str, str] | None:
+        creds = self.credentials(job_id)
+        if creds is None:
+            return None
         return creds.get("source_password", ""), creds.get("dest_password", "")
+
+    def oauth_grants(self, job_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        with self.db.read() as sess:
+            job = sess.get(Job, job_id)
+            blob = job.credentials if job is not None else None
+        if blob is None:
+            return None, None
+        creds: dict[str, Any] = dict(self.box.decrypt(blob))
+        src, dst = creds.get("source_oauth"), creds.get("dest_oauth")
+        return (src if isinstance(src, dict) else None, dst if isinstance(dst, dict) else None)
 
     def mark_start_notified(self, job_id: str) -> None:
         with self.db.session() as sess:

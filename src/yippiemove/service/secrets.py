@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -68,10 +69,10 @@ class CredentialBox:
         except ValueError:
             raise ValueError(f"{key_file} does not hold a Fernet key") from None
 
-    def encrypt(self, data: dict[str, str]) -> bytes:
+    def encrypt(self, data: dict[str, Any]) -> bytes:
         return self._fernet.encrypt(json.dumps(data).encode())
 
-    def decrypt(self, blob: bytes) -> dict[str, str]:
+    def decrypt(self, blob: bytes) -> dict[str, Any]:
         try:
             out = json.loads(self._fernet.decrypt(blob))
         except (InvalidToken, ValueError):

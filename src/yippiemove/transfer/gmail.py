@@ -228,6 +228,8 @@ class GmailDest:
         self._all_validity = 0
         #: All Mail messages whose key is not known yet, by _si(size, instant).
         self._unhashed: dict[int, bytes] = {}
+        #: Keys of APPENDs that may have been stored but were never published (:meth:`end`).
+        self._uncertain: set[bytes] = set()
 
     # ---------------------------------------------------------------- the registry
 
@@ -371,6 +373,12 @@ class GmailDest:
                 p.taken.add(token)
                 p.deferred.append((m, s))
                 return True
+            if kb in self._uncertain:
+                # Perhaps stored by a pass that failed before it could say so: deferred
+                # as a failed entry, :meth:`label` looks for it in All Mail (and appends
+                # it after all when it is not there).
+                p.deferred.append((m, Stored(key, m.size, None, b"")))
+                return True
         if p.round is None or p.round.done():
             p.round = asyncio.get_running_loop().create_future()
         s = Stored(key, m.size, p.source, p.dest_raw, ready=p.round)
@@ -397,8 +405,12 @@ class GmailDest:
             else:
                 failed.append(s)
         p.reserved = []
+        # The X-GM-MSGIDs; when the connection drops meanwhile, the UIDs are published
+        # without them (others can still label from the folder), then the error goes on.
+        ids: dict[int, int] = {}
         try:
-            ids = await dst.fetch_msgids([duid for _s, duid in done]) if done else {}
+            if done:
+                ids = await dst.fetch_msgids([duid for _s, duid in done])
         finally:
             for s, duid in done:
                 s.uid, s.uidvalidity, s.msgid = duid, dinfo.uidvalidity, ids.get(duid)
@@ -432,8 +444,32 @@ class GmailDest:
             if not entries:
                 del self._pending[kb]
 
-    def end(self, p: DestPass) -> None:
-        """The pass is over (or failed): nobody may wait for its reservations any more."""
+    def end(
+        self,
+        p: DestPass,
+        claim: dict[int, int] | None = None,
+        outcome_of: dict[int, Outcome] | None = None,
+        uidvalidity: int = 0,
+    ) -> None:
+        """The pass is over (or failed): nobody may wait for its reservations any more.
+
+        Reservations it could not publish (the connection dropped after some of its
+        APPENDs were stored: a cut, a ``BYE`` when a session's token expired): those
+        whose APPEND was answered (``claim``/``outcome_of``: the APPENDUID) are
+        remembered by folder and UID, so that other passes label them; the others may be
+        Gmail messages nobody knows of: their keys become *uncertain*, and a pass that
+        would append one looks for it in All Mail first (:meth:`label_instead_of`), so
+        that it is labelled instead of stored a second time."""
+        for m, s in p.reserved:
+            duid = claim.get(m.uid) if claim is not None and outcome_of is not None else None
+            if (
+                duid is not None
+                and outcome_of is not None
+                and outcome_of.get(m.uid) == Outcome.COPIED
+            ):
+                self._remember(s.key, s.folder, uidvalidity, duid, None)
+            else:
+                self._uncertain.add(_kb(s.key))
         for _m, s in p.reserved:
             self._unpend(s)
         p.reserved = []

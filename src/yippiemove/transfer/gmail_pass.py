@@ -31,6 +31,7 @@ class GmailHooks:
         self.dest = dest
         self.shared = shared
         self.gp: DestPass | None = None
+        self.fpass: FolderPass | None = None
 
     def dated(self) -> Callable[[bytes], int | None] | None:
         # On a Gmail destination a message is its bytes *and* its INTERNALDATE: the
@@ -43,6 +44,7 @@ class GmailHooks:
             return
         fp = fpass.fp
         assert fpass.dinfo is not None
+        self.fpass = fpass
         self.gp = await self.dest.prepare(
             fpass.dst,  # type: ignore[arg-type]
             fp.source.name,
@@ -91,7 +93,12 @@ class GmailHooks:
 
     def end(self) -> None:
         if self.gp is not None:
-            self.dest.end(self.gp)
+            fpass = self.fpass
+            if fpass is None or fpass.dinfo is None:
+                self.dest.end(self.gp)
+            else:  # what its APPENDs stored, when the pass failed before publishing
+                m = fpass.match
+                self.dest.end(self.gp, m.claim, m.outcome_of, fpass.dinfo.uidvalidity)
 
     async def verify_flags(
         self, fpass: FolderPass, vmeta: Sequence[MessageMeta]

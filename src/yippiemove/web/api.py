@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -23,7 +23,16 @@ from yippiemove.service.core import Account, AlreadyActive
 
 from .schemas import (
     AlreadyActiveOut,
+    AuthorizationIn,
+    AuthorizationOut,
+    AuthorizationStarted,
+    DomainBatchIn,
+    DomainBatchOut,
+    DomainCredentialIn,
+    DomainCredentialList,
+    DomainCredentialOut,
     ErrorOut,
+    SignedInAccountIn,
     StatusName,
     TransferCreated,
     TransferIn,
@@ -66,7 +75,11 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
-def to_account(model: Any) -> Account:
+def to_account(model: Any, service: Any = None, user: int = 0, role: str = "account") -> Account:
+    """The API's account: the fields given, or a finished OAuth2 sign-in's account."""
+    if isinstance(model, SignedInAccountIn):
+        signed_in: Account = service.signed_in(user, model.authorization, role)
+        return signed_in
     return Account(
         host=model.host,
         port=model.port,
@@ -178,7 +191,11 @@ def build_api_router(service: "Service") -> APIRouter:
         the same destination mailbox wait for each other (phase `waiting`).
         """
         folders = body.folders.model_dump(mode="json") if body.folders is not None else None
-        source, dest = to_account(body.source), to_account(body.dest)
+        source = to_account(body.source, service, user, "source")
+        dest = to_account(body.dest, service, user, "dest")
+        signed = [
+            a.authorization for a in (body.source, body.dest) if isinstance(a, SignedInAccountIn)
+        ]
         if idempotency_key is not None:
             status, answer = service.create_transfer_once(
                 user, idempotency_key, body.model_dump(mode="json"), source, dest, folders
@@ -190,6 +207,8 @@ def build_api_router(service: "Service") -> APIRouter:
                 status, answer = 409, {"error": str(exc), "id": exc.job_id}
             else:
                 status, answer = 201, {"id": view.id, "status": view.status}
+                if signed:  # the job holds the grants now (with a key: they expire)
+                    service.used_sign_ins(user, signed)
         return JSONResponse(
             answer,
             status_code=status,
@@ -256,5 +275,138 @@ def build_api_router(service: "Service") -> APIRouter:
         if not Path(path).is_file():
             raise HTTPException(404, "no receipt yet: the transfer has not started")
         return await run_in_threadpool(receipt_response, Path(path), job_id)
+
+    # -- domain-wide moves (issue 16) -----------------------------------------------
+
+    @router.post(
+        "/domain-credentials",
+        response_model=DomainCredentialOut,
+        status_code=201,
+        summary="Store an admin credential for domain-wide moves",
+        responses={400: {"model": ErrorOut, "description": "Not a usable key or application"}},
+    )
+    def add_domain_credential(body: DomainCredentialIn, user: User) -> dict[str, Any]:
+        """A Google Workspace service account key (domain-wide delegation of the IMAP
+        scope) or a Microsoft 365 application (client credentials, `IMAP.AccessAsApp`).
+        Stored encrypted; no response ever contains the key or the secret."""
+        data = body.model_dump(mode="json", exclude_none=True)
+        return service.add_domain_credential(user, data)
+
+    @router.get(
+        "/domain-credentials",
+        response_model=DomainCredentialList,
+        summary="List your domain credentials",
+    )
+    def list_domain_credentials(user: User) -> dict[str, Any]:
+        return {"credentials": service.list_domain_credentials(user)}
+
+    @router.delete(
+        "/domain-credentials/{credential_id}",
+        status_code=204,
+        summary="Delete a domain credential (and its secret)",
+        responses={404: {"model": ErrorOut, "description": "No such credential (or not yours)"}},
+    )
+    def delete_domain_credential(credential_id: str, user: User) -> Response:
+        """Transfers made with it keep their own per-mailbox grant until they end."""
+        service.delete_domain_credential(user, credential_id)
+        return Response(status_code=204)
+
+    @router.post(
+        "/domain-batches",
+        response_model=DomainBatchOut,
+        summary="Move a whole domain from a list of addresses",
+        responses={
+            400: {"model": ErrorOut, "description": "A malformed batch"},
+            404: {"model": ErrorOut, "description": "No such credential (or not yours)"},
+        },
+    )
+    async def create_domain_batch(body: DomainBatchIn, user: User) -> dict[str, Any]:
+        """One transfer per address, each signing in with its own grant made from the
+        source's domain credential (and the destination's, or the passwords given per
+        user).  With `check` (the default) every mailbox is signed in to on both sides
+        before anything starts; the lines that fail are listed in `errors` as
+        `line N: ADDRESS: why` and not started."""
+        data = body.model_dump(mode="json", exclude_none=True)
+        check = bool(data.pop("check", True))
+        return await service.create_domain_batch(user, data, check=check)
+
+    # -- OAuth2 sign-ins (issue 16) ------------------------------------------------------
+
+    @router.post(
+        "/oauth/{provider}/authorizations",
+        status_code=201,
+        response_model=AuthorizationStarted,
+        summary="Start an OAuth2 sign-in (Google, Microsoft)",
+        tags=["oauth"],
+        responses={404: {"model": ErrorOut, "description": "No such provider (or transfer)"}},
+    )
+    def start_authorization(
+        provider: str, user: User, body: AuthorizationIn | None = None
+    ) -> dict[str, Any]:
+        """Send the user's browser to `authorization_url`: they sign in at the provider,
+        which sends them back to this service; the service checks the mailbox and the
+        authorization becomes `done` (poll `GET /api/v1/oauth/authorizations/{id}`).
+        Then order with `{"authorization": ID}` in place of an account.  The grant stays
+        on the service, encrypted; no response ever contains a token.
+
+        With `transfer` and `side`: a new sign-in for that transfer (after `error_code`
+        `reauth`, or a forgotten sign-in); once done the transfer resumes."""
+        body = body or AuthorizationIn()
+        purpose, job_id = "api", None
+        if body.transfer is not None or body.side is not None:
+            if body.transfer is None or body.side is None:
+                raise HTTPException(422, "transfer and side: give both or neither")
+            view = service.get_transfer(user, check_job_id(body.transfer))
+            account = view.source if body.side == "source" else view.dest
+            if account.get("oauth_provider") != provider:
+                raise HTTPException(
+                    422, f"side: this transfer's {body.side} does not sign in with {provider}"
+                )
+            purpose, job_id = "reauth", view.id
+        sid, url = service.begin_sign_in(
+            user,
+            provider,
+            str(service.settings.base_url).rstrip("/") + "/oauth/callback",
+            purpose=purpose,
+            side=body.side or "",
+            job_id=job_id,
+            login_hint=body.login_hint,
+        )
+        view = service.sign_in_view(user, sid)
+        return {"id": sid, "authorization_url": url, "expires": view["expires"]}
+
+    @router.get(
+        "/oauth/authorizations/{authorization_id}",
+        response_model=AuthorizationOut,
+        summary="An OAuth2 sign-in's status, and its account once done",
+        tags=["oauth"],
+        responses={404: {"model": ErrorOut, "description": "No such authorization"}},
+    )
+    def get_authorization(authorization_id: str, user: User) -> dict[str, Any]:
+        return service.sign_in_view(user, authorization_id)
+
+    @router.delete(
+        "/oauth/authorizations/{authorization_id}",
+        status_code=204,
+        summary="Forget an OAuth2 sign-in that no order used",
+        tags=["oauth"],
+        responses={404: {"model": ErrorOut, "description": "No such authorization"}},
+    )
+    async def delete_authorization(authorization_id: str, user: User) -> Response:
+        """Revokes the grant at the provider (best effort) and deletes it."""
+        await service.forget_sign_in(user, authorization_id)
+        return Response(status_code=204)
+
+    @router.delete(
+        "/transfers/{job_id}/sign-in",
+        response_model=TransferOut,
+        summary="Forget a transfer's OAuth2 sign-in",
+        tags=["oauth"],
+        responses={409: {"model": ErrorOut, "description": "The transfer has no sign-in"}},
+    )
+    async def forget_transfer_sign_in(job_id: str, user: User) -> dict[str, Any]:
+        """Revokes the grants at the providers (best effort) and deletes them from the
+        transfer: it cannot run again until a new sign-in (`sign_in_needed`)."""
+        return public_view(await service.forget_job_sign_in(user, check_job_id(job_id)))
 
     return router

@@ -37,6 +37,7 @@ from .security import (
     csrf_token,
 )
 from .sessions import ServerSessionMiddleware
+from .signin import hide_callback_queries
 
 if TYPE_CHECKING:
     from yippiemove.service.config import Settings
@@ -132,6 +133,7 @@ def create_app(service: Service, *, settings: Settings | None = None) -> FastAPI
         settings = Settings.load()
 
     stopping = threading.Event()
+    hide_callback_queries()  # the OAuth2 answer's code and state stay out of the access log
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

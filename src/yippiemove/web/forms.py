@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,9 @@ from yippiemove.service.core import Account
 from .presets import BY_KEY, DEFAULT_PORTS, OTHER, SECURITY_CHOICES, preset_for
 
 ROLES = {"source": "source", "dest": "destination"}
-_FIELDS = ("preset", "host", "port", "security", "username", "password")
+_FIELDS = ("preset", "host", "port", "security", "username", "password", "oauth", "oauth_name")
+#: A sign-in's id (service/signin.py): 32 hex digits.
+_SIGN_IN_ID = re.compile(r"\A[0-9a-f]{32}\Z")
 
 
 def _text(form: FormData, name: str, limit: int = 1024) -> str:
@@ -32,13 +35,33 @@ class AccountForm:
     security: str = "tls"
     username: str = ""
     password: str = ""
+    #: "Sign in with Google / Microsoft" (issue 16): the sign-in's id (its grant stays
+    #: on the server, service/signin.py) and the provider's name to show.
+    oauth: str = ""
+    oauth_name: str = ""
 
     @classmethod
-    def from_form(cls, form: FormData, role: str) -> AccountForm:
-        values = {f: _text(form, f"{role}_{f}") for f in _FIELDS}
-        for f in ("preset", "host", "port", "security", "username"):
+    def from_form(cls, form: FormData | dict[str, Any], role: str) -> AccountForm:
+        values = {f: _text(form, f"{role}_{f}") for f in _FIELDS}  # type: ignore[arg-type]
+        for f in ("preset", "host", "port", "security", "username", "oauth", "oauth_name"):
             values[f] = values[f].strip()
+        if not _SIGN_IN_ID.match(values["oauth"]):
+            values["oauth"] = values["oauth_name"] = ""
         return cls(**values)
+
+    @classmethod
+    def signed_in(cls, acc: Account, sign_in_id: str, provider_name: str) -> AccountForm:
+        """The form of an account signed in with OAuth2: no password, the sign-in's id."""
+        return cls(
+            preset=OTHER,
+            host=acc.host,
+            port=str(acc.port),
+            security=acc.security,
+            username=acc.username,
+            password="",
+            oauth=sign_in_id,
+            oauth_name=provider_name,
+        )
 
     @classmethod
     def from_account(cls, acc: Account) -> AccountForm:
@@ -57,6 +80,8 @@ class AccountForm:
 
     @property
     def provider(self) -> str:
+        if self.oauth:
+            return f"Signed in with {self.oauth_name or 'OAuth2'}"
         p = BY_KEY.get(self.preset)
         return p.label if p else "IMAP server"
 
@@ -73,6 +98,17 @@ class AccountForm:
         """The Account, or messages per field name (``host``, ``port``, ...)."""
         errors: dict[str, str] = {}
         who = ROLES[role]
+        if self.oauth:
+            # The account comes from the sign-in on the server (the page resolves it);
+            # these fields are only what it shows.
+            port = int(self.port) if self.port.isdigit() else 993
+            return Account(
+                host=self.host or "localhost",
+                port=port,
+                security=self.security or "tls",
+                username=self.username or "-",
+                password="",
+            ), {}
         preset = BY_KEY.get(self.preset)
         if preset is not None:
             host, port, security = preset.host, preset.port, preset.security

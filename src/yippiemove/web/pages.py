@@ -36,7 +36,7 @@ from .forms import (
     with_depth,
 )
 from .schemas import TERMINAL
-from .security import check_csrf, csrf_token
+from .security import CSP, check_csrf, csrf_token
 from .selection import display_pattern, selection_to_folders
 from .sessions import client_host
 
@@ -137,9 +137,12 @@ class Pages:
     """The page routes, bound to one Service."""
 
     def __init__(self, service: Service, templates: Jinja2Templates) -> None:
+        from .signin import SignInPages
+
         self.service = service
         self.templates = templates
         self.batch_columns = tuple(getattr(service, "BATCH_COLUMNS", BATCH_COLUMNS))
+        self.sign_ins = SignInPages(self)
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -193,7 +196,15 @@ class Pages:
         context["flashes"] = request.session.pop("flash", []) if "session" in request.scope else []
         context["status_labels"] = STATUS_LABELS
         context["phases"] = PHASES
-        return self.templates.TemplateResponse(request, name, context, status_code=status)
+        response = self.templates.TemplateResponse(request, name, context, status_code=status)
+        origins = sorted({p["origin"] for p in self.sign_in_providers() if p.get("origin")})
+        if origins:
+            # "Sign in with ...": a form's answer redirects to the provider, which the
+            # CSP's form-action must allow (Chromium applies it to redirects too).
+            response.headers["content-security-policy"] = CSP.replace(
+                "form-action 'self'", "form-action 'self' " + " ".join(origins)
+            )
+        return response
 
     # -- public pages -------------------------------------------------------------------
 
@@ -396,6 +407,7 @@ class Pages:
             request,
             "new.html",
             status,
+            sign_in_providers=self.sign_in_providers(),
             step=step,
             src=src,
             dst=dst,
@@ -441,14 +453,48 @@ class Pages:
         await self.user(request)
         return self._wizard(request, "source", AccountForm(), AccountForm(), None)
 
+    def sign_in_providers(self) -> list[dict[str, str]]:
+        """The "Sign in with ..." buttons (issue 16): the providers the operator set up."""
+        providers = getattr(self.service, "sign_in_providers", None)
+        if providers is None:
+            return []
+        try:
+            return list(providers())
+        except Exception:  # a broken providers file must not take every page down
+            log.exception("the OAuth2 providers cannot be read")
+            return []
+
+    async def signed_in_account(
+        self, uid: int, form: AccountForm, acc: Account | None, role: str
+    ) -> tuple[Account | None, str | None]:
+        """The account of a form signed in with OAuth2, from the server (with its grant;
+        the form's fields are only shown), or a message when the sign-in is gone."""
+        if acc is None or not form.oauth:
+            return acc, None
+        try:
+            return await self.call(self.service.signed_in, uid, form.oauth, role), None
+        except ServiceError:
+            who = "source" if role == "source" else "destination"
+            return None, (
+                f"Your sign-in to the {who} mailbox has expired or was used already. "
+                f"Please sign in with {form.oauth_name or 'your provider'} again."
+            )
+
     async def new_post(self, request: Request) -> Response:
         """The order's three steps (source, destination, folders) and their way back."""
         uid = await self.user(request)
         form = await self.form(request)
         action = form.get("action")
+        if isinstance(action, str) and action.startswith("oauth_"):
+            # "Sign in with Google / Microsoft": off to the provider (web/signin.py).
+            return await self.sign_ins.start_order(request, uid, form, action)
         src = AccountForm.from_form(form, "source")
         dst = AccountForm.from_form(form, "dest")
         plan = parse_plan(form.get("plan"))
+        if action == "signout_source":
+            return self._wizard(request, "source", AccountForm(), dst, None)
+        if action == "signout_dest" and plan is not None:
+            return self._wizard(request, "dest", src, AccountForm(), plan)
 
         if action == "back_source":
             return self._wizard(request, "source", src, dst, plan)
@@ -456,6 +502,9 @@ class Pages:
             return self._wizard(request, "dest", src, dst, plan)
 
         src_acc, src_errors = src.validate("source")
+        src_acc, gone = await self.signed_in_account(uid, src, src_acc, "source")
+        if gone is not None:
+            return self._wizard(request, "source", AccountForm(), dst, None, status=400, error=gone)
         if action == "check_source" or src_acc is None:
             return await self._source_step(request, src, dst, src_acc, src_errors)
         if plan is None:  # the page was tampered with or is very old: start over
@@ -469,6 +518,9 @@ class Pages:
                 error="Please check the source mailbox again.",
             )
         dst_acc, dst_errors = dst.validate("dest")
+        dst_acc, gone = await self.signed_in_account(uid, dst, dst_acc, "dest")
+        if gone is not None:
+            return self._wizard(request, "dest", src, AccountForm(), plan, status=400, error=gone)
         if action == "check_dest" or dst_acc is None:
             return await self._dest_step(request, src, dst, plan, src_acc, dst_acc, dst_errors)
         if action != "start":
@@ -604,6 +656,9 @@ class Pages:
                 selected=set(selected),
                 error=f"The transfer could not be started: {exc}",
             )
+        used = getattr(self.service, "used_sign_ins", None)
+        if used is not None and (src.oauth or dst.oauth):  # the job holds the grants now
+            await self.call(used, uid, [src.oauth, dst.oauth])
         flash(request, "Your transfer is on its way. You can close this page: it keeps running.")
         return RedirectResponse(f"/transfers/{view.id}", 303)
 
@@ -649,6 +704,7 @@ class Pages:
             selection=self._selection_text(job.get("folders")),
             terminal=terminal,
             can_rerun=terminal and job.get("can_rerun", True),
+            sign_in_names={p["key"]: p["name"] for p in self.sign_in_providers()},
         )
 
     async def job_summary(self, request: Request, job_id: str) -> Response:
@@ -664,6 +720,7 @@ class Pages:
             report=report,
             receipt=await self._receipt_ready(uid, job["id"]),
             terminal=job["status"] in TERMINAL,
+            sign_in_names={p["key"]: p["name"] for p in self.sign_in_providers()},
         )
 
     async def job_events(self, request: Request, job_id: str) -> Response:
@@ -935,6 +992,116 @@ class Pages:
         }
         return RedirectResponse("/batch", 303)
 
+    # -- domain-wide moves (issue 16) -------------------------------------------------
+
+    async def domain_page(self, request: Request) -> Response:
+        return await self._domain(request)
+
+    async def _domain(self, request: Request, status: int = 200, **context: Any) -> Response:
+        uid = await self.user(request)
+        done = request.session.pop("domain_done", None)
+        if isinstance(done, dict) and not context:
+            context = {
+                "created": [str(j) for j in done.get("created", [])][:BATCH_SHOWN],
+                "n_created": int(done.get("n_created", 0)),
+                "line_errors": [str(e) for e in done.get("errors", [])][:BATCH_SHOWN],
+                "failed": [str(e) for e in done.get("failed", [])][:BATCH_SHOWN],
+            }
+        creds = await self.call(self.service.list_domain_credentials, uid)
+        return self.render(request, "domain.html", status, credentials=creds, **context)
+
+    async def domain_credential_add(self, request: Request) -> Response:
+        uid = await self.user(request)
+        form = await self.form(request)
+        kind = str(form.get("kind") or "")
+        data: dict[str, Any] = {
+            "kind": kind,
+            "domain": str(form.get("domain") or ""),
+            "label": str(form.get("label") or ""),
+        }
+        if kind == "service_account":
+            upload = form.get("key_file")
+            raw = b""
+            if isinstance(upload, UploadFile) and upload.filename:
+                raw = await upload.read(64 * 1024 + 1)
+            text = raw.decode("utf-8", "replace") if raw else str(form.get("key_json") or "")
+            data["key"] = text
+        else:
+            for name in ("tenant", "client_id", "client_secret"):
+                data[name] = str(form.get(name) or "")
+        try:
+            view = await self.call(self.service.add_domain_credential, uid, data)
+        except ServiceError as exc:
+            return await self._domain(request, 400, error=f"Not stored: {exc}")
+        finally:
+            data.clear()
+        flash(request, f"Stored {view['label']} for {view['domain']} (encrypted).")
+        return RedirectResponse("/batch/domain", 303)
+
+    async def domain_credential_delete(self, request: Request, credential_id: str) -> Response:
+        uid = await self.user(request)
+        await self.form(request)
+        try:
+            await self.call(self.service.delete_domain_credential, uid, credential_id)
+        except ServiceError as exc:
+            flash(request, f"Could not delete it: {exc}", "error")
+        else:
+            flash(request, "The credential is deleted: its key or secret is gone.")
+        return RedirectResponse("/batch/domain", 303)
+
+    async def domain_batch(self, request: Request) -> Response:
+        from yippiemove.service.domainbatch import parse_user_lines
+
+        uid = await self.user(request)
+        form = await self.form(request)
+        source = str(form.get("source") or "")
+        dest = str(form.get("dest") or "")
+        dest_side: dict[str, Any]
+        if dest and dest != "server":
+            dest_side = {"credential": dest}
+        else:
+            dest_side = {
+                "host": str(form.get("dest_host") or "").strip(),
+                "port": str(form.get("dest_port") or "").strip(),
+                "security": str(form.get("dest_security") or "tls"),
+            }
+        users, bad, numbers = parse_user_lines(
+            str(form.get("users") or "")[:BATCH_LIMIT], dest_is_credential="credential" in dest_side
+        )
+        if bad:
+            return await self._domain(
+                request, 400, error="Some lines are not in the expected shape.", line_errors=bad
+            )
+        if not users:
+            return await self._domain(request, 400, error="List the addresses to move.")
+        source_side: dict[str, Any] = {"credential": source}
+        for name in ("host", "port", "security"):  # the provider's server unless given
+            value = str(form.get(f"source_{name}") or "").strip()
+            if value and (name != "security" or source_side.get("host")):
+                source_side[name] = value
+        request_body = {"source": source_side, "dest": dest_side, "users": users}
+        try:
+            result = await self.service.create_domain_batch(uid, request_body, line_numbers=numbers)
+        except ServiceError as exc:
+            return await self._domain(request, 400, error=f"Nothing was started: {exc}")
+        finally:
+            users.clear()
+        if not result["created"]:
+            return await self._domain(
+                request,
+                400,
+                error="Nothing was started.",
+                line_errors=result["errors"],
+                failed=result["failed"],
+            )
+        request.session["domain_done"] = {
+            "created": result["created"][:BATCH_SHOWN],
+            "n_created": len(result["created"]),
+            "errors": result["errors"][:BATCH_SHOWN],
+            "failed": result["failed"][:BATCH_SHOWN],
+        }
+        return RedirectResponse("/batch/domain", 303)
+
 
 #: What the web says when an order (or a re-run) names a transfer already under way.
 ALREADY_RUNNING = (
@@ -986,4 +1153,13 @@ def build_pages_router(service: Service, templates: Jinja2Templates) -> APIRoute
     r.add_api_route("/tokens/{token_id}/revoke", p.token_revoke, methods=["POST"])
     r.add_api_route("/batch", p.batch_page, methods=["GET"], **html)
     r.add_api_route("/batch", p.batch, methods=["POST"], **html)
+    r.add_api_route("/batch/domain", p.domain_page, methods=["GET"], **html)
+    r.add_api_route("/batch/domain", p.domain_batch, methods=["POST"], **html)
+    r.add_api_route("/batch/domain/credentials", p.domain_credential_add, methods=["POST"], **html)
+    r.add_api_route(
+        "/batch/domain/credentials/{credential_id}/delete",
+        p.domain_credential_delete,
+        methods=["POST"],
+    )
+    p.sign_ins.add_routes(r)
     return r

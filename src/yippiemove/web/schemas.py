@@ -10,8 +10,10 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     SerializerFunctionWrapHandler,
+    Tag,
     field_validator,
     model_serializer,
 )
@@ -110,8 +112,14 @@ class FoldersIn(BaseModel):
     before: str | None = Field(
         None, pattern=_DATE, json_schema_extra={"format": "date"}, examples=["2024-01-01"]
     )
-    larger: WholeInt | None = Field(None, ge=0, description="bytes")
-    smaller: WholeInt | None = Field(None, ge=0, description="bytes")
+    # The bound inside the Optional: on the outer field pydantic wrote it to the OpenAPI
+    # document as "ge" (no JSON Schema keyword), and schemathesis sent negative sizes.
+    larger: Annotated[int, Field(ge=0), BeforeValidator(_whole_int)] | None = Field(
+        None, description="bytes"
+    )
+    smaller: Annotated[int, Field(ge=0), BeforeValidator(_whole_int)] | None = Field(
+        None, description="bytes"
+    )
 
     @field_validator("since", "before")
     @classmethod
@@ -136,12 +144,70 @@ class FoldersIn(BaseModel):
         return data
 
 
+class SignedInAccountIn(BaseModel):
+    """An account signed in with OAuth2 (issue 16): the id of a finished authorization
+    (`POST /api/v1/oauth/{provider}/authorizations`) instead of the server and password."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    authorization: str = Field(
+        min_length=32, max_length=32, pattern=r"^[0-9a-f]{32}$", examples=["0" * 32]
+    )
+
+
+def _account_kind(value: Any) -> str:
+    """Which account shape a body gives: an ``authorization`` is a signed-in account."""
+    if isinstance(value, Mapping) and "authorization" in value:
+        return "SignedInAccountIn"
+    if isinstance(value, SignedInAccountIn):
+        return "SignedInAccountIn"
+    return "AccountIn"
+
+
+#: An order's account: the server and password, or a finished OAuth2 sign-in.  The
+#: discriminator keeps validation messages to the shape given (no "one of" noise).
+AnyAccountIn = Annotated[
+    Annotated[AccountIn, Tag("AccountIn")] | Annotated[SignedInAccountIn, Tag("SignedInAccountIn")],
+    Discriminator(_account_kind),
+]
+_TAGS = ("AccountIn", "SignedInAccountIn")
+
+
 class TransferIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    source: AccountIn
-    dest: AccountIn
+    source: AnyAccountIn
+    dest: AnyAccountIn
     folders: FoldersIn | None = None
+
+
+class AuthorizationIn(BaseModel):
+    """Start an OAuth2 sign-in.  With `transfer` and `side`: a new sign-in for a
+    transfer the provider stopped (`error_code` `reauth`), which then resumes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    login_hint: str | None = Field(None, max_length=320, pattern=r"^[^\x00-\x1f\x7f]+$")
+    transfer: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9]+$")
+    side: Literal["source", "dest"] | None = None
+
+
+class AuthorizationStarted(BaseModel):
+    id: str = Field(description="the authorization's id: an order's `authorization`")
+    authorization_url: str = Field(description="send the user's browser here")
+    expires: float = Field(description="the user must finish before this (unix time)")
+
+
+class AuthorizationOut(BaseModel):
+    id: str
+    provider: str
+    status: Literal["pending", "checking", "done", "failed"] = Field(
+        description="`pending`: the user has not come back yet; `checking`: signed in, "
+        "the mailbox is being checked; `done`: usable in an order; `failed`: see `error`"
+    )
+    expires: float = Field(description="when this authorization is deleted (unix time)")
+    error: str | None = None
+    account: AccountOut | None = Field(None, description="the signed-in account, once done")
 
 
 class AccountOut(BaseModel):
@@ -149,6 +215,16 @@ class AccountOut(BaseModel):
     port: int
     security: str
     username: str
+    oauth_provider: str | None = Field(
+        None,
+        exclude_if=lambda v: v is None,
+        description="the OAuth2 provider this account signs in with (no password)",
+    )
+    signed_out: bool | None = Field(
+        None,
+        exclude_if=lambda v: v is None,
+        description="true: the customer asked to forget the sign-in; sign in again to run",
+    )
 
 
 class TransferCreated(BaseModel):
@@ -200,6 +276,16 @@ class TransferOut(BaseModel):
     credentials_expire: float | None = Field(
         None, description="when the stored passwords will be deleted (unix time)"
     )
+    error_code: str | None = Field(
+        None,
+        description="`reauth`: the provider refused the OAuth2 sign-in (consent revoked): "
+        "sign in again (POST /api/v1/oauth/{provider}/authorizations with `transfer` and "
+        "`side`) and the transfer resumes",
+    )
+    sign_in_needed: list[str] = Field(
+        default_factory=list,
+        description="the sides (`source`, `dest`) waiting for a new OAuth2 sign-in",
+    )
 
 
 class TransferList(BaseModel):
@@ -250,7 +336,7 @@ _PATTERN_MESSAGES = {
 
 
 def _field(loc: Iterable[Any]) -> str:
-    parts = [str(p) for p in loc]
+    parts = [str(p) for p in loc if str(p) not in _TAGS]
     if parts and parts[0] in ("body", "query", "path", "header"):
         parts = parts[1:]
     return ".".join(parts)
@@ -301,3 +387,95 @@ def validation_message(errors: Iterable[Mapping[str, Any]]) -> tuple[str, list[d
     seen: set[str] = set()
     unique = [i for i in items if not (i["message"] in seen or seen.add(i["message"]))]
     return "; ".join(i["message"] for i in unique[:5]) or "invalid request", unique
+
+
+# -- domain-wide moves (issue 16) ------------------------------------------------------------
+
+DomainKind = Literal["service_account", "client_credentials"]
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]+$"
+
+
+class DomainCredentialIn(BaseModel):
+    """A customer's admin credential for domain-wide moves: a Google Workspace service
+    account key with domain-wide delegation (`kind` `service_account`, `key`), or a
+    Microsoft 365 application (`kind` `client_credentials`, `tenant`, `client_id`,
+    `client_secret`).  The key and the secret are write-only: stored encrypted, never
+    shown back."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: DomainKind
+    domain: str = Field(
+        min_length=1,
+        max_length=253,
+        examples=["example.org"],
+        description="the mailboxes' domain: only its addresses are moved with it",
+    )
+    label: str | None = Field(None, max_length=200, description="your name for it")
+    key: dict[str, Any] | None = Field(
+        None, description="`service_account`: the key's JSON file, as an object"
+    )
+    tenant: str | None = Field(None, min_length=1, max_length=200, pattern=_NO_CONTROL)
+    client_id: str | None = Field(None, min_length=1, max_length=200, pattern=_NO_CONTROL)
+    client_secret: str | None = Field(None, min_length=1, max_length=1024)
+
+
+class DomainCredentialOut(BaseModel):
+    id: str
+    kind: str
+    provider: str = Field(description="`google` or `microsoft`")
+    label: str
+    principal: str = Field(description="the key's client_email, or the application's id")
+    tenant: str | None
+    domain: str
+    created: float
+
+
+class DomainCredentialList(BaseModel):
+    credentials: list[DomainCredentialOut]
+
+
+class DomainSideIn(BaseModel):
+    """One side of a domain batch: a domain credential (its `id`; the provider's IMAP
+    server unless `host` is given) or, for the destination, a server whose users log in
+    with their passwords (`dest_username`/`dest_password` per user)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    credential: str | None = Field(None, min_length=1, max_length=32)
+    host: str | None = Field(None, min_length=1, max_length=253, pattern=_HOST)
+    port: WholeInt | None = Field(None, ge=1, le=65535)
+    security: SecurityName | None = None
+
+
+class DomainUserIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    address: str = Field(min_length=1, max_length=320, pattern=_NO_CONTROL)
+    dest_address: str | None = Field(None, min_length=1, max_length=320, pattern=_NO_CONTROL)
+    dest_username: str | None = Field(None, min_length=1, max_length=320, pattern=_NO_CONTROL)
+    dest_password: str | None = Field(None, min_length=1, max_length=1024)
+
+
+class DomainBatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: DomainSideIn
+    dest: DomainSideIn
+    users: list[
+        Annotated[str, Field(min_length=1, max_length=320, pattern=_NO_CONTROL)] | DomainUserIn
+    ] = Field(min_length=1, max_length=10000, examples=[["ann@example.org", "bob@example.org"]])
+    folders: FoldersIn | None = None
+    check: bool = Field(
+        True,
+        description="sign in to every mailbox on both sides first (a token had, a login "
+        "made) and start only those that pass",
+    )
+
+
+class DomainBatchOut(BaseModel):
+    created: list[str] = Field(description="the new transfers' ids, one per good line")
+    errors: list[str] = Field(description="`line N: ADDRESS: why` of the lines refused")
+    failed: list[str] = Field(
+        description="lines whose transfer could not be created (already running...)"
+    )

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.web.fakes import FakeService
+from yippiemove.web.schemas import error_body as error  # the one error shape (issue 17)
 
 API = "/api/v1"
 
@@ -115,7 +116,7 @@ def test_service_policy_errors_are_400_with_the_services_words(
     b["dest"]["security"] = "none"
     r = client.post(f"{API}/transfers", json=b, headers=auth(tokens["alice"]))
     assert r.status_code == 400
-    assert r.json() == {"error": "dest.security: 'none' is only allowed for loopback hosts"}
+    assert r.json() == error(400, "dest.security: 'none' is only allowed for loopback hosts")
 
 
 @pytest.mark.parametrize(
@@ -283,7 +284,7 @@ def test_report(client: TestClient, tokens: dict[str, str], job: str, fake: Fake
     h = auth(tokens["alice"])
     r = client.get(f"{API}/transfers/{job}/report", headers=h)
     assert r.status_code == 404
-    assert r.json() == {"error": "no report yet: the transfer has not run"}
+    assert r.json() == error(404, "no report yet: the transfer has not run")
     fake.add_failure(job, "INBOX", 7, "too big")
     fake.finish(job)
     r = client.get(f"{API}/transfers/{job}/report", headers=h)
@@ -349,8 +350,8 @@ def test_another_customers_job_is_404_like_a_missing_one(
     theirs = client.request(method, f"{API}/transfers/{job}{suffix}", headers=bob)
     missing = client.request(method, f"{API}/transfers/0123456789abcdef{suffix}", headers=bob)
     assert theirs.status_code == missing.status_code == 404
-    assert theirs.json().keys() == missing.json().keys() == {"error"}
-    assert theirs.json() == missing.json() == {"error": "no such transfer"}
+    assert theirs.json().keys() == missing.json().keys() == {"code", "message", "error"}
+    assert theirs.json() == missing.json() == error(404, "no such transfer")
     assert fake.jobs[job].status == "done"  # bob's cancel/rerun changed nothing
     assert client.get(f"{API}/transfers", headers=bob).json() == {"transfers": []}
     owner = client.request(method, f"{API}/transfers/{job}{suffix}", headers=auth(tokens["alice"]))
@@ -394,6 +395,8 @@ def test_openapi_documents_the_api_and_only_the_api(client: TestClient) -> None:
     assert account["properties"]["password"]["writeOnly"] is True
     out = doc["components"]["schemas"]["AccountOut"]
     assert "password" not in out["properties"]
-    # No Swagger UI or ReDoc: they would load scripts from a CDN.
-    assert client.get("/docs").status_code == 404
+    # Swagger UI at /docs (issue 17), its files from here: nothing from a CDN; no ReDoc.
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "://" not in docs.text.replace("http://www.w3", "")
+    assert client.get("/docs/assets/swagger-ui-bundle.js").status_code == 200
     assert client.get("/redoc").status_code == 404

@@ -232,3 +232,81 @@ def test_a_port_is_a_json_schema_integer(client: TestClient, headers: dict[str, 
     assert r.status_code == 201, r.text
     got = client.get(f"{API}/transfers/{r.json()['id']}", headers=headers).json()
     assert got["source"]["port"] == 993
+
+
+# -- one error shape, as documented (issue 17) -------------------------------------------
+
+
+def _error_validator(doc: dict[str, Any], ref: str) -> Any:
+    import jsonschema_rs  # what schemathesis validates with
+
+    return jsonschema_rs.Draft202012Validator({"$ref": ref, "components": doc["components"]})
+
+
+def test_every_documented_error_is_one_shape_and_the_app_answers_it(
+    client: TestClient, headers: dict[str, str]
+) -> None:
+    """Walks the OpenAPI document: every 4xx/5xx it documents is ``ErrorOut`` (or its
+    ``AlreadyActiveOut`` form), and each operation's 401 (no token), 404 (unknown id)
+    and 422 (invalid parameter or body) answers are documented and match it.  The report
+    endpoint's 404/409/422 once answered ``{"error"}`` while the document said
+    ``{"detail": [...]}`` for 422."""
+    doc = client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in doc["components"]["schemas"]
+    refs = {"#/components/schemas/ErrorOut", "#/components/schemas/AlreadyActiveOut"}
+    seen: list[tuple[str, str, int]] = []
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            documented = op["responses"]
+            for status, response in documented.items():
+                if status[0] in "45":
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema.get("$ref") in refs, (method, path, status)
+            url = path
+            for name in ("job_id", "credential_id", "authorization_id"):
+                url = url.replace("{" + name + "}", "nonexistent0")
+            url = url.replace("{provider}", "nonexistent0")
+            body = {} if "requestBody" in op else None
+            calls = [
+                (client.request(method, url, json=body), {401}),
+                (client.request(method, url, json=body, headers=headers), {200, 404, 422}),
+            ]
+            for r, expected in calls:
+                if r.status_code < 400:
+                    continue
+                assert r.status_code in expected, (method, path, r.status_code, r.text)
+                assert str(r.status_code) in documented, (method, path, r.status_code)
+                ref = documented[str(r.status_code)]["content"]["application/json"]["schema"]
+                _error_validator(doc, ref["$ref"]).validate(r.json())
+                assert r.json()["message"] == r.json()["error"]
+                seen.append((method, path, r.status_code))
+    assert {s for *_, s in seen} >= {401, 404, 422}
+
+
+def test_the_report_endpoint_answers_its_documented_shapes(
+    client: TestClient, headers: dict[str, str]
+) -> None:
+    doc = client.get("/openapi.json").json()
+    op = doc["paths"]["/api/v1/transfers/{job_id}/report"]["get"]
+    body = {"source": account("src@example.org"), "dest": account("dst@example.org")}
+    job = client.post(f"{API}/transfers", json=body, headers=headers).json()["id"]
+    assert "409" not in op["responses"]  # it once documented a 409 it never answers
+    answers = [
+        (404, client.get(f"{API}/transfers/feedfacefeedface/report", headers=headers)),
+        (404, client.get(f"{API}/transfers/{job}/report", headers=headers)),  # not run yet
+        (401, client.get(f"{API}/transfers/{job}/report")),
+    ]
+    for status, r in answers:
+        assert r.status_code == status, r.text
+        ref = op["responses"][str(status)]["content"]["application/json"]["schema"]["$ref"]
+        _error_validator(doc, ref).validate(r.json())
+        assert r.json()["code"] == {404: "not_found", 401: "unauthorized"}[status]
+    assert "no report yet" in answers[1][1].json()["message"]
+    invalid = client.post(f"{API}/transfers", json={"source": {}}, headers=headers)
+    assert invalid.status_code == 422
+    ref = doc["paths"]["/api/v1/transfers"]["post"]["responses"]["422"]["content"]
+    _error_validator(doc, ref["application/json"]["schema"]["$ref"]).validate(invalid.json())
+    assert invalid.json()["code"] == "invalid" and invalid.json()["errors"][0]["field"]
+    twice = client.post(f"{API}/transfers", json=body, headers=headers)
+    assert twice.status_code == 409 and twice.json()["code"] == "already_active"
+    assert twice.json()["id"] == job

@@ -21,6 +21,7 @@ from yippiemove.service.config import Settings
 from yippiemove.service.core import Service
 from yippiemove.testing.dovecot import DovecotServer
 from yippiemove.web.app import create_app
+from yippiemove.web.schemas import error_body as error  # the one error shape (issue 17)
 
 API = "/api/v1"
 
@@ -81,7 +82,7 @@ def test_api_over_the_real_service(real: Service, real_app: FastAPI) -> None:
             headers=ha,
         )
         assert r.status_code == 400
-        assert r.json() == {"error": "dest.security: 'none' is only allowed for loopback hosts"}
+        assert r.json() == error(400, "dest.security: 'none' is only allowed for loopback hosts")
         r = c.post(f"{API}/transfers", json={"source": acc("src"), "dest": acc("src")}, headers=ha)
         assert (
             r.status_code == 400 and r.json()["error"] == "dest: is the same account as the source"
@@ -115,7 +116,7 @@ def test_api_over_the_real_service(real: Service, real_app: FastAPI) -> None:
             theirs = c.request(method, f"{API}/transfers/{jid}{suffix}", headers=hb)
             missing = c.request(method, f"{API}/transfers/{'0' * 32}{suffix}", headers=hb)
             assert theirs.status_code == missing.status_code == 404
-            assert theirs.json() == missing.json() == {"error": "no such transfer"}
+            assert theirs.json() == missing.json() == error(404, "no such transfer")
         assert c.get(f"{API}/transfers", headers=hb).json() == {"transfers": []}
         assert real.get_transfer(a, jid).status == "queued"
 

@@ -38,6 +38,7 @@ from .schemas import (
     TransferIn,
     TransferList,
     TransferOut,
+    error_body,
 )
 
 if TYPE_CHECKING:
@@ -209,6 +210,9 @@ def build_api_router(service: "Service") -> APIRouter:
                 status, answer = 201, {"id": view.id, "status": view.status}
                 if signed:  # the job holds the grants now (with a key: they expire)
                     service.used_sign_ins(user, signed)
+        if status >= 400:  # one error shape (a stored answer may predate it)
+            message = str(answer.get("error", ""))
+            answer = error_body(status, message, code="already_active", id=answer.get("id"))
         return JSONResponse(
             answer,
             status_code=status,
@@ -254,7 +258,13 @@ def build_api_router(service: "Service") -> APIRouter:
     @router.get(
         "/transfers/{job_id}/report",
         summary="The final report",
-        responses={409: {"model": ErrorOut, "description": "Not finished yet"}},
+        responses={
+            404: {
+                "model": ErrorOut,
+                "description": "No such transfer (or not yours), or no report yet: the "
+                "transfer has not run (the report of the latest run, once there is one)",
+            }
+        },
     )
     def report(job_id: str, user: User) -> dict[str, Any]:
         """Per folder: counts, source UID → destination UID; per failed message: folder,
@@ -266,7 +276,14 @@ def build_api_router(service: "Service") -> APIRouter:
         "/transfers/{job_id}/receipt",
         summary="Download the job's state database (receipt)",
         response_class=FileResponse,
-        responses={200: {"content": {"application/vnd.sqlite3": {}}}},
+        responses={
+            200: {"content": {"application/vnd.sqlite3": {}}},
+            404: {
+                "model": ErrorOut,
+                "description": "No such transfer (or not yours), or no receipt yet: the "
+                "transfer has not started",
+            },
+        },
     )
     async def receipt(job_id: str, user: User) -> FileResponse:
         """The sqlite3 database of the mover's state: every message's source UID, size,

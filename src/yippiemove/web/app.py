@@ -28,8 +28,9 @@ from yippiemove.service.db import Database
 
 from . import fmt
 from .api import API_PREFIX, build_api_router
+from .docs import add_docs, one_error_shape
 from .pages import BATCH_LIMIT, SSE_INTERVAL, LoginRequired, build_pages_router
-from .schemas import validation_message
+from .schemas import error_body, validation_message
 from .security import (
     BodyLimitMiddleware,
     CsrfError,
@@ -153,11 +154,14 @@ def create_app(service: Service, *, settings: Settings | None = None) -> FastAPI
         description=(
             "Order and follow mailbox transfers.  Authenticate with an API token from the "
             "Tokens page: `Authorization: Bearer TOKEN`.  Errors are JSON "
-            '`{"error": "..."}` naming what is wrong.  Passwords are write-only.'
+            '`{"code": "...", "message": "..."}` (the `ErrorOut` schema, whatever the '
+            "status).  Passwords are write-only.  This description is also served as a "
+            "page at `/docs`."
         ),
-        docs_url=None,  # Swagger UI and ReDoc load from a CDN: nothing may load from elsewhere
+        docs_url=None,  # FastAPI's pages load from a CDN and run inline scripts: see docs.py
         redoc_url=None,
     )
+    one_error_shape(app)
     app.state.service = service
     app.state.settings = settings
     app.state.sse_interval = SSE_INTERVAL
@@ -175,6 +179,7 @@ def create_app(service: Service, *, settings: Settings | None = None) -> FastAPI
     app.include_router(build_api_router(service))
     app.include_router(build_pages_router(service, templates))
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    add_docs(app)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
@@ -195,7 +200,8 @@ def create_app(service: Service, *, settings: Settings | None = None) -> FastAPI
 
     def api_error(status: int, message: str, **extra: Any) -> JSONResponse:
         headers = extra.pop("headers", None)
-        return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+        body = error_body(status, message, **extra)
+        return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(ServiceError)
     async def on_service_error(request: Request, exc: ServiceError) -> Response:
@@ -203,7 +209,7 @@ def create_app(service: Service, *, settings: Settings | None = None) -> FastAPI
         message = str(exc) or "the request was refused"
         if _is_api(request):
             if isinstance(exc, AlreadyActive):  # names the transfer under way
-                return api_error(status, message, id=exc.job_id)
+                return api_error(status, message, code="already_active", id=exc.job_id)
             return api_error(status, message)
         if status == 404:
             message = "There is no such page or transfer in your account."

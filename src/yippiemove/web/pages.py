@@ -659,7 +659,12 @@ class Pages:
         used = getattr(self.service, "used_sign_ins", None)
         if used is not None and (src.oauth or dst.oauth):  # the job holds the grants now
             await self.call(used, uid, [src.oauth, dst.oauth])
-        flash(request, "Your transfer is on its way. You can close this page: it keeps running.")
+        # "running": shown only while the job runs (base.html; job.js hides it at the end).
+        flash(
+            request,
+            "Your transfer is on its way. You can close this page: it keeps running.",
+            "running",
+        )
         return RedirectResponse(f"/transfers/{view.id}", 303)
 
     async def _report(self, uid: int, job: dict[str, Any]) -> dict[str, Any] | None:

@@ -292,12 +292,58 @@ class TransferList(BaseModel):
     transfers: list[TransferOut]
 
 
+#: The error codes by HTTP status (``code`` of every API error; docs/api.md).
+ERROR_CODES: dict[int, str] = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    422: "invalid",
+    429: "too_many_requests",
+    500: "internal",
+    503: "unavailable",
+}
+
+
+def error_body(status: int, message: str, code: str | None = None, **extra: Any) -> dict[str, Any]:
+    """The one shape of every API error: ``code`` (for programs), ``message`` (for
+    people), ``error`` (the same message: what version 1 answered, kept for its
+    clients) and, where they apply, ``errors`` (per field) and ``id``."""
+    body: dict[str, Any] = {
+        "code": code or ERROR_CODES.get(status, "error"),
+        "message": message,
+        "error": message,
+    }
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return body
+
+
+class FieldErrorOut(BaseModel):
+    field: str = Field(description="where, e.g. `source.port` or `folders.since`")
+    message: str = Field(description="what is wrong there")
+
+
 class ErrorOut(BaseModel):
-    error: str = Field(description="what is wrong, safe to show to a person")
+    """Every error the API answers has this shape (whatever the status)."""
+
+    code: str = Field(
+        description="what kind of error, for programs: " + ", ".join(sorted(set(ERROR_CODES.values())))
+        + ", already_active"
+    )
+    message: str = Field(description="what is wrong, safe to show to a person")
+    error: str = Field(description="the same as `message` (version 1's field, kept)")
+    errors: list[FieldErrorOut] | None = Field(
+        default=None, description="invalid requests (422): what is wrong, per field"
+    )
+    id: str | None = Field(
+        default=None, description="`already_active` (409): the transfer under way"
+    )
 
 
-class AlreadyActiveOut(BaseModel):
-    error: str = Field(description="what is wrong, safe to show to a person")
+class AlreadyActiveOut(ErrorOut):
     id: str = Field(description="the transfer of the same pair that is queued or running")
 
 

@@ -141,6 +141,8 @@
     badge.className = `badge badge-large st-${job.status}`;
     setText("[data-status-badge]", LABELS[job.status] || job.status);
     const terminal = TERMINAL.has(job.status);
+    // "Your transfer is on its way" is over once it has ended.
+    if (terminal) document.querySelectorAll("[data-while-running]").forEach((el) => el.remove());
     $("[data-cancel-form]").hidden = terminal;
     $("[data-rerun-form]").hidden = !(terminal && job.can_rerun !== false);
     $("[data-live]").hidden = terminal;

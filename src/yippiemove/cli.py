@@ -1277,7 +1277,8 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     click.echo(
         f"yippiemove is running at http://{shown}:{port}/  "
-        f"(data: {service.settings.data_dir}; {service.egress.describe()}; Ctrl-C to stop)",
+        f"(data: {service.settings.data_dir}; {service.egress.describe()}; "
+        f"{_mail_line(service.settings)}; Ctrl-C to stop)",
         err=True,
     )
     try:
@@ -1294,6 +1295,13 @@ def serve(
     finally:
         service.stop()
         service.close()
+
+
+def _mail_line(settings: Any) -> str:
+    """Whether e-mail goes out, for the start-up line (never the SMTP password)."""
+    if not getattr(settings, "smtp_host", None):
+        return "e-mail: off (no SMTP server set, no mail is sent)"
+    return f"e-mail: on via {settings.smtp_host}:{settings.smtp_port}"
 
 
 @main.group(invoke_without_command=True)

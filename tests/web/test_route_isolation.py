@@ -96,6 +96,8 @@ PUBLIC = {
     ("GET", "/openapi.json"),
     ("HEAD", "/openapi.json"),
     ("GET", "/static"),
+    ("GET", "/docs"),  # issue 17: Swagger UI over /openapi.json
+    ("GET", "/docs/assets"),
 }
 
 
@@ -276,7 +278,8 @@ def test_public_routes_show_no_customer_data(
     from fastapi.testclient import TestClient
 
     with TestClient(app, base_url="http://testserver") as anon:
-        path = "/static/style.css" if route == "/static" else route
+        assets = {"/static": "/static/style.css", "/docs/assets": "/docs/assets/swagger-ui.css"}
+        path = assets.get(route, route)
         r = anon.request(method, path, follow_redirects=False)
     assert r.status_code < 500
     for trace in _alices_traces(world):

@@ -330,7 +330,8 @@ class ErrorOut(BaseModel):
     """Every error the API answers has this shape (whatever the status)."""
 
     code: str = Field(
-        description="what kind of error, for programs: " + ", ".join(sorted(set(ERROR_CODES.values())))
+        description="what kind of error, for programs: "
+        + ", ".join(sorted(set(ERROR_CODES.values())))
         + ", already_active"
     )
     message: str = Field(description="what is wrong, safe to show to a person")

@@ -33,7 +33,7 @@ def test_mail_reaches_the_smtp_server(tmp_path, smtp_sink):
     assert done["Auto-Submitted"] == "auto-generated"
     body = done.get_content()
     assert "me@old on imap.old.example" in body and "me@new on imap.new.example" in body
-    assert "1200 of 1200" in body
+    assert "1,200 of 1,200" in body  # thousands separators (issue 17)
     assert "https://move.example/transfers/abc123" in body
     failed = smtp_sink.wait_for(lambda m: "failed" in m["Subject"])
     assert "the source went away" in failed.get_content()

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, Request, expect
+from playwright.sync_api import Browser, Page, Request, expect
 
 from tests.web.browser import free_port
 from tests.web.demo import BackgroundServer
@@ -87,3 +87,28 @@ def test_on_its_way_banner_goes_when_the_job_ends(page: Page, tmp_path: Path) ->
         expect(page.locator(".flash", has_text="on its way")).to_have_count(0)
         assert re.search(r"/transfers/\w+", url)
         assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_the_browsers_time_zone_is_kept_for_the_mails(browser: Browser, tmp_path: Path) -> None:  # noqa: F811
+    """Sign-up and log-in send the browser's zone (app.js); the service keeps it for the
+    times in the customer's mails (an unknown name is ignored)."""
+    from yippiemove.service.core import Service
+    from yippiemove.service.db import User
+    from yippiemove.web.app import create_app
+
+    svc = Service(Settings.load(tmp_path / "real", maintenance_interval=3600.0))
+    context = browser.new_context(timezone_id="Asia/Tokyo")
+    try:
+        page = context.new_page()
+        with BackgroundServer(create_app(svc), free_port()) as base:
+            sign_up(page, base, "ada@example.org")
+            with svc.db.read() as s:
+                (user,) = s.query(User).all()
+                assert user.timezone == "Asia/Tokyo"
+            assert not svc.set_timezone(user.id, "Mars/Olympus_Mons")
+            assert not svc.set_timezone(user.id, "../../etc/passwd")
+            with svc.db.read() as s:
+                assert s.get(User, user.id).timezone == "Asia/Tokyo"
+    finally:
+        context.close()
+        svc.close()

@@ -56,6 +56,9 @@ class SupervisorConfig:
     #: A job whose destination mailbox another job writes into is tried again after
     #: this many seconds (it stays ``queued``).
     mailbox_wait_seconds: float = 5.0
+    #: E-mail policy (issue 17): a run's start mail goes out once it has lasted this
+    #: many seconds, none when it ended sooner.
+    start_mail_after: float = 60.0
     #: The egress policy's operator lists (policy/egress.py), comma-separated CIDRs.
     egress_allow: str = ""
     egress_deny: str = ""
@@ -224,6 +227,12 @@ class JobStore(Protocol):
         """What the notification mails show of a job (never a password)."""
         ...
 
+    def batch_summary(self, job_id: str) -> dict[str, Any] | None:
+        """When ``job_id`` was the last of its batch to end: the batch (``id``,
+        ``email``, ``timezone``, ``jobs``: their mail views), claimed once for its
+        summary mail; else None."""
+        ...
+
 
 class Notifications(Protocol):
     """Mails to a job's owner (service/notify.py ``Notifier``)."""
@@ -233,3 +242,5 @@ class Notifications(Protocol):
     def job_done(self, to: str, job: dict[str, Any]) -> None: ...
 
     def job_failed(self, to: str, job: dict[str, Any]) -> None: ...
+
+    def batch_done(self, to: str, batch: dict[str, Any]) -> None: ...

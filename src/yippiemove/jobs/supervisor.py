@@ -392,13 +392,12 @@ class Supervisor:
             del spec
             if proc is None:  # the lease was taken over meanwhile
                 return
-            if not claim.notified_start:
-                claim.notified_start = True
-                self.store.mark_start_notified(job_id)
-                self.notifier.job_started(claim.email, self.store.mail_view(job_id))
+            start_mail = None if claim.notified_start else self._start_mail(job_id, claim)
             try:
                 out = self._watch(job_id, proc, tracker, lease)
             finally:
+                if start_mail is not None:
+                    start_mail.cancel()
                 with self._jails_lock:
                     self._jails.pop(job_id, None)
             log.info("job %s: job process ended: %s rc=%s", job_id, out.kind, out.returncode)
@@ -871,10 +870,38 @@ class Supervisor:
             return
         log.info("job %s: %s%s", job_id, status, f" ({error})" if error else "")
         view = self.store.mail_view(job_id)
-        if status == JobStatus.DONE:
+        if view.get("batch_id"):  # one summary per batch, when its last job ends
+            batch = self.store.batch_summary(job_id)
+            if batch is not None:
+                self.notifier.batch_done(batch["email"], batch)
+        elif status == JobStatus.DONE:
             self.notifier.job_done(email, view)
         elif status == JobStatus.FAILED:
             self.notifier.job_failed(email, view)
+
+    def _start_mail(self, job_id: str, claim: Claim) -> threading.Timer | None:
+        """The start mail of this run, once it has lasted ``start_mail_after`` seconds
+        (cancelled when it ends sooner: a short run or re-run sends no start mail; a
+        job of a batch sends none, its batch has a summary).  Marked sent when sent."""
+        if self.store.mail_view(job_id).get("batch_id"):
+            return None
+
+        def send() -> None:
+            try:
+                view = self.store.mail_view(job_id)
+                if view["status"] != JobStatus.RUNNING:
+                    return
+                claim.notified_start = True
+                self.store.mark_start_notified(job_id)
+                self.notifier.job_started(claim.email, view)
+            except Exception:  # a mail is never worth a job: logged, dropped
+                log.exception("job %s: the start mail could not be sent", job_id)
+
+        timer = threading.Timer(max(0.0, self.settings.start_mail_after), send)
+        timer.daemon = True
+        timer.name = f"start-mail-{job_id[:8]}"
+        timer.start()
+        return timer
 
 
 def _account(public: dict[str, Any], creds: dict[str, Any], side: str) -> Account:

@@ -56,6 +56,9 @@ class Settings:
     smtp_starttls: bool = False
     smtp_username: str | None = None
     smtp_password_file: Path | None = None
+    #: E-mail policy (issue 17): the start mail goes out only once a run has lasted this
+    #: many seconds (none for a run that ended sooner).
+    start_mail_after: float = 60.0
     #: Queue backend: "sqlite" (embedded Huey, file under data_dir) or a Huey
     #: "redis://..." URL for workers on many machines (see docs/service.md).
     queue_url: str = "sqlite"

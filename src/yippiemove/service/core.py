@@ -1286,6 +1286,39 @@ class Service(DomainBatches, SignIns):
 
     # ================================================================== batches
 
+    def tag_batch(self, user_id: int, job_ids: list[str], batch_id: str | None = None) -> str:
+        """Mark the customer's jobs ordered together as one batch (issue 17: one summary
+        mail when the last one ends, instead of a start and an end mail each); call it
+        as each job is ordered, with the id it returned the first time.  A job that
+        ended before it was tagged (seconds after its order) mailed alone."""
+        batch_id = batch_id or uuid.uuid4().hex
+        with self.db.session() as s:
+            for job in s.scalars(
+                select(Job).where(Job.id.in_(job_ids), Job.user_id == user_id)
+            ):
+                if job.batch_id is None:
+                    job.batch_id = batch_id
+        return batch_id
+
+    def set_timezone(self, user_id: int, name: str) -> bool:
+        """The customer's time zone for mails (an IANA name the browser reported, e.g.
+        ``Europe/Paris``); False (unchanged) for a name this machine does not know."""
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        name = str(name).strip()
+        if not name or len(name) > 64:
+            return False
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            return False
+        with self.db.session() as s:
+            user = s.get(User, user_id)
+            if user is None:
+                return False
+            user.timezone = name
+        return True
+
     BATCH_COLUMNS = (
         "source_host",
         "source_port",

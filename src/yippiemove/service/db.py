@@ -38,6 +38,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    false,
     make_url,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -76,6 +77,8 @@ class User(Base):
     email: Mapped[str] = mapped_column(String(320), unique=True, index=True)
     password_hash: Mapped[str] = mapped_column(String(200))
     created: Mapped[float] = mapped_column(Float, default=time.time)
+    #: IANA time zone for times in mails (issue 17; None: UTC); set from the browser.
+    timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class ApiToken(Base):
@@ -124,6 +127,10 @@ class Job(Base):
     credentials_expires: Mapped[float | None] = mapped_column(Float, nullable=True)
     #: Whether the start e-mail of the current run was sent (not again on a restart).
     notified_start: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The batch this job was ordered in (issue 17: one summary mail per batch, when its
+    #: last job ends; ``batch_mailed`` on the batch's first job says it went out).
+    batch_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    batch_mailed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     #: Fencing token: +1 at every claim.  Every write made under the lease (progress,
     #: checkpoint, requeue, finish) names the token it was claimed with; a stale holder's
     #: token no longer matches and its writes are refused (docs/service.md "Running a

@@ -367,6 +367,7 @@ class DomainBatches:
             errors = sorted(errors + refused, key=_line_no)
         created: list[str] = []
         failed: list[str] = []
+        batch: str | None = None  # issue 17: one summary mail for the batch
         for line in lines:
             try:
                 view = await asyncio.to_thread(svc.submit, user_id, line.spec)
@@ -374,6 +375,7 @@ class DomainBatches:
                 failed.append(f"line {line.line}: {line.address}: {exc}")
                 continue
             created.append(view.id)
+            batch = await asyncio.to_thread(svc.tag_batch, user_id, [view.id], batch)
         log.info(
             "domain batch for user %d: %d created, %d refused, %d failed",
             user_id,

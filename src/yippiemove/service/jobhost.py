@@ -38,6 +38,7 @@ def supervisor_config(settings: Settings) -> SupervisorConfig:
         ca_file=settings.ca_file,
         allow_insecure_hosts=settings.allow_insecure_hosts,
         mailbox_wait_seconds=settings.mailbox_wait_seconds,
+        start_mail_after=settings.start_mail_after,
         egress_allow=settings.egress_allow,
         egress_deny=settings.egress_deny,
         job_min_rate=settings.job_min_rate,
@@ -339,11 +340,46 @@ class SqlJobStore:
         with self.db.read() as sess:
             job = sess.get(Job, job_id)
             assert job is not None
+            user = sess.get(User, job.user_id) if job.user_id else None
+            return _mail_view(job, user)
+
+    def batch_summary(self, job_id: str) -> dict[str, Any] | None:
+        """The job's batch when this job's end was the batch's last one and its summary
+        mail is ours to send (claimed here, once: ``batch_mailed`` on the batch's first
+        job); None otherwise, and for a job outside a batch."""
+        with self.db.session() as sess:
+            job = sess.get(Job, job_id)
+            if job is None or job.batch_id is None:
+                return None
+            batch_id = job.batch_id
+            jobs = list(
+                sess.scalars(select(Job).where(Job.batch_id == batch_id).order_by(Job.created))
+            )
+            if not jobs or any(j.status not in TERMINAL for j in jobs):
+                return None
+            first = sess.get(Job, jobs[0].id, with_for_update=True, populate_existing=True)
+            if first is None or first.batch_mailed:
+                return None
+            first.batch_mailed = True
+            user = sess.get(User, job.user_id) if job.user_id else None
             return {
-                "id": job.id,
-                "status": job.status,
-                "source": dict(job.source),
-                "dest": dict(job.dest),
-                "progress": dict(job.progress or {}),
-                "error": job.error,
+                "id": batch_id,
+                "email": user.email if user is not None else "",
+                "timezone": user.timezone if user is not None else None,
+                "jobs": [_mail_view(j, user) for j in jobs],
             }
+
+
+def _mail_view(job: Job, user: User | None) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "status": job.status,
+        "source": dict(job.source),
+        "dest": dict(job.dest),
+        "progress": dict(job.progress or {}),
+        "error": job.error,
+        "started": job.started,
+        "finished": job.finished,
+        "batch_id": job.batch_id,
+        "timezone": user.timezone if user is not None else None,
+    }

@@ -1,5 +1,11 @@
 """E-mail to a job's owner when it starts, completes or fails (smtplib).
 
+Policy (issue 17, docs/design.md "Customer journey: rough edges and e-mail"): the start
+mail goes out only once a run has lasted a minute (the supervisor's timer), a batch's
+jobs send no mail of their own but one summary when the last one ends, numbers carry
+thousands separators (1,234) and times are in the customer's time zone (``timezone``
+of the view: an IANA name, UTC when unset or unknown), named.
+
 Mail goes out from one background thread, so a slow or dead SMTP server never holds up
 a job's supervisor; failures are logged and dropped (a transfer does not fail because
 its notification could not be sent).  Without ``smtp_host`` nothing is sent.
@@ -8,6 +14,7 @@ Messages carry account labels and counts only: never a password.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import queue
 import smtplib
@@ -16,6 +23,7 @@ import threading
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .config import Settings
 
@@ -38,10 +46,13 @@ class Notifier:
     # ------------------------------------------------------------------ messages
 
     def job_started(self, to: str, job: dict[str, Any]) -> None:
+        since = _when(job.get("started"), job.get("timezone"))
         self._send(
             to,
             f"Your mailbox transfer {_route(job)} has started",
-            f"We started copying {_src(job)} to {_dst(job)}.\n\n"
+            f"We started copying {_src(job)} to {_dst(job)}"
+            + (f" at {since}" if since else "")
+            + ".\n\n"
             f"Follow it here: {self._link(job)}\n",
         )
 
@@ -49,9 +60,12 @@ class Notifier:
         p = job.get("progress") or {}
         body = (
             f"Your mailbox transfer from {_src(job)} to {_dst(job)} is complete.\n\n"
-            f"Messages: {p.get('messages_done', 0)} of {p.get('messages_total', 0)}, "
-            f"{_mb(p.get('bytes_done', 0))} MB.\n"
+            f"Messages: {_num(p.get('messages_done', 0))} of "
+            f"{_num(p.get('messages_total', 0))}, {_mb(p.get('bytes_done', 0))} MB.\n"
         )
+        ended = _when(job.get("finished"), job.get("timezone"))
+        if ended:
+            body += f"Finished: {ended}.\n"
         if job.get("error"):
             body += f"\nNote: {job['error']}\n"
         body += f"\nThe full report: {self._link(job)}\n"
@@ -65,6 +79,40 @@ class Notifier:
             "Nothing already copied is lost, and running the transfer again resumes it "
             f"without duplicates.\n\nDetails: {self._link(job)}\n",
         )
+
+    def batch_done(self, to: str, batch: dict[str, Any]) -> None:
+        """One mail for a whole batch, when its last job has ended (not one per job)."""
+        jobs: list[dict[str, Any]] = batch.get("jobs") or []
+        counts: dict[str, int] = {}
+        for j in jobs:
+            counts[j["status"]] = counts.get(j["status"], 0) + 1
+        done = sum(int((j.get("progress") or {}).get("messages_done") or 0) for j in jobs)
+        size = sum(int((j.get("progress") or {}).get("bytes_done") or 0) for j in jobs)
+        ended = max((j.get("finished") or 0 for j in jobs), default=0) or None
+        tz = batch.get("timezone")
+        parts = [f"{_num(counts[s])} {s}" for s in ("done", "failed", "cancelled") if counts.get(s)]
+        body = (
+            f"Your batch of {_num(len(jobs))} mailbox transfers has ended: "
+            f"{', '.join(parts) or 'nothing ran'}.\n\n"
+            f"Messages copied: {_num(done)}, {_mb(size)} MB."
+            + (f" Last one ended: {_when(ended, tz)}." if ended else "")
+            + "\n\n"
+        )
+        for j in jobs:
+            line = f"- {j['status']}: {_src(j)} -> {_dst(j)}  {self._link(j)}"
+            if j.get("status") == "failed" and j.get("error"):
+                line += f"\n    {j['error']}"
+            body += line + "\n"
+        failed = counts.get("failed", 0)
+        if failed:
+            body += (
+                "\nNothing already copied is lost: running a failed transfer again resumes "
+                "it without duplicates.\n"
+            )
+        subject = f"Your batch of {_num(len(jobs))} mailbox transfers has ended"
+        if failed:
+            subject += f" ({_num(failed)} failed)"
+        self._send(to, subject, body)
 
     def signup_confirm(self, to: str, link: str) -> None:
         self._send(
@@ -161,4 +209,33 @@ def _route(job: dict[str, Any]) -> str:
 
 
 def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f}"
+    return f"{n / 1e6:,.1f}"
+
+
+def _num(n: Any) -> str:
+    """1234 -> "1,234" (issue 17: thousands separators)."""
+    try:
+        return f"{int(n):,}"
+    except (TypeError, ValueError):
+        return "0"
+
+
+def _zone(name: Any) -> tuple[dt.tzinfo, str]:
+    if isinstance(name, str) and name:
+        try:
+            return ZoneInfo(name), name
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    return dt.UTC, "UTC"
+
+
+def _when(ts: Any, timezone: Any) -> str:
+    """A time in the customer's zone, named: "2026-12-06 23:50 (Europe/Paris)"."""
+    if not ts:
+        return ""
+    tz, name = _zone(timezone)
+    try:
+        t = dt.datetime.fromtimestamp(float(ts), tz)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return ""
+    return f"{t:%Y-%m-%d %H:%M} ({name})"

@@ -257,6 +257,7 @@ class Pages:
                 else:
                     errors["email"] = str(exc)
             else:
+                await self._remember_zone(uid, form)
                 request.session.clear()
                 request.session["uid"] = uid
                 flash(request, "Welcome! Your account is ready. Order your first transfer below.")
@@ -276,10 +277,20 @@ class Pages:
         uid = await self.call(self.service.confirm_signup, token)
         if uid is None:
             return self.render(request, "signup_confirm.html", 400, token="", valid=False)
+        await self._remember_zone(uid, form)
         request.session.clear()
         request.session["uid"] = uid
         flash(request, "Welcome! Your account is ready. Order your first transfer below.")
         return RedirectResponse("/transfers/new", 303)
+
+    async def _remember_zone(self, uid: int, form: Any) -> None:
+        """The browser's time zone (app.js fills the forms' ``timezone`` field), kept
+        for the times in the customer's mails (issue 17; pages show times in the
+        browser's own zone anyway).  Nothing when absent or unknown."""
+        zone = str(form.get("timezone", "") or "")[:64]
+        setter = getattr(self.service, "set_timezone", None)
+        if zone and setter is not None:
+            await self.call(setter, uid, zone)
 
     async def login_page(self, request: Request) -> Response:
         nxt = safe_next(request.query_params.get("next"))
@@ -314,6 +325,7 @@ class Pages:
                 error="Wrong e-mail address or password.",
             )
         await self.call(auth.login_succeeded, client, email)
+        await self._remember_zone(uid, form)
         request.session.clear()  # a fresh session (and CSRF token) for the logged-in user
         request.session["uid"] = uid
         return RedirectResponse(nxt, 303)
@@ -975,6 +987,8 @@ class Pages:
             return page(400, error="The file has no mailbox pairs to move.", line_errors=errors)
         created: list[str] = []
         failed: list[str] = []
+        tag = getattr(self.service, "tag_batch", None)  # one summary mail (issue 17)
+        batch: str | None = None
         for n, (source, dest) in enumerate(rows, start=1):
             try:
                 view = await self.call(self.service.create_transfer, uid, source, dest, None)
@@ -982,6 +996,8 @@ class Pages:
                 failed.append(f"pair {n} ({source.username} → {dest.username}): {exc}")
             else:
                 created.append(view.id)
+                if tag is not None:
+                    batch = await self.call(tag, uid, [view.id], batch)
         if not created:
             return page(400, failed=failed, line_errors=errors, filename=upload.filename)
         # Something was started: POST/redirect/GET, so that a reload or Back does not

@@ -19,6 +19,13 @@
   }
   window.yippiemoveLocalTimes = localTimes;
 
+  // The browser's time zone, sent with log-in and sign-up: the times in our mails.
+  function timeZoneFields() {
+    let zone = "";
+    try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (e) { zone = ""; }
+    $$("input[data-timezone]").forEach((el) => { el.value = zone; });
+  }
+
   // Forms that ask first.
   function confirmForms() {
     $$("form[data-confirm]").forEach((form) => {
@@ -166,6 +173,7 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     localTimes(document);
+    timeZoneFields();
     confirmForms();
     busyForms();
     providers();

@@ -310,3 +310,19 @@ def test_the_report_endpoint_answers_its_documented_shapes(
     twice = client.post(f"{API}/transfers", json=body, headers=headers)
     assert twice.status_code == 409 and twice.json()["code"] == "already_active"
     assert twice.json()["id"] == job
+
+
+def test_a_too_large_body_is_documented_and_answered_in_the_one_shape(
+    client: TestClient, headers: dict[str, str]
+) -> None:
+    doc = client.get("/openapi.json").json()
+    op = doc["paths"]["/api/v1/transfers"]["post"]
+    r = client.post(
+        f"{API}/transfers",
+        content=b'{"x": "' + b"a" * 2_000_000 + b'"}',
+        headers={**headers, "Content-Type": "application/json"},
+    )
+    assert r.status_code == 413 and "413" in op["responses"]
+    ref = op["responses"]["413"]["content"]["application/json"]["schema"]["$ref"]
+    _error_validator(doc, ref).validate(r.json())
+    assert r.json()["code"] == "too_large"

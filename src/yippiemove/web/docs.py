@@ -9,7 +9,8 @@ served at ``/docs/assets``), and the script that starts it is one of our static 
 The OpenAPI document says what the API answers: FastAPI documents its own 422 shape
 (``{"detail": [...]}``) for every route with parameters, but the app answers every error,
 422 included, as ``ErrorOut`` (``{"code", "message", ...}``): ``one_error_shape`` puts
-that in the document, and a 400 (malformed JSON) on every route that takes a body.
+that in the document, and a 400 (malformed JSON) and a 413 (body too large) on every
+route that takes a body.
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ def _fix(schema: dict[str, Any]) -> dict[str, Any]:
     for path in schema.get("paths", {}).values():
         for op in path.values():
             responses = op.get("responses", {})
-            if "requestBody" in op and "400" not in responses:
-                responses["400"] = {"description": "Malformed JSON"}
+            if "requestBody" in op:
+                responses.setdefault("400", {"description": "Malformed JSON"})
+                responses.setdefault("413", {"description": "The request body is too large"})
             for status, response in responses.items():
                 if not status.startswith(("4", "5")):
                     continue

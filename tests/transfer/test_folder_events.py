@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests import mailcheck
+from tests.faultproxy import Fault, FaultProxy
 from tests.transfer.test_move import make_message
 from yippiemove.testing.dovecot import MaildirMessage
 
@@ -50,7 +51,7 @@ def load(server) -> None:
         server.deliver_many("src", folder, items)
 
 
-def cli_args(server, tmp_path) -> list[str]:
+def cli_args(server, tmp_path, source_port: int | None = None) -> list[str]:
     (tmp_path / "pw").write_text("srcpass\n")
     (tmp_path / "dpw").write_text("dstpass\n")
     return [
@@ -59,7 +60,7 @@ def cli_args(server, tmp_path) -> list[str]:
         "yippiemove.cli",
         "move",
         "--source",
-        f"imap://src@127.0.0.1:{server.port}",
+        f"imap://src@127.0.0.1:{source_port or server.port}",
         "--dest",
         f"imap://dst@127.0.0.1:{server.port}",
         "--source-password-file",
@@ -151,7 +152,9 @@ CANNOT_OPEN = "the source folder cannot be opened (deleted or renamed?): "
 @pytest.mark.source_writes("the test deletes or renames a source folder during the transfer")
 @pytest.mark.parametrize("how", ["delete", "rename"])
 @pytest.mark.parametrize("which", ["another folder", "the folder being copied"])
-def test_source_folder_deleted_or_renamed_during_the_transfer(dovecot, tmp_path, how, which):
+def test_source_folder_deleted_or_renamed_during_the_transfer(
+    dovecot, tmp_path, how, which, request
+):
     load(dovecot)
     before = mailcheck.snapshot(dovecot.port, "src", "srcpass")
     victim = "Victim" if which == "another folder" else BIG
@@ -160,11 +163,16 @@ def test_source_folder_deleted_or_renamed_during_the_transfer(dovecot, tmp_path,
     # Act once Big's copy has begun: for "another folder" Victim's turn is still to
     # come; for Big itself, its copy is then under way (a few hundred of 2500 there).
     at_least = 1 if victim != BIG else 300
-    args = cli_args(dovecot, tmp_path)
+    # Big's source read through a link of 16 MB/s (~3 s for its 50 MB): on a busy machine
+    # the reads could otherwise be done (buffered ahead of slow writes) before the
+    # action, and there would be nothing left to fail.
+    rate = 16_000_000 if victim == BIG else None
+    proxy = FaultProxy(dovecot.port, lambda _n: [Fault.throttle(rate)] if rate else [])
+    proxy.__enter__()  # open for the re-run too (same source URL)
+    request.addfinalizer(lambda: proxy.__exit__(None, None, None))
+    args = cli_args(dovecot, tmp_path, source_port=proxy.port)
     with WhenCopying(dovecot, at_least, action) as watch:
-        r = subprocess.run(
-            args, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
-        )
+        r = subprocess.run(args, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert watch.error is None, watch.error
     assert watch.dest_count_then is not None, "the action never ran"
     assert watch.dest_count_then < BIG_COUNT, "Big was copied before the action ran"

@@ -43,7 +43,7 @@ class Message:
 MESSAGES: dict[str, Message] = {
     "auth": Message(
         "{Side} refused the user name or password.",
-        "Enter the password again below (or create an app password if the provider asks "
+        "Enter the password again (or an app password, if the provider asks "
         "for one): it is checked at once, and the transfer continues where it stopped.",
     ),
     "consent_revoked": Message(

@@ -83,7 +83,13 @@ def test_wrong_destination_password_then_a_new_one_over_rest(
             headers=h,
         )
         assert r.status_code == 422, r.text
-        assert r.json()["error"].startswith("The new destination password did not pass")
+        assert r.json() == {
+            "error": "The new destination password did not pass the check; nothing was "
+            "changed. The destination mailbox refused the user name or password.",
+            "kind": "auth",
+            "detail": r.json()["detail"],
+        }
+        assert "AUTHENTICATIONFAILED" in r.json()["detail"]
         assert "still-wrong-77" not in r.text
         assert blob(svc, jid) == before
         assert c.get(f"{API}/transfers/{jid}", headers=h).json()["status"] == "failed"

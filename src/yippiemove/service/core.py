@@ -158,9 +158,15 @@ class Conflict(ServiceError):
 
 class CredentialsRefused(ServiceError):
     """A new password refused by its server on the spot (service/resume.py): nothing
-    was stored."""
+    was stored.  ``kind`` names why (policy/failures.py), ``detail`` is the check's own
+    text (the server's answer, never the password)."""
 
     status = 422
+
+    def __init__(self, message: str, kind: str = "other", detail: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.detail = detail
 
 
 class Busy(ServiceError):
@@ -417,7 +423,7 @@ def explain_imap_error(exc: Exception, role: str, account: Account) -> str:
         if grant is not None and grant.get("kind") in _DOMAIN_HINTS:
             # A domain credential's grant: the admin's set-up is what to check.
             return f"{where}{text}. {_DOMAIN_HINTS[grant['kind']]}"
-        msg = f"{where}{text}. Check the user name and password."
+        msg = f"{where}{text.rstrip('.')}. Check the user name and password."
         if _APP_PASSWORD.search(text):
             msg += (
                 " The server asks for an app password: create one in the provider's "

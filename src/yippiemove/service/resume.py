@@ -21,6 +21,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..jobs.vocab import JobStatus
+from ..policy.failures import describe, kind_of_text
 from .jobhost import expire_credentials
 
 if TYPE_CHECKING:
@@ -92,10 +93,7 @@ class Resumes:
             except ServiceError as exc:
                 if getattr(exc, "status", 400) == 429:
                     raise
-                raise CredentialsRefused(
-                    f"The new {_NAMES[side]} password did not pass the check; nothing "
-                    f"was changed. {exc}"
-                ) from None
+                raise refused(side, str(exc)) from None
         del accounts
         with svc.db.session() as s:
             job = svc._own(s, user_id, job_id, lock=True)
@@ -119,6 +117,20 @@ class Resumes:
             return view
         result: JobView = svc.rerun_transfer(user_id, job_id)
         return result
+
+
+def refused(side: str, raw: str) -> Exception:
+    """The check's answer in the customer's words (policy/failures.py), its raw text
+    kept as ``detail`` (the REST answer's ``detail``, the page's "Details")."""
+    from .core import CredentialsRefused
+
+    failure = describe(raw, kind_of_text(raw), side) or {}
+    return CredentialsRefused(
+        f"The new {_NAMES[side]} password did not pass the check; nothing was changed. "
+        f"{failure.get('message', '')}",
+        kind=str(failure.get("kind", "other")),
+        detail=raw,
+    )
 
 
 def _check_state(job: Any, passwords: dict[str, str], conflict: type[Exception]) -> None:

@@ -19,7 +19,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from yippiemove.service.core import Account, AlreadyActive
+from yippiemove.service.core import Account, AlreadyActive, CredentialsRefused
 
 from .schemas import (
     AlreadyActiveOut,
@@ -27,6 +27,7 @@ from .schemas import (
     AuthorizationOut,
     AuthorizationStarted,
     CredentialsIn,
+    CredentialsRefusedOut,
     DomainBatchIn,
     DomainBatchOut,
     DomainCredentialIn,
@@ -265,14 +266,17 @@ def build_api_router(service: "Service") -> APIRouter:
                 "one side was given",
             },
             422: {
-                "model": ErrorOut,
-                "description": "Invalid body, or a new password that did not pass the check "
-                "(refused by the server, server unreachable): nothing was stored",
+                "model": CredentialsRefusedOut,
+                "description": "Invalid body (`error` names the field), or a new password "
+                "that did not pass the check (refused by the server, server unreachable): "
+                "nothing was stored; `kind` and `detail` say why",
             },
             429: {"model": ErrorOut, "description": "Too many account checks under way"},
         },
     )
-    async def update_credentials(job_id: str, body: CredentialsIn, user: User) -> dict[str, Any]:
+    async def update_credentials(
+        job_id: str, body: CredentialsIn, user: User
+    ) -> dict[str, Any] | JSONResponse:
         """Replaces the password of `source`, `dest` or both of a failed or cancelled
         transfer.  Only the password changes: host, port, security and user name stay the
         order's (the transfer's state belongs to those two mailboxes; another account is
@@ -284,9 +288,14 @@ def build_api_router(service: "Service") -> APIRouter:
             for side, pw in (("source", body.source), ("dest", body.dest))
             if pw is not None
         }
-        view = await service.update_credentials(
-            user, check_job_id(job_id), passwords, resume=body.resume
-        )
+        try:
+            view = await service.update_credentials(
+                user, check_job_id(job_id), passwords, resume=body.resume
+            )
+        except CredentialsRefused as exc:
+            return JSONResponse(
+                {"error": str(exc), "kind": exc.kind, "detail": exc.detail}, status_code=422
+            )
         return public_view(view)
 
     @router.get(

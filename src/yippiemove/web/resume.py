@@ -48,7 +48,8 @@ def add_routes(r: APIRouter, p: Pages) -> None:
             flash(request, ALREADY_RUNNING)
             return RedirectResponse(f"/transfers/{exc.job_id}", 303)
         except ServiceError as exc:
-            flash(request, str(exc), "error")
+            detail = getattr(exc, "detail", "")
+            flash(request, f"{exc} Details: {detail}" if detail else str(exc), "error")
             return RedirectResponse(url, 303)
         finally:
             del passwords

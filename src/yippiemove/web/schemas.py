@@ -254,6 +254,14 @@ class FoldersOut(BaseModel):
     smaller: int | str | None = Field(None, exclude_if=_unset)
 
 
+class CredentialsRefusedOut(BaseModel):
+    """A new password that did not pass the check (or an invalid body: `error` only)."""
+
+    error: str = Field(description="what is wrong, safe to show to a person")
+    kind: str | None = Field(None, description="why, as in `FailureOut.kind`")
+    detail: str | None = Field(None, description="the check's raw text (the server's answer)")
+
+
 class FailureOut(BaseModel):
     """Why a transfer stopped, in plain words (issue 17)."""
 

@@ -72,7 +72,7 @@ def test_wrong_destination_password_then_a_new_one_over_rest(
         assert "password again" in failure["next_step"]
         assert "AUTHENTICATIONFAILED" in failure["detail"]  # the server's words, as detail
         assert "AUTHENTICATIONFAILED" not in failure["message"] + failure["next_step"]
-        assert view["password_sides"] == ["source", "dest"]
+        assert view["credential_sides"] == ["source", "dest"]
         assert WRONG not in r.text + c.get(f"{API}/transfers/{jid}", headers=h).text
 
         # A wrong new password: refused on the spot, nothing stored, the job stays failed.

@@ -51,7 +51,7 @@ from .fleet import HostAgent, HostNameTaken, LostMessages, list_hosts, set_drain
 from .jobhost import SqlJobStore, expire_credentials, supervisor_config
 from .notify import Notifier
 from .passwords import password_problem
-from .resume import RESUMABLE, Resumes, password_sides
+from .resume import RESUMABLE, Resumes, credential_sides
 from .secrets import (
     CredentialBox,
     hash_password,
@@ -255,7 +255,7 @@ class JobView:
     failure: dict[str, Any] | None = None
     #: The sides that take a new password now (failed or cancelled, no OAuth2 sign-in;
     #: service/resume.py), else empty.
-    password_sides: list[str] = dataclasses.field(default_factory=list)
+    credential_sides: list[str] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -295,7 +295,7 @@ class JobView:
             ),
             sign_in_needed=needed,
             failure=_failure(job, progress),
-            password_sides=password_sides(job) if job.status in RESUMABLE else [],
+            credential_sides=credential_sides(job) if job.status in RESUMABLE else [],
         )
 
 

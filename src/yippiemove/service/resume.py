@@ -35,7 +35,7 @@ RESUMABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
 _NAMES = {"source": "source", "dest": "destination"}
 
 
-def password_sides(job: Any) -> list[str]:
+def credential_sides(job: Any) -> list[str]:
     """The sides of a job that log in with a password (not an OAuth2 sign-in)."""
     return [
         side
@@ -139,7 +139,7 @@ def _check_state(job: Any, passwords: dict[str, str], conflict: type[Exception])
             "only a transfer that stopped or was cancelled takes new passwords "
             f"(this one is {job.status})"
         )
-    allowed = password_sides(job)
+    allowed = credential_sides(job)
     for side in passwords:
         if side not in allowed:
             raise conflict(f"the {_NAMES[side]} signs in with its provider: sign in again instead")

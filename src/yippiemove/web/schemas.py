@@ -314,7 +314,7 @@ class TransferOut(BaseModel):
         description="why it stopped (or, when done, why some messages were not copied) "
         "in plain words, with `detail` the raw text; null otherwise",
     )
-    password_sides: list[str] = Field(
+    credential_sides: list[str] = Field(
         default_factory=list,
         description="the sides that take a new password now "
         "(`PUT /api/v1/transfers/{id}/credentials`): failed or cancelled, not OAuth2",

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from tests import mailcheck
 from tests.svckit import account, assert_exact, big_mailbox, wait_progress, wait_status
 from tests.transfer.test_move import populate
-from yippiemove.service.core import CredentialsRefused, Service
+from yippiemove.service.core import Account, Conflict, CredentialsRefused, Service, ServiceError
 from yippiemove.service.db import Job
 from yippiemove.testing.dovecot import DovecotServer
 from yippiemove.web.app import create_app
@@ -153,3 +153,39 @@ def test_a_cancelled_transfer_resumes_with_a_new_password_and_copies_nothing_twi
     assert_exact(server, "src", "srcpass", "dst", NEW)
     report = svc.report(uid, view.id)
     assert report["totals"]["already_present"] >= copied  # resumed, not copied again
+
+
+def test_what_cannot_take_a_new_password(make_service: Callable[..., Service]) -> None:
+    """Refused before any check: a queued job, a side that signs in with OAuth2 (sign in
+    again instead), one side only when the stored passwords were deleted; nothing stored."""
+    svc = make_service()
+    uid = svc.create_user("ada@example.org", "correct horse battery")
+    src = Account("127.0.0.1", 1143, "starttls", "src", "srcpass")
+    dst = Account("127.0.0.1", 1143, "starttls", "dst", "dstpass")
+    jid = svc.create_transfer(uid, src, dst).id
+
+    def update(passwords: dict[str, str]) -> str:
+        with pytest.raises(Conflict) as exc:
+            asyncio.run(svc.update_credentials(uid, jid, passwords))
+        return str(exc.value)
+
+    assert "this one is queued" in update({"dest": NEW})
+    with svc.db.session() as s:
+        job = s.get(Job, jid)
+        assert job is not None
+        job.status = "failed"
+        job.error = "NO [AUTHENTICATIONFAILED] Authentication failed."
+        job.dest = dict(job.dest, oauth_provider="google")
+    view = svc.get_transfer(uid, jid)
+    assert view.credential_sides == ["source"] and view.failure is not None
+    assert view.failure["kind"] == "auth" and view.failure["side"] is None
+    assert "sign in again instead" in update({"dest": NEW})
+    with svc.db.session() as s:
+        job = s.get(Job, jid)
+        assert job is not None
+        job.dest = {k: v for k, v in job.dest.items() if k != "oauth_provider"}
+        job.credentials = None
+    assert "give the passwords of both accounts" in update({"dest": NEW})
+    assert blob(svc, jid) is None
+    with pytest.raises(ServiceError, match="unknown side"):
+        asyncio.run(svc.update_credentials(uid, jid, {"elsewhere": NEW}))

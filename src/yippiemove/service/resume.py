@@ -59,6 +59,8 @@ class Resumes:
         from .core import Account, Conflict, CredentialsRefused, JobView, ServiceError
 
         svc: Any = self
+        with svc.db.read() as s:  # another customer's job is a missing one, first
+            svc._own(s, user_id, job_id)
         if not isinstance(passwords, dict) or not passwords:
             raise ServiceError("give a new password for the source, the destination or both")
         unknown = [k for k in passwords if k not in SIDES]

@@ -618,9 +618,9 @@ class Service(DomainBatches, SignIns):
         with self.db.read() as s:
             # Columns only: every worker host runs this every few seconds (a sweep).
             rows = s.execute(
-                select(
-                    Job.id, Job.lease_owner, Job.jail, Job.lease_expires, Job.lease_token
-                ).where(Job.status == JobStatus.RUNNING)
+                select(Job.id, Job.lease_owner, Job.jail, Job.lease_expires, Job.lease_token).where(
+                    Job.status == JobStatus.RUNNING
+                )
             ).all()
             host = self.settings.host_name
             stale = [
@@ -1275,6 +1275,26 @@ class Service(DomainBatches, SignIns):
             raise NotFound("no report yet: the transfer has not run") from None
         except ValueError:
             raise NotFound("the report cannot be read") from None
+
+    # -- issue 17: readable reports and undo (service/reports.py) -------------------------
+
+    def undo_preview(self, user_id: int, job_id: str) -> dict[str, Any]:
+        """What undoing the job removes from its destination, per folder (no change)."""
+        from . import reports
+
+        return reports.undo_preview(self, user_id, job_id)
+
+    def undo_apply(self, user_id: int, job_id: str) -> dict[str, Any]:
+        """Remove from the destination exactly the messages the job appended."""
+        from . import reports
+
+        return reports.undo_apply(self, user_id, job_id)
+
+    def undo_result(self, user_id: int, job_id: str) -> dict[str, Any] | None:
+        """The last undo's result, if the job was undone."""
+        from . import reports
+
+        return reports.undo_result(self, user_id, job_id)
 
     def state_file(self, user_id: int, job_id: str) -> Path:
         """The job's sqlite state (a receipt: source UID -> destination UID, outcomes)."""

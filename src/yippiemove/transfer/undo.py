@@ -29,6 +29,7 @@ from typing import Any
 
 from ..imap.client import ImapClient
 from ..imap.gmail import CAPABILITY as GMAIL_CAPABILITY
+from ..imap.protocol import format_uid_set
 from .model import Endpoint, Outcome
 from .store import connect_store
 
@@ -109,19 +110,9 @@ class UndoPlan:
 
 
 def uid_set(uids: Iterable[int]) -> str:
-    """``1:3,7,9:10``: a UID set (RFC 3501 9, ``sequence-set``) of ascending ranges."""
-    out: list[str] = []
-    run: list[int] = []
-    for u in sorted(set(uids)):
-        if run and u == run[-1] + 1:
-            run[-1] = u
-            continue
-        if run:
-            out.append(str(run[0]) if run[0] == run[1] else f"{run[0]}:{run[1]}")
-        run = [u, u]
-    if run:
-        out.append(str(run[0]) if run[0] == run[1] else f"{run[0]}:{run[1]}")
-    return ",".join(out)
+    """``1:3,7,9:10``: a UID set of ascending ranges (empty for no UIDs)."""
+    unique = sorted(set(uids))
+    return format_uid_set(unique) if unique else ""
 
 
 def recorded(state_path: Path) -> UndoPlan:

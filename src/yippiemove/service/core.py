@@ -690,6 +690,8 @@ class Service(DomainBatches, SignIns):
                 job.credentials = None
                 job.credentials_expires = None
             n = len(jobs)
+            # Sign-ins that timed out, or that no order used (their grants with them).
+            self._purge_sign_ins(s, now)
         if n:
             with contextlib.suppress(Exception):
                 self.db.checkpoint()

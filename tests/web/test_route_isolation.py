@@ -55,6 +55,9 @@ JOB_ROUTES = {
     ("GET", API + "/transfers/{job_id}/messages"),
     ("GET", API + "/transfers/{job_id}/undo"),
     ("POST", API + "/transfers/{job_id}/undo"),
+    # Issue 17: new passwords for a stopped transfer.
+    ("POST", "/transfers/{job_id}/credentials"),
+    ("PUT", API + "/transfers/{job_id}/credentials"),
 }
 TOKEN_ROUTES = {("POST", "/tokens/{token_id}/revoke")}
 #: Issue 16's domain credentials: bob cannot delete alice's.
@@ -178,7 +181,11 @@ def snapshot(fake: FakeService) -> Any:
 def call(b: Browser, method: str, path: str, token: str) -> Any:
     if path.startswith(API):
         return b.client.request(
-            method, path, headers={"Authorization": f"Bearer {token}"}, follow_redirects=False
+            method,
+            path,
+            headers={"Authorization": f"Bearer {token}"},
+            follow_redirects=False,
+            json={} if method == "PUT" else None,  # a PUT's body: the least it may be
         )
     if method == "GET":
         return b.client.get(path, follow_redirects=False)

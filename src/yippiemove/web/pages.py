@@ -36,6 +36,7 @@ from .forms import (
     with_depth,
 )
 from .reports import add_report_pages
+from .resume import add_routes as add_resume_routes
 from .schemas import TERMINAL
 from .security import CSP, check_csrf, csrf_token
 from .selection import display_pattern, selection_to_folders
@@ -1164,4 +1165,5 @@ def build_pages_router(service: Service, templates: Jinja2Templates) -> APIRoute
     )
     p.sign_ins.add_routes(r)
     add_report_pages(r, p)  # readable reports, undo (web/reports.py)
+    add_resume_routes(r, p)  # issue 17: new passwords for a stopped transfer
     return r

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,15 @@ BIG_FOLDER = 20_000
 BIG_FOLDER_GROUP = 1024
 
 _KEYS = itertools.count()
+
+#: Messages count when the destination answers their APPEND, which answers a MULTIAPPEND
+#: group at once: on a slow link a group holds about GROUP_SECONDS of the link's rate
+#: (measured on the pass's destination connection), at least MIN_GROUP_BYTES; the
+#: first one, before there is a rate, at most FIRST_GROUP_BYTES.  A fast link gets
+#: ``append_batch_bytes`` as before.
+GROUP_SECONDS = 1.0
+MIN_GROUP_BYTES = 256 * 1024
+FIRST_GROUP_BYTES = 512 * 1024
 
 #: Put in a pass's fetch queue: "send the APPEND group you are holding now".
 _FLUSH = object()
@@ -105,6 +115,8 @@ class Copier:
         self.too_large = ""
         #: Keys of this pass's APPENDs in ``Progress.in_flight``.
         self.keys: set[int] = set()
+        #: When the first group was sent, and the connection's delivered bytes then.
+        self.first_sent: tuple[float, int] | None = None
 
     # ---------------------------------------------------------------- bookkeeping
 
@@ -213,6 +225,8 @@ class Copier:
         g, self.group, self.group_bytes = self.group, [], 0
         await self.append_sem.acquire()
         dst = self.p.dst
+        if self.first_sent is None:
+            self.first_sent = (time.monotonic(), dst.wire_out()[1])
         try:
             fut = await dst.submit_append(self.p.fp.dest_raw, [it for _, it, _ in g])
         except BaseException:
@@ -236,6 +250,18 @@ class Copier:
             self.p.fp.source.name, size, end, lambda: dst.wire_out()[1]
         )
         return key
+
+    def group_cap(self) -> int:
+        """The bytes an APPEND group may hold now (GROUP_SECONDS)."""
+        most = self.p.ctx.options.append_batch_bytes
+        if self.first_sent is None:
+            return min(most, FIRST_GROUP_BYTES)
+        t0, delivered0 = self.first_sent
+        elapsed = time.monotonic() - t0
+        if elapsed < 0.25:
+            return min(most, FIRST_GROUP_BYTES)
+        rate = (self.p.dst.wire_out()[1] - delivered0) / elapsed
+        return max(MIN_GROUP_BYTES, min(most, int(rate * GROUP_SECONDS)))
 
     # ---------------------------------------------------------------- the pass
 
@@ -352,7 +378,7 @@ class Copier:
         p = self.p
         hooks, ambiguous, storable, keywords = p.hooks, p.ambiguous, p.storable, p.keywords
         limit, max_group = self.limit, self.max_group
-        group_bytes_max = p.ctx.options.append_batch_bytes
+        group_bytes_max = self.group_cap()
         # Does the destination replace 8-bit header bytes (same size: the verify reads
         # a few such messages back)?  Not asked under --verify-content (reads them all).
         watch_8bit = p.ctx.replaces_8bit is not False and not p.ctx.options.verify_content

@@ -134,8 +134,9 @@ class Mover:
         A folder that has not started is absent.  For front doors that show progress
         folder by folder (the service's job process).
         """
+        flying = self.progress.sending_by_folder()
         return {
-            name: (m, b + self.progress.sending(name), f)
+            name: (m, b + flying.get(name, 0), f)
             for name, (m, b, f) in self.ctx.tally.by_folder().items()
         }
 

@@ -446,6 +446,13 @@ class Progress:
             s.sent() for s in list(self.in_flight.values()) if folder is None or s.folder == folder
         )
 
+    def sending_by_folder(self) -> dict[str, int]:
+        """:meth:`sending` of every folder with APPENDs on their way (one look each)."""
+        out: dict[str, int] = {}
+        for s in list(self.in_flight.values()):
+            out[s.folder] = out.get(s.folder, 0) + s.sent()
+        return out
+
     def bytes_now(self) -> int:
         """``bytes_done`` and the bytes on their way: what a progress bar shows."""
         done = self.bytes_done + self.sending()

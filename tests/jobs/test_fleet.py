@@ -166,6 +166,9 @@ def test_drain_moves_jobs_to_the_other_host(fleet_run: FleetRun) -> None:
     run = fleet_run
     pairs, ids = _two_hosts_mid_transfer(run)
     drained, its_jobs = _victim(run, ids)
+    # Slower still while the drain comes in (a CLI start and a heartbeat: seconds on a
+    # busy machine), so that its jobs are still mid-way when it does.
+    drained.throttle("500kbit")
     done = _yippiemove(run, "worker", "drain", drained.name, "--wait", "--timeout", "60")
     assert done.returncode == 0, done.stderr
     for job_id in its_jobs:

@@ -201,3 +201,26 @@ def test_a_data_dir_behind_a_private_parent_keeps_jobs_running(tmp_path: Path) -
     assert uid == 1_900_000_000 and work.stat().st_uid == uid
     uids.give_back(uid, work)
     assert work.stat().st_uid == os.geteuid()
+
+
+def test_an_old_attempt_giving_its_id_back_leaves_the_new_attempts_directory(
+    tmp_path: Path,
+) -> None:
+    """A job's next attempt may take its directory before the last attempt's process is
+    reaped: the late give-back must not hand the directory back to the service (the new
+    process, under its own id, then could not create its state: "Permission denied")."""
+    from yippiemove.jobs.privilege import JobUids
+
+    if os.geteuid() != 0:
+        pytest.skip("user ids of their own need root")
+    jobs = tmp_path / "data" / "jobs"
+    work = jobs / "job-1"
+    work.mkdir(parents=True)
+    uids = JobUids(jobs, 1_900_000_000)
+    old = uids.take(work)
+    new = uids.take(work)  # the next attempt, before the old one is reaped
+    assert old is not None and new is not None and new != old
+    uids.give_back(old, work)  # the old attempt reaped late
+    assert work.stat().st_uid == new
+    uids.give_back(new, work)
+    assert work.stat().st_uid == os.geteuid()

@@ -36,6 +36,7 @@ from yippiemove.service.core import (
     Account,
     AlreadyActive,
     Conflict,
+    CredentialsRefused,
     FolderInfo,
     IdempotencyMismatch,
     JobView,
@@ -436,6 +437,27 @@ class FakeService:
             job.fraction, job.failures, job.history = 0.0, [], []
             job.created = self.clock()
             return self._view(job)
+
+    async def update_credentials(
+        self, user_id: int, job_id: str, passwords: dict[str, str], *, resume: bool = True
+    ) -> JobView:
+        """Issue 17 (service/resume.py), without servers: "wrong" is refused."""
+        with self._lock:
+            job = self._job(user_id, job_id)
+            self._tick(job)
+            if job.status not in ("failed", "cancelled"):
+                raise Conflict(
+                    "only a transfer that stopped or was cancelled takes new passwords "
+                    f"(this one is {job.status})"
+                )
+            if not passwords:
+                raise ServiceError("give a new password for the source, the destination or both")
+            if "wrong" in passwords.values():
+                raise CredentialsRefused("The new password did not pass the check", "auth", "NO")
+            job.credentials = True
+        return (
+            self.rerun_transfer(user_id, job_id) if resume else self.get_transfer(user_id, job_id)
+        )
 
     def forget_credentials(self, user_id: int, job_id: str) -> JobView:
         with self._lock:

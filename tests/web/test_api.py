@@ -386,6 +386,8 @@ def test_openapi_documents_the_api_and_only_the_api(client: TestClient) -> None:
         f"{API}/oauth/{{provider}}/authorizations",
         f"{API}/oauth/authorizations/{{authorization_id}}",
         f"{API}/transfers/{{job_id}}/sign-in",
+        # Issue 17: new passwords for a stopped transfer.
+        f"{API}/transfers/{{job_id}}/credentials",
     }
     assert "token" in doc["components"]["securitySchemes"]
     post = doc["paths"][f"{API}/transfers"]["post"]

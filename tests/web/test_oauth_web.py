@@ -204,6 +204,9 @@ def test_a_refused_consent_and_misused_states_store_nothing(world: World) -> Non
     # An order cannot name another customer's sign-in.
     with pytest.raises(Exception, match="no finished sign-in"):
         world.svc.signed_in(world.uid("eve@example.org"), rows[0].id, "source")
+    # An unused one is deleted, its grant with it, by the maintenance round.
+    world.svc.cleanup_credentials(now=time.time() + world.svc.settings.oauth_unused_seconds + 1)
+    assert world.sign_in_rows() == 0
 
 
 def test_forget_my_sign_in_revokes_wipes_and_a_new_sign_in_restores(world: World) -> None:

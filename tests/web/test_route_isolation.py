@@ -46,6 +46,9 @@ JOB_ROUTES = {
     ("GET", API + "/transfers/{job_id}/receipt"),
     ("POST", API + "/transfers/{job_id}/cancel"),
     ("POST", API + "/transfers/{job_id}/rerun"),
+    # Issue 17: new passwords for a stopped transfer.
+    ("POST", "/transfers/{job_id}/credentials"),
+    ("PUT", API + "/transfers/{job_id}/credentials"),
 }
 TOKEN_ROUTES = {("POST", "/tokens/{token_id}/revoke")}
 #: Issue 16's domain credentials: bob cannot delete alice's.
@@ -169,7 +172,11 @@ def snapshot(fake: FakeService) -> Any:
 def call(b: Browser, method: str, path: str, token: str) -> Any:
     if path.startswith(API):
         return b.client.request(
-            method, path, headers={"Authorization": f"Bearer {token}"}, follow_redirects=False
+            method,
+            path,
+            headers={"Authorization": f"Bearer {token}"},
+            follow_redirects=False,
+            json={} if method == "PUT" else None,  # a PUT's body: the least it may be
         )
     if method == "GET":
         return b.client.get(path, follow_redirects=False)

@@ -55,6 +55,7 @@ from ..accounts import make_endpoint, pin_endpoint, ssl_context
 from ..imap.errors import ConsentRevoked, ImapError
 from ..oauth import OAuthConfig
 from ..policy.egress import EgressPolicy, EgressRefused
+from ..policy.failures import kind_of, side_of
 from ..transfer.engine import Mover
 from ..transfer.model import Endpoint, Progress, TokenSource
 from ..transfer.report import Exit, build_report, exit_code, outcome_of, write_report
@@ -245,6 +246,7 @@ def run_job(spec: JobSpec | dict[str, Any], workdir: Path) -> tuple[int, dict[st
             "exit": int(Exit.ABORTED),
             "error": str(exc),
             "transient": transient,
+            "failure": {"kind": kind_of(exc), "side": side_of(exc)},
         }
     del job
     code, result = run_transfer(transfer, workdir, interval)
@@ -306,6 +308,8 @@ def run_transfer(
         log.info("%s", note)
     started = time.time()
     status, error, transient = "interrupted", None, False
+    #: What kind of stop, and on which account (policy/failures.py: the customer's words).
+    failure: dict[str, Any] | None = None
     lost: LeaseLost | None = None
     state: State | None = None
     if gate is not None:
@@ -328,6 +332,7 @@ def run_transfer(
             if outcome.bug:
                 log.exception("internal error")
             status, error, transient = outcome.status, outcome.error, outcome.transient
+            failure = {"kind": kind_of(exc), "side": side_of(exc)}
     finally:
         if state is not None:
             try:
@@ -352,6 +357,8 @@ def run_transfer(
         "totals": report["totals"],
         "progress": report["progress"],
     }
+    if failure is not None and status != "cancelled":
+        result["failure"] = failure
     if lost is not None:
         # Not an error of the customer's servers: the supervisor knows what to do.
         result["lease_lost"] = True

@@ -116,6 +116,9 @@ class JobUids:
         self.active = base > 0 and os.geteuid() == 0
         self._lock = threading.Lock()
         self._taken: set[int] = set()
+        #: workdir -> the id that owns it now (a new attempt of a job may take its
+        #: directory before the old attempt's process is reaped and gives its id back).
+        self._owner: dict[Path, int] = {}
 
     def take(self, workdir: Path) -> int | None:
         """A free id for the job in ``workdir``, which is handed to it; None: no drop."""
@@ -138,6 +141,8 @@ class JobUids:
                 raise OSError("no free user id for another job process")
             self._taken.add(slot)
         uid = self.base + slot
+        with self._lock:
+            self._owner[workdir] = uid
         try:
             seal_data_dir(self.jobs_dir)
             chown_tree(workdir, uid, uid)
@@ -151,7 +156,12 @@ class JobUids:
         """The job has ended (reaped): its directory back to the service, its id free."""
         if uid is None:
             return
-        with contextlib.suppress(FileNotFoundError):
-            chown_tree(workdir, os.geteuid(), os.getegid())
+        with self._lock:
+            mine = self._owner.get(workdir) == uid
+            if mine:
+                del self._owner[workdir]
+        if mine:  # else a newer process of the job owns the directory now: leave it be
+            with contextlib.suppress(FileNotFoundError):
+                chown_tree(workdir, os.geteuid(), os.getegid())
         with self._lock:
             self._taken.discard(uid - self.base)

@@ -899,6 +899,11 @@ class Supervisor:
                 # The provider refused a token (consent revoked): sign in again there
                 # (the service's error code ``reauth``, issue 16).
                 progress["reauth"] = [str(s) for s in result["reauth"]][:2]
+            progress.pop("failure", None)
+            if result is not None and isinstance(result.get("failure"), dict):
+                # Why it stopped, for the customer's message (policy/failures.py).
+                f = result["failure"]
+                progress["failure"] = {"kind": str(f.get("kind")), "side": f.get("side")}
             progress.update(phase=status, rate=0.0, eta=None, eta_range=None, current=[])
             if status == JobStatus.DONE:
                 progress["folders_done"] = progress.get("folders_total", 0)

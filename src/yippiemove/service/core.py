@@ -39,6 +39,7 @@ from ..jobs.progress import default_progress, interrupt_folders
 from ..jobs.queue import JobQueue, make_queue
 from ..jobs.supervisor import Supervisor, identity_dead, kill_stale_jail
 from ..jobs.vocab import TERMINAL, JobStatus, Phase, Security
+from ..policy.failures import describe
 from ..transfer.identity import same_address
 from ..transfer.model import Endpoint
 from .auth import AuthStore
@@ -50,6 +51,7 @@ from .fleet import HostAgent, HostNameTaken, LostMessages, list_hosts, set_drain
 from .jobhost import SqlJobStore, expire_credentials, supervisor_config
 from .notify import Notifier
 from .passwords import password_problem
+from .resume import RESUMABLE, Resumes, credential_sides
 from .secrets import (
     CredentialBox,
     hash_password,
@@ -69,6 +71,7 @@ __all__ = [
     "AlreadyActive",
     "Busy",
     "Conflict",
+    "CredentialsRefused",
     "FolderInfo",
     "HostNameTaken",
     "IdempotencyMismatch",
@@ -153,6 +156,19 @@ class Conflict(ServiceError):
     status = 409
 
 
+class CredentialsRefused(ServiceError):
+    """A new password refused by its server on the spot (service/resume.py): nothing
+    was stored.  ``kind`` names why (policy/failures.py), ``detail`` is the check's own
+    text (the server's answer, never the password)."""
+
+    status = 422
+
+    def __init__(self, message: str, kind: str = "other", detail: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.detail = detail
+
+
 class Busy(ServiceError):
     """Too many account checks in flight (for this customer or in all): try later."""
 
@@ -234,6 +250,12 @@ class JobView:
     #: ("source", "dest") waiting for a new sign-in (refused, or forgotten).
     error_code: str | None = None
     sign_in_needed: list[str] = dataclasses.field(default_factory=list)
+    #: Issue 17: why it stopped in the customer's words (policy/failures.py ``describe``:
+    #: kind, side, message, next_step, detail = the raw text), None when it did not.
+    failure: dict[str, Any] | None = None
+    #: The sides that take a new password now (failed or cancelled, no OAuth2 sign-in;
+    #: service/resume.py), else empty.
+    credential_sides: list[str] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -272,7 +294,24 @@ class JobView:
                 "reauth" if job.status == JobStatus.FAILED and progress.get("reauth") else None
             ),
             sign_in_needed=needed,
+            failure=_failure(job, progress),
+            credential_sides=credential_sides(job) if job.status in RESUMABLE else [],
         )
+
+
+def _failure(job: Job, progress: dict[str, Any]) -> dict[str, Any] | None:
+    """The stop of a failed job (or the failed messages of a done one) as the customer
+    reads it (issue 17)."""
+    if job.status not in (JobStatus.FAILED, JobStatus.DONE) or not job.error:
+        return None
+    known = progress.get("failure") if isinstance(progress.get("failure"), dict) else {}
+    kind, side = known.get("kind"), known.get("side")
+    refused = progress.get("reauth") or []
+    if job.status == JobStatus.FAILED and refused:
+        kind, side = "consent_revoked", refused[0] if len(refused) == 1 else None
+    if job.status == JobStatus.DONE:
+        kind = "messages_failed"
+    return describe(job.error, kind, side)
 
 
 def default_selected(name: str, separator: str | None, special_use: frozenset[str]) -> bool:
@@ -384,7 +423,7 @@ def explain_imap_error(exc: Exception, role: str, account: Account) -> str:
         if grant is not None and grant.get("kind") in _DOMAIN_HINTS:
             # A domain credential's grant: the admin's set-up is what to check.
             return f"{where}{text}. {_DOMAIN_HINTS[grant['kind']]}"
-        msg = f"{where}{text}. Check the user name and password."
+        msg = f"{where}{text.rstrip('.')}. Check the user name and password."
         if _APP_PASSWORD.search(text):
             msg += (
                 " The server asks for an app password: create one in the provider's "
@@ -425,7 +464,7 @@ def explain_imap_error(exc: Exception, role: str, account: Account) -> str:
     return not_imap(where, account)
 
 
-class Service(DomainBatches, SignIns):
+class Service(DomainBatches, SignIns, Resumes):
     """Users, tokens, transfers, account checks and reports (see the contract); the
     domain-wide moves of issue 16 in service/domainbatch.py."""
 
@@ -618,9 +657,9 @@ class Service(DomainBatches, SignIns):
         with self.db.read() as s:
             # Columns only: every worker host runs this every few seconds (a sweep).
             rows = s.execute(
-                select(
-                    Job.id, Job.lease_owner, Job.jail, Job.lease_expires, Job.lease_token
-                ).where(Job.status == JobStatus.RUNNING)
+                select(Job.id, Job.lease_owner, Job.jail, Job.lease_expires, Job.lease_token).where(
+                    Job.status == JobStatus.RUNNING
+                )
             ).all()
             host = self.settings.host_name
             stale = [
@@ -690,6 +729,8 @@ class Service(DomainBatches, SignIns):
                 job.credentials = None
                 job.credentials_expires = None
             n = len(jobs)
+            # Sign-ins that timed out, or that no order used (their grants with them).
+            self._purge_sign_ins(s, now)
         if n:
             with contextlib.suppress(Exception):
                 self.db.checkpoint()

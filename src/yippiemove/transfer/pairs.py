@@ -4,6 +4,7 @@ the distance probe that gives far servers more workers and a bigger byte budget.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
@@ -55,8 +56,20 @@ class Connector:
         def opened() -> None:
             self.reached.add((ep.host, ep.port))
 
-        if self._factory is not None:
-            return await self._factory(ep, role, opened)
+        try:
+            if self._factory is not None:
+                return await self._factory(ep, role, opened)
+            return await self._connect_store(ep, role, opened, read_only)
+        except Exception as exc:
+            # Which account failed, for the customer's message (policy/failures.py).
+            if not hasattr(exc, "yippiemove_side"):
+                with contextlib.suppress(AttributeError, TypeError):
+                    exc.yippiemove_side = "source" if role == "source" else "dest"  # type: ignore[attr-defined]
+            raise
+
+    async def _connect_store(
+        self, ep: Endpoint, role: str, opened: Callable[[], None], read_only: bool
+    ) -> Store:
         return await connect_store(
             ep,
             role,

@@ -19,13 +19,15 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from yippiemove.service.core import Account, AlreadyActive
+from yippiemove.service.core import Account, AlreadyActive, CredentialsRefused
 
 from .schemas import (
     AlreadyActiveOut,
     AuthorizationIn,
     AuthorizationOut,
     AuthorizationStarted,
+    CredentialsIn,
+    CredentialsRefusedOut,
     DomainBatchIn,
     DomainBatchOut,
     DomainCredentialIn,
@@ -250,6 +252,51 @@ def build_api_router(service: "Service") -> APIRouter:
     def rerun_transfer(job_id: str, user: User) -> dict[str, Any]:
         """Copies what is missing (new mail, failed messages); never doubles a message."""
         return public_view(service.rerun_transfer(user, check_job_id(job_id)))
+
+    @router.put(
+        "/transfers/{job_id}/credentials",
+        response_model=TransferOut,
+        summary="New passwords for a stopped transfer, then resume it",
+        responses={
+            400: {"model": ErrorOut, "description": "No password given"},
+            409: {
+                "model": ErrorOut,
+                "description": "Not failed or cancelled, a side that signs in with OAuth2 "
+                "(sign in again instead), or the stored passwords were deleted and only "
+                "one side was given",
+            },
+            422: {
+                "model": CredentialsRefusedOut,
+                "description": "Invalid body (`error` names the field), or a new password "
+                "that did not pass the check (refused by the server, server unreachable): "
+                "nothing was stored; `kind` and `detail` say why",
+            },
+            429: {"model": ErrorOut, "description": "Too many account checks under way"},
+        },
+    )
+    async def update_credentials(
+        job_id: str, body: CredentialsIn, user: User
+    ) -> dict[str, Any] | JSONResponse:
+        """Replaces the password of `source`, `dest` or both of a failed or cancelled
+        transfer.  Only the password changes: host, port, security and user name stay the
+        order's (the transfer's state belongs to those two mailboxes; another account is
+        another transfer).  Each new password is checked on the spot first; a refused one
+        answers 422 and nothing is stored.  Then, unless `resume` is false, the transfer
+        runs again and continues where it stopped: nothing is copied twice."""
+        passwords = {
+            side: pw.password
+            for side, pw in (("source", body.source), ("dest", body.dest))
+            if pw is not None
+        }
+        try:
+            view = await service.update_credentials(
+                user, check_job_id(job_id), passwords, resume=body.resume
+            )
+        except CredentialsRefused as exc:
+            return JSONResponse(
+                {"error": str(exc), "kind": exc.kind, "detail": exc.detail}, status_code=422
+            )
+        return public_view(view)
 
     @router.get(
         "/transfers/{job_id}/report",

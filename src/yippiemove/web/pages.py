@@ -35,6 +35,7 @@ from .forms import (
     same_account,
     with_depth,
 )
+from .resume import add_routes as add_resume_routes
 from .schemas import TERMINAL
 from .security import CSP, check_csrf, csrf_token
 from .selection import display_pattern, selection_to_folders
@@ -1162,4 +1163,5 @@ def build_pages_router(service: Service, templates: Jinja2Templates) -> APIRoute
         methods=["POST"],
     )
     p.sign_ins.add_routes(r)
+    add_resume_routes(r, p)  # issue 17: new passwords for a stopped transfer
     return r

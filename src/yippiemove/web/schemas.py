@@ -254,6 +254,29 @@ class FoldersOut(BaseModel):
     smaller: int | str | None = Field(None, exclude_if=_unset)
 
 
+class CredentialsRefusedOut(BaseModel):
+    """A new password that did not pass the check (or an invalid body: `error` only)."""
+
+    error: str = Field(description="what is wrong, safe to show to a person")
+    kind: str | None = Field(None, description="why, as in `FailureOut.kind`")
+    detail: str | None = Field(None, description="the check's raw text (the server's answer)")
+
+
+class FailureOut(BaseModel):
+    """Why a transfer stopped, in plain words (issue 17)."""
+
+    kind: str = Field(
+        description="auth | consent_revoked | unreachable | tls | quota | too_large | "
+        "rate_limited | folder_gone | messages_failed | internal | other"
+    )
+    side: Literal["source", "dest"] | None = Field(
+        None, description="the account it concerns, when known"
+    )
+    message: str = Field(description="what happened, for a person")
+    next_step: str = Field(description="what to do next, for a person")
+    detail: str = Field(description="the raw text (a server's answer or ours), for support")
+
+
 class TransferOut(BaseModel):
     id: str
     status: str = Field(description="queued | running | done | failed | cancelled")
@@ -289,6 +312,45 @@ class TransferOut(BaseModel):
     sign_in_needed: list[str] = Field(
         default_factory=list,
         description="the sides (`source`, `dest`) waiting for a new OAuth2 sign-in",
+    )
+    failure: FailureOut | None = Field(
+        None,
+        description="why it stopped (or, when done, why some messages were not copied) "
+        "in plain words, with `detail` the raw text; null otherwise",
+    )
+    credential_sides: list[str] = Field(
+        default_factory=list,
+        description="the sides that take a new password now "
+        "(`PUT /api/v1/transfers/{id}/credentials`): failed or cancelled, not OAuth2",
+    )
+
+
+class NewPasswordIn(BaseModel):
+    """A side's new password (the same account: host and user name stay the order's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    password: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[^\x00\r\n]+$",
+        json_schema_extra={"writeOnly": True},
+    )
+
+
+class CredentialsIn(BaseModel):
+    """New passwords for a failed or cancelled transfer (issue 17): one side or both.
+    Each is checked on the spot (log in and list, as the order form does) before it is
+    stored; then the transfer resumes unless `resume` is false."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: NewPasswordIn | None = None
+    dest: NewPasswordIn | None = None
+    resume: bool = Field(
+        True,
+        description="run the transfer again at once (it continues where it stopped: "
+        "what is already on the destination is not copied again)",
     )
 
 

@@ -180,6 +180,8 @@ class Copier:
         p = self.p
         try:
             r = await fut
+            if key is not None:  # answered: no longer on its way (counted below)
+                p.ctx.progress.in_flight.pop(key, None)
             if r.tagged.ok:
                 au = r.tagged.appenduid()
                 uids: Sequence[int | None] = (

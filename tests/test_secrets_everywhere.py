@@ -385,6 +385,14 @@ def test_service_leaves_no_password_anywhere(server, dovecot_factory, tmp_path, 
         for jid in jobs.values():
             for path in (f"/transfers/{jid}/report", f"/transfers/{jid}/receipt", "/transfers"):
                 answers.append(api.get(path).content)
+            # Issue 17: the readable report, the undo's preview and the undo (the one of
+            # "wrong-login" fails to log in with the stored wrong password: its words too).
+            for path in (f"/transfers/{jid}/messages", f"/transfers/{jid}/messages?format=csv"):
+                answers.append(api.get(path).content)
+            answers.append(api.get(f"/transfers/{jid}/undo").content)
+            undone = api.post(f"/transfers/{jid}/undo")
+            answers.append(undone.content)
+            assert undone.status_code in (200, 409), undone.text  # 409: passwords deleted
         report = json.loads(api.get(f"/transfers/{jobs['refused-messages']}/report").content)
         assert report["totals"]["failed"] > 0
         smtp_sink.wait_for(lambda m: "failed" in m["Subject"])
@@ -633,6 +641,14 @@ def test_service_with_oauth2_leaves_no_token_anywhere(
         for jid in jobs.values():
             for path in (f"/transfers/{jid}/report", f"/transfers/{jid}/receipt", "/transfers"):
                 answers.append(api.get(path).content)
+            # Issue 17: the readable report, the undo's preview and the undo (the one of
+            # "wrong-login" fails to log in with the stored wrong password: its words too).
+            for path in (f"/transfers/{jid}/messages", f"/transfers/{jid}/messages?format=csv"):
+                answers.append(api.get(path).content)
+            answers.append(api.get(f"/transfers/{jid}/undo").content)
+            undone = api.post(f"/transfers/{jid}/undo")
+            answers.append(undone.content)
+            assert undone.status_code in (200, 409), undone.text  # 409: passwords deleted
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

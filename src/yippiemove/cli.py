@@ -29,6 +29,7 @@ import click
 
 from . import __version__
 from .accounts import AccountURL, AccountURLError, resolve_account, ssl_context
+from .imap.errors import ImapError
 from .policy import providers
 from .policy.rules import FolderRules, MessageFilter, RuleError
 from .transfer.engine import Mover
@@ -996,6 +997,107 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
         write_report(path, data)
     except OSError as exc:
         _die(f"cannot write report {path!r}: {exc.strerror}")
+
+
+@main.command()
+@click.option("--state", "state_path", required=True, metavar="FILE", help="The job's state file.")
+@click.option(
+    "--dest",
+    "dest_url",
+    required=True,
+    metavar="URL|ADDRESS",
+    help="The destination the job copied into: imap[s]://USER@HOST:PORT or an address.",
+)
+@click.option("--dest-preset", type=click.Choice(providers.keys()), help="Its provider preset.")
+@click.option("--dest-password-file", metavar="FILE", help="File holding the destination password.")
+@click.option("--ca-file", metavar="FILE", help="Trust this CA bundle too (self-signed servers).")
+@click.option("--no-starttls", is_flag=True, help="Plain IMAP without STARTTLS (test servers).")
+@click.option(
+    "--allow-insecure-auth", is_flag=True, help="Allow a password over an unencrypted connection."
+)
+@click.option("--apply", "do_apply", is_flag=True, help="Remove them (default: only show what).")
+@click.option("--report", "report_path", metavar="FILE", help="Write what was done as JSON here.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds without an answer.")
+def undo(
+    state_path: str,
+    dest_url: str,
+    dest_preset: str | None,
+    dest_password_file: str | None,
+    ca_file: str | None,
+    no_starttls: bool,
+    allow_insecure_auth: bool,
+    do_apply: bool,
+    report_path: str | None,
+    timeout: float,
+) -> None:
+    """Remove from DEST exactly the messages a job appended (its state file says which).
+
+    A dry run unless --apply: shows, per folder, how many messages would be removed.
+    Folders recreated since the job (UIDVALIDITY changed) are refused; messages that were
+    already there, or added since, are never touched; the source is never contacted."""
+    from .transfer import undo as engine
+
+    try:
+        url, _prov = resolve_account(dest_url, what="--dest", preset=dest_preset)
+    except AccountURLError as exc:
+        _die(str(exc))
+    ctx = None
+    if not no_starttls or url.scheme == "imaps" or ca_file:
+        try:
+            ctx = ssl_context(ca_file)
+        except (OSError, ValueError) as exc:
+            _die(f"cannot load --ca-file {ca_file!r}: {exc}")
+    password = read_password("dest", url, dest_password_file)
+    ep = url.endpoint(
+        password, ssl_context=ctx, allow_insecure_auth=allow_insecure_auth, starttls=not no_starttls
+    )
+    path = Path(state_path)
+    locks = Locks()
+    with locks:
+        if do_apply:  # no move of this job at the same time
+            try:
+                locks.take([job_lock_path(path)], state=path.resolve(), mailbox=ep.label)
+            except LockHeld as held:
+                _die(f"this job is running ({held.holder.describe()}): wait for it to end")
+            except LockError as exc:
+                _die(str(exc))
+        run = engine.apply if do_apply else engine.preview
+        try:
+            plan = asyncio.run(run(path, ep, timeout=timeout))
+        except engine.UndoError as exc:
+            _die(str(exc))
+        except (ImapError, OSError) as exc:
+            _die(f"the destination: {exc}")
+        if do_apply:
+            engine.forget_removed(path, plan)
+    print_undo(plan)
+    if report_path:
+        _write_json(report_path, plan.as_dict())
+    sys.exit(int(Exit.FAILED if plan.refused else Exit.OK))
+
+
+def print_undo(plan: Any) -> None:
+    """Per folder: what the job appended, what is removed (or would be), or why not."""
+    verb = "removed" if plan.applied else "would remove"
+    for f in plan.folders:
+        if f.refused is not None:
+            click.echo(f"{f.dest_name}: refused, nothing removed: {f.refused}")
+        elif plan.applied:
+            click.echo(f"{f.dest_name}: removed {f.removed:,} of the job's {len(f.uids):,}")
+        else:
+            click.echo(
+                f"{f.dest_name}: would remove {f.present:,} "
+                f"({len(f.uids):,} appended by the job, {f.present:,} still there)"
+            )
+    total = plan.removed if plan.applied else plan.to_remove
+    click.echo(f"{verb} {total:,} message(s) in {len(plan.folders):,} folder(s)")
+    if plan.left_altered or plan.left_without_uid:
+        click.echo(
+            f"left in place: {plan.left_altered:,} stored altered by the server, "
+            f"{plan.left_without_uid:,} appended without a UID from the server"
+        )
+    if not plan.applied and total:
+        click.echo("nothing was changed: run again with --apply to remove them")
 
 
 @main.command()

@@ -438,6 +438,22 @@ class FakeService:
             job.created = self.clock()
             return self._view(job)
 
+    def undo_preview(self, user_id: int, job_id: str) -> dict[str, Any]:
+        """Issue 17's undo, as the fake does it: nothing recorded, nothing to remove."""
+        with self._lock:
+            job = self._job(user_id, job_id)
+            return {"dest": _label(job.dest), "applied": False, "to_remove": 0, "removed": 0,
+                    "folders_refused": 0, "left_altered": 0, "left_without_uid": 0,
+                    "folders": []}  # fmt: skip
+
+    def undo_apply(self, user_id: int, job_id: str) -> dict[str, Any]:
+        return dict(self.undo_preview(user_id, job_id), applied=True)
+
+    def undo_result(self, user_id: int, job_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            self._job(user_id, job_id)
+        return None
+
     async def update_credentials(
         self, user_id: int, job_id: str, passwords: dict[str, str], *, resume: bool = True
     ) -> JobView:

@@ -378,6 +378,9 @@ def test_openapi_documents_the_api_and_only_the_api(client: TestClient) -> None:
         f"{API}/transfers/{{job_id}}/rerun",
         f"{API}/transfers/{{job_id}}/report",
         f"{API}/transfers/{{job_id}}/receipt",
+        # issue 17: readable reports and undo
+        f"{API}/transfers/{{job_id}}/messages",
+        f"{API}/transfers/{{job_id}}/undo",
         # issue 16: domain-wide moves
         f"{API}/domain-credentials",
         f"{API}/domain-credentials/{{credential_id}}",

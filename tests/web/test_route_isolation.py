@@ -46,6 +46,15 @@ JOB_ROUTES = {
     ("GET", API + "/transfers/{job_id}/receipt"),
     ("POST", API + "/transfers/{job_id}/cancel"),
     ("POST", API + "/transfers/{job_id}/rerun"),
+    # issue 17: readable reports and undo
+    ("GET", "/transfers/{job_id}/messages"),
+    ("GET", "/transfers/{job_id}/report.csv"),
+    ("GET", "/transfers/{job_id}/receipt.html"),
+    ("GET", "/transfers/{job_id}/undo"),
+    ("POST", "/transfers/{job_id}/undo"),
+    ("GET", API + "/transfers/{job_id}/messages"),
+    ("GET", API + "/transfers/{job_id}/undo"),
+    ("POST", API + "/transfers/{job_id}/undo"),
     # Issue 17: new passwords for a stopped transfer.
     ("POST", "/transfers/{job_id}/credentials"),
     ("PUT", API + "/transfers/{job_id}/credentials"),

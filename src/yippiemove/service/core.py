@@ -1319,6 +1319,26 @@ class Service(DomainBatches, SignIns, Resumes):
         except ValueError:
             raise NotFound("the report cannot be read") from None
 
+    # -- issue 17: readable reports and undo (service/reports.py) -------------------------
+
+    def undo_preview(self, user_id: int, job_id: str) -> dict[str, Any]:
+        """What undoing the job removes from its destination, per folder (no change)."""
+        from . import reports
+
+        return reports.undo_preview(self, user_id, job_id)
+
+    def undo_apply(self, user_id: int, job_id: str) -> dict[str, Any]:
+        """Remove from the destination exactly the messages the job appended."""
+        from . import reports
+
+        return reports.undo_apply(self, user_id, job_id)
+
+    def undo_result(self, user_id: int, job_id: str) -> dict[str, Any] | None:
+        """The last undo's result, if the job was undone."""
+        from . import reports
+
+        return reports.undo_result(self, user_id, job_id)
+
     def state_file(self, user_id: int, job_id: str) -> Path:
         """The job's sqlite state (a receipt: source UID -> destination UID, outcomes)."""
         self.get_transfer(user_id, job_id)

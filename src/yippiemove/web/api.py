@@ -323,6 +323,10 @@ def build_api_router(service: "Service") -> APIRouter:
             raise HTTPException(404, "no receipt yet: the transfer has not started")
         return await run_in_threadpool(receipt_response, Path(path), job_id)
 
+    from .reports_api import add_report_api  # (it uses this module's helpers)
+
+    add_report_api(router, service, User, ErrorOut)  # messages, undo (web/reports_api.py)
+
     # -- domain-wide moves (issue 16) -----------------------------------------------
 
     @router.post(

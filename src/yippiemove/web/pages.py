@@ -35,6 +35,7 @@ from .forms import (
     same_account,
     with_depth,
 )
+from .reports import add_report_pages
 from .resume import add_routes as add_resume_routes
 from .schemas import TERMINAL
 from .security import CSP, check_csrf, csrf_token
@@ -1163,5 +1164,6 @@ def build_pages_router(service: Service, templates: Jinja2Templates) -> APIRoute
         methods=["POST"],
     )
     p.sign_ins.add_routes(r)
+    add_report_pages(r, p)  # readable reports, undo (web/reports.py)
     add_resume_routes(r, p)  # issue 17: new passwords for a stopped transfer
     return r

@@ -28,6 +28,11 @@
     });
   }
 
+  // The printable receipt's "Print" button (no inline scripts: CSP).
+  function printButtons() {
+    $$("[data-print]").forEach((b) => b.addEventListener("click", () => window.print()));
+  }
+
   // Forms that take a while (account checks): one submission, and say what is going on.
   function busyForms() {
     $$("form[data-busy-form]").forEach((form) => {
@@ -172,5 +177,6 @@
     folderSelection();
     copyButtons();
     fileLimits();
+    printButtons();
   });
 })();

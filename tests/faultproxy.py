@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import random
 import re
+import socket
 import threading
 import time
 from collections import Counter
@@ -269,6 +270,14 @@ class _Link:
         self.rate = max((f.rate for f in self.faults if f.kind == "throttle"), default=0)
         if self.rate:
             self.record("throttle", f"{self.rate} bytes/s")
+            # Like a link, not a bottomless buffer: the client's bytes wait in a
+            # receive buffer of about a quarter second (the kernel's, autotuned on
+            # loopback, would take megabytes and acknowledge them long before they
+            # cross; the client's view of what was delivered would run ahead).
+            sock = self.cw.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, max(8192, self.rate // 8))
 
     # ---------------------------------------------------------------- helpers
 
@@ -576,6 +585,7 @@ class FaultProxy:
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
         self._links: set[_Link] = set()
+        self._accepting: set[asyncio.Task[None]] = set()
         self._port = 0
 
     @property
@@ -663,6 +673,12 @@ class FaultProxy:
             for link in list(self._links):
                 link.close()
             await asyncio.sleep(0)
+            # Links still running end here, not when the loop is gone (an "Event loop
+            # is closed" error in a coroutine collected later, during another test).
+            tasks = [t for t in self._accepting if not t.done()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(shutdown(), loop).result(5)
@@ -672,6 +688,10 @@ class FaultProxy:
         self._thread = None
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._accepting.add(task)
+            task.add_done_callback(self._accepting.discard)
         with self._lock:
             index = len(self.accepted)
             self.accepted.append(time.monotonic())

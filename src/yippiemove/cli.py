@@ -840,7 +840,7 @@ async def _run_with_progress(mover: Mover, show_bar: bool) -> None:
                     "%d/%d messages, %.1f/%.1f MB, %.1f MB/s%s",
                     p.messages_done,
                     p.messages_total,
-                    p.bytes_done / 1e6,
+                    p.bytes_now() / 1e6,
                     p.bytes_total / 1e6,
                     p.rate() / 1e6,
                     throttle_note(p),
@@ -879,8 +879,8 @@ async def _run_with_progress(mover: Mover, show_bar: bool) -> None:
         while not task.done():
             await asyncio.wait({task}, timeout=0.1)
             total = p.bytes_total if p.phase in ("copying", "done") else None
-            bar.update(tid, description=describe(), total=total, completed=p.bytes_done)
-        bar.update(tid, description=describe(), completed=p.bytes_done)
+            bar.update(tid, description=describe(), total=total, completed=p.bytes_now())
+        bar.update(tid, description=describe(), completed=p.bytes_now())
         await task
 
 

@@ -129,6 +129,9 @@ class MemoryStore:
     def greeted_in(self) -> float | None:
         return 0.0
 
+    def wire_out(self) -> tuple[int, int]:
+        return 0, 0  # in memory: everything written is there at once
+
     def abort(self) -> None:
         self._closed = True
 

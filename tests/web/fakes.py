@@ -768,6 +768,7 @@ class FakeService:
             "bytes_total": total_b,
             "rate": rate,
             "eta": eta,
+            "eta_range": [eta * 0.9, eta * 1.1] if eta is not None else None,
             "failed": len(job.failures),
             "failures": list(job.failures),
             "current": [f.name for f in job.plan if job.status == "running" and job.fraction < 1][

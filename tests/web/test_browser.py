@@ -382,6 +382,8 @@ def test_end_to_end_with_the_real_service(
         page.click("button:has-text('Cancel transfer')")
         expect(page.locator("[data-status-badge]")).to_have_text("Cancelled", timeout=60_000)
         expect(page.locator("[data-summary] .outcome")).to_contain_text("Cancelled")
+        # The folders it had not finished say so (issue 17), none "done" with 0 / N.
+        expect(page.locator("[data-per-folder] .st-text-interrupted")).not_to_have_count(0)
         shot(page, "real-05-cancelled")
         big = mailcheck.snapshot(server.port, "big", "bigpass")
         partial = mailcheck.snapshot(server.port, "dst2", "dst2pass")

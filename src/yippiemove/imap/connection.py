@@ -47,10 +47,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import fcntl
 import logging
 import socket
 import ssl
 import struct
+import sys
+import termios
 import time
 from collections.abc import Awaitable, Callable
 
@@ -654,6 +657,25 @@ class ImapConnection:
             self._drain_waiter = asyncio.get_running_loop().create_future()
         await asyncio.shield(self._drain_waiter)
 
+    def bytes_delivered(self) -> int:
+        """Of :attr:`bytes_out`, the bytes the peer's TCP has acknowledged: what is still
+        in the transport's buffer or the kernel's send queue (``SIOCOUTQ``: unsent and
+        unacknowledged) is left out.  How far a long write has really got (the live
+        progress of a large APPEND: jobs/progress.py); ``bytes_out`` where the kernel
+        cannot say."""
+        t = self._transport
+        if t is None:
+            return self.bytes_out
+        queued = t.get_write_buffer_size()
+        sock = t.get_extra_info("socket")
+        if sock is not None and _OUTQ is not None:
+            try:
+                buf = fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0")
+                queued += struct.unpack("i", buf)[0]
+            except (OSError, ValueError):
+                pass
+        return max(0, self.bytes_out - queued)
+
     @property
     def read_only(self) -> bool:
         """Only commands that change no mailbox may be sent (fixed at creation)."""
@@ -830,6 +852,8 @@ def _set_linger(transport: asyncio.Transport, reset: bool) -> bool:
 
 
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+#: SIOCOUTQ (= TIOCOUTQ): the bytes of a TCP socket's send queue, not yet acknowledged.
+_OUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None
 
 
 def _ack_now(sock: socket.socket) -> None:

@@ -147,7 +147,8 @@ async def _run(
         if gate is not None:
             gate.detach(0)
         loop.remove_signal_handler(signal.SIGTERM)
-        _emit(progress_line(mover))  # the final counters, folder by folder
+        # The final counters, folder by folder (unfinished ones: "interrupted").
+        _emit(progress_line(mover, ended=True))
 
 
 def connection_options(opts: dict[str, Any]) -> dict[str, int]:

@@ -13,9 +13,16 @@ import time
 from typing import Any
 
 from ..imap.connection import TRAFFIC
+from ..transfer.model import Progress
 from .vocab import Phase
 
-__all__ = ["default_progress", "progress_line"]
+__all__ = [
+    "FOLDER_STATES",
+    "default_progress",
+    "folder_state",
+    "interrupt_folders",
+    "progress_line",
+]
 
 
 def default_progress() -> dict[str, Any]:
@@ -39,8 +46,37 @@ def default_progress() -> dict[str, Any]:
     }
 
 
-def progress_line(mover: Any) -> dict[str, Any]:
-    """The mover's live counters, and per folder what is done (no secrets)."""
+#: A folder's states in the job's progress (``per_folder[name]["state"]``), in order.
+FOLDER_STATES = ("waiting", "copying", "verifying", "done", "interrupted", "failed")
+
+
+def folder_state(p: Progress, name: str, ended: bool = False) -> str:
+    """One folder's state now: "done"/"failed" once its pass ended; before that
+    "verifying", "copying" or "waiting" -- or, once the job process is ending
+    (``ended``: cancelled, stopped, failed), "interrupted"."""
+    if name in p.finished:
+        return p.finished[name]
+    if ended:
+        return "interrupted"
+    if name in p.verifying:
+        return "verifying"
+    return "copying" if name in p.current else "waiting"
+
+
+def interrupt_folders(progress: dict[str, Any]) -> dict[str, Any]:
+    """The job stopped before the end (cancelled, failed, put back in the queue): the
+    folders that were not finished say "interrupted", never "done" (in place)."""
+    per = progress.get("per_folder")
+    if isinstance(per, dict):
+        for f in per.values():
+            if isinstance(f, dict) and f.get("state") not in ("done", "failed"):
+                f["state"] = "interrupted"
+    return progress
+
+
+def progress_line(mover: Any, *, ended: bool = False) -> dict[str, Any]:
+    """The mover's live counters, and per folder what is done (no secrets).
+    ``ended``: the job process's last line after the mover stopped (module doc)."""
     p = mover.progress
     line: dict[str, Any] = {
         "type": "progress",
@@ -50,7 +86,11 @@ def progress_line(mover: Any) -> dict[str, Any]:
         "folders_total": p.folders_total,
         "messages_done": p.messages_done,
         "messages_total": p.messages_total,
-        "bytes_done": p.bytes_done,
+        # Answered APPENDs and the bytes of those on their way (a large message, a
+        # long MULTIAPPEND): progress moves as the bytes reach the destination.
+        "bytes_done": p.bytes_now(),
+        # Bytes that crossed the link in this job process: the supervisor's rate.
+        "bytes_moved": p.bytes_moved(),
         "bytes_total": p.bytes_total,
         "failed": p.failed,
         "current": sorted(p.current),
@@ -66,12 +106,11 @@ def progress_line(mover: Any) -> dict[str, Any]:
     plan = mover.plan
     if plan is not None:
         done = mover.folder_progress()
-        current = set(p.current)
         per: dict[str, Any] = {}
         for fp in plan.folders:
             name = fp.source.name
             m, b, f = done.get(name, (0, 0, 0))
-            state = "copying" if name in current else ("done" if name in done else "waiting")
+            state = folder_state(p, name, ended)
             per[name] = {
                 "dest": fp.dest_name,
                 "messages": fp.count,

@@ -59,6 +59,7 @@ from .ports import (
     SupervisorConfig,
     Waiting,
 )
+from .progress import interrupt_folders
 from .spec import Account, JobSpec
 from .vocab import JobStatus, Phase
 
@@ -155,65 +156,104 @@ def kill_stale_jail(jail: str | None, timeout: float = 10.0, host: str | None = 
 class ProgressTracker:
     """Turns the jail's progress lines into the job's progress JSON.
 
-    Adds the rate (bytes/s over the last ``window`` seconds), the ETA, and a rate
-    history for a graph: ``[[t, bytes_done], ...]`` sampled every ``step`` seconds; when
+    Adds the rate (bytes/s that crossed the link over the last ``window`` seconds of
+    this run: ``bytes_moved``, not messages found already there), the ETA with a range
+    (``eta_range``: none until ``min_span`` seconds of samples), and a rate history for a
+    graph: ``[[t, bytes moved in this run], ...]`` sampled every ``step`` seconds; when
     it grows past ``max_points`` every other point is dropped and the step doubled, so
-    it covers the whole job at a bounded size.
+    it covers the whole run at a bounded size.  A new job process counts from zero:
+    what the ones before it moved is carried (``base``).  A re-run starts a new history
+    (service/core.py ``rerun_transfer``).
     """
 
     def __init__(
-        self, previous: dict[str, Any] | None = None, *, max_points: int = 240, window: float = 10
+        self,
+        previous: dict[str, Any] | None = None,
+        *,
+        max_points: int = 240,
+        window: float = 15,
+        min_span: float = 3,
     ) -> None:
         previous = previous or {}
         self.history: list[list[float]] = [list(p) for p in previous.get("rate_history", [])]
         self.step = float(previous.get("history_step", 1.0))
         self.max_points = max_points
         self.window = window
+        self.min_span = min_span
+        #: Bytes moved by the job processes of this run before the current one.
+        self.base = int(self.history[-1][1]) if self.history else 0
+        self.moved = 0  # by the current job process
         self.recent: deque[tuple[float, int]] = deque()
         self.latest: dict[str, Any] = {
             k: v
             for k, v in previous.items()
-            if k not in ("rate_history", "history_step", "rate", "eta")
+            if k not in ("rate_history", "history_step", "rate", "eta", "eta_range")
         }
 
     def new_attempt(self) -> None:
         """A new job process counts from zero again: do not read that as a negative rate."""
+        self.base += self.moved
+        self.moved = 0
         self.recent.clear()
 
     def update(self, line: dict[str, Any]) -> None:
         line = {k: v for k, v in line.items() if k != "type"}
         self.latest.update(line)
         t = float(line.get("t", time.time()))
-        self.recent.append((t, int(line.get("bytes_done", 0))))
+        self.moved = int(line.get("bytes_moved", line.get("bytes_done", 0)))
+        self.recent.append((t, self.base + self.moved))
         while self.recent and t - self.recent[0][0] > self.window:
             self.recent.popleft()
 
-    def rate(self) -> float:
-        if len(self.recent) < 2:
-            return 0.0
-        (t0, b0), (t1, b1) = self.recent[0], self.recent[-1]
-        return max(0.0, (b1 - b0) / (t1 - t0)) if t1 > t0 else 0.0
+    def _rate_since(self, since: float) -> float | None:
+        pts = [p for p in self.recent if p[0] >= since]
+        if len(pts) < 2 or pts[-1][0] - pts[0][0] <= 0:
+            return None
+        (t0, b0), (t1, b1) = pts[0], pts[-1]
+        return max(0.0, (b1 - b0) / (t1 - t0))
+
+    def rate(self) -> float | None:
+        """Bytes/s over the window; None until it spans ``min_span`` seconds."""
+        if len(self.recent) < 2 or self.recent[-1][0] - self.recent[0][0] < self.min_span:
+            return None
+        return self._rate_since(self.recent[0][0])
+
+    def eta(self, rate: float | None) -> tuple[float, float, float] | None:
+        """(estimate, low, high) seconds left at ``rate``, the spread from the rate of the
+        window's latest half; None when there is nothing to go by."""
+        total = int(self.latest.get("bytes_total", 0))
+        done = int(self.latest.get("bytes_done", 0))
+        if not rate or total <= done:
+            return None
+        left = total - done
+        recent = self._rate_since(self.recent[-1][0] - self.window / 2) or rate
+        fast, slow = max(rate, recent), min(rate, recent)
+        high = left / slow * 1.1 if slow > 0 else left / fast * 2
+        return left / rate, left / fast * 0.9, high
 
     def snapshot(self, **extra: Any) -> dict[str, Any]:
         now = time.time()
-        done = int(self.latest.get("bytes_done", 0))
+        moved = self.base + self.moved
         if not self.history or now - self.history[-1][0] >= self.step:
-            self.history.append([round(now, 2), done])
+            self.history.append([round(now, 2), moved])
             if len(self.history) > self.max_points:
                 self.history = self.history[::2]
                 self.step *= 2
         rate = self.rate()
-        total = int(self.latest.get("bytes_total", 0))
-        eta = (total - done) / rate if rate > 0 and total > done else None
+        eta = self.eta(rate)
         out = dict(self.latest)
+        out.pop("bytes_moved", None)
         out.update(
-            rate=round(rate, 1),
-            eta=round(eta, 1) if eta is not None else None,
+            rate=round(rate, 1) if rate is not None else None,
+            eta=round(eta[0], 1) if eta is not None else None,
+            eta_range=[round(eta[1], 1), round(eta[2], 1)] if eta is not None else None,
             rate_history=self.history,
             history_step=self.step,
             updated=now,
         )
         out.update(extra)
+        if out.get("phase") in (Phase.INTERRUPTED, Phase.RESUMING):
+            interrupt_folders(out)
         return out
 
 
@@ -863,9 +903,11 @@ class Supervisor:
                 # Why it stopped, for the customer's message (policy/failures.py).
                 f = result["failure"]
                 progress["failure"] = {"kind": str(f.get("kind")), "side": f.get("side")}
-            progress.update(phase=status, rate=0.0, eta=None, current=[])
+            progress.update(phase=status, rate=0.0, eta=None, eta_range=None, current=[])
             if status == JobStatus.DONE:
                 progress["folders_done"] = progress.get("folders_total", 0)
+            else:  # cancelled or failed: what was not finished says so
+                interrupt_folders(progress)
             return progress
 
         report = self.settings.job_dir(job_id) / "report.json"

@@ -35,7 +35,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from ..jobs import spec
-from ..jobs.progress import default_progress
+from ..jobs.progress import default_progress, interrupt_folders
 from ..jobs.queue import JobQueue, make_queue
 from ..jobs.supervisor import Supervisor, identity_dead, kill_stale_jail
 from ..jobs.vocab import TERMINAL, JobStatus, Phase, Security
@@ -1239,8 +1239,10 @@ class Service(DomainBatches, SignIns, Resumes):
                 job.status = JobStatus.CANCELLED
                 job.finished = now
                 progress = dict(job.progress or {})
-                progress.update(phase=Phase.CANCELLED, rate=0.0, eta=None, current=[])
-                job.progress = progress
+                progress.update(
+                    phase=Phase.CANCELLED, rate=0.0, eta=None, eta_range=None, current=[]
+                )
+                job.progress = interrupt_folders(progress)
                 expire_credentials(job, self.settings, now)
                 # A job given back to the queue may have left a checkpoint: it ends here.
                 ckpt = s.get(JobCheckpoint, job_id)
@@ -1287,8 +1289,8 @@ class Service(DomainBatches, SignIns, Resumes):
             job.runs = (job.runs or 1) + 1
             job.notified_start = False
             job.credentials_expires = None
-            history = (job.progress or {}).get("rate_history", [])
-            job.progress = dict(default_progress(), rate_history=history)
+            # A new run, a new graph: its rate and history are this run's only.
+            job.progress = default_progress()
             view = JobView.of(job)
         self._enqueue(job_id)
         return view

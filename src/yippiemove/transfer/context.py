@@ -73,6 +73,9 @@ class Tally:
     def undo(self, fp: FolderPlan) -> None:
         """A folder pass is being retried: take its progress back."""
         msgs, size, failed = self.passes.pop(fp.source.name, [0, 0, 0])
+        flying = self.progress.in_flight
+        for key in [k for k, s in list(flying.items()) if s.folder == fp.source.name]:
+            flying.pop(key, None)
         self.progress.messages_done -= msgs
         self.progress.bytes_done -= size
         self.progress.failed -= failed

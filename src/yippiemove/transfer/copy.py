@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
+import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -18,7 +20,7 @@ from ..imap.client import AppendItem, MessageMeta, message_id_in
 from ..imap.connection import CommandResult
 from ..imap.errors import CommandError
 from .altered import has_8bit_header
-from .model import Failure, Options, Outcome
+from .model import Failure, Options, Outcome, Sending
 from .refusals import per_message
 
 if TYPE_CHECKING:
@@ -30,6 +32,17 @@ __all__ = ["Copier", "size_limit"]
 #: (why: docs/performance.md, "Scale").
 BIG_FOLDER = 20_000
 BIG_FOLDER_GROUP = 1024
+
+_KEYS = itertools.count()
+
+#: Messages count when the destination answers their APPEND, which answers a MULTIAPPEND
+#: group at once: on a slow link a group holds about GROUP_SECONDS of the link's rate
+#: (measured on the pass's destination connection), at least MIN_GROUP_BYTES; the
+#: first one, before there is a rate, at most FIRST_GROUP_BYTES.  A fast link gets
+#: ``append_batch_bytes`` as before.
+GROUP_SECONDS = 1.0
+MIN_GROUP_BYTES = 256 * 1024
+FIRST_GROUP_BYTES = 512 * 1024
 
 #: Put in a pass's fetch queue: "send the APPEND group you are holding now".
 _FLUSH = object()
@@ -100,6 +113,10 @@ class Copier:
         self.max_group = 1
         self.limit: int | None = None
         self.too_large = ""
+        #: Keys of this pass's APPENDs in ``Progress.in_flight``.
+        self.keys: set[int] = set()
+        #: When the first group was sent, and the connection's delivered bytes then.
+        self.first_sent: tuple[float, int] | None = None
 
     # ---------------------------------------------------------------- bookkeeping
 
@@ -157,10 +174,14 @@ class Copier:
 
     # ---------------------------------------------------------------- appending
 
-    async def finish_append(self, fut: asyncio.Future[CommandResult], group: _Group) -> None:
+    async def finish_append(
+        self, fut: asyncio.Future[CommandResult], group: _Group, key: int | None = None
+    ) -> None:
         p = self.p
         try:
             r = await fut
+            if key is not None:  # answered: no longer on its way (counted below)
+                p.ctx.progress.in_flight.pop(key, None)
             if r.tagged.ok:
                 au = r.tagged.appenduid()
                 uids: Sequence[int | None] = (
@@ -172,6 +193,7 @@ class Copier:
                 for (m, item, fpr), duid in zip(group, uids, strict=True):
                     self.record(m, fpr, duid, copied)
                     p.res.bytes_copied += len(item.body)
+                    p.ctx.progress.bytes_copied += len(item.body)
                 return
             per_message(CommandError("APPEND", r.tagged))
             if len(group) == 1:
@@ -186,6 +208,7 @@ class Copier:
                     au = r1.tagged.appenduid()
                     self.record(m, fpr, au.uids[0] if au and au.uids else None, Outcome.COPIED)
                     p.res.bytes_copied += len(item.body)
+                    p.ctx.progress.bytes_copied += len(item.body)
                 else:
                     per_message(CommandError("APPEND", r1.tagged))
                     refusal = CommandError("APPEND", r1.tagged).server_text
@@ -193,6 +216,9 @@ class Copier:
         except BaseException as exc:
             self.errors.append(exc)
         finally:
+            if key is not None:
+                p.ctx.progress.in_flight.pop(key, None)
+                self.keys.discard(key)
             self.append_sem.release()
 
     async def flush_group(self) -> None:
@@ -200,14 +226,44 @@ class Copier:
             return
         g, self.group, self.group_bytes = self.group, [], 0
         await self.append_sem.acquire()
+        dst = self.p.dst
+        if self.first_sent is None:
+            self.first_sent = (time.monotonic(), dst.wire_out()[1])
         try:
-            fut = await self.p.dst.submit_append(self.p.fp.dest_raw, [it for _, it, _ in g])
+            fut = await dst.submit_append(self.p.fp.dest_raw, [it for _, it, _ in g])
         except BaseException:
             self.append_sem.release()
             raise
-        t = asyncio.create_task(self.finish_append(fut, g))
+        key = self.sending(sum(len(it.body) for _, it, _ in g))
+        t = asyncio.create_task(self.finish_append(fut, g, key))
         self.append_tasks.add(t)
         t.add_done_callback(self.append_tasks.discard)
+
+    def sending(self, size: int) -> int:
+        """Count the APPEND just written (``size`` message bytes) as on its way until
+        it is answered: progress moves as its bytes reach the destination
+        (transfer/model.py ``Sending``).  Its last byte is the connection's latest one
+        (a command written by another task meanwhile only makes it count later)."""
+        dst = self.p.dst
+        end = dst.wire_out()[0]
+        key = next(_KEYS)
+        self.keys.add(key)
+        self.p.ctx.progress.in_flight[key] = Sending(
+            self.p.fp.source.name, size, end, lambda: dst.wire_out()[1]
+        )
+        return key
+
+    def group_cap(self) -> int:
+        """The bytes an APPEND group may hold now (GROUP_SECONDS)."""
+        most = self.p.ctx.options.append_batch_bytes
+        if self.first_sent is None:
+            return min(most, FIRST_GROUP_BYTES)
+        t0, delivered0 = self.first_sent
+        elapsed = time.monotonic() - t0
+        if elapsed < 0.25:
+            return min(most, FIRST_GROUP_BYTES)
+        rate = (self.p.dst.wire_out()[1] - delivered0) / elapsed
+        return max(MIN_GROUP_BYTES, min(most, int(rate * GROUP_SECONDS)))
 
     # ---------------------------------------------------------------- the pass
 
@@ -256,6 +312,8 @@ class Copier:
             await asyncio.gather(prod, return_exceptions=True)
             for t in list(self.append_tasks):
                 t.cancel()
+            for key in self.keys:  # unanswered: on their way no more
+                p.ctx.progress.in_flight.pop(key, None)
             if self.held:
                 p.ctx.budget.release(self.held)
                 self.held = 0
@@ -312,6 +370,7 @@ class Copier:
                 kw.inconclusive(refused=False)
         self.record(m, fpr, duid, Outcome.COPIED)
         p.res.bytes_copied += len(body)
+        p.ctx.progress.bytes_copied += len(body)
 
     async def _take(
         self, batch: list[MessageMeta], got: dict[int, bytes], fres: CommandResult
@@ -321,7 +380,7 @@ class Copier:
         p = self.p
         hooks, ambiguous, storable, keywords = p.hooks, p.ambiguous, p.storable, p.keywords
         limit, max_group = self.limit, self.max_group
-        group_bytes_max = p.ctx.options.append_batch_bytes
+        group_bytes_max = self.group_cap()
         # Does the destination replace 8-bit header bytes (same size: the verify reads
         # a few such messages back)?  Not asked under --verify-content (reads them all).
         watch_8bit = p.ctx.replaces_8bit is not False and not p.ctx.options.verify_content

@@ -128,12 +128,17 @@ class Mover:
         return await self.planner.make_plan(src, dst)
 
     def folder_progress(self) -> dict[str, tuple[int, int, int]]:
-        """(messages, bytes, failed) done so far per source folder in its latest pass.
+        """(messages, bytes, failed) done so far per source folder in its latest pass;
+        the bytes include those of its APPENDs on their way (``Progress.sending``).
 
         A folder that has not started is absent.  For front doors that show progress
         folder by folder (the service's job process).
         """
-        return self.ctx.tally.by_folder()
+        flying = self.progress.sending_by_folder()
+        return {
+            name: (m, b + flying.get(name, 0), f)
+            for name, (m, b, f) in self.ctx.tally.by_folder().items()
+        }
 
     # ------------------------------------------------------------------ run
 
@@ -324,7 +329,9 @@ class Mover:
                     except asyncio.QueueEmpty:
                         return
                 fp = pending.pop(0)
-                results[fp.source.name] = await self._folder_with_retries(fp, pair)
+                res = await self._folder_with_retries(fp, pair)
+                results[fp.source.name] = res
+                self.progress.finished[fp.source.name] = "failed" if res.error else "done"
                 self.progress.folders_done += 1
         except asyncio.CancelledError:
             # Cut short (Ctrl-C, a cancelled job): a command may be half written (an

@@ -234,28 +234,35 @@ class FolderPass:
         finally:
             self.hooks.end()
 
-        # --- verify
+        # --- verify (the live progress says so: its state "verifying")
         if opts.verify:
-            vmeta = self._merged_flags(dinfo, smeta, dest_by_uid)
-            vmeta = await self.hooks.verify_flags(self, vmeta)
-            known = {uid: f for (folder, uid), f in ctx.source_fprs.items() if folder == res.source}
-            for uid in known:
-                del ctx.source_fprs[(res.source, uid)]
-            await Verifier(
-                self.src,
-                self.dst,
-                res,
-                self.storable,
-                content=opts.verify_content,
-                read_hashes=ctx.read_hashes,
-                known_hashes=known,
-                expected=len(dmeta) + self._added(),
-                keywords=self.keywords,
-                read_with=ctx.read_with,
-                learned=ctx,
-                matched_altered=self.matched_altered,
-                at_risk=self.at_risk,
-            ).run(vmeta, claim)
+            ctx.progress.verifying.add(fp.source.name)
+        try:
+            if opts.verify:
+                vmeta = self._merged_flags(dinfo, smeta, dest_by_uid)
+                vmeta = await self.hooks.verify_flags(self, vmeta)
+                known = {
+                    uid: f for (folder, uid), f in ctx.source_fprs.items() if folder == res.source
+                }
+                for uid in known:
+                    del ctx.source_fprs[(res.source, uid)]
+                await Verifier(
+                    self.src,
+                    self.dst,
+                    res,
+                    self.storable,
+                    content=opts.verify_content,
+                    read_hashes=ctx.read_hashes,
+                    known_hashes=known,
+                    expected=len(dmeta) + self._added(),
+                    keywords=self.keywords,
+                    read_with=ctx.read_with,
+                    learned=ctx,
+                    matched_altered=self.matched_altered,
+                    at_risk=self.at_risk,
+                ).run(vmeta, claim)
+        finally:
+            ctx.progress.verifying.discard(fp.source.name)
         self._report_dropped(smeta)
         await self._name_failures()
         self._remember_merge(dinfo)

@@ -384,8 +384,31 @@ class FolderResult:
 
 
 @dataclass
+class Sending:
+    """One APPEND on its way: its message bytes and where its last byte is in its
+    connection's output; ``delivered()`` says how far the peer has acknowledged that
+    output (imap/connection.py ``bytes_delivered``)."""
+
+    folder: str
+    size: int
+    end: int
+    delivered: Callable[[], int]
+
+    def sent(self) -> int:
+        """Message bytes of this APPEND the destination has received so far."""
+        return max(0, min(self.size, self.size - (self.end - self.delivered())))
+
+
+@dataclass
 class Progress:
-    """Live counters, updated in place by the engine; front doors poll it."""
+    """Live counters, updated in place by the engine; front doors poll it.
+
+    ``messages_done`` / ``bytes_done`` count a message once the destination answered its
+    APPEND (or found it there already, or it failed); :meth:`sending` adds the bytes of
+    APPENDs on their way, so that progress moves during a large message or a long
+    MULTIAPPEND.  ``bytes_copied`` counts only bytes appended in this process (never
+    taken back): with :meth:`sending` it is what crossed the link, the basis of a rate
+    (messages found already there are not)."""
 
     folders_total: int = 0
     folders_done: int = 0
@@ -407,8 +430,39 @@ class Progress:
     retry_until: float | None = None
     #: Attempts repeated so far after a dropped connection, a timeout or throttling.
     reconnects: int = 0
+    #: Message bytes appended and answered in this process (module doc).
+    bytes_copied: int = 0
+    #: APPENDs on their way, by a key of their sender's choosing.
+    in_flight: dict[int, Sending] = field(default_factory=dict)
+    #: Source folders whose pass is verifying now.
+    verifying: set[str] = field(default_factory=set)
+    #: Source folder -> "done" or "failed", once its last pass ended.
+    finished: dict[str, str] = field(default_factory=dict)
+
+    def sending(self, folder: str | None = None) -> int:
+        """Bytes of APPENDs on their way (of ``folder`` only, if given) that the
+        destination has received so far."""
+        return sum(
+            s.sent() for s in list(self.in_flight.values()) if folder is None or s.folder == folder
+        )
+
+    def sending_by_folder(self) -> dict[str, int]:
+        """:meth:`sending` of every folder with APPENDs on their way (one look each)."""
+        out: dict[str, int] = {}
+        for s in list(self.in_flight.values()):
+            out[s.folder] = out.get(s.folder, 0) + s.sent()
+        return out
+
+    def bytes_now(self) -> int:
+        """``bytes_done`` and the bytes on their way: what a progress bar shows."""
+        done = self.bytes_done + self.sending()
+        return min(done, self.bytes_total) if self.bytes_total else done
+
+    def bytes_moved(self) -> int:
+        """Bytes that crossed the link to the destination so far (for a rate)."""
+        return self.bytes_copied + self.sending()
 
     def rate(self) -> float:
         """Bytes per second since the start."""
         elapsed = time.monotonic() - self.started
-        return self.bytes_done / elapsed if elapsed > 0 else 0.0
+        return self.bytes_moved() / elapsed if elapsed > 0 else 0.0

@@ -74,6 +74,7 @@ class Store(Protocol):
     @property
     def greeted_in(self) -> float | None: ...
     def abort(self) -> None: ...
+    def wire_out(self) -> tuple[int, int]: ...
     async def logout(self) -> None: ...
     async def submit_noop(self) -> asyncio.Future[CommandResult]: ...
 
@@ -146,6 +147,11 @@ class ImapStore(ImapClient):
     @property
     def greeted_in(self) -> float | None:
         return self.conn.greeted_in
+
+    def wire_out(self) -> tuple[int, int]:
+        """(bytes written, bytes the server has received) on this connection so far:
+        how far a long APPEND has got (imap/connection.py ``bytes_delivered``)."""
+        return self.conn.bytes_out, self.conn.bytes_delivered()
 
     def abort(self) -> None:
         self.conn.abort()

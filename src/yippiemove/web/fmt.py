@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 from .presets import DEFAULT_PORTS
@@ -42,6 +43,25 @@ def duration(seconds: Any) -> str:
     if s < 86400:
         return f"{s // 3600} h {s % 3600 // 60:02d} min"
     return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+def eta_range(span: Any) -> str:
+    """A time left as a range in one unit ("about 3–4 min"), from ``[low, high]``
+    seconds (the job's ``eta_range``); "–" without one.  The same in static/job.js."""
+    try:
+        lo, hi = (float(x) for x in span)
+    except (TypeError, ValueError):
+        return "–"
+    if lo < 0 or hi < lo:
+        return "–"
+    for unit, secs in (("d", 86400), ("h", 3600), ("min", 60)):
+        if hi >= secs * (1.5 if unit != "min" else 1):
+            a, b = max(1, math.floor(lo / secs)), max(1, math.ceil(hi / secs))
+            return f"about {a} {unit}" if a == b else f"about {a}–{b} {unit}"
+    if hi < 10:
+        return "a few seconds"
+    a, b = math.floor(lo / 10) * 10, math.ceil(hi / 10) * 10
+    return f"about {max(a, 10)} s" if max(a, 10) == b else f"about {max(a, 10)}–{b} s"
 
 
 def isotime(ts: Any) -> str:
@@ -110,6 +130,7 @@ FILTERS = {
     "size": size,
     "rate": rate,
     "duration": duration,
+    "eta_range": eta_range,
     "isotime": isotime,
     "humantime": humantime,
     "account": account,

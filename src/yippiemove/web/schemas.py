@@ -279,10 +279,14 @@ class TransferOut(BaseModel):
     started: float | None = None
     finished: float | None = None
     progress: dict[str, Any] = Field(
-        description="folders_done/total, messages_done/total, bytes_done/total, rate "
-        "(bytes/s), eta (s), failed, current, rate_history [[t, bytes_done], ...], "
-        "per_folder {name: {...}}, throttled_until (unix time while the server throttles "
-        "the transfer, else null), reconnects"
+        description="folders_done/total, messages_done/total (answered by the "
+        "destination), bytes_done/total (including the bytes of messages on their way), "
+        "rate (bytes/s over the last 15 s of this run; null until there is enough data), "
+        "eta (s) and eta_range [low, high] (s) from that rate (null until then), failed, "
+        "current, rate_history [[t, bytes moved in this run], ...], per_folder {name: "
+        "{dest, messages, bytes, messages_done, bytes_done, failed, state}} with state one "
+        "of waiting, copying, verifying, done, interrupted, failed; throttled_until (unix "
+        "time while the server throttles the transfer, else null), reconnects"
     )
     error: str | None = None
     attempts: int | None = Field(None, description="job processes started in this run")

@@ -26,6 +26,21 @@
     if (s < 86400) return `${Math.floor(s / 3600)} h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")} min`;
     return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
   }
+  // "about 3–4 min" from the job's eta_range [low, high] (seconds); as fmt.py eta_range.
+  function etaRange(span) {
+    if (!Array.isArray(span) || span.length !== 2) return "–";
+    const [lo, hi] = span.map(Number);
+    if (!isFinite(lo) || !isFinite(hi) || lo < 0 || hi < lo) return "–";
+    for (const [unit, secs] of [["d", 86400], ["h", 3600], ["min", 60]]) {
+      if (hi >= secs * (unit !== "min" ? 1.5 : 1)) {
+        const a = Math.max(1, Math.floor(lo / secs)), b = Math.max(1, Math.ceil(hi / secs));
+        return a === b ? `about ${a} ${unit}` : `about ${a}–${b} ${unit}`;
+      }
+    }
+    if (hi < 10) return "a few seconds";
+    const a = Math.max(10, Math.floor(lo / 10) * 10), b = Math.ceil(hi / 10) * 10;
+    return a === b ? `about ${a} s` : `about ${a}–${b} s`;
+  }
   function percent(done, total) {
     if (!total || total <= 0) return 0;
     return Math.max(0, Math.min(100, Math.floor((done * 100) / total)));
@@ -172,7 +187,7 @@
     setText("[data-stat=bytes]", `${size(p.bytes_done || 0)} of ${size(p.bytes_total || 0)}`);
     setText("[data-stat=folders]", `${p.folders_done || 0} of ${p.folders_total || 0}`);
     setText("[data-stat=rate]", running ? rate(p.rate) : "–");
-    setText("[data-stat=eta]", running && p.eta != null ? duration(p.eta) : "–");
+    setText("[data-stat=eta]", running && p.eta_range ? etaRange(p.eta_range) : "–");
     setText("[data-stat=failed]", String(p.failed || 0));
     $("[data-stat=failed]").classList.toggle("text-error", !!p.failed);
     const err = $("[data-job-error]");

@@ -100,8 +100,11 @@ def test_api_over_the_real_service(real: Service, real_app: FastAPI) -> None:
         )
 
         # Not run yet: no report, no receipt.
+        no_report = "no report yet: the transfer has not run"
         assert c.get(f"{API}/transfers/{jid}/report", headers=ha).json() == {
-            "error": "no report yet: the transfer has not run"
+            "code": "not_found",
+            "message": no_report,
+            "error": no_report,
         }
         assert c.get(f"{API}/transfers/{jid}/receipt", headers=ha).status_code == 404
 

@@ -198,6 +198,9 @@ class DestPass:
     reserved: list[tuple[MessageMeta, Stored]] = field(default_factory=list)
     #: Leftovers are appended: no registry lookup then.
     append_all: bool = False
+    #: Source UIDs of leftovers reserved when :meth:`GmailDest.label` chose to append
+    #: them (before any await: two passes never both decide to append one key).
+    prereserved: set[int] = field(default_factory=set)
     labelled: set[int] = field(default_factory=set)  # destination UIDs labelled by it
     #: Done when the reservations made so far are published (or dropped).
     round: asyncio.Future[None] | None = None
@@ -355,6 +358,9 @@ class GmailDest:
         (the body is not needed any more); else the APPEND goes ahead and is reserved
         here."""
         if p is None:
+            return False
+        if p.append_all and m.uid in p.prereserved:
+            p.prereserved.discard(m.uid)  # reserved by label(): append it
             return False
         key = message_key(fpr, m.internaldate)
         if key is None:
@@ -527,10 +533,51 @@ class GmailDest:
                     else:
                         labelled(m, s.key, duid, s.msgid)
             leftovers = await self._find_in_all_mail(dst, p, retry, claimed, labelled)
+            # No await from here until the reservations are made: another pass that
+            # searched All Mail for the same key meanwhile either reserved it first (then
+            # this one labels its copy) or finds this pass's reservation.
+            key_of = {id(m): key for m, key in retry}
+            covered = self._reserve_leftovers(p, leftovers, key_of)
         finally:
             if dst.selected != p.dest_raw:
                 await dst.select(p.dest_raw)
+        if covered:
+            taken = {id(m) for m, _s in covered}
+            leftovers = [m for m in leftovers if id(m) not in taken]
+            p.deferred.extend(covered)
+            leftovers += await self.label(dst, p, claim, on_labelled)
         return leftovers
+
+    def _reserve_leftovers(
+        self, p: DestPass, leftovers: list[MessageMeta], key_of: dict[int, Key]
+    ) -> list[tuple[MessageMeta, Stored]]:
+        """Reserve the keys ``p`` will append after all (synchronously); returns those
+        another pass is appending already (to be labelled from its copy instead)."""
+        covered: list[tuple[MessageMeta, Stored]] = []
+        for m in leftovers:
+            key = key_of.get(id(m))
+            if key is None:
+                continue
+            kb = _kb(key)
+            other = next(
+                (
+                    s
+                    for s in self._pending.get(kb, ())
+                    if s.folder != p.dest_raw and not s.failed and s not in p.used
+                ),
+                None,
+            )
+            if other is not None:
+                p.used.add(other)
+                covered.append((m, other))
+                continue
+            if p.round is None or p.round.done():
+                p.round = asyncio.get_running_loop().create_future()
+            s = Stored(key, m.size, p.source, p.dest_raw, ready=p.round)
+            self._pending.setdefault(kb, []).append(s)
+            p.reserved.append((m, s))
+            p.prereserved.add(m.uid)
+        return covered
 
     async def _find_in_all_mail(
         self,

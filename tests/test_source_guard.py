@@ -154,8 +154,12 @@ def test_the_fixtures_fail_an_unmarked_test_that_writes_to_a_source(tmp_path, se
         f"def test_marked({server}):\n    {load}\n    {write}, 'store')\n"
     )
     (tmp_path / "test_probe.py").write_text(body)
+    # Its own --basetemp: without one, the inner pytest resets /tmp/pytest-of-root to 0700,
+    # and a job process of another test running meanwhile (xdist), under a user id of its
+    # own, can no longer reach its state file ("Permission denied").
+    inner = ["-p", "no:cacheprovider", "--basetemp", str(tmp_path / "inner-tmp")]
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_probe.py"],
+        [sys.executable, "-m", "pytest", "-q", *inner, "test_probe.py"],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(root)},
         capture_output=True,

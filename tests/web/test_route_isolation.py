@@ -58,8 +58,10 @@ JOB_ROUTES = {
     # Issue 17: new passwords for a stopped transfer.
     ("POST", "/transfers/{job_id}/credentials"),
     ("PUT", API + "/transfers/{job_id}/credentials"),
+    # Issue 17 (parity): the web's "forget the passwords" over REST.
+    ("DELETE", API + "/transfers/{job_id}/credentials"),
 }
-TOKEN_ROUTES = {("POST", "/tokens/{token_id}/revoke")}
+TOKEN_ROUTES = {("POST", "/tokens/{token_id}/revoke"), ("DELETE", API + "/tokens/{token_id}")}
 #: Issue 16's domain credentials: bob cannot delete alice's.
 CREDENTIAL_ROUTES = {
     ("POST", "/batch/domain/credentials/{credential_id}/delete"),
@@ -75,6 +77,7 @@ LISTINGS = {
     ("GET", API + "/domain-credentials"),
     ("GET", "/account/password"),
     ("GET", API + "/transfers"),
+    ("GET", API + "/tokens"),  # issue 17 (parity)
 }
 CREATORS = {
     ("POST", "/transfers/new"),
@@ -87,6 +90,10 @@ CREATORS = {
     ("POST", "/account/password"),
     ("POST", API + "/transfers"),
     ("POST", API + "/oauth/{provider}/authorizations"),
+    # Issue 17 (parity): a token, and checks that store nothing (the caller's own slots).
+    ("POST", API + "/tokens"),
+    ("POST", API + "/account-checks"),
+    ("POST", API + "/folder-listings"),
 }
 #: A customer's OAuth2 sign-ins by id (issue 16): another customer's is a missing one;
 #: tested over the real Service in tests/web/test_oauth_web.py (the fake has none).

@@ -345,6 +345,10 @@ def build_api_router(service: "Service") -> APIRouter:
 
     add_report_api(router, service, User, ErrorOut)  # messages, undo (web/reports_api.py)
 
+    from .parity_api import add_parity_api
+
+    add_parity_api(router, service, User)  # checks, listings, tokens (web/parity_api.py)
+
     # -- domain-wide moves (issue 16) -----------------------------------------------
 
     @router.post(

@@ -35,6 +35,7 @@ from .forms import (
     same_account,
     with_depth,
 )
+from .options import OptionsForm, describe_options, plain
 from .reports import add_report_pages
 from .resume import add_routes as add_resume_routes
 from .schemas import TERMINAL
@@ -414,6 +415,7 @@ class Pages:
         errors: dict[str, str] | None = None,
         error: str | None = None,
         selected: set[str] | None = None,
+        options: OptionsForm | None = None,
     ) -> HTMLResponse:
         if plan is not None and selected is None:
             selected = {f["name"] for f in plan if f["selected"]}
@@ -432,6 +434,7 @@ class Pages:
             error=error,
             presets=presets.PRESETS,
             security_choices=presets.SECURITY_CHOICES,
+            options=options or OptionsForm(),
         )
 
     async def check(
@@ -640,6 +643,8 @@ class Pages:
     ) -> Response:
         """The ticked folders: start the transfer and go to its page."""
         selected = [s for s in form.getlist("folder") if isinstance(s, str)]
+        options = OptionsForm.from_form(form)
+        rules = options.to_folders()  # issue 17: the API's rules and filters
         try:
             spec = selection_to_folders([f["name"] for f in plan], selected)
         except ValueError:
@@ -652,7 +657,22 @@ class Pages:
                 status=400,
                 selected=set(selected),
                 error="Select at least one folder to copy.",
+                options=options,
             )
+        if options.errors:
+            return self._wizard(
+                request,
+                "folders",
+                src,
+                dst,
+                plan,
+                status=400,
+                selected=set(selected),
+                error="Please correct the options below.",
+                options=options,
+            )
+        if rules:
+            spec = {**(spec or {"include": [], "exclude": []}), **rules}
         try:
             view = await self.call(self.service.create_transfer, uid, src_acc, dst_acc, spec)
         except AlreadyActive as exc:
@@ -668,7 +688,8 @@ class Pages:
                 plan,
                 status=400,
                 selected=set(selected),
-                error=f"The transfer could not be started: {exc}",
+                error=f"The transfer could not be started: {plain(str(exc))}",
+                options=options,
             )
         used = getattr(self.service, "used_sign_ins", None)
         if used is not None and (src.oauth or dst.oauth):  # the job holds the grants now
@@ -705,6 +726,7 @@ class Pages:
         if folders.get("exclude"):
             parts.append("all except " + ", ".join(display_pattern(p) for p in folders["exclude"]))
         text = "; ".join(parts) or "All folders"
+        text = "; ".join([text, *describe_options(folders)])  # issue 17: rules, filters
         return text[:1].upper() + text[1:]
 
     async def job_page(self, request: Request, job_id: str) -> Response:

@@ -12,33 +12,22 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests import mailcheck
 from tests.transfer.test_move import make_message
-from tests.web.browser import CHROMIUM_ARGS, free_port, require_chromium
+from tests.web.browser import free_port
 from tests.web.test_browser import dovecot_account, fill_account, serve, sign_up, stop
 
 pytestmark = pytest.mark.timeout(300)
 OLD = datetime(2015, 3, 3, 12, tzinfo=UTC)
 NEW = datetime(2024, 3, 3, 12, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    path = require_chromium()
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def new_page(browser: Browser, width: int, height: int) -> Page:

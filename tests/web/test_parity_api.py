@@ -244,3 +244,28 @@ def test_tokens_list_create_revoke(real: Service, client: TestClient) -> None:
     r = client.get(f"{API}/transfers", headers=new)
     assert r.status_code == 401 and r.json()["code"] == "unauthorized"
     assert client.delete(f"{API}/tokens/abc", headers=h).status_code == 404
+
+
+def test_checks_over_rest_count_against_the_same_limit_as_the_web(
+    tmp_path: Path, mailbox: DovecotServer
+) -> None:
+    """The web's limit of checks in flight per customer holds over REST too: 429 in the
+    one error shape while the customer's slot is taken, and the check once it is free."""
+    svc = service(tmp_path, mailbox, checks_per_user=1)
+    try:
+        uid = svc.create_user("ada@example.org", "ada's long password")
+        h = {"Authorization": f"Bearer {svc.create_token(uid, 'ci')}"}
+        body = {"account": account(mailbox, "src", "srcpass")}
+        with TestClient(create_app(svc)) as c:
+            with svc.checks.slot(uid):  # a check of hers under way (the web's, say)
+                for path, b in (
+                    ("account-checks", body),
+                    ("folder-listings", {"source": body["account"]}),
+                ):
+                    r = c.post(f"{API}/{path}", json=b, headers=h)
+                    assert r.status_code == 429, r.text
+                    assert r.json()["code"] == "too_many_requests"
+                    assert "at most 1 at a time" in r.json()["message"]
+            assert c.post(f"{API}/account-checks", json=body, headers=h).json()["ok"] is True
+    finally:
+        svc.close()

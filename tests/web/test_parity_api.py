@@ -200,6 +200,14 @@ def test_folder_listing_with_rules_and_filters(
     )
     assert bad.status_code == 400, bad.text
     assert bad.json()["message"].startswith("folders.")
+    nothing = client.post(
+        f"{API}/folder-listings",
+        json={"source": src, "folders": {"include": ["Nope"]}},
+        headers=h,
+    )
+    assert nothing.status_code == 400, nothing.text
+    assert nothing.json()["message"].startswith("folders.include: no source folder matches")
+    assert "--folder" not in nothing.text
 
 
 def test_delete_a_transfers_stored_passwords(

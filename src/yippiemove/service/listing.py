@@ -65,6 +65,8 @@ async def _checked(
     except Busy:
         raise
     except ServiceError as exc:
+        if str(exc).startswith("folders."):  # an include that matches no folder: the
+            raise  # request's mistake (400), not the server's answer
         return None, _failure(exc, role)
     return folders, None
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.svckit import account, assert_exact
+from tests.svckit import SmtpSink, account, assert_exact
 from tests.transfer.test_move import make_message, populate
 from yippiemove.service.core import Conflict, JobView, Service, ServiceError
 from yippiemove.service.db import Job, StagedSchedule
@@ -50,11 +50,18 @@ def blob(svc: Service, job_id: str) -> bytes | None:
 
 @pytest.mark.source_writes("the old mailbox receives new mail between the passes")
 def test_first_pass_two_top_ups_and_a_final_pass_pick_up_new_mail_and_end_exact(
-    make_service: Callable[..., Service], dovecot_factory: Callable[..., DovecotServer]
+    make_service: Callable[..., Service],
+    dovecot_factory: Callable[..., DovecotServer],
+    smtp_sink: SmtpSink,
 ) -> None:
     server = dovecot_factory(separator="/", users=USERS)
     populate(server, "src")
-    svc = make_service(ca_file=str(server.ca_file), staged_min_interval=60.0)
+    svc = make_service(
+        ca_file=str(server.ca_file),
+        staged_min_interval=60.0,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_sink.port,
+    )
     svc.start(workers=1)
     uid = svc.create_user("ada@example.org", "correct horse battery")
     src, dst = account(server, "src", "srcpass"), account(server, "dst", "dstpass")
@@ -107,6 +114,12 @@ def test_first_pass_two_top_ups_and_a_final_pass_pick_up_new_mail_and_end_exact(
     assert svc.fire_due_passes(now=time.time() + 30 * 86400) == []
     with pytest.raises(Conflict):
         svc.final_pass(uid, job.id)
+    # Mail: the first pass and the final one said "complete"; the top-ups said nothing.
+    svc.notifier.flush()
+    smtp_sink.wait_for(lambda m: "complete" in str(m["Subject"]))
+    time.sleep(0.5)
+    subjects = [str(m["Subject"]) for m in smtp_sink.messages]
+    assert len(subjects) == 2 and all("complete" in x for x in subjects), subjects
 
 
 def test_a_scheduled_start_waits_then_runs_and_a_final_time_ends_it(

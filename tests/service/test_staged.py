@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from tests.infra.fixtures import PgDatabase
 from tests.svckit import SmtpSink, account, assert_exact
 from tests.transfer.test_move import make_message, populate
 from yippiemove.service.core import Conflict, JobView, Service, ServiceError
@@ -161,22 +162,19 @@ def test_a_scheduled_start_waits_then_runs_and_a_final_time_ends_it(
     assert blob(svc, job.id) is None
 
 
-def test_two_schedulers_on_one_database_fire_each_pass_once(
-    make_service: Callable[..., Service], dovecot_factory: Callable[..., DovecotServer]
-) -> None:
+def race_schedulers(a: Service, b: Service, rounds: int = 25) -> None:
     """Two Service objects (two processes, two hosts of a fleet) on one control database,
-    racing for the same due passes from two threads: each pass is fired exactly once."""
-    server = dovecot_factory(separator="/", users=USERS)
-    a = make_service(staged_min_interval=60.0)
-    b = make_service(staged_min_interval=60.0)  # same data dir: same control database
+    racing for the same due pass from two threads, ``rounds`` times: each pass is fired
+    exactly once (one enqueue, one new run)."""
     uid = a.create_user("ada@example.org", "correct horse battery")
-    src, dst = account(server, "src", "srcpass"), account(server, "dst", "dstpass")
     at = time.time() + HOUR
-    job = a.create_transfer(uid, src, dst, schedule={"interval": HOUR, "start_at": at})
+    job = a.create_transfer(
+        uid, account_of("src"), account_of("dst"), schedule={"interval": HOUR, "start_at": at}
+    )
     enqueued: list[str] = []
-    a._enqueue = b._enqueue = lambda job_id, delay=0.0: enqueued.append(job_id) or True  # type: ignore[method-assign]
+    for svc in (a, b):
+        svc._enqueue = lambda job_id, delay=0.0: enqueued.append(job_id) or True  # type: ignore[method-assign]
 
-    rounds = 25
     for n in range(rounds):
         if n:  # as if the pass before ended: the job done, the next pass due
             with a.db.session() as s:
@@ -205,6 +203,23 @@ def test_two_schedulers_on_one_database_fire_each_pass_once(
         row = s.get(Job, job.id)
         assert row is not None and row.runs == rounds  # one new run per pass, no more
         assert row.status == "queued"
+
+
+def test_two_schedulers_on_one_database_fire_each_pass_once(
+    make_service: Callable[..., Service],
+) -> None:
+    a = make_service(staged_min_interval=60.0)
+    b = make_service(staged_min_interval=60.0)  # same data dir: same control database
+    race_schedulers(a, b)
+
+
+def test_two_schedulers_on_one_postgres_database_fire_each_pass_once(
+    make_service: Callable[..., Service], postgres: PgDatabase
+) -> None:
+    """The fleet's database: READ COMMITTED, the loser's UPDATE re-checks and matches 0."""
+    a = make_service(staged_min_interval=60.0, database_url=postgres.url)
+    b = make_service(staged_min_interval=60.0, database_url=postgres.url)
+    race_schedulers(a, b)
 
 
 def test_cancel_the_schedule_deletes_the_passwords_and_stops_the_passes(

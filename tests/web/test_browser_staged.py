@@ -13,32 +13,21 @@ now" ends the move, exact, the passwords deleted.  Screenshots go to
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.svckit import assert_exact
 from tests.transfer.test_move import make_message, populate
-from tests.web.browser import CHROMIUM_ARGS, free_port, require_chromium
+from tests.web.browser import free_port
 from tests.web.test_browser import dovecot_account, fill_account, serve, shot, sign_up, stop
 
 pytestmark = pytest.mark.timeout(300)
 #: Seconds between top-ups in this test (the service's minimum, set for it).
 INTERVAL = 4
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    path = require_chromium()
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def new_page(browser: Browser, width: int, height: int) -> Page:

@@ -91,6 +91,11 @@ def test_staged_move_two_top_ups_and_a_final_pass_exact_with_new_mail(
         )
         expect(card).to_contain_text("Next: top-up")
         shot(page, "staged-02-first-pass")
+        # The list says it is kept in sync (its status is the last pass's).
+        listing = page.context.new_page()
+        listing.goto(base + "/transfers")
+        expect(listing.locator("[data-staged-tag]")).to_have_text("kept in sync")
+        listing.close()
 
         # The old mailbox still receives mail: each top-up picks up what came since.
         for n, count in ((2, 2), (3, 1)):

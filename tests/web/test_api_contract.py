@@ -407,6 +407,18 @@ PARITY: list[tuple[str, set[str], set[str], str]] = [
         "",
     ),
     (
+        "staged move: the final pass now",
+        {"POST /transfers/{job_id}/final-pass"},
+        {"POST /api/v1/transfers/{job_id}/final-pass"},
+        "",
+    ),
+    (
+        "staged move: stop the schedule",
+        {"POST /transfers/{job_id}/schedule/cancel"},
+        {"DELETE /api/v1/transfers/{job_id}/schedule"},
+        "",
+    ),
+    (
         "undo: preview, then undo",
         {"GET /transfers/{job_id}/undo", "POST /transfers/{job_id}/undo"},
         {"GET /api/v1/transfers/{job_id}/undo", "POST /api/v1/transfers/{job_id}/undo"},

@@ -89,7 +89,7 @@ def test_on_its_way_banner_goes_when_the_job_ends(page: Page, tmp_path: Path) ->
         assert page.errors == []  # type: ignore[attr-defined]
 
 
-def test_the_browsers_time_zone_is_kept_for_the_mails(browser: Browser, tmp_path: Path) -> None:  # noqa: F811
+def test_the_browsers_time_zone_is_kept_for_the_mails(browser: Browser, tmp_path: Path) -> None:
     """Sign-up and log-in send the browser's zone (app.js); the service keeps it for the
     times in the customer's mails (an unknown name is ignored)."""
     from yippiemove.service.core import Service

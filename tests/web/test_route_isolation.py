@@ -60,6 +60,11 @@ JOB_ROUTES = {
     ("PUT", API + "/transfers/{job_id}/credentials"),
     # Issue 17 (parity): the web's "forget the passwords" over REST.
     ("DELETE", API + "/transfers/{job_id}/credentials"),
+    # Issue 17: staged moves (final pass now, stop the schedule).
+    ("POST", "/transfers/{job_id}/final-pass"),
+    ("POST", "/transfers/{job_id}/schedule/cancel"),
+    ("POST", API + "/transfers/{job_id}/final-pass"),
+    ("DELETE", API + "/transfers/{job_id}/schedule"),
 }
 TOKEN_ROUTES = {("POST", "/tokens/{token_id}/revoke"), ("DELETE", API + "/tokens/{token_id}")}
 #: Issue 16's domain credentials: bob cannot delete alice's.

@@ -3,8 +3,9 @@ serve`` and a real Dovecot, at phone (390 px) and desktop widths.
 
 At 390 px the options open without sideways scrolling, and wrong dates are refused
 beside their field in words.  At desktop width the customer orders with a date filter,
-a rename and "put everything in a folder": the transfer ends exact with only the
-messages the filter selects, in the renamed folder inside the chosen one.  Screenshots
+a rename and "put everything in a folder", sees the table's names and counts after them
+("Show the names and counts"), and the transfer ends exact with only the messages the
+filter selects, in the renamed folder inside the chosen one.  Screenshots
 go to ``YIPPIEMOVE_SCREENSHOTS``, else to the test's tmp directory.
 """
 
@@ -98,6 +99,13 @@ def test_folder_step_date_filter_rename_under_exact(
         desk.fill("[data-option=since]", "2020-01-01")
         desk.fill("[data-option=rename]", "Work = Projects")
         desk.fill("[data-option=under]", "Imported")
+        # The table again, after the options: the names and the counts the transfer uses.
+        desk.click("[data-options-preview]")
+        work = desk.locator("tr:has(input[name=folder][value=Work])")
+        expect(work.locator(".renamed")).to_have_text("→ Imported/Projects")
+        expect(work.locator("td.num").first).to_have_text("2")
+        expect(work.locator(".why")).to_have_text("your rename Work=Projects; put in Imported")
+        expect(desk.locator("[data-option=rename]")).to_have_value("Work = Projects")
         shot(desk, tmp_path, "options-03-desktop-filled")
         desk.click("button:has-text('Start transfer')")
         desk.wait_for_url("**/transfers/*")

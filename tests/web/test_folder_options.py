@@ -150,6 +150,19 @@ def test_the_folder_step_orders_with_filters_renames_and_under(
     uid = svc.authenticate("ada@example.org", "correct horse battery")
     assert uid is not None and svc.list_transfers(uid) == []
 
+    preview = {
+        "opt_since": "",
+        "opt_before": "",
+        "opt_rename": "Work = Projects",
+        "opt_under": "Imported",
+        "opt_smaller_mb": "10",
+        "action": "preview",
+    }
+    r = b.post("/transfers/new", with_values(form_fields(r.text, "/transfers/new"), **preview))
+    assert r.status_code == 200, html.unescape(r.text)[-2000:]
+    assert "→ Imported/Projects" in html.unescape(r.text)  # the names after the options
+    assert svc.list_transfers(uid) == []  # a preview orders nothing
+
     good = {
         "opt_since": "2020-01-01",
         "opt_before": "",

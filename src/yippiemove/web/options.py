@@ -17,7 +17,7 @@ from typing import Any
 
 from yippiemove.policy.rules import FolderRules, MessageFilter, RuleError
 
-__all__ = ["FIELDS", "OptionsForm", "describe_options", "plain"]
+__all__ = ["FIELDS", "OptionsForm", "describe_options", "plain", "reason_words"]
 
 MB = 1024 * 1024
 #: The form's fields (``opt_*``), and what the customer reads for each.
@@ -51,6 +51,24 @@ def plain(message: str) -> str:
     if not message.startswith("folders."):
         return message  # not about the options: as the service says it
     return _reword(_KEY.sub("", message))
+
+
+#: The planner's reasons name the rules as the command line does -> the page's words.
+_REASONS = (
+    ("--rename-regex ", "your rename "),
+    ("--rename ", "your rename "),
+    ("--under-inbox", "the inbox too"),
+    ("--under ", "put in "),
+    ("--no-special", "special folders too"),
+)
+
+
+def reason_words(reason: str) -> str:
+    """A folder's reason (policy/rules.py: ``--rename Work=Projects``) as the folder step
+    shows it (``your rename Work=Projects``)."""
+    for option, words in _REASONS:
+        reason = reason.replace(option, words)
+    return reason
 
 
 def _reword(text: str) -> str:

@@ -392,6 +392,11 @@ def test_openapi_documents_the_api_and_only_the_api(client: TestClient) -> None:
         f"{API}/transfers/{{job_id}}/sign-in",
         # Issue 17: new passwords for a stopped transfer.
         f"{API}/transfers/{{job_id}}/credentials",
+        # Issue 17: the account lifecycle.
+        f"{API}/account",
+        f"{API}/account/password",
+        f"{API}/account/email",
+        f"{API}/password-resets",
     }
     assert "token" in doc["components"]["securitySchemes"]
     post = doc["paths"][f"{API}/transfers"]["post"]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException
 
 from yippiemove.service.account import LinkRefused
 from yippiemove.service.core import (
@@ -46,30 +47,41 @@ def add_routes(r: APIRouter, p: Pages) -> None:
     svc: Any = p.service
     html = {"response_class": HTMLResponse}
 
+    def need(name: str) -> Any:
+        """The service's method (the web front door also runs over stand-ins)."""
+        fn = getattr(svc, name, None)
+        if fn is None:
+            raise HTTPException(404, "not available")
+        return fn
+
+    def mail() -> bool:
+        return bool(getattr(svc, "signup_by_mail", False))
+
     # -- forgot password ----------------------------------------------------------------
 
     async def forgot_page(request: Request) -> Response:
-        return p.render(request, "forgot.html", email="", errors={}, mail=svc.notifier.enabled)
+        return p.render(request, "forgot.html", email="", errors={}, mail=mail())
 
     async def forgot(request: Request) -> Response:
         form = await p.form(request)
         email = str(form.get("email", "")).strip()[:320]
-        if not svc.notifier.enabled:
+        if not mail():
             return p.render(request, "forgot.html", 400, email=email, errors={}, mail=False)
         if not email:
             errors = {"email": "Enter your e-mail address, like you@example.org."}
             return p.render(request, "forgot.html", 400, email=email, errors=errors, mail=True)
         try:
-            await p.call(svc.request_password_reset, email, p.client(request))
+            await p.call(need("request_password_reset"), email, p.client(request))
         except TooManyAttempts as exc:
             errors = {"email": f"Too many requests from your network. {_wait(exc)}"}
             return p.render(request, "forgot.html", 429, email=email, errors=errors, mail=True)
-        minutes = max(1, round(svc.settings.password_reset_seconds / 60))
+        seconds = getattr(svc.settings, "password_reset_seconds", 3600.0)
+        minutes = max(1, round(seconds / 60))
         return p.render(request, "forgot_sent.html", email=email, minutes=minutes)
 
     async def reset_page(request: Request) -> Response:
         token = str(request.query_params.get("token", ""))[:200]
-        state = await p.call(svc.link_state, token, "reset")
+        state = await p.call(need("link_state"), token, "reset")
         return _reset(request, token if state == "valid" else "", state, {})
 
     def _reset(request: Request, token: str, state: str, errors: dict[str, str]) -> Response:
@@ -96,10 +108,10 @@ def add_routes(r: APIRouter, p: Pages) -> None:
         elif new != str(form.get("password2", ""))[:1024]:
             errors["password2"] = "The two passwords are not the same."
         if errors:
-            state = await p.call(svc.link_state, token, "reset")
+            state = await p.call(need("link_state"), token, "reset")
             return _reset(request, token if state == "valid" else "", state, errors)
         try:
-            await p.call(svc.reset_password, token, new)
+            await p.call(need("reset_password"), token, new)
         except LinkRefused as exc:
             return _reset(request, "", exc.state, {})
         except ServiceError as exc:
@@ -114,12 +126,10 @@ def add_routes(r: APIRouter, p: Pages) -> None:
 
     async def account_page(request: Request, status: int = 200, **context: Any) -> Response:
         uid = await p.user(request)
-        info = await p.call(svc.account_info, uid)
+        info = await p.call(need("account_info"), uid)
         context.setdefault("errors", {})
         context.setdefault("new_email", "")
-        return p.render(
-            request, "account.html", status, account=info, mail=svc.notifier.enabled, **context
-        )
+        return p.render(request, "account.html", status, account=info, mail=mail(), **context)
 
     async def account(request: Request) -> Response:
         return await account_page(request)
@@ -130,7 +140,7 @@ def add_routes(r: APIRouter, p: Pages) -> None:
         new = str(form.get("email", "")).strip()[:320]
         password = str(form.get("password", ""))[:1024]
         try:
-            done = await p.call(svc.request_email_change, uid, password, new, p.client(request))
+            done = await p.call(need("request_email_change"), uid, password, new, p.client(request))
         except TooManyAttempts as exc:
             errors = {"email_password": f"Too many failed attempts. {_wait(exc)}"}
             return await account_page(request, 429, errors=errors, new_email=new)
@@ -152,7 +162,7 @@ def add_routes(r: APIRouter, p: Pages) -> None:
 
     async def email_confirm_page(request: Request) -> Response:
         token = str(request.query_params.get("token", ""))[:200]
-        state = await p.call(svc.link_state, token, "email")
+        state = await p.call(need("link_state"), token, "email")
         return p.render(
             request,
             "email_confirm.html",
@@ -165,7 +175,7 @@ def add_routes(r: APIRouter, p: Pages) -> None:
         form = await p.form(request)
         token = str(form.get("token", ""))[:200]
         try:
-            await p.call(svc.confirm_email_change, token)
+            await p.call(need("confirm_email_change"), token)
         except LinkRefused as exc:
             problem = LINK_TEXT.get(exc.state, LINK_TEXT["unknown"])
             return p.render(request, "email_confirm.html", 400, token="", problem=problem)
@@ -181,7 +191,7 @@ def add_routes(r: APIRouter, p: Pages) -> None:
             errors = {"confirm": "Tick the box to say you mean it."}
             return await account_page(request, 400, errors=errors)
         try:
-            await p.call(svc.delete_account, uid, password, p.client(request))
+            await p.call(need("delete_account"), uid, password, p.client(request))
         except TooManyAttempts as exc:
             errors = {"delete_password": f"Too many failed attempts. {_wait(exc)}"}
             return await account_page(request, 429, errors=errors)

@@ -444,6 +444,8 @@ class AccountLifecycle:
             with contextlib.suppress(core.Conflict, core.NotFound):
                 self.cancel_transfer(user_id, job_id)  # type: ignore[attr-defined]
         deadline = time.monotonic() + self.settings.account_delete_wait
+        supervisor = getattr(self, "supervisor", None)
+        stopping = set(active)
         while active:
             with self.db.read() as s:
                 active = list(
@@ -454,6 +456,10 @@ class AccountLifecycle:
                         )
                     )
                 )
+            # A supervisor of this process finishing one (its end mail, its last reads)
+            # is let be: its rows must still be there.
+            if supervisor is not None:
+                active += [j for j in stopping if supervisor.supervises(j)]
             if not active:
                 return
             if time.monotonic() > deadline:

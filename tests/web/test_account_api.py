@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.svckit import SmtpSink, smtp_sink
+from tests.svckit import SmtpSink, make_service, smtp_sink
 from tests.web.conftest import Browser
 from yippiemove.service.core import Service
 from yippiemove.web.app import create_app
 
-__all__ = ["smtp_sink"]
+__all__ = ["make_service", "smtp_sink"]
 
 API = "/api/v1"
 PW = "correct horse battery"
@@ -27,23 +26,6 @@ ADA = "ada@example.org"
 @pytest.fixture
 def svc(make_service: Callable[..., Service], smtp_sink: SmtpSink) -> Service:
     return make_service(smtp_host="127.0.0.1", smtp_port=smtp_sink.port)
-
-
-@pytest.fixture
-def make_service(tmp_path: Any) -> Iterator[Callable[..., Service]]:
-    from tests.svckit import FAST
-    from yippiemove.service.config import Settings
-
-    made: list[Service] = []
-
-    def make(**overrides: Any) -> Service:
-        s = Service(Settings.load(tmp_path / "data", **{**FAST, **overrides}))
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.close()
 
 
 @pytest.fixture

@@ -10,14 +10,13 @@ no more.  Screenshots go to ``YIPPIEMOVE_SCREENSHOTS`` if set.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.svckit import SmtpSink, smtp_sink
-from tests.web.browser import CHROMIUM_ARGS, free_port, require_chromium
+from tests.web.browser import free_port
 from tests.web.test_browser import serve, shot, stop
 from yippiemove.service.config import Settings
 from yippiemove.service.core import Service
@@ -28,17 +27,6 @@ pytestmark = pytest.mark.timeout(240)
 EMAIL = "ada@example.org"
 OLD = "correct horse battery"
 NEW = "staple orbit lantern 42"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    path = require_chromium()
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def new_page(browser: Browser, width: int, height: int) -> Page:
@@ -129,9 +117,7 @@ def test_forgot_password_then_delete_the_account(
         phone.fill("[data-delete-account] input[name=password]", "not my password at all")
         phone.check("[data-delete-account] input[name=confirm]")
         phone.click("button:has-text('Delete my account')")
-        expect(phone.locator("[data-delete-account] .error")).to_contain_text(
-            "nothing was deleted"
-        )
+        expect(phone.locator("[data-delete-account] .error")).to_contain_text("nothing was deleted")
         fits(phone, 390)
         shot(phone, "account-07-phone-wrong-password")
         phone.fill("[data-delete-account] input[name=password]", NEW)

@@ -155,6 +155,8 @@ def test_change_address_confirmed_by_the_new_one_old_one_told(
     assert "token=" not in note.get_content()
     assert svc.account_info(uid)["pending_email"] is None
 
+    svc.request_password_reset(ADA, client="c")
+    reset = link(smtp_sink, ADA, "/password/reset")
     assert svc.request_email_change(uid, PW, "ada@new.example", client="c") == "sent"
     t = link(smtp_sink, "ada@new.example", "/account/email/confirm")
     info = svc.account_info(uid)
@@ -168,6 +170,9 @@ def test_change_address_confirmed_by_the_new_one_old_one_told(
     assert "ada@new.example" in told.get_content()
     with pytest.raises(LinkRefused, match="used"):
         svc.confirm_email_change(t)
+    # A reset link mailed to the old address works no more.
+    with pytest.raises(LinkRefused, match="used"):
+        svc.reset_password(reset, NEW_PW)
 
 
 def test_an_address_taken_before_confirmation_is_refused(svc: Service, smtp_sink: SmtpSink) -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 
 from ..jobs.vocab import TERMINAL, JobStatus
 from .db import (
@@ -333,6 +334,12 @@ class AccountLifecycle:
     def confirm_email_change(self, token: str) -> int:
         """Make the new address the account's (the link, once); the old address is told.
         LinkRefused (``taken``: the address got an account meanwhile)."""
+        try:
+            return self._confirm_email_change(token)
+        except IntegrityError:  # an account made with the address at the same moment
+            raise LinkRefused("taken") from None
+
+    def _confirm_email_change(self, token: str) -> int:
         with self.db.session() as s:
             row = self._take_link(s, token, EMAIL)
             user = s.get(User, row.user_id)
@@ -344,15 +351,7 @@ class AccountLifecycle:
             old = user.email
             user.email = new
             user_id = user.id
-            s.execute(
-                update(AccountToken)
-                .where(
-                    AccountToken.user_id == user_id,
-                    AccountToken.purpose == EMAIL,
-                    AccountToken.used.is_(None),
-                )
-                .values(used=self.auth.clock())
-            )
+            _end_links(s, user_id, self.auth.clock())
         self._after_email_change(old, new)
         return user_id
 
@@ -364,6 +363,7 @@ class AccountLifecycle:
                 raise core.NotFound("no such customer")
             old = user.email
             user.email = new
+            _end_links(s, user_id, self.auth.clock())
         self._after_email_change(old, new)
 
     def _after_email_change(self, old: str, new: str) -> None:
@@ -467,6 +467,16 @@ class AccountLifecycle:
                     "a transfer of this account is still stopping; try again in a minute"
                 )
             time.sleep(0.1)
+
+
+def _end_links(s: Any, user_id: int, now: float) -> None:
+    """A new address: every unused link of the account stops working (reset links went
+    to the old address, other address links are superseded)."""
+    s.execute(
+        update(AccountToken)
+        .where(AccountToken.user_id == user_id, AccountToken.used.is_(None))
+        .values(used=now)
+    )
 
 
 def _like(text: str) -> str:

@@ -272,3 +272,33 @@ def test_delete_account_stops_jobs_and_leaves_nothing_of_the_customer(
     for job_id in (done.id, running.id):
         hits = files_containing(data, job_id.encode())
         assert [p for p in hits if not p.name.startswith("queue.sqlite")] == [], job_id
+
+
+def test_job_directories_of_deleted_jobs_are_purged_on_other_hosts(
+    make_service: Callable[..., Service],
+) -> None:
+    """A worker host that ran a deleted account's job removes its directory in its
+    maintenance round: only directories named like a job, with no job row, and old."""
+    import os
+    import uuid
+
+    from yippiemove.service.account import ORPHAN_AGE, purge_orphan_job_dirs
+    from yippiemove.service.db import Job
+
+    svc = make_service()
+    uid = svc.create_user(ADA, PW)
+    kept = uuid.uuid4().hex
+    with svc.db.session() as s:
+        s.add(Job(id=kept, user_id=uid, status="done", source={}, dest={}, progress={}))
+    orphan, fresh = uuid.uuid4().hex, uuid.uuid4().hex
+    jobs = svc.settings.jobs_dir
+    for name in (kept, orphan, fresh, "not-a-job"):
+        (jobs / name).mkdir()
+        (jobs / name / "state.sqlite").write_bytes(b"x")
+    old = time.time() - ORPHAN_AGE - 5
+    for name in (kept, orphan, "not-a-job"):
+        os.utime(jobs / name, (old, old))
+    assert purge_orphan_job_dirs(svc.settings, svc.db) == 1
+    assert sorted(p.name for p in jobs.iterdir() if p.is_dir()) == sorted(
+        [kept, fresh, "not-a-job"]
+    )

@@ -29,7 +29,7 @@ from tests.svckit import (
 from tests.transfer.test_move import populate
 from yippiemove.service.account import LinkRefused
 from yippiemove.service.core import Service, ServiceError, TooManyAttempts, WrongPassword
-from yippiemove.service.db import Base, User
+from yippiemove.service.db import Base, DomainCredential, IdempotencyKey, OAuthSignIn, User
 from yippiemove.testing.dovecot import DovecotServer
 
 PW = "correct horse battery"
@@ -229,6 +229,39 @@ def test_delete_account_stops_jobs_and_leaves_nothing_of_the_customer(
     svc.auth.login_failed("10.0.0.1", ADA)
     svc.request_password_reset(ADA, client="10.0.0.1")
     svc.request_email_change(uid, PW, "ada@pending.example", client="10.0.0.1")
+    with svc.db.session() as s:  # a domain credential, a sign-in, an idempotency key
+        s.add(
+            DomainCredential(
+                id="c" * 32,
+                user_id=uid,
+                kind="service_account",
+                provider="google",
+                principal=ADA,
+                domain="example.org",
+                secret=svc.box.encrypt({"k": SRC_PW}),
+            )
+        )
+        s.add(
+            OAuthSignIn(
+                id="s" * 32,
+                state_hash="0" * 64,
+                user_id=uid,
+                provider="google",
+                purpose="api",
+                redirect_uri="http://x/cb",
+                address=ADA,
+                expires=time.time() + 600,
+            )
+        )
+        s.add(
+            IdempotencyKey(
+                user_id=uid,
+                key="k1",
+                body_hash="0" * 64,
+                status_code=201,
+                response={"email": ADA},
+            )
+        )
     done = svc.create_transfer(uid, account(server, "src", SRC_PW), account(server, "dst", DST_PW))
     wait_status(svc, uid, done.id, ("done",))
     with pytest.raises(WrongPassword):

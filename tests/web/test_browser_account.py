@@ -132,6 +132,10 @@ def test_forgot_password_then_delete_the_account(
         expect(phone.locator(".alert-error")).to_contain_text("Wrong e-mail address or password")
         assert phone.errors == []  # type: ignore[attr-defined]
         phone.context.close()
+        # The links' tokens are secrets: never in the server's log (its access lines).
+        token = link.rpartition("token=")[2]
+        assert token not in log.read_text()
+        assert "token=<redacted>" in log.read_text()
     except BaseException:
         print(log.read_text()[-5000:])
         raise

@@ -5,6 +5,8 @@ GET only shows a button (mail scanners open links), the POST uses it."""
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
@@ -46,6 +48,7 @@ def add_routes(r: APIRouter, p: Pages) -> None:
 
     svc: Any = p.service
     html = {"response_class": HTMLResponse}
+    redact_access_log()
 
     def need(name: str) -> Any:
         """The service's method (the web front door also runs over stand-ins)."""
@@ -215,6 +218,33 @@ def add_routes(r: APIRouter, p: Pages) -> None:
     r.add_api_route("/account/email/confirm", email_confirm_page, methods=["GET"], **html)
     r.add_api_route("/account/email/confirm", email_confirm, methods=["POST"], **html)
     r.add_api_route("/account/delete", delete_account, methods=["POST"], **html)
+
+
+_TOKEN_QUERY = re.compile(r"([?&]token=)[^&\s]*")
+
+
+class RedactLinkTokens(logging.Filter):
+    """The mailed links' tokens (``?token=``: password reset, new address, sign-up) are
+    secrets: the web server's access lines show ``token=<redacted>`` instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(
+            isinstance(a, str) and "token=" in a for a in record.args
+        ):
+            record.args = tuple(
+                _TOKEN_QUERY.sub(r"\1<redacted>", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        elif isinstance(record.msg, str) and "token=" in record.msg:
+            record.msg = _TOKEN_QUERY.sub(r"\1<redacted>", record.msg)
+        return True
+
+
+def redact_access_log() -> None:
+    """Install :class:`RedactLinkTokens` on uvicorn's access logger (once)."""
+    logger = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactLinkTokens) for f in logger.filters):
+        logger.addFilter(RedactLinkTokens())
 
 
 def _wait(exc: TooManyAttempts) -> str:

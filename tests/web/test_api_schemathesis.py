@@ -53,8 +53,9 @@ def test_every_operation_is_fuzzed(service: Service) -> None:
     # 7, + issue 16: 4 of domain-wide moves, 4 of OAuth2 sign-ins; + issue 17: credentials,
     # messages, undo preview, undo; + issue 17: staged moves' final pass, cancel schedule;
     # + issue 17 (parity): account checks, folder listings, deleting stored passwords,
-    # tokens (list, create, revoke)
-    assert ops == api and len(ops) == 27
+    # tokens (list, create, revoke); + issue 17: the account (get, password, e-mail,
+    # delete, password resets)
+    assert ops == api and len(ops) == 32
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.name.lower())

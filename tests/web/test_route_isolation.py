@@ -83,6 +83,9 @@ LISTINGS = {
     ("GET", "/account/password"),
     ("GET", API + "/transfers"),
     ("GET", API + "/tokens"),  # issue 17 (parity)
+    # Issue 17: the customer's own account.
+    ("GET", "/account"),
+    ("GET", API + "/account"),
 }
 CREATORS = {
     ("POST", "/transfers/new"),
@@ -99,6 +102,12 @@ CREATORS = {
     ("POST", API + "/tokens"),
     ("POST", API + "/account-checks"),
     ("POST", API + "/folder-listings"),
+    # Issue 17: the account lifecycle acts on the caller's own account, after its password.
+    ("POST", "/account/email"),
+    ("POST", "/account/delete"),
+    ("PUT", API + "/account/password"),
+    ("POST", API + "/account/email"),
+    ("DELETE", API + "/account"),
 }
 #: A customer's OAuth2 sign-ins by id (issue 16): another customer's is a missing one;
 #: tested over the real Service in tests/web/test_oauth_web.py (the fake has none).
@@ -122,6 +131,14 @@ PUBLIC = {
     ("GET", "/static"),
     ("GET", "/docs"),  # issue 17: Swagger UI over /openapi.json
     ("GET", "/docs/assets"),
+    # Issue 17: forgot password and the mailed links (one answer for every address).
+    ("GET", "/password/forgot"),
+    ("POST", "/password/forgot"),
+    ("GET", "/password/reset"),
+    ("POST", "/password/reset"),
+    ("GET", "/account/email/confirm"),
+    ("POST", "/account/email/confirm"),
+    ("POST", API + "/password-resets"),
 }
 
 

@@ -47,8 +47,10 @@ _PROBLEMS_JS = """
     const text = (el.innerText || el.textContent || "").trim().replace(/\\s+/g, " ");
     return `${el.tagName.toLowerCase()}${cls} "${text.slice(0, 60)}"`;
   };
+  const flagged = [];  // the outermost offenders only, not each of their descendants
+  const inFlagged = (el) => flagged.some((f) => f.contains(el));
   for (const el of document.body.querySelectorAll("*")) {
-    if (skip.has(el.tagName) || el.closest("svg")) continue;
+    if (skip.has(el.tagName) || el.closest("svg") || inFlagged(el)) continue;
     const rects = el.getClientRects();
     if (!rects.length) continue;  // not rendered (display: none, hidden)
     const st = getComputedStyle(el);
@@ -60,6 +62,7 @@ _PROBLEMS_JS = """
     if (r.right + x > vw + 1 || r.left + x < -1) {
       out.push(`${name(el)} (reaches ${Math.round(r.left + x)}..${Math.round(r.right + x)} px`
                + ` of a ${vw} px window)`);
+      flagged.push(el);
       continue;
     }
     const hides = ["hidden", "clip", "auto", "scroll"].includes(st.overflowX);
@@ -69,6 +72,7 @@ _PROBLEMS_JS = """
         : st.overflowX === "auto" || st.overflowX === "scroll" ? "in a sideways-scrolling box"
         : "clipped";
       out.push(`${name(el)} (${el.scrollWidth - el.clientWidth} px ${how})`);
+      flagged.push(el);
     }
   }
   return out;

@@ -99,7 +99,7 @@ def main(base: str, out: Path) -> None:
         shoot(page, out, "16-batch-errors")
         page.goto(base + "/transfers/doesnotexist")
         shoot(page, out, "17-not-found")
-        page.set_viewport_size({"width": 420, "height": 900})
+        page.set_viewport_size({"width": 390, "height": 844})
         page.goto(base + "/transfers")
         shoot(page, out, "18-mobile-transfers")
         browser.close()

@@ -229,6 +229,9 @@ def test_every_page_fits(
             check(out, "out-signed-in-error")
             out.goto(base + "/transfers/doesnotexist")
             check(out, "out-not-logged-in")
+            out.goto(base + "/docs")
+            out.wait_for_load_state("networkidle")
+            check(out, "out-api-docs")
 
             sign_up(page, base, "grace.brewster.murray.hopper@example.org")
             page.goto(base + "/transfers")

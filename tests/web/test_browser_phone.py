@@ -17,18 +17,18 @@ nothing past the window's edge, no text clipped) and leaves a screenshot at both
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.faultproxy import Fault, FaultProxy
 from tests.svckit import SmtpSink, assert_exact, smtp_sink
 from tests.transfer.test_move import make_message, populate
-from tests.web.browser import CHROMIUM_ARGS, free_port, require_chromium
+from tests.web.browser import free_port
 from tests.web.phone import DESKTOP, PHONE, assert_fits_both, assert_fits_phone, problems
 from tests.web.test_browser import PASSWORD, dovecot_account, fill_account, serve, sign_up, stop
 from yippiemove.testing.dovecot import MaildirMessage
@@ -47,17 +47,6 @@ LONG_FOLDERS = [
 ] + [f"Archive/{year}/Quarterly reports and board minutes {year}" for year in range(2011, 2025)]
 SRC_USER = "ada.lovelace-countess@analytical-engines.example.org"
 DST_USER = "ada.king-noel@difference-engine-number-two.example.net"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    path = require_chromium()
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def new_page(browser: Browser, viewport: dict[str, int]) -> Page:

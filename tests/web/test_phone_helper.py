@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
-from tests.web.browser import CHROMIUM_ARGS, require_chromium
 from tests.web.phone import PHONE, assert_fits_phone, problems
 
 pytestmark = pytest.mark.timeout(120)
@@ -16,14 +15,12 @@ HEAD = "<meta name=viewport content='width=device-width, initial-scale=1'>"
 
 
 @pytest.fixture(scope="module")
-def page() -> Iterator[Page]:
-    path = require_chromium()
-    with sync_playwright() as pw:
-        b: Browser = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        try:
-            yield b.new_context(viewport=PHONE).new_page()
-        finally:
-            b.close()
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport=PHONE)  # type: ignore[arg-type]
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,9 @@ nothing past the window's edge, no text clipped) and leaves a screenshot at both
 - ``test_every_page_fits``: the rest: logged-out pages and error pages, the transfers
   list with jobs finished, failed, cancelled and running (each tab), the job page in each
   state, the report, the printable receipt, the undo preview, tokens, batch (with
-  errors), the domain page, the password page, a wizard step with an error.
+  errors), the domain page, the password page, a wizard step with an error, /docs.
+- ``test_failures_and_altered_messages_fit``: the tables only a troubled transfer shows
+  (messages not copied, stored altered, the live list of failures), over the FakeService.
 """
 
 from __future__ import annotations
@@ -318,3 +320,35 @@ def test_every_page_fits(
             out.context.close()
             stop(proc)
     assert not seen, "hidden at these widths:\n" + "\n".join(seen)
+
+
+def test_failures_and_altered_messages_fit(browser: Browser, tmp_path: Path) -> None:
+    """The tables only a troubled transfer shows (messages not copied, stored altered, the
+    live list of failures), over the FakeService: long reasons and Message-IDs wrap."""
+    from tests.web.demo import DEMO_EMAIL, DEMO_PASSWORD, BackgroundServer, seeded_service
+    from yippiemove.web.app import create_app
+
+    fake = seeded_service(tmp_path / "data")
+    done = next(j for j in fake.jobs.values() if j.status == "done")
+    running = fake.create_transfer(next(iter(fake.users)), done.source, done.dest, None)
+    fake.advance(running.id, 0.3)
+    reason = "[LIMIT] Message too large for the destination (52 MB): " + "x" * 80
+    fake.add_failure(running.id, LONG_FOLDERS[4], 4710, reason)
+    fake.add_failure(done.id, LONG_FOLDERS[4], 4711, reason)
+    fake.add_altered(done.id, LONG_FOLDERS[3], 4712, "line endings changed to CRLF")
+    page = new_page(browser, DESKTOP)
+    app = create_app(fake, settings=fake.settings)  # type: ignore[arg-type]
+    with BackgroundServer(app, free_port()) as base:
+        page.goto(base + "/login")
+        page.fill("input[name=email]", DEMO_EMAIL)
+        page.fill("input[name=password]", DEMO_PASSWORD)
+        page.click("button[type=submit]:has-text('Log in')")
+        page.wait_for_url("**/transfers")
+        page.goto(f"{base}/transfers/{running.id}")
+        expect(page.locator("[data-failures-card]")).to_be_visible()
+        assert_fits_both(page, "fake-failures-live")
+        page.goto(f"{base}/transfers/{done.id}")
+        expect(page.locator("[data-summary] table.failures")).to_contain_text("4711")
+        expect(page.locator("[data-summary] table.altered")).to_contain_text("CRLF")
+        assert_fits_both(page, "fake-failures-report")
+    page.context.close()

@@ -116,6 +116,9 @@ def test_order_watch_done_at_phone_width(
         row = page.locator("tr", has_text="Überweisungsbestätigungen")
         expect(row).to_contain_text("2.2 KB")
         assert_fits_both(page, "journey-07-folders")
+        page.check("[data-staged-toggle]")  # "keep in sync until I switch": its fields
+        assert_fits_both(page, "journey-07-folders-staged")
+        page.uncheck("[data-staged-toggle]")
 
         page.click("button:has-text('Start transfer')")
         page.wait_for_url("**/transfers/*")

@@ -13,7 +13,7 @@ from playwright.sync_api import Browser, Page, Request, expect
 from tests.web.browser import free_port
 from tests.web.demo import BackgroundServer
 from tests.web.fakes import FakeService, Settings
-from tests.web.test_browser import browser, order, page, sign_up  # noqa: F401  (fixtures)
+from tests.web.test_browser import order, page, sign_up  # noqa: F401  (fixtures; browser: conftest)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -89,7 +89,7 @@ def test_on_its_way_banner_goes_when_the_job_ends(page: Page, tmp_path: Path) ->
         assert page.errors == []  # type: ignore[attr-defined]
 
 
-def test_the_browsers_time_zone_is_kept_for_the_mails(browser: Browser, tmp_path: Path) -> None:  # noqa: F811
+def test_the_browsers_time_zone_is_kept_for_the_mails(browser: Browser, tmp_path: Path) -> None:
     """Sign-up and log-in send the browser's zone (app.js); the service keeps it for the
     times in the customer's mails (an unknown name is ignored)."""
     from yippiemove.service.core import Service

@@ -13,6 +13,8 @@ What is asserted, at the width the page is shown at (docs/web.md, "Phone widths"
 - no text clipped: no element with text whose content is wider than its box while its
   overflow hides the rest (``overflow: hidden/clip/auto/scroll``, which includes
   ``text-overflow: ellipsis`` and sideways-scrolling boxes such as a table wrapper).
+- no text drawn over other text (an absolutely placed badge over a name, a negative
+  margin, a fixed height that lines spill out of).
   Form fields (their value scrolls inside them) and screen-reader-only text (1 px boxes)
   are not text a reader sees clipped.
 
@@ -35,7 +37,13 @@ DESKTOP = {"width": 1280, "height": 900}
 # One pass over the document in the page; returns what does not fit, in words.
 _PROBLEMS_JS = """
 () => {
+  window.scrollTo(0, 0);  // a sticky bar lies over the content only once scrolled
   const vw = window.innerWidth;
+  // Not drawn: display none, visibility hidden, opacity 0, a closed <details>' content.
+  const unseen = (el) => el.checkVisibility
+    ? !el.checkVisibility({ opacityProperty: true, visibilityProperty: true,
+                            contentVisibilityAuto: true })
+    : false;
   const out = [];
   const doc = document.documentElement.scrollWidth;
   if (doc > vw) out.push(`the page is ${doc - vw} px wider than the window (${vw} px)`);
@@ -54,7 +62,7 @@ _PROBLEMS_JS = """
     const rects = el.getClientRects();
     if (!rects.length) continue;  // not rendered (display: none, hidden)
     const st = getComputedStyle(el);
-    if (st.visibility === "hidden" || st.opacity === "0") continue;
+    if (st.visibility === "hidden" || st.opacity === "0" || unseen(el)) continue;
     const r = el.getBoundingClientRect();
     if (r.width <= 1 || r.height <= 1) continue;  // screen-reader-only text
     if (st.position === "fixed") continue;
@@ -73,6 +81,51 @@ _PROBLEMS_JS = """
         : "clipped";
       out.push(`${name(el)} (${el.scrollWidth - el.clientWidth} px ${how})`);
       flagged.push(el);
+    }
+  }
+  // Text drawn over other text (one hides the other): each line of each text node.
+  const tiny = (el) => {
+    for (let a = el, k = 0; a && k < 4; a = a.parentElement, k++) {
+      const r = a.getBoundingClientRect();
+      if (r.width <= 1 || r.height <= 1) return true;  // screen-reader-only text
+    }
+    return false;
+  };
+  const shown = (el, r) => {  // not scrolled or clipped out of sight by a box around it
+    for (let a = el; a && a !== document.body; a = a.parentElement) {
+      if (getComputedStyle(a).overflowY === "visible") continue;
+      const b = a.getBoundingClientRect();
+      if (r.bottom <= b.top || r.top >= b.bottom || r.right <= b.left || r.left >= b.right) {
+        return false;
+      }
+    }
+    return true;
+  };
+  const lines = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const el = n.parentElement;
+    if (!el || !n.textContent.trim() || skip.has(el.tagName) || el.closest("svg")) continue;
+    if (inFlagged(el) || tiny(el) || unseen(el)) continue;
+    const range = document.createRange();
+    range.selectNodeContents(n);
+    for (const r of range.getClientRects()) {
+      if (r.width > 2 && r.height > 2 && shown(el, r)) lines.push({ r, el, n });
+    }
+  }
+  lines.sort((a, b) => a.r.top - b.r.top);
+  const told = new Set();
+  for (let i = 0; i < lines.length; i++) {
+    const a = lines[i];
+    for (let j = i + 1; j < lines.length && lines[j].r.top < a.r.bottom; j++) {
+      const b = lines[j];
+      if (a.n === b.n) continue;
+      const w = Math.min(a.r.right, b.r.right) - Math.max(a.r.left, b.r.left);
+      const h = Math.min(a.r.bottom, b.r.bottom) - Math.max(a.r.top, b.r.top);
+      if (w > 3 && h > 0.4 * Math.min(a.r.height, b.r.height) && !told.has(a.el)) {
+        told.add(a.el);
+        out.push(`${name(a.el)} (text drawn over ${name(b.el)})`);
+      }
     }
   }
   return out;

@@ -43,6 +43,11 @@ def page(browser: Browser) -> Iterator[Page]:
             "12.3 MB of 456.7 MB</span></div>",
             "clipped",
         ),
+        (
+            "<div style='position:relative'><span>ada@example.org 1,234 messages</span>"
+            "<b style='position:absolute;left:20px;top:0'>Finished</b></div>",
+            "text drawn over",
+        ),
     ],
 )
 def test_hidden_information_is_caught(page: Page, body: str, expected: str) -> None:
@@ -62,6 +67,7 @@ def test_what_fits_passes(page: Page) -> None:
         "screen-reader text that is longer than one pixel</span>"
         "<input value='" + "x" * 200 + "'><div hidden style='width:900px'>hidden</div>"
         "<div style='max-height:40px;overflow-y:auto'>" + "tall<br>" * 20 + "</div>"
+        "<p>text under a box that scrolls up and down</p>"
     )
     assert problems(page) == []
     assert assert_fits_phone(page, "phone-helper-ok").exists()

@@ -5,13 +5,15 @@ nothing past the window's edge, no text clipped) and leaves a screenshot at both
 (``YIPPIEMOVE_SCREENSHOTS`` when set, else ``$TMPDIR/yippiemove-screenshots``).
 
 - ``test_order_watch_done_at_phone_width``: the customer's first journey on a phone:
-  sign up (by mail: the sent and confirm pages), the three steps of the order (a source
+  a forgotten password's form and "sent" page, sign up (by mail: the sent and confirm
+  pages), the three steps of the order (a source
   with many folders and long names), the job page while it runs and when it is done;
   the destination ends exact (tests/mailcheck.py).
 - ``test_every_page_fits``: the rest: logged-out pages and error pages, the transfers
   list with jobs finished, failed, cancelled and running (each tab), the job page in each
   state, the report, the printable receipt, the undo preview, tokens, batch (with
-  errors), the domain page, the password page, a wizard step with an error, /docs.
+  errors), the domain page, the account and password pages, forgotten password and its
+  links, a wizard step with an error, /docs.
 - ``test_failures_and_altered_messages_fit``: the tables only a troubled transfer shows
   (messages not copied, stored altered, the live list of failures), over the FakeService.
 """
@@ -86,6 +88,12 @@ def test_order_watch_done_at_phone_width(
     proc = serve(tmp_path / "data", port, server.ca_file, log)
     page = new_page(browser, PHONE)
     try:
+        page.goto(base + "/password/forgot")  # (with mail on: the form, then "sent")
+        page.fill("input[name=email]", "nobody@example.org")
+        assert_fits_both(page, "journey-00-forgot")
+        page.click("button:has-text('Send me a link')")
+        page.wait_for_load_state()
+        assert_fits_both(page, "journey-00-forgot-sent")
         page.goto(base + "/")
         assert_fits_both(page, "journey-01-home")
         page.click("text=Sign up")
@@ -223,6 +231,10 @@ def test_every_page_fits(
             check(out, "out-signed-in-error")
             out.goto(base + "/transfers/doesnotexist")
             check(out, "out-not-logged-in")
+            out.goto(base + "/password/forgot")
+            check(out, "out-forgot")
+            out.goto(base + "/password/reset?token=no-such-token")
+            check(out, "out-reset-invalid")
             out.goto(base + "/docs")
             out.wait_for_load_state("networkidle")
             check(out, "out-api-docs")
@@ -315,6 +327,10 @@ def test_every_page_fits(
             check(page, "domain")
             page.goto(base + "/account/password")
             check(page, "password")
+            page.goto(base + "/account")
+            check(page, "account")
+            page.goto(base + "/account/email/confirm?token=no-such-token")
+            check(page, "account-email-confirm-invalid")
             page.goto(base + "/transfers/doesnotexist")
             check(page, "not-found")
             assert page.errors == [] and out.errors == []  # type: ignore[attr-defined]

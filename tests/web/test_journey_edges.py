@@ -13,7 +13,7 @@ from playwright.sync_api import Browser, Page, Request, expect
 from tests.web.browser import free_port
 from tests.web.demo import BackgroundServer
 from tests.web.fakes import FakeService, Settings
-from tests.web.test_browser import order, page, sign_up  # noqa: F401  (fixtures; browser: conftest)
+from tests.web.test_browser import order, page, sign_up  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -99,6 +99,8 @@ def _pre_migration_revision(conn: Connection) -> str | None:
     columns = {c["name"] for c in inspect(conn).get_columns("jobs")}
     if "lease_token" in columns and {"worker_hosts", "job_checkpoints"} <= tables:
         if "oauth_sign_ins" in tables:
+            if "batches" in tables:  # issue 17, journey-batches
+                return "0007"
             return "0005" if "batch_id" in columns else "0004"
         return "0003" if "domain_credentials" in tables else "0002"
     return "0001"

@@ -345,6 +345,10 @@ def build_api_router(service: "Service") -> APIRouter:
 
     add_report_api(router, service, User, ErrorOut)  # messages, undo (web/reports_api.py)
 
+    from .batches_api import add_batch_api
+
+    add_batch_api(router, service, User, ErrorOut)  # batches (issue 17, web/batches_api.py)
+
     # -- domain-wide moves (issue 16) -----------------------------------------------
 
     @router.post(

@@ -138,9 +138,11 @@ def test_preflight_catches_bad_lines_starts_nothing_then_good_and_fixed_lines_en
         assert [by_line[n]["check"] for n in (1, 2, 3, 4, 5)] == ["ok", "bad", "bad", "ok", "bad"]
         p2, p3 = by_line[2]["problem"], by_line[3]["problem"]
         assert p2["side"] == "dest" and p2["kind"] == "unreachable", p2
-        assert f"port {port} did not answer" in p2["message"]
+        assert p2["message"] == "We could not reach the destination mailbox's server."
+        assert f"port {port} did not answer" in p2["detail"]
         assert p3["side"] == "source" and p3["kind"] == "auth", p3
-        assert "Check the user name and password" in p3["message"]
+        assert p3["message"] == "The source mailbox refused the user name or password."
+        assert "AUTHENTICATIONFAILED" in p3["detail"]
         assert view["totals"]["bad"] == 3 and view["totals"]["ok"] == 2
         assert view["can_start"] and not view["can_retry"]
         text = c.get(f"{API}/batches/{bid}", headers=h).text
@@ -151,7 +153,8 @@ def test_preflight_catches_bad_lines_starts_nothing_then_good_and_fixed_lines_en
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
         rows = list(csv.DictReader(io.StringIO(r.text)))
         assert [row["line"] for row in rows] == ["1", "2", "3", "4", "5"]
-        assert rows[2]["preflight"] == "bad" and "user name and password" in rows[2]["problem"]
+        assert rows[2]["preflight"] == "bad"
+        assert rows[2]["problem"].startswith("The source mailbox refused the user name")
         assert rows[4]["source_username"] == "'=HYPERLINK(1)"
         assert "Wrong-pw-3" not in r.text
 

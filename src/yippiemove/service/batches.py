@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, select
 
 from ..jobs.vocab import TERMINAL, JobStatus
-from ..policy.failures import kind_of_text
+from ..policy.failures import describe, kind_of_text
 from .db import Batch, BatchLine, Database, Job, User
 
 if TYPE_CHECKING:
@@ -232,7 +232,7 @@ class Batches:
                 continue
             except ServiceError as exc:
                 message = str(exc)
-                verdict = ("bad", _side_of(message), kind_of_text(message, "unreachable"), message)
+                verdict = ("bad", _side_of(message), kind_of_text(message, "other"), message)
             except Exception:
                 log.exception("batch %s line %d: the check failed", batch_id, n)
                 verdict = (
@@ -458,6 +458,22 @@ class Batches:
         return "".join(results_csv(self.get_batch(user_id, batch_id)))
 
 
+#: Kinds whose plain sentence (policy/failures.py) says more than the check's own text;
+#: for the others (the same mailbox twice, a refused address...) our text is the plain one.
+_PLAIN_KINDS = frozenset({"auth", "unreachable", "tls", "consent_revoked", "rate_limited"})
+
+
+def _problem(line: BatchLine) -> dict[str, Any] | None:
+    """Why a line is bad (or refused at start): the side, the kind, the plain message
+    and, as ``detail``, the check's own text (the server's answer, never a password)."""
+    if not line.message:
+        return None
+    plain = line.message
+    if line.check == "bad" and line.kind in _PLAIN_KINDS:
+        plain = str((describe(line.message, line.kind, line.side) or {})["message"])
+    return {"side": line.side, "kind": line.kind, "message": plain, "detail": line.message}
+
+
 def _line_view(line: BatchLine, job: Job | None) -> dict[str, Any]:
     p = (job.progress or {}) if job is not None else {}
     status = job.status if job is not None else None
@@ -466,11 +482,7 @@ def _line_view(line: BatchLine, job: Job | None) -> dict[str, Any]:
         "source": dict(line.source),
         "dest": dict(line.dest),
         "check": line.check,
-        "problem": (
-            {"side": line.side, "kind": line.kind, "message": line.message}
-            if line.message
-            else None
-        ),
+        "problem": _problem(line),
         "job_id": line.job_id,
         "status": status,
         "messages_done": int(p.get("messages_done") or 0),
@@ -576,7 +588,10 @@ def results_csv(view: dict[str, Any]) -> Iterator[str]:
     w = csv.writer(buf)
     w.writerow(RESULT_COLUMNS)
     for v in view.get("lines", []):
-        problem = (v.get("problem") or {}).get("message") or v.get("error") or ""
+        p = v.get("problem") or {}
+        problem = p.get("message") or v.get("error") or ""
+        if p.get("detail") and p["detail"] != problem:
+            problem = f"{problem} ({p['detail']})"
         w.writerow(
             [
                 _cell(x)

@@ -55,7 +55,8 @@ class BatchIn(BaseModel):
 class LineProblemOut(BaseModel):
     side: Literal["source", "dest"] | None = Field(description="which account, when known")
     kind: str | None = Field(description="policy/failures.py's kind: auth, unreachable...")
-    message: str
+    message: str = Field(description="what is wrong, in plain words")
+    detail: str = Field(description="the check's own text (what the server answered)")
 
 
 class BatchLineOut(BaseModel):

@@ -341,3 +341,63 @@ def test_a_batch_body_in_a_bad_shape_is_refused_whole(make_service: Callable[...
         assert r.status_code == 422 and "line 1: dest" in r.json()["message"], r.text
         assert c.get(f"{API}/batches", headers=h).json() == {"batches": []}
         assert c.get(f"{API}/batches/nonexistent0", headers=h).status_code == 404
+
+
+def test_another_customers_batch_is_like_a_missing_one(
+    make_service: Callable[..., Service],
+) -> None:
+    """Every route of a batch by id (found by walking the app's routes: pages and REST)
+    answers bob exactly as for a batch that does not exist, and changes nothing; the
+    listings show him nothing of alice's."""
+    from tests.web.test_route_isolation import BATCH_ROUTES
+
+    svc = make_service()
+    alice = svc.create_user("alice@example.org", "correct horse battery")
+    bob = svc.create_user("bob@example.org", "correct horse battery")
+    rows = svc.parse_batch_csv(
+        "imap.example.org,993,tls,ann@alice-corp.example,pw-1,"
+        "imap.example.net,993,tls,ann@new.example,pw-2\n"
+    )[0]
+    bid = svc.create_batch(alice, rows, name="alice-corp move", check=False, autostart=False)["id"]
+    before = svc.get_batch(alice, bid)
+    missing = "feedfacefeedface"
+    app = create_app(svc)
+    routes = {(m, p) for m, p in BATCH_ROUTES if "{batch_id}" in p}
+    assert len(routes) == 10
+    with TestClient(app) as c:
+        hb = {"Authorization": f"Bearer {svc.create_token(bob, 'ci')}"}
+        # Bob logged in to the pages too (a web session with its CSRF token).
+        page = c.get("/login").text
+        csrf = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        r = c.post(
+            "/login",
+            data={
+                "email": "bob@example.org",
+                "password": "correct horse battery",
+                "csrf_token": csrf,
+            },
+            follow_redirects=False,
+        )
+        assert r.status_code == 303, r.text
+        csrf = c.get("/batches").text.split('name="csrf_token" value="', 1)
+        token = csrf[1].split('"', 1)[0] if len(csrf) > 1 else ""
+        for method, route in sorted(routes):
+            answers = []
+            for some in (bid, missing):
+                path = route.format(batch_id=some)
+                if path.startswith(API):
+                    r = c.request(method, path, headers=hb)
+                elif method == "GET":
+                    r = c.get(path)
+                else:
+                    r = c.post(path, data={"csrf_token": token}, follow_redirects=False)
+                    if r.status_code == 303:  # a flash, then the page it names
+                        r = c.get(r.headers["location"])
+                answers.append((r.status_code, r.text.replace(some, "X")))
+            assert answers[0] == answers[1], (method, route)
+            assert answers[0][0] == 404, (method, route, answers[0][0])
+            assert "alice-corp" not in answers[0][1]
+        for path in ("/batches", f"{API}/batches"):
+            r = c.get(path, headers=hb)
+            assert r.status_code == 200 and bid not in r.text and "alice-corp" not in r.text
+    assert svc.get_batch(alice, bid) == before

@@ -13,6 +13,7 @@ the real service with job processes and a real Dovecot:
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import socket
@@ -401,3 +402,30 @@ def test_another_customers_batch_is_like_a_missing_one(
             r = c.get(path, headers=hb)
             assert r.status_code == 200 and bid not in r.text and "alice-corp" not in r.text
     assert svc.get_batch(alice, bid) == before
+
+
+def test_a_preflight_interrupted_by_a_stop_resumes_at_start(
+    make_service: Callable[..., Service], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The web process stopped while it checked a batch: the next start checks the lines
+    without a verdict, and a verdict already stored is kept (counted once)."""
+    svc = make_service()
+    uid = svc.create_user("ada@example.org", "correct horse battery")
+    port = closed_port()
+    rows = svc.parse_batch_csv(
+        "\n".join(
+            f"127.0.0.1,{port},starttls,u{i},pw{i},127.0.0.1,{port},starttls,d{i},pw"
+            for i in range(3)
+        )
+    )[0]
+    with monkeypatch.context() as m:
+        m.setattr(Service, "_start_preflight", lambda self, batch_id: None)  # "killed"
+        bid = svc.create_batch(uid, rows)["id"]
+    assert svc.get_batch(uid, bid)["state"] == "checking"
+    assert svc.resume_preflights() == [bid]
+    svc.wait_preflights(60)
+    view = svc.get_batch(uid, bid)
+    assert view["state"] == "checked" and (view["lines_checked"], view["lines_bad"]) == (3, 3)
+    asyncio.run(svc._check_line(bid, 1))  # a second pre-flight's late verdict
+    assert svc.get_batch(uid, bid)["lines_checked"] == 3
+    assert svc.resume_preflights() == []

@@ -152,6 +152,17 @@ class Batches:
         self._preflights().append(thread)
         return thread
 
+    def resume_preflights(self: Service) -> list[str]:
+        """Start again the pre-flights a stop interrupted (batches still "checking"):
+        the lines without a verdict are checked; a verdict is stored once (a line
+        checked twice, by two web servers of a fleet, counts once)."""
+        with self.db.read() as s:
+            ids = list(s.scalars(select(Batch.id).where(Batch.state == "checking")))
+        for batch_id in ids:
+            log.info("batch %s: resuming its pre-flight", batch_id)
+            self._start_preflight(batch_id)
+        return ids
+
     def _preflights(self: Service) -> list[threading.Thread]:
         threads: list[threading.Thread] | None = getattr(self, "_preflight_threads", None)
         if threads is None:
@@ -210,8 +221,8 @@ class Batches:
         def load() -> dict[str, Any] | None:
             with self.db.session() as s:
                 line = s.get(BatchLine, (batch_id, n))
-                if line is None or line.credentials is None:
-                    return None
+                if line is None or line.credentials is None or line.check in ("ok", "bad"):
+                    return None  # dropped, or judged by another pre-flight meanwhile
                 line.check = "checking"
                 return dict(self.box.decrypt(line.credentials))
 
@@ -249,8 +260,8 @@ class Batches:
             with self.db.session() as s:
                 line = s.get(BatchLine, (batch_id, n))
                 batch = s.get(Batch, batch_id, with_for_update=True)
-                if line is None or batch is None:
-                    return
+                if line is None or batch is None or line.check in ("ok", "bad"):
+                    return  # dropped, or judged by another pre-flight meanwhile
                 line.check, line.side, line.kind, line.message = verdict
                 batch.lines_checked = (batch.lines_checked or 0) + 1
                 if verdict[0] == "bad":

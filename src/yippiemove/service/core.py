@@ -540,6 +540,8 @@ class Service(Batches, DomainBatches, SignIns, Resumes):
             self.agent = agent
             self.recover(startup=True)
         self.cleanup_credentials()
+        if role == "serve":
+            self.resume_preflights()  # batches whose check a stop interrupted (issue 17)
         if self.agent is not None:
             if not self.agent.drained:
                 self.queue.start(n, self.supervisor.run_job)

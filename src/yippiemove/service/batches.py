@@ -90,11 +90,13 @@ class Batches:
         notify_end_users: bool = False,
         autostart: bool = True,
         check: bool = True,
+        folders: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Store a batch of checked-in-form rows (``(line number, source, dest)``, as
         :meth:`parse_batch_csv` gives them) and start its pre-flight in the background;
         the batch's view (state "checking").  ``check=False`` (tests, trusted callers)
-        skips the pre-flight: every line is "ok" at once."""
+        skips the pre-flight: every line is "ok" at once.  ``folders``: the checked
+        folder selection (``JobSpec.folders.as_dict()``) of every line's transfer."""
         from .core import ServiceError
 
         self.user_email(user_id)
@@ -119,6 +121,7 @@ class Batches:
                     lines_total=len(rows),
                     lines_checked=0 if check else len(rows),
                     lines_bad=0,
+                    folders=folders,
                 )
             )
             s.flush()
@@ -297,12 +300,14 @@ class Batches:
         """Start the lines that passed the pre-flight (and lines refused at an earlier
         start): a job each, tagged with the batch.  Bad lines never start.  Conflict
         while the pre-flight runs, or when no line may start."""
+        from ..jobs import spec
         from .core import Account, Conflict, ServiceError
 
         with self.db.read() as s:
             batch = self._own_batch(s, user_id, batch_id)
             if batch.state == "checking":
                 raise Conflict("the batch is still being checked; start it when it is done")
+            folders = spec.check_folders(batch.folders) if batch.folders else None
             lines = list(
                 s.scalars(
                     select(BatchLine)
@@ -323,6 +328,7 @@ class Batches:
                 specs[line.line] = self.make_spec(
                     Account.from_dict(creds["source"], "source"),
                     Account.from_dict(creds["dest"], "dest"),
+                    folders,
                     pinned=pinned,
                 )
             except ServiceError as exc:

@@ -349,6 +349,8 @@ class Batch(Base):
     lines_total: Mapped[int] = mapped_column(Integer, default=0)
     lines_checked: Mapped[int] = mapped_column(Integer, default=0)
     lines_bad: Mapped[int] = mapped_column(Integer, default=0)
+    #: The folder selection every line's transfer gets (a domain batch's ``folders``).
+    folders: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class BatchLine(Base):

@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("lines_total", sa.Integer(), nullable=False),
         sa.Column("lines_checked", sa.Integer(), nullable=False),
         sa.Column("lines_bad", sa.Integer(), nullable=False),
+        sa.Column("folders", sa.JSON(), nullable=True),
     )
     op.create_index("ix_batches_user_id", "batches", ["user_id"])
     op.create_table(

@@ -141,10 +141,17 @@ class Batches:
                 )
         log.info("batch %s: %d line(s) for user %d", batch_id, len(rows), user_id)
         if check:
-            self._start_preflight(batch_id)
+            if self._running():
+                self._start_preflight(batch_id)
         elif autostart:
             self.start_batch(user_id, batch_id)
         return self.get_batch(user_id, batch_id)
+
+    def _running(self: Service) -> bool:
+        """Whether this Service runs (``start()``: ``serve``, with or without workers):
+        only then does it check batches in the background; a batch stored by a Service
+        that does not run is checked by the next one that starts."""
+        return self._janitor is not None and not self._stopping.is_set()
 
     def _start_preflight(self: Service, batch_id: str) -> threading.Thread:
         thread = threading.Thread(

@@ -289,7 +289,12 @@ class Batches:
             user_id, go = batch.user_id, batch.autostart and not batch.lines_bad
         log.info("batch %s: pre-flight done", batch_id)
         if go:
-            self.start_batch(user_id, batch_id)
+            from .core import ServiceError
+
+            try:
+                self.start_batch(user_id, batch_id)
+            except ServiceError as exc:  # every line refused at start: the page says why
+                log.info("batch %s: nothing started: %s", batch_id, exc)
 
     # ------------------------------------------------------------------ starting
 

@@ -42,6 +42,7 @@ from ..jobs.vocab import TERMINAL, JobStatus, Phase, Security
 from ..policy.failures import describe
 from ..transfer.identity import same_address
 from ..transfer.model import Endpoint
+from . import staged
 from .auth import AuthStore
 from .batches import Batches
 from .checks import CheckFailed, CheckSlots, TooManyChecks, run_check
@@ -257,6 +258,9 @@ class JobView:
     #: The sides that take a new password now (failed or cancelled, no OAuth2 sign-in;
     #: service/resume.py), else empty.
     credential_sides: list[str] = dataclasses.field(default_factory=list)
+    #: Issue 17, a staged move (service/staged.py ``view``): its schedule, next pass,
+    #: how long the passwords are kept, and the history of its passes; None otherwise.
+    schedule: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -297,7 +301,13 @@ class JobView:
             sign_in_needed=needed,
             failure=_failure(job, progress),
             credential_sides=credential_sides(job) if job.status in RESUMABLE else [],
+            schedule=staged.view(job),
         )
+
+
+def _starts_later(view: JobView) -> bool:
+    """A staged job whose first pass is for later: not enqueued now (service/staged.py)."""
+    return view.schedule is not None and view.schedule["state"] == "scheduled"
 
 
 def _failure(job: Job, progress: dict[str, Any]) -> dict[str, Any] | None:
@@ -500,6 +510,8 @@ class Service(Batches, DomainBatches, SignIns, Resumes):
             self._jobs_stopping,
         )
         self._janitor: threading.Thread | None = None
+        #: Fires the due passes of staged moves (service/staged.py).
+        self._scheduler: threading.Thread | None = None
         #: This process as a worker host of the fleet (None: no workers here).
         self.agent: HostAgent | None = None
         self._workers = 0
@@ -550,6 +562,10 @@ class Service(Batches, DomainBatches, SignIns, Resumes):
             target=self._maintain, name="yippiemove-janitor", daemon=True
         )
         self._janitor.start()
+        self._scheduler = threading.Thread(
+            target=self._schedule_loop, name="yippiemove-staged", daemon=True
+        )
+        self._scheduler.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop running jobs cleanly (they go back to ``queued``) and the consumers."""
@@ -564,6 +580,9 @@ class Service(Batches, DomainBatches, SignIns, Resumes):
         if self._janitor is not None:
             self._janitor.join(timeout=5)
             self._janitor = None
+        if self._scheduler is not None:
+            self._scheduler.join(timeout=5)
+            self._scheduler = None
         self.notifier.flush()
 
     def _drain(self) -> None:
@@ -603,6 +622,7 @@ class Service(Batches, DomainBatches, SignIns, Resumes):
         ``LostMessages``); returns their ids."""
         with self.db.read() as s:
             queued = set(s.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED)))
+            queued -= staged.waiting_start(s)  # staged: enqueued when their start comes
         if not queued:
             self._lost.lost(set(), set(), None)
             return []
@@ -635,6 +655,18 @@ class Service(Batches, DomainBatches, SignIns, Resumes):
 
     def close(self) -> None:
         self.db.dispose()
+
+    def _schedule_loop(self) -> None:
+        while not self._stopping.wait(self.settings.staged_poll_interval):
+            try:
+                self.fire_due_passes()
+            except Exception:
+                log.exception("the staged moves' scheduler failed a round")
+
+    def fire_due_passes(self, now: float | None = None) -> list[str]:
+        """Start the staged moves' passes that are due (each by one scheduler only, of
+        any number of processes or hosts: service/staged.py); returns the ids started."""
+        return staged.fire_due(self.db, self._enqueue, now)
 
     def _maintain(self) -> None:
         while not self._stopping.wait(self.settings.maintenance_interval):
@@ -680,6 +712,9 @@ class Service(Batches, DomainBatches, SignIns, Resumes):
                 if startup
                 else []
             )
+            if queued:  # staged moves whose first pass is for later: not yet
+                later = staged.waiting_start(s)
+                queued = [job_id for job_id in queued if job_id not in later]
         recovered = []
         for job_id, owner, jail, token, dead in stale:
             kill_stale_jail(jail, host=self.settings.host_name)
@@ -1058,17 +1093,23 @@ class Service(Batches, DomainBatches, SignIns, Resumes):
         source: Account,
         dest: Account,
         folders: dict[str, Any] | None = None,
+        schedule: dict[str, Any] | None = None,
     ) -> JobView:
-        """Validate, store (passwords encrypted), enqueue; returns the new job."""
-        return self.submit(user_id, self.make_spec(source, dest, folders))
+        """Validate, store (passwords encrypted), enqueue; returns the new job.
+        ``schedule``: a staged move (:meth:`make_schedule`)."""
+        plan = self.make_schedule(schedule) if schedule is not None else None
+        return self.submit(user_id, self.make_spec(source, dest, folders), plan)
 
-    def submit(self, user_id: int, job_spec: spec.JobSpec) -> JobView:
+    def submit(
+        self, user_id: int, job_spec: spec.JobSpec, schedule: staged.Schedule | None = None
+    ) -> JobView:
         """Store a checked spec (passwords encrypted) and enqueue it; returns the new job.
 
         :class:`AlreadyActive` when a job of the same pair is queued or running."""
         self.user_email(user_id)
-        view = self._atomically(lambda s: self._add_job(s, user_id, job_spec))
-        self._enqueue(view.id)
+        view = self._atomically(lambda s: self._add_job(s, user_id, job_spec, schedule))
+        if not _starts_later(view):
+            self._enqueue(view.id)
         log.info("job %s: created for user %d", view.id, user_id)
         return view
 
@@ -1080,15 +1121,22 @@ class Service(Batches, DomainBatches, SignIns, Resumes):
         source: Account,
         dest: Account,
         folders: dict[str, Any] | None = None,
+        schedule: dict[str, Any] | None = None,
     ) -> tuple[int, dict[str, Any]]:
         """:meth:`create_transfer` under an ``Idempotency-Key`` (see :meth:`submit_once`).
 
         Errors of the order itself (a field, the same account twice) are raised as
         usual and not remembered: the key may be used again with a corrected body."""
-        return self.submit_once(user_id, key, body, self.make_spec(source, dest, folders))
+        plan = self.make_schedule(schedule) if schedule is not None else None
+        return self.submit_once(user_id, key, body, self.make_spec(source, dest, folders), plan)
 
     def submit_once(
-        self, user_id: int, key: str, body: Any, job_spec: spec.JobSpec
+        self,
+        user_id: int,
+        key: str,
+        body: Any,
+        job_spec: spec.JobSpec,
+        schedule: staged.Schedule | None = None,
     ) -> tuple[int, dict[str, Any]]:
         """:meth:`submit` under an ``Idempotency-Key``: (status, body) of the API's answer.
 
@@ -1121,8 +1169,9 @@ class Service(Batches, DomainBatches, SignIns, Resumes):
                 return row.status_code, dict(row.response), False
             try:
                 with s.begin_nested():
-                    view = self._add_job(s, user_id, job_spec)
-                status, body, new = 201, {"id": view.id, "status": view.status}, True
+                    view = self._add_job(s, user_id, job_spec, schedule)
+                status, body = 201, {"id": view.id, "status": view.status}
+                new = not _starts_later(view)
             except AlreadyActive as exc:
                 status, body, new = 409, {"error": str(exc), "id": exc.job_id}, False
             expired = s.execute(
@@ -1153,6 +1202,7 @@ class Service(Batches, DomainBatches, SignIns, Resumes):
         status, body, new = self._atomically(once)
         if new:
             self._enqueue(body["id"])
+        if status == 201:
             log.info("job %s: created for user %d", body["id"], user_id)
         return status, body
 
@@ -1168,7 +1218,13 @@ class Service(Batches, DomainBatches, SignIns, Resumes):
                     raise
         raise AssertionError("unreachable")
 
-    def _add_job(self, s: Any, user_id: int, job_spec: spec.JobSpec) -> JobView:
+    def _add_job(
+        self,
+        s: Any,
+        user_id: int,
+        job_spec: spec.JobSpec,
+        schedule: staged.Schedule | None = None,
+    ) -> JobView:
         source, dest = job_spec.source, job_spec.dest
         blob = self.box.encrypt(credentials_blob(source, dest))
         job = Job(
@@ -1190,6 +1246,8 @@ class Service(Batches, DomainBatches, SignIns, Resumes):
         self._check_pending(s, user_id)
         s.add(job)
         s.flush()
+        if schedule is not None:
+            staged.add(s, job, schedule, time.time())
         return JobView.of(job)
 
     def _check_pending(self, s: Any, user_id: int) -> None:
@@ -1248,6 +1306,7 @@ class Service(Batches, DomainBatches, SignIns, Resumes):
                 )
                 job.progress = interrupt_folders(progress)
                 expire_credentials(job, self.settings, now)
+                staged.job_cancelled(s, job)  # a staged job's schedule stops with it
                 # A job given back to the queue may have left a checkpoint: it ends here.
                 ckpt = s.get(JobCheckpoint, job_id)
                 if ckpt is not None:
@@ -1284,17 +1343,9 @@ class Service(Batches, DomainBatches, SignIns, Resumes):
                     + " was forgotten or refused"
                 )
             self._check_pending(s, user_id)
-            job.status = JobStatus.QUEUED
-            job.error = None
-            job.started = None
-            job.finished = None
-            job.cancel_requested = False
-            job.attempts = 0
-            job.runs = (job.runs or 1) + 1
-            job.notified_start = False
-            job.credentials_expires = None
             # A new run, a new graph: its rate and history are this run's only.
-            job.progress = default_progress()
+            staged.new_run(job)
+            staged.rerun(s, job)  # a staged job: this run is its next pass
             view = JobView.of(job)
         self._enqueue(job_id)
         return view
@@ -1307,6 +1358,40 @@ class Service(Batches, DomainBatches, SignIns, Resumes):
                 raise Conflict("the transfer is still running; cancel it first")
             job.credentials = None
             job.credentials_expires = None
+            view = JobView.of(job)
+        with contextlib.suppress(Exception):
+            self.db.checkpoint()
+        return view
+
+    # -- issue 17: staged moves until cut-over (service/staged.py) ------------------------
+
+    def make_schedule(self, data: Any) -> staged.Schedule:
+        """A staged move's schedule checked (``interval`` seconds, ``start_at`` and
+        ``final_at`` unix times or null); ServiceError naming the field."""
+        try:
+            return staged.parse(data, self.settings, time.time())
+        except staged.ScheduleError as exc:
+            raise ServiceError(str(exc)) from None
+
+    def final_pass(self, user_id: int, job_id: str) -> JobView:
+        """The customer switched over: run the final pass now (right after the pass
+        under way, if one runs); then the job is done and its passwords deleted.
+        Conflict when the transfer has no schedule still running."""
+        with self.db.session() as s:
+            job = self._own(s, user_id, job_id, lock=True)
+            if not staged.request_final(s, job, time.time()):
+                raise Conflict("this transfer has no schedule still running")
+        self.fire_due_passes()  # at once, not at the next scheduler round
+        return self.get_transfer(user_id, job_id)
+
+    def cancel_schedule(self, user_id: int, job_id: str) -> JobView:
+        """Stop a staged move's passes: no more top-ups and no final pass; the stored
+        passwords are deleted now (or when the pass under way ends).  Conflict when the
+        transfer has no schedule still running."""
+        with self.db.session() as s:
+            job = self._own(s, user_id, job_id, lock=True)
+            if not staged.cancel(s, job):
+                raise Conflict("this transfer has no schedule still running")
             view = JobView.of(job)
         with contextlib.suppress(Exception):
             self.db.checkpoint()

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..jobs.ports import Checkpoint, Claim, SupervisorConfig, Waiting
 from ..jobs.vocab import TERMINAL, JobStatus, Phase
+from . import staged
 from .config import Settings
 from .db import Database, Job, JobCheckpoint, User
 from .secrets import CredentialBox
@@ -102,6 +103,8 @@ class SqlJobStore:
         with self.db.session() as s:
             job = s.get(Job, job_id, with_for_update=True)
             if job is None or job.status != JobStatus.QUEUED:
+                return None
+            if staged.starts_later(s, job.id):  # a staged job's start is for later
                 return None
             if job.attempts >= max_attempts:
                 job.status = JobStatus.FAILED
@@ -317,7 +320,9 @@ class SqlJobStore:
             job.cancel_requested = False
             job.progress = progress(dict(job.progress or {}))
             job.report_path = report_path
-            expire_credentials(job, self.settings, now)
+            # A staged job's pass (issue 17): its figures, the next pass, its passwords.
+            if not staged.pass_ended(sess, job, status, now):
+                expire_credentials(job, self.settings, now)
             user = sess.get(User, job.user_id) if job.user_id else None
             return user.email if user is not None else ""
 
@@ -359,7 +364,9 @@ class SqlJobStore:
             job = sess.get(Job, job_id)
             assert job is not None
             user = sess.get(User, job.user_id) if job.user_id else None
-            return _mail_view(job, user)
+            view = _mail_view(job, user)
+            view["quiet"] = staged.is_quiet(sess, job)  # a staged job's top-up: no mail
+            return view
 
     def batch_summary(self, job_id: str) -> dict[str, Any] | None:
         """The job's batch when this job's end was the batch's last one and its summary

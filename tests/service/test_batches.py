@@ -343,6 +343,14 @@ def test_a_batch_body_in_a_bad_shape_is_refused_whole(make_service: Callable[...
         assert r.status_code == 422 and "line 1: dest" in r.json()["message"], r.text
         assert c.get(f"{API}/batches", headers=h).json() == {"batches": []}
         assert c.get(f"{API}/batches/nonexistent0", headers=h).status_code == 404
+        # Batches being checked at once, per customer (this service does not run: they
+        # stay "checking"): one more is 429 and stores nothing.
+        body = {"lines": [line(acc(1143, "a", "p"), acc(1144, "b", "p"))]}
+        for _ in range(4):
+            assert c.post(f"{API}/batches", json=body, headers=h).status_code == 202
+        r = c.post(f"{API}/batches", json=body, headers=h)
+        assert r.status_code == 429 and "4 batches being checked" in r.json()["message"], r.text
+        assert len(c.get(f"{API}/batches", headers=h).json()["batches"]) == 4
 
 
 def test_another_customers_batch_is_like_a_missing_one(

@@ -57,6 +57,9 @@ BATCH_STATES = ("checking", "checked", "running", "done")
 LINE_CHECKS = ("waiting", "checking", "ok", "bad", "started", "refused")
 #: Seconds to wait before asking again for a check slot the whole service shares.
 BUSY_WAIT = 0.25
+#: A customer's batches being checked at once (each holds a thread and up to
+#: ``batch_check_parallel`` checks); one more is refused (429) until one is checked.
+MAX_CHECKING_PER_USER = 4
 _ADDRESS = re.compile(r"\A[^@\s]+@[^@\s]+\.[^@\s]+\Z")
 #: A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
@@ -97,11 +100,25 @@ class Batches:
         the batch's view (state "checking").  ``check=False`` (tests, trusted callers)
         skips the pre-flight: every line is "ok" at once.  ``folders``: the checked
         folder selection (``JobSpec.folders.as_dict()``) of every line's transfer."""
-        from .core import ServiceError
+        from sqlalchemy import func
+
+        from .core import Busy, ServiceError
 
         self.user_email(user_id)
         if not rows:
             raise ServiceError("the batch has no mailbox pairs to move")
+        if check:
+            with self.db.read() as s:
+                checking = s.scalar(
+                    select(func.count())
+                    .select_from(Batch)
+                    .where(Batch.user_id == user_id, Batch.state == "checking")
+                )
+            if int(checking or 0) >= MAX_CHECKING_PER_USER:
+                raise Busy(
+                    f"you already have {checking} batches being checked (at most "
+                    f"{MAX_CHECKING_PER_USER} at a time); send this one when one is done"
+                )
         limit = self.settings.batch_max_transfers
         if limit > 0 and len(rows) > limit:
             raise ServiceError(f"too many transfers: at most {limit} per batch; split the file")

@@ -93,7 +93,7 @@ def add_batch_api(router: APIRouter, service: "Service", user_dep: Any, errors: 
         responses={
             400: {"model": errors, "description": "Refused by policy"},
             422: {"model": errors, "description": "Invalid body, or lines in a bad shape"},
-            429: {"model": errors, "description": "Too many transfers queued or running"},
+            429: {"model": errors, "description": "Too many of your batches being checked"},
         },
     )
     async def create_batch(body: BatchIn, user: user_dep) -> dict[str, Any]:

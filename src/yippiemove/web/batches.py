@@ -139,13 +139,21 @@ class BatchPages:
         uid = await self.p.user(request)
         await self.p.form(request)
         batch_id = check_batch_id(batch_id)
+
+        def started(view: dict[str, Any]) -> int:
+            return sum(1 for v in view["lines"] if v["job_id"])
+
         try:
+            before = started(await self.p.call(self.p.service.get_batch, uid, batch_id))
             view = await self.p.call(self.p.service.start_batch, uid, batch_id)
         except ServiceError as exc:
             flash(request, f"Nothing was started: {exc}", "error")
         else:
-            n = sum(1 for v in view["lines"] if v["job_id"])
+            n = started(view) - before
             flash(request, f"{n} transfer{'s' if n != 1 else ''} started.")
+            refused = [v for v in view["lines"] if v["check"] == "refused"]
+            if refused:
+                flash(request, f"{len(refused)} line(s) could not start: see below.", "error")
         return RedirectResponse(f"/batches/{batch_id}", 303)
 
     async def retry(self, request: Request, batch_id: str) -> Response:

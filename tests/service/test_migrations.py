@@ -25,7 +25,7 @@ from yippiemove.service import schema
 from yippiemove.service.db import Base, Database, Job, User, driver_url, shown_url
 
 FIXTURE = Path(__file__).parent / "data" / "control-636b9a5.sql"
-HEAD = "0007"  # issue 17: batches after staged moves (the lead re-chains 0006-0009)
+HEAD = "0009"  # issue 17: account tokens (journey-account; after batches 0007, staged 0006)
 
 
 def revision_and_differences(db: Database) -> tuple[str | None, list[object]]:
@@ -33,9 +33,18 @@ def revision_and_differences(db: Database) -> tuple[str | None, list[object]]:
         return schema.current_revision(conn), schema.schema_differences(conn)
 
 
-def test_head_is_0007() -> None:
+def test_head_is_0009() -> None:
     assert schema.head_revision() == HEAD
-    assert schema.known_revisions() == {"0001", "0002", "0003", "0004", "0005", "0006", "0007"}
+    assert schema.known_revisions() == {
+        "0001",
+        "0002",
+        "0003",
+        "0004",
+        "0005",
+        "0006",
+        "0007",
+        "0009",
+    }
 
 
 # ---------------------------------------------------------------------- from empty

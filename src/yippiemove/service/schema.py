@@ -98,6 +98,8 @@ def _pre_migration_revision(conn: Connection) -> str | None:
         return None
     columns = {c["name"] for c in inspect(conn).get_columns("jobs")}
     if "lease_token" in columns and {"worker_hosts", "job_checkpoints"} <= tables:
+        if "account_tokens" in tables:  # issue 17, account lifecycle
+            return "0009"
         if "oauth_sign_ins" in tables:
             if "batches" in tables:  # issue 17, journey-batches
                 return "0007"

@@ -27,6 +27,7 @@ from yippiemove.service.core import AlreadyActive, Busy, Conflict, NotFound, Ser
 from yippiemove.service.passwords import MIN_LENGTH, password_problem
 
 from . import presets
+from .account import add_routes as add_account_routes
 from .api import check_job_id, public_view, receipt_response
 from .batches import add_batch_pages, create_from_upload
 from .forms import (
@@ -1212,4 +1213,5 @@ def build_pages_router(service: Service, templates: Jinja2Templates) -> APIRoute
     add_resume_routes(r, p)  # issue 17: new passwords for a stopped transfer
     add_staged_routes(r, p)  # issue 17: staged moves (final pass, stop the schedule)
     add_batch_pages(r, p)  # issue 17: batches, their dashboard (web/batches.py)
+    add_account_routes(r, p)  # issue 17: forgot password, address, delete (web/account.py)
     return r

@@ -94,7 +94,7 @@ def main(base: str, out: Path) -> None:
             "imap.old.example,993,tls,c@old.example,,imap.new.example,993,tls,c@new.example,pw\n"
         )
         page.set_input_files("input[type=file]", str(bad))
-        page.click("button:has-text('Check and start')")
+        page.click("button:has-text('Check the lines and start')")
         page.wait_for_load_state()
         shoot(page, out, "16-batch-errors")
         page.goto(base + "/transfers/doesnotexist")

@@ -16,15 +16,27 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
+from tests.svckit import SmtpSink, smtp_sink
 from tests.web.test_route_isolation import app_routes
 from yippiemove.service.config import Settings
 from yippiemove.service.core import Service
 from yippiemove.web.app import create_app
 
+__all__ = ["smtp_sink"]  # the fixture, used here
+
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    svc = Service(Settings.load(tmp_path / "svc", maintenance_interval=3600.0))
+def service(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[Service]:
+    """Mail goes to a sink: the routes that mail (password resets) run their real path."""
+    svc = Service(
+        Settings.load(
+            tmp_path / "svc",
+            maintenance_interval=3600.0,
+            smtp_host="127.0.0.1",
+            smtp_port=smtp_sink.port,
+            smtp_from="moves@yippiemove.example",
+        )
+    )
     try:
         yield svc
     finally:

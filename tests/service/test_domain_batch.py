@@ -241,3 +241,59 @@ def test_a_client_credentials_batch_signs_in_as_each_mailbox_with_the_app_token(
             assert new["INBOX"] == old["INBOX"] and sum(old["INBOX"].values()) == 4, p
         assert files_containing(svc.settings.data_dir, b"Contoso-App-Secret-77") == []
         svc.stop(timeout=15)
+
+
+def test_a_domain_batch_checked_in_the_background_is_a_batch(
+    make_service: Callable[..., Service],
+    oauth_server: OAuthServer,
+    dovecot_factory: Callable[..., DovecotServer],
+    tmp_path: Path,
+) -> None:
+    """Issue 17: ``wait: false`` answers at once with a batch of service/batches.py whose
+    pre-flight signs in to every mailbox with its own grant; a mailbox that does not
+    exist is a bad line (its number, the side), nothing starts until the customer starts
+    the good ones, which end exact with the batch's folder selection."""
+    server = dovecot_for(oauth_server, dovecot_factory)
+    people = PEOPLE[:2]
+    for n, p in enumerate(people):
+        fill(server, p, n)
+    old_key = oauth_server.add_service_account(domains=["example.test"])
+    new_key = oauth_server.add_service_account(domains=["new.test"])
+    svc = service_with_provider(make_service, oauth_server, server, tmp_path)
+    uid = svc.create_user("admin@example.test", "correct horse battery")
+    old = svc.add_domain_credential(
+        uid, {"kind": "service_account", "domain": "example.test", "key": old_key}
+    )
+    new = svc.add_domain_credential(
+        uid, {"kind": "service_account", "domain": "new.test", "key": new_key}
+    )
+    here = {"host": "127.0.0.1", "port": server.port, "security": "starttls"}
+    view = asyncio.run(
+        svc.create_domain_batch(
+            uid,
+            {
+                "source": {"credential": old["id"], **here},
+                "dest": {"credential": new["id"], **here},
+                "users": [{"address": src(p), "dest_address": dst(p)} for p in people]
+                + ["src-eve@example.test"],
+                "folders": {"exclude": ["Projects/*"]},
+            },
+            wait=False,
+        )
+    )
+    assert view["kind"] == "domain" and view["state"] == "checking"
+    svc.wait_preflights(60)
+    view = svc.get_batch(uid, view["id"])
+    assert view["state"] == "checked" and svc.list_transfers(uid) == []
+    assert [ln["check"] for ln in view["lines"]] == ["ok", "ok", "bad"]
+    assert view["lines"][2]["problem"]["side"] == "source"
+    view = svc.start_batch(uid, view["id"])
+    for ln in view["lines"][:2]:
+        assert wait_status(svc, uid, ln["job_id"], timeout=120).status == "done"
+    for p in people:
+        old_box = mailcheck.snapshot(server.port, src(p), f"pw-{p}")
+        new_box = mailcheck.snapshot(server.port, dst(p), f"new-{p}")
+        assert new_box["INBOX"] == old_box["INBOX"]
+        assert not any(f.startswith("Projects") for f in new_box)  # the batch's folders
+    marker = old_key["private_key"].splitlines()[4].encode()
+    assert files_containing(svc.settings.data_dir, marker) == []

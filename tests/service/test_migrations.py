@@ -25,7 +25,7 @@ from yippiemove.service import schema
 from yippiemove.service.db import Base, Database, Job, User, driver_url, shown_url
 
 FIXTURE = Path(__file__).parent / "data" / "control-636b9a5.sql"
-HEAD = "0009"  # issue 17: account tokens (journey-account; after staged 0006)
+HEAD = "0009"  # issue 17: account tokens (journey-account; after batches 0007, staged 0006)
 
 
 def revision_and_differences(db: Database) -> tuple[str | None, list[object]]:
@@ -35,7 +35,16 @@ def revision_and_differences(db: Database) -> tuple[str | None, list[object]]:
 
 def test_head_is_0009() -> None:
     assert schema.head_revision() == HEAD
-    assert schema.known_revisions() == {"0001", "0002", "0003", "0004", "0005", "0006", "0009"}
+    assert schema.known_revisions() == {
+        "0001",
+        "0002",
+        "0003",
+        "0004",
+        "0005",
+        "0006",
+        "0007",
+        "0009",
+    }
 
 
 # ---------------------------------------------------------------------- from empty

@@ -405,6 +405,12 @@ def test_openapi_documents_the_api_and_only_the_api(client: TestClient) -> None:
         f"{API}/account/password",
         f"{API}/account/email",
         f"{API}/password-resets",
+        # Issue 17: batches as objects.
+        f"{API}/batches",
+        f"{API}/batches/{{batch_id}}",
+        f"{API}/batches/{{batch_id}}/start",
+        f"{API}/batches/{{batch_id}}/retry-failed",
+        f"{API}/batches/{{batch_id}}/results.csv",
     }
     assert "token" in doc["components"]["securitySchemes"]
     post = doc["paths"][f"{API}/transfers"]["post"]

@@ -471,12 +471,36 @@ PARITY: list[tuple[str, set[str], set[str], str]] = [
     ),
     ("move a whole domain", {"POST /batch/domain"}, {"POST /api/v1/domain-batches"}, ""),
     (
-        "a batch of pairs from a CSV file",
+        "a batch of pairs, checked before anything starts",
         {"GET /batch", "POST /batch"},
-        set(),
-        "batches as objects, with their REST routes, are issue 17's batches part "
-        "(`/api/v1/batches`)",
+        {"POST /api/v1/batches"},
+        "",
     ),
+    (
+        "your batches, one batch's dashboard",
+        {"GET /batches", "GET /batches/{batch_id}"},
+        {"GET /api/v1/batches", "GET /api/v1/batches/{batch_id}"},
+        "",
+    ),
+    (
+        "start a batch's good lines",
+        {"POST /batches/{batch_id}/start"},
+        {"POST /api/v1/batches/{batch_id}/start"},
+        "",
+    ),
+    (
+        "retry a batch's failed lines",
+        {"POST /batches/{batch_id}/retry-failed"},
+        {"POST /api/v1/batches/{batch_id}/retry-failed"},
+        "",
+    ),
+    (
+        "a batch's results as CSV",
+        {"GET /batches/{batch_id}/results.csv"},
+        {"GET /api/v1/batches/{batch_id}/results.csv"},
+        "",
+    ),
+    ("drop a batch", {"POST /batches/{batch_id}/drop"}, {"DELETE /api/v1/batches/{batch_id}"}, ""),
     ("your account", {"GET /account"}, {"GET /api/v1/account"}, ""),
     (
         "change your log-in password",

@@ -15,6 +15,7 @@ from tests import mailcheck
 from tests.svckit import DST_PW, make_service
 from tests.web.browser import free_port
 from tests.web.demo import BackgroundServer
+from tests.web.phone import assert_fits
 from tests.web.test_reports import OWNER, OWNER_PW, _job
 from yippiemove.web.app import create_app
 
@@ -27,12 +28,6 @@ def _shot(page: Page, tmp: Path, name: str) -> None:
     out = Path(os.environ.get("YIPPIEMOVE_SCREENSHOTS") or tmp / "screenshots")
     out.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(out / f"{name}.png"), full_page=True)
-
-
-def _fits(page: Page) -> None:
-    """Nothing hidden sideways: the page is no wider than the window."""
-    wide = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-    assert wide <= 1, f"{page.url}: {wide} px wider than the window"
 
 
 @pytest.mark.parametrize("width", [1280, 390])
@@ -56,19 +51,16 @@ def test_report_then_undo_in_the_browser(
         page.click("[data-messages-link]")
         expect(page.locator("[data-messages] tbody tr")).to_have_count(11)
         expect(page.locator("[data-verification]")).to_contain_text("checked on the destination")
-        _fits(page)
-        _shot(page, tmp_path, f"report-{width}")
+        assert_fits(page, "report")  # nothing sideways, nothing clipped (tests/web/phone.py)
 
         page.goto(f"{base}/transfers/{jid}/receipt.html")
         expect(page.locator("[data-totals]")).to_contain_text("10 copied, 1 already there")
-        _fits(page)
-        _shot(page, tmp_path, f"receipt-{width}")
+        assert_fits(page, "receipt")  # nothing sideways, nothing clipped (tests/web/phone.py)
 
         page.goto(f"{base}/transfers/{jid}")
         page.click("[data-undo-link]")
         expect(page.locator("[data-undo-preview]")).to_contain_text("exactly the 10 messages")
-        _fits(page)
-        _shot(page, tmp_path, f"undo-preview-{width}")
+        assert_fits(page, "undo-preview")  # nothing sideways, nothing clipped (tests/web/phone.py)
         page.click("[data-undo-confirm]")
         expect(page.locator("[data-undo-done]")).to_contain_text("10 messages removed")
         _shot(page, tmp_path, f"undo-done-{width}")

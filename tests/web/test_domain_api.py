@@ -134,3 +134,38 @@ def test_a_domain_batch_names_each_refused_line(client: TestClient, real: Servic
     other = token(real, "mallory@example.org")
     r = client.post(f"{API}/domain-batches", json=body, headers=other)
     assert r.status_code == 404 and r.json()["error"] == "no such domain credential"
+
+
+def test_a_domain_batch_that_does_not_wait_is_a_batch(client: TestClient, real: Service) -> None:
+    """Issue 17: ``wait: false`` answers 202 with the batch (``GET /api/v1/batches/ID``),
+    its transfers tagged with it; a line in a bad shape refuses it whole; no secret in
+    any answer."""
+    alice = token(real, "alice@example.org")
+    cred = client.post(
+        f"{API}/domain-credentials",
+        json={"kind": "service_account", "domain": "example.org", "key": sa_key()},
+        headers=alice,
+    ).json()
+    body: dict[str, Any] = {
+        "source": {"credential": cred["id"], "host": "127.0.0.1", "port": 1993},
+        "dest": {"host": "127.0.0.1", "port": 2993, "security": "tls"},
+        "users": [{"address": "ann@example.org", "dest_password": "pw-ann"}, "bob@other.example"],
+        "wait": False,
+        "check": False,  # (no provider here: the pre-flight's own tests are in tests/service)
+    }
+    r = client.post(f"{API}/domain-batches", json=body, headers=alice)
+    assert r.status_code == 400 and "line 2: bob@other.example" in r.json()["message"], r.text
+    assert client.get(f"{API}/batches", headers=alice).json() == {"batches": []}
+    body["users"] = body["users"][:1]
+    r = client.post(f"{API}/domain-batches", json=body, headers=alice)
+    assert r.status_code == 202, r.text
+    batch = r.json()
+    assert (
+        batch["kind"] == "domain" and batch["lines"][0]["source"]["username"] == "ann@example.org"
+    )
+    assert batch["state"] == "running" and batch["lines"][0]["check"] == "started"
+    got = client.get(f"{API}/batches/{batch['id']}", headers=alice)
+    job = client.get(f"{API}/transfers/{got.json()['lines'][0]['job_id']}", headers=alice)
+    assert job.json()["source"]["username"] == "ann@example.org"
+    for text in (r.text, got.text):
+        assert "pw-ann" not in text and "PRIVATE KEY" not in text and "private_key" not in text

@@ -115,6 +115,24 @@ SIGN_IN_ROUTES = {
     ("GET", API + "/oauth/authorizations/{authorization_id}"),
     ("DELETE", API + "/oauth/authorizations/{authorization_id}"),
 }
+#: A customer's batches by id (issue 17, journey-batches): another customer's is a missing
+#: one; tested over the real Service in tests/service/test_batches.py (the fake has none).
+BATCH_ROUTES = {
+    ("GET", "/batches/{batch_id}"),
+    ("GET", "/batches/{batch_id}/results.csv"),
+    ("POST", "/batches/{batch_id}/start"),
+    ("POST", "/batches/{batch_id}/retry-failed"),
+    ("POST", "/batches/{batch_id}/drop"),
+    ("GET", API + "/batches/{batch_id}"),
+    ("GET", API + "/batches/{batch_id}/results.csv"),
+    ("POST", API + "/batches/{batch_id}/start"),
+    ("POST", API + "/batches/{batch_id}/retry-failed"),
+    ("DELETE", API + "/batches/{batch_id}"),
+    # The customer's own batches, and a new one (the real Service: same test).
+    ("GET", "/batches"),
+    ("GET", API + "/batches"),
+    ("POST", API + "/batches"),
+}
 PUBLIC = {
     # The providers' way back: a sign-in is bound to the session that started it.
     ("GET", "/oauth/callback"),
@@ -171,6 +189,7 @@ def test_every_route_is_classified(app: FastAPI) -> None:
         | CREATORS
         | PUBLIC
         | SIGN_IN_ROUTES
+        | BATCH_ROUTES
     )
     actual = app_routes(app)
     assert actual - declared == set(), "new routes: say how they keep customers apart"
@@ -345,7 +364,10 @@ def test_every_page_post_checks_the_csrf_token(
     assert "/transfers/{job_id}/forget" in posts and len(posts) >= 10
     for route in posts:
         path = route.format(
-            job_id=world["jid"], token_id=world["a_tid"], credential_id=world["a_cred"]
+            job_id=world["jid"],
+            token_id=world["a_tid"],
+            credential_id=world["a_cred"],
+            batch_id=MISSING,
         )
         for token in (None, "forged-token-value-000000000000"):
             before = snapshot(fake)

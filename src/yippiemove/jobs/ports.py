@@ -243,6 +243,11 @@ class JobStore(Protocol):
         summary mail; else None."""
         ...
 
+    def end_user_notice(self, job_id: str) -> dict[str, Any] | None:
+        """When ``job_id`` is done and its batch asked for a notice to each end user:
+        ``{"to": the source address, "job": its mail view}``, claimed once; else None."""
+        ...
+
 
 class Notifications(Protocol):
     """Mails to a job's owner (service/notify.py ``Notifier``)."""
@@ -254,3 +259,5 @@ class Notifications(Protocol):
     def job_failed(self, to: str, job: dict[str, Any]) -> None: ...
 
     def batch_done(self, to: str, batch: dict[str, Any]) -> None: ...
+
+    def end_user_done(self, to: str, job: dict[str, Any]) -> None: ...

@@ -951,6 +951,13 @@ class Supervisor:
             batch = self.store.batch_summary(job_id)
             if batch is not None:
                 self.notifier.batch_done(batch["email"], batch)
+            if status == JobStatus.DONE:  # the end user's own notice, when asked for
+                try:
+                    notice = self.store.end_user_notice(job_id)
+                    if notice is not None:
+                        self.notifier.end_user_done(notice["to"], notice["job"])
+                except Exception:  # a mail is never worth a job: logged, dropped
+                    log.exception("job %s: the end user's notice could not be sent", job_id)
         elif status == JobStatus.DONE:
             self.notifier.job_done(email, view)
         elif status == JobStatus.FAILED:

@@ -96,6 +96,9 @@ class Settings:
     customer_max_running: int = 2
     customer_max_pending: int = 200
     batch_max_transfers: int = 1000
+    #: A batch's pre-flight: lines whose two accounts are checked at once (issue 17;
+    #: each check is a child process, and all count against ``checks_total``).
+    batch_check_parallel: int = 8
     #: Seconds between progress writes to the control database, per job.
     progress_interval: float = 1.0
     #: SIGTERM first, SIGKILL after this many seconds (cancel, shutdown).

@@ -45,6 +45,7 @@ from ..transfer.model import Endpoint
 from . import staged
 from .account import AccountLifecycle, purge_orphan_job_dirs
 from .auth import AuthStore
+from .batches import Batches
 from .checks import CheckFailed, CheckSlots, TooManyChecks, run_check
 from .config import Settings
 from .db import ApiToken, Database, IdempotencyKey, Job, JobCheckpoint, User
@@ -498,7 +499,7 @@ def explain_imap_error(exc: Exception, role: str, account: Account) -> str:
     return not_imap(where, account)
 
 
-class Service(DomainBatches, SignIns, Resumes, AccountLifecycle):
+class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle):
     """Users, tokens, transfers, account checks and reports (see the contract); the
     domain-wide moves of issue 16 in service/domainbatch.py."""
 
@@ -575,6 +576,8 @@ class Service(DomainBatches, SignIns, Resumes, AccountLifecycle):
             self.agent = agent
             self.recover(startup=True)
         self.cleanup_credentials()
+        if role == "serve":
+            self.resume_preflights()  # batches whose check a stop interrupted (issue 17)
         if self.agent is not None:
             if not self.agent.drained:
                 self.queue.start(n, self.supervisor.run_job)
@@ -792,6 +795,7 @@ class Service(DomainBatches, SignIns, Resumes, AccountLifecycle):
             n = len(jobs)
             # Sign-ins that timed out, or that no order used (their grants with them).
             self._purge_sign_ins(s, now)
+        n += self.expire_batch_credentials(now)  # batch lines nobody started (issue 17)
         if n:
             with contextlib.suppress(Exception):
                 self.db.checkpoint()
@@ -1519,6 +1523,11 @@ class Service(DomainBatches, SignIns, Resumes, AccountLifecycle):
     )
 
     def validate_batch_csv(self, text: str) -> tuple[list[tuple[Account, Account]], list[str]]:
+        """:meth:`parse_batch_csv` without the line numbers."""
+        rows, errors = self.parse_batch_csv(text)
+        return [(src, dst) for _n, src, dst in rows], errors
+
+    def parse_batch_csv(self, text: str) -> tuple[list[tuple[int, Account, Account]], list[str]]:
         """Parse and check a batch of transfers, one per CSV line.
 
         Columns, in this order (or in any order under a header line naming them):
@@ -1527,8 +1536,9 @@ class Service(DomainBatches, SignIns, Resumes, AccountLifecycle):
         be empty (993 for tls, 143 otherwise), a security empty (tls).  Blank lines and
         lines starting with ``#`` are skipped.  Returns the good rows and, for the bad
         ones, errors ``"line N: source.port: must be 1-65535"`` (never a password).
+        Each good row comes with its line number.
         """
-        rows: list[tuple[Account, Account]] = []
+        rows: list[tuple[int, Account, Account]] = []
         errors: list[str] = []
         columns = list(self.BATCH_COLUMNS)
         #: (host, port) -> why refused, or None: each server resolved once per batch.
@@ -1570,7 +1580,7 @@ class Service(DomainBatches, SignIns, Resumes, AccountLifecycle):
             except ServiceError as exc:
                 errors.append(f"line {n}: {exc}")
                 continue
-            rows.append((src, dst))
+            rows.append((n, src, dst))
             limit = self.settings.batch_max_transfers
             if limit > 0 and len(rows) > limit:
                 raise ServiceError(

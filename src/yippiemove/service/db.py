@@ -50,6 +50,8 @@ __all__ = [
     "ApiToken",
     "AuthThrottle",
     "Base",
+    "Batch",
+    "BatchLine",
     "Database",
     "DomainCredential",
     "IdempotencyKey",
@@ -365,6 +367,64 @@ class StagedPass(Base):
     already_present: Mapped[int] = mapped_column(Integer)
     failed: Mapped[int] = mapped_column(Integer)
     bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+# -- issue 17, journey-batches: batches as first-class objects (migration 0007) -------------
+
+
+class Batch(Base):
+    """A customer's batch of transfers (service/batches.py): a CSV or a domain's users,
+    checked line by line before anything starts (pre-flight), then started as jobs
+    (``jobs.batch_id`` is this id).  ``state``: checking -> checked -> running; "done"
+    is derived when every job has ended."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    #: "csv" or "domain".
+    kind: Mapped[str] = mapped_column(String(16), default="csv")
+    #: checking | checked | running
+    state: Mapped[str] = mapped_column(String(16), default="checking")
+    created: Mapped[float] = mapped_column(Float, default=time.time)
+    started: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: One mail to each end user (the source address) when their mailbox is done.
+    notify_end_users: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Start by itself when every line passed the pre-flight.
+    autostart: Mapped[bool] = mapped_column(Boolean, default=True)
+    lines_total: Mapped[int] = mapped_column(Integer, default=0)
+    lines_checked: Mapped[int] = mapped_column(Integer, default=0)
+    lines_bad: Mapped[int] = mapped_column(Integer, default=0)
+    #: The folder selection every line's transfer gets (a domain batch's ``folders``).
+    folders: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class BatchLine(Base):
+    """One line of a batch: what may be shown of both accounts (never a password), its
+    pre-flight verdict, and its job once started.  ``credentials`` (the accounts with
+    their passwords, encrypted like a job's) only while the line is not started: wiped
+    at start, or with the batch."""
+
+    __tablename__ = "batch_lines"
+
+    batch_id: Mapped[str] = mapped_column(
+        ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: The line number in the customer's file.
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[dict[str, Any]] = mapped_column(JSON)
+    dest: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: waiting | checking | ok | bad | started | refused
+    check: Mapped[str] = mapped_column(String(16), default="waiting")
+    #: A bad line: "source" or "dest" (or None), policy/failures.py's kind, the message.
+    side: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    kind: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    credentials: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    #: The end user's "your mailbox is done" notice went out.
+    end_user_mailed: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 # -- issue 17, account lifecycle (journey-account; migration 0009) ----------------------

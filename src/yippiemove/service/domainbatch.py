@@ -348,6 +348,7 @@ class DomainBatches:
         *,
         check: bool = True,
         line_numbers: list[int] | None = None,
+        wait: bool = True,
     ) -> dict[str, Any]:
         """A domain batch: validated, each line checked (``check``), a job per good
         line with its own grant.  Returns ``{"created": [job ids], "errors": ["line N:
@@ -355,13 +356,24 @@ class DomainBatches:
         address, a mailbox the credential cannot sign in to), ``failed`` for lines
         whose job could not be created (already running, too many pending).
         ``line_numbers``: the number each user has in the customer's text (the batch
-        page's box, where blank and ``#`` lines are skipped); default 1, 2, 3..."""
+        page's box, where blank and ``#`` lines are skipped); default 1, 2, 3...
+
+        ``wait=False`` (issue 17): a batch of service/batches.py instead, answered at
+        once (its view) while its lines are checked in the background; lines that are
+        not in a usable shape refuse it whole (nothing stored)."""
         from .core import ServiceError
 
         svc: Any = self
-        lines, errors, _folders = await asyncio.to_thread(
+        lines, errors, folders = await asyncio.to_thread(
             self.validate_domain_batch, user_id, request, line_numbers
         )
+        if not wait:
+            if errors:
+                raise ServiceError("nothing was stored: " + "; ".join(errors[:20]))
+            rows = [(line.line, line.source, line.dest) for line in lines]
+            return await asyncio.to_thread(
+                lambda: svc.create_batch(user_id, rows, kind="domain", folders=folders, check=check)
+            )
         if check and lines:
             lines, refused = await self.check_domain_lines(user_id, lines)
             errors = sorted(errors + refused, key=_line_no)

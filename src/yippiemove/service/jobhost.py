@@ -394,6 +394,11 @@ class SqlJobStore:
                 "jobs": [_mail_view(j, user) for j in jobs],
             }
 
+    def end_user_notice(self, job_id: str) -> dict[str, Any] | None:
+        from .batches import end_user_notice  # issue 17, journey-batches
+
+        return end_user_notice(self.db, job_id)
+
 
 def _mail_view(job: Job, user: User | None) -> dict[str, Any]:
     return {

@@ -114,6 +114,21 @@ class Notifier:
             subject += f" ({_num(failed)} failed)"
         self._send(to, subject, body)
 
+    def end_user_done(self, to: str, job: dict[str, Any]) -> None:
+        """The end user's notice of a batch that asked for one (issue 17): their
+        mailbox is moved.  No link (the job belongs to the customer, not to them)."""
+        p = job.get("progress") or {}
+        ended = _when(job.get("finished"), job.get("timezone"))
+        self._send(
+            to,
+            "Your mailbox has been moved",
+            f"Your mailbox {_src(job)} has been copied to {_dst(job)}.\n\n"
+            f"Messages: {_num(p.get('messages_done', 0))} of "
+            f"{_num(p.get('messages_total', 0))}, {_mb(p.get('bytes_done', 0))} MB.\n"
+            + (f"Finished: {ended}.\n" if ended else "")
+            + "\nYour administrator ordered this move; ask them if anything is unclear.\n",
+        )
+
     def signup_confirm(self, to: str, link: str) -> None:
         self._send(
             to,

@@ -101,6 +101,8 @@ def _pre_migration_revision(conn: Connection) -> str | None:
         if "account_tokens" in tables:  # issue 17, account lifecycle
             return "0009"
         if "oauth_sign_ins" in tables:
+            if "batches" in tables:  # issue 17, journey-batches
+                return "0007"
             if "staged_schedules" in tables:  # issue 17's staged moves
                 return "0006"
             return "0005" if "batch_id" in columns else "0004"

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 
 from yippiemove.service.core import Account, AlreadyActive, CredentialsRefused
 
+from .batch_schemas import BatchOut
 from .schemas import (
     AlreadyActiveOut,
     AuthorizationIn,
@@ -389,6 +390,10 @@ def build_api_router(service: "Service") -> APIRouter:
 
     add_parity_api(router, service, User)  # checks, listings, tokens (web/parity_api.py)
 
+    from .batches_api import add_batch_api
+
+    add_batch_api(router, service, User, ErrorOut)  # batches (issue 17, web/batches_api.py)
+
     # -- domain-wide moves (issue 16) -----------------------------------------------
 
     @router.post(
@@ -429,11 +434,15 @@ def build_api_router(service: "Service") -> APIRouter:
         response_model=DomainBatchOut,
         summary="Move a whole domain from a list of addresses",
         responses={
+            202: {
+                "model": BatchOut,
+                "description": "`wait: false`: the batch, its lines being checked",
+            },
             400: {"model": ErrorOut, "description": "A malformed batch"},
             404: {"model": ErrorOut, "description": "No such credential (or not yours)"},
         },
     )
-    async def create_domain_batch(body: DomainBatchIn, user: User) -> dict[str, Any]:
+    async def create_domain_batch(body: DomainBatchIn, user: User) -> Any:
         """One transfer per address, each signing in with its own grant made from the
         source's domain credential (and the destination's, or the passwords given per
         user).  With `check` (the default) every mailbox is signed in to on both sides
@@ -441,6 +450,10 @@ def build_api_router(service: "Service") -> APIRouter:
         `line N: ADDRESS: why` and not started."""
         data = body.model_dump(mode="json", exclude_none=True)
         check = bool(data.pop("check", True))
+        wait = bool(data.pop("wait", True))
+        if not wait:  # issue 17: a batch, checked in the background
+            view = await service.create_domain_batch(user, data, check=check, wait=False)
+            return JSONResponse(BatchOut.model_validate(view).model_dump(mode="json"), 202)
         return await service.create_domain_batch(user, data, check=check)
 
     # -- OAuth2 sign-ins (issue 16) ------------------------------------------------------

@@ -29,6 +29,7 @@ from yippiemove.service.passwords import MIN_LENGTH, password_problem
 from . import presets
 from .account import add_routes as add_account_routes
 from .api import check_job_id, public_view, receipt_response
+from .batches import add_batch_pages, create_from_upload
 from .forms import (
     AccountForm,
     folders_to_plan,
@@ -1067,6 +1068,17 @@ class Pages:
                 error="The file is not UTF-8 text. Save it as “CSV UTF-8” and upload it again.",
             )
         try:
+            checked = await create_from_upload(  # issue 17: a batch, checked first
+                self,
+                request,
+                uid,
+                text,
+                upload.filename,
+                form.get("notify_end_users") == "1",
+                form.get("skip_bad") == "1",
+            )
+            if checked is not None:
+                return checked
             rows, errors = await self.call(self.service.validate_batch_csv, text)
         except ServiceError as exc:
             return page(400, error=f"The file could not be used: {exc}")
@@ -1287,5 +1299,6 @@ def build_pages_router(service: Service, templates: Jinja2Templates) -> APIRoute
     add_report_pages(r, p)  # readable reports, undo (web/reports.py)
     add_resume_routes(r, p)  # issue 17: new passwords for a stopped transfer
     add_staged_routes(r, p)  # issue 17: staged moves (final pass, stop the schedule)
+    add_batch_pages(r, p)  # issue 17: batches, their dashboard (web/batches.py)
     add_account_routes(r, p)  # issue 17: forgot password, address, delete (web/account.py)
     return r

@@ -665,6 +665,12 @@ class DomainBatchIn(BaseModel):
         description="sign in to every mailbox on both sides first (a token had, a login "
         "made) and start only those that pass",
     )
+    wait: bool = Field(
+        True,
+        description="answer when every line is checked and started (200, the lists); "
+        "`false`: answer at once with the batch (202, as `GET /api/v1/batches/{id}`), "
+        "its lines checked in the background (issue 17)",
+    )
 
 
 class DomainBatchOut(BaseModel):

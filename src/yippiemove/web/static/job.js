@@ -94,9 +94,11 @@
     if (ph) ph.remove();
     row = document.createElement("tr");
     row.dataset.folder = name;
-    row.innerHTML = '<td class="foldername"></td><td class="muted"></td>' +
+    // data-label: the cell's heading when rows are cards at phone widths (style.css).
+    row.innerHTML = '<td class="foldername"></td><td class="muted" data-label="At the destination"></td>' +
       '<td class="barcol"><progress class="bar" max="100" value="0"></progress><small class="state"></small></td>' +
-      '<td class="num"></td><td class="num"></td><td class="num"></td>';
+      '<td class="num" data-label="Messages"></td><td class="num" data-label="Size"></td>' +
+      '<td class="num" data-label="Failed"></td>';
     row.cells[0].textContent = name;
     tbody.appendChild(row);
     return row;
@@ -136,9 +138,11 @@
     tbody.innerHTML = "";
     list.forEach((x) => {
       const tr = document.createElement("tr");
+      const labels = ["Folder", "UID", "Size", "Message-ID", "Reason"];
       [x.folder, x.uid, size(x.size), x.message_id || "–", x.reason].forEach((v, i) => {
         const td = document.createElement("td");
         td.textContent = v == null ? "" : String(v);
+        td.dataset.label = labels[i];
         if (i === 1 || i === 2) td.className = "num";
         if (i === 3) td.className = "mono small";
         tr.appendChild(td);

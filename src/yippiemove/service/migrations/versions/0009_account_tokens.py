@@ -2,7 +2,7 @@
 new e-mail addresses), stored as hashes, single use, expiring.
 
 Revision ID: 0009
-Revises: 0006 (staged moves; the lead re-chains the revisions of issue 17 at merge)
+Revises: 0007 (batches; the lead re-chains the revisions of issue 17 at merge)
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

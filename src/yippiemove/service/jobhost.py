@@ -103,6 +103,10 @@ class SqlJobStore:
             job = s.get(Job, job_id, with_for_update=True)
             if job is None or job.status != JobStatus.QUEUED:
                 return None
+            if s.scalar(select(User.suspended).where(User.id == job.user_id)):
+                # Held (service/operator.py): the customer is suspended; unsuspending
+                # enqueues the job again.
+                return None
             if job.attempts >= max_attempts:
                 job.status = JobStatus.FAILED
                 job.finished = now
@@ -301,6 +305,11 @@ class SqlJobStore:
             job.report_path = report_path
             expire_credentials(job, self.settings, now)
             user = sess.get(User, job.user_id) if job.user_id else None
+            if user is not None and user.suspended:
+                # Stopped because an operator suspended its customer: no re-run on
+                # their behalf, so the passwords go now (service/operator.py).
+                job.credentials = None
+                job.credentials_expires = None
             return user.email if user is not None else ""
 
     def save_checkpoint(self, job_id: str, owner: str, token: int, ckpt: Checkpoint) -> bool:

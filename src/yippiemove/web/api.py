@@ -345,6 +345,10 @@ def build_api_router(service: "Service") -> APIRouter:
 
     add_report_api(router, service, User, ErrorOut)  # messages, undo (web/reports_api.py)
 
+    from .operator_api import add_operator_api
+
+    add_operator_api(router, service, User, ErrorOut)  # issue 17: operators only
+
     # -- domain-wide moves (issue 16) -----------------------------------------------
 
     @router.post(

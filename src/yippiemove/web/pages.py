@@ -22,7 +22,14 @@ from starlette.exceptions import HTTPException
 
 from yippiemove.jobs.vocab import JobStatus, Phase
 from yippiemove.service.auth import AuthStore, client_key
-from yippiemove.service.core import AlreadyActive, Busy, Conflict, NotFound, ServiceError
+from yippiemove.service.core import (
+    AlreadyActive,
+    Busy,
+    Conflict,
+    NotFound,
+    ServiceError,
+    Suspended,
+)
 from yippiemove.service.passwords import MIN_LENGTH, password_problem
 
 from . import presets
@@ -35,6 +42,7 @@ from .forms import (
     same_account,
     with_depth,
 )
+from .operator import add_operator_pages
 from .reports import add_report_pages
 from .resume import add_routes as add_resume_routes
 from .schemas import TERMINAL
@@ -315,7 +323,13 @@ class Pages:
                 next=nxt,
                 error=f"Too many failed attempts. Try again in {self._minutes(wait)}.",
             )
-        uid = await self.call(self.service.authenticate, email, password) if email else None
+        try:
+            uid = await self.call(self.service.authenticate, email, password) if email else None
+        except Suspended as exc:  # the right password of a suspended account (operators)
+            await self.call(auth.login_succeeded, client, email)
+            return self.render(
+                request, "login.html", 403, email=email, next=nxt, error=str(exc).capitalize()
+            )
         if uid is None:
             await self.call(auth.login_failed, client, email)
             return self.render(
@@ -1187,4 +1201,5 @@ def build_pages_router(service: Service, templates: Jinja2Templates) -> APIRoute
     p.sign_ins.add_routes(r)
     add_report_pages(r, p)  # readable reports, undo (web/reports.py)
     add_resume_routes(r, p)  # issue 17: new passwords for a stopped transfer
+    add_operator_pages(r, p)  # issue 17: the operator's console (web/operator.py)
     return r

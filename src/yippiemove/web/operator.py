@@ -79,7 +79,7 @@ class OperatorPages:
             customers=customers,
             jobs=jobs[:100],
             q=q,
-            status=status,
+            current_status=status,
             statuses=list(JobStatus),
         )
 

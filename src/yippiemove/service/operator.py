@@ -175,7 +175,17 @@ class Operators:
             assert user is not None
             before = user.role or "customer"
             user.role = role
-            self._audit(s, None, "set_role", "customer", uid, role=role, before=before, by="cli")
+            self._audit(
+                s,
+                None,
+                "set_role",
+                "customer",
+                uid,
+                email=user.email,
+                role=role,
+                before=before,
+                by="cli",
+            )
         return uid
 
     def is_operator(self: Service, user_id: int) -> bool:

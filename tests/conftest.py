@@ -273,9 +273,15 @@ def gmail(request: pytest.FixtureRequest) -> Iterator[Any]:
     write the "@" of the user name as %40).  Fails the test if the double hit an internal
     error.  The source-untouched guard (tests/source_guard.py) checks its ``src...``
     accounts at teardown."""
+    yield from run_gmail(request)
+
+
+def run_gmail(request: pytest.FixtureRequest, **kw: Any) -> Iterator[Any]:
+    """The ``gmail`` fixture's body: a Gmail double (``kw`` to GmailServer) under the
+    source guard, its internal errors failing the test."""
     from tests.doubles.gmail import GmailServer
 
-    server = GmailServer(users={"src@gmail.test": "srcpass", "dst@gmail.test": "dstpass"})
+    server = GmailServer(users={"src@gmail.test": "srcpass", "dst@gmail.test": "dstpass"}, **kw)
     with (
         server,
         guard_sources(
@@ -355,4 +361,3 @@ def _job_dirs_reachable(request: pytest.FixtureRequest) -> None:
         mode = d.stat().st_mode
         if not mode & stat.S_IXOTH:
             d.chmod(stat.S_IMODE(mode) | 0o011)
-

@@ -112,6 +112,19 @@ def make_service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
         svc.close()
 
 
+def mailing_service(
+    make_service: Callable[..., Service], server: DovecotServer, smtp_sink: SmtpSink, **kw: Any
+) -> Service:
+    """A service (``make_service``) trusting ``server``'s CA that mails through ``smtp_sink``."""
+    return make_service(
+        ca_file=str(server.ca_file),
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_sink.port,
+        smtp_from="moves@yippiemove.example",
+        **kw,
+    )
+
+
 def account(server: DovecotServer, user: str, password: str, security: str = "starttls") -> Account:
     return Account("127.0.0.1", server.port, security, user, password)
 

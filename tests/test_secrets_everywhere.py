@@ -173,15 +173,18 @@ def run_cli(
         "--verbose",
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("YIPPIEMOVE_")}
-    proc = subprocess.Popen(
-        args,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        env=env,
-    )
+    rc, stdout, stderr = run_watched(args, env, watch)
+    return rc, stdout, stderr, work, {spw, dpw}
+
+
+def run_watched(args: list[str], env: dict[str, str], watch: ProcWatch) -> tuple[int, bytes, bytes]:
+    """Run ``args`` to its end, sampling its /proc entries into ``watch`` while it runs;
+    (return code, stdout, stderr)."""
     import threading
 
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env
+    )
     out: dict[str, bytes] = {}
 
     def drain(stream: str) -> None:
@@ -195,7 +198,7 @@ def run_cli(
         time.sleep(0.02)
     for t in readers:
         t.join()
-    return proc.returncode, out["stdout"], out["stderr"], work, {spw, dpw}
+    return proc.returncode, out["stdout"], out["stderr"]
 
 
 @pytest.mark.timeout(600)
@@ -478,8 +481,6 @@ def test_cli_with_oauth2_leaves_no_token_anywhere(dovecot_oauth, oauth_server, t
     env["XDG_DATA_HOME"] = str(tmp_path / "userdata")
     watch = ProcWatch()
     outputs: dict[str, bytes] = {}
-    import threading
-
     for name, expected in (("copy", 0), ("revoked", 2)):
         if name == "revoked":
             oauth_server.revoke(dst_user)
@@ -496,25 +497,9 @@ def test_cli_with_oauth2_leaves_no_token_anywhere(dovecot_oauth, oauth_server, t
             "--report", str(work / "report.json"),
             "--retries", "0", "--verbose",
         ]  # fmt: skip
-        proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            env=env,
-        )  # fmt: skip
-        out: dict[str, bytes] = {}
-
-        def drain(stream: str, p: subprocess.Popen[bytes] = proc, o: dict = out) -> None:
-            o[stream] = getattr(p, stream).read()
-
-        readers = [threading.Thread(target=drain, args=(s,)) for s in ("stdout", "stderr")]
-        for t in readers:
-            t.start()
-        while proc.poll() is None:
-            watch.sample(proc.pid)
-            time.sleep(0.02)
-        for t in readers:
-            t.join()
-        assert proc.returncode == expected, (name, out["stderr"][-2000:])
-        outputs[f"{name} stdout"], outputs[f"{name} stderr"] = out["stdout"], out["stderr"]
+        rc, stdout, stderr = run_watched(args, env, watch)
+        assert rc == expected, (name, stderr[-2000:])
+        outputs[f"{name} stdout"], outputs[f"{name} stderr"] = stdout, stderr
         report = json.loads((work / "report.json").read_text())
         if name == "copy":
             assert report["totals"]["copied"] == 240

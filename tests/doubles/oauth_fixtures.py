@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 
 from tests.doubles.oauth2 import OAuthServer
-from tests.source_guard import guard_sources
 from yippiemove.testing.dovecot import DovecotServer
 
 #: The users of ``dovecot_oauth`` (names are e-mail addresses: the introspection's email).
@@ -54,21 +53,6 @@ def dovecot_oauth(
 def gmail_oauth(oauth_server: OAuthServer, request: pytest.FixtureRequest) -> Iterator[Any]:
     """A running Gmail double accepting ``oauth_server``'s tokens (see the module
     docstring); fails the test if the double hit an internal error."""
-    from tests.doubles.gmail import GmailServer
+    from tests.conftest import run_gmail
 
-    server = GmailServer(
-        users={"src@gmail.test": "srcpass", "dst@gmail.test": "dstpass"},
-        oauth_server=oauth_server,
-    )
-    with (
-        server,
-        guard_sources(
-            request,
-            server,
-            users=lambda: list(server._accounts),
-            loaders=("add_user", "add_message", "create_label"),
-            running=lambda: server.running,
-        ),
-    ):
-        yield server
-    assert not server.internal_errors, server.internal_errors
+    yield from run_gmail(request, oauth_server=oauth_server)

@@ -18,6 +18,7 @@ from tests.svckit import (
     SRC_PW,
     account,
     big_mailbox,
+    mailing_service,
     wait_progress,
     wait_status,
 )
@@ -31,19 +32,9 @@ def server(dovecot_factory):
     return dovecot_factory(users={"src": SRC_PW, "dst": DST_PW, "d2": DST_PW, "d3": DST_PW})
 
 
-def _service(make_service, server, smtp_sink, **kw):
-    return make_service(
-        ca_file=str(server.ca_file),
-        smtp_host="127.0.0.1",
-        smtp_port=smtp_sink.port,
-        smtp_from="moves@yippiemove.example",
-        **kw,
-    )
-
-
 def test_a_short_run_and_rerun_send_no_start_mail(make_service, server, smtp_sink):
     populate(server)
-    svc = _service(make_service, server, smtp_sink)
+    svc = mailing_service(make_service, server, smtp_sink)
     svc.start(1)
     uid = svc.create_user(OWNER, "long enough pass")
     assert svc.set_timezone(uid, "Asia/Kolkata")
@@ -65,7 +56,7 @@ def test_a_run_longer_than_the_threshold_mails_its_start_while_it_runs(
     make_service, server, smtp_sink
 ):
     big_mailbox(server)  # ~90 MB through one connection: seconds
-    svc = _service(make_service, server, smtp_sink, start_mail_after=0.3, job_connections=1)
+    svc = mailing_service(make_service, server, smtp_sink, start_mail_after=0.3, job_connections=1)
     svc.start(1)
     uid = svc.create_user(OWNER, "long enough pass")
     job = svc.create_transfer(uid, account(server, "src", SRC_PW), account(server, "dst", DST_PW))
@@ -82,12 +73,14 @@ def test_a_run_longer_than_the_threshold_mails_its_start_while_it_runs(
 
 def test_a_batch_sends_one_summary_when_its_last_job_ends(make_service, server, smtp_sink):
     big_mailbox(server, count=350)  # three times: over a thousand messages
-    svc = _service(make_service, server, smtp_sink)
+    svc = mailing_service(make_service, server, smtp_sink)
     uid = svc.create_user(OWNER, "long enough pass")
     ids = []
     batch = None
     for dst in ("dst", "d2", "d3"):
-        view = svc.create_transfer(uid, account(server, "src", SRC_PW), account(server, dst, DST_PW))
+        view = svc.create_transfer(
+            uid, account(server, "src", SRC_PW), account(server, dst, DST_PW)
+        )
         ids.append(view.id)
         batch = svc.tag_batch(uid, [view.id], batch)
     svc.start(2)

@@ -23,6 +23,7 @@ from tests.svckit import (
     big_mailbox,
     files_containing,
     jail_pid,
+    mailing_service,
     pid_alive,
     wait_gone,
     wait_progress,
@@ -40,20 +41,10 @@ def server(dovecot_factory):
     return dovecot_factory(users={"src": SRC_PW, "dst": DST_PW})
 
 
-def _mailing_service(make_service, server, smtp_sink, **kw):
-    return make_service(
-        ca_file=str(server.ca_file),
-        smtp_host="127.0.0.1",
-        smtp_port=smtp_sink.port,
-        smtp_from="moves@yippiemove.example",
-        **kw,
-    )
-
-
 def test_transfer_rerun_mails_and_credentials(make_service, server, smtp_sink):
     """Full run, exact; mails; no password at rest; incremental re-run; retention."""
     populate(server)
-    svc = _mailing_service(make_service, server, smtp_sink)
+    svc = mailing_service(make_service, server, smtp_sink)
     svc.start(2)
     uid = svc.create_user(OWNER, "long enough pass")
     job = svc.create_transfer(uid, account(server, "src", SRC_PW), account(server, "dst", DST_PW))
@@ -120,7 +111,7 @@ def test_transfer_rerun_mails_and_credentials(make_service, server, smtp_sink):
 
 def test_failure_is_reported_and_mailed(make_service, server, smtp_sink):
     populate(server)
-    svc = _mailing_service(make_service, server, smtp_sink, credential_retention_days=0)
+    svc = mailing_service(make_service, server, smtp_sink, credential_retention_days=0)
     svc.start(1)
     uid = svc.create_user(OWNER, "long enough pass")
     job = svc.create_transfer(
@@ -191,7 +182,7 @@ def test_killed_job_process_is_restarted_and_the_copy_is_exact(make_service, ser
 
 def test_cancel_stops_the_job_then_a_rerun_completes(make_service, server, smtp_sink):
     big_mailbox(server)
-    svc = _mailing_service(make_service, server, smtp_sink, job_connections=1)
+    svc = mailing_service(make_service, server, smtp_sink, job_connections=1)
     svc.start(1)
     uid = svc.create_user(OWNER, "long enough pass")
     job = svc.create_transfer(uid, account(server, "src", SRC_PW), account(server, "dst", DST_PW))

@@ -9,11 +9,26 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from playwright.sync_api import Browser as Chromium
+from playwright.sync_api import sync_playwright
 
+from tests.web.browser import CHROMIUM_ARGS, require_chromium
 from tests.web.fakes import FakeService, Settings
 from yippiemove.web.app import create_app
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Chromium]:
+    """Debian's Chromium through Playwright, one per test module (the browser tests)."""
+    path = require_chromium()
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
 
 
 @pytest.fixture

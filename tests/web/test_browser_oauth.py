@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests import mailcheck
 from tests.doubles.oauth2 import OAuthServer
 from tests.faultproxy import Fault, FaultProxy
 from tests.transfer.test_move import make_message
-from tests.web.browser import CHROMIUM_ARGS, free_port, require_chromium
+from tests.web.browser import free_port
 from tests.web.test_browser import serve, shot, sign_up, stop
 
 pytestmark = pytest.mark.timeout(600)
@@ -36,17 +36,6 @@ USERS = {SRC: "srcpass", DST: "dstpass", DST2: "dst2pass"}
 RATE = 1_500_000  # bytes/s each way on the source link
 CUT = 2_500_000  # each source connection is dropped after this many bytes to the mover
 FOLDERS, PER_FOLDER, SIZE = 6, 40, 30_000  # ~7 MB; a folder (~1.2 MB) fits in a connection
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    path = require_chromium()
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture

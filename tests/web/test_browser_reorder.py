@@ -6,15 +6,14 @@ Skips without chromium, except in CI (see tests/web/browser.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 from playwright.sync_api import Error as PlaywrightError
 
 from tests.transfer.test_move import make_message
-from tests.web.browser import CHROMIUM_ARGS, free_port, require_chromium
+from tests.web.browser import free_port
 from tests.web.demo import BackgroundServer
 from tests.web.test_browser import order, sign_up
 from yippiemove.service.config import Settings
@@ -24,17 +23,6 @@ from yippiemove.testing.dovecot import DovecotServer
 from yippiemove.web.app import create_app
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    path = require_chromium()
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def test_back_and_reload_on_the_last_step_start_one_transfer(

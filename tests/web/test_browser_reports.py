@@ -6,15 +6,14 @@ desktop and phone widths (Chromium through Playwright; screenshots kept under
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests import mailcheck
 from tests.svckit import DST_PW, make_service
-from tests.web.browser import CHROMIUM_ARGS, free_port, require_chromium
+from tests.web.browser import free_port
 from tests.web.demo import BackgroundServer
 from tests.web.test_reports import OWNER, OWNER_PW, _job
 from yippiemove.web.app import create_app
@@ -22,17 +21,6 @@ from yippiemove.web.app import create_app
 __all__ = ["make_service"]  # (the fixture)
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    path = require_chromium()
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _shot(page: Page, tmp: Path, name: str) -> None:

@@ -10,31 +10,20 @@ ends exact (tests/mailcheck.py).  Screenshots go to ``YIPPIEMOVE_SCREENSHOTS`` i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.svckit import assert_exact
 from tests.transfer.test_move import populate
-from tests.web.browser import CHROMIUM_ARGS, free_port, require_chromium
+from tests.web.browser import free_port
 from tests.web.test_browser import dovecot_account, fill_account, serve, shot, sign_up, stop
 
 pytestmark = pytest.mark.timeout(300)
 NEW = "Dst-changed-pw-41"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    path = require_chromium()
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def new_page(browser: Browser, width: int, height: int) -> Page:

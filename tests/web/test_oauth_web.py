@@ -277,6 +277,32 @@ def test_a_revoked_consent_stops_the_job_and_signing_in_again_resumes_it(world: 
     )
 
 
+def test_a_rotated_refresh_token_is_stored_so_a_rerun_signs_in(world: World) -> None:
+    """A provider that rotates refresh tokens and lets the old one die at once (Okta,
+    Auth0 and others with reuse detection; Microsoft keeps it a while): the job's
+    first refresh hands out a new one.  Failed on the old code: the job process kept
+    it in memory only, and the re-run signed in with the dead one ("sign in again")."""
+    world.provider.rotate_refresh, world.provider.rotate_grace = True, 0.0
+    b = world.browser()
+    jid = order_signed_in(world, b)
+    uid = world.uid()
+    before = world.credentials(jid)
+    world.provider.expire_access_tokens()  # the job's first login refreshes (and rotates)
+    world.svc.start(1)
+    assert wait_status(world.svc, uid, jid).status == "done"
+    after = world.credentials(jid)
+    for side in ("source", "dest"):
+        assert after[f"{side}_oauth"]["refresh_token"] != before[f"{side}_oauth"]["refresh_token"]
+        assert "access_token" not in after[f"{side}_oauth"]
+    world.dovecot.deliver(SRC, "INBOX", make_message(40))  # new mail since
+    world.svc.rerun_transfer(uid, jid)
+    done = wait_status(world.svc, uid, jid, ("done", "failed"))
+    assert done.status == "done" and done.runs == 2, (done.error, done.error_code)
+    src = mailcheck.snapshot(world.dovecot.port, SRC, "srcpass")
+    assert mailcheck.snapshot(world.dovecot.port, DST, "dstpass") == src
+    assert sum(len(list(c.elements())) for c in src.values()) == 10
+
+
 def test_the_rest_api_signs_in_orders_by_authorization_and_forgets(world: World) -> None:
     svc = world.svc
     alice = svc.create_user("alice@example.org", "alice password!")

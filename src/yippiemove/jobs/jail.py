@@ -47,7 +47,7 @@ import socket
 import sys
 import time
 import warnings
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -197,14 +197,35 @@ def _with_reauth(result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _report_grant(side: str) -> Callable[[dict[str, Any]], None]:
+    """``on_rotate`` of a side's token source: the provider handed out a new refresh
+    token; its line goes to the supervisor (only to it: stdout is its pipe), which
+    stores it encrypted with the job's credentials."""
+
+    def report(grant: dict[str, Any]) -> None:
+        _emit({"type": "grant", "side": side, "grant": {"refresh_token": grant["refresh_token"]}})
+
+    return report
+
+
 def _transfer_from_spec(job: JobSpec) -> tuple[Transfer, float]:
     """The spec's accounts and options as a Transfer, and the progress interval."""
     ctx = ssl_context(job.ca_file)
     oauth = OAuthConfig.from_dict(job.oauth_config) if job.oauth_config else None
     source = make_endpoint(
-        job.source.as_dict(), ctx, job.allow_insecure_hosts, oauth_config=oauth
+        job.source.as_dict(),
+        ctx,
+        job.allow_insecure_hosts,
+        oauth_config=oauth,
+        on_rotate=_report_grant("source"),
     )
-    dest = make_endpoint(job.dest.as_dict(), ctx, job.allow_insecure_hosts, oauth_config=oauth)
+    dest = make_endpoint(
+        job.dest.as_dict(),
+        ctx,
+        job.allow_insecure_hosts,
+        oauth_config=oauth,
+        on_rotate=_report_grant("dest"),
+    )
     source, dest = _watch_consent(source, "source"), _watch_consent(dest, "dest")
     # The egress policy, enforced here too (a DNS answer may have changed since the
     # order was checked): resolve once, check, connect only to that address.

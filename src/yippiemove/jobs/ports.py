@@ -164,6 +164,15 @@ class JobStore(Protocol):
         ``dest_oauth``), None for a side that logs in with its password."""
         ...
 
+    def store_grant(
+        self, job_id: str, owner: str, token: int, side: str, grant: dict[str, Any]
+    ) -> bool:
+        """The provider rotated ``side``'s refresh token while the job ran: ``grant``
+        replaces the stored one (encrypted, in the credentials blob) while ``owner``
+        holds the lease under ``token``; False when it does not, or the credentials
+        were deleted meanwhile (nothing stored)."""
+        ...
+
     def mark_start_notified(self, job_id: str) -> None: ...
 
     def jail_started(self, job_id: str, owner: str, token: int, identity: str) -> bool:

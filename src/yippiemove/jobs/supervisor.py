@@ -607,6 +607,7 @@ class Supervisor:
         renewal: Future[tuple[bool | None, bool]] | None = None
         renewal_from = 0.0
         ckpt = lease.checkpointer
+        grants = _GrantSaver(self, job_id, lease.token)
         folders_done = int(tracker.latest.get("folders_done") or 0)
         last_ckpt = time.monotonic()
         try:
@@ -639,8 +640,11 @@ class Supervisor:
                                 folders_done = max(folders_done, done_now)
                             elif msg.get("type") == "result":
                                 result = msg
+                            elif msg.get("type") == "grant":
+                                grants.add(msg)
                 else:
                     time.sleep(0.05)
+                grants.pump()
                 exited = proc.exited()
                 now = time.monotonic()
                 ok: bool | None = None
@@ -727,6 +731,8 @@ class Supervisor:
             with contextlib.suppress(Exception):
                 proc.stdin.close()
             rc = proc.reap()  # stray children in its group are SIGKILLed first
+            if reason != "lost_lease":
+                grants.flush(timeout=min(10.0, s.lease_seconds / 2))
             cpu = float(tracker.latest.get("cpu_seconds", 0.0)) + proc.cpu
             tracker.latest["cpu_seconds"] = round(cpu, 3)
             if reason != "lost_lease":
@@ -743,6 +749,28 @@ class Supervisor:
                 "exited", rc, result, servers=servers, servers_transient=servers_transient
             )
         return Outcome("exited", rc, result, stalled=stalled)
+
+    def _store_grants(self, job_id: str, token: int, tokens: dict[str, str]) -> None:
+        """Store the newest rotated refresh token of each side (``tokens``: side ->
+        token, see :class:`_GrantSaver`).  Never logs a token."""
+        for side, refresh in tokens.items():
+            try:
+                grant = {"refresh_token": refresh}
+                stored = self.store.store_grant(job_id, self.owner, token, side, grant)
+            except Exception as exc:  # a database error: the next rotation tries again
+                log.warning(
+                    "job %s: cannot store the %s's new sign-in: %s",
+                    job_id,
+                    side,
+                    type(exc).__name__,
+                )
+                continue
+            if not stored:
+                log.info(
+                    "job %s: the %s's new sign-in was not stored (lease or credentials gone)",
+                    job_id,
+                    side,
+                )
 
     def _heartbeat(
         self, job_id: str, token: int, snapshot: dict[str, Any]
@@ -963,6 +991,43 @@ def _account(public: dict[str, Any], creds: dict[str, Any], side: str) -> Accoun
         password=str(creds.get(f"{side}_password") or ""),
         oauth=grant if isinstance(grant, dict) else None,
     )
+
+
+class _GrantSaver:
+    """A job's ``grant`` lines (the provider rotated a side's refresh token) stored so
+    that a re-run, a resume or a staged top-up signs in with the newest one: a provider
+    that revokes the old token at rotation would refuse it.  One store at a time, on a
+    thread of its own (the watch loop never waits on the database), always the newest
+    token of each side (two rotations never stored out of order); :meth:`flush` before
+    the job's end is recorded."""
+
+    def __init__(self, sup: Supervisor, job_id: str, token: int) -> None:
+        self.sup, self.job_id, self.token = sup, job_id, token
+        self.pending: dict[str, str] = {}
+        self.running: Future[None] | None = None
+
+    def add(self, msg: dict[str, Any]) -> None:
+        side, grant = msg.get("side"), msg.get("grant")
+        if side in ("source", "dest") and isinstance(grant, dict):
+            refresh = grant.get("refresh_token")
+            if isinstance(refresh, str) and refresh:
+                self.pending[str(side)] = refresh
+        self.pump()
+
+    def pump(self) -> None:
+        if self.pending and (self.running is None or self.running.done()):
+            batch, self.pending = self.pending, {}
+            self.running = _in_thread(self.sup._store_grants, self.job_id, self.token, batch)
+
+    def flush(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.running is not None and (self.pending or not self.running.done()):
+            with contextlib.suppress(Exception):
+                self.running.result(timeout=max(0.0, deadline - time.monotonic()))
+            if time.monotonic() >= deadline:
+                log.warning("job %s: a new sign-in could not be stored in time", self.job_id)
+                return
+            self.pump()
 
 
 def _in_thread(fn: Callable[..., T], *args: Any) -> Future[T]:

@@ -206,6 +206,24 @@ class SqlJobStore:
         src, dst = creds.get("source_oauth"), creds.get("dest_oauth")
         return (src if isinstance(src, dict) else None, dst if isinstance(dst, dict) else None)
 
+    def store_grant(
+        self, job_id: str, owner: str, token: int, side: str, grant: dict[str, Any]
+    ) -> bool:
+        if side not in ("source", "dest"):
+            return False
+        with self.db.session() as sess:
+            job = sess.get(Job, job_id, with_for_update=True)
+            if not _held(job, owner, token) or job is None or job.credentials is None:
+                return False
+            creds: dict[str, Any] = dict(self.box.decrypt(job.credentials))
+            old = creds.get(f"{side}_oauth")
+            if not isinstance(old, dict) or old.get("kind") != "refresh":
+                return False
+            kept = {k: v for k, v in old.items() if k not in ("access_token", "expires_at")}
+            creds[f"{side}_oauth"] = dict(kept, refresh_token=grant["refresh_token"])
+            job.credentials = self.box.encrypt(creds)
+            return True
+
     def mark_start_notified(self, job_id: str) -> None:
         with self.db.session() as sess:
             job = sess.get(Job, job_id)

@@ -9,14 +9,13 @@ refused with a clear message.  Unsuspended, they log in again."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.svckit import DST_PW, SRC_PW, make_service
-from tests.web.browser import CHROMIUM_ARGS, free_port, require_chromium
+from tests.web.browser import free_port
 from tests.web.demo import BackgroundServer
 from tests.web.test_browser_reports import _fits, _shot
 from tests.web.test_reports import OWNER, OWNER_PW, _job
@@ -29,17 +28,6 @@ pytestmark = pytest.mark.timeout(300)
 
 OP = "op@example.org"
 OP_PW = "operator password"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    path = require_chromium()
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _log_in(page: Page, base: str, email: str, password: str) -> None:

@@ -207,3 +207,34 @@ def test_suspend_cancels_running_holds_queued_refuses_login_and_tokens(
         svc.op_unsuspend(op, cust)
     with pytest.raises(Conflict):  # no operator suspends themselves
         svc.op_suspend(op, op, "oops")
+
+
+def test_a_job_cancelled_by_suspension_whose_host_died_is_not_run_later(
+    make_service: Any,
+) -> None:
+    """Suspended while its host was dead: the job's cancel is asked, the recovery puts it
+    back in the queue; the next claim ends it (cancelled, passwords wiped) instead of
+    holding it, so unsuspending does not run it."""
+    svc = make_service()
+    op = _operator(svc)
+    cust = svc.create_user("cust@example.org", PW)
+    job = svc.create_transfer(
+        cust,
+        Account("127.0.0.1", 1143, "starttls", "a", SRC_PW),
+        Account("127.0.0.1", 1143, "starttls", "b", DST_PW),
+    )
+    with svc.db.session() as s:
+        row = s.get(Job, job.id)
+        row.status = "running"
+        row.lease_owner = "gone-host|1|1"
+        row.lease_expires = time.time() - 60
+    svc.op_suspend(op, cust, "fraud")
+    assert svc.recover() == [job.id]
+    assert svc.get_transfer(cust, job.id).status == "queued"
+    assert svc.supervisor.store.claim(job.id, "here|2|2", 30.0, 5) is None
+    view = svc.get_transfer(cust, job.id)
+    assert (view.status, view.started) == ("cancelled", None)
+    with svc.db.read() as s:
+        assert s.get(Job, job.id).credentials is None
+    svc.op_unsuspend(op, cust)
+    assert svc.get_transfer(cust, job.id).status == "cancelled"

@@ -69,6 +69,20 @@ def expire_credentials(job: Job, settings: Settings, now: float) -> None:
         job.credentials_expires = now + days * 86400
 
 
+def _cancelled_while_suspended(s: Any, job: Job, now: float) -> None:
+    job.status = JobStatus.CANCELLED
+    job.finished = now
+    job.cancel_requested = False
+    job.credentials = None
+    job.credentials_expires = None
+    progress = dict(job.progress or {})
+    progress.update(phase=Phase.CANCELLED, rate=0.0, eta=None, current=[])
+    job.progress = progress
+    ckpt = s.get(JobCheckpoint, job.id)
+    if ckpt is not None:
+        s.delete(ckpt)
+
+
 class SqlJobStore:
     """The control database (service/db.py) for the supervisor; see jobs/ports.py."""
 
@@ -105,7 +119,11 @@ class SqlJobStore:
                 return None
             if s.scalar(select(User.suspended).where(User.id == job.user_id)):
                 # Held (service/operator.py): the customer is suspended; unsuspending
-                # enqueues the job again.
+                # enqueues the job again.  One that was running when they were suspended
+                # (its cancel asked) and came back to the queue (its host died) ends
+                # here, cancelled, its passwords wiped.
+                if job.cancel_requested:
+                    _cancelled_while_suspended(s, job, now)
                 return None
             if job.attempts >= max_attempts:
                 job.status = JobStatus.FAILED

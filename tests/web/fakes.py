@@ -454,6 +454,16 @@ class FakeService:
             self._job(user_id, job_id)
         return None
 
+    # Issue 17, staged moves (service/staged.py): the fake orders none, so every
+    # transfer of the customer answers "no schedule" (409); another's is a missing one.
+    def final_pass(self, user_id: int, job_id: str) -> JobView:
+        with self._lock:
+            self._job(user_id, job_id)
+        raise Conflict("this transfer has no schedule still running")
+
+    def cancel_schedule(self, user_id: int, job_id: str) -> JobView:
+        return self.final_pass(user_id, job_id)
+
     async def update_credentials(
         self, user_id: int, job_id: str, passwords: dict[str, str], *, resume: bool = True
     ) -> JobView:

@@ -392,6 +392,9 @@ def test_openapi_documents_the_api_and_only_the_api(client: TestClient) -> None:
         f"{API}/transfers/{{job_id}}/sign-in",
         # Issue 17: new passwords for a stopped transfer.
         f"{API}/transfers/{{job_id}}/credentials",
+        # Issue 17: staged moves (final pass now, cancel the schedule).
+        f"{API}/transfers/{{job_id}}/final-pass",
+        f"{API}/transfers/{{job_id}}/schedule",
     }
     assert "token" in doc["components"]["securitySchemes"]
     post = doc["paths"][f"{API}/transfers"]["post"]

@@ -58,6 +58,11 @@ JOB_ROUTES = {
     # Issue 17: new passwords for a stopped transfer.
     ("POST", "/transfers/{job_id}/credentials"),
     ("PUT", API + "/transfers/{job_id}/credentials"),
+    # Issue 17: staged moves (final pass now, stop the schedule).
+    ("POST", "/transfers/{job_id}/final-pass"),
+    ("POST", "/transfers/{job_id}/schedule/cancel"),
+    ("POST", API + "/transfers/{job_id}/final-pass"),
+    ("DELETE", API + "/transfers/{job_id}/schedule"),
 }
 TOKEN_ROUTES = {("POST", "/tokens/{token_id}/revoke")}
 #: Issue 16's domain credentials: bob cannot delete alice's.

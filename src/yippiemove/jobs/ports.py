@@ -233,7 +233,8 @@ class JobStore(Protocol):
         ...
 
     def mail_view(self, job_id: str) -> dict[str, Any]:
-        """What the notification mails show of a job (never a password)."""
+        """What the notification mails show of a job (never a password); ``quiet``
+        true: send no mail for this run (a staged job's top-up pass)."""
         ...
 
     def batch_summary(self, job_id: str) -> dict[str, Any] | None:

@@ -945,6 +945,8 @@ class Supervisor:
             return
         log.info("job %s: %s%s", job_id, status, f" ({error})" if error else "")
         view = self.store.mail_view(job_id)
+        if view.get("quiet"):  # a staged job's top-up pass: its history says it, no mail
+            return
         if view.get("batch_id"):  # one summary per batch, when its last job ends
             batch = self.store.batch_summary(job_id)
             if batch is not None:
@@ -958,7 +960,8 @@ class Supervisor:
         """The start mail of this run, once it has lasted ``start_mail_after`` seconds
         (cancelled when it ends sooner: a short run or re-run sends no start mail; a
         job of a batch sends none, its batch has a summary).  Marked sent when sent."""
-        if self.store.mail_view(job_id).get("batch_id"):
+        view = self.store.mail_view(job_id)
+        if view.get("batch_id") or view.get("quiet"):
             return None
 
         def send() -> None:

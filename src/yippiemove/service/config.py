@@ -102,6 +102,12 @@ class Settings:
     job_kill_grace: float = 5.0
     #: Seconds between maintenance rounds (expired credentials, stale leases).
     maintenance_interval: float = 60.0
+    #: Staged moves (issue 17, service/staged.py): the shortest interval between
+    #: top-up passes a customer may ask for (seconds), how often each service process
+    #: looks for due passes (seconds), and how far ahead a start or final pass may be.
+    staged_min_interval: float = 3600.0
+    staged_poll_interval: float = 30.0
+    staged_max_days: float = 90.0
     #: Seconds between restarts of a job: base of an exponential backoff.
     restart_delay: float = 1.0
     #: A job whose destination mailbox another job writes into stays queued and is

@@ -42,6 +42,7 @@ from ..jobs.vocab import TERMINAL, JobStatus, Phase, Security
 from ..policy.failures import describe
 from ..transfer.identity import same_address
 from ..transfer.model import Endpoint
+from . import staged
 from .auth import AuthStore
 from .checks import CheckFailed, CheckSlots, TooManyChecks, run_check
 from .config import Settings
@@ -270,6 +271,9 @@ class JobView:
     #: The sides that take a new password now (failed or cancelled, no OAuth2 sign-in;
     #: service/resume.py), else empty.
     credential_sides: list[str] = dataclasses.field(default_factory=list)
+    #: Issue 17, a staged move (service/staged.py ``view``): its schedule, next pass,
+    #: how long the passwords are kept, and the history of its passes; None otherwise.
+    schedule: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -310,7 +314,13 @@ class JobView:
             sign_in_needed=needed,
             failure=_failure(job, progress),
             credential_sides=credential_sides(job) if job.status in RESUMABLE else [],
+            schedule=staged.view(job),
         )
+
+
+def _starts_later(view: JobView) -> bool:
+    """A staged job whose first pass is for later: not enqueued now (service/staged.py)."""
+    return view.schedule is not None and view.schedule["state"] == "scheduled"
 
 
 def _failure(job: Job, progress: dict[str, Any]) -> dict[str, Any] | None:
@@ -513,6 +523,8 @@ class Service(DomainBatches, SignIns, Resumes, Operators):
             self._jobs_stopping,
         )
         self._janitor: threading.Thread | None = None
+        #: Fires the due passes of staged moves (service/staged.py).
+        self._scheduler: threading.Thread | None = None
         #: This process as a worker host of the fleet (None: no workers here).
         self.agent: HostAgent | None = None
         self._workers = 0
@@ -561,6 +573,10 @@ class Service(DomainBatches, SignIns, Resumes, Operators):
             target=self._maintain, name="yippiemove-janitor", daemon=True
         )
         self._janitor.start()
+        self._scheduler = threading.Thread(
+            target=self._schedule_loop, name="yippiemove-staged", daemon=True
+        )
+        self._scheduler.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop running jobs cleanly (they go back to ``queued``) and the consumers."""
@@ -575,6 +591,9 @@ class Service(DomainBatches, SignIns, Resumes, Operators):
         if self._janitor is not None:
             self._janitor.join(timeout=5)
             self._janitor = None
+        if self._scheduler is not None:
+            self._scheduler.join(timeout=5)
+            self._scheduler = None
         self.notifier.flush()
 
     def _drain(self) -> None:
@@ -616,6 +635,7 @@ class Service(DomainBatches, SignIns, Resumes, Operators):
             queued = set(
                 s.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED, not_held()))
             )
+            queued -= staged.waiting_start(s)  # staged: enqueued when their start comes
         if not queued:
             self._lost.lost(set(), set(), None)
             return []
@@ -648,6 +668,18 @@ class Service(DomainBatches, SignIns, Resumes, Operators):
 
     def close(self) -> None:
         self.db.dispose()
+
+    def _schedule_loop(self) -> None:
+        while not self._stopping.wait(self.settings.staged_poll_interval):
+            try:
+                self.fire_due_passes()
+            except Exception:
+                log.exception("the staged moves' scheduler failed a round")
+
+    def fire_due_passes(self, now: float | None = None) -> list[str]:
+        """Start the staged moves' passes that are due (each by one scheduler only, of
+        any number of processes or hosts: service/staged.py); returns the ids started."""
+        return staged.fire_due(self.db, self._enqueue, now)
 
     def _maintain(self) -> None:
         while not self._stopping.wait(self.settings.maintenance_interval):
@@ -695,6 +727,9 @@ class Service(DomainBatches, SignIns, Resumes, Operators):
                 if startup
                 else []
             )
+            if queued:  # staged moves whose first pass is for later: not yet
+                later = staged.waiting_start(s)
+                queued = [job_id for job_id in queued if job_id not in later]
         recovered = []
         for job_id, owner, jail, token, dead in stale:
             kill_stale_jail(jail, host=self.settings.host_name)
@@ -1076,17 +1111,23 @@ class Service(DomainBatches, SignIns, Resumes, Operators):
         source: Account,
         dest: Account,
         folders: dict[str, Any] | None = None,
+        schedule: dict[str, Any] | None = None,
     ) -> JobView:
-        """Validate, store (passwords encrypted), enqueue; returns the new job."""
-        return self.submit(user_id, self.make_spec(source, dest, folders))
+        """Validate, store (passwords encrypted), enqueue; returns the new job.
+        ``schedule``: a staged move (:meth:`make_schedule`)."""
+        plan = self.make_schedule(schedule) if schedule is not None else None
+        return self.submit(user_id, self.make_spec(source, dest, folders), plan)
 
-    def submit(self, user_id: int, job_spec: spec.JobSpec) -> JobView:
+    def submit(
+        self, user_id: int, job_spec: spec.JobSpec, schedule: staged.Schedule | None = None
+    ) -> JobView:
         """Store a checked spec (passwords encrypted) and enqueue it; returns the new job.
 
         :class:`AlreadyActive` when a job of the same pair is queued or running."""
         self.user_email(user_id)
-        view = self._atomically(lambda s: self._add_job(s, user_id, job_spec))
-        self._enqueue(view.id)
+        view = self._atomically(lambda s: self._add_job(s, user_id, job_spec, schedule))
+        if not _starts_later(view):
+            self._enqueue(view.id)
         log.info("job %s: created for user %d", view.id, user_id)
         return view
 
@@ -1098,15 +1139,22 @@ class Service(DomainBatches, SignIns, Resumes, Operators):
         source: Account,
         dest: Account,
         folders: dict[str, Any] | None = None,
+        schedule: dict[str, Any] | None = None,
     ) -> tuple[int, dict[str, Any]]:
         """:meth:`create_transfer` under an ``Idempotency-Key`` (see :meth:`submit_once`).
 
         Errors of the order itself (a field, the same account twice) are raised as
         usual and not remembered: the key may be used again with a corrected body."""
-        return self.submit_once(user_id, key, body, self.make_spec(source, dest, folders))
+        plan = self.make_schedule(schedule) if schedule is not None else None
+        return self.submit_once(user_id, key, body, self.make_spec(source, dest, folders), plan)
 
     def submit_once(
-        self, user_id: int, key: str, body: Any, job_spec: spec.JobSpec
+        self,
+        user_id: int,
+        key: str,
+        body: Any,
+        job_spec: spec.JobSpec,
+        schedule: staged.Schedule | None = None,
     ) -> tuple[int, dict[str, Any]]:
         """:meth:`submit` under an ``Idempotency-Key``: (status, body) of the API's answer.
 
@@ -1139,8 +1187,9 @@ class Service(DomainBatches, SignIns, Resumes, Operators):
                 return row.status_code, dict(row.response), False
             try:
                 with s.begin_nested():
-                    view = self._add_job(s, user_id, job_spec)
-                status, body, new = 201, {"id": view.id, "status": view.status}, True
+                    view = self._add_job(s, user_id, job_spec, schedule)
+                status, body = 201, {"id": view.id, "status": view.status}
+                new = not _starts_later(view)
             except AlreadyActive as exc:
                 status, body, new = 409, {"error": str(exc), "id": exc.job_id}, False
             expired = s.execute(
@@ -1171,6 +1220,7 @@ class Service(DomainBatches, SignIns, Resumes, Operators):
         status, body, new = self._atomically(once)
         if new:
             self._enqueue(body["id"])
+        if status == 201:
             log.info("job %s: created for user %d", body["id"], user_id)
         return status, body
 
@@ -1186,7 +1236,13 @@ class Service(DomainBatches, SignIns, Resumes, Operators):
                     raise
         raise AssertionError("unreachable")
 
-    def _add_job(self, s: Any, user_id: int, job_spec: spec.JobSpec) -> JobView:
+    def _add_job(
+        self,
+        s: Any,
+        user_id: int,
+        job_spec: spec.JobSpec,
+        schedule: staged.Schedule | None = None,
+    ) -> JobView:
         source, dest = job_spec.source, job_spec.dest
         blob = self.box.encrypt(credentials_blob(source, dest))
         job = Job(
@@ -1208,6 +1264,8 @@ class Service(DomainBatches, SignIns, Resumes, Operators):
         self._check_pending(s, user_id)
         s.add(job)
         s.flush()
+        if schedule is not None:
+            staged.add(s, job, schedule, time.time())
         return JobView.of(job)
 
     def _check_pending(self, s: Any, user_id: int) -> None:
@@ -1270,6 +1328,7 @@ class Service(DomainBatches, SignIns, Resumes, Operators):
             progress.update(phase=Phase.CANCELLED, rate=0.0, eta=None, eta_range=None, current=[])
             job.progress = interrupt_folders(progress)
             expire_credentials(job, self.settings, now)
+            staged.job_cancelled(s, job)  # a staged job's schedule stops with it
             # A job given back to the queue may have left a checkpoint: it ends here.
             ckpt = s.get(JobCheckpoint, job.id)
             if ckpt is not None:
@@ -1310,17 +1369,9 @@ class Service(DomainBatches, SignIns, Resumes, Operators):
                 + " was forgotten or refused"
             )
         self._check_pending(s, job.user_id)
-        job.status = JobStatus.QUEUED
-        job.error = None
-        job.started = None
-        job.finished = None
-        job.cancel_requested = False
-        job.attempts = 0
-        job.runs = (job.runs or 1) + 1
-        job.notified_start = False
-        job.credentials_expires = None
         # A new run, a new graph: its rate and history are this run's only.
-        job.progress = default_progress()
+        staged.new_run(job)
+        staged.rerun(s, job)  # a staged job: this run is its next pass
         return JobView.of(job)
 
     def forget_credentials(self, user_id: int, job_id: str) -> JobView:
@@ -1331,6 +1382,40 @@ class Service(DomainBatches, SignIns, Resumes, Operators):
                 raise Conflict("the transfer is still running; cancel it first")
             job.credentials = None
             job.credentials_expires = None
+            view = JobView.of(job)
+        with contextlib.suppress(Exception):
+            self.db.checkpoint()
+        return view
+
+    # -- issue 17: staged moves until cut-over (service/staged.py) ------------------------
+
+    def make_schedule(self, data: Any) -> staged.Schedule:
+        """A staged move's schedule checked (``interval`` seconds, ``start_at`` and
+        ``final_at`` unix times or null); ServiceError naming the field."""
+        try:
+            return staged.parse(data, self.settings, time.time())
+        except staged.ScheduleError as exc:
+            raise ServiceError(str(exc)) from None
+
+    def final_pass(self, user_id: int, job_id: str) -> JobView:
+        """The customer switched over: run the final pass now (right after the pass
+        under way, if one runs); then the job is done and its passwords deleted.
+        Conflict when the transfer has no schedule still running."""
+        with self.db.session() as s:
+            job = self._own(s, user_id, job_id, lock=True)
+            if not staged.request_final(s, job, time.time()):
+                raise Conflict("this transfer has no schedule still running")
+        self.fire_due_passes()  # at once, not at the next scheduler round
+        return self.get_transfer(user_id, job_id)
+
+    def cancel_schedule(self, user_id: int, job_id: str) -> JobView:
+        """Stop a staged move's passes: no more top-ups and no final pass; the stored
+        passwords are deleted now (or when the pass under way ends).  Conflict when the
+        transfer has no schedule still running."""
+        with self.db.session() as s:
+            job = self._own(s, user_id, job_id, lock=True)
+            if not staged.cancel(s, job):
+                raise Conflict("this transfer has no schedule still running")
             view = JobView.of(job)
         with contextlib.suppress(Exception):
             self.db.checkpoint()

@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     URL,
+    BigInteger,
     Boolean,
     Engine,
     Float,
@@ -57,6 +58,8 @@ __all__ = [
     "MailboxLock",
     "OAuthSignIn",
     "PendingSignup",
+    "StagedPass",
+    "StagedSchedule",
     "User",
     "WebSession",
     "WorkerHost",
@@ -326,6 +329,49 @@ class PendingSignup(Base):
     email: Mapped[str] = mapped_column(String(320), index=True)
     password_hash: Mapped[str] = mapped_column(String(200))
     expires: Mapped[float] = mapped_column(Float, index=True)
+
+
+# -- issue 17, staged moves until cut-over (service/staged.py; migration 0006) ------------
+
+
+class StagedSchedule(Base):
+    """A staged job's schedule: a first pass (at ``start_at``), top-up passes every
+    ``interval`` seconds while the old mailbox still receives mail, a final pass at
+    ``final_at`` or when the customer says (``final_requested``).  The job stays one job
+    (same id, same state database): each pass is a run of it.  ``next_run_at`` is when
+    the next pass is due (None: a pass is queued or running, or none will come); the
+    scheduler that sets it to None first fires the pass (service/staged.py)."""
+
+    __tablename__ = "staged_schedules"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    interval: Mapped[float] = mapped_column(Float)
+    start_at: Mapped[float] = mapped_column(Float)
+    final_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: scheduled | syncing | final | done | cancelled (service/staged.py)
+    state: Mapped[str] = mapped_column(String(16))
+    next_run_at: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
+    final_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: The kind of the pass queued, running or last run: first | top-up | final.
+    current_kind: Mapped[str] = mapped_column(String(16))
+
+
+class StagedPass(Base):
+    """One ended pass of a staged job, with its figures (the report's totals)."""
+
+    __tablename__ = "staged_passes"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(16))
+    started: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished: Mapped[float] = mapped_column(Float)
+    #: The run's status: done | failed | cancelled.
+    outcome: Mapped[str] = mapped_column(String(16))
+    copied: Mapped[int] = mapped_column(Integer)
+    already_present: Mapped[int] = mapped_column(Integer)
+    failed: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(BigInteger)
 
 
 # -- issue 17: operators (service/operator.py) -------------------------------------------

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..jobs.ports import Checkpoint, Claim, SupervisorConfig, Waiting
 from ..jobs.vocab import TERMINAL, JobStatus, Phase
+from . import staged
 from .config import Settings
 from .db import Database, Job, JobCheckpoint, User
 from .secrets import CredentialBox
@@ -78,6 +79,7 @@ def _cancelled_while_suspended(s: Any, job: Job, now: float) -> None:
     progress = dict(job.progress or {})
     progress.update(phase=Phase.CANCELLED, rate=0.0, eta=None, current=[])
     job.progress = progress
+    staged.job_cancelled(s, job)  # a staged job's schedule stops with it
     ckpt = s.get(JobCheckpoint, job.id)
     if ckpt is not None:
         s.delete(ckpt)
@@ -116,6 +118,8 @@ class SqlJobStore:
         with self.db.session() as s:
             job = s.get(Job, job_id, with_for_update=True)
             if job is None or job.status != JobStatus.QUEUED:
+                return None
+            if staged.starts_later(s, job.id):  # a staged job's start is for later
                 return None
             if s.scalar(select(User.suspended).where(User.id == job.user_id)):
                 # Held (service/operator.py): the customer is suspended; unsuspending
@@ -339,11 +343,15 @@ class SqlJobStore:
             job.cancel_requested = False
             job.progress = progress(dict(job.progress or {}))
             job.report_path = report_path
-            expire_credentials(job, self.settings, now)
+            # A staged job's pass (issue 17): its figures, the next pass, its passwords.
+            if not staged.pass_ended(sess, job, status, now):
+                expire_credentials(job, self.settings, now)
             user = sess.get(User, job.user_id) if job.user_id else None
             if user is not None and user.suspended:
-                # Stopped because an operator suspended its customer: no re-run on
-                # their behalf, so the passwords go now (service/operator.py).
+                # Stopped because an operator suspended its customer: no re-run (nor a
+                # staged move's next pass) on their behalf; the passwords go now
+                # (service/operator.py).
+                staged.job_cancelled(sess, job)
                 job.credentials = None
                 job.credentials_expires = None
             return user.email if user is not None else ""
@@ -386,7 +394,9 @@ class SqlJobStore:
             job = sess.get(Job, job_id)
             assert job is not None
             user = sess.get(User, job.user_id) if job.user_id else None
-            return _mail_view(job, user)
+            view = _mail_view(job, user)
+            view["quiet"] = staged.is_quiet(sess, job)  # a staged job's top-up: no mail
+            return view
 
     def batch_summary(self, job_id: str) -> dict[str, Any] | None:
         """The job's batch when this job's end was the batch's last one and its summary

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -49,6 +50,8 @@ from .schemas import TERMINAL
 from .security import CSP, check_csrf, csrf_token
 from .selection import display_pattern, selection_to_folders
 from .sessions import client_host
+from .staged import ScheduleFormError, schedule_from_form
+from .staged import add_routes as add_staged_routes
 
 if TYPE_CHECKING:
     from yippiemove.service.core import Account, FolderInfo, Service
@@ -668,12 +671,20 @@ class Pages:
                 error="Select at least one folder to copy.",
             )
         try:
-            view = await self.call(self.service.create_transfer, uid, src_acc, dst_acc, spec)
+            # Issue 17: "keep in sync until I switch" (web/staged.py); asked only when set.
+            plan_kw = {"schedule": sched} if (sched := schedule_from_form(form)) else {}
+            view = await self.call(
+                functools.partial(self.service.create_transfer, **plan_kw),
+                uid,
+                src_acc,
+                dst_acc,
+                spec,
+            )
         except AlreadyActive as exc:
             # A reload or Back of this step, or the same order twice: open the one.
             flash(request, ALREADY_RUNNING)
             return RedirectResponse(f"/transfers/{exc.job_id}", 303)
-        except ServiceError as exc:
+        except (ServiceError, ScheduleFormError) as exc:
             return self._wizard(
                 request,
                 "folders",
@@ -1201,5 +1212,6 @@ def build_pages_router(service: Service, templates: Jinja2Templates) -> APIRoute
     p.sign_ins.add_routes(r)
     add_report_pages(r, p)  # readable reports, undo (web/reports.py)
     add_resume_routes(r, p)  # issue 17: new passwords for a stopped transfer
+    add_staged_routes(r, p)  # issue 17: staged moves (final pass, stop the schedule)
     add_operator_pages(r, p)  # issue 17: the operator's console (web/operator.py)
     return r

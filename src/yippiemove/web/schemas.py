@@ -173,12 +173,90 @@ AnyAccountIn = Annotated[
 _TAGS = ("AccountIn", "SignedInAccountIn")
 
 
+# -- issue 17: staged moves until cut-over (service/staged.py) -----------------------------
+
+
+class ScheduleIn(BaseModel):
+    """A staged move: a first pass (now, or at `start_at`), top-up passes every
+    `interval` seconds while the old mailbox still receives mail, and a final pass at
+    `final_at` or when you say so (`POST /api/v1/transfers/{id}/final-pass`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    interval: float = Field(
+        gt=0,
+        le=30 * 86400,
+        allow_inf_nan=False,
+        description="seconds between top-up passes (the service's minimum, 1 hour by "
+        "default, or 400)",
+        examples=[21600],
+    )
+    start_at: float | None = Field(
+        None, allow_inf_nan=False, description="when the first pass starts (unix time); null: now"
+    )
+    final_at: float | None = Field(
+        None,
+        allow_inf_nan=False,
+        description="when the final pass runs (unix time); null: when you call final-pass",
+    )
+
+
+class PassOut(BaseModel):
+    """One ended pass of a staged move, with its figures."""
+
+    number: int
+    kind: Literal["first", "top-up", "final", "re-run"]
+    started: float | None = None
+    finished: float
+    outcome: str = Field(description="done | failed | cancelled")
+    copied: int
+    already_present: int
+    failed: int
+    bytes: int = Field(description="bytes copied in this pass")
+
+
+class ScheduleOut(BaseModel):
+    """A staged move's schedule, next pass, how long the passwords are kept, history."""
+
+    state: Literal["scheduled", "syncing", "final", "done", "cancelled"] = Field(
+        description="`scheduled`: waiting for `start_at`; `syncing`: first pass or "
+        "top-ups; `final`: the final pass is queued or running; `done`: the final pass "
+        "ended; `cancelled`: no more passes"
+    )
+    interval: float
+    start_at: float
+    final_at: float | None = None
+    final_requested: bool
+    next_run_at: float | None = Field(
+        None, description="when the next pass starts (unix time); null: none to come, or "
+        "a pass is queued or running"
+    )
+    next_kind: Literal["first", "top-up", "final"] | None = None
+    current_kind: Literal["first", "top-up", "final", "re-run"] = Field(
+        description="the pass queued, running or last run"
+    )
+    credentials_kept: bool = Field(
+        description="the passwords are kept for the passes to come; deleted when the "
+        "final pass ends or the schedule is cancelled"
+    )
+    credentials_until: float | None = Field(
+        None,
+        description="the final pass's time while the passwords are kept for it (they are "
+        "deleted when it ends); null with `credentials_kept`: until the final pass you "
+        "start ends",
+    )
+    passes: list[PassOut]
+
+
 class TransferIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source: AnyAccountIn
     dest: AnyAccountIn
     folders: FoldersIn | None = None
+    schedule: ScheduleIn | None = Field(
+        None, description="a staged move until cut-over (issue 17); null: one pass"
+    )
 
 
 class AuthorizationIn(BaseModel):
@@ -314,6 +392,9 @@ class TransferOut(BaseModel):
         default_factory=list,
         description="the sides that take a new password now "
         "(`PUT /api/v1/transfers/{id}/credentials`): failed or cancelled, not OAuth2",
+    )
+    schedule: ScheduleOut | None = Field(
+        None, description="a staged move's schedule and passes; null: not a staged move"
     )
 
 

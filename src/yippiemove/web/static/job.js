@@ -238,7 +238,7 @@
     });
     es.addEventListener("end", () => {
       es.close();
-      loadSummary(id, 0);
+      loadSummary(id, 0).then(watchSchedule);
     });
     es.addEventListener("gone", () => { es.close(); window.location.reload(); });
     // The server ends long streams now and then: open a new one at once, quietly.
@@ -250,6 +250,18 @@
     };
   }
 
+  // -- a staged move (issue 17): reload when its next pass is due --------------------------
+  let scheduleTimer = null;
+  function watchSchedule() {
+    const card = $("[data-staged]");
+    const root = $("#job");
+    clearTimeout(scheduleTimer);
+    if (!card || !card.dataset.stagedNext || !root) return;
+    if (!TERMINAL.has(root.dataset.status)) return;  // a pass runs: its end reloads the summary
+    const wait = parseFloat(card.dataset.stagedNext) * 1000 - Date.now() + 1500;
+    scheduleTimer = setTimeout(() => window.location.reload(), Math.min(Math.max(wait, 3000), 600000));
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     const data = $("#job-data");
     const root = $("#job");
@@ -258,5 +270,6 @@
     try { job = JSON.parse(data.textContent); } catch (e) { return; }
     update(job);
     if (!TERMINAL.has(job.status)) follow(job.id);
+    else watchSchedule();
   });
 })();

@@ -25,7 +25,7 @@ from yippiemove.service import schema
 from yippiemove.service.db import Base, Database, Job, User, driver_url, shown_url
 
 FIXTURE = Path(__file__).parent / "data" / "control-636b9a5.sql"
-HEAD = "0008"  # issue 17: staged moves (0006), operators (0008); the lead re-chains
+HEAD = "0008"  # issue 17: staged 0006, account 0009, operators 0008 (the lead re-chains)
 
 
 def revision_and_differences(db: Database) -> tuple[str | None, list[object]]:
@@ -33,9 +33,9 @@ def revision_and_differences(db: Database) -> tuple[str | None, list[object]]:
         return schema.current_revision(conn), schema.schema_differences(conn)
 
 
-def test_head_is_0006() -> None:
+def test_head_is_0009() -> None:
     assert schema.head_revision() == HEAD
-    assert schema.known_revisions() == {"0001", "0002", "0003", "0004", "0005", "0006", "0008"}
+    assert schema.known_revisions() == {f"{n:04d}" for n in (1, 2, 3, 4, 5, 6, 8, 9)}
 
 
 # ---------------------------------------------------------------------- from empty

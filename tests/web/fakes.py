@@ -256,6 +256,47 @@ class FakeService:
         except KeyError:
             raise NotFound("no such user") from None
 
+    # -- issue 17: the account lifecycle (service/account.py), the least of it ----------
+
+    def account_info(self, user_id: int) -> dict[str, Any]:
+        email = self.user_email(user_id)
+        return {
+            "id": user_id,
+            "email": email,
+            "created": 0.0,
+            "timezone": None,
+            "pending_email": None,
+        }
+
+    def _check_password(self, user_id: int, password: str) -> str:
+        from yippiemove.service.core import WrongPassword
+
+        email, stored = self.users[user_id]
+        if not secrets.compare_digest(stored.encode(), str(password).encode()):
+            raise WrongPassword("password: is not right")
+        return email
+
+    def change_password_checked(
+        self, user_id: int, current: str, new: str, client: str = "?", keep: str | None = None
+    ) -> None:
+        email = self._check_password(user_id, current)
+        self.users[user_id] = (email, new)
+
+    def request_email_change(
+        self, user_id: int, password: str, new_email: str, client: str = "?"
+    ) -> str:
+        self._check_password(user_id, password)
+        return "sent"
+
+    def delete_account(self, user_id: int, password: str, client: str = "?") -> None:
+        self._check_password(user_id, password)
+        with self._lock:
+            del self.users[user_id]
+            for k in [k for k, t in self.tokens.items() if t["user"] == user_id]:
+                del self.tokens[k]
+            for k in [k for k, j in self.jobs.items() if j.user_id == user_id]:
+                del self.jobs[k]
+
     # -- accounts ---------------------------------------------------------------------
 
     def add_account(

@@ -395,6 +395,11 @@ def test_openapi_documents_the_api_and_only_the_api(client: TestClient) -> None:
         # Issue 17: staged moves (final pass now, cancel the schedule).
         f"{API}/transfers/{{job_id}}/final-pass",
         f"{API}/transfers/{{job_id}}/schedule",
+        # Issue 17: the account lifecycle.
+        f"{API}/account",
+        f"{API}/account/password",
+        f"{API}/account/email",
+        f"{API}/password-resets",
     }
     assert "token" in doc["components"]["securitySchemes"]
     post = doc["paths"][f"{API}/transfers"]["post"]

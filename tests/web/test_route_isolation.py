@@ -80,6 +80,9 @@ LISTINGS = {
     ("GET", API + "/domain-credentials"),
     ("GET", "/account/password"),
     ("GET", API + "/transfers"),
+    # Issue 17: the customer's own account.
+    ("GET", "/account"),
+    ("GET", API + "/account"),
 }
 CREATORS = {
     ("POST", "/transfers/new"),
@@ -92,6 +95,12 @@ CREATORS = {
     ("POST", "/account/password"),
     ("POST", API + "/transfers"),
     ("POST", API + "/oauth/{provider}/authorizations"),
+    # Issue 17: the account lifecycle acts on the caller's own account, after its password.
+    ("POST", "/account/email"),
+    ("POST", "/account/delete"),
+    ("PUT", API + "/account/password"),
+    ("POST", API + "/account/email"),
+    ("DELETE", API + "/account"),
 }
 #: A customer's OAuth2 sign-ins by id (issue 16): another customer's is a missing one;
 #: tested over the real Service in tests/web/test_oauth_web.py (the fake has none).
@@ -138,6 +147,14 @@ PUBLIC = {
     ("GET", "/static"),
     ("GET", "/docs"),  # issue 17: Swagger UI over /openapi.json
     ("GET", "/docs/assets"),
+    # Issue 17: forgot password and the mailed links (one answer for every address).
+    ("GET", "/password/forgot"),
+    ("POST", "/password/forgot"),
+    ("GET", "/password/reset"),
+    ("POST", "/password/reset"),
+    ("GET", "/account/email/confirm"),
+    ("POST", "/account/email/confirm"),
+    ("POST", API + "/password-resets"),
 }
 
 

@@ -172,6 +172,12 @@ class Settings:
     #: that no order used keeps its grant (then both are deleted).
     oauth_sign_in_seconds: float = 900.0
     oauth_unused_seconds: float = 3600.0
+    #: Account lifecycle (issue 17, service/account.py): how long a mailed password
+    #: reset link works, and a link confirming a new e-mail address.
+    password_reset_seconds: float = 3600.0
+    email_change_seconds: float = 24 * 3600.0
+    #: Deleting an account waits this long (at most) for its running jobs to stop.
+    account_delete_wait: float = 60.0
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

@@ -43,6 +43,7 @@ from ..policy.failures import describe
 from ..transfer.identity import same_address
 from ..transfer.model import Endpoint
 from . import staged
+from .account import AccountLifecycle, purge_orphan_job_dirs
 from .auth import AuthStore
 from .checks import CheckFailed, CheckSlots, TooManyChecks, run_check
 from .config import Settings
@@ -188,6 +189,27 @@ class Busy(ServiceError):
     """Too many account checks in flight (for this customer or in all): try later."""
 
     status = 429
+
+
+class WrongPassword(ServiceError):
+    """The account's password, asked again before a change (service/account.py), is
+    not right."""
+
+    status = 403
+
+
+class TooManyAttempts(ServiceError):
+    """Too many wrong passwords or reset requests from this client lately: ``wait``
+    seconds before the next is looked at."""
+
+    status = 429
+
+    def __init__(self, wait: float) -> None:
+        minutes = int(wait // 60) + 1
+        super().__init__(
+            f"too many attempts; try again in {minutes} minute{'s' if minutes != 1 else ''}"
+        )
+        self.wait = wait
 
 
 class Account(spec.Account):
@@ -488,7 +510,7 @@ def explain_imap_error(exc: Exception, role: str, account: Account) -> str:
     return not_imap(where, account)
 
 
-class Service(DomainBatches, SignIns, Resumes, Operators):
+class Service(DomainBatches, SignIns, Resumes, AccountLifecycle, Operators):
     """Users, tokens, transfers, account checks and reports (see the contract); the
     domain-wide moves of issue 16 in service/domainbatch.py."""
 
@@ -687,6 +709,8 @@ class Service(DomainBatches, SignIns, Resumes, Operators):
                 self.cleanup_credentials()
                 self.recover(startup=False)
                 self.auth.prune()
+                self.prune_account_links()
+                purge_orphan_job_dirs(self.settings, self.db)  # deleted accounts' files
             except Exception:
                 log.exception("maintenance round failed")
 

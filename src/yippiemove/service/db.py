@@ -45,6 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 __all__ = [
+    "AccountToken",
     "ActiveOrder",
     "ApiToken",
     "AuditEntry",
@@ -372,6 +373,28 @@ class StagedPass(Base):
     already_present: Mapped[int] = mapped_column(Integer)
     failed: Mapped[int] = mapped_column(Integer)
     bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+# -- issue 17, account lifecycle (journey-account; migration 0009) ----------------------
+
+
+class AccountToken(Base):
+    """A link mailed for the account (service/account.py): a password reset
+    (``purpose`` "reset") or the confirmation of a new e-mail address ("email", the new
+    address in ``new_email``).  Only the token's SHA-256 is stored; single use (``used``
+    set when it is used, so that a second use can be told apart from a wrong link) and
+    expiring; pruned after it expired."""
+
+    __tablename__ = "account_tokens"
+
+    #: SHA-256 (hex) of the token in the mailed link.
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    purpose: Mapped[str] = mapped_column(String(16))
+    new_email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    created: Mapped[float] = mapped_column(Float, default=time.time)
+    expires: Mapped[float] = mapped_column(Float, index=True)
+    used: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 # -- issue 17: operators (service/operator.py) -------------------------------------------

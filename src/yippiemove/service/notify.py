@@ -134,6 +134,69 @@ class Notifier:
             "unchanged.\n",
         )
 
+    # -- issue 17, account lifecycle (service/account.py) ---------------------------------
+
+    def password_reset(self, to: str, link: str, minutes: int) -> None:
+        self._send(
+            to,
+            "Reset your yippiemove password",
+            "Someone (you, we hope) asked to reset the password of the yippiemove account "
+            "of this address.\n\n"
+            f"To choose a new password, open this link within {_num(minutes)} minutes "
+            f"(it works once):\n\n    {link}\n\n"
+            "If it was not you, ignore this message: your password stays as it is.\n",
+        )
+
+    def password_was_reset(self, to: str, login_link: str) -> None:
+        self._send(
+            to,
+            "Your yippiemove password was changed",
+            "The password of your yippiemove account was just set from a reset link, and "
+            "every browser logged into it was logged out.  Your API tokens still work "
+            "(revoke them on the API tokens page if you did not make them).\n\n"
+            f"Log in: {login_link}\n\n"
+            "If it was not you, reset your password again at once and check the "
+            "mailbox of this address: whoever can read it can reset the password.\n",
+        )
+
+    def email_change_confirm(self, to: str, old: str, link: str) -> None:
+        self._send(
+            to,
+            "Confirm your new address for yippiemove",
+            f"The yippiemove account of {old} asked to use this address from now on.\n\n"
+            f"To confirm, open this link within a day (it works once):\n\n    {link}\n\n"
+            "Until then the account keeps its old address.  If it was not you, ignore "
+            "this message: nothing changes without the link.\n",
+        )
+
+    def email_change_taken(self, to: str, login_link: str) -> None:
+        self._send(
+            to,
+            "Someone tried to move a yippiemove account to your address",
+            "Someone asked to use this address for their yippiemove account, but this "
+            "address has an account already, so nothing was changed.\n\n"
+            f"Your account: {login_link}\n",
+        )
+
+    def email_changed(self, to: str, new: str) -> None:
+        self._send(
+            to,
+            "Your yippiemove account has a new address",
+            f"The yippiemove account of this address now uses {new}: its mail goes there, "
+            "and you log in with it.\n\n"
+            "If it was not you, write to the service's operator at once.\n",
+        )
+
+    def account_deleted(self, to: str) -> None:
+        self._send(
+            to,
+            "Your yippiemove account is deleted",
+            "Your yippiemove account is deleted, as you asked: its transfers were stopped, "
+            "and its transfers, reports, receipts, stored passwords, sign-ins and API "
+            "tokens are gone.  Messages already copied stay in your destination "
+            "mailboxes.\n\nGoodbye, and thank you for moving with us.\n",
+        )
+
     def _link(self, job: dict[str, Any]) -> str:
         return f"{self.settings.base_url.rstrip('/')}/transfers/{job['id']}"
 

@@ -92,16 +92,18 @@ def _pre_migration_revision(conn: Connection) -> str | None:
     None when it is empty (or already versioned), "0001" for issue 14's schema, "0002"
     for the models of issue 15's groundwork (made with create_all too), "0003" when
     ``create_all`` made it with the domain credentials of issue 16, "0004" with its
-    OAuth2 sign-ins too, "0005"/"0006" with issue 17's batches / staged moves, "0008"
-    with its operators' audit log."""
+    OAuth2 sign-ins too, "0005"/"0006" with issue 17's batches / staged moves, "0009"
+    with its account tokens, "0008" with its operators' audit log (after 0009 here)."""
     tables = set(inspect(conn).get_table_names())
     if "alembic_version" in tables or not tables & {"users", "jobs"}:
         return None
     columns = {c["name"] for c in inspect(conn).get_columns("jobs")}
     if "lease_token" in columns and {"worker_hosts", "job_checkpoints"} <= tables:
+        if "audit_log" in tables:  # issue 17's operators (after 0009 on this branch)
+            return "0008"
+        if "account_tokens" in tables:  # issue 17, account lifecycle
+            return "0009"
         if "oauth_sign_ins" in tables:
-            if "audit_log" in tables:  # issue 17's operators
-                return "0008"
             if "staged_schedules" in tables:  # issue 17's staged moves
                 return "0006"
             return "0005" if "batch_id" in columns else "0004"

@@ -381,6 +381,9 @@ def build_api_router(service: "Service") -> APIRouter:
     from .reports_api import add_report_api  # (it uses this module's helpers)
 
     add_report_api(router, service, User, ErrorOut)  # messages, undo (web/reports_api.py)
+    from .account_api import add_account_api
+
+    add_account_api(router, service, User, ErrorOut)  # issue 17 (web/account_api.py)
 
     from .operator_api import add_operator_api
 

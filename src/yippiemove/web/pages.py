@@ -34,6 +34,7 @@ from yippiemove.service.core import (
 from yippiemove.service.passwords import MIN_LENGTH, password_problem
 
 from . import presets
+from .account import add_routes as add_account_routes
 from .api import check_job_id, public_view, receipt_response
 from .forms import (
     AccountForm,
@@ -1213,5 +1214,6 @@ def build_pages_router(service: Service, templates: Jinja2Templates) -> APIRoute
     add_report_pages(r, p)  # readable reports, undo (web/reports.py)
     add_resume_routes(r, p)  # issue 17: new passwords for a stopped transfer
     add_staged_routes(r, p)  # issue 17: staged moves (final pass, stop the schedule)
+    add_account_routes(r, p)  # issue 17: forgot password, address, delete (web/account.py)
     add_operator_pages(r, p)  # issue 17: the operator's console (web/operator.py)
     return r

@@ -2,7 +2,7 @@
 actions (service/operator.py).
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

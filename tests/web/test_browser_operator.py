@@ -17,7 +17,7 @@ from playwright.sync_api import Browser, Page, expect
 from tests.svckit import DST_PW, SRC_PW, make_service
 from tests.web.browser import free_port
 from tests.web.demo import BackgroundServer
-from tests.web.test_browser_reports import _fits, _shot
+from tests.web.phone import assert_fits
 from tests.web.test_reports import OWNER, OWNER_PW, _job
 from yippiemove.service.core import Account
 from yippiemove.web.app import create_app
@@ -84,8 +84,7 @@ def test_operator_suspends_a_customer(
         page.fill("[data-customer-search]", "owner@")
         page.click("button:has-text('Search')")
         expect(page.locator("[data-customers] tbody tr")).to_have_count(1)
-        _fits(page)
-        _shot(page, tmp_path, f"operator-console-{width}")
+        assert_fits(page, f"operator-console-{width}")
 
         page.click(f"[data-customers] a:has-text('{OWNER}')")
         expect(page.locator("[data-operator-jobs] tbody tr")).to_have_count(2)
@@ -93,8 +92,7 @@ def test_operator_suspends_a_customer(
         page.click(f"[data-job='{done_id}'] a:has-text('Open')")
         expect(page.locator("[data-messages] tbody tr")).to_have_count(11)
         expect(page.locator("[data-verification]")).to_contain_text("checked on the destination")
-        _fits(page)
-        _shot(page, tmp_path, f"operator-report-{width}")
+        assert_fits(page, f"operator-report-{width}")
         assert SRC_PW not in page.content() and DST_PW not in page.content()
 
         page.go_back()
@@ -103,8 +101,7 @@ def test_operator_suspends_a_customer(
         expect(page.locator("[data-suspended]")).to_be_visible()
         expect(page.locator("[data-suspended-reason]")).to_contain_text("chargeback on the card")
         expect(page.locator(f"[data-job='{queued.id}'] [data-held]")).to_be_visible()
-        _fits(page)
-        _shot(page, tmp_path, f"operator-suspended-{width}")
+        assert_fits(page, f"operator-suspended-{width}")
 
         page.click("[data-console-link]")
         page.click("[data-audit-link]")
@@ -112,16 +109,14 @@ def test_operator_suspends_a_customer(
         expect(rows.first).to_contain_text("suspend")
         expect(rows.first).to_contain_text("chargeback on the card")
         expect(page.locator("[data-action=read_report]")).to_have_count(1)
-        _fits(page)
-        _shot(page, tmp_path, f"operator-audit-{width}")
+        assert_fits(page, f"operator-audit-{width}")
 
         # The customer was logged out, and cannot log in again: said plainly.
         customer.goto(base + "/transfers")
         expect(customer).to_have_url(f"{base}/login?next=/transfers")
         _log_in(customer, base, OWNER, OWNER_PW)
         expect(customer.locator("[role=alert]")).to_contain_text("This account is suspended")
-        _fits(customer)
-        _shot(customer, tmp_path, f"customer-suspended-{width}")
+        assert_fits(customer, f"customer-suspended-{width}")
 
         page.goto(f"{base}/operator/customers/{owner}")
         page.click("[data-unsuspend]")

@@ -1634,6 +1634,33 @@ def user_create(
     click.echo(f"created customer {email.strip().lower()} (id {uid})")
 
 
+@user.command("set-role")
+@click.argument("email")
+@click.argument("role", type=click.Choice(["customer", "operator"]))
+@_data_dir_option
+@_database_options
+def user_set_role(
+    email: str,
+    role: str,
+    data_dir: Path | None,
+    database_url: str | None,
+    queue_url: str | None,
+) -> None:
+    """Make the customer EMAIL an operator (the console at /operator and
+    /api/v1/operator), or a customer again.  The only way to make an operator; it is
+    written in the audit log."""
+    from .service.core import ServiceError
+
+    service = _service(data_dir, database_url=database_url, queue_url=queue_url)
+    try:
+        uid = service.set_role(email, role)
+    except ServiceError as exc:
+        _die(str(exc))
+    finally:
+        service.close()
+    click.echo(f"{email.strip().lower()} (id {uid}) is now: {role}")
+
+
 @main.group()
 def token() -> None:
     """Manage API tokens (operator commands)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from tests.svckit import (
     DST_PW,
@@ -29,7 +30,14 @@ from tests.svckit import (
 from tests.transfer.test_move import populate
 from yippiemove.service.account import LinkRefused
 from yippiemove.service.core import Service, ServiceError, TooManyAttempts, WrongPassword
-from yippiemove.service.db import Base, DomainCredential, IdempotencyKey, OAuthSignIn, User
+from yippiemove.service.db import (
+    AuditEntry,
+    Base,
+    DomainCredential,
+    IdempotencyKey,
+    OAuthSignIn,
+    User,
+)
 from yippiemove.testing.dovecot import DovecotServer
 
 PW = "correct horse battery"
@@ -264,6 +272,12 @@ def test_delete_account_stops_jobs_and_leaves_nothing_of_the_customer(
         )
     done = svc.create_transfer(uid, account(server, "src", SRC_PW), account(server, "dst", DST_PW))
     wait_status(svc, uid, done.id, ("done",))
+    # An operator acted on the customer: the audit log keeps the actions, not the address.
+    op = svc.create_user("op@example.org", PW)
+    svc.set_role("op@example.org", "operator")
+    svc.op_suspend(op, uid, "checking a complaint")
+    svc.op_unsuspend(op, uid)
+    svc.op_report(op, done.id)
     with pytest.raises(WrongPassword):
         svc.delete_account(uid, "not it", client="10.0.0.2")
     assert svc.get_transfer(uid, done.id).status == "done"
@@ -291,6 +305,15 @@ def test_delete_account_stops_jobs_and_leaves_nothing_of_the_customer(
         assert not svc.settings.job_dir(job_id).exists()
     goodbye = smtp_sink.wait_for(lambda m: m["To"] == ADA and "deleted" in m["Subject"])
     assert "Goodbye" in goodbye.get_content()
+    with svc.db.read() as s:
+        audit = list(s.scalars(select(AuditEntry).order_by(AuditEntry.id)))
+    actions = [(a.action, a.target_id) for a in audit]
+    assert actions[-3:] == [
+        ("suspend", str(uid)),
+        ("unsuspend", str(uid)),
+        ("read_report", "(deleted)"),
+    ]
+    assert all(a.operator_email == "op@example.org" for a in audit[-3:])
     # Bob's account and transfer are untouched.
     assert svc.user_email(other) == "bob@example.org"
     assert svc.get_transfer(other, bobs.id).id == bobs.id

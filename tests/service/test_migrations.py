@@ -25,7 +25,7 @@ from yippiemove.service import schema
 from yippiemove.service.db import Base, Database, Job, User, driver_url, shown_url
 
 FIXTURE = Path(__file__).parent / "data" / "control-636b9a5.sql"
-HEAD = "0009"  # issue 17: account tokens (journey-account; after batches 0007, staged 0006)
+HEAD = "0009"  # issue 17: staged 0006, batches 0007, operators 0008, account tokens 0009
 
 
 def revision_and_differences(db: Database) -> tuple[str | None, list[object]]:
@@ -35,16 +35,7 @@ def revision_and_differences(db: Database) -> tuple[str | None, list[object]]:
 
 def test_head_is_0009() -> None:
     assert schema.head_revision() == HEAD
-    assert schema.known_revisions() == {
-        "0001",
-        "0002",
-        "0003",
-        "0004",
-        "0005",
-        "0006",
-        "0007",
-        "0009",
-    }
+    assert schema.known_revisions() == {f"{n:04d}" for n in range(1, 10)}
 
 
 # ---------------------------------------------------------------------- from empty
@@ -134,7 +125,9 @@ def test_a_database_of_the_schema_before_issue_15_is_upgraded_on_start_with_its_
             after = con.execute(f"SELECT * FROM {table}").fetchall()
             width = len(rows[0]) if rows else 0  # later columns (users.timezone): empty
             assert [r[:width] for r in after] == rows, table
-            assert all(v is None for r in after for v in r[width:]), table
+            # ...or their defaults: users.role "customer", users.suspended false (0008).
+            defaults = (None, "customer", 0) if table == "users" else (None,)
+            assert all(v in defaults for r in after for v in r[width:]), table
         assert con.execute("SELECT count(*) FROM job_checkpoints").fetchone() == (0,)
         assert con.execute("SELECT count(*) FROM worker_hosts").fetchone() == (0,)
         con.close()

@@ -405,12 +405,24 @@ def test_openapi_documents_the_api_and_only_the_api(client: TestClient) -> None:
         f"{API}/account/password",
         f"{API}/account/email",
         f"{API}/password-resets",
-        # Issue 17: batches as objects.
+        # Issue 17: batches as first-class objects.
         f"{API}/batches",
         f"{API}/batches/{{batch_id}}",
-        f"{API}/batches/{{batch_id}}/start",
-        f"{API}/batches/{{batch_id}}/retry-failed",
         f"{API}/batches/{{batch_id}}/results.csv",
+        f"{API}/batches/{{batch_id}}/retry-failed",
+        f"{API}/batches/{{batch_id}}/start",
+        # Issue 17: the operators' console (operators only).
+        f"{API}/operator/audit",
+        f"{API}/operator/customers",
+        f"{API}/operator/customers/{{user_id}}",
+        f"{API}/operator/customers/{{user_id}}/suspend",
+        f"{API}/operator/customers/{{user_id}}/unsuspend",
+        f"{API}/operator/queue",
+        f"{API}/operator/transfers",
+        f"{API}/operator/transfers/{{job_id}}",
+        f"{API}/operator/transfers/{{job_id}}/cancel",
+        f"{API}/operator/transfers/{{job_id}}/report",
+        f"{API}/operator/transfers/{{job_id}}/requeue",
     }
     assert "token" in doc["components"]["securitySchemes"]
     post = doc["paths"][f"{API}/transfers"]["post"]

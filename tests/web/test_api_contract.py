@@ -526,6 +526,58 @@ PARITY: list[tuple[str, set[str], set[str], str]] = [
         "",
     ),
     ("delete your account", {"POST /account/delete"}, {"DELETE /api/v1/account"}, ""),
+    (
+        "operators: the console (customers, transfers, queue and workers)",
+        {"GET /operator"},
+        {
+            "GET /api/v1/operator/customers",
+            "GET /api/v1/operator/transfers",
+            "GET /api/v1/operator/queue",
+        },
+        "",
+    ),
+    (
+        "operators: a customer",
+        {"GET /operator/customers/{user_id}"},
+        {"GET /api/v1/operator/customers/{user_id}"},
+        "",
+    ),
+    (
+        "operators: suspend or unsuspend a customer",
+        {
+            "POST /operator/customers/{user_id}/suspend",
+            "POST /operator/customers/{user_id}/unsuspend",
+        },
+        {
+            "POST /api/v1/operator/customers/{user_id}/suspend",
+            "POST /api/v1/operator/customers/{user_id}/unsuspend",
+        },
+        "",
+    ),
+    (
+        "operators: a transfer and its report, read-only",
+        {"GET /operator/transfers/{job_id}"},
+        {
+            "GET /api/v1/operator/transfers/{job_id}",
+            "GET /api/v1/operator/transfers/{job_id}/report",
+        },
+        "",
+    ),
+    (
+        "operators: cancel or requeue any transfer",
+        {"POST /operator/transfers/{job_id}/cancel", "POST /operator/transfers/{job_id}/requeue"},
+        {
+            "POST /api/v1/operator/transfers/{job_id}/cancel",
+            "POST /api/v1/operator/transfers/{job_id}/requeue",
+        },
+        "",
+    ),
+    (
+        "operators: the audit log",
+        {"GET /operator/audit"},
+        {"GET /api/v1/operator/audit"},
+        "",
+    ),
 ]
 #: Routes that are no customer capability (signing up and in, the documents, files).
 NOT_CAPABILITIES = {

@@ -320,7 +320,7 @@ def test_every_page_fits(
                 "imap.old.example,993,tls,c@old.example,,imap.new.example,993,tls,c@new.example,pw\n"
             )
             page.set_input_files("input[type=file]", str(csv))
-            page.click("button:has-text('Check and start')")
+            page.click("button:has-text('Check the lines and start')")
             page.wait_for_load_state()
             check(page, "batch-errors")
             page.goto(base + "/batch/domain")

@@ -133,6 +133,29 @@ BATCH_ROUTES = {
     ("GET", API + "/batches"),
     ("POST", API + "/batches"),
 }
+#: Issue 17: the operator's console; a customer gets the 404 of a missing path (tested
+#: here over the stand-in, which has no operators, and in tests/web/test_operator.py).
+OPERATOR_ROUTES = {
+    ("GET", "/operator"),
+    ("GET", "/operator/audit"),
+    ("GET", "/operator/customers/{user_id}"),
+    ("POST", "/operator/customers/{user_id}/suspend"),
+    ("POST", "/operator/customers/{user_id}/unsuspend"),
+    ("GET", "/operator/transfers/{job_id}"),
+    ("POST", "/operator/transfers/{job_id}/cancel"),
+    ("POST", "/operator/transfers/{job_id}/requeue"),
+    ("GET", API + "/operator/customers"),
+    ("GET", API + "/operator/customers/{user_id}"),
+    ("POST", API + "/operator/customers/{user_id}/suspend"),
+    ("POST", API + "/operator/customers/{user_id}/unsuspend"),
+    ("GET", API + "/operator/transfers"),
+    ("GET", API + "/operator/transfers/{job_id}"),
+    ("GET", API + "/operator/transfers/{job_id}/report"),
+    ("POST", API + "/operator/transfers/{job_id}/cancel"),
+    ("POST", API + "/operator/transfers/{job_id}/requeue"),
+    ("GET", API + "/operator/queue"),
+    ("GET", API + "/operator/audit"),
+}
 PUBLIC = {
     # The providers' way back: a sign-in is bound to the session that started it.
     ("GET", "/oauth/callback"),
@@ -190,6 +213,7 @@ def test_every_route_is_classified(app: FastAPI) -> None:
         | PUBLIC
         | SIGN_IN_ROUTES
         | BATCH_ROUTES
+        | OPERATOR_ROUTES
     )
     actual = app_routes(app)
     assert actual - declared == set(), "new routes: say how they keep customers apart"
@@ -289,6 +313,19 @@ def test_another_customers_domain_credential_cannot_be_deleted(
     assert world["a_cred"] not in fake.domain_credentials
 
 
+@pytest.mark.parametrize(("method", "route"), sorted(OPERATOR_ROUTES))
+def test_a_customer_gets_the_404_of_a_missing_path_from_the_console(
+    bob: Browser, fake: FakeService, world: dict[str, Any], method: str, route: str
+) -> None:
+    before = snapshot(fake)
+    path = route.format(job_id=world["jid"], user_id=1)
+    r = call(bob, method, path, world["b_token"])
+    missing = call(bob, method, route.split("/operator")[0] + "/no-such-path", world["b_token"])
+    assert r.status_code == missing.status_code == 404, (route, r.status_code)
+    assert world["jid"] not in r.text
+    assert snapshot(fake) == before
+
+
 def _alices_traces(world: dict[str, Any]) -> list[str]:
     return [
         world["jid"],
@@ -352,7 +389,13 @@ def test_public_routes_show_no_customer_data(
 
 
 def page_posts(app: FastAPI) -> list[str]:
-    return sorted(p for m, p in app_routes(app) if m == "POST" and not p.startswith(API))
+    # (The console's forms answer a customer 404 before anything: OPERATOR_ROUTES; an
+    # operator's form without the token is refused in tests/web/test_operator.py.)
+    return sorted(
+        p
+        for m, p in app_routes(app)
+        if m == "POST" and not p.startswith(API) and not p.startswith("/operator")
+    )
 
 
 def test_every_page_post_checks_the_csrf_token(

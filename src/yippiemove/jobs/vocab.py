@@ -48,6 +48,9 @@ class Phase(StrEnum):
     #: (``progress["waiting_for"]`` names it); it starts when that one ends.
     WAITING = "waiting"
     RESUMING = "resuming"
+    #: Queued, and its customer is suspended by an operator: no worker starts it
+    #: (service/operator.py); it goes back to ``queued`` when they are unsuspended.
+    HELD = "held"
     # The engine's own, spelled once in transfer/model.py:
     CONNECTING = EnginePhase.CONNECTING.value
     PLANNING = EnginePhase.PLANNING.value

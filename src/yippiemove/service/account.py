@@ -37,6 +37,7 @@ from ..jobs.vocab import TERMINAL, JobStatus
 from .db import (
     AccountToken,
     ApiToken,
+    AuditEntry,
     AuthThrottle,
     Base,
     Job,
@@ -416,6 +417,7 @@ class AccountLifecycle:
                 )
             ]
             _delete_rows(s, user_id, job_ids)
+            _scrub_audit(s, user_id, email, job_ids)
             s.execute(
                 delete(AuthThrottle).where(
                     AuthThrottle.key.in_(
@@ -494,6 +496,28 @@ def _delete_rows(s: Any, user_id: int, job_ids: list[str]) -> None:
             s.execute(delete(table).where(cols["job_id"].in_(job_ids)))
         if "user_id" in cols:
             s.execute(delete(table).where(cols["user_id"] == user_id))
+
+
+def _scrub_audit(s: Any, user_id: int, email: str, job_ids: list[str]) -> None:
+    """The operators' audit log outlives a deleted customer (it records what operators
+    did, docs/design.md "Customer journey: account lifecycle"), but not the customer's
+    address: rows about the customer or their jobs keep their action, the customer's
+    number and the time; every detail that named the address says "(deleted customer)",
+    a deleted job's id "(deleted)"; rows of an operator who deleted their own account
+    lose that operator's address the same way."""
+    about = ((AuditEntry.target_kind == "customer") & (AuditEntry.target_id == str(user_id))) | (
+        AuditEntry.operator_id == user_id
+    )
+    if job_ids:
+        about = about | ((AuditEntry.target_kind == "job") & AuditEntry.target_id.in_(job_ids))
+    for row in s.scalars(select(AuditEntry).where(about)):
+        row.detail = {
+            k: ("(deleted customer)" if v == email else v) for k, v in (row.detail or {}).items()
+        }
+        if row.operator_id == user_id:
+            row.operator_email = "(deleted operator)"
+        if row.target_kind == "job" and row.target_id in job_ids:
+            row.target_id = "(deleted)"  # the job is gone: its id names nothing any more
 
 
 def _remove_tree(path: Path) -> None:

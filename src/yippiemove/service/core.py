@@ -53,6 +53,7 @@ from .domainbatch import DomainBatches
 from .fleet import HostAgent, HostNameTaken, LostMessages, list_hosts, set_draining, wait_drained
 from .jobhost import SqlJobStore, expire_credentials, supervisor_config
 from .notify import Notifier
+from .operator import Operators, not_held
 from .passwords import password_problem
 from .resume import RESUMABLE, Resumes, credential_sides
 from .secrets import (
@@ -82,6 +83,7 @@ __all__ = [
     "NotFound",
     "Service",
     "ServiceError",
+    "Suspended",
     "default_selected",
     "explain_imap_error",
 ]
@@ -170,6 +172,18 @@ class CredentialsRefused(ServiceError):
         super().__init__(message)
         self.kind = kind
         self.detail = detail
+
+
+class Suspended(ServiceError):
+    """The customer's account is suspended by an operator (service/operator.py): no
+    log-in, no API token (403)."""
+
+    status = 403
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this account is suspended: write to the service's support to have it reopened"
+        )
 
 
 class Busy(ServiceError):
@@ -499,7 +513,7 @@ def explain_imap_error(exc: Exception, role: str, account: Account) -> str:
     return not_imap(where, account)
 
 
-class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle):
+class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operators):
     """Users, tokens, transfers, account checks and reports (see the contract); the
     domain-wide moves of issue 16 in service/domainbatch.py."""
 
@@ -645,7 +659,9 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle):
         """Enqueue ``queued`` jobs that no queue message will deliver (service/fleet.py
         ``LostMessages``); returns their ids."""
         with self.db.read() as s:
-            queued = set(s.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED)))
+            queued = set(
+                s.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED, not_held()))
+            )
             queued -= staged.waiting_start(s)  # staged: enqueued when their start comes
         if not queued:
             self._lost.lost(set(), set(), None)
@@ -732,7 +748,9 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle):
             queued = (
                 list(
                     s.scalars(
-                        select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.created)
+                        select(Job.id)
+                        .where(Job.status == JobStatus.QUEUED, not_held())
+                        .order_by(Job.created)
                     )
                 )
                 if startup
@@ -886,6 +904,8 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle):
                 return None
             if password_needs_rehash(user.password_hash):
                 user.password_hash = hash_password(password)
+            if user.suspended:  # said only to whoever knows the password
+                raise Suspended()
             return user.id
 
     def create_token(self, user_id: int, name: str = "") -> str:
@@ -933,6 +953,8 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle):
             tok = s.scalar(select(ApiToken).where(ApiToken.token_hash == h))
             if tok is None:
                 return None
+            if s.scalar(select(User.suspended).where(User.id == tok.user_id)):
+                raise Suspended()
             now = time.time()
             if tok.last_used is None or now - tok.last_used > 60:
                 tok.last_used = now
@@ -1332,63 +1354,69 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle):
 
     def cancel_transfer(self, user_id: int, job_id: str) -> JobView:
         """A queued job is cancelled at once; a running one is stopped by its supervisor."""
-        now = time.time()
         with self.db.session() as s:
-            job = self._own(s, user_id, job_id, lock=True)
-            if job.status in TERMINAL:
-                raise Conflict(f"the transfer has already ended ({job.status})")
-            if job.status == JobStatus.QUEUED:
-                job.status = JobStatus.CANCELLED
-                job.finished = now
-                progress = dict(job.progress or {})
-                progress.update(
-                    phase=Phase.CANCELLED, rate=0.0, eta=None, eta_range=None, current=[]
-                )
-                job.progress = interrupt_folders(progress)
-                expire_credentials(job, self.settings, now)
-                staged.job_cancelled(s, job)  # a staged job's schedule stops with it
-                # A job given back to the queue may have left a checkpoint: it ends here.
-                ckpt = s.get(JobCheckpoint, job_id)
-                if ckpt is not None:
-                    s.delete(ckpt)
-            else:
-                job.cancel_requested = True
-            view = JobView.of(job)
+            view = self._cancel_job(s, self._own(s, user_id, job_id, lock=True))
         self.supervisor.poke(job_id)  # at once when the job runs in this process
         return view
+
+    def _cancel_job(self, s: Any, job: Job) -> JobView:
+        """Cancel ``job`` (locked) in the transaction ``s``; the caller pokes the
+        supervisor after the commit (customers, and operators: service/operator.py)."""
+        now = time.time()
+        if job.status in TERMINAL:
+            raise Conflict(f"the transfer has already ended ({job.status})")
+        if job.status == JobStatus.QUEUED:
+            job.status = JobStatus.CANCELLED
+            job.finished = now
+            progress = dict(job.progress or {})
+            progress.update(phase=Phase.CANCELLED, rate=0.0, eta=None, eta_range=None, current=[])
+            job.progress = interrupt_folders(progress)
+            expire_credentials(job, self.settings, now)
+            staged.job_cancelled(s, job)  # a staged job's schedule stops with it
+            # A job given back to the queue may have left a checkpoint: it ends here.
+            ckpt = s.get(JobCheckpoint, job.id)
+            if ckpt is not None:
+                s.delete(ckpt)
+        else:
+            job.cancel_requested = True
+        return JobView.of(job)
 
     def rerun_transfer(self, user_id: int, job_id: str) -> JobView:
         """Run an ended job again (incremental: only what is missing is copied)."""
         with self.db.session() as s:
-            job = self._own(s, user_id, job_id, lock=True)
-            if job.status not in TERMINAL:
-                raise Conflict("the transfer is still running")
-            for role, acc in (("source", job.source), ("dest", job.dest)):
-                # The policy of today (the job checks again when it runs).
-                self.pin(str(acc["host"]), int(acc["port"]), role, unresolved_ok=True)
-            other = holder_of_pair(s, user_id, job)
-            if other is not None:
-                raise AlreadyActive(other)
-            if job.credentials is None:
-                raise Conflict(
-                    "the passwords of this transfer were deleted "
-                    f"({self.settings.credential_retention_days:g} days after it ended); "
-                    "start a new transfer"
-                )
-            missing = self.missing_sign_ins(job, self.box.decrypt(job.credentials))
-            if missing:
-                raise Conflict(
-                    "sign in again first: the sign-in of this transfer's "
-                    + " and ".join("source" if m == "source" else "destination" for m in missing)
-                    + " was forgotten or refused"
-                )
-            self._check_pending(s, user_id)
-            # A new run, a new graph: its rate and history are this run's only.
-            staged.new_run(job)
-            staged.rerun(s, job)  # a staged job: this run is its next pass
-            view = JobView.of(job)
+            view = self._rerun_job(s, self._own(s, user_id, job_id, lock=True))
         self._enqueue(job_id)
         return view
+
+    def _rerun_job(self, s: Any, job: Job) -> JobView:
+        """Put the ended ``job`` (locked) back in the queue in the transaction ``s``; the
+        caller enqueues it after the commit (customers, and operators)."""
+        if job.status not in TERMINAL:
+            raise Conflict("the transfer is still running")
+        for role, acc in (("source", job.source), ("dest", job.dest)):
+            # The policy of today (the job checks again when it runs).
+            self.pin(str(acc["host"]), int(acc["port"]), role, unresolved_ok=True)
+        other = holder_of_pair(s, job.user_id, job)
+        if other is not None:
+            raise AlreadyActive(other)
+        if job.credentials is None:
+            raise Conflict(
+                "the passwords of this transfer were deleted "
+                f"({self.settings.credential_retention_days:g} days after it ended); "
+                "start a new transfer"
+            )
+        missing = self.missing_sign_ins(job, self.box.decrypt(job.credentials))
+        if missing:
+            raise Conflict(
+                "sign in again first: the sign-in of this transfer's "
+                + " and ".join("source" if m == "source" else "destination" for m in missing)
+                + " was forgotten or refused"
+            )
+        self._check_pending(s, job.user_id)
+        # A new run, a new graph: its rate and history are this run's only.
+        staged.new_run(job)
+        staged.rerun(s, job)  # a staged job: this run is its next pass
+        return JobView.of(job)
 
     def forget_credentials(self, user_id: int, job_id: str) -> JobView:
         """Addition: delete an ended job's stored passwords now (no re-runs after)."""

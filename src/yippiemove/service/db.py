@@ -48,6 +48,7 @@ __all__ = [
     "AccountToken",
     "ActiveOrder",
     "ApiToken",
+    "AuditEntry",
     "AuthThrottle",
     "Base",
     "Batch",
@@ -85,6 +86,13 @@ class User(Base):
     created: Mapped[float] = mapped_column(Float, default=time.time)
     #: IANA time zone for times in mails (issue 17; None: UTC); set from the browser.
     timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # -- issue 17, operators (service/operator.py) --
+    #: "customer" or "operator"; set by ``yippiemove user set-role`` only.
+    role: Mapped[str] = mapped_column(String(16), default="customer", server_default="customer")
+    #: A suspended customer cannot log in or use a token; their jobs are held or cancelled.
+    suspended: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    suspended_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    suspended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class ApiToken(Base):
@@ -447,6 +455,30 @@ class AccountToken(Base):
     created: Mapped[float] = mapped_column(Float, default=time.time)
     expires: Mapped[float] = mapped_column(Float, index=True)
     used: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+# -- issue 17: operators (service/operator.py) -------------------------------------------
+
+
+class AuditEntry(Base):
+    """One operator action (service/operator.py): written in the transaction of the action
+    itself, never deleted by the code; updated only when a customer deletes their account
+    (service/account.py ``_scrub_audit``: their address and job ids replaced).
+    ``detail`` holds what was done (a reason, the status before...), never a secret."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    when: Mapped[float] = mapped_column(Float, default=time.time, index=True)
+    #: The operator (None: the command line, ``yippiemove user set-role``).
+    operator_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    #: The operator's address at the time (the row outlives a deleted account).
+    operator_email: Mapped[str] = mapped_column(String(320), default="")
+    action: Mapped[str] = mapped_column(String(32))
+    #: "customer" or "job".
+    target_kind: Mapped[str] = mapped_column(String(16))
+    target_id: Mapped[str] = mapped_column(String(64), index=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 #: Seconds to connect to PostgreSQL, and a writer's statement (or lock wait) at most: a

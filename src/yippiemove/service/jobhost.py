@@ -70,6 +70,21 @@ def expire_credentials(job: Job, settings: Settings, now: float) -> None:
         job.credentials_expires = now + days * 86400
 
 
+def _cancelled_while_suspended(s: Any, job: Job, now: float) -> None:
+    job.status = JobStatus.CANCELLED
+    job.finished = now
+    job.cancel_requested = False
+    job.credentials = None
+    job.credentials_expires = None
+    progress = dict(job.progress or {})
+    progress.update(phase=Phase.CANCELLED, rate=0.0, eta=None, current=[])
+    job.progress = progress
+    staged.job_cancelled(s, job)  # a staged job's schedule stops with it
+    ckpt = s.get(JobCheckpoint, job.id)
+    if ckpt is not None:
+        s.delete(ckpt)
+
+
 class SqlJobStore:
     """The control database (service/db.py) for the supervisor; see jobs/ports.py."""
 
@@ -105,6 +120,14 @@ class SqlJobStore:
             if job is None or job.status != JobStatus.QUEUED:
                 return None
             if staged.starts_later(s, job.id):  # a staged job's start is for later
+                return None
+            if s.scalar(select(User.suspended).where(User.id == job.user_id)):
+                # Held (service/operator.py): the customer is suspended; unsuspending
+                # enqueues the job again.  One that was running when they were suspended
+                # (its cancel asked) and came back to the queue (its host died) ends
+                # here, cancelled, its passwords wiped.
+                if job.cancel_requested:
+                    _cancelled_while_suspended(s, job, now)
                 return None
             if job.attempts >= max_attempts:
                 job.status = JobStatus.FAILED
@@ -324,6 +347,13 @@ class SqlJobStore:
             if not staged.pass_ended(sess, job, status, now):
                 expire_credentials(job, self.settings, now)
             user = sess.get(User, job.user_id) if job.user_id else None
+            if user is not None and user.suspended:
+                # Stopped because an operator suspended its customer: no re-run (nor a
+                # staged move's next pass) on their behalf; the passwords go now
+                # (service/operator.py).
+                staged.job_cancelled(sess, job)
+                job.credentials = None
+                job.credentials_expires = None
             return user.email if user is not None else ""
 
     def save_checkpoint(self, job_id: str, owner: str, token: int, ckpt: Checkpoint) -> bool:

@@ -92,19 +92,23 @@ def _pre_migration_revision(conn: Connection) -> str | None:
     None when it is empty (or already versioned), "0001" for issue 14's schema, "0002"
     for the models of issue 15's groundwork (made with create_all too), "0003" when
     ``create_all`` made it with the domain credentials of issue 16, "0004" with its
-    OAuth2 sign-ins too, "0005"/"0006" with issue 17's batches / staged moves."""
+    OAuth2 sign-ins too, "0005" with issue 17's mail policy, then the newest of issue
+    17's tables it has: staged moves 0006, batches 0007, operators' audit log 0008,
+    account tokens 0009."""
     tables = set(inspect(conn).get_table_names())
     if "alembic_version" in tables or not tables & {"users", "jobs"}:
         return None
     columns = {c["name"] for c in inspect(conn).get_columns("jobs")}
     if "lease_token" in columns and {"worker_hosts", "job_checkpoints"} <= tables:
-        if "account_tokens" in tables:  # issue 17, account lifecycle
-            return "0009"
         if "oauth_sign_ins" in tables:
-            if "batches" in tables:  # issue 17, journey-batches
-                return "0007"
-            if "staged_schedules" in tables:  # issue 17's staged moves
-                return "0006"
+            for table, revision in (
+                ("account_tokens", "0009"),
+                ("audit_log", "0008"),
+                ("batches", "0007"),
+                ("staged_schedules", "0006"),
+            ):
+                if table in tables:
+                    return revision
             return "0005" if "batch_id" in columns else "0004"
         return "0003" if "domain_credentials" in tables else "0002"
     return "0001"

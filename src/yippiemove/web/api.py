@@ -394,6 +394,10 @@ def build_api_router(service: "Service") -> APIRouter:
 
     add_batch_api(router, service, User, ErrorOut)  # batches (issue 17, web/batches_api.py)
 
+    from .operator_api import add_operator_api
+
+    add_operator_api(router, service, User, ErrorOut)  # issue 17: operators only
+
     # -- domain-wide moves (issue 16) -----------------------------------------------
 
     @router.post(

@@ -23,7 +23,14 @@ from starlette.exceptions import HTTPException
 
 from yippiemove.jobs.vocab import JobStatus, Phase
 from yippiemove.service.auth import AuthStore, client_key
-from yippiemove.service.core import AlreadyActive, Busy, Conflict, NotFound, ServiceError
+from yippiemove.service.core import (
+    AlreadyActive,
+    Busy,
+    Conflict,
+    NotFound,
+    ServiceError,
+    Suspended,
+)
 from yippiemove.service.passwords import MIN_LENGTH, password_problem
 
 from . import presets
@@ -38,6 +45,7 @@ from .forms import (
     same_account,
     with_depth,
 )
+from .operator import add_operator_pages
 from .options import OptionsForm, describe_options, plain, reason_words
 from .reports import add_report_pages
 from .resume import add_routes as add_resume_routes
@@ -321,7 +329,13 @@ class Pages:
                 next=nxt,
                 error=f"Too many failed attempts. Try again in {self._minutes(wait)}.",
             )
-        uid = await self.call(self.service.authenticate, email, password) if email else None
+        try:
+            uid = await self.call(self.service.authenticate, email, password) if email else None
+        except Suspended as exc:  # the right password of a suspended account (operators)
+            await self.call(auth.login_succeeded, client, email)
+            return self.render(
+                request, "login.html", 403, email=email, next=nxt, error=str(exc).capitalize()
+            )
         if uid is None:
             await self.call(auth.login_failed, client, email)
             return self.render(
@@ -1301,4 +1315,5 @@ def build_pages_router(service: Service, templates: Jinja2Templates) -> APIRoute
     add_staged_routes(r, p)  # issue 17: staged moves (final pass, stop the schedule)
     add_batch_pages(r, p)  # issue 17: batches, their dashboard (web/batches.py)
     add_account_routes(r, p)  # issue 17: forgot password, address, delete (web/account.py)
+    add_operator_pages(r, p)  # issue 17: the operator's console (web/operator.py)
     return r

@@ -381,7 +381,8 @@ def test_pages_since_fit(
 ) -> None:
     """Batches, a staged move's history, the reset form and the operators' console, each
     through :func:`assert_fits_both` (1280 and 390 px, screenshots kept)."""
-    customer = "grace.brewster.murray.hopper@analytical-engines.example.org"
+    # No hyphen or space to break at: the address and the file name must wrap anyway.
+    customer = "grace.brewster.murray.hopper.rear.admiral@analyticalenginesinternational.example"
     operator = "operator.on.duty@yippiemove.example.net"
     users = {SRC_USER: "srcpass", DST_USER: "dstpass", "slow": "slowpass"}
     users |= {f"dst{k}": f"dst{k}pass" for k in range(4)}
@@ -441,7 +442,7 @@ def test_pages_since_fit(
             page.set_input_files(
                 "input[name=file]",
                 {
-                    "name": "a-long-name-for-the-finance-team.csv",
+                    "name": "ExportOfEveryMailboxOfTheFinanceTeamAndTheBoardForTheMove2024.csv",
                     "mimeType": "text/csv",
                     "buffer": text.encode(),
                 },
@@ -518,18 +519,31 @@ def test_pages_since_fit(
             expect(op.locator("[data-active]")).to_be_visible()
             assert_fits_both(op, "since-operator-customer")
             done_job = page.locator("[data-line='2'] a").get_attribute("href")
-            assert done_job
+            slow_job = page.locator("[data-line='3'] a").get_attribute("href")
+            assert done_job and slow_job
             op.goto(base + "/operator" + done_job)
             assert_fits_both(op, "since-operator-transfer")
+            op.goto(base + "/operator" + slow_job)
+            expect(op.locator("[data-cancel]")).to_be_visible()
+            assert_fits_both(op, "since-operator-transfer-running")
+
+            # The account page: a new address waiting for its link, a refused deletion.
+            page.goto(base + "/account")
+            page.fill("[data-account] input[name=email]", "g.hopper@" + "navy" * 12 + ".example")
+            page.fill("[data-account] input[name=password]", PASSWORD)
+            page.click("button:has-text('Change address')")
+            expect(page.locator("[data-pending-email]")).to_be_visible()
+            page.fill("[data-delete-account] input[name=password]", "not the password")
+            page.click("[data-delete-account] button[type=submit]")
+            expect(page.locator("[data-delete-account] .error").first).to_be_visible()
+            assert_fits_both(page, "since-account-pending-and-errors")
 
             # The batch done: its slow line cancelled; the list of batches.
             page.goto(base + done_job)
             expect(page.locator("[data-summary] .outcome")).to_contain_text(
                 "All done", timeout=60_000
             )
-            page.goto(batch_url)
-            slow_job = page.locator("[data-line='3'] a").get_attribute("href")
-            page.goto(base + str(slow_job))
+            page.goto(base + slow_job)
             page.click("button:has-text('Cancel transfer')")
             expect(page.locator("[data-status-badge]")).to_have_text("Cancelled")
             page.goto(batch_url)

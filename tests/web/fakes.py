@@ -229,6 +229,11 @@ class FakeService:
             }
         return token
 
+    def create_token_view(self, user_id: int, name: str = "") -> dict:
+        token = self.create_token(user_id, name)
+        (view,) = [t for t in self.list_tokens(user_id) if self.tokens[t["id"]]["token"] == token]
+        return {**view, "token": token}
+
     def list_tokens(self, user_id: int) -> list[dict]:
         return [
             {k: t[k] for k in ("id", "name", "created", "last_used")}
@@ -320,6 +325,13 @@ class FakeService:
         if not acc.username:
             raise ServiceError(f"{role}.username: must not be empty")
 
+    def validate_account(self, account: Account, role: str = "account") -> Account:
+        self._validate(account, role)
+        return account
+
+    def pin(self, host: str, port: int, role: str, user: str = "", **kw: Any) -> None:
+        """No egress policy in the fake (tests/web/test_egress.py tests the real one)."""
+
     async def check_account(
         self,
         account: Account,
@@ -327,6 +339,7 @@ class FakeService:
         role: str = "account",
         dest: Account | None = None,
         user_id: int | None = None,
+        folders: dict[str, Any] | None = None,
     ) -> list[FolderInfo]:
         """Like the real one: messages start with the role; with ``dest`` both accounts
         are logged in to and ``dest_name`` is the destination's name."""

@@ -392,6 +392,11 @@ def test_openapi_documents_the_api_and_only_the_api(client: TestClient) -> None:
         f"{API}/transfers/{{job_id}}/sign-in",
         # Issue 17: new passwords for a stopped transfer.
         f"{API}/transfers/{{job_id}}/credentials",
+        # Issue 17 (parity): the web's checks, folder step and tokens over REST.
+        f"{API}/account-checks",
+        f"{API}/folder-listings",
+        f"{API}/tokens",
+        f"{API}/tokens/{{token_id}}",
         # Issue 17: staged moves (final pass now, cancel the schedule).
         f"{API}/transfers/{{job_id}}/final-pass",
         f"{API}/transfers/{{job_id}}/schedule",

@@ -9,6 +9,7 @@ are strictly typed: ``"port": true`` and ``"port": "993"`` are 422 with a messag
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -331,3 +332,384 @@ def test_a_too_large_body_is_documented_and_answered_in_the_one_shape(
     ref = op["responses"]["413"]["content"]["application/json"]["schema"]["$ref"]
     _error_validator(doc, ref).validate(r.json())
     assert r.json()["code"] == "too_large"
+
+
+# -- drift: the routes, the OpenAPI document and the web/REST parity table (issue 17) ------
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
+
+#: Every capability, its web routes and its REST routes: the table of docs/api.md ("Web
+#: and REST: one capability, two doors"), kept here too.  The last item says why a
+#: capability has one door only ("" for both).
+PARITY: list[tuple[str, set[str], set[str], str]] = [
+    ("list your transfers", {"GET /transfers"}, {"GET /api/v1/transfers"}, ""),
+    (
+        "order a transfer",
+        {"GET /transfers/new", "POST /transfers/new"},
+        {"POST /api/v1/transfers"},
+        "",
+    ),
+    ("check an account", {"POST /transfers/new"}, {"POST /api/v1/account-checks"}, ""),
+    ("list the folders as planned", {"POST /transfers/new"}, {"POST /api/v1/folder-listings"}, ""),
+    (
+        "date and size filters, renames, a folder for everything",
+        {"POST /transfers/new"},
+        {"POST /api/v1/transfers", "POST /api/v1/folder-listings"},
+        "",
+    ),
+    (
+        "follow a transfer",
+        {
+            "GET /transfers/{job_id}",
+            "GET /transfers/{job_id}/summary",
+            "GET /transfers/{job_id}/events",
+        },
+        {"GET /api/v1/transfers/{job_id}"},
+        "",
+    ),
+    (
+        "cancel",
+        {"POST /transfers/{job_id}/cancel"},
+        {"POST /api/v1/transfers/{job_id}/cancel"},
+        "",
+    ),
+    (
+        "run again",
+        {"POST /transfers/{job_id}/rerun"},
+        {"POST /api/v1/transfers/{job_id}/rerun"},
+        "",
+    ),
+    (
+        "new passwords, then resume",
+        {"POST /transfers/{job_id}/credentials"},
+        {"PUT /api/v1/transfers/{job_id}/credentials"},
+        "",
+    ),
+    (
+        "delete the stored passwords",
+        {"POST /transfers/{job_id}/forget"},
+        {"DELETE /api/v1/transfers/{job_id}/credentials"},
+        "",
+    ),
+    (
+        "the report",
+        {"GET /transfers/{job_id}/report.json", "GET /transfers/{job_id}/receipt.html"},
+        {"GET /api/v1/transfers/{job_id}/report"},
+        "",
+    ),
+    (
+        "every message's outcome",
+        {"GET /transfers/{job_id}/messages", "GET /transfers/{job_id}/report.csv"},
+        {"GET /api/v1/transfers/{job_id}/messages"},
+        "",
+    ),
+    (
+        "the receipt database",
+        {"GET /transfers/{job_id}/receipt"},
+        {"GET /api/v1/transfers/{job_id}/receipt"},
+        "",
+    ),
+    (
+        "staged move: the final pass now",
+        {"POST /transfers/{job_id}/final-pass"},
+        {"POST /api/v1/transfers/{job_id}/final-pass"},
+        "",
+    ),
+    (
+        "staged move: stop the schedule",
+        {"POST /transfers/{job_id}/schedule/cancel"},
+        {"DELETE /api/v1/transfers/{job_id}/schedule"},
+        "",
+    ),
+    (
+        "undo: preview, then undo",
+        {"GET /transfers/{job_id}/undo", "POST /transfers/{job_id}/undo"},
+        {"GET /api/v1/transfers/{job_id}/undo", "POST /api/v1/transfers/{job_id}/undo"},
+        "",
+    ),
+    (
+        "API tokens",
+        {"GET /tokens", "POST /tokens", "POST /tokens/{token_id}/revoke"},
+        {"GET /api/v1/tokens", "POST /api/v1/tokens", "DELETE /api/v1/tokens/{token_id}"},
+        "",
+    ),
+    (
+        "sign in with Google / Microsoft for an order",
+        {"POST /transfers/new", "GET /oauth/callback"},
+        {
+            "POST /api/v1/oauth/{provider}/authorizations",
+            "GET /api/v1/oauth/authorizations/{authorization_id}",
+            "DELETE /api/v1/oauth/authorizations/{authorization_id}",
+        },
+        "",
+    ),
+    (
+        "sign in again for a transfer",
+        {"POST /transfers/{job_id}/sign-in", "GET /oauth/callback"},
+        {"POST /api/v1/oauth/{provider}/authorizations"},
+        "",
+    ),
+    (
+        "forget a transfer's sign-in",
+        {"POST /transfers/{job_id}/forget-sign-in"},
+        {"DELETE /api/v1/transfers/{job_id}/sign-in"},
+        "",
+    ),
+    (
+        "domain credentials",
+        {
+            "GET /batch/domain",
+            "POST /batch/domain/credentials",
+            "POST /batch/domain/credentials/{credential_id}/delete",
+        },
+        {
+            "GET /api/v1/domain-credentials",
+            "POST /api/v1/domain-credentials",
+            "DELETE /api/v1/domain-credentials/{credential_id}",
+        },
+        "",
+    ),
+    ("move a whole domain", {"POST /batch/domain"}, {"POST /api/v1/domain-batches"}, ""),
+    (
+        "a batch of pairs, checked before anything starts",
+        {"GET /batch", "POST /batch"},
+        {"POST /api/v1/batches"},
+        "",
+    ),
+    (
+        "your batches, one batch's dashboard",
+        {"GET /batches", "GET /batches/{batch_id}"},
+        {"GET /api/v1/batches", "GET /api/v1/batches/{batch_id}"},
+        "",
+    ),
+    (
+        "start a batch's good lines",
+        {"POST /batches/{batch_id}/start"},
+        {"POST /api/v1/batches/{batch_id}/start"},
+        "",
+    ),
+    (
+        "retry a batch's failed lines",
+        {"POST /batches/{batch_id}/retry-failed"},
+        {"POST /api/v1/batches/{batch_id}/retry-failed"},
+        "",
+    ),
+    (
+        "a batch's results as CSV",
+        {"GET /batches/{batch_id}/results.csv"},
+        {"GET /api/v1/batches/{batch_id}/results.csv"},
+        "",
+    ),
+    ("drop a batch", {"POST /batches/{batch_id}/drop"}, {"DELETE /api/v1/batches/{batch_id}"}, ""),
+    ("your account", {"GET /account"}, {"GET /api/v1/account"}, ""),
+    (
+        "change your log-in password",
+        {"GET /account/password", "POST /account/password"},
+        {"PUT /api/v1/account/password"},
+        "",
+    ),
+    (
+        "change your e-mail address",
+        {"POST /account/email", "GET /account/email/confirm", "POST /account/email/confirm"},
+        {"POST /api/v1/account/email"},
+        "",
+    ),
+    (
+        "forgot your password",
+        {
+            "GET /password/forgot",
+            "POST /password/forgot",
+            "GET /password/reset",
+            "POST /password/reset",
+        },
+        {"POST /api/v1/password-resets"},
+        "",
+    ),
+    ("delete your account", {"POST /account/delete"}, {"DELETE /api/v1/account"}, ""),
+    (
+        "operators: the console (customers, transfers, queue and workers)",
+        {"GET /operator"},
+        {
+            "GET /api/v1/operator/customers",
+            "GET /api/v1/operator/transfers",
+            "GET /api/v1/operator/queue",
+        },
+        "",
+    ),
+    (
+        "operators: a customer",
+        {"GET /operator/customers/{user_id}"},
+        {"GET /api/v1/operator/customers/{user_id}"},
+        "",
+    ),
+    (
+        "operators: suspend or unsuspend a customer",
+        {
+            "POST /operator/customers/{user_id}/suspend",
+            "POST /operator/customers/{user_id}/unsuspend",
+        },
+        {
+            "POST /api/v1/operator/customers/{user_id}/suspend",
+            "POST /api/v1/operator/customers/{user_id}/unsuspend",
+        },
+        "",
+    ),
+    (
+        "operators: a transfer and its report, read-only",
+        {"GET /operator/transfers/{job_id}"},
+        {
+            "GET /api/v1/operator/transfers/{job_id}",
+            "GET /api/v1/operator/transfers/{job_id}/report",
+        },
+        "",
+    ),
+    (
+        "operators: cancel or requeue any transfer",
+        {"POST /operator/transfers/{job_id}/cancel", "POST /operator/transfers/{job_id}/requeue"},
+        {
+            "POST /api/v1/operator/transfers/{job_id}/cancel",
+            "POST /api/v1/operator/transfers/{job_id}/requeue",
+        },
+        "",
+    ),
+    (
+        "operators: the audit log",
+        {"GET /operator/audit"},
+        {"GET /api/v1/operator/audit"},
+        "",
+    ),
+]
+#: Routes that are no customer capability (signing up and in, the documents, files).
+NOT_CAPABILITIES = {
+    "GET /",
+    "GET /signup",
+    "POST /signup",
+    "GET /signup/confirm",
+    "POST /signup/confirm",
+    "GET /login",
+    "POST /login",
+    "POST /logout",
+    "GET /healthz",
+    "GET /openapi.json",
+    "HEAD /openapi.json",
+    "GET /docs",
+    "GET /docs/assets",
+    "GET /static",
+}
+
+
+def _routes(real: Service) -> set[str]:
+    from tests.web.test_route_isolation import app_routes
+
+    return {f"{m} {p}" for m, p in app_routes(create_app(real))}
+
+
+def _documented(doc: dict[str, Any]) -> set[str]:
+    return {f"{m.upper()} {p}" for p, ops in doc["paths"].items() for m in ops}
+
+
+def test_every_api_route_is_documented_and_every_documented_path_routed(
+    real: Service, client: TestClient
+) -> None:
+    """(a) The app's own routes against its OpenAPI document, both ways: a route under
+    /api/ left out of the document (``include_in_schema=False``, a hand-mounted one) or a
+    documented operation that nothing serves is drift."""
+    routes = {r for r in _routes(real) if r.split(" ", 1)[1].startswith("/api/")}
+    documented = _documented(client.get("/openapi.json").json())
+    assert routes - documented == set(), "API routes missing from the OpenAPI document"
+    assert documented - routes == set(), "documented operations that no route serves"
+
+
+def _url(path: str) -> str:
+    return re.sub(r"\{[a-z_]+\}", "nonexistent0", path)
+
+
+def _validator(doc: dict[str, Any], schema: dict[str, Any]) -> Any:
+    import jsonschema_rs
+
+    return jsonschema_rs.Draft202012Validator({**schema, "components": doc["components"]})
+
+
+def _probes(op: dict[str, Any], good: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
+    """The requests every operation is sent: no token, a wrong token, unknown ids, and
+    with a body: none, not JSON, the wrong JSON type, an empty object, too large."""
+    bad = {"Authorization": "Bearer ym_not-a-token"}
+    probes: list[tuple[str, dict[str, Any]]] = [
+        ("no token", {}),
+        ("a wrong token", {"headers": bad}),
+        ("unknown ids", {"headers": good}),
+    ]
+    if "requestBody" in op:
+        json_type = {**good, "Content-Type": "application/json"}
+        probes += [
+            ("malformed JSON", {"headers": json_type, "content": b'{"source": '}),
+            ("a JSON list", {"headers": good, "json": []}),
+            ("an empty object", {"headers": good, "json": {}}),
+            ("a huge body", {"headers": json_type, "content": b'{"x": "' + b"a" * 300_000 + b'"}'}),
+        ]
+    return probes
+
+
+def test_every_answer_of_every_operation_is_documented(
+    client: TestClient, headers: dict[str, str]
+) -> None:
+    """(b) Walks the OpenAPI document: each operation is called with bad auth, unknown
+    ids and bad bodies; every status it answers is one the document lists for it, and
+    the body matches the schema documented for that status (errors: ``ErrorOut``)."""
+    doc = client.get("/openapi.json").json()
+    seen: set[int] = set()
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            for what, kwargs in _probes(op, headers):
+                r = client.request(method, _url(path), **kwargs)
+                where = (method.upper(), path, what, r.status_code, r.text[:200])
+                assert r.status_code < 500, where
+                assert str(r.status_code) in op["responses"], where
+                seen.add(r.status_code)
+                content = op["responses"][str(r.status_code)].get("content", {})
+                schema = content.get("application/json", {}).get("schema")
+                if r.status_code == 204:
+                    assert r.content == b"", where
+                elif schema is not None and r.headers["content-type"].startswith(
+                    "application/json"
+                ):
+                    _validator(doc, schema).validate(r.json())
+                if r.status_code >= 400:
+                    assert r.json()["code"] and r.json()["message"] == r.json()["error"], where
+    assert seen >= {200, 201, 400, 401, 404, 413, 422}, sorted(seen)
+
+
+def _doc_table() -> dict[str, tuple[set[str], set[str], str]]:
+    """docs/api.md's parity table: capability -> (web, REST, why one door)."""
+    text = DOC.read_text()
+    section = text.split("## Web and REST: one capability, two doors", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, tuple[set[str], set[str], str]] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or cells[0] in ("capability", "---"):
+            continue
+        web, rest = (set(re.findall(r"`([A-Z]+ /[^`]*)`", c)) for c in cells[1:3])
+        rows[cells[0]] = (web, rest, cells[3])
+    return rows
+
+
+def test_every_web_capability_has_its_rest_twin_and_back(real: Service) -> None:
+    """(c) Parity: every page route and every API route is in a row of the table; a row
+    has both doors unless it says why not; the table names no route that is gone; and
+    docs/api.md shows the same table."""
+    routes = _routes(real)
+    web_routes = {r for r in routes if not r.split(" ", 1)[1].startswith("/api/")}
+    api_routes = routes - web_routes
+    in_table_web = set().union(*(web for _, web, _, _ in PARITY))
+    in_table_rest = set().union(*(rest for _, _, rest, _ in PARITY))
+    assert web_routes - NOT_CAPABILITIES - in_table_web == set(), (
+        "pages that are in no row of the parity table: add the row, with its REST twin"
+    )
+    assert api_routes - in_table_rest == set(), (
+        "API routes that are in no row of the parity table: add the row, with its web twin"
+    )
+    assert (in_table_web | in_table_rest | NOT_CAPABILITIES) - routes == set(), "routes gone"
+    one_door = [(name, why) for name, web, rest, why in PARITY if not (web and rest)]
+    assert all(why for _, why in one_door), f"a capability with one door says why: {one_door}"
+    table = {name: (web, rest, why) for name, web, rest, why in PARITY}
+    assert _doc_table() == table, "docs/api.md's parity table differs from this test's"

@@ -65,8 +65,9 @@ def test_every_operation_is_fuzzed(service: Service) -> None:
     # 7, + issue 16: 4 of domain-wide moves, 4 of OAuth2 sign-ins; + issue 17: credentials,
     # messages, undo preview, undo; + issue 17: staged moves' final pass, cancel schedule;
     # + issue 17 (journey-batches): 7 of batches; + issue 17 (journey-account): 5 of the
-    # customer's account; + 11 of the operators' console
-    assert ops == api and len(ops) == 44
+    # customer's account; + 11 of the operators' console; + issue 17 (parity): account
+    # checks, folder listings, deleting stored passwords, tokens (list, create, revoke)
+    assert ops == api and len(ops) == 50
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.name.lower())

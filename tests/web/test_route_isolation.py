@@ -58,13 +58,15 @@ JOB_ROUTES = {
     # Issue 17: new passwords for a stopped transfer.
     ("POST", "/transfers/{job_id}/credentials"),
     ("PUT", API + "/transfers/{job_id}/credentials"),
+    # Issue 17 (parity): the web's "forget the passwords" over REST.
+    ("DELETE", API + "/transfers/{job_id}/credentials"),
     # Issue 17: staged moves (final pass now, stop the schedule).
     ("POST", "/transfers/{job_id}/final-pass"),
     ("POST", "/transfers/{job_id}/schedule/cancel"),
     ("POST", API + "/transfers/{job_id}/final-pass"),
     ("DELETE", API + "/transfers/{job_id}/schedule"),
 }
-TOKEN_ROUTES = {("POST", "/tokens/{token_id}/revoke")}
+TOKEN_ROUTES = {("POST", "/tokens/{token_id}/revoke"), ("DELETE", API + "/tokens/{token_id}")}
 #: Issue 16's domain credentials: bob cannot delete alice's.
 CREDENTIAL_ROUTES = {
     ("POST", "/batch/domain/credentials/{credential_id}/delete"),
@@ -80,6 +82,7 @@ LISTINGS = {
     ("GET", API + "/domain-credentials"),
     ("GET", "/account/password"),
     ("GET", API + "/transfers"),
+    ("GET", API + "/tokens"),  # issue 17 (parity)
     # Issue 17: the customer's own account.
     ("GET", "/account"),
     ("GET", API + "/account"),
@@ -95,6 +98,10 @@ CREATORS = {
     ("POST", "/account/password"),
     ("POST", API + "/transfers"),
     ("POST", API + "/oauth/{provider}/authorizations"),
+    # Issue 17 (parity): a token, and checks that store nothing (the caller's own slots).
+    ("POST", API + "/tokens"),
+    ("POST", API + "/account-checks"),
+    ("POST", API + "/folder-listings"),
     # Issue 17: the account lifecycle acts on the caller's own account, after its password.
     ("POST", "/account/email"),
     ("POST", "/account/delete"),

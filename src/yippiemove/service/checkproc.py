@@ -7,13 +7,15 @@ request, death with its parent).  The check is untrusted protocol work: a hostil
 can only exhaust this process, never the web process that serves everyone.
 
 Protocol: **stdin** one JSON object ``{"account", "address", "role", "dest",
-"dest_address", "ca_file", "allow_insecure_hosts", "connect_timeout", "oauth_config"}``
+"dest_address", "ca_file", "allow_insecure_hosts", "connect_timeout", "oauth_config",
+"folders"}`` (``folders``: a checked ``folders`` object or null: its rules and filters
+are planned with, its include/exclude give each folder's ``selected``)
 (the passwords and OAuth2 grants in it, never in argv or the environment; the addresses the egress policy checked, connected
 to as they are: no second DNS lookup), then
 EOF; **stdout** one JSON object, the result (no secrets):
 
 - ``{"ok": true, "folders": [{"name", "separator", "special_use", "messages", "bytes",
-  "dest_name", "reasons"}...]}``
+  "dest_name", "reasons", "selected"}...]}`` (``selected`` null without ``folders``)
 - ``{"ok": false, "message": "..."}``: a sentence for the customer as is;
 - ``{"ok": false, "imap_error": "AuthenticationError", "text": "...", "role": "...",
   "response": {"kind", "text"} or null}``: the service words it (``explain_imap_error``).
@@ -38,9 +40,13 @@ from ..imap.errors import ImapError
 from ..imap.protocol import ProtocolError
 from ..jobs.jail import _die_with_parent
 from ..oauth import OAuthConfig
+from ..policy import folders as folder_policy
+from ..policy.rules import RuleError, from_options
 from ..transfer.engine import Mover
 from ..transfer.identity import SameMailbox, same_address
-from ..transfer.model import Options
+from ..transfer.model import Options, Plan
+from ..transfer.plan import select_folders
+from ..transfer.refusals import PlanError
 
 log = logging.getLogger("yippiemove.check")
 
@@ -94,7 +100,13 @@ async def check(request: dict[str, Any]) -> dict[str, Any]:
         else src_ep
     )
     timeout = float(request.get("connect_timeout") or 20)
-    mover = Mover(src_ep, dst_ep, options=Options(connect_timeout=timeout, idle_timeout=60))
+    selection: dict[str, Any] | None = request.get("folders")
+    try:
+        rules, filters = from_options(selection or {})
+    except RuleError as exc:  # checked by the service before; never a crash here
+        return {"ok": False, "message": f"folders.{exc}"}
+    options = Options(connect_timeout=timeout, idle_timeout=60, rules=rules, filters=filters)
+    mover = Mover(src_ep, dst_ep, options=options)
     src = dst = None
     try:
         try:
@@ -115,6 +127,10 @@ async def check(request: dict[str, Any]) -> dict[str, Any]:
             return {"ok": False, "message": f"dest: {exc}"}
         except (ImapError, ProtocolError) as exc:
             return _imap_error(exc, role)
+        try:
+            selected = _selected(plan, selection)
+        except PlanError as exc:
+            return {"ok": False, "message": "folders.include: " + str(exc).replace("--folder ", "")}
     finally:
         for c in (src, dst):
             if c is not None:
@@ -131,10 +147,22 @@ async def check(request: dict[str, Any]) -> dict[str, Any]:
                 "bytes": fp.size,
                 "dest_name": fp.dest_name if dest is not None else fp.source.name,
                 "reasons": list(fp.reasons) if dest is not None else [],
+                "selected": None if selected is None else fp.source.name in selected,
             }
             for fp in plan.folders
         ],
     }
+
+
+def _selected(plan: Plan, selection: dict[str, Any] | None) -> set[str] | None:
+    """The names the selection's include/exclude choose, as the transfer chooses them
+    (transfer/plan.py ``select_folders``); None without a selection."""
+    if selection is None:
+        return None
+    ns = folder_policy.Namespace(plan.source_namespace.prefix, plan.source_namespace.separator)
+    boxes = [fp.source for fp in plan.folders]
+    include, exclude = selection.get("include") or [], selection.get("exclude") or []
+    return {m.name for m in select_folders(boxes, include, exclude, ns)}
 
 
 async def _check_or_out_of_memory(request: dict[str, Any]) -> dict[str, Any]:

@@ -261,6 +261,8 @@ class FolderInfo:
     selected_by_default: bool
     #: Why ``dest_name`` is what it is (special folder, separator...); see Plan.as_dict.
     reasons: tuple[str, ...] = ()
+    #: Selected by the ``folders`` of the check (its include/exclude); None without one.
+    selected: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -907,18 +909,24 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
             return user.id
 
     def create_token(self, user_id: int, name: str = "") -> str:
+        return str(self.create_token_view(user_id, name)["token"])
+
+    def create_token_view(self, user_id: int, name: str = "") -> dict[str, Any]:
+        """Addition (issue 17, the REST tokens): a new token as ``list_tokens`` shows
+        it, plus ``token``, its secret (stored only as a hash)."""
         self.user_email(user_id)
         token = new_token()
         with self.db.session() as s:
-            s.add(
-                ApiToken(
-                    user_id=user_id,
-                    name=str(name)[:200],
-                    token_hash=hash_token(token),
-                    created=time.time(),
-                )
+            row = ApiToken(
+                user_id=user_id,
+                name=str(name)[:200],
+                token_hash=hash_token(token),
+                created=time.time(),
             )
-        return token
+            s.add(row)
+            s.flush()
+            view = {"id": row.id, "name": row.name, "created": row.created, "last_used": None}
+        return {**view, "token": token}
 
     def list_tokens(self, user_id: int) -> list[dict[str, Any]]:
         with self.db.read() as s:
@@ -1007,8 +1015,14 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
         role: str = "account",
         dest: Account | None = None,
         user_id: int | None = None,
+        folders: dict[str, Any] | None = None,
     ) -> list[FolderInfo]:
         """Log in, list the folders with message counts and sizes, default ticks.
+
+        ``folders`` (issue 17, the REST folder listing): a checked ``folders`` object
+        (jobs/spec.py ``check_folders``): its rules and filters are planned with (the
+        destination names after renames and ``under``, the counts after the message
+        filters) and ``FolderInfo.selected`` says what its include/exclude select.
 
         ``dest`` (an addition) also logs in there and maps each folder's name to the
         destination's namespace and separator exactly as the transfer will; without
@@ -1047,6 +1061,7 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
             "ca_file": self.settings.ca_file,
             "allow_insecure_hosts": self.settings.allow_insecure_hosts,
             "connect_timeout": self.check_connect_timeout,
+            "folders": folders,
         }
         try:
             with self.checks.slot(user_id):
@@ -1078,6 +1093,7 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
                     f["name"], f["separator"], frozenset(f["special_use"])
                 ),
                 reasons=tuple(f["reasons"]),
+                selected=f.get("selected"),
             )
             for f in result.get("folders", [])
         ]
@@ -1497,9 +1513,7 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
         ended before it was tagged (seconds after its order) mailed alone."""
         batch_id = batch_id or uuid.uuid4().hex
         with self.db.session() as s:
-            for job in s.scalars(
-                select(Job).where(Job.id.in_(job_ids), Job.user_id == user_id)
-            ):
+            for job in s.scalars(select(Job).where(Job.id.in_(job_ids), Job.user_id == user_id)):
                 if job.batch_id is None:
                     job.batch_id = batch_id
         return batch_id

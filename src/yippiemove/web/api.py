@@ -386,6 +386,10 @@ def build_api_router(service: "Service") -> APIRouter:
 
     add_account_api(router, service, User, ErrorOut)  # issue 17 (web/account_api.py)
 
+    from .parity_api import add_parity_api
+
+    add_parity_api(router, service, User)  # checks, listings, tokens (web/parity_api.py)
+
     from .batches_api import add_batch_api
 
     add_batch_api(router, service, User, ErrorOut)  # batches (issue 17, web/batches_api.py)

@@ -46,6 +46,7 @@ from .forms import (
     with_depth,
 )
 from .operator import add_operator_pages
+from .options import OptionsForm, describe_options, plain, reason_words
 from .reports import add_report_pages
 from .resume import add_routes as add_resume_routes
 from .schemas import TERMINAL
@@ -433,6 +434,7 @@ class Pages:
         errors: dict[str, str] | None = None,
         error: str | None = None,
         selected: set[str] | None = None,
+        options: OptionsForm | None = None,
     ) -> HTMLResponse:
         if plan is not None and selected is None:
             selected = {f["name"] for f in plan if f["selected"]}
@@ -451,10 +453,16 @@ class Pages:
             error=error,
             presets=presets.PRESETS,
             security_choices=presets.SECURITY_CHOICES,
+            options=options or OptionsForm(),
         )
 
     async def check(
-        self, account: Account, role: str, dest: Account | None = None, user_id: Any = None
+        self,
+        account: Account,
+        role: str,
+        dest: Account | None = None,
+        user_id: Any = None,
+        folders: dict[str, Any] | None = None,
     ) -> tuple[list[FolderInfo] | None, str | None, str]:
         """Log in (to both accounts when ``dest`` is given) and list the source's folders.
 
@@ -467,7 +475,9 @@ class Pages:
                 kwargs["dest"] = dest
             if isinstance(user_id, int):
                 kwargs["user_id"] = user_id
-            folders = await asyncio.wait_for(
+            if folders is not None:  # the folder step's options (issue 17)
+                kwargs["folders"] = folders
+            listed = await asyncio.wait_for(
                 self.service.check_account(account, **kwargs), timeout=CHECK_TIMEOUT
             )
         except Busy:
@@ -480,7 +490,7 @@ class Pages:
         except Exception:
             log.exception("check_account failed unexpectedly")
             return None, "something went wrong on our side while checking the account", role
-        return folders, None, role
+        return listed, None, role
 
     async def new_page(self, request: Request) -> Response:
         await self.user(request)
@@ -556,6 +566,8 @@ class Pages:
             return self._wizard(request, "dest", src, AccountForm(), plan, status=400, error=gone)
         if action == "check_dest" or dst_acc is None:
             return await self._dest_step(request, src, dst, plan, src_acc, dst_acc, dst_errors)
+        if action == "preview":
+            return await self._preview_step(request, form, src, dst, plan, src_acc, dst_acc)
         if action != "start":
             return self._wizard(request, "source", src, dst, None, status=400)
         return await self._start_step(request, uid, form, src, dst, plan, src_acc, dst_acc)
@@ -646,6 +658,62 @@ class Pages:
             lambda: self._wizard(request, "folders", src, dst, folders_to_plan(folders))
         )
 
+    async def _preview_step(
+        self,
+        request: Request,
+        form: Any,
+        src: AccountForm,
+        dst: AccountForm,
+        plan: Any,
+        src_acc: Account,
+        dst_acc: Account,
+    ) -> Response:
+        """The folder step again, its names and counts after the options (issue 17): the
+        same check as the destination step, planned with the rules and filters."""
+        selected = {s for s in form.getlist("folder") if isinstance(s, str)}
+        options = OptionsForm.from_form(form)
+        rules = options.to_folders()
+        if options.errors:
+            return self._wizard(
+                request,
+                "folders",
+                src,
+                dst,
+                plan,
+                status=400,
+                selected=selected,
+                error="Please correct the options below.",
+                options=options,
+            )
+        folders, err, side = await self.check(
+            src_acc,
+            "source",
+            dest=dst_acc,
+            user_id=request.session.get("uid"),
+            folders={"include": [], "exclude": [], **rules},
+        )
+        if folders is None:
+            who = "destination" if side == "dest" else "source"
+            return self._wizard(
+                request,
+                "folders",
+                src,
+                dst,
+                plan,
+                status=400,
+                selected=selected,
+                error=f"We could not use the {who} mailbox: {plain(str(err))}",
+                options=options,
+            )
+        planned = folders_to_plan(folders)
+        for f in planned:
+            f["reasons"] = [reason_words(r) for r in f["reasons"]]
+        return await run_in_threadpool(
+            lambda: self._wizard(
+                request, "folders", src, dst, planned, selected=selected, options=options
+            )
+        )
+
     async def _start_step(
         self,
         request: Request,
@@ -659,6 +727,8 @@ class Pages:
     ) -> Response:
         """The ticked folders: start the transfer and go to its page."""
         selected = [s for s in form.getlist("folder") if isinstance(s, str)]
+        options = OptionsForm.from_form(form)
+        rules = options.to_folders()  # issue 17: the API's rules and filters
         try:
             spec = selection_to_folders([f["name"] for f in plan], selected)
         except ValueError:
@@ -671,7 +741,22 @@ class Pages:
                 status=400,
                 selected=set(selected),
                 error="Select at least one folder to copy.",
+                options=options,
             )
+        if options.errors:
+            return self._wizard(
+                request,
+                "folders",
+                src,
+                dst,
+                plan,
+                status=400,
+                selected=set(selected),
+                error="Please correct the options below.",
+                options=options,
+            )
+        if rules:
+            spec = {**(spec or {"include": [], "exclude": []}), **rules}
         try:
             # Issue 17: "keep in sync until I switch" (web/staged.py); asked only when set.
             plan_kw = {"schedule": sched} if (sched := schedule_from_form(form)) else {}
@@ -695,7 +780,8 @@ class Pages:
                 plan,
                 status=400,
                 selected=set(selected),
-                error=f"The transfer could not be started: {exc}",
+                error=f"The transfer could not be started: {plain(str(exc))}",
+                options=options,
             )
         used = getattr(self.service, "used_sign_ins", None)
         if used is not None and (src.oauth or dst.oauth):  # the job holds the grants now
@@ -732,6 +818,7 @@ class Pages:
         if folders.get("exclude"):
             parts.append("all except " + ", ".join(display_pattern(p) for p in folders["exclude"]))
         text = "; ".join(parts) or "All folders"
+        text = "; ".join([text, *describe_options(folders)])  # issue 17: rules, filters
         return text[:1].upper() + text[1:]
 
     async def job_page(self, request: Request, job_id: str) -> Response:

@@ -13,6 +13,9 @@ What is asserted, at the width the page is shown at (docs/web.md, "Phone widths"
 - no text clipped: no element with text whose content is wider than its box while its
   overflow hides the rest (``overflow: hidden/clip/auto/scroll``, which includes
   ``text-overflow: ellipsis`` and sideways-scrolling boxes such as a table wrapper).
+- no plain word (letters only, up to 14 of them) broken over two lines: its box is too
+  narrow (``overflow-wrap: anywhere`` in a squeezed column, a flex row that cut a sentence
+  into columns); long addresses, tokens and folder names may break.
 - no text drawn over other text (an absolutely placed badge over a name, a negative
   margin, a fixed height that lines spill out of).
   Form fields (their value scrolls inside them) and screen-reader-only text (1 px boxes)
@@ -102,6 +105,7 @@ _PROBLEMS_JS = """
     return true;
   };
   const lines = [];
+  const broken = new Set();
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let n = walker.nextNode(); n; n = walker.nextNode()) {
     const el = n.parentElement;
@@ -109,8 +113,26 @@ _PROBLEMS_JS = """
     if (inFlagged(el) || tiny(el) || unseen(el)) continue;
     const range = document.createRange();
     range.selectNodeContents(n);
-    for (const r of range.getClientRects()) {
+    const rects = range.getClientRects();
+    for (const r of rects) {
       if (r.width > 2 && r.height > 2 && shown(el, r)) lines.push({ r, el, n });
+    }
+    if (rects.length < 2 || broken.has(el)) continue;
+    // A plain word (letters only, up to 14) split over two lines: its box is too narrow.
+    for (const m of n.textContent.matchAll(/[^\\s]+/g)) {
+      const word = m[0].replace(/^[^\\p{L}]+|[^\\p{L}]+$/gu, "");
+      if (!/^\\p{L}{2,14}$/u.test(word)) continue;
+      const at = m.index + m[0].indexOf(word);
+      const w = document.createRange();
+      w.setStart(n, at);
+      w.setEnd(n, at + word.length);
+      const tops = new Set([...w.getClientRects()].filter((r) => r.width > 0)
+        .map((r) => Math.round(r.top)));
+      if (tops.size > 1) {
+        broken.add(el);
+        out.push(`${name(el)} (the word "${word}" broken over ${tops.size} lines)`);
+        break;
+      }
     }
   }
   lines.sort((a, b) => a.r.top - b.r.top);

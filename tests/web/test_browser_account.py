@@ -17,6 +17,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.svckit import SmtpSink, smtp_sink
 from tests.web.browser import free_port
+from tests.web.phone import assert_fits_phone
 from tests.web.test_browser import serve, shot, stop
 from yippiemove.service.config import Settings
 from yippiemove.service.core import Service
@@ -36,11 +37,6 @@ def new_page(browser: Browser, width: int, height: int) -> Page:
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.errors = errors  # type: ignore[attr-defined]
     return page
-
-
-def fits(page: Page, width: int) -> None:
-    """No sideways scrolling (the phone pattern of issue 17)."""
-    assert page.evaluate("document.documentElement.scrollWidth") <= width, page.url
 
 
 def log_in(page: Page, base: str, password: str) -> None:
@@ -107,26 +103,23 @@ def test_forgot_password_then_delete_the_account(
         # -- delete the account, phone --------------------------------------------------
         phone = new_page(browser, 390, 844)
         phone.goto(base + "/password/forgot")
-        fits(phone, 390)
+        assert_fits_phone(phone, "account-06-phone-forgot")
         log_in(phone, base, NEW)
         phone.wait_for_url("**/transfers")
         phone.goto(base + "/account")
         expect(phone.locator("[data-account-email]")).to_have_text(EMAIL)
-        fits(phone, 390)
-        shot(phone, "account-06-phone-account")
+        assert_fits_phone(phone, "account-06-phone-account")
         phone.fill("[data-delete-account] input[name=password]", "not my password at all")
         phone.check("[data-delete-account] input[name=confirm]")
         phone.click("button:has-text('Delete my account')")
         expect(phone.locator("[data-delete-account] .error")).to_contain_text("nothing was deleted")
-        fits(phone, 390)
-        shot(phone, "account-07-phone-wrong-password")
+        assert_fits_phone(phone, "account-07-phone-wrong-password")
         phone.fill("[data-delete-account] input[name=password]", NEW)
         phone.check("[data-delete-account] input[name=confirm]")
         phone.click("button:has-text('Delete my account')")
         phone.wait_for_url(base + "/")
         expect(phone.locator(".flash-ok")).to_contain_text("Your account and all its data")
-        fits(phone, 390)
-        shot(phone, "account-08-phone-deleted")
+        assert_fits_phone(phone, "account-08-phone-deleted")
         smtp_sink.wait_for(lambda m: m["To"] == EMAIL and "deleted" in m["Subject"])
         log_in(phone, base, NEW)
         expect(phone.locator(".alert-error")).to_contain_text("Wrong e-mail address or password")

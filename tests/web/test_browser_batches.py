@@ -5,8 +5,8 @@ The customer uploads a CSV of three mailboxes whose third line has a wrong sourc
 password.  The batch page shows the pre-flight, then line 3 as bad (the side and the
 plain reason) and nothing started; "Start the 2 good lines" starts the others, which end
 exact; the results CSV says what happened to each line; the corrected line, uploaded
-again, starts by itself and ends exact.  At 390 px every page fits (no sideways
-scrolling).  Screenshots go to ``YIPPIEMOVE_SCREENSHOTS`` if set.
+again, starts by itself and ends exact.  At 390 px every page fits
+(tests/web/phone.py: nothing sideways, clipped or broken).  Screenshots go to ``YIPPIEMOVE_SCREENSHOTS`` if set.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from playwright.sync_api import Browser, Page, expect
 from tests.svckit import assert_exact
 from tests.transfer.test_move import populate
 from tests.web.browser import free_port
+from tests.web.phone import assert_fits_phone
 from tests.web.test_browser import serve, shot, sign_up, stop
 
 pytestmark = pytest.mark.timeout(300)
@@ -50,11 +51,6 @@ def upload(page: Page, base: str, name: str, text: str) -> None:
     )
     page.click("button:has-text('Check the lines and start')")
     page.wait_for_url("**/batches/*")
-
-
-def fits_phone(page: Page) -> None:
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= 390, f"{page.url}: {width} px wide at 390"
 
 
 def test_a_batch_with_one_bad_line_caught_by_preflight(
@@ -101,8 +97,7 @@ def test_a_batch_with_one_bad_line_caught_by_preflight(
         phone.context.add_cookies(page.context.cookies())
         phone.goto(batch_url)
         expect(phone.locator("[data-line='3'] [data-problem]")).to_contain_text("refused the user")
-        fits_phone(phone)
-        shot(phone, "batch-02-preflight-phone")
+        assert_fits_phone(phone, "batch-02-preflight")
 
         # Nothing started: the customer's transfer list is empty.
         page.goto(base + "/transfers")
@@ -127,12 +122,10 @@ def test_a_batch_with_one_bad_line_caught_by_preflight(
         assert "Not-the-pw-3" not in r.text()
 
         phone.goto(batch_url)
-        fits_phone(phone)
-        shot(phone, "batch-04-done-phone")
+        assert_fits_phone(phone, "batch-04-done")
         phone.goto(base + "/batches")
         expect(phone.locator("[data-batch]")).to_have_count(1)
-        fits_phone(phone)
-        shot(phone, "batch-05-list-phone")
+        assert_fits_phone(phone, "batch-05-list")
 
         # The corrected line, uploaded again: every line passes, it starts by itself.
         upload(page, base, "fix.csv", row(server, "user3", "pw-src-3", "new3", "pw-dst-3"))

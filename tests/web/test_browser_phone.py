@@ -14,12 +14,21 @@ nothing past the window's edge, no text clipped) and leaves a screenshot at both
   state, the report, the printable receipt, the undo preview, tokens, batch (with
   errors), the domain page, the account and password pages, forgotten password and its
   links, a wizard step with an error, /docs.
+- ``test_pages_since_fit``: the pages that landed after the walk above: batches (the
+  upload page with "notify end users" ticked, a batch's page while its lines are
+  checked, with a bad line, running and done, the list), a staged move's schedule card
+  with two passes in its history, the reset form reached from its mail, and the
+  operators' console (search, a customer active and suspended, a transfer's report, the
+  audit log).
 - ``test_failures_and_altered_messages_fit``: the tables only a troubled transfer shows
   (messages not copied, stored altered, the live list of failures), over the FakeService.
 """
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -342,6 +351,229 @@ def test_every_page_fits(
             out.context.close()
             stop(proc)
     assert not seen, "hidden at these widths:\n" + "\n".join(seen)
+
+
+def batch_line(port: int, src: str, src_pw: str, dst_port: int, dst: str, dst_pw: str) -> str:
+    return f"127.0.0.1,{port},none,{src},{src_pw},127.0.0.1,{dst_port},starttls,{dst},{dst_pw}\n"
+
+
+def sign_up_by_mail(page: Page, base: str, email: str, sink: SmtpSink) -> None:
+    """Sign up with the service's mail on: the form, the mailed link, "Create my account"."""
+    page.goto(base + "/signup")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", PASSWORD)
+    page.fill("input[name=password2]", PASSWORD)
+    page.click("button:has-text('Create account')")
+    expect(page.locator("main")).to_contain_text(email)
+    mail = sink.wait_for(lambda m: email in str(m["To"]))  # (its first mail)
+    link = next(w for w in mail.get_content().split() if "/signup/confirm?token=" in w)
+    page.goto(link.strip("<>.,"))
+    page.click("button:has-text('Create my account')")
+    page.wait_for_url("**/transfers/new")
+
+
+def test_pages_since_fit(
+    browser: Browser,
+    dovecot_factory: Callable[..., Any],
+    smtp_sink: SmtpSink,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Batches, a staged move's history, the reset form and the operators' console, each
+    through :func:`assert_fits_both` (1280 and 390 px, screenshots kept)."""
+    # No hyphen or space to break at: the address and the file name must wrap anyway.
+    customer = "grace.brewster.murray.hopper.rear.admiral@analyticalenginesinternational.example"
+    operator = "operator.on.duty@yippiemove.example.net"
+    users = {SRC_USER: "srcpass", DST_USER: "dstpass", "slow": "slowpass"}
+    users |= {f"dst{k}": f"dst{k}pass" for k in range(4)}
+    server = dovecot_factory(separator="/", users=users)
+    many_folders(server, SRC_USER)
+    # ~6 MB through a 200 KB/s link: running for the rest of the walk, cancelled at the end.
+    server.deliver_many(
+        "slow", "INBOX", [MaildirMessage(make_message(9000 + k, size=60_000)) for k in range(100)]
+    )
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("YIPPIEMOVE_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("YIPPIEMOVE_SMTP_PORT", str(smtp_sink.port))
+    monkeypatch.setenv("YIPPIEMOVE_BASE_URL", base)
+    monkeypatch.setenv("YIPPIEMOVE_STAGED_MIN_INTERVAL", "2")
+    monkeypatch.setenv("YIPPIEMOVE_STAGED_POLL_INTERVAL", "0.5")
+    log = tmp_path / "serve.log"
+    data = tmp_path / "data"
+    # The slow line's pre-flight log-in waits 3 s (the batch is seen "checking"); its
+    # transfer then crawls.
+    stall = [Fault.stall(verb="LOGIN", seconds=3)]
+    with FaultProxy(server.port, lambda _i: stall) as slow_link:
+        proc = serve(data, port, server.ca_file, log)
+        page = new_page(browser, DESKTOP)
+        op = new_page(browser, DESKTOP)
+        out = new_page(browser, DESKTOP)
+        try:
+            sign_up_by_mail(page, base, customer, smtp_sink)
+            page.goto(base + "/tokens")
+            page.fill("input[name=name]", "staged")
+            page.click("button:has-text('Create token')")
+            api = Api(base, page.locator(".token").first.inner_text().strip())
+
+            # A staged move: the first pass and a top-up in its history, the next one due.
+            staged = api.client.post(
+                "/transfers",
+                json={
+                    "source": account(server.port, SRC_USER, "srcpass"),
+                    "dest": account(server.port, "dst3", "dst3pass"),
+                    "schedule": {"interval": 2},
+                },
+            )
+            assert staged.status_code == 201, staged.text
+            staged_id = staged.json()["id"]
+
+            # Batches: the upload page, notify ticked.
+            page.goto(base + "/batch")
+            page.check("[data-notify-end-users]")
+            assert_fits_both(page, "since-batch-upload-notify")
+            text = (
+                "source_host,source_port,source_security,source_username,source_password,"
+                "dest_host,dest_port,dest_security,dest_username,dest_password\n"
+                + batch_line(server.port, SRC_USER, "srcpass", server.port, "dst0", "dst0pass")
+                + batch_line(slow_link.port, "slow", "slowpass", server.port, "dst1", "dst1pass")
+                + batch_line(server.port, SRC_USER, "Not-the-pw", server.port, "dst2", "dst2pass")
+            )
+            page.set_input_files(
+                "input[name=file]",
+                {
+                    "name": "ExportOfEveryMailboxOfTheFinanceTeamAndTheBoardForTheMove2024.csv",
+                    "mimeType": "text/csv",
+                    "buffer": text.encode(),
+                },
+            )
+            page.click("button:has-text('Check the lines and start')")
+            page.wait_for_url("**/batches/*")
+            batch_url = page.url
+            state = page.locator("[data-batch-state]")  # (line 1 is the header)
+            expect(state).to_have_attribute("data-batch-state", "checking")
+            assert_fits_both(page, "since-batch-checking")
+            expect(state).to_have_attribute("data-batch-state", "checked", timeout=30_000)
+            expect(page.locator("[data-line='4']")).to_have_attribute("data-check", "bad")
+            page.click("[data-line='4'] details.failure-detail summary")
+            assert_fits_both(page, "since-batch-bad-line")
+            slow_link.set_schedule(lambda _i: [Fault.throttle(200_000)])
+            page.click("[data-start-good]")
+            expect(state).to_have_attribute("data-batch-state", "running")
+            expect(page.locator("[data-line='2']")).to_have_attribute("data-check", "started")
+            assert_fits_both(page, "since-batch-running")
+
+            # The staged move, two passes ended: the schedule card and its history.  (The
+            # page's clock stands still while it is checked: it would reload for the next.)
+            staged_page = new_page(browser, DESKTOP)
+            staged_page.context.add_cookies(page.context.cookies())
+            staged_page.clock.install()
+            staged_page.goto(f"{base}/transfers/{staged_id}")
+            expect(staged_page.locator("[data-pass='2']")).to_be_visible(timeout=30_000)
+            staged_page.clock.pause_at(time.time() + 0.1)
+            expect(staged_page.locator("[data-final-pass]")).to_be_visible()
+            assert_fits_both(staged_page, "since-staged-history")
+            staged_page.context.close()
+
+            # The reset form, from its mail.
+            out.goto(base + "/password/forgot")
+            out.fill("input[name=email]", customer)
+            out.click("button:has-text('Send me a link')")
+            expect(out.locator("[data-forgot-sent]")).to_be_visible()
+            mail = smtp_sink.wait_for(lambda m: m["To"] == customer and "Reset" in m["Subject"])
+            link = re.search(r"(http://\S+/password/reset\?token=[\w-]+)", mail.get_content())
+            assert link, mail.get_content()
+            out.goto(link.group(1))
+            out.fill("input[name=password]", "short")
+            out.fill("input[name=password2]", "not the same")
+            assert_fits_both(out, "since-reset-form")
+            out.click("button:has-text('Set my new password')")
+            assert_fits_both(out, "since-reset-form-errors")
+
+            # The operators' console.
+            sign_up_by_mail(op, base, operator, smtp_sink)
+            made = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "yippiemove.cli",
+                    "user",
+                    "set-role",
+                    operator,
+                    "operator",
+                    "--data-dir",
+                    str(data),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert made.returncode == 0, made.stderr
+            op.goto(base + "/operator")
+            assert_fits_both(op, "since-operator-console")
+            op.fill("[data-customer-search]", "grace.")
+            op.click("button:has-text('Search')")
+            expect(op.locator("[data-customers] tbody tr")).to_have_count(1)
+            assert_fits_both(op, "since-operator-search")
+            op.click(f"[data-customers] a:has-text('{customer}')")
+            expect(op.locator("[data-active]")).to_be_visible()
+            assert_fits_both(op, "since-operator-customer")
+            done_job = page.locator("[data-line='2'] a").get_attribute("href")
+            slow_job = page.locator("[data-line='3'] a").get_attribute("href")
+            assert done_job and slow_job
+            op.goto(base + "/operator" + done_job)
+            assert_fits_both(op, "since-operator-transfer")
+            op.goto(base + "/operator" + slow_job)
+            expect(op.locator("[data-cancel]")).to_be_visible()
+            assert_fits_both(op, "since-operator-transfer-running")
+
+            # The account page: a new address waiting for its link, a refused deletion.
+            page.goto(base + "/account")
+            page.fill("[data-account] input[name=email]", "g.hopper@" + "navy" * 12 + ".example")
+            page.fill("[data-account] input[name=password]", PASSWORD)
+            page.click("button:has-text('Change address')")
+            expect(page.locator("[data-pending-email]")).to_be_visible()
+            page.fill("[data-delete-account] input[name=password]", "not the password")
+            page.click("[data-delete-account] button[type=submit]")
+            expect(page.locator("[data-delete-account] .error").first).to_be_visible()
+            assert_fits_both(page, "since-account-pending-and-errors")
+
+            # The batch done: its slow line cancelled; the list of batches.
+            page.goto(base + done_job)
+            expect(page.locator("[data-summary] .outcome")).to_contain_text(
+                "All done", timeout=60_000
+            )
+            page.goto(base + slow_job)
+            page.click("button:has-text('Cancel transfer')")
+            expect(page.locator("[data-status-badge]")).to_have_text("Cancelled")
+            page.goto(batch_url)
+            expect(state).to_have_attribute("data-batch-state", "done", timeout=30_000)
+            assert_fits_both(page, "since-batch-done")
+            page.goto(base + "/batches")
+            expect(page.locator("[data-batch]")).to_have_count(1)
+            assert_fits_both(page, "since-batches")
+
+            op.goto(base + "/operator")
+            op.fill("[data-customer-search]", "grace.")
+            op.click("button:has-text('Search')")
+            op.click(f"[data-customers] a:has-text('{customer}')")
+            op.fill("[data-reason]", "chargeback on the card, disputed by the bank on the 3rd")
+            op.click("[data-suspend]")
+            expect(op.locator("[data-suspended]")).to_be_visible()
+            assert_fits_both(op, "since-operator-customer-suspended")
+            op.click("[data-console-link]")
+            op.click("[data-audit-link]")
+            expect(op.locator("[data-audit] tbody tr").first).to_contain_text("suspend")
+            assert_fits_both(op, "since-operator-audit")
+            errors = [p.errors for p in (page, op, out)]  # type: ignore[attr-defined]
+            assert errors == [[], [], []], errors
+        except BaseException:
+            print(log.read_text()[-5000:])
+            raise
+        finally:
+            for p in (page, op, out):
+                p.context.close()
+            stop(proc)
 
 
 def test_failures_and_altered_messages_fit(browser: Browser, tmp_path: Path) -> None:

@@ -48,6 +48,12 @@ def page(browser: Browser) -> Iterator[Page]:
             "<b style='position:absolute;left:20px;top:0'>Finished</b></div>",
             "text drawn over",
         ),
+        (  # a flex row makes columns of a sentence's pieces: its words break mid-word
+            "<p style='display:flex;width:300px;overflow-wrap:anywhere'>Waiting for "
+            "confirmation: <strong>ada.lovelace.countess@analytical-engines.example</strong>"
+            " (open the link we sent there).</p>",
+            "broken over",
+        ),
     ],
 )
 def test_hidden_information_is_caught(page: Page, body: str, expected: str) -> None:
@@ -68,6 +74,9 @@ def test_what_fits_passes(page: Page) -> None:
         "<input value='" + "x" * 200 + "'><div hidden style='width:900px'>hidden</div>"
         "<div style='max-height:40px;overflow-y:auto'>" + "tall<br>" * 20 + "</div>"
         "<p>text under a box that scrolls up and down</p>"
+        "<p style='width:200px;overflow-wrap:anywhere'>Newsletters/"
+        "averyveryverylongfoldernamewithoutanyspacesatalltobreakon2024 and "
+        "ada.lovelace.countess@analyticalenginesinternational.example</p>"
     )
     assert problems(page) == []
     assert assert_fits_phone(page, "phone-helper-ok").exists()

@@ -7,6 +7,7 @@ import shutil
 import socket
 
 import pytest
+from playwright.sync_api import Browser, Page
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -45,3 +46,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def new_page(
+    browser: Browser, width: int = 1280, height: int = 900, *, accept_dialogs: bool = False
+) -> Page:
+    """A page in a fresh context of ``width`` x ``height``; 30 s timeouts; the page's
+    uncaught script errors gathered in ``page.errors`` (tests assert it stays empty);
+    ``accept_dialogs``: confirm() dialogs ("Cancel this transfer?") answered yes."""
+    page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    page.set_default_timeout(30_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    if accept_dialogs:
+        page.on("dialog", lambda d: d.accept())
+    page.errors = errors  # type: ignore[attr-defined]
+    return page

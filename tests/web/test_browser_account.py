@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.svckit import SmtpSink, smtp_sink
-from tests.web.browser import free_port
+from tests.web.browser import free_port, new_page
 from tests.web.phone import assert_fits_phone
 from tests.web.test_browser import serve, shot, stop
 from yippiemove.service.config import Settings
@@ -28,15 +28,6 @@ pytestmark = pytest.mark.timeout(240)
 EMAIL = "ada@example.org"
 OLD = "correct horse battery"
 NEW = "staple orbit lantern 42"
-
-
-def new_page(browser: Browser, width: int, height: int) -> Page:
-    page = browser.new_context(viewport={"width": width, "height": height}).new_page()
-    page.set_default_timeout(30_000)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.errors = errors  # type: ignore[attr-defined]
-    return page
 
 
 def log_in(page: Page, base: str, password: str) -> None:

@@ -23,21 +23,12 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests import mailcheck
 from tests.transfer.test_move import make_message
-from tests.web.browser import free_port
+from tests.web.browser import free_port, new_page
 from tests.web.test_browser import dovecot_account, fill_account, serve, sign_up, stop
 
 pytestmark = pytest.mark.timeout(300)
 OLD = datetime(2015, 3, 3, 12, tzinfo=UTC)
 NEW = datetime(2024, 3, 3, 12, tzinfo=UTC)
-
-
-def new_page(browser: Browser, width: int, height: int) -> Page:
-    page = browser.new_context(viewport={"width": width, "height": height}).new_page()
-    page.set_default_timeout(30_000)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.errors = errors  # type: ignore[attr-defined]
-    return page
 
 
 def shot(page: Page, tmp: Path, name: str) -> None:

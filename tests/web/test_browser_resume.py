@@ -15,26 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, expect
 
 from tests.svckit import assert_exact
 from tests.transfer.test_move import populate
-from tests.web.browser import free_port
+from tests.web.browser import free_port, new_page
 from tests.web.phone import assert_fits_phone
 from tests.web.test_browser import dovecot_account, fill_account, serve, shot, sign_up, stop
 
 pytestmark = pytest.mark.timeout(300)
 NEW = "Dst-changed-pw-41"
-
-
-def new_page(browser: Browser, width: int, height: int) -> Page:
-    context = browser.new_context(viewport={"width": width, "height": height})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.errors = errors  # type: ignore[attr-defined]
-    return page
 
 
 def test_wrong_password_new_password_resumed_exact(

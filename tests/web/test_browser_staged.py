@@ -18,28 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, expect
 
 from tests.svckit import assert_exact
 from tests.transfer.test_move import make_message, populate
-from tests.web.browser import free_port
+from tests.web.browser import free_port, new_page
 from tests.web.phone import assert_fits_phone
 from tests.web.test_browser import dovecot_account, fill_account, serve, shot, sign_up, stop
 
 pytestmark = pytest.mark.timeout(300)
 #: Seconds between top-ups in this test (the service's minimum, set for it).
 INTERVAL = 4
-
-
-def new_page(browser: Browser, width: int, height: int) -> Page:
-    context = browser.new_context(viewport={"width": width, "height": height})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("dialog", lambda d: d.accept())  # "Run the final pass now?" -> yes
-    page.errors = errors  # type: ignore[attr-defined]
-    return page
 
 
 @pytest.mark.source_writes("the old mailbox receives new mail between the passes")
@@ -57,7 +46,7 @@ def test_staged_move_two_top_ups_and_a_final_pass_exact_with_new_mail(
     log = tmp_path / "serve.log"
     proc = serve(tmp_path / "data", port, server.ca_file, log)
     base = f"http://127.0.0.1:{port}"
-    page = new_page(browser, 1280, 900)
+    page = new_page(browser, 1280, 900, accept_dialogs=True)
     new = 0
     try:
         sign_up(page, base, "ada@example.org")
@@ -127,7 +116,7 @@ def test_staged_move_two_top_ups_and_a_final_pass_exact_with_new_mail(
         assert page.errors == []  # type: ignore[attr-defined]
 
         # At phone width: the schedule and the history stacked, nothing sideways.
-        phone = new_page(browser, 390, 844)
+        phone = new_page(browser, 390, 844, accept_dialogs=True)
         phone.context.add_cookies(page.context.cookies())
         phone.goto(job_url)
         expect(phone.locator("[data-staged]")).to_contain_text("The final pass is done")

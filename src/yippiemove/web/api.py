@@ -237,7 +237,12 @@ def build_api_router(service: "Service") -> APIRouter:
             headers={"Location": f"{API_PREFIX}/transfers/{answer['id']}"},
         )
 
-    @router.get("/transfers", response_model=TransferList, summary="List your transfers")
+    @router.get(
+        "/transfers",
+        response_model=TransferList,
+        summary="List your transfers",
+        responses={400: {"model": ErrorOut, "description": "A `cursor` this list did not give"}},
+    )
     def list_transfers(
         user: User,
         status: Annotated[

@@ -360,6 +360,8 @@ class Supervisor:
             claimed_at = time.monotonic()  # before the claim's write: see Lease
             claim = self._claim(job_id)
             if claim is None:
+                with self._jails_lock:
+                    self._shortages.pop(job_id, None)
                 return
             if isinstance(claim, Waiting):
                 # Another job writes into the same mailbox, or the customer has as many
@@ -928,8 +930,11 @@ class Supervisor:
             self._shortages[job_id] = n + 1
         delay = min(SHORTAGE_MAX_DELAY, SHORTAGE_DELAY * 2**n)
         if exc is None:
-            if not self.store.waiting(job_id, WAITING_REASON):
-                return  # not queued any more (cancelled, taken)
+            # Shown once per wait (a write of the control database), not at every retry.
+            if n == 0 and not self.store.waiting(job_id, WAITING_REASON):
+                with self._jails_lock:  # not queued any more (cancelled, taken)
+                    self._shortages.pop(job_id, None)
+                return
             log.info("job %s: %s; next try in %.1f s", job_id, WAITING_REASON, delay)
         else:
             assert lease is not None and tracker is not None

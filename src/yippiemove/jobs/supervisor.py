@@ -938,6 +938,10 @@ class Supervisor:
             log.info("job %s: %s; next try in %.1f s", job_id, WAITING_REASON, delay)
         else:
             assert lease is not None and tracker is not None
+            # A restart's spawn: what the runs before it did goes with the job (unchanged
+            # state is not stored again); short of descriptors, this may fail too.
+            with contextlib.suppress(Exception):
+                self._final_checkpoint(lease)
             progress = tracker.snapshot(phase=Phase.WAITING, waiting_reason=WAITING_REASON)
             if not self.store.requeue(job_id, self.owner, lease.token, progress):
                 return

@@ -49,8 +49,9 @@ def test_more_workers_than_the_limit_holds_is_refused_naming_the_limit(make_serv
         svc.start(fits + 1)
 
 
-def test_serve_workers_has_no_fixed_cap_but_the_limit(tmp_path):
-    """`worker --workers N` beyond what a hard limit of 256 holds: a clear error naming it."""
+def test_workers_have_no_fixed_cap_only_the_limit_of_open_files(tmp_path):
+    """`worker --workers 2000` (past the old fixed cap of 1024) reaches the start, where a
+    hard limit of 256 refuses it with an error naming that limit."""
 
     def low() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))

@@ -35,6 +35,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from ..jobs import spec
+from ..jobs.descriptors import FdBudget, raise_limit, soft_limit
 from ..jobs.progress import default_progress, interrupt_folders
 from ..jobs.queue import JobQueue, make_queue
 from ..jobs.supervisor import Supervisor, identity_dead, kill_stale_jail
@@ -68,6 +69,11 @@ from .signin import SignIns
 from .writers import holder_of_pair
 
 log = logging.getLogger("yippiemove.service")
+
+
+class TooManyWorkers(ValueError):
+    """``start(workers)`` asks for more concurrent jobs than the process's open-files
+    limit can hold (jobs/descriptors.py); the message names the limit."""
 T = TypeVar("T")
 
 __all__ = [
@@ -573,6 +579,15 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
 
         :class:`HostNameTaken` when another live process runs as this host."""
         n = self.settings.workers if workers is None else workers
+        raise_limit()  # the soft open-files limit up to the hard one (jobs/descriptors.py)
+        fits = FdBudget().capacity()
+        if n > fits:
+            raise TooManyWorkers(
+                f"{n} workers do not fit in this process's limit of {soft_limit()} open "
+                f"files (at most {fits}: {FdBudget.per_job} per job, {FdBudget.reserve} kept "
+                "for the web server and the database); raise the hard limit (ulimit -Hn, "
+                "LimitNOFILE=) or ask for fewer workers"
+            )
         self._stopping.clear()
         self._jobs_stopping.clear()
         self._workers = n

@@ -361,9 +361,7 @@ class _Zygote:
                 if reply is None:
                     raise OSError("the zygote has ended")
                 if reply.get("op") != "spawned":
-                    code = reply.get("errno")
-                    why = f"the zygote could not fork: {reply.get('error')}"
-                    raise OSError(code, why) if isinstance(code, int) else OSError(why)
+                    raise OSError(f"the zygote could not fork: {reply.get('error')}")
                 pid = int(reply["pid"])
                 if pid not in self._exits:
                     self._children.add(pid)

@@ -13,7 +13,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
@@ -83,8 +82,6 @@ SSE_INTERVAL = 0.5  # seconds between progress polls of one event stream
 SSE_MAX_SECONDS = 300.0  # then the stream ends and the browser reconnects
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
-#: Transfers per page of the list (issue 18); "Older" goes on.
-PAGE_SIZE = 50
 LIST_FILTERS: dict[str, tuple[str, frozenset[str] | None]] = {
     "all": ("All", None),
     "running": ("Running", frozenset({JobStatus.QUEUED, JobStatus.RUNNING})),
@@ -408,45 +405,21 @@ class Pages:
         key = request.query_params.get("status", "all")
         if key not in LIST_FILTERS:
             key = "all"
-        # A page at a time (issue 18): the tabs' counts by one GROUP BY, the rows by a
-        # keyset page; a cursor that is not one is the first page again.
-        by_status = await self.call(self.service.count_transfers, uid)
+        views = await self.call(self.service.list_transfers, uid, None)
         counts = {
-            k: sum(n for st, n in by_status.items() if wanted is None or st in wanted)
+            k: sum(1 for v in views if wanted is None or v.status in wanted)
             for k, (_label, wanted) in LIST_FILTERS.items()
         }
         wanted = LIST_FILTERS[key][1]
-        cursor = request.query_params.get("cursor") or None
-        try:
-            page = await self.call(
-                functools.partial(
-                    self.service.transfer_page,
-                    uid,
-                    statuses=wanted,
-                    cursor=cursor,
-                    limit=PAGE_SIZE,
-                )
-            )
-        except ServiceError:
-            if cursor is None:
-                raise
-            page = await self.call(
-                functools.partial(self.service.transfer_page, uid, statuses=wanted, limit=PAGE_SIZE)
-            )
-            cursor = None
-        older = None
-        if page.next_cursor is not None:
-            query = {"status": key} if key != "all" else {}
-            older = "/transfers?" + urlencode({**query, "cursor": page.next_cursor})
+        shown = [public_view(v) for v in views if wanted is None or v.status in wanted]
+        shown.sort(key=lambda v: v.get("created") or 0, reverse=True)
         return self.render(
             request,
             "transfers.html",
-            jobs=[public_view(v) for v in page.views],
+            jobs=shown,
             filters=LIST_FILTERS,
             current=key,
             counts=counts,
-            older=older,
-            paged=cursor is not None,
         )
 
     def _wizard(

@@ -1238,17 +1238,14 @@ def _host_name_option(f: Any) -> Any:
     )(f)
 
 
-#: Concurrent jobs of one `serve` or `worker` process at most.
-MAX_WORKERS = 1024
-
-
 def _start_or_die(service: Any, workers: int | None, role: str) -> None:
     """``service.start``; another live process with this host name stops us, clearly."""
+    from .service.core import TooManyWorkers
     from .service.fleet import HostNameTaken
 
     try:
         service.start(workers, role=role)
-    except HostNameTaken as exc:
+    except (HostNameTaken, TooManyWorkers) as exc:
         service.close()
         _die(str(exc))
 
@@ -1320,10 +1317,11 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 @_data_dir_option
 @click.option(
     "--workers",
-    type=click.IntRange(0, MAX_WORKERS),
+    type=click.IntRange(0),
     default=None,
     help="Transfers run at the same time by this machine (default 2; 0: web and API "
-    "only, the jobs run on `yippiemove worker` hosts).",
+    "only, the jobs run on `yippiemove worker` hosts; at most what the open-files limit "
+    "holds, see docs/service.md).",
 )
 @_host_name_option
 @click.option("--ca-file", metavar="FILE", help="Trust this CA bundle for IMAP servers.")
@@ -1410,9 +1408,9 @@ def _mail_line(settings: Any) -> str:
 @_data_dir_option
 @click.option(
     "--workers",
-    type=click.IntRange(1, MAX_WORKERS),
+    type=click.IntRange(1),
     default=None,
-    help="Concurrent jobs (default 2).",
+    help="Concurrent jobs (default 2; at most what the open-files limit holds).",
 )
 @_host_name_option
 @click.option("--ca-file", metavar="FILE", help="Trust this CA bundle for IMAP servers.")

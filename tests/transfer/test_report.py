@@ -194,3 +194,42 @@ def test_write_report_is_atomic(tmp_path):
     assert not (tmp_path / "r.json.tmp").exists()
     with pytest.raises(OSError):
         write_report(tmp_path / "missing" / "r.json", {})
+
+
+_THREAD_UNDER_LIMIT = r"""
+import resource, sys, threading
+from yippiemove.transfer.report import outcome_of
+resource.setrlimit(resource.RLIMIT_AS, (CAP, CAP))
+hold = []
+while True:  # fill the address space, leaving less than a thread's stack
+    try:
+        hold.append(bytearray(4 << 20))
+    except MemoryError:
+        break
+try:
+    threading.Thread(target=lambda: None).start()
+except RuntimeError as exc:
+    hold.clear()
+    print(type(exc).__name__, "|", outcome_of(exc, job=True).error)
+else:
+    print("started")
+"""
+
+
+def test_a_thread_that_cannot_start_under_the_memory_limit_is_out_of_memory():
+    """Near the job's RLIMIT_AS, the first allocation to fail may be a thread's stack
+    (asyncio's resolver), which CPython reports as a RuntimeError: the customer is told
+    the job needs more memory, not "internal error" (seen in CI on
+    test_memory_blow_up_fails_one_job_only)."""
+    import subprocess
+    import sys
+
+    limit = 400 << 20
+    code = _THREAD_UNDER_LIMIT.replace("CAP", str(limit))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    ).stdout.strip()
+    assert out == "RuntimeError | the transfer needs more memory than the job's limit of 400 MiB"
+    # Without a limit the same words would be a lie: a RuntimeError is a bug then.
+    plain = outcome_of(RuntimeError("can't start new thread"), job=True)
+    assert plain is not None and plain.bug

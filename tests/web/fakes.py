@@ -26,11 +26,13 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from yippiemove.service import joblist
 from yippiemove.service.config import Settings
 from yippiemove.service.core import (
     Account,
@@ -463,6 +465,47 @@ class FakeService:
                 if status is None or job.status == status:
                     out.append(self._view(job))
             return sorted(out, key=lambda v: v.created, reverse=True)
+
+    def transfer_page(
+        self,
+        user_id: int,
+        *,
+        statuses: Collection[str] | None = None,
+        batch_id: str | None = None,
+        since: float | None = None,
+        before: float | None = None,
+        cursor: str | None = None,
+        limit: int = joblist.DEFAULT_LIMIT,
+        full: bool = False,
+    ) -> joblist.TransferPage:
+        """Service.transfer_page over the fake's jobs (the same cursors and limits)."""
+        try:
+            joblist.check_limit(limit)
+            after = joblist.decode_cursor(cursor) if cursor is not None else None
+        except ValueError as exc:
+            raise ServiceError(str(exc)) from None
+        with self._lock:
+            jobs = [j for j in self.jobs.values() if j.user_id == user_id]
+            for job in jobs:
+                self._tick(job)
+            views = [
+                self._view(j)
+                for j in sorted(jobs, key=lambda j: (j.created, j.id), reverse=True)
+                if (statuses is None or j.status in statuses)
+                and (since is None or j.created >= since)
+                and (before is None or j.created < before)
+                and (after is None or (j.created, j.id) < after)
+            ]
+        page, more = views[:limit], len(views) > limit
+        nxt = joblist.encode_cursor(page[-1].created, page[-1].id) if more else None
+        return joblist.TransferPage(page if full else [joblist.summary(v) for v in page], nxt)
+
+    def count_transfers(self, user_id: int) -> dict[str, int]:
+        with self._lock:
+            jobs = [j for j in self.jobs.values() if j.user_id == user_id]
+            for job in jobs:
+                self._tick(job)
+            return dict(Counter(j.status for j in jobs))
 
     def cancel_transfer(self, user_id: int, job_id: str) -> JobView:
         with self._lock:

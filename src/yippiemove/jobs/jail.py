@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import ctypes
 import dataclasses
+import errno
 import gc
 import json
 import logging
@@ -627,15 +628,25 @@ def zygote_main(parent: int, control_fd: int) -> int:
                     return 0  # the supervisor is gone
                 request = json.loads(data)
                 try:
-                    if len(fds) != 3:
-                        raise ValueError(f"expected 3 file descriptors, got {len(fds)}")
+                    if len(fds) != 3:  # the rest were cut off: this process is out of them
+                        raise OSError(
+                            errno.EMFILE, f"expected 3 file descriptors, got {len(fds)}"
+                        )
                     pid = os.fork()
                     if pid == 0:
                         _zygote_child(fds, request, me)
                     children.add(pid)
                     send({"op": "spawned", "token": request.get("token"), "pid": pid})
                 except Exception as exc:
-                    send({"op": "error", "token": request.get("token"), "error": str(exc)})
+                    code = exc.errno if isinstance(exc, OSError) else None
+                    send(
+                        {
+                            "op": "error",
+                            "token": request.get("token"),
+                            "error": str(exc),
+                            "errno": code,
+                        }
+                    )
                 finally:
                     for fd in fds:
                         os.close(fd)

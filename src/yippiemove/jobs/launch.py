@@ -361,7 +361,9 @@ class _Zygote:
                 if reply is None:
                     raise OSError("the zygote has ended")
                 if reply.get("op") != "spawned":
-                    raise OSError(f"the zygote could not fork: {reply.get('error')}")
+                    code = reply.get("errno")
+                    why = f"the zygote could not fork: {reply.get('error')}"
+                    raise OSError(code, why) if isinstance(code, int) else OSError(why)
                 pid = int(reply["pid"])
                 if pid not in self._exits:
                     self._children.add(pid)

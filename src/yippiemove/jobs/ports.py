@@ -149,6 +149,11 @@ class JobStore(Protocol):
         and :class:`Waiting` names the other."""
         ...
 
+    def waiting(self, job_id: str, reason: str) -> bool:
+        """A ``queued`` job is not claimed for a reason of this host's (it is at its
+        limit of open files): show it waiting, with ``reason``; False if not queued."""
+        ...
+
     def passwords(self, job_id: str) -> tuple[str, str] | None:
         """(source, destination) password, None when deleted; CredentialsUnreadable."""
         ...

@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 
 from ..accounts import own_addresses
 from .checkpoint import STATE_FILE, StateSignature, prepare_state, signature, take
+from .descriptors import WAITING_REASON, FdBudget, shortage
 from .fairshare import STALLED, Liveness, LivenessRules, may_checkpoint
 from .fence import lease_line
 from .launch import JailProcess, make_launcher
@@ -65,6 +66,11 @@ from .vocab import JobStatus, Phase
 
 log = logging.getLogger("yippiemove.supervisor")
 T = TypeVar("T")
+
+#: A job put back for a service-side shortage (jobs/descriptors.py) is tried again after
+#: this, doubled at each shortage in a row, up to the maximum.
+SHORTAGE_DELAY = 0.5
+SHORTAGE_MAX_DELAY = 10.0
 
 __all__ = [
     "ProgressTracker",
@@ -313,6 +319,12 @@ class Supervisor:
         #: Checkpoints are taken on threads of their own, never on a watch loop's; two
         #: at a time at most (a copy and a compression each).
         self._checkpoint_slots = threading.BoundedSemaphore(2)
+        #: The service process's descriptors (jobs/descriptors.py): no claim without room.
+        self.fd_budget = FdBudget()
+        #: job id -> the service-side shortages it met in a row (backoff of its retries).
+        self._shortages: dict[str, int] = {}
+        #: Jobs given room in the budget whose process is not started yet.
+        self._starting: set[str] = set()
 
     def close(self) -> None:
         """Stop the launcher's helpers (the zygote); call once no job runs here."""
@@ -342,9 +354,14 @@ class Supervisor:
         with self._jails_lock:
             self._active.add(job_id)
         try:
+            if not self._take_room(job_id):
+                self._short(job_id, None, None, None)
+                return
             claimed_at = time.monotonic()  # before the claim's write: see Lease
             claim = self._claim(job_id)
             if claim is None:
+                with self._jails_lock:
+                    self._shortages.pop(job_id, None)
                 return
             if isinstance(claim, Waiting):
                 # Another job writes into the same mailbox, or the customer has as many
@@ -370,6 +387,17 @@ class Supervisor:
         finally:
             with self._jails_lock:
                 self._active.discard(job_id)
+                self._starting.discard(job_id)
+
+    def _take_room(self, job_id: str) -> bool:
+        """Whether the service's descriptors leave room for one more job, counting the
+        jobs being started now (their descriptors are not open yet); if so the room is
+        this job's until its process started (or did not)."""
+        with self._jails_lock:
+            if not self.fd_budget.room(starting=len(self._starting)):
+                return False
+            self._starting.add(job_id)
+            return True
 
     def supervises(self, job_id: str) -> bool:
         """Whether a queue worker of this process is running the job now (claimed, or
@@ -428,8 +456,19 @@ class Supervisor:
                 )
                 return
             tracker.new_attempt()
-            proc = self._spawn(job_id, workdir, spec, lease)
-            del spec
+            try:
+                proc = self._spawn(job_id, workdir, spec, lease)
+            except OSError as exc:
+                if not shortage(exc):
+                    raise
+                self._short(job_id, lease, tracker, exc)
+                return
+            finally:
+                del spec
+                with self._jails_lock:
+                    self._starting.discard(job_id)
+            with self._jails_lock:
+                self._shortages.pop(job_id, None)
             if proc is None:  # the lease was taken over meanwhile
                 return
             start_mail = None if claim.notified_start else self._start_mail(job_id, claim)
@@ -874,6 +913,48 @@ class Supervisor:
         with contextlib.suppress(Exception):
             self.enqueue(job_id)
         log.info("job %s: put back in the queue (service stopping)", job_id)
+
+    def _short(
+        self,
+        job_id: str,
+        lease: Lease | None,
+        tracker: ProgressTracker | None,
+        exc: OSError | None,
+    ) -> None:
+        """The service is short of descriptors (``exc`` None: the budget says so before the
+        claim) or of descriptors, processes or memory (``exc``: starting the job process
+        failed): the job stays, or goes back, in the queue, visibly waiting, and is tried
+        again after a backoff.  Never a failure of the customer's job."""
+        with self._jails_lock:
+            n = self._shortages.get(job_id, 0)
+            self._shortages[job_id] = n + 1
+        delay = min(SHORTAGE_MAX_DELAY, SHORTAGE_DELAY * 2**n)
+        if exc is None:
+            # Shown once per wait (a write of the control database), not at every retry.
+            if n == 0 and not self.store.waiting(job_id, WAITING_REASON):
+                with self._jails_lock:  # not queued any more (cancelled, taken)
+                    self._shortages.pop(job_id, None)
+                return
+            log.info("job %s: %s; next try in %.1f s", job_id, WAITING_REASON, delay)
+        else:
+            assert lease is not None and tracker is not None
+            # A restart's spawn: what the runs before it did goes with the job (unchanged
+            # state is not stored again); short of descriptors, this may fail too.
+            with contextlib.suppress(Exception):
+                self._final_checkpoint(lease)
+            progress = tracker.snapshot(phase=Phase.WAITING, waiting_reason=WAITING_REASON)
+            if not self.store.requeue(job_id, self.owner, lease.token, progress):
+                return
+            log.warning(
+                "job %s: cannot start its job process, the service is short of resources "
+                "(%s); put back in the queue, next try in %.1f s (raise the open-files "
+                "limit or lower --workers)",
+                job_id,
+                exc,
+                delay,
+            )
+        with contextlib.suppress(Exception):
+            self.enqueue(job_id, delay=delay)
 
     def _give_back(self, job_id: str, lease: Lease, tracker: ProgressTracker) -> None:
         """The lease could not be renewed in time (the database did not answer, or too

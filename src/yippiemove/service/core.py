@@ -26,7 +26,7 @@ import threading
 import time
 import types
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -35,6 +35,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from ..jobs import spec
+from ..jobs.descriptors import FdBudget, raise_limit, soft_limit
 from ..jobs.progress import default_progress, interrupt_folders
 from ..jobs.queue import JobQueue, make_queue
 from ..jobs.supervisor import Supervisor, identity_dead, kill_stale_jail
@@ -42,7 +43,7 @@ from ..jobs.vocab import TERMINAL, JobStatus, Phase, Security
 from ..policy.failures import describe
 from ..transfer.identity import same_address
 from ..transfer.model import Endpoint
-from . import staged
+from . import joblist, staged
 from .account import AccountLifecycle, purge_orphan_job_dirs
 from .auth import AuthStore
 from .batches import Batches
@@ -68,6 +69,11 @@ from .signin import SignIns
 from .writers import holder_of_pair
 
 log = logging.getLogger("yippiemove.service")
+
+
+class TooManyWorkers(ValueError):
+    """``start(workers)`` asks for more concurrent jobs than the process's open-files
+    limit can hold (jobs/descriptors.py); the message names the limit."""
 T = TypeVar("T")
 
 __all__ = [
@@ -573,6 +579,15 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
 
         :class:`HostNameTaken` when another live process runs as this host."""
         n = self.settings.workers if workers is None else workers
+        raise_limit()  # the soft open-files limit up to the hard one (jobs/descriptors.py)
+        fits = FdBudget().capacity()
+        if n > fits:
+            raise TooManyWorkers(
+                f"{n} workers do not fit in this process's limit of {soft_limit()} open "
+                f"files (at most {fits}: {FdBudget.per_job} per job, {FdBudget.reserve} kept "
+                "for the web server and the database); raise the hard limit (ulimit -Hn, "
+                "LimitNOFILE=) or ask for fewer workers"
+            )
         self._stopping.clear()
         self._jobs_stopping.clear()
         self._workers = n
@@ -1344,6 +1359,8 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
             return JobView.of(self._own(s, user_id, job_id))
 
     def list_transfers(self, user_id: int, status: str | None = None) -> list[JobView]:
+        """Every transfer of the customer, whole: for small accounts and tests; the API
+        and the pages read a page at a time (:meth:`transfer_page`)."""
         if status is not None and status not in STATUSES:
             raise ServiceError(f"status: must be one of {', '.join(STATUSES)}")
         with self.db.read() as s:
@@ -1351,6 +1368,56 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
             if status is not None:
                 q = q.where(Job.status == status)
             return [JobView.of(j) for j in s.scalars(q.order_by(Job.created.desc(), Job.id))]
+
+    def transfer_page(
+        self,
+        user_id: int,
+        *,
+        statuses: Collection[str] | None = None,
+        batch_id: str | None = None,
+        since: float | None = None,
+        before: float | None = None,
+        cursor: str | None = None,
+        limit: int = joblist.DEFAULT_LIMIT,
+        full: bool = False,
+    ) -> joblist.TransferPage:
+        """One page of the customer's transfers, newest first (keyset on created, id:
+        a page reads ``limit`` + 1 rows whatever the number of transfers, and transfers
+        ordered meanwhile never shift the pages after a cursor).  Summaries unless
+        ``full``.  A bad status, limit or cursor is a ServiceError (400)."""
+        if statuses is not None:
+            bad = [st for st in statuses if st not in STATUSES]
+            if bad:
+                raise ServiceError(f"status: must be one of {', '.join(STATUSES)}")
+        try:
+            joblist.check_limit(limit)
+            q = joblist.page_query(
+                user_id,
+                statuses=statuses,
+                batch_id=batch_id,
+                since=since,
+                before=before,
+                cursor=cursor,
+                limit=limit,
+            )
+        except ValueError as exc:
+            raise ServiceError(str(exc)) from None
+        with self.db.read() as s:
+            rows = list(s.scalars(q))
+            page, more = rows[:limit], len(rows) > limit
+            views = [JobView.of(j) for j in page]
+            nxt = joblist.encode_cursor(page[-1].created, page[-1].id) if more else None
+        if not full:
+            views = [joblist.summary(v) for v in views]
+        return joblist.TransferPage(views, nxt)
+
+    def count_transfers(self, user_id: int) -> dict[str, int]:
+        """The customer's transfers by status (one GROUP BY; the list's tabs)."""
+        with self.db.read() as s:
+            rows = s.execute(
+                select(Job.status, func.count()).where(Job.user_id == user_id).group_by(Job.status)
+            ).all()
+        return {str(st): int(n) for st, n in rows}
 
     def cancel_transfer(self, user_id: int, job_id: str) -> JobView:
         """A queued job is cancelled at once; a running one is stopped by its supervisor."""

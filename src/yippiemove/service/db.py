@@ -33,6 +33,7 @@ from sqlalchemy import (
     Engine,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -111,6 +112,8 @@ class Job(Base):
     """One transfer.  ``source``/``dest`` hold host, port, security, username only."""
 
     __tablename__ = "jobs"
+    #: A customer's list, newest first, a page at a time (issue 18; migration 0010).
+    __table_args__ = (Index("ix_jobs_user_created", "user_id", "created", "id"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)

@@ -183,6 +183,18 @@ class SqlJobStore:
                 notified_start=job.notified_start,
             )
 
+    def waiting(self, job_id: str, reason: str) -> bool:
+        with self.db.session() as s:
+            job = s.get(Job, job_id, with_for_update=True)
+            if job is None or job.status != JobStatus.QUEUED:
+                return False
+            progress = dict(job.progress or {})
+            if progress.get("waiting_reason") != reason or progress.get("phase") != Phase.WAITING:
+                progress.update(phase=Phase.WAITING, waiting_reason=reason)
+                progress.pop("waiting_for", None)
+                job.progress = progress
+            return True
+
     def _customer_busy(self, s: Any, job: Job) -> str | None:
         """Why the job's customer may not start another job now, or None.
 

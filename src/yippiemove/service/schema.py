@@ -94,13 +94,16 @@ def _pre_migration_revision(conn: Connection) -> str | None:
     ``create_all`` made it with the domain credentials of issue 16, "0004" with its
     OAuth2 sign-ins too, "0005" with issue 17's mail policy, then the newest of issue
     17's tables it has: staged moves 0006, batches 0007, operators' audit log 0008,
-    account tokens 0009."""
+    account tokens 0009; then issue 18's index of the job list 0010."""
     tables = set(inspect(conn).get_table_names())
     if "alembic_version" in tables or not tables & {"users", "jobs"}:
         return None
     columns = {c["name"] for c in inspect(conn).get_columns("jobs")}
     if "lease_token" in columns and {"worker_hosts", "job_checkpoints"} <= tables:
         if "oauth_sign_ins" in tables:
+            indexes = {i["name"] for i in inspect(conn).get_indexes("jobs")}
+            if "account_tokens" in tables and "ix_jobs_user_created" in indexes:
+                return "0010"
             for table, revision in (
                 ("account_tokens", "0009"),
                 ("audit_log", "0008"),

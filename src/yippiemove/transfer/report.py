@@ -92,7 +92,7 @@ def outcome_of(exc: BaseException, *, job: bool = False) -> Outcome | None:
         return Outcome("aborted", str(exc))
     if not job:
         return None
-    if isinstance(exc, MemoryError):
+    if isinstance(exc, MemoryError) or _no_room_for_a_thread(exc):
         import resource  # only a job process that ran out of memory needs it
 
         limit = resource.getrlimit(resource.RLIMIT_AS)[0]
@@ -105,6 +105,18 @@ def outcome_of(exc: BaseException, *, job: bool = False) -> Outcome | None:
             bug=True,
         )
     return None
+
+
+def _no_room_for_a_thread(exc: BaseException) -> bool:
+    """A thread that could not start under the job's address-space limit (each needs
+    room for its stack): the job ran out of memory, whichever allocation met the limit
+    first (asyncio's resolver thread after the big literal, say).  CPython says so
+    with a RuntimeError, not a MemoryError."""
+    if not (isinstance(exc, RuntimeError) and "can't start new thread" in str(exc)):
+        return False
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY
 
 
 def state_problem(exc: StateError) -> str:

@@ -10,7 +10,7 @@ import shutil
 import sqlite3
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from yippiemove.service.core import Account, AlreadyActive, CredentialsRefused
+from yippiemove.service.joblist import DEFAULT_LIMIT, MAX_LIMIT
 
 from .batch_schemas import BatchOut
 from .schemas import (
@@ -236,17 +237,72 @@ def build_api_router(service: "Service") -> APIRouter:
             headers={"Location": f"{API_PREFIX}/transfers/{answer['id']}"},
         )
 
-    @router.get("/transfers", response_model=TransferList, summary="List your transfers")
+    @router.get(
+        "/transfers",
+        response_model=TransferList,
+        summary="List your transfers",
+        responses={400: {"model": ErrorOut, "description": "A `cursor` this list did not give"}},
+    )
     def list_transfers(
         user: User,
         status: Annotated[
             StatusName | None,
             Query(description="only transfers with this status"),
         ] = None,
+        batch_id: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=32,
+                pattern=r"^[A-Za-z0-9]+$",
+                description="only the transfers of this batch",
+            ),
+        ] = None,
+        since: Annotated[
+            float | None,
+            Query(
+                allow_inf_nan=False, description="only transfers ordered at or after (unix time)"
+            ),
+        ] = None,
+        before: Annotated[
+            float | None,
+            Query(allow_inf_nan=False, description="only transfers ordered before (unix time)"),
+        ] = None,
+        limit: Annotated[
+            int, Query(ge=1, le=MAX_LIMIT, description="transfers per page")
+        ] = DEFAULT_LIMIT,
+        cursor: Annotated[
+            str | None,
+            Query(
+                max_length=200,
+                description="the `next_cursor` of the page before (opaque); none: the first page",
+            ),
+        ] = None,
+        view: Annotated[
+            Literal["summary", "full"],
+            Query(
+                description="`summary`: without each transfer's rate history and "
+                "per-folder details; `full`: each transfer as `GET /api/v1/transfers/{id}`"
+            ),
+        ] = "summary",
     ) -> dict[str, Any]:
-        """Newest first."""
-        views = service.list_transfers(user, status)
-        return {"transfers": [public_view(v) for v in views]}
+        """Newest first, a page at a time: follow `next_cursor` until it is null.  A
+        cursor stays valid while transfers are ordered: newer ones do not shift the
+        pages after it (they come on the first page)."""
+        page = service.transfer_page(
+            user,
+            statuses=None if status is None else [status],
+            batch_id=batch_id,
+            since=since,
+            before=before,
+            cursor=cursor,
+            limit=limit,
+            full=view == "full",
+        )
+        return {
+            "transfers": [public_view(v) for v in page.views],
+            "next_cursor": page.next_cursor,
+        }
 
     @router.get("/transfers/{job_id}", response_model=TransferOut, summary="Status and progress")
     def get_transfer(job_id: str, user: User) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
@@ -82,6 +83,8 @@ SSE_INTERVAL = 0.5  # seconds between progress polls of one event stream
 SSE_MAX_SECONDS = 300.0  # then the stream ends and the browser reconnects
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
+#: Transfers per page of the list (issue 18); "Older" goes on.
+PAGE_SIZE = 50
 LIST_FILTERS: dict[str, tuple[str, frozenset[str] | None]] = {
     "all": ("All", None),
     "running": ("Running", frozenset({JobStatus.QUEUED, JobStatus.RUNNING})),
@@ -405,21 +408,45 @@ class Pages:
         key = request.query_params.get("status", "all")
         if key not in LIST_FILTERS:
             key = "all"
-        views = await self.call(self.service.list_transfers, uid, None)
+        # A page at a time (issue 18): the tabs' counts by one GROUP BY, the rows by a
+        # keyset page; a cursor that is not one is the first page again.
+        by_status = await self.call(self.service.count_transfers, uid)
         counts = {
-            k: sum(1 for v in views if wanted is None or v.status in wanted)
+            k: sum(n for st, n in by_status.items() if wanted is None or st in wanted)
             for k, (_label, wanted) in LIST_FILTERS.items()
         }
         wanted = LIST_FILTERS[key][1]
-        shown = [public_view(v) for v in views if wanted is None or v.status in wanted]
-        shown.sort(key=lambda v: v.get("created") or 0, reverse=True)
+        cursor = request.query_params.get("cursor") or None
+        try:
+            page = await self.call(
+                functools.partial(
+                    self.service.transfer_page,
+                    uid,
+                    statuses=wanted,
+                    cursor=cursor,
+                    limit=PAGE_SIZE,
+                )
+            )
+        except ServiceError:
+            if cursor is None:
+                raise
+            page = await self.call(
+                functools.partial(self.service.transfer_page, uid, statuses=wanted, limit=PAGE_SIZE)
+            )
+            cursor = None
+        older = None
+        if page.next_cursor is not None:
+            query = {"status": key} if key != "all" else {}
+            older = "/transfers?" + urlencode({**query, "cursor": page.next_cursor})
         return self.render(
             request,
             "transfers.html",
-            jobs=shown,
+            jobs=[public_view(v) for v in page.views],
             filters=LIST_FILTERS,
             current=key,
             counts=counts,
+            older=older,
+            paged=cursor is not None,
         )
 
     def _wizard(

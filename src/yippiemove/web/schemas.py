@@ -228,8 +228,9 @@ class ScheduleOut(BaseModel):
     final_at: float | None = None
     final_requested: bool
     next_run_at: float | None = Field(
-        None, description="when the next pass starts (unix time); null: none to come, or "
-        "a pass is queued or running"
+        None,
+        description="when the next pass starts (unix time); null: none to come, or "
+        "a pass is queued or running",
     )
     next_kind: Literal["first", "top-up", "final"] | None = None
     current_kind: Literal["first", "top-up", "final", "re-run"] = Field(
@@ -428,7 +429,19 @@ class CredentialsIn(BaseModel):
 
 
 class TransferList(BaseModel):
-    transfers: list[TransferOut]
+    """One page of your transfers, newest first."""
+
+    transfers: list[TransferOut] = Field(
+        description="with `view=summary` (the default) each `progress` leaves out "
+        "`rate_history` and `per_folder` (`GET /api/v1/transfers/{id}` has them)"
+    )
+    next_cursor: str | None = Field(
+        None,
+        exclude_if=_unset,
+        description="there are older transfers: pass it as `cursor` for the next page; "
+        "absent on the last page (so a one-page list is `{\"transfers\": [...]}` as "
+        "before pagination)",
+    )
 
 
 #: The error codes by HTTP status (``code`` of every API error; docs/api.md).

@@ -108,6 +108,7 @@ class Size:
 
     jobs: int
     nofile: int | None = None
+    workers: int = 0  # serve --workers
     wall: float = 0.0
     done: int = 0
     failed: int = 0
@@ -312,15 +313,31 @@ def account(args: argparse.Namespace, server: Any, user: str) -> dict[str, Any]:
     }
 
 
+def workers_for(args: argparse.Namespace, n: int) -> int:
+    """``--workers``, else one per job, but no more than the service takes under
+    ``--nofile`` (it refuses to start with more: jobs/descriptors.py)."""
+    if args.workers:
+        return int(args.workers)
+    if args.nofile is None:
+        return n
+    try:
+        from yippiemove.jobs.descriptors import FdBudget
+    except ImportError:  # code before issue 18's descriptor budget
+        return n
+    return max(1, min(n, FdBudget().capacity(args.nofile)))
+
+
 def run_size(
     args: argparse.Namespace, server: Any, pairs: list[tuple[str, str]], data: Path
 ) -> Size:
     import httpx
 
     n = len(pairs)
-    run = Size(n, args.nofile)
+    run = Size(n, args.nofile, workers_for(args, n))
     log = data.parent / f"{data.name}.log"
-    proc, base, token = fleet.start_service(data, n, str(server.ca_file), log, nofile=args.nofile)
+    proc, base, token = fleet.start_service(
+        data, run.workers, str(server.ca_file), log, nofile=args.nofile
+    )
     try:
         sampler = fleet.Sampler(proc.pid, args.sample)
         sampler.find_zygote()
@@ -439,7 +456,8 @@ def fmt_table(runs: list[Size]) -> list[str]:
         )
         per_js = f"{1000 * r.service_cpu / r.job_seconds:.2f}" if r.job_seconds else "-"
         lines.append(
-            f"| {r.jobs} | {r.wall:.1f} | {r.done} / {r.failed} ({r.failed_service}) "
+            f"| {r.jobs}{f' ({r.workers} workers)' if r.workers < r.jobs else ''} "
+            f"| {r.wall:.1f} | {r.done} / {r.failed} ({r.failed_service}) "
             f"| {r.msgs_s:,.0f} | {r.mb_s:.2f} | {r.msgs_s / best:.2f} | {pss} "
             f"| {1000 * r.service_cpu / r.jobs:.0f} | {per_js} "
             f"| {pct(r.post_lat, 0.5):.3f} / {pct(r.post_lat, 0.99):.3f} / "
@@ -462,6 +480,11 @@ def main() -> int:
     ap.add_argument("--messages", type=int, default=150, help="messages per mailbox (150)")
     ap.add_argument(
         "--nofile", type=int, help="the service's soft and hard open-file limit (default: ours)"
+    )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        help="serve --workers (default: one per job, at most what --nofile allows)",
     )
     ap.add_argument("--security", choices=("tls", "starttls", "none"), default="tls")
     ap.add_argument("--post-threads", type=int, default=8, help="clients POSTing at once (8)")
@@ -524,7 +547,7 @@ def main() -> int:
                 verify(server, run, pairs, sources)
                 runs.append(run)
                 print(
-                    f"  {n:4d} jobs: {run.wall:6.1f} s, {run.done} done, {run.failed} failed "
+                    f"  {n:4d} jobs ({run.workers} workers): {run.wall:6.1f} s, {run.done} done, {run.failed} failed "
                     f"({run.failed_service} service-side), {run.msgs_s:,.0f} msgs/s, "
                     f"{run.mb_s:.2f} MB/s, service CPU {run.service_cpu:.1f} s, "
                     f"lock errors {run.lock_errors}, fd errors {run.fd_errors}, "

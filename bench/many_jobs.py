@@ -19,7 +19,7 @@ RLIMIT_NOFILE when given) gets N transfers through ``POST /api/v1/transfers``, a
 once from ``--post-threads`` client threads; meanwhile a dashboard polls
 ``GET /api/v1/transfers?limit=50`` every ``--poll`` seconds, another client GETs one
 random transfer every 0.25 s, and the bench pages through the list (``view=summary``)
-every 2 s to see when every job has ended.  Measured:
+every ``--end-poll`` (2) s to see when every job has ended.  Measured:
 
 * wall: first POST to the last job's ``finished``; done / failed, and failed for a
   service-side reason ("internal error", "Too many open files", "database is locked"
@@ -373,7 +373,7 @@ def run_size(
                 views: dict[str, dict[str, Any]] = {}
                 deadline = time.monotonic() + args.timeout
                 while pending:
-                    time.sleep(2.0)
+                    time.sleep(args.end_poll)
                     if time.monotonic() > deadline:
                         raise SystemExit(
                             f"{len(pending)} of {n} jobs not ended after {args.timeout} s"
@@ -489,6 +489,9 @@ def main() -> int:
     ap.add_argument("--security", choices=("tls", "starttls", "none"), default="tls")
     ap.add_argument("--post-threads", type=int, default=8, help="clients POSTing at once (8)")
     ap.add_argument("--poll", type=float, default=1.0, help="dashboard: list page every (1 s)")
+    ap.add_argument(
+        "--end-poll", type=float, default=2.0, help="seeing the end: summaries every (2 s)"
+    )
     ap.add_argument("--sample", type=float, default=0.5, help="seconds between PSS samples")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per run at most")
     ap.add_argument("--json", help="write every figure to this file")

@@ -202,6 +202,11 @@ def raise_nofile() -> tuple[int, int]:
     return soft, hard
 
 
+def _limit_nofile(n: int) -> None:
+    """In the child before exec: soft and hard RLIMIT_NOFILE to ``n``."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -442,9 +447,10 @@ def service_env() -> dict[str, str]:
 
 
 def start_service(
-    data: Path, workers: int, ca: str, log: Path
+    data: Path, workers: int, ca: str, log: Path, nofile: int | None = None
 ) -> tuple[subprocess.Popen[bytes], str, str]:
-    """`yippiemove serve` with its own data directory; (process, base URL, API token)."""
+    """`yippiemove serve` with its own data directory; (process, base URL, API token).
+    ``nofile``: the service's soft and hard RLIMIT_NOFILE (default: inherited)."""
     env = service_env()
     # The customer and its API token, written before the service starts.
     code = (
@@ -487,6 +493,7 @@ def start_service(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=None if nofile is None else lambda: _limit_nofile(nofile),
         )
     base = f"http://127.0.0.1:{port}"
     import httpx
@@ -540,14 +547,17 @@ LOG_EVENTS: dict[str, str] = {
 }
 
 
-def service_log_summary(log: Path) -> tuple[dict[str, int], list[str]]:
-    """Counts of LOG_EVENTS in the service's log, and a few example lines (not the
-    starts) with job ids and times cut off."""
+def service_log_summary(
+    log: Path, events: dict[str, str] | None = None
+) -> tuple[dict[str, int], list[str]]:
+    """Counts of ``events`` (default LOG_EVENTS) in the service's log, and a few example
+    lines (not the starts) with job ids and times cut off."""
     import re
 
-    counts = dict.fromkeys(LOG_EVENTS, 0)
+    events = LOG_EVENTS if events is None else events
+    counts = dict.fromkeys(events, 0)
     examples: list[str] = []
-    patterns = {k: re.compile(v) for k, v in LOG_EVENTS.items()}
+    patterns = {k: re.compile(v) for k, v in events.items()}
     try:
         text = log.read_text(errors="replace")
     except OSError:

@@ -329,6 +329,7 @@ _HEAVY_FILES = (
     "tests/jobs/test_fleet_fence.py",
     "tests/test_fleet_harness.py",
     "tests/bench/test_fleet_smoke.py",
+    "tests/bench/test_many_jobs.py",
 )
 _CAMPAIGNS = ("test_fault_campaign", "test_kill_campaign", "test_kill_campaign_service")
 

@@ -1430,10 +1430,8 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
         except ValueError as exc:
             raise ServiceError(str(exc)) from None
         with self.db.read() as s:
-            rows = list(s.scalars(q))
-            page, more = rows[:limit], len(rows) > limit
+            page, nxt = joblist.split(list(s.scalars(q)), limit, lambda j: j)
             views = [JobView.of(j) for j in page]
-            nxt = joblist.encode_cursor(page[-1].created, page[-1].id) if more else None
         if not full:
             views = [joblist.summary(v) for v in views]
         return joblist.TransferPage(views, nxt)

@@ -175,3 +175,27 @@ def test_watched_transfers_one_query_only_the_owners_and_as_get_shows(real: Serv
         assert real.watched_transfers([]) == {}
     finally:
         reads.close()
+
+
+def test_a_failed_poll_is_tried_again_and_the_streams_go_on(
+    app: FastAPI, alice: Browser, fake: Any
+) -> None:
+    from tests.web.test_pages import job_id_of, order
+
+    jid = job_id_of(order(alice))
+    real_watch = fake.watched_transfers
+    calls = 0
+
+    def flaky(watched: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("database is locked")
+        if calls == 3:
+            fake.finish(jid)
+        return real_watch(watched)
+
+    fake.watched_transfers = flaky
+    events = read_events(alice.client, f"/transfers/{jid}/events")
+    assert [n for n, _ in events][-1] == "end" and events[-1][1] == "done"
+    assert calls >= 3 and app.state.progress_hub.watched() == 0

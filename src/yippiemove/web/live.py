@@ -138,11 +138,10 @@ class ProgressHub:
                     return
             try:
                 views = self.source.watched_transfers(keys)
+                self.polls += 1
+                self._publish(keys, views)
             except Exception:  # a busy database: try again at the next tick
                 log.warning("live progress poll failed (%d transfers)", len(keys), exc_info=True)
-                continue
-            self.polls += 1
-            self._publish(keys, views)
 
     def _publish(self, keys: list[Key], views: dict[Key, JobView]) -> None:
         fresh = {k: as_data(v) for k, v in views.items()}  # once per transfer, unlocked

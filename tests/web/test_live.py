@@ -75,7 +75,7 @@ def stream_in_thread(b: Browser, url: str, out: list[list[tuple[str, Any]]]) -> 
 
 
 def test_twenty_streams_on_five_jobs_cost_one_read_per_tick(
-    real: Service, live_app: FastAPI
+    real: Service, live_app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     alice = Browser(TestClient(live_app))
     alice.signup("alice@example.org")
@@ -84,6 +84,17 @@ def test_twenty_streams_on_five_jobs_cost_one_read_per_tick(
     jobs = [real.create_transfer(uid, real_account("s"), real_account(f"d{i}")) for i in range(5)]
     reads = JobReads(real)
     results: list[list[tuple[str, Any]]] = []
+    from yippiemove.web import live
+
+    serialised = 0
+    as_data = live.as_data
+
+    def counting(view: Any) -> str:
+        nonlocal serialised
+        serialised += 1
+        return as_data(view)
+
+    monkeypatch.setattr(live, "as_data", counting)
     try:
         threads = [
             stream_in_thread(alice, f"/transfers/{jobs[i % 5].id}/events", results)
@@ -94,6 +105,7 @@ def test_twenty_streams_on_five_jobs_cost_one_read_per_tick(
             time.sleep(0.01)
         time.sleep(5 * TICK)  # every stream past its open
         reads.reset()
+        serialised = 0
         hub = getattr(live_app.state, "progress_hub", None)
         polls = hub.polls if hub else 0
         window = 1.0
@@ -105,6 +117,7 @@ def test_twenty_streams_on_five_jobs_cost_one_read_per_tick(
         assert hub is not None and hub.watched() == 5
         made = hub.polls - polls
         assert made >= 3 and abs(n - made) <= 1, (n, made)  # ONE query per poll
+        assert serialised == 0  # nothing changed: nothing serialised again
     finally:
         live_app.state.stopping.set()  # every stream ends at its next tick
         for t in threads:

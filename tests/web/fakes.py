@@ -453,6 +453,19 @@ class FakeService:
             self._tick(job)
             return self._view(job)
 
+    def watched_transfers(
+        self, watched: Collection[tuple[int, str]]
+    ) -> dict[tuple[int, str], JobView]:
+        """The web's live progress poller (web/live.py): here one get_transfer each, so
+        that a test that swaps get_transfer moves the live streams too."""
+        out: dict[tuple[int, str], JobView] = {}
+        for user_id, job_id in watched:
+            try:
+                out[(user_id, job_id)] = self.get_transfer(user_id, job_id)
+            except NotFound:
+                pass
+        return out
+
     def list_transfers(self, user_id: int, status: str | None = None) -> list[JobView]:
         if status is not None and status not in STATUSES:
             raise ServiceError(f"status: must be one of {', '.join(STATUSES)}")

@@ -7,6 +7,8 @@ error shape."""
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -215,3 +217,64 @@ def test_the_operator_sees_all_acts_and_every_action_is_audited(
     for text in texts:
         assert SRC_PW not in text and DST_PW not in text and OWNER_PW not in text
     assert all('password"' not in t for t in texts[:json_answers])
+
+
+def test_the_console_list_is_paged_with_the_customer_lists_keyset(make_service: Any) -> None:
+    """Issue 18: the operator's list a page at a time (service/joblist.py's cursor), over
+    the REST API and on the console page, filters kept across pages."""
+    svc = make_service()
+    client, op, op_token = _setup(svc)
+    auth = {"Authorization": f"Bearer {op_token}"}
+    custs = [svc.create_user(f"c{i}@example.org", "customer password") for i in range(2)]
+    ids = [
+        svc.create_transfer(
+            custs[i % 2],
+            Account("127.0.0.1", 1143, "starttls", f"s{i}", SRC_PW),
+            Account("127.0.0.1", 1143, "starttls", f"d{i}", DST_PW),
+        ).id
+        for i in range(5)
+    ]
+    newest_first = ids[::-1]
+
+    def walk(**params: Any) -> list[list[str]]:
+        pages, cursor = [], None
+        while True:
+            q = {**params, **({"cursor": cursor} if cursor else {})}
+            r = client.get(f"{API}/operator/transfers", params=q, headers=auth)
+            assert r.status_code == 200, r.text
+            pages.append([j["id"] for j in r.json()["transfers"]])
+            cursor = r.json().get("next_cursor")
+            if cursor is None:
+                assert "next_cursor" not in r.json()  # absent on the last page
+                return pages
+
+    assert walk() == [newest_first]  # 500 by default: one page, as before
+    assert walk(limit=2) == [newest_first[:2], newest_first[2:4], newest_first[4:]]
+    mine = [j for j in newest_first if ids.index(j) % 2 == 1]
+    assert walk(limit=1, user_id=custs[1]) == [[j] for j in mine]
+    assert walk(limit=2, status="done") == [[]]
+    r = client.get(f"{API}/operator/transfers", params={"cursor": "nonsense"}, headers=auth)
+    assert r.status_code == 400 and r.json()["message"].startswith("cursor:")
+    assert client.get(f"{API}/operator/transfers?limit=501", headers=auth).status_code == 422
+    rows, nxt = svc.op_job_page(op, limit=3)
+    assert [j["id"] for j in rows] == newest_first[:3] and nxt is not None
+    assert [j["id"] for j in svc.op_job_page(op, cursor=nxt)[0]] == newest_first[3:]
+
+    # The console page: 100 a page, "Older transfers" carries the cursor and the tab.
+    import yippiemove.web.operator as console
+
+    b, _r = _login(client, OP, OP_PW)
+    old = console.JOBS_PAGE
+    console.JOBS_PAGE = 2
+    try:
+        page = b.get("/operator?status=queued").text
+        assert [j for j in newest_first if f'data-job="{j}"' in page] == newest_first[:2]
+        older = re.search(r'href="([^"]+)" rel="next" data-older', page)
+        assert older and "status=queued" in older.group(1) and "data-newest" not in page
+        page = b.get(html.unescape(older.group(1))).text
+        assert [j for j in newest_first if f'data-job="{j}"' in page] == newest_first[2:4]
+        assert "data-newest" in page
+        page = b.get("/operator?cursor=nonsense").text  # the first page again
+        assert [j for j in newest_first if f'data-job="{j}"' in page] == newest_first[:2]
+    finally:
+        console.JOBS_PAGE = old

@@ -271,6 +271,10 @@ class FolderInfo:
     selected: bool | None = None
 
 
+#: JobView.of's "read the schedule yourself".
+_READ: Any = object()
+
+
 @dataclass(frozen=True)
 class JobView:
     """What pages and the API show of a transfer (never a password)."""
@@ -310,7 +314,9 @@ class JobView:
         return dataclasses.asdict(self)
 
     @classmethod
-    def of(cls, job: Job) -> JobView:
+    def of(cls, job: Job, *, schedule: Any = _READ) -> JobView:
+        """The view of ``job``; ``schedule``: its staged view already read
+        (service/staged.py ``views``), else read here."""
         progress = default_progress()
         progress.update(job.progress or {})
         progress.pop("history_step", None)
@@ -345,7 +351,7 @@ class JobView:
             sign_in_needed=needed,
             failure=_failure(job, progress),
             credential_sides=credential_sides(job) if job.status in RESUMABLE else [],
-            schedule=staged.view(job),
+            schedule=staged.view(job) if schedule is _READ else schedule,
         )
 
 
@@ -1358,6 +1364,27 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
         with self.db.read() as s:
             return JobView.of(self._own(s, user_id, job_id))
 
+    def watched_transfers(
+        self, watched: Collection[tuple[int, str]]
+    ) -> dict[tuple[int, str], JobView]:
+        """The views of the transfers (``user_id``, ``job_id``) that live progress streams
+        follow, in ONE query whatever their number (a second one only when a staged move
+        is among them): the web's shared progress poller (web/live.py, issue 18).  A pair
+        missing from the answer is gone (deleted, or not that customer's transfer)."""
+        wanted = set(watched)
+        if not wanted:
+            return {}
+        with self.db.read() as s:
+            query = staged.watched_query({job_id for _, job_id in wanted})
+            rows = [
+                (job, sched) for job, sched in s.execute(query) if (job.user_id, job.id) in wanted
+            ]
+            schedules = staged.views(s, rows)
+            return {
+                (job.user_id, job.id): JobView.of(job, schedule=schedules[job.id])
+                for job, _ in rows
+            }
+
     def list_transfers(self, user_id: int, status: str | None = None) -> list[JobView]:
         """Every transfer of the customer, whole: for small accounts and tests; the API
         and the pages read a page at a time (:meth:`transfer_page`)."""
@@ -1403,10 +1430,8 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
         except ValueError as exc:
             raise ServiceError(str(exc)) from None
         with self.db.read() as s:
-            rows = list(s.scalars(q))
-            page, more = rows[:limit], len(rows) > limit
+            page, nxt = joblist.split(list(s.scalars(q)), limit, lambda j: j)
             views = [JobView.of(j) for j in page]
-            nxt = joblist.encode_cursor(page[-1].created, page[-1].id) if more else None
         if not full:
             views = [joblist.summary(v) for v in views]
         return joblist.TransferPage(views, nxt)

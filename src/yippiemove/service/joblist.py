@@ -10,9 +10,9 @@ import binascii
 import dataclasses
 import json
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import and_, or_
 
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from sqlalchemy import Select
 
     from .core import JobView
+
+T = TypeVar("T", bound=tuple[Any, ...])
+R = TypeVar("R")
 
 #: The page size when none is asked for, and the most one page holds.
 DEFAULT_LIMIT = 50
@@ -67,9 +70,9 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
     return float(created), job_id
 
 
-def check_limit(limit: int) -> int:
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
-        raise ValueError(f"limit: from 1 to {MAX_LIMIT}")
+def check_limit(limit: int, most: int = MAX_LIMIT) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= most:
+        raise ValueError(f"limit: from 1 to {most}")
     return limit
 
 
@@ -83,11 +86,34 @@ def page_query(
     cursor: str | None,
     limit: int,
 ) -> Select[tuple[Job]]:
-    """The SELECT of one page (``limit`` + 1 rows: the one more says whether there is a
-    next page), newest first; the index ix_jobs_user_created serves it."""
+    """The SELECT of one page of a customer's transfers (``limit`` + 1 rows: the one
+    more says whether there is a next page), newest first; the index
+    ix_jobs_user_created serves it."""
     from sqlalchemy import select
 
-    q = select(Job).where(Job.user_id == user_id)
+    return keyset(
+        select(Job).where(Job.user_id == user_id),
+        statuses=statuses,
+        batch_id=batch_id,
+        since=since,
+        before=before,
+        cursor=cursor,
+        limit=limit,
+    )
+
+
+def keyset(
+    q: Select[T],
+    *,
+    statuses: Collection[str] | None = None,
+    batch_id: str | None = None,
+    since: float | None = None,
+    before: float | None = None,
+    cursor: str | None = None,
+    limit: int,
+) -> Select[T]:
+    """``q`` (any SELECT of Job: a customer's list, the operator console's) filtered,
+    after ``cursor``, newest first, ``limit`` + 1 rows.  :class:`BadCursor`."""
     if statuses is not None:
         q = q.where(Job.status.in_(sorted(statuses)))
     if batch_id is not None:
@@ -100,6 +126,15 @@ def page_query(
         created, job_id = decode_cursor(cursor)
         q = q.where(or_(Job.created < created, and_(Job.created == created, Job.id < job_id)))
     return q.order_by(Job.created.desc(), Job.id.desc()).limit(limit + 1)
+
+
+def split(rows: Sequence[R], limit: int, job_of: Callable[[R], Job]) -> tuple[list[R], str | None]:
+    """The rows of a :func:`keyset` query -> (the page, the cursor of the next or None)."""
+    page = list(rows[:limit])
+    if len(rows) <= limit or not page:
+        return page, None
+    last = job_of(page[-1])
+    return page, encode_cursor(last.created, last.id)
 
 
 def summary(view: JobView) -> JobView:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import ColumnElement, delete, exists, func, select
 
 from ..jobs.vocab import TERMINAL, JobStatus, Phase
+from . import joblist
 from .db import AuditEntry, Job, User, WebSession
 
 if TYPE_CHECKING:
@@ -268,26 +269,45 @@ class Operators:
         user_id: int | None = None,
         batch_id: str | None = None,
     ) -> list[dict[str, Any]]:
-        """All customers' jobs (newest first), by status, customer or batch."""
+        """All customers' jobs (newest first, at most LIST_MAX), by status, customer or
+        batch: the first page of :meth:`op_job_page`."""
+        return self.op_job_page(operator_id, status, user_id, batch_id, limit=LIST_MAX)[0]
+
+    def op_job_page(
+        self: Service,
+        operator_id: int,
+        status: str | None = None,
+        user_id: int | None = None,
+        batch_id: str | None = None,
+        *,
+        cursor: str | None = None,
+        limit: int = LIST_MAX,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of all customers' jobs, newest first, and the cursor of the next
+        (None on the last): the customer list's keyset (service/joblist.py, issue 18)
+        without its customer filter.  A bad status, limit or cursor is a ServiceError."""
         from .core import ServiceError
 
         self._operator(operator_id)
         if status is not None and status not in tuple(JobStatus):
             raise ServiceError(f"status: must be one of {', '.join(JobStatus)}")
-        with self.db.read() as s:
-            stmt = (
-                select(Job, User.email, User.suspended)
-                .join(User, User.id == Job.user_id)
-                .order_by(Job.created.desc(), Job.id)
-                .limit(LIST_MAX)
+        base = select(Job, User.email, User.suspended).join(User, User.id == Job.user_id)
+        if user_id is not None:
+            base = base.where(Job.user_id == user_id)
+        try:
+            joblist.check_limit(limit, LIST_MAX)
+            stmt = joblist.keyset(
+                base,
+                statuses=None if status is None else [status],
+                batch_id=batch_id or None,
+                cursor=cursor,
+                limit=limit,
             )
-            if status is not None:
-                stmt = stmt.where(Job.status == status)
-            if user_id is not None:
-                stmt = stmt.where(Job.user_id == user_id)
-            if batch_id:
-                stmt = stmt.where(Job.batch_id == batch_id)
-            return [job_row(j, email, bool(susp)) for j, email, susp in s.execute(stmt)]
+        except ValueError as exc:
+            raise ServiceError(str(exc)) from None
+        with self.db.read() as s:
+            rows, nxt = joblist.split(list(s.execute(stmt)), limit, lambda r: r[0])
+            return [job_row(j, email, bool(susp)) for j, email, susp in rows], nxt
 
     def op_job(self: Service, operator_id: int, job_id: str) -> dict[str, Any]:
         from .core import NotFound

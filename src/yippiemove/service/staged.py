@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, object_session
@@ -38,6 +38,9 @@ from ..jobs.vocab import TERMINAL, JobStatus
 from .config import Settings
 from .db import Database, Job, StagedPass, StagedSchedule
 from .writers import holder_of_pair
+
+if TYPE_CHECKING:
+    from sqlalchemy import Select
 
 log = logging.getLogger("yippiemove.service")
 
@@ -390,6 +393,44 @@ def view(job: Job) -> dict[str, Any] | None:
     passes = s.scalars(
         select(StagedPass).where(StagedPass.job_id == job.id).order_by(StagedPass.number)
     ).all()
+    return view_of(job, sched, passes)
+
+
+def watched_query(ids: Collection[str]) -> Select[tuple[Job, StagedSchedule]]:
+    """The jobs ``ids`` with their schedules (None: not staged) in ONE query, for
+    :func:`views`: the live progress of many jobs (issue 18)."""
+    return (
+        select(Job, StagedSchedule)
+        .outerjoin(StagedSchedule, StagedSchedule.job_id == Job.id)
+        .where(Job.id.in_(sorted(ids)))
+    )
+
+
+def views(
+    s: Session, rows: Iterable[tuple[Job, StagedSchedule | None]]
+) -> dict[str, dict[str, Any] | None]:
+    """:func:`view` of the rows of :func:`watched_query`; one more query, for the passes,
+    only when one of them is staged (not two per job)."""
+    rows = list(rows)
+    out: dict[str, dict[str, Any] | None] = {job.id: None for job, _ in rows}
+    scheds = {job.id: sc for job, sc in rows if sc is not None}
+    if not scheds:
+        return out
+    passes: dict[str, list[StagedPass]] = {jid: [] for jid in scheds}
+    for p in s.scalars(
+        select(StagedPass)
+        .where(StagedPass.job_id.in_(sorted(scheds)))
+        .order_by(StagedPass.job_id, StagedPass.number)
+    ):
+        passes[p.job_id].append(p)
+    for job, sc in rows:
+        if sc is not None:
+            out[job.id] = view_of(job, sc, passes[job.id])
+    return out
+
+
+def view_of(job: Job, sched: StagedSchedule, passes: Sequence[StagedPass]) -> dict[str, Any]:
+    """:func:`view` from the rows already read."""
     active = sched.state in ACTIVE
     if not active or (job.status not in TERMINAL and sched.state != "scheduled"):
         next_kind = None  # none to come, or a pass is queued or running (current_kind)

@@ -15,7 +15,9 @@ form's CSRF token included), so the console's existence does not show.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -33,6 +35,9 @@ if TYPE_CHECKING:
     from .pages import Pages
 
 __all__ = ["add_operator_pages"]
+
+#: Transfers per page of the console's list.
+JOBS_PAGE = 100
 
 
 def flash(request: Request, text: str, kind: str = "ok") -> None:
@@ -71,13 +76,24 @@ class OperatorPages:
             status = None
         queue = await self.p.call(self.service.op_queue, op)
         customers = await self.p.call(self.service.op_customers, op, q)
-        jobs = await self.p.call(self.service.op_jobs, op, status)
+        # A page at a time (issue 18), on the customer list's keyset: "Older transfers"
+        # carries the cursor; a cursor that is not one is the first page again.
+        cursor = request.query_params.get("cursor") or None
+        page = functools.partial(self.service.op_job_page, op, status, limit=JOBS_PAGE)
+        try:
+            jobs, nxt = await self.p.call(functools.partial(page, cursor=cursor))
+        except ServiceError:
+            jobs, nxt = await self.p.call(page)
+            cursor = None
+        query = {"status": status} if status else {}
         return self.render(
             request,
             "operator.html",
             queue=queue,
             customers=customers,
-            jobs=jobs[:100],
+            jobs=jobs,
+            older=f"/operator?{urlencode({**query, 'cursor': nxt})}" if nxt else None,
+            newest=f"/operator?{urlencode(query)}" if cursor else None,
             q=q,
             current_status=status,
             statuses=list(JobStatus),

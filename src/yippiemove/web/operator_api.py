@@ -9,6 +9,7 @@ No ``from __future__ import annotations`` here: FastAPI reads the endpoint annot
 (the API's ``User`` dependency, passed in) at runtime.
 """
 
+import functools
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -17,9 +18,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from yippiemove.jobs.vocab import JobStatus
+from yippiemove.service.operator import LIST_MAX
 
 from .api import check_job_id
 from .reports import API_LIMIT, open_receipt, page_of, valid_outcome
+from .schemas import _unset
 
 if TYPE_CHECKING:
     from yippiemove.service.core import Service
@@ -98,7 +101,15 @@ class CustomerList(BaseModel):
 
 
 class OperatorJobList(BaseModel):
+    """One page of all customers' transfers, newest first."""
+
     transfers: list[OperatorJobOut]
+    next_cursor: str | None = Field(
+        None,
+        exclude_if=_unset,
+        description="there are older transfers: pass it as `cursor` for the next page; "
+        "absent on the last page",
+    )
 
 
 class SuspendIn(BaseModel):
@@ -223,18 +234,35 @@ def add_operator_api(router: APIRouter, service: "Service", user_dep: Any, error
         tags=_TAG,
         summary="All customers' transfers",
         response_model=OperatorJobList,
+        responses={400: {"model": errors, "description": "A `cursor` this list did not give"}},
     )
     async def transfers(
         op: Operator,
         status: JobStatus | None = None,
         user_id: int | None = Query(None, ge=1, description="one customer's"),
         batch_id: str | None = Query(None, max_length=32, description="one batch's"),
+        limit: int = Query(LIST_MAX, ge=1, le=LIST_MAX, description="transfers per page"),
+        cursor: str | None = Query(
+            None,
+            max_length=200,
+            description="the `next_cursor` of the page before (opaque); none: the first page",
+        ),
     ) -> dict[str, Any]:
-        """Newest first, at most 500."""
-        rows = await run_in_threadpool(
-            service.op_jobs, op, str(status) if status else None, user_id, batch_id
+        """Newest first, a page at a time (500 by default): follow `next_cursor` until it
+        is absent.  Transfers ordered meanwhile come on the first page and never shift
+        the pages after a cursor."""
+        rows, nxt = await run_in_threadpool(
+            functools.partial(
+                service.op_job_page,
+                op,
+                str(status) if status else None,
+                user_id,
+                batch_id,
+                cursor=cursor,
+                limit=limit,
+            )
         )
-        return {"transfers": rows}
+        return {"transfers": rows, "next_cursor": nxt}
 
     @router.get(
         p + "/transfers/{job_id}",

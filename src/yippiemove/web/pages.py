@@ -34,7 +34,7 @@ from yippiemove.service.core import (
 )
 from yippiemove.service.passwords import MIN_LENGTH, password_problem
 
-from . import presets
+from . import live, presets
 from .account import add_routes as add_account_routes
 from .api import check_job_id, public_view, receipt_response
 from .batches import add_batch_pages, create_from_upload
@@ -885,46 +885,50 @@ class Pages:
 
     async def job_events(self, request: Request, job_id: str) -> Response:
         """Server-Sent Events: ``progress`` (the job as JSON) on change, ``end`` when done,
-        ``reconnect`` after SSE_MAX_SECONDS (job.js opens a new stream at once)."""
+        ``gone`` when deleted, ``reconnect`` after SSE_MAX_SECONDS (job.js opens a new
+        stream at once).  The customer's ownership is checked here, by one read; after
+        that the stream costs no read of its own: the process's one poller (web/live.py)
+        reads every followed transfer in one query per tick and wakes this stream when
+        its transfer changed."""
         uid = await self.user(request)
         job_id = check_job_id(job_id)
         first = await self.call(self.service.get_transfer, uid, job_id)
         interval = float(getattr(request.app.state, "sse_interval", SSE_INTERVAL))
         stopping = getattr(request.app.state, "stopping", None)
+        hub = live.hub_of(request.app, self.service, SSE_INTERVAL)
 
         async def stream() -> AsyncIterator[str]:
-            view = first
-            last = ""
-            last_sent = time.monotonic()
-            deadline = last_sent + SSE_MAX_SECONDS
-            yield "retry: 2000\n\n"
-            while True:
-                now = time.monotonic()
-                data = json.dumps(public_view(view), separators=(",", ":"))
-                if data != last:
-                    yield f"event: progress\ndata: {data}\n\n"
-                    last, last_sent = data, now
-                elif now - last_sent >= 15:
-                    yield ": keep-alive\n\n"
-                    last_sent = now
-                if view.status in TERMINAL:
-                    yield f"event: end\ndata: {json.dumps(view.status)}\n\n"
-                    return
-                if stopping is not None and stopping.is_set():
-                    return  # the server is stopping; the browser reconnects later
-                if now > deadline:
-                    yield "event: reconnect\ndata: null\n\n"
-                    return
-                if await request.is_disconnected():
-                    return
-                await asyncio.sleep(interval)
-                try:
-                    view = await self.call(self.service.get_transfer, uid, job_id)
-                except NotFound:
-                    yield "event: gone\ndata: null\n\n"
-                    return
-                except Exception:  # a busy database: try again at the next tick
-                    log.warning("progress poll failed for %s", job_id, exc_info=True)
+            watch = hub.watch(uid, job_id, first)
+            try:
+                state = live.State(watch.state.version, live.as_data(first), first.status)
+                last = ""
+                last_sent = time.monotonic()
+                deadline = last_sent + SSE_MAX_SECONDS
+                yield "retry: 2000\n\n"
+                while True:
+                    now = time.monotonic()
+                    if state.data != last:
+                        yield f"event: progress\ndata: {state.data}\n\n"
+                        last, last_sent = state.data, now
+                    elif now - last_sent >= 15:
+                        yield ": keep-alive\n\n"
+                        last_sent = now
+                    if state.status in TERMINAL:
+                        yield f"event: end\ndata: {json.dumps(state.status)}\n\n"
+                        return
+                    if stopping is not None and stopping.is_set():
+                        return  # the server is stopping; the browser reconnects later
+                    if now > deadline:
+                        yield "event: reconnect\ndata: null\n\n"
+                        return
+                    if await request.is_disconnected():
+                        return
+                    state = await hub.changed(watch, state.version, interval)
+                    if state.gone:
+                        yield "event: gone\ndata: null\n\n"
+                        return
+            finally:
+                hub.unwatch(watch)
 
         return StreamingResponse(
             stream(),

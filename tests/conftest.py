@@ -328,7 +328,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run the long campaigns: 200 transfers through the fault proxy "
         "($YIPPIEMOVE_CAMPAIGN_TRANSFERS overrides the number, $YIPPIEMOVE_CAMPAIGN_SEED "
         "the seed), 100 CLI and 30 service trials of kill -9 ($YIPPIEMOVE_KILL_TRIALS, "
-        "$YIPPIEMOVE_KILL_SEED); see docs/faults.md",
+        "$YIPPIEMOVE_KILL_SEED); see docs/faults.md; and 50 schemathesis examples per "
+        "operation instead of 12 (tests/web/test_api_schemathesis.py)",
     )
 
     parser.addoption(

@@ -1,5 +1,5 @@
 """A control database that stops answering does not hold up a job's watch loop (issue 15,
-fencing): the lease renewal runs on a helper thread, so within the lease the supervisor
+fencing): the lease renewal runs on the heartbeats' writer thread (jobs/heartbeats.py), so within the lease the supervisor
 still kills its job process (it cannot prove the lease is its own), and the job process
 has stopped writing at its own deadline before that.
 
@@ -37,14 +37,14 @@ def test_a_hung_database_does_not_hold_the_watch_loop(make_service, dovecot_fact
     svc = make_service(ca_file=str(server.ca_file), lease_seconds=LEASE, job_connections=1)
     store = svc.supervisor.store
     hang, release = threading.Event(), threading.Event()
-    real = store.heartbeat
+    real = store.heartbeat_many
 
     def heartbeat(*args: Any, **kwargs: Any) -> Any:
         if hang.is_set():
             release.wait(60)  # the database does not answer
         return real(*args, **kwargs)
 
-    store.heartbeat = heartbeat  # type: ignore[method-assign]
+    store.heartbeat_many = heartbeat  # type: ignore[method-assign]
     svc.start(1)
     with slow_link(server.port, 2_000_000) as link:  # the job lasts ~45 s
         uid = svc.create_user("owner@example.org", "long enough pass")
@@ -74,7 +74,7 @@ def _lapse_renewals(store: Any, seconds: float) -> threading.Event:
     """Every renewal fails (the database is locked or away) for ``seconds`` once the
     returned event is set: the supervisor cannot prove its lease and kills its job."""
     start = threading.Event()
-    real = store.heartbeat
+    real = store.heartbeat_many
     until: list[float] = []
 
     def heartbeat(*args: Any, **kwargs: Any) -> Any:
@@ -85,7 +85,7 @@ def _lapse_renewals(store: Any, seconds: float) -> threading.Event:
                 raise RuntimeError("database is locked")
         return real(*args, **kwargs)
 
-    store.heartbeat = heartbeat  # type: ignore[method-assign]
+    store.heartbeat_many = heartbeat  # type: ignore[method-assign]
     return start
 
 

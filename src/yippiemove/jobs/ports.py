@@ -199,6 +199,18 @@ class JobStore(Protocol):
         asked).  Raises when the database fails."""
         ...
 
+    def heartbeat_many(
+        self,
+        owner: str,
+        lease_seconds: float,
+        beats: dict[str, tuple[int, dict[str, Any]]],
+    ) -> dict[str, tuple[bool, bool]]:
+        """:meth:`heartbeat` for many jobs in one transaction (jobs/heartbeats.py):
+        ``beats`` maps job id -> (fencing token, progress without its ``attempt``);
+        answers job id -> (lease still ours, cancel asked).  Raises when the database
+        fails (then nothing is written)."""
+        ...
+
     def requeue(
         self,
         job_id: str,

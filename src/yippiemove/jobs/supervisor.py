@@ -51,6 +51,7 @@ from .checkpoint import STATE_FILE, StateSignature, prepare_state, signature, ta
 from .descriptors import WAITING_REASON, FdBudget, shortage
 from .fairshare import STALLED, Liveness, LivenessRules, may_checkpoint
 from .fence import lease_line
+from .heartbeats import Beat, Heartbeats
 from .launch import JailProcess, make_launcher
 from .ports import (
     Claim,
@@ -313,7 +314,7 @@ class Supervisor:
         self._jails: dict[str, JailProcess] = {}
         self.launcher = make_launcher(settings)
         self._jails_lock = threading.Lock()
-        self._pokes: dict[str, threading.Event] = {}
+        self._pokes: dict[str, _Wake] = {}
         #: Jobs a queue worker of this process runs now (run_job), see supervises().
         self._active: set[str] = set()
         #: Checkpoints are taken on threads of their own, never on a watch loop's; two
@@ -325,9 +326,14 @@ class Supervisor:
         self._shortages: dict[str, int] = {}
         #: Jobs given room in the budget whose process is not started yet.
         self._starting: set[str] = set()
+        #: One writer for every job's progress and lease (jobs/heartbeats.py).
+        self.heartbeats = Heartbeats(
+            store, self.owner, settings.lease_seconds, settings.progress_interval
+        )
 
     def close(self) -> None:
         """Stop the launcher's helpers (the zygote); call once no job runs here."""
+        self.heartbeats.close()
         self.launcher.close()
 
     def poke(self, job_id: str) -> None:
@@ -624,6 +630,12 @@ class Supervisor:
         os.set_blocking(fd, False)
         sel = selectors.DefaultSelector()
         sel.register(fd, selectors.EVENT_READ)
+        # Woken by output, by a poke (a cancel) or by its heartbeat's answer; else at
+        # its next timer, at most WATCH_TICK later: no polling (issue 18).
+        poke = _Wake()
+        sel.register(poke.fd, selectors.EVENT_READ)
+        beats = self.heartbeats
+        beats.join(job_id)
         buf = b""
         eof = False
         result: dict[str, Any] | None = None
@@ -638,12 +650,14 @@ class Supervisor:
         term_at: float | None = None
         reason: str | None = None  # why we signalled it: cancelled | stopping | lost_lease
         stalled = False
-        poke = threading.Event()
         with self._jails_lock:
             self._pokes[job_id] = poke
-        # The lease is renewed on a helper thread: a database that hangs (a partition,
-        # a lock) never holds up this loop for longer than the lease.
-        renewal: Future[tuple[bool | None, bool]] | None = None
+        # The lease is renewed by the heartbeats' writer (jobs/heartbeats.py): a database
+        # that hangs (a partition, a lock) never holds up this loop for longer than the
+        # lease.
+        renewal: Future[Beat] | None = None
+        write_every = beats.interval()
+        timeout = 0.0
         renewal_from = 0.0
         ckpt = lease.checkpointer
         grants = _GrantSaver(self, job_id, lease.token)
@@ -652,14 +666,16 @@ class Supervisor:
         try:
             while True:
                 if not eof:
-                    for _key, _ev in sel.select(0.2):
+                    for key, _ev in sel.select(timeout):
+                        if key.fd == poke.fd:
+                            poke.drain()
+                            continue
                         try:
                             chunk = os.read(fd, 1 << 16)
                         except BlockingIOError:
                             continue
                         if not chunk:
                             eof = True
-                            sel.unregister(fd)
                             break
                         last_output = time.monotonic()
                         buf += chunk
@@ -688,14 +704,18 @@ class Supervisor:
                 now = time.monotonic()
                 ok: bool | None = None
                 cancel = False
-                if renewal is None and (now - last_write >= s.progress_interval or poke.is_set()):
+                if renewal is None and (now - last_write >= write_every or poke.is_set()):
                     poke.clear()
                     last_write = now
+                    write_every = beats.interval()
                     renewal_from = time.monotonic()
-                    snap = tracker.snapshot()
-                    renewal = _in_thread(self._heartbeat, job_id, lease.token, snap)
+                    renewal = beats.submit(job_id, lease.token, tracker.snapshot())
+                    renewal.add_done_callback(poke.ring)
                 if renewal is not None and renewal.done():
-                    ok, cancel = renewal.result()
+                    try:
+                        ok, cancel = renewal.result()
+                    except Exception:  # cancelled: the writer has stopped
+                        ok, cancel = None, False
                     renewal = None
                     if ok:
                         last_renewal = now
@@ -763,10 +783,22 @@ class Supervisor:
                     # the select above may have timed out with the result line waiting.
                     if eof or not _readable(fd):
                         break
+                timeout = _next_wake(
+                    now,
+                    (
+                        last_write + write_every if renewal is None else None,
+                        term_at + s.job_kill_grace if term_at is not None else None,
+                        last_output + s.job_stall_seconds,
+                        last_ckpt + s.checkpoint_interval if s.checkpoint_interval > 0 else None,
+                        last_output + 2 if exited else None,
+                    ),
+                )
         finally:
+            beats.leave(job_id)
             with self._jails_lock:
                 self._pokes.pop(job_id, None)
             sel.close()
+            poke.close()
             with contextlib.suppress(Exception):
                 proc.stdin.close()
             rc = proc.reap()  # stray children in its group are SIGKILLed first
@@ -1119,6 +1151,55 @@ class _GrantSaver:
                 log.warning("job %s: a new sign-in could not be stored in time", self.job_id)
                 return
             self.pump()
+
+
+#: The longest a watch loop sleeps with nothing to do (the liveness rules, the service
+#: stopping and the database's answers are looked at this often at least).
+WATCH_TICK = 1.0
+
+
+def _next_wake(now: float, due: tuple[float | None, ...]) -> float:
+    """Seconds until the earliest of the ``due`` times (None: not set), within
+    [0, WATCH_TICK]."""
+    soonest = min((t for t in due if t is not None), default=now + WATCH_TICK)
+    return min(WATCH_TICK, max(0.0, soonest - now))
+
+
+class _Wake:
+    """Wakes a watch loop from another thread (a cancel, its heartbeat's answer): an
+    eventfd in its selector, and a flag for the poke."""
+
+    def __init__(self) -> None:
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._poked = False
+        #: A late ring (a heartbeat answered after the loop ended) must never write to
+        #: the descriptor number once it is closed and perhaps reused.
+        self._lock = threading.Lock()
+
+    def set(self) -> None:  # a poke: look at the job's row now
+        self._poked = True
+        self.ring()
+
+    def is_set(self) -> bool:
+        return self._poked
+
+    def clear(self) -> None:
+        self._poked = False
+
+    def ring(self, _future: object = None) -> None:
+        with self._lock, contextlib.suppress(OSError):
+            if self.fd >= 0:
+                os.eventfd_write(self.fd, 1)
+
+    def drain(self) -> None:
+        with contextlib.suppress(OSError):
+            os.eventfd_read(self.fd)
+
+    def close(self) -> None:
+        with self._lock:
+            fd, self.fd = self.fd, -1
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _in_thread(fn: Callable[..., T], *args: Any) -> Future[T]:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 
 from ..jobs.ports import Checkpoint, Claim, SupervisorConfig, Waiting
@@ -295,6 +295,60 @@ class SqlJobStore:
             job.progress = progress(job.attempts)
             job.lease_expires = time.time() + lease_seconds
             return True, bool(job.cancel_requested)
+
+    def heartbeat_many(
+        self,
+        owner: str,
+        lease_seconds: float,
+        beats: dict[str, tuple[int, dict[str, Any]]],
+    ) -> dict[str, tuple[bool, bool]]:
+        """One short write transaction for many jobs: one SELECT of their lease columns
+        (FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE holds the write lock), one
+        executemany UPDATE of the rows still held."""
+        if not beats:
+            return {}
+        table = Job.__table__
+        answers: dict[str, tuple[bool, bool]] = {job_id: (False, False) for job_id in beats}
+        with self.db.session() as sess:
+            rows = sess.execute(
+                select(
+                    Job.id,
+                    Job.lease_owner,
+                    Job.lease_token,
+                    Job.status,
+                    Job.attempts,
+                    Job.cancel_requested,
+                )
+                .where(Job.id.in_(list(beats)))
+                .with_for_update()
+            ).all()
+            expires = time.time() + lease_seconds
+            params: list[dict[str, Any]] = []
+            for job_id, lease_owner, lease_token, status, attempts, cancel in rows:
+                token, progress = beats[job_id]
+                if lease_owner != owner or (lease_token or 0) != token:
+                    continue
+                if status != JobStatus.RUNNING:
+                    continue
+                params.append(
+                    {
+                        "b_id": job_id,
+                        "b_progress": {**progress, "attempt": attempts},
+                        "b_expires": expires,
+                    }
+                )
+                answers[job_id] = (True, bool(cancel))
+            if params:
+                sess.execute(
+                    table.update()  # type: ignore[attr-defined]
+                    .where(table.c.id == bindparam("b_id"))  # type: ignore[attr-defined]
+                    .values(
+                        progress=bindparam("b_progress", type_=table.c.progress.type),  # type: ignore[attr-defined]
+                        lease_expires=bindparam("b_expires"),
+                    ),
+                    params,
+                )
+        return answers
 
     def requeue(
         self,

@@ -1,0 +1,179 @@
+"""The progress and leases of many jobs in few write transactions (issue 18,
+jobs/heartbeats.py): ``JobStore.heartbeat_many`` on SQLite and on a real PostgreSQL, and
+a service running many jobs that writes their progress in a handful of transactions per
+second instead of one per job per progress interval.
+
+Before (one transaction per job per ``progress_interval``), 12 running jobs at the test
+interval of 0.05 s made ~240 write transactions a second; the bound below failed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from tests.faultproxy import Fault, FaultProxy
+from tests.svckit import DST_PW, SRC_PW, wait_status
+from tests.transfer.test_move import make_message
+from yippiemove.jobs.heartbeats import Heartbeats
+from yippiemove.jobs.ports import Claim
+from yippiemove.jobs.vocab import JobStatus
+from yippiemove.service.core import Account
+from yippiemove.service.db import Job
+from yippiemove.testing.dovecot import MaildirMessage
+
+OWNER = "owner@example.org"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def control_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'control.sqlite'}"
+    return request.getfixturevalue("postgres").url
+
+
+def _jobs(svc: Any, n: int) -> list[str]:
+    uid = svc.create_user(OWNER, "long enough pass")
+    return [
+        svc.create_transfer(
+            uid,
+            Account("127.0.0.1", 1, "starttls", f"src{i}", SRC_PW),
+            Account("127.0.0.1", 1, "starttls", f"dst{i}", DST_PW),
+        ).id
+        for i in range(n)
+    ]
+
+
+def test_heartbeat_many_writes_only_the_rows_still_held(make_service, control_url):
+    svc = make_service(database_url=control_url, customer_max_running=0)
+    store = svc.supervisor.store
+    a, b, c, d = _jobs(svc, 4)
+    me, other = "alpha|1|1", "beta|2|2"
+    ca, cb, cd = (store.claim(j, me, 30, 10) for j in (a, b, d))
+    cc = store.claim(c, other, 30, 10)
+    assert all(isinstance(x, Claim) for x in (ca, cb, cc, cd))
+    with svc.db.session() as s:
+        s.get(Job, b).cancel_requested = True
+        s.get(Job, d).status = JobStatus.DONE  # ended meanwhile: not written any more
+    before = time.time()
+    answers = store.heartbeat_many(
+        me,
+        30,
+        {
+            a: (ca.token, {"phase": "copying", "messages_done": 7}),
+            b: (cb.token, {"phase": "copying"}),
+            c: (cc.token, {"phase": "stolen"}),  # another owner's: refused
+            d: (cd.token, {"phase": "late"}),
+            "0" * 32: (1, {}),  # no such job
+        },
+    )
+    assert answers == {
+        a: (True, False),
+        b: (True, True),
+        c: (False, False),
+        d: (False, False),
+        "0" * 32: (False, False),
+    }
+    with svc.db.read() as s:
+        ja, jc, jd = s.get(Job, a), s.get(Job, c), s.get(Job, d)
+        # The attempt is the row's own, filled in by the store.
+        assert ja.progress == {"phase": "copying", "messages_done": 7, "attempt": ja.attempts}
+        assert ja.lease_expires >= before + 29
+        assert jc.progress.get("phase") != "stolen" and jd.progress.get("phase") != "late"
+    # A stale token of the same owner is refused too.
+    assert store.heartbeat_many(me, 30, {a: (ca.token - 1, {})}) == {a: (False, False)}
+
+
+def test_the_writer_answers_each_job_and_gathers_them(make_service):
+    svc = make_service(customer_max_running=0)
+    store = svc.supervisor.store
+    ids = _jobs(svc, 30)
+    me = "alpha|1|1"
+    tokens = {j: store.claim(j, me, 30, 10).token for j in ids}
+    commits = _count_commits(svc)
+    beats = Heartbeats(store, me, 30.0, 1.0, gather=0.2)
+    try:
+        futures = [beats.submit(j, tokens[j], {"n": i}) for i, j in enumerate(ids)]
+        assert [f.result(timeout=10) for f in futures] == [(True, False)] * len(ids)
+    finally:
+        beats.close()
+    assert beats.rows == len(ids)
+    assert beats.transactions <= 2 and commits[0] <= 2, (beats.transactions, commits)
+    with svc.db.read() as s:
+        assert [s.get(Job, j).progress["n"] for j in ids] == list(range(len(ids)))
+
+
+def test_more_jobs_than_the_row_budget_are_written_less_often_never_past_the_lease():
+    beats = Heartbeats(None, "me", 40.0, 1.0, rows_per_second=100)  # type: ignore[arg-type]
+    assert beats.interval() == 1.0
+    for i in range(300):
+        beats.join(str(i))
+    assert beats.interval() == 3.0
+    for i in range(300, 5000):
+        beats.join(str(i))
+    assert beats.interval() == 10.0  # a quarter of the lease at most
+    beats.close()
+
+
+def _count_commits(svc: Any) -> list[int]:
+    """Write transactions committed on the control database from now on."""
+    n = [0]
+    lock = threading.Lock()
+
+    def on_commit(_conn: Any) -> None:
+        with lock:
+            n[0] += 1
+
+    event.listen(svc.db.engine, "commit", on_commit)
+    return n
+
+
+def test_many_running_jobs_write_their_progress_in_few_transactions(
+    make_service, dovecot_factory
+):
+    n = 12
+    users = {f"src{i}": SRC_PW for i in range(n)} | {f"dst{i}": DST_PW for i in range(n)}
+    server = dovecot_factory(users=users)
+    items = [MaildirMessage(make_message(j, size=4000), ()) for j in range(60)]
+    for i in range(n):
+        server.deliver_many(f"src{i}", "INBOX", items)
+    # ~240 KB each at 40 KB/s: every job runs for several seconds.
+    with FaultProxy(server.port, lambda _n: [Fault.throttle(40_000)]) as link:
+        svc = make_service(
+            ca_file=str(server.ca_file), job_connections=1, customer_max_running=0
+        )
+        svc.start(n)
+        uid = svc.create_user(OWNER, "long enough pass")
+        jobs = [
+            svc.create_transfer(
+                uid,
+                Account("127.0.0.1", link.port, "none", f"src{i}", SRC_PW),
+                Account("127.0.0.1", server.port, "starttls", f"dst{i}", DST_PW),
+            )
+            for i in range(n)
+        ]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            views = [svc.get_transfer(uid, j.id) for j in jobs]
+            if all(v.status == "running" and v.progress.get("updated") for v in views):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the jobs did not all start")
+        commits = _count_commits(svc)
+        first = {j.id: svc.get_transfer(uid, j.id).progress["updated"] for j in jobs}
+        window = 2.0
+        time.sleep(window)
+        writes = commits[0]
+        later = {j.id: svc.get_transfer(uid, j.id).progress["updated"] for j in jobs}
+        # Every job's progress moved on in the window (progress_interval is 0.05 s)...
+        assert all(later[k] > first[k] for k in first), (first, later)
+        # ...in a few transactions a second, not one per job per interval (~480 before).
+        assert writes <= window * 25, writes
+        for j in jobs:
+            assert wait_status(svc, uid, j.id, timeout=120).status == "done"

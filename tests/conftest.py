@@ -41,6 +41,28 @@ from yippiemove.testing.dovecot import INSTALL_HINT, DovecotServer, dovecot_avai
 # (tests/web/test_egress.py) start theirs without it.
 os.environ.setdefault("YIPPIEMOVE_EGRESS_ALLOW", "127.0.0.0/8")
 
+#: The argon2id parameters of customer passwords in the test process: the cheapest
+#: argon2-cffi takes (about 1 ms a hash instead of 0.1-1 s on a busy 2-core machine).
+#: Hundreds of tests create users and sign in; none of them tests the hash's cost, and the
+#: hashes stay argon2id (verified the same way; a `serve` child keeps the real parameters
+#: and rehashes such a hash at the first sign-in).  The production parameters are checked
+#: in tests/service/test_secrets.py.
+TEST_PASSWORD_HASHER = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cheap_password_hashes() -> Iterator[None]:
+    from argon2 import PasswordHasher
+
+    from yippiemove.service import secrets
+
+    real = secrets._hasher
+    secrets._hasher = PasswordHasher(**TEST_PASSWORD_HASHER)
+    try:
+        yield
+    finally:
+        secrets._hasher = real
+
 
 @pytest.fixture(scope="session")
 def dovecot_installed() -> None:
@@ -306,7 +328,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run the long campaigns: 200 transfers through the fault proxy "
         "($YIPPIEMOVE_CAMPAIGN_TRANSFERS overrides the number, $YIPPIEMOVE_CAMPAIGN_SEED "
         "the seed), 100 CLI and 30 service trials of kill -9 ($YIPPIEMOVE_KILL_TRIALS, "
-        "$YIPPIEMOVE_KILL_SEED); see docs/faults.md",
+        "$YIPPIEMOVE_KILL_SEED); see docs/faults.md; and 50 schemathesis examples per "
+        "operation instead of 12 (tests/web/test_api_schemathesis.py)",
     )
 
     parser.addoption(

@@ -91,7 +91,15 @@ def smtp_sink() -> Iterator[SmtpSink]:
     try:
         yield sink
     finally:
+        # A test that asked for ``make_service`` before ``smtp_sink`` has its sink stopped
+        # first: mail still queued would hang its service's teardown (notifier.flush, 10 s).
+        for svc in _LIVE_SERVICES:
+            svc.notifier.flush()
         sink.controller.stop()
+
+
+#: The services of ``make_service`` not yet stopped (this process's tests).
+_LIVE_SERVICES: list[Service] = []
 
 
 @pytest.fixture
@@ -104,12 +112,17 @@ def make_service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
         values.update(overrides)
         svc = Service(Settings.load(tmp_path / "data", **values))
         services.append(svc)
+        _LIVE_SERVICES.append(svc)
         return svc
 
     yield make
-    for svc in reversed(services):
-        svc.stop(timeout=15)
-        svc.close()
+    try:
+        for svc in reversed(services):
+            svc.stop(timeout=15)
+            svc.close()
+    finally:
+        for svc in services:
+            _LIVE_SERVICES.remove(svc)
 
 
 def mailing_service(

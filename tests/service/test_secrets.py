@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 from cryptography.fernet import Fernet
@@ -83,6 +85,16 @@ def test_password_hashing_is_argon2():
     assert verify_password(h, "correct horse")
     assert not verify_password(h, "wrong")
     assert not verify_password("garbage", "correct horse")
+
+
+def test_the_service_hashes_passwords_with_argon2s_default_parameters():
+    """The tests hash with cheap parameters (tests/conftest.py); the service itself (a
+    process of its own here) with argon2-cffi's defaults (RFC 9106's second choice)."""
+    code = "from yippiemove.service.secrets import hash_password; print(hash_password('x'))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert out.startswith("$argon2id$v=19$m=65536,t=3,p=4$"), out
 
 
 def test_tokens_are_random_and_hashed():

@@ -72,7 +72,12 @@ def test_every_operation_is_fuzzed(service: Service) -> None:
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.name.lower())
 @pytest.mark.timeout(300)
-def test_no_input_makes_the_api_fail(service: Service, auth: dict[str, str], mode: Any) -> None:
+def test_no_input_makes_the_api_fail(
+    service: Service, auth: dict[str, str], mode: Any, request: pytest.FixtureRequest
+) -> None:
+    # Examples per operation: 12 in the suite (random ones, new in every run: CI runs add
+    # up), 50 with --campaign-long.
+    examples = 50 if request.config.getoption("--campaign-long") else 12
     seen: set[tuple[str, int]] = set()
     uid = service.authenticate("fuzz@example.org", "fuzz password!")
     assert uid is not None
@@ -81,7 +86,7 @@ def test_no_input_makes_the_api_fail(service: Service, auth: dict[str, str], mod
 
         @given(case=op.as_strategy(generation_mode=mode))
         @settings(
-            max_examples=25,
+            max_examples=examples,
             deadline=None,
             database=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],

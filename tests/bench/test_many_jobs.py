@@ -59,3 +59,42 @@ def test_hundred_jobs_at_once_under_1024_descriptors(
     assert run["post_lat"]["n"] >= 100 and run["list_lat"]["n"] >= 1
     assert run["job_pss_kb"]["n"] >= 1 and run["service_cpu"] > 0 and run["job_seconds"] > 0
     assert r.returncode == 0, tail
+
+
+def test_a_hard_open_file_limit_below_the_jobs_own_fails_no_job(
+    dovecot_installed: None, tmp_path: Path
+) -> None:
+    """A service whose hard RLIMIT_NOFILE (384) is below ``job_max_open_files`` (1,024):
+    a job process cannot be given more than its parent's hard limit, and asking for it
+    failed every job at its start ('the job process ended unexpectedly', found by the
+    bench).  Now each job gets the hard limit, and all end exact."""
+    out = tmp_path / "low.json"
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "many_jobs.py"),
+            "--sizes",
+            "4",
+            "--messages",
+            "10",
+            "--nofile",
+            "384",
+            "--security",
+            "none",
+            "--end-poll",
+            "0.5",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
+    )
+    tail = r.stdout[-4000:] + r.stderr[-4000:]
+    assert out.is_file(), tail
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["nofile"] == 384
+    assert run["done"] == 4 and run["failed_service"] == 0, (run["errors"], tail)
+    assert run["not_exact"] == [], tail
+    assert r.returncode == 0, tail

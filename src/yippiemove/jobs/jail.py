@@ -62,6 +62,7 @@ from ..transfer.model import Endpoint, Progress, TokenSource
 from ..transfer.report import Exit, build_report, exit_code, outcome_of, write_report
 from ..transfer.run import Transfer, make_options, prepare, worker_counts
 from ..transfer.state import State, StateError
+from .descriptors import job_open_files
 from .fence import LeaseGate, LeaseLost, LeaseWatchdog, lost_exit, read_first_line
 from .privilege import drop_privileges
 from .progress import progress_line
@@ -577,7 +578,7 @@ def _zygote_child(fds: list[int], request: dict[str, Any], zygote: int) -> None:
         os.closerange(3, 1 << 16)
         os.chdir(request["cwd"])
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        nofile = int(request["nofile"])
+        nofile = job_open_files(int(request["nofile"]))
         resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         if request.get("memory"):
             mem = int(request["memory"])

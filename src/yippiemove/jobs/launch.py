@@ -34,6 +34,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
+from .descriptors import job_open_files
 from .ports import SupervisorConfig
 from .privilege import JobUids
 
@@ -71,7 +72,8 @@ def set_limits(pid: int, *, max_open_files: int, max_memory: int | None) -> None
     no core dumps, ``max_open_files`` files, ``max_memory`` bytes of address space (0 or
     None: no limit).  Used for exec'd jobs and for account checks (service/checks.py)."""
     resource.prlimit(pid, resource.RLIMIT_CORE, (0, 0))
-    resource.prlimit(pid, resource.RLIMIT_NOFILE, (max_open_files, max_open_files))
+    nofile = job_open_files(max_open_files)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (nofile, nofile))
     if max_memory:
         resource.prlimit(pid, resource.RLIMIT_AS, (max_memory, max_memory))
 

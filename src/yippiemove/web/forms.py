@@ -101,7 +101,7 @@ class AccountForm:
         if self.oauth:
             # The account comes from the sign-in on the server (the page resolves it);
             # these fields are only what it shows.
-            port = int(self.port) if self.port.isdigit() else 993
+            port = int(self.port) if self.port.isascii() and self.port.isdigit() else 993
             return Account(
                 host=self.host or "localhost",
                 port=port,
@@ -126,7 +126,7 @@ class AccountForm:
                 errors["security"] = "Choose how to connect: TLS, STARTTLS or none."
                 security = "tls"
             port_text = self.port or str(DEFAULT_PORTS.get(security, 993))
-            if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
                 errors["port"] = "The port must be a number from 1 to 65535 (usually 993)."
             else:
                 port = int(port_text)

@@ -47,7 +47,7 @@ def flash(request: Request, text: str, kind: str = "ok") -> None:
 
 def _customer_id(value: str) -> int:
     """A customer id of a path; anything else is the 404 of a missing page."""
-    if not value.isdigit() or len(value) > 12:
+    if not (value.isascii() and value.isdigit()) or len(value) > 12:
         raise HTTPException(404, "There is no such page.")
     return int(value)
 

@@ -1040,7 +1040,7 @@ class Pages:
     async def token_revoke(self, request: Request, token_id: str) -> Response:
         uid = await self.user(request)
         await self.form(request)
-        if not token_id.isdigit() or len(token_id) > 18:
+        if not (token_id.isascii() and token_id.isdigit()) or len(token_id) > 18:
             raise HTTPException(404, "no such token")
         try:
             await self.call(self.service.revoke_token, uid, int(token_id))

@@ -192,7 +192,7 @@ def add_parity_api(router: APIRouter, service: "Service", User: Any) -> None:
     def revoke_token(token_id: str, user: User) -> Response:
         """Programs using it are refused from the next request on (also this token
         itself, when it revokes itself)."""
-        if not token_id.isdigit() or len(token_id) > 18:
+        if not (token_id.isascii() and token_id.isdigit()) or len(token_id) > 18:
             raise HTTPException(404, "no such token")
         service.revoke_token(user, int(token_id))
         return Response(status_code=204)

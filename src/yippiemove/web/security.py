@@ -132,7 +132,7 @@ class BodyLimitMiddleware:
 
         async def limited_receive() -> Message:
             nonlocal seen
-            if declared is not None and declared.isdigit() and int(declared) > limit:
+            if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
                 raise too_big
             message = await receive()
             if message["type"] == "http.request":

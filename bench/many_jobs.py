@@ -49,12 +49,14 @@ service's log shows a lock or descriptor error.  ``--json FILE`` writes every fi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import re
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -133,6 +135,8 @@ class Size:
     running_peak: int = 0
     service_cpu: float = 0.0
     total_cpu: float = 0.0  # serve, zygote and job processes
+    #: worker processes running the jobs beside `serve --workers 0` (0: serve runs them)
+    supervisors: int = 0
     dovecot_cpu: float = 0.0
     other_cpu: float = 0.0  # busy CPU of the machine not ours, Dovecot's or the bench's
     cpu_window: float = 0.0  # seconds over which the CPU figures were taken
@@ -349,13 +353,27 @@ def run_size(
 
     n = len(pairs)
     run = Size(n, args.nofile, workers_for(args, n))
+    run.supervisors = args.supervisors
     log = data.parent / f"{data.name}.log"
     proc, base, token = fleet.start_service(
-        data, run.workers, str(server.ca_file), log, nofile=args.nofile
+        data,
+        0 if args.supervisors else run.workers,
+        str(server.ca_file),
+        log,
+        nofile=args.nofile,
     )
+    # --supervisors K: the web and API in `serve --workers 0`, the jobs in K `yippiemove
+    # worker` processes on the same data directory (SQLite control database and queue).
+    workers = [
+        start_worker(args, data, i, -(-run.workers // args.supervisors), str(server.ca_file))
+        for i in range(args.supervisors)
+    ]
+    logs = [log] + [w[1] for w in workers]
+    supervising = [w[0] for w in workers] or [proc]
     try:
-        sampler = fleet.Sampler(proc.pid, args.sample)
-        sampler.find_zygote()
+        samplers = [fleet.Sampler(p.pid, args.sample) for p in supervising]
+        for one in samplers:
+            one.find_zygote()
         client = httpx.Client(
             base_url=base,
             headers={"Authorization": f"Bearer {token}"},
@@ -364,12 +382,14 @@ def run_size(
         )
         lock = threading.Lock()
         try:
-            own0 = fleet.cpu_seconds(proc.pid, children=False)
-            all0 = fleet.cpu_seconds(proc.pid) + fleet.cpu_seconds(sampler.zygote)
+            own0 = own_cpu(proc, supervising)
+            all0 = all_cpu(proc, supervising, samplers)
             dove0 = measure.group_cpu_seconds(server._proc.pid)
             busy0 = measure.system_busy_seconds()
             self0 = fleet.cpu_seconds(os.getpid(), children=False)
-            with sampler, Clients(base, token, args.poll) as clients:
+            with contextlib.ExitStack() as sampling, Clients(base, token, args.poll) as clients:
+                for one in samplers:
+                    sampling.enter_context(one)
                 t0 = time.time()
 
                 def post(pair: tuple[str, str]) -> str:
@@ -398,8 +418,8 @@ def run_size(
                             pending.discard(v["id"])
                             views[v["id"]] = v
                 end = time.time()
-            run.service_cpu = fleet.cpu_seconds(proc.pid, children=False) - own0
-            run.total_cpu = fleet.cpu_seconds(proc.pid) + fleet.cpu_seconds(sampler.zygote) - all0
+            run.service_cpu = own_cpu(proc, supervising) - own0
+            run.total_cpu = all_cpu(proc, supervising, samplers) - all0
             run.dovecot_cpu = measure.group_cpu_seconds(server._proc.pid) - dove0
             busy = measure.system_busy_seconds() - busy0
             mine = fleet.cpu_seconds(os.getpid(), children=False) - self0
@@ -415,8 +435,8 @@ def run_size(
             for v in views.values()
             if v.get("finished") and v.get("started")
         )
-        run.job_pss_kb = sorted(sampler.job_peak.values())
-        run.running_peak = sampler.running_peak
+        run.job_pss_kb = sorted(v for one in samplers for v in one.job_peak.values())
+        run.running_peak = sum(one.running_peak for one in samplers)
         run.statuses = [views[jid]["status"] for jid in ids]
         for jid, v in views.items():
             if v["status"] == "done":
@@ -429,9 +449,64 @@ def run_size(
             if len(run.errors) < 10:
                 run.errors.append(f"{jid}: {v['status']} {error[:200]}")
     finally:
+        for w in workers:
+            fleet.stop_service(w[0])
         fleet.stop_service(proc)
-    run.events, run.event_examples = fleet.service_log_summary(log, LOG_EVENTS)
+    for one_log in logs:
+        events, examples = fleet.service_log_summary(one_log, LOG_EVENTS)
+        for k, v in events.items():
+            run.events[k] = run.events.get(k, 0) + v
+        run.event_examples.extend(examples[: max(0, 5 - len(run.event_examples))])
     return run
+
+
+def start_worker(
+    args: argparse.Namespace, data: Path, i: int, workers: int, ca: str
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """One `yippiemove worker` process on the service's data directory; (process, log)."""
+    log = data.parent / f"{data.name}-worker{i}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "yippiemove.cli",
+                "worker",
+                "--data-dir",
+                str(data),
+                "--workers",
+                str(workers),
+                "--host-name",
+                f"bench-worker-{i}",
+                "--ca-file",
+                ca,
+            ],
+            env=fleet.service_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=None if args.nofile is None else lambda: fleet._limit_nofile(args.nofile),
+        )
+    return proc, log
+
+
+def own_cpu(serve: subprocess.Popen[bytes], supervising: list[subprocess.Popen[bytes]]) -> float:
+    """CPU seconds of the service's own processes (serve and the worker processes; not
+    the zygotes nor the jobs)."""
+    procs = {p.pid for p in [serve, *supervising]}
+    return sum(fleet.cpu_seconds(pid, children=False) for pid in procs)
+
+
+def all_cpu(
+    serve: subprocess.Popen[bytes],
+    supervising: list[subprocess.Popen[bytes]],
+    samplers: list[Any],
+) -> float:
+    """CPU seconds of serve, the worker processes, their zygotes and the jobs."""
+    procs = {p.pid for p in [serve, *supervising]}
+    return sum(fleet.cpu_seconds(pid) for pid in procs) + sum(
+        fleet.cpu_seconds(one.zygote) for one in samplers
+    )
 
 
 def verify(
@@ -475,7 +550,8 @@ def fmt_table(runs: list[Size]) -> list[str]:
         )
         per_js = f"{1000 * r.service_cpu / r.job_seconds:.2f}" if r.job_seconds else "-"
         lines.append(
-            f"| {r.jobs}{f' ({r.workers} workers)' if r.workers < r.jobs else ''} "
+            f"| {r.jobs}{f' ({r.workers} workers)' if r.workers < r.jobs else ''}"
+            f"{f' in {r.supervisors} worker processes' if r.supervisors else ''} "
             f"| {r.wall:.1f} | {r.done} / {r.failed} ({r.failed_service}) "
             f"| {r.msgs_s:,.0f} | {r.mb_s:.2f} | {r.msgs_s / best:.2f} | {pss} "
             f"| {1000 * r.service_cpu / r.jobs:.0f} | {per_js} "
@@ -506,6 +582,13 @@ def main() -> int:
         help="serve --workers (default: one per job, at most what --nofile allows)",
     )
     ap.add_argument("--security", choices=("tls", "starttls", "none"), default="tls")
+    ap.add_argument(
+        "--supervisors",
+        type=int,
+        default=0,
+        help="run the jobs in this many `yippiemove worker` processes beside a "
+        "`serve --workers 0` (0: all in serve, the default)",
+    )
     ap.add_argument("--post-threads", type=int, default=8, help="clients POSTing at once (8)")
     ap.add_argument("--poll", type=float, default=1.0, help="dashboard: list page every (1 s)")
     ap.add_argument(
@@ -569,7 +652,7 @@ def main() -> int:
                 verify(server, run, pairs, sources)
                 runs.append(run)
                 print(
-                    f"  {n:4d} jobs ({run.workers} workers): {run.wall:6.1f} s, {run.done} done, {run.failed} failed "
+                    f"  {n:4d} jobs ({run.workers} workers{f' in {run.supervisors} worker processes' if run.supervisors else ''}): {run.wall:6.1f} s, {run.done} done, {run.failed} failed "
                     f"({run.failed_service} service-side), {run.msgs_s:,.0f} msgs/s, "
                     f"{run.mb_s:.2f} MB/s, service CPU {run.service_cpu:.1f} s, "
                     f"lock errors {run.lock_errors}, fd errors {run.fd_errors}, "

@@ -581,7 +581,8 @@ class Supervisor:
             egress_deny=s.egress_deny,
             egress_own=own_addresses(),
             connections=s.job_connections,
-            progress_interval=min(0.5, s.progress_interval),
+            # A line a second at most: each one wakes the watch loop (issue 18).
+            progress_interval=min(1.0, s.progress_interval),
             fenced=True,
             lease_wait=min(5.0, max(1.0, self._margin())),
         )
@@ -630,8 +631,9 @@ class Supervisor:
         os.set_blocking(fd, False)
         sel = selectors.DefaultSelector()
         sel.register(fd, selectors.EVENT_READ)
-        # Woken by output, by a poke (a cancel) or by its heartbeat's answer; else at
-        # its next timer, at most WATCH_TICK later: no polling (issue 18).
+        # Woken by output, by a poke (a cancel, and then its heartbeat's answer); else
+        # at its next timer (the next write, the lease's 80%, the stall, the kill
+        # grace, the next checkpoint), at most WATCH_TICK later: no polling (issue 18).
         poke = _Wake()
         sel.register(poke.fd, selectors.EVENT_READ)
         beats = self.heartbeats
@@ -705,12 +707,16 @@ class Supervisor:
                 ok: bool | None = None
                 cancel = False
                 if renewal is None and (now - last_write >= write_every or poke.is_set()):
+                    poked = poke.is_set()
                     poke.clear()
                     last_write = now
                     write_every = beats.interval()
                     renewal_from = time.monotonic()
                     renewal = beats.submit(job_id, lease.token, tracker.snapshot())
-                    renewal.add_done_callback(poke.ring)
+                    if poked:  # a cancel waits for this answer: wake up for it
+                        renewal.add_done_callback(poke.ring)
+                    # Otherwise the answer is read at the next wake (the job's next
+                    # progress line, at most WATCH_TICK): one wake a beat fewer.
                 if renewal is not None and renewal.done():
                     try:
                         ok, cancel = renewal.result()
@@ -789,6 +795,7 @@ class Supervisor:
                         last_write + write_every if renewal is None else None,
                         term_at + s.job_kill_grace if term_at is not None else None,
                         last_output + s.job_stall_seconds,
+                        last_renewal + s.lease_seconds * 0.8 if reason != "lost_lease" else None,
                         last_ckpt + s.checkpoint_interval if s.checkpoint_interval > 0 else None,
                         last_output + 2 if exited else None,
                     ),

@@ -177,3 +177,42 @@ def test_many_running_jobs_write_their_progress_in_few_transactions(
         assert writes <= window * 25, writes
         for j in jobs:
             assert wait_status(svc, uid, j.id, timeout=120).status == "done"
+
+
+def test_a_watch_loop_wakes_about_once_a_second_not_every_fifth(
+    make_service, dovecot_factory, monkeypatch
+):
+    """Supervision costs with events, not with time: at the default progress interval
+    (1 s) a running job's watch loop wakes for its job's progress line and its timers,
+    about once a second.  Before, it polled every 0.2 s (and woke for every line, two a
+    second): 7 wakes a second; this bound failed."""
+    import selectors
+
+    server = dovecot_factory(users={"src0": SRC_PW, "dst0": DST_PW})
+    items = [MaildirMessage(make_message(j, size=4000), ()) for j in range(40)]
+    server.deliver_many("src0", "INBOX", items)
+    wakes: dict[str, list[float]] = {}
+    real = selectors.EpollSelector.select
+
+    def counted(self: Any, timeout: float | None = None) -> Any:
+        wakes.setdefault(threading.current_thread().name, []).append(time.monotonic())
+        return real(self, timeout)
+
+    monkeypatch.setattr(selectors.EpollSelector, "select", counted)
+    # ~160 KB at 40 KB/s: the job runs for about 4 s.
+    with FaultProxy(server.port, lambda _n: [Fault.throttle(40_000)]) as link:
+        svc = make_service(
+            ca_file=str(server.ca_file), job_connections=1, progress_interval=1.0
+        )
+        svc.start(1)
+        uid = svc.create_user(OWNER, "long enough pass")
+        job = svc.create_transfer(
+            uid,
+            Account("127.0.0.1", link.port, "none", "src0", SRC_PW),
+            Account("127.0.0.1", server.port, "starttls", "dst0", DST_PW),
+        )
+        assert wait_status(svc, uid, job.id, timeout=120).status == "done"
+    (loop,) = [v for k, v in wakes.items() if k.startswith("Worker")]  # the queue's consumer
+    span = loop[-1] - loop[0]
+    assert span > 2, loop
+    assert len(loop) / span <= 3.0, (len(loop), span)

@@ -789,14 +789,20 @@ class Supervisor:
                     # the select above may have timed out with the result line waiting.
                     if eof or not _readable(fd):
                         break
+                # Only timers that can still fire: one whose deadline passed without
+                # effect (a checkpoint while cancelling, the stall of a job being
+                # killed) would make this loop spin.
+                quiet = reason is None and not exited
                 timeout = _next_wake(
                     now,
                     (
                         last_write + write_every if renewal is None else None,
-                        term_at + s.job_kill_grace if term_at is not None else None,
-                        last_output + s.job_stall_seconds,
+                        term_at + s.job_kill_grace if term_at is not None and not exited else None,
+                        last_output + s.job_stall_seconds if quiet else None,
                         last_renewal + s.lease_seconds * 0.8 if reason != "lost_lease" else None,
-                        last_ckpt + s.checkpoint_interval if s.checkpoint_interval > 0 else None,
+                        last_ckpt + s.checkpoint_interval
+                        if quiet and ckpt is not None and s.checkpoint_interval > 0
+                        else None,
                         last_output + 2 if exited else None,
                     ),
                 )
@@ -1167,9 +1173,9 @@ WATCH_TICK = 1.0
 
 def _next_wake(now: float, due: tuple[float | None, ...]) -> float:
     """Seconds until the earliest of the ``due`` times (None: not set), within
-    [0, WATCH_TICK]."""
+    [10 ms, WATCH_TICK] (the floor: a deadline that stays past never makes a loop spin)."""
     soonest = min((t for t in due if t is not None), default=now + WATCH_TICK)
-    return min(WATCH_TICK, max(0.0, soonest - now))
+    return min(WATCH_TICK, max(0.01, soonest - now))
 
 
 class _Wake:

@@ -89,6 +89,30 @@ def test_heartbeat_many_writes_only_the_rows_still_held(make_service, control_ur
     assert store.heartbeat_many(me, 30, {a: (ca.token - 1, {})}) == {a: (False, False)}
 
 
+def test_no_pipelined_executemany_reaches_postgresql(make_service, postgres):
+    """psycopg pipelines an executemany: a host cut off before the pipeline's Sync leaves
+    its session waiting without idle_in_transaction_session_timeout armed, holding the
+    row locks of the whole batch (the fleet's partition test timed out on them).  On
+    PostgreSQL each row is its own statement; the batch is still one transaction."""
+    svc = make_service(database_url=postgres.url, customer_max_running=0)
+    store = svc.supervisor.store
+    ids = _jobs(svc, 3)
+    me = "alpha|1|1"
+    tokens = {j: store.claim(j, me, 30, 10).token for j in ids}
+    many: list[bool] = []
+    commits = _count_commits(svc)
+
+    def on_execute(_c: Any, _cur: Any, statement: str, _p: Any, _ctx: Any, executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("UPDATE"):
+            many.append(executemany)
+
+    event.listen(svc.db.engine, "before_cursor_execute", on_execute)
+    answers = store.heartbeat_many(me, 30, {j: (tokens[j], {"n": 1}) for j in ids})
+    assert answers == {j: (True, False) for j in ids}
+    assert many == [False, False, False], many
+    assert commits[0] == 1
+
+
 def test_the_writer_answers_each_job_and_gathers_them(make_service):
     svc = make_service(customer_max_running=0)
     store = svc.supervisor.store

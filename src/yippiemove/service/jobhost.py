@@ -338,16 +338,25 @@ class SqlJobStore:
                     }
                 )
                 answers[job_id] = (True, bool(cancel))
-            if params:
-                sess.execute(
-                    table.update()  # type: ignore[attr-defined]
-                    .where(table.c.id == bindparam("b_id"))  # type: ignore[attr-defined]
-                    .values(
-                        progress=bindparam("b_progress", type_=table.c.progress.type),  # type: ignore[attr-defined]
-                        lease_expires=bindparam("b_expires"),
-                    ),
-                    params,
+            update = (
+                table.update()  # type: ignore[attr-defined]
+                .where(table.c.id == bindparam("b_id"))  # type: ignore[attr-defined]
+                .values(
+                    progress=bindparam("b_progress", type_=table.c.progress.type),  # type: ignore[attr-defined]
+                    lease_expires=bindparam("b_expires"),
                 )
+            )
+            if params and self.db.is_sqlite:
+                sess.execute(update, params)  # executemany: no network in between
+            else:
+                # One statement at a time on PostgreSQL, never psycopg's pipelined
+                # executemany: a host cut off mid-pipeline (before its Sync) leaves its
+                # session waiting for input without idle_in_transaction_session_timeout
+                # armed (the server arms it only at ReadyForQuery), holding the row
+                # locks of every job of the batch until TCP gives up; the other hosts'
+                # takeovers waited on them (seen in the fleet's partition test).
+                for one in params:
+                    sess.execute(update, one)
         return answers
 
     def requeue(

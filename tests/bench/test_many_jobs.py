@@ -17,37 +17,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_hundred_jobs_at_once_under_1024_descriptors(
-    dovecot_installed: None, tmp_path: Path
-) -> None:
-    out = tmp_path / "many.json"
+def _bench(tmp_path: Path, name: str, *args: str, timeout: float) -> tuple[dict, str, int]:
+    """Run bench/many_jobs.py with ``args`` (plain IMAP, a quick end-poll, --json):
+    (the one run's figures, the output's tail, the exit status)."""
+    out = tmp_path / name
     r = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "many_jobs.py"),
-            "--sizes",
-            "100",
-            "--messages",
-            "20",
-            "--nofile",
-            "1024",
-            # plain IMAP on loopback and a quicker end: the service is under test here,
-            # not TLS (7 s less on the shared 2 CPUs)
-            "--security",
-            "none",
-            "--end-poll",
-            "0.5",
-            "--json",
-            str(out),
-        ],
+        [sys.executable, str(ROOT / "bench" / "many_jobs.py"), *args,
+         "--security", "none", "--end-poll", "0.5", "--json", str(out)],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=timeout,
         env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
     )
     tail = r.stdout[-4000:] + r.stderr[-4000:]
     assert out.is_file(), tail
     (run,) = json.loads(out.read_text())["runs"]
+    return run, tail, r.returncode
+
+
+def test_hundred_jobs_at_once_under_1024_descriptors(
+    dovecot_installed: None, tmp_path: Path
+) -> None:
+    # plain IMAP on loopback and a quicker end: the service is under test here, not TLS
+    run, tail, code = _bench(
+        tmp_path, "many.json", "--sizes", "100", "--messages", "20", "--nofile", "1024",
+        timeout=240,
+    )
     assert run["jobs"] == 100 and run["nofile"] == 1024
     assert run["lock_errors"] == 0, (run["event_examples"], tail)
     assert run["fd_errors"] == 0, (run["event_examples"], tail)
@@ -58,7 +53,7 @@ def test_hundred_jobs_at_once_under_1024_descriptors(
     # every figure the table needs was measured
     assert run["post_lat"]["n"] >= 100 and run["list_lat"]["n"] >= 1
     assert run["job_pss_kb"]["n"] >= 1 and run["service_cpu"] > 0 and run["job_seconds"] > 0
-    assert r.returncode == 0, tail
+    assert code == 0, tail
 
 
 def test_a_hard_open_file_limit_below_the_jobs_own_fails_no_job(
@@ -68,33 +63,11 @@ def test_a_hard_open_file_limit_below_the_jobs_own_fails_no_job(
     a job process cannot be given more than its parent's hard limit, and asking for it
     failed every job at its start ('the job process ended unexpectedly', found by the
     bench).  Now each job gets the hard limit, and all end exact."""
-    out = tmp_path / "low.json"
-    r = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "many_jobs.py"),
-            "--sizes",
-            "4",
-            "--messages",
-            "10",
-            "--nofile",
-            "384",
-            "--security",
-            "none",
-            "--end-poll",
-            "0.5",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    run, tail, code = _bench(
+        tmp_path, "low.json", "--sizes", "4", "--messages", "10", "--nofile", "384",
         timeout=180,
-        env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
     )
-    tail = r.stdout[-4000:] + r.stderr[-4000:]
-    assert out.is_file(), tail
-    (run,) = json.loads(out.read_text())["runs"]
     assert run["nofile"] == 384
     assert run["done"] == 4 and run["failed_service"] == 0, (run["errors"], tail)
     assert run["not_exact"] == [], tail
-    assert r.returncode == 0, tail
+    assert code == 0, tail

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from tests.faultproxy import Fault, FaultProxy
 from tests.svckit import (
     DST_PW,
     SRC_PW,
@@ -29,7 +30,7 @@ from tests.svckit import (
 )
 from tests.transfer.test_move import populate
 from yippiemove.service.account import LinkRefused
-from yippiemove.service.core import Service, ServiceError, TooManyAttempts, WrongPassword
+from yippiemove.service.core import Account, Service, ServiceError, TooManyAttempts, WrongPassword
 from yippiemove.service.db import (
     AuditEntry,
     Base,
@@ -282,17 +283,22 @@ def test_delete_account_stops_jobs_and_leaves_nothing_of_the_customer(
         svc.delete_account(uid, "not it", client="10.0.0.2")
     assert svc.get_transfer(uid, done.id).status == "done"
     assert (svc.settings.job_dir(done.id) / "report.json").exists()
-    running = svc.create_transfer(
-        uid, account(server, "big", SRC_PW), account(server, "bigdst", DST_PW)
-    )
-    bobs = svc.create_transfer(
-        other, account(server, "o", "o-pw-1"), account(server, "o2", "o-pw-1")
-    )
-    wait_progress(svc, uid, running.id, 0.02)
-    pid = jail_pid(svc, running.id)
-    assert pid is not None and pid_alive(pid)
+    # The running job's destination is behind a slow link, so it is still running when
+    # the account goes, however fast the machine is.
+    with FaultProxy(server.port, lambda _n: [Fault.throttle(1_000_000)]) as slow:
+        running = svc.create_transfer(
+            uid,
+            account(server, "big", SRC_PW),
+            Account("127.0.0.1", slow.port, "none", "bigdst", DST_PW),
+        )
+        bobs = svc.create_transfer(
+            other, account(server, "o", "o-pw-1"), account(server, "o2", "o-pw-1")
+        )
+        wait_progress(svc, uid, running.id, 0.02)
+        pid = jail_pid(svc, running.id)
+        assert pid is not None and pid_alive(pid)
 
-    svc.delete_account(uid, PW, client="10.0.0.2")
+        svc.delete_account(uid, PW, client="10.0.0.2")
 
     assert not pid_alive(pid)  # the job process was stopped first
     with svc.db.read() as s:

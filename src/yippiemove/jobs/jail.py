@@ -583,6 +583,8 @@ def _zygote_child(fds: list[int], request: dict[str, Any], zygote: int) -> None:
         if request.get("memory"):
             mem = int(request["memory"])
             resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+        if request.get("nice"):  # before any thread: Linux keeps a nice value per thread
+            os.setpriority(os.PRIO_PROCESS, 0, int(request["nice"]))
         _die_with_parent(zygote)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -67,6 +67,12 @@ def jail_env() -> dict[str, str]:
     return env
 
 
+def job_nice(nice: int) -> int:
+    """The job processes' nice value: within 0-19, never below this process's (an
+    unprivileged process may not lower it; the jobs never run ahead of the service)."""
+    return max(0, min(19, nice), os.getpriority(os.PRIO_PROCESS, 0))
+
+
 def set_limits(pid: int, *, max_open_files: int, max_memory: int | None) -> None:
     """A child's jail limits, set from outside (``prlimit(2)``) before it is given work:
     no core dumps, ``max_open_files`` files, ``max_memory`` bytes of address space (0 or
@@ -207,6 +213,8 @@ class ExecLauncher(Launcher):
         try:
             # Limits before the job gets any work (it waits for its spec on stdin).
             set_limits(proc.pid, max_open_files=s.job_max_open_files, max_memory=s.job_max_memory)
+            if job_nice(s.job_nice) > 0:  # one thread yet: it waits for its spec on stdin
+                os.setpriority(os.PRIO_PROCESS, proc.pid, job_nice(s.job_nice))
         except BaseException:
             jail.reap()
             raise
@@ -351,6 +359,7 @@ class _Zygote:
                     "cwd": str(workdir),
                     "nofile": s.job_max_open_files,
                     "memory": s.job_max_memory,
+                    "nice": job_nice(s.job_nice),
                     "uid": uid,
                 }
                 socket.send_fds(self.ctl, [json.dumps(request).encode()], [in_r, out_w, err])

@@ -83,6 +83,11 @@ class SupervisorConfig:
     #: The job process stops writing to the destination this long before the lease it
     #: was last told about expires in the database (fencing; jobs/fence.py).
     lease_margin: float = 0.0
+    #: Admission of jobs by the processors' pressure and the jobs' nice value
+    #: (jobs/admission.py; service/config.py ``Settings``).
+    job_admission_pressure: float = 0.0
+    job_admission_floor: int = 0
+    job_nice: int = 0
     #: The operator's OAuth2 settings (``yippiemove.oauth.OAuthConfig.to_dict()``, issue
     #: 16), handed to a job process whose accounts sign in with OAuth2 on its stdin only
     #: (client secrets: never in ``repr``, argv or the environment).

@@ -69,6 +69,15 @@ class Settings:
     #: Limits of each job process (the jail).
     job_max_open_files: int = 1024
     job_max_memory: int = GiB
+    #: Admission (jobs/admission.py, issue 18): past ``job_admission_floor`` running
+    #: jobs (0: four per processor), a job starts only while the machine's processors
+    #: are not saturated (the share of time some task waited for one, Linux PSI, below
+    #: ``job_admission_pressure``; 0: start every job at once); the others wait, queued.
+    job_admission_pressure: float = 0.8
+    job_admission_floor: int = 0
+    #: Job processes run at this nice value (0-19): the web front door, the API and the
+    #: supervision stay responsive however many jobs keep the processors busy.
+    job_nice: int = 10
     #: Parallel folder workers inside one job (one connection per side each); None:
     #: automatic, as `yippiemove move` (2, or 6 when the servers are 10 ms or more away).
     job_connections: int | None = None

@@ -74,6 +74,8 @@ log = logging.getLogger("yippiemove.service")
 class TooManyWorkers(ValueError):
     """``start(workers)`` asks for more concurrent jobs than the process's open-files
     limit can hold (jobs/descriptors.py); the message names the limit."""
+
+
 T = TypeVar("T")
 
 __all__ = [
@@ -630,6 +632,7 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
         """Stop running jobs cleanly (they go back to ``queued``) and the consumers."""
         self._stopping.set()
         self._jobs_stopping.set()
+        self.supervisor.admission.wake_all()
         if self.agent is not None:
             self.agent.stop()  # waits for a drain under way; marks the host gone
             self.agent = None
@@ -650,6 +653,7 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
         them.  A job claimed meanwhile is handed back at once (the supervisor sees the
         flag before it starts the job)."""
         self._jobs_stopping.set()
+        self.supervisor.admission.wake_all()
         try:
             self.queue.stop(self.settings.job_kill_grace + 30)
         finally:

@@ -50,6 +50,9 @@ def supervisor_config(settings: Settings) -> SupervisorConfig:
         checkpoint_interval=settings.checkpoint_interval,
         checkpoint_max_bytes=settings.checkpoint_max_bytes,
         lease_margin=settings.lease_margin,
+        job_admission_pressure=settings.job_admission_pressure,
+        job_admission_floor=settings.job_admission_floor,
+        job_nice=settings.job_nice,
         oauth_config=settings.oauth_config_dict(),
     )
 

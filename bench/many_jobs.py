@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import random
 import re
@@ -142,6 +143,11 @@ class Size:
     other_cpu: float = 0.0  # busy CPU of the machine not ours, Dovecot's or the bench's
     cpu_window: float = 0.0  # seconds over which the CPU figures were taken
     job_seconds: float = 0.0
+    #: Supervision alone (``--throttle``): the service's CPU while every job ran and none
+    #: started or ended (from the last start to the first end), per job-second; None
+    #: when that window is shorter than 2 s (jobs did not all run at once).
+    steady_window: float = 0.0
+    steady_cpu: float = 0.0
     posts_s: float = 0.0  # all POSTs accepted after
     post_rejected: int = 0  # answers other than 201 (retried)
     post_lat: list[float] = field(default_factory=list)
@@ -160,6 +166,12 @@ class Size:
     @property
     def mb_s(self) -> float:
         return self.mail_bytes / 1e6 / self.wall if self.wall else 0.0
+
+    @property
+    def supervision_ms_per_job_s(self) -> float | None:
+        if self.steady_window < 2.0:
+            return None
+        return 1000 * self.steady_cpu / (self.jobs * self.steady_window)
 
     @property
     def lock_errors(self) -> int:
@@ -207,6 +219,7 @@ class Size:
             service_cpu_ms_per_job_s=(
                 1000 * self.service_cpu / self.job_seconds if self.job_seconds else 0.0
             ),
+            supervision_ms_per_job_s=self.supervision_ms_per_job_s,
             ok=self.ok,
         )
         return d
@@ -322,8 +335,10 @@ def all_views(client: Any) -> list[dict[str, Any]]:
             return views
 
 
-def account(args: argparse.Namespace, server: Any, user: str) -> dict[str, Any]:
-    port = server.tls_port if args.security == "tls" else server.port
+def account(
+    args: argparse.Namespace, server: Any, user: str, via: int | None = None
+) -> dict[str, Any]:
+    port = via or (server.tls_port if args.security == "tls" else server.port)
     return {
         "host": "127.0.0.1",
         "port": port,
@@ -391,11 +406,27 @@ def run_size(
             with contextlib.ExitStack() as sampling, Clients(base, token, args.poll) as clients:
                 for one in samplers:
                     sampling.enter_context(one)
+                via = None
+                if args.throttle:
+                    # Every source connection through a link of --throttle bytes/s: jobs
+                    # that wait on their servers, as with real providers.
+                    if str(ROOT) not in sys.path:
+                        sys.path.insert(0, str(ROOT))
+                    from tests.faultproxy import Fault, FaultProxy
+
+                    target = server.tls_port if args.security == "tls" else server.port
+                    link = sampling.enter_context(
+                        FaultProxy(target, lambda _n: [Fault.throttle(args.throttle)])
+                    )
+                    via = link.port
+                cpu_samples = sampling.enter_context(
+                    CpuSamples(lambda: own_cpu(proc, supervising), args.sample)
+                )
                 t0 = time.time()
 
                 def post(pair: tuple[str, str]) -> str:
                     body = {
-                        "source": account(args, server, pair[0]),
+                        "source": account(args, server, pair[0], via),
                         "dest": account(args, server, pair[1]),
                     }
                     jid = submit(client, body, run, lock)
@@ -448,6 +479,12 @@ def run_size(
             for v in views.values()
             if v.get("finished") and v.get("started")
         )
+        starts = [v["started"] for v in views.values() if v.get("started")]
+        ends = [v["finished"] for v in views.values() if v.get("finished")]
+        if len(starts) == n and ends and min(ends) - max(starts) >= 2.0:
+            a, b = max(starts) + 0.5, min(ends) - 0.5  # clear of the edges' own work
+            run.steady_window = b - a
+            run.steady_cpu = cpu_samples.at(b) - cpu_samples.at(a)
         run.job_pss_kb = sorted(v for one in samplers for v in one.job_peak.values())
         run.running_peak = sum(one.running_peak for one in samplers)
         run.statuses = [views[jid]["status"] for jid in ids]
@@ -503,6 +540,39 @@ def start_worker(
     return proc, log
 
 
+class CpuSamples:
+    """``read()`` (a CPU-seconds counter) every ``every`` seconds on a thread, with the
+    wall time; ``at(t)``: the counter at time ``t``, interpolated."""
+
+    def __init__(self, read: Any, every: float) -> None:
+        self.read = read
+        self.every = every
+        self.points: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> CpuSamples:
+        self.points.append((time.time(), self.read()))
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            with contextlib.suppress(Exception):  # the process ended
+                self.points.append((time.time(), self.read()))
+
+    def at(self, t: float) -> float:
+        pts = self.points
+        for (t0, c0), (t1, c1) in itertools.pairwise(pts):
+            if t0 <= t <= t1:
+                return c0 + (c1 - c0) * (t - t0) / (t1 - t0) if t1 > t0 else c1
+        return pts[-1][1] if t > pts[-1][0] else pts[0][1]
+
+
 def own_cpu(serve: subprocess.Popen[bytes], supervising: list[subprocess.Popen[bytes]]) -> float:
     """CPU seconds of the service's own processes (serve and the worker processes; not
     the zygotes nor the jobs)."""
@@ -550,10 +620,11 @@ def fmt_table(runs: list[Size]) -> list[str]:
     lines = [
         "| jobs | wall s | done / failed (service-side) | msgs/s | MB/s | of best "
         "| PSS/job MB median / max | service CPU ms/job | service CPU ms/job-s "
+        "| supervision ms/job-s (all running) "
         "| POST p50 / p99 / max s | GET job p50 / p99 s | GET list p50 / p99 s "
         "| all POSTs accepted after s | lock errors | fd errors (waits) | done ones exact "
         "| others' CPUs |",
-        "|" + "---|" * 17,
+        "|" + "---|" * 18,
     ]
     for r in runs:
         pss = (
@@ -562,12 +633,15 @@ def fmt_table(runs: list[Size]) -> list[str]:
             else "-"
         )
         per_js = f"{1000 * r.service_cpu / r.job_seconds:.2f}" if r.job_seconds else "-"
+        sup = r.supervision_ms_per_job_s
+        steady = "-" if sup is None else f"{sup:.3f} ({r.steady_window:.0f} s)"
         lines.append(
             f"| {r.jobs}{f' ({r.workers} workers)' if r.workers < r.jobs else ''}"
             f"{f' in {r.supervisors} worker processes' if r.supervisors else ''} "
             f"| {r.wall:.1f} | {r.done} / {r.failed} ({r.failed_service}) "
             f"| {r.msgs_s:,.0f} | {r.mb_s:.2f} | {r.msgs_s / best:.2f} | {pss} "
             f"| {1000 * r.service_cpu / r.jobs:.0f} | {per_js} "
+            f"| {steady} "
             f"| {pct(r.post_lat, 0.5):.3f} / {pct(r.post_lat, 0.99):.3f} / "
             f"{max(r.post_lat, default=0):.3f} "
             f"| {pct(r.get_lat, 0.5):.3f} / {pct(r.get_lat, 0.99):.3f} "
@@ -595,6 +669,13 @@ def main() -> int:
         help="serve --workers (default: one per job, at most what --nofile allows)",
     )
     ap.add_argument("--security", choices=("tls", "starttls", "none"), default="tls")
+    ap.add_argument(
+        "--throttle",
+        type=int,
+        default=0,
+        help="bytes/s of each source connection (a proxy; 0: none): jobs that wait on "
+        "their servers; the table's supervision column is measured while all run",
+    )
     ap.add_argument(
         "--supervisors",
         type=int,

@@ -38,6 +38,11 @@ FAST = {
     "job_kill_grace": 5.0,
     # The test servers are on loopback, which the egress policy refuses by default.
     "egress_allow": "127.0.0.0/8",
+    # Job processes at the service's priority, as before admission (issue 18): on the
+    # busy test machine niced jobs would lose the processors to the pytest workers and
+    # the timing of the tests written before would change.  tests/jobs/test_admission.py
+    # checks the nice value itself.
+    "job_nice": 0,
 }
 
 

@@ -410,15 +410,8 @@ def run_size(
                 if args.throttle:
                     # Every source connection through a link of --throttle bytes/s: jobs
                     # that wait on their servers, as with real providers.
-                    if str(ROOT) not in sys.path:
-                        sys.path.insert(0, str(ROOT))
-                    from tests.faultproxy import Fault, FaultProxy
-
                     target = server.tls_port if args.security == "tls" else server.port
-                    link = sampling.enter_context(
-                        FaultProxy(target, lambda _n: [Fault.throttle(args.throttle)])
-                    )
-                    via = link.port
+                    via = sampling.enter_context(SlowLinks(target, args.throttle)).port
                 cpu_samples = sampling.enter_context(
                     CpuSamples(lambda: own_cpu(proc, supervising), args.sample)
                 )
@@ -538,6 +531,62 @@ def start_worker(
             preexec_fn=None if args.nofile is None else lambda: fleet._limit_nofile(args.nofile),
         )
     return proc, log
+
+
+class SlowLinks:
+    """A TCP proxy to 127.0.0.1:``target`` whose every connection carries at most
+    ``rate`` bytes/s each way (bytes as they come: TLS included), on a thread."""
+
+    def __init__(self, target: int, rate: int) -> None:
+        self.target = target
+        self.rate = rate
+        self.port = 0
+        self._loop: Any = None
+        self._thread = threading.Thread(target=self._main, daemon=True)
+        self._ready = threading.Event()
+
+    def __enter__(self) -> SlowLinks:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _main(self) -> None:
+        import asyncio
+
+        async def pipe(r: Any, w: Any) -> None:
+            sent, t0 = 0, time.monotonic()
+            try:
+                while data := await r.read(4096):
+                    w.write(data)
+                    await w.drain()
+                    sent += len(data)
+                    ahead = sent / self.rate - (time.monotonic() - t0)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+            except OSError:
+                pass
+            finally:
+                w.close()
+
+        async def link(cr: Any, cw: Any) -> None:
+            try:
+                sr, sw = await asyncio.open_connection("127.0.0.1", self.target)
+            except OSError:
+                cw.close()
+                return
+            await asyncio.gather(pipe(cr, sw), pipe(sr, cw))
+
+        self._loop = loop = asyncio.new_event_loop()
+        server = loop.run_until_complete(asyncio.start_server(link, "127.0.0.1", 0, backlog=4096))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        loop.run_forever()
+        server.close()
+        loop.close()
 
 
 class CpuSamples:

@@ -278,6 +278,19 @@ def test_write_gate_within_past_and_renewed(monkeypatch):
     asyncio.run(scenario())
 
 
+def test_lease_lines_carry_the_progress_pace_the_supervisor_asks_for():
+    """Issue 18: with many jobs the supervisor asks each to report less often."""
+    gate = LeaseGate()
+    gate.feed(lease_line(time.monotonic() + 5, 7))
+    assert gate.progress_every is None  # the spec's interval
+    gate.feed(lease_line(time.monotonic() + 5, 7, 4.25))
+    assert gate.progress_every == 4.25
+    for bogus in (b'"x"', b"0", b"-3", b"1e9", b"null"):
+        gate.feed(b'{"lease_until": 1e12, "token": 7, "progress_every": ' + bogus + b"}\n")
+        assert gate.progress_every == 4.25, bogus
+    assert b"progress_every" not in lease_line(1.0, 7)
+
+
 def test_first_line_read_keeps_what_follows(tmp_path):
     import os
 

@@ -240,3 +240,52 @@ def test_a_watch_loop_wakes_about_once_a_second_not_every_fifth(
     span = loop[-1] - loop[0]
     assert span > 2, loop
     assert len(loop) / span <= 3.0, (len(loop), span)
+
+
+def test_with_many_jobs_each_job_process_reports_less_often(
+    make_service, dovecot_factory, monkeypatch
+):
+    """Past the progress budget (rows_per_second, all jobs together) the supervisor asks
+    each job process, in its lease lines, for fewer progress lines; its watch loop then
+    wakes less often too (its longest sleep is 5 s, not 1 s).  Here the budget is made
+    tiny so that one job is already past it: lines every 4 s.  Before, the job reported
+    every second whatever the number of jobs, and the loop woke every second: this bound
+    failed (2.2 wakes a second: two reads of each line, once a second)."""
+    import selectors
+
+    from yippiemove.jobs import heartbeats
+
+    monkeypatch.setattr(heartbeats, "ROWS_PER_SECOND", 0.25)
+    server = dovecot_factory(users={"src0": SRC_PW, "dst0": DST_PW})
+    items = [MaildirMessage(make_message(j, size=4000), ()) for j in range(30)]
+    server.deliver_many("src0", "INBOX", items)
+    wakes: dict[str, list[float]] = {}
+    real = selectors.EpollSelector.select
+
+    def counted(self: Any, timeout: float | None = None) -> Any:
+        wakes.setdefault(threading.current_thread().name, []).append(time.monotonic())
+        return real(self, timeout)
+
+    monkeypatch.setattr(selectors.EpollSelector, "select", counted)
+    # ~120 KB at 12 KB/s: the job runs for about 10 s.
+    with FaultProxy(server.port, lambda _n: [Fault.throttle(12_000)]) as link:
+        svc = make_service(
+            ca_file=str(server.ca_file), job_connections=1, progress_interval=1.0
+        )
+        svc.start(1)
+        assert svc.supervisor.heartbeats.rows_per_second == 0.25
+        uid = svc.create_user(OWNER, "long enough pass")
+        job = svc.create_transfer(
+            uid,
+            Account("127.0.0.1", link.port, "none", "src0", SRC_PW),
+            Account("127.0.0.1", server.port, "starttls", "dst0", DST_PW),
+        )
+        assert wait_status(svc, uid, job.id, timeout=120).status == "done"
+    (loop,) = [v for k, v in wakes.items() if k.startswith("Worker")]  # the queue's consumer
+    span = loop[-1] - loop[0]
+    assert span > 6, loop
+    # The steady part: past its start (the first lease line is sent before the pace
+    # applies) and before its end (the last lines, the end of output).
+    a, b = loop[0] + 2, loop[-1] - 1
+    steady = [t for t in loop if a <= t <= b]
+    assert len(steady) / (b - a) <= 0.6, (len(steady), b - a, [round(t - loop[0], 2) for t in loop])

@@ -56,12 +56,12 @@ class CpuPressure:
 
     def __init__(
         self,
-        psi: Path = PSI_PATH,
-        stat: Path = STAT_PATH,
+        psi: Path | None = None,
+        stat: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.psi = psi
-        self.stat = stat
+        self.psi = psi if psi is not None else PSI_PATH
+        self.stat = stat if stat is not None else STAT_PATH
         self.clock = clock
         self._last: tuple[float, float] | None = None  # (time or total ticks, stalled)
         self.source = "psi" if self._psi_total() is not None else "stat"
@@ -137,7 +137,8 @@ class Admission:
         self._waiters: collections.deque[threading.Event] = collections.deque()
         self._allowance = 0
         self._measured_at: float | None = None
-        self.pressure.read()  # the first reading is a baseline
+        if self.limit > 0:
+            self.pressure.read()  # the first reading is a baseline
         self._measured_at = self.clock()
 
     @property

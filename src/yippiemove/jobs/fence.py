@@ -61,9 +61,14 @@ class LeaseLost(Exception):
     """The job's lease ran out without a renewal: another host may own the job now."""
 
 
-def lease_line(deadline: float, token: int) -> bytes:
-    """A lease line for the job's stdin (see the module doc)."""
-    return json.dumps({"lease_until": deadline, "token": token}).encode() + b"\n"
+def lease_line(deadline: float, token: int, progress_every: float | None = None) -> bytes:
+    """A lease line for the job's stdin (see the module doc); ``progress_every``: the
+    seconds between two progress lines the supervisor asks for now (issue 18: with many
+    jobs, each reports less often, so that supervision costs what the events do)."""
+    msg: dict[str, float | int] = {"lease_until": deadline, "token": token}
+    if progress_every is not None:
+        msg["progress_every"] = round(progress_every, 3)
+    return json.dumps(msg).encode() + b"\n"
 
 
 def read_first_line(fd: int, limit: int = 1 << 24) -> tuple[bytes, bytes]:
@@ -89,6 +94,8 @@ class LeaseGate:
         #: CLOCK_MONOTONIC deadline of the last lease line; None before the first.
         self.deadline: float | None = None
         self.token: int | None = None
+        #: Seconds between progress lines the supervisor asked for (None: the spec's).
+        self.progress_every: float | None = None
         self._buf = b""
         self._renewed: asyncio.Event | None = None
         self.eof = False
@@ -117,6 +124,9 @@ class LeaseGate:
             self.token = token
             if self.deadline is None or deadline > self.deadline:
                 self.deadline = deadline
+            every = msg.get("progress_every")
+            if isinstance(every, int | float) and 0.01 <= every <= 3600:
+                self.progress_every = float(every)
         if self._renewed is not None:
             self._renewed.set()
 

@@ -138,7 +138,8 @@ async def _run(
     try:
         while not task.done():
             _emit(progress_line(mover))
-            await asyncio.wait({task}, timeout=interval)
+            every = gate.progress_every if gate is not None else None
+            await asyncio.wait({task}, timeout=every or interval)
         try:
             await task
         except asyncio.CancelledError:

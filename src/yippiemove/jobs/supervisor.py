@@ -333,6 +333,8 @@ class Supervisor:
             settings.job_admission_pressure,
             settings.job_admission_floor or default_floor(),
         )
+        #: Seconds between a job process's progress lines while few jobs run.
+        self._line_every = min(1.0, settings.progress_interval)
         #: One writer for every job's progress and lease (jobs/heartbeats.py).
         self.heartbeats = Heartbeats(
             store, self.owner, settings.lease_seconds, settings.progress_interval
@@ -353,6 +355,13 @@ class Supervisor:
             event = self._pokes.get(job_id)
         if event is not None:
             event.set()
+
+    def poke_all(self) -> None:
+        """Every watch loop of this process looks now (the service stops or drains)."""
+        with self._jails_lock:
+            events = list(self._pokes.values())
+        for event in events:
+            event.ring()
 
     def running_jails(self) -> dict[str, int]:
         """job id -> pid of the job processes this supervisor runs now."""
@@ -602,7 +611,7 @@ class Supervisor:
             egress_own=own_addresses(),
             connections=s.job_connections,
             # A line a second at most: each one wakes the watch loop (issue 18).
-            progress_interval=min(1.0, s.progress_interval),
+            progress_interval=self._line_every,
             fenced=True,
             lease_wait=min(5.0, max(1.0, self._margin())),
         )
@@ -904,8 +913,15 @@ class Supervisor:
         """Tell the job process how long it may write (jobs/fence.py): the lease runs
         from before the renewal's database write, less the margin."""
         deadline = lease.renewed_at + self.settings.lease_seconds - self._margin()
+        # With many jobs each reports less often (the pace of the progress writes,
+        # jobs/heartbeats.py): supervision costs grow with events, not jobs x seconds.
+        with self._jails_lock:  # jobs with a process, this one included from its start
+            n = len(self._jails)
+        every = self.heartbeats.interval_for(n)
         try:
-            proc.stdin.write(lease_line(deadline, lease.token))
+            proc.stdin.write(
+                lease_line(deadline, lease.token, every if every > self._line_every else None)
+            )
             proc.stdin.flush()
         except (BlockingIOError, BrokenPipeError, ValueError, OSError):
             # A job that reads none (stuck, or gone): it will stop at its deadline.
@@ -1186,9 +1202,12 @@ class _GrantSaver:
             self.pump()
 
 
-#: The longest a watch loop sleeps with nothing to do (the liveness rules, the service
-#: stopping and the database's answers are looked at this often at least).
-WATCH_TICK = 1.0
+#: The longest a watch loop sleeps with nothing to do (the liveness rules, a job process
+#: that ended with its output still held open, and the database's answers are looked at
+#: this often at least; the service stopping pokes every loop, :meth:`Supervisor.poke_all`).
+#: It was 1 s: with each job reporting every few seconds (many jobs, jobs/heartbeats.py)
+#: this tick was most of the wake-ups.
+WATCH_TICK = 5.0
 
 
 def _next_wake(now: float, due: tuple[float | None, ...]) -> float:

@@ -633,6 +633,7 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
         self._stopping.set()
         self._jobs_stopping.set()
         self.supervisor.admission.wake_all()
+        self.supervisor.poke_all()
         if self.agent is not None:
             self.agent.stop()  # waits for a drain under way; marks the host gone
             self.agent = None
@@ -654,6 +655,7 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
         flag before it starts the job)."""
         self._jobs_stopping.set()
         self.supervisor.admission.wake_all()
+        self.supervisor.poke_all()
         try:
             self.queue.stop(self.settings.job_kill_grace + 30)
         finally:

@@ -687,6 +687,7 @@ class Supervisor:
         # that hangs (a partition, a lock) never holds up this loop for longer than the
         # lease.
         renewal: Future[Beat] | None = None
+        hooked: Future[Beat] | None = None  # the write a poke woke us for the answer of
         write_every = beats.interval()
         timeout = 0.0
         renewal_from = 0.0
@@ -746,6 +747,12 @@ class Supervisor:
                         renewal.add_done_callback(poke.ring)
                     # Otherwise the answer is read at the next wake (the job's next
                     # progress line, at most WATCH_TICK): one wake a beat fewer.
+                if renewal is not None and poke.is_set() and renewal is not hooked:
+                    # A cancel came while a write was on its way: wake up for that
+                    # answer, then write again at once to read the flag (not at the next
+                    # progress line or WATCH_TICK, seconds away).
+                    hooked = renewal
+                    renewal.add_done_callback(poke.ring)
                 if renewal is not None and renewal.done():
                     try:
                         ok, cancel = renewal.result()
@@ -826,6 +833,7 @@ class Supervisor:
                     now,
                     (
                         last_write + write_every if renewal is None else None,
+                        now if renewal is None and poke.is_set() else None,  # write now
                         term_at + s.job_kill_grace if term_at is not None and not exited else None,
                         last_output + s.job_stall_seconds if quiet else None,
                         last_renewal + s.lease_seconds * 0.8 if reason != "lost_lease" else None,

@@ -411,7 +411,9 @@ def run_size(
                     # Every source connection through a link of --throttle bytes/s: jobs
                     # that wait on their servers, as with real providers.
                     target = server.tls_port if args.security == "tls" else server.port
-                    via = sampling.enter_context(SlowLinks(target, args.throttle)).port
+                    links = fleet.ProxyPool(target, 0.0, args.throttle / 1e6, 1, 1.0)
+                    sampling.callback(links.stop)
+                    via = links.port
                 cpu_samples = sampling.enter_context(
                     CpuSamples(lambda: own_cpu(proc, supervising), args.sample)
                 )
@@ -531,62 +533,6 @@ def start_worker(
             preexec_fn=None if args.nofile is None else lambda: fleet._limit_nofile(args.nofile),
         )
     return proc, log
-
-
-class SlowLinks:
-    """A TCP proxy to 127.0.0.1:``target`` whose every connection carries at most
-    ``rate`` bytes/s each way (bytes as they come: TLS included), on a thread."""
-
-    def __init__(self, target: int, rate: int) -> None:
-        self.target = target
-        self.rate = rate
-        self.port = 0
-        self._loop: Any = None
-        self._thread = threading.Thread(target=self._main, daemon=True)
-        self._ready = threading.Event()
-
-    def __enter__(self) -> SlowLinks:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    def _main(self) -> None:
-        import asyncio
-
-        async def pipe(r: Any, w: Any) -> None:
-            sent, t0 = 0, time.monotonic()
-            try:
-                while data := await r.read(4096):
-                    w.write(data)
-                    await w.drain()
-                    sent += len(data)
-                    ahead = sent / self.rate - (time.monotonic() - t0)
-                    if ahead > 0:
-                        await asyncio.sleep(ahead)
-            except OSError:
-                pass
-            finally:
-                w.close()
-
-        async def link(cr: Any, cw: Any) -> None:
-            try:
-                sr, sw = await asyncio.open_connection("127.0.0.1", self.target)
-            except OSError:
-                cw.close()
-                return
-            await asyncio.gather(pipe(cr, sw), pipe(sr, cw))
-
-        self._loop = loop = asyncio.new_event_loop()
-        server = loop.run_until_complete(asyncio.start_server(link, "127.0.0.1", 0, backlog=4096))
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        loop.run_forever()
-        server.close()
-        loop.close()
 
 
 class CpuSamples:
@@ -722,7 +668,8 @@ def main() -> int:
         "--throttle",
         type=int,
         default=0,
-        help="bytes/s of each source connection (a proxy; 0: none): jobs that wait on "
+        help="bytes/s of each source connection (bench/latency_proxy.py --rate-mbps; 0: "
+        "none): jobs that wait on "
         "their servers; the table's supervision column is measured while all run",
     )
     ap.add_argument(

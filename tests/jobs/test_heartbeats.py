@@ -203,17 +203,16 @@ def test_many_running_jobs_write_their_progress_in_few_transactions(
             assert wait_status(svc, uid, j.id, timeout=120).status == "done"
 
 
-def test_a_watch_loop_wakes_about_once_a_second_not_every_fifth(
-    make_service, dovecot_factory, monkeypatch
-):
-    """Supervision costs with events, not with time: at the default progress interval
-    (1 s) a running job's watch loop wakes for its job's progress line and its timers,
-    about once a second.  Before, it polled every 0.2 s (and woke for every line, two a
-    second): 7 wakes a second; this bound failed."""
+def _watch_loop_wakes(
+    make_service: Any, dovecot_factory: Any, monkeypatch: Any, messages: int, rate: int
+) -> tuple[Any, list[float]]:
+    """One job of ``messages`` 4 kB messages whose source is behind a ``rate`` bytes/s
+    link, run to its end; (the service, when its watch loop woke: the queue consumer's
+    select calls)."""
     import selectors
 
     server = dovecot_factory(users={"src0": SRC_PW, "dst0": DST_PW})
-    items = [MaildirMessage(make_message(j, size=4000), ()) for j in range(40)]
+    items = [MaildirMessage(make_message(j, size=4000), ()) for j in range(messages)]
     server.deliver_many("src0", "INBOX", items)
     wakes: dict[str, list[float]] = {}
     real = selectors.EpollSelector.select
@@ -223,8 +222,7 @@ def test_a_watch_loop_wakes_about_once_a_second_not_every_fifth(
         return real(self, timeout)
 
     monkeypatch.setattr(selectors.EpollSelector, "select", counted)
-    # ~160 KB at 40 KB/s: the job runs for about 4 s.
-    with FaultProxy(server.port, lambda _n: [Fault.throttle(40_000)]) as link:
+    with FaultProxy(server.port, lambda _n: [Fault.throttle(rate)]) as link:
         svc = make_service(
             ca_file=str(server.ca_file), job_connections=1, progress_interval=1.0
         )
@@ -237,6 +235,18 @@ def test_a_watch_loop_wakes_about_once_a_second_not_every_fifth(
         )
         assert wait_status(svc, uid, job.id, timeout=120).status == "done"
     (loop,) = [v for k, v in wakes.items() if k.startswith("Worker")]  # the queue's consumer
+    return svc, loop
+
+
+def test_a_watch_loop_wakes_about_once_a_second_not_every_fifth(
+    make_service, dovecot_factory, monkeypatch
+):
+    """Supervision costs with events, not with time: at the default progress interval
+    (1 s) a running job's watch loop wakes for its job's progress line and its timers,
+    about once a second.  Before, it polled every 0.2 s (and woke for every line, two a
+    second): 7 wakes a second; this bound failed."""
+    # ~160 KB at 40 KB/s: the job runs for about 4 s.
+    _svc, loop = _watch_loop_wakes(make_service, dovecot_factory, monkeypatch, 40, 40_000)
     span = loop[-1] - loop[0]
     assert span > 2, loop
     assert len(loop) / span <= 3.0, (len(loop), span)
@@ -251,37 +261,12 @@ def test_with_many_jobs_each_job_process_reports_less_often(
     tiny so that one job is already past it: lines every 4 s.  Before, the job reported
     every second whatever the number of jobs, and the loop woke every second: this bound
     failed (2.2 wakes a second: two reads of each line, once a second)."""
-    import selectors
-
     from yippiemove.jobs import heartbeats
 
     monkeypatch.setattr(heartbeats, "ROWS_PER_SECOND", 0.25)
-    server = dovecot_factory(users={"src0": SRC_PW, "dst0": DST_PW})
-    items = [MaildirMessage(make_message(j, size=4000), ()) for j in range(30)]
-    server.deliver_many("src0", "INBOX", items)
-    wakes: dict[str, list[float]] = {}
-    real = selectors.EpollSelector.select
-
-    def counted(self: Any, timeout: float | None = None) -> Any:
-        wakes.setdefault(threading.current_thread().name, []).append(time.monotonic())
-        return real(self, timeout)
-
-    monkeypatch.setattr(selectors.EpollSelector, "select", counted)
     # ~120 KB at 12 KB/s: the job runs for about 10 s.
-    with FaultProxy(server.port, lambda _n: [Fault.throttle(12_000)]) as link:
-        svc = make_service(
-            ca_file=str(server.ca_file), job_connections=1, progress_interval=1.0
-        )
-        svc.start(1)
-        assert svc.supervisor.heartbeats.rows_per_second == 0.25
-        uid = svc.create_user(OWNER, "long enough pass")
-        job = svc.create_transfer(
-            uid,
-            Account("127.0.0.1", link.port, "none", "src0", SRC_PW),
-            Account("127.0.0.1", server.port, "starttls", "dst0", DST_PW),
-        )
-        assert wait_status(svc, uid, job.id, timeout=120).status == "done"
-    (loop,) = [v for k, v in wakes.items() if k.startswith("Worker")]  # the queue's consumer
+    svc, loop = _watch_loop_wakes(make_service, dovecot_factory, monkeypatch, 30, 12_000)
+    assert svc.supervisor.heartbeats.rows_per_second == 0.25
     span = loop[-1] - loop[0]
     assert span > 6, loop
     # The steady part: past its start (the first lease line is sent before the pace

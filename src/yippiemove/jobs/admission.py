@@ -18,9 +18,11 @@ So the supervisor admits jobs the way TCP opens its window:
   busy share of ``/proc/stat`` where PSI is missing) is below ``limit``
   (``job_admission_pressure``; 0: no admission control).  Each such half second lets
   a quarter more jobs start (at least one), so the load grows while it is measured;
-* jobs that wait keep their order (first come, first served) and stay ``queued``,
-  shown as waiting for the machine; one waiting thread (the first) looks at the
-  pressure, the others sleep until their turn.
+* the queue's consumers pass it *before* they take a message (jobs/queue.py ``Gate``):
+  a job this machine cannot start yet stays in the queue, ``queued``, where the fleet's
+  sweep sees its message and another machine with idle processors may take it;
+* consumers that wait keep their order (first come, first served); one (the first)
+  looks at the pressure, the others sleep until their turn.
 
 Every supervising process of a machine reads the same machine-wide pressure, so
 several ``worker`` processes share the processors without talking to each other.
@@ -35,10 +37,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["WAITING_REASON", "Admission", "CpuPressure", "default_floor"]
-
-#: What a job waiting for the machine shows (its progress ``waiting_reason``).
-WAITING_REASON = "waiting: the machine's processors are busy with other transfers"
+__all__ = ["Admission", "CpuPressure", "default_floor"]
 
 PSI_PATH = Path("/proc/pressure/cpu")
 STAT_PATH = Path("/proc/stat")
@@ -110,10 +109,11 @@ class CpuPressure:
 
 
 class Admission:
-    """Admits jobs to run in this process (see the module docstring).
+    """Admits jobs to run in this process (see the module docstring): the queue's
+    ``Gate``.
 
-    ``enter`` blocks until the job may start (True) or ``stopping`` is set (False);
-    every True is followed by one ``leave`` when the job's run ends.
+    ``enter`` blocks until one more job may start (True) or ``stopping`` is set (False);
+    every True is followed by one ``leave`` when that run ends.
     """
 
     def __init__(
@@ -122,21 +122,20 @@ class Admission:
         floor: int,
         pressure: CpuPressure | None = None,
         *,
+        stopping: threading.Event | None = None,
         period: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limit = limit
         self.floor = max(1, floor)
         self.pressure = pressure if pressure is not None else CpuPressure()
+        self.stopping = stopping if stopping is not None else threading.Event()
         self.period = period
         self.clock = clock
         self.running = 0
-        #: Jobs admitted past the floor, for the record (the bench prints it).
-        self.peak = 0
         self._lock = threading.Lock()
         self._waiters: collections.deque[threading.Event] = collections.deque()
         self._allowance = 0
-        self._measured_at: float | None = None
         if self.limit > 0:
             self.pressure.read()  # the first reading is a baseline
         self._measured_at = self.clock()
@@ -152,7 +151,7 @@ class Admission:
         if self._allowance > 0:
             self._allowance -= 1
             return True
-        if self._measured_at is not None and now - self._measured_at < self.period:
+        if now - self._measured_at < self.period:
             return False
         p = self.pressure.read()
         self._measured_at = now
@@ -161,30 +160,24 @@ class Admission:
         self._allowance = max(1, self.running // 4) - 1
         return True
 
-    def enter(self, stopping: threading.Event, on_wait: Callable[[], None] | None = None) -> bool:
-        """Wait for the job's turn; ``on_wait`` is called once if it has to wait."""
+    def enter(self) -> bool:
+        """Wait for the turn of one more job (False: the service stops)."""
         me = threading.Event()
-        waited = False
         with self._lock:
             self._waiters.append(me)
         try:
             while True:
                 with self._lock:
-                    if stopping.is_set():
+                    if self.stopping.is_set():
                         return False
                     head = self._waiters[0] is me
                     if head and self._may_start(self.clock()):
                         self._waiters.popleft()
                         self.running += 1
-                        self.peak = max(self.peak, self.running)
                         if self._waiters:  # the next in line looks now
                             self._waiters[0].set()
                         return True
                     me.clear()
-                if not waited:
-                    waited = True
-                    if on_wait is not None:
-                        on_wait()
                 # The first in line measures every period; the others sleep until they
                 # are first (and look at ``stopping`` now and then).
                 me.wait(self.period if head else 2.0)

@@ -24,7 +24,7 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("yippiemove.queue")
 
@@ -32,6 +32,16 @@ __all__ = ["HueyQueue", "JobQueue", "JobRunner", "make_queue"]
 
 #: What a worker does with a job id (the supervisor's ``run_job``).
 JobRunner = Callable[[str], None]
+
+
+class Gate(Protocol):
+    """What a worker passes before it takes a message (jobs/admission.py): ``enter``
+    blocks until this machine may start one more job (False: the service stops),
+    ``leave`` when that job's run ended or there was no message."""
+
+    def enter(self) -> bool: ...
+
+    def leave(self) -> None: ...
 
 
 class JobQueue(abc.ABC):
@@ -43,8 +53,11 @@ class JobQueue(abc.ABC):
         once or after ``delay`` seconds."""
 
     @abc.abstractmethod
-    def start(self, workers: int, runner: JobRunner) -> None:
-        """Run ``workers`` consumers in this process; each calls ``runner(job_id)``."""
+    def start(self, workers: int, runner: JobRunner, gate: Gate | None = None) -> None:
+        """Run ``workers`` consumers in this process; each calls ``runner(job_id)``.
+        ``gate``: a consumer takes a message only once the gate lets it in, so that a
+        job this machine cannot run yet stays in the queue (visible, and free for
+        another machine to take)."""
 
     @abc.abstractmethod
     def stop(self, timeout: float = 30.0) -> None:
@@ -158,30 +171,38 @@ class HueyQueue(JobQueue):
             return f"{st.st_dev}:{st.st_ino}"
         return None
 
-    def start(self, workers: int, runner: JobRunner) -> None:
+    def start(self, workers: int, runner: JobRunner, gate: Gate | None = None) -> None:
         from huey.consumer import Consumer, Worker
 
         queue = self
 
         class _Worker(Worker):
             def loop(self, now: Any = None) -> None:
-                # Huey's loop logs a traceback at every failed read: with the queue's
-                # server away that is one per worker per second.  One warning per
-                # outage instead; the worker waits and tries again (it never dies).
-                try:
-                    task = self.huey.dequeue()
-                except Exception as exc:
-                    queue._unreachable(exc)
-                    self.sleep()
+                if gate is not None and not gate.enter():
+                    self.sleep()  # the service stops: until the consumers are stopped
                     return
-                queue._reachable()
-                if task is not None:
-                    self.delay = self.default_delay
+                failed = False
+                try:
+                    # Huey's loop logs a traceback at every failed read: with the queue's
+                    # server away that is one per worker per second.  One warning per
+                    # outage instead; the worker waits and tries again (it never dies).
                     try:
-                        self.huey.execute(task, now)
-                    except Exception:
-                        log.exception("job queue: task %s failed", task.id)
-                elif not self.huey.storage.blocking:
+                        task = self.huey.dequeue()
+                    except Exception as exc:
+                        queue._unreachable(exc)
+                        task, failed = None, True
+                    else:
+                        queue._reachable()
+                    if task is not None:
+                        self.delay = self.default_delay
+                        try:
+                            self.huey.execute(task, now)
+                        except Exception:
+                            log.exception("job queue: task %s failed", task.id)
+                finally:
+                    if gate is not None:
+                        gate.leave()
+                if task is None and (failed or not self.huey.storage.blocking):
                     self.sleep()
 
             def sleep(self) -> None:

@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..accounts import own_addresses
-from .admission import WAITING_REASON as ADMISSION_WAITING
 from .admission import Admission, default_floor
 from .checkpoint import STATE_FILE, StateSignature, prepare_state, signature, take
 from .descriptors import WAITING_REASON, FdBudget, shortage
@@ -328,10 +327,12 @@ class Supervisor:
         self._shortages: dict[str, int] = {}
         #: Jobs given room in the budget whose process is not started yet.
         self._starting: set[str] = set()
-        #: How many jobs run at once: as many as the processors serve (jobs/admission.py).
+        #: How many jobs run at once: as many as the processors serve (jobs/admission.py);
+        #: the queue's consumers pass it before they take a message (jobs/queue.py Gate).
         self.admission = Admission(
             settings.job_admission_pressure,
             settings.job_admission_floor or default_floor(),
+            stopping=self.stopping,
         )
         #: Seconds between a job process's progress lines while few jobs run.
         self._line_every = min(1.0, settings.progress_interval)
@@ -373,15 +374,9 @@ class Supervisor:
     def run_job(self, job_id: str) -> None:
         """Claim, run and finish one job (the queue's runner; never raises)."""
         token: int | None = None
-        admitted = False
         with self._jails_lock:
             self._active.add(job_id)
         try:
-            admitted = self.admission.enter(self.stopping, lambda: self._wait_for_machine(job_id))
-            if not admitted:  # the service stops: the job stays queued for the next start
-                with contextlib.suppress(Exception):
-                    self.enqueue(job_id)
-                return
             if not self._take_room(job_id):
                 self._short(job_id, None, None, None)
                 return
@@ -413,16 +408,9 @@ class Supervisor:
                     "internal error in the service; the job stopped",
                 )
         finally:
-            if admitted:
-                self.admission.leave()
             with self._jails_lock:
                 self._active.discard(job_id)
                 self._starting.discard(job_id)
-
-    def _wait_for_machine(self, job_id: str) -> None:
-        """The job waits for the processors (jobs/admission.py): shown on its page."""
-        with contextlib.suppress(Exception):
-            self.store.waiting(job_id, ADMISSION_WAITING)
 
     def _take_room(self, job_id: str) -> bool:
         """Whether the service's descriptors leave room for one more job, counting the

@@ -617,7 +617,7 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
             self.resume_preflights()  # batches whose check a stop interrupted (issue 17)
         if self.agent is not None:
             if not self.agent.drained:
-                self.queue.start(n, self.supervisor.run_job)
+                self.queue.start(n, self.supervisor.run_job, self.supervisor.admission)
             self.agent.start()
         self._janitor = threading.Thread(
             target=self._maintain, name="yippiemove-janitor", daemon=True
@@ -664,7 +664,7 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
 
     def _undrain(self) -> None:
         if not self._stopping.is_set() and not self.queue.running:
-            self.queue.start(self._workers, self.supervisor.run_job)
+            self.queue.start(self._workers, self.supervisor.run_job, self.supervisor.admission)
 
     def _enqueue(self, job_id: str, delay: float = 0.0) -> bool:
         """Hand a job to the queue; a failure (the queue's server is away) is logged

@@ -17,6 +17,7 @@ from yippiemove.imap.errors import (
     InsecureAuthError,
     TlsError,
 )
+from yippiemove.imap.protocol import Literal
 
 
 def run(coro):
@@ -44,6 +45,53 @@ def test_starttls_login_and_deep_pipelining(dovecot):
         assert all(any(u.kind == "STATUS" for u in r.untagged) for r in results[300:])
         await conn.logout()
         assert conn.closed
+
+    run(main())
+
+
+@pytest.mark.source_writes("a connection test: it APPENDs over IMAP as user src")
+@pytest.mark.parametrize("plain_run", [None, 1024])
+def test_implicit_tls_carries_big_and_small_bodies_exactly(dovecot, monkeypatch, plain_run):
+    """Bodies of every size through implicit TLS and back in one pipelined burst.  With
+    a run of 1 kB the decrypt buffer is handed to the parser after every record, many
+    times within one socket read, and overwritten after each (``_decrypt``)."""
+    import random
+
+    from yippiemove.imap import connection
+
+    if plain_run is not None:
+        monkeypatch.setattr(connection, "_TLS_PLAIN_RUN", plain_run)
+
+    rng = random.Random(19)
+    sizes = [1, 100, 4095, 4096, 16384, 16385, 70_000, 300_000, 3_000_000, 7]
+    alphabet = bytes(range(33, 127))
+    bodies = []
+    for n in sizes:
+        text = bytes(rng.choice(alphabet) for _ in range(min(n, 5000)))
+        text = (text * (n // len(text) + 1))[:n]
+        lines = b"\r\n".join(text[k : k + 76] for k in range(0, n, 76))
+        bodies.append(b"Subject: %d\r\n\r\n" % n + lines + b"\r\n")
+
+    async def main():
+        ctx = ssl.create_default_context(cafile=str(dovecot.ca_file))
+        conn = await ImapConnection.open(
+            "127.0.0.1", dovecot.tls_port, security="tls", ssl_context=ctx
+        )
+        assert conn.tls
+        await conn.login("src", "srcpass")
+        await conn.execute("CREATE", b"TlsBodies%d" % (plain_run or 0))
+        for b in bodies:
+            await conn.execute("APPEND", b"TlsBodies%d" % (plain_run or 0), Literal(b))
+        await conn.execute("SELECT", b"TlsBodies%d" % (plain_run or 0))
+        got: dict[int, bytes] = {}
+        for _ in range(3):
+            res = await conn.execute("UID FETCH", b"1:*", b"(BODY.PEEK[])")
+            got = {}
+            for u in res.untagged:
+                if u.kind == "FETCH":
+                    got[u.number] = u.data[0]["BODY[]"]
+            assert [got[i + 1] for i in range(len(bodies))] == bodies
+        await conn.logout()
 
     run(main())
 

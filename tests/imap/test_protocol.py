@@ -92,6 +92,44 @@ def test_big_literals_in_random_splits(seed):
     assert out[-1] == Tagged("A1", "OK", None, b"done")
 
 
+def test_views_of_a_reused_buffer_are_copied():
+    """TLS hands the parser views of one decrypt buffer that it overwrites at once
+    (imap/connection.py ``_decrypt``): nothing parsed may still point into it."""
+    body = bytes(range(256)) * 400 + b"tail"
+    data = (
+        b"* 1 FETCH (UID 7 BODY[] {%d}\r\n" % len(body) + body + b")\r\n"
+        b"* 2 FETCH (UID 8 BODY[] {3}\r\nabc)\r\nA1 OK done\r\n"
+    )
+    buf = bytearray(4096)
+    view = memoryview(buf)
+    p = ResponseParser()
+    out: list[object] = []
+    for i in range(0, len(data), 4096):
+        piece = data[i : i + 4096]
+        buf[: len(piece)] = piece
+        out += p.feed(view[: len(piece)])
+        buf[:] = b"\xff" * len(buf)  # the next record overwrites the buffer
+    assert [r.data[0]["BODY[]"] for r in out[:2]] == [body, b"abc"]
+    assert out[2] == Tagged("A1", "OK", None, b"done")
+
+
+def test_line_buffer_stays_about_one_read_long():
+    """Consumed bytes are dropped after each read that ends with at most as many
+    unfinished ones: a buffer that kept them until 1 MB re-allocated and copied all of
+    it at every read (docs/performance.md item 27)."""
+    small = b"* %d FETCH (UID %d BODY[] {2000}\r\n" + b"x" * 2000 + b")\r\n"
+    data = b"".join(small % (i + 1, i + 1) for i in range(2000))
+    step = 256 * 1024
+    p = ResponseParser()
+    n = 0
+    longest = 0
+    for i in range(0, len(data), step):
+        n += len(p.feed(data[i : i + step]))
+        longest = max(longest, len(p._buf))
+    assert n == 2000
+    assert longest <= step + len(small)
+
+
 @pytest.mark.parametrize(
     ("line", "expected"),
     [

@@ -303,7 +303,7 @@ class ClientState:
 
     # ------------------------------------------------------------------ receiving
 
-    def receive_data(self, data: bytes) -> list[Event]:
+    def receive_data(self, data: bytes | memoryview) -> list[Event]:
         """The events ``data`` completes (handlers of commands are called meanwhile)."""
         if self._broken:
             return []

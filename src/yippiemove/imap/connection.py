@@ -98,6 +98,10 @@ TRAFFIC: collections.Counter[str] = collections.Counter()
 #: Commands larger than this are written in slices of _SLICE with flow control.
 _CHUNKED_WRITE = 1 << 20
 _SLICE = 256 * 1024
+#: The largest plaintext of one TLS record (RFC 8446 5.1), and how much decrypted
+#: plaintext is gathered before the parser is called (about one socket read).
+_TLS_RECORD = 16 * 1024
+_TLS_PLAIN_RUN = 256 * 1024
 
 
 def _part_len(p: bytes | Literal) -> int:
@@ -183,7 +187,11 @@ class ImapConnection:
         self._tls_obj: ssl.SSLObject | None = None
         self._tls_waiter: asyncio.Future[None] | None = None
         self._handshaking = False
-        self._tls_buf = bytearray()  # sized on the TLS handshake
+        #: The buffer TLS records are decrypted into (made at the handshake) and
+        #: ``SSLObject``'s C ``read`` (see :meth:`_decrypt`).
+        self._tls_view: memoryview | None = None
+        self._tls_read: Callable[..., int] | None = None
+        self._tls_write: Callable[[bytes], int] | None = None
         #: SO_LINGER {on, 0} is set on the socket (``open(abortive_close=True)``).
         self.abortive = False
 
@@ -293,7 +301,10 @@ class ImapConnection:
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         obj = ctx.wrap_bio(incoming, outgoing, server_hostname=self.host)
         self._tls_in, self._tls_out, self._tls_obj = incoming, outgoing, obj
-        self._tls_buf = bytearray(1 << 18)
+        self._tls_view = memoryview(bytearray(_TLS_PLAIN_RUN + _TLS_RECORD))
+        c_obj = getattr(obj, "_sslobj", obj)
+        self._tls_read = getattr(c_obj, "read", obj.read)
+        self._tls_write = getattr(c_obj, "write", obj.write)
         self._handshaking = True
         loop = asyncio.get_running_loop()
         try:
@@ -327,46 +338,42 @@ class ImapConnection:
             self._transport.write(data)
 
     def _decrypt(self) -> None:
-        """Decrypt every complete TLS record received, then parse the plaintext at once.
+        """Decrypt every complete TLS record received; parse the plaintext in large runs.
 
-        Servers often send small records (Dovecot: ~2 kB), so the records are decrypted
-        into one buffer first: one parser call per read from the socket, not per record.
+        Servers send small records (Dovecot: ~4 kB, so ~100 per socket read), so the
+        records are decrypted into one reused buffer and the parser gets a view of it
+        per ~256 kB (it copies what it keeps): one parser call per socket read, no
+        allocation per record and no copy of the plaintext to a bytes object.  The C
+        method is called directly: ``SSLObject.read``'s Python wrapper was a tenth of
+        the TLS cost (docs/performance.md item 27).
         """
-        obj = self._tls_obj
-        assert obj is not None
-        read = obj.read
-        buf = self._tls_buf
-        view = memoryview(buf)
+        view = self._tls_view
+        read = self._tls_read
+        assert view is not None and read is not None
+        full = len(view) - _TLS_RECORD
         pos = 0
         error: ConnectionLost | None = None
-        try:
-            while True:
-                if len(buf) - pos < 32768:
-                    view.release()
-                    buf.extend(bytes(len(buf)))
-                    view = memoryview(buf)
-                try:
-                    n = read(len(buf) - pos, view[pos:])
-                except ssl.SSLWantReadError:
-                    break
-                except ssl.SSLZeroReturnError:
-                    error = ConnectionLost(f"connection to {self.host} closed by the server")
-                    break
-                except ssl.SSLError as exc:
-                    error = ConnectionLost(f"TLS error from {self.host}: {_ssl_reason(exc)}")
-                    break
-                if not n:
-                    break
-                pos += n
-            data = view[:pos].tobytes() if pos else b""
-        finally:
-            view.release()
-        if len(buf) > 1 << 20:
-            # Do not keep a big buffer after a burst: with 6 workers (far servers) that is
-            # 12 connections' worth of it.
-            self._tls_buf = bytearray(1 << 18)
-        if data:
-            self._plaintext_received(data)
+        while True:
+            try:
+                n = read(_TLS_RECORD, view[pos:])
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                error = ConnectionLost(f"connection to {self.host} closed by the server")
+                break
+            except ssl.SSLError as exc:
+                error = ConnectionLost(f"TLS error from {self.host}: {_ssl_reason(exc)}")
+                break
+            if not n:
+                break
+            pos += n
+            if pos >= full:
+                self._plaintext_received(view[:pos])
+                pos = 0
+                if self._closed_exc is not None:
+                    return
+        if pos:
+            self._plaintext_received(view[:pos])
         if error is not None and self._closed_exc is None:
             self._fail(error)
 
@@ -559,8 +566,8 @@ class ImapConnection:
         else:
             # One write per command: a syscall per segment costs more than the copy.
             data = b"".join(p.data if isinstance(p, Literal) else p for p in parts)
-        if self._tls_obj is not None:
-            self._tls_obj.write(data)
+        if self._tls_write is not None:
+            self._tls_write(data)
             data = self._tls_out.read()  # type: ignore[union-attr]
         self.bytes_out += len(data)
         TRAFFIC[self._tx_key] += len(data)
@@ -704,7 +711,7 @@ class ImapConnection:
             return
         self._plaintext_received(data)
 
-    def _plaintext_received(self, data: bytes) -> None:
+    def _plaintext_received(self, data: bytes | memoryview) -> None:
         """Hand the bytes to the command state; act on its events."""
         for ev in self._state.receive_data(data):
             if isinstance(ev, Completed):

@@ -278,6 +278,8 @@ class RunResult:
     quiet_wait_s: float = 0.0
     dest_messages: int = 0
     log_tail: str = ""
+    #: how the mover connected: "tls", "starttls" or "none" (--security; "none" for +plain)
+    security: str = ""
 
 
 class PresetBench:
@@ -645,6 +647,7 @@ class PresetBench:
             dest_messages=dest_messages,
             report_totals=totals,
             log_tail="" if exact else child.log_tail,
+            security=variant_security(variant, self.args.security),
         )
         # free the tmpfs for the next run
         shutil.rmtree(self.server.base_dir / "mail" / dest_user, ignore_errors=True)
@@ -1052,7 +1055,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         const="starttls",
         help="the old spelling of --starttls (= --security starttls, NOT implicit TLS)",
     )
-    ap.set_defaults(security="tls")
     ap.add_argument(
         "--with-plain",
         action="store_true",
@@ -1092,6 +1094,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ap.error(f"unknown movers: {', '.join(bad)}")
     if args.runs < 1:
         ap.error("--runs must be at least 1")
+    if args.security is None:
+        # the default, set here: argparse's exclusive group does not see an explicit value
+        # equal to a default, and would let "--security tls --plain" through
+        args.security = "tls"
     if args.with_plain and args.security == "none":
         ap.error("--with-plain compares TLS with plain IMAP: not with --security none/--plain")
     args.latency_presets = {p.strip() for p in args.latency_presets.split(",") if p.strip()}

@@ -136,27 +136,32 @@ def imapsync_argv(
     pw_file: Path,
     rdir: Path,
     *,
-    plain: bool,
+    security: str,
     ca: str,
 ) -> list[str]:
     """Copy everything from ``source_user`` to ``dest_user`` on 127.0.0.1:``port``.
 
+    ``security``: "tls" (implicit TLS, ``--ssl1 --ssl2``: ``port`` is the imaps one),
+    "starttls" (``--tls1 --tls2``) or "none"; TLS verified against ``ca``.
     Its defaults otherwise (flags, INTERNALDATE, subscriptions), without the folder size
     counts before and after (they cost time and copy nothing), no log file, no release
     check over the network.
     """
     sec: list[str] = []
-    if plain:
+    if security == "none":
         sec = ["--nossl1", "--nossl2", "--notls1", "--notls2"]
-    else:
+    elif security in ("tls", "starttls"):
+        flag = "--ssl" if security == "tls" else "--tls"
         for side in ("1", "2"):
             sec += [
-                f"--tls{side}",
+                f"{flag}{side}",
                 f"--sslargs{side}",
                 "SSL_verify_mode=1",
                 f"--sslargs{side}",
                 f"SSL_ca_file={ca}",
             ]
+    else:
+        raise ValueError(f"security {security!r}")
     return [
         "perl",
         str(script),

@@ -54,6 +54,19 @@ NOLP_MOVERS = (YM, IMAPSYNC, MBSYNC, DSYNC)
 NOLP_REMOVED = ("LITERAL+", "MULTIAPPEND")
 #: the variant through latency_proxy.py --nagle --delay-ms 0: a server without TCP_NODELAY
 NAGLE = "@nagle"
+#: --with-plain: a mover's twin without TLS (plain port, plain configuration), e.g.
+#: "yippiemove+plain", measured in the same run as the mover over the run's --security
+PLAIN = "+plain"
+
+#: --security: how every mover connects (the exactness check always reads the plain port)
+SECURITY_MODES = ("tls", "starttls", "none")
+SECURITY_TEXT = {
+    "tls": "implicit TLS (imaps port), verified against the server's CA",
+    "starttls": "STARTTLS on the plain port, verified against the server's CA",
+    "none": "none (plain IMAP)",
+}
+#: how the targets name a mode
+SECURITY_LABEL = {"tls": "TLS", "starttls": "STARTTLS", "none": "plain"}
 
 # Goals from the issue tracker; printed beside the figures, never asserted.
 GOAL_MIXED_VS_MBSYNC = 1.5  # x mbsync MB/s
@@ -61,7 +74,10 @@ GOAL_SMALL_VS_MBSYNC = 4.0  # x mbsync msgs/s
 GOAL_MB_PER_CPU_S = 250.0  # mixed
 GOAL_MSGS_PER_CPU_S = 10_000.0  # small
 GOAL_RSS_BASE = 100e6  # bytes, plus the largest message
-GOAL_RTT_SHARE = 0.5  # of loopback throughput, mixed
+GOAL_RTT_SHARE = 0.5  # of loopback throughput, mixed, plain IMAP
+GOAL_RTT_SHARE_TLS = 0.8  # the same with TLS (--security tls or starttls)
+GOAL_TLS_VS_PLAIN_MB_S = 0.70  # mixed: yippiemove's TLS MB/s / its plain MB/s
+GOAL_TLS_VS_PLAIN_CPU = 1.5  # every preset: its TLS mover CPU / its plain mover CPU, at most
 GOAL_NOLP_MS_PER_MSG = 2.0  # --no-literal-plus, loopback
 # A run during which other processes used more CPU than this share of its wall time
 # (and at least 0.3 s) is repeated (--retry-noisy times at most).
@@ -221,6 +237,17 @@ def _median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def variant_security(variant: str, security: str) -> str:
+    """How a variant connects: the run's ``--security``, or "none" for a ``+plain`` twin."""
+    return "none" if variant.split("@", 1)[0].endswith(PLAIN) else security
+
+
+def variant_mover(variant: str) -> str:
+    """The mover a variant runs: "mbsync+plain" -> "mbsync" (yippiemove's variants keep
+    their names: they are told apart with ``startswith(YM)``)."""
+    return variant.split("@", 1)[0].removesuffix(PLAIN)
+
+
 # --------------------------------------------------------------------------- runs
 
 
@@ -251,6 +278,8 @@ class RunResult:
     quiet_wait_s: float = 0.0
     dest_messages: int = 0
     log_tail: str = ""
+    #: how the mover connected: "tls", "starttls" or "none" (--security; "none" for +plain)
+    security: str = ""
 
 
 class PresetBench:
@@ -294,6 +323,11 @@ class PresetBench:
 
     # ----------------------------------------------------------------- set-up
 
+    def port(self, security: str) -> int:
+        """The server's port for a security mode: imaps for implicit TLS, else the plain
+        port (STARTTLS is negotiated on it)."""
+        return self.server.tls_port if security == "tls" else self.server.port
+
     def start(self) -> dict[str, Any]:
         self.dir.mkdir(parents=True)
         self.pw_file.write_text(PASSWORD + "\n")
@@ -303,7 +337,12 @@ class PresetBench:
         fsync = _run_text(["doveconf", "-c", str(self.server.config_path), "-h", "mail_fsync"])
         if fsync != "never":
             raise RuntimeError(f"Dovecot's mail_fsync is {fsync!r}, expected 'never'")
-        log(f"[{self.preset.name}] Dovecot on 127.0.0.1:{self.server.port} (mail_fsync=never)")
+        log(
+            f"[{self.preset.name}] Dovecot on 127.0.0.1:{self.server.port} (plain, STARTTLS) "
+            f"and :{self.server.tls_port} (imaps), mail_fsync=never; movers: "
+            f"{SECURITY_TEXT[self.args.security]}"
+            + (", and +plain twins on the plain port" if self.args.with_plain else "")
+        )
         t0 = time.perf_counter()
         stats = corpus.load(self.server, SOURCE_USER, self.preset)
         load_s = time.perf_counter() - t0
@@ -390,7 +429,8 @@ class PresetBench:
                 sys.executable,
                 str(HERE / "latency_proxy.py"),
                 "--target",
-                f"127.0.0.1:{self.server.port}",
+                # the port of the run's security mode: the proxy relays the TLS bytes
+                f"127.0.0.1:{self.port(self.args.security)}",
                 "--delay-ms",
                 str(delay_ms),
                 *(["--nagle"] if nagle else []),
@@ -440,13 +480,15 @@ class PresetBench:
     # ----------------------------------------------------------------- movers
 
     def variants(self) -> list[str]:
-        out = [
-            m
-            for m in self.args.movers
-            if (m != MBSYNC or self.mbsync) and (m != IMAPSYNC or self.imapsync)
-        ]
-        if self.base_dir is not None and YM in self.args.movers:
-            out.insert(out.index(YM) + 1, BASE)
+        out: list[str] = []
+        for m in self.args.movers:
+            if (m == MBSYNC and not self.mbsync) or (m == IMAPSYNC and not self.imapsync):
+                continue
+            out.append(m)
+            if m == YM and self.base_dir is not None:
+                out.append(BASE)
+            if self.args.with_plain:
+                out.append(m + PLAIN)
         if self.nagle_proxy is not None and YM in self.args.movers:
             out.append(YM + NAGLE)
             if self.base_dir is not None:
@@ -458,20 +500,25 @@ class PresetBench:
         return out
 
     def _argv(self, variant: str, dest_user: str, rdir: Path) -> list[str]:
-        port = self.server.port
+        security = variant_security(variant, self.args.security)
+        mover = variant_mover(variant)
+        port = self.port(security)
         ca = str(self.server.ca_file)
         if variant.startswith(YM):
+            # the proxies relay to the port of the run's security mode (no +plain twin
+            # goes through them)
             if variant.endswith(NAGLE):
                 port = self.nagle_port
             elif "@" in variant:
                 port = self.proxy_port
+            scheme = "imaps" if security == "tls" else "imap"
             return [
                 *yippiemove_argv(self.base_dir if variant.startswith(BASE) else self.code_dir),
                 "move",
                 "--source",
-                f"imap://{SOURCE_USER}@127.0.0.1:{port}",
+                f"{scheme}://{SOURCE_USER}@127.0.0.1:{port}",
                 "--dest",
-                f"imap://{dest_user}@127.0.0.1:{port}",
+                f"{scheme}://{dest_user}@127.0.0.1:{port}",
                 "--source-password-file",
                 str(self.pw_file),
                 "--dest-password-file",
@@ -481,10 +528,10 @@ class PresetBench:
                 "--state",
                 str(rdir / "state.sqlite"),
                 "--no-progress",
-                *(["--no-starttls"] if self.args.plain else []),
+                *(["--no-starttls"] if security == "none" else []),
                 *self.args.yippiemove_arg,
             ]
-        if variant == IMAPSYNC:
+        if mover == IMAPSYNC:
             assert self.imapsync is not None
             return imapsync_peer.imapsync_argv(
                 self.imapsync[0],
@@ -493,21 +540,19 @@ class PresetBench:
                 dest_user,
                 self.pw_file,
                 rdir,
-                plain=self.args.plain,
+                security=security,
                 ca=ca,
             )
-        if variant == MBSYNC:
+        if mover == MBSYNC:
             assert self.mbsync is not None
             (rdir / "mbsync-state").mkdir()
             rc = rdir / "mbsyncrc"
-            rc.write_text(
-                mbsyncrc(port, ca, dest_user, rdir / "mbsync-state", plain=self.args.plain)
-            )
+            rc.write_text(mbsyncrc(port, ca, dest_user, rdir / "mbsync-state", security=security))
             rc.chmod(0o600)
             return [self.mbsync, "-c", str(rc), "move"]
-        if variant == DSYNC:
+        if mover == DSYNC:
             conf = rdir / "dsync.conf"
-            conf.write_text(dsync_conf(self.server.config_path, port, ca, plain=self.args.plain))
+            conf.write_text(dsync_conf(self.server.config_path, port, ca, security=security))
             return [
                 "doveadm",
                 "-c",
@@ -602,6 +647,7 @@ class PresetBench:
             dest_messages=dest_messages,
             report_totals=totals,
             log_tail="" if exact else child.log_tail,
+            security=variant_security(variant, self.args.security),
         )
         # free the tmpfs for the next run
         shutil.rmtree(self.server.base_dir / "mail" / dest_user, ignore_errors=True)
@@ -646,13 +692,15 @@ class PresetBench:
         return out
 
 
-def mbsyncrc(port: int, ca: str, dest_user: str, state_dir: Path, *, plain: bool = False) -> str:
+def mbsyncrc(port: int, ca: str, dest_user: str, state_dir: Path, *, security: str) -> str:
+    """mbsync's configuration; ``port`` is the one of ``security`` (imaps for "tls")."""
     # Host "localhost": isync 1.4 checks the certificate's DNS names only, not IP SANs.
-    tls = (
-        "SSLType None\nAuthMechs LOGIN\n"
-        if plain
-        else f"SSLType STARTTLS\nCertificateFile {ca}\nSystemCertificates no\n"
-    )
+    verify = f"CertificateFile {ca}\nSystemCertificates no\n"
+    tls = {
+        "tls": "SSLType IMAPS\n" + verify,
+        "starttls": "SSLType STARTTLS\n" + verify,
+        "none": "SSLType None\nAuthMechs LOGIN\n",
+    }[security]
 
     def account(name: str, user: str) -> str:
         return (
@@ -670,20 +718,22 @@ def mbsyncrc(port: int, ca: str, dest_user: str, state_dir: Path, *, plain: bool
     )
 
 
-def dsync_conf(server_conf: Path, port: int, ca: str, *, plain: bool = False) -> str:
+def dsync_conf(server_conf: Path, port: int, ca: str, *, security: str) -> str:
+    """dsync's configuration (only its source is over IMAP: imapc); ``port`` is the one
+    of ``security`` (imaps for "tls")."""
     # Dovecot's documented IMAP migration: dsync pulls from the old server over imapc.
+    verify = f"imapc_ssl_verify = yes\nssl_client_ca_file = {ca}\n"
+    tls = {
+        "tls": "imapc_ssl = imaps\n" + verify,
+        "starttls": "imapc_ssl = starttls\n" + verify,
+        "none": "imapc_ssl = no\n",
+    }[security]
     return (
         f"!include {server_conf}\n"
         "imapc_host = 127.0.0.1\n"
         f"imapc_port = {port}\n"
         f"imapc_user = {SOURCE_USER}\n"
-        f"imapc_password = {PASSWORD}\n"
-        + (
-            "imapc_ssl = no\n"
-            if plain
-            else f"imapc_ssl = starttls\nimapc_ssl_verify = yes\nssl_client_ca_file = {ca}\n"
-        )
-        + "imapc_features = rfc822.size fetch-headers\n"
+        f"imapc_password = {PASSWORD}\n" + tls + "imapc_features = rfc822.size fetch-headers\n"
         "mail_prefetch_count = 20\n"
     )
 
@@ -729,6 +779,15 @@ def summarise(runs: list[RunResult]) -> dict[str, dict[str, Any]]:
 
 def ratios(summary: dict[str, dict[str, Any]], rtt_variant: str) -> dict[str, float]:
     out: dict[str, float] = {}
+    # --with-plain: what TLS costs each mover, same corpus, same run (yippiemove's is a
+    # target; the peers' are informative)
+    for mover in (YM, MBSYNC, DSYNC, IMAPSYNC):
+        t, p = summary.get(mover), summary.get(mover + PLAIN)
+        if t and p and p["mb_s"] > 0 and p["mover_cpu_s"] > 0:
+            out[f"{mover}/{mover}{PLAIN} MB/s"] = round(t["mb_s"] / p["mb_s"], 3)
+            out[f"{mover}/{mover}{PLAIN} mover CPU s"] = round(
+                t["mover_cpu_s"] / p["mover_cpu_s"], 3
+            )
     ym = summary.get(YM)
     if not ym:
         return out
@@ -766,8 +825,13 @@ def targets(
     src_msgs: int,
     largest: int,
     rtt_variant: str,
+    security: str = "none",
 ) -> list[dict[str, Any]]:
+    """The goals of the issues, for the variants of the run's ``security`` (yippiemove
+    against mbsync: both over it); with ``+plain`` twins also what TLS costs."""
     out: list[dict[str, Any]] = []
+    label = SECURITY_LABEL[security]
+    tls = security != "none"
 
     def add(goal: str, value: float | None, threshold: float, higher: bool = True) -> None:
         met = None if value is None else (value >= threshold if higher else value <= threshold)
@@ -790,25 +854,48 @@ def targets(
             1.0,
         )
     if shape == "mixed":
-        add("yippiemove MB/s >= 1.5 x mbsync", rat.get("yippiemove/mbsync MB/s"), 1.5)
+        add(
+            f"yippiemove MB/s >= 1.5 x mbsync ({label})",
+            rat.get("yippiemove/mbsync MB/s"),
+            GOAL_MIXED_VS_MBSYNC,
+        )
         cpu = ym["mover_cpu_s"] if ym else None
         add(
             "yippiemove >= 250 MB per mover CPU-second",
             round(src_bytes / 1e6 / cpu, 1) if cpu else None,
             GOAL_MB_PER_CPU_S,
         )
+        share = GOAL_RTT_SHARE_TLS if tls else GOAL_RTT_SHARE
         add(
-            f"{rtt_variant} >= 50% of loopback MB/s",
+            f"{rtt_variant} >= {share:.0%} of loopback MB/s ({label}; the goal is "
+            f"{GOAL_RTT_SHARE_TLS:.0%} with TLS, {GOAL_RTT_SHARE:.0%} plain)",
             rat.get(f"{rtt_variant}/loopback throughput"),
-            GOAL_RTT_SHARE,
+            share,
         )
+        if tls:
+            add(
+                f"yippiemove ({label}) MB/s >= 70% of its plain MB/s",
+                rat.get(f"{YM}/{YM}{PLAIN} MB/s"),
+                GOAL_TLS_VS_PLAIN_MB_S,
+            )
     if shape == "small":
-        add("yippiemove msgs/s >= 4 x mbsync", rat.get("yippiemove/mbsync msgs/s"), 4.0)
+        add(
+            f"yippiemove msgs/s >= 4 x mbsync ({label})",
+            rat.get("yippiemove/mbsync msgs/s"),
+            GOAL_SMALL_VS_MBSYNC,
+        )
         cpu = ym["mover_cpu_s"] if ym else None
         add(
             "yippiemove >= 10,000 messages per mover CPU-second",
             round(src_msgs / cpu) if cpu else None,
             GOAL_MSGS_PER_CPU_S,
+        )
+    if tls:
+        add(
+            f"yippiemove mover CPU with {label} <= 1.5x its plain CPU",
+            rat.get(f"{YM}/{YM}{PLAIN} mover CPU s"),
+            GOAL_TLS_VS_PLAIN_CPU,
+            higher=False,
         )
     if ym:
         add(
@@ -827,11 +914,15 @@ def print_table(
     rat: dict[str, float],
     tgt: list[dict[str, Any]],
     runs: int,
+    security: str | None = None,
 ) -> None:
     log("")
     log(
         f"=== {name}: {info['imap_messages']} messages, {info['imap_bytes'] / 1e6:.1f} MB "
-        f"(largest {info['imap_largest_bytes'] / 1e6:.2f} MB), medians of {runs} runs ==="
+        f"(largest {info['imap_largest_bytes'] / 1e6:.2f} MB), medians of {runs} runs"
+        + (f"; security: {SECURITY_TEXT[security]}" if security else "")
+        + (f" ({PLAIN}: plain IMAP)" if any(v.endswith(PLAIN) for v in summary) else "")
+        + " ==="
     )
     head = (
         f"{'mover':<22}{'wall s':>8}{'MB/s':>8}{'msgs/s':>9}{'ms/msg':>8}{'mover CPU s':>13}"
@@ -934,20 +1025,42 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "time in CPU (default 2; the discarded runs stay in the JSON)",
     )
     ap.add_argument("--profile", action="store_true", help="one extra cProfile'd yippiemove run")
-    tls = ap.add_mutually_exclusive_group()
-    tls.add_argument(
-        "--plain",
-        dest="plain",
-        action="store_true",
-        default=True,
-        help="no TLS anywhere (yippiemove --no-starttls, mbsync SSLType None, dsync "
-        "imapc_ssl = no): the default, the conditions of the issue's reference figures",
+    sec = ap.add_mutually_exclusive_group()
+    sec.add_argument(
+        "--security",
+        choices=SECURITY_MODES,
+        help="how every connection of every mover is secured: tls = implicit TLS on the "
+        "imaps port (the default: every real provider speaks TLS), starttls, none = plain "
+        "IMAP; certificates verified against the server's CA",
     )
-    tls.add_argument(
+    sec.add_argument(
+        "--plain",
+        dest="security",
+        action="store_const",
+        const="none",
+        help="= --security none (yippiemove --no-starttls, mbsync SSLType None, dsync "
+        "imapc_ssl = no): the conditions of the issue's reference figures",
+    )
+    sec.add_argument(
+        "--starttls",
+        dest="security",
+        action="store_const",
+        const="starttls",
+        help="= --security starttls",
+    )
+    sec.add_argument(
         "--tls",
-        dest="plain",
-        action="store_false",
-        help="STARTTLS on every connection (verified certificates): shows what TLS costs",
+        dest="security",
+        action="store_const",
+        const="starttls",
+        help="the old spelling of --starttls (= --security starttls, NOT implicit TLS)",
+    )
+    ap.add_argument(
+        "--with-plain",
+        action="store_true",
+        help="also measure each mover without TLS in the same run, alternating with the "
+        "others (variants <mover>+plain: the plain port and configuration); ratios and "
+        "targets of what TLS costs. Needs --security tls or starttls",
     )
     ap.add_argument(
         "--code-rev",
@@ -981,6 +1094,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ap.error(f"unknown movers: {', '.join(bad)}")
     if args.runs < 1:
         ap.error("--runs must be at least 1")
+    if args.security is None:
+        # the default, set here: argparse's exclusive group does not see an explicit value
+        # equal to a default, and would let "--security tls --plain" through
+        args.security = "tls"
+    if args.with_plain and args.security == "none":
+        ap.error("--with-plain compares TLS with plain IMAP: not with --security none/--plain")
     args.latency_presets = {p.strip() for p in args.latency_presets.split(",") if p.strip()}
     return args
 
@@ -1074,13 +1193,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             "quick": args.quick,
             "movers": args.movers,
             "rtt_ms": args.rtt_ms,
-            "tls": "none (plain IMAP)" if args.plain else "STARTTLS, verified",
+            "security": args.security,
+            "security_detail": SECURITY_TEXT[args.security],
+            "with_plain": args.with_plain,
             "no_literal_plus": args.no_literal_plus,
             "quiet_wait_s": args.quiet_wait,
             "retry_noisy": args.retry_noisy,
             "yippiemove_args": args.yippiemove_arg,
-            "mbsyncrc": mbsyncrc(0, "CA", "DEST", Path("STATE")).replace(PASSWORD, "***"),
-            "dsync_conf": dsync_conf(Path("SERVER.conf"), 0, "CA").replace(PASSWORD, "***"),
+            # of the run's mode (port 0: the server's port of that mode, chosen at start)
+            "mbsyncrc": mbsyncrc(0, "CA", "DEST", Path("STATE"), security=args.security).replace(
+                PASSWORD, "***"
+            ),
+            "dsync_conf": dsync_conf(Path("SERVER.conf"), 0, "CA", security=args.security).replace(
+                PASSWORD, "***"
+            ),
+            **(
+                {
+                    "mbsyncrc_plain": mbsyncrc(
+                        0, "CA", "DEST", Path("STATE"), security="none"
+                    ).replace(PASSWORD, "***"),
+                    "dsync_conf_plain": dsync_conf(
+                        Path("SERVER.conf"), 0, "CA", security="none"
+                    ).replace(PASSWORD, "***"),
+                }
+                if args.with_plain
+                else {}
+            ),
             "units": "MB = 10^6 bytes; bytes are the source's RFC822.SIZE sum (CRLF form)",
         },
         "presets": {},
@@ -1091,7 +1229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         suffix = (
             ("-nolp" if args.no_literal_plus else "")
             + ("-quick" if args.quick else "")
-            + ("-plain" if args.plain else "-tls")
+            + {"tls": "-tls", "starttls": "-starttls", "none": "-plain"}[args.security]
         )
         out_path = HERE / "results" / f"{stamp}{suffix}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -1160,6 +1298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 corpus_info["imap_messages"],
                 corpus_info["imap_largest_bytes"],
                 rtt_variant,
+                security=args.security,
             )
             results["presets"][preset.name] = {
                 "corpus": corpus_info,
@@ -1172,7 +1311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             save()
             tables.append((preset.name, corpus_info, summary, rat, tgt))
-            print_table(preset.name, corpus_info, summary, rat, tgt, args.runs)
+            print_table(preset.name, corpus_info, summary, rat, tgt, args.runs, args.security)
             if profile and "top_tottime" in profile:
                 log(
                     f"cProfile (CPU clock) of one yippiemove run: {profile['cpu_s']} CPU s "
@@ -1192,7 +1331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(tables) > 1:
         log("\n(all presets again)")
         for name, ci, summary, rat, tgt in tables:
-            print_table(name, ci, summary, rat, tgt, args.runs)
+            print_table(name, ci, summary, rat, tgt, args.runs, args.security)
     live = _tree_hash(REPO / "src" / "yippiemove")
     if not args.code_rev and live != code["sha256"]:
         code["working_tree_at_end"] = live

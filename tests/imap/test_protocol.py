@@ -113,6 +113,23 @@ def test_views_of_a_reused_buffer_are_copied():
     assert out[2] == Tagged("A1", "OK", None, b"done")
 
 
+def test_a_big_literal_sent_a_byte_at_a_time_costs_no_object_per_byte():
+    """A big literal's reads are kept as pieces (no copy of a whole read); small reads
+    are gathered, so a peer trickling bytes cannot make one object per byte."""
+    body = bytes(range(256)) * (BIG_LITERAL // 256 + 20)
+    wire = b"* 1 FETCH (UID 5 BODY[] {%d}\r\n" % len(body) + body + b")\r\n"
+    p = ResponseParser()
+    out: list[object] = []
+    pieces = 0
+    for i in range(len(wire)):
+        out += p.feed(wire[i : i + 1])
+        if p._big is not None:
+            pieces = max(pieces, len(p._big))
+    assert pieces <= 2
+    assert [r.data[0]["BODY[]"] for r in out] == [body]
+    assert p.buffered == 0
+
+
 def test_line_buffer_stays_about_one_read_long():
     """Consumed bytes are dropped after each read that ends with at most as many
     unfinished ones: a buffer that kept them until 1 MB re-allocated and copied all of

@@ -652,6 +652,7 @@ class ResponseParser:
 
     __slots__ = (
         "_big",
+        "_big_len",
         "_big_size",
         "_buf",
         "_bulk",
@@ -671,10 +672,13 @@ class ResponseParser:
         self._chunks: list[bytes] = []
         self._literals: list[bytes] = []
         self._lit_len = -1  # >= 0 while waiting for literal bytes
-        # A big literal is received straight into a buffer of its own, grown as its bytes
-        # come (never allocated for bytes that have not arrived): the message body is
-        # copied once here instead of into the line buffer and out again.
-        self._big: bytearray | None = None
+        # A big literal is received straight into pieces of its own (never allocated for
+        # bytes that have not arrived) and joined once complete: the message body is
+        # copied once here instead of into the line buffer and out again, and a read
+        # wholly inside it is kept as it is.  (A bytearray grown by ``+=`` re-allocated
+        # and copied all of it at every read: 10 copies of a 5 MB body in 256 kB reads.)
+        self._big: list[bytes | bytearray] | None = None
+        self._big_len = 0  # bytes in its pieces
         self._big_size = 0  # its announced size
 
     @property
@@ -683,22 +687,39 @@ class ResponseParser:
         return (
             len(self._buf)
             - self._pos
-            + (len(self._big) if self._big is not None else 0)
+            + self._big_len
             + sum(map(len, self._chunks))
             + sum(map(len, self._literals))
         )
 
+    def _big_add(self, data: bytes | memoryview) -> None:
+        """Keep ``data`` as a piece of the big literal: a read from the socket as it is,
+        a view (TLS's reused buffer) copied.  Pieces under BIG_LITERAL are gathered into
+        one, so a peer sending a byte at a time costs no object per byte."""
+        big = self._big
+        assert big is not None
+        n = len(data)
+        self._big_len += n
+        if n >= BIG_LITERAL:
+            big.append(data if isinstance(data, bytes) else bytes(data))
+            return
+        last = big[-1] if big else None
+        if isinstance(last, bytearray) and len(last) < BIG_LITERAL:
+            last += data
+        else:
+            big.append(bytearray(data))
+
     def feed(self, data: bytes | memoryview) -> list[Response]:
         if self._big is not None:
-            big, size = self._big, self._big_size
-            k = min(len(data), size - len(big))
-            with memoryview(data) as mv:
-                big += mv[:k]
-                if len(big) < size:
-                    return []
-                self._literals.append(big)  # type: ignore[arg-type]  # bytes-like
-                self._big, self._big_size = None, 0
-                data = mv[k:].tobytes() if k < len(data) else b""
+            need = self._big_size - self._big_len
+            if len(data) < need:
+                self._big_add(data)
+                return []
+            rest = memoryview(data)
+            self._big_add(data if len(data) == need else rest[:need])
+            data = rest[need:]
+            self._literals.append(b"".join(self._big))
+            self._big, self._big_len, self._big_size = None, 0, 0
         buf = self._buf
         buf += data
         out: list[Response] = []
@@ -709,9 +730,10 @@ class ResponseParser:
                     if self._lit_len >= BIG_LITERAL:
                         # Grown as the bytes come (never sized by the announcement:
                         # a peer's "{2000000000}" costs nothing until it is sent).
+                        self._big, self._big_len = [], 0
                         with memoryview(buf) as mv:
-                            big = bytearray(mv[self._pos :])
-                        self._big, self._big_size = big, self._lit_len
+                            self._big_add(mv[self._pos :])
+                        self._big_size = self._lit_len
                         self._pos = self._scan = len(buf)
                         self._lit_len = -1
                     break

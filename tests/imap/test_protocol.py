@@ -133,7 +133,7 @@ def test_a_big_literal_sent_a_byte_at_a_time_costs_no_object_per_byte():
 def test_line_buffer_stays_about_one_read_long():
     """Consumed bytes are dropped after each read that ends with at most as many
     unfinished ones: a buffer that kept them until 1 MB re-allocated and copied all of
-    it at every read (docs/performance.md item 27)."""
+    it at every read (docs/performance.md item 26)."""
     small = b"* %d FETCH (UID %d BODY[] {2000}\r\n" + b"x" * 2000 + b")\r\n"
     data = b"".join(small % (i + 1, i + 1) for i in range(2000))
     step = 256 * 1024

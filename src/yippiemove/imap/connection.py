@@ -345,7 +345,7 @@ class ImapConnection:
         per ~256 kB (it copies what it keeps): one parser call per socket read, no
         allocation per record and no copy of the plaintext to a bytes object.  The C
         method is called directly: ``SSLObject.read``'s Python wrapper was a tenth of
-        the TLS cost (docs/performance.md item 27).
+        the TLS cost (docs/performance.md item 26).
         """
         view = self._tls_view
         read = self._tls_read

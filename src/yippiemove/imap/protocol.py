@@ -791,7 +791,7 @@ class ResponseParser:
         # moving that rest costs no more than the bytes already parsed (linear overall),
         # and the buffer stays about one read long.  Keeping consumed bytes until they
         # passed 1 MB made each ``+=`` re-allocate and copy the whole buffer: ~7% of a
-        # bulk transfer's CPU, plain or TLS (docs/performance.md item 27).
+        # bulk transfer's CPU, plain or TLS (docs/performance.md item 26).
         pos = self._pos
         if pos and len(buf) - pos <= pos:
             if pos == len(buf) and pos > 1 << 20:

@@ -93,3 +93,34 @@ def test_impossible_inputs_are_refused_by_name():
         quote(p, mailbox_bytes=-1, messages=0)
     with pytest.raises(ValueError, match="balance is never negative here: -5"):
         quote(p, mailbox_bytes=1, messages=1, balance=-5)
+
+
+def test_prices_come_from_settings_and_a_bad_one_stops_the_start_by_name(tmp_path, monkeypatch):
+    from yippiemove.service.config import Settings
+
+    for k in list(__import__("os").environ):
+        if k.startswith("YIPPIEMOVE_"):
+            monkeypatch.delenv(k)
+    s = Settings.load(tmp_path / "a")
+    assert s.billing_enabled is False  # off unless the operator turns it on
+    assert s.prices() == Prices(bands=(Band(None, 1000),))
+    monkeypatch.setenv("YIPPIEMOVE_PRICE_BANDS", "1GB:900,*:1500")
+    monkeypatch.setenv("YIPPIEMOVE_PRICE_BUNDLES", "15000:12000")
+    monkeypatch.setenv("YIPPIEMOVE_FREE_MAILBOX_SIZE", "50MB")
+    monkeypatch.setenv("YIPPIEMOVE_BILLING_CURRENCY", "EUR")
+    p = Settings.load(tmp_path / "b").prices()
+    assert p == Prices(
+        "eur", parse_bands("1GB:900,*:1500"), 50 * 10**6, 30, (Bundle(15000, 12000),)
+    )
+    bad = {
+        "YIPPIEMOVE_PRICE_BANDS": ("10GB:900,1GB:5", "YIPPIEMOVE_PRICE_BANDS='10GB:900,1GB:5'"),
+        "YIPPIEMOVE_FREE_MAILBOX_SIZE": ("lots", "YIPPIEMOVE_FREE_MAILBOX_SIZE='lots'"),
+        "YIPPIEMOVE_BILLING_CURRENCY": ("dollars", "YIPPIEMOVE_BILLING_CURRENCY='dollars'"),
+        "YIPPIEMOVE_PRICE_BUNDLES": ("5:9", "YIPPIEMOVE_PRICE_BUNDLES='5:9'"),
+    }
+    for i, (var, (value, named)) in enumerate(bad.items()):
+        with monkeypatch.context() as m:
+            m.setenv(var, value)
+            with pytest.raises(ValueError) as e:
+                Settings.load(tmp_path / f"c{i}")
+            assert named in str(e.value)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..policy.egress import EgressPolicy
+from .pricing import PriceError, Prices, parse_bands, parse_bundles, parse_size
 
 __all__ = ["Settings", "read_or_create_secret"]
 
@@ -190,6 +191,18 @@ class Settings:
     email_change_seconds: float = 24 * 3600.0
     #: Deleting an account waits this long (at most) for its running jobs to stop.
     account_delete_wait: float = 60.0
+    # --- billing (issue 20, docs/billing.md; service/pricing.py) --------------------
+    #: Off by default: a self-hosted single machine does not bill itself.
+    billing_enabled: bool = False
+    billing_currency: str = "usd"
+    #: The price of one mailbox by size, in minor units: "1GB:900,10GB:1500,*:2500".
+    price_bands: str = "*:1000"
+    #: Credit bundles, CREDIT:PRICE in minor units: "15000:12000,60000:45000".
+    price_bundles: str = ""
+    #: Mailboxes up to this size are free ("0": none; "50MB").
+    free_mailbox_size: str = "0"
+    #: A re-run or top-up of a transfer paid within this many days is free.
+    free_rerun_days: int = 30
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -218,6 +231,32 @@ class Settings:
         environment or argv: they hold client secrets); None without providers."""
         data = self.oauth_config().to_dict()
         return data if data and data.get("providers", data) else None
+
+    def prices(self) -> Prices:
+        """The operator's prices (service/pricing.py); a bad one names its variable."""
+        def parsed(name: str, parse: Any) -> Any:
+            raw = getattr(self, name)
+            try:
+                return parse(raw)
+            except PriceError as exc:
+                raise ValueError(f"YIPPIEMOVE_{name.upper()}={raw!r}: {exc}") from None
+
+        currency = self.billing_currency.strip().lower()
+        if not (len(currency) == 3 and currency.isalpha() and currency.isascii()):
+            raise ValueError(
+                f"YIPPIEMOVE_BILLING_CURRENCY={self.billing_currency!r}: not an ISO 4217 "
+                "code (e.g. usd, eur)"
+            )
+        if self.free_rerun_days < 0:
+            raise ValueError(f"YIPPIEMOVE_FREE_RERUN_DAYS={self.free_rerun_days}: below 0")
+        free = self.free_mailbox_size.strip()
+        return Prices(
+            currency=currency,
+            bands=parsed("price_bands", parse_bands),
+            bundles=parsed("price_bundles", parse_bundles),
+            free_bytes=0 if free in ("", "0") else parsed("free_mailbox_size", parse_size),
+            free_rerun_days=self.free_rerun_days,
+        )
 
     def egress(self) -> EgressPolicy:
         """The egress policy of this service (its lists and its own addresses)."""
@@ -264,6 +303,7 @@ class Settings:
         if not settings.host_name:
             settings.host_name = socket.gethostname()
         settings.egress()  # a bad CIDR stops the start, naming it
+        settings.prices()  # so does a bad price, billing on or off
         if not settings.data_dir.exists():
             settings.data_dir.mkdir(parents=True)
             os.chmod(settings.data_dir, 0o700)  # ours: private (an existing one is kept)

@@ -25,8 +25,8 @@ from yippiemove.service import schema
 from yippiemove.service.db import Base, Database, Job, User, driver_url, shown_url
 
 FIXTURE = Path(__file__).parent / "data" / "control-636b9a5.sql"
-HEAD = "0010"  # issue 17: staged 0006, batches 0007, operators 0008, account tokens 0009;
-# issue 18: the job list's index 0010
+HEAD = "0011"  # issue 17: staged 0006, batches 0007, operators 0008, account tokens 0009;
+# issue 18: the job list's index 0010; issue 20: the credit ledger 0011
 
 
 def revision_and_differences(db: Database) -> tuple[str | None, list[object]]:
@@ -34,9 +34,9 @@ def revision_and_differences(db: Database) -> tuple[str | None, list[object]]:
         return schema.current_revision(conn), schema.schema_differences(conn)
 
 
-def test_head_is_0010() -> None:
+def test_head_is_0011() -> None:
     assert schema.head_revision() == HEAD
-    assert schema.known_revisions() == {f"{n:04d}" for n in range(1, 11)}
+    assert schema.known_revisions() == {f"{n:04d}" for n in range(1, 12)}
 
 
 # ---------------------------------------------------------------------- from empty
@@ -233,6 +233,45 @@ def _migrate_to(url: str, revision: str) -> None:
     try:
         with db.engine.connect() as conn, conn.begin():
             command.upgrade(schema.alembic_config(conn), revision)
+    finally:
+        db.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_ledger_migration_from_0010_keeps_the_data_and_matches_the_models(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Issue 20: a database at 0010 (the revision before the ledger) with a customer in
+    it, upgraded to head: the ledger's tables are there, equal to the models, and
+    usable; the customer is kept."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'c.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres").url
+    _migrate_to(url, "0010")
+    db = Database(url, prepare=False)
+    try:
+        with db.session() as s:
+            s.add(User(email="erin@example.org", password_hash="x"))
+        assert revision_and_differences(db)[0] == "0010"
+        with db.engine.connect() as conn:
+            assert not inspect(conn).has_table("ledger_entries")
+        done = db.prepare() if backend == "sqlite" else None
+        if backend == "postgresql":  # never by itself: the operator's command
+            with db.engine.connect() as conn, conn.begin():
+                command.upgrade(schema.alembic_config(conn), "head")
+        else:
+            assert done is not None and (done.before, done.after) == ("0010", HEAD)
+        assert revision_and_differences(db) == (HEAD, [])
+        from yippiemove.service import ledger
+
+        with db.session() as s:
+            uid = s.query(User).filter_by(email="erin@example.org").one().id
+            account = ledger.account_for_user(s, uid)
+            ledger.post(s, account, 500, "grant", "welcome")
+            assert ledger.spend(s, account, 200, "order:1") is not None
+        with db.read() as s:
+            assert ledger.balance(s, account) == 300
     finally:
         db.dispose()
 

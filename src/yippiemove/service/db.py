@@ -39,6 +39,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    UniqueConstraint,
     create_engine,
     event,
     false,
@@ -55,11 +56,13 @@ __all__ = [
     "Base",
     "Batch",
     "BatchLine",
+    "BillingAccount",
     "Database",
     "DomainCredential",
     "IdempotencyKey",
     "Job",
     "JobCheckpoint",
+    "LedgerEntry",
     "MailboxLock",
     "OAuthSignIn",
     "PendingSignup",
@@ -483,6 +486,56 @@ class AuditEntry(Base):
     target_kind: Mapped[str] = mapped_column(String(16))
     target_id: Mapped[str] = mapped_column(String(64), index=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+# -- issue 20, billing: the credit ledger (service/ledger.py; migration 0011) --------------
+
+
+class BillingAccount(Base):
+    """Who holds credits: a customer (``user_id``), or later a company or reseller whose
+    users share one balance (``company``, no user).  The balance is never stored here: it
+    is the sum of the account's ledger entries.  The row is the account's lock: a spend
+    takes it (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's single writer) before it
+    sums the balance, so two spends never both see the same credits."""
+
+    __tablename__ = "billing_accounts"
+    __table_args__ = (UniqueConstraint("user_id", name="uq_billing_accounts_user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=True
+    )
+    #: A company's or reseller's name (None: a customer's own account).
+    company: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class LedgerEntry(Base):
+    """One movement of credits (service/ledger.py): ``amount`` in minor units of the
+    installation's currency, positive for credits in (``grant``, ``purchase``,
+    ``refund``, a positive ``adjust``), negative for credits out (``spend``, a negative
+    ``adjust``).  ``key`` names the cause (``refund:<job>``, a payment's id...) and is
+    unique per account: the same cause twice inserts nothing.  Never updated."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        UniqueConstraint("account_id", "key", name="uq_ledger_entries_account_key"),
+        Index("ix_ledger_entries_account_id_id", "account_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("billing_accounts.id", ondelete="CASCADE"))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    #: grant | purchase | spend | refund | adjust
+    kind: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(255))
+    order_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    payment_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    #: Who made it: an operator's address, "stripe", "system"... (None: not said).
+    actor: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    note: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
 
 
 #: Seconds to connect to PostgreSQL, and a writer's statement (or lock wait) at most: a

@@ -20,6 +20,7 @@ service/migrations/), never by ``create_all``.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -712,13 +713,36 @@ class Database:
 WRITE_TURN_TIMEOUT = 30.0
 
 
+#: How long a new connection retries switching a fresh database to WAL (the busy timeout).
+WAL_SWITCH_TIMEOUT = 30.0
+
+
+def _set_wal(cur: Any) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while the database is locked.
+
+    Switching the journal mode takes an exclusive lock, and SQLite answers "database is
+    locked" at once there instead of calling the busy handler: two processes opening a
+    fresh database at the same moment (``serve`` and a ``worker``, two hosts' first
+    start) could fail one of them (about 1 start in 10 in
+    tests/service/test_migrations.py's two-process test)."""
+    deadline = time.monotonic() + WAL_SWITCH_TIMEOUT
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _sqlite_pragmas(engine: Engine, begin: str) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let us issue BEGIN ourselves (pysqlite's implicit BEGIN is DEFERRED).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
+        _set_wal(cur)
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA secure_delete=ON")

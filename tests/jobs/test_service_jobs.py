@@ -359,6 +359,51 @@ def test_cancel_takes_effect_at_once_when_the_job_runs_here(make_service, server
         assert time.monotonic() - t0 < 2.0
 
 
+def test_a_cancel_landing_while_the_loop_decides_to_write_is_not_lost(
+    make_service, server, monkeypatch
+):
+    """The race behind a 5.1 s cancel in CI: the watch loop tests its poke flag (not
+    set), the cancel commits and pokes, then the loop cleared the flag anyway and wrote
+    without waking for the answer that carried the cancel.  Here the cancel is made to
+    land exactly there (inside the first clear of an unset flag); without such a clear
+    (the fixed loop never clears an unset flag) the test cancels by itself."""
+    from yippiemove.jobs import supervisor as sup
+
+    big_mailbox(server)
+    svc = make_service(ca_file=str(server.ca_file), job_connections=1, progress_interval=5.0)
+    svc.start(1)
+    uid = svc.create_user(OWNER, "long enough pass")
+    state: dict[str, float] = {}
+    armed = [False]
+    real_clear = sup._Wake.clear
+
+    def clear(self: sup._Wake) -> None:
+        if armed[0] and not self.is_set() and "t0" not in state:
+            state["t0"] = time.monotonic()
+            svc.cancel_transfer(uid, job.id)  # commits, then pokes this very loop
+        real_clear(self)
+
+    monkeypatch.setattr(sup._Wake, "clear", clear)
+    with FaultProxy(server.port, lambda _n: [Fault.throttle(1_000_000)]) as slow:
+        job = svc.create_transfer(
+            uid,
+            account(server, "src", SRC_PW),
+            Account("127.0.0.1", slow.port, "none", "dst", DST_PW),
+        )
+        wait_status(svc, uid, job.id, ("running",))
+        time.sleep(0.5)  # past the first progress write
+        armed[0] = True
+        deadline = time.monotonic() + 6.0  # past the next periodic write
+        while "t0" not in state and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if "t0" not in state:
+            state["t0"] = time.monotonic()
+            svc.cancel_transfer(uid, job.id)
+        view = wait_status(svc, uid, job.id, timeout=30)
+        assert view.status == "cancelled"
+        assert time.monotonic() - state["t0"] < 2.0
+
+
 def test_refused_messages_show_in_the_progress_with_the_servers_words(
     make_service, dovecot_factory
 ):

@@ -726,7 +726,12 @@ class Supervisor:
                 cancel = False
                 if renewal is None and (now - last_write >= write_every or poke.is_set()):
                     poked = poke.is_set()
-                    poke.clear()
+                    if poked:
+                        # Only when set: a poke landing between the test and an
+                        # unconditional clear was wiped, and the write it came for
+                        # (which reads the cancel) was then answered with no wake,
+                        # up to WATCH_TICK later (5.1 s in a CI run, issue 19 session).
+                        poke.clear()
                     last_write = now
                     write_every = beats.interval()
                     renewal_from = time.monotonic()

@@ -640,6 +640,12 @@ def zygote_main(parent: int, control_fd: int) -> int:
                     if pid == 0:
                         _zygote_child(fds, request, me)
                     children.add(pid)
+                    if request.get("nice"):
+                        # Also from here, before the pid is told: the child's own call
+                        # may come after the supervisor has published it (a test read
+                        # nice 0 there once).
+                        with contextlib.suppress(OSError):
+                            os.setpriority(os.PRIO_PROCESS, pid, int(request["nice"]))
                     send({"op": "spawned", "token": request.get("token"), "pid": pid})
                 except Exception as exc:
                     code = exc.errno if isinstance(exc, OSError) else None

@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -401,6 +402,39 @@ def test_a_cancel_landing_while_the_loop_decides_to_write_is_not_lost(
             svc.cancel_transfer(uid, job.id)
         view = wait_status(svc, uid, job.id, timeout=30)
         assert view.status == "cancelled"
+        assert time.monotonic() - state["t0"] < 2.0
+
+
+def test_a_cancel_before_the_watch_loop_starts_is_not_lost(make_service, server, monkeypatch):
+    """The race behind the 5.2 s cancel of the clean-clone CI run after session 11: a
+    job's row says ``running`` from its claim, before its job process starts and its
+    watch loop is there to be poked (on a busy machine, for most of a second).  A cancel
+    then found no loop to poke; the loop's first write read the cancel but nobody woke
+    for its answer, so it took effect at the next timer, WATCH_TICK later.  Here the
+    cancel lands exactly there: just before the watch loop starts."""
+    from yippiemove.jobs import supervisor as sup
+
+    big_mailbox(server)
+    svc = make_service(ca_file=str(server.ca_file), job_connections=1, progress_interval=5.0)
+    svc.start(1)
+    uid = svc.create_user(OWNER, "long enough pass")
+    state: dict[str, float] = {}
+    real_watch = sup.Supervisor._watch
+
+    def watch(self: sup.Supervisor, job_id: str, *args: Any, **kw: Any) -> Any:
+        state["t0"] = time.monotonic()
+        svc.cancel_transfer(uid, job_id)  # commits, then pokes: no loop yet
+        return real_watch(self, job_id, *args, **kw)
+
+    monkeypatch.setattr(sup.Supervisor, "_watch", watch)
+    with FaultProxy(server.port, lambda _n: [Fault.throttle(1_000_000)]) as slow:
+        job = svc.create_transfer(
+            uid,
+            account(server, "src", SRC_PW),
+            Account("127.0.0.1", slow.port, "none", "dst", DST_PW),
+        )
+        view = wait_status(svc, uid, job.id, timeout=30)
+        assert view.status == "cancelled", view
         assert time.monotonic() - state["t0"] < 2.0
 
 

@@ -675,6 +675,7 @@ class Supervisor:
         # that hangs (a partition, a lock) never holds up this loop for longer than the
         # lease.
         renewal: Future[Beat] | None = None
+        first_write = True
         hooked: Future[Beat] | None = None  # the write a poke woke us for the answer of
         write_every = beats.interval()
         timeout = 0.0
@@ -736,8 +737,14 @@ class Supervisor:
                     write_every = beats.interval()
                     renewal_from = time.monotonic()
                     renewal = beats.submit(job_id, lease.token, tracker.snapshot())
-                    if poked:  # a cancel waits for this answer: wake up for it
+                    if poked or first_write:
+                        # A cancel waits for this answer: wake up for it.  The first
+                        # write too: the job's row said "running" from its claim, and a
+                        # cancel made before this loop was there to be poked (the job
+                        # process starting, most of a second on a busy machine) found
+                        # nobody to poke; this write reads it (a 5.2 s cancel in CI).
                         renewal.add_done_callback(poke.ring)
+                    first_write = False
                     # Otherwise the answer is read at the next wake (the job's next
                     # progress line, at most WATCH_TICK): one wake a beat fewer.
                 if renewal is not None and poke.is_set() and renewal is not hooked:

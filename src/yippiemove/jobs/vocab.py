@@ -30,6 +30,9 @@ class JobStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: Billing on (issue 20, service/billing.py): ordered, priced, not yet paid for.  Never
+    #: enqueued from here: only a payment (or credits) makes it ``queued``.
+    AWAITING_PAYMENT = "awaiting_payment"
 
 
 #: The statuses a job ends in (a re-run puts it back to ``queued``).

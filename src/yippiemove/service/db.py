@@ -539,6 +539,107 @@ class LedgerEntry(Base):
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
 
 
+class BillingMember(Base):
+    """A customer who spends a company's or reseller's credits (issue 20): their orders
+    spend from ``account_id`` (a :class:`BillingAccount` with a ``company`` name), not
+    from an account of their own.  Set by an operator (service/billing.py)."""
+
+    __tablename__ = "billing_members"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    account_id: Mapped[int] = mapped_column(ForeignKey("billing_accounts.id", ondelete="CASCADE"))
+    added_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class PriceQuote(Base):
+    """A quote (issue 20): what one transfer of a measured mailbox costs, line by line.
+    An order names it, so the price shown is the price kept; it is used by one order at
+    most (``job_id``) and expires.  ``subject`` is an HMAC of the source account and
+    the folder choice it was measured for: an order of another mailbox cannot use it."""
+
+    __tablename__ = "price_quotes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    subject: Mapped[str] = mapped_column(String(64))
+    currency: Mapped[str] = mapped_column(String(3))
+    price: Mapped[int] = mapped_column(BigInteger)
+    lines: Mapped[list[Any]] = mapped_column(JSON)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    messages: Mapped[int] = mapped_column(Integer)
+    rerun_of: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    expires_at: Mapped[float] = mapped_column(Float)
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True, unique=True)
+
+
+class JobCharge(Base):
+    """What one run of a transfer costs and how it was settled (issue 20): ``state`` is
+    ``awaiting_payment`` (nothing spent; the job waits), ``paid`` (its ``price`` was
+    spent from the balance: ledger key ``order:<job>:<run>``), ``free`` (nothing to
+    pay) or ``refunded`` (given back after a failure on our side)."""
+
+    __tablename__ = "job_charges"
+    __table_args__ = (UniqueConstraint("job_id", "run", name="uq_job_charges_job_run"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    run: Mapped[int] = mapped_column(Integer)
+    account_id: Mapped[int] = mapped_column(ForeignKey("billing_accounts.id", ondelete="CASCADE"))
+    quote_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    price: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16))
+    #: Why it waits (a declined card, a dispute...), in the customer's words.
+    reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    settled_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Payment(Base):
+    """One card payment through Stripe (issue 20): for a transfer's charge (``charge_id``)
+    or for a bundle of credits (``credit``).  Made before Stripe is called, so a retry
+    finds it and its PaymentIntent instead of making a second one.  A payment that
+    succeeds adds ``credit`` to the balance (ledger key ``payment:<id>``); the order's
+    spend follows in the same transaction."""
+
+    __tablename__ = "payments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("billing_accounts.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    #: order | bundle
+    purpose: Mapped[str] = mapped_column(String(16))
+    charge_id: Mapped[int | None] = mapped_column(Integer, nullable=True, unique=True)
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    credit: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    description: Mapped[str] = mapped_column(String(200))
+    intent_id: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
+    #: new | processing | succeeded | failed | disputed | refunded
+    state: Mapped[str] = mapped_column(String(16), default="new")
+    failure: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    card: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    paid_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class StripeEvent(Base):
+    """A webhook event handled (issue 20): its id, inserted in the transaction of its
+    effects, so a replayed or re-delivered event changes nothing."""
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
 #: Seconds to connect to PostgreSQL, and a writer's statement (or lock wait) at most: a
 #: heartbeat or progress write must fail and be retried rather than hang longer than a
 #: lease behind a lock or a dead server.

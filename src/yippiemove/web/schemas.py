@@ -24,7 +24,7 @@ from yippiemove.jobs.vocab import JobStatus, Security
 
 #: The API's spelling of the vocabularies (OpenAPI shows them as enums of strings), checked
 #: against the one definition in jobs/vocab.py here, at import.
-StatusName = Literal["queued", "running", "done", "failed", "cancelled"]
+StatusName = Literal["queued", "running", "done", "failed", "cancelled", "awaiting_payment"]
 SecurityName = Literal["tls", "starttls", "none"]
 if list(get_args(StatusName)) != list(JobStatus) or list(get_args(SecurityName)) != list(
     Security

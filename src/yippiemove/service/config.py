@@ -203,6 +203,19 @@ class Settings:
     free_mailbox_size: str = "0"
     #: A re-run or top-up of a transfer paid within this many days is free.
     free_rerun_days: int = 30
+    #: How long a quote's price holds (seconds).
+    quote_seconds: float = 3600.0
+    #: Stripe (billing on): the keys of the operator's Stripe account and its webhook's
+    #: signing secret.  Never logged; not in repr.
+    stripe_secret_key: str = field(default="", repr=False)
+    stripe_publishable_key: str = ""
+    stripe_webhook_secret: str = field(default="", repr=False)
+    #: Another Stripe API address (the tests' localstripe); empty: Stripe's.
+    stripe_api_base: str = ""
+    #: Where the payment page loads Stripe.js from.
+    stripe_js_url: str = "https://js.stripe.com/v3/"
+    #: The seller named on receipts.
+    billing_seller: str = "yippiemove"
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -304,6 +317,17 @@ class Settings:
             settings.host_name = socket.gethostname()
         settings.egress()  # a bad CIDR stops the start, naming it
         settings.prices()  # so does a bad price, billing on or off
+        if settings.billing_enabled:
+            missing = [
+                "YIPPIEMOVE_" + n.upper()
+                for n in ("stripe_secret_key", "stripe_publishable_key", "stripe_webhook_secret")
+                if not getattr(settings, n)
+            ]
+            if missing:
+                raise ValueError(
+                    "YIPPIEMOVE_BILLING_ENABLED is on but " + ", ".join(missing)
+                    + (" is" if len(missing) == 1 else " are") + " not set (docs/billing.md)"
+                )
         if not settings.data_dir.exists():
             settings.data_dir.mkdir(parents=True)
             os.chmod(settings.data_dir, 0o700)  # ours: private (an existing one is kept)

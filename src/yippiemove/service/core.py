@@ -97,6 +97,8 @@ __all__ = [
 ]
 
 STATUSES = tuple(JobStatus)
+#: Orders that count against ``customer_max_pending`` (a waiting order holds passwords).
+PENDING = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.AWAITING_PAYMENT)
 #: Seconds an ``Idempotency-Key`` is remembered (Stripe's rule: 24 hours); after that the
 #: same key is a new request.
 IDEMPOTENCY_TTL = 24 * 3600.0
@@ -550,6 +552,9 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
         self.auth = AuthStore(self.db)
         #: The clock of the Idempotency-Key expiry (tests move it).
         self.clock: Callable[[], float] = time.time
+        from .billing import Billing  # billing imports this module's errors
+
+        self.billing = Billing(self)
         self._stopping = threading.Event()
         #: Running jobs take the graceful path (SIGTERM, flush, requeue): set when the
         #: service stops, and while this worker host drains.
@@ -1183,21 +1188,30 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
         dest: Account,
         folders: dict[str, Any] | None = None,
         schedule: dict[str, Any] | None = None,
+        quote_id: str | None = None,
     ) -> JobView:
         """Validate, store (passwords encrypted), enqueue; returns the new job.
-        ``schedule``: a staged move (:meth:`make_schedule`)."""
+        ``schedule``: a staged move (:meth:`make_schedule`).  ``quote_id``: billing on,
+        the quote the order keeps the price of (service/billing.py); the job then waits
+        (``awaiting_payment``) unless its price was spent from the balance."""
         plan = self.make_schedule(schedule) if schedule is not None else None
-        return self.submit(user_id, self.make_spec(source, dest, folders), plan)
+        return self.submit(user_id, self.make_spec(source, dest, folders), plan, quote_id)
 
     def submit(
-        self, user_id: int, job_spec: spec.JobSpec, schedule: staged.Schedule | None = None
+        self,
+        user_id: int,
+        job_spec: spec.JobSpec,
+        schedule: staged.Schedule | None = None,
+        quote_id: str | None = None,
     ) -> JobView:
         """Store a checked spec (passwords encrypted) and enqueue it; returns the new job.
 
         :class:`AlreadyActive` when a job of the same pair is queued or running."""
         self.user_email(user_id)
-        view = self._atomically(lambda s: self._add_job(s, user_id, job_spec, schedule))
-        if not _starts_later(view):
+        view = self._atomically(
+            lambda s: self._add_job(s, user_id, job_spec, schedule, quote_id)
+        )
+        if view.status == JobStatus.QUEUED and not _starts_later(view):
             self._enqueue(view.id)
         log.info("job %s: created for user %d", view.id, user_id)
         return view
@@ -1211,13 +1225,15 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
         dest: Account,
         folders: dict[str, Any] | None = None,
         schedule: dict[str, Any] | None = None,
+        quote_id: str | None = None,
     ) -> tuple[int, dict[str, Any]]:
         """:meth:`create_transfer` under an ``Idempotency-Key`` (see :meth:`submit_once`).
 
         Errors of the order itself (a field, the same account twice) are raised as
         usual and not remembered: the key may be used again with a corrected body."""
         plan = self.make_schedule(schedule) if schedule is not None else None
-        return self.submit_once(user_id, key, body, self.make_spec(source, dest, folders), plan)
+        job_spec = self.make_spec(source, dest, folders)
+        return self.submit_once(user_id, key, body, job_spec, plan, quote_id)
 
     def submit_once(
         self,
@@ -1226,6 +1242,7 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
         body: Any,
         job_spec: spec.JobSpec,
         schedule: staged.Schedule | None = None,
+        quote_id: str | None = None,
     ) -> tuple[int, dict[str, Any]]:
         """:meth:`submit` under an ``Idempotency-Key``: (status, body) of the API's answer.
 
@@ -1258,9 +1275,9 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
                 return row.status_code, dict(row.response), False
             try:
                 with s.begin_nested():
-                    view = self._add_job(s, user_id, job_spec, schedule)
+                    view = self._add_job(s, user_id, job_spec, schedule, quote_id)
                 status, body = 201, {"id": view.id, "status": view.status}
-                new = not _starts_later(view)
+                new = view.status == JobStatus.QUEUED and not _starts_later(view)
             except AlreadyActive as exc:
                 status, body, new = 409, {"error": str(exc), "id": exc.job_id}, False
             expired = s.execute(
@@ -1313,6 +1330,7 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
         user_id: int,
         job_spec: spec.JobSpec,
         schedule: staged.Schedule | None = None,
+        quote_id: str | None = None,
     ) -> JobView:
         source, dest = job_spec.source, job_spec.dest
         blob = self.box.encrypt(credentials_blob(source, dest))
@@ -1335,6 +1353,10 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
         self._check_pending(s, user_id)
         s.add(job)
         s.flush()
+        if self.billing.enabled:  # priced: queued if paid from the balance, else waits
+            folders = job_spec.folders.as_dict() if job_spec.folders is not None else None
+            subject = self.billing.subject(user_id, source, folders)
+            self.billing.charge_new_job(s, user_id, job, quote_id, subject)
         if schedule is not None:
             staged.add(s, job, schedule, time.time())
         return JobView.of(job)
@@ -1350,7 +1372,7 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
         pending = s.scalar(
             select(func.count())
             .select_from(Job)
-            .where(Job.user_id == user_id, Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)))
+            .where(Job.user_id == user_id, Job.status.in_(PENDING))
         )
         if int(pending or 0) >= limit:
             raise TooManyTransfers(
@@ -1463,7 +1485,7 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
         now = time.time()
         if job.status in TERMINAL:
             raise Conflict(f"the transfer has already ended ({job.status})")
-        if job.status == JobStatus.QUEUED:
+        if job.status in (JobStatus.QUEUED, JobStatus.AWAITING_PAYMENT):
             job.status = JobStatus.CANCELLED
             job.finished = now
             progress = dict(job.progress or {})
@@ -1480,10 +1502,12 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
         return JobView.of(job)
 
     def rerun_transfer(self, user_id: int, job_id: str) -> JobView:
-        """Run an ended job again (incremental: only what is missing is copied)."""
+        """Run an ended job again (incremental: only what is missing is copied).  Billing
+        on: free within ``free_rerun_days`` of a paid run, else paid again first."""
         with self.db.session() as s:
             view = self._rerun_job(s, self._own(s, user_id, job_id, lock=True))
-        self._enqueue(job_id)
+        if view.status == JobStatus.QUEUED:
+            self._enqueue(job_id)
         return view
 
     def _rerun_job(self, s: Any, job: Job) -> JobView:
@@ -1514,6 +1538,8 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
         # A new run, a new graph: its rate and history are this run's only.
         staged.new_run(job)
         staged.rerun(s, job)  # a staged job: this run is its next pass
+        if self.billing.enabled:
+            self.billing.charge_rerun(s, job)
         return JobView.of(job)
 
     def forget_credentials(self, user_id: int, job_id: str) -> JobView:

@@ -15,6 +15,7 @@ from ..jobs.vocab import TERMINAL, JobStatus, Phase
 from . import staged
 from .config import Settings
 from .db import Database, Job, JobCheckpoint, User
+from .refunds import refund_failed_run
 from .secrets import CredentialBox
 from .writers import mailbox_keys_of, take_mailbox
 
@@ -421,6 +422,8 @@ class SqlJobStore:
             job.cancel_requested = False
             job.progress = progress(dict(job.progress or {}))
             job.report_path = report_path
+            if self.settings.billing_enabled:  # our failure: its price back (issue 20)
+                refund_failed_run(sess, job)
             # A staged job's pass (issue 17): its figures, the next pass, its passwords.
             if not staged.pass_ended(sess, job, status, now):
                 expire_credentials(job, self.settings, now)

@@ -145,7 +145,11 @@ def holder_of_pair(s: Session, user_id: int, job: Job) -> str | None:
         return None
     if row.job_id != job.id:
         other = s.get(Job, row.job_id)
-        if other is not None and other.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+        if other is not None and other.status in (
+            JobStatus.QUEUED,
+            JobStatus.RUNNING,
+            JobStatus.AWAITING_PAYMENT,  # a second identical order finds the first
+        ):
             return other.id
         row.job_id = job.id
         s.flush()

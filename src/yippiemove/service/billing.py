@@ -202,8 +202,14 @@ class Billing:
     def subject(self, user_id: int, source: Account, folders: dict[str, Any] | None) -> str:
         """What a quote is for: the source account and the folder choice (an HMAC, so a
         quote never shows or stores them)."""
+        from ..jobs import spec
+
+        try:
+            chosen = spec.check_folders(folders) if folders is not None else None
+        except spec.SpecError as exc:
+            raise ServiceError(str(exc)) from None
         text = json.dumps(
-            [user_id, source.host.lower(), int(source.port), source.username, folders or None],
+            [user_id, source.host.lower(), int(source.port), source.username, chosen or None],
             sort_keys=True,
             separators=(",", ":"),
         )
@@ -230,14 +236,16 @@ class Billing:
         with self.svc.db.session() as s:
             account = self.account_of(s, user_id)
             bal = ledger.balance(s, account)
-            q = pricing.quote(self.prices, mailbox_bytes, messages, balance=bal)
+            q = pricing.quote(
+                self.prices, mailbox_bytes=mailbox_bytes, messages=messages, balance=max(bal, 0)
+            )
             row = PriceQuote(
                 id=uuid.uuid4().hex,
                 user_id=user_id,
                 subject=subject,
                 currency=q.currency,
                 price=q.price,
-                lines=[[t, a] for t, a in q.lines if not t.startswith("credit")],
+                lines=[[t, a] for t, a in q.lines if a >= 0],  # not the credit: spent at the order
                 bytes=int(mailbox_bytes),
                 messages=int(messages),
                 rerun_of=rerun_of,
@@ -300,14 +308,15 @@ class Billing:
         """In the re-run's transaction (``job.runs`` already counts the new run): free
         within ``free_rerun_days`` of a paid run, else the last run's price again (the
         mailbox was measured then), spent now or paid for before it runs."""
-        last = s.scalar(
-            select(JobCharge)
-            .where(JobCharge.job_id == job.id)
+        # The price of the last priced run (its quote's; a free run is no price).
+        last_price = s.scalar(
+            select(JobCharge.price)
+            .where(JobCharge.job_id == job.id, JobCharge.price > 0)
             .order_by(JobCharge.run.desc())
             .limit(1)
         )
         run = int(job.runs or 1)
-        price = int(last.price) if last is not None else self.prices.bands[-1].amount
+        price = int(last_price) if last_price is not None else self.prices.bands[-1].amount
         paid_at = s.scalar(
             select(JobCharge.settled_at)
             .where(JobCharge.job_id == job.id, JobCharge.state == "paid")
@@ -838,3 +847,33 @@ class Billing:
                 "payment": PaymentView.of(pay).as_dict() if pay is not None else None,
                 "waiting": job.status == JobStatus.AWAITING_PAYMENT,
             }
+
+
+async def quote_order(
+    svc: Service,
+    user_id: int,
+    source: Account,
+    dest: Account | None,
+    folders: dict[str, Any] | None,
+) -> QuoteView:
+    """Measure the source as the order would copy it (the folder step's listing: the
+    folders it selects, after its filters) and quote it.  ServiceError when the source
+    cannot be read (the reason named)."""
+    import asyncio
+
+    from .listing import folder_listing
+
+    if not svc.billing.enabled:
+        raise Conflict("this service does not charge for transfers: no quote is needed")
+    listed = await folder_listing(svc, user_id, source, dest, folders)
+    if not listed["ok"]:
+        failure = listed.get("failure") or {}
+        raise ServiceError(
+            "cannot measure the source mailbox: "
+            + str(failure.get("message") or failure.get("title") or "it could not be read")
+        )
+    chosen = [f for f in listed["folders"] if folders is None or f["selected"]]
+    size = sum(int(f["bytes"] or 0) for f in chosen)
+    count = sum(int(f["messages"] or 0) for f in chosen)
+    subject = svc.billing.subject(user_id, source, folders)
+    return await asyncio.to_thread(svc.billing.make_quote, user_id, subject, size, count)

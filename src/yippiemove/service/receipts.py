@@ -227,7 +227,10 @@ class _Pdf(FPDF):
                 self.fonts.pop("dejavuB", None)
             else:
                 self.family = "dejavu"
-                self.glyphs = frozenset(self.fonts["dejavu"].cmap)
+                # what both faces can draw (the bold one has a few glyphs fewer)
+                self.glyphs = frozenset(self.fonts["dejavu"].cmap).intersection(
+                    self.fonts["dejavuB"].cmap
+                )
         if self.family == "helvetica":
             self.core_fonts_encoding = CORE_ENCODING
 

@@ -182,6 +182,9 @@ def _cell(value: object) -> object:
     return "" if value is None else value
 
 
+csv_cell = _cell  # the same guard, for the other CSVs (service/receipts.py's ledger)
+
+
 def csv_text(lines: Iterator[MessageLine], *, chunk: int = 500) -> Iterator[str]:
     """The messages as CSV (a header line, then one line per message), in pieces."""
     buf = io.StringIO()

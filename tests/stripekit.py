@@ -20,7 +20,10 @@ How a test gets one:
 
 localstripe keeps one state per process (payments, webhooks): webhooks registered with
 :meth:`LocalStripe.add_webhook` stay for the fixture's life, and receive every event of
-every test of the module. There is no way to remove one.
+every test of the module (there is no way to remove one), also the events of payments
+made just before they were registered (it sends each event a second after it, to the
+webhooks registered by then): wait for the event of your own intent
+(``WebhookSink.wait_for(type, intent_id)``).
 
 What else is here:
 
@@ -404,12 +407,22 @@ class Delivery:
     signature: str | None
     headers: dict[str, str]
 
+    def _json(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.body)
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
     @property
     def type(self) -> str | None:
-        try:
-            return json.loads(self.body).get("type")
-        except ValueError:
-            return None
+        return self._json().get("type")
+
+    @property
+    def object_id(self) -> str | None:
+        """The id of the event's object (``data.object.id``)."""
+        obj = (self._json().get("data") or {}).get("object") or {}
+        return obj.get("id") if isinstance(obj, dict) else None
 
 
 class WebhookSink(_Server):
@@ -419,8 +432,13 @@ class WebhookSink(_Server):
         self.deliveries: queue.Queue[Delivery] = queue.Queue()
         super().__init__(_SinkHandler)
 
-    def wait_for(self, event_type: str, timeout: float = 10.0) -> Delivery:
-        """The first delivery (not yet taken) of that type; others are dropped."""
+    def wait_for(
+        self, event_type: str, object_id: str | None = None, timeout: float = 10.0
+    ) -> Delivery:
+        """The first delivery (not yet taken) of that type, and about that object
+        (``data.object.id``) if given; the others before it are dropped.  Name the
+        object: an event of an earlier payment may arrive here first (localstripe sends
+        each event a second after it, to the webhooks registered by then)."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -430,7 +448,9 @@ class WebhookSink(_Server):
                 delivery = self.deliveries.get(timeout=left)
             except queue.Empty:
                 continue
-            if delivery.type == event_type:
+            if delivery.type == event_type and (
+                object_id is None or delivery.object_id == object_id
+            ):
                 return delivery
 
     def __enter__(self) -> WebhookSink:

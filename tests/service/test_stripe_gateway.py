@@ -163,7 +163,7 @@ def test_a_real_webhook_parses_and_every_forgery_is_refused_with_its_reason(
         )
         intent = create(gateway, amount=2500)
         assert local_stripe.pay(intent.id) == "succeeded"
-        delivery = sink.wait_for("payment_intent.succeeded")
+        delivery = sink.wait_for("payment_intent.succeeded", intent.id)
 
     body, header = delivery.body, delivery.signature
     assert header is not None
@@ -220,7 +220,7 @@ def test_a_declined_payment_webhook_carries_the_failure(local_stripe: LocalStrip
         local_stripe.add_webhook(sink.url, WEBHOOK_SECRET, ["payment_intent.payment_failed"])
         intent = create(gateway, amount=800)
         local_stripe.pay(intent.id, DECLINED_CARD)
-        delivery = sink.wait_for("payment_intent.payment_failed")
+        delivery = sink.wait_for("payment_intent.payment_failed", intent.id)
     event = gateway.parse_event(delivery.body, delivery.signature)
     assert (event.type, event.intent_id) == ("payment_intent.payment_failed", intent.id)
     assert event.failure == "Your card was declined."

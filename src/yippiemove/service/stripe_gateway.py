@@ -290,11 +290,12 @@ class StripeGateway:
     def _error(self, what: str, e: stripe.StripeError) -> GatewayError:
         status = e.http_status
         code = e.code
-        transient = (
-            isinstance(e, stripe.APIConnectionError | stripe.RateLimitError | stripe.APIError)
-            or status == 429
-            or (status is not None and status >= 500)
-            or code in ("lock_timeout", "rate_limit")
+        # The library's classes: APIConnectionError (no answer, timeout), RateLimitError
+        # (429), APIError (5xx, 409 "in use", an answer it cannot read).  The others
+        # (InvalidRequestError, CardError, AuthenticationError, PermissionError,
+        # IdempotencyError...) fail again the same way.
+        transient = isinstance(
+            e, stripe.APIConnectionError | stripe.RateLimitError | stripe.APIError
         )
         kind = type(e).__name__
         parts = [f"could not {what}: Stripe {kind}"]

@@ -20,6 +20,7 @@ import stripe
 
 from tests.stripekit import (
     DECLINED_CARD,
+    THREE_D_SECURE_CARD,
     LocalStripe,
     Recorded,
     RecordingProxy,
@@ -100,6 +101,25 @@ def test_a_declined_card_leaves_the_intent_waiting_and_names_the_decline(
     assert seen.status == "requires_payment_method"
     assert seen.failure == "Your card was declined."
     assert seen.card is None
+
+
+def test_only_a_3d_secure_step_is_what_the_fake_stripe_js_can_do(local_stripe: LocalStripe) -> None:
+    """What localstripe's fake Stripe.js ``confirmCardPayment`` sends (``_authenticate``
+    with the publishable key) is refused for an intent with no card yet: it cannot take
+    the card from its Element.  It passes the 3D Secure step of an intent whose 3D Secure
+    card was attached and confirmed on the server (what ``pay`` does)."""
+    gateway = local_stripe.gateway(WEBHOOK_SECRET)
+    fresh = create(gateway, amount=300)
+    answer = httpx.post(
+        f"{local_stripe.api_base}/v1/payment_intents/{fresh.id}/_authenticate?success=true",
+        json={"key": local_stripe.publishable_key, "client_secret": fresh.client_secret},
+    )
+    assert answer.status_code == 400
+    assert gateway.retrieve_intent(fresh.id).status == "requires_payment_method"
+
+    secured = create(gateway, amount=400)
+    assert local_stripe.pay(secured.client_secret, THREE_D_SECURE_CARD) == "succeeded"
+    assert gateway.retrieve_intent(secured.id).card == "visa 3155"
 
 
 def test_the_idempotency_key_is_sent_and_the_same_on_the_librarys_retry(

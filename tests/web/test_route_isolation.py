@@ -203,6 +203,24 @@ def app_routes(app: FastAPI) -> set[tuple[str, str]]:
     return out
 
 
+#: Issue 20: billing.  The fake service here has no billing (these routes answer its
+#: 404 to everyone); their isolation is tested against the real service with billing
+#: on: another customer's payment or transfer is the 404 of a missing one
+#: (tests/web/test_billing_pages.py, tests/web/test_billing_api.py).
+BILLING_ROUTES = {
+    ("GET", "/billing"),
+    ("GET", "/billing/ledger.csv"),
+    ("POST", "/billing/bundles/{number}/buy"),
+    ("GET", "/payments/{payment_id}"),
+    ("GET", "/payments/{payment_id}/pay"),
+    ("GET", "/payments/{payment_id}/receipt.pdf"),
+    ("GET", "/transfers/{job_id}/pay"),
+    ("POST", "/transfers/{job_id}/settle"),
+    ("POST", "/stripe/webhook"),  # Stripe's, signed: no customer's
+    ("POST", "/operator/customers/{user_id}/credits"),  # operators only
+}
+
+
 def test_every_route_is_classified(app: FastAPI) -> None:
     declared = (
         JOB_ROUTES
@@ -214,6 +232,7 @@ def test_every_route_is_classified(app: FastAPI) -> None:
         | SIGN_IN_ROUTES
         | BATCH_ROUTES
         | OPERATOR_ROUTES
+        | BILLING_ROUTES
     )
     actual = app_routes(app)
     assert actual - declared == set(), "new routes: say how they keep customers apart"
@@ -390,11 +409,15 @@ def test_public_routes_show_no_customer_data(
 
 def page_posts(app: FastAPI) -> list[str]:
     # (The console's forms answer a customer 404 before anything: OPERATOR_ROUTES; an
-    # operator's form without the token is refused in tests/web/test_operator.py.)
+    # operator's form without the token is refused in tests/web/test_operator.py.
+    # Stripe's webhook is no form: its calls are signed, tests/web/test_billing_pages.py.)
     return sorted(
         p
         for m, p in app_routes(app)
-        if m == "POST" and not p.startswith(API) and not p.startswith("/operator")
+        if m == "POST"
+        and not p.startswith(API)
+        and not p.startswith("/operator")
+        and p != "/stripe/webhook"
     )
 
 
@@ -411,6 +434,7 @@ def test_every_page_post_checks_the_csrf_token(
             token_id=world["a_tid"],
             credential_id=world["a_cred"],
             batch_id=MISSING,
+            number=1,
         )
         for token in (None, "forged-token-value-000000000000"):
             before = snapshot(fake)

@@ -479,6 +479,12 @@ class Billing:
             pid = pay.id
         return self._checkout(pid)
 
+    def checkout_payment(self, user_id: int, pid: int) -> Checkout:
+        """The card page of one of the customer's payments (a bundle's, an order's)."""
+        self._need_stripe()
+        self.payment(user_id, pid)  # theirs, or NotFound
+        return self._checkout(pid)
+
     def _need_stripe(self) -> None:
         if not self.enabled:
             raise Conflict("payments are off on this service")
@@ -688,11 +694,22 @@ class Billing:
 
     # ------------------------------------------------------------------ operators
 
-    def grant(self, user_id: int, amount: int, actor: str, note: str, key: str) -> bool:
+    def grant(
+        self,
+        user_id: int,
+        amount: int,
+        actor: str,
+        note: str,
+        key: str,
+        operator_id: int | None = None,
+    ) -> bool:
         """Credits from an operator (``key``: one grant per key, a retried request
-        grants once).  False when that key was used already."""
+        grants once; ``operator_id``: audited in the same transaction).  False when that
+        key was used already."""
         if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
             raise ServiceError("amount: a positive whole number of minor units (cents)")
+        if amount > pricing.MAX_AMOUNT:
+            raise ServiceError(f"amount: at most {pricing.MAX_AMOUNT}")
         with self.svc.db.session() as s:
             if s.get(User, user_id) is None:
                 raise NotFound("no such customer")
@@ -705,6 +722,18 @@ class Billing:
                 actor=actor,
                 note=note[:500] or None,
             )
+            if entry is not None and operator_id is not None:
+                from .operator import Operators
+
+                Operators._audit(
+                    s,
+                    s.get(User, operator_id),
+                    "grant_credits",
+                    "customer",
+                    user_id,
+                    amount=amount,
+                    note=note[:500] or None,
+                )
         return entry is not None
 
     def create_company(self, name: str) -> int:
@@ -877,3 +906,39 @@ async def quote_order(
     count = sum(int(f["messages"] or 0) for f in chosen)
     subject = svc.billing.subject(user_id, source, folders)
     return await asyncio.to_thread(svc.billing.make_quote, user_id, subject, size, count)
+
+
+def receipt_of(svc: Service, user_id: int, pid: int) -> Any:
+    """The receipt (service/receipts.py ``Receipt``) of a payment of the customer's that
+    went through; Conflict while it has not."""
+    from datetime import UTC, datetime
+
+    from .receipts import Receipt, ReceiptLine, money
+
+    view = svc.billing.payment(user_id, pid)
+    if view.state not in (SUCCEEDED, DISPUTED) or view.paid_at is None:
+        raise Conflict("this payment has not gone through: there is no receipt for it")
+    with svc.db.read() as s:
+        user = s.get(User, user_id)
+        zone = (user.timezone if user is not None else None) or "UTC"
+        email = user.email if user is not None else ""
+        acc = s.get(BillingAccount, s.get(Payment, pid).account_id)  # type: ignore[union-attr]
+        company = acc.company if acc is not None else None
+    lines = [ReceiptLine(view.description, view.amount)]
+    if view.purpose == "bundle":
+        lines.append(ReceiptLine(f"Credit added: {money(view.credit, view.currency)}", 0))
+    year = datetime.fromtimestamp(view.paid_at, UTC).year
+    return Receipt(
+        number=f"YM-{year}-{view.id:06d}",
+        payment_id=str(view.id),
+        paid_at=view.paid_at,
+        timezone=zone,
+        customer=f"{company} ({email})" if company else email,
+        seller=svc.settings.billing_seller,
+        currency=view.currency,
+        lines=tuple(lines),
+        total=view.amount,
+        card=view.card,
+        reference=view.intent_id or "",
+        status="disputed" if view.state == DISPUTED else "paid",
+    )

@@ -45,7 +45,15 @@ __all__ = [
 
 ROLES = ("customer", "operator")
 #: The actions of the audit log.
-ACTIONS = ("set_role", "cancel", "requeue", "suspend", "unsuspend", "read_report")
+ACTIONS = (
+    "set_role",
+    "cancel",
+    "requeue",
+    "suspend",
+    "unsuspend",
+    "read_report",
+    "grant_credits",  # issue 20 (service/billing.py)
+)
 #: Longest suspension reason kept.
 REASON_MAX = 500
 #: Rows of a console listing at most.

@@ -126,7 +126,15 @@ def by_folder(items: Any, attribute: str | None = None) -> list[Any]:
     return sorted(seq, key=lambda d: folder_key(d.get(attribute, "")))
 
 
+def money(amount: int | None, currency: str = "usd") -> str:
+    """Minor units as the customer reads them ("$12.50"): service/receipts.py."""
+    from yippiemove.service.receipts import money as _money
+
+    return _money(int(amount or 0), currency)
+
+
 FILTERS = {
+    "money": money,
     "size": size,
     "rate": rate,
     "duration": duration,

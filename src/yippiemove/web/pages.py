@@ -38,6 +38,8 @@ from . import live, presets
 from .account import add_routes as add_account_routes
 from .api import check_job_id, public_view, receipt_response
 from .batches import add_batch_pages, create_from_upload
+from .billing_pages import add_routes as add_billing_pages
+from .billing_pages import quote_step
 from .forms import (
     AccountForm,
     folders_to_plan,
@@ -98,6 +100,7 @@ STATUS_LABELS: dict[str, str] = {
     JobStatus.DONE: "Finished",
     JobStatus.FAILED: "Failed",
     JobStatus.CANCELLED: "Cancelled",
+    JobStatus.AWAITING_PAYMENT: "Waiting for payment",
 }
 
 
@@ -784,9 +787,18 @@ class Pages:
             )
         if rules:
             spec = {**(spec or {"include": [], "exclude": []}), **rules}
+        billing = getattr(self.service, "billing", None)
+        quote_id = form.get("quote_id")
+        if billing is not None and billing.enabled and not quote_id:
+            # Issue 20: the price first (web/billing_pages.py), then the order.
+            return await quote_step(self, request, uid, form, src_acc, dst_acc, spec)
         try:
             # Issue 17: "keep in sync until I switch" (web/staged.py); asked only when set.
-            plan_kw = {"schedule": sched} if (sched := schedule_from_form(form)) else {}
+            plan_kw: dict[str, Any] = (
+                {"schedule": sched} if (sched := schedule_from_form(form)) else {}
+            )
+            if isinstance(quote_id, str) and quote_id:
+                plan_kw["quote_id"] = quote_id
             view = await self.call(
                 functools.partial(self.service.create_transfer, **plan_kw),
                 uid,
@@ -813,6 +825,9 @@ class Pages:
         used = getattr(self.service, "used_sign_ins", None)
         if used is not None and (src.oauth or dst.oauth):  # the job holds the grants now
             await self.call(used, uid, [src.oauth, dst.oauth])
+        if view.status == JobStatus.AWAITING_PAYMENT:  # issue 20: nothing runs unpaid
+            flash(request, "Your transfer is ordered: it starts once it is paid for.")
+            return RedirectResponse(f"/transfers/{view.id}/pay", 303)
         # "running": shown only while the job runs (base.html; job.js hides it at the end).
         flash(
             request,
@@ -1347,4 +1362,5 @@ def build_pages_router(service: Service, templates: Jinja2Templates) -> APIRoute
     add_batch_pages(r, p)  # issue 17: batches, their dashboard (web/batches.py)
     add_account_routes(r, p)  # issue 17: forgot password, address, delete (web/account.py)
     add_operator_pages(r, p)  # issue 17: the operator's console (web/operator.py)
+    add_billing_pages(r, p)  # issue 20: quotes, payments, ledger (web/billing_pages.py)
     return r

@@ -196,6 +196,8 @@ class Billing:
                 s.stripe_secret_key,
                 s.stripe_webhook_secret,
                 api_base=s.stripe_api_base or None,
+                # localstripe refuses a PaymentIntent's description (tests/stripekit.py)
+                send_description=not s.stripe_api_base,
             )
         return self._gateway
 
@@ -520,6 +522,8 @@ class Billing:
                     intent = gw.retrieve_intent(str(view.intent_id))
             else:
                 intent = gw.retrieve_intent(view.intent_id)
+                if intent.status == "requires_payment_method" and intent.failure:
+                    intent = self._next_attempt(pid, intent)
         except Exception as exc:
             from .stripe_gateway import GatewayError
 
@@ -537,6 +541,39 @@ class Billing:
         return Checkout(
             view, secret, self.settings.stripe_publishable_key, self.settings.stripe_js_url
         )
+
+    def _next_attempt(self, pid: int, failed: Intent) -> Intent:
+        """A declined attempt's PaymentIntent is cancelled (no page left open with its
+        secret can pay it any more), then a new one is made for the next card and
+        stored in its place (compare-and-set: a concurrent request's loses and reads
+        the winner's).  One payment never has two intents that can be paid."""
+        self.apply_intent(failed)  # its failure, shown
+        gw = self.gateway
+        old = gw.cancel_intent(failed.id)
+        if old.status == "succeeded":  # paid after all (raced the decline)
+            self.apply_intent(old)
+            return old
+        view = self.payment_view(pid)
+        intent = gw.create_intent(
+            amount=view.amount,
+            currency=view.currency,
+            idempotency_key=f"yippiemove-payment-{pid}-after-{failed.id}",
+            metadata={"payment": str(pid), "transfer": view.job_id or ""},
+            description=view.description,
+        )
+        with self.svc.db.session() as s:
+            s.execute(
+                update(Payment)
+                .where(Payment.id == pid, Payment.intent_id == failed.id)
+                .values(intent_id=intent.id)
+            )
+            stored = s.get(Payment, pid)
+            assert stored is not None
+            current = stored.intent_id
+        if current != intent.id:
+            gw.cancel_intent(intent.id)  # ours lost: nobody gets its secret
+            return gw.retrieve_intent(str(current))
+        return intent
 
     def sync(self, user_id: int, pid: int) -> PaymentView:
         """Ask Stripe for the payment's state now (the page a customer returns to after

@@ -234,6 +234,18 @@ class StripeGateway:
 
     # -- webhooks --------------------------------------------------------------------
 
+    def cancel_intent(self, intent_id: str) -> Intent:
+        """Cancel a PaymentIntent that will not be used again (a declined attempt, before
+        the next one is made): nobody can confirm it after this, not even a page left
+        open with its client secret."""
+        if not intent_id:
+            raise ValueError("cancel_intent: the intent id is empty")
+        obj = self._call(
+            "cancel a PaymentIntent",
+            lambda: self._client.v1.payment_intents.cancel(intent_id),
+        )
+        return self._intent(obj)
+
     def parse_event(self, payload: bytes, signature_header: str | None) -> Event:
         """The event of a webhook's request, once its Stripe-Signature is checked (the
         library's check of the v1 HMAC, then the timestamp against :data:`TOLERANCE`).

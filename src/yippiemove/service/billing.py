@@ -666,7 +666,10 @@ class Billing:
         try:
             event = self.gateway.parse_event(payload, signature)
         except BadSignature as exc:
-            raise ServiceError(f"webhook refused: {exc}") from None
+            text = str(exc)
+            raise ServiceError(
+                text if text.startswith("webhook refused") else f"webhook refused: {text}"
+            ) from None
         try:
             with self.svc.db.session() as s:
                 s.add(StripeEvent(id=event.id, type=event.type[:64], received_at=time.time()))

@@ -238,3 +238,25 @@ def test_cancelling_a_waiting_order_spends_nothing_and_wipes_its_passwords(make_
     assert balance(svc, uid) == 0
     with svc.db.read() as s:
         assert ledger.entries(s, svc.billing.account_of(s, uid)) == []
+
+
+def test_an_order_never_paid_for_is_cancelled_and_its_passwords_deleted(make_service, server):
+    svc = make_service(ca_file=str(server.ca_file), **BILLING)
+    uid = svc.create_user(OWNER, "long enough pass")
+    job = svc.create_transfer(
+        uid,
+        account(server, "src", SRC_PW),
+        account(server, "dst", DST_PW),
+        quote_id=quote(svc, uid, server).id,
+    )
+    svc.cleanup_credentials()  # a day later: still waiting, still its passwords
+    with svc.db.read() as s:
+        row = s.get(Job, job.id)
+        assert row is not None and row.credentials is not None
+    assert svc.get_transfer(uid, job.id).status == "awaiting_payment"
+    svc.cleanup_credentials(now=time.time() + 8 * 86400)
+    view = svc.get_transfer(uid, job.id)
+    assert view.status == "cancelled" and "never paid for" in (view.error or "")
+    with svc.db.read() as s:
+        row = s.get(Job, job.id)
+        assert row is not None and row.credentials is None

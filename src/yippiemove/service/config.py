@@ -205,6 +205,8 @@ class Settings:
     free_rerun_days: int = 30
     #: How long a quote's price holds (seconds).
     quote_seconds: float = 3600.0
+    #: An order not paid for within this many days is cancelled, its passwords deleted.
+    unpaid_order_days: float = 7.0
     #: Stripe (billing on): the keys of the operator's Stripe account and its webhook's
     #: signing secret.  Never logged; not in repr.
     stripe_secret_key: str = field(default="", repr=False)

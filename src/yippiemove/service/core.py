@@ -843,6 +843,22 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
                 job.credentials = None
                 job.credentials_expires = None
             n = len(jobs)
+            # Orders never paid for (issue 20): cancelled after ``unpaid_order_days``,
+            # their passwords with them (they are kept only for the run they wait for).
+            unpaid = s.scalars(
+                select(Job).where(
+                    Job.status == JobStatus.AWAITING_PAYMENT,
+                    Job.created <= now - self.settings.unpaid_order_days * 86400,
+                )
+            ).all()
+            for job in unpaid:
+                job.status = JobStatus.CANCELLED
+                job.finished = now
+                job.error = "never paid for: cancelled, and its passwords deleted"
+                job.credentials = None
+                job.credentials_expires = None
+                staged.job_cancelled(s, job)
+            n += len(unpaid)
             # Sign-ins that timed out, or that no order used (their grants with them).
             self._purge_sign_ins(s, now)
         n += self.expire_batch_credentials(now)  # batch lines nobody started (issue 17)

@@ -1660,6 +1660,106 @@ def user_set_role(
 
 
 @main.group()
+def billing() -> None:
+    """Credits and companies (operator commands; issue 20, docs/billing.md)."""
+
+
+def _billing_call(
+    data_dir: Path | None, database_url: str | None, queue_url: str | None, fn: Any
+) -> Any:
+    from .service.core import ServiceError
+
+    service = _service(data_dir, database_url=database_url, queue_url=queue_url)
+    try:
+        return fn(service)
+    except ServiceError as exc:
+        _die(str(exc))
+    finally:
+        service.close()
+
+
+@billing.command("grant")
+@click.argument("email")
+@click.argument("amount", type=int)
+@click.option("--note", default="", help="Kept in the customer's ledger.")
+@click.option("--key", default=None, help="Grant once per key (default: a new one).")
+@_data_dir_option
+@_database_options
+def billing_grant(
+    email: str,
+    amount: int,
+    note: str,
+    key: str | None,
+    data_dir: Path | None,
+    database_url: str | None,
+    queue_url: str | None,
+) -> None:
+    """Give the customer EMAIL (or their company) AMOUNT credits, in minor units (cents)."""
+    import uuid
+
+    def grant(service: Any) -> tuple[bool, int]:
+        uid = service.user_id_for_email(email)
+        done = service.billing.grant(uid, amount, "cli", note, key or uuid.uuid4().hex)
+        return done, service.billing.summary(uid)["balance"]
+
+    done, balance = _billing_call(data_dir, database_url, queue_url, grant)
+    click.echo(f"{'granted' if done else 'already granted (same --key)'}; balance {balance}")
+
+
+@billing.command("balance")
+@click.argument("email")
+@_data_dir_option
+@_database_options
+def billing_balance(
+    email: str, data_dir: Path | None, database_url: str | None, queue_url: str | None
+) -> None:
+    """The balance of EMAIL's account (a company's when they belong to one)."""
+
+    def show(service: Any) -> dict[str, Any]:
+        return dict(service.billing.summary(service.user_id_for_email(email), 1))
+
+    summary = _billing_call(data_dir, database_url, queue_url, show)
+    who = f" (company {summary['company']})" if summary["company"] else ""
+    click.echo(f"{summary['balance']} {summary['currency']}{who}")
+
+
+@billing.command("company-create")
+@click.argument("name")
+@_data_dir_option
+@_database_options
+def billing_company_create(
+    name: str, data_dir: Path | None, database_url: str | None, queue_url: str | None
+) -> None:
+    """A company or reseller account NAME, whose members share one balance."""
+    account = _billing_call(
+        data_dir, database_url, queue_url, lambda svc: svc.billing.create_company(name)
+    )
+    click.echo(f"company {name!r}: account {account}")
+
+
+@billing.command("company-add")
+@click.argument("account", type=int)
+@click.argument("email")
+@_data_dir_option
+@_database_options
+def billing_company_add(
+    account: int,
+    email: str,
+    data_dir: Path | None,
+    database_url: str | None,
+    queue_url: str | None,
+) -> None:
+    """Make the customer EMAIL spend (and see) the company ACCOUNT's credits."""
+    _billing_call(
+        data_dir,
+        database_url,
+        queue_url,
+        lambda svc: svc.billing.add_member(account, svc.user_id_for_email(email)),
+    )
+    click.echo(f"{email.strip().lower()} now spends the credits of account {account}")
+
+
+@main.group()
 def token() -> None:
     """Manage API tokens (operator commands)."""
 

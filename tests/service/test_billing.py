@@ -260,3 +260,48 @@ def test_an_order_never_paid_for_is_cancelled_and_its_passwords_deleted(make_ser
     with svc.db.read() as s:
         row = s.get(Job, job.id)
         assert row is not None and row.credentials is None
+
+
+def test_a_companys_members_share_one_balance_set_up_from_the_command_line(
+    make_service, server, tmp_path, monkeypatch
+):
+    from click.testing import CliRunner
+
+    from yippiemove.cli import main
+
+    svc = make_service(ca_file=str(server.ca_file), **BILLING)
+    ann = svc.create_user("ann@corp.example", "long enough pass")
+    bob = svc.create_user("bob@corp.example", "long enough pass")
+    data = str(svc.settings.data_dir)
+    for name, value in BILLING.items():
+        monkeypatch.setenv("YIPPIEMOVE_" + name.upper(), str(value))
+    monkeypatch.setenv("YIPPIEMOVE_EGRESS_ALLOW", "127.0.0.0/8")
+    runner = CliRunner()
+
+    def cli(*args: str) -> str:
+        r = runner.invoke(main, [*args, "--data-dir", data], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    out = cli("billing", "company-create", "Corp Ltd")
+    account_id = out.strip().rsplit(" ", 1)[1]
+    cli("billing", "company-add", account_id, "ann@corp.example")
+    cli("billing", "company-add", account_id, "bob@corp.example")
+    assert "granted; balance 1000" in cli(
+        "billing", "grant", "ann@corp.example", "1000", "--key", "k"
+    )
+    assert "already granted" in cli("billing", "grant", "bob@corp.example", "1000", "--key", "k")
+    assert cli("billing", "balance", "bob@corp.example").strip() == "1000 usd (company Corp Ltd)"
+    # Bob's order is paid from the company's credits that Ann's grant put there.
+    job = svc.create_transfer(
+        bob,
+        account(server, "src", SRC_PW),
+        account(server, "dst", DST_PW),
+        quote_id=quote(svc, bob, server).id,
+    )
+    assert job.status == "queued"
+    assert balance(svc, ann) == balance(svc, bob) == 500
+    assert svc.billing.summary(ann)["company"] == "Corp Ltd"
+    # A customer outside the company sees none of it.
+    eve = svc.create_user("eve@example.org", "long enough pass")
+    assert balance(svc, eve) == 0 and svc.billing.summary(eve)["entries"] == []

@@ -305,3 +305,30 @@ def test_a_companys_members_share_one_balance_set_up_from_the_command_line(
     # A customer outside the company sees none of it.
     eve = svc.create_user("eve@example.org", "long enough pass")
     assert balance(svc, eve) == 0 and svc.billing.summary(eve)["entries"] == []
+
+
+def test_deleting_a_member_keeps_the_companys_ledger_and_their_own_goes(make_service, server):
+    svc = make_service(ca_file=str(server.ca_file), **BILLING)
+    ann = svc.create_user("ann@corp.example", "long enough pass")
+    bob = svc.create_user("bob@corp.example", "long enough pass")
+    company = svc.billing.create_company("Corp Ltd")
+    svc.billing.add_member(company, ann)
+    svc.billing.add_member(company, bob)
+    svc.billing.grant(ann, 1000, "ops", "", key="c")
+    svc.create_transfer(
+        bob,
+        account(server, "src", SRC_PW),
+        account(server, "dst", DST_PW),
+        quote_id=quote(svc, bob, server).id,
+    )
+    assert balance(svc, ann) == 500
+    solo = svc.create_user("solo@example.org", "long enough pass")
+    svc.billing.grant(solo, 300, "ops", "", key="s")
+    svc.cancel_transfer(bob, svc.list_transfers(bob)[0].id)
+    svc.delete_account(bob, "long enough pass")
+    svc.delete_account(solo, "long enough pass")
+    # Bob's spend stays in the company's ledger: the balance Ann sees does not change.
+    assert balance(svc, ann) == 500
+    assert [e["kind"] for e in svc.billing.summary(ann)["entries"]] == ["spend", "grant"]
+    with svc.db.read() as s:  # solo's own account went with its entries
+        assert s.scalar(select(LedgerEntry.id).where(LedgerEntry.amount == 300)) is None

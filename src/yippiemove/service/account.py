@@ -40,7 +40,10 @@ from .db import (
     AuditEntry,
     AuthThrottle,
     Base,
+    BillingAccount,
     Job,
+    LedgerEntry,
+    Payment,
     PendingSignup,
     User,
 )
@@ -488,8 +491,15 @@ def _like(text: str) -> str:
 def _delete_rows(s: Any, user_id: int, job_ids: list[str]) -> None:
     """Every row of the customer: rows of its jobs (tables with a ``job_id``), then rows
     with its ``user_id``, children before parents (whatever tables later issues add)."""
+    # Billing (issue 20): the customer's own account goes with its entries and payments;
+    # a company's entries and payments stay (its balance is its other members' too),
+    # naming a job or payer that no longer exists.
+    own = select(BillingAccount.id).where(BillingAccount.user_id == user_id)
+    s.execute(delete(LedgerEntry).where(LedgerEntry.account_id.in_(own)))
+    s.execute(delete(Payment).where(Payment.account_id.in_(own)))
+    s.execute(update(Payment).where(Payment.user_id == user_id).values(user_id=None))
     for table in reversed(Base.metadata.sorted_tables):
-        if table.name == "users":
+        if table.name in ("users", "ledger_entries", "payments"):
             continue
         cols = table.c
         if "job_id" in cols and job_ids:

@@ -269,3 +269,24 @@ def test_the_webhook_route_verifies_and_applies(make_service, server, local_stri
         assert ok.status_code == 200, ok.text
         assert json.loads(ok.text)["received"] is True
     assert svc.get_transfer(uid, job_id).status == "queued"
+
+
+def test_a_bundle_bought_by_card_adds_its_credit_once(make_service, server, local_stripe, sink):
+    svc = make_service(
+        ca_file=str(server.ca_file),
+        **billing_settings(local_stripe, price_bundles="5000:4000,20000:15000"),
+    )
+    uid = svc.create_user(OWNER, "long enough pass")
+    first = svc.billing.checkout_bundle(uid, 0)
+    again = svc.billing.checkout_bundle(uid, 0)  # a double click on "Buy"
+    assert first.payment.id == again.payment.id and first.payment.amount == 4000
+    assert first.payment.credit == 5000 and first.client_secret is not None
+    with pytest.raises(Exception, match="no bundle number 3"):
+        svc.billing.checkout_bundle(uid, 2)
+    assert local_stripe.pay(first.client_secret) == "succeeded"
+    hook = sink.wait_for("payment_intent.succeeded", intent_id_of(first.client_secret))
+    svc.billing.handle_webhook(hook.body, hook.signature)
+    svc.billing.sync(uid, first.payment.id)
+    assert ledger_kinds(svc, uid) == [("purchase", 5000)]
+    # Paid: the next "Buy" is a new purchase, not the paid one again.
+    assert svc.billing.checkout_bundle(uid, 0).payment.id != first.payment.id

@@ -299,3 +299,38 @@ def test_stripe_unreachable_is_503_and_nothing_charged(
         assert "sk_test_x" not in r.text
     assert c.get(f"{API}/transfers/{job}", headers=me).json()["status"] == "awaiting_payment"
     assert c.get(f"{API}/billing", headers=me).json()["balance"] == 0
+
+
+def test_another_customers_waiting_transfer_and_ledger_are_out_of_reach(
+    billed: Setup, server: Any
+) -> None:
+    """Bob paying for, settling or reading alice's waiting order gets what a missing
+    transfer gets, and nothing of hers is in his balance, ledger or payments."""
+    svc, c, me = billed.svc, billed.client, billed.me
+    src, dst = acct(server, "src", SRC_PW), acct(server, "dst", DST_PW)
+    quote = c.post(f"{API}/quotes", json={"source": src}, headers=me).json()
+    job = c.post(
+        f"{API}/transfers", json={"source": src, "dest": dst, "quote_id": quote["id"]}, headers=me
+    ).json()["id"]
+    svc.billing.grant(billed.uid, 300, OP, "alice's credit", key="a")
+    bob = svc.create_user("bob@example.org", "long enough pass")
+    bobs = auth(svc.create_token(bob, "ci"))
+    svc.billing.grant(bob, 1000, OP, "bob's credit", key="b")  # enough to pay hers
+    for suffix in ("/payment", "/settle"):
+        theirs = c.post(f"{API}/transfers/{job}{suffix}", headers=bobs)
+        missing = c.post(f"{API}/transfers/0123456789abcdef{suffix}", headers=bobs)
+        assert theirs.status_code == missing.status_code == 404, theirs.text
+        assert theirs.json() == missing.json()
+    # Her own quote is not his to order with either.
+    r = c.post(
+        f"{API}/transfers", json={"source": src, "dest": dst, "quote_id": quote["id"]}, headers=bobs
+    )
+    assert r.status_code == 402 and "no such quote" in r.json()["message"], r.text
+    assert c.get(f"{API}/transfers/{job}", headers=me).json()["status"] == "awaiting_payment"
+    summary = c.get(f"{API}/billing", headers=bobs).json()
+    assert summary["balance"] == 1000 and [e["note"] for e in summary["entries"]] == [
+        "bob's credit"
+    ]
+    ledger_text = c.get(f"{API}/billing/ledger.csv", headers=bobs).text
+    assert "alice" not in ledger_text and job not in ledger_text
+    assert c.get(f"{API}/billing", headers=me).json()["balance"] == 300

@@ -155,6 +155,21 @@ OPERATOR_ROUTES = {
     ("POST", API + "/operator/transfers/{job_id}/requeue"),
     ("GET", API + "/operator/queue"),
     ("GET", API + "/operator/audit"),
+    ("POST", API + "/operator/customers/{user_id}/credits"),  # issue 20
+}
+#: Issue 20: billing over REST: a customer's balance, ledger, payments and receipts, and
+#: paying for their own waiting transfer; another customer's is a missing one.  Tested
+#: over the real Service in tests/web/test_billing_api.py (the fake has no billing).
+BILLING_ROUTES = {
+    ("POST", API + "/quotes"),
+    ("POST", API + "/transfers/{job_id}/payment"),
+    ("POST", API + "/transfers/{job_id}/settle"),
+    ("GET", API + "/billing"),
+    ("GET", API + "/billing/ledger.csv"),
+    ("POST", API + "/credit-purchases"),
+    ("GET", API + "/payments"),
+    ("GET", API + "/payments/{payment_id}"),
+    ("GET", API + "/payments/{payment_id}/receipt.pdf"),
 }
 PUBLIC = {
     # The providers' way back: a sign-in is bound to the session that started it.
@@ -214,6 +229,7 @@ def test_every_route_is_classified(app: FastAPI) -> None:
         | SIGN_IN_ROUTES
         | BATCH_ROUTES
         | OPERATOR_ROUTES
+        | BILLING_ROUTES
     )
     actual = app_routes(app)
     assert actual - declared == set(), "new routes: say how they keep customers apart"

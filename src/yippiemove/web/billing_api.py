@@ -329,7 +329,11 @@ def add_billing_api(router: APIRouter, service: "Service", user_dep: Any, errors
         limit: Annotated[int, Query(ge=1, le=_PAGE, description="entries per page")] = 100,
         before: Annotated[
             int | None,
-            Query(ge=1, description="the `id` of the last entry of the page before"),
+            Query(
+                ge=1,
+                le=2**63 - 1,
+                description="the `id` of the last entry of the page before",
+            ),
         ] = None,
     ) -> dict[str, Any]:
         """The entries newest first, each with the balance after it.  A company's

@@ -269,6 +269,7 @@ def render_page(r: Receipt) -> str:
         user_email="ada@example.com",
         csrf="token",
         operator=False,
+        billing_enabled=True,  # a receipt exists only with billing on
         flashes=[],
         job=None,
     )

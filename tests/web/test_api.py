@@ -423,6 +423,17 @@ def test_openapi_documents_the_api_and_only_the_api(client: TestClient) -> None:
         f"{API}/operator/transfers/{{job_id}}/cancel",
         f"{API}/operator/transfers/{{job_id}}/report",
         f"{API}/operator/transfers/{{job_id}}/requeue",
+        # Issue 20: billing (quotes, payments, the ledger; operators grant credits).
+        f"{API}/quotes",
+        f"{API}/transfers/{{job_id}}/payment",
+        f"{API}/transfers/{{job_id}}/settle",
+        f"{API}/billing",
+        f"{API}/billing/ledger.csv",
+        f"{API}/credit-purchases",
+        f"{API}/payments",
+        f"{API}/payments/{{payment_id}}",
+        f"{API}/payments/{{payment_id}}/receipt.pdf",
+        f"{API}/operator/customers/{{user_id}}/credits",
     }
     assert "token" in doc["components"]["securitySchemes"]
     post = doc["paths"][f"{API}/transfers"]["post"]

@@ -578,6 +578,54 @@ PARITY: list[tuple[str, set[str], set[str], str]] = [
         {"GET /api/v1/operator/audit"},
         "",
     ),
+    # Issue 20: billing.
+    ("quote before ordering", {"POST /transfers/new"}, {"POST /api/v1/quotes"}, ""),
+    (
+        "pay for a waiting transfer by card",
+        {"GET /transfers/{job_id}/pay"},
+        {"POST /api/v1/transfers/{job_id}/payment"},
+        "",
+    ),
+    (
+        "pay a waiting transfer from your credits",
+        {"POST /transfers/{job_id}/settle"},
+        {"POST /api/v1/transfers/{job_id}/settle"},
+        "",
+    ),
+    (
+        "your balance and ledger",
+        {"GET /billing", "GET /billing/ledger.csv"},
+        {"GET /api/v1/billing", "GET /api/v1/billing/ledger.csv"},
+        "",
+    ),
+    (
+        "buy credits",
+        {"POST /billing/bundles/{number}/buy", "GET /payments/{payment_id}/pay"},
+        {"POST /api/v1/credit-purchases"},
+        "",
+    ),
+    (
+        "your payments and receipts",
+        {"GET /payments/{payment_id}", "GET /payments/{payment_id}/receipt.pdf"},
+        {
+            "GET /api/v1/payments",
+            "GET /api/v1/payments/{payment_id}",
+            "GET /api/v1/payments/{payment_id}/receipt.pdf",
+        },
+        "",
+    ),
+    (
+        "operators: grant credits",
+        {"POST /operator/customers/{user_id}/credits"},
+        {"POST /api/v1/operator/customers/{user_id}/credits"},
+        "",
+    ),
+    (
+        "Stripe's webhook",
+        {"POST /stripe/webhook"},
+        set(),
+        "Stripe's calls only (signed), not a customer's",
+    ),
 ]
 #: Routes that are no customer capability (signing up and in, the documents, files).
 NOT_CAPABILITIES = {

@@ -64,7 +64,7 @@ def test_a_customer_finds_no_console_anywhere(make_service: Any) -> None:
         Account("127.0.0.1", 1143, "starttls", "b", DST_PW),
     )
     ops = _operator_ops(client)
-    assert len(ops) == 11
+    assert len(ops) == 12  # issue 20: grant credits
     missing = client.get(f"{API}/no-such-thing", headers={"Authorization": f"Bearer {token}"})
     for method, path in ops:
         url = _url(path, job.id, cust)

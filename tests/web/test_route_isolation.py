@@ -155,6 +155,21 @@ OPERATOR_ROUTES = {
     ("POST", API + "/operator/transfers/{job_id}/requeue"),
     ("GET", API + "/operator/queue"),
     ("GET", API + "/operator/audit"),
+    ("POST", API + "/operator/customers/{user_id}/credits"),  # issue 20
+}
+#: Issue 20: billing over REST: a customer's balance, ledger, payments and receipts, and
+#: paying for their own waiting transfer; another customer's is a missing one.  Tested
+#: over the real Service in tests/web/test_billing_api.py (the fake has no billing).
+BILLING_API_ROUTES = {
+    ("POST", API + "/quotes"),
+    ("POST", API + "/transfers/{job_id}/payment"),
+    ("POST", API + "/transfers/{job_id}/settle"),
+    ("GET", API + "/billing"),
+    ("GET", API + "/billing/ledger.csv"),
+    ("POST", API + "/credit-purchases"),
+    ("GET", API + "/payments"),
+    ("GET", API + "/payments/{payment_id}"),
+    ("GET", API + "/payments/{payment_id}/receipt.pdf"),
 }
 PUBLIC = {
     # The providers' way back: a sign-in is bound to the session that started it.
@@ -203,11 +218,11 @@ def app_routes(app: FastAPI) -> set[tuple[str, str]]:
     return out
 
 
-#: Issue 20: billing.  The fake service here has no billing (these routes answer its
-#: 404 to everyone); their isolation is tested against the real service with billing
-#: on: another customer's payment or transfer is the 404 of a missing one
-#: (tests/web/test_billing_pages.py, tests/web/test_billing_api.py).
-BILLING_ROUTES = {
+#: Issue 20: the billing pages.  The fake service here has no billing (these routes
+#: answer its 404 to everyone); their isolation is tested against the real service with
+#: billing on: another customer's payment or transfer is the 404 of a missing one
+#: (tests/web/test_billing_pages.py).
+BILLING_ROUTES = BILLING_API_ROUTES | {
     ("GET", "/billing"),
     ("GET", "/billing/ledger.csv"),
     ("POST", "/billing/bundles/{number}/buy"),

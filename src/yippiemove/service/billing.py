@@ -734,18 +734,11 @@ class Billing:
 
     # ------------------------------------------------------------------ operators
 
-    def grant(
-        self,
-        user_id: int,
-        amount: int,
-        actor: str,
-        note: str,
-        key: str,
-        operator_id: int | None = None,
-    ) -> bool:
-        """Credits from an operator (``key``: one grant per key, a retried request
-        grants once; ``operator_id``: audited in the same transaction).  False when that
-        key was used already."""
+    def grant(self, user_id: int, amount: int, actor: str, note: str, key: str) -> bool:
+        """Credits given outside the console (the CLI; ``key``: one grant per key, a
+        retried command grants once).  False when that key was used already.  An
+        operator's grant in the console or the API is ``Service.op_grant_credits``
+        (service/operator.py: audited)."""
         if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
             raise ServiceError("amount: a positive whole number of minor units (cents)")
         if amount > pricing.MAX_AMOUNT:
@@ -762,18 +755,6 @@ class Billing:
                 actor=actor,
                 note=note[:500] or None,
             )
-            if entry is not None and operator_id is not None:
-                from .operator import Operators
-
-                Operators._audit(
-                    s,
-                    s.get(User, operator_id),
-                    "grant_credits",
-                    "customer",
-                    user_id,
-                    amount=amount,
-                    note=note[:500] or None,
-                )
         return entry is not None
 
     def create_company(self, name: str) -> int:
@@ -957,7 +938,7 @@ def receipt_of(svc: Service, user_id: int, pid: int) -> Any:
 
     view = svc.billing.payment(user_id, pid)
     if view.state not in (SUCCEEDED, DISPUTED) or view.paid_at is None:
-        raise Conflict("this payment has not gone through: there is no receipt for it")
+        raise Conflict(f"the payment is not paid ({view.state}): there is no receipt for it")
     with svc.db.read() as s:
         user = s.get(User, user_id)
         zone = (user.timezone if user is not None else None) or "UTC"

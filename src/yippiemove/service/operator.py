@@ -428,6 +428,51 @@ class Operators:
         self._enqueue(str(job_id))
         return out
 
+    def op_grant_credits(
+        self: Service, operator_id: int, user_id: int, amount: int, note: str, key: str
+    ) -> dict[str, Any]:
+        """Credits for a customer (issue 20): one ``grant`` ledger entry per ``key`` (a
+        retried request grants once) and its audit row, in one transaction.  Returns
+        ``{"granted": bool, "balance": int}`` (False: that key granted already)."""
+        from . import ledger
+        from .core import Conflict, NotFound, ServiceError
+
+        if not self.billing.enabled:
+            raise Conflict("payments are off on this service")
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+            raise ServiceError("amount: a positive whole number of minor units (cents)")
+        key = str(key).strip()
+        if not 0 < len(key) <= 100:
+            raise ServiceError("key: 1 to 100 characters")
+        note = _reason(note)
+        with self.db.session() as s:
+            operator = self._operator(operator_id, s)
+            if s.get(User, user_id) is None:
+                raise NotFound("no such customer")
+            account = self.billing.account_of(s, user_id)
+            entry = ledger.post(
+                s,
+                account,
+                amount,
+                "grant",
+                f"grant:{key}",
+                actor=operator.email,
+                note=note or None,
+            )
+            if entry is not None:
+                self._audit(
+                    s,
+                    operator,
+                    "grant_credits",
+                    "customer",
+                    user_id,
+                    amount=amount,
+                    currency=self.billing.prices.currency,
+                    key=key,
+                    note=note or None,
+                )
+            return {"granted": entry is not None, "balance": ledger.balance(s, account)}
+
     def op_suspend(self: Service, operator_id: int, user_id: int, reason: str) -> dict[str, Any]:
         """Suspend a customer (see the module): sessions ended, running jobs cancelled,
         queued ones held; one audit row naming the jobs cancelled and held."""

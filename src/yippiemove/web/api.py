@@ -157,6 +157,12 @@ def build_api_router(service: "Service") -> APIRouter:
         summary="Order a transfer",
         responses={
             400: {"model": ErrorOut, "description": "Refused by policy"},
+            402: {
+                "model": ErrorOut,
+                "description": "Payment required: the service charges for transfers and "
+                "the order has no usable quote (none, another customer's, expired, used, "
+                "or of another source or folder choice): the message says why",
+            },
             409: {
                 "model": AlreadyActiveOut,
                 "description": "The same transfer (same source and destination accounts) "
@@ -190,6 +196,12 @@ def build_api_router(service: "Service") -> APIRouter:
         `GET /api/v1/transfers/{id}`.  Passwords are stored encrypted and only for as long
         as re-runs need them; no response ever contains them.
 
+        When the service charges for transfers, order with the `quote_id` of a quote of
+        this source and folder choice (`POST /api/v1/quotes`; without one: 402).  The
+        quote's price is spent from your balance at once if it covers it (`queued`);
+        else the transfer is `awaiting_payment` until paid (`POST
+        /api/v1/transfers/{id}/payment` by card, or `.../settle` from credits).
+
         One transfer of a pair at a time: while a transfer with the same source and
         destination accounts is queued or running, ordering it again answers 409 with
         that transfer's `id` (nothing new is queued).  Transfers from other sources into
@@ -202,8 +214,13 @@ def build_api_router(service: "Service") -> APIRouter:
         pass ends, then deleted; `GET` shows the schedule and each pass's figures.
         """
         folders = body.folders.model_dump(mode="json") if body.folders is not None else None
-        # A staged move (issue 17); asked for only when given (stand-in services in tests).
-        staged = {"schedule": body.schedule.model_dump(mode="json")} if body.schedule else {}
+        # A staged move (issue 17) and a quote (issue 20); passed only when given
+        # (stand-in services in tests).
+        staged: dict[str, Any] = (
+            {"schedule": body.schedule.model_dump(mode="json")} if body.schedule else {}
+        )
+        if body.quote_id is not None:
+            staged["quote_id"] = body.quote_id
         source = to_account(body.source, service, user, "source")
         dest = to_account(body.dest, service, user, "dest")
         signed = [
@@ -213,7 +230,10 @@ def build_api_router(service: "Service") -> APIRouter:
             status, answer = service.create_transfer_once(
                 user,
                 idempotency_key,
-                body.model_dump(mode="json"),
+                # Without a quote: the body as stored before quotes existed.
+                body.model_dump(
+                    mode="json", exclude={"quote_id"} if body.quote_id is None else None
+                ),
                 source,
                 dest,
                 folders,
@@ -306,7 +326,11 @@ def build_api_router(service: "Service") -> APIRouter:
 
     @router.get("/transfers/{job_id}", response_model=TransferOut, summary="Status and progress")
     def get_transfer(job_id: str, user: User) -> dict[str, Any]:
-        return public_view(service.get_transfer(user, check_job_id(job_id)))
+        data = public_view(service.get_transfer(user, check_job_id(job_id)))
+        billing = getattr(service, "billing", None)  # (stand-in services have none)
+        if billing is not None and billing.enabled:
+            data["charge"] = billing.charge_of(user, data["id"])
+        return data
 
     @router.post(
         "/transfers/{job_id}/cancel",
@@ -453,6 +477,10 @@ def build_api_router(service: "Service") -> APIRouter:
     from .operator_api import add_operator_api
 
     add_operator_api(router, service, User, ErrorOut)  # issue 17: operators only
+
+    from .billing_api import add_billing_api
+
+    add_billing_api(router, service, User, ErrorOut)  # issue 20 (web/billing_api.py)
 
     # -- domain-wide moves (issue 16) -----------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import secrets
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -73,11 +74,14 @@ async def quote_step(p: Pages, request: Request, uid: int, form: Any, src: Any, 
 def add_routes(r: APIRouter, p: Pages) -> None:
     """Registers the billing pages on the pages' router."""
     from yippiemove.service.billing import receipt_of
-    from yippiemove.service.receipts import LedgerRow, ledger_csv, receipt_context, receipt_pdf
+    from yippiemove.service.receipts import ledger_csv, receipt_context, receipt_pdf
 
+    from .billing_api import ledger_rows
     from .pages import flash
 
     p.templates.env.globals["billing_enabled"] = _billing(p) is not None
+    # A form's one-time key (an operator's grant: the same form posted twice grants once).
+    p.templates.env.globals["form_nonce"] = lambda: secrets.token_hex(12)
 
     def need(p: Pages) -> Any:
         billing = _billing(p)
@@ -101,22 +105,9 @@ def add_routes(r: APIRouter, p: Pages) -> None:
     async def ledger_file(request: Request) -> Response:
         uid = await p.user(request)
         billing = need(p)
-        summary = await p.call(billing.summary, uid, 1000)
+        summary = await p.call(billing.summary, uid, 1)
         info = await p.call(p.service.account_info, uid)
-        rows = [
-            LedgerRow(
-                id=e["id"],
-                created_at=e["created_at"],
-                kind=e["kind"],
-                amount=e["amount"],
-                balance_after=e["balance_after"],
-                note=e["note"],
-                order_id=e["order_id"],
-                job_id=e["job_id"],
-                payment_id=e["payment_id"],
-            )
-            for e in summary["entries"]
-        ]
+        rows = await p.call(ledger_rows, p.service, uid)
         text = ledger_csv(rows, summary["currency"], info.get("timezone") or "UTC")
         return PlainTextResponse(
             text,
@@ -253,7 +244,7 @@ def add_routes(r: APIRouter, p: Pages) -> None:
         ops = OperatorPages(p)
         operator = await ops.operator(request)
         form = await p.form(request)
-        billing = need(p)
+        need(p)
         if not user_id.isdigit():
             raise HTTPException(404, "no such customer")
         back = f"/operator/customers/{user_id}"
@@ -264,16 +255,16 @@ def add_routes(r: APIRouter, p: Pages) -> None:
             return RedirectResponse(back, 303)
         note = str(form.get("note") or "")[:500]
         key = str(form.get("key") or "")[:100] or dt.datetime.now(dt.UTC).isoformat()
-        actor = await p.call(p.service.user_email, operator)
         try:
-            granted = await p.call(
-                lambda: billing.grant(int(user_id), amount, actor, note, key, operator_id=operator)
+            done = await p.call(
+                p.service.op_grant_credits, operator, int(user_id), amount, note, key
             )
         except NotFound:
             raise
         except ServiceError as exc:
             flash(request, f"Could not grant: {exc}", "error")
             return RedirectResponse(back, 303)
+        granted = done["granted"]
         flash(request, "Credits granted." if granted else "Already granted (same request).")
         return RedirectResponse(back, 303)
 

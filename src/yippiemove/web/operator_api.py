@@ -146,7 +146,9 @@ class AuditEntryOut(BaseModel):
     when: float
     operator_id: int | None = Field(None, description="null: the command line")
     operator_email: str
-    action: str = Field(description="set_role, cancel, requeue, suspend, unsuspend, read_report")
+    action: str = Field(
+        description="set_role, cancel, requeue, suspend, unsuspend, read_report, grant_credits"
+    )
     target_kind: str = Field(description="`customer` or `job`")
     target_id: str
     detail: dict[str, Any]

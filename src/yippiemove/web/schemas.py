@@ -258,6 +258,14 @@ class TransferIn(BaseModel):
     schedule: ScheduleIn | None = Field(
         None, description="a staged move until cut-over (issue 17); null: one pass"
     )
+    quote_id: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{32}$",
+        description="the `id` of a quote of this source and folder choice "
+        "(`POST /api/v1/quotes`): required when the service charges for transfers (else "
+        "402), ignored when it does not; the order keeps the quote's price",
+        examples=["0" * 32],
+    )
 
 
 class AuthorizationIn(BaseModel):
@@ -308,7 +316,10 @@ class AccountOut(BaseModel):
 
 class TransferCreated(BaseModel):
     id: str
-    status: str
+    status: str = Field(
+        description="`queued`, or `awaiting_payment`: the service charges and the "
+        "balance did not cover the quote's price (pay it, then it is queued)"
+    )
 
 
 def _unset(value: Any) -> bool:
@@ -348,9 +359,32 @@ class FailureOut(BaseModel):
     detail: str = Field(description="the raw text (a server's answer or ours), for support")
 
 
+class ChargeOut(BaseModel):
+    """What the current run of a transfer costs (issue 20; billing on only).  Money is
+    an integer of minor units (cents) with its `currency`."""
+
+    run: int = Field(description="the run it is the price of (1: the order, 2...: re-runs)")
+    price: int = Field(description="minor units")
+    currency: str = Field(examples=["usd"])
+    state: Literal["awaiting_payment", "paid", "free", "refunded"] = Field(
+        description="`awaiting_payment`: nothing spent, the transfer waits (pay by card: "
+        "`POST /api/v1/transfers/{id}/payment`, or from credits: `POST "
+        "/api/v1/transfers/{id}/settle`); `paid`: spent from the balance; `free`: nothing "
+        "to pay; `refunded`: given back after a failure on the service's side"
+    )
+    reason: str | None = Field(
+        None, description="why it still waits (a declined card, a dispute...), for a person"
+    )
+    balance: int = Field(description="the account's balance now (minor units)")
+    waiting: bool = Field(description="the transfer is `awaiting_payment`")
+
+
 class TransferOut(BaseModel):
     id: str
-    status: str = Field(description="queued | running | done | failed | cancelled")
+    status: str = Field(
+        description="queued | running | done | failed | cancelled | awaiting_payment "
+        "(the service charges and the order is not paid yet: see `charge`)"
+    )
     source: AccountOut
     dest: AccountOut
     folders: FoldersOut | None = None
@@ -396,6 +430,11 @@ class TransferOut(BaseModel):
     )
     schedule: ScheduleOut | None = Field(
         None, description="a staged move's schedule and passes; null: not a staged move"
+    )
+    charge: ChargeOut | None = Field(
+        None,
+        description="what the current run costs and whether it is paid (issue 20); null "
+        "when the service does not charge (or in lists)",
     )
 
 
@@ -448,6 +487,7 @@ class TransferList(BaseModel):
 ERROR_CODES: dict[int, str] = {
     400: "bad_request",
     401: "unauthorized",
+    402: "payment_required",
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",

@@ -206,17 +206,17 @@ def add_routes(r: APIRouter, p: Pages) -> None:
         billing = need(p)
         pid = _pid(payment_id)
         view = await p.call(billing.sync, uid, pid)  # the webhook may come later
-        receipt = None
-        if view.state in ("succeeded", "disputed"):
+        if view.state in ("succeeded", "disputed"):  # gone through: its receipt
             receipt = receipt_context(await p.call(receipt_of, p.service, uid, pid))
-        return p.render(
-            request,
-            "payment.html",
-            nav="billing",
-            payment=view.as_dict(),
-            receipt=receipt,
-            pdf_url=f"/payments/{pid}/receipt.pdf",
-        )
+            return p.render(
+                request,
+                "payment_receipt.html",
+                nav="billing",
+                payment=view.as_dict(),
+                receipt=receipt,
+                pdf_url=f"/payments/{pid}/receipt.pdf",
+            )
+        return p.render(request, "payment.html", nav="billing", payment=view.as_dict())
 
     async def payment_pdf(request: Request, payment_id: str) -> Response:
         uid = await p.user(request)

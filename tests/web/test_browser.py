@@ -229,13 +229,17 @@ def test_ui_with_the_fake(page: Page, tmp_path: Path) -> None:
 # -- over the real service, with `yippiemove serve` and Dovecot -------------------------------
 
 
-def serve(data: Path, port: int, ca_file: Path, log: Path) -> subprocess.Popen[bytes]:
+def serve(
+    data: Path, port: int, ca_file: Path, log: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``yippiemove serve`` on ``port``; ``extra_env``: more settings (e.g. billing's)."""
     env = dict(
         os.environ,
         YIPPIEMOVE_PROGRESS_INTERVAL="0.2",
         YIPPIEMOVE_JOB_CONNECTIONS="1",
         YIPPIEMOVE_RESTART_DELAY="0.2",
     )
+    env.update(extra_env or {})
     env.pop("YIPPIEMOVE_DATA_DIR", None)
     with open(log, "ab") as out:
         proc = subprocess.Popen(

@@ -3,7 +3,7 @@
 
 (function () {
   const TERMINAL = new Set(["done", "failed", "cancelled"]);
-  const LABELS = { queued: "Waiting to start", running: "Running", done: "Finished", failed: "Failed", cancelled: "Cancelled" };
+  const LABELS = { queued: "Waiting to start", running: "Running", done: "Finished", failed: "Failed", cancelled: "Cancelled", awaiting_payment: "Waiting for payment" };
   const PHASES = {
     queued: "Waiting for a free worker…",
     resuming: "Resuming after an interruption…",

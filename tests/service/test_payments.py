@@ -290,3 +290,33 @@ def test_a_bundle_bought_by_card_adds_its_credit_once(make_service, server, loca
     assert ledger_kinds(svc, uid) == [("purchase", 5000)]
     # Paid: the next "Buy" is a new purchase, not the paid one again.
     assert svc.billing.checkout_bundle(uid, 0).payment.id != first.payment.id
+
+
+def test_a_webhook_stripe_cannot_confirm_now_is_refused_and_applies_when_sent_again(
+    make_service, server, local_stripe, sink
+):
+    """The event is not believed as sent; when the intent cannot be read back (Stripe
+    away for a moment), the delivery gets an error (503) and is not recorded, so Stripe's
+    next delivery of it applies it."""
+    from yippiemove.service.stripe_gateway import StripeGateway
+
+    svc = make_service(ca_file=str(server.ca_file), **billing_settings(local_stripe))
+    uid, job_id = waiting_order(svc, server)
+    checkout = svc.billing.checkout_order(uid, job_id)
+    assert checkout.client_secret is not None
+    local_stripe.pay(checkout.client_secret)
+    hook = sink.wait_for("payment_intent.succeeded", intent_id_of(checkout.client_secret))
+    working = svc.billing._gateway
+    svc.billing._gateway = StripeGateway(
+        local_stripe.secret_key,
+        HOOK_SECRET,
+        api_base=f"http://127.0.0.1:{free_port()}",
+        max_network_retries=0,
+    )
+    with pytest.raises(PaymentsUnavailable, match="deliver the event again later"):
+        svc.billing.handle_webhook(hook.body, hook.signature)
+    assert svc.get_transfer(uid, job_id).status == "awaiting_payment"
+    svc.billing._gateway = working
+    assert svc.billing.handle_webhook(hook.body, hook.signature).endswith("applied")
+    assert svc.get_transfer(uid, job_id).status == "queued"
+    assert svc.billing.handle_webhook(hook.body, hook.signature).endswith("already handled")

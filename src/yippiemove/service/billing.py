@@ -670,25 +670,36 @@ class Billing:
             raise ServiceError(
                 text if text.startswith("webhook refused") else f"webhook refused: {text}"
             ) from None
+        with self.svc.db.read() as s:
+            if s.get(StripeEvent, event.id) is not None:
+                return f"{event.id}: already handled"
+        if event.type.startswith("payment_intent.") and event.intent_id:
+            # Not believed as sent (an event can be stale, out of order, or made by
+            # someone holding the secret): the intent is read back from Stripe.  If
+            # Stripe cannot be asked now, the event is not recorded and the answer is
+            # an error, so Stripe delivers it again later.
+            try:
+                intent = self.gateway.retrieve_intent(event.intent_id)
+            except Exception as exc:
+                raise PaymentsUnavailable(
+                    f"cannot read PaymentIntent {event.intent_id} back from Stripe now; "
+                    "deliver the event again later"
+                ) from exc
+            self.apply_intent(intent)
+            done = f"{event.id}: {event.type} applied"
+        elif event.type == "charge.dispute.created" and event.intent_id:
+            self._disputed(event.intent_id)
+            done = f"{event.id}: dispute recorded"
+        else:
+            done = f"{event.id}: {event.type} ignored"
+        # Recorded after its effects (which are keyed, so a second application of them
+        # changes nothing): a crash in between makes Stripe's redelivery apply it again.
         try:
             with self.svc.db.session() as s:
                 s.add(StripeEvent(id=event.id, type=event.type[:64], received_at=time.time()))
         except IntegrityError:
             return f"{event.id}: already handled"
-        if event.type.startswith("payment_intent.") and event.intent_id:
-            # The event's copy may be stale (events can arrive out of order): read the
-            # intent as it is now.
-            try:
-                intent = self.gateway.retrieve_intent(event.intent_id)
-            except Exception:
-                intent = event.intent
-            if intent is not None:
-                self.apply_intent(intent)
-            return f"{event.id}: {event.type} applied"
-        if event.type == "charge.dispute.created" and event.intent_id:
-            self._disputed(event.intent_id)
-            return f"{event.id}: dispute recorded"
-        return f"{event.id}: {event.type} ignored"
+        return done
 
     def _disputed(self, intent_id: str) -> None:
         """A disputed payment: recorded and shown.  If its order has not started, the

@@ -54,7 +54,9 @@ def _stripe_csp(js_url: str) -> str:
     return csp + f"; frame-src {origin}"
 
 
-async def quote_step(p: Pages, request: Request, uid: int, form: Any, src: Any, dst: Any, spec: Any) -> Response:
+async def quote_step(
+    p: Pages, request: Request, uid: int, form: Any, src: Any, dst: Any, spec: Any
+) -> Response:
     """Billing on, "Start" without a quote: measure the source as the order will copy
     it, show the price line by line, and ask again (the same fields and the quote)."""
     from yippiemove.service.billing import quote_order
@@ -62,7 +64,9 @@ async def quote_step(p: Pages, request: Request, uid: int, form: Any, src: Any, 
     try:
         quote = await quote_order(p.service, uid, src, dst, spec)
     except ServiceError as exc:
-        return p.render(request, "order_quote.html", status=400, quote=None, error=str(exc), fields=[])
+        return p.render(
+            request, "order_quote.html", status=400, quote=None, error=str(exc), fields=[]
+        )
     fields = [
         (k, v)
         for k, v in form.multi_items()
@@ -166,8 +170,16 @@ def add_routes(r: APIRouter, p: Pages) -> None:
             flash(request, "This transfer is not waiting for a payment.")
             return RedirectResponse(f"/transfers/{job_id}", 303)
         if charge["balance"] >= charge["price"]:
-            return p.render(request, "pay.html", nav="transfers", covered=True, charge=charge,
-                            job_id=job_id, payment=None, back=f"/transfers/{job_id}")
+            return p.render(
+                request,
+                "pay.html",
+                nav="transfers",
+                covered=True,
+                charge=charge,
+                job_id=job_id,
+                payment=None,
+                back=f"/transfers/{job_id}",
+            )
         try:
             checkout = await p.call(billing.checkout_order, uid, job_id)
         except NotFound:
@@ -230,12 +242,17 @@ def add_routes(r: APIRouter, p: Pages) -> None:
             raise HTTPException(404, "payments are off on this service")
         body = await request.body()
         try:
-            done = await p.call(billing.handle_webhook, body, request.headers.get("stripe-signature"))
+            done = await p.call(
+                billing.handle_webhook, body, request.headers.get("stripe-signature")
+            )
         except NotFound:
             raise
-        except ServiceError as exc:
-            return Response(json.dumps({"error": str(exc)}), status_code=400,
-                            media_type="application/json")
+        except ServiceError as exc:  # refused (400), or Stripe away (503): sent again
+            return Response(
+                json.dumps({"error": str(exc)}),
+                status_code=exc.status,
+                media_type="application/json",
+            )
         return Response(json.dumps({"received": True, "done": done}), media_type="application/json")
 
     async def operator_grant(request: Request, user_id: str) -> Response:

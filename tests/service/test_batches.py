@@ -373,7 +373,7 @@ def test_another_customers_batch_is_like_a_missing_one(
     missing = "feedfacefeedface"
     app = create_app(svc)
     routes = {(m, p) for m, p in BATCH_ROUTES if "{batch_id}" in p}
-    assert len(routes) == 10
+    assert len(routes) == 12  # issue 20: settle, pages and REST
     with TestClient(app) as c:
         hb = {"Authorization": f"Bearer {svc.create_token(bob, 'ci')}"}
         # Bob logged in to the pages too (a web session with its CSRF token).

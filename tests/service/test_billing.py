@@ -18,7 +18,7 @@ from tests.svckit import DST_PW, SRC_PW, account, assert_exact, wait_status
 from tests.transfer.test_move import make_message
 from yippiemove.service import ledger
 from yippiemove.service.billing import PaymentRequired, quote_order
-from yippiemove.service.core import AlreadyActive, Conflict
+from yippiemove.service.core import AlreadyActive, Conflict, NotFound
 from yippiemove.service.db import Job, LedgerEntry
 from yippiemove.service.jobhost import SqlJobStore
 
@@ -332,3 +332,43 @@ def test_deleting_a_member_keeps_the_companys_ledger_and_their_own_goes(make_ser
     assert [e["kind"] for e in svc.billing.summary(ann)["entries"]] == ["spend", "grant"]
     with svc.db.read() as s:  # solo's own account went with its entries
         assert s.scalar(select(LedgerEntry.id).where(LedgerEntry.amount == 300)) is None
+
+
+def test_a_batch_is_priced_by_its_pre_flight_and_waits_for_what_credits_do_not_cover(
+    make_service, server
+):
+    """Issue 20: the pre-flight measures each line's source and prices it; starting
+    orders every good line with its quote: what the credits cover runs, the rest waits
+    until paid (here from credits granted later, for the whole batch at once)."""
+    svc = make_service(ca_file=str(server.ca_file), **BILLING)
+    svc.start(0)  # pre-flights in the background; no worker runs the queued ones
+    uid = svc.create_user(OWNER, "long enough pass")
+    svc.billing.grant(uid, 600, "ops@example.org", "", key="g")
+    rows = [
+        (1, account(server, "src", SRC_PW), account(server, "dst", DST_PW)),
+        (2, account(server, "src2", SRC_PW), account(server, "dst2", DST_PW)),
+        (3, account(server, "src", "wrong password"), account(server, "dst2", DST_PW)),
+    ]
+    bid = svc.create_batch(uid, rows, autostart=False)["id"]
+    svc.wait_preflights(60)
+    view = svc.get_batch(uid, bid)
+    prices = {v["line"]: v["price"] for v in view["lines"]}
+    assert prices == {1: 500, 2: 500, 3: None}, view["lines"]
+    assert view["price"] == {"total": 1000, "currency": "usd"}
+    view = svc.start_batch(uid, bid)
+    status = {v["line"]: v["status"] for v in view["lines"]}
+    assert status == {1: "queued", 2: "awaiting_payment", 3: None}, status
+    assert view["totals"]["awaiting_payment"] == 1 and view["state"] == "running"
+    assert balance(svc, uid) == 100
+    out = svc.billing.settle_batch(uid, bid)  # 100 left: nothing more covered yet
+    assert out["settled"] == [] and len(out["waiting"]) == 1 and out["balance"] == 100
+    svc.billing.grant(uid, 400, "ops@example.org", "", key="g2")
+    out = svc.billing.settle_batch(uid, bid)
+    assert len(out["settled"]) == 1 and out["waiting"] == [] and out["balance"] == 0
+    view = svc.get_batch(uid, bid)
+    assert {v["line"]: v["status"] for v in view["lines"]}[2] == "queued"
+    with pytest.raises(Conflict, match="no transfer of this batch is waiting"):
+        svc.billing.settle_batch(uid, bid)
+    other = svc.create_user("other@example.org", "long enough pass")
+    with pytest.raises(NotFound):
+        svc.billing.settle_batch(other, bid)

@@ -25,8 +25,8 @@ from yippiemove.service import schema
 from yippiemove.service.db import Base, Database, Job, User, driver_url, shown_url
 
 FIXTURE = Path(__file__).parent / "data" / "control-636b9a5.sql"
-HEAD = "0012"  # issue 17: staged 0006, batches 0007, operators 0008, account tokens 0009;
-# issue 18: the job list's index 0010; issue 20: the credit ledger 0011, payments 0012
+HEAD = "0013"  # issue 17: staged 0006, batches 0007, operators 0008, account tokens 0009;
+# issue 18: the job list's index 0010; issue 20: the credit ledger 0011, payments 0012, batch quotes 0013
 
 
 def revision_and_differences(db: Database) -> tuple[str | None, list[object]]:
@@ -34,9 +34,9 @@ def revision_and_differences(db: Database) -> tuple[str | None, list[object]]:
         return schema.current_revision(conn), schema.schema_differences(conn)
 
 
-def test_head_is_0012() -> None:
+def test_head_is_0013() -> None:
     assert schema.head_revision() == HEAD
-    assert schema.known_revisions() == {f"{n:04d}" for n in range(1, 13)}
+    assert schema.known_revisions() == {f"{n:04d}" for n in range(1, 14)}
 
 
 # ---------------------------------------------------------------------- from empty

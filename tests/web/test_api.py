@@ -410,6 +410,7 @@ def test_openapi_documents_the_api_and_only_the_api(client: TestClient) -> None:
         f"{API}/batches/{{batch_id}}",
         f"{API}/batches/{{batch_id}}/results.csv",
         f"{API}/batches/{{batch_id}}/retry-failed",
+        f"{API}/batches/{{batch_id}}/settle",  # issue 20
         f"{API}/batches/{{batch_id}}/start",
         # Issue 17: the operators' console (operators only).
         f"{API}/operator/audit",

@@ -495,6 +495,12 @@ PARITY: list[tuple[str, set[str], set[str], str]] = [
         "",
     ),
     (
+        "pay a batch's waiting transfers from your credits",
+        {"POST /batches/{batch_id}/settle"},
+        {"POST /api/v1/batches/{batch_id}/settle"},
+        "",
+    ),
+    (
         "a batch's results as CSV",
         {"GET /batches/{batch_id}/results.csv"},
         {"GET /api/v1/batches/{batch_id}/results.csv"},

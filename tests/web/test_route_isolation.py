@@ -122,11 +122,13 @@ BATCH_ROUTES = {
     ("GET", "/batches/{batch_id}/results.csv"),
     ("POST", "/batches/{batch_id}/start"),
     ("POST", "/batches/{batch_id}/retry-failed"),
+    ("POST", "/batches/{batch_id}/settle"),  # issue 20
     ("POST", "/batches/{batch_id}/drop"),
     ("GET", API + "/batches/{batch_id}"),
     ("GET", API + "/batches/{batch_id}/results.csv"),
     ("POST", API + "/batches/{batch_id}/start"),
     ("POST", API + "/batches/{batch_id}/retry-failed"),
+    ("POST", API + "/batches/{batch_id}/settle"),  # issue 20
     ("DELETE", API + "/batches/{batch_id}"),
     # The customer's own batches, and a new one (the real Service: same test).
     ("GET", "/batches"),

@@ -41,7 +41,7 @@ from sqlalchemy import delete, select
 
 from ..jobs.vocab import TERMINAL, JobStatus
 from ..policy.failures import describe, kind_of_text
-from .db import Batch, BatchLine, Database, Job, User
+from .db import Batch, BatchLine, Database, Job, PriceQuote, User
 
 if TYPE_CHECKING:
     from .core import Account, Service
@@ -243,28 +243,39 @@ class Batches:
         await asyncio.to_thread(self._checked, batch_id)
 
     async def _check_line(self: Service, batch_id: str, n: int) -> None:
+        from ..jobs import spec
         from .core import Account, Busy, ServiceError
 
-        def load() -> dict[str, Any] | None:
+        def load() -> tuple[dict[str, Any], int, Any] | None:
             with self.db.session() as s:
                 line = s.get(BatchLine, (batch_id, n))
+                batch = s.get(Batch, batch_id)
                 if line is None or line.credentials is None or line.check in ("ok", "bad"):
                     return None  # dropped, or judged by another pre-flight meanwhile
                 line.check = "checking"
-                return dict(self.box.decrypt(line.credentials))
+                owner = batch.user_id if batch is not None else 0
+                chosen = batch.folders if batch is not None else None
+                return dict(self.box.decrypt(line.credentials)), owner, chosen
 
-        creds = await asyncio.to_thread(load)
-        if creds is None:
+        loaded = await asyncio.to_thread(load)
+        if loaded is None:
             return
+        creds, owner, chosen = loaded
         src = Account.from_dict(creds["source"], "source")
         dst = Account.from_dict(creds["dest"], "dest")
-        del creds
+        del creds, loaded
+        billing = getattr(self, "billing", None)
+        priced = billing is not None and billing.enabled
+        folders = spec.check_folders(chosen) if chosen else None
+        quote_id: str | None = None
         verdict: tuple[str, str | None, str | None, str | None]
         while True:
             try:
                 # No customer cap here (the batch's own bound is the cap), the
                 # service-wide one applies: a busy service makes the check wait.
-                await self.check_account(src, role="source", dest=dst, user_id=None)
+                listed = await self.check_account(
+                    src, role="source", dest=dst, user_id=None, folders=folders
+                )
             except Busy:
                 await asyncio.sleep(BUSY_WAIT)
                 continue
@@ -281,6 +292,18 @@ class Batches:
                 )
             else:
                 verdict = ("ok", None, None, None)
+                if priced:  # issue 20: the line's price, from what the check measured
+                    chosen_ones = [f for f in listed if folders is None or f.selected]
+                    quote = await asyncio.to_thread(
+                        billing.make_quote,
+                        owner,
+                        billing.subject(owner, src, folders),
+                        sum(int(f.bytes or 0) for f in chosen_ones),
+                        sum(int(f.messages or 0) for f in chosen_ones),
+                        None,
+                        self.settings.credential_retention_days * 86400,
+                    )
+                    quote_id = quote.id
             break
 
         def store() -> None:
@@ -290,6 +313,7 @@ class Batches:
                 if line is None or batch is None or line.check in ("ok", "bad"):
                     return  # dropped, or judged by another pre-flight meanwhile
                 line.check, line.side, line.kind, line.message = verdict
+                line.quote_id = quote_id
                 batch.lines_checked = (batch.lines_checked or 0) + 1
                 if verdict[0] == "bad":
                     batch.lines_bad = (batch.lines_bad or 0) + 1
@@ -364,6 +388,7 @@ class Batches:
                 refused[line.line] = str(exc)
             del creds
         started: list[str] = []
+        waiting: list[str] = []  # billing on: ordered, waiting for their payment
         now = time.time()
         with self.db.session() as s:
             batch = self._own_batch(s, user_id, batch_id, lock=True)
@@ -373,7 +398,7 @@ class Batches:
                     continue  # started meanwhile (two clicks)
                 try:
                     with s.begin_nested():
-                        view = self._add_job(s, user_id, job_spec)
+                        view = self._add_job(s, user_id, job_spec, None, line.quote_id)
                         job = s.get(Job, view.id)
                         assert job is not None
                         job.batch_id = batch_id
@@ -382,18 +407,21 @@ class Batches:
                     continue
                 line.job_id, line.check, line.credentials = view.id, "started", None
                 line.message = line.kind = line.side = None
-                started.append(view.id)
+                if view.status == JobStatus.QUEUED:  # not one waiting for its payment
+                    started.append(view.id)
+                else:
+                    waiting.append(view.id)
             for n, why in refused.items():
                 line = s.get(BatchLine, (batch_id, n))
                 if line is not None and line.job_id is None:
                     line.check, line.message, line.kind = "refused", why, kind_of_text(why)
-            if started:
+            if started or waiting:
                 batch.state = "running"
                 batch.started = batch.started or now
         for job_id in started:
             self._enqueue(job_id)
         log.info("batch %s: %d job(s) started, %d refused", batch_id, len(started), len(refused))
-        if not started and refused:
+        if not started and not waiting and refused:
             raise Conflict(
                 "no line could start: " + "; ".join(f"line {n}: {m}" for n, m in refused.items())
             )
@@ -548,6 +576,17 @@ def _view(s: Any, batch: Batch, *, lines: bool) -> dict[str, Any]:
         .order_by(BatchLine.line)
     ).all()
     views = [_line_view(line, job) for line, job in rows]
+    quote_ids = [line.quote_id for line, _ in rows if line.quote_id]
+    prices: dict[str, tuple[int, str]] = {}
+    if quote_ids:
+        for qid, price, cur in s.execute(
+            select(PriceQuote.id, PriceQuote.price, PriceQuote.currency).where(
+                PriceQuote.id.in_(quote_ids)
+            )
+        ):
+            prices[qid] = (int(price), cur)
+    for (line, _job), v in zip(rows, views, strict=True):
+        v["price"] = prices[line.quote_id][0] if line.quote_id in prices else None
     totals: dict[str, int] = {
         k: 0
         for k in (
@@ -561,6 +600,7 @@ def _view(s: Any, batch: Batch, *, lines: bool) -> dict[str, Any]:
             "done",
             "failed",
             "cancelled",
+            "awaiting_payment",
             "messages_done",
             "messages_total",
             "bytes_done",
@@ -599,6 +639,11 @@ def _view(s: Any, batch: Batch, *, lines: bool) -> dict[str, Any]:
         "can_start": state == "checked" and totals["ok"] + totals["refused"] > 0,
         "can_retry": totals["failed"] + totals["refused"] > 0 and state in ("running", "done"),
     }
+    if prices:  # billing on (issue 20): the price of every line priced, and their sum
+        out["price"] = {
+            "total": sum(v["price"] or 0 for v in views if v["check"] != "bad"),
+            "currency": next(iter(prices.values()))[1],
+        }
     if lines:
         out["lines"] = views
     return out

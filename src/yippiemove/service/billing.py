@@ -232,8 +232,11 @@ class Billing:
         mailbox_bytes: int,
         messages: int,
         rerun_of: str | None = None,
+        valid_for: float | None = None,
     ) -> QuoteView:
-        """Price a measured mailbox; stored, so an order naming it keeps this price."""
+        """Price a measured mailbox; stored, so an order naming it keeps this price for
+        ``valid_for`` seconds (``quote_seconds``; a batch line's: as long as its
+        passwords are kept)."""
         now = self.svc.clock()
         with self.svc.db.session() as s:
             account = self.account_of(s, user_id)
@@ -252,7 +255,7 @@ class Billing:
                 messages=int(messages),
                 rerun_of=rerun_of,
                 created_at=now,
-                expires_at=now + self.settings.quote_seconds,
+                expires_at=now + (valid_for or self.settings.quote_seconds),
             )
             s.add(row)
         return QuoteView(
@@ -368,6 +371,45 @@ class Billing:
         charge.reason = None
         job.status = JobStatus.QUEUED
         return True
+
+    def settle_batch(self, user_id: int, batch_id: str) -> dict[str, Any]:
+        """Pay a batch's waiting orders from the balance, line by line while it covers
+        them (credits bought or granted for the batch): ``{"settled": [job ids],
+        "waiting": [job ids], "balance"}``; the settled ones are enqueued."""
+        from .db import Batch, BatchLine
+
+        settled: list[str] = []
+        with self.svc.db.session() as s:
+            batch = s.get(Batch, batch_id)
+            if not isinstance(batch_id, str) or batch is None or batch.user_id != user_id:
+                raise NotFound("no such batch")
+            ids = list(
+                s.scalars(
+                    select(Job.id)
+                    .join(BatchLine, BatchLine.job_id == Job.id)
+                    .where(
+                        BatchLine.batch_id == batch_id,
+                        Job.status == JobStatus.AWAITING_PAYMENT,
+                    )
+                    .order_by(BatchLine.line)
+                )
+            )
+            if not ids:
+                raise Conflict("no transfer of this batch is waiting for a payment")
+            waiting: list[str] = []
+            for job_id in ids:
+                job = s.get(Job, job_id, with_for_update=True)
+                charge = self.current_charge(s, job_id)
+                if job is None or charge is None:
+                    continue
+                if self._try_settle(s, job, charge):
+                    settled.append(job_id)
+                else:
+                    waiting.append(job_id)
+            left = ledger.balance(s, self.account_of(s, user_id))
+        for job_id in settled:
+            self.svc._enqueue(job_id)
+        return {"settled": settled, "waiting": waiting, "balance": left}
 
     def current_charge(self, s: Any, job_id: str) -> JobCharge | None:
         return s.scalar(

@@ -441,6 +441,8 @@ class BatchLine(Base):
     job_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     #: The end user's "your mailbox is done" notice went out.
     end_user_mailed: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Billing on (issue 20): the quote of the line's source, made by its pre-flight.
+    quote_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 # -- issue 17, account lifecycle (journey-account; migration 0009) ----------------------

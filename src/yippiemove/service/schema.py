@@ -95,7 +95,7 @@ def _pre_migration_revision(conn: Connection) -> str | None:
     OAuth2 sign-ins too, "0005" with issue 17's mail policy, then the newest of issue
     17's tables it has: staged moves 0006, batches 0007, operators' audit log 0008,
     account tokens 0009; then issue 18's index of the job list 0010; issue 20's ledger
-    0011 and its payments 0012."""
+    0011, its payments 0012 and batch lines' quotes 0013."""
     tables = set(inspect(conn).get_table_names())
     if "alembic_version" in tables or not tables & {"users", "jobs"}:
         return None
@@ -105,7 +105,10 @@ def _pre_migration_revision(conn: Connection) -> str | None:
             indexes = {i["name"] for i in inspect(conn).get_indexes("jobs")}
             if "account_tokens" in tables and "ix_jobs_user_created" in indexes:
                 if "ledger_entries" in tables:
-                    return "0012" if "payments" in tables else "0011"
+                    if "payments" not in tables:
+                        return "0011"
+                    lines = {c["name"] for c in inspect(conn).get_columns("batch_lines")}
+                    return "0013" if "quote_id" in lines else "0012"
                 return "0010"
             for table, revision in (
                 ("account_tokens", "0009"),

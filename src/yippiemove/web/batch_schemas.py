@@ -76,6 +76,11 @@ class BatchLineOut(BaseModel):
     bytes_total: int
     failed_messages: int
     error: str | None = Field(description="why the transfer stopped, when it did")
+    price: int | None = Field(
+        None,
+        description="billing on (issue 20): the line's price in minor units, measured by "
+        "its pre-flight (null: not priced)",
+    )
 
 
 class BatchTotalsOut(BaseModel):
@@ -89,11 +94,17 @@ class BatchTotalsOut(BaseModel):
     done: int
     failed: int
     cancelled: int
+    awaiting_payment: int = Field(0, description="ordered, waiting for their payment")
     messages_done: int
     messages_total: int
     bytes_done: int
     bytes_total: int
     failed_messages: int
+
+
+class BatchPriceOut(BaseModel):
+    total: int = Field(description="the sum of the lines' prices (bad lines left out)")
+    currency: str
 
 
 class BatchSummaryOut(BaseModel):
@@ -111,6 +122,9 @@ class BatchSummaryOut(BaseModel):
     totals: BatchTotalsOut
     can_start: bool
     can_retry: bool
+    price: BatchPriceOut | None = Field(
+        None, description="billing on (issue 20): the priced lines' total"
+    )
 
 
 class BatchOut(BatchSummaryOut):
@@ -124,6 +138,12 @@ class BatchList(BaseModel):
 class SkippedOut(BaseModel):
     line: int | None
     message: str
+
+
+class BatchSettleOut(BaseModel):
+    settled: list[str] = Field(description="transfers paid from the credits now (queued)")
+    waiting: list[str] = Field(description="transfers still waiting: the credits ran out")
+    balance: int = Field(description="the credits left, in minor units")
 
 
 class BatchRetryOut(BaseModel):

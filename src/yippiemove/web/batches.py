@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from yippiemove.service.core import ServiceError
+from yippiemove.service.core import NotFound, ServiceError
 
 from .batches_api import check_batch_id, csv_download
 
@@ -156,6 +156,33 @@ class BatchPages:
                 flash(request, f"{len(refused)} line(s) could not start: see below.", "error")
         return RedirectResponse(f"/batches/{batch_id}", 303)
 
+    async def settle(self, request: Request, batch_id: str) -> Response:
+        """Billing on (issue 20): pay the batch's waiting transfers from the credits."""
+        from .pages import flash
+
+        uid = await self.p.user(request)
+        await self.p.form(request)
+        batch_id = check_batch_id(batch_id)
+        billing = getattr(self.p.service, "billing", None)
+        if billing is None or not billing.enabled:
+            raise HTTPException(404, "payments are off on this service")
+        try:
+            out = await self.p.call(billing.settle_batch, uid, batch_id)
+        except NotFound:
+            raise
+        except ServiceError as exc:
+            flash(request, f"Nothing was paid: {exc}", "error")
+        else:
+            n, left = len(out["settled"]), len(out["waiting"])
+            flash(request, f"{n} transfer{'s' if n != 1 else ''} paid from your credits.")
+            if left:
+                flash(
+                    request,
+                    f"{left} still wait: buy credits for them on the Billing page.",
+                    "error",
+                )
+        return RedirectResponse(f"/batches/{batch_id}", 303)
+
     async def retry(self, request: Request, batch_id: str) -> Response:
         from .pages import flash
 
@@ -201,5 +228,6 @@ def add_batch_pages(r: APIRouter, pages: Pages) -> None:
     r.add_api_route("/batches/{batch_id}", b.show, methods=["GET"], **html)
     r.add_api_route("/batches/{batch_id}/start", b.start, methods=["POST"])
     r.add_api_route("/batches/{batch_id}/retry-failed", b.retry, methods=["POST"])
+    r.add_api_route("/batches/{batch_id}/settle", b.settle, methods=["POST"])  # issue 20
     r.add_api_route("/batches/{batch_id}/drop", b.drop, methods=["POST"])
     r.add_api_route("/batches/{batch_id}/results.csv", b.results, methods=["GET"])

@@ -10,9 +10,9 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from yippiemove.service.core import ServiceError
+from yippiemove.service.core import Conflict, ServiceError
 
-from .batch_schemas import BatchIn, BatchList, BatchOut, BatchRetryOut
+from .batch_schemas import BatchIn, BatchList, BatchOut, BatchRetryOut, BatchSettleOut
 
 if TYPE_CHECKING:
     from yippiemove.service.core import Service
@@ -139,6 +139,31 @@ def add_batch_api(router: APIRouter, service: "Service", user_dep: Any, errors: 
     )
     def start_batch(batch_id: str, user: user_dep) -> dict[str, Any]:
         return service.start_batch(user, check_batch_id(batch_id))
+
+    @router.post(
+        "/batches/{batch_id}/settle",
+        response_model=BatchSettleOut,
+        summary="Pay the batch's waiting transfers from your credits",
+        tags=["batches", "billing"],
+        responses={
+            404: not_found,
+            409: {
+                "model": errors,
+                "description": "No transfer of the batch waits for a payment, or payments "
+                "are off on this service",
+            },
+        },
+    )
+    def settle_batch(batch_id: str, user: user_dep) -> dict[str, Any]:
+        """Billing on (issue 20): the batch's transfers that wait for their payment are
+        paid from the balance, line by line while it covers them; those still waiting
+        are listed (buy credits: `POST /api/v1/credit-purchases`)."""
+        batch_id = check_batch_id(batch_id)
+        service.get_batch(user, batch_id)  # yours, or 404
+        billing = getattr(service, "billing", None)
+        if billing is None or not billing.enabled:
+            raise Conflict("payments are off on this service")
+        return dict(billing.settle_batch(user, batch_id))
 
     @router.post(
         "/batches/{batch_id}/retry-failed",

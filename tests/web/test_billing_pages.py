@@ -226,3 +226,35 @@ def test_an_operator_grants_credits_from_the_console(svc: Service, mailbox: Dove
     assert me is not None
     r = cb.post(f"/operator/customers/{me}/credits", {"amount": "100000", "note": "me"})
     assert r.status_code == 404 and svc.billing.summary(me)["balance"] == 0
+
+
+def test_a_batch_page_shows_its_prices_and_pays_the_waiting_lines_from_credits(
+    svc: Service, mailbox: DovecotServer
+) -> None:
+    from yippiemove.service.core import Account
+
+    svc.start(0)  # the pre-flight runs in the background; no worker
+    b = Browser(TestClient(create_app(svc)))
+    b.signup("ada@example.org")
+    uid = svc.authenticate("ada@example.org", PASSWORD)
+    assert uid is not None
+    src = Account("127.0.0.1", mailbox.port, "starttls", "src", "srcpass")
+    rows = [
+        (1, src, Account("127.0.0.1", mailbox.port, "starttls", "dst", "dstpass")),
+        (2, src, Account("127.0.0.1", mailbox.port, "starttls", "dst", "dstpass2")),
+    ]
+    bid = svc.create_batch(uid, rows, autostart=False)["id"]
+    svc.wait_preflights(60)
+    page = html.unescape(b.get(f"/batches/{bid}").text)
+    assert "data-batch-price>$7.00<" in page, page[:3000]  # line 2's password is wrong
+    assert page.count("data-line-price>$7.00<") == 1
+    r = b.post(f"/batches/{bid}/start", {})
+    assert r.status_code == 303
+    page = html.unescape(b.get(f"/batches/{bid}").text)
+    assert "data-batch-awaiting" in page and "1 transfer of this batch waits" in page
+    svc.billing.grant(uid, 700, "ops@example.org", "", key="batch")
+    r = b.post(f"/batches/{bid}/settle", {})
+    assert r.status_code == 303
+    page = html.unescape(b.get(f"/batches/{bid}").text)
+    assert "1 transfer paid from your credits." in page and "data-batch-awaiting" not in page
+    assert svc.get_batch(uid, bid)["totals"]["queued"] == 1

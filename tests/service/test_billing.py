@@ -372,3 +372,24 @@ def test_a_batch_is_priced_by_its_pre_flight_and_waits_for_what_credits_do_not_c
     other = svc.create_user("other@example.org", "long enough pass")
     with pytest.raises(NotFound):
         svc.billing.settle_batch(other, bid)
+
+
+def test_an_operators_requeue_is_not_charged_to_the_customer(make_service, server):
+    svc = make_service(ca_file=str(server.ca_file), **BILLING)
+    uid = svc.create_user(OWNER, "long enough pass")
+    ops = svc.create_user("ops@example.org", "long enough pass")
+    svc.set_role("ops@example.org", "operator")
+    svc.billing.grant(uid, 500, "ops@example.org", "", key="g")
+    job = svc.create_transfer(
+        uid,
+        account(server, "src", SRC_PW),
+        account(server, "dst", DST_PW),
+        quote_id=quote(svc, uid, server).id,
+    )
+    svc.cancel_transfer(uid, job.id)
+    svc.clock = lambda: time.time() + 60 * 86400  # long past the free re-run days
+    out = svc.op_requeue(ops, job.id)
+    assert out["status"] == "queued", out
+    assert balance(svc, uid) == 0  # only the order's own price was spent
+    charge = svc.billing.charge_of(uid, job.id)
+    assert charge is not None and (charge["run"], charge["state"]) == (2, "free")

@@ -309,7 +309,7 @@ class Billing:
         s.flush()
         self._try_settle(s, job, charge)
 
-    def charge_rerun(self, s: Any, job: Job) -> None:
+    def charge_rerun(self, s: Any, job: Job, *, free: bool = False) -> None:
         """In the re-run's transaction (``job.runs`` already counts the new run): free
         within ``free_rerun_days`` of a paid run, else the last run's price again (the
         mailbox was measured then), spent now or paid for before it runs."""
@@ -329,7 +329,7 @@ class Billing:
             .limit(1)
         )
         window = self.prices.free_rerun_days * 86400
-        free = paid_at is not None and self.svc.clock() - paid_at <= window
+        free = free or (paid_at is not None and self.svc.clock() - paid_at <= window)
         charge = JobCharge(
             job_id=job.id,
             run=run,

@@ -1526,7 +1526,7 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
             self._enqueue(job_id)
         return view
 
-    def _rerun_job(self, s: Any, job: Job) -> JobView:
+    def _rerun_job(self, s: Any, job: Job, *, free: bool = False) -> JobView:
         """Put the ended ``job`` (locked) back in the queue in the transaction ``s``; the
         caller enqueues it after the commit (customers, and operators)."""
         if job.status not in TERMINAL:
@@ -1555,7 +1555,7 @@ class Service(Batches, DomainBatches, SignIns, Resumes, AccountLifecycle, Operat
         staged.new_run(job)
         staged.rerun(s, job)  # a staged job: this run is its next pass
         if self.billing.enabled:
-            self.billing.charge_rerun(s, job)
+            self.billing.charge_rerun(s, job, free=free)
         return JobView.of(job)
 
     def forget_credentials(self, user_id: int, job_id: str) -> JobView:

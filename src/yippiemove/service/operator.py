@@ -421,7 +421,7 @@ class Operators:
             if job.status == JobStatus.RUNNING:
                 raise Conflict("the transfer is running: cancel it first")
             if job.status in TERMINAL:
-                self._rerun_job(s, job)
+                self._rerun_job(s, job, free=True)  # an operator's decision: not charged
             self._audit(s, operator, "requeue", "job", job.id, before=before)
             owner = s.get(User, job.user_id)
             out = job_row(job, owner.email if owner else "", bool(owner and owner.suspended))

@@ -297,3 +297,51 @@ def test_a_domain_batch_checked_in_the_background_is_a_batch(
         assert not any(f.startswith("Projects") for f in new_box)  # the batch's folders
     marker = old_key["private_key"].splitlines()[4].encode()
     assert files_containing(svc.settings.data_dir, marker) == []
+
+
+def test_a_domain_batch_with_billing_on_is_priced_by_its_checks(
+    make_service: Callable[..., Service],
+    oauth_server: OAuthServer,
+    dovecot_factory: Callable[..., DovecotServer],
+    tmp_path: Path,
+) -> None:
+    """Issue 20: each line's check measures its source and prices it; the lines the
+    credits cover start, the others wait for their payment (before: every line was
+    refused, having no quote)."""
+    server = dovecot_for(oauth_server, dovecot_factory)
+    for n, p in enumerate(PEOPLE):
+        fill(server, p, n)
+    old_key = oauth_server.add_service_account(domains=["example.test"])
+    new_key = oauth_server.add_service_account(domains=["new.test"])
+    svc = make_service(
+        oauth=config_for(oauth_server, tmp_path),
+        ca_file=str(server.ca_file),
+        billing_enabled=True,
+        price_bands="1MB:500,*:2500",
+        stripe_secret_key="sk_test_unused",
+        stripe_publishable_key="pk_test_unused",
+        stripe_webhook_secret="whsec_unused",
+    )
+    uid = svc.create_user("admin@example.test", "correct horse battery")
+    svc.billing.grant(uid, 1000, "ops@example.org", "", key="domain")
+    old = svc.add_domain_credential(
+        uid, {"kind": "service_account", "domain": "example.test", "key": old_key}
+    )
+    new = svc.add_domain_credential(
+        uid, {"kind": "service_account", "domain": "new.test", "key": new_key}
+    )
+    here = {"host": "127.0.0.1", "port": server.port, "security": "starttls"}
+    result = asyncio.run(
+        svc.create_domain_batch(
+            uid,
+            {
+                "source": {"credential": old["id"], **here},
+                "dest": {"credential": new["id"], **here},
+                "users": [{"address": src(p), "dest_address": dst(p)} for p in PEOPLE],
+            },
+        )
+    )
+    assert result["failed"] == [] and result["errors"] == [], result
+    statuses = sorted(svc.get_transfer(uid, j).status for j in result["created"])
+    assert statuses == ["awaiting_payment", "awaiting_payment", "queued", "queued"]
+    assert svc.billing.summary(uid)["balance"] == 0

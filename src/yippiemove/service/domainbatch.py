@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -49,6 +49,8 @@ class DomainLine:
     dest: Account
     #: The checked job spec (``Service.make_spec``) of this line.
     spec: Any = field(default=None, repr=False)
+    #: Billing on (issue 20): the quote its check made (the source as measured).
+    quote_id: str | None = None
 
 
 def _view(row: DomainCredential) -> dict[str, Any]:
@@ -320,12 +322,21 @@ class DomainBatches:
         svc: Any = self
         gate = asyncio.Semaphore(DOMAIN_CHECKS_AT_ONCE)
 
+        billing = getattr(svc, "billing", None)
+        priced = billing is not None and billing.enabled
+        quotes: dict[int, str] = {}
+
         async def one(line: DomainLine) -> str | None:
             async with gate:
                 for attempt in range(BUSY_TRIES):
                     try:
-                        await svc.check_account(
-                            line.source, role="source", dest=line.dest, user_id=user_id
+                        folders = line.spec.folders.as_dict() if line.spec.folders else None
+                        listed = await svc.check_account(
+                            line.source,
+                            role="source",
+                            dest=line.dest,
+                            user_id=user_id,
+                            folders=folders,
                         )
                     except Busy as exc:  # the customer's other checks (a page): wait
                         if attempt == BUSY_TRIES - 1:
@@ -334,11 +345,25 @@ class DomainBatches:
                         continue
                     except ServiceError as exc:
                         return f"line {line.line}: {line.address}: {exc}"
+                    if priced:  # issue 20: the line's price, from what was measured
+                        chosen = [f for f in listed if folders is None or f.selected]
+                        quote = await asyncio.to_thread(
+                            billing.make_quote,
+                            user_id,
+                            billing.subject(user_id, line.source, folders),
+                            sum(int(f.bytes or 0) for f in chosen),
+                            sum(int(f.messages or 0) for f in chosen),
+                        )
+                        quotes[line.line] = quote.id
                     return None
                 return None
 
         results = await asyncio.gather(*(one(line) for line in lines))
-        good = [line for line, err in zip(lines, results, strict=True) if err is None]
+        good = [
+            replace(line, quote_id=quotes.get(line.line))
+            for line, err in zip(lines, results, strict=True)
+            if err is None
+        ]
         return good, [err for err in results if err is not None]
 
     async def create_domain_batch(
@@ -382,7 +407,9 @@ class DomainBatches:
         batch: str | None = None  # issue 17: one summary mail for the batch
         for line in lines:
             try:
-                view = await asyncio.to_thread(svc.submit, user_id, line.spec)
+                view = await asyncio.to_thread(
+                    svc.submit, user_id, line.spec, None, line.quote_id
+                )
             except ServiceError as exc:
                 failed.append(f"line {line.line}: {line.address}: {exc}")
                 continue

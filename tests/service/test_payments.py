@@ -88,6 +88,7 @@ def test_an_order_paid_by_card_runs_and_its_webhook_applies_once(
     again = svc.billing.checkout_order(uid, job_id)  # a reload, a retried call
     assert first.payment.id == again.payment.id and first.client_secret == again.client_secret
     assert first.payment.amount == 700 and first.client_secret
+    assert first.client_secret not in repr(first)  # a log line of it shows no secret
     intent = intent_id_of(first.client_secret)
     assert local_stripe.pay(first.client_secret) == "succeeded"
     hook = sink.wait_for("payment_intent.succeeded", intent)

@@ -26,7 +26,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
@@ -158,7 +158,7 @@ class Checkout:
     PaymentIntent (given only to the customer's own page, never logged or stored)."""
 
     payment: PaymentView
-    client_secret: str | None
+    client_secret: str | None = field(repr=False)  # never in a log line
     publishable_key: str
     js_url: str
 

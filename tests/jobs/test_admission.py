@@ -33,38 +33,59 @@ from yippiemove.service.core import Account, Service
 
 
 class PsiFile:
-    """``/proc/pressure/cpu`` as the kernel writes it; ``saturated``: the "some" total
-    grows as fast as time passes (a task always waited), else it stands still."""
+    """``/proc/pressure/cpu`` as the kernel gives it: its "some" total as of the moment it
+    is read.  ``saturated``: the total grows as fast as time passes (a task always
+    waited), else it stands still.
+
+    A named pipe whose content a thread writes when a reader opens it, so the total is
+    that of the read's moment like the kernel's.  (It was a file rewritten every 50 ms:
+    when its writer thread was held up for a period on a busy machine, two readings half
+    a second apart saw the same total, "no pressure", and a job was admitted while
+    saturated: a clean-clone CI run after session 12.)"""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.total = 0.0
         self.saturated = False
         self._at = time.monotonic()
+        self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._write()
+        os.mkfifo(path)
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
-    def _write(self) -> None:
-        now = time.monotonic()
-        if self.saturated:
-            self.total += (now - self._at) * 1e6
-        self._at = now
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(
-            f"some avg10=0.00 avg60=0.00 avg300=0.00 total={int(self.total)}\n"
-            "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
-        )
-        tmp.replace(self.path)
+    def _content(self) -> bytes:
+        with self._lock:
+            now = time.monotonic()
+            if self.saturated:
+                self.total += (now - self._at) * 1e6
+            self._at = now
+            return (
+                f"some avg10=0.00 avg60=0.00 avg300=0.00 total={int(self.total)}\n"
+                "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+            ).encode()
+
+    def set_saturated(self, value: bool) -> None:
+        self._content()  # the total up to now counts with the state it had
+        self.saturated = value
 
     def _loop(self) -> None:
-        while not self._stop.wait(0.05):
-            self._write()
+        while not self._stop.is_set():
+            fd = os.open(self.path, os.O_WRONLY)  # waits for a reader
+            try:
+                if not self._stop.is_set():
+                    os.write(fd, self._content())
+            except BrokenPipeError:
+                pass
+            finally:
+                os.close(fd)
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join()
+        # Unblock the writer waiting for a reader: be that reader.
+        fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        self._thread.join(timeout=5)
+        os.close(fd)
 
 
 @pytest.fixture
@@ -241,7 +262,7 @@ def test_saturated_processors_hold_jobs_queued_and_visible_until_calm(
     big_mailbox(server, "src0", count=200)  # behind a slow link: runs while the test looks
     for i in (1, 2):
         populate(server, f"src{i}")
-    psi.saturated = True
+    psi.set_saturated(True)
     svc = make_service(
         ca_file=str(server.ca_file),
         job_admission_floor=1,
@@ -281,7 +302,7 @@ def test_saturated_processors_hold_jobs_queued_and_visible_until_calm(
         assert svc.supervisor.admission.running == 1
         assert svc.supervisor.admission.waiting == 2
 
-        psi.saturated = False  # calm: they start, the first still running
+        psi.set_saturated(False)  # calm: they start, the first still running
         for j in later:
             assert wait_status(svc, uid, j.id, timeout=60).status == "done"
         assert svc.get_transfer(uid, first.id).status == "running"

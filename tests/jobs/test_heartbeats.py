@@ -249,7 +249,9 @@ def test_a_watch_loop_wakes_about_once_a_second_not_every_fifth(
     _svc, loop = _watch_loop_wakes(make_service, dovecot_factory, monkeypatch, 40, 40_000)
     span = loop[-1] - loop[0]
     assert span > 2, loop
-    assert len(loop) / span <= 3.0, (len(loop), span)
+    # Less the one wake for the answer of the loop's first write (it may carry a cancel
+    # made before the loop could be poked: jobs/supervisor.py, session 12).
+    assert (len(loop) - 1) / span <= 3.0, (len(loop), span)
 
 
 def test_with_many_jobs_each_job_process_reports_less_often(

@@ -29,7 +29,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..jobs.vocab import JobStatus
@@ -544,24 +544,7 @@ class Billing:
         gw = self.gateway
         try:
             if view.intent_id is None:
-                intent = gw.create_intent(
-                    amount=view.amount,
-                    currency=view.currency,
-                    idempotency_key=f"yippiemove-payment-{pid}",
-                    metadata={"payment": str(pid), "transfer": view.job_id or ""},
-                    description=view.description,
-                )
-                with self.svc.db.session() as s:
-                    s.execute(
-                        update(Payment)
-                        .where(Payment.id == pid, Payment.intent_id.is_(None))
-                        .values(intent_id=intent.id)
-                    )
-                    stored = s.get(Payment, pid)
-                    assert stored is not None
-                    view = PaymentView.of(stored)
-                if view.intent_id != intent.id:
-                    intent = gw.retrieve_intent(str(view.intent_id))
+                intent = self._new_intent(view, replacing=None)
             else:
                 intent = gw.retrieve_intent(view.intent_id)
                 if intent.status == "requires_payment_method" and intent.failure:
@@ -595,27 +578,35 @@ class Billing:
         if old.status == "succeeded":  # paid after all (raced the decline)
             self.apply_intent(old)
             return old
-        view = self.payment_view(pid)
+        return self._new_intent(self.payment_view(pid), replacing=failed.id)
+
+    def _new_intent(self, view: PaymentView, replacing: str | None) -> Intent:
+        """A PaymentIntent for the payment, made outside any transaction (a network
+        call) and stored in place of ``replacing`` (None: of none) by compare-and-set.
+        A concurrent caller that stored another first wins: ours is cancelled (if Stripe
+        made a second one) and the winner's is returned, so only the stored intent's
+        secret is ever handed out."""
+        gw = self.gateway
+        key = f"yippiemove-payment-{view.id}"
         intent = gw.create_intent(
             amount=view.amount,
             currency=view.currency,
-            idempotency_key=f"yippiemove-payment-{pid}-after-{failed.id}",
-            metadata={"payment": str(pid), "transfer": view.job_id or ""},
+            idempotency_key=key if replacing is None else f"{key}-after-{replacing}",
+            metadata={"payment": str(view.id), "transfer": view.job_id or ""},
             description=view.description,
+        )
+        expected = (
+            Payment.intent_id.is_(None) if replacing is None else (Payment.intent_id == replacing)
         )
         with self.svc.db.session() as s:
             s.execute(
-                update(Payment)
-                .where(Payment.id == pid, Payment.intent_id == failed.id)
-                .values(intent_id=intent.id)
+                update(Payment).where(Payment.id == view.id, expected).values(intent_id=intent.id)
             )
-            stored = s.get(Payment, pid)
-            assert stored is not None
-            current = stored.intent_id
-        if current != intent.id:
-            gw.cancel_intent(intent.id)  # ours lost: nobody gets its secret
-            return gw.retrieve_intent(str(current))
-        return intent
+            current = s.scalar(select(Payment.intent_id).where(Payment.id == view.id))
+        if current == intent.id:
+            return intent
+        gw.cancel_intent(intent.id)  # ours lost: nobody gets its secret
+        return gw.retrieve_intent(str(current))
 
     def sync(self, user_id: int, pid: int) -> PaymentView:
         """Ask Stripe for the payment's state now (the page a customer returns to after
@@ -879,8 +870,6 @@ class Billing:
         if not page:
             return []
         newest = page[0].id
-        from sqlalchemy import func
-
         running = int(
             s.scalar(
                 select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
